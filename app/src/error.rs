@@ -1,0 +1,51 @@
+//! The one error type every server function returns.
+//!
+//! What crosses the wire is a short, user-facing message. Database errors and other
+//! internals are logged on the server (see `ssr::internal`) and reach the browser only as
+//! "Internal error; see the server log".
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    /// Wrong user name or password, or a disabled account. Deliberately one message for
+    /// all three so a login form does not reveal which accounts exist.
+    #[error("Invalid user name or password.")]
+    InvalidCredentials,
+    /// No valid session cookie.
+    #[error("Please log in.")]
+    Unauthenticated,
+    /// Logged in, but the role does not allow this.
+    #[error("You are not allowed to do this.")]
+    Forbidden,
+    /// Input failed validation; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something failed on the server; the details are in the server log.
+    #[error("Internal error; see the server log.")]
+    Internal,
+    /// The request never reached the server function or its answer could not be read.
+    #[error("Could not reach the server: {0}")]
+    Transport(String),
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Request(e)
+            | ServerFnErrorErr::Response(e)
+            | ServerFnErrorErr::Serialization(e)
+            | ServerFnErrorErr::Deserialization(e) => AppError::Transport(e),
+            ServerFnErrorErr::Args(e) | ServerFnErrorErr::MissingArg(e) => AppError::Invalid(e),
+            _other => {
+                #[cfg(feature = "ssr")]
+                tracing::error!(error = %_other, "server function failed");
+                AppError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+use crate::SECTIONS;
+use crate::auth::{Logout, current_user};
+use leptos::prelude::*;
+use leptos_router::components::{A, Outlet, Redirect};
+
+/// The frame of every page behind the login: header, navigation, the page itself.
+///
+/// The server already redirects a full page load without a session to `/login` (see the
+/// `server` crate's route guard); the check here covers client-side navigation after the
+/// session ended.
+#[component]
+pub fn Layout() -> impl IntoView {
+    let user = Resource::new(|| (), |_| current_user());
+    let logout = ServerAction::<Logout>::new();
+    view! {
+        <div class="layout">
+            <header class="topbar">
+                <a class="brand" href="/">"tablesafe"</a>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match user.await {
+                            Ok(Some(u)) => view! {
+                                <span class="who" data-testid="current-user">
+                                    {u.username} <span class="role">{u.role.as_str()}</span>
+                                </span>
+                            }.into_any(),
+                            _ => view! { <Redirect path="/login"/> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+                <ActionForm action=logout attr:class="logout">
+                    <button type="submit">"Log out"</button>
+                </ActionForm>
+            </header>
+            <nav class="sidebar" aria-label="Main">
+                <ul>
+                    <li><A href="/" exact=true>"Dashboard"</A></li>
+                    {SECTIONS.iter().map(|(path, label, _)| view! {
+                        <li><A href=*path>{*label}</A></li>
+                    }).collect_view()}
+                </ul>
+            </nav>
+            <main class="content">
+                <Outlet/>
+            </main>
+        </div>
+    }
+}

@@ -1,0 +1,195 @@
+//! The history database: SQLite in the data directory by default, or PostgreSQL when
+//! several workers share one job queue. Both run the same schema (one migration folder
+//! per engine, `migrations/sqlite` and `migrations/postgres`, kept in step) and are
+//! reached through sqlx's `Any` driver, so every query here is written once in the
+//! common SQL subset: `$1…$n` placeholders in order, BIGINT unix milliseconds for time,
+//! TEXT for enums. Migrations run on every start, before anything else touches the
+//! database; a second worker starting at the same time waits on sqlx's migration lock.
+
+use anyhow::{Context, Result, bail};
+use engine::secret::{Secret, redact_url};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use std::path::Path;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// The URL of the default SQLite history database inside `data_dir`.
+pub fn sqlite_url(data_dir: &Path) -> Result<String> {
+    let path = std::path::absolute(data_dir.join("history.db"))?;
+    let path = path.to_str().context("data directory path is not UTF-8")?;
+    // Percent-encode what would end the path part of the URL.
+    let mut encoded = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' => encoded.push_str("%25"),
+            '?' => encoded.push_str("%3F"),
+            '#' => encoded.push_str("%23"),
+            ' ' => encoded.push_str("%20"),
+            c => encoded.push(c),
+        }
+    }
+    Ok(format!("sqlite://{encoded}?mode=rwc"))
+}
+
+impl Db {
+    /// Connects and migrates. `url` is `sqlite://…` or `postgres://…`.
+    pub async fn open(url: &Secret<String>) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose();
+        let backend = if raw.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            bail!(
+                "unsupported history database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(raw)
+            );
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(raw)
+            .await
+            // sqlx errors can quote the URL; show the redacted form instead.
+            .map_err(|e| anyhow::anyhow!("{}", scrub(&e.to_string(), raw)))
+            .with_context(|| format!("cannot open history database {}", redact_url(raw)))?;
+        if backend == Backend::Sqlite {
+            // WAL lets the console read while a job writes; it persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating history database {}", redact_url(raw)))?;
+        Ok(Db { pool, backend })
+    }
+
+    /// The schema version: the number of the last applied migration.
+    pub async fn schema_version(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+fn scrub(message: &str, url: &str) -> String {
+    message.replace(url, &redact_url(url))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A console account as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled_at: Option<i64>,
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, role, disabled_at";
+
+pub async fn user_by_name(db: &Db, username: &str) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as::<_, UserRow>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+    ))
+    .bind(username)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+pub async fn user_by_id(db: &Db, id: i64) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+/// Outcome of [`ensure_admin`].
+#[derive(Debug)]
+pub enum Bootstrap {
+    /// Accounts already existed; nothing was changed.
+    Existing,
+    /// The `admin` account was created with this password.
+    Created { generated: bool, password: Secret<String> },
+}
+
+/// On the very first start (no account at all), creates `admin` with `password` or a
+/// generated one. Safe when several workers start at once: the unique user name lets
+/// exactly one insert win.
+pub async fn ensure_admin(db: &Db, password: Option<Secret<String>>) -> Result<Bootstrap> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db.pool).await?;
+    if count > 0 {
+        return Ok(Bootstrap::Existing);
+    }
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(super::password::generate);
+    let phc = super::password::hash(password.clone()).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (username, password_hash, role, created_at) \
+         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM users)",
+    )
+    .bind("admin")
+    .bind(phc)
+    .bind("admin")
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await;
+    match inserted {
+        Ok(r) if r.rows_affected() == 1 => Ok(Bootstrap::Created { generated, password }),
+        Ok(_) => Ok(Bootstrap::Existing),
+        // Another worker inserted `admin` between our check and our insert.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Bootstrap::Existing),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets a new password for `username` (the `reset-password` subcommand).
+pub async fn set_password(db: &Db, username: &str, password: Secret<String>) -> Result<bool> {
+    let phc = super::password::hash(password).await?;
+    let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+        .bind(phc)
+        .bind(username)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

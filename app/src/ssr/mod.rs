@@ -1,0 +1,34 @@
+//! Server-only code of the console: the history database, sessions, shared state.
+//! Compiled only with the `ssr` feature; the wasm bundle never sees it.
+
+pub mod db;
+pub mod keys;
+pub mod password;
+pub mod session;
+
+use crate::error::AppError;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+
+/// Everything a request handler or server function needs, created once in `main` and
+/// injected (axum state + Leptos context).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: db::Db,
+    pub leptos_options: LeptosOptions,
+    pub sessions: Arc<session::SessionKeys>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// Logs an internal error with its details and returns the opaque [`AppError::Internal`]
+/// that the browser sees.
+pub fn internal(context: &str, err: impl std::fmt::Display) -> AppError {
+    tracing::error!(error = %err, "{context}");
+    AppError::Internal
+}

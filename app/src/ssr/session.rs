@@ -1,0 +1,228 @@
+//! Session tokens and cookies. See `crate::auth` for the shape of a session.
+
+use super::{AppState, db, internal, keys};
+use crate::auth::{Role, SessionUser};
+use crate::error::AppError;
+use engine::secret::Secret;
+use http::{HeaderMap, HeaderValue, header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+pub const COOKIE_NAME: &str = "tablesafe_session";
+
+/// Signing keys and cookie settings, derived once at start.
+pub struct SessionKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// How long a session lasts.
+    pub ttl_secs: u64,
+    /// Add `Secure` to the cookie (set when the console is served over HTTPS).
+    pub secure_cookie: bool,
+}
+
+impl SessionKeys {
+    pub fn new(server_key: &Secret<[u8; keys::KEY_LEN]>, ttl_secs: u64, secure_cookie: bool) -> Self {
+        let key = keys::derive(server_key, "tablesafe 2026-11 session token HS256 key");
+        Self {
+            encoding: EncodingKey::from_secret(key.expose()),
+            decoding: DecodingKey::from_secret(key.expose()),
+            ttl_secs,
+            secure_cookie,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// The user id, as a string per RFC 7519.
+    sub: String,
+    iat: u64,
+    exp: u64,
+}
+
+fn now_secs() -> u64 {
+    (db::now_ms() / 1000) as u64
+}
+
+/// Checks a user name and password. Unknown user, wrong password and disabled account
+/// all give [`AppError::InvalidCredentials`] after the same amount of work.
+pub async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: String,
+) -> Result<SessionUser, AppError> {
+    let password = Secret::new(password);
+    let row = db::user_by_name(&state.db, username)
+        .await
+        .map_err(|e| internal("loading user for login", e))?;
+    let (phc, row) = match row {
+        Some(row) => (row.password_hash.clone(), Some(row)),
+        None => (dummy_hash().to_string(), None),
+    };
+    let ok = super::password::verify(password, phc).await;
+    match row {
+        Some(row) if ok && row.disabled_at.is_none() => to_session_user(row),
+        _ => {
+            tracing::info!(username, "failed login");
+            Err(AppError::InvalidCredentials)
+        }
+    }
+}
+
+/// A hash of a random password, so a login for an unknown user costs one Argon2 run too.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        super::password::hash_blocking(&super::password::generate()).unwrap_or_default()
+    })
+}
+
+fn to_session_user(row: db::UserRow) -> Result<SessionUser, AppError> {
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| internal("user has an unknown role", format!("{:?}", row.role)))?;
+    Ok(SessionUser { id: row.id, username: row.username, role })
+}
+
+/// A signed token for `user`, valid for the configured time.
+pub fn issue_token(keys: &SessionKeys, user: &SessionUser) -> Result<String, AppError> {
+    let iat = now_secs();
+    let claims = Claims { sub: user.id.to_string(), iat, exp: iat + keys.ttl_secs };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+        .map_err(|e| internal("signing session token", e))
+}
+
+/// The `Set-Cookie` value that stores `token` (or, with `None`, deletes the cookie).
+pub fn cookie_header(keys: &SessionKeys, token: Option<&str>) -> String {
+    let secure = if keys.secure_cookie { "; Secure" } else { "" };
+    match token {
+        Some(t) => format!(
+            "{COOKIE_NAME}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            keys.ttl_secs
+        ),
+        None => format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
+fn set_cookie_header(value: String) -> Result<(), AppError> {
+    let response = leptos::prelude::expect_context::<leptos_axum::ResponseOptions>();
+    let value = HeaderValue::from_str(&value).map_err(|e| internal("cookie header", e))?;
+    response.append_header(header::SET_COOKIE, value);
+    Ok(())
+}
+
+pub fn set_cookie(state: &AppState, user: &SessionUser) -> Result<(), AppError> {
+    let token = issue_token(&state.sessions, user)?;
+    set_cookie_header(cookie_header(&state.sessions, Some(&token)))
+}
+
+pub fn clear_cookie(state: &AppState) -> Result<(), AppError> {
+    set_cookie_header(cookie_header(&state.sessions, None))
+}
+
+/// The session token from a request's `Cookie` headers.
+pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+/// The user id a token names, if it is authentic and unexpired.
+pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<i64> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation).ok()?;
+    data.claims.sub.parse().ok()
+}
+
+/// The logged-in user of a request: a valid token naming an account that still exists
+/// and is not disabled.
+pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, AppError> {
+    let Some(id) = token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t)) else {
+        return Ok(None);
+    };
+    let row = db::user_by_id(&state.db, id)
+        .await
+        .map_err(|e| internal("loading session user", e))?;
+    match row {
+        Some(row) if row.disabled_at.is_none() => Ok(Some(to_session_user(row)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The logged-in user of the request a server function or page render is serving.
+pub async fn from_context(state: &AppState) -> Result<Option<SessionUser>, AppError> {
+    let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else {
+        return Ok(None);
+    };
+    from_headers(state, &parts.headers).await
+}
+
+/// Like [`from_context`], but an error when nobody is logged in.
+pub async fn require_user(state: &AppState) -> Result<SessionUser, AppError> {
+    from_context(state).await?.ok_or(AppError::Unauthenticated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> SessionKeys {
+        SessionKeys::new(&Secret::new([7u8; keys::KEY_LEN]), 3600, false)
+    }
+
+    fn user() -> SessionUser {
+        SessionUser { id: 42, username: "admin".into(), role: Role::Admin }
+    }
+
+    #[test]
+    fn a_token_round_trips_and_a_tampered_one_is_rejected() {
+        let k = keys();
+        let token = issue_token(&k, &user()).unwrap();
+        assert_eq!(verify_token(&k, &token), Some(42));
+        let mut tampered = token.clone().into_bytes();
+        let mid = tampered.len() / 2;
+        tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+        assert_eq!(verify_token(&k, &String::from_utf8(tampered).unwrap()), None);
+        let other = SessionKeys::new(&Secret::new([8u8; keys::KEY_LEN]), 3600, false);
+        assert_eq!(verify_token(&other, &token), None, "a token from another server key");
+    }
+
+    #[test]
+    fn an_expired_token_is_rejected() {
+        let k = keys();
+        let claims = Claims { sub: "42".into(), iat: 1, exp: now_secs() - 1 };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        assert_eq!(verify_token(&k, &token), None);
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_same_site_strict() {
+        let k = keys();
+        let set = cookie_header(&k, Some("abc"));
+        assert!(set.starts_with("tablesafe_session=abc;"), "{set}");
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=3600"] {
+            assert!(set.contains(attr), "{set} lacks {attr}");
+        }
+        assert!(!set.contains("Secure"));
+        assert!(cookie_header(&SessionKeys::new(&Secret::new([7; 32]), 60, true), Some("x")).contains("; Secure"));
+        assert!(cookie_header(&k, None).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn finds_the_session_cookie_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; tablesafe_session=tok; b=2"));
+        assert_eq!(token_from_headers(&h), Some("tok"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("tablesafe_session="));
+        assert_eq!(token_from_headers(&h), None);
+    }
+}

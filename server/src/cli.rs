@@ -1,0 +1,130 @@
+//! Command-line interface. Secrets never come from flags (they would show in `ps` and
+//! shell history): passwords are read from the environment or generated.
+
+use anyhow::{Context, Result};
+use app::ssr::db::{self, Bootstrap, Db};
+use clap::{Args, Parser, Subcommand};
+use engine::secret::{Secret, redact_url};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "tablesafe", version, about = "Backup and recovery for table stores.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the web console (and, later, the scheduler and job runner).
+    Serve(ServeArgs),
+    /// Set a new password for a console account and print it once.
+    ///
+    /// The password comes from TABLESAFE_NEW_PASSWORD, or is generated.
+    ResetPassword {
+        #[command(flatten)]
+        history: HistoryArgs,
+        /// The account to change.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+}
+
+/// Where the history database lives.
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// Directory for the SQLite history database and the server key.
+    #[arg(long, env = "TABLESAFE_DATA_DIR", default_value = "./tablesafe-data")]
+    pub data_dir: PathBuf,
+    /// Use this PostgreSQL database (postgres://USER:PASS@HOST:PORT/DB) instead of SQLite.
+    /// Prefer the environment variable: a password on the command line is visible to
+    /// every user of the machine.
+    #[arg(long, env = "TABLESAFE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl HistoryArgs {
+    pub async fn open(&self) -> Result<Db> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => db::sqlite_url(&self.data_dir)?,
+        };
+        let db = Db::open(&Secret::new(url.clone())).await?;
+        tracing::info!(backend = db.backend.label(), url = %redact_url(&url), "history database ready");
+        Ok(db)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Address to listen on.
+    #[arg(long, env = "TABLESAFE_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// The server key file (signs sessions, encrypts stored secrets). Default:
+    /// DATA_DIR/server.key. Workers sharing a PostgreSQL history database must share it.
+    #[arg(long, env = "TABLESAFE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Directory with the built browser files (pkg/tablesafe.js, .wasm, .css).
+    /// Default: `site` beside the binary's target directory, else ./target/site.
+    #[arg(long, env = "TABLESAFE_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+    /// Mark the session cookie Secure; set this when the console is served over HTTPS.
+    #[arg(long, env = "TABLESAFE_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// How long a login lasts, in hours.
+    #[arg(long, env = "TABLESAFE_SESSION_HOURS", default_value_t = 12,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 30))]
+    pub session_hours: u64,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::ResetPassword { history, user } => {
+            let db = history.open().await?;
+            let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {
+                Some(p) => (p, false),
+                None => (app::ssr::password::generate(), true),
+            };
+            if !db::set_password(&db, &user, password.clone()).await? {
+                anyhow::bail!("no account named {user:?}");
+            }
+            if generated {
+                println!("New password for {user}: {}", password.expose());
+            } else {
+                println!("Password for {user} set from TABLESAFE_NEW_PASSWORD.");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A secret from the environment; empty counts as unset.
+pub fn env_secret(name: &str) -> Option<Secret<String>> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new)
+}
+
+/// Creates the first account on a new history database and says how to log in.
+pub async fn bootstrap_admin(db: &Db) -> Result<()> {
+    match db::ensure_admin(db, env_secret("TABLESAFE_ADMIN_PASSWORD")).await? {
+        Bootstrap::Existing => {}
+        Bootstrap::Created { generated: false, .. } => {
+            tracing::info!("created the account `admin` with the password from TABLESAFE_ADMIN_PASSWORD");
+        }
+        Bootstrap::Created { generated: true, password } => {
+            // The one place a password is logged, on purpose: a generated first
+            // password has to reach the operator, and this is printed only once.
+            tracing::warn!(
+                "created the account `admin` with the generated password: {}  \
+                 (shown once; `tablesafe reset-password` sets a new one)",
+                password.expose()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Starting and stopping `tablesafe serve` for a test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// A running `tablesafe serve`, killed (by PID) when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+pub struct Options<'a> {
+    pub data_dir: &'a Path,
+    pub database_url: Option<&'a str>,
+    pub admin_password: Option<&'a str>,
+}
+
+impl Server {
+    pub fn start(opts: Options<'_>) -> Server {
+        let port = testkit::free_port();
+        let log = opts.data_dir.with_extension(format!("{port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(opts.data_dir)
+            .env_remove("TABLESAFE_DATABASE_URL")
+            .env_remove("TABLESAFE_ADMIN_PASSWORD")
+            .env_remove("TABLESAFE_LISTEN")
+            .env_remove("TABLESAFE_DATA_DIR")
+            .env("TABLESAFE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        if let Some(url) = opts.database_url {
+            cmd.env("TABLESAFE_DATABASE_URL", url);
+        }
+        if let Some(pw) = opts.admin_password {
+            cmd.env("TABLESAFE_ADMIN_PASSWORD", pw);
+        }
+        let child = cmd.spawn().expect("spawn tablesafe");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: opts.data_dir.to_path_buf(),
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = self.base.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tablesafe did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server with SIGTERM and waits: a clean shutdown.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that does not follow redirects and keeps no cookies of its own.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in through the login server function the way the hydrated form does, and
+/// returns the response.
+pub async fn login(server: &Server, user: &str, password: &str) -> reqwest::Response {
+    client()
+        .post(server.url("/api/login"))
+        .header("Origin", &server.base)
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `name=value` part of the session cookie a response sets, if any.
+pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tablesafe_session="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+/// The generated admin password printed in a server log, if any.
+pub fn generated_password(log: &str) -> Option<String> {
+    let marker = "generated password: ";
+    let start = log.find(marker)? + marker.len();
+    Some(log[start..].split_whitespace().next()?.to_string())
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the `tablesafe` binary: each test starts the real binary on a free
+//! loopback port with a temporary data directory (and, where it says so, a real
+//! PostgreSQL started by `testkit`) and talks HTTP to it like a browser would.
+
+mod console;
+mod harness;
+mod history_db;
