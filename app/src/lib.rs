@@ -35,14 +35,46 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 /// The console's sections, in navigation order: (path, label, what is coming there).
 pub const SECTIONS: &[(&str, &str, &str)] = &[
-    ("/sources", "Sources", "Add SQLite and PostgreSQL databases, test connections and browse their tables."),
-    ("/targets", "Targets", "Local directories, S3-compatible buckets and SFTP paths that hold encrypted repositories."),
-    ("/policies", "Policies", "What to back up, where to, on which schedule, and how long to keep it."),
-    ("/backups", "Backups", "Snapshot history per policy and source, with verification status."),
-    ("/restores", "Restores", "The restore wizard and self-service restore requests."),
-    ("/jobs", "Jobs", "Every backup, restore and verify with live progress, logs and cancel."),
-    ("/audit", "Audit", "The tamper-evident record of every login, change, run and restore."),
-    ("/users", "Users", "Accounts and roles: admin, operator, requester, auditor."),
+    (
+        "/sources",
+        "Sources",
+        "Add SQLite and PostgreSQL databases, test connections and browse their tables.",
+    ),
+    (
+        "/targets",
+        "Targets",
+        "Local directories, S3-compatible buckets and SFTP paths that hold encrypted repositories.",
+    ),
+    (
+        "/policies",
+        "Policies",
+        "What to back up, where to, on which schedule, and how long to keep it.",
+    ),
+    (
+        "/backups",
+        "Backups",
+        "Snapshot history per policy and source, with verification status.",
+    ),
+    (
+        "/restores",
+        "Restores",
+        "The restore wizard and self-service restore requests.",
+    ),
+    (
+        "/jobs",
+        "Jobs",
+        "Every backup, restore and verify with live progress, logs and cancel.",
+    ),
+    (
+        "/audit",
+        "Audit",
+        "The tamper-evident record of every login, change, run and restore.",
+    ),
+    (
+        "/users",
+        "Users",
+        "Accounts and roles: admin, operator, requester, auditor.",
+    ),
 ];
 
 #[component]

@@ -86,9 +86,17 @@ pub fn redact_url(url: &str) -> String {
 
 fn is_secret_param(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "passwd", "pass", "secret", "token", "key", "sslpassword"]
-        .iter()
-        .any(|s| key == *s || key.ends_with(&format!("_{s}")) || key.ends_with(s))
+    [
+        "password",
+        "passwd",
+        "pass",
+        "secret",
+        "token",
+        "key",
+        "sslpassword",
+    ]
+    .iter()
+    .any(|s| key == *s || key.ends_with(&format!("_{s}")) || key.ends_with(s))
 }
 
 #[cfg(test)]

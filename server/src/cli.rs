@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "tablesafe", version, about = "Backup and recovery for table stores.")]
+#[command(
+    name = "tablesafe",
+    version,
+    about = "Backup and recovery for table stores."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -106,17 +110,27 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// A secret from the environment; empty counts as unset.
 pub fn env_secret(name: &str) -> Option<Secret<String>> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new)
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
 }
 
 /// Creates the first account on a new history database and says how to log in.
 pub async fn bootstrap_admin(db: &Db) -> Result<()> {
     match db::ensure_admin(db, env_secret("TABLESAFE_ADMIN_PASSWORD")).await? {
         Bootstrap::Existing => {}
-        Bootstrap::Created { generated: false, .. } => {
-            tracing::info!("created the account `admin` with the password from TABLESAFE_ADMIN_PASSWORD");
+        Bootstrap::Created {
+            generated: false, ..
+        } => {
+            tracing::info!(
+                "created the account `admin` with the password from TABLESAFE_ADMIN_PASSWORD"
+            );
         }
-        Bootstrap::Created { generated: true, password } => {
+        Bootstrap::Created {
+            generated: true,
+            password,
+        } => {
             // The one place a password is logged, on purpose: a generated first
             // password has to reach the operator, and this is printed only once.
             tracing::warn!(

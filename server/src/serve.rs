@@ -21,9 +21,13 @@ use tower_http::trace::TraceLayer;
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let db = args.history.open().await?;
     bootstrap_admin(&db).await?;
-    let key_file = args.key_file.clone().unwrap_or_else(|| args.history.data_dir.join("server.key"));
+    let key_file = args
+        .key_file
+        .clone()
+        .unwrap_or_else(|| args.history.data_dir.join("server.key"));
     let server_key = keys::load_or_create(&key_file)?;
-    let sessions = session::SessionKeys::new(&server_key, args.session_hours * 3600, args.secure_cookies);
+    let sessions =
+        session::SessionKeys::new(&server_key, args.session_hours * 3600, args.secure_cookies);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -43,13 +47,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let state = AppState { db, leptos_options, sessions: Arc::new(sessions) };
+    let state = AppState {
+        db,
+        leptos_options,
+        sessions: Arc::new(sessions),
+    };
 
     let app = router(state);
     tracing::info!("tablesafe console listening on http://{addr}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("tablesafe console stopped");
     Ok(())
 }
@@ -67,20 +78,30 @@ pub fn router(state: AppState) -> Router {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_session));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(reject_cross_site))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen, with their cause (`app::ssr::internal`);
+        // a failed login, answered with status 500 by the server-function protocol, is
+        // not an error of the server.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 
 /// Pages other than the login page need a session; without one a full page load is sent
 /// to `/login`. A logged-in user asking for `/login` goes to the dashboard. Server
 /// functions (`/api/…`) check the session themselves and answer with an error instead.
-async fn require_session(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+async fn require_session(
+    State(state): State<AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
     if req.uri().path().starts_with("/api/") {
         return next.run(req).await;
     }
@@ -107,17 +128,19 @@ async fn reject_cross_site(req: Request<Body>, next: Next) -> Response {
 }
 
 fn is_cross_site(headers: &http::HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site == "cross-site" || site == "same-site" {
-            return true;
-        }
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return true;
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     match (origin, host) {
         (Some("null"), _) => true,
         (Some(origin), Some(host)) => {
-            let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+            let origin_host = origin
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .unwrap_or(origin);
             !origin_host.eq_ignore_ascii_case(host)
         }
         _ => false,
@@ -174,11 +197,29 @@ mod tests {
 
     #[test]
     fn same_origin_posts_pass_and_foreign_ones_do_not() {
-        assert!(!is_cross_site(&headers(&[("host", "127.0.0.1:3000"), ("origin", "http://127.0.0.1:3000")])));
-        assert!(!is_cross_site(&headers(&[("host", "127.0.0.1:3000")])), "no Origin: a non-browser client");
-        assert!(is_cross_site(&headers(&[("host", "127.0.0.1:3000"), ("origin", "http://evil.example")])));
-        assert!(is_cross_site(&headers(&[("host", "a:1"), ("origin", "null")])));
-        assert!(is_cross_site(&headers(&[("host", "a:1"), ("sec-fetch-site", "cross-site")])));
-        assert!(!is_cross_site(&headers(&[("host", "a:1"), ("sec-fetch-site", "same-origin")])));
+        assert!(!is_cross_site(&headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://127.0.0.1:3000")
+        ])));
+        assert!(
+            !is_cross_site(&headers(&[("host", "127.0.0.1:3000")])),
+            "no Origin: a non-browser client"
+        );
+        assert!(is_cross_site(&headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(is_cross_site(&headers(&[
+            ("host", "a:1"),
+            ("origin", "null")
+        ])));
+        assert!(is_cross_site(&headers(&[
+            ("host", "a:1"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(!is_cross_site(&headers(&[
+            ("host", "a:1"),
+            ("sec-fetch-site", "same-origin")
+        ])));
     }
 }

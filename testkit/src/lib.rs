@@ -61,7 +61,8 @@ pub struct Postgres {
 impl Postgres {
     /// initdb + start. Takes about a second.
     pub fn start() -> Result<Self> {
-        let bin = pg_bin_dir().context("PostgreSQL is not installed (no initdb found); set PG_BIN")?;
+        let bin =
+            pg_bin_dir().context("PostgreSQL is not installed (no initdb found); set PG_BIN")?;
         let as_postgres_user = is_root();
         let dir = tempfile::Builder::new().prefix("tablesafe-pg-").tempdir()?;
         if as_postgres_user {
@@ -74,7 +75,12 @@ impl Postgres {
             }
         }
         let data = dir.path().join("data");
-        let pg = Self { dir, bin, port: free_port(), as_postgres_user };
+        let pg = Self {
+            dir,
+            bin,
+            port: free_port(),
+            as_postgres_user,
+        };
         pg.run(
             "initdb",
             &[
@@ -98,7 +104,18 @@ impl Postgres {
         let log = pg.dir.path().join("server.log");
         pg.run(
             "pg_ctl",
-            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )
         .with_context(|| {
             format!(
@@ -137,11 +154,28 @@ impl Postgres {
     /// Creates a database and returns its URL.
     pub fn create_database(&self, name: &str) -> Result<String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE \"{name}\"")])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("CREATE DATABASE \"{name}\""),
+            ])
             .output()?;
         if !out.status.success() {
-            bail!("CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "CREATE DATABASE {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(self.url(name))
     }

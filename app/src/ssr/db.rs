@@ -82,7 +82,9 @@ impl Db {
             .with_context(|| format!("cannot open history database {}", redact_url(raw)))?;
         if backend == Backend::Sqlite {
             // WAL lets the console read while a job writes; it persists in the file.
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -138,10 +140,12 @@ pub async fn user_by_name(db: &Db, username: &str) -> Result<Option<UserRow>> {
 }
 
 pub async fn user_by_id(db: &Db, id: i64) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
 }
 
 /// Outcome of [`ensure_admin`].
@@ -150,14 +154,19 @@ pub enum Bootstrap {
     /// Accounts already existed; nothing was changed.
     Existing,
     /// The `admin` account was created with this password.
-    Created { generated: bool, password: Secret<String> },
+    Created {
+        generated: bool,
+        password: Secret<String>,
+    },
 }
 
 /// On the very first start (no account at all), creates `admin` with `password` or a
 /// generated one. Safe when several workers start at once: the unique user name lets
 /// exactly one insert win.
 pub async fn ensure_admin(db: &Db, password: Option<Secret<String>>) -> Result<Bootstrap> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&db.pool).await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&db.pool)
+        .await?;
     if count > 0 {
         return Ok(Bootstrap::Existing);
     }
@@ -175,7 +184,10 @@ pub async fn ensure_admin(db: &Db, password: Option<Secret<String>>) -> Result<B
     .execute(&db.pool)
     .await;
     match inserted {
-        Ok(r) if r.rows_affected() == 1 => Ok(Bootstrap::Created { generated, password }),
+        Ok(r) if r.rows_affected() == 1 => Ok(Bootstrap::Created {
+            generated,
+            password,
+        }),
         Ok(_) => Ok(Bootstrap::Existing),
         // Another worker inserted `admin` between our check and our insert.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Bootstrap::Existing),

@@ -110,6 +110,10 @@ mod tests {
         std::fs::write(&path, "not hex").unwrap();
         let err = load_or_create(&path).unwrap_err();
         assert!(format!("{err:#}").contains("damaged"), "{err:#}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not hex", "must not overwrite");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "not hex",
+            "must not overwrite"
+        );
     }
 }

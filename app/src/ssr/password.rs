@@ -26,7 +26,9 @@ pub fn hash_blocking(password: &Secret<String>) -> anyhow::Result<String> {
 /// False for a wrong password and for a hash that cannot be parsed.
 pub fn verify_blocking(password: &Secret<String>, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => argon2().verify_password(password.expose().as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2()
+            .verify_password(password.expose().as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }

@@ -22,7 +22,11 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    pub fn new(server_key: &Secret<[u8; keys::KEY_LEN]>, ttl_secs: u64, secure_cookie: bool) -> Self {
+    pub fn new(
+        server_key: &Secret<[u8; keys::KEY_LEN]>,
+        ttl_secs: u64,
+        secure_cookie: bool,
+    ) -> Self {
         let key = keys::derive(server_key, "tablesafe 2026-11 session token HS256 key");
         Self {
             encoding: EncodingKey::from_secret(key.expose()),
@@ -81,13 +85,21 @@ fn dummy_hash() -> &'static str {
 fn to_session_user(row: db::UserRow) -> Result<SessionUser, AppError> {
     let role = Role::parse(&row.role)
         .ok_or_else(|| internal("user has an unknown role", format!("{:?}", row.role)))?;
-    Ok(SessionUser { id: row.id, username: row.username, role })
+    Ok(SessionUser {
+        id: row.id,
+        username: row.username,
+        role,
+    })
 }
 
 /// A signed token for `user`, valid for the configured time.
 pub fn issue_token(keys: &SessionKeys, user: &SessionUser) -> Result<String, AppError> {
     let iat = now_secs();
-    let claims = Claims { sub: user.id.to_string(), iat, exp: iat + keys.ttl_secs };
+    let claims = Claims {
+        sub: user.id.to_string(),
+        iat,
+        exp: iat + keys.ttl_secs,
+    };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
         .map_err(|e| internal("signing session token", e))
 }
@@ -144,8 +156,12 @@ pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<i64> {
 
 /// The logged-in user of a request: a valid token naming an account that still exists
 /// and is not disabled.
-pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, AppError> {
-    let Some(id) = token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t)) else {
+pub async fn from_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<SessionUser>, AppError> {
+    let Some(id) = token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
+    else {
         return Ok(None);
     };
     let row = db::user_by_id(&state.db, id)
@@ -179,7 +195,11 @@ mod tests {
     }
 
     fn user() -> SessionUser {
-        SessionUser { id: 42, username: "admin".into(), role: Role::Admin }
+        SessionUser {
+            id: 42,
+            username: "admin".into(),
+            role: Role::Admin,
+        }
     }
 
     #[test]
@@ -190,16 +210,28 @@ mod tests {
         let mut tampered = token.clone().into_bytes();
         let mid = tampered.len() / 2;
         tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
-        assert_eq!(verify_token(&k, &String::from_utf8(tampered).unwrap()), None);
+        assert_eq!(
+            verify_token(&k, &String::from_utf8(tampered).unwrap()),
+            None
+        );
         let other = SessionKeys::new(&Secret::new([8u8; keys::KEY_LEN]), 3600, false);
-        assert_eq!(verify_token(&other, &token), None, "a token from another server key");
+        assert_eq!(
+            verify_token(&other, &token),
+            None,
+            "a token from another server key"
+        );
     }
 
     #[test]
     fn an_expired_token_is_rejected() {
         let k = keys();
-        let claims = Claims { sub: "42".into(), iat: 1, exp: now_secs() - 1 };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        let claims = Claims {
+            sub: "42".into(),
+            iat: 1,
+            exp: now_secs() - 1,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert_eq!(verify_token(&k, &token), None);
     }
 
@@ -212,17 +244,29 @@ mod tests {
             assert!(set.contains(attr), "{set} lacks {attr}");
         }
         assert!(!set.contains("Secure"));
-        assert!(cookie_header(&SessionKeys::new(&Secret::new([7; 32]), 60, true), Some("x")).contains("; Secure"));
+        assert!(
+            cookie_header(
+                &SessionKeys::new(&Secret::new([7; 32]), 60, true),
+                Some("x")
+            )
+            .contains("; Secure")
+        );
         assert!(cookie_header(&k, None).contains("Max-Age=0"));
     }
 
     #[test]
     fn finds_the_session_cookie_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; tablesafe_session=tok; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tablesafe_session=tok; b=2"),
+        );
         assert_eq!(token_from_headers(&h), Some("tok"));
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("tablesafe_session="));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("tablesafe_session="),
+        );
         assert_eq!(token_from_headers(&h), None);
     }
 }

@@ -1,6 +1,8 @@
 //! Logging in and out of the console over HTTP, against the SQLite history database.
 
-use crate::harness::{ADMIN_PASSWORD, Options, Server, client, generated_password, login, session_cookie};
+use crate::harness::{
+    ADMIN_PASSWORD, Options, Server, client, generated_password, login, page_html, session_cookie,
+};
 
 fn start(dir: &tempfile::TempDir, admin_password: Option<&str>) -> Server {
     Server::start(Options {
@@ -18,28 +20,58 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
     let resp = login(&server, "admin", ADMIN_PASSWORD).await;
     // The hydrated form's fetch gets 200 plus a redirect the client follows.
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["location"], "/", "login sends the browser to the dashboard");
+    assert_eq!(
+        resp.headers()["location"],
+        "/",
+        "login sends the browser to the dashboard"
+    );
     let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=43200"] {
         assert!(set_cookie.contains(attr), "{set_cookie}");
     }
     let cookie = session_cookie(&resp).unwrap();
 
-    let page = client().get(server.url("/")).header("Cookie", &cookie).send().await.unwrap();
+    let page = client()
+        .get(server.url("/"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = page_html(&page.text().await.unwrap());
     assert!(html.contains("<h1>Dashboard</h1>"), "{html}");
-    for section in ["Sources", "Targets", "Policies", "Backups", "Restores", "Jobs", "Audit", "Users"] {
-        assert!(html.contains(&format!(">{section}</a>")), "nav lacks {section}");
+    for section in [
+        "Sources", "Targets", "Policies", "Backups", "Restores", "Jobs", "Audit", "Users",
+    ] {
+        assert!(
+            html.contains(&format!(">{section}</a>")),
+            "nav lacks {section}"
+        );
     }
-    assert!(html.contains("history database: SQLite (schema 1)"), "{html}");
+    assert!(
+        html.contains("history database: SQLite (schema 1)"),
+        "{html}"
+    );
 
-    let section = client().get(server.url("/jobs")).header("Cookie", &cookie).send().await.unwrap();
+    let section = client()
+        .get(server.url("/jobs"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(section.status(), 200);
-    assert!(section.text().await.unwrap().contains("Coming soon."));
+    assert!(
+        page_html(&section.text().await.unwrap())
+            .contains("<p class=\"coming-soon\">Coming soon.</p>")
+    );
 
     // Logged in, the login page sends you to the dashboard.
-    let again = client().get(server.url("/login")).header("Cookie", &cookie).send().await.unwrap();
+    let again = client()
+        .get(server.url("/login"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 303);
     assert_eq!(again.headers()["location"], "/");
 
@@ -53,16 +85,27 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
     assert_eq!(out.status(), 200);
     assert_eq!(out.headers()["location"], "/login");
     let cleared = out.headers()["set-cookie"].to_str().unwrap();
-    assert!(cleared.starts_with("tablesafe_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("tablesafe_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[tokio::test]
 async fn a_wrong_password_or_unknown_user_gets_an_error_and_no_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(&dir, Some(ADMIN_PASSWORD));
-    for (user, password) in [("admin", "wrong"), ("admin", ""), ("nobody", ADMIN_PASSWORD), ("Admin", ADMIN_PASSWORD)] {
+    for (user, password) in [
+        ("admin", "wrong"),
+        ("admin", ""),
+        ("nobody", ADMIN_PASSWORD),
+        ("Admin", ADMIN_PASSWORD),
+    ] {
         let resp = login(&server, user, password).await;
-        assert!(session_cookie(&resp).is_none(), "{user}/{password} got a cookie");
+        assert!(
+            session_cookie(&resp).is_none(),
+            "{user}/{password} got a cookie"
+        );
         assert!(resp.headers().get("location").is_none());
         let body = resp.text().await.unwrap();
         assert_eq!(body, "\"InvalidCredentials\"", "{user}/{password}");
@@ -84,7 +127,12 @@ async fn pages_need_a_session_and_reject_forged_tokens() {
     // a made-up signature) does not open the door.
     let cookie = session_cookie(&login(&server, "admin", ADMIN_PASSWORD).await).unwrap();
     let forged = format!("{}x", &cookie[..cookie.rfind('.').unwrap() + 1]);
-    let resp = client().get(server.url("/")).header("Cookie", forged).send().await.unwrap();
+    let resp = client()
+        .get(server.url("/"))
+        .header("Cookie", forged)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     // Server functions refuse too, with an error rather than a redirect.
     let resp = client()
@@ -94,7 +142,15 @@ async fn pages_need_a_session_and_reject_forged_tokens() {
         .await
         .unwrap();
     assert_eq!(resp.text().await.unwrap(), "\"Unauthenticated\"");
-    assert_eq!(client().get(server.url("/login")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.url("/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -127,7 +183,12 @@ async fn first_start_generates_and_prints_the_admin_password_once() {
     let server = start(&dir, Some("ignored now"));
     assert!(generated_password(&server.log()).is_none());
     assert!(session_cookie(&login(&server, "admin", "ignored now").await).is_none());
-    let page = client().get(server.url("/")).header("Cookie", cookie.unwrap()).send().await.unwrap();
+    let page = client()
+        .get(server.url("/"))
+        .header("Cookie", cookie.unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200, "a session outlives a restart");
     assert!(session_cookie(&login(&server, "admin", &password).await).is_some());
 }
@@ -144,7 +205,11 @@ async fn reset_password_sets_a_new_admin_password() {
         .env_remove("TABLESAFE_DATABASE_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let new_password = stdout.trim().rsplit(' ').next().unwrap().to_string();
     let server = start(&dir, None);
@@ -171,6 +236,9 @@ async fn a_bad_history_database_url_is_one_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unsupported history database URL"), "{stderr}");
+    assert!(
+        stderr.contains("unsupported history database URL"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
 }

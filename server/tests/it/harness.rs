@@ -10,7 +10,6 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub struct Server {
     child: Child,
     pub base: String,
-    pub data_dir: PathBuf,
     log: PathBuf,
 }
 
@@ -50,7 +49,6 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            data_dir: opts.data_dir.to_path_buf(),
             log,
         };
         server.wait_ready();
@@ -79,7 +77,9 @@ impl Server {
 
     /// Stops the server with SIGTERM and waits: a clean shutdown.
     pub fn stop(mut self) -> String {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         self.log()
     }
@@ -127,4 +127,17 @@ pub fn generated_password(log: &str) -> Option<String> {
     let marker = "generated password: ";
     let start = log.find(marker)? + marker.len();
     Some(log[start..].split_whitespace().next()?.to_string())
+}
+
+/// A page's HTML without the hydration markers Leptos leaves between nodes (`<!>` and
+/// `<!--…-->`, which differ between build settings), so tests can look for markup.
+pub fn page_html(raw: &str) -> String {
+    let mut out = raw.replace("<!>", "");
+    while let Some(start) = out.find("<!--") {
+        match out[start..].find("-->") {
+            Some(len) => out.replace_range(start..start + len + 3, ""),
+            None => break,
+        }
+    }
+    out
 }

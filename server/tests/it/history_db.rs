@@ -1,6 +1,6 @@
 //! The history database on PostgreSQL: migrated on start, shared by several servers.
 
-use crate::harness::{ADMIN_PASSWORD, Options, Server, client, login, session_cookie};
+use crate::harness::{ADMIN_PASSWORD, Options, Server, client, login, page_html, session_cookie};
 
 #[tokio::test]
 async fn postgres_history_database_is_migrated_and_serves_the_console() {
@@ -13,13 +13,30 @@ async fn postgres_history_database_is_migrated_and_serves_the_console() {
         admin_password: Some(ADMIN_PASSWORD),
     });
     let cookie = session_cookie(&login(&server, "admin", ADMIN_PASSWORD).await).expect("login");
-    let html = client().get(server.url("/")).header("Cookie", &cookie).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains("history database: PostgreSQL (schema 1)"), "dashboard names the history backend: {html}");
-    assert!(!dir.path().join("data/history.db").exists(), "no SQLite file when PostgreSQL is used");
+    let resp = client()
+        .get(server.url("/"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let html = page_html(&resp.text().await.unwrap());
+    assert!(
+        html.contains("history database: PostgreSQL (schema 1)"),
+        "dashboard names the history backend: {html}"
+    );
+    assert!(
+        !dir.path().join("data/history.db").exists(),
+        "no SQLite file when PostgreSQL is used"
+    );
 
     // The schema is really in PostgreSQL.
     let out = std::process::Command::new("psql")
-        .args([&url, "-At", "-c", "SELECT username || ':' || role FROM users"])
+        .args([
+            &url,
+            "-At",
+            "-c",
+            "SELECT username || ':' || role FROM users",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "admin:admin");
@@ -31,12 +48,33 @@ async fn two_servers_starting_together_on_one_postgres_create_one_admin() {
     let url = pg.create_database("shared").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Server::start(Options { data_dir: &dir.path().join("a"), database_url: Some(&url), admin_password: None }));
-        let b = s.spawn(|| Server::start(Options { data_dir: &dir.path().join("b"), database_url: Some(&url), admin_password: None }));
+        let a = s.spawn(|| {
+            Server::start(Options {
+                data_dir: &dir.path().join("a"),
+                database_url: Some(&url),
+                admin_password: None,
+            })
+        });
+        let b = s.spawn(|| {
+            Server::start(Options {
+                data_dir: &dir.path().join("b"),
+                database_url: Some(&url),
+                admin_password: None,
+            })
+        });
         (a.join().unwrap(), b.join().unwrap())
     });
-    let passwords: Vec<String> = [a.log(), b.log()].iter().filter_map(|l| crate::harness::generated_password(l)).collect();
-    assert_eq!(passwords.len(), 1, "exactly one server creates admin:\n{}\n{}", a.log(), b.log());
+    let passwords: Vec<String> = [a.log(), b.log()]
+        .iter()
+        .filter_map(|l| crate::harness::generated_password(l))
+        .collect();
+    assert_eq!(
+        passwords.len(),
+        1,
+        "exactly one server creates admin:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
     // Both servers accept that password (they share the accounts).
     for server in [&a, &b] {
         assert!(session_cookie(&login(server, "admin", &passwords[0]).await).is_some());

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Quick start, part 1: install what is missing, build a release, and run the console.
+#
+# Installs (only if missing): gcc/pkg-config/curl (apt), the wasm32 Rust target,
+# cargo-leptos 0.3.10 and wasm-bindgen-cli (cargo install), wasm-opt (npm binaryen,
+# into .tools/). Then serves http://127.0.0.1:3000 with its data in ./tablesafe-data.
+# Any `tablesafe serve` option can follow, e.g. `scripts/run.sh --listen 0.0.0.0:8080`.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_build_tools
+ensure_wasm_opt
+
+say "building tablesafe (release: server + browser bundle)"
+cargo leptos build --release
+
+listen="${TABLESAFE_LISTEN:-127.0.0.1:3000}"
+data="${TABLESAFE_DATA_DIR:-$ROOT/tablesafe-data}"
+cat >&2 <<MSG
+
+  tablesafe console: http://$listen
+  Log in as "admin". On the very first start the password is generated and printed
+  once in the log below (or set TABLESAFE_ADMIN_PASSWORD before the first start).
+  Lost it? Stop the server and run: target/release/tablesafe reset-password --data-dir "$data"
+  Data directory: $data   (Ctrl-C stops the server)
+
+MSG
+exec "$ROOT/target/release/tablesafe" serve --listen "$listen" --data-dir "$data" "$@"
