@@ -14,8 +14,19 @@ ensure_wasm_opt
 say "building tablesafe (release: server + browser bundle)"
 cargo leptos build --release
 
-listen="${TABLESAFE_LISTEN:-127.0.0.1:3000}"
-data="${TABLESAFE_DATA_DIR:-$ROOT/tablesafe-data}"
+# Defaults go through the environment so that flags given to this script win.
+export TABLESAFE_LISTEN="${TABLESAFE_LISTEN:-127.0.0.1:3000}"
+export TABLESAFE_DATA_DIR="${TABLESAFE_DATA_DIR:-$ROOT/tablesafe-data}"
+listen="$TABLESAFE_LISTEN"; data="$TABLESAFE_DATA_DIR"
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    --listen=*) listen="${args[$i]#--listen=}" ;;
+    --listen) listen="${args[$((i + 1))]:-$listen}" ;;
+    --data-dir=*) data="${args[$i]#--data-dir=}" ;;
+    --data-dir) data="${args[$((i + 1))]:-$data}" ;;
+  esac
+done
 cat >&2 <<MSG
 
   tablesafe console: http://$listen
@@ -25,4 +36,4 @@ cat >&2 <<MSG
   Data directory: $data   (Ctrl-C stops the server)
 
 MSG
-exec "$ROOT/target/release/tablesafe" serve --listen "$listen" --data-dir "$data" "$@"
+exec "$ROOT/target/release/tablesafe" serve "$@"
