@@ -1,26 +1,84 @@
 //! # The tablesafe backup engine
 //!
 //! This crate is the part of tablesafe that touches user data: it reads table stores
-//! (SQLite, PostgreSQL), writes snapshots into a repository on a target (local disk, S3,
-//! SFTP through OpenDAL), and reads them back for restore and verification. It knows
-//! nothing of the web console or the command line: `server/` (the `tablesafe` binary) and
-//! `app/` (the console's server functions) adapt its plain `*Options` structs and
-//! functions. A CI check (`scripts/test.sh`) fails if a web or CLI crate ever appears in
-//! this crate's dependency tree.
+//! (SQLite today, PostgreSQL next), writes snapshots into a repository on a target
+//! (through Apache OpenDAL: a local directory today, S3/OSS/SFTP as configuration later),
+//! and reads them back for restore and verification. It knows nothing of the web console
+//! or the command line: `server/` (the `tablesafe` binary) and `app/` adapt its plain
+//! `*Options` structs and functions. The test command fails if a web or CLI crate ever
+//! appears in this crate's dependency tree.
 //!
-//! ## What is here today
+//! ## Repository format, version 1
 //!
-//! * [`secret`]: the wrapper every secret (database passwords, repository passwords,
-//!   object-store keys) travels in, so that `Debug` output and logs never show it, and
-//!   [`secret::redact_url`] for showing a connection URL without its password.
+//! A repository is a set of immutable objects under one root:
 //!
-//! ## What comes next, and the rules it will follow
+//! ```text
+//! config                 plaintext JSON: format version, repository id, chunker
+//!                        parameters, compression, and how the master key is protected
+//! keys/<id>              the master key wrapped by a password (Argon2id → XChaCha20-
+//!                        Poly1305); several passwords = several key files
+//! data/<ab>/<pack id>    packs: concatenated encrypted blobs (one blob = one chunk)
+//! index/<id>             encrypted JSON: for each pack it lists, every chunk id with
+//!                        its offset and length in that pack
+//! snapshots/<id>         encrypted JSON manifest of one snapshot
+//! ```
 //!
-//! The repository format arrives with the engine issue and will be written down here, at
-//! the crate root, before any code depends on it: what is written first, what makes a
-//! snapshot visible (a manifest written last and atomically), what may run concurrently
-//! with what, and how garbage collection stays safe while another backup writes. Long
-//! operations will take a small context for progress and cancellation so the console's
-//! job runner can drive them.
+//! **Chunks.** Each table's rows become a *canonical stream* ([`model::encode_value`]):
+//! rows in primary-key order, each value a type tag plus bytes, so equal data gives equal
+//! bytes whatever the source's physical layout. The stream is cut by FastCDC (content-
+//! defined, so an edit in the middle of a table moves only nearby cut points and the rest
+//! deduplicates against earlier snapshots). A chunk's id is BLAKE3 keyed with a key
+//! derived from the master key, so ids reveal nothing about content to someone without
+//! the password. A blob is `nonce(24) ‖ XChaCha20-Poly1305(zstd(chunk))`; an unencrypted
+//! repository (only with an explicit flag) stores `zstd(chunk)`.
+//!
+//! **Packs** gather blobs into objects of ~16 MiB so a big table is not millions of tiny
+//! files. A pack's name is the BLAKE3 of its bytes: a damaged pack is detectable
+//! without the key.
+//!
+//! **Snapshots** record time, source (URL without password), selection, tags, the
+//! objects skipped and, per table, the schema, row count, bytes, the ordered chunk list
+//! and a BLAKE3 checksum of the canonical stream, which is independent of chunking and
+//! lets verify and restore check a table end to end. A table entry is a *segment*
+//! of kind `full`; incremental and change-capture segments (a later issue) add kinds that
+//! reference a parent snapshot's table, without changing what is here.
+//!
+//! ## Invariants
+//!
+//! 1. Objects are written once and never modified; every write is atomic (temp file +
+//!    rename in the local backend).
+//! 2. Order of writes in a backup: packs, then the index that describes them, then the
+//!    snapshot manifest. A snapshot therefore never references a chunk that no index
+//!    maps to a written pack. A backup killed at any moment leaves at worst packs or
+//!    indexes no snapshot references: harmless garbage that the next backup may even
+//!    reuse, and that prune (later issue) collects.
+//! 3. A snapshot becomes visible exactly when `snapshots/<id>` exists.
+//! 4. Readers take the union of all index files; duplicate entries for a chunk (two
+//!    backups racing) are harmless, any of them is valid.
+//!
+//! ## Concurrency
+//!
+//! Several backups may write to one repository at once: they only add objects and
+//! never depend on each other's unfinished work. Garbage collection (with prune) will
+//! need a lock protocol so that it does not delete packs a running backup is about to
+//! reference; it will be documented here when it lands.
+//!
+//! ## Layout of the crate
+//!
+//! [`repo`] (format, crypto, storage), [`source`] (table stores), [`model`] (values,
+//! schemas, manifests), [`backup`], [`restore`], [`verify`]. [`secret`] wraps every
+//! secret so that `Debug` output and logs never show it.
 
+pub mod backup;
+pub mod chunker;
+pub mod error;
+pub mod model;
+pub mod progress;
+pub mod repo;
+pub mod restore;
 pub mod secret;
+pub mod selection;
+pub mod source;
+pub mod verify;
+
+pub use error::{Error, Result};

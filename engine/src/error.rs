@@ -1,0 +1,90 @@
+//! Errors of the engine. Messages name the object involved; [`Error::is_retryable`] says
+//! whether trying again can help.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("wrong password for repository {repo}")]
+    WrongPassword { repo: String },
+    #[error("no repository at {0} (create one with `tablesafe init`)")]
+    NoRepository(String),
+    #[error("a repository already exists at {0}")]
+    RepositoryExists(String),
+    #[error(
+        "repository {repo} has format version {found}; this tablesafe reads version {supported}"
+    )]
+    UnsupportedFormat {
+        repo: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("damaged repository: {0}")]
+    Damaged(String),
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("storage: {context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("database: {context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Storage { source, .. } => source.is_temporary(),
+            Error::Database { source, .. } => {
+                matches!(source, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+            }
+            _ => false,
+        }
+    }
+
+    pub fn damaged(what: impl fmt::Display) -> Self {
+        Error::Damaged(what.to_string())
+    }
+
+    pub fn invalid(what: impl fmt::Display) -> Self {
+        Error::InvalidInput(what.to_string())
+    }
+}
+
+/// Attaches context to storage and database errors.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, opendal::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Storage {
+            context: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Database {
+            context: what(),
+            source,
+        })
+    }
+}

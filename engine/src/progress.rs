@@ -1,0 +1,29 @@
+//! What a long operation reports and how it is stopped. The console's job runner and
+//! the CLI's progress bars implement [`Progress`]; tests use [`NoProgress`].
+
+use crate::{Error, Result};
+
+pub trait Progress: Send + Sync {
+    /// A table started: its name and, when known, its row count.
+    fn table_started(&self, _table: &str, _rows: Option<u64>) {}
+    /// More rows and bytes were processed.
+    fn advanced(&self, _rows: u64, _bytes: u64) {}
+    /// A table finished.
+    fn table_finished(&self, _table: &str) {}
+    /// Whether the operation should stop; checked between chunks.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+    /// `Err(Cancelled)` once cancellation was requested.
+    fn check_abort(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Reports nothing and never cancels.
+pub struct NoProgress;
+impl Progress for NoProgress {}

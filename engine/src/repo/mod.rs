@@ -1,0 +1,469 @@
+//! The repository: config, keys, packs, indexes and snapshots (format: see the crate
+//! docs).
+
+pub mod crypto;
+pub mod storage;
+
+use crate::chunker::ChunkerParams;
+use crate::model::Snapshot;
+use crate::secret::Secret;
+use crate::{Error, Result};
+use crypto::{KdfParams, KeyFile, Keys, hex};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+pub use storage::Storage;
+
+pub const FORMAT_VERSION: u32 = 1;
+const PACK_TARGET: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub format: u32,
+    pub id: String,
+    pub created_ms: i64,
+    /// `xchacha20poly1305` or `none`.
+    pub encryption: String,
+    /// `zstd`.
+    pub compression: String,
+    pub zstd_level: i32,
+    pub chunker: ChunkerParams,
+}
+
+/// How to create a repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// `None` creates an unencrypted repository; callers must have asked the user.
+    pub password: Option<Secret<String>>,
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+}
+
+impl InitOptions {
+    pub fn encrypted(password: Secret<String>) -> Self {
+        Self {
+            password: Some(password),
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            zstd_level: 3,
+        }
+    }
+    pub fn unencrypted() -> Self {
+        Self {
+            password: None,
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Where a chunk lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: [u8; 32],
+    pub offset: u64,
+    pub length: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexFile {
+    pack: String,
+    /// (chunk id hex, offset, length)
+    chunks: Vec<(String, u64, u32)>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn pack_path(id: &[u8; 32]) -> String {
+    let h = hex(id);
+    format!("data/{}/{h}", &h[..2])
+}
+
+pub fn parse_id(s: &str) -> Option<[u8; 32]> {
+    crypto::unhex(s).and_then(|v| v.try_into().ok())
+}
+
+/// An open repository with its chunk index in memory.
+pub struct Repository {
+    pub storage: Storage,
+    pub config: Config,
+    keys: Keys,
+    index: Arc<HashMap<[u8; 32], Location>>,
+}
+
+impl Repository {
+    /// Creates a repository at `location`; fails if one exists there.
+    pub async fn init(location: &str, opts: InitOptions) -> Result<Repository> {
+        let storage = Storage::open(location)?;
+        if storage.exists("config").await? {
+            return Err(Error::RepositoryExists(storage.display.clone()));
+        }
+        let master = crypto::random_master();
+        let encrypted = opts.password.is_some();
+        if let Some(password) = &opts.password {
+            let kf = KeyFile::wrap(&master, password, opts.kdf, now_ms())?;
+            let bytes = serde_json::to_vec_pretty(&kf).map_err(|e| Error::Other(e.to_string()))?;
+            let id = hex(blake3::hash(&bytes).as_bytes());
+            storage.put(&format!("keys/{id}"), bytes).await?;
+        } else {
+            // Unencrypted: the master secret only derives chunk ids, so it may be public.
+            storage
+                .put("keys/plaintext", hex(master.expose()).into_bytes())
+                .await?;
+        }
+        let config = Config {
+            format: FORMAT_VERSION,
+            id: hex(&crypto::random_master().expose()[..16]),
+            created_ms: now_ms(),
+            encryption: if encrypted {
+                "xchacha20poly1305"
+            } else {
+                "none"
+            }
+            .into(),
+            compression: "zstd".into(),
+            zstd_level: opts.zstd_level,
+            chunker: opts.chunker,
+        };
+        // config last: a repository exists once its config does.
+        let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
+        storage.put("config", bytes).await?;
+        Ok(Repository {
+            storage,
+            config,
+            keys: Keys::from_master(&master, encrypted),
+            index: Arc::default(),
+        })
+    }
+
+    pub async fn exists(location: &str) -> Result<bool> {
+        Storage::open(location)?.exists("config").await
+    }
+
+    /// Opens a repository and loads its index. `password` is required when the
+    /// repository is encrypted.
+    pub async fn open(location: &str, password: Option<&Secret<String>>) -> Result<Repository> {
+        let storage = Storage::open(location)?;
+        if !storage.exists("config").await? {
+            return Err(Error::NoRepository(storage.display.clone()));
+        }
+        let config: Config = serde_json::from_slice(&storage.get("config").await?)
+            .map_err(|e| Error::damaged(format!("config of {}: {e}", storage.display)))?;
+        if config.format != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                repo: storage.display.clone(),
+                found: config.format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let keys = match config.encryption.as_str() {
+            "none" => {
+                let text = storage.get("keys/plaintext").await?;
+                let master = std::str::from_utf8(&text)
+                    .ok()
+                    .and_then(parse_id)
+                    .ok_or_else(|| Error::damaged("keys/plaintext"))?;
+                Keys::from_master(&Secret::new(master), false)
+            }
+            "xchacha20poly1305" => {
+                let password = password.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "repository {} is encrypted: give its password in TABLESAFE_PASSWORD or --password-file",
+                        storage.display
+                    ))
+                })?;
+                let mut found = None;
+                for path in storage.list("keys").await? {
+                    let kf: KeyFile = match serde_json::from_slice(&storage.get(&path).await?) {
+                        Ok(kf) => kf,
+                        Err(_) => continue,
+                    };
+                    let password = password.clone();
+                    let master = tokio::task::spawn_blocking(move || kf.unwrap_with(&password))
+                        .await
+                        .map_err(|e| Error::Other(e.to_string()))??;
+                    if let Some(m) = master {
+                        found = Some(m);
+                        break;
+                    }
+                }
+                let master = found.ok_or_else(|| Error::WrongPassword {
+                    repo: storage.display.clone(),
+                })?;
+                Keys::from_master(&master, true)
+            }
+            other => {
+                return Err(Error::damaged(format!(
+                    "unknown encryption {other:?} in config"
+                )));
+            }
+        };
+        let mut repo = Repository {
+            storage,
+            config,
+            keys,
+            index: Arc::default(),
+        };
+        repo.load_index().await?;
+        Ok(repo)
+    }
+
+    /// Reads every index file. A damaged index file is reported, not skipped silently:
+    /// the chunks it maps would otherwise look missing.
+    pub async fn load_index(&mut self) -> Result<()> {
+        let mut index = HashMap::new();
+        for path in self.storage.list("index").await? {
+            let sealed = self.storage.get(&path).await?;
+            let plain = self.keys.open(&sealed, &path)?;
+            let file: IndexFile = serde_json::from_slice(&plain)
+                .map_err(|e| Error::damaged(format!("{path}: {e}")))?;
+            let pack = parse_id(&file.pack)
+                .ok_or_else(|| Error::damaged(format!("{path}: bad pack id")))?;
+            for (id, offset, length) in file.chunks {
+                let id =
+                    parse_id(&id).ok_or_else(|| Error::damaged(format!("{path}: bad chunk id")))?;
+                index.insert(
+                    id,
+                    Location {
+                        pack,
+                        offset,
+                        length,
+                    },
+                );
+            }
+        }
+        self.index = Arc::new(index);
+        Ok(())
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn location(&self, id: &[u8; 32]) -> Option<Location> {
+        self.index.get(id).copied()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Reads, decrypts, decompresses and checks one chunk.
+    pub async fn read_chunk(&self, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let loc = self
+            .location(id)
+            .ok_or_else(|| Error::damaged(format!("chunk {} is in no index", short(id))))?;
+        let path = pack_path(&loc.pack);
+        let sealed = self
+            .storage
+            .get_range(&path, loc.offset, u64::from(loc.length))
+            .await?;
+        let keys = self.keys.clone();
+        let id = *id;
+        tokio::task::spawn_blocking(move || decode_blob(&keys, &id, &sealed))
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?
+    }
+
+    /// Reads a whole pack and checks that its bytes match its name.
+    pub async fn check_pack(&self, pack: &[u8; 32]) -> Result<()> {
+        let path = pack_path(pack);
+        let bytes = self.storage.get(&path).await?;
+        if blake3::hash(&bytes).as_bytes() != pack {
+            return Err(Error::damaged(format!(
+                "pack {} does not match its checksum",
+                short(pack)
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn pack_size(&self, pack: &[u8; 32]) -> Result<u64> {
+        self.storage.size(&pack_path(pack)).await
+    }
+
+    pub fn pack_writer(&self) -> PackWriter {
+        PackWriter {
+            storage: self.storage.clone(),
+            keys: self.keys.clone(),
+            zstd_level: self.config.zstd_level,
+            buf: Vec::new(),
+            entries: Vec::new(),
+            pending: HashMap::new(),
+            written: Vec::new(),
+            bytes_stored: 0,
+        }
+    }
+
+    /// Adds the chunks a finished [`PackWriter`] wrote to the in-memory index.
+    pub fn absorb(&mut self, written: Vec<([u8; 32], Location)>) {
+        Arc::make_mut(&mut self.index).extend(written);
+    }
+
+    /// A read-only view of the index for a worker thread.
+    pub fn index_view(&self) -> Arc<HashMap<[u8; 32], Location>> {
+        self.index.clone()
+    }
+
+    /// Stores a snapshot manifest (the last write of a backup) and returns its id.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
+        let plain = serde_json::to_vec(snapshot).map_err(|e| Error::Other(e.to_string()))?;
+        let sealed = self.keys.seal(&plain)?;
+        let id = hex(blake3::hash(&sealed).as_bytes());
+        self.storage.put(&format!("snapshots/{id}"), sealed).await?;
+        Ok(id)
+    }
+
+    pub async fn load_snapshot_by_id(&self, id: &str) -> Result<Snapshot> {
+        let path = format!("snapshots/{id}");
+        let sealed = self.storage.get(&path).await.map_err(|e| match e {
+            Error::Damaged(_) => Error::SnapshotNotFound(id.to_string()),
+            e => e,
+        })?;
+        let plain = self.keys.open(&sealed, &format!("snapshot {id}"))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::damaged(format!("snapshot {id}: {e}")))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(String, Snapshot)>> {
+        let mut out = Vec::new();
+        for path in self.storage.list("snapshots").await? {
+            let id = path.rsplit('/').next().unwrap_or(&path).to_string();
+            let snap = self.load_snapshot_by_id(&id).await?;
+            out.push((id, snap));
+        }
+        out.sort_by(|a, b| a.1.time_ms.cmp(&b.1.time_ms).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id, or a unique prefix of at least 6 characters.
+    pub async fn find_snapshot(&self, wanted: &str) -> Result<(String, Snapshot)> {
+        let all = self.snapshots().await?;
+        if wanted == "latest" {
+            return all.into_iter().last().ok_or_else(|| {
+                Error::SnapshotNotFound("latest (the repository has no snapshot)".into())
+            });
+        }
+        if wanted.len() < 6 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "{wanted:?} is not a snapshot id (use `latest` or at least 6 hex digits)"
+            )));
+        }
+        let mut matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.starts_with(&wanted.to_ascii_lowercase()))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(Error::SnapshotNotFound(wanted.to_string())),
+            _ => Err(Error::invalid(format!(
+                "snapshot id {wanted} is ambiguous; give more digits"
+            ))),
+        }
+    }
+}
+
+pub fn short(id: &[u8; 32]) -> String {
+    hex(&id[..6])
+}
+
+/// sealed blob → checked plaintext chunk.
+pub fn decode_blob(keys: &Keys, id: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
+    let what = format!("chunk {}", short(id));
+    let compressed = keys.open(sealed, &what)?;
+    let plain = zstd::stream::decode_all(compressed.as_slice())
+        .map_err(|e| Error::damaged(format!("{what} does not decompress: {e}")))?;
+    if &keys.chunk_id(&plain) != id {
+        return Err(Error::damaged(format!("{what} has the wrong content")));
+    }
+    Ok(plain)
+}
+
+/// Collects new chunks into packs and writes each pack, then its index file.
+/// Used from a blocking worker thread; storage calls go through the runtime handle.
+pub struct PackWriter {
+    storage: Storage,
+    keys: Keys,
+    zstd_level: i32,
+    buf: Vec<u8>,
+    entries: Vec<([u8; 32], u64, u32)>,
+    /// Chunks added in this backup but not yet in the repository's index.
+    pending: HashMap<[u8; 32], ()>,
+    written: Vec<([u8; 32], Location)>,
+    pub bytes_stored: u64,
+}
+
+impl PackWriter {
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn is_pending(&self, id: &[u8; 32]) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// Compresses, encrypts and queues a chunk the repository does not have yet.
+    pub fn add(&mut self, id: [u8; 32], plain: &[u8], rt: &tokio::runtime::Handle) -> Result<()> {
+        let compressed = zstd::bulk::compress(plain, self.zstd_level)
+            .map_err(|e| Error::Other(format!("zstd: {e}")))?;
+        let sealed = self.keys.seal(&compressed)?;
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(&sealed);
+        self.entries.push((id, offset, sealed.len() as u32));
+        self.pending.insert(id, ());
+        if self.buf.len() >= PACK_TARGET {
+            self.flush(rt)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the current pack and its index (in that order).
+    pub fn flush(&mut self, rt: &tokio::runtime::Handle) -> Result<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        let pack = *blake3::hash(&bytes).as_bytes();
+        let size = bytes.len() as u64;
+        rt.block_on(self.storage.put(&pack_path(&pack), bytes))?;
+        let entries = std::mem::take(&mut self.entries);
+        let file = IndexFile {
+            pack: hex(&pack),
+            chunks: entries.iter().map(|(id, o, l)| (hex(id), *o, *l)).collect(),
+        };
+        let plain = serde_json::to_vec(&file).map_err(|e| Error::Other(e.to_string()))?;
+        let sealed = self.keys.seal(&plain)?;
+        let index_size = sealed.len() as u64;
+        rt.block_on(self.storage.put(&format!("index/{}", hex(&pack)), sealed))?;
+        self.bytes_stored += size + index_size;
+        self.written
+            .extend(entries.into_iter().map(|(id, offset, length)| {
+                (
+                    id,
+                    Location {
+                        pack,
+                        offset,
+                        length,
+                    },
+                )
+            }));
+        Ok(())
+    }
+
+    /// Flushes and returns the chunks written, for [`Repository::absorb`].
+    pub fn finish(
+        mut self,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<(Vec<([u8; 32], Location)>, u64)> {
+        self.flush(rt)?;
+        Ok((self.written, self.bytes_stored))
+    }
+}

@@ -1,0 +1,341 @@
+//! Restore: plan (what would be created, replaced or appended — the dry run), then
+//! execute the plan in one transaction, so a failure or damaged data changes nothing.
+
+use crate::model::{RowDecoder, TableEntry};
+use crate::progress::Progress;
+use crate::repo::{Repository, parse_id};
+use crate::secret::Secret;
+use crate::selection::Selection;
+use crate::source::SourceUrl;
+use crate::source::sqlite::{
+    SqliteDb, create_table_for, quote, rename_create_index, rename_create_table,
+};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Fail if a table exists.
+    Create,
+    /// Drop and recreate.
+    Replace,
+    /// Insert into the existing table.
+    Append,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "create" => Ok(Mode::Create),
+            "replace" => Ok(Mode::Replace),
+            "append" => Ok(Mode::Append),
+            other => Err(Error::invalid(format!(
+                "unknown restore mode {other:?}: use create, replace or append"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// `latest`, an id or a unique prefix.
+    pub snapshot: String,
+    pub dest: Secret<String>,
+    pub selection: Selection,
+    pub rename: BTreeMap<String, String>,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Replace,
+    Append,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTable {
+    pub source_table: String,
+    pub dest_table: String,
+    pub action: Action,
+    pub columns: Vec<String>,
+    pub rows: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    entry: TableEntry,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub snapshot: String,
+    pub dest: String,
+    pub tables: Vec<PlannedTable>,
+    #[serde(skip)]
+    dest_path: std::path::PathBuf,
+}
+
+impl RestorePlan {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// Works out what a restore would do, checking the destination, without changing it.
+pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
+    let (id, snapshot) = repo.find_snapshot(&opts.snapshot).await?;
+    let url = SourceUrl::parse(&opts.dest)?;
+    let SourceUrl::Sqlite(path) = &url else {
+        return Err(SourceUrl::postgres_not_yet());
+    };
+    for from in opts.rename.keys() {
+        if !snapshot.tables.iter().any(|t| &t.name == from) {
+            return Err(Error::invalid(format!(
+                "--rename names table {from:?}, which is not in snapshot {}",
+                &id[..12]
+            )));
+        }
+    }
+    let names = opts
+        .selection
+        .apply(snapshot.tables.iter().map(|t| t.name.as_str()))?;
+    let mut db = SqliteDb::open_write(path).await?;
+    let mut tables = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
+        let dest_table = opts
+            .rename
+            .get(&entry.name)
+            .cloned()
+            .unwrap_or_else(|| entry.name.clone());
+        if dest_table.is_empty() {
+            return Err(Error::invalid(format!(
+                "--rename {}= needs a new name",
+                entry.name
+            )));
+        }
+        if !seen.insert(dest_table.to_lowercase()) {
+            return Err(Error::invalid(format!(
+                "two tables would be restored into {dest_table:?}"
+            )));
+        }
+        let columns = match opts.selection.columns.get(&entry.name) {
+            None => entry.stream_columns.clone(),
+            Some(wanted) => {
+                for c in wanted {
+                    if !entry.stream_columns.contains(c) {
+                        return Err(Error::invalid(format!(
+                            "table {:?} in the snapshot has no column {c:?}",
+                            entry.name
+                        )));
+                    }
+                }
+                let pk: Vec<&String> = entry
+                    .schema
+                    .columns
+                    .iter()
+                    .filter(|c| c.pk > 0)
+                    .map(|c| &c.name)
+                    .collect();
+                entry
+                    .stream_columns
+                    .iter()
+                    .filter(|c| wanted.contains(c) || pk.contains(c))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let exists = db.table_exists(&dest_table).await?;
+        let action = match (opts.mode, exists) {
+            (Mode::Create, true) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} already exists in {}: choose --mode replace or append, or --rename {}=NEW",
+                    url.display(),
+                    entry.name
+                )));
+            }
+            (Mode::Append, false) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} does not exist in {}: nothing to append to",
+                    url.display()
+                )));
+            }
+            (Mode::Create, false) | (Mode::Replace, false) => Action::Create,
+            (Mode::Replace, true) => Action::Replace,
+            (Mode::Append, true) => Action::Append,
+        };
+        tables.push(PlannedTable {
+            source_table: entry.name.clone(),
+            dest_table,
+            action,
+            columns,
+            rows: entry.rows,
+            bytes: entry.bytes,
+            entry: entry.clone(),
+        });
+    }
+    order_by_references(&mut tables);
+    Ok(RestorePlan {
+        snapshot: id,
+        dest: url.display(),
+        tables,
+        dest_path: path.clone(),
+    })
+}
+
+/// Referenced tables first, so foreign keys restore in a valid order (checks are also
+/// deferred to commit, which covers cycles).
+fn order_by_references(tables: &mut Vec<PlannedTable>) {
+    let mut ordered: Vec<PlannedTable> = Vec::with_capacity(tables.len());
+    let mut rest = std::mem::take(tables);
+    while !rest.is_empty() {
+        let names: Vec<String> = rest.iter().map(|t| t.source_table.clone()).collect();
+        let ready = rest
+            .iter()
+            .position(|t| {
+                t.entry
+                    .schema
+                    .references
+                    .iter()
+                    .all(|r| r == &t.source_table || !names.contains(r))
+            })
+            .unwrap_or(0);
+        ordered.push(rest.remove(ready));
+    }
+    *tables = ordered;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredTable {
+    pub table: String,
+    pub rows: u64,
+}
+
+/// Runs a plan. Every table is checked against its checksum before the transaction
+/// commits; on any error nothing in the destination changes.
+pub async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let mut db = SqliteDb::open_write(&plan.dest_path).await?;
+    db.exec("BEGIN IMMEDIATE").await?;
+    let result = async {
+        db.exec("PRAGMA defer_foreign_keys = ON").await?;
+        let mut done = Vec::new();
+        for t in &plan.tables {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let rows = restore_table(repo, &mut db, t, progress).await?;
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+            });
+        }
+        db.exec("COMMIT").await?;
+        Ok(done)
+    }
+    .await;
+    if result.is_err() {
+        let _ = db.exec("ROLLBACK").await;
+    }
+    result
+}
+
+async fn restore_table(
+    repo: &Repository,
+    db: &mut SqliteDb,
+    t: &PlannedTable,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    if matches!(t.action, Action::Create | Action::Replace) {
+        if matches!(t.action, Action::Replace) {
+            db.exec(&format!("DROP TABLE {}", quote(&t.dest_table)))
+                .await?;
+        }
+        let create = if t.columns.len() == e.stream_columns.len() {
+            rename_create_table(&e.schema.create_sql, &t.dest_table)?
+        } else {
+            let cols: Vec<_> = e
+                .schema
+                .columns
+                .iter()
+                .filter(|c| t.columns.contains(&c.name))
+                .cloned()
+                .collect();
+            create_table_for(&t.dest_table, &cols)
+        };
+        db.exec(&create).await?;
+    }
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        quote(&t.dest_table),
+        t.columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; t.columns.len()].join(", ")
+    );
+    let mut decoder = RowDecoder::new(e.stream_columns.len());
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = 0u64;
+    for chunk_hex in &e.chunks {
+        progress.check_abort()?;
+        let id = parse_id(chunk_hex).ok_or_else(|| {
+            Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name))
+        })?;
+        let chunk = repo.read_chunk(&id).await.map_err(|err| match err {
+            Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
+            other => other,
+        })?;
+        hasher.update(&chunk);
+        decoder.push(&chunk);
+        let mut batch = 0u64;
+        while let Some(row) = decoder.next_row()? {
+            let row = if t.columns.len() == e.stream_columns.len() {
+                row
+            } else {
+                row.into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(v, _)| v)
+                    .collect()
+            };
+            db.insert(&insert, row).await?;
+            batch += 1;
+        }
+        rows += batch;
+        progress.advanced(batch, chunk.len() as u64);
+    }
+    decoder.finish()?;
+    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows {
+        return Err(Error::damaged(format!(
+            "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
+            e.name, e.rows
+        )));
+    }
+    if matches!(t.action, Action::Create | Action::Replace)
+        && t.columns.len() == e.stream_columns.len()
+    {
+        for idx in &e.schema.indexes {
+            let name = if t.dest_table == e.name {
+                idx.name.clone()
+            } else {
+                format!("{}_{}", t.dest_table, idx.name)
+            };
+            db.exec(&rename_create_index(&idx.sql, &name, &t.dest_table)?)
+                .await?;
+        }
+    }
+    Ok(rows)
+}

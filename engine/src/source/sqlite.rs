@@ -1,0 +1,517 @@
+//! SQLite: discovery, consistent reads, and writes for restore.
+//!
+//! A backup reads everything (schema and rows) inside one read transaction, so the
+//! snapshot is a state the database was in at one instant even while writers run (WAL
+//! mode: readers see a fixed snapshot; rollback-journal mode: writers wait).
+
+use crate::error::Context;
+use crate::model::{Column, Index, Skipped, TableSchema, Value};
+use crate::{Error, Result};
+use futures::{Stream, StreamExt};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{Connection, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
+use std::path::{Path, PathBuf};
+
+/// `"name"` with embedded quotes doubled: safe for any identifier.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+pub struct SqliteDb {
+    pub conn: SqliteConnection,
+    pub path: PathBuf,
+}
+
+/// A table as discovered: schema plus what a read needs.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub schema: TableSchema,
+    pub without_rowid: bool,
+    /// Columns with stored data (generated columns excluded), in table order.
+    pub data_columns: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub tables: Vec<TableInfo>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl SqliteDb {
+    /// Opens an existing database read-only.
+    pub async fn open_read(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::invalid(format!(
+                "SQLite database {} does not exist",
+                path.display()
+            )));
+        }
+        let opts = SqliteConnectOptions::new().filename(path).read_only(true);
+        let conn = SqliteConnection::connect_with(&opts)
+            .await
+            .context(|| format!("opening {}", path.display()))?;
+        Ok(SqliteDb {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens (creating if needed) a database to restore into.
+    pub async fn open_write(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let conn = SqliteConnection::connect_with(&opts)
+            .await
+            .context(|| format!("opening {}", path.display()))?;
+        Ok(SqliteDb {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub async fn exec(&mut self, sql: &str) -> Result<()> {
+        self.conn
+            .execute(sql)
+            .await
+            .map(|_| ())
+            .context(|| format!("{sql} on {}", self.path.display()))
+    }
+
+    /// Starts the read transaction every later read of the backup belongs to.
+    pub async fn begin_snapshot(&mut self) -> Result<()> {
+        self.exec("BEGIN").await?;
+        // A deferred transaction takes its snapshot at the first read.
+        self.exec("SELECT count(*) FROM sqlite_master").await
+    }
+
+    pub async fn table_exists(&mut self, name: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        )
+        .bind(name)
+        .fetch_one(&mut self.conn)
+        .await
+        .context(|| format!("looking up table {name}"))?;
+        Ok(n > 0)
+    }
+
+    /// Tables with columns, keys, indexes and foreign keys; objects not carried (views,
+    /// triggers, virtual tables) go to `skipped` with the reason.
+    pub async fn discover(&mut self) -> Result<Catalog> {
+        let objects: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
+                .fetch_all(&mut self.conn)
+                .await
+                .context(|| format!("reading the schema of {}", self.path.display()))?;
+        let mut catalog = Catalog::default();
+        for (kind, name, _, sql) in &objects {
+            let sql = sql.clone().unwrap_or_default();
+            match kind.as_str() {
+                "table" if name.starts_with("sqlite_") => {}
+                "table"
+                    if sql
+                        .trim_start()
+                        .to_ascii_uppercase()
+                        .starts_with("CREATE VIRTUAL") =>
+                {
+                    catalog.skipped.push(Skipped {
+                        kind: "virtual table".into(),
+                        name: name.clone(),
+                        reason: "virtual tables are not carried yet".into(),
+                    });
+                }
+                "table" => {
+                    let info = self.table_info(name, &sql, &objects).await?;
+                    catalog.tables.push(info);
+                }
+                "view" | "trigger" => catalog.skipped.push(Skipped {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    reason: format!("{kind}s are not carried yet"),
+                }),
+                _ => {}
+            }
+        }
+        Ok(catalog)
+    }
+
+    async fn table_info(
+        &mut self,
+        name: &str,
+        sql: &str,
+        objects: &[(String, String, String, Option<String>)],
+    ) -> Result<TableInfo> {
+        let cols: Vec<(String, String, i64, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)",
+        )
+        .bind(name)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| format!("reading the columns of {name}"))?;
+        let columns = cols
+            .iter()
+            .map(|(n, t, nn, d, pk, _)| Column {
+                name: n.clone(),
+                decl_type: t.clone(),
+                not_null: *nn != 0,
+                default: d.clone(),
+                pk: *pk as u32,
+            })
+            .collect();
+        let data_columns = cols
+            .iter()
+            .filter(|c| c.5 == 0)
+            .map(|c| c.0.clone())
+            .collect();
+        let references: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?)")
+                .bind(name)
+                .fetch_all(&mut self.conn)
+                .await
+                .context(|| format!("reading the foreign keys of {name}"))?;
+        let indexes = objects
+            .iter()
+            .filter(|(k, _, tbl, sql)| k == "index" && tbl == name && sql.is_some())
+            .map(|(_, n, _, sql)| Index {
+                name: n.clone(),
+                sql: sql.clone().unwrap_or_default(),
+            })
+            .collect();
+        let without_rowid = self
+            .conn
+            .execute(format!("SELECT rowid FROM {} LIMIT 0", quote(name)).as_str())
+            .await
+            .is_err();
+        Ok(TableInfo {
+            name: name.to_string(),
+            schema: TableSchema {
+                columns,
+                create_sql: sql.to_string(),
+                indexes,
+                references,
+                all_columns: true,
+            },
+            without_rowid,
+            data_columns,
+        })
+    }
+
+    /// The query that reads `table` (only `columns`) in primary-key order (rowid order
+    /// for tables without one); run it with [`SqliteDb::rows`].
+    pub fn rows_sql(table: &TableInfo, columns: &[String]) -> String {
+        let mut pk: Vec<&Column> = table.schema.columns.iter().filter(|c| c.pk > 0).collect();
+        pk.sort_by_key(|c| c.pk);
+        let mut order: Vec<String> = pk.iter().map(|c| quote(&c.name)).collect();
+        if !table.without_rowid {
+            // Ties (NULLs in a legacy nullable primary key) still come in a fixed order.
+            order.push("rowid".into());
+        }
+        format!(
+            "SELECT {} FROM {}{}",
+            columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote(&table.name),
+            if order.is_empty() {
+                String::new()
+            } else {
+                format!(" ORDER BY {}", order.join(", "))
+            }
+        )
+    }
+
+    /// Streams the rows of a [`SqliteDb::rows_sql`] query as values exactly as stored.
+    pub fn rows<'a>(
+        &'a mut self,
+        sql: &'a str,
+        columns: usize,
+    ) -> impl Stream<Item = Result<Vec<Value>>> + 'a {
+        sqlx::query(sql).fetch(&mut self.conn).map(move |row| {
+            row.context(|| format!("reading rows: {sql}"))
+                .and_then(|r| row_values(&r, columns))
+        })
+    }
+
+    /// Inserts one row with a prepared (cached) `INSERT`.
+    pub async fn insert(&mut self, sql: &str, row: Vec<Value>) -> Result<()> {
+        let mut q = sqlx::query(sql);
+        for v in row {
+            q = match v {
+                Value::Null => q.bind(None::<i64>),
+                Value::Integer(i) => q.bind(i),
+                Value::Real(f) => q.bind(f),
+                Value::Text(b) => q.bind(String::from_utf8(b).map_err(|_| {
+                    Error::invalid("a TEXT value is not valid UTF-8; restoring such values is not supported yet")
+                })?),
+                Value::Blob(b) => q.bind(b),
+            };
+        }
+        q.execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .context(|| format!("inserting: {sql}"))
+    }
+}
+
+fn row_values(row: &SqliteRow, n: usize) -> Result<Vec<Value>> {
+    (0..n)
+        .map(|i| {
+            let raw = row
+                .try_get_raw(i)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let kind = raw.type_info().name().to_string();
+            let err =
+                |e: sqlx::error::BoxDynError| Error::Other(format!("decoding a {kind} value: {e}"));
+            Ok(match kind.as_str() {
+                "INTEGER" => Value::Integer(<i64 as Decode<Sqlite>>::decode(raw).map_err(err)?),
+                "REAL" => Value::Real(<f64 as Decode<Sqlite>>::decode(raw).map_err(err)?),
+                "TEXT" => Value::Text(<Vec<u8> as Decode<Sqlite>>::decode(raw).map_err(err)?),
+                _ => Value::Blob(<Vec<u8> as Decode<Sqlite>>::decode(raw).map_err(err)?),
+            })
+        })
+        .collect()
+}
+
+/// A token of SQL text: its byte range and whether it is an identifier or word.
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    start: usize,
+    end: usize,
+    word: bool,
+}
+
+/// Splits SQL into words/identifiers (bare, "quoted", [bracketed], `backticked`),
+/// string literals and single punctuation characters; skips whitespace and comments.
+fn tokens(sql: &str) -> Vec<Token> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+        } else if matches!(c, b'"' | b'`' | b'\'') {
+            let start = i;
+            i += 1;
+            while i < b.len() {
+                if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            out.push(Token {
+                start,
+                end: i,
+                word: c != b'\'',
+            });
+        } else if c == b'[' {
+            let start = i;
+            while i < b.len() && b[i] != b']' {
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            out.push(Token {
+                start,
+                end: i,
+                word: true,
+            });
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            out.push(Token {
+                start,
+                end: i,
+                word: true,
+            });
+        } else {
+            out.push(Token {
+                start: i,
+                end: i + 1,
+                word: false,
+            });
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_kw(sql: &str, t: &Token, kw: &str) -> bool {
+    t.word && sql[t.start..t.end].eq_ignore_ascii_case(kw)
+}
+
+/// Index of the object-name token after `CREATE [TEMP] <kind> [IF NOT EXISTS]`, and
+/// whether it is schema-qualified (`main.x`: the name is then two tokens later).
+fn name_token(sql: &str, toks: &[Token], kind: &str) -> Option<usize> {
+    let mut i = 0;
+    if !is_kw(sql, toks.get(i)?, "CREATE") {
+        return None;
+    }
+    i += 1;
+    while !is_kw(sql, toks.get(i)?, kind) {
+        i += 1;
+        if i > 3 {
+            return None;
+        }
+    }
+    i += 1;
+    if is_kw(sql, toks.get(i)?, "IF") {
+        i += 3;
+    }
+    if toks.get(i + 1).map(|t| &sql[t.start..t.end]) == Some(".") {
+        i += 2;
+    }
+    toks.get(i).filter(|t| t.word).map(|_| i)
+}
+
+fn replace_spans(sql: &str, mut spans: Vec<(usize, usize, String)>) -> String {
+    spans.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut out = sql.to_string();
+    for (start, end, with) in spans {
+        out.replace_range(start..end, &with);
+    }
+    out
+}
+
+/// `CREATE TABLE old (…)` → `CREATE TABLE "new" (…)`, anything else untouched.
+pub fn rename_create_table(sql: &str, new_name: &str) -> Result<String> {
+    let toks = tokens(sql);
+    let i = name_token(sql, &toks, "TABLE")
+        .ok_or_else(|| Error::damaged(format!("cannot parse table definition {sql:?}")))?;
+    // A schema prefix (main.) is dropped: the restore decides the database.
+    let start = if i >= 2 && &sql[toks[i - 1].start..toks[i - 1].end] == "." {
+        toks[i - 2].start
+    } else {
+        toks[i].start
+    };
+    Ok(replace_spans(
+        sql,
+        vec![(start, toks[i].end, quote(new_name))],
+    ))
+}
+
+/// `CREATE INDEX idx ON old (…)` → `CREATE INDEX "new_name" ON "new_table" (…)`.
+pub fn rename_create_index(sql: &str, new_index: &str, new_table: &str) -> Result<String> {
+    let toks = tokens(sql);
+    let bad = || Error::damaged(format!("cannot parse index definition {sql:?}"));
+    let i = name_token(sql, &toks, "INDEX").ok_or_else(bad)?;
+    let on = (i + 1..toks.len())
+        .find(|&j| is_kw(sql, &toks[j], "ON"))
+        .ok_or_else(bad)?;
+    let table = toks.get(on + 1).filter(|t| t.word).ok_or_else(bad)?;
+    let start = if i >= 2 && &sql[toks[i - 1].start..toks[i - 1].end] == "." {
+        toks[i - 2].start
+    } else {
+        toks[i].start
+    };
+    Ok(replace_spans(
+        sql,
+        vec![
+            (start, toks[i].end, quote(new_index)),
+            (table.start, table.end, quote(new_table)),
+        ],
+    ))
+}
+
+/// A CREATE TABLE for a subset of columns, from the discovered column list (used when
+/// only some columns were backed up; table constraints naming other columns are lost
+/// and the primary key is kept).
+pub fn create_table_for(name: &str, columns: &[Column]) -> String {
+    let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
+    pk.sort_by_key(|c| c.pk);
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let mut s = quote(&c.name);
+            if !c.decl_type.is_empty() {
+                s.push(' ');
+                s.push_str(&c.decl_type);
+            }
+            if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            if let Some(d) = &c.default {
+                s.push_str(" DEFAULT ");
+                s.push_str(d);
+            }
+            s
+        })
+        .collect();
+    if !pk.is_empty() {
+        parts.push(format!(
+            "PRIMARY KEY ({})",
+            pk.iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    format!("CREATE TABLE {} ({})", quote(name), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_tables_with_any_kind_of_name() {
+        assert_eq!(
+            rename_create_table("CREATE TABLE t (a)", "n").unwrap(),
+            "CREATE TABLE \"n\" (a)"
+        );
+        assert_eq!(
+            rename_create_table(
+                "create table if not exists \"we\"\"ird (\" (a int)",
+                "new \"x\""
+            )
+            .unwrap(),
+            "create table if not exists \"new \"\"x\"\"\" (a int)"
+        );
+        assert_eq!(
+            rename_create_table("CREATE TABLE main.[a b](x)", "c").unwrap(),
+            "CREATE TABLE \"c\"(x)"
+        );
+        assert_eq!(
+            rename_create_table("CREATE TABLE `t`(x) WITHOUT ROWID", "u").unwrap(),
+            "CREATE TABLE \"u\"(x) WITHOUT ROWID"
+        );
+    }
+
+    #[test]
+    fn renames_indexes_and_their_table() {
+        assert_eq!(
+            rename_create_index(
+                "CREATE UNIQUE INDEX \"i on\" ON \"t\" (a, \"ON\")",
+                "n_i",
+                "n"
+            )
+            .unwrap(),
+            "CREATE UNIQUE INDEX \"n_i\" ON \"n\" (a, \"ON\")"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Verify: does every object a snapshot references exist (and, with `read_data`, read
+//! back, decrypt, match its id, and add up to each table's checksum)?
+
+use crate::model::{RowDecoder, Snapshot};
+use crate::progress::Progress;
+use crate::repo::{Repository, parse_id, short};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this snapshot (id, prefix or `latest`); all when `None`.
+    pub snapshot: Option<String>,
+    pub read_data: bool,
+}
+
+/// One damaged object and what it affects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The chunk (short id) or object involved.
+    pub object: String,
+    pub message: String,
+    pub snapshots: BTreeSet<String>,
+    pub tables: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub snapshots: usize,
+    pub tables: usize,
+    pub chunks: usize,
+    pub read_data: bool,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub async fn verify(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let snapshots: Vec<(String, Snapshot)> = match &opts.snapshot {
+        Some(s) => vec![repo.find_snapshot(s).await?],
+        None => repo.snapshots().await?,
+    };
+    // chunk → (snapshots, tables) that use it
+    let mut users: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    let mut tables = 0;
+    for (id, snap) in &snapshots {
+        for t in &snap.tables {
+            tables += 1;
+            for c in &t.chunks {
+                let u = users.entry(c.clone()).or_default();
+                u.0.insert(id[..12].to_string());
+                u.1.insert(t.name.clone());
+            }
+        }
+    }
+    let mut problems: BTreeMap<String, Problem> = BTreeMap::new();
+    let mut report =
+        |object: String, message: String, users: Option<&(BTreeSet<String>, BTreeSet<String>)>| {
+            let p = problems.entry(object.clone()).or_insert_with(|| Problem {
+                object,
+                message,
+                snapshots: BTreeSet::new(),
+                tables: BTreeSet::new(),
+            });
+            if let Some((s, t)) = users {
+                p.snapshots.extend(s.iter().cloned());
+                p.tables.extend(t.iter().cloned());
+            }
+        };
+
+    // Existence: every chunk is indexed and its pack holds its bytes.
+    let mut packs: BTreeMap<[u8; 32], Vec<String>> = BTreeMap::new();
+    for (chunk, u) in &users {
+        progress.check_abort()?;
+        let Some(id) = parse_id(chunk) else {
+            report(chunk.clone(), "not a chunk id".into(), Some(u));
+            continue;
+        };
+        match repo.location(&id) {
+            None => report(
+                format!("chunk {}", short(&id)),
+                "missing: in no index".into(),
+                Some(u),
+            ),
+            Some(loc) => packs.entry(loc.pack).or_default().push(chunk.clone()),
+        }
+    }
+    for (pack, chunks) in &packs {
+        let size = repo.pack_size(pack).await;
+        let affected = merge(chunks.iter().filter_map(|c| users.get(c)));
+        match size {
+            Err(Error::Damaged(m)) => report(format!("pack {}", short(pack)), m, Some(&affected)),
+            Err(e) => return Err(e),
+            Ok(size) => {
+                if opts.read_data {
+                    if let Err(e) = repo.check_pack(pack).await {
+                        report(
+                            format!("pack {}", short(pack)),
+                            e.to_string(),
+                            Some(&affected),
+                        );
+                    }
+                }
+                for c in chunks {
+                    let loc = repo
+                        .location(&parse_id(c).expect("parsed above"))
+                        .expect("located above");
+                    if loc.offset + u64::from(loc.length) > size {
+                        report(
+                            format!("chunk {}", &c[..12]),
+                            format!("pack {} is truncated", short(pack)),
+                            users.get(c),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Read data: decrypt and check every chunk, and every table's checksum.
+    if opts.read_data {
+        for (chunk, u) in &users {
+            progress.check_abort()?;
+            let Some(id) = parse_id(chunk) else { continue };
+            if repo.location(&id).is_none() {
+                continue;
+            }
+            if let Err(e) = repo.read_chunk(&id).await {
+                match e {
+                    Error::Damaged(m) => report(format!("chunk {}", short(&id)), m, Some(u)),
+                    other => return Err(other),
+                }
+            }
+        }
+        for (sid, snap) in &snapshots {
+            for t in &snap.tables {
+                if let Some(msg) = table_checksum_problem(repo, t).await? {
+                    let u = (
+                        BTreeSet::from([sid[..12].to_string()]),
+                        BTreeSet::from([t.name.clone()]),
+                    );
+                    report(
+                        format!("table {} in snapshot {}", t.name, &sid[..12]),
+                        msg,
+                        Some(&u),
+                    );
+                }
+            }
+        }
+    }
+    Ok(VerifyReport {
+        snapshots: snapshots.len(),
+        tables,
+        chunks: users.len(),
+        read_data: opts.read_data,
+        problems: problems.into_values().collect(),
+    })
+}
+
+fn merge<'a>(
+    it: impl Iterator<Item = &'a (BTreeSet<String>, BTreeSet<String>)>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut out = (BTreeSet::new(), BTreeSet::new());
+    for (s, t) in it {
+        out.0.extend(s.iter().cloned());
+        out.1.extend(t.iter().cloned());
+    }
+    out
+}
+
+/// Recomputes a table's checksum and row count from its chunks; `Some(reason)` when
+/// they do not match (or a chunk cannot be read).
+async fn table_checksum_problem(
+    repo: &Repository,
+    t: &crate::model::TableEntry,
+) -> Result<Option<String>> {
+    let mut hasher = blake3::Hasher::new();
+    let mut decoder = RowDecoder::new(t.stream_columns.len());
+    let mut rows = 0u64;
+    for c in &t.chunks {
+        let Some(id) = parse_id(c) else {
+            return Ok(Some("bad chunk id".into()));
+        };
+        match repo.read_chunk(&id).await {
+            Ok(bytes) => {
+                hasher.update(&bytes);
+                decoder.push(&bytes);
+                while let Some(_row) = match decoder.next_row() {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Some(e.to_string())),
+                } {
+                    rows += 1;
+                }
+            }
+            Err(Error::Damaged(_)) => {
+                return Ok(Some(format!(
+                    "cannot be read: chunk {} is damaged",
+                    &c[..12]
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if decoder.finish().is_err()
+        || rows != t.rows
+        || hasher.finalize().to_hex().as_str() != t.checksum
+    {
+        return Ok(Some(format!(
+            "does not match its checksum ({rows} of {} rows)",
+            t.rows
+        )));
+    }
+    Ok(None)
+}
