@@ -21,6 +21,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create a repository.
+    Init(crate::engine_cmd::InitArgs),
+    /// Back up a database (creating the repository if needed); prints the snapshot id last.
+    Backup(crate::engine_cmd::BackupArgs),
+    /// List the snapshots in a repository.
+    Snapshots(crate::engine_cmd::SnapshotsArgs),
+    /// Restore tables from a snapshot into a database.
+    Restore(crate::engine_cmd::RestoreArgs),
+    /// Check a repository: everything exists, and with --read-data, everything reads back.
+    Verify(crate::engine_cmd::VerifyArgs),
     /// Run the web console (and, later, the scheduler and job runner).
     Serve(ServeArgs),
     /// Set a new password for a console account and print it once.
@@ -89,6 +99,11 @@ pub struct ServeArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Init(a) => crate::engine_cmd::init(a).await,
+        Command::Backup(a) => crate::engine_cmd::run_backup(a).await,
+        Command::Snapshots(a) => crate::engine_cmd::snapshots(a).await,
+        Command::Restore(a) => crate::engine_cmd::restore(a).await,
+        Command::Verify(a) => crate::engine_cmd::run_verify(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

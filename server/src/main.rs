@@ -1,6 +1,7 @@
 //! `tablesafe`: the console server and the command-line tool, one binary.
 
 mod cli;
+mod engine_cmd;
 mod serve;
 
 use clap::Parser;

@@ -1,0 +1,86 @@
+//! A backup taken while writers run restores to a state that existed at one instant.
+
+use crate::support::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_come_from_one_transaction_while_a_writer_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("live.db");
+    // Every write transaction adds one row to each of two tables, so in any consistent
+    // state both hold the same ids. Large rows make the backup take a while.
+    exec(
+        &src,
+        "PRAGMA journal_mode = WAL;
+                CREATE TABLE a (id INTEGER PRIMARY KEY, pad BLOB);
+                CREATE TABLE b (id INTEGER PRIMARY KEY, pad BLOB);
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+                INSERT INTO a SELECT i, randomblob(2000) FROM n;
+                INSERT INTO b SELECT id, randomblob(2000) FROM a;",
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (stop, writes, src) = (stop.clone(), writes.clone(), src.clone());
+        tokio::spawn(async move {
+            let mut c = sqlite(&src).await;
+            let mut next = 1_000_000i64;
+            while !stop.load(Ordering::Relaxed) {
+                if write_pair(&mut c, next).await.is_ok() {
+                    next += 1;
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // Let the writer get going, then back up while it keeps writing.
+    while writes.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let before = writes.load(Ordering::Relaxed);
+    let s = backup_all(&mut repo, &src).await;
+    let during = writes.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(
+        during > 0,
+        "the writer must have committed during the backup for this test to mean anything"
+    );
+
+    let dest = dir.path().join("dest.db");
+    restore(&repo, &restore_opts(&dest)).await.unwrap();
+    let mut c = sqlite(&dest).await;
+    let ids = |t: &'static str| {
+        sqlx::query_scalar::<_, i64>(if t == "a" {
+            "SELECT id FROM a ORDER BY id"
+        } else {
+            "SELECT id FROM b ORDER BY id"
+        })
+    };
+    let a = ids("a").fetch_all(&mut c).await.unwrap();
+    let b = ids("b").fetch_all(&mut c).await.unwrap();
+    assert!(
+        a == b,
+        "tables a and b were read at different instants: {} rows in a, {} in b",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(a.len() as u64, s.snapshot.tables[0].rows);
+}
+
+async fn write_pair(c: &mut sqlx::SqliteConnection, id: i64) -> sqlx::Result<()> {
+    use sqlx::Connection;
+    let mut tx = c.begin().await?;
+    sqlx::query("INSERT INTO a VALUES (?, randomblob(2000))")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO b VALUES (?, randomblob(2000))")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}

@@ -1,0 +1,169 @@
+//! Damaged repositories are detected, named, and never restored from.
+
+use crate::support::*;
+use engine::progress::NoProgress;
+use engine::verify::{VerifyOptions, verify};
+use std::path::{Path, PathBuf};
+
+fn packs(repo_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(repo_dir.join("data")).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn setup(dir: &Path) -> (String, PathBuf) {
+    let src = dir.join("src.db");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                INSERT INTO t SELECT i, randomblob(500) FROM n;
+                CREATE TABLE other (x); INSERT INTO other VALUES (1);",
+    )
+    .await;
+    let (loc, mut repo) = new_repo(dir).await;
+    backup_all(&mut repo, &src).await;
+    (loc, src)
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_found_by_read_data_and_blocks_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _) = setup(dir.path()).await;
+    let repo = open_repo(&loc).await;
+    assert!(
+        verify(
+            &repo,
+            &VerifyOptions {
+                snapshot: None,
+                read_data: true
+            },
+            &NoProgress
+        )
+        .await
+        .unwrap()
+        .ok()
+    );
+
+    let pack = &packs(Path::new(&loc))[0];
+    let mut bytes = std::fs::read(pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(pack, bytes).unwrap();
+
+    // Existence-only verify cannot see a flipped bit; --read-data must.
+    assert!(
+        verify(&repo, &VerifyOptions::default(), &NoProgress)
+            .await
+            .unwrap()
+            .ok()
+    );
+    let report = verify(
+        &repo,
+        &VerifyOptions {
+            snapshot: Some("latest".into()),
+            read_data: true,
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(!report.ok());
+    let text = format!("{:?}", report.problems);
+    assert!(text.contains("chunk "), "names the chunk: {text}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.tables.contains("t") && !p.snapshots.is_empty()),
+        "{text}"
+    );
+
+    // Restore refuses and leaves the destination untouched.
+    let dest = dir.path().join("dest.db");
+    exec(
+        &dest,
+        "CREATE TABLE keep (k); INSERT INTO keep VALUES ('untouched');",
+    )
+    .await;
+    let before = dump(&dest, &[]);
+    let err = restore(&repo, &restore_opts(&dest)).await.unwrap_err();
+    assert!(matches!(err, engine::Error::Damaged(_)), "{err}");
+    assert_eq!(dump(&dest, &[]), before, "nothing was restored");
+}
+
+#[tokio::test]
+async fn missing_and_truncated_packs_are_found_without_reading_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _) = setup(dir.path()).await;
+    let all = packs(Path::new(&loc));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&all[0])
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 3).unwrap();
+    let repo = open_repo(&loc).await;
+    let report = verify(&repo, &VerifyOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("truncated")),
+        "{:?}",
+        report.problems
+    );
+
+    std::fs::remove_file(&all[0]).unwrap();
+    let report = verify(&repo, &VerifyOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("missing")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_manifest_or_index_is_an_error_not_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _) = setup(dir.path()).await;
+    let snap = std::fs::read_dir(Path::new(&loc).join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&snap, bytes).unwrap();
+    let repo = open_repo(&loc).await;
+    assert!(matches!(
+        repo.snapshots().await.unwrap_err(),
+        engine::Error::Damaged(_)
+    ));
+
+    let index = std::fs::read_dir(Path::new(&loc).join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&index, b"garbage").unwrap();
+    let err = engine::repo::Repository::open(&loc, Some(&password()))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, engine::Error::Damaged(_)), "{err}");
+}

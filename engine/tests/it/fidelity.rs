@@ -1,0 +1,290 @@
+//! Exact round trips of everything SQLite can store.
+
+use crate::support::*;
+use engine::restore::Mode;
+
+const EDGES: &str = r#"
+CREATE TABLE classes (id INTEGER PRIMARY KEY, v);
+INSERT INTO classes (v) VALUES
+  (NULL), (0), (-1), (9223372036854775807), (-9223372036854775808),
+  (0.0), (-0.0), (1e308), (-1e308), (4.9e-324), (9e999), (-9e999), (0.1),
+  (''), ('plain'), ('unicode: Ωμέγα 漢字 🦀 é'), ('nul:' || char(0) || ':inside'), ('line
+break'), (' leading and trailing '),
+  (x''), (x'00'), (x'00ff00ff'), (zeroblob(3)),
+  ('42'), (42), (42.0), (x'3432');
+CREATE TABLE typed (i INTEGER, r REAL, t TEXT, b BLOB, n NUMERIC, any_col ANY);
+INSERT INTO typed VALUES (1, 1.5, 'x', x'01', 10, 'mixed'), ('text in int', 'text in real', 7, 3.25, 'n', x'ff'),
+  (NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE wr (a TEXT, b INTEGER, c, PRIMARY KEY (a, b)) WITHOUT ROWID;
+INSERT INTO wr VALUES ('b', 2, 'x'), ('a', 1, NULL), ('a', 2, 3.5);
+CREATE TABLE nopk (a, b);
+INSERT INTO nopk VALUES (1, 'dup'), (1, 'dup'), (1, 'dup'), (NULL, NULL);
+CREATE TABLE empty_table (id INTEGER PRIMARY KEY, x TEXT NOT NULL DEFAULT 'd' CHECK (length(x) < 10));
+CREATE TABLE "select" ("from" INTEGER PRIMARY KEY, "we""ird col" TEXT, "Ünïcode 列" BLOB, "with space" REAL);
+INSERT INTO "select" VALUES (1, 'q"uote', x'01', -0.0);
+"#;
+
+#[tokio::test]
+async fn every_sqlite_storage_class_round_trips_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(&src, EDGES).await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let s = backup_all(&mut repo, &src).await;
+    assert_eq!(s.snapshot.tables.len(), 6);
+    let dest = dir.path().join("dest.db");
+    let restored = restore(&repo, &restore_opts(&dest)).await.unwrap();
+    assert_eq!(
+        restored.iter().map(|t| t.rows).sum::<u64>(),
+        s.snapshot.total_rows()
+    );
+    assert_eq!(dump(&src, &[]), dump(&dest, &[]));
+    // The restored tables keep their definitions (constraints, WITHOUT ROWID).
+    let mut c = sqlite(&dest).await;
+    let sql: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'empty_table'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(sql.contains("CHECK (length(x) < 10)"), "{sql}");
+    let bad = sqlx::query("INSERT INTO empty_table (x) VALUES ('far too long for the check')")
+        .execute(&mut c)
+        .await;
+    assert!(bad.is_err(), "the CHECK constraint came back");
+    let wr: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'wr'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert!(wr.ends_with("WITHOUT ROWID"));
+}
+
+#[tokio::test]
+async fn multi_megabyte_values_span_chunks_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.db");
+    exec(&src, "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB, t TEXT);
+                INSERT INTO big (b, t) VALUES (randomblob(5000000), hex(randomblob(1500000))), (randomblob(10), 'small'), (zeroblob(4000000), NULL);").await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let s = backup_all(&mut repo, &src).await;
+    assert!(
+        s.snapshot.tables[0].chunks.len() > 4,
+        "a 12 MB table spans several chunks"
+    );
+    let dest = dir.path().join("dest.db");
+    restore(&repo, &restore_opts(&dest)).await.unwrap();
+    assert_eq!(dump(&src, &[]), dump(&dest, &[]));
+}
+
+#[tokio::test]
+async fn indexes_and_foreign_keys_come_back_and_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("fk.db");
+    // Child created before parent: restore must still order them validly.
+    exec(&src, "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent(id), name TEXT);
+                CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+                CREATE INDEX child_by_parent ON child (parent_id, name);
+                INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+                INSERT INTO child VALUES (10, 1, 'x'), (11, 2, 'y'), (12, 2, 'z');").await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    backup_all(&mut repo, &src).await;
+    let dest = dir.path().join("dest.db");
+    restore(&repo, &restore_opts(&dest)).await.unwrap();
+    assert_eq!(dump(&src, &[]), dump(&dest, &[]));
+    let mut c = sqlite(&dest).await;
+    let idx: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type='index' AND name='child_by_parent'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(idx, 1);
+    let orphan = sqlx::query("INSERT INTO child VALUES (13, 99, 'orphan')")
+        .execute(&mut c)
+        .await;
+    assert!(orphan.is_err(), "foreign key is enforced after restore");
+    // The next rowid does not collide.
+    sqlx::query("INSERT INTO parent (name) VALUES ('c')")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let max: i64 = sqlx::query_scalar("SELECT max(id) FROM parent")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(max, 3);
+}
+
+#[tokio::test]
+async fn selection_rename_modes_and_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(
+        &src,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, secret TEXT);
+                CREATE TABLE logs (id INTEGER PRIMARY KEY, line TEXT);
+                CREATE TABLE log_archive (id INTEGER PRIMARY KEY, line TEXT);
+                INSERT INTO users VALUES (1, 'ann', 's1'), (2, 'bob', 's2');
+                INSERT INTO logs VALUES (1, 'l1');
+                INSERT INTO log_archive VALUES (1, 'old');",
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let opts = engine::backup::BackupOptions {
+        source: url(&src),
+        selection: engine::selection::Selection {
+            include: vec!["users".into(), "log*".into()],
+            exclude: vec!["*_archive".into()],
+            columns: engine::selection::Selection::parse_columns(&["users=name".into()]).unwrap(),
+        },
+        tags: Default::default(),
+    };
+    let s = engine::backup::backup(&mut repo, &opts, &engine::progress::NoProgress)
+        .await
+        .unwrap();
+    let names: Vec<&str> = s.snapshot.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, vec!["users", "logs"]);
+    assert_eq!(
+        s.snapshot.tables[0].stream_columns,
+        vec!["id", "name"],
+        "primary key kept, secret left out"
+    );
+
+    // Restore users into the source under a new name: the original stays as it was.
+    let mut o = restore_opts(&src);
+    o.selection.include = vec!["users".into()];
+    o.rename.insert("users".into(), "users_restored".into());
+    restore(&repo, &o).await.unwrap();
+    let d = dump(&src, &["users_restored"]);
+    assert_eq!(
+        d["users_restored"]["columns"],
+        serde_json::json!(["id", "name"])
+    );
+    assert_eq!(d["users_restored"]["rows"].as_array().unwrap().len(), 2);
+
+    // create refuses an existing table and changes nothing.
+    let before = dump(&src, &[]);
+    let err = restore(&repo, &restore_opts(&src)).await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(before, dump(&src, &[]));
+
+    // replace drops and recreates; append adds.
+    exec(&src, "INSERT INTO logs VALUES (2, 'new since backup');").await;
+    let mut r = restore_opts(&src);
+    r.selection.include = vec!["logs".into()];
+    r.mode = Mode::Replace;
+    restore(&repo, &r).await.unwrap();
+    assert_eq!(
+        rows(&dump(&src, &["logs"]), "logs")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    r.mode = Mode::Append;
+    r.rename.insert("logs".into(), "log_archive".into());
+    let mut c = sqlite(&src).await;
+    sqlx::query("DELETE FROM log_archive")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    restore(&repo, &r).await.unwrap();
+    assert_eq!(
+        rows(&dump(&src, &["log_archive"]), "log_archive"),
+        rows(&dump(&src, &["logs"]), "logs")
+    );
+
+    // Typos are errors, not smaller restores.
+    let mut bad = restore_opts(&src);
+    bad.selection.include = vec!["userz".into()];
+    assert!(
+        restore(&repo, &bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("unknown table")
+    );
+}
+
+#[tokio::test]
+async fn unchanged_data_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+                INSERT INTO t SELECT i, randomblob(200) FROM n;",
+    )
+    .await;
+    let (loc, mut repo) = new_repo(dir.path()).await;
+    let first = backup_all(&mut repo, &src).await;
+    exec(
+        &src,
+        "UPDATE t SET b = randomblob(200) WHERE id BETWEEN 10000 AND 10050;",
+    )
+    .await;
+    let second = backup_all(&mut open_repo(&loc).await, &src).await;
+    assert!(first.snapshot.bytes_stored > 3_000_000);
+    assert!(
+        second.snapshot.bytes_stored * 5 < first.snapshot.bytes_stored,
+        "second backup stored {} of {} bytes",
+        second.snapshot.bytes_stored,
+        first.snapshot.bytes_stored
+    );
+    let repo = open_repo(&loc).await;
+    assert_eq!(repo.snapshots().await.unwrap().len(), 2);
+    let dest = dir.path().join("dest.db");
+    restore(&repo, &restore_opts(&dest)).await.unwrap();
+    assert_eq!(dump(&src, &[]), dump(&dest, &[]));
+}
+
+#[tokio::test]
+async fn views_and_triggers_are_reported_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(
+        &src,
+        "CREATE TABLE t (a); CREATE VIEW v AS SELECT a FROM t;
+                CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let s = backup_all(&mut repo, &src).await;
+    let skipped: Vec<(String, String)> = s
+        .snapshot
+        .skipped
+        .iter()
+        .map(|k| (k.kind.clone(), k.name.clone()))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![
+            ("view".to_string(), "v".to_string()),
+            ("trigger".to_string(), "tr".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_an_unencrypted_repository_needs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _) = new_repo(dir.path()).await;
+    let err =
+        engine::repo::Repository::open(&loc, Some(&engine::secret::Secret::new("nope".into())))
+            .await
+            .err()
+            .unwrap();
+    assert!(matches!(err, engine::Error::WrongPassword { .. }), "{err}");
+    let plain = dir.path().join("plain").to_str().unwrap().to_string();
+    engine::repo::Repository::init(&plain, engine::repo::InitOptions::unencrypted())
+        .await
+        .unwrap();
+    assert!(engine::repo::Repository::open(&plain, None).await.is_ok());
+    assert!(matches!(
+        engine::repo::Repository::init(&plain, engine::repo::InitOptions::unencrypted())
+            .await
+            .err()
+            .unwrap(),
+        engine::Error::RepositoryExists(_)
+    ));
+}

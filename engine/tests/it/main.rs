@@ -1,0 +1,9 @@
+//! Engine integration tests against real SQLite files. Restored data is compared with
+//! the source by an independent reader (`dump_sqlite.py`, CPython's sqlite3), not only
+//! by the engine's own checksums.
+
+mod consistency;
+mod damage;
+mod fidelity;
+mod roundtrip_prop;
+mod support;

@@ -1,0 +1,101 @@
+use engine::backup::{BackupOptions, BackupSummary, backup};
+use engine::progress::NoProgress;
+use engine::repo::crypto::KdfParams;
+use engine::repo::{InitOptions, Repository};
+use engine::restore::{Mode, RestoreOptions, RestoredTable};
+use engine::secret::Secret;
+use engine::selection::Selection;
+use sqlx::{Connection, Executor, SqliteConnection};
+use std::path::{Path, PathBuf};
+
+pub const PASSWORD: &str = "test password";
+
+pub fn password() -> Secret<String> {
+    Secret::new(PASSWORD.to_string())
+}
+
+/// An encrypted repository with a cheap KDF (tests open it many times).
+pub async fn new_repo(dir: &Path) -> (String, Repository) {
+    let location = dir.join("repo").to_str().unwrap().to_string();
+    let mut opts = InitOptions::encrypted(password());
+    opts.kdf = KdfParams {
+        m_cost_kib: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let repo = Repository::init(&location, opts).await.unwrap();
+    (location, repo)
+}
+
+pub async fn open_repo(location: &str) -> Repository {
+    Repository::open(location, Some(&password())).await.unwrap()
+}
+
+pub async fn sqlite(path: &Path) -> SqliteConnection {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    SqliteConnection::connect_with(&opts).await.unwrap()
+}
+
+/// Runs a script of statements on a new or existing SQLite file.
+pub async fn exec(path: &Path, script: &str) {
+    let mut c = sqlite(path).await;
+    c.execute(sqlx::raw_sql(script)).await.unwrap();
+    c.close().await.unwrap();
+}
+
+pub fn url(path: &Path) -> Secret<String> {
+    Secret::new(format!("sqlite://{}", path.display()))
+}
+
+pub async fn backup_all(repo: &mut Repository, db: &Path) -> BackupSummary {
+    let opts = BackupOptions {
+        source: url(db),
+        selection: Selection::default(),
+        tags: Default::default(),
+    };
+    backup(repo, &opts, &NoProgress).await.unwrap()
+}
+
+pub fn restore_opts(dest: &Path) -> RestoreOptions {
+    RestoreOptions {
+        snapshot: "latest".into(),
+        dest: url(dest),
+        selection: Selection::default(),
+        rename: Default::default(),
+        mode: Mode::Create,
+    }
+}
+
+pub async fn restore(
+    repo: &Repository,
+    opts: &RestoreOptions,
+) -> engine::Result<Vec<RestoredTable>> {
+    let plan = engine::restore::plan(repo, opts).await?;
+    engine::restore::execute(repo, &plan, &NoProgress).await
+}
+
+/// The independent dump of `tables` (all when empty).
+pub fn dump(db: &Path, tables: &[&str]) -> serde_json::Value {
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "it", "dump_sqlite.py"]
+        .iter()
+        .collect();
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(db)
+        .args(tables)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Rows of one table from a dump, for renamed-table comparisons.
+pub fn rows(dump: &serde_json::Value, table: &str) -> serde_json::Value {
+    dump[table]["rows"].clone()
+}

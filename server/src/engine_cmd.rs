@@ -1,0 +1,431 @@
+//! The engine subcommands: init, backup, snapshots, restore, verify.
+//!
+//! Contract for scripts (and the console): exit 0 on success, otherwise non-zero with
+//! one line on stderr. `backup` prints the snapshot id as the last line of stdout.
+//! `--json` prints one JSON document on stdout instead of text. Passwords come from
+//! `TABLESAFE_PASSWORD` or `--password-file`, never from the command line.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use engine::backup::{BackupOptions, backup};
+use engine::progress::Progress;
+use engine::repo::{InitOptions, Repository};
+use engine::restore::{Mode, RestoreOptions};
+use engine::secret::Secret;
+use engine::selection::Selection;
+use engine::verify::{VerifyOptions, verify};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// The repository: a path or file:///path.
+    #[arg(long)]
+    pub repo: String,
+    /// Read the repository password from this file (first line). Default: the
+    /// TABLESAFE_PASSWORD environment variable.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    fn password(&self) -> Result<Option<Secret<String>>> {
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read password file {}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").to_string();
+            if line.is_empty() {
+                bail!("password file {} is empty", path.display());
+            }
+            return Ok(Some(Secret::new(line)));
+        }
+        Ok(crate::cli::env_secret("TABLESAFE_PASSWORD"))
+    }
+
+    async fn open(&self) -> Result<Repository> {
+        Ok(Repository::open(&self.repo, self.password()?.as_ref()).await?)
+    }
+
+    async fn create(&self, no_encryption: bool) -> Result<Repository> {
+        let opts = match (self.password()?, no_encryption) {
+            (Some(_), true) => bail!("--no-encryption and a password were both given; choose one"),
+            (Some(p), false) => InitOptions::encrypted(p),
+            (None, true) => InitOptions::unencrypted(),
+            (None, false) => bail!(
+                "a new repository needs a password: set TABLESAFE_PASSWORD or --password-file \
+                 (or --no-encryption for an unencrypted repository)"
+            ),
+        };
+        Ok(Repository::init(&self.repo, opts).await?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Create an unencrypted repository (data readable by anyone with access to it).
+    #[arg(long)]
+    pub no_encryption: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The database: sqlite:///abs/path.db, sqlite://relative.db, postgres://user@host:port/db.
+    #[arg(long)]
+    pub source: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Tables to take (glob; repeatable). Default: all.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Tables to leave out (glob; repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Only these columns of a table: TABLE=COL,COL (primary-key columns are always kept).
+    #[arg(long)]
+    pub columns: Vec<String>,
+    /// A tag for the snapshot: KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Create the repository unencrypted if it does not exist.
+    #[arg(long)]
+    pub no_encryption: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The snapshot: `latest`, an id, or a unique prefix of one.
+    #[arg(long)]
+    pub snapshot: String,
+    /// The database to restore into (same URL forms as `backup --source`).
+    #[arg(long)]
+    pub dest: String,
+    #[arg(long)]
+    pub include: Vec<String>,
+    #[arg(long)]
+    pub columns: Vec<String>,
+    /// Restore table OLD as NEW (repeatable).
+    #[arg(long)]
+    pub rename: Vec<String>,
+    /// create: fail if a table exists; replace: drop and recreate; append: add rows.
+    #[arg(long, default_value = "create")]
+    pub mode: String,
+    /// Print what would happen and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this snapshot; default all.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Read, decrypt and re-hash all data and recompute every table's checksum.
+    #[arg(long)]
+    pub read_data: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn pairs(args: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("{flag} {a:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+pub async fn init(a: InitArgs) -> Result<()> {
+    let repo = a.repo.create(a.no_encryption).await?;
+    println!(
+        "created {} repository {} at {}",
+        if a.no_encryption {
+            "an unencrypted"
+        } else {
+            "an encrypted"
+        },
+        repo.config.id,
+        repo.storage.display
+    );
+    Ok(())
+}
+
+pub async fn run_backup(a: BackupArgs) -> Result<()> {
+    let mut repo = if Repository::exists(&a.repo.repo).await? {
+        a.repo.open().await?
+    } else {
+        a.repo.create(a.no_encryption).await?
+    };
+    let opts = BackupOptions {
+        source: Secret::new(a.source.clone()),
+        selection: Selection {
+            include: a.include,
+            exclude: a.exclude,
+            columns: Selection::parse_columns(&a.columns)?,
+        },
+        tags: pairs(&a.tag, "--tag")?,
+    };
+    let progress = CliProgress::new(a.json);
+    let result = backup(&mut repo, &opts, &progress).await;
+    progress.done();
+    let s = result?;
+    let snap = &s.snapshot;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "id": s.id,
+                "tables": snap.tables.len(),
+                "rows": snap.total_rows(),
+                "bytes_read": snap.total_bytes(),
+                "bytes_stored": snap.bytes_stored,
+                "seconds": snap.duration_ms as f64 / 1000.0,
+                "skipped": snap.skipped,
+            })
+        );
+        return Ok(());
+    }
+    for t in &snap.tables {
+        println!("table {}: {} rows, {}", t.name, t.rows, size(t.bytes));
+    }
+    for k in &snap.skipped {
+        println!("skipped {} {}: {}", k.kind, k.name, k.reason);
+    }
+    println!(
+        "snapshot of {} tables, {} rows, {} read, {} stored, {:.1} s",
+        snap.tables.len(),
+        snap.total_rows(),
+        size(snap.total_bytes()),
+        size(snap.bytes_stored),
+        snap.duration_ms as f64 / 1000.0
+    );
+    println!("{}", s.id);
+    Ok(())
+}
+
+pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
+    let repo = a.repo.open().await?;
+    let all = repo.snapshots().await?;
+    if a.json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(id, s)| {
+                json!({
+                    "id": id, "time_ms": s.time_ms, "time": when(s.time_ms), "source": s.source.url,
+                    "tags": s.tags, "bytes_stored": s.bytes_stored,
+                    "tables": s.tables.iter().map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "checksum": t.checksum})).collect::<Vec<_>>(),
+                    "skipped": s.skipped,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  {}",
+        "ID", "TIME", "TABLES", "ROWS", "STORED", "SOURCE / TAGS"
+    );
+    for (id, s) in &all {
+        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  {} {}",
+            &id[..12],
+            when(s.time_ms),
+            s.tables.len(),
+            s.total_rows(),
+            size(s.bytes_stored),
+            s.source.url,
+            tags.join(" ")
+        );
+    }
+    println!("{} snapshots", all.len());
+    Ok(())
+}
+
+pub async fn restore(a: RestoreArgs) -> Result<()> {
+    let repo = a.repo.open().await?;
+    let opts = RestoreOptions {
+        snapshot: a.snapshot.clone(),
+        dest: Secret::new(a.dest.clone()),
+        selection: Selection {
+            include: a.include,
+            exclude: Vec::new(),
+            columns: Selection::parse_columns(&a.columns)?,
+        },
+        rename: pairs(&a.rename, "--rename")?,
+        mode: a.mode.parse::<Mode>()?,
+    };
+    let plan = engine::restore::plan(&repo, &opts).await?;
+    if a.dry_run {
+        if a.json {
+            println!("{}", json!({ "dry_run": true, "plan": plan }));
+        } else {
+            println!(
+                "dry run: restoring snapshot {} into {} would:",
+                &plan.snapshot[..12],
+                plan.dest
+            );
+            for t in &plan.tables {
+                let what = match t.action {
+                    engine::restore::Action::Create => "create",
+                    engine::restore::Action::Replace => "replace",
+                    engine::restore::Action::Append => "append to",
+                };
+                let from = if t.source_table != t.dest_table {
+                    format!(" (from {})", t.source_table)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  {what} table {}{from}: {} rows, {}",
+                    t.dest_table,
+                    t.rows,
+                    size(t.bytes)
+                );
+            }
+            println!("nothing was changed");
+        }
+        return Ok(());
+    }
+    let progress = CliProgress::new(a.json);
+    let result = engine::restore::execute(&repo, &plan, &progress).await;
+    progress.done();
+    let done = result?;
+    if a.json {
+        println!(
+            "{}",
+            json!({ "snapshot": plan.snapshot, "dest": plan.dest, "tables": done })
+        );
+    } else {
+        for t in &done {
+            println!("restored table {}: {} rows", t.table, t.rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_verify(a: VerifyArgs) -> Result<()> {
+    let repo = a.repo.open().await?;
+    let progress = CliProgress::new(a.json);
+    let result = verify(
+        &repo,
+        &VerifyOptions {
+            snapshot: a.snapshot.clone(),
+            read_data: a.read_data,
+        },
+        &progress,
+    )
+    .await;
+    progress.done();
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!(
+                "DAMAGED {}: {} (snapshots: {}; tables: {})",
+                p.object,
+                p.message,
+                p.snapshots.iter().cloned().collect::<Vec<_>>().join(", "),
+                p.tables.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        println!(
+            "checked {} snapshots, {} tables, {} chunks{}",
+            report.snapshots,
+            report.tables,
+            report.chunks,
+            if report.read_data {
+                " (data read and re-hashed)"
+            } else {
+                " (existence only; --read-data reads everything)"
+            }
+        );
+    }
+    if !report.ok() {
+        bail!(
+            "verification found {} damaged objects",
+            report.problems.len()
+        );
+    }
+    if !a.json {
+        println!("no problems found");
+    }
+    Ok(())
+}
+
+/// Progress on a terminal (stderr); silent otherwise or with `--json`.
+struct CliProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl CliProgress {
+    fn new(json: bool) -> Self {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {pos} rows, {prefix} [{elapsed}]")
+                    .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for CliProgress {
+    fn table_started(&self, table: &str, rows: Option<u64>) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(0);
+            bar.set_message(match rows {
+                Some(r) => format!("{table} (of {r})"),
+                None => table.to_string(),
+            });
+        }
+    }
+    fn advanced(&self, rows: u64, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(rows);
+            let _ = bytes;
+        }
+    }
+}
