@@ -2,6 +2,7 @@
 //! loopback port with a temporary data directory (and, where it says so, a real
 //! PostgreSQL started by `testkit`) and talks HTTP to it like a browser would.
 
+mod cli;
 mod console;
 mod harness;
 mod history_db;

@@ -1,0 +1,376 @@
+//! The engine subcommands as scripts use them: output contract, exit codes, one-line
+//! errors, secrets kept out of output, and crash safety of a killed backup.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const PW: &str = "cli test password";
+
+fn tablesafe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(args)
+        .env("TABLESAFE_PASSWORD", PW)
+        .env_remove("TABLESAFE_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The one line a failing command prints.
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one clear line, got: {err}"
+    );
+    err
+}
+
+fn sqlite(path: &Path, sql: &str) {
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(path)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn query(path: &Path, sql: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall())"])
+        .arg(path)
+        .arg(sql)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn backup_snapshots_restore_verify_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    sqlite(&db, "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bob');
+                 CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER REFERENCES customers(id), total REAL); INSERT INTO orders VALUES (10, 1, 9.5);");
+    let source = format!("sqlite://{}", db.display());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+
+    // backup creates the repository and prints the snapshot id last.
+    let out = ok(&tablesafe(&[
+        "backup",
+        "--source",
+        &source,
+        "--repo",
+        repo,
+        "--tag",
+        "reason=test",
+    ]));
+    let id = out.lines().last().unwrap().to_string();
+    assert_eq!(id.len(), 64, "{out}");
+    assert!(out.contains("table customers: 2 rows"), "{out}");
+    assert!(!out.contains(PW));
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&tablesafe(&[
+        "backup", "--source", &source, "--repo", repo, "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["tables"], 2);
+    assert_eq!(json["rows"], 3);
+    for key in ["id", "bytes_read", "bytes_stored", "seconds"] {
+        assert!(json.get(key).is_some(), "--json lacks {key}: {json}");
+    }
+
+    let list = ok(&tablesafe(&["snapshots", "--repo", repo]));
+    assert!(
+        list.contains(&id[..12]) && list.contains("reason=test") && list.contains("2 snapshots"),
+        "{list}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // Dry run changes nothing; the real run restores under a new name.
+    let plan = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        &id[..8],
+        "--dest",
+        &source,
+        "--include",
+        "customers",
+        "--rename",
+        "customers=customers_copy",
+        "--dry-run",
+    ]));
+    assert!(
+        plan.contains("create table customers_copy (from customers): 2 rows"),
+        "{plan}"
+    );
+    assert_eq!(
+        query(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'customers_copy'"
+        ),
+        "[(0,)]"
+    );
+    ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &source,
+        "--include",
+        "customers",
+        "--rename",
+        "customers=customers_copy",
+    ]));
+    assert_eq!(
+        query(&db, "SELECT * FROM customers_copy ORDER BY id"),
+        "[(1, 'Ann'), (2, 'Bob')]"
+    );
+
+    let v = ok(&tablesafe(&["verify", "--repo", repo, "--read-data"]));
+    assert!(v.contains("no problems found"), "{v}");
+}
+
+#[test]
+fn errors_are_one_clear_line_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);",
+    );
+    let source = format!("sqlite://{}", db.display());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+
+    let e = fails(&tablesafe(&[
+        "backup",
+        "--source",
+        "mysql://root:hunter2@db/x",
+        "--repo",
+        repo,
+    ]));
+    assert!(
+        e.contains("unsupported database URL") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = fails(&tablesafe(&[
+        "backup",
+        "--source",
+        &format!("sqlite://{}/missing.db", dir.path().display()),
+        "--repo",
+        repo,
+    ]));
+    assert!(e.contains("does not exist"), "{e}");
+    let e = fails(&tablesafe(&[
+        "backup",
+        "--source",
+        &source,
+        "--repo",
+        repo,
+        "--include",
+        "nope",
+    ]));
+    assert!(e.contains("unknown table \"nope\""), "{e}");
+
+    let wrong = Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["snapshots", "--repo", repo])
+        .env("TABLESAFE_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    let e = fails(&wrong);
+    assert!(e.contains("wrong password"), "{e}");
+    let none = Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["snapshots", "--repo", repo])
+        .env_remove("TABLESAFE_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(fails(&none).contains("TABLESAFE_PASSWORD"));
+
+    // A password file works instead of the environment.
+    let pwfile = dir.path().join("pw");
+    std::fs::write(&pwfile, format!("{PW}\n")).unwrap();
+    let viafile = Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["snapshots", "--repo", repo, "--password-file"])
+        .arg(&pwfile)
+        .env_remove("TABLESAFE_PASSWORD")
+        .output()
+        .unwrap();
+    ok(&viafile);
+
+    let e = fails(&tablesafe(&[
+        "snapshots",
+        "--repo",
+        dir.path().join("nothing").to_str().unwrap(),
+    ]));
+    assert!(e.contains("no repository"), "{e}");
+    let e = fails(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &source,
+    ]));
+    assert!(e.contains("already exists"), "{e}");
+    let e = fails(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "abcdef12",
+        "--dest",
+        &source,
+    ]));
+    assert!(e.contains("not found"), "{e}");
+
+    // Damage: verify names it and fails.
+    let data = Path::new(repo).join("data");
+    let sub = std::fs::read_dir(&data)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pack = std::fs::read_dir(sub)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&pack, bytes).unwrap();
+    let out = tablesafe(&["verify", "--repo", repo, "--read-data"]);
+    let e = fails(&out);
+    assert!(e.contains("damaged"), "{e}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("DAMAGED chunk") && stdout.contains("tables: t"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_backup_killed_midway_leaves_the_repository_readable_and_the_next_backup_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    sqlite(
+        &db,
+        "CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO small VALUES (1, 'first');",
+    );
+    let source = format!("sqlite://{}", db.display());
+    let repo_dir = dir.path().join("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let first = ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+    let first_id = first.lines().last().unwrap().to_string();
+    // ~80 MB of incompressible rows: several packs, long enough to kill in the middle.
+    sqlite(
+        &db,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+                 INSERT INTO big SELECT i, randomblob(2000) FROM n;",
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["backup", "--source", &source, "--repo", repo])
+        .env("TABLESAFE_PASSWORD", PW)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count_packs = || walk(&repo_dir.join("data")).len();
+    let before = count_packs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_packs() < before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SIGKILL: no chance to clean up.
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the backup finished before it could be killed; make the table bigger"
+    );
+    assert!(
+        count_packs() > before,
+        "some packs were written before the kill"
+    );
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]))).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![first_id.as_str()],
+        "only the finished snapshot is visible"
+    );
+    ok(&tablesafe(&["verify", "--repo", repo, "--read-data"]));
+
+    // The next backup works (and reuses what the killed one wrote), and restores exactly.
+    let next = ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+    let dest = dir.path().join("restored.db");
+    ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        next.lines().last().unwrap(),
+        "--dest",
+        &format!("sqlite://{}", dest.display()),
+    ]));
+    let digest = "SELECT count(*), sum(length(b)), hex(max(b)) FROM big";
+    assert_eq!(query(&db, digest), query(&dest, digest));
+    ok(&tablesafe(&["verify", "--repo", repo, "--read-data"]));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
