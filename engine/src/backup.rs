@@ -1,18 +1,21 @@
 //! Backup: one consistent read of the source, streamed through chunking, dedup,
 //! compression and encryption into packs, then the snapshot manifest.
 //!
-//! Two stages run in parallel: the async reader (rows → canonical stream → checksum)
-//! and a blocking worker (FastCDC → chunk id → dedup → zstd → seal → pack writes), joined
-//! by a bounded channel so memory stays flat whatever the table size.
+//! Two stages run in parallel: the async reader (rows → stream bytes → checksum) and a
+//! blocking worker (FastCDC → chunk id → dedup → zstd → seal → pack writes), joined by a
+//! bounded channel so memory stays flat whatever the table size.
 
 use crate::chunker::Chunker;
-use crate::model::{Engine, Skipped, Snapshot, SnapshotSource, TableEntry, encode_value};
+use crate::model::{
+    Engine, Skipped, Snapshot, SnapshotSource, TableEntry, TableSchema, encode_value,
+};
 use crate::progress::Progress;
 use crate::repo::crypto::hex;
-use crate::repo::{Repository, now_ms};
+use crate::repo::{Location, PackWriter, Repository, now_ms};
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::SourceUrl;
+use crate::source::postgres::{PgDb, PgTableInfo, count_lines};
 use crate::source::sqlite::{SqliteDb, TableInfo, create_table_for};
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -41,6 +44,100 @@ enum Msg {
 
 const SEND_AT: usize = 1 << 20;
 
+/// The chunk/pack worker and the channel feeding it.
+struct Pipeline {
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    worker: tokio::task::JoinHandle<Result<(Vec<Vec<String>>, Vec<([u8; 32], Location)>, u64)>>,
+}
+
+/// What one table's stream produced.
+struct Streamed {
+    rows: u64,
+    bytes: u64,
+    checksum: String,
+}
+
+impl Pipeline {
+    fn start(repo: &Repository) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
+        let rt = tokio::runtime::Handle::current();
+        let index = repo.index_view();
+        let mut writer = repo.pack_writer();
+        let params = repo.config.chunker;
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut tables: Vec<Vec<String>> = Vec::new();
+            let mut chunker = Chunker::new(params);
+            let mut current = Vec::new();
+            let handle = |chunk: Vec<u8>,
+                          current: &mut Vec<String>,
+                          writer: &mut PackWriter|
+             -> Result<()> {
+                let id = writer.keys().chunk_id(&chunk);
+                if !index.contains_key(&id) && !writer.is_pending(&id) {
+                    writer.add(id, &chunk, &rt)?;
+                }
+                current.push(hex(&id));
+                Ok(())
+            };
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Start => {
+                        chunker = Chunker::new(params);
+                        current = Vec::new();
+                    }
+                    Msg::Data(bytes) => {
+                        for chunk in chunker.push(&bytes) {
+                            handle(chunk, &mut current, &mut writer)?;
+                        }
+                    }
+                    Msg::End => {
+                        for chunk in chunker.finish() {
+                            handle(chunk, &mut current, &mut writer)?;
+                        }
+                        tables.push(std::mem::take(&mut current));
+                    }
+                }
+            }
+            let (written, stored) = writer.finish(&rt)?;
+            Ok((tables, written, stored))
+        });
+        Pipeline { tx, worker }
+    }
+
+    async fn send(&self, msg: Msg) -> Result<()> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| Error::Other("backup worker stopped".into()))
+    }
+
+    /// Ends the input and waits for the worker. A worker error explains a failed read
+    /// (a closed channel) better than the read error itself.
+    async fn finish(
+        self,
+        read: Result<()>,
+    ) -> Result<(Vec<Vec<String>>, Vec<([u8; 32], Location)>, u64)> {
+        drop(self.tx);
+        let joined = self
+            .worker
+            .await
+            .map_err(|e| Error::Other(format!("backup worker: {e}")))?;
+        match (read, joined) {
+            (_, Err(e)) | (Err(e), _) => Err(e),
+            (Ok(()), Ok(v)) => Ok(v),
+        }
+    }
+}
+
+/// A table about to be read.
+struct Plan {
+    name: String,
+    schema: TableSchema,
+    columns: Vec<String>,
+    format: &'static str,
+    sql: String,
+}
+
 pub async fn backup(
     repo: &mut Repository,
     opts: &BackupOptions,
@@ -48,100 +145,92 @@ pub async fn backup(
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let url = SourceUrl::parse(&opts.source)?;
-    let SourceUrl::Sqlite(path) = &url else {
-        return Err(SourceUrl::postgres_not_yet());
-    };
-    let mut db = SqliteDb::open_read(path).await?;
-    db.begin_snapshot().await?;
-    let time_ms = now_ms();
-    let catalog = db.discover().await?;
-    let chosen = opts
-        .selection
-        .apply(catalog.tables.iter().map(|t| t.name.as_str()))?;
-    let mut skipped = catalog.skipped.clone();
-    let mut plans = Vec::new();
-    for name in &chosen {
-        let table = catalog
-            .tables
-            .iter()
-            .find(|t| &t.name == name)
-            .expect("chosen from catalog");
-        plans.push(plan_table(
-            table,
-            opts.selection.columns.get(name),
-            &mut skipped,
-        )?);
-    }
-
-    // The worker: chunk, dedup, compress, encrypt, pack.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
-    let rt = tokio::runtime::Handle::current();
-    let index = repo.index_view();
-    let mut writer = repo.pack_writer();
-    let params = repo.config.chunker;
-    let worker = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut tables: Vec<Vec<String>> = Vec::new();
-        let mut chunker = Chunker::new(params);
-        let mut current = Vec::new();
-        let handle = |chunk: Vec<u8>,
-                      current: &mut Vec<String>,
-                      writer: &mut crate::repo::PackWriter|
-         -> Result<()> {
-            let id = writer.keys().chunk_id(&chunk);
-            if !index.contains_key(&id) && !writer.is_pending(&id) {
-                writer.add(id, &chunk, &rt)?;
+    let (engine, time_ms, plans, streamed, written, bytes_stored, skipped, enums) = match &url {
+        SourceUrl::Sqlite(path) => {
+            let mut db = SqliteDb::open_read(path).await?;
+            db.begin_snapshot().await?;
+            let time_ms = now_ms();
+            let catalog = db.discover().await?;
+            let chosen = opts
+                .selection
+                .apply(catalog.tables.iter().map(|t| t.name.as_str()))?;
+            let mut skipped = catalog.skipped.clone();
+            let mut plans = Vec::new();
+            for name in &chosen {
+                let table = catalog
+                    .tables
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .expect("chosen from catalog");
+                plans.push(plan_sqlite(
+                    table,
+                    opts.selection.columns.get(name),
+                    &mut skipped,
+                )?);
             }
-            current.push(hex(&id));
-            Ok(())
-        };
-        while let Some(msg) = rx.blocking_recv() {
-            match msg {
-                Msg::Start => {
-                    chunker = Chunker::new(params);
-                    current = Vec::new();
-                }
-                Msg::Data(bytes) => {
-                    for chunk in chunker.push(&bytes) {
-                        handle(chunk, &mut current, &mut writer)?;
-                    }
-                }
-                Msg::End => {
-                    for chunk in chunker.finish() {
-                        handle(chunk, &mut current, &mut writer)?;
-                    }
-                    tables.push(std::mem::take(&mut current));
-                }
-            }
+            let pipeline = Pipeline::start(repo);
+            let mut streamed = Vec::new();
+            let read = read_sqlite(&mut db, &plans, &pipeline, &mut streamed, progress).await;
+            let (chunks, written, stored) = pipeline.finish(read).await?;
+            db.exec("COMMIT").await?;
+            (
+                Engine::Sqlite,
+                time_ms,
+                plans,
+                streamed.into_iter().zip(chunks).collect::<Vec<_>>(),
+                written,
+                stored,
+                skipped,
+                Vec::new(),
+            )
         }
-        let (written, stored) = writer.finish(&rt)?;
-        Ok((tables, written, stored))
-    });
-
-    let read = read_tables(&mut db, &mut plans, &tx, progress).await;
-    drop(tx);
-    let joined = worker
-        .await
-        .map_err(|e| Error::Other(format!("backup worker: {e}")))?;
-    // A worker error explains a failed send better than the send error itself.
-    let (chunk_lists, written, bytes_stored) = match (read, joined) {
-        (_, Err(e)) => return Err(e),
-        (Err(e), _) => return Err(e),
-        (Ok(_), Ok(v)) => v,
+        SourceUrl::Postgres(secret) => {
+            let mut db = PgDb::connect(secret, url.display()).await?;
+            db.begin_snapshot().await?;
+            let time_ms = now_ms();
+            let catalog = db.discover().await?;
+            let chosen = opts
+                .selection
+                .apply(catalog.tables.iter().map(|t| t.name.as_str()))?;
+            let mut plans = Vec::new();
+            for name in &chosen {
+                let table = catalog
+                    .tables
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .expect("chosen from catalog");
+                plans.push(plan_postgres(table, opts.selection.columns.get(name))?);
+            }
+            let pipeline = Pipeline::start(repo);
+            let mut streamed = Vec::new();
+            let read = read_postgres(&mut db, &plans, &pipeline, &mut streamed, progress).await;
+            let (chunks, written, stored) = pipeline.finish(read).await?;
+            db.exec("COMMIT").await?;
+            (
+                Engine::Postgres,
+                time_ms,
+                plans,
+                streamed.into_iter().zip(chunks).collect(),
+                written,
+                stored,
+                catalog.skipped,
+                catalog.enums,
+            )
+        }
     };
-    db.exec("COMMIT").await?;
     repo.absorb(written);
-
     let tables: Vec<TableEntry> = plans
         .into_iter()
-        .zip(chunk_lists)
-        .map(|(p, chunks)| TableEntry {
-            name: p.info.name.clone(),
+        .zip(streamed)
+        .map(|(p, (s, chunks))| TableEntry {
+            name: p.name,
             schema: p.schema,
             segment: "full".into(),
+            format: p.format.into(),
             stream_columns: p.columns,
-            rows: p.rows,
-            bytes: p.bytes,
-            checksum: p.checksum,
+            rows: s.rows,
+            bytes: s.bytes,
+            checksum: s.checksum,
             chunks,
         })
         .collect();
@@ -149,100 +238,118 @@ pub async fn backup(
         format: crate::repo::FORMAT_VERSION,
         time_ms,
         source: SnapshotSource {
-            engine: Engine::Sqlite,
+            engine,
             url: url.display(),
         },
         selection: opts.selection.record(),
         tags: opts.tags.clone(),
         tables,
+        enums,
         skipped,
         bytes_stored,
         duration_ms: started.elapsed().as_millis() as u64,
     };
+    // Written last: the snapshot becomes visible only now.
     let id = repo.save_snapshot(&snapshot).await?;
     Ok(BackupSummary { id, snapshot })
 }
 
-struct TablePlan<'a> {
-    info: &'a TableInfo,
-    schema: crate::model::TableSchema,
-    columns: Vec<String>,
-    sql: String,
-    rows: u64,
-    bytes: u64,
-    checksum: String,
+/// Checks `--columns` against the table and returns the columns to read, in table
+/// order, with primary-key columns always kept.
+fn chosen_columns(
+    table: &str,
+    data_columns: &[String],
+    pk: &[String],
+    wanted: Option<&Vec<String>>,
+) -> Result<Vec<String>> {
+    let Some(wanted) = wanted else {
+        return Ok(data_columns.to_vec());
+    };
+    for c in wanted {
+        if !data_columns.contains(c) {
+            return Err(Error::invalid(format!(
+                "table {table:?} has no column {c:?}"
+            )));
+        }
+    }
+    Ok(data_columns
+        .iter()
+        .filter(|c| wanted.contains(c) || pk.contains(c))
+        .cloned()
+        .collect())
 }
 
-fn plan_table<'a>(
-    info: &'a TableInfo,
+fn plan_sqlite(
+    info: &TableInfo,
     wanted: Option<&Vec<String>>,
     skipped: &mut Vec<Skipped>,
-) -> Result<TablePlan<'a>> {
+) -> Result<Plan> {
+    let pk: Vec<String> = info
+        .schema
+        .columns
+        .iter()
+        .filter(|c| c.pk > 0)
+        .map(|c| c.name.clone())
+        .collect();
+    let columns = chosen_columns(&info.name, &info.data_columns, &pk, wanted)?;
     let mut schema = info.schema.clone();
-    let columns = match wanted {
-        None => info.data_columns.clone(),
-        Some(wanted) => {
-            for c in wanted {
-                if !info.data_columns.contains(c) {
-                    return Err(Error::invalid(format!(
-                        "table {:?} has no column {c:?}",
-                        info.name
-                    )));
-                }
-            }
-            // Table order; primary-key columns always kept.
-            let keep: Vec<String> = info
-                .schema
-                .columns
-                .iter()
-                .filter(|c| {
-                    info.data_columns.contains(&c.name) && (wanted.contains(&c.name) || c.pk > 0)
-                })
-                .map(|c| c.name.clone())
-                .collect();
-            if keep.len() < info.data_columns.len() {
-                schema.columns.retain(|c| keep.contains(&c.name));
-                schema.create_sql = create_table_for(&info.name, &schema.columns);
-                schema.all_columns = false;
-                for idx in std::mem::take(&mut schema.indexes) {
-                    skipped.push(Skipped {
-                        kind: "index".into(),
-                        name: idx.name,
-                        reason: format!("only some columns of {} were backed up", info.name),
-                    });
-                }
-            }
-            keep
+    if columns.len() < info.data_columns.len() {
+        schema.columns.retain(|c| columns.contains(&c.name));
+        schema.create_sql = create_table_for(&info.name, &schema.columns);
+        schema.all_columns = false;
+        for idx in std::mem::take(&mut schema.indexes) {
+            skipped.push(Skipped {
+                kind: "index".into(),
+                name: idx.name,
+                reason: format!("only some columns of {} were backed up", info.name),
+            });
         }
-    };
+    }
     let sql = SqliteDb::rows_sql(info, &columns);
-    Ok(TablePlan {
-        info,
+    Ok(Plan {
+        name: info.name.clone(),
         schema,
         columns,
+        format: "values",
         sql,
-        rows: 0,
-        bytes: 0,
-        checksum: String::new(),
     })
 }
 
-async fn read_tables(
+fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Plan> {
+    let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
+    let schema = TableSchema {
+        columns: Vec::new(),
+        create_sql: String::new(),
+        indexes: Vec::new(),
+        references: info.references.clone(),
+        all_columns: columns.len() == info.data_columns.len(),
+        postgres: Some(info.table.clone()),
+    };
+    let sql = PgDb::copy_out_sql(info, &columns);
+    Ok(Plan {
+        name: info.name.clone(),
+        schema,
+        columns,
+        format: "pg-copy-text",
+        sql,
+    })
+}
+
+async fn read_sqlite(
     db: &mut SqliteDb,
-    plans: &mut [TablePlan<'_>],
-    tx: &tokio::sync::mpsc::Sender<Msg>,
+    plans: &[Plan],
+    pipe: &Pipeline,
+    out: &mut Vec<Streamed>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let closed = || Error::Other("backup worker stopped".into());
-    for plan in plans.iter_mut() {
+    for plan in plans {
         progress.check_abort()?;
-        progress.table_started(&plan.info.name, None);
-        tx.send(Msg::Start).await.map_err(|_| closed())?;
+        progress.table_started(&plan.name, None);
+        pipe.send(Msg::Start).await?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = Vec::with_capacity(SEND_AT + 4096);
         let (mut rows, mut bytes, mut pending_rows) = (0u64, 0u64, 0u64);
-        let sql = plan.sql.clone();
-        let mut stream = db.rows(&sql, plan.columns.len());
+        let mut stream = db.rows(&plan.sql, plan.columns.len());
         while let Some(row) = stream.next().await {
             for v in &row? {
                 encode_value(&mut buf, v);
@@ -255,12 +362,11 @@ async fn read_tables(
                 bytes += buf.len() as u64;
                 progress.advanced(pending_rows, buf.len() as u64);
                 pending_rows = 0;
-                tx.send(Msg::Data(std::mem::replace(
+                pipe.send(Msg::Data(std::mem::replace(
                     &mut buf,
                     Vec::with_capacity(SEND_AT + 4096),
                 )))
-                .await
-                .map_err(|_| closed())?;
+                .await?;
             }
         }
         drop(stream);
@@ -268,13 +374,67 @@ async fn read_tables(
         bytes += buf.len() as u64;
         progress.advanced(pending_rows, buf.len() as u64);
         if !buf.is_empty() {
-            tx.send(Msg::Data(buf)).await.map_err(|_| closed())?;
+            pipe.send(Msg::Data(buf)).await?;
         }
-        tx.send(Msg::End).await.map_err(|_| closed())?;
-        plan.rows = rows;
-        plan.bytes = bytes;
-        plan.checksum = hasher.finalize().to_hex().to_string();
-        progress.table_finished(&plan.info.name);
+        pipe.send(Msg::End).await?;
+        out.push(Streamed {
+            rows,
+            bytes,
+            checksum: hasher.finalize().to_hex().to_string(),
+        });
+        progress.table_finished(&plan.name);
+    }
+    Ok(())
+}
+
+async fn read_postgres(
+    db: &mut PgDb,
+    plans: &[Plan],
+    pipe: &Pipeline,
+    out: &mut Vec<Streamed>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for plan in plans {
+        progress.check_abort()?;
+        progress.table_started(&plan.name, None);
+        pipe.send(Msg::Start).await?;
+        let mut hasher = blake3::Hasher::new();
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut buf = Vec::with_capacity(SEND_AT + 65536);
+        let mut stream = db.copy_out(&plan.sql).await?;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            buf.extend_from_slice(&piece);
+            if buf.len() >= SEND_AT {
+                progress.check_abort()?;
+                let n = count_lines(&buf);
+                rows += n;
+                hasher.update(&buf);
+                bytes += buf.len() as u64;
+                progress.advanced(n, buf.len() as u64);
+                pipe.send(Msg::Data(std::mem::replace(
+                    &mut buf,
+                    Vec::with_capacity(SEND_AT + 65536),
+                )))
+                .await?;
+            }
+        }
+        drop(stream);
+        let n = count_lines(&buf);
+        rows += n;
+        hasher.update(&buf);
+        bytes += buf.len() as u64;
+        progress.advanced(n, buf.len() as u64);
+        if !buf.is_empty() {
+            pipe.send(Msg::Data(buf)).await?;
+        }
+        pipe.send(Msg::End).await?;
+        out.push(Streamed {
+            rows,
+            bytes,
+            checksum: hasher.finalize().to_hex().to_string(),
+        });
+        progress.table_finished(&plan.name);
     }
     Ok(())
 }

@@ -199,6 +199,45 @@ pub struct TableSchema {
     pub references: Vec<String>,
     /// Whether all columns of the source table were kept.
     pub all_columns: bool,
+    /// PostgreSQL only: the table's definition in parts, so that restore can rename
+    /// it and order constraints after the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgTable>,
+}
+
+/// A PostgreSQL table as parts of DDL (all SQL text as the server printed it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgTable {
+    pub schema: String,
+    pub name: String,
+    /// Column definitions: name, type, NOT NULL, default, identity, generated.
+    pub columns: Vec<PgColumn>,
+    /// (name, kind p/u/c/f/x, definition) from pg_get_constraintdef.
+    pub constraints: Vec<(String, String, String)>,
+    /// (name, definition from pg_get_indexdef) of indexes that back no constraint.
+    pub indexes: Vec<(String, String)>,
+    /// Sequences owned by columns: (regclass text, column, last_value, is_called).
+    pub sequences: Vec<(String, String, i64, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgColumn {
+    pub name: String,
+    pub type_sql: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// "" none, "a" ALWAYS, "d" BY DEFAULT.
+    pub identity: String,
+    /// Stored generation expression, if generated.
+    pub generated: Option<String>,
+}
+
+/// A PostgreSQL enum type a snapshot carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgEnum {
+    pub schema: String,
+    pub name: String,
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +253,10 @@ pub struct TableEntry {
     pub schema: TableSchema,
     /// `full` today; incremental segments later reference a parent.
     pub segment: String,
+    /// How the stream encodes rows: `values` (tagged values, SQLite) or `pg-copy-text`
+    /// (PostgreSQL COPY text format, one line per row, lossless for every type).
+    #[serde(default = "values_format")]
+    pub format: String,
     /// The columns whose values the stream holds, in stream order (generated columns
     /// and columns left out by `--columns` are not in it).
     pub stream_columns: Vec<String>,
@@ -224,6 +267,10 @@ pub struct TableEntry {
     pub checksum: String,
     /// Chunk ids in stream order, hex.
     pub chunks: Vec<String>,
+}
+
+fn values_format() -> String {
+    "values".into()
 }
 
 /// An object of the source that this snapshot does not carry, and why.
@@ -258,6 +305,9 @@ pub struct Snapshot {
     pub selection: SelectionRecord,
     pub tags: BTreeMap<String, String>,
     pub tables: Vec<TableEntry>,
+    /// PostgreSQL enum types used by the tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enums: Vec<PgEnum>,
     pub skipped: Vec<Skipped>,
     /// Bytes newly stored in the repository by this backup (after dedup, compression,
     /// encryption).

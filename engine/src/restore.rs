@@ -1,12 +1,14 @@
 //! Restore: plan (what would be created, replaced or appended — the dry run), then
 //! execute the plan in one transaction, so a failure or damaged data changes nothing.
 
+use crate::model::{Engine, PgEnum};
 use crate::model::{RowDecoder, TableEntry};
 use crate::progress::Progress;
 use crate::repo::{Repository, parse_id};
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::SourceUrl;
+use crate::source::postgres::{self as pg, PgDb, count_lines, split_name};
 use crate::source::sqlite::{
     SqliteDb, create_table_for, quote, rename_create_index, rename_create_table,
 };
@@ -75,7 +77,9 @@ pub struct RestorePlan {
     pub dest: String,
     pub tables: Vec<PlannedTable>,
     #[serde(skip)]
-    dest_path: std::path::PathBuf,
+    dest_url: SourceUrl,
+    #[serde(skip)]
+    enums: Vec<PgEnum>,
 }
 
 impl RestorePlan {
@@ -88,9 +92,18 @@ impl RestorePlan {
 pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
     let (id, snapshot) = repo.find_snapshot(&opts.snapshot).await?;
     let url = SourceUrl::parse(&opts.dest)?;
-    let SourceUrl::Sqlite(path) = &url else {
-        return Err(SourceUrl::postgres_not_yet());
+    let dest_engine = match url {
+        SourceUrl::Sqlite(_) => Engine::Sqlite,
+        SourceUrl::Postgres(_) => Engine::Postgres,
     };
+    if dest_engine != snapshot.source.engine {
+        return Err(Error::invalid(format!(
+            "snapshot {} is of a {:?} database and cannot be restored into {}",
+            &id[..12],
+            snapshot.source.engine,
+            url.display()
+        )));
+    }
     for from in opts.rename.keys() {
         if !snapshot.tables.iter().any(|t| &t.name == from) {
             return Err(Error::invalid(format!(
@@ -102,7 +115,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
     let names = opts
         .selection
         .apply(snapshot.tables.iter().map(|t| t.name.as_str()))?;
-    let mut db = SqliteDb::open_write(path).await?;
+    let mut dest = Dest::open(&url).await?;
     let mut tables = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
@@ -148,7 +161,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                     .collect()
             }
         };
-        let exists = db.table_exists(&dest_table).await?;
+        let exists = dest.table_exists(&dest_table).await?;
         let action = match (opts.mode, exists) {
             (Mode::Create, true) => {
                 return Err(Error::invalid(format!(
@@ -182,7 +195,8 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         snapshot: id,
         dest: url.display(),
         tables,
-        dest_path: path.clone(),
+        dest_url: url,
+        enums: snapshot.enums.clone(),
     })
 }
 
@@ -221,7 +235,46 @@ pub async fn execute(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<Vec<RestoredTable>> {
-    let mut db = SqliteDb::open_write(&plan.dest_path).await?;
+    match &plan.dest_url {
+        SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress).await,
+        SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress).await,
+    }
+}
+
+/// A destination database, for planning.
+enum Dest {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl Dest {
+    async fn open(url: &SourceUrl) -> Result<Dest> {
+        Ok(match url {
+            SourceUrl::Sqlite(path) => Dest::Sqlite(SqliteDb::open_write(path).await?),
+            SourceUrl::Postgres(secret) => {
+                Dest::Postgres(PgDb::connect(secret, url.display()).await?)
+            }
+        })
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool> {
+        match self {
+            Dest::Sqlite(db) => db.table_exists(name).await,
+            Dest::Postgres(db) => {
+                let (schema, table) = split_name(name);
+                db.table_exists(&schema, &table).await
+            }
+        }
+    }
+}
+
+async fn execute_sqlite(
+    repo: &Repository,
+    plan: &RestorePlan,
+    path: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let mut db = SqliteDb::open_write(path).await?;
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;
@@ -243,6 +296,252 @@ pub async fn execute(
         let _ = db.exec("ROLLBACK").await;
     }
     result
+}
+
+async fn execute_postgres(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let SourceUrl::Postgres(secret) = &plan.dest_url else {
+        unreachable!("checked by the caller")
+    };
+    let mut db = PgDb::connect(secret, plan.dest.clone()).await?;
+    db.exec("BEGIN").await?;
+    let result = async {
+        let mut schemas: Vec<String> = plan
+            .tables
+            .iter()
+            .map(|t| split_name(&t.dest_table).0)
+            .collect();
+        schemas.sort();
+        schemas.dedup();
+        for s in &schemas {
+            db.exec(&format!("CREATE SCHEMA IF NOT EXISTS {}", pg::quote(s)))
+                .await?;
+        }
+        for e in &plan.enums {
+            if !db.type_exists(&e.schema, &e.name).await? {
+                db.exec(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    pg::quote(&e.schema)
+                ))
+                .await?;
+                let labels: Vec<String> = e
+                    .labels
+                    .iter()
+                    .map(|l| format!("'{}'", l.replace('\'', "''")))
+                    .collect();
+                db.exec(&format!(
+                    "CREATE TYPE {} AS ENUM ({})",
+                    pg::qualified(&e.schema, &e.name),
+                    labels.join(", ")
+                ))
+                .await?;
+            }
+        }
+        let mut done = Vec::new();
+        let mut foreign_keys = Vec::new();
+        for t in &plan.tables {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let rows = restore_pg_table(repo, &mut db, t, &mut foreign_keys, progress).await?;
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+            });
+        }
+        for fk in foreign_keys {
+            db.exec(&fk).await?;
+        }
+        db.exec("COMMIT").await?;
+        Ok(done)
+    }
+    .await;
+    if result.is_err() {
+        let _ = db.exec("ROLLBACK").await;
+    }
+    result
+}
+
+/// Keeps the tab-separated fields of a COPY text line whose flag is set (tabs inside
+/// values are escaped as `\t`, so a raw tab always separates fields).
+fn project_copy_line(line: &[u8], keep: &[bool], out: &mut Vec<u8>) {
+    let mut first = true;
+    for (field, k) in line.split(|&b| b == b'\t').zip(keep) {
+        if *k {
+            if !first {
+                out.push(b'\t');
+            }
+            out.extend_from_slice(field);
+            first = false;
+        }
+    }
+    out.push(b'\n');
+}
+
+async fn restore_pg_table(
+    repo: &Repository,
+    db: &mut PgDb,
+    t: &PlannedTable,
+    foreign_keys: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let def = e.schema.postgres.as_ref().ok_or_else(|| {
+        Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name))
+    })?;
+    let (schema, table) = split_name(&t.dest_table);
+    let renamed = t.dest_table != e.name;
+    let rel = pg::qualified(&schema, &table);
+    let new_name = |old: &str| {
+        if renamed {
+            format!("{table}_{old}")
+        } else {
+            old.to_string()
+        }
+    };
+    let creates = matches!(t.action, Action::Create | Action::Replace);
+    let all = t.columns.len() == e.stream_columns.len();
+    let mut seq_targets: Vec<(String, String, i64, bool)> = Vec::new();
+    if creates {
+        if matches!(t.action, Action::Replace) {
+            db.exec(&format!("DROP TABLE {rel}")).await?;
+        }
+        // Serial columns: their sequence first (renamed along with the table).
+        let mut renames = Vec::new();
+        for (regclass, column, last, called) in &def.sequences {
+            let col = def.columns.iter().find(|c| &c.name == column);
+            if col.is_some_and(|c| c.identity.is_empty()) && t.columns.contains(column) {
+                let target = if renamed {
+                    pg::qualified(&schema, &format!("{table}_{column}_seq"))
+                } else {
+                    regclass.clone()
+                };
+                db.exec(&format!("CREATE SEQUENCE IF NOT EXISTS {target}"))
+                    .await?;
+                renames.push((regclass.clone(), target.clone()));
+                seq_targets.push((target, String::new(), *last, *called));
+            } else if t.columns.contains(column) {
+                seq_targets.push((String::new(), column.clone(), *last, *called));
+            }
+        }
+        db.exec(&pg::create_table_sql(
+            def, &schema, &table, &t.columns, &renames,
+        ))
+        .await?;
+        for (target, column, _, _) in &seq_targets {
+            if column.is_empty() {
+                let col = def
+                    .sequences
+                    .iter()
+                    .find(|s| renames.iter().any(|(o, n)| n == target && o == &s.0))
+                    .map(|s| s.1.clone());
+                if let Some(col) = col {
+                    db.exec(&format!(
+                        "ALTER SEQUENCE {target} OWNED BY {rel}.{}",
+                        pg::quote(&col)
+                    ))
+                    .await?;
+                }
+            }
+        }
+    }
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| pg::quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
+    let mut copy = db
+        .conn
+        .copy_in_raw(&format!("COPY {rel} ({cols}) FROM STDIN"))
+        .await
+        .map_err(|err| Error::Database {
+            context: format!("COPY into {rel}"),
+            source: err,
+        })?;
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let outcome: Result<()> = async {
+        for chunk_hex in &e.chunks {
+            progress.check_abort()?;
+            let id = parse_id(chunk_hex).ok_or_else(|| Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name)))?;
+            let chunk = repo.read_chunk(&id).await.map_err(|err| match err {
+                Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
+                other => other,
+            })?;
+            hasher.update(&chunk);
+            let n = count_lines(&chunk);
+            rows += n;
+            if all {
+                copy.send(chunk.as_slice()).await.map_err(|err| Error::Database { context: format!("COPY into {rel}"), source: err })?;
+            } else {
+                carry.extend_from_slice(&chunk);
+                let end = carry.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+                let mut out = Vec::with_capacity(end);
+                for line in carry[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    project_copy_line(line, &keep, &mut out);
+                }
+                carry.drain(..end);
+                copy.send(out.as_slice()).await.map_err(|err| Error::Database { context: format!("COPY into {rel}"), source: err })?;
+            }
+            progress.advanced(n, chunk.len() as u64);
+        }
+        if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows || !carry.is_empty() {
+            return Err(Error::damaged(format!(
+                "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
+                e.name, e.rows
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = outcome {
+        let _ = copy.abort("tablesafe: restore aborted").await;
+        return Err(err);
+    }
+    copy.finish().await.map_err(|err| Error::Database {
+        context: format!("COPY into {rel}"),
+        source: err,
+    })?;
+
+    if creates {
+        for (name, kind, condef) in &def.constraints {
+            // Constraints on columns that were left out cannot come back.
+            if !all && kind != "p" {
+                continue;
+            }
+            let sql = pg::constraint_sql(&schema, &table, &new_name(name), condef);
+            if kind == "f" {
+                foreign_keys.push(sql)
+            } else {
+                db.exec(&sql).await?
+            }
+        }
+        if all {
+            for (name, idxdef) in &def.indexes {
+                if let Some(sql) = pg::index_sql(idxdef, &schema, &table, &new_name(name)) {
+                    db.exec(&sql).await?;
+                }
+            }
+        }
+        for (target, column, last, called) in &seq_targets {
+            let seq = if column.is_empty() {
+                target.clone()
+            } else {
+                db.serial_sequence(&rel, column).await?
+            };
+            db.setval(&seq, *last, *called).await?;
+        }
+    }
+    Ok(rows)
 }
 
 async fn restore_table(

@@ -191,6 +191,10 @@ async fn table_checksum_problem(
             return Ok(Some("bad chunk id".into()));
         };
         match repo.read_chunk(&id).await {
+            Ok(bytes) if t.format == "pg-copy-text" => {
+                hasher.update(&bytes);
+                rows += crate::source::postgres::count_lines(&bytes);
+            }
             Ok(bytes) => {
                 hasher.update(&bytes);
                 decoder.push(&bytes);

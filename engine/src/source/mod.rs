@@ -1,5 +1,6 @@
 //! Table stores: connection URLs and the engines behind them.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::secret::Secret;

@@ -192,6 +192,7 @@ impl SqliteDb {
                 indexes,
                 references,
                 all_columns: true,
+                postgres: None,
             },
             without_rowid,
             data_columns,

@@ -5,5 +5,6 @@
 mod consistency;
 mod damage;
 mod fidelity;
+mod postgres;
 mod roundtrip_prop;
 mod support;

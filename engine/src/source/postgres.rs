@@ -1,0 +1,423 @@
+//! PostgreSQL: discovery from the catalogs, consistent reads with COPY, and restore.
+//!
+//! A backup runs in one `REPEATABLE READ READ ONLY` transaction on one connection, so all
+//! tables, their schema and their sequences come from one snapshot. Rows travel in COPY
+//! text format (`COPY (SELECT … ORDER BY pk) TO STDOUT`), which is lossless for every
+//! type (PostgreSQL 12+ prints floats exactly) and is what `COPY … FROM STDIN` reads back.
+
+use crate::error::Context;
+use crate::model::{PgColumn, PgEnum, PgTable, Skipped};
+use crate::secret::Secret;
+use crate::{Error, Result};
+use futures::{Stream, StreamExt};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote(schema), quote(name))
+}
+
+/// Splits `schema.table` (the name tables have in selections and manifests); a name
+/// without a dot is in `public`.
+pub fn split_name(name: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => ("public".to_string(), name.to_string()),
+    }
+}
+
+pub struct PgDb {
+    pub conn: PgConnection,
+    pub display: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PgTableInfo {
+    /// `schema.table`.
+    pub name: String,
+    pub table: PgTable,
+    pub pk: Vec<String>,
+    /// Columns with stored data (generated columns excluded).
+    pub data_columns: Vec<String>,
+    /// Tables this one references (`schema.table`).
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct PgCatalog {
+    pub tables: Vec<PgTableInfo>,
+    pub enums: Vec<PgEnum>,
+    pub skipped: Vec<Skipped>,
+}
+
+const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+
+impl PgDb {
+    pub async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
+        let conn = PgConnection::connect(url.expose()).await.map_err(|e| {
+            // sqlx errors may quote the URL; keep the password out of messages.
+            let msg = e.to_string().replace(url.expose(), &display);
+            Error::invalid(format!("cannot connect to {display}: {msg}"))
+        })?;
+        Ok(PgDb { conn, display })
+    }
+
+    pub async fn exec(&mut self, sql: &str) -> Result<()> {
+        self.conn
+            .execute(sql)
+            .await
+            .map(|_| ())
+            .context(|| format!("{sql} on {}", self.display))
+    }
+
+    pub async fn begin_snapshot(&mut self) -> Result<()> {
+        self.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        // The snapshot is taken at the first statement.
+        self.exec("SELECT 1").await
+    }
+
+    pub async fn table_exists(&mut self, schema: &str, name: &str) -> Result<bool> {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+        )
+        .bind(schema)
+        .bind(name)
+        .fetch_one(&mut self.conn)
+        .await
+        .context(|| format!("looking up {schema}.{name}"))
+    }
+
+    pub async fn type_exists(&mut self, schema: &str, name: &str) -> Result<bool> {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $1 AND t.typname = $2)",
+        )
+        .bind(schema)
+        .bind(name)
+        .fetch_one(&mut self.conn)
+        .await
+        .context(|| format!("looking up type {schema}.{name}"))
+    }
+
+    /// The sequence of an identity column.
+    pub async fn serial_sequence(&mut self, table: &str, column: &str) -> Result<String> {
+        sqlx::query_scalar::<_, Option<String>>("SELECT pg_get_serial_sequence($1, $2)")
+            .bind(table)
+            .bind(column)
+            .fetch_one(&mut self.conn)
+            .await
+            .context(|| format!("finding the sequence of {table}.{column}"))?
+            .ok_or_else(|| Error::Other(format!("{table}.{column} has no sequence")))
+    }
+
+    pub async fn setval(&mut self, sequence: &str, value: i64, is_called: bool) -> Result<()> {
+        sqlx::query("SELECT setval($1::regclass, $2, $3)")
+            .bind(sequence)
+            .bind(value)
+            .bind(is_called)
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .context(|| format!("setting sequence {sequence}"))
+    }
+
+    pub async fn discover(&mut self) -> Result<PgCatalog> {
+        let mut cat = PgCatalog::default();
+        let rels: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} ORDER BY 2, 3"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading pg_class".into())?;
+        for (oid, schema, name, kind) in rels {
+            match kind.as_str() {
+                "r" => cat.tables.push(self.table(oid, &schema, &name).await?),
+                other => cat.skipped.push(Skipped {
+                    kind: match other {
+                        "v" => "view",
+                        "m" => "materialized view",
+                        "p" => "partitioned table",
+                        _ => "foreign table",
+                    }
+                    .into(),
+                    name: format!("{schema}.{name}"),
+                    reason: "not carried yet".into(),
+                }),
+            }
+        }
+        let enums: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+             FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
+             WHERE {USER_SCHEMAS} GROUP BY 1, 2 ORDER BY 1, 2"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading enum types".into())?;
+        cat.enums = enums
+            .into_iter()
+            .map(|(schema, name, labels)| PgEnum {
+                schema,
+                name,
+                labels,
+            })
+            .collect();
+        let others: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT 'function', n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
+             UNION ALL
+             SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS}
+             ORDER BY 1, 2"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading functions and triggers".into())?;
+        cat.skipped
+            .extend(others.into_iter().map(|(kind, name)| Skipped {
+                kind,
+                name,
+                reason: "not carried yet".into(),
+            }));
+        Ok(cat)
+    }
+
+    async fn table(&mut self, oid: i64, schema: &str, name: &str) -> Result<PgTableInfo> {
+        let what = || format!("reading the definition of {schema}.{name}");
+        let cols: Vec<(String, String, bool, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+                    a.attidentity::text, a.attgenerated::text
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let columns: Vec<PgColumn> = cols
+            .into_iter()
+            .map(|(name, type_sql, not_null, default, identity, generated)| {
+                let is_generated = generated == "s";
+                PgColumn {
+                    name,
+                    type_sql,
+                    not_null,
+                    default: if is_generated { None } else { default.clone() },
+                    identity: identity.trim_matches(char::from(0)).to_string(),
+                    generated: if is_generated { default } else { None },
+                }
+            })
+            .collect();
+        let constraints: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = $1::int8::oid ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2 ELSE 3 END, conname",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let pk: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1::int8::oid AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+             ORDER BY 1",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let references: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.conrelid = $1::int8::oid AND k.contype = 'f'",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let owned: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT s.oid::int8, s.oid::regclass::text, a.attname::text FROM pg_depend d
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::int8::oid AND d.deptype IN ('a', 'i') ORDER BY 2",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
+        let mut sequences = Vec::new();
+        for (_, regclass, column) in owned {
+            // regclass text is already quoted and qualified as needed.
+            let (last, called): (i64, bool) =
+                sqlx::query_as(&format!("SELECT last_value, is_called FROM {regclass}"))
+                    .fetch_one(&mut self.conn)
+                    .await
+                    .context(what)?;
+            sequences.push((regclass, column, last, called));
+        }
+        let data_columns = columns
+            .iter()
+            .filter(|c| c.generated.is_none())
+            .map(|c| c.name.clone())
+            .collect();
+        Ok(PgTableInfo {
+            name: format!("{schema}.{name}"),
+            table: PgTable {
+                schema: schema.into(),
+                name: name.into(),
+                columns,
+                constraints,
+                indexes,
+                sequences,
+            },
+            pk,
+            data_columns,
+            references,
+        })
+    }
+
+    /// COPY text of `columns` of a table, in primary-key order when it has one.
+    pub fn copy_out_sql(t: &PgTableInfo, columns: &[String]) -> String {
+        let cols = columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rel = qualified(&t.table.schema, &t.table.name);
+        if t.pk.is_empty() {
+            format!("COPY {rel} ({cols}) TO STDOUT")
+        } else {
+            let order = t.pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+            format!("COPY (SELECT {cols} FROM {rel} ORDER BY {order}) TO STDOUT")
+        }
+    }
+
+    pub async fn copy_out<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> Result<impl Stream<Item = Result<Vec<u8>>> + 'a> {
+        let display = self.display.clone();
+        let stream = self
+            .conn
+            .copy_out_raw(sql)
+            .await
+            .context(|| format!("{sql} on {display}"))?;
+        Ok(stream.map(move |b| {
+            b.map(|b| b.to_vec())
+                .context(|| format!("reading COPY data: {sql}"))
+        }))
+    }
+}
+
+/// `CREATE TABLE` for `t` under a new name, with columns, defaults and identity, but no
+/// constraints (added after the data, see [`constraint_sql`]). `seq_renames` maps old
+/// sequence regclass text to new, for serial defaults.
+pub fn create_table_sql(
+    t: &PgTable,
+    schema: &str,
+    name: &str,
+    columns: &[String],
+    seq_renames: &[(String, String)],
+) -> String {
+    let defs: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| {
+            columns.contains(&c.name)
+                || c.generated.is_some()
+                    && columns.len() == t.columns.iter().filter(|c| c.generated.is_none()).count()
+        })
+        .map(|c| {
+            let mut s = format!("{} {}", quote(&c.name), c.type_sql);
+            if let Some(g) = &c.generated {
+                s.push_str(&format!(" GENERATED ALWAYS AS ({g}) STORED"));
+            }
+            match c.identity.as_str() {
+                "a" => s.push_str(" GENERATED ALWAYS AS IDENTITY"),
+                "d" => s.push_str(" GENERATED BY DEFAULT AS IDENTITY"),
+                _ => {
+                    if let Some(d) = &c.default {
+                        let mut d = d.clone();
+                        for (old, new) in seq_renames {
+                            d = d.replace(
+                                &format!("'{}'::regclass", old.replace('\'', "''")),
+                                &format!("'{}'::regclass", new.replace('\'', "''")),
+                            );
+                        }
+                        s.push_str(&format!(" DEFAULT {d}"));
+                    }
+                }
+            }
+            if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    format!(
+        "CREATE TABLE {} ({})",
+        qualified(schema, name),
+        defs.join(", ")
+    )
+}
+
+/// `ALTER TABLE … ADD CONSTRAINT` for one constraint, renamed when the table is.
+pub fn constraint_sql(schema: &str, table: &str, name: &str, def: &str) -> String {
+    format!(
+        "ALTER TABLE {} ADD CONSTRAINT {} {def}",
+        qualified(schema, table),
+        quote(name)
+    )
+}
+
+/// Rebuilds a `pg_get_indexdef` statement for another table and index name.
+pub fn index_sql(def: &str, schema: &str, table: &str, name: &str) -> Option<String> {
+    let unique = def.starts_with("CREATE UNIQUE INDEX");
+    let using = def.find(" USING ")?;
+    Some(format!(
+        "CREATE {}INDEX {} ON {}{}",
+        if unique { "UNIQUE " } else { "" },
+        quote(name),
+        qualified(schema, table),
+        &def[using..]
+    ))
+}
+
+/// Counts rows in COPY text: one line per row (newlines inside values are escaped).
+pub fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_definitions_move_to_a_new_table() {
+        let def = "CREATE UNIQUE INDEX \"odd idx\" ON \"my schema\".\"t\" USING btree (lower(name)) WHERE (x > 1)";
+        assert_eq!(
+            index_sql(def, "s", "t2", "t2_odd idx").unwrap(),
+            "CREATE UNIQUE INDEX \"t2_odd idx\" ON \"s\".\"t2\" USING btree (lower(name)) WHERE (x > 1)"
+        );
+    }
+
+    #[test]
+    fn names_split_on_the_first_dot() {
+        assert_eq!(
+            split_name("sales.orders"),
+            ("sales".into(), "orders".into())
+        );
+        assert_eq!(split_name("orders"), ("public".into(), "orders".into()));
+    }
+}
