@@ -250,3 +250,49 @@ fn same_dump(a: &str, b: &str) {
         cut(lb.get(i))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tables_come_from_one_snapshot_while_a_writer_runs() {
+    use sqlx::Connection;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("live").unwrap();
+    let dst = pg.create_database("copy").unwrap();
+    psql(&src, "CREATE TABLE a (id int8 PRIMARY KEY, pad text); CREATE TABLE b (id int8 PRIMARY KEY, pad text);
+                INSERT INTO a SELECT g, repeat(md5(g::text), 60) FROM generate_series(1, 20000) g;
+                INSERT INTO b SELECT id, pad FROM a;");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, writes, url) = (stop.clone(), writes.clone(), src.clone());
+        tokio::spawn(async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut id = 1_000_000i64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut tx = c.begin().await.unwrap();
+                sqlx::query("INSERT INTO a VALUES ($1, 'x')").bind(id).execute(&mut *tx).await.unwrap();
+                sqlx::query("INSERT INTO b VALUES ($1, 'x')").bind(id).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                id += 1;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    while writes.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let before = writes.load(Ordering::Relaxed);
+    let (b, r) = pg_opts(&src, &dst);
+    backup(&mut repo, &b, &NoProgress).await.unwrap();
+    let during = writes.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(during > 0, "the writer must commit during the backup for this test to mean anything");
+    let plan = engine::restore::plan(&repo, &r).await.unwrap();
+    engine::restore::execute(&repo, &plan, &NoProgress).await.unwrap();
+    let diff = psql(&dst, "SELECT count(*) FROM a FULL JOIN b USING (id) WHERE a.id IS NULL OR b.id IS NULL");
+    assert_eq!(diff.trim(), "0", "tables a and b were read at different instants");
+}
