@@ -13,6 +13,7 @@ use crate::source::sqlite::{
     SqliteDb, create_table_for, quote, rename_create_index, rename_create_table,
 };
 use crate::{Error, Result};
+use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -198,6 +199,25 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         dest_url: url,
         enums: snapshot.enums.clone(),
     })
+}
+
+/// A table's chunks in order, read, decrypted and checked a few ahead of the consumer
+/// so that storage reads and decompression overlap the database's work.
+fn table_chunks<'a>(
+    repo: &'a Repository,
+    e: &'a TableEntry,
+) -> impl futures::Stream<Item = Result<Vec<u8>>> + 'a {
+    futures::stream::iter(e.chunks.iter())
+        .map(move |hex| async move {
+            let id = parse_id(hex).ok_or_else(|| {
+                Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name))
+            })?;
+            repo.read_chunk(&id).await.map_err(|err| match err {
+                Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
+                other => other,
+            })
+        })
+        .buffered(4)
 }
 
 /// Referenced tables first, so foreign keys restore in a valid order (checks are also
@@ -460,7 +480,12 @@ async fn restore_pg_table(
         .collect();
     let mut copy = db
         .conn
-        .copy_in_raw(&format!("COPY {rel} ({cols}) FROM STDIN"))
+        .copy_in_raw(&format!(
+            // FREEZE (allowed because the table was created in this transaction) writes
+            // the rows already frozen, sparing the first VACUUM a pass over them.
+            "COPY {rel} ({cols}) FROM STDIN{}",
+            if creates { " (FREEZE)" } else { "" }
+        ))
         .await
         .map_err(|err| Error::Database {
             context: format!("COPY into {rel}"),
@@ -470,13 +495,10 @@ async fn restore_pg_table(
     let mut rows = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let outcome: Result<()> = async {
-        for chunk_hex in &e.chunks {
+        let mut chunks = table_chunks(repo, e);
+        while let Some(chunk) = chunks.next().await {
             progress.check_abort()?;
-            let id = parse_id(chunk_hex).ok_or_else(|| Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name)))?;
-            let chunk = repo.read_chunk(&id).await.map_err(|err| match err {
-                Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
-                other => other,
-            })?;
+            let chunk = chunk?;
             hasher.update(&chunk);
             let n = count_lines(&chunk);
             rows += n;
@@ -588,15 +610,10 @@ async fn restore_table(
     let mut decoder = RowDecoder::new(e.stream_columns.len());
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
-    for chunk_hex in &e.chunks {
+    let mut chunks = table_chunks(repo, e);
+    while let Some(chunk) = chunks.next().await {
         progress.check_abort()?;
-        let id = parse_id(chunk_hex).ok_or_else(|| {
-            Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name))
-        })?;
-        let chunk = repo.read_chunk(&id).await.map_err(|err| match err {
-            Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
-            other => other,
-        })?;
+        let chunk = chunk?;
         hasher.update(&chunk);
         decoder.push(&chunk);
         let mut batch = 0u64;

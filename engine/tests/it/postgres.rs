@@ -271,8 +271,16 @@ async fn postgres_tables_come_from_one_snapshot_while_a_writer_runs() {
             let mut id = 1_000_000i64;
             while !stop.load(Ordering::Relaxed) {
                 let mut tx = c.begin().await.unwrap();
-                sqlx::query("INSERT INTO a VALUES ($1, 'x')").bind(id).execute(&mut *tx).await.unwrap();
-                sqlx::query("INSERT INTO b VALUES ($1, 'x')").bind(id).execute(&mut *tx).await.unwrap();
+                sqlx::query("INSERT INTO a VALUES ($1, 'x')")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                sqlx::query("INSERT INTO b VALUES ($1, 'x')")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
                 id += 1;
                 writes.fetch_add(1, Ordering::Relaxed);
@@ -290,9 +298,21 @@ async fn postgres_tables_come_from_one_snapshot_while_a_writer_runs() {
     let during = writes.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    assert!(during > 0, "the writer must commit during the backup for this test to mean anything");
+    assert!(
+        during > 0,
+        "the writer must commit during the backup for this test to mean anything"
+    );
     let plan = engine::restore::plan(&repo, &r).await.unwrap();
-    engine::restore::execute(&repo, &plan, &NoProgress).await.unwrap();
-    let diff = psql(&dst, "SELECT count(*) FROM a FULL JOIN b USING (id) WHERE a.id IS NULL OR b.id IS NULL");
-    assert_eq!(diff.trim(), "0", "tables a and b were read at different instants");
+    engine::restore::execute(&repo, &plan, &NoProgress)
+        .await
+        .unwrap();
+    let diff = psql(
+        &dst,
+        "SELECT count(*) FROM a FULL JOIN b USING (id) WHERE a.id IS NULL OR b.id IS NULL",
+    );
+    assert_eq!(
+        diff.trim(),
+        "0",
+        "tables a and b were read at different instants"
+    );
 }

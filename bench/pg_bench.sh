@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Benchmark: tablesafe against the anchors (pg_dump -Fc, raw binary COPY, pg_restore) on
+# a generated table of mixed types. Prints times, sizes, peak memory and ratios.
+#
+#   bench/pg_bench.sh            # 2,000,000 rows (~340 MB of table data)
+#   ROWS=500000 bench/pg_bench.sh
+#
+# Starts its own PostgreSQL on a temp dir and a free loopback port (as the postgres user
+# when run as root) and removes everything when done. Needs a release build of the
+# binary (built here if missing) and GNU time (installed from apt if missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROWS="${ROWS:-2000000}"
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+[ -x /usr/bin/time ] || { echo "installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
+[ -x "$ROOT/target/release/tablesafe" ] || (cd "$ROOT" && cargo build --release -p server)
+TS="$ROOT/target/release/tablesafe"
+
+WORK="$(mktemp -d /tmp/tablesafe-bench-XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+cleanup() { as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null
+URL="postgres://postgres@127.0.0.1:$PORT"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+for db in src dump_restore ts_restore; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
+
+echo "generating $ROWS rows of mixed types..." >&2
+psql "$URL/src" <<SQL
+CREATE TABLE bench (
+  id bigint PRIMARY KEY, qty int, price numeric(12,2), score float8, name text,
+  created timestamptz, active bool, ref uuid, attrs jsonb
+);
+INSERT INTO bench
+SELECT g, (g::bigint * 7919) % 100000, ((g::bigint * 31) % 1000000) / 100.0, sqrt(g) * 1.5, 'customer ' || md5(g::text),
+       '2020-01-01'::timestamptz + (g || ' seconds')::interval, g % 3 = 0,
+       md5(g::text || 'u')::uuid, jsonb_build_object('tier', g % 5, 'tag', substr(md5(g::text), 1, 8))
+FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE bench;
+SQL
+TABLE_BYTES=$(psql "$URL/src" -At -c "SELECT pg_table_size('bench')")
+
+secs() { python3 -c "import sys; print(f'{float(sys.argv[1]):.2f}')" "$1"; }
+# run NAME CMD... : times CMD, records seconds and peak RSS (KiB).
+declare -A T M
+run() {
+  local name="$1"; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
+  read -r T[$name] M[$name] < "$WORK/time"
+}
+
+export TABLESAFE_PASSWORD="bench password"
+run pg_dump "$PGBIN/pg_dump" -Fc -t bench -f "$WORK/dump.fc" "$URL/src"
+run copy_out bash -c "psql '$URL/src' -c 'COPY bench TO STDOUT (FORMAT binary)' > /dev/null"
+run ts_backup "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json
+run pg_restore "$PGBIN/pg_restore" -d "$URL/dump_restore" "$WORK/dump.fc"
+run ts_restore "$TS" restore --repo "$WORK/repo" --snapshot latest --dest "$URL/ts_restore"
+REPO1=$(du -sb "$WORK/repo" | cut -f1)
+DUMP=$(stat -c %s "$WORK/dump.fc")
+
+# 1 % of rows changed in one contiguous key range (recent orders, a batch job)...
+psql "$URL/src" -c "UPDATE bench SET qty = qty + 1 WHERE id > $ROWS - $ROWS / 100"
+run ts_backup2 "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json
+REPO2=$(du -sb "$WORK/repo" | cut -f1)
+# ...and 1 % scattered uniformly over the table.
+psql "$URL/src" -c "UPDATE bench SET qty = qty + 1 WHERE id % 100 = 7"
+run ts_backup3 "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json
+REPO3=$(du -sb "$WORK/repo" | cut -f1)
+
+# Independent check that the tablesafe restore is identical to the source snapshot.
+same=$(diff <("$PGBIN/pg_dump" --data-only -t bench "$URL/dump_restore" | grep -v '^\\\(un\)\?restrict') \
+            <("$PGBIN/pg_dump" --data-only -t bench "$URL/ts_restore" | grep -v '^\\\(un\)\?restrict') >/dev/null && echo yes || echo NO)
+
+ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
+mb() { python3 -c "import sys; print(f'{int(sys.argv[1])/1e6:.1f} MB')" "$1"; }
+cat <<OUT
+
+tablesafe benchmark: $ROWS rows, table $(mb "$TABLE_BYTES") on disk, $(nproc) cores
+  pg_dump -Fc                 $(secs ${T[pg_dump]}) s   $(mb "$DUMP")
+  COPY TO (binary) /dev/null  $(secs ${T[copy_out]}) s   (the read limit)
+  tablesafe backup            $(secs ${T[ts_backup]}) s   $(mb "$REPO1") in the repository, peak RSS $((M[ts_backup] / 1024)) MB
+  pg_restore                  $(secs ${T[pg_restore]}) s
+  tablesafe restore           $(secs ${T[ts_restore]}) s   peak RSS $((M[ts_restore] / 1024)) MB, identical to pg_restore's data: $same
+  backup after 1% contiguous  $(secs ${T[ts_backup2]}) s   new bytes $(mb $((REPO2 - REPO1))) = $(ratio $((REPO2 - REPO1)) "$REPO1") of the first
+  backup after 1% scattered   $(secs ${T[ts_backup3]}) s   new bytes $(mb $((REPO3 - REPO2))) = $(ratio $((REPO3 - REPO2)) "$REPO1") of the first
+
+ratios (goal in brackets)
+  backup / pg_dump            $(ratio ${T[ts_backup]} ${T[pg_dump]})   [<= 0.5x]
+  backup / raw COPY           $(ratio ${T[ts_backup]} ${T[copy_out]})   [<= 1.8x]
+  restore / pg_restore        $(ratio ${T[ts_restore]} ${T[pg_restore]})   [<= 0.9x]
+  repository / dump size      $(ratio "$REPO1" "$DUMP")   [<= 0.95x]
+  peak RSS backup / restore   $((M[ts_backup] / 1024)) MB / $((M[ts_restore] / 1024)) MB   [<= 256 MB]
+OUT
