@@ -40,14 +40,18 @@ enum Msg {
     Start,
     Data(Vec<u8>),
     End,
+    /// The reader failed: discard what was written.
+    Abort,
 }
 
 const SEND_AT: usize = 1 << 20;
 
+type Written = Vec<([u8; 32], Location)>;
+
 /// The chunk/pack worker and the channel feeding it.
 struct Pipeline {
     tx: tokio::sync::mpsc::Sender<Msg>,
-    worker: tokio::task::JoinHandle<Result<(Vec<Vec<String>>, Vec<([u8; 32], Location)>, u64)>>,
+    worker: tokio::task::JoinHandle<Result<(Vec<Vec<String>>, Written, u64)>>,
 }
 
 /// What one table's stream produced.
@@ -57,49 +61,82 @@ struct Streamed {
     checksum: String,
 }
 
+/// The worker's state between messages.
+struct Worker {
+    writer: PackWriter,
+    index: std::sync::Arc<std::collections::HashMap<[u8; 32], Location>>,
+    chunker: Chunker,
+    params: crate::chunker::ChunkerParams,
+    current: Vec<String>,
+    tables: Vec<Vec<String>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Worker {
+    fn chunk(&mut self, chunk: Vec<u8>) -> Result<()> {
+        let id = self.writer.keys().chunk_id(&chunk);
+        if !self.index.contains_key(&id) && !self.writer.is_pending(&id) {
+            self.writer.add(id, &chunk, &self.rt)?;
+        }
+        self.current.push(hex(&id));
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<()> {
+        match msg {
+            Msg::Start => {
+                self.chunker = Chunker::new(self.params);
+                self.current = Vec::new();
+            }
+            Msg::Data(bytes) => {
+                for chunk in self.chunker.push(&bytes) {
+                    self.chunk(chunk)?;
+                }
+            }
+            Msg::End => {
+                for chunk in self.chunker.finish() {
+                    self.chunk(chunk)?;
+                }
+                self.tables.push(std::mem::take(&mut self.current));
+            }
+            Msg::Abort => return Err(Error::Cancelled),
+        }
+        Ok(())
+    }
+}
+
 impl Pipeline {
     fn start(repo: &Repository) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
-        let rt = tokio::runtime::Handle::current();
-        let index = repo.index_view();
-        let mut writer = repo.pack_writer();
         let params = repo.config.chunker;
+        let mut w = Worker {
+            writer: repo.pack_writer(),
+            index: repo.index_view(),
+            chunker: Chunker::new(params),
+            params,
+            current: Vec::new(),
+            tables: Vec::new(),
+            rt: tokio::runtime::Handle::current(),
+        };
         let worker = tokio::task::spawn_blocking(move || {
-            let mut tables: Vec<Vec<String>> = Vec::new();
-            let mut chunker = Chunker::new(params);
-            let mut current = Vec::new();
-            let handle = |chunk: Vec<u8>,
-                          current: &mut Vec<String>,
-                          writer: &mut PackWriter|
-             -> Result<()> {
-                let id = writer.keys().chunk_id(&chunk);
-                if !index.contains_key(&id) && !writer.is_pending(&id) {
-                    writer.add(id, &chunk, &rt)?;
-                }
-                current.push(hex(&id));
-                Ok(())
-            };
             while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    Msg::Start => {
-                        chunker = Chunker::new(params);
-                        current = Vec::new();
-                    }
-                    Msg::Data(bytes) => {
-                        for chunk in chunker.push(&bytes) {
-                            handle(chunk, &mut current, &mut writer)?;
-                        }
-                    }
-                    Msg::End => {
-                        for chunk in chunker.finish() {
-                            handle(chunk, &mut current, &mut writer)?;
-                        }
-                        tables.push(std::mem::take(&mut current));
-                    }
+                if let Err(e) = w.handle(msg) {
+                    // Nothing will reference what this backup stored: give the space back.
+                    w.writer.discard(&w.rt);
+                    return Err(e);
                 }
             }
-            let (written, stored) = writer.finish(&rt)?;
-            Ok((tables, written, stored))
+            let rt = w.rt.clone();
+            match w.writer.flush(&rt) {
+                Ok(()) => {
+                    let (written, stored) = w.writer.finish(&rt)?;
+                    Ok((w.tables, written, stored))
+                }
+                Err(e) => {
+                    w.writer.discard(&rt);
+                    Err(e)
+                }
+            }
         });
         Pipeline { tx, worker }
     }
@@ -111,19 +148,21 @@ impl Pipeline {
             .map_err(|_| Error::Other("backup worker stopped".into()))
     }
 
-    /// Ends the input and waits for the worker. A worker error explains a failed read
-    /// (a closed channel) better than the read error itself.
-    async fn finish(
-        self,
-        read: Result<()>,
-    ) -> Result<(Vec<Vec<String>>, Vec<([u8; 32], Location)>, u64)> {
+    /// Ends the input and waits for the worker. On a read error the worker discards what
+    /// it wrote. A worker error explains a failed read (a closed channel) better than the
+    /// read error itself, except when the reader asked the worker to abort.
+    async fn finish(self, read: Result<()>) -> Result<(Vec<Vec<String>>, Written, u64)> {
+        if read.is_err() {
+            let _ = self.tx.send(Msg::Abort).await;
+        }
         drop(self.tx);
         let joined = self
             .worker
             .await
             .map_err(|e| Error::Other(format!("backup worker: {e}")))?;
         match (read, joined) {
-            (_, Err(e)) | (Err(e), _) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(v)) => Ok(v),
         }
     }
@@ -218,6 +257,7 @@ pub async fn backup(
             )
         }
     };
+    let written_packs: Vec<[u8; 32]> = written.iter().map(|(_, l)| l.pack).collect();
     repo.absorb(written);
     let tables: Vec<TableEntry> = plans
         .into_iter()
@@ -250,7 +290,13 @@ pub async fn backup(
         duration_ms: started.elapsed().as_millis() as u64,
     };
     // Written last: the snapshot becomes visible only now.
-    let id = repo.save_snapshot(&snapshot).await?;
+    let id = match repo.save_snapshot(&snapshot).await {
+        Ok(id) => id,
+        Err(e) => {
+            repo.discard_packs(&written_packs).await;
+            return Err(e);
+        }
+    };
     Ok(BackupSummary { id, snapshot })
 }
 

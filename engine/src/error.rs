@@ -28,11 +28,12 @@ pub enum Error {
     SnapshotNotFound(String),
     #[error("{0}")]
     InvalidInput(String),
-    #[error("storage: {context}: {source}")]
+    /// (The cause is not a `#[source]`: its text is already in the message, and error
+    /// chains would print it again.)
+    #[error("storage: {context}: {}", describe(cause))]
     Storage {
         context: String,
-        #[source]
-        source: opendal::Error,
+        cause: opendal::Error,
     },
     #[error("database: {context}: {source}")]
     Database {
@@ -46,10 +47,20 @@ pub enum Error {
     Other(String),
 }
 
+/// The innermost cause of a storage error ("No space left on device (os error 28)"),
+/// which says more to a user than OpenDAL's layered context.
+fn describe(e: &opendal::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Storage { source, .. } => source.is_temporary(),
+            Error::Storage { cause, .. } => cause.is_temporary(),
             Error::Database { source, .. } => {
                 matches!(source, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
             }
@@ -73,9 +84,9 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, opendal::Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Storage {
+        self.map_err(|cause| Error::Storage {
             context: what(),
-            source,
+            cause,
         })
     }
 }

@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TABLESAFE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,opendal=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -313,6 +313,19 @@ impl Repository {
         self.index.clone()
     }
 
+    /// Deletes packs (and their index files first) that a failed backup wrote and no
+    /// snapshot references. Best effort; prune collects anything left.
+    pub async fn discard_packs(&mut self, packs: &[[u8; 32]]) {
+        let packs: std::collections::BTreeSet<[u8; 32]> = packs.iter().copied().collect();
+        for pack in &packs {
+            let _ = self.storage.delete(&format!("index/{}", hex(pack))).await;
+        }
+        for pack in &packs {
+            let _ = self.storage.delete(&pack_path(pack)).await;
+        }
+        Arc::make_mut(&mut self.index).retain(|_, loc| !packs.contains(&loc.pack));
+    }
+
     /// Stores a snapshot manifest (the last write of a backup) and returns its id.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
         let plain = serde_json::to_vec(snapshot).map_err(|e| Error::Other(e.to_string()))?;
@@ -442,7 +455,11 @@ impl PackWriter {
         let plain = serde_json::to_vec(&file).map_err(|e| Error::Other(e.to_string()))?;
         let sealed = self.keys.seal(&plain)?;
         let index_size = sealed.len() as u64;
-        rt.block_on(self.storage.put(&format!("index/{}", hex(&pack)), sealed))?;
+        if let Err(e) = rt.block_on(self.storage.put(&format!("index/{}", hex(&pack)), sealed)) {
+            // The pack is useless without its index.
+            let _ = rt.block_on(self.storage.delete(&pack_path(&pack)));
+            return Err(e);
+        }
         self.bytes_stored += size + index_size;
         self.written
             .extend(entries.into_iter().map(|(id, offset, length)| {
@@ -456,6 +473,23 @@ impl PackWriter {
                 )
             }));
         Ok(())
+    }
+
+    /// Deletes what this writer stored (index files first, so no index ever names a
+    /// missing pack): used when a backup fails, so that a full disk does not stay full
+    /// of data no snapshot will reference. Best effort; prune collects anything left.
+    pub fn discard(&mut self, rt: &tokio::runtime::Handle) {
+        self.buf.clear();
+        self.entries.clear();
+        let packs: std::collections::BTreeSet<[u8; 32]> =
+            self.written.iter().map(|(_, l)| l.pack).collect();
+        for pack in &packs {
+            let _ = rt.block_on(self.storage.delete(&format!("index/{}", hex(pack))));
+        }
+        for pack in &packs {
+            let _ = rt.block_on(self.storage.delete(&pack_path(pack)));
+        }
+        self.written.clear();
     }
 
     /// Flushes and returns the chunks written, for [`Repository::absorb`].

@@ -13,6 +13,8 @@ use opendal::Operator;
 #[derive(Clone, Debug)]
 pub struct Storage {
     op: Operator,
+    /// The local directory where atomic writes stage their temp files.
+    tmp_dir: std::path::PathBuf,
     /// How to name this repository in messages (no secrets).
     pub display: String,
 }
@@ -45,14 +47,26 @@ impl Storage {
             .finish();
         Ok(Storage {
             op,
+            tmp_dir: tmp.into(),
             display: root.to_string(),
         })
     }
 
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        self.op
-            .write(path, bytes)
-            .await
+        let result = self.op.write(path, bytes).await;
+        if result.is_err() {
+            // A failed write (disk full) leaves its staged temp file behind: remove it so
+            // the space comes back. Temp files are named `<object name>.<random>`.
+            let base = format!("{}.", path.rsplit('/').next().unwrap_or(path));
+            if let Ok(entries) = std::fs::read_dir(&self.tmp_dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&base) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        result
             .map(|_| ())
             .context(|| format!("writing {path} in {}", self.display))
     }
@@ -109,6 +123,14 @@ impl Storage {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e).context(|| format!("listing {dir} in {}", self.display)),
         }
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.op
+            .delete(path)
+            .await
+            .context(|| format!("deleting {path} in {}", self.display))
     }
 
     pub async fn size(&self, path: &str) -> Result<u64> {

@@ -374,3 +374,61 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A full disk: one clear error, no snapshot, and the repository still usable.
+/// Mounts a 3 MB tmpfs, which needs root (the CI runs as root); elsewhere set
+/// TABLESAFE_SKIP_ROOT_TESTS=1 to skip it knowingly.
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    if std::env::var("TABLESAFE_SKIP_ROOT_TESTS").is_ok() {
+        eprintln!("skipped: TABLESAFE_SKIP_ROOT_TESTS is set");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "cannot mount a tmpfs (needs root); set TABLESAFE_SKIP_ROOT_TESTS=1 to skip"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO small VALUES (1, 'fits');",
+    );
+    let source = format!("sqlite://{}", db.display());
+    let repo = mnt.join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+    sqlite(
+        &db,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+                 INSERT INTO big SELECT i, randomblob(10000) FROM n;",
+    );
+    let e = fails(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+    assert!(e.contains("No space left on device"), "{e}");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]))).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "the failed backup left no snapshot"
+    );
+    ok(&tablesafe(&["verify", "--repo", repo, "--read-data"]));
+    sqlite(&db, "DROP TABLE big;");
+    ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
+}
