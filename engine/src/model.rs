@@ -210,6 +210,9 @@ pub struct TableSchema {
 pub struct PgTable {
     pub schema: String,
     pub name: String,
+    /// Primary-key columns in key order.
+    #[serde(default)]
+    pub pk: Vec<String>,
     /// Column definitions: name, type, NOT NULL, default, identity, generated.
     pub columns: Vec<PgColumn>,
     /// (name, kind p/u/c/f/x, definition) from pg_get_constraintdef.

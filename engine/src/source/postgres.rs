@@ -170,6 +170,10 @@ impl PgDb {
         let others: Vec<(String, String)> = sqlx::query_as(&format!(
             "SELECT 'function', n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
              UNION ALL
+             SELECT 'sequence', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND NOT EXISTS (
+                 SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+             UNION ALL
              SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
                JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS}
              ORDER BY 1, 2"
@@ -276,6 +280,7 @@ impl PgDb {
             table: PgTable {
                 schema: schema.into(),
                 name: name.into(),
+                pk: pk.clone(),
                 columns,
                 constraints,
                 indexes,
