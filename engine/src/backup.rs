@@ -47,11 +47,13 @@ enum Msg {
 const SEND_AT: usize = 1 << 20;
 
 type Written = Vec<([u8; 32], Location)>;
+/// Per table chunk lists, the chunks written, bytes stored.
+type WorkerOutput = (Vec<Vec<String>>, Written, u64);
 
 /// The chunk/pack worker and the channel feeding it.
 struct Pipeline {
     tx: tokio::sync::mpsc::Sender<Msg>,
-    worker: tokio::task::JoinHandle<Result<(Vec<Vec<String>>, Written, u64)>>,
+    worker: tokio::task::JoinHandle<Result<WorkerOutput>>,
 }
 
 /// What one table's stream produced.
@@ -151,7 +153,7 @@ impl Pipeline {
     /// Ends the input and waits for the worker. On a read error the worker discards what
     /// it wrote. A worker error explains a failed read (a closed channel) better than the
     /// read error itself, except when the reader asked the worker to abort.
-    async fn finish(self, read: Result<()>) -> Result<(Vec<Vec<String>>, Written, u64)> {
+    async fn finish(self, read: Result<()>) -> Result<WorkerOutput> {
         if read.is_err() {
             let _ = self.tx.send(Msg::Abort).await;
         }

@@ -101,14 +101,14 @@ pub async fn verify(
             Err(Error::Damaged(m)) => report(format!("pack {}", short(pack)), m, Some(&affected)),
             Err(e) => return Err(e),
             Ok(size) => {
-                if opts.read_data {
-                    if let Err(e) = repo.check_pack(pack).await {
-                        report(
-                            format!("pack {}", short(pack)),
-                            e.to_string(),
-                            Some(&affected),
-                        );
-                    }
+                if opts.read_data
+                    && let Err(e) = repo.check_pack(pack).await
+                {
+                    report(
+                        format!("pack {}", short(pack)),
+                        e.to_string(),
+                        Some(&affected),
+                    );
                 }
                 for c in chunks {
                     let loc = repo

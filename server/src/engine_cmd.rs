@@ -254,8 +254,8 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  {}",
-        "ID", "TIME", "TABLES", "ROWS", "STORED", "SOURCE / TAGS"
+        "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  SOURCE / TAGS",
+        "ID", "TIME", "TABLES", "ROWS", "STORED"
     );
     for (id, s) in &all {
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();

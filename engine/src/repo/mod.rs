@@ -15,6 +15,9 @@ use std::sync::Arc;
 pub use storage::Storage;
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Chunks a writer stored, with where they went.
+pub type Written = Vec<([u8; 32], Location)>;
 const PACK_TARGET: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -493,10 +496,7 @@ impl PackWriter {
     }
 
     /// Flushes and returns the chunks written, for [`Repository::absorb`].
-    pub fn finish(
-        mut self,
-        rt: &tokio::runtime::Handle,
-    ) -> Result<(Vec<([u8; 32], Location)>, u64)> {
+    pub fn finish(mut self, rt: &tokio::runtime::Handle) -> Result<(Written, u64)> {
         self.flush(rt)?;
         Ok((self.written, self.bytes_stored))
     }
