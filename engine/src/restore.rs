@@ -267,12 +267,15 @@ pub async fn execute(
 /// A destination database, for planning.
 enum Dest {
     Sqlite(SqliteDb),
+    /// A SQLite file that does not exist yet: planning must not create it.
+    NewSqlite,
     Postgres(PgDb),
 }
 
 impl Dest {
     async fn open(url: &SourceUrl) -> Result<Dest> {
         Ok(match url {
+            SourceUrl::Sqlite(path) if !path.exists() => Dest::NewSqlite,
             SourceUrl::Sqlite(path) => Dest::Sqlite(SqliteDb::open_write(path).await?),
             SourceUrl::Postgres(secret) => {
                 Dest::Postgres(PgDb::connect(secret, url.display()).await?)
@@ -283,6 +286,7 @@ impl Dest {
     async fn table_exists(&mut self, name: &str) -> Result<bool> {
         match self {
             Dest::Sqlite(db) => db.table_exists(name).await,
+            Dest::NewSqlite => Ok(false),
             Dest::Postgres(db) => {
                 let (schema, table) = split_name(name);
                 db.table_exists(&schema, &table).await

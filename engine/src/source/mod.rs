@@ -43,10 +43,4 @@ impl SourceUrl {
             SourceUrl::Postgres(url) => crate::secret::redact_url(url.expose()),
         }
     }
-
-    pub fn postgres_not_yet() -> Error {
-        Error::invalid(
-            "PostgreSQL sources are not supported by this build yet (SQLite only); see issue 3",
-        )
-    }
 }

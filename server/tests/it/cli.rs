@@ -135,6 +135,22 @@ fn backup_snapshots_restore_verify_from_the_command_line() {
         ),
         "[(0,)]"
     );
+    let fresh = dir.path().join("fresh.db");
+    let fresh_url = format!("sqlite://{}", fresh.display());
+    let plan = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &fresh_url,
+        "--dry-run",
+        "--json",
+    ]));
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(plan["plan"]["tables"].as_array().unwrap().len(), 2);
+    assert!(!fresh.exists(), "a dry run creates no database file");
     ok(&tablesafe(&[
         "restore",
         "--repo",
