@@ -383,6 +383,86 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
     })
 }
 
+/// One table's bytes on their way to the worker: hashed, counted, and sent in pieces of
+/// about [`SEND_AT`] bytes.
+struct Feed<'a> {
+    pipe: &'a Pipeline,
+    progress: &'a dyn Progress,
+    /// COPY text counts rows by lines; the values stream counts them as they are encoded.
+    rows_are_lines: bool,
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    rows: u64,
+    bytes: u64,
+    unreported_rows: u64,
+}
+
+impl<'a> Feed<'a> {
+    async fn start(
+        pipe: &'a Pipeline,
+        progress: &'a dyn Progress,
+        table: &str,
+        rows_are_lines: bool,
+    ) -> Result<Feed<'a>> {
+        progress.check_abort()?;
+        progress.table_started(table, None);
+        pipe.send(Msg::Start).await?;
+        Ok(Feed {
+            pipe,
+            progress,
+            rows_are_lines,
+            hasher: blake3::Hasher::new(),
+            buf: Vec::with_capacity(SEND_AT + 65536),
+            rows: 0,
+            bytes: 0,
+            unreported_rows: 0,
+        })
+    }
+
+    fn count_row(&mut self) {
+        self.rows += 1;
+        self.unreported_rows += 1;
+    }
+
+    async fn send_if_full(&mut self) -> Result<()> {
+        if self.buf.len() >= SEND_AT {
+            self.progress.check_abort()?;
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        if self.rows_are_lines {
+            let n = count_lines(&self.buf);
+            self.rows += n;
+            self.unreported_rows += n;
+        }
+        self.hasher.update(&self.buf);
+        self.bytes += self.buf.len() as u64;
+        self.progress.advanced(
+            std::mem::take(&mut self.unreported_rows),
+            self.buf.len() as u64,
+        );
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
+            self.pipe.send(Msg::Data(full)).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, table: &str) -> Result<Streamed> {
+        self.send().await?;
+        self.pipe.send(Msg::End).await?;
+        self.progress.table_finished(table);
+        Ok(Streamed {
+            rows: self.rows,
+            bytes: self.bytes,
+            checksum: self.hasher.finalize().to_hex().to_string(),
+        })
+    }
+}
+
 async fn read_sqlite(
     db: &mut SqliteDb,
     plans: &[Plan],
@@ -391,46 +471,17 @@ async fn read_sqlite(
     progress: &dyn Progress,
 ) -> Result<()> {
     for plan in plans {
-        progress.check_abort()?;
-        progress.table_started(&plan.name, None);
-        pipe.send(Msg::Start).await?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = Vec::with_capacity(SEND_AT + 4096);
-        let (mut rows, mut bytes, mut pending_rows) = (0u64, 0u64, 0u64);
+        let mut feed = Feed::start(pipe, progress, &plan.name, false).await?;
         let mut stream = db.rows(&plan.sql, plan.columns.len());
         while let Some(row) = stream.next().await {
             for v in &row? {
-                encode_value(&mut buf, v);
+                encode_value(&mut feed.buf, v);
             }
-            rows += 1;
-            pending_rows += 1;
-            if buf.len() >= SEND_AT {
-                progress.check_abort()?;
-                hasher.update(&buf);
-                bytes += buf.len() as u64;
-                progress.advanced(pending_rows, buf.len() as u64);
-                pending_rows = 0;
-                pipe.send(Msg::Data(std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(SEND_AT + 4096),
-                )))
-                .await?;
-            }
+            feed.count_row();
+            feed.send_if_full().await?;
         }
         drop(stream);
-        hasher.update(&buf);
-        bytes += buf.len() as u64;
-        progress.advanced(pending_rows, buf.len() as u64);
-        if !buf.is_empty() {
-            pipe.send(Msg::Data(buf)).await?;
-        }
-        pipe.send(Msg::End).await?;
-        out.push(Streamed {
-            rows,
-            bytes,
-            checksum: hasher.finalize().to_hex().to_string(),
-        });
-        progress.table_finished(&plan.name);
+        out.push(feed.finish(&plan.name).await?);
     }
     Ok(())
 }
@@ -443,46 +494,14 @@ async fn read_postgres(
     progress: &dyn Progress,
 ) -> Result<()> {
     for plan in plans {
-        progress.check_abort()?;
-        progress.table_started(&plan.name, None);
-        pipe.send(Msg::Start).await?;
-        let mut hasher = blake3::Hasher::new();
-        let (mut rows, mut bytes) = (0u64, 0u64);
-        let mut buf = Vec::with_capacity(SEND_AT + 65536);
+        let mut feed = Feed::start(pipe, progress, &plan.name, true).await?;
         let mut stream = db.copy_out(&plan.sql).await?;
         while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            buf.extend_from_slice(&piece);
-            if buf.len() >= SEND_AT {
-                progress.check_abort()?;
-                let n = count_lines(&buf);
-                rows += n;
-                hasher.update(&buf);
-                bytes += buf.len() as u64;
-                progress.advanced(n, buf.len() as u64);
-                pipe.send(Msg::Data(std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(SEND_AT + 65536),
-                )))
-                .await?;
-            }
+            feed.buf.extend_from_slice(&piece?);
+            feed.send_if_full().await?;
         }
         drop(stream);
-        let n = count_lines(&buf);
-        rows += n;
-        hasher.update(&buf);
-        bytes += buf.len() as u64;
-        progress.advanced(n, buf.len() as u64);
-        if !buf.is_empty() {
-            pipe.send(Msg::Data(buf)).await?;
-        }
-        pipe.send(Msg::End).await?;
-        out.push(Streamed {
-            rows,
-            bytes,
-            checksum: hasher.finalize().to_hex().to_string(),
-        });
-        progress.table_finished(&plan.name);
+        out.push(feed.finish(&plan.name).await?);
     }
     Ok(())
 }
