@@ -448,3 +448,71 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     sqlite(&db, "DROP TABLE big;");
     ok(&tablesafe(&["backup", "--source", &source, "--repo", repo]));
 }
+
+#[test]
+fn postgres_from_the_command_line_keeps_the_database_password_out_of_everything() {
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.create_database("shop").unwrap();
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    psql(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (id serial PRIMARY KEY, total numeric); INSERT INTO sales.orders (total) SELECT g FROM generate_series(1, 100) g;",
+    );
+    // The server trusts loopback, so any password works: it must still never be shown.
+    let with_pw = url.replace("postgres@", "postgres:S3cretPw@");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let out = ok(&tablesafe(&[
+        "backup", "--source", &with_pw, "--repo", repo,
+    ]));
+    let list = ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]));
+    assert!(list.contains("postgres:***@"), "{list}");
+    for text in [&out, &list] {
+        assert!(!text.contains("S3cretPw"), "password leaked: {text}");
+    }
+    let bad = with_pw.replace(&pg.port().to_string(), "1");
+    let e = fails(&tablesafe(&["backup", "--source", &bad, "--repo", repo]));
+    assert!(
+        !e.contains("S3cretPw") && e.contains("cannot connect"),
+        "{e}"
+    );
+    for f in walk(Path::new(repo)) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"S3cretPw"),
+            "password stored in {}",
+            f.display()
+        );
+    }
+    // And it restores under a new name next to the original.
+    ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &with_pw,
+        "--rename",
+        "sales.orders=sales.orders_back",
+    ]));
+    assert_eq!(
+        psql("SELECT count(*), sum(total) FROM sales.orders_back").trim(),
+        "100|5050"
+    );
+    assert_eq!(
+        psql("INSERT INTO sales.orders_back (total) VALUES (0) RETURNING id").trim(),
+        "101"
+    );
+}
