@@ -84,3 +84,39 @@ async fn write_pair(c: &mut sqlx::SqliteConnection, id: i64) -> sqlx::Result<()>
         .await?;
     tx.commit().await
 }
+
+/// Two backups writing into one repository at the same time (the crate docs say they
+/// only add objects): both snapshots are complete and verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backups_can_write_to_one_repository_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.db"), dir.path().join("two.db"));
+    for (db, seed) in [(&one, 1), (&two, 2)] {
+        exec(db, &format!("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+                 INSERT INTO t SELECT i, CASE WHEN i % 2 = 0 THEN zeroblob(300) ELSE randomblob(300 + {seed}) END FROM n;")).await;
+    }
+    let (loc, _) = new_repo(dir.path()).await;
+    let (mut a, mut b) = (open_repo(&loc).await, open_repo(&loc).await);
+    let (sa, sb) = tokio::join!(backup_all(&mut a, &one), backup_all(&mut b, &two));
+    let repo = open_repo(&loc).await;
+    assert_eq!(repo.snapshots().await.unwrap().len(), 2);
+    let report = engine::verify::verify(
+        &repo,
+        &engine::verify::VerifyOptions {
+            snapshot: None,
+            read_data: true,
+        },
+        &engine::progress::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    for (summary, db) in [(sa, &one), (sb, &two)] {
+        let dest = dir.path().join(format!("r{}.db", &summary.id[..8]));
+        let mut o = restore_opts(&dest);
+        o.snapshot = summary.id.clone();
+        restore(&repo, &o).await.unwrap();
+        assert_eq!(dump(db, &[]), dump(&dest, &[]));
+    }
+}
