@@ -192,22 +192,10 @@ pub async fn backup(
             db.begin_snapshot().await?;
             let time_ms = now_ms();
             let catalog = db.discover().await?;
-            let chosen = opts
-                .selection
-                .apply(catalog.tables.iter().map(|t| t.name.as_str()))?;
             let mut skipped = catalog.skipped.clone();
             let mut plans = Vec::new();
-            for name in &chosen {
-                let table = catalog
-                    .tables
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .expect("chosen from catalog");
-                plans.push(plan_sqlite(
-                    table,
-                    opts.selection.columns.get(name),
-                    &mut skipped,
-                )?);
+            for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
+                plans.push(plan_sqlite(table, columns, &mut skipped)?);
             }
             let pipeline = Pipeline::start(repo);
             let mut streamed = Vec::new();
@@ -230,17 +218,9 @@ pub async fn backup(
             db.begin_snapshot().await?;
             let time_ms = now_ms();
             let catalog = db.discover().await?;
-            let chosen = opts
-                .selection
-                .apply(catalog.tables.iter().map(|t| t.name.as_str()))?;
             let mut plans = Vec::new();
-            for name in &chosen {
-                let table = catalog
-                    .tables
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .expect("chosen from catalog");
-                plans.push(plan_postgres(table, opts.selection.columns.get(name))?);
+            for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
+                plans.push(plan_postgres(table, columns)?);
             }
             let pipeline = Pipeline::start(repo);
             let mut streamed = Vec::new();
@@ -300,6 +280,23 @@ pub async fn backup(
         }
     };
     Ok(BackupSummary { id, snapshot })
+}
+
+/// A selected table and its `--columns` list, if any.
+type Selected<'a, T> = (&'a T, Option<&'a Vec<String>>);
+
+/// The tables a selection takes, in catalog order, each with its `--columns` list.
+fn selected<'a, T>(
+    tables: &'a [T],
+    name: impl Fn(&T) -> &String,
+    selection: &'a Selection,
+) -> Result<Vec<Selected<'a, T>>> {
+    let chosen = selection.apply(tables.iter().map(|t| name(t).as_str()))?;
+    Ok(tables
+        .iter()
+        .filter(|t| chosen.contains(name(t)))
+        .map(|t| (t, selection.columns.get(name(t))))
+        .collect())
 }
 
 /// Checks `--columns` against the table and returns the columns to read, in table

@@ -300,7 +300,7 @@ impl Repository {
             zstd_level: self.config.zstd_level,
             buf: Vec::new(),
             entries: Vec::new(),
-            pending: HashMap::new(),
+            pending: Default::default(),
             written: Vec::new(),
             bytes_stored: 0,
         }
@@ -320,12 +320,7 @@ impl Repository {
     /// snapshot references. Best effort; prune collects anything left.
     pub async fn discard_packs(&mut self, packs: &[[u8; 32]]) {
         let packs: std::collections::BTreeSet<[u8; 32]> = packs.iter().copied().collect();
-        for pack in &packs {
-            let _ = self.storage.delete(&format!("index/{}", hex(pack))).await;
-        }
-        for pack in &packs {
-            let _ = self.storage.delete(&pack_path(pack)).await;
-        }
+        delete_packs(&self.storage, &packs).await;
         Arc::make_mut(&mut self.index).retain(|_, loc| !packs.contains(&loc.pack));
     }
 
@@ -387,6 +382,17 @@ impl Repository {
     }
 }
 
+/// Deletes packs and their index files, the index files first so that no index ever
+/// names a missing pack. Best effort: what fails to go, prune collects later.
+async fn delete_packs(storage: &Storage, packs: &std::collections::BTreeSet<[u8; 32]>) {
+    for pack in packs {
+        let _ = storage.delete(&format!("index/{}", hex(pack))).await;
+    }
+    for pack in packs {
+        let _ = storage.delete(&pack_path(pack)).await;
+    }
+}
+
 pub fn short(id: &[u8; 32]) -> String {
     hex(&id[..6])
 }
@@ -412,7 +418,7 @@ pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<([u8; 32], u64, u32)>,
     /// Chunks added in this backup but not yet in the repository's index.
-    pending: HashMap<[u8; 32], ()>,
+    pending: std::collections::HashSet<[u8; 32]>,
     written: Vec<([u8; 32], Location)>,
     pub bytes_stored: u64,
 }
@@ -423,7 +429,7 @@ impl PackWriter {
     }
 
     pub fn is_pending(&self, id: &[u8; 32]) -> bool {
-        self.pending.contains_key(id)
+        self.pending.contains(id)
     }
 
     /// Compresses, encrypts and queues a chunk the repository does not have yet.
@@ -434,7 +440,7 @@ impl PackWriter {
         let offset = self.buf.len() as u64;
         self.buf.extend_from_slice(&sealed);
         self.entries.push((id, offset, sealed.len() as u32));
-        self.pending.insert(id, ());
+        self.pending.insert(id);
         if self.buf.len() >= PACK_TARGET {
             self.flush(rt)?;
         }
@@ -486,12 +492,7 @@ impl PackWriter {
         self.entries.clear();
         let packs: std::collections::BTreeSet<[u8; 32]> =
             self.written.iter().map(|(_, l)| l.pack).collect();
-        for pack in &packs {
-            let _ = rt.block_on(self.storage.delete(&format!("index/{}", hex(pack))));
-        }
-        for pack in &packs {
-            let _ = rt.block_on(self.storage.delete(&pack_path(pack)));
-        }
+        rt.block_on(delete_packs(&self.storage, &packs));
         self.written.clear();
     }
 

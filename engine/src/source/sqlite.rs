@@ -399,17 +399,22 @@ fn replace_spans(sql: &str, mut spans: Vec<(usize, usize, String)>) -> String {
     out
 }
 
+/// Where the name at token `i` begins, including a schema prefix (`main.`), which is
+/// replaced along with the name: the restore decides the database.
+fn name_start(sql: &str, toks: &[Token], i: usize) -> usize {
+    if i >= 2 && &sql[toks[i - 1].start..toks[i - 1].end] == "." {
+        toks[i - 2].start
+    } else {
+        toks[i].start
+    }
+}
+
 /// `CREATE TABLE old (…)` → `CREATE TABLE "new" (…)`, anything else untouched.
 pub fn rename_create_table(sql: &str, new_name: &str) -> Result<String> {
     let toks = tokens(sql);
     let i = name_token(sql, &toks, "TABLE")
         .ok_or_else(|| Error::damaged(format!("cannot parse table definition {sql:?}")))?;
-    // A schema prefix (main.) is dropped: the restore decides the database.
-    let start = if i >= 2 && &sql[toks[i - 1].start..toks[i - 1].end] == "." {
-        toks[i - 2].start
-    } else {
-        toks[i].start
-    };
+    let start = name_start(sql, &toks, i);
     Ok(replace_spans(
         sql,
         vec![(start, toks[i].end, quote(new_name))],
@@ -425,11 +430,7 @@ pub fn rename_create_index(sql: &str, new_index: &str, new_table: &str) -> Resul
         .find(|&j| is_kw(sql, &toks[j], "ON"))
         .ok_or_else(bad)?;
     let table = toks.get(on + 1).filter(|t| t.word).ok_or_else(bad)?;
-    let start = if i >= 2 && &sql[toks[i - 1].start..toks[i - 1].end] == "." {
-        toks[i - 2].start
-    } else {
-        toks[i].start
-    };
+    let start = name_start(sql, &toks, i);
     Ok(replace_spans(
         sql,
         vec![
