@@ -212,21 +212,23 @@ async fn unchanged_data_is_stored_once() {
     exec(
         &src,
         "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);
-                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-                INSERT INTO t SELECT i, randomblob(200) FROM n;",
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+                INSERT INTO t SELECT i, randomblob(400) FROM n;",
     )
     .await;
     let (loc, mut repo) = new_repo(dir.path()).await;
     let first = backup_all(&mut repo, &src).await;
     exec(
         &src,
-        "UPDATE t SET b = randomblob(200) WHERE id BETWEEN 10000 AND 10050;",
+        "UPDATE t SET b = randomblob(400) WHERE id BETWEEN 50000 AND 50050;",
     )
     .await;
     let second = backup_all(&mut open_repo(&loc).await, &src).await;
-    assert!(first.snapshot.bytes_stored > 3_000_000);
+    // A local edit dirties the chunk it falls in and, at worst, the few after it
+    // until the cut points line up again; each chunk is at most 1 MiB.
+    assert!(first.snapshot.bytes_stored > 40_000_000);
     assert!(
-        second.snapshot.bytes_stored * 5 < first.snapshot.bytes_stored,
+        second.snapshot.bytes_stored < 4 * 1024 * 1024,
         "second backup stored {} of {} bytes",
         second.snapshot.bytes_stored,
         first.snapshot.bytes_stored
