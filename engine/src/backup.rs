@@ -7,12 +7,13 @@
 
 use crate::chunker::Chunker;
 use crate::model::{
-    Engine, Skipped, Snapshot, SnapshotSource, TableEntry, TableSchema, encode_value,
+    Engine, Layer, Skipped, Snapshot, SnapshotSource, TableEntry, TableSchema, encode_value,
 };
 use crate::progress::Progress;
 use crate::repo::crypto::hex;
 use crate::repo::{Location, PackWriter, Repository, now_ms};
 use crate::secret::Secret;
+use crate::segment::{self, Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
 use crate::selection::Selection;
 use crate::source::SourceUrl;
 use crate::source::postgres::{PgDb, PgTableInfo, count_lines};
@@ -46,6 +47,8 @@ enum Msg {
 
 const SEND_AT: usize = 1 << 20;
 
+const SMALL_DELTAS: u64 = 4 << 20;
+
 type Written = Vec<([u8; 32], Location)>;
 /// Per table chunk lists, the chunks written, bytes stored.
 type WorkerOutput = (Vec<Vec<String>>, Written, u64);
@@ -61,6 +64,11 @@ struct Streamed {
     rows: u64,
     bytes: u64,
     checksum: String,
+    /// The delta's base (the parent's layers), or empty for a full segment.
+    base: Vec<Layer>,
+    segment_bytes: u64,
+    /// The key the stream proved to be strictly ordered by, if any.
+    key: Vec<String>,
 }
 
 /// The worker's state between messages.
@@ -177,6 +185,11 @@ struct Plan {
     columns: Vec<String>,
     format: &'static str,
     sql: String,
+    /// How to order the stream's rows, if this crate can.
+    key: Option<KeySpec>,
+    /// The previous snapshot's entry for this table, when this backup may store a delta
+    /// against it.
+    parent: Option<TableEntry>,
 }
 
 pub async fn backup(
@@ -197,9 +210,11 @@ pub async fn backup(
             for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
                 plans.push(plan_sqlite(table, columns, &mut skipped)?);
             }
+            choose_parents(repo, &url, &mut plans).await?;
             let pipeline = Pipeline::start(repo);
             let mut streamed = Vec::new();
-            let read = read_sqlite(&mut db, &plans, &pipeline, &mut streamed, progress).await;
+            let read =
+                read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
             let (chunks, written, stored) = pipeline.finish(read).await?;
             db.exec("COMMIT").await?;
             (
@@ -222,9 +237,11 @@ pub async fn backup(
             for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
                 plans.push(plan_postgres(table, columns)?);
             }
+            choose_parents(repo, &url, &mut plans).await?;
             let pipeline = Pipeline::start(repo);
             let mut streamed = Vec::new();
-            let read = read_postgres(&mut db, &plans, &pipeline, &mut streamed, progress).await;
+            let read =
+                read_postgres(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
             let (chunks, written, stored) = pipeline.finish(read).await?;
             db.exec("COMMIT").await?;
             (
@@ -247,13 +264,16 @@ pub async fn backup(
         .map(|(p, (s, chunks))| TableEntry {
             name: p.name,
             schema: p.schema,
-            segment: "full".into(),
+            segment: if s.base.is_empty() { "full" } else { "delta" }.into(),
             format: p.format.into(),
             stream_columns: p.columns,
             rows: s.rows,
             bytes: s.bytes,
             checksum: s.checksum,
             chunks,
+            segment_bytes: s.segment_bytes,
+            base: s.base,
+            key: s.key,
         })
         .collect();
     let snapshot = Snapshot {
@@ -351,12 +371,15 @@ fn plan_sqlite(
         }
     }
     let sql = SqliteDb::rows_sql(info, &columns);
+    let key = KeySpec::new("values", &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
         schema,
         columns,
         format: "values",
         sql,
+        key,
+        parent: None,
     })
 }
 
@@ -371,17 +394,161 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
         postgres: Some(info.table.clone()),
     };
     let sql = PgDb::copy_out_sql(info, &columns);
+    let key = KeySpec::new("pg-copy-text", &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
         schema,
         columns,
         format: "pg-copy-text",
         sql,
+        key,
+        parent: None,
     })
 }
 
+/// For each table, the latest earlier snapshot of the same source that holds it keyed
+/// the same way: the parent its delta will be stored against. A table gets a full
+/// segment instead when it has no such parent, its chain is [`segment::MAX_LAYERS`]
+/// long, or its deltas already add up to half its full segment (and more than
+/// [`SMALL_DELTAS`]: for small tables a chain costs little).
+async fn choose_parents(repo: &Repository, url: &SourceUrl, plans: &mut [Plan]) -> Result<()> {
+    if plans.iter().all(|p| p.key.is_none()) {
+        return Ok(());
+    }
+    let source = url.display();
+    let latest = repo
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.source.url == source)
+        .max_by_key(|(_, s)| s.time_ms);
+    let Some((_, latest)) = latest else {
+        return Ok(());
+    };
+    for plan in plans {
+        let Some(key) = &plan.key else { continue };
+        let Some(parent) = latest.tables.iter().find(|t| t.name == plan.name) else {
+            continue;
+        };
+        let layers = parent.layers();
+        let full = layers[0].bytes;
+        let deltas: u64 = layers[1..].iter().map(|l| l.bytes).sum();
+        if parent.format == plan.format
+            && parent.stream_columns == plan.columns
+            && KeySpec::of_entry(parent).as_ref() == Some(key)
+            && layers.len() < segment::MAX_LAYERS
+            && deltas <= (full / 2).max(SMALL_DELTAS)
+        {
+            plan.parent = Some(parent.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Turns a table's new rows into a delta against its parent's rows: both in key order,
+/// merged like two sorted lists.
+struct Differ<'a> {
+    parent: Merged<'a>,
+    head: Option<(Key, Vec<u8>)>,
+    primed: bool,
+}
+
+impl Differ<'_> {
+    async fn fill(&mut self) -> Result<()> {
+        if !self.primed {
+            self.head = self.parent.next().await?;
+            self.primed = true;
+        }
+        Ok(())
+    }
+
+    async fn row(&mut self, key: &Key, row: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.fill().await?;
+        loop {
+            let Some((pk, prow)) = &self.head else {
+                push_upsert(out, row);
+                return Ok(());
+            };
+            match cmp_key(pk, key) {
+                std::cmp::Ordering::Less => {
+                    push_delete(out, pk);
+                    self.head = self.parent.next().await?;
+                }
+                std::cmp::Ordering::Equal => {
+                    if prow.as_slice() != row {
+                        push_upsert(out, row);
+                    }
+                    self.head = self.parent.next().await?;
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => {
+                    push_upsert(out, row);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Parent rows after the last new row are gone.
+    async fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.fill().await?;
+        while let Some((pk, _)) = self.head.take() {
+            push_delete(out, &pk);
+            self.head = self.parent.next().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Row-level work on a keyed table's stream: checking its key order and, for a delta,
+/// diffing it against the parent.
+struct Keyed<'a> {
+    spec: KeySpec,
+    carry: Vec<u8>,
+    last: Option<Key>,
+    differ: Option<Differ<'a>>,
+    out: Vec<u8>,
+}
+
+impl Keyed<'_> {
+    /// Takes complete rows from `carry`. `Ok(false)`: the stream is not in key order.
+    async fn rows(&mut self) -> Result<bool> {
+        let Keyed {
+            spec,
+            carry,
+            last,
+            differ,
+            out,
+        } = self;
+        let mut at = 0;
+        let mut ordered = true;
+        while let Some(n) = spec.row_len(&carry[at..])? {
+            let row = &carry[at..at + n];
+            let Ok(key) = spec.key(row) else {
+                ordered = false;
+                break;
+            };
+            if last
+                .as_ref()
+                .is_some_and(|l| cmp_key(l, &key) != std::cmp::Ordering::Less)
+            {
+                ordered = false;
+                break;
+            }
+            if let Some(d) = differ.as_mut() {
+                d.row(&key, row, out).await?;
+            }
+            *last = Some(key);
+            at += n;
+        }
+        carry.drain(..at);
+        Ok(ordered)
+    }
+}
+
 /// One table's bytes on their way to the worker: hashed, counted, and sent in pieces of
-/// about [`SEND_AT`] bytes.
+/// about [`SEND_AT`] bytes. Keyed tables are also checked for key order, and a table
+/// with a parent is sent as a delta.
 struct Feed<'a> {
     pipe: &'a Pipeline,
     progress: &'a dyn Progress,
@@ -392,18 +559,39 @@ struct Feed<'a> {
     rows: u64,
     bytes: u64,
     unreported_rows: u64,
+    keyed: Option<Keyed<'a>>,
+    base: Vec<Layer>,
+    segment_bytes: u64,
+    /// The delta could not be built (rows out of key order, unreadable parent): the
+    /// table must be read again as a full segment.
+    restart: bool,
 }
 
 impl<'a> Feed<'a> {
+    /// `delta`: store the table as a delta against its plan's parent.
     async fn start(
+        repo: &'a Repository,
         pipe: &'a Pipeline,
         progress: &'a dyn Progress,
-        table: &str,
+        plan: &'a Plan,
         rows_are_lines: bool,
+        delta: bool,
     ) -> Result<Feed<'a>> {
         progress.check_abort()?;
-        progress.table_started(table, None);
+        progress.table_started(&plan.name, None);
         pipe.send(Msg::Start).await?;
+        let parent = plan.parent.as_ref().filter(|_| delta);
+        let keyed = plan.key.clone().map(|spec| Keyed {
+            differ: parent.map(|p| Differ {
+                parent: Merged::new(repo, &p.name, p.layers(), spec.clone()),
+                head: None,
+                primed: false,
+            }),
+            spec,
+            carry: Vec::new(),
+            last: None,
+            out: Vec::new(),
+        });
         Ok(Feed {
             pipe,
             progress,
@@ -413,6 +601,10 @@ impl<'a> Feed<'a> {
             rows: 0,
             bytes: 0,
             unreported_rows: 0,
+            keyed,
+            base: parent.map(|p| p.layers()).unwrap_or_default(),
+            segment_bytes: 0,
+            restart: false,
         })
     }
 
@@ -429,6 +621,15 @@ impl<'a> Feed<'a> {
         Ok(())
     }
 
+    /// A keyed stream that breaks key order is no longer keyed; a delta is abandoned.
+    fn not_in_key_order(&mut self) {
+        if self.base.is_empty() {
+            self.keyed = None;
+        } else {
+            self.restart = true;
+        }
+    }
+
     async fn send(&mut self) -> Result<()> {
         if self.rows_are_lines {
             let n = count_lines(&self.buf);
@@ -441,26 +642,65 @@ impl<'a> Feed<'a> {
             std::mem::take(&mut self.unreported_rows),
             self.buf.len() as u64,
         );
-        if !self.buf.is_empty() {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
-            self.pipe.send(Msg::Data(full)).await?;
+        let mut ship = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
+        if let Some(k) = &mut self.keyed {
+            k.carry.extend_from_slice(&ship);
+            match k.rows().await {
+                Ok(true) => {}
+                // An unreadable parent only costs the delta: the full table still backs up.
+                Ok(false) | Err(_) => self.not_in_key_order(),
+            }
         }
-        Ok(())
+        if !self.base.is_empty() {
+            ship = std::mem::take(&mut self.keyed.as_mut().expect("a delta is keyed").out);
+        }
+        self.ship(ship).await
     }
 
-    async fn finish(mut self, table: &str) -> Result<Streamed> {
+    async fn ship(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if self.restart || bytes.is_empty() {
+            return Ok(());
+        }
+        self.segment_bytes += bytes.len() as u64;
+        self.pipe.send(Msg::Data(bytes)).await
+    }
+
+    /// `None`: the delta was abandoned; read the table again with `delta` false.
+    async fn finish(mut self, table: &str) -> Result<Option<Streamed>> {
         self.send().await?;
+        if let Some(k) = &mut self.keyed
+            && !self.restart
+        {
+            let ended = k.carry.is_empty()
+                && match &mut k.differ {
+                    Some(d) => d.finish(&mut k.out).await.is_ok(),
+                    None => true,
+                };
+            if !ended {
+                self.not_in_key_order();
+            } else if let Some(k) = &mut self.keyed {
+                let out = std::mem::take(&mut k.out);
+                self.ship(out).await?;
+            }
+        }
+        if self.restart {
+            return Ok(None);
+        }
         self.pipe.send(Msg::End).await?;
         self.progress.table_finished(table);
-        Ok(Streamed {
+        Ok(Some(Streamed {
             rows: self.rows,
             bytes: self.bytes,
             checksum: self.hasher.finalize().to_hex().to_string(),
-        })
+            base: self.base,
+            segment_bytes: self.segment_bytes,
+            key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),
+        }))
     }
 }
 
 async fn read_sqlite(
+    repo: &Repository,
     db: &mut SqliteDb,
     plans: &[Plan],
     pipe: &Pipeline,
@@ -468,22 +708,35 @@ async fn read_sqlite(
     progress: &dyn Progress,
 ) -> Result<()> {
     for plan in plans {
-        let mut feed = Feed::start(pipe, progress, &plan.name, false).await?;
-        let mut stream = db.rows(&plan.sql, plan.columns.len());
-        while let Some(row) = stream.next().await {
-            for v in &row? {
-                encode_value(&mut feed.buf, v);
+        let mut delta = plan.parent.is_some();
+        loop {
+            let mut feed = Feed::start(repo, pipe, progress, plan, false, delta).await?;
+            let mut stream = db.rows(&plan.sql, plan.columns.len());
+            while let Some(row) = stream.next().await {
+                for v in &row? {
+                    encode_value(&mut feed.buf, v);
+                }
+                feed.count_row();
+                feed.send_if_full().await?;
+                if feed.restart {
+                    break;
+                }
             }
-            feed.count_row();
-            feed.send_if_full().await?;
+            drop(stream);
+            match feed.finish(&plan.name).await? {
+                Some(s) => {
+                    out.push(s);
+                    break;
+                }
+                None => delta = false,
+            }
         }
-        drop(stream);
-        out.push(feed.finish(&plan.name).await?);
     }
     Ok(())
 }
 
 async fn read_postgres(
+    repo: &Repository,
     db: &mut PgDb,
     plans: &[Plan],
     pipe: &Pipeline,
@@ -491,14 +744,28 @@ async fn read_postgres(
     progress: &dyn Progress,
 ) -> Result<()> {
     for plan in plans {
-        let mut feed = Feed::start(pipe, progress, &plan.name, true).await?;
-        let mut stream = db.copy_out(&plan.sql).await?;
-        while let Some(piece) = stream.next().await {
-            feed.buf.extend_from_slice(&piece?);
-            feed.send_if_full().await?;
+        let mut delta = plan.parent.is_some();
+        loop {
+            let mut feed = Feed::start(repo, pipe, progress, plan, true, delta).await?;
+            let mut stream = db.copy_out(&plan.sql).await?;
+            while let Some(piece) = stream.next().await {
+                feed.buf.extend_from_slice(&piece?);
+                feed.send_if_full().await?;
+                if feed.restart {
+                    break;
+                }
+            }
+            // Reading stopped early: the COPY must finish before the connection is reused.
+            while feed.restart && stream.next().await.is_some() {}
+            drop(stream);
+            match feed.finish(&plan.name).await? {
+                Some(s) => {
+                    out.push(s);
+                    break;
+                }
+                None => delta = false,
+            }
         }
-        drop(stream);
-        out.push(feed.finish(&plan.name).await?);
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod secret;
+pub mod segment;
 pub mod selection;
 pub mod source;
 pub mod verify;

@@ -61,17 +61,16 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-/// Decodes one value from the front of `buf`. `Ok(None)` means `buf` ends inside the
-/// value (more bytes needed); an unknown tag is damage.
-pub fn decode_value(buf: &[u8]) -> Result<Option<(Value, usize)>> {
+/// Where the value at the front of `buf` lies: its tag, where its payload starts and
+/// where the value ends. `Ok(None)` means `buf` ends inside the value (more bytes
+/// needed); an unknown tag is damage.
+fn value_extent(buf: &[u8]) -> Result<Option<(u8, usize, usize)>> {
     let Some(&tag) = buf.first() else {
         return Ok(None);
     };
-    let fixed = |buf: &[u8]| -> Option<[u8; 8]> { buf.get(1..9).map(|s| s.try_into().unwrap()) };
-    Ok(match tag {
-        TAG_NULL => Some((Value::Null, 1)),
-        TAG_INTEGER => fixed(buf).map(|b| (Value::Integer(i64::from_le_bytes(b)), 9)),
-        TAG_REAL => fixed(buf).map(|b| (Value::Real(f64::from_bits(u64::from_le_bytes(b))), 9)),
+    let (start, len) = match tag {
+        TAG_NULL => (1, 0),
+        TAG_INTEGER | TAG_REAL => (1, 8),
         TAG_TEXT | TAG_BLOB => {
             let mut len: u64 = 0;
             let mut shift = 0;
@@ -90,24 +89,37 @@ pub fn decode_value(buf: &[u8]) -> Result<Option<(Value, usize)>> {
                     break;
                 }
             }
-            let end = i
-                .checked_add(len as usize)
-                .ok_or_else(|| Error::damaged("value length overflows"))?;
-            match buf.get(i..end) {
-                None => None,
-                Some(bytes) => {
-                    let bytes = bytes.to_vec();
-                    let v = if tag == TAG_TEXT {
-                        Value::Text(bytes)
-                    } else {
-                        Value::Blob(bytes)
-                    };
-                    Some((v, end))
-                }
-            }
+            (i, usize::try_from(len).map_err(|_| Error::damaged("value length overflows"))?)
         }
         other => return Err(Error::damaged(format!("unknown value tag {other}"))),
-    })
+    };
+    let end = start
+        .checked_add(len)
+        .ok_or_else(|| Error::damaged("value length overflows"))?;
+    Ok((end <= buf.len()).then_some((tag, start, end)))
+}
+
+/// The length of the value at the front of `buf`, without decoding it.
+pub fn value_len(buf: &[u8]) -> Result<Option<usize>> {
+    Ok(value_extent(buf)?.map(|(_, _, end)| end))
+}
+
+/// Decodes one value from the front of `buf`. `Ok(None)` means `buf` ends inside the
+/// value (more bytes needed); an unknown tag is damage.
+pub fn decode_value(buf: &[u8]) -> Result<Option<(Value, usize)>> {
+    let Some((tag, start, end)) = value_extent(buf)? else {
+        return Ok(None);
+    };
+    let payload = &buf[start..end];
+    let fixed = || -> [u8; 8] { payload.try_into().expect("8 bytes by the extent") };
+    let value = match tag {
+        TAG_NULL => Value::Null,
+        TAG_INTEGER => Value::Integer(i64::from_le_bytes(fixed())),
+        TAG_REAL => Value::Real(f64::from_bits(u64::from_le_bytes(fixed()))),
+        TAG_TEXT => Value::Text(payload.to_vec()),
+        _ => Value::Blob(payload.to_vec()),
+    };
+    Ok(Some((value, end)))
 }
 
 /// Splits a canonical stream back into rows of `columns` values, across chunk
@@ -254,7 +266,8 @@ pub struct Index {
 pub struct TableEntry {
     pub name: String,
     pub schema: TableSchema,
-    /// `full` today; incremental segments later reference a parent.
+    /// What [`TableEntry::chunks`] hold: `full` (every row) or `delta` (the rows that
+    /// changed since the snapshot whose layers are in [`TableEntry::base`]).
     pub segment: String,
     /// How the stream encodes rows: `values` (tagged values, SQLite) or `pg-copy-text`
     /// (PostgreSQL COPY text format, one line per row, lossless for every type).
@@ -268,8 +281,50 @@ pub struct TableEntry {
     pub bytes: u64,
     /// BLAKE3 of the canonical stream, hex.
     pub checksum: String,
-    /// Chunk ids in stream order, hex.
+    /// Chunk ids of this snapshot's own segment in stream order, hex.
     pub chunks: Vec<String>,
+    /// Length of this snapshot's own segment stream (equal to `bytes` for `full`).
+    #[serde(default)]
+    pub segment_bytes: u64,
+    /// The layers a `delta` applies to, oldest (always `full`) first; empty for `full`.
+    /// Copied into every snapshot, so a snapshot is self-contained: restore and prune
+    /// need no other manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base: Vec<Layer>,
+    /// The columns the stream is strictly ordered by (see `segment` module), or empty
+    /// when it is not: only a keyed table can get `delta` segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+}
+
+impl TableEntry {
+    /// Every layer needed to read the table, oldest first, this snapshot's own last.
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut layers = self.base.clone();
+        layers.push(Layer {
+            segment: self.segment.clone(),
+            chunks: self.chunks.clone(),
+            bytes: self.segment_bytes,
+        });
+        layers
+    }
+
+    /// Every chunk the table needs, in all its layers.
+    pub fn all_chunks(&self) -> impl Iterator<Item = &String> {
+        self.base
+            .iter()
+            .flat_map(|l| l.chunks.iter())
+            .chain(self.chunks.iter())
+    }
+}
+
+/// One segment of a table's stream: `full` rows, or a `delta` of upserted rows and
+/// deleted keys in key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub segment: String,
+    pub chunks: Vec<String>,
+    pub bytes: u64,
 }
 
 fn values_format() -> String {

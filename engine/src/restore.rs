@@ -4,7 +4,7 @@
 use crate::model::{Engine, PgEnum};
 use crate::model::{RowDecoder, TableEntry};
 use crate::progress::Progress;
-use crate::repo::{Repository, parse_id};
+use crate::repo::Repository;
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::SourceUrl;
@@ -202,25 +202,6 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         dest_url: url,
         enums: snapshot.enums.clone(),
     })
-}
-
-/// A table's chunks in order, read, decrypted and checked a few ahead of the consumer
-/// so that storage reads and decompression overlap the database's work.
-fn table_chunks<'a>(
-    repo: &'a Repository,
-    e: &'a TableEntry,
-) -> impl futures::Stream<Item = Result<Vec<u8>>> + 'a {
-    futures::stream::iter(e.chunks.iter())
-        .map(move |hex| async move {
-            let id = parse_id(hex).ok_or_else(|| {
-                Error::damaged(format!("snapshot lists a bad chunk id in table {}", e.name))
-            })?;
-            repo.read_chunk(&id).await.map_err(|err| match err {
-                Error::Damaged(m) => Error::damaged(format!("{m} (table {})", e.name)),
-                other => other,
-            })
-        })
-        .buffered(4)
 }
 
 /// Referenced tables first, so foreign keys restore in a valid order (checks are also
@@ -502,7 +483,7 @@ async fn restore_pg_table(
     let mut rows = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let outcome: Result<()> = async {
-        let mut chunks = table_chunks(repo, e);
+        let mut chunks = crate::segment::table_stream(repo, e)?;
         while let Some(chunk) = chunks.next().await {
             progress.check_abort()?;
             let chunk = chunk?;
@@ -617,7 +598,7 @@ async fn restore_table(
     let mut decoder = RowDecoder::new(e.stream_columns.len());
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
-    let mut chunks = table_chunks(repo, e);
+    let mut chunks = crate::segment::table_stream(repo, e)?;
     while let Some(chunk) = chunks.next().await {
         progress.check_abort()?;
         let chunk = chunk?;

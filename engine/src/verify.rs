@@ -5,6 +5,7 @@ use crate::model::{RowDecoder, Snapshot};
 use crate::progress::Progress;
 use crate::repo::{Repository, parse_id, short};
 use crate::{Error, Result};
+use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,7 +56,7 @@ pub async fn verify(
     for (id, snap) in &snapshots {
         for t in &snap.tables {
             tables += 1;
-            for c in &t.chunks {
+            for c in t.all_chunks() {
                 let u = users.entry(c.clone()).or_default();
                 u.0.insert(id[..12].to_string());
                 u.1.insert(t.name.clone());
@@ -186,11 +187,12 @@ async fn table_checksum_problem(
     let mut hasher = blake3::Hasher::new();
     let mut decoder = RowDecoder::new(t.stream_columns.len());
     let mut rows = 0u64;
-    for c in &t.chunks {
-        let Some(id) = parse_id(c) else {
-            return Ok(Some("bad chunk id".into()));
-        };
-        match repo.read_chunk(&id).await {
+    let mut stream = match crate::segment::table_stream(repo, t) {
+        Ok(s) => s,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    while let Some(piece) = stream.next().await {
+        match piece {
             Ok(bytes) if t.format == "pg-copy-text" => {
                 hasher.update(&bytes);
                 rows += crate::source::postgres::count_lines(&bytes);
@@ -205,11 +207,8 @@ async fn table_checksum_problem(
                     rows += 1;
                 }
             }
-            Err(Error::Damaged(_)) => {
-                return Ok(Some(format!(
-                    "cannot be read: chunk {} is damaged",
-                    &c[..12]
-                )));
+            Err(Error::Damaged(m)) => {
+                return Ok(Some(format!("cannot be read: {m}")));
             }
             Err(e) => return Err(e),
         }

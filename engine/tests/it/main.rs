@@ -5,6 +5,7 @@
 mod consistency;
 mod damage;
 mod fidelity;
+mod incremental;
 mod postgres;
 mod roundtrip_prop;
 mod support;
