@@ -26,7 +26,7 @@ as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null
 URL="postgres://postgres@127.0.0.1:$PORT"
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-for db in src dump_restore ts_restore; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
+for db in src dump_restore ts_restore ts_restore3; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
 
 echo "generating $ROWS rows of mixed types..." >&2
 psql "$URL/src" <<SQL
@@ -69,10 +69,16 @@ REPO2=$(du -sb "$WORK/repo" | cut -f1)
 psql "$URL/src" -c "UPDATE bench SET qty = qty + 1 WHERE id % 100 = 7"
 run ts_backup3 "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json
 REPO3=$(du -sb "$WORK/repo" | cut -f1)
+# Restoring the latest snapshot merges its full segment with both deltas.
+run ts_restore3 "$TS" restore --repo "$WORK/repo" --snapshot latest --dest "$URL/ts_restore3"
 
 # Independent check that the tablesafe restore is identical to the source snapshot.
 same=$(diff <("$PGBIN/pg_dump" --data-only -t bench "$URL/dump_restore" | grep -v '^\\\(un\)\?restrict') \
             <("$PGBIN/pg_dump" --data-only -t bench "$URL/ts_restore" | grep -v '^\\\(un\)\?restrict') >/dev/null && echo yes || echo NO)
+
+# ...and the incremental snapshot is identical to the source now (row order aside).
+sorted_dump() { "$PGBIN/pg_dump" --data-only -t bench "$1" | grep -v '^\\\(un\)\?restrict' | sort; }
+same3=$(diff <(sorted_dump "$URL/src") <(sorted_dump "$URL/ts_restore3") >/dev/null && echo yes || echo NO)
 
 ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
 mb() { python3 -c "import sys; print(f'{int(sys.argv[1])/1e6:.1f} MB')" "$1"; }
@@ -86,11 +92,13 @@ tablesafe benchmark: $ROWS rows, table $(mb "$TABLE_BYTES") on disk, $(nproc) co
   tablesafe restore           $(secs ${T[ts_restore]}) s   peak RSS $((M[ts_restore] / 1024)) MB, identical to pg_restore's data: $same
   backup after 1% contiguous  $(secs ${T[ts_backup2]}) s   new bytes $(mb $((REPO2 - REPO1))) = $(ratio $((REPO2 - REPO1)) "$REPO1") of the first
   backup after 1% scattered   $(secs ${T[ts_backup3]}) s   new bytes $(mb $((REPO3 - REPO2))) = $(ratio $((REPO3 - REPO2)) "$REPO1") of the first
+  restore of that snapshot    $(secs ${T[ts_restore3]}) s   (full + 2 deltas merged), identical to the source: $same3
 
 ratios (goal in brackets)
   backup / pg_dump            $(ratio ${T[ts_backup]} ${T[pg_dump]})   [<= 0.5x]
   backup / raw COPY           $(ratio ${T[ts_backup]} ${T[copy_out]})   [<= 1.8x]
   restore / pg_restore        $(ratio ${T[ts_restore]} ${T[pg_restore]})   [<= 0.9x]
   repository / dump size      $(ratio "$REPO1" "$DUMP")   [<= 0.95x]
+  new bytes after 1% change   $(ratio $((REPO2 - REPO1)) "$REPO1") contiguous, $(ratio $((REPO3 - REPO2)) "$REPO1") scattered   [<= 0.05x]
   peak RSS backup / restore   $((M[ts_backup] / 1024)) MB / $((M[ts_restore] / 1024)) MB   [<= 256 MB]
 OUT

@@ -50,7 +50,24 @@ pub struct RestoreOptions {
     pub selection: Selection,
     pub rename: BTreeMap<String, String>,
     pub mode: Mode,
+    /// PostgreSQL: connections that load one big table at once (1: a single COPY).
+    pub jobs: usize,
+    /// PostgreSQL: tables with at least this many stream bytes load over `jobs`
+    /// connections into a staging table that the restore's transaction then renames
+    /// into place.
+    pub parallel_min_bytes: u64,
 }
+
+/// What `--jobs` defaults to: one loader per core, at most 4.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Below this, one COPY in the restore's own transaction is as fast and simpler.
+pub const DEFAULT_PARALLEL_MIN_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +85,8 @@ pub struct PlannedTable {
     pub columns: Vec<String>,
     pub rows: u64,
     pub bytes: u64,
+    /// Connections that will load the rows (more than one: a parallel staged load).
+    pub loaders: usize,
     #[serde(skip)]
     entry: TableEntry,
 }
@@ -184,6 +203,9 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             (Mode::Replace, true) => Action::Replace,
             (Mode::Append, true) => Action::Append,
         };
+        let staged = dest_engine == Engine::Postgres
+            && !matches!(action, Action::Append)
+            && entry.bytes >= opts.parallel_min_bytes;
         tables.push(PlannedTable {
             source_table: entry.name.clone(),
             dest_table,
@@ -191,6 +213,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             columns,
             rows: entry.rows,
             bytes: entry.bytes,
+            loaders: if staged { opts.jobs.max(1) } else { 1 },
             entry: entry.clone(),
         });
     }
@@ -306,6 +329,70 @@ async fn execute_sqlite(
     result
 }
 
+/// What a PostgreSQL restore created outside its transaction (schemas and enum types
+/// that staging tables need, the staging tables): dropped again if the restore fails.
+#[derive(Default)]
+struct Outside {
+    schemas: Vec<String>,
+    types: Vec<String>,
+    stages: Vec<String>,
+}
+
+impl Outside {
+    async fn undo(self, db: &mut PgDb) {
+        for t in self.stages {
+            let _ = db.exec(&format!("DROP TABLE IF EXISTS {t}")).await;
+        }
+        for t in self.types {
+            let _ = db.exec(&format!("DROP TYPE IF EXISTS {t}")).await;
+        }
+        for s in self.schemas.into_iter().rev() {
+            let _ = db.exec(&format!("DROP SCHEMA IF EXISTS {s}")).await;
+        }
+    }
+}
+
+/// Creates the schemas and enum types the plan needs and the destination lacks; when
+/// `outside` is given they are committed now and recorded there.
+async fn create_schemas_and_types(
+    db: &mut PgDb,
+    plan: &RestorePlan,
+    mut outside: Option<&mut Outside>,
+) -> Result<()> {
+    let mut schemas: Vec<String> = plan
+        .tables
+        .iter()
+        .map(|t| split_name(&t.dest_table).0)
+        .chain(plan.enums.iter().map(|e| e.schema.clone()))
+        .collect();
+    schemas.sort();
+    schemas.dedup();
+    for s in &schemas {
+        if !db.schema_exists(s).await? {
+            db.exec(&format!("CREATE SCHEMA {}", pg::quote(s))).await?;
+            if let Some(o) = outside.as_deref_mut() {
+                o.schemas.push(pg::quote(s));
+            }
+        }
+    }
+    for e in &plan.enums {
+        if !db.type_exists(&e.schema, &e.name).await? {
+            let labels: Vec<String> = e
+                .labels
+                .iter()
+                .map(|l| format!("'{}'", l.replace('\'', "''")))
+                .collect();
+            let name = pg::qualified(&e.schema, &e.name);
+            db.exec(&format!("CREATE TYPE {name} AS ENUM ({})", labels.join(", ")))
+                .await?;
+            if let Some(o) = outside.as_deref_mut() {
+                o.types.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn execute_postgres(
     repo: &Repository,
     plan: &RestorePlan,
@@ -315,45 +402,28 @@ async fn execute_postgres(
         unreachable!("checked by the caller")
     };
     let mut db = PgDb::connect(secret, plan.dest.clone()).await?;
-    db.exec("BEGIN").await?;
+    let mut outside = Outside::default();
+    let mut in_transaction = false;
     let result = async {
-        let mut schemas: Vec<String> = plan
-            .tables
-            .iter()
-            .map(|t| split_name(&t.dest_table).0)
-            .collect();
-        schemas.sort();
-        schemas.dedup();
-        for s in &schemas {
-            db.exec(&format!("CREATE SCHEMA IF NOT EXISTS {}", pg::quote(s)))
-                .await?;
-        }
-        for e in &plan.enums {
-            if !db.type_exists(&e.schema, &e.name).await? {
-                db.exec(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}",
-                    pg::quote(&e.schema)
-                ))
-                .await?;
-                let labels: Vec<String> = e
-                    .labels
-                    .iter()
-                    .map(|l| format!("'{}'", l.replace('\'', "''")))
-                    .collect();
-                db.exec(&format!(
-                    "CREATE TYPE {} AS ENUM ({})",
-                    pg::qualified(&e.schema, &e.name),
-                    labels.join(", ")
-                ))
-                .await?;
+        // Big tables first load, over several connections, into staging tables; those
+        // connections can only use committed schemas and types.
+        let mut staged: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        if plan.tables.iter().any(|t| t.loaders > 1) {
+            create_schemas_and_types(&mut db, plan, Some(&mut outside)).await?;
+            for t in plan.tables.iter().filter(|t| t.loaders > 1) {
+                let (stage, rows) =
+                    stage_table(repo, secret, plan, t, &mut db, &mut outside, progress).await?;
+                staged.insert(t.dest_table.clone(), (stage, rows));
             }
         }
+        db.exec("BEGIN").await?;
+        in_transaction = true;
+        create_schemas_and_types(&mut db, plan, None).await?;
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
         for t in &plan.tables {
-            progress.table_started(&t.dest_table, Some(t.rows));
-            let rows = restore_pg_table(repo, &mut db, t, &mut foreign_keys, progress).await?;
-            progress.table_finished(&t.dest_table);
+            let stage = staged.get(&t.dest_table);
+            let rows = restore_pg_table(repo, &mut db, t, stage, &mut foreign_keys, progress).await?;
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
@@ -367,9 +437,55 @@ async fn execute_postgres(
     }
     .await;
     if result.is_err() {
-        let _ = db.exec("ROLLBACK").await;
+        if in_transaction {
+            let _ = db.exec("ROLLBACK").await;
+        }
+        outside.undo(&mut db).await;
     }
     result
+}
+
+/// Loads a big table over several connections into a new staging table next to its
+/// destination, committed but not yet in place. Returns its name and row count.
+async fn stage_table(
+    repo: &Repository,
+    secret: &Secret<String>,
+    plan: &RestorePlan,
+    t: &PlannedTable,
+    db: &mut PgDb,
+    outside: &mut Outside,
+    progress: &dyn Progress,
+) -> Result<(String, u64)> {
+    let def = pg_definition(&t.entry)?;
+    let (schema, _) = split_name(&t.dest_table);
+    let stage = format!("tablesafe_stage_{}", crate::repo::crypto::hex(&rand::random::<[u8; 6]>()));
+    db.exec(&pg::create_table_sql(def, &schema, &stage, &t.columns, &[], true))
+        .await?;
+    let rel = pg::qualified(&schema, &stage);
+    outside.stages.push(rel.clone());
+    let mut loaders = Vec::with_capacity(t.loaders);
+    for _ in 0..t.loaders {
+        loaders.push(PgDb::connect(secret, plan.dest.clone()).await?);
+    }
+    progress.table_started(&t.dest_table, Some(t.rows));
+    let sql = format!("COPY {rel} ({}) FROM STDIN", column_list(&t.columns));
+    let rows = load(repo, t, loaders.iter_mut().map(|l| &mut l.conn).collect(), &sql, &rel, progress).await?;
+    progress.table_finished(&t.dest_table);
+    Ok((stage, rows))
+}
+
+fn pg_definition(e: &TableEntry) -> Result<&crate::model::PgTable> {
+    e.schema.postgres.as_ref().ok_or_else(|| {
+        Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name))
+    })
+}
+
+fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| pg::quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Keeps the tab-separated fields of a COPY text line whose flag is set (tabs inside
@@ -388,17 +504,142 @@ fn project_copy_line(line: &[u8], keep: &[bool], out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// Rows on their way to one COPY.
+enum Piece {
+    Rows(Vec<u8>),
+    /// The rows turned out damaged: abort the COPY.
+    Abort,
+}
+
+/// Streams a table's rows (projected to the restored columns) into one `COPY … FROM
+/// STDIN` per connection, whole rows at a time, and checks them against the table's
+/// checksum. Returns the row count; on damage the COPYs are aborted.
+async fn load(
+    repo: &Repository,
+    t: &PlannedTable,
+    conns: Vec<&mut sqlx::PgConnection>,
+    sql: &str,
+    rel: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let db_err = |err| Error::Database {
+        context: format!("COPY into {rel}"),
+        source: err,
+    };
+    let mut senders = Vec::new();
+    let mut consumers = Vec::new();
+    for conn in conns {
+        let mut copy = conn.copy_in_raw(sql).await.map_err(db_err)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(2);
+        senders.push(tx);
+        consumers.push(async move {
+            while let Some(piece) = rx.recv().await {
+                match piece {
+                    Piece::Rows(rows) => {
+                        copy.send(rows.as_slice()).await.map_err(db_err)?;
+                    }
+                    Piece::Abort => {
+                        let _ = copy.abort("tablesafe: restore aborted").await;
+                        return Ok(());
+                    }
+                }
+            }
+            copy.finish().await.map(|_| ()).map_err(db_err)
+        });
+    }
+    let produce = async {
+        let result = produce_rows(repo, t, &senders, progress).await;
+        if result.is_err() {
+            for tx in &senders {
+                let _ = tx.send(Piece::Abort).await;
+            }
+        }
+        drop(senders);
+        result
+    };
+    let (produced, consumed) = futures::join!(produce, futures::future::join_all(consumers));
+    let consumed: Result<Vec<()>> = consumed.into_iter().collect();
+    match (produced, consumed) {
+        (Ok(rows), Ok(_)) => Ok(rows),
+        // A loader that failed explains a producer that could not hand it rows.
+        (Err(e), _) if matches!(e, Error::Damaged(_) | Error::Cancelled) => Err(e),
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+    }
+}
+
+async fn produce_rows(
+    repo: &Repository,
+    t: &PlannedTable,
+    senders: &[tokio::sync::mpsc::Sender<Piece>],
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let all = t.columns.len() == e.stream_columns.len();
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut next = 0;
+    let mut stream = crate::segment::table_stream(repo, e)?;
+    while let Some(piece) = stream.next().await {
+        progress.check_abort()?;
+        let piece = piece?;
+        hasher.update(&piece);
+        let n = count_lines(&piece);
+        rows += n;
+        progress.advanced(n, piece.len() as u64);
+        // Whole rows only, so pieces can go to different connections.
+        let mut buf = if carry.is_empty() {
+            piece
+        } else {
+            let mut c = std::mem::take(&mut carry);
+            c.extend_from_slice(&piece);
+            c
+        };
+        let end = memchr::memrchr(b'\n', &buf).map(|i| i + 1).unwrap_or(0);
+        carry = buf.split_off(end);
+        if !all {
+            let mut out = Vec::with_capacity(buf.len());
+            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                project_copy_line(line, &keep, &mut out);
+            }
+            buf = out;
+        }
+        if !buf.is_empty() {
+            senders[next % senders.len()]
+                .send(Piece::Rows(buf))
+                .await
+                .map_err(|_| Error::Other(format!("loading {} stopped", t.dest_table)))?;
+            next += 1;
+        }
+    }
+    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows || !carry.is_empty() {
+        return Err(Error::damaged(format!(
+            "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
+            e.name, e.rows
+        )));
+    }
+    Ok(rows)
+}
+
+/// Restores one table inside the restore's transaction: creates it (or renames its
+/// staging table into place), loads the rows unless staged, then adds constraints,
+/// indexes and sequence values.
 async fn restore_pg_table(
     repo: &Repository,
     db: &mut PgDb,
     t: &PlannedTable,
+    staged: Option<&(String, u64)>,
     foreign_keys: &mut Vec<String>,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let e = &t.entry;
-    let def = e.schema.postgres.as_ref().ok_or_else(|| {
-        Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name))
-    })?;
+    let def = pg_definition(e)?;
     let (schema, table) = split_name(&t.dest_table);
     let renamed = t.dest_table != e.name;
     let rel = pg::qualified(&schema, &table);
@@ -434,10 +675,25 @@ async fn restore_pg_table(
                 seq_targets.push((String::new(), column.clone(), *last, *called));
             }
         }
-        db.exec(&pg::create_table_sql(
-            def, &schema, &table, &t.columns, &renames,
-        ))
-        .await?;
+        match staged {
+            Some((stage, _)) => {
+                db.exec(&format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    pg::qualified(&schema, stage),
+                    pg::quote(&table)
+                ))
+                .await?;
+                for sql in pg::column_defaults_sql(def, &schema, &table, &t.columns, &renames) {
+                    db.exec(&sql).await?;
+                }
+            }
+            None => {
+                db.exec(&pg::create_table_sql(
+                    def, &schema, &table, &t.columns, &renames, false,
+                ))
+                .await?
+            }
+        }
         for (target, column, _, _) in &seq_targets {
             if column.is_empty() {
                 let col = def
@@ -455,72 +711,22 @@ async fn restore_pg_table(
             }
         }
     }
-    let cols = t
-        .columns
-        .iter()
-        .map(|c| pg::quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let keep: Vec<bool> = e
-        .stream_columns
-        .iter()
-        .map(|c| t.columns.contains(c))
-        .collect();
-    let mut copy = db
-        .conn
-        .copy_in_raw(&format!(
+    let rows = match staged {
+        Some((_, rows)) => *rows,
+        None => {
+            progress.table_started(&t.dest_table, Some(t.rows));
             // FREEZE (allowed because the table was created in this transaction) writes
             // the rows already frozen, sparing the first VACUUM a pass over them.
-            "COPY {rel} ({cols}) FROM STDIN{}",
-            if creates { " (FREEZE)" } else { "" }
-        ))
-        .await
-        .map_err(|err| Error::Database {
-            context: format!("COPY into {rel}"),
-            source: err,
-        })?;
-    let mut hasher = blake3::Hasher::new();
-    let mut rows = 0u64;
-    let mut carry: Vec<u8> = Vec::new();
-    let outcome: Result<()> = async {
-        let mut chunks = crate::segment::table_stream(repo, e)?;
-        while let Some(chunk) = chunks.next().await {
-            progress.check_abort()?;
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            let n = count_lines(&chunk);
-            rows += n;
-            if all {
-                copy.send(chunk.as_slice()).await.map_err(|err| Error::Database { context: format!("COPY into {rel}"), source: err })?;
-            } else {
-                carry.extend_from_slice(&chunk);
-                let end = carry.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
-                let mut out = Vec::with_capacity(end);
-                for line in carry[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    project_copy_line(line, &keep, &mut out);
-                }
-                carry.drain(..end);
-                copy.send(out.as_slice()).await.map_err(|err| Error::Database { context: format!("COPY into {rel}"), source: err })?;
-            }
-            progress.advanced(n, chunk.len() as u64);
+            let sql = format!(
+                "COPY {rel} ({}) FROM STDIN{}",
+                column_list(&t.columns),
+                if creates { " (FREEZE)" } else { "" }
+            );
+            let rows = load(repo, t, vec![&mut db.conn], &sql, &rel, progress).await?;
+            progress.table_finished(&t.dest_table);
+            rows
         }
-        if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows || !carry.is_empty() {
-            return Err(Error::damaged(format!(
-                "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
-                e.name, e.rows
-            )));
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(err) = outcome {
-        let _ = copy.abort("tablesafe: restore aborted").await;
-        return Err(err);
-    }
-    copy.finish().await.map_err(|err| Error::Database {
-        context: format!("COPY into {rel}"),
-        source: err,
-    })?;
+    };
 
     if creates {
         for (name, kind, condef) in &def.constraints {

@@ -127,6 +127,11 @@ pub struct RestoreArgs {
     /// create: fail if a table exists; replace: drop and recreate; append: add rows.
     #[arg(long, default_value = "create")]
     pub mode: String,
+    /// PostgreSQL: connections that load one big table at once (default: one per core,
+    /// at most 4). Big tables load into a staging table that the restore's transaction
+    /// renames into place, so a failed restore still changes nothing.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     /// Print what would happen and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -286,6 +291,11 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         },
         rename: pairs(&a.rename, "--rename")?,
         mode: a.mode.parse::<Mode>()?,
+        jobs: a
+            .jobs
+            .map(usize::from)
+            .unwrap_or_else(engine::restore::default_jobs),
+        parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
@@ -308,8 +318,13 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                 } else {
                     String::new()
                 };
+                let loaders = if t.loaders > 1 {
+                    format!(", over {} connections", t.loaders)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "  {what} table {}{from}: {} rows, {}",
+                    "  {what} table {}{from}: {} rows, {}{loaders}",
                     t.dest_table,
                     t.rows,
                     size(t.bytes)

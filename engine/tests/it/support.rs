@@ -65,6 +65,8 @@ pub fn restore_opts(dest: &Path) -> RestoreOptions {
         selection: Selection::default(),
         rename: Default::default(),
         mode: Mode::Create,
+        jobs: 1,
+        parallel_min_bytes: u64::MAX,
     }
 }
 
