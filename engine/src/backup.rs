@@ -213,8 +213,7 @@ pub async fn backup(
             choose_parents(repo, &url, &mut plans).await?;
             let pipeline = Pipeline::start(repo);
             let mut streamed = Vec::new();
-            let read =
-                read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
+            let read = read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
             let (chunks, written, stored) = pipeline.finish(read).await?;
             db.exec("COMMIT").await?;
             (
@@ -504,45 +503,68 @@ impl Differ<'_> {
 /// diffing it against the parent.
 struct Keyed<'a> {
     spec: KeySpec,
+    /// The start of a row that the previous piece ended inside.
     carry: Vec<u8>,
-    last: Option<Key>,
+    last: Key,
+    key: Key,
+    started: bool,
     differ: Option<Differ<'a>>,
     out: Vec<u8>,
 }
 
 impl Keyed<'_> {
-    /// Takes complete rows from `carry`. `Ok(false)`: the stream is not in key order.
-    async fn rows(&mut self) -> Result<bool> {
-        let Keyed {
-            spec,
-            carry,
-            last,
-            differ,
-            out,
-        } = self;
-        let mut at = 0;
-        let mut ordered = true;
-        while let Some(n) = spec.row_len(&carry[at..])? {
-            let row = &carry[at..at + n];
-            let Ok(key) = spec.key(row) else {
-                ordered = false;
-                break;
+    /// Takes the complete rows of `carry` + `data`, leaving an unfinished one in
+    /// `carry`. `Ok(false)`: the stream is not in key order.
+    async fn rows(&mut self, data: &[u8]) -> Result<bool> {
+        let mut data = data;
+        if !self.carry.is_empty() {
+            // Complete the carried row with as little of `data` as it needs.
+            let mut carry = std::mem::take(&mut self.carry);
+            let mut taken = 0;
+            let mut step = 4096;
+            while taken < data.len() {
+                // Growing steps: a multi-megabyte row is not rescanned once per 4 KiB.
+                let end = (taken + step).min(data.len());
+                carry.extend_from_slice(&data[taken..end]);
+                taken = end;
+                step *= 2;
+                if self.spec.row_len(&carry)?.is_some() {
+                    break;
+                }
+            }
+            let Some(n) = self.spec.row_len(&carry)? else {
+                self.carry = carry;
+                return Ok(true);
             };
-            if last
-                .as_ref()
-                .is_some_and(|l| cmp_key(l, &key) != std::cmp::Ordering::Less)
-            {
-                ordered = false;
-                break;
+            if !self.row(&carry[..n]).await? {
+                return Ok(false);
             }
-            if let Some(d) = differ.as_mut() {
-                d.row(&key, row, out).await?;
+            // What the carried row did not need is the start of the next rows.
+            data = &data[taken - (carry.len() - n)..];
+        }
+        let mut at = 0;
+        while let Some(n) = self.spec.row_len(&data[at..])? {
+            if !self.row(&data[at..at + n]).await? {
+                return Ok(false);
             }
-            *last = Some(key);
             at += n;
         }
-        carry.drain(..at);
-        Ok(ordered)
+        self.carry.extend_from_slice(&data[at..]);
+        Ok(true)
+    }
+
+    async fn row(&mut self, row: &[u8]) -> Result<bool> {
+        if self.spec.key_into(row, &mut self.key).is_err()
+            || self.started && cmp_key(&self.last, &self.key) != std::cmp::Ordering::Less
+        {
+            return Ok(false);
+        }
+        if let Some(d) = self.differ.as_mut() {
+            d.row(&self.key, row, &mut self.out).await?;
+        }
+        std::mem::swap(&mut self.last, &mut self.key);
+        self.started = true;
+        Ok(true)
     }
 }
 
@@ -589,7 +611,9 @@ impl<'a> Feed<'a> {
             }),
             spec,
             carry: Vec::new(),
-            last: None,
+            last: Vec::new(),
+            key: Vec::new(),
+            started: false,
             out: Vec::new(),
         });
         Ok(Feed {
@@ -644,8 +668,7 @@ impl<'a> Feed<'a> {
         );
         let mut ship = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
         if let Some(k) = &mut self.keyed {
-            k.carry.extend_from_slice(&ship);
-            match k.rows().await {
+            match k.rows(&ship).await {
                 Ok(true) => {}
                 // An unreadable parent only costs the delta: the full table still backs up.
                 Ok(false) | Err(_) => self.not_in_key_order(),

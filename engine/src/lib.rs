@@ -1,7 +1,7 @@
 //! # The tablesafe backup engine
 //!
 //! This crate is the part of tablesafe that touches user data: it reads table stores
-//! (SQLite today, PostgreSQL next), writes snapshots into a repository on a target
+//! (SQLite and PostgreSQL), writes snapshots into a repository on a target
 //! (through Apache OpenDAL: a local directory today, S3/OSS/SFTP as configuration later),
 //! and reads them back for restore and verification. It knows nothing of the web console
 //! or the command line: `server/` (the `tablesafe` binary) and `app/` adapt its plain
@@ -39,9 +39,22 @@
 //! **Snapshots** record time, source (URL without password), selection, tags, the
 //! objects skipped and, per table, the schema, row count, bytes, the ordered chunk list
 //! and a BLAKE3 checksum of the canonical stream, which is independent of chunking and
-//! lets verify and restore check a table end to end. A table entry is a *segment*
-//! of kind `full`; incremental and change-capture segments (a later issue) add kinds that
-//! reference a parent snapshot's table, without changing what is here.
+//! lets verify and restore check a table end to end.
+//!
+//! **Segments** ([`segment`]). A table entry's own chunks are a segment: `full` (every
+//! row) or `delta` (rows upserted and keys deleted since the previous snapshot of the
+//! same source, in key order). A delta entry also lists, in `base`, the layers it applies
+//! to (oldest, always `full`, first), copied from its parent: every manifest is
+//! self-contained, so restore, verify and prune never need another manifest, and the
+//! chunks a snapshot keeps alive are exactly those its manifest lists. Reading a table
+//! merges its layers by key (newest wins, a delete hides the key); the result must match
+//! the entry's checksum, which is always that of the *full* canonical stream, so a
+//! delta snapshot and a full one of the same data have the same checksum. A table gets
+//! deltas only when its stream is proven strictly increasing under the key order the
+//! engine reproduces (checked row by row, recorded in `key`); a chain is cut by a new
+//! full segment after [`segment::MAX_LAYERS`] layers or when its deltas outgrow half the
+//! full segment. Change-capture segments for point-in-time restore will be another
+//! kind of layer in the same list.
 //!
 //! ## Invariants
 //!
@@ -66,7 +79,8 @@
 //! ## Layout of the crate
 //!
 //! [`repo`] (format, crypto, storage), [`source`] (table stores), [`model`] (values,
-//! schemas, manifests), [`backup`], [`restore`], [`verify`]. [`secret`] wraps every
+//! schemas, manifests), [`segment`] (key order, deltas, merging layers), [`backup`],
+//! [`restore`], [`verify`]. [`secret`] wraps every
 //! secret so that `Debug` output and logs never show it.
 
 pub mod backup;

@@ -89,7 +89,10 @@ fn value_extent(buf: &[u8]) -> Result<Option<(u8, usize, usize)>> {
                     break;
                 }
             }
-            (i, usize::try_from(len).map_err(|_| Error::damaged("value length overflows"))?)
+            (
+                i,
+                usize::try_from(len).map_err(|_| Error::damaged("value length overflows"))?,
+            )
         }
         other => return Err(Error::damaged(format!("unknown value tag {other}"))),
     };

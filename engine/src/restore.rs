@@ -1,5 +1,16 @@
 //! Restore: plan (what would be created, replaced or appended — the dry run), then
 //! execute the plan in one transaction, so a failure or damaged data changes nothing.
+//!
+//! PostgreSQL tables of [`RestoreOptions::parallel_min_bytes`] or more load faster over
+//! several connections, which one transaction cannot span. They load first, each into
+//! a staging table (`tablesafe_stage_…`, without defaults or constraints) in its
+//! destination schema, committed; the restore's transaction then drops the table being
+//! replaced, renames the staging table into place and adds defaults, constraints,
+//! indexes and sequence values, so the visible change still happens at one commit. The
+//! schemas and enum types the staging tables need are committed first too. If anything
+//! fails, the transaction rolls back and the staging tables, schemas and types the
+//! restore created are dropped (a restore killed outright can leave a
+//! `tablesafe_stage_…` table behind, which is safe to drop).
 
 use crate::model::{Engine, PgEnum};
 use crate::model::{RowDecoder, TableEntry};
@@ -383,8 +394,11 @@ async fn create_schemas_and_types(
                 .map(|l| format!("'{}'", l.replace('\'', "''")))
                 .collect();
             let name = pg::qualified(&e.schema, &e.name);
-            db.exec(&format!("CREATE TYPE {name} AS ENUM ({})", labels.join(", ")))
-                .await?;
+            db.exec(&format!(
+                "CREATE TYPE {name} AS ENUM ({})",
+                labels.join(", ")
+            ))
+            .await?;
             if let Some(o) = outside.as_deref_mut() {
                 o.types.push(name);
             }
@@ -423,7 +437,8 @@ async fn execute_postgres(
         let mut foreign_keys = Vec::new();
         for t in &plan.tables {
             let stage = staged.get(&t.dest_table);
-            let rows = restore_pg_table(repo, &mut db, t, stage, &mut foreign_keys, progress).await?;
+            let rows =
+                restore_pg_table(repo, &mut db, t, stage, &mut foreign_keys, progress).await?;
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
@@ -458,9 +473,19 @@ async fn stage_table(
 ) -> Result<(String, u64)> {
     let def = pg_definition(&t.entry)?;
     let (schema, _) = split_name(&t.dest_table);
-    let stage = format!("tablesafe_stage_{}", crate::repo::crypto::hex(&rand::random::<[u8; 6]>()));
-    db.exec(&pg::create_table_sql(def, &schema, &stage, &t.columns, &[], true))
-        .await?;
+    let stage = format!(
+        "tablesafe_stage_{}",
+        crate::repo::crypto::hex(&rand::random::<[u8; 6]>())
+    );
+    db.exec(&pg::create_table_sql(
+        def,
+        &schema,
+        &stage,
+        &t.columns,
+        &[],
+        true,
+    ))
+    .await?;
     let rel = pg::qualified(&schema, &stage);
     outside.stages.push(rel.clone());
     let mut loaders = Vec::with_capacity(t.loaders);
@@ -469,15 +494,24 @@ async fn stage_table(
     }
     progress.table_started(&t.dest_table, Some(t.rows));
     let sql = format!("COPY {rel} ({}) FROM STDIN", column_list(&t.columns));
-    let rows = load(repo, t, loaders.iter_mut().map(|l| &mut l.conn).collect(), &sql, &rel, progress).await?;
+    let rows = load(
+        repo,
+        t,
+        loaders.iter_mut().map(|l| &mut l.conn).collect(),
+        &sql,
+        &rel,
+        progress,
+    )
+    .await?;
     progress.table_finished(&t.dest_table);
     Ok((stage, rows))
 }
 
 fn pg_definition(e: &TableEntry) -> Result<&crate::model::PgTable> {
-    e.schema.postgres.as_ref().ok_or_else(|| {
-        Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name))
-    })
+    e.schema
+        .postgres
+        .as_ref()
+        .ok_or_else(|| Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name)))
 }
 
 fn column_list(columns: &[String]) -> String {

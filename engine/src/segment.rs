@@ -133,41 +133,54 @@ impl KeySpec {
 
     /// The key of one complete row.
     pub fn key(&self, row: &[u8]) -> Result<Key> {
-        let mut key: Vec<Option<Value>> = vec![None; self.positions.len()];
+        let mut key = Vec::with_capacity(self.positions.len());
+        self.key_into(row, &mut key)?;
+        Ok(key)
+    }
+
+    /// The key of one complete row, into `key` (reused: no allocation for integer keys).
+    pub fn key_into(&self, row: &[u8], key: &mut Key) -> Result<()> {
+        key.clear();
+        key.resize(self.positions.len(), Value::Null);
+        let mut found = 0;
+        let last = self.positions.iter().copied().max().unwrap_or(0);
         match self.format {
             Format::CopyText => {
                 let line = row.strip_suffix(b"\n").unwrap_or(row);
-                for (i, field) in line.split(|&b| b == b'\t').enumerate() {
+                for (i, field) in line.split(|&b| b == b'\t').enumerate().take(last + 1) {
                     if let Some(k) = self.positions.iter().position(|&p| p == i) {
-                        key[k] = Some(match self.kinds[k] {
-                            Kind::Int => Value::Integer(
-                                std::str::from_utf8(field)
-                                    .ok()
-                                    .and_then(|s| s.parse().ok())
-                                    .ok_or_else(|| {
-                                        Error::damaged("a key field is not an integer")
-                                    })?,
-                            ),
-                            _ => Value::Text(field.to_vec()),
-                        });
+                        key[k] =
+                            match self.kinds[k] {
+                                Kind::Int => Value::Integer(parse_int(field).ok_or_else(|| {
+                                    Error::damaged("a key field is not an integer")
+                                })?),
+                                _ => Value::Text(field.to_vec()),
+                            };
+                        found += 1;
                     }
                 }
             }
-            Format::Values { columns } => {
+            Format::Values { .. } => {
                 let mut at = 0;
-                for i in 0..columns {
-                    let (v, n) = decode_value(&row[at..])?
-                        .ok_or_else(|| Error::damaged("row ends inside a value"))?;
-                    if let Some(k) = self.positions.iter().position(|&p| p == i) {
-                        key[k] = Some(v);
-                    }
+                for i in 0..=last {
+                    let rest = &row[at..];
+                    let n = if let Some(k) = self.positions.iter().position(|&p| p == i) {
+                        let (v, n) = decode_value(rest)?
+                            .ok_or_else(|| Error::damaged("row ends inside a value"))?;
+                        key[k] = v;
+                        found += 1;
+                        n
+                    } else {
+                        value_len(rest)?.ok_or_else(|| Error::damaged("row ends inside a value"))?
+                    };
                     at += n;
                 }
             }
         }
-        key.into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::damaged("a row lacks a key column"))
+        if found != self.positions.len() {
+            return Err(Error::damaged("a row lacks a key column"));
+        }
+        Ok(())
     }
 
     /// Parses the record at the front of `buf`: a row of a full segment, or an upsert or
@@ -217,6 +230,26 @@ impl KeySpec {
             other => Err(Error::damaged(format!("unknown delta record {other}"))),
         }
     }
+}
+
+/// An integer as COPY text prints it (optional minus, ASCII digits).
+fn parse_int(field: &[u8]) -> Option<i64> {
+    let (neg, digits) = match field.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, field),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        // Accumulate negatively so that i64::MIN parses.
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if neg { Some(v) } else { v.checked_neg() }
 }
 
 /// SQLite's BINARY order of values, which is also the order of PostgreSQL integer keys
@@ -402,7 +435,10 @@ impl<'a> Merged<'a> {
             };
             let mut newest = None;
             for c in &mut self.cursors {
-                if c.head.as_ref().is_some_and(|h| h.key == min) {
+                if c.head
+                    .as_ref()
+                    .is_some_and(|h| cmp_key(&h.key, &min) == Ordering::Equal)
+                {
                     newest = c.head.take();
                     c.head = newest.as_ref().map(|r| Record {
                         key: r.key.clone(),
@@ -411,7 +447,11 @@ impl<'a> Merged<'a> {
                     c.advance(&self.spec).await?;
                 }
             }
-            if let Some(Record { key, row: Some(row) }) = newest {
+            if let Some(Record {
+                key,
+                row: Some(row),
+            }) = newest
+            {
                 return Ok(Some((key, row)));
             }
         }
@@ -430,9 +470,8 @@ pub fn table_stream<'a>(
     if e.base.is_empty() {
         return Ok(layer_chunks(repo, e.chunks.clone(), e.name.clone()).boxed());
     }
-    let spec = KeySpec::of_entry(e).ok_or_else(|| {
-        Error::damaged(format!("table {} has delta layers but no key", e.name))
-    })?;
+    let spec = KeySpec::of_entry(e)
+        .ok_or_else(|| Error::damaged(format!("table {} has delta layers but no key", e.name)))?;
     let merged = Merged::new(repo, &e.name, e.layers(), spec);
     Ok(futures::stream::unfold(Some(merged), |state| async move {
         let mut merged = state?;
@@ -448,4 +487,52 @@ pub fn table_stream<'a>(
         Some((Ok(piece), Some(merged)))
     })
     .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn integers_parse_as_copy_prints_them(i in any::<i64>()) {
+            prop_assert_eq!(parse_int(i.to_string().as_bytes()), Some(i));
+        }
+
+        /// Mixed integers and reals order as numbers, exactly.
+        #[test]
+        fn integers_and_reals_compare_by_value(i in any::<i64>(), f in any::<f64>().prop_filter("a number", |f| !f.is_nan())) {
+            let exact = (i as i128 as f64 == f && f.fract() == 0.0 && f.abs() < 9.2e18)
+                .then(|| i.cmp(&(f as i64)));
+            let got = cmp_value(&Value::Integer(i), &Value::Real(f));
+            if let Some(e) = exact {
+                prop_assert_eq!(got, e);
+            }
+            prop_assert_eq!(got, cmp_value(&Value::Real(f), &Value::Integer(i)).reverse());
+            if (f - i as f64).abs() > 4096.0 {
+                prop_assert_eq!(got, (i as f64).partial_cmp(&f).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_integers_are_refused() {
+        for bad in ["", "-", "1.5", "12a", "99999999999999999999", "\\N"] {
+            assert_eq!(parse_int(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+    }
+
+    #[test]
+    fn an_integer_next_to_a_real_between_it_and_the_next() {
+        assert_eq!(cmp_int_real(2, 2.5), Ordering::Less);
+        assert_eq!(cmp_int_real(3, 2.5), Ordering::Greater);
+        assert_eq!(cmp_int_real(-3, -2.5), Ordering::Less);
+        assert_eq!(
+            cmp_int_real(i64::MAX, 2f64.powi(63)),
+            Ordering::Less
+        );
+    }
 }

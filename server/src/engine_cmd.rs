@@ -217,13 +217,24 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
                 "bytes_read": snap.total_bytes(),
                 "bytes_stored": snap.bytes_stored,
                 "seconds": snap.duration_ms as f64 / 1000.0,
+                "incremental_tables": snap.tables.iter().filter(|t| t.segment == "delta").count(),
                 "skipped": snap.skipped,
             })
         );
         return Ok(());
     }
     for t in &snap.tables {
-        println!("table {}: {} rows, {}", t.name, t.rows, size(t.bytes));
+        let delta = if t.segment == "delta" {
+            format!(" (incremental: {} of changes)", size(t.segment_bytes))
+        } else {
+            String::new()
+        };
+        println!(
+            "table {}: {} rows, {}{delta}",
+            t.name,
+            t.rows,
+            size(t.bytes)
+        );
     }
     for k in &snap.skipped {
         println!("skipped {} {}: {}", k.kind, k.name, k.reason);
@@ -250,7 +261,7 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
                 json!({
                     "id": id, "time_ms": s.time_ms, "time": when(s.time_ms), "source": s.source.url,
                     "tags": s.tags, "bytes_stored": s.bytes_stored,
-                    "tables": s.tables.iter().map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "checksum": t.checksum})).collect::<Vec<_>>(),
+                    "tables": s.tables.iter().map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "checksum": t.checksum, "segment": t.segment, "segment_bytes": t.segment_bytes, "layers": t.base.len() + 1})).collect::<Vec<_>>(),
                     "skipped": s.skipped,
                 })
             })

@@ -94,11 +94,13 @@ impl PgDb {
     }
 
     pub async fn schema_exists(&mut self, schema: &str) -> Result<bool> {
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-            .bind(schema)
-            .fetch_one(&mut self.conn)
-            .await
-            .context(|| format!("looking up schema {schema}"))
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(schema)
+        .fetch_one(&mut self.conn)
+        .await
+        .context(|| format!("looking up schema {schema}"))
     }
 
     pub async fn type_exists(&mut self, schema: &str, name: &str) -> Result<bool> {
@@ -338,7 +340,10 @@ impl PgDb {
 /// sequence regclass text to new, for serial defaults.
 /// The columns a restore of `columns` creates: those, plus generated columns when every
 /// stored column is restored (they are computed from the others).
-fn restored_columns<'a>(t: &'a PgTable, columns: &'a [String]) -> impl Iterator<Item = &'a PgColumn> {
+fn restored_columns<'a>(
+    t: &'a PgTable,
+    columns: &'a [String],
+) -> impl Iterator<Item = &'a PgColumn> {
     let all = columns.len() == t.columns.iter().filter(|c| c.generated.is_none()).count();
     t.columns
         .iter()

@@ -180,13 +180,21 @@ async fn round_trip(parallel: bool) {
     );
 
     let plan = engine::restore::plan(&repo, &r).await.unwrap();
-    assert!(plan.tables.iter().all(|t| t.loaders == if parallel { 3 } else { 1 }));
+    assert!(
+        plan.tables
+            .iter()
+            .all(|t| t.loaders == if parallel { 3 } else { 1 })
+    );
     engine::restore::execute(&repo, &plan, &NoProgress)
         .await
         .unwrap();
     same_dump(&pg_dump_data(&src), &pg_dump_data(&dst));
     assert_eq!(
-        psql(&dst, "SELECT count(*) FROM pg_class WHERE relname LIKE 'tablesafe_stage%'").trim(),
+        psql(
+            &dst,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'tablesafe_stage%'"
+        )
+        .trim(),
         "0"
     );
 
@@ -467,7 +475,12 @@ async fn a_damaged_parallel_restore_leaves_nothing_behind() {
     let (loc, mut repo) = new_repo(dir.path()).await;
     let (b, mut r) = pg_opts(&src, &dst);
     let s = backup(&mut repo, &b, &NoProgress).await.unwrap();
-    let edges = s.snapshot.tables.iter().find(|t| t.name == "public.edges").unwrap();
+    let edges = s
+        .snapshot
+        .tables
+        .iter()
+        .find(|t| t.name == "public.edges")
+        .unwrap();
     assert!(edges.chunks.len() > 2);
     // Damage the last chunk of the big table: most rows load before it is found.
     let last = engine::repo::parse_id(edges.chunks.last().unwrap()).unwrap();
@@ -480,7 +493,10 @@ async fn a_damaged_parallel_restore_leaves_nothing_behind() {
     bytes[at.offset as usize + at.length as usize / 2] ^= 1;
     std::fs::write(&pack, bytes).unwrap();
 
-    let before = psql(&dst, "SELECT count(*) FROM pg_class WHERE relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')");
+    let before = psql(
+        &dst,
+        "SELECT count(*) FROM pg_class WHERE relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')",
+    );
     r.jobs = 2;
     r.parallel_min_bytes = 0;
     let repo = open_repo(&loc).await;
@@ -490,9 +506,22 @@ async fn a_damaged_parallel_restore_leaves_nothing_behind() {
         .unwrap_err();
     assert!(matches!(err, engine::Error::Damaged(_)), "{err}");
     assert_eq!(
-        psql(&dst, "SELECT count(*) FROM pg_class WHERE relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"),
+        psql(
+            &dst,
+            "SELECT count(*) FROM pg_class WHERE relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+        ),
         before
     );
-    assert_eq!(psql(&dst, "SELECT count(*) FROM pg_namespace WHERE nspname = 'Sales Dept'").trim(), "0");
-    assert_eq!(psql(&dst, "SELECT count(*) FROM pg_type WHERE typname = 'mood'").trim(), "0");
+    assert_eq!(
+        psql(
+            &dst,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'Sales Dept'"
+        )
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        psql(&dst, "SELECT count(*) FROM pg_type WHERE typname = 'mood'").trim(),
+        "0"
+    );
 }

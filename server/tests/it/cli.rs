@@ -99,6 +99,8 @@ fn backup_snapshots_restore_verify_from_the_command_line() {
     for key in ["id", "bytes_read", "bytes_stored", "seconds"] {
         assert!(json.get(key).is_some(), "--json lacks {key}: {json}");
     }
+    // Nothing changed: both tables are stored as (empty) incremental segments.
+    assert_eq!(json["incremental_tables"], 2, "{json}");
 
     let list = ok(&tablesafe(&["snapshots", "--repo", repo]));
     assert!(
@@ -108,6 +110,16 @@ fn backup_snapshots_restore_verify_from_the_command_line() {
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]))).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
+    let segments: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tables"][0]["segment"].as_str().unwrap())
+        .collect();
+    assert!(
+        segments.contains(&"full") && segments.contains(&"delta"),
+        "{listed}"
+    );
 
     // Dry run changes nothing; the real run restores under a new name.
     let plan = ok(&tablesafe(&[
