@@ -530,9 +530,6 @@ mod tests {
         assert_eq!(cmp_int_real(2, 2.5), Ordering::Less);
         assert_eq!(cmp_int_real(3, 2.5), Ordering::Greater);
         assert_eq!(cmp_int_real(-3, -2.5), Ordering::Less);
-        assert_eq!(
-            cmp_int_real(i64::MAX, 2f64.powi(63)),
-            Ordering::Less
-        );
+        assert_eq!(cmp_int_real(i64::MAX, 2f64.powi(63)), Ordering::Less);
     }
 }
