@@ -9,7 +9,8 @@ use crate::error::AppError;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The roles of DEVELOPERS.md. Only `admin` exists until the console issue adds users.
+/// The roles of DEVELOPERS.md. What each may do is [`Role::can`]: one table, used by the
+/// server to enforce and by the pages only to hide what a role cannot do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -30,10 +31,38 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Admin, Role::Operator, Role::Requester, Role::Auditor]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
+
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Requester, Role::Auditor];
+
+    pub fn can(self, p: Perm) -> bool {
+        use Perm::*;
+        match self {
+            Role::Admin => true,
+            Role::Operator => matches!(p, SeeAll | Configure | RunJobs | RestoreNew),
+            Role::Requester => matches!(p, RestoreNew),
+            Role::Auditor => matches!(p, SeeAll | SeeAudit),
+        }
+    }
+}
+
+/// What a server function may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Perm {
+    /// Create users, disable them, grant sources.
+    ManageUsers,
+    /// See every source, target, policy, job and snapshot (requesters see only the
+    /// sources granted to them and their snapshots).
+    SeeAll,
+    /// Read the audit log.
+    SeeAudit,
+    /// Add and change sources, targets and policies.
+    Configure,
+    /// Run backups and verifies; restore in any mode; cancel and retry jobs.
+    RunJobs,
+    /// Restore into a new table (never replace or append).
+    RestoreNew,
 }
 
 /// The logged-in user as the pages see it.

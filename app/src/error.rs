@@ -23,6 +23,12 @@ pub enum AppError {
     /// Input failed validation; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// One form field is wrong: (field name, message). Forms show it next to the field.
+    #[error("{1}")]
+    Field(String, String),
+    /// What was asked for does not exist (or is not visible to this user).
+    #[error("{0} not found.")]
+    NotFound(String),
     /// Something failed on the server; the details are in the server log.
     #[error("Internal error; see the server log.")]
     Internal,
@@ -46,6 +52,24 @@ impl FromServerFnError for AppError {
                 tracing::error!(error = %_other, "server function failed");
                 AppError::Internal
             }
+        }
+    }
+}
+
+impl AppError {
+    /// The message for form field `name`, if this error is about it.
+    pub fn for_field(&self, name: &str) -> Option<String> {
+        match self {
+            AppError::Field(f, m) if f == name => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// The message when it is not about one field.
+    pub fn general(&self) -> Option<String> {
+        match self {
+            AppError::Field(..) => None,
+            other => Some(other.to_string()),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! (feature `ssr`); server functions are thin shells around it: authenticate, authorize,
 //! validate, call a plain function, map the error.
 
+pub mod api;
 pub mod auth;
 pub mod error;
+pub mod forms;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod ssr;

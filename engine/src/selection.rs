@@ -45,6 +45,14 @@ impl Selection {
         }
     }
 
+    /// Checks that every pattern is a valid glob (without a table list to match).
+    pub fn check(&self) -> Result<()> {
+        for p in self.include.iter().chain(&self.exclude) {
+            Glob::new(p).map_err(|e| Error::invalid(format!("bad pattern {p:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The names among `tables` that this selection takes, in their given order. A
     /// pattern without wildcards that names no table, or a `--columns` table that is not
     /// selected, is an error: a typo must not silently back up less.

@@ -51,6 +51,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         db,
         leptos_options,
         sessions: Arc::new(sessions),
+        secrets: Arc::new(app::ssr::secrets::SecretBox::new(&server_key)),
+        throttle: Arc::new(app::ssr::throttle::Throttle::default()),
+        jobs_queued: Arc::new(tokio::sync::Notify::new()),
     };
 
     let app = router(state);

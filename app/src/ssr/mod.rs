@@ -1,10 +1,15 @@
 //! Server-only code of the console: the history database, sessions, shared state.
 //! Compiled only with the `ssr` feature; the wasm bundle never sees it.
 
+pub mod audit;
+pub mod ctx;
 pub mod db;
 pub mod keys;
 pub mod password;
+pub mod secrets;
 pub mod session;
+pub mod store;
+pub mod throttle;
 
 use crate::error::AppError;
 use axum::extract::FromRef;
@@ -18,6 +23,10 @@ pub struct AppState {
     pub db: db::Db,
     pub leptos_options: LeptosOptions,
     pub sessions: Arc<session::SessionKeys>,
+    pub secrets: Arc<secrets::SecretBox>,
+    pub throttle: Arc<throttle::Throttle>,
+    /// Woken when a job is queued, so this worker's runner picks it up at once.
+    pub jobs_queued: Arc<tokio::sync::Notify>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

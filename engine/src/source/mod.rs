@@ -44,3 +44,68 @@ impl SourceUrl {
         }
     }
 }
+
+/// A table as the console lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TableSummary {
+    /// `table` (SQLite) or `schema.table` (PostgreSQL).
+    pub name: String,
+    pub rows: u64,
+    /// False when `rows` is PostgreSQL's estimate (big tables: counting would scan them).
+    pub rows_exact: bool,
+    /// (name, declared type) in table order.
+    pub columns: Vec<(String, String)>,
+    /// Primary-key columns.
+    pub key: Vec<String>,
+}
+
+/// Connects to a source and lists its tables (what a backup would take), read-only.
+pub async fn inspect(url: &Secret<String>) -> Result<Vec<TableSummary>> {
+    let parsed = SourceUrl::parse(url)?;
+    match &parsed {
+        SourceUrl::Sqlite(path) => {
+            let mut db = sqlite::SqliteDb::open_read(path).await?;
+            let catalog = db.discover().await?;
+            let mut out = Vec::new();
+            for t in catalog.tables {
+                let rows = db.count_rows(&t.name).await?;
+                let mut key: Vec<_> = t.schema.columns.iter().filter(|c| c.pk > 0).collect();
+                key.sort_by_key(|c| c.pk);
+                out.push(TableSummary {
+                    name: t.name.clone(),
+                    rows,
+                    rows_exact: true,
+                    columns: t
+                        .schema
+                        .columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.decl_type.clone()))
+                        .collect(),
+                    key: key.iter().map(|c| c.name.clone()).collect(),
+                });
+            }
+            Ok(out)
+        }
+        SourceUrl::Postgres(secret) => {
+            let mut db = postgres::PgDb::connect(secret, parsed.display()).await?;
+            let catalog = db.discover().await?;
+            let mut out = Vec::new();
+            for t in catalog.tables {
+                let (rows, rows_exact) = db.count_rows(&t.table.schema, &t.table.name).await?;
+                out.push(TableSummary {
+                    name: t.name.clone(),
+                    rows,
+                    rows_exact,
+                    columns: t
+                        .table
+                        .columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.type_sql.clone()))
+                        .collect(),
+                    key: t.pk.clone(),
+                });
+            }
+            Ok(out)
+        }
+    }
+}

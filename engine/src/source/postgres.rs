@@ -93,6 +93,25 @@ impl PgDb {
         .context(|| format!("looking up {schema}.{name}"))
     }
 
+    /// Rows of a table: PostgreSQL's estimate for big tables (`false`), else a count.
+    pub async fn count_rows(&mut self, schema: &str, name: &str) -> Result<(u64, bool)> {
+        let rel = qualified(schema, name);
+        let estimate: f64 = sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE oid = $1::regclass")
+            .bind(&rel)
+            .fetch_one(&mut self.conn)
+            .await
+            .context(|| format!("estimating rows of {rel}"))?
+            .into();
+        if estimate >= 100_000.0 {
+            return Ok((estimate as u64, false));
+        }
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {rel}"))
+            .fetch_one(&mut self.conn)
+            .await
+            .context(|| format!("counting rows of {rel}"))?;
+        Ok((n as u64, true))
+    }
+
     pub async fn schema_exists(&mut self, schema: &str) -> Result<bool> {
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",

@@ -80,6 +80,17 @@ impl SqliteDb {
     }
 
     /// Starts the read transaction every later read of the backup belongs to.
+    pub async fn count_rows(&mut self, table: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", quote(table)))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| Error::Database {
+                context: format!("counting rows of {table}"),
+                source: e,
+            })?;
+        Ok(n as u64)
+    }
+
     pub async fn begin_snapshot(&mut self) -> Result<()> {
         self.exec("BEGIN").await?;
         // A deferred transaction takes its snapshot at the first read.

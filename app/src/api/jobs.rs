@@ -1,0 +1,369 @@
+//! Policies, the jobs they start, the snapshots those make, and restores.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub id: i64,
+    pub name: String,
+    pub source_id: i64,
+    pub source: String,
+    pub target_id: i64,
+    pub target: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub columns: BTreeMap<String, Vec<String>>,
+    pub schedule: String,
+    pub timezone: String,
+    pub enabled: bool,
+}
+
+/// A policy's selection, stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectionJson {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub columns: BTreeMap<String, Vec<String>>,
+}
+
+/// What a job does, stored as JSON in `jobs.params`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobParams {
+    Backup {
+        policy_id: i64,
+    },
+    Verify {
+        target_id: i64,
+        snapshot_id: String,
+    },
+    Restore {
+        /// Row id in the history's `snapshots` table.
+        snapshot: i64,
+        dest_source_id: i64,
+        tables: Vec<String>,
+        columns: BTreeMap<String, Vec<String>>,
+        rename: BTreeMap<String, String>,
+        mode: String,
+    },
+}
+
+#[server(endpoint = "policies/list")]
+pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::SeeAll, "policy.list").await?;
+    let db = &c.state.db;
+    let sources = store::names_by_id(db, "sources").await.map_err(|e| internal("names", e))?;
+    let targets = store::names_by_id(db, "targets").await.map_err(|e| internal("names", e))?;
+    let rows = store::policies(db).await.map_err(|e| internal("listing policies", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|p| {
+            let sel: SelectionJson = serde_json::from_str(&p.selection).unwrap_or_default();
+            PolicyView {
+                id: p.id,
+                name: p.name,
+                source: sources.get(&p.source_id).cloned().unwrap_or_default(),
+                source_id: p.source_id,
+                target: targets.get(&p.target_id).cloned().unwrap_or_default(),
+                target_id: p.target_id,
+                include: sel.include,
+                exclude: sel.exclude,
+                columns: sel.columns,
+                schedule: p.schedule,
+                timezone: p.timezone,
+                enabled: p.enabled != 0,
+            }
+        })
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+#[server(endpoint = "policies/create")]
+pub async fn create_policy(
+    name: String,
+    source_id: i64,
+    target_id: i64,
+    include: String,
+    exclude: String,
+    columns: String,
+    schedule: String,
+    timezone: String,
+    enabled: Option<String>,
+) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.create").await?;
+    let name_for_audit = name.trim().to_string();
+    let result = async {
+        let name = forms::name("name", &name)?;
+        let selection = SelectionJson {
+            include: forms::globs("include", &include)?,
+            exclude: forms::globs("exclude", &exclude)?,
+            columns: forms::columns(&columns)?,
+        };
+        // The engine's own check of the globs, so a typo fails here and not at 2 a.m.
+        engine::selection::Selection {
+            include: selection.include.clone(),
+            exclude: selection.exclude.clone(),
+            columns: selection.columns.clone(),
+        }
+        .check()
+        .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
+        let schedule = forms::schedule(&schedule)?;
+        let timezone = forms::timezone(&timezone)?;
+        let db = &c.state.db;
+        store::source(db, source_id)
+            .await
+            .map_err(|e| internal("loading a source", e))?
+            .ok_or_else(|| AppError::Field("source_id".into(), "Choose a source.".into()))?;
+        store::target(db, target_id)
+            .await
+            .map_err(|e| internal("loading a target", e))?
+            .ok_or_else(|| AppError::Field("target_id".into(), "Choose a target.".into()))?;
+        let json = serde_json::to_string(&selection).map_err(|e| internal("selection json", e))?;
+        let enabled = enabled.is_some_and(|v| v != "false" && v != "off");
+        store::insert_policy(db, &name, source_id, target_id, &json, &schedule, &timezone, enabled, c.user.id)
+            .await
+            .map_err(|e| internal("creating a policy", e))?
+            .ok_or_else(|| AppError::Field("name".into(), "A policy with this name exists.".into()))
+    }
+    .await;
+    c.audited("policy.create", &format!("policy {name_for_audit}"), result).await
+}
+
+/// Queues a backup of the policy now; returns the job id.
+#[server(endpoint = "policies/run")]
+pub async fn run_policy(id: i64) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::RunJobs, "policy.run").await?;
+    let result = async {
+        let db = &c.state.db;
+        let p = store::policy(db, id)
+            .await
+            .map_err(|e| internal("loading a policy", e))?
+            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        let last = store::last_snapshot_of_policy(db, id)
+            .await
+            .map_err(|e| internal("loading a snapshot", e))?;
+        let params = serde_json::to_string(&JobParams::Backup { policy_id: id })
+            .map_err(|e| internal("job json", e))?;
+        let job = store::enqueue(
+            db,
+            store::NewJob {
+                kind: "backup",
+                policy_id: Some(id),
+                source_id: Some(p.source_id),
+                target_id: Some(p.target_id),
+                params,
+                title: format!("Backup: {}", p.name),
+                created_by: Some(c.user.id),
+                rows_total: last.as_ref().map(|s| s.row_count),
+                bytes_total: last.as_ref().map(|s| s.bytes),
+                retry_of: None,
+            },
+        )
+        .await
+        .map_err(|e| internal("queueing a job", e))?;
+        c.state.jobs_queued.notify_waiters();
+        Ok(job)
+    }
+    .await;
+    c.audited("policy.run", &format!("policy #{id}"), result).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub title: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub rows_done: i64,
+    pub bytes_done: i64,
+    pub rows_total: Option<i64>,
+    pub bytes_total: Option<i64>,
+    pub current_table: Option<String>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub cancel_requested: bool,
+}
+
+impl JobView {
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+
+    /// Done fraction 0..=1, when a total is known.
+    pub fn fraction(&self) -> Option<f64> {
+        if self.status == "succeeded" {
+            return Some(1.0);
+        }
+        let (done, total) = match (self.bytes_total, self.rows_total) {
+            (Some(t), _) if t > 0 => (self.bytes_done, t),
+            (_, Some(t)) if t > 0 => (self.rows_done, t),
+            _ => return None,
+        };
+        Some((done as f64 / total as f64).clamp(0.0, 0.99))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub id: i64,
+    pub at: i64,
+    pub level: String,
+    pub message: String,
+}
+
+#[cfg(feature = "ssr")]
+fn job_view(r: crate::ssr::store::JobRow, users: &std::collections::HashMap<i64, String>) -> JobView {
+    JobView {
+        id: r.id,
+        kind: r.kind,
+        status: r.status,
+        title: r.title,
+        created_by: r
+            .created_by
+            .and_then(|u| users.get(&u).cloned())
+            .unwrap_or_else(|| "scheduler".into()),
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        rows_done: r.rows_done,
+        bytes_done: r.bytes_done,
+        rows_total: r.rows_total,
+        bytes_total: r.bytes_total,
+        current_table: r.current_table,
+        error: r.error,
+        result: r.result,
+        snapshot_id: r.snapshot_id,
+        cancel_requested: r.cancel_requested != 0,
+    }
+}
+
+/// Newest first; `before`: the smallest id of the previous page.
+#[server(endpoint = "jobs/list")]
+pub async fn list_jobs(before: Option<i64>, status: Option<String>) -> Result<Vec<JobView>, AppError> {
+    use crate::api::{PAGE, internal};
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.list").await?;
+    let only_own = (!c.can(Perm::SeeAll)).then_some(c.user.id);
+    let status = status.filter(|s| !s.is_empty());
+    if let Some(s) = &status
+        && !["queued", "running", "succeeded", "failed", "cancelled"].contains(&s.as_str())
+    {
+        return Err(AppError::Field("status".into(), "Unknown status.".into()));
+    }
+    let rows = store::jobs_page(&c.state.db, before, status.as_deref(), only_own, PAGE)
+        .await
+        .map_err(|e| internal("listing jobs", e))?;
+    let users = store::names_by_id(&c.state.db, "users").await.map_err(|e| internal("names", e))?;
+    Ok(rows.into_iter().map(|r| job_view(r, &users)).collect())
+}
+
+#[cfg(feature = "ssr")]
+async fn visible_job(c: &crate::ssr::ctx::Ctx, id: i64) -> Result<crate::ssr::store::JobRow, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    let row = crate::ssr::store::job(&c.state.db, id)
+        .await
+        .map_err(|e| internal("loading a job", e))?
+        .ok_or_else(|| AppError::NotFound("Job".into()))?;
+    if c.can(Perm::SeeAll) || row.created_by == Some(c.user.id) {
+        Ok(row)
+    } else {
+        Err(AppError::NotFound("Job".into()))
+    }
+}
+
+/// A job and its log lines after `after_log` (so a page can poll cheaply).
+#[server(endpoint = "jobs/get")]
+pub async fn get_job(id: i64, after_log: i64) -> Result<(JobView, Vec<LogLine>), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.get").await?;
+    let row = visible_job(&c, id).await?;
+    let users = store::names_by_id(&c.state.db, "users").await.map_err(|e| internal("names", e))?;
+    let logs = store::job_logs(&c.state.db, id, after_log)
+        .await
+        .map_err(|e| internal("loading job logs", e))?
+        .into_iter()
+        .map(|(id, at, level, message)| LogLine { id, at, level, message })
+        .collect();
+    Ok((job_view(row, &users), logs))
+}
+
+#[server(endpoint = "jobs/cancel")]
+pub async fn cancel_job(id: i64) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize_any(&[Perm::RunJobs, Perm::RestoreNew], "job.cancel").await?;
+    let result = async {
+        let row = visible_job(&c, id).await?;
+        if !c.can(Perm::RunJobs) && row.created_by != Some(c.user.id) {
+            return Err(AppError::Forbidden);
+        }
+        if !store::request_cancel(&c.state.db, id)
+            .await
+            .map_err(|e| internal("cancelling a job", e))?
+        {
+            return Err(AppError::Invalid("This job has already finished.".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("job.cancel", &format!("job {id}"), result).await
+}
+
+/// Queues a failed or cancelled job again (a new job; the old one stays as it was).
+#[server(endpoint = "jobs/retry")]
+pub async fn retry_job(id: i64) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::RunJobs, "job.retry").await?;
+    let result = async {
+        let row = visible_job(&c, id).await?;
+        if !matches!(row.status.as_str(), "failed" | "cancelled") {
+            return Err(AppError::Invalid("Only failed or cancelled jobs can be retried.".into()));
+        }
+        let job = store::enqueue(
+            &c.state.db,
+            store::NewJob {
+                kind: &row.kind,
+                policy_id: row.policy_id,
+                source_id: row.source_id,
+                target_id: row.target_id,
+                params: row.params,
+                title: row.title,
+                created_by: Some(c.user.id),
+                rows_total: row.rows_total,
+                bytes_total: row.bytes_total,
+                retry_of: Some(id),
+            },
+        )
+        .await
+        .map_err(|e| internal("queueing a job", e))?;
+        c.state.jobs_queued.notify_waiters();
+        Ok(job)
+    }
+    .await;
+    c.audited("job.retry", &format!("job {id}"), result).await
+}

@@ -1,0 +1,263 @@
+//! Sources (the databases tablesafe backs up) and targets (where repositories live).
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    pub id: i64,
+    pub name: String,
+    pub engine: String,
+    /// The connection URL without its password (never sent to the browser).
+    pub url: String,
+    pub created_at: i64,
+}
+
+pub use engine_types::TableSummary;
+
+/// The engine's table summary, mirrored so the browser build does not need the engine.
+pub mod engine_types {
+    use serde::{Deserialize, Serialize};
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TableSummary {
+        pub name: String,
+        pub rows: u64,
+        pub rows_exact: bool,
+        pub columns: Vec<(String, String)>,
+        pub key: Vec<String>,
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn view(r: crate::ssr::store::SourceRow) -> SourceView {
+    SourceView {
+        id: r.id,
+        name: r.name,
+        engine: r.engine,
+        url: r.display_url,
+        created_at: r.created_at,
+    }
+}
+
+/// A source the caller may see: every source for roles that see everything, granted
+/// ones for requesters.
+#[cfg(feature = "ssr")]
+pub(crate) async fn visible_source(
+    c: &crate::ssr::ctx::Ctx,
+    id: i64,
+) -> Result<crate::ssr::store::SourceRow, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::store;
+    let row = store::source(&c.state.db, id)
+        .await
+        .map_err(|e| internal("loading a source", e))?
+        .ok_or_else(|| AppError::NotFound("Source".into()))?;
+    if c.can(Perm::SeeAll)
+        || store::is_granted(&c.state.db, id, c.user.id)
+            .await
+            .map_err(|e| internal("checking a grant", e))?
+    {
+        Ok(row)
+    } else {
+        Err(AppError::NotFound("Source".into()))
+    }
+}
+
+#[server(endpoint = "sources/list")]
+pub async fn list_sources() -> Result<Vec<SourceView>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "source.list").await?;
+    let only = (!c.can(Perm::SeeAll)).then_some(c.user.id);
+    let rows = store::sources(&c.state.db, only)
+        .await
+        .map_err(|e| internal("listing sources", e))?;
+    Ok(rows.into_iter().map(view).collect())
+}
+
+#[server(endpoint = "sources/add")]
+pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, secrets, store};
+    use engine::secret::Secret;
+    let c = ctx::authorize(Perm::Configure, "source.add").await?;
+    let name_for_audit = name.trim().to_string();
+    let result = async {
+        let name = forms::name("name", &name)?;
+        let url = Secret::new(forms::source_url(&url)?);
+        let parsed = engine::source::SourceUrl::parse(&url)
+            .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
+        let engine_name = match parsed {
+            engine::source::SourceUrl::Sqlite(_) => "sqlite",
+            engine::source::SourceUrl::Postgres(_) => "postgres",
+        };
+        let sealed = c
+            .state
+            .secrets
+            .seal(secrets::Kind::SourceUrl, &url)
+            .map_err(|e| internal("sealing a source URL", e))?;
+        store::insert_source(&c.state.db, &name, engine_name, &parsed.display(), &sealed, c.user.id)
+            .await
+            .map_err(|e| internal("adding a source", e))?
+            .ok_or_else(|| AppError::Field("name".into(), "A source with this name exists.".into()))
+    }
+    .await;
+    c.audited("source.add", &format!("source {name_for_audit}"), result).await
+}
+
+/// Connects with the stored URL and counts tables; the error says what went wrong
+/// (unreachable host, wrong password, missing file) without the password.
+#[server(endpoint = "sources/test")]
+pub async fn test_source(id: i64) -> Result<String, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, secrets};
+    let c = ctx::authorize(Perm::Configure, "source.test").await?;
+    let row = visible_source(&c, id).await?;
+    let url = c
+        .state
+        .secrets
+        .open(secrets::Kind::SourceUrl, &row.sealed_url)
+        .map_err(|e| internal("opening a source URL", e))?;
+    let result = match tokio::time::timeout(std::time::Duration::from_secs(20), engine::source::inspect(&url)).await {
+        Err(_) => Err(AppError::Invalid(format!("{}: no answer within 20 seconds.", row.display_url))),
+        Ok(Err(e)) => Err(AppError::Invalid(e.to_string())),
+        Ok(Ok(tables)) => Ok(format!("Connected: {} tables.", tables.len())),
+    };
+    c.audited("source.test", &format!("source {}", row.name), result).await
+}
+
+#[server(endpoint = "sources/tables")]
+pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, secrets};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "source.browse").await?;
+    let row = visible_source(&c, id).await?;
+    let url = c
+        .state
+        .secrets
+        .open(secrets::Kind::SourceUrl, &row.sealed_url)
+        .map_err(|e| internal("opening a source URL", e))?;
+    let tables = engine::source::inspect(&url)
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    Ok(tables
+        .into_iter()
+        .map(|t| TableSummary {
+            name: t.name,
+            rows: t.rows,
+            rows_exact: t.rows_exact,
+            columns: t.columns,
+            key: t.key,
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetView {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub location: String,
+    pub snapshots: i64,
+    /// Bytes the repository occupies, when it could be measured.
+    pub used_bytes: Option<u64>,
+    pub created_at: i64,
+}
+
+#[server(endpoint = "targets/list")]
+pub async fn list_targets() -> Result<Vec<TargetView>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::SeeAll, "target.list").await?;
+    let rows = store::targets(&c.state.db).await.map_err(|e| internal("listing targets", e))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let snapshots = store::snapshot_count(&c.state.db, r.id)
+            .await
+            .map_err(|e| internal("counting snapshots", e))?;
+        let location = r.location.clone();
+        let used_bytes = tokio::task::spawn_blocking(move || dir_size(std::path::Path::new(&location)))
+            .await
+            .ok()
+            .flatten();
+        out.push(TargetView {
+            id: r.id,
+            name: r.name,
+            kind: r.kind,
+            location: r.location,
+            snapshots,
+            used_bytes,
+            created_at: r.created_at,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "ssr")]
+fn dir_size(dir: &std::path::Path) -> Option<u64> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let e = e.ok()?;
+            let meta = e.metadata().ok()?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Adds a local-directory target: creates the repository there (or, if one exists,
+/// checks that the password opens it).
+#[server(endpoint = "targets/add")]
+pub async fn add_target(name: String, location: String, password: String) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, secrets, store};
+    use engine::repo::{InitOptions, Repository};
+    use engine::secret::Secret;
+    let c = ctx::authorize(Perm::Configure, "target.add").await?;
+    let name_for_audit = name.trim().to_string();
+    let result = async {
+        let name = forms::name("name", &name)?;
+        let location = forms::target_location(&location)?;
+        forms::repository_password(&password)?;
+        let password = Secret::new(password);
+        let exists = Repository::exists(&location)
+            .await
+            .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
+        if exists {
+            Repository::open(&location, Some(&password))
+                .await
+                .map_err(|e| AppError::Field("password".into(), e.to_string()))?;
+        } else {
+            Repository::init(&location, InitOptions::encrypted(password.clone()))
+                .await
+                .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
+        }
+        let sealed = c
+            .state
+            .secrets
+            .seal(secrets::Kind::RepositoryPassword, &password)
+            .map_err(|e| internal("sealing a password", e))?;
+        store::insert_target(&c.state.db, &name, &location, &sealed, c.user.id)
+            .await
+            .map_err(|e| internal("adding a target", e))?
+            .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
+    }
+    .await;
+    c.audited("target.add", &format!("target {name_for_audit}"), result).await
+}

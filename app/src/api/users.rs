@@ -1,0 +1,135 @@
+//! Accounts: admins create and disable them; everyone changes their own password.
+
+use crate::auth::Role;
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: i64,
+    /// Sources granted to this user (requesters).
+    pub sources: Vec<i64>,
+}
+
+#[server(endpoint = "users/list")]
+pub async fn list_users() -> Result<Vec<UserView>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.list").await?;
+    let grants = store::grants(&c.state.db).await.map_err(|e| internal("listing grants", e))?;
+    let rows = store::users(&c.state.db).await.map_err(|e| internal("listing users", e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(UserView {
+                id: r.id,
+                role: Role::parse(&r.role)?,
+                username: r.username,
+                disabled: r.disabled_at.is_some(),
+                created_at: r.created_at,
+                sources: grants.iter().filter(|g| g.1 == r.id).map(|g| g.0).collect(),
+            })
+        })
+        .collect())
+}
+
+#[server(endpoint = "users/create")]
+pub async fn create_user(username: String, role: String, password: String) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, password as pw, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.create").await?;
+    let result = async {
+        let username = forms::username(&username)?;
+        let role = forms::role(&role)?;
+        forms::password("password", &password)?;
+        let phc = pw::hash(engine::secret::Secret::new(password))
+            .await
+            .map_err(|e| internal("hashing a password", e))?;
+        store::insert_user(&c.state.db, &username, &phc, role.as_str())
+            .await
+            .map_err(|e| internal("creating a user", e))?
+            .ok_or_else(|| AppError::Field("username".into(), "This user name is taken.".into()))
+    }
+    .await;
+    c.audited("user.create", &format!("user {}", username.trim()), result).await
+}
+
+#[server(endpoint = "users/set_disabled")]
+pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.disable").await?;
+    let action = if disabled { "user.disable" } else { "user.enable" };
+    let result = async {
+        if id == c.user.id && disabled {
+            return Err(AppError::Invalid("You cannot disable your own account.".into()));
+        }
+        if !store::set_disabled(&c.state.db, id, disabled)
+            .await
+            .map_err(|e| internal("disabling a user", e))?
+        {
+            return Err(AppError::NotFound("User".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited(action, &format!("user #{id}"), result).await
+}
+
+#[server(endpoint = "users/grant")]
+pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.grant").await?;
+    let result = async {
+        store::source(&c.state.db, source_id)
+            .await
+            .map_err(|e| internal("loading a source", e))?
+            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        store::set_grant(&c.state.db, source_id, user_id, granted)
+            .await
+            .map_err(|e| internal("granting a source", e))
+    }
+    .await;
+    let action = if granted { "user.grant" } else { "user.revoke" };
+    c.audited(action, &format!("user #{user_id} source #{source_id}"), result).await
+}
+
+/// Any logged-in user: a new password for their own account, given the current one.
+#[server(endpoint = "users/change_password")]
+pub async fn change_password(current: String, new: String) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::forms;
+    use crate::ssr::{AppState, ctx, db, password as pw, store};
+    let state = expect_context::<AppState>();
+    let user = crate::ssr::session::require_user(&state).await?;
+    let c = ctx::Ctx { state, user, address: ctx::address() };
+    let result = async {
+        forms::password("new", &new)?;
+        let row = db::user_by_id(&c.state.db, c.user.id)
+            .await
+            .map_err(|e| internal("loading a user", e))?
+            .ok_or(AppError::Unauthenticated)?;
+        if !pw::verify(engine::secret::Secret::new(current), row.password_hash).await {
+            return Err(AppError::Field("current".into(), "The current password is wrong.".into()));
+        }
+        let phc = pw::hash(engine::secret::Secret::new(new))
+            .await
+            .map_err(|e| internal("hashing a password", e))?;
+        store::set_password_hash(&c.state.db, c.user.id, &phc)
+            .await
+            .map_err(|e| internal("storing a password", e))
+    }
+    .await;
+    c.audited("user.change_password", &format!("user {}", c.user.username), result).await
+}

@@ -1,0 +1,608 @@
+//! The console's tables in the history database (schema: migrations/*/0002_console.sql).
+//! Plain functions over [`Db`]; authorization and auditing happen in the server
+//! functions that call them.
+
+use super::db::{Db, now_ms};
+use anyhow::Result;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SourceRow {
+    pub id: i64,
+    pub name: String,
+    pub engine: String,
+    pub display_url: String,
+    pub sealed_url: String,
+    pub created_at: i64,
+}
+
+const SOURCE_COLUMNS: &str = "id, name, engine, display_url, sealed_url, created_at";
+
+pub async fn sources(db: &Db, only_granted_to: Option<i64>) -> Result<Vec<SourceRow>> {
+    Ok(match only_granted_to {
+        None => {
+            sqlx::query_as(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name"))
+                .fetch_all(&db.pool)
+                .await?
+        }
+        Some(user) => {
+            sqlx::query_as(&format!(
+                "SELECT {SOURCE_COLUMNS} FROM sources WHERE id IN (SELECT source_id FROM source_grants WHERE user_id = $1) ORDER BY name"
+            ))
+            .bind(user)
+            .fetch_all(&db.pool)
+            .await?
+        }
+    })
+}
+
+pub async fn source(db: &Db, id: i64) -> Result<Option<SourceRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+pub async fn is_granted(db: &Db, source_id: i64, user_id: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM source_grants WHERE source_id = $1 AND user_id = $2",
+    )
+    .bind(source_id)
+    .bind(user_id)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// `Ok(None)`: the name is taken.
+pub async fn insert_source(
+    db: &Db,
+    name: &str,
+    engine: &str,
+    display_url: &str,
+    sealed_url: &str,
+    by: i64,
+) -> Result<Option<i64>> {
+    let r = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO sources (name, engine, display_url, sealed_url, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(name)
+    .bind(engine)
+    .bind(display_url)
+    .bind(sealed_url)
+    .bind(by)
+    .bind(now_ms())
+    .fetch_one(&db.pool)
+    .await;
+    unique_or(r)
+}
+
+fn unique_or(r: Result<i64, sqlx::Error>) -> Result<Option<i64>> {
+    match r {
+        Ok(id) => Ok(Some(id)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn set_grant(db: &Db, source_id: i64, user_id: i64, granted: bool) -> Result<()> {
+    sqlx::query("DELETE FROM source_grants WHERE source_id = $1 AND user_id = $2")
+        .bind(source_id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+    if granted {
+        sqlx::query("INSERT INTO source_grants (source_id, user_id) VALUES ($1, $2)")
+            .bind(source_id)
+            .bind(user_id)
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn grants(db: &Db) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as("SELECT source_id, user_id FROM source_grants")
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetRow {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub location: String,
+    pub sealed_password: String,
+    pub created_at: i64,
+}
+
+const TARGET_COLUMNS: &str = "id, name, kind, location, sealed_password, created_at";
+
+pub async fn targets(db: &Db) -> Result<Vec<TargetRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {TARGET_COLUMNS} FROM targets ORDER BY name"))
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+pub async fn target(db: &Db, id: i64) -> Result<Option<TargetRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {TARGET_COLUMNS} FROM targets WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+pub async fn insert_target(
+    db: &Db,
+    name: &str,
+    location: &str,
+    sealed_password: &str,
+    by: i64,
+) -> Result<Option<i64>> {
+    unique_or(
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO targets (name, kind, location, sealed_password, created_by, created_at) VALUES ($1, 'local', $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(location)
+        .bind(sealed_password)
+        .bind(by)
+        .bind(now_ms())
+        .fetch_one(&db.pool)
+        .await,
+    )
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRow {
+    pub id: i64,
+    pub name: String,
+    pub source_id: i64,
+    pub target_id: i64,
+    pub selection: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub enabled: i64,
+    pub created_at: i64,
+}
+
+const POLICY_COLUMNS: &str =
+    "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at";
+
+pub async fn policies(db: &Db) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"))
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+pub async fn policy(db: &Db, id: i64) -> Result<Option<PolicyRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_policy(
+    db: &Db,
+    name: &str,
+    source_id: i64,
+    target_id: i64,
+    selection: &str,
+    schedule: &str,
+    timezone: &str,
+    enabled: bool,
+    by: i64,
+) -> Result<Option<i64>> {
+    unique_or(
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO policies (name, source_id, target_id, selection, schedule, timezone, enabled, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(name)
+        .bind(source_id)
+        .bind(target_id)
+        .bind(selection)
+        .bind(schedule)
+        .bind(timezone)
+        .bind(i64::from(enabled))
+        .bind(by)
+        .bind(now_ms())
+        .fetch_one(&db.pool)
+        .await,
+    )
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub policy_id: Option<i64>,
+    pub source_id: Option<i64>,
+    pub target_id: Option<i64>,
+    pub params: String,
+    pub title: String,
+    pub created_by: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub worker: Option<String>,
+    pub heartbeat_at: Option<i64>,
+    pub cancel_requested: i64,
+    pub rows_done: i64,
+    pub bytes_done: i64,
+    pub rows_total: Option<i64>,
+    pub bytes_total: Option<i64>,
+    pub current_table: Option<String>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub retry_of: Option<i64>,
+}
+
+pub const JOB_COLUMNS: &str = "id, kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, started_at, finished_at, worker, heartbeat_at, cancel_requested, rows_done, bytes_done, rows_total, bytes_total, current_table, error, result, snapshot_id, retry_of";
+
+/// What a new job is.
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub policy_id: Option<i64>,
+    pub source_id: Option<i64>,
+    pub target_id: Option<i64>,
+    pub params: String,
+    pub title: String,
+    pub created_by: Option<i64>,
+    pub rows_total: Option<i64>,
+    pub bytes_total: Option<i64>,
+    pub retry_of: Option<i64>,
+}
+
+pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO jobs (kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, rows_total, bytes_total, retry_of) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(j.kind)
+    .bind(j.policy_id)
+    .bind(j.source_id)
+    .bind(j.target_id)
+    .bind(j.params)
+    .bind(j.title)
+    .bind(j.created_by)
+    .bind(now_ms())
+    .bind(j.rows_total)
+    .bind(j.bytes_total)
+    .bind(j.retry_of)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+pub async fn job(db: &Db, id: i64) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+/// A page of jobs, newest first: those with `id < before` (keyset paging stays fast
+/// however long the history), optionally of one status / created by one user.
+pub async fn jobs_page(
+    db: &Db,
+    before: Option<i64>,
+    status: Option<&str>,
+    created_by: Option<i64>,
+    limit: i64,
+) -> Result<Vec<JobRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id < $1 AND ($2 = '' OR status = $2) AND ($3 = 0 OR created_by = $3) ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(status.unwrap_or(""))
+    .bind(created_by.unwrap_or(0))
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn job_logs(db: &Db, job_id: i64, after: i64) -> Result<Vec<(i64, i64, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, at, level, message FROM job_logs WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT 1000",
+    )
+    .bind(job_id)
+    .bind(after)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn log(db: &Db, job_id: i64, level: &str, message: &str) -> Result<()> {
+    sqlx::query("INSERT INTO job_logs (job_id, at, level, message) VALUES ($1, $2, $3, $4)")
+        .bind(job_id)
+        .bind(now_ms())
+        .bind(level)
+        .bind(message)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Asks a job to stop: a queued one is cancelled at once; a running one is flagged and
+/// its worker stops at the next chunk. `false` if the job had already finished.
+pub async fn request_cancel(db: &Db, id: i64) -> Result<bool> {
+    let now = now_ms();
+    let queued = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = $2, error = 'cancelled before it started' WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    if queued.rows_affected() == 1 {
+        return Ok(true);
+    }
+    let running = sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(running.rows_affected() == 1)
+}
+
+/// Claims the oldest queued job for `worker`. Safe with several workers: the status
+/// check in the UPDATE lets exactly one of them win a job.
+pub async fn claim(db: &Db, worker: &str) -> Result<Option<JobRow>> {
+    loop {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1")
+                .fetch_optional(&db.pool)
+                .await?;
+        let Some(id) = next else { return Ok(None) };
+        let now = now_ms();
+        let won = sqlx::query(
+            "UPDATE jobs SET status = 'running', worker = $2, started_at = $3, heartbeat_at = $3 WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now)
+        .execute(&db.pool)
+        .await?;
+        if won.rows_affected() == 1 {
+            return job(db, id).await;
+        }
+    }
+}
+
+/// Progress of a running job; returns whether cancellation was requested.
+pub async fn heartbeat(
+    db: &Db,
+    id: i64,
+    rows: i64,
+    bytes: i64,
+    table: Option<&str>,
+) -> Result<bool> {
+    sqlx::query(
+        "UPDATE jobs SET rows_done = $2, bytes_done = $3, current_table = $4, heartbeat_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(rows)
+    .bind(bytes)
+    .bind(table)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    let flag: i64 = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(flag != 0)
+}
+
+pub async fn finish(
+    db: &Db,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+    result: Option<&str>,
+    snapshot_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = $2, error = $3, result = $4, snapshot_id = $5, finished_at = $6 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .bind(result)
+    .bind(snapshot_id)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Jobs left `running` by a worker that is gone: this worker's previous life, or any
+/// worker silent for `stale_ms`. They fail with a reason and can be retried.
+pub async fn fail_abandoned(db: &Db, worker: &str, stale_ms: i64) -> Result<u64> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'failed', finished_at = $1, \
+         error = 'the server stopped while this job was running; retry it' \
+         WHERE status = 'running' AND (worker = $2 OR heartbeat_at < $3)",
+    )
+    .bind(now)
+    .bind(worker)
+    .bind(now - stale_ms)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub id: i64,
+    pub target_id: i64,
+    pub snapshot_id: String,
+    pub policy_id: Option<i64>,
+    pub source_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub time_ms: i64,
+    pub table_count: i64,
+    pub row_count: i64,
+    pub bytes: i64,
+    pub bytes_stored: i64,
+    pub duration_ms: i64,
+    pub details: String,
+    pub verified_at: Option<i64>,
+    pub verify_ok: Option<i64>,
+}
+
+pub const SNAPSHOT_COLUMNS: &str = "id, target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details, verified_at, verify_ok";
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_snapshot(
+    db: &Db,
+    target_id: i64,
+    snapshot_id: &str,
+    policy_id: Option<i64>,
+    source_id: Option<i64>,
+    job_id: Option<i64>,
+    s: &engine::model::Snapshot,
+    details: &str,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO snapshots (target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(target_id)
+    .bind(snapshot_id)
+    .bind(policy_id)
+    .bind(source_id)
+    .bind(job_id)
+    .bind(s.time_ms)
+    .bind(s.tables.len() as i64)
+    .bind(s.total_rows() as i64)
+    .bind(s.total_bytes() as i64)
+    .bind(s.bytes_stored as i64)
+    .bind(s.duration_ms as i64)
+    .bind(details)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+pub async fn snapshot(db: &Db, id: i64) -> Result<Option<SnapshotRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+/// Newest first, keyset-paged by (time, id); filters are 0 for "any".
+pub async fn snapshots_page(
+    db: &Db,
+    before: Option<(i64, i64)>,
+    policy_id: i64,
+    source_id: i64,
+    granted_to: i64,
+    limit: i64,
+) -> Result<Vec<SnapshotRow>> {
+    let (bt, bi) = before.unwrap_or((i64::MAX, i64::MAX));
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE (time_ms < $1 OR (time_ms = $1 AND id < $2)) \
+         AND ($3 = 0 OR policy_id = $3) AND ($4 = 0 OR source_id = $4) \
+         AND ($5 = 0 OR source_id IN (SELECT source_id FROM source_grants WHERE user_id = $5)) \
+         ORDER BY time_ms DESC, id DESC LIMIT $6"
+    ))
+    .bind(bt)
+    .bind(bi)
+    .bind(policy_id)
+    .bind(source_id)
+    .bind(granted_to)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn set_verified(db: &Db, target_id: i64, snapshot_id: &str, ok: bool) -> Result<()> {
+    sqlx::query("UPDATE snapshots SET verified_at = $3, verify_ok = $4 WHERE target_id = $1 AND snapshot_id = $2")
+        .bind(target_id)
+        .bind(snapshot_id)
+        .bind(now_ms())
+        .bind(i64::from(ok))
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn snapshot_count(db: &Db, target_id: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE target_id = $1")
+        .bind(target_id)
+        .fetch_one(&db.pool)
+        .await?)
+}
+
+/// The last snapshot a policy made, for progress estimates.
+pub async fn last_snapshot_of_policy(db: &Db, policy_id: i64) -> Result<Option<SnapshotRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE policy_id = $1 ORDER BY time_ms DESC, id DESC LIMIT 1"
+    ))
+    .bind(policy_id)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserListRow {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+pub async fn users(db: &Db) -> Result<Vec<UserListRow>> {
+    Ok(sqlx::query_as("SELECT id, username, role, created_at, disabled_at FROM users ORDER BY username")
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Result<Option<i64>> {
+    unique_or(
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(phc)
+        .bind(role)
+        .bind(now_ms())
+        .fetch_one(&db.pool)
+        .await,
+    )
+}
+
+pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<bool> {
+    let r = sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(disabled.then(now_ms))
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(phc)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn names_by_id(db: &Db, table: &str) -> Result<std::collections::HashMap<i64, String>> {
+    let sql = match table {
+        "sources" => "SELECT id, name FROM sources",
+        "targets" => "SELECT id, name FROM targets",
+        "policies" => "SELECT id, name FROM policies",
+        _ => "SELECT id, username FROM users",
+    };
+    Ok(sqlx::query_as::<_, (i64, String)>(sql)
+        .fetch_all(&db.pool)
+        .await?
+        .into_iter()
+        .collect())
+}
