@@ -76,19 +76,70 @@ pub struct SessionUser {
 /// Checks the password and sets the session cookie; redirects to the dashboard.
 #[server(endpoint = "login")]
 pub async fn login(username: String, password: String) -> Result<(), AppError> {
-    use crate::ssr::{AppState, session};
+    use crate::ssr::{AppState, audit, ctx, session};
     let state = expect_context::<AppState>();
-    let user = session::authenticate(&state, username.trim(), password).await?;
-    session::set_cookie(&state, &user)?;
-    leptos_axum::redirect("/");
-    Ok(())
+    let username = username.trim().chars().take(128).collect::<String>();
+    let address = ctx::address();
+    let keys = [
+        format!("user:{}", username.to_lowercase()),
+        format!("ip:{address}"),
+    ];
+    let event = |outcome: &str, detail: String, user_id: Option<i64>| audit::Event {
+        user_id,
+        username: username.clone(),
+        address: address.clone(),
+        action: "login".into(),
+        target: format!("user {username}"),
+        outcome: outcome.into(),
+        detail,
+    };
+    if let Some(wait) = state.throttle.check(&keys) {
+        let _ = audit::append(
+            &state.db,
+            &event("denied", "too many failed logins".into(), None),
+        )
+        .await;
+        return Err(AppError::Invalid(format!(
+            "Too many failed logins. Try again in {} seconds.",
+            wait.as_secs().max(1)
+        )));
+    }
+    match session::authenticate(&state, &username, password).await {
+        Ok(user) => {
+            state.throttle.succeeded(&keys[0]);
+            session::set_cookie(&state, &user)?;
+            if let Err(e) =
+                audit::append(&state.db, &event("ok", String::new(), Some(user.id))).await
+            {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
+            leptos_axum::redirect("/");
+            Ok(())
+        }
+        Err(e) => {
+            state.throttle.failed(&keys);
+            if let Err(e) = audit::append(&state.db, &event("failed", e.to_string(), None)).await {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Clears the session cookie; redirects to the login page.
 #[server(endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
-    use crate::ssr::{AppState, session};
+    use crate::ssr::{AppState, ctx, session};
     let state = expect_context::<AppState>();
+    if let Some(user) = session::from_context(&state).await? {
+        let c = ctx::Ctx {
+            state: state.clone(),
+            user,
+            address: ctx::address(),
+        };
+        c.audit("logout", &format!("user {}", c.user.username), "ok", "")
+            .await;
+    }
     session::clear_cookie(&state)?;
     leptos_axum::redirect("/login");
     Ok(())

@@ -41,10 +41,7 @@ pub fn username(value: &str) -> Result<String, AppError> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(field(
-            "username",
-            "Use letters, digits and . _ - only.",
-        ));
+        return Err(field("username", "Use letters, digits and . _ - only."));
     }
     Ok(v.to_string())
 }
@@ -86,7 +83,10 @@ pub fn source_url(value: &str) -> Result<String, AppError> {
     {
         let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
         if host.is_empty() || host.starts_with('/') {
-            return Err(field("url", "Name the host: postgres://user:password@host:5432/database"));
+            return Err(field(
+                "url",
+                "Name the host: postgres://user:password@host:5432/database",
+            ));
         }
         return Ok(v.to_string());
     }
@@ -100,13 +100,20 @@ pub fn source_url(value: &str) -> Result<String, AppError> {
 pub fn target_location(value: &str) -> Result<String, AppError> {
     let v = value.trim();
     if !v.starts_with('/') {
-        return Err(field("location", "Use an absolute directory path, like /var/backups/shop."));
+        return Err(field(
+            "location",
+            "Use an absolute directory path, like /var/backups/shop.",
+        ));
     }
     if v.len() > 1024 || v.contains('\0') {
         return Err(field("location", "At most 1024 characters."));
     }
     let trimmed = v.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
 }
 
 /// Repository passwords: at least 8 characters (they protect every backup).
@@ -139,7 +146,10 @@ pub fn columns(value: &str) -> Result<BTreeMap<String, Vec<String>>, AppError> {
     let mut out = BTreeMap::new();
     for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let Some((table, cols)) = line.split_once('=') else {
-            return Err(field("columns", format!("{line:?}: use table=column1,column2")));
+            return Err(field(
+                "columns",
+                format!("{line:?}: use table=column1,column2"),
+            ));
         };
         let cols: Vec<String> = cols
             .split(',')
@@ -147,7 +157,10 @@ pub fn columns(value: &str) -> Result<BTreeMap<String, Vec<String>>, AppError> {
             .filter(|c| !c.is_empty())
             .collect();
         if table.trim().is_empty() || cols.is_empty() {
-            return Err(field("columns", format!("{line:?}: use table=column1,column2")));
+            return Err(field(
+                "columns",
+                format!("{line:?}: use table=column1,column2"),
+            ));
         }
         out.insert(table.trim().to_string(), cols);
     }
@@ -170,11 +183,14 @@ pub fn schedule(value: &str) -> Result<String, AppError> {
             .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| (1..=1440).contains(&n)))
         || lower.strip_prefix("daily at ").is_some_and(|t| {
             t.split_once(':').is_some_and(|(h, m)| {
-                h.parse::<u32>().is_ok_and(|h| h < 24) && m.len() == 2 && m.parse::<u32>().is_ok_and(|m| m < 60)
+                h.parse::<u32>().is_ok_and(|h| h < 24)
+                    && m.len() == 2
+                    && m.parse::<u32>().is_ok_and(|m| m < 60)
             })
         });
     let cron = v.split_whitespace().count() == 5
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || " */,-".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " */,-".contains(c));
     if shorthand || cron {
         Ok(v.to_string())
     } else {
@@ -188,8 +204,15 @@ pub fn schedule(value: &str) -> Result<String, AppError> {
 pub fn timezone(value: &str) -> Result<String, AppError> {
     let v = value.trim();
     let v = if v.is_empty() { "UTC" } else { v };
-    if v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)) {
-        return Err(field("timezone", "Use an IANA time zone such as Europe/Berlin or UTC."));
+    if v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
+    {
+        return Err(field(
+            "timezone",
+            "Use an IANA time zone such as Europe/Berlin or UTC.",
+        ));
     }
     Ok(v.to_string())
 }
@@ -200,7 +223,9 @@ mod tests {
 
     #[test]
     fn hostile_and_malformed_input_is_refused_with_the_field_named() {
-        assert!(matches!(name("name", "x'; DROP TABLE users; --"), Err(AppError::Field(f, _)) if f == "name"));
+        assert!(
+            matches!(name("name", "x'; DROP TABLE users; --"), Err(AppError::Field(f, _)) if f == "name")
+        );
         assert!(name("name", &"a".repeat(65)).is_err());
         assert_eq!(name("name", "  Shop db  ").unwrap(), "Shop db");
         assert!(source_url("sqlite://relative.db").is_err());

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TABLESAFE_SESSION_HOURS", default_value_t = 12,
           value_parser = clap::value_parser!(u64).range(1..=24 * 30))]
     pub session_hours: u64,
+    /// This worker's name in the job queue (default: host:data-dir). Workers sharing a
+    /// PostgreSQL history need distinct names.
+    #[arg(long, env = "TABLESAFE_WORKER_NAME")]
+    pub worker_name: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod engine_cmd;
+mod runner;
 mod serve;
 
 use clap::Parser;

@@ -56,6 +56,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
     };
 
+    let worker = args
+        .worker_name
+        .clone()
+        .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
+    crate::runner::spawn(state.clone(), worker);
     let app = router(state);
     tracing::info!("tablesafe console listening on http://{addr}");
     axum::serve(
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/audit.csv", get(audit_csv))
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(reject_cross_site))
@@ -117,6 +123,119 @@ async fn require_session(
         (false, false) => Redirect::to("/login").into_response(),
         _ => next.run(req).await,
     }
+}
+
+#[derive(serde::Deserialize)]
+struct AuditFilter {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    outcome: String,
+}
+
+/// The audit log as CSV (admins and auditors), newest first, with the page's filters.
+/// The export itself is audited.
+async fn audit_csv(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Query(f): axum::extract::Query<AuditFilter>,
+    headers: http::HeaderMap,
+) -> Response {
+    use app::auth::Perm;
+    use app::ssr::audit;
+    let user = match session::from_headers(&state, &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let event = |outcome: &str| audit::Event {
+        user_id: Some(user.id),
+        username: user.username.clone(),
+        address: peer.ip().to_string(),
+        action: "audit.export".into(),
+        target: "audit log".into(),
+        outcome: outcome.into(),
+        detail: String::new(),
+    };
+    if !user.role.can(Perm::SeeAudit) {
+        let _ = audit::append(&state.db, &event("denied")).await;
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let rows = audit::search(&state.db, &f.user, &f.action, &f.outcome, None, i64::MAX).await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "exporting the audit log");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let _ = audit::append(&state.db, &event("ok")).await;
+    let mut out = String::from("id,time_utc,user,address,action,target,outcome,detail,hash\n");
+    for r in rows {
+        let fields = [
+            r.id.to_string(),
+            iso_time(r.at),
+            r.username,
+            r.address,
+            r.action,
+            r.target,
+            r.outcome,
+            r.detail,
+            r.hash,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"tablesafe-audit.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+/// One CSV field: quoted when needed, and never starting with a character a spreadsheet
+/// would run as a formula.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn iso_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Refuses state-changing requests sent by another site. The SameSite=Strict cookie
@@ -170,6 +289,16 @@ fn resolve_site_root(explicit: Option<PathBuf>) -> PathBuf {
     PathBuf::from("target/site")
 }
 
+/// `host:data-dir`: stable across restarts, so a restarted worker recognizes the jobs it
+/// was running.
+fn default_worker_name(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{host}:{}", dir.display())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -196,6 +325,16 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(super::csv_field("plain"), "plain");
+        assert_eq!(super::csv_field("a,b"), "\"a,b\"");
+        assert_eq!(super::csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(super::csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(super::iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::iso_time(1_764_028_800_000), "2025-11-25T00:00:00Z");
     }
 
     #[test]

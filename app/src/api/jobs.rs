@@ -58,9 +58,15 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::SeeAll, "policy.list").await?;
     let db = &c.state.db;
-    let sources = store::names_by_id(db, "sources").await.map_err(|e| internal("names", e))?;
-    let targets = store::names_by_id(db, "targets").await.map_err(|e| internal("names", e))?;
-    let rows = store::policies(db).await.map_err(|e| internal("listing policies", e))?;
+    let sources = store::names_by_id(db, "sources")
+        .await
+        .map_err(|e| internal("names", e))?;
+    let targets = store::names_by_id(db, "targets")
+        .await
+        .map_err(|e| internal("names", e))?;
+    let rows = store::policies(db)
+        .await
+        .map_err(|e| internal("listing policies", e))?;
     Ok(rows
         .into_iter()
         .map(|p| {
@@ -130,13 +136,16 @@ pub async fn create_policy(
             .ok_or_else(|| AppError::Field("target_id".into(), "Choose a target.".into()))?;
         let json = serde_json::to_string(&selection).map_err(|e| internal("selection json", e))?;
         let enabled = enabled.is_some_and(|v| v != "false" && v != "off");
-        store::insert_policy(db, &name, source_id, target_id, &json, &schedule, &timezone, enabled, c.user.id)
-            .await
-            .map_err(|e| internal("creating a policy", e))?
-            .ok_or_else(|| AppError::Field("name".into(), "A policy with this name exists.".into()))
+        store::insert_policy(
+            db, &name, source_id, target_id, &json, &schedule, &timezone, enabled, c.user.id,
+        )
+        .await
+        .map_err(|e| internal("creating a policy", e))?
+        .ok_or_else(|| AppError::Field("name".into(), "A policy with this name exists.".into()))
     }
     .await;
-    c.audited("policy.create", &format!("policy {name_for_audit}"), result).await
+    c.audited("policy.create", &format!("policy {name_for_audit}"), result)
+        .await
 }
 
 /// Queues a backup of the policy now; returns the job id.
@@ -178,7 +187,8 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
         Ok(job)
     }
     .await;
-    c.audited("policy.run", &format!("policy #{id}"), result).await
+    c.audited("policy.run", &format!("policy #{id}"), result)
+        .await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +240,10 @@ pub struct LogLine {
 }
 
 #[cfg(feature = "ssr")]
-fn job_view(r: crate::ssr::store::JobRow, users: &std::collections::HashMap<i64, String>) -> JobView {
+fn job_view(
+    r: crate::ssr::store::JobRow,
+    users: &std::collections::HashMap<i64, String>,
+) -> JobView {
     JobView {
         id: r.id,
         kind: r.kind,
@@ -257,7 +270,10 @@ fn job_view(r: crate::ssr::store::JobRow, users: &std::collections::HashMap<i64,
 
 /// Newest first; `before`: the smallest id of the previous page.
 #[server(endpoint = "jobs/list")]
-pub async fn list_jobs(before: Option<i64>, status: Option<String>) -> Result<Vec<JobView>, AppError> {
+pub async fn list_jobs(
+    before: Option<i64>,
+    status: Option<String>,
+) -> Result<Vec<JobView>, AppError> {
     use crate::api::{PAGE, internal};
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
@@ -272,12 +288,17 @@ pub async fn list_jobs(before: Option<i64>, status: Option<String>) -> Result<Ve
     let rows = store::jobs_page(&c.state.db, before, status.as_deref(), only_own, PAGE)
         .await
         .map_err(|e| internal("listing jobs", e))?;
-    let users = store::names_by_id(&c.state.db, "users").await.map_err(|e| internal("names", e))?;
+    let users = store::names_by_id(&c.state.db, "users")
+        .await
+        .map_err(|e| internal("names", e))?;
     Ok(rows.into_iter().map(|r| job_view(r, &users)).collect())
 }
 
 #[cfg(feature = "ssr")]
-async fn visible_job(c: &crate::ssr::ctx::Ctx, id: i64) -> Result<crate::ssr::store::JobRow, AppError> {
+async fn visible_job(
+    c: &crate::ssr::ctx::Ctx,
+    id: i64,
+) -> Result<crate::ssr::store::JobRow, AppError> {
     use crate::api::internal;
     use crate::auth::Perm;
     let row = crate::ssr::store::job(&c.state.db, id)
@@ -299,12 +320,19 @@ pub async fn get_job(id: i64, after_log: i64) -> Result<(JobView, Vec<LogLine>),
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.get").await?;
     let row = visible_job(&c, id).await?;
-    let users = store::names_by_id(&c.state.db, "users").await.map_err(|e| internal("names", e))?;
+    let users = store::names_by_id(&c.state.db, "users")
+        .await
+        .map_err(|e| internal("names", e))?;
     let logs = store::job_logs(&c.state.db, id, after_log)
         .await
         .map_err(|e| internal("loading job logs", e))?
         .into_iter()
-        .map(|(id, at, level, message)| LogLine { id, at, level, message })
+        .map(|(id, at, level, message)| LogLine {
+            id,
+            at,
+            level,
+            message,
+        })
         .collect();
     Ok((job_view(row, &users), logs))
 }
@@ -342,7 +370,9 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
     let result = async {
         let row = visible_job(&c, id).await?;
         if !matches!(row.status.as_str(), "failed" | "cancelled") {
-            return Err(AppError::Invalid("Only failed or cancelled jobs can be retried.".into()));
+            return Err(AppError::Invalid(
+                "Only failed or cancelled jobs can be retried.".into(),
+            ));
         }
         let job = store::enqueue(
             &c.state.db,

@@ -101,13 +101,21 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
             .secrets
             .seal(secrets::Kind::SourceUrl, &url)
             .map_err(|e| internal("sealing a source URL", e))?;
-        store::insert_source(&c.state.db, &name, engine_name, &parsed.display(), &sealed, c.user.id)
-            .await
-            .map_err(|e| internal("adding a source", e))?
-            .ok_or_else(|| AppError::Field("name".into(), "A source with this name exists.".into()))
+        store::insert_source(
+            &c.state.db,
+            &name,
+            engine_name,
+            &parsed.display(),
+            &sealed,
+            c.user.id,
+        )
+        .await
+        .map_err(|e| internal("adding a source", e))?
+        .ok_or_else(|| AppError::Field("name".into(), "A source with this name exists.".into()))
     }
     .await;
-    c.audited("source.add", &format!("source {name_for_audit}"), result).await
+    c.audited("source.add", &format!("source {name_for_audit}"), result)
+        .await
 }
 
 /// Connects with the stored URL and counts tables; the error says what went wrong
@@ -124,12 +132,21 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
         .secrets
         .open(secrets::Kind::SourceUrl, &row.sealed_url)
         .map_err(|e| internal("opening a source URL", e))?;
-    let result = match tokio::time::timeout(std::time::Duration::from_secs(20), engine::source::inspect(&url)).await {
-        Err(_) => Err(AppError::Invalid(format!("{}: no answer within 20 seconds.", row.display_url))),
+    let result = match tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        engine::source::inspect(&url),
+    )
+    .await
+    {
+        Err(_) => Err(AppError::Invalid(format!(
+            "{}: no answer within 20 seconds.",
+            row.display_url
+        ))),
         Ok(Err(e)) => Err(AppError::Invalid(e.to_string())),
         Ok(Ok(tables)) => Ok(format!("Connected: {} tables.", tables.len())),
     };
-    c.audited("source.test", &format!("source {}", row.name), result).await
+    c.audited("source.test", &format!("source {}", row.name), result)
+        .await
 }
 
 #[server(endpoint = "sources/tables")]
@@ -177,17 +194,20 @@ pub async fn list_targets() -> Result<Vec<TargetView>, AppError> {
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::SeeAll, "target.list").await?;
-    let rows = store::targets(&c.state.db).await.map_err(|e| internal("listing targets", e))?;
+    let rows = store::targets(&c.state.db)
+        .await
+        .map_err(|e| internal("listing targets", e))?;
     let mut out = Vec::new();
     for r in rows {
         let snapshots = store::snapshot_count(&c.state.db, r.id)
             .await
             .map_err(|e| internal("counting snapshots", e))?;
         let location = r.location.clone();
-        let used_bytes = tokio::task::spawn_blocking(move || dir_size(std::path::Path::new(&location)))
-            .await
-            .ok()
-            .flatten();
+        let used_bytes =
+            tokio::task::spawn_blocking(move || dir_size(std::path::Path::new(&location)))
+                .await
+                .ok()
+                .flatten();
         out.push(TargetView {
             id: r.id,
             name: r.name,
@@ -259,5 +279,6 @@ pub async fn add_target(name: String, location: String, password: String) -> Res
             .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
     }
     .await;
-    c.audited("target.add", &format!("target {name_for_audit}"), result).await
+    c.audited("target.add", &format!("target {name_for_audit}"), result)
+        .await
 }

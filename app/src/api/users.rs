@@ -22,8 +22,12 @@ pub async fn list_users() -> Result<Vec<UserView>, AppError> {
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.list").await?;
-    let grants = store::grants(&c.state.db).await.map_err(|e| internal("listing grants", e))?;
-    let rows = store::users(&c.state.db).await.map_err(|e| internal("listing users", e))?;
+    let grants = store::grants(&c.state.db)
+        .await
+        .map_err(|e| internal("listing grants", e))?;
+    let rows = store::users(&c.state.db)
+        .await
+        .map_err(|e| internal("listing users", e))?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
@@ -40,7 +44,11 @@ pub async fn list_users() -> Result<Vec<UserView>, AppError> {
 }
 
 #[server(endpoint = "users/create")]
-pub async fn create_user(username: String, role: String, password: String) -> Result<i64, AppError> {
+pub async fn create_user(
+    username: String,
+    role: String,
+    password: String,
+) -> Result<i64, AppError> {
     use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
@@ -59,7 +67,8 @@ pub async fn create_user(username: String, role: String, password: String) -> Re
             .ok_or_else(|| AppError::Field("username".into(), "This user name is taken.".into()))
     }
     .await;
-    c.audited("user.create", &format!("user {}", username.trim()), result).await
+    c.audited("user.create", &format!("user {}", username.trim()), result)
+        .await
 }
 
 #[server(endpoint = "users/set_disabled")]
@@ -68,10 +77,16 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.disable").await?;
-    let action = if disabled { "user.disable" } else { "user.enable" };
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
     let result = async {
         if id == c.user.id && disabled {
-            return Err(AppError::Invalid("You cannot disable your own account.".into()));
+            return Err(AppError::Invalid(
+                "You cannot disable your own account.".into(),
+            ));
         }
         if !store::set_disabled(&c.state.db, id, disabled)
             .await
@@ -102,7 +117,12 @@ pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result
     }
     .await;
     let action = if granted { "user.grant" } else { "user.revoke" };
-    c.audited(action, &format!("user #{user_id} source #{source_id}"), result).await
+    c.audited(
+        action,
+        &format!("user #{user_id} source #{source_id}"),
+        result,
+    )
+    .await
 }
 
 /// Any logged-in user: a new password for their own account, given the current one.
@@ -113,7 +133,11 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
     use crate::ssr::{AppState, ctx, db, password as pw, store};
     let state = expect_context::<AppState>();
     let user = crate::ssr::session::require_user(&state).await?;
-    let c = ctx::Ctx { state, user, address: ctx::address() };
+    let c = ctx::Ctx {
+        state,
+        user,
+        address: ctx::address(),
+    };
     let result = async {
         forms::password("new", &new)?;
         let row = db::user_by_id(&c.state.db, c.user.id)
@@ -121,7 +145,10 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
             .map_err(|e| internal("loading a user", e))?
             .ok_or(AppError::Unauthenticated)?;
         if !pw::verify(engine::secret::Secret::new(current), row.password_hash).await {
-            return Err(AppError::Field("current".into(), "The current password is wrong.".into()));
+            return Err(AppError::Field(
+                "current".into(),
+                "The current password is wrong.".into(),
+            ));
         }
         let phc = pw::hash(engine::secret::Secret::new(new))
             .await
@@ -131,5 +158,10 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
             .map_err(|e| internal("storing a password", e))
     }
     .await;
-    c.audited("user.change_password", &format!("user {}", c.user.username), result).await
+    c.audited(
+        "user.change_password",
+        &format!("user {}", c.user.username),
+        result,
+    )
+    .await
 }

@@ -135,3 +135,34 @@ pub async fn verify_chain(db: &Db) -> Result<Option<i64>> {
         }
     }
 }
+
+/// Entries newest first: user name and action by prefix, outcome exactly (empty = any),
+/// `id < before`, at most `limit`.
+pub async fn search(
+    db: &Db,
+    user: &str,
+    action: &str,
+    outcome: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    let prefix = |s: &str| {
+        let clean: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '%' | '_'))
+            .take(64)
+            .collect();
+        format!("{clean}%")
+    };
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE id < $1 AND username LIKE $2 AND action LIKE $3 AND ($4 = '' OR outcome = $4) ORDER BY id DESC LIMIT $5"
+    ))
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(prefix(user))
+    .bind(prefix(action))
+    .bind(outcome.trim())
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}

@@ -73,7 +73,9 @@ impl SecretBox {
             .map_err(|_| {
                 anyhow!("a stored secret cannot be opened: was server.key replaced or the database edited?")
             })?;
-        Ok(Secret::new(String::from_utf8(plain).map_err(|_| anyhow!("a stored secret is not text"))?))
+        Ok(Secret::new(
+            String::from_utf8(plain).map_err(|_| anyhow!("a stored secret is not text"))?,
+        ))
     }
 }
 
@@ -85,14 +87,27 @@ mod tests {
     fn sealed_secrets_open_only_with_the_same_key_and_kind() {
         let b = SecretBox::new(&Secret::new([1; 32]));
         let s = b
-            .seal(Kind::SourceUrl, &Secret::new("postgres://u:hunter2@h/db".into()))
+            .seal(
+                Kind::SourceUrl,
+                &Secret::new("postgres://u:hunter2@h/db".into()),
+            )
             .unwrap();
         assert!(!s.contains("hunter2"));
-        assert_eq!(b.open(Kind::SourceUrl, &s).unwrap().expose(), "postgres://u:hunter2@h/db");
+        assert_eq!(
+            b.open(Kind::SourceUrl, &s).unwrap().expose(),
+            "postgres://u:hunter2@h/db"
+        );
         assert!(b.open(Kind::RepositoryPassword, &s).is_err());
-        assert!(SecretBox::new(&Secret::new([2; 32])).open(Kind::SourceUrl, &s).is_err());
+        assert!(
+            SecretBox::new(&Secret::new([2; 32]))
+                .open(Kind::SourceUrl, &s)
+                .is_err()
+        );
         let mut damaged = s.clone().into_bytes();
         damaged[60] = if damaged[60] == b'0' { b'1' } else { b'0' };
-        assert!(b.open(Kind::SourceUrl, std::str::from_utf8(&damaged).unwrap()).is_err());
+        assert!(
+            b.open(Kind::SourceUrl, std::str::from_utf8(&damaged).unwrap())
+                .is_err()
+        );
     }
 }

@@ -36,10 +36,12 @@ pub async fn sources(db: &Db, only_granted_to: Option<i64>) -> Result<Vec<Source
 }
 
 pub async fn source(db: &Db, id: i64) -> Result<Option<SourceRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SOURCE_COLUMNS} FROM sources WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 pub async fn is_granted(db: &Db, source_id: i64, user_id: i64) -> Result<bool> {
@@ -101,9 +103,11 @@ pub async fn set_grant(db: &Db, source_id: i64, user_id: i64, granted: bool) -> 
 }
 
 pub async fn grants(db: &Db) -> Result<Vec<(i64, i64)>> {
-    Ok(sqlx::query_as("SELECT source_id, user_id FROM source_grants")
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT source_id, user_id FROM source_grants")
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -119,16 +123,20 @@ pub struct TargetRow {
 const TARGET_COLUMNS: &str = "id, name, kind, location, sealed_password, created_at";
 
 pub async fn targets(db: &Db) -> Result<Vec<TargetRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {TARGET_COLUMNS} FROM targets ORDER BY name"))
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {TARGET_COLUMNS} FROM targets ORDER BY name"
+    ))
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 pub async fn target(db: &Db, id: i64) -> Result<Option<TargetRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {TARGET_COLUMNS} FROM targets WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {TARGET_COLUMNS} FROM targets WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 pub async fn insert_target(
@@ -169,16 +177,20 @@ const POLICY_COLUMNS: &str =
     "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at";
 
 pub async fn policies(db: &Db) -> Result<Vec<PolicyRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"))
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
+    ))
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 pub async fn policy(db: &Db, id: i64) -> Result<Option<PolicyRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -277,10 +289,12 @@ pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
 }
 
 pub async fn job(db: &Db, id: i64) -> Result<Option<JobRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
 }
 
 /// A page of jobs, newest first: those with `id < before` (keyset paging stays fast
@@ -338,10 +352,11 @@ pub async fn request_cancel(db: &Db, id: i64) -> Result<bool> {
     if queued.rows_affected() == 1 {
         return Ok(true);
     }
-    let running = sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'")
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
+    let running =
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .execute(&db.pool)
+            .await?;
     Ok(running.rows_affected() == 1)
 }
 
@@ -486,10 +501,12 @@ pub async fn insert_snapshot(
 }
 
 pub async fn snapshot(db: &Db, id: i64) -> Result<Option<SnapshotRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 /// Newest first, keyset-paged by (time, id); filters are 0 for "any".
@@ -530,10 +547,12 @@ pub async fn set_verified(db: &Db, target_id: i64, snapshot_id: &str, ok: bool) 
 }
 
 pub async fn snapshot_count(db: &Db, target_id: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE target_id = $1")
-        .bind(target_id)
-        .fetch_one(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE target_id = $1")
+            .bind(target_id)
+            .fetch_one(&db.pool)
+            .await?,
+    )
 }
 
 /// The last snapshot a policy made, for progress estimates.
@@ -556,9 +575,11 @@ pub struct UserListRow {
 }
 
 pub async fn users(db: &Db) -> Result<Vec<UserListRow>> {
-    Ok(sqlx::query_as("SELECT id, username, role, created_at, disabled_at FROM users ORDER BY username")
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT id, username, role, created_at, disabled_at FROM users ORDER BY username",
+    )
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Result<Option<i64>> {

@@ -1,6 +1,6 @@
 //! Slows down password guessing: after [`FREE_FAILURES`] failed logins for one user name
-//! or from one address, each further attempt must wait twice as long as the last (up to
-//! [`MAX_WAIT`]). A success clears the user name's count. Kept in memory per worker: a
+//! (or [`FREE_FAILURES_PER_ADDRESS`] from one address, which many people may share),
+//! each further attempt must wait twice as long as the last (up to [`MAX_WAIT`]). A success clears the user name's count. Kept in memory per worker: a
 //! restart forgives, which is acceptable for a delay (not a lockout).
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const FREE_FAILURES: u32 = 5;
+pub const FREE_FAILURES_PER_ADDRESS: u32 = 30;
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
@@ -16,11 +17,16 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    fn wait_for(count: u32) -> Duration {
-        if count < FREE_FAILURES {
+    fn wait_for(key: &str, count: u32) -> Duration {
+        let free = if key.starts_with("ip:") {
+            FREE_FAILURES_PER_ADDRESS
+        } else {
+            FREE_FAILURES
+        };
+        if count < free {
             return Duration::ZERO;
         }
-        let exp = (count - FREE_FAILURES).min(16);
+        let exp = (count - free).min(16);
         Duration::from_secs(1u64 << exp).min(MAX_WAIT)
     }
 
@@ -28,8 +34,8 @@ impl Throttle {
     pub fn check(&self, keys: &[String]) -> Option<Duration> {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         keys.iter()
-            .filter_map(|k| map.get(k))
-            .filter_map(|(count, last)| Self::wait_for(*count).checked_sub(last.elapsed()))
+            .filter_map(|k| map.get(k).map(|v| (k, v)))
+            .filter_map(|(k, (count, last))| Self::wait_for(k, *count).checked_sub(last.elapsed()))
             .filter(|d| !d.is_zero())
             .max()
     }
@@ -38,7 +44,7 @@ impl Throttle {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 100_000 {
             // Bounded memory under a spray of names: forget entries that no longer delay.
-            map.retain(|_, (c, last)| Self::wait_for(*c) > last.elapsed());
+            map.retain(|k, (c, last)| Self::wait_for(k, *c) > last.elapsed());
         }
         for k in keys {
             let e = map.entry(k.clone()).or_insert((0, Instant::now()));

@@ -96,12 +96,13 @@ impl PgDb {
     /// Rows of a table: PostgreSQL's estimate for big tables (`false`), else a count.
     pub async fn count_rows(&mut self, schema: &str, name: &str) -> Result<(u64, bool)> {
         let rel = qualified(schema, name);
-        let estimate: f64 = sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE oid = $1::regclass")
-            .bind(&rel)
-            .fetch_one(&mut self.conn)
-            .await
-            .context(|| format!("estimating rows of {rel}"))?
-            .into();
+        let estimate: f64 =
+            sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE oid = $1::regclass")
+                .bind(&rel)
+                .fetch_one(&mut self.conn)
+                .await
+                .context(|| format!("estimating rows of {rel}"))?
+                .into();
         if estimate >= 100_000.0 {
             return Ok((estimate as u64, false));
         }

@@ -6,3 +6,4 @@ mod cli;
 mod console;
 mod harness;
 mod history_db;
+mod roles;

@@ -1,0 +1,489 @@
+//! Backup history, verification, restores, the audit log and the dashboard.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableBrief {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+    #[serde(default)]
+    pub segment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    /// Row id in the history (what the console's actions name).
+    pub id: i64,
+    pub snapshot_id: String,
+    pub target: String,
+    pub policy: String,
+    pub policy_id: Option<i64>,
+    pub source: String,
+    pub source_id: Option<i64>,
+    pub time_ms: i64,
+    pub tables: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub bytes_stored: i64,
+    pub duration_ms: i64,
+    /// `None`: never verified.
+    pub verified_ok: Option<bool>,
+    pub verified_at: Option<i64>,
+    pub details: Vec<TableBrief>,
+}
+
+/// Snapshots newest first; filters by policy or source (0 = any); `before` = the
+/// (time, id) of the last row of the previous page.
+#[server(endpoint = "snapshots/list", input = server_fn::codec::Json)]
+pub async fn list_snapshots(
+    policy_id: i64,
+    source_id: i64,
+    before: Option<(i64, i64)>,
+) -> Result<Vec<SnapshotView>, AppError> {
+    use crate::api::{PAGE, internal};
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "snapshot.list").await?;
+    let db = &c.state.db;
+    let granted_to = if c.can(Perm::SeeAll) { 0 } else { c.user.id };
+    let rows = store::snapshots_page(db, before, policy_id, source_id, granted_to, PAGE)
+        .await
+        .map_err(|e| internal("listing snapshots", e))?;
+    let sources = store::names_by_id(db, "sources")
+        .await
+        .map_err(|e| internal("names", e))?;
+    let targets = store::names_by_id(db, "targets")
+        .await
+        .map_err(|e| internal("names", e))?;
+    let policies = store::names_by_id(db, "policies")
+        .await
+        .map_err(|e| internal("names", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SnapshotView {
+            id: r.id,
+            snapshot_id: r.snapshot_id,
+            target: targets.get(&r.target_id).cloned().unwrap_or_default(),
+            policy: r
+                .policy_id
+                .and_then(|p| policies.get(&p).cloned())
+                .unwrap_or_default(),
+            policy_id: r.policy_id,
+            source: r
+                .source_id
+                .and_then(|s| sources.get(&s).cloned())
+                .unwrap_or_default(),
+            source_id: r.source_id,
+            time_ms: r.time_ms,
+            tables: r.table_count,
+            rows: r.row_count,
+            bytes: r.bytes,
+            bytes_stored: r.bytes_stored,
+            duration_ms: r.duration_ms,
+            verified_ok: r.verify_ok.map(|v| v != 0),
+            verified_at: r.verified_at,
+            details: serde_json::from_str(&r.details).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Queues a read-back verify of one snapshot; returns the job id.
+#[server(endpoint = "snapshots/verify")]
+pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::api::jobs::JobParams;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::RunJobs, "snapshot.verify").await?;
+    let result = async {
+        let s = store::snapshot(&c.state.db, id)
+            .await
+            .map_err(|e| internal("loading a snapshot", e))?
+            .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
+        let params = serde_json::to_string(&JobParams::Verify {
+            target_id: s.target_id,
+            snapshot_id: s.snapshot_id.clone(),
+        })
+        .map_err(|e| internal("job json", e))?;
+        let job = store::enqueue(
+            &c.state.db,
+            store::NewJob {
+                kind: "verify",
+                policy_id: s.policy_id,
+                source_id: s.source_id,
+                target_id: Some(s.target_id),
+                params,
+                title: format!("Verify snapshot {}", &s.snapshot_id[..12]),
+                created_by: Some(c.user.id),
+                rows_total: Some(s.row_count),
+                bytes_total: None,
+                retry_of: None,
+            },
+        )
+        .await
+        .map_err(|e| internal("queueing a job", e))?;
+        c.state.jobs_queued.notify_waiters();
+        Ok(job)
+    }
+    .await;
+    c.audited("snapshot.verify", &format!("snapshot #{id}"), result)
+        .await
+}
+
+/// What a restore should do, as the wizard collects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// Row id of the snapshot in the history.
+    pub snapshot: i64,
+    /// Where to: a source (by default the snapshot's own).
+    pub dest_source_id: i64,
+    /// Tables to restore (all when empty).
+    pub tables: Vec<String>,
+    pub columns: BTreeMap<String, Vec<String>>,
+    /// Source table → destination table.
+    pub rename: BTreeMap<String, String>,
+    /// `create` or `replace`.
+    pub mode: String,
+    /// For `replace`: the user typed the names of the tables that will be replaced.
+    pub confirm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedTableView {
+    pub source_table: String,
+    pub dest_table: String,
+    pub action: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Checks a restore request against the caller's role and the destination, and plans it
+/// with the engine (a dry run: nothing changes). Returns the plan and the destination's
+/// name.
+#[cfg(feature = "ssr")]
+async fn plan_restore(
+    c: &crate::ssr::ctx::Ctx,
+    req: &RestoreRequest,
+) -> Result<(Vec<PlannedTableView>, String), AppError> {
+    use crate::api::internal;
+    use crate::api::sources::visible_source;
+    use crate::auth::Perm;
+    use crate::ssr::{secrets::Kind, store};
+    if !matches!(req.mode.as_str(), "create" | "replace") {
+        return Err(AppError::Field(
+            "mode".into(),
+            "Choose create or replace.".into(),
+        ));
+    }
+    if req.mode != "create" && !c.can(Perm::RunJobs) {
+        return Err(AppError::Forbidden);
+    }
+    let db = &c.state.db;
+    let snap = store::snapshot(db, req.snapshot)
+        .await
+        .map_err(|e| internal("loading a snapshot", e))?
+        .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
+    // Requesters: only snapshots of sources granted to them, only into granted sources.
+    if let Some(sid) = snap.source_id {
+        visible_source(c, sid).await?;
+    } else if !c.can(Perm::SeeAll) {
+        return Err(AppError::NotFound("Snapshot".into()));
+    }
+    let dest = visible_source(c, req.dest_source_id).await?;
+    let target = store::target(db, snap.target_id)
+        .await
+        .map_err(|e| internal("loading a target", e))?
+        .ok_or_else(|| AppError::NotFound("Target".into()))?;
+    for (from, to) in &req.rename {
+        if to.trim().is_empty() || to.len() > 128 {
+            return Err(AppError::Field(
+                "rename".into(),
+                format!("A new name for {from} is needed."),
+            ));
+        }
+    }
+    let password = c
+        .state
+        .secrets
+        .open(Kind::RepositoryPassword, &target.sealed_password)
+        .map_err(|e| internal("opening a password", e))?;
+    let url = c
+        .state
+        .secrets
+        .open(Kind::SourceUrl, &dest.sealed_url)
+        .map_err(|e| internal("opening a URL", e))?;
+    let repo = engine::repo::Repository::open(&target.location, Some(&password))
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let opts = engine::restore::RestoreOptions {
+        snapshot: snap.snapshot_id.clone(),
+        dest: url,
+        selection: engine::selection::Selection {
+            include: req.tables.iter().map(|t| glob_literal(t)).collect(),
+            exclude: Vec::new(),
+            columns: req.columns.clone(),
+        },
+        rename: req.rename.clone(),
+        mode: req
+            .mode
+            .parse()
+            .map_err(|e: engine::Error| AppError::Field("mode".into(), e.to_string()))?,
+        jobs: 1,
+        parallel_min_bytes: u64::MAX,
+    };
+    let plan = engine::restore::plan(&repo, &opts)
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let tables: Vec<PlannedTableView> = plan
+        .tables
+        .iter()
+        .map(|t| PlannedTableView {
+            source_table: t.source_table.clone(),
+            dest_table: t.dest_table.clone(),
+            action: format!("{:?}", t.action).to_lowercase(),
+            rows: t.rows,
+            bytes: t.bytes,
+        })
+        .collect();
+    if !c.can(Perm::RunJobs) && tables.iter().any(|t| t.action != "create") {
+        return Err(AppError::Forbidden);
+    }
+    Ok((tables, dest.name))
+}
+
+/// A glob that matches exactly `name`.
+pub fn glob_literal(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[server(endpoint = "restore/preview", input = server_fn::codec::Json)]
+pub async fn preview_restore(req: RestoreRequest) -> Result<Vec<PlannedTableView>, AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::ctx;
+    let c = ctx::authorize(Perm::RestoreNew, "restore.preview").await?;
+    Ok(plan_restore(&c, &req).await?.0)
+}
+
+/// Queues the restore after planning it again; returns the job id.
+#[server(endpoint = "restore/start", input = server_fn::codec::Json)]
+pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::api::jobs::JobParams;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::RestoreNew, "restore.start").await?;
+    let result = async {
+        let (plan, dest) = plan_restore(&c, &req).await?;
+        if plan.is_empty() {
+            return Err(AppError::Invalid(
+                "Nothing to restore: no table selected.".into(),
+            ));
+        }
+        let replaced: Vec<&str> = plan
+            .iter()
+            .filter(|t| t.action == "replace")
+            .map(|t| t.dest_table.as_str())
+            .collect();
+        if !replaced.is_empty() && req.confirm.trim() != replaced.join(", ") {
+            return Err(AppError::Field(
+                "confirm".into(),
+                format!("Type {} to confirm replacing it.", replaced.join(", ")),
+            ));
+        }
+        let params = serde_json::to_string(&JobParams::Restore {
+            snapshot: req.snapshot,
+            dest_source_id: req.dest_source_id,
+            tables: req.tables.clone(),
+            columns: req.columns.clone(),
+            rename: req.rename.clone(),
+            mode: req.mode.clone(),
+        })
+        .map_err(|e| internal("job json", e))?;
+        let job = store::enqueue(
+            &c.state.db,
+            store::NewJob {
+                kind: "restore",
+                policy_id: None,
+                source_id: Some(req.dest_source_id),
+                target_id: None,
+                params,
+                title: format!(
+                    "Restore {} into {dest}",
+                    plan.iter()
+                        .map(|t| t.dest_table.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                created_by: Some(c.user.id),
+                rows_total: Some(plan.iter().map(|t| t.rows as i64).sum()),
+                bytes_total: Some(plan.iter().map(|t| t.bytes as i64).sum()),
+                retry_of: None,
+            },
+        )
+        .await
+        .map_err(|e| internal("queueing a job", e))?;
+        c.state.jobs_queued.notify_waiters();
+        Ok(job)
+    }
+    .await;
+    c.audited(
+        "restore.start",
+        &format!("snapshot #{}", req.snapshot),
+        result,
+    )
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: i64,
+    pub username: String,
+    pub address: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Newest first; filters match a prefix of the user name / action and the exact
+/// outcome (empty = any).
+#[server(endpoint = "audit/list")]
+pub async fn list_audit(
+    user: String,
+    action: String,
+    outcome: String,
+    before: Option<i64>,
+) -> Result<Vec<AuditView>, AppError> {
+    use crate::api::{PAGE, internal};
+    use crate::auth::Perm;
+    use crate::ssr::{audit, ctx};
+    let c = ctx::authorize(Perm::SeeAudit, "audit.list").await?;
+    let rows = audit::search(&c.state.db, &user, &action, &outcome, before, PAGE)
+        .await
+        .map_err(|e| internal("listing the audit log", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditView {
+            id: r.id,
+            at: r.at,
+            username: r.username,
+            address: r.address,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            detail: r.detail,
+        })
+        .collect())
+}
+
+/// Walks the audit chain: `None` when intact, else the id of the first broken entry.
+#[server(endpoint = "audit/verify")]
+pub async fn verify_audit() -> Result<Option<i64>, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{audit, ctx};
+    let c = ctx::authorize(Perm::SeeAudit, "audit.verify").await?;
+    audit::verify_chain(&c.state.db)
+        .await
+        .map_err(|e| internal("verifying the audit log", e))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub source_id: i64,
+    pub name: String,
+    pub last_success_ms: Option<i64>,
+    /// The schedules of its enabled policies (the scheduler issue computes times).
+    pub schedules: Vec<String>,
+    pub failures_7d: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardView {
+    pub sources: Vec<SourceHealth>,
+    /// (time, bytes stored) of recent snapshots, oldest first.
+    pub stored: Vec<(i64, i64)>,
+    /// (time, seconds) of recent finished jobs, oldest first.
+    pub durations: Vec<(i64, f64)>,
+}
+
+#[server(endpoint = "dashboard_data")]
+pub async fn dashboard_data() -> Result<DashboardView, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, db::now_ms, store};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "dashboard").await?;
+    let db = &c.state.db;
+    let only = (!c.can(Perm::SeeAll)).then_some(c.user.id);
+    let sources = store::sources(db, only)
+        .await
+        .map_err(|e| internal("sources", e))?;
+    let week_ago = now_ms() - 7 * 24 * 3600 * 1000;
+    let mut out = Vec::new();
+    for s in sources {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(finished_at) FROM jobs WHERE source_id = $1 AND kind = 'backup' AND status = 'succeeded'",
+        )
+        .bind(s.id)
+        .fetch_one(&db.pool)
+        .await
+        .map_err(|e| internal("last backup", e))?;
+        let failures: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE source_id = $1 AND status = 'failed' AND created_at > $2",
+        )
+        .bind(s.id)
+        .bind(week_ago)
+        .fetch_one(&db.pool)
+        .await
+        .map_err(|e| internal("failures", e))?;
+        let schedules: Vec<String> = sqlx::query_scalar(
+            "SELECT schedule FROM policies WHERE source_id = $1 AND enabled = 1 AND schedule <> ''",
+        )
+        .bind(s.id)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(|e| internal("schedules", e))?;
+        out.push(SourceHealth {
+            source_id: s.id,
+            name: s.name,
+            last_success_ms: last,
+            schedules,
+            failures_7d: failures,
+        });
+    }
+    let granted = only.unwrap_or(0);
+    let mut stored: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT time_ms, bytes_stored FROM snapshots WHERE ($1 = 0 OR source_id IN (SELECT source_id FROM source_grants WHERE user_id = $1)) ORDER BY time_ms DESC LIMIT 60",
+    )
+    .bind(granted)
+    .fetch_all(&db.pool)
+    .await
+    .map_err(|e| internal("stored series", e))?;
+    stored.reverse();
+    let mut durations: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT finished_at, finished_at - started_at FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL AND ($1 = 0 OR created_by = $1) ORDER BY id DESC LIMIT 60",
+    )
+    .bind(granted)
+    .fetch_all(&db.pool)
+    .await
+    .map_err(|e| internal("duration series", e))?;
+    durations.reverse();
+    Ok(DashboardView {
+        sources: out,
+        stored,
+        durations: durations
+            .into_iter()
+            .map(|(t, ms)| (t, ms as f64 / 1000.0))
+            .collect(),
+    })
+}

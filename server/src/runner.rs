@@ -1,0 +1,362 @@
+//! The job runner inside `tablesafe serve`: claims queued jobs from the history
+//! database (several workers may share it; a claim is one conditional UPDATE), runs them
+//! through the engine, reports progress and a heartbeat twice a second, and stops a job
+//! whose cancellation was requested at the engine's next check.
+
+use anyhow::{Context, Result, anyhow};
+use app::api::history::glob_literal;
+use app::api::jobs::{JobParams, SelectionJson};
+use app::ssr::secrets::Kind;
+use app::ssr::{AppState, store};
+use engine::progress::Progress;
+use engine::repo::Repository;
+use engine::selection::Selection;
+use serde_json::json;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A running job whose worker has been silent this long is failed by other workers.
+const STALE_MS: i64 = 60_000;
+
+/// Starts the runner. `worker` names this worker; jobs it left running in a previous
+/// life are failed at once (with a reason, and can be retried).
+pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match store::fail_abandoned(&state.db, &worker, STALE_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "marked jobs interrupted by a restart as failed"),
+            Err(e) => tracing::error!(error = %e, "could not check for interrupted jobs"),
+        }
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            if last_sweep.elapsed() > Duration::from_secs(30) {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = store::fail_abandoned(&state.db, "", STALE_MS).await {
+                    tracing::error!(error = %e, "sweeping abandoned jobs");
+                }
+            }
+            match store::claim(&state.db, &worker).await {
+                Ok(Some(job)) => run(&state, job).await,
+                Ok(None) => {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), state.jobs_queued.notified())
+                            .await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming a job");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    })
+}
+
+/// What the engine reports, shared with the heartbeat task.
+#[derive(Default)]
+struct JobProgress {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    table: Mutex<Option<String>>,
+    cancelled: AtomicBool,
+    logs: Mutex<Vec<String>>,
+}
+
+impl Progress for JobProgress {
+    fn table_started(&self, table: &str, rows: Option<u64>) {
+        *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(table.to_string());
+        let msg = match rows {
+            Some(r) => format!("table {table}: started ({r} rows)"),
+            None => format!("table {table}: started"),
+        };
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+    fn advanced(&self, rows: u64, bytes: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn table_finished(&self, table: &str) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("table {table}: done"));
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+impl JobProgress {
+    /// Writes progress and pending log lines; learns whether to cancel.
+    async fn flush(&self, state: &AppState, job: i64) {
+        let logs = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|p| p.into_inner()));
+        for line in logs {
+            let _ = store::log(&state.db, job, "info", &line).await;
+        }
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match store::heartbeat(
+            &state.db,
+            job,
+            self.rows.load(Ordering::Relaxed) as i64,
+            self.bytes.load(Ordering::Relaxed) as i64,
+            table.as_deref(),
+        )
+        .await
+        {
+            Ok(true) => self.cancelled.store(true, Ordering::Relaxed),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, job, "job heartbeat"),
+        }
+    }
+}
+
+/// The result JSON and the snapshot a finished job made.
+type Outcome = (serde_json::Value, Option<String>);
+
+async fn run(state: &AppState, job: store::JobRow) {
+    let id = job.id;
+    tracing::info!(job = id, kind = %job.kind, "job started");
+    let _ = store::log(&state.db, id, "info", &format!("started: {}", job.title)).await;
+    let progress = std::sync::Arc::new(JobProgress::default());
+    let ticker = {
+        let (state, progress) = (state.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                progress.flush(&state, id).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let outcome = execute(state, &job, progress.as_ref()).await;
+    ticker.abort();
+    progress.flush(state, id).await;
+    let (status, error, result, snapshot) = match outcome {
+        Ok((result, snapshot)) => ("succeeded", None, Some(result.to_string()), snapshot),
+        Err(e) => {
+            let cancelled = matches!(
+                e.downcast_ref::<engine::Error>(),
+                Some(engine::Error::Cancelled)
+            );
+            if cancelled {
+                (
+                    "cancelled",
+                    Some("cancelled by a user".to_string()),
+                    None,
+                    None,
+                )
+            } else {
+                ("failed", Some(format!("{e:#}")), None, None)
+            }
+        }
+    };
+    let level = if status == "succeeded" {
+        "info"
+    } else {
+        "error"
+    };
+    let line = match &error {
+        Some(e) => format!("{status}: {e}"),
+        None => status.to_string(),
+    };
+    let _ = store::log(&state.db, id, level, &line).await;
+    if let Err(e) = store::finish(
+        &state.db,
+        id,
+        status,
+        error.as_deref(),
+        result.as_deref(),
+        snapshot.as_deref(),
+    )
+    .await
+    {
+        tracing::error!(error = %e, job = id, "could not record the end of a job");
+    }
+    tracing::info!(job = id, status, "job finished");
+}
+
+async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) -> Result<Outcome> {
+    let params: JobParams =
+        serde_json::from_str(&job.params).context("the job's parameters are damaged")?;
+    match params {
+        JobParams::Backup { policy_id } => backup(state, job, policy_id, progress).await,
+        JobParams::Verify {
+            target_id,
+            snapshot_id,
+        } => verify(state, target_id, &snapshot_id, progress).await,
+        JobParams::Restore {
+            snapshot,
+            dest_source_id,
+            tables,
+            columns,
+            rename,
+            mode,
+        } => {
+            let (target, snap) = snapshot_and_target(state, snapshot).await?;
+            let repo = open_repo(state, &target).await?;
+            let dest = store::source(&state.db, dest_source_id)
+                .await?
+                .ok_or_else(|| anyhow!("the destination source no longer exists"))?;
+            let dest_url = state.secrets.open(Kind::SourceUrl, &dest.sealed_url)?;
+            let opts = engine::restore::RestoreOptions {
+                snapshot: snap.snapshot_id.clone(),
+                dest: dest_url,
+                selection: Selection {
+                    include: tables.iter().map(|t| glob_literal(t)).collect(),
+                    exclude: Vec::new(),
+                    columns,
+                },
+                rename,
+                mode: mode.parse()?,
+                jobs: engine::restore::default_jobs(),
+                parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
+            };
+            let plan = engine::restore::plan(&repo, &opts).await?;
+            for t in &plan.tables {
+                let _ = store::log(
+                    &state.db,
+                    job.id,
+                    "info",
+                    &format!(
+                        "{:?} {} from {}: {} rows",
+                        t.action, t.dest_table, t.source_table, t.rows
+                    ),
+                )
+                .await;
+            }
+            let done = engine::restore::execute(&repo, &plan, progress).await?;
+            Ok((
+                json!({ "snapshot": snap.snapshot_id, "dest": dest.name, "tables": done }),
+                None,
+            ))
+        }
+    }
+}
+
+async fn snapshot_and_target(
+    state: &AppState,
+    snapshot: i64,
+) -> Result<(store::TargetRow, store::SnapshotRow)> {
+    let snap = store::snapshot(&state.db, snapshot)
+        .await?
+        .ok_or_else(|| anyhow!("the snapshot is no longer in the history"))?;
+    let target = store::target(&state.db, snap.target_id)
+        .await?
+        .ok_or_else(|| anyhow!("the snapshot's target no longer exists"))?;
+    Ok((target, snap))
+}
+
+async fn open_repo(state: &AppState, target: &store::TargetRow) -> Result<Repository> {
+    let password = state
+        .secrets
+        .open(Kind::RepositoryPassword, &target.sealed_password)?;
+    Ok(Repository::open(&target.location, Some(&password)).await?)
+}
+
+async fn backup(
+    state: &AppState,
+    job: &store::JobRow,
+    policy_id: i64,
+    progress: &JobProgress,
+) -> Result<Outcome> {
+    let policy = store::policy(&state.db, policy_id)
+        .await?
+        .ok_or_else(|| anyhow!("the policy no longer exists"))?;
+    let source = store::source(&state.db, policy.source_id)
+        .await?
+        .ok_or_else(|| anyhow!("the policy's source no longer exists"))?;
+    let target = store::target(&state.db, policy.target_id)
+        .await?
+        .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+    let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
+    let selection: SelectionJson = serde_json::from_str(&policy.selection)?;
+    let mut repo = open_repo(state, &target).await?;
+    let opts = engine::backup::BackupOptions {
+        source: url,
+        selection: Selection {
+            include: selection.include,
+            exclude: selection.exclude,
+            columns: selection.columns,
+        },
+        tags: [
+            ("policy".to_string(), policy.name.clone()),
+            ("job".to_string(), job.id.to_string()),
+        ]
+        .into(),
+    };
+    let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
+    let s = &summary.snapshot;
+    let details: Vec<_> = s
+        .tables
+        .iter()
+        .map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "segment": t.segment, "segment_bytes": t.segment_bytes}))
+        .collect();
+    store::insert_snapshot(
+        &state.db,
+        target.id,
+        &summary.id,
+        Some(policy.id),
+        Some(source.id),
+        Some(job.id),
+        s,
+        &serde_json::to_string(&details)?,
+    )
+    .await?;
+    let _ = store::log(
+        &state.db,
+        job.id,
+        "info",
+        &format!(
+            "snapshot {}: {} tables, {} rows, {} bytes read, {} bytes stored",
+            &summary.id[..12],
+            s.tables.len(),
+            s.total_rows(),
+            s.total_bytes(),
+            s.bytes_stored
+        ),
+    )
+    .await;
+    Ok((
+        json!({
+            "snapshot": summary.id, "tables": s.tables.len(), "rows": s.total_rows(),
+            "bytes": s.total_bytes(), "bytes_stored": s.bytes_stored, "skipped": s.skipped,
+        }),
+        Some(summary.id.clone()),
+    ))
+}
+
+async fn verify(
+    state: &AppState,
+    target_id: i64,
+    snapshot_id: &str,
+    progress: &JobProgress,
+) -> Result<Outcome> {
+    let target = store::target(&state.db, target_id)
+        .await?
+        .ok_or_else(|| anyhow!("the target no longer exists"))?;
+    let repo = open_repo(state, &target).await?;
+    let report = engine::verify::verify(
+        &repo,
+        &engine::verify::VerifyOptions {
+            snapshot: Some(snapshot_id.to_string()),
+            read_data: true,
+        },
+        progress,
+    )
+    .await?;
+    store::set_verified(&state.db, target_id, snapshot_id, report.ok()).await?;
+    if !report.ok() {
+        let what: Vec<String> = report
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.object, p.message))
+            .collect();
+        return Err(anyhow!("damage found: {}", what.join("; ")));
+    }
+    Ok((
+        serde_json::to_value(&report)?,
+        Some(snapshot_id.to_string()),
+    ))
+}
