@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -141,3 +142,102 @@ pub fn page_html(raw: &str) -> String {
     }
     out
 }
+
+/// Calls server functions the way the pages do.
+pub struct Api<'a> {
+    pub server: &'a Server,
+}
+
+/// What a call came back with.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        self.status == 200
+    }
+    pub fn forbidden(&self) -> bool {
+        self.status != 200 && self.body.contains("Forbidden")
+    }
+    pub fn unauthenticated(&self) -> bool {
+        self.status != 200 && self.body.contains("Unauthenticated")
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Api<'_> {
+    pub async fn form(&self, cookie: Option<&str>, endpoint: &str, args: &[(&str, String)]) -> Reply {
+        let mut req = client()
+            .post(self.server.url(&format!("/api/{endpoint}")))
+            .header("Origin", &self.server.base)
+            .form(args);
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        Reply {
+            status: resp.status().as_u16(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    pub async fn json(&self, cookie: Option<&str>, endpoint: &str, body: Value) -> Reply {
+        let mut req = client()
+            .post(self.server.url(&format!("/api/{endpoint}")))
+            .header("Origin", &self.server.base)
+            .json(&body);
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        Reply {
+            status: resp.status().as_u16(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    pub async fn wait_job(&self, cookie: &str, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .form(
+                    Some(cookie),
+                    "jobs/get",
+                    &[("id", id.to_string()), ("after_log", "0".into())],
+                )
+                .await;
+            assert!(r.ok(), "{r:?}");
+            let job = r.json()[0].clone();
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                return r.json();
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub async fn cookie(server: &Server, user: &str, password: &str) -> String {
+    let resp = login(server, user, password).await;
+    session_cookie(&resp).unwrap_or_else(|| panic!("{user} could not log in"))
+}
+
+pub fn sqlite(path: &Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(path)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+

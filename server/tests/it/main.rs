@@ -6,4 +6,5 @@ mod cli;
 mod console;
 mod harness;
 mod history_db;
+mod jobs;
 mod roles;

@@ -3,110 +3,11 @@
 //! jobs that run, an audit log that records them and detects tampering, secrets that
 //! never reach the browser or the history database in the clear.
 
-use crate::harness::{ADMIN_PASSWORD, Options, Server, client, login, session_cookie};
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, client, cookie, sqlite};
 use serde_json::{Value, json};
-use std::path::Path;
-use std::time::{Duration, Instant};
 
 const PW: &str = "a long enough password";
 const REPO_PW: &str = "repository password 1";
-
-struct Api<'a> {
-    server: &'a Server,
-}
-
-/// What a call came back with.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn ok(&self) -> bool {
-        self.status == 200
-    }
-    fn forbidden(&self) -> bool {
-        self.status != 200 && self.body.contains("Forbidden")
-    }
-    fn unauthenticated(&self) -> bool {
-        self.status != 200 && self.body.contains("Unauthenticated")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-impl Api<'_> {
-    async fn form(&self, cookie: Option<&str>, endpoint: &str, args: &[(&str, String)]) -> Reply {
-        let mut req = client()
-            .post(self.server.url(&format!("/api/{endpoint}")))
-            .header("Origin", &self.server.base)
-            .form(args);
-        if let Some(c) = cookie {
-            req = req.header("Cookie", c);
-        }
-        let resp = req.send().await.unwrap();
-        Reply {
-            status: resp.status().as_u16(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    async fn json(&self, cookie: Option<&str>, endpoint: &str, body: Value) -> Reply {
-        let mut req = client()
-            .post(self.server.url(&format!("/api/{endpoint}")))
-            .header("Origin", &self.server.base)
-            .json(&body);
-        if let Some(c) = cookie {
-            req = req.header("Cookie", c);
-        }
-        let resp = req.send().await.unwrap();
-        Reply {
-            status: resp.status().as_u16(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    async fn wait_job(&self, cookie: &str, id: i64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = self
-                .form(
-                    Some(cookie),
-                    "jobs/get",
-                    &[("id", id.to_string()), ("after_log", "0".into())],
-                )
-                .await;
-            assert!(r.ok(), "{r:?}");
-            let job = r.json()[0].clone();
-            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
-                return r.json();
-            }
-            assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-async fn cookie(server: &Server, user: &str, password: &str) -> String {
-    let resp = login(server, user, password).await;
-    session_cookie(&resp).unwrap_or_else(|| panic!("{user} could not log in"))
-}
-
-fn sqlite(path: &Path, sql: &str) {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
-        .arg(path)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test]
 async fn every_server_function_is_enforced_per_role() {

@@ -1,0 +1,142 @@
+//! Jobs are durable: queued jobs survive a restart, a job that was running when the
+//! server died is failed with the reason and can be retried, progress is visible while
+//! a job runs, and Cancel stops it.
+
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, cookie, sqlite};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A source, a target and a policy; returns the policy id.
+async fn setup(api: &Api<'_>, admin: &str, dir: &Path, db: &Path) -> i64 {
+    let source = api
+        .form(Some(admin), "sources/add", &[("name", "shop".into()), ("url", format!("sqlite://{}", db.display()))])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let target = api
+        .form(
+            Some(admin),
+            "targets/add",
+            &[("name", "disk".into()), ("location", dir.join("repo").display().to_string()), ("password", "repository password".into())],
+        )
+        .await;
+    assert!(target.ok(), "{target:?}");
+    let policy = api
+        .form(
+            Some(admin),
+            "policies/create",
+            &[
+                ("name", "nightly".into()),
+                ("source_id", source.to_string()),
+                ("target_id", target.json().as_i64().unwrap().to_string()),
+                ("include", String::new()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", String::new()),
+                ("timezone", String::new()),
+            ],
+        )
+        .await;
+    assert!(policy.ok(), "{policy:?}");
+    policy.json().as_i64().unwrap()
+}
+
+fn start(data: &Path) -> Server {
+    Server::start(Options {
+        data_dir: data,
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    })
+}
+
+#[tokio::test]
+async fn jobs_survive_a_restart_and_an_interrupted_one_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("shop.db");
+    sqlite(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let policy = setup(&api, &admin, dir.path(), &db).await;
+    drop(api);
+    server.stop();
+
+    // While the server is down: one job was running (its worker died with it), one was
+    // queued.
+    sqlite(
+        &data.join("history.db"),
+        &format!(
+            "INSERT INTO jobs (kind, status, policy_id, params, title, created_by, created_at, started_at, worker, heartbeat_at) \
+             VALUES ('backup', 'running', {policy}, '{{\"kind\":\"backup\",\"policy_id\":{policy}}}', 'Backup: nightly', 1, 1, 1, 'gone-worker', 1);
+             INSERT INTO jobs (kind, status, policy_id, params, title, created_by, created_at) \
+             VALUES ('backup', 'queued', {policy}, '{{\"kind\":\"backup\",\"policy_id\":{policy}}}', 'Backup: nightly', 1, 2);"
+        ),
+    );
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let interrupted = api.wait_job(&admin, 1).await;
+    assert_eq!(interrupted[0]["status"], "failed");
+    assert!(interrupted[0]["error"].as_str().unwrap().contains("server stopped"), "{interrupted}");
+    let queued = api.wait_job(&admin, 2).await;
+    assert_eq!(queued[0]["status"], "succeeded", "the queued job ran after the restart: {queued}");
+
+    let retry = api.form(Some(&admin), "jobs/retry", &[("id", "1".into())]).await;
+    assert!(retry.ok(), "{retry:?}");
+    let retried = api.wait_job(&admin, retry.json().as_i64().unwrap()).await;
+    assert_eq!(retried[0]["status"], "succeeded", "{retried}");
+    let logs: Vec<String> = retried[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(logs.iter().any(|l| l.starts_with("snapshot ")), "{logs:?}");
+    // A finished job cannot be retried or cancelled.
+    assert!(!api.form(Some(&admin), "jobs/retry", &[("id", "2".into())]).await.ok());
+    assert!(!api.form(Some(&admin), "jobs/cancel", &[("id", "2".into())]).await.ok());
+}
+
+#[tokio::test]
+async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("big.db");
+    // Big enough that the backup runs for a while: ~300 MB of incompressible rows.
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+         INSERT INTO t SELECT i, randomblob(1000) FROM n;",
+    );
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let policy = setup(&api, &admin, dir.path(), &db).await;
+    let job = api.form(Some(&admin), "policies/run", &[("id", policy.to_string())]).await.json().as_i64().unwrap();
+
+    // Progress shows up while it runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = api.form(Some(&admin), "jobs/get", &[("id", job.to_string()), ("after_log", "0".into())]).await.json();
+        if j[0]["status"] == "running" && j[0]["rows_done"].as_i64().unwrap() > 0 {
+            assert_eq!(j[0]["current_table"], "t");
+            break;
+        }
+        assert!(j[0]["status"] != "succeeded", "finished before progress was seen: {j}");
+        assert!(Instant::now() < deadline, "no progress: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = api.form(Some(&admin), "jobs/cancel", &[("id", job.to_string())]).await;
+    assert!(cancel.ok(), "{cancel:?}");
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "cancelled", "{done}");
+    // A cancelled backup made no snapshot.
+    let snaps = api
+        .json(Some(&admin), "snapshots/list", serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}))
+        .await
+        .json();
+    assert_eq!(snaps.as_array().unwrap().len(), 0);
+}
