@@ -35,47 +35,56 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The console's sections, in navigation order: (path, label, what is coming there).
-pub const SECTIONS: &[(&str, &str, &str)] = &[
+/// The console's sections, in navigation order: (path, label, what is there, who sees
+/// it in the navigation — the server enforces access either way).
+pub const SECTIONS: &[(&str, &str, &str, auth::Perm)] = &[
     (
         "/sources",
         "Sources",
         "Add SQLite and PostgreSQL databases, test connections and browse their tables.",
+        auth::Perm::RestoreNew,
     ),
     (
         "/targets",
         "Targets",
-        "Local directories, S3-compatible buckets and SFTP paths that hold encrypted repositories.",
+        "Directories that hold encrypted repositories.",
+        auth::Perm::SeeAll,
     ),
     (
         "/policies",
         "Policies",
-        "What to back up, where to, on which schedule, and how long to keep it.",
+        "What to back up, where to, on which schedule; Run now.",
+        auth::Perm::SeeAll,
     ),
     (
         "/backups",
         "Backups",
         "Snapshot history per policy and source, with verification status.",
+        auth::Perm::RestoreNew,
     ),
     (
         "/restores",
         "Restores",
-        "The restore wizard and self-service restore requests.",
+        "The restore wizard.",
+        auth::Perm::RestoreNew,
     ),
     (
         "/jobs",
         "Jobs",
         "Every backup, restore and verify with live progress, logs and cancel.",
+        auth::Perm::RestoreNew,
     ),
     (
         "/audit",
         "Audit",
         "The tamper-evident record of every login, change, run and restore.",
+        auth::Perm::SeeAudit,
     ),
     (
         "/users",
         "Users",
         "Accounts and roles: admin, operator, requester, auditor.",
+        auth::Perm::ManageUsers,
     ),
 ];
 
@@ -90,14 +99,17 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=pages::login::LoginPage/>
                 <ParentRoute path=path!("") view=pages::layout::Layout>
                     <Route path=path!("") view=pages::dashboard::Dashboard/>
-                    <Route path=path!("sources") view=|| view! { <pages::ComingSoon path="/sources"/> }/>
-                    <Route path=path!("targets") view=|| view! { <pages::ComingSoon path="/targets"/> }/>
-                    <Route path=path!("policies") view=|| view! { <pages::ComingSoon path="/policies"/> }/>
-                    <Route path=path!("backups") view=|| view! { <pages::ComingSoon path="/backups"/> }/>
-                    <Route path=path!("restores") view=|| view! { <pages::ComingSoon path="/restores"/> }/>
-                    <Route path=path!("jobs") view=|| view! { <pages::ComingSoon path="/jobs"/> }/>
-                    <Route path=path!("audit") view=|| view! { <pages::ComingSoon path="/audit"/> }/>
-                    <Route path=path!("users") view=|| view! { <pages::ComingSoon path="/users"/> }/>
+                    <Route path=path!("sources") view=pages::sources::SourcesPage/>
+                    <Route path=path!("sources/:id") view=pages::sources::SourcePage/>
+                    <Route path=path!("targets") view=pages::sources::TargetsPage/>
+                    <Route path=path!("policies") view=pages::policies::PoliciesPage/>
+                    <Route path=path!("backups") view=pages::backups::BackupsPage/>
+                    <Route path=path!("restores") view=pages::restores::RestoresPage/>
+                    <Route path=path!("jobs") view=pages::jobs::JobsPage/>
+                    <Route path=path!("jobs/:id") view=pages::jobs::JobPage/>
+                    <Route path=path!("audit") view=pages::audit::AuditPage/>
+                    <Route path=path!("users") view=pages::users::UsersPage/>
+                    <Route path=path!("account") view=pages::users::AccountPage/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -1,3 +1,4 @@
+#![allow(clippy::too_many_arguments)] // server functions take one argument per form field
 //! Policies, the jobs they start, the snapshots those make, and restores.
 
 use crate::error::AppError;
@@ -89,7 +90,6 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
 #[server(endpoint = "policies/create")]
 pub async fn create_policy(
     name: String,
@@ -210,6 +210,8 @@ pub struct JobView {
     pub result: Option<String>,
     pub snapshot_id: Option<String>,
     pub cancel_requested: bool,
+    /// The server's clock when this view was made (for the ETA).
+    pub now_ms: i64,
 }
 
 impl JobView {
@@ -265,6 +267,7 @@ fn job_view(
         result: r.result,
         snapshot_id: r.snapshot_id,
         cancel_requested: r.cancel_requested != 0,
+        now_ms: crate::ssr::db::now_ms(),
     }
 }
 

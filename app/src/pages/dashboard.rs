@@ -1,4 +1,3 @@
-use crate::SECTIONS;
 use crate::error::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -31,33 +30,92 @@ pub async fn server_info() -> Result<InstallationInfo, AppError> {
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
+    use super::ui::{bytes, failed, time};
+    use crate::api::history::dashboard_data;
     let info = Resource::new(|| (), |_| server_info());
+    let data = Resource::new(|| (), |_| dashboard_data());
     view! {
         <Title text="Dashboard"/>
         <h1>"Dashboard"</h1>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match info.await {
-                    Ok(i) => view! {
-                        <p class="muted" data-testid="server-info">
-                            {format!(
-                                "tablesafe {} · history database: {} (schema {})",
-                                i.version, i.history_backend, i.schema_version
-                            )}
-                        </p>
+                match data.await {
+                    Err(e) => failed(e),
+                    Ok(d) => view! {
+                        <section class="cards" aria-label="Sources" data-testid="source-health">
+                            {d.sources.is_empty().then(|| view! {
+                                <article class="card"><h2>"Welcome"</h2><p>"Add a " <a href="/sources">"source"</a> ", a " <a href="/targets">"target"</a> " and a " <a href="/policies">"policy"</a> " to take your first backup."</p></article>
+                            })}
+                            {d.sources.into_iter().map(|s| {
+                                let age = s.last_success_ms.map(|t| super::ui::duration(d_now(&d.stored, t))).map(|a| format!("{a} ago"));
+                                view! {
+                                    <article class={if s.failures_7d > 0 { "card warn" } else { "card" }} data-testid=format!("health-{}", s.name)>
+                                        <h2>{s.name.clone()}</h2>
+                                        <p>"Last successful backup: " <strong>{s.last_success_ms.map(time).unwrap_or_else(|| "never".into())}</strong></p>
+                                        {age.map(|a| view! { <p class="muted">{a}</p> })}
+                                        <p>"Next run: " {if s.schedules.is_empty() { "not scheduled".to_string() } else { s.schedules.join(", ") }}</p>
+                                        <p>"Failures in the last 7 days: " <strong>{s.failures_7d}</strong></p>
+                                    </article>
+                                }
+                            }).collect_view()}
+                        </section>
+                        <section class="charts">
+                            <figure>
+                                <figcaption>"Bytes stored per snapshot"</figcaption>
+                                {chart(d.stored.iter().map(|(t, b)| (*t, *b as f64)).collect(), |v| bytes(v as i64))}
+                            </figure>
+                            <figure>
+                                <figcaption>"Job duration (seconds)"</figcaption>
+                                {chart(d.durations.clone(), |v| format!("{v:.1} s"))}
+                            </figure>
+                        </section>
                     }.into_any(),
-                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 }
             })}
         </Suspense>
-        <section class="cards" aria-label="Sections">
-            {SECTIONS.iter().map(|(path, label, about)| view! {
-                <article class="card">
-                    <h2><a href=*path>{*label}</a></h2>
-                    <p>{*about}</p>
-                    <p class="coming-soon">"Coming soon."</p>
-                </article>
-            }).collect_view()}
-        </section>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                info.await.ok().map(|i| view! {
+                    <p class="muted" data-testid="server-info">
+                        {format!(
+                            "tablesafe {} · history database: {} (schema {})",
+                            i.version, i.history_backend, i.schema_version
+                        )}
+                    </p>
+                })
+            })}
+        </Suspense>
     }
+}
+
+/// Milliseconds from `t` to the newest point we know of (the server's data, so server
+/// and browser render the same).
+fn d_now(stored: &[(i64, i64)], t: i64) -> i64 {
+    stored.last().map(|(n, _)| *n).unwrap_or(t).max(t) - t
+}
+
+/// A small SVG bar chart of (time, value) points, oldest first.
+fn chart(points: Vec<(i64, f64)>, label: fn(f64) -> String) -> impl IntoView {
+    if points.is_empty() {
+        return view! { <p class="muted">"No data yet."</p> }.into_any();
+    }
+    let max = points.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9);
+    let (w, h) = (600.0, 160.0);
+    let bw = w / points.len() as f64;
+    let top = label(max);
+    view! {
+        <svg viewBox=format!("0 0 {w} {}", h + 20.0) role="img" aria-label=format!("up to {top}") class="chart">
+            {points.into_iter().enumerate().map(|(i, (t, v))| {
+                let bh = (v / max * h).max(1.0);
+                view! {
+                    <rect x=format!("{:.1}", i as f64 * bw + 1.0) y=format!("{:.1}", h - bh)
+                        width=format!("{:.1}", (bw - 2.0).max(1.0)) height=format!("{bh:.1}")>
+                        <title>{format!("{}: {}", super::ui::time(t), label(v))}</title>
+                    </rect>
+                }
+            }).collect_view()}
+            <text x="0" y=format!("{}", h + 16.0)>{format!("max {top}")}</text>
+        </svg>
+    }
+    .into_any()
 }

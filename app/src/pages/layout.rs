@@ -11,6 +11,7 @@ use leptos_router::components::{A, Outlet, Redirect};
 #[component]
 pub fn Layout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
+    provide_context(super::ui::CurrentUser(user));
     let logout = ServerAction::<Logout>::new();
     view! {
         <div class="layout">
@@ -20,9 +21,9 @@ pub fn Layout() -> impl IntoView {
                     {move || Suspend::new(async move {
                         match user.await {
                             Ok(Some(u)) => view! {
-                                <span class="who" data-testid="current-user">
+                                <a class="who" href="/account" data-testid="current-user">
                                     {u.username} <span class="role">{u.role.as_str()}</span>
-                                </span>
+                                </a>
                             }.into_any(),
                             _ => view! { <Redirect path="/login"/> }.into_any(),
                         }
@@ -35,8 +36,10 @@ pub fn Layout() -> impl IntoView {
             <nav class="sidebar" aria-label="Main">
                 <ul>
                     <li><A href="/" exact=true>"Dashboard"</A></li>
-                    {SECTIONS.iter().map(|(path, label, _)| view! {
-                        <li><A href=*path>{*label}</A></li>
+                    {SECTIONS.iter().map(|(path, label, _, perm)| view! {
+                        <super::ui::IfCan perm=*perm>
+                            <li><A href=*path>{*label}</A></li>
+                        </super::ui::IfCan>
                     }).collect_view()}
                 </ul>
             </nav>

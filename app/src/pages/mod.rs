@@ -1,28 +1,19 @@
 //! One module per console page.
 
+pub mod audit;
+pub mod backups;
 pub mod dashboard;
+pub mod jobs;
 pub mod layout;
 pub mod login;
+pub mod policies;
+pub mod restores;
+pub mod sources;
+pub mod ui;
+pub mod users;
 
-use crate::SECTIONS;
 use leptos::prelude::*;
 use leptos_meta::Title;
-
-/// A section of the console whose issue has not landed yet.
-#[component]
-pub fn ComingSoon(path: &'static str) -> impl IntoView {
-    let (label, about) = SECTIONS
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map(|(_, label, about)| (*label, *about))
-        .unwrap_or(("", ""));
-    view! {
-        <Title text=label/>
-        <h1>{label}</h1>
-        <p class="muted">{about}</p>
-        <p class="coming-soon">"Coming soon."</p>
-    }
-}
 
 #[component]
 pub fn NotFound() -> impl IntoView {

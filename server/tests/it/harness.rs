@@ -1,8 +1,8 @@
 //! Starting and stopping `tablesafe serve` for a test.
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -171,7 +171,12 @@ impl Reply {
 }
 
 impl Api<'_> {
-    pub async fn form(&self, cookie: Option<&str>, endpoint: &str, args: &[(&str, String)]) -> Reply {
+    pub async fn form(
+        &self,
+        cookie: Option<&str>,
+        endpoint: &str,
+        args: &[(&str, String)],
+    ) -> Reply {
         let mut req = client()
             .post(self.server.url(&format!("/api/{endpoint}")))
             .header("Origin", &self.server.base)
@@ -240,4 +245,3 @@ pub fn sqlite(path: &Path, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-

@@ -9,7 +9,14 @@ use std::time::{Duration, Instant};
 /// A source, a target and a policy; returns the policy id.
 async fn setup(api: &Api<'_>, admin: &str, dir: &Path, db: &Path) -> i64 {
     let source = api
-        .form(Some(admin), "sources/add", &[("name", "shop".into()), ("url", format!("sqlite://{}", db.display()))])
+        .form(
+            Some(admin),
+            "sources/add",
+            &[
+                ("name", "shop".into()),
+                ("url", format!("sqlite://{}", db.display())),
+            ],
+        )
         .await
         .json()
         .as_i64()
@@ -18,7 +25,11 @@ async fn setup(api: &Api<'_>, admin: &str, dir: &Path, db: &Path) -> i64 {
         .form(
             Some(admin),
             "targets/add",
-            &[("name", "disk".into()), ("location", dir.join("repo").display().to_string()), ("password", "repository password".into())],
+            &[
+                ("name", "disk".into()),
+                ("location", dir.join("repo").display().to_string()),
+                ("password", "repository password".into()),
+            ],
         )
         .await;
     assert!(target.ok(), "{target:?}");
@@ -55,12 +66,14 @@ async fn jobs_survive_a_restart_and_an_interrupted_one_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let db = dir.path().join("shop.db");
-    sqlite(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    );
     let server = start(&data);
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let policy = setup(&api, &admin, dir.path(), &db).await;
-    drop(api);
     server.stop();
 
     // While the server is down: one job was running (its worker died with it), one was
@@ -79,11 +92,22 @@ async fn jobs_survive_a_restart_and_an_interrupted_one_can_be_retried() {
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let interrupted = api.wait_job(&admin, 1).await;
     assert_eq!(interrupted[0]["status"], "failed");
-    assert!(interrupted[0]["error"].as_str().unwrap().contains("server stopped"), "{interrupted}");
+    assert!(
+        interrupted[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("server stopped"),
+        "{interrupted}"
+    );
     let queued = api.wait_job(&admin, 2).await;
-    assert_eq!(queued[0]["status"], "succeeded", "the queued job ran after the restart: {queued}");
+    assert_eq!(
+        queued[0]["status"], "succeeded",
+        "the queued job ran after the restart: {queued}"
+    );
 
-    let retry = api.form(Some(&admin), "jobs/retry", &[("id", "1".into())]).await;
+    let retry = api
+        .form(Some(&admin), "jobs/retry", &[("id", "1".into())])
+        .await;
     assert!(retry.ok(), "{retry:?}");
     let retried = api.wait_job(&admin, retry.json().as_i64().unwrap()).await;
     assert_eq!(retried[0]["status"], "succeeded", "{retried}");
@@ -95,8 +119,16 @@ async fn jobs_survive_a_restart_and_an_interrupted_one_can_be_retried() {
         .collect();
     assert!(logs.iter().any(|l| l.starts_with("snapshot ")), "{logs:?}");
     // A finished job cannot be retried or cancelled.
-    assert!(!api.form(Some(&admin), "jobs/retry", &[("id", "2".into())]).await.ok());
-    assert!(!api.form(Some(&admin), "jobs/cancel", &[("id", "2".into())]).await.ok());
+    assert!(
+        !api.form(Some(&admin), "jobs/retry", &[("id", "2".into())])
+            .await
+            .ok()
+    );
+    assert!(
+        !api.form(Some(&admin), "jobs/cancel", &[("id", "2".into())])
+            .await
+            .ok()
+    );
 }
 
 #[tokio::test]
@@ -115,27 +147,48 @@ async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let policy = setup(&api, &admin, dir.path(), &db).await;
-    let job = api.form(Some(&admin), "policies/run", &[("id", policy.to_string())]).await.json().as_i64().unwrap();
+    let job = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
 
     // Progress shows up while it runs.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let j = api.form(Some(&admin), "jobs/get", &[("id", job.to_string()), ("after_log", "0".into())]).await.json();
+        let j = api
+            .form(
+                Some(&admin),
+                "jobs/get",
+                &[("id", job.to_string()), ("after_log", "0".into())],
+            )
+            .await
+            .json();
         if j[0]["status"] == "running" && j[0]["rows_done"].as_i64().unwrap() > 0 {
             assert_eq!(j[0]["current_table"], "t");
             break;
         }
-        assert!(j[0]["status"] != "succeeded", "finished before progress was seen: {j}");
+        assert!(
+            j[0]["status"] != "succeeded",
+            "finished before progress was seen: {j}"
+        );
         assert!(Instant::now() < deadline, "no progress: {j}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cancel = api.form(Some(&admin), "jobs/cancel", &[("id", job.to_string())]).await;
+    let cancel = api
+        .form(Some(&admin), "jobs/cancel", &[("id", job.to_string())])
+        .await;
     assert!(cancel.ok(), "{cancel:?}");
     let done = api.wait_job(&admin, job).await;
     assert_eq!(done[0]["status"], "cancelled", "{done}");
     // A cancelled backup made no snapshot.
     let snaps = api
-        .json(Some(&admin), "snapshots/list", serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}))
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
         .await
         .json();
     assert_eq!(snaps.as_array().unwrap().len(), 0);

@@ -1,0 +1,99 @@
+use super::ui::{failed, time};
+use crate::api::history::{VerifyAudit, list_audit};
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+#[component]
+pub fn AuditPage() -> impl IntoView {
+    let query = use_query_map();
+    let q = move |k: &str| query.read().get(k).unwrap_or_default();
+    let before = move || {
+        query
+            .read()
+            .get("before")
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let entries = Resource::new(
+        move || (q("user"), q("action"), q("outcome"), before()),
+        |(u, a, o, b)| list_audit(u, a, o, b),
+    );
+    let verify = ServerAction::<VerifyAudit>::new();
+    let csv = move || {
+        format!(
+            "/audit.csv?user={}&action={}&outcome={}",
+            url_escape(&q("user")),
+            url_escape(&q("action")),
+            url_escape(&q("outcome"))
+        )
+    };
+    view! {
+        <Title text="Audit"/>
+        <h1>"Audit log"</h1>
+        <p class="muted">"Every login, change, run, restore and export, with who, when and from where. Entries are hash-chained: editing or removing one breaks the chain."</p>
+        <form class="filters" method="get" action="/audit" aria-label="Filter the audit log">
+            <label for="user">"User"</label>
+            <input id="user" name="user" value=move || q("user")/>
+            <label for="action">"Action"</label>
+            <input id="action" name="action" value=move || q("action") placeholder="login, restore., job."/>
+            <label for="outcome">"Outcome"</label>
+            <select id="outcome" name="outcome">
+                {["", "ok", "failed", "denied"].into_iter().map(|o| view! {
+                    <option value=o selected=move || q("outcome") == o>{if o.is_empty() { "any" } else { o }}</option>
+                }).collect_view()}
+            </select>
+            <button type="submit" class="secondary">"Filter"</button>
+            <a class="button" href=csv download="tablesafe-audit.csv">"Export CSV"</a>
+        </form>
+        <p>
+            <button class="secondary" on:click=move |_| { verify.dispatch(VerifyAudit {}); }>"Verify the chain"</button>
+            " "
+            <span data-testid="chain">{move || verify.value().get().map(|r| match r {
+                Ok(None) => "The chain is intact.".to_string(),
+                Ok(Some(id)) => format!("The chain is broken at entry {id}: the log was edited."),
+                Err(e) => e.to_string(),
+            })}</span>
+        </p>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match entries.await {
+                    Err(e) => failed(e),
+                    Ok(list) => {
+                        let oldest = list.last().map(|e| e.id);
+                        let full = list.len() as i64 == crate::api::PAGE;
+                        view! {
+                            <table class="list" data-testid="audit">
+                                <thead><tr><th>"When"</th><th>"Who"</th><th>"From"</th><th>"Action"</th><th>"On"</th><th>"Outcome"</th><th>"Detail"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|e| { let class = e.outcome.clone(); view! {
+                                        <tr class=class>
+                                            <td>{time(e.at)}</td>
+                                            <td>{e.username}</td>
+                                            <td>{e.address}</td>
+                                            <td>{e.action}</td>
+                                            <td>{e.target}</td>
+                                            <td>{e.outcome}</td>
+                                            <td>{e.detail}</td>
+                                        </tr>
+                                    }}).collect_view()}
+                                </tbody>
+                            </table>
+                            {(full && oldest.is_some()).then(|| view! {
+                                <p><a href=format!("/audit?user={}&action={}&outcome={}&before={}", url_escape(&q("user")), url_escape(&q("action")), url_escape(&q("outcome")), oldest.unwrap_or(0))>"Older entries →"</a></p>
+                            })}
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,245 @@
+use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, time};
+use crate::api::jobs::{CancelJob, JobView, LogLine, RetryJob, get_job, list_jobs};
+use crate::auth::Perm;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
+
+/// A tick that advances every `ms` in the browser (never on the server), for polling.
+fn ticker(ms: u64) -> ReadSignal<u64> {
+    let (tick, set_tick) = signal(0u64);
+    Effect::new(move |_| {
+        if let Ok(handle) = set_interval_with_handle(
+            move || set_tick.update(|t| *t += 1),
+            std::time::Duration::from_millis(ms),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    tick
+}
+
+fn status_badge(status: &str) -> impl IntoView {
+    view! { <span class=format!("badge {status}") data-testid="job-status">{status.to_string()}</span> }
+}
+
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    let query = use_query_map();
+    let status = move || query.read().get("status").unwrap_or_default();
+    let before = move || {
+        query
+            .read()
+            .get("before")
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let tick = ticker(2000);
+    let jobs = Resource::new(
+        move || (status(), before(), tick.get()),
+        |(s, b, _)| list_jobs(b, Some(s)),
+    );
+    view! {
+        <Title text="Jobs"/>
+        <h1>"Jobs"</h1>
+        <form class="filters" method="get" action="/jobs">
+            <label for="status">"Status"</label>
+            <select id="status" name="status" onchange="this.form.submit()">
+                {["", "queued", "running", "succeeded", "failed", "cancelled"].into_iter().map(|s| view! {
+                    <option value=s selected=move || status() == s>{if s.is_empty() { "any" } else { s }}</option>
+                }).collect_view()}
+            </select>
+            <noscript><button type="submit">"Filter"</button></noscript>
+        </form>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match jobs.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No jobs."</p> }.into_any(),
+                    Ok(list) => {
+                        let oldest = list.last().map(|j| j.id);
+                        let full = list.len() as i64 == crate::api::PAGE;
+                        view! {
+                            <table class="list" data-testid="jobs">
+                                <thead><tr><th>"#"</th><th>"Job"</th><th>"Status"</th><th>"Started by"</th><th>"Created"</th><th>"Progress"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|j| view! {
+                                        <tr data-testid=format!("job-{}", j.id)>
+                                            <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
+                                            <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
+                                            <td>{status_badge(&j.status)}</td>
+                                            <td>{j.created_by.clone()}</td>
+                                            <td>{time(j.created_at)}</td>
+                                            <td>{progress_text(&j)}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                            {(full && oldest.is_some()).then(|| view! {
+                                <p><a href=format!("/jobs?status={}&before={}", status(), oldest.unwrap_or(0))>"Older jobs →"</a></p>
+                            })}
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+fn progress_text(j: &JobView) -> String {
+    let mut s = format!("{} rows, {}", j.rows_done, bytes(j.bytes_done));
+    if let Some(f) = j.fraction() {
+        s.push_str(&format!(" ({:.0} %)", f * 100.0));
+    }
+    s
+}
+
+/// Seconds left at the current rate, once there is a rate.
+fn eta(j: &JobView, now_ms: i64) -> Option<String> {
+    let f = j.fraction()?;
+    let started = j.started_at?;
+    if j.finished() || f <= 0.01 {
+        return None;
+    }
+    let elapsed = (now_ms - started).max(1) as f64;
+    Some(duration(((elapsed / f) * (1.0 - f)) as i64))
+}
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let cancel = ServerAction::<CancelJob>::new();
+    let retry = ServerAction::<RetryJob>::new();
+    let tick = ticker(700);
+    let (logs, set_logs) = signal(Vec::<LogLine>::new());
+    let (finished, set_finished) = signal(false);
+    let job = Resource::new(
+        move || {
+            (
+                id(),
+                if finished.get() { 0 } else { tick.get() },
+                cancel.version().get(),
+            )
+        },
+        move |(id, _, _)| {
+            let after = logs
+                .get_untracked()
+                .last()
+                .map(|l: &LogLine| l.id)
+                .unwrap_or(0);
+            get_job(id, after)
+        },
+    );
+    // Append new log lines as they come.
+    Effect::new(move |_| {
+        if let Some(Ok((j, new))) = job.get() {
+            if !new.is_empty() {
+                set_logs.update(|l| {
+                    let last = l.last().map(|x| x.id).unwrap_or(0);
+                    l.extend(new.into_iter().filter(|x| x.id > last));
+                });
+            }
+            if j.finished() {
+                set_finished.set(true);
+            }
+        }
+    });
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(new_job)) = retry.value().get() {
+            set_logs.set(Vec::new());
+            set_finished.set(false);
+            navigate(&format!("/jobs/{new_job}"), Default::default());
+        }
+    });
+    view! {
+        <Title text="Job"/>
+        <p><a href="/jobs">"← Jobs"</a></p>
+        <ErrorLine error=general_error(cancel)/>
+        <ErrorLine error=general_error(retry)/>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match job.await {
+                    Err(e) => failed(e),
+                    Ok((j, first_logs)) => {
+                        let id = j.id;
+                        let pct = j.fraction();
+                        let finished = j.finished();
+                        let failed_or_cancelled = matches!(j.status.as_str(), "failed" | "cancelled");
+                        view! {
+                            <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
+                            <p>{status_badge(&j.status)} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
+                            <div class="progress" role="progressbar" aria-label="Progress"
+                                aria-valuemin="0" aria-valuemax="100"
+                                aria-valuenow=pct.map(|f| format!("{:.0}", f * 100.0))
+                                data-testid="progress">
+                                <div class="bar" style=format!("width: {:.1}%", pct.unwrap_or(if finished { 1.0 } else { 0.0 }) * 100.0)></div>
+                            </div>
+                            <p data-testid="progress-text">
+                                {progress_text(&j)}
+                                {j.current_table.clone().filter(|_| !finished).map(|t| format!(" · table {t}"))}
+                                {eta(&j, j.now_ms).map(|e| format!(" · about {e} left"))}
+                                {j.finished_at.zip(j.started_at).map(|(f, s)| format!(" · took {}", duration(f - s)))}
+                            </p>
+                            {j.error.clone().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
+                            {j.snapshot_id.clone().filter(|_| j.kind == "backup").map(|s| view! {
+                                <p data-testid="job-snapshot">"Snapshot " <span class="mono">{s[..12].to_string()}</span> " · " <a href="/backups">"see it in Backups"</a></p>
+                            })}
+                            {(j.kind == "restore" && j.status == "succeeded").then(|| restored_tables(j.result.as_deref()))}
+                            <div class="actions">
+                                {(!finished).then(|| view! {
+                                    <button class="danger" disabled=move || cancel.pending().get() || j.cancel_requested
+                                        on:click=move |_| { cancel.dispatch(CancelJob { id }); }>
+                                        {if j.cancel_requested { "Cancelling…" } else { "Cancel" }}
+                                    </button>
+                                })}
+                                {failed_or_cancelled.then(|| view! {
+                                    <IfCan perm=Perm::RunJobs>
+                                        <button on:click=move |_| { retry.dispatch(RetryJob { id }); }>"Retry"</button>
+                                    </IfCan>
+                                })}
+                            </div>
+                            <h2>"Log"</h2>
+                            <ol class="log" data-testid="job-log">
+                                {move || {
+                                    let shown = logs.get();
+                                    let lines = if shown.is_empty() { first_logs.clone() } else { shown };
+                                    lines.into_iter().map(|l| view! {
+                                        <li class=l.level.clone()><span class="muted">{time(l.at)}</span>" "{l.message}</li>
+                                    }).collect_view()
+                                }}
+                            </ol>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+fn restored_tables(result: Option<&str>) -> impl IntoView {
+    let tables: Vec<(String, u64)> = result
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|v| v["tables"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap_or("").to_string(),
+                t["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    view! {
+        <h2>"Restored"</h2>
+        <ul data-testid="restored">
+            {tables.into_iter().map(|(t, r)| view! { <li>{format!("{t}: {r} rows")}</li> }).collect_view()}
+        </ul>
+    }
+}

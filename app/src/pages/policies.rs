@@ -1,0 +1,116 @@
+use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
+use crate::api::jobs::{CreatePolicy, RunPolicy, list_policies};
+use crate::api::sources::{list_sources, list_targets};
+use crate::auth::Perm;
+use crate::forms;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_navigate;
+
+#[component]
+pub fn PoliciesPage() -> impl IntoView {
+    let create = ServerAction::<CreatePolicy>::new();
+    let run = ServerAction::<RunPolicy>::new();
+    let policies = Resource::new(move || create.version().get(), |_| list_policies());
+    let choices = Resource::new(
+        || (),
+        |_| async { (list_sources().await, list_targets().await) },
+    );
+    // Run now: follow the new job on its page.
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = run.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    view! {
+        <Title text="Policies"/>
+        <h1>"Policies"</h1>
+        <p class="muted">"What to back up, where to, and when. Schedules are stored now and run by the scheduler (coming with the next release); Run now works today."</p>
+        <ErrorLine error=general_error(run)/>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match policies.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No policies yet."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="list" data-testid="policies">
+                            <thead><tr><th>"Name"</th><th>"Source → target"</th><th>"Selection"</th><th>"Schedule"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|p| {
+                                    let id = p.id;
+                                    let selection = if p.include.is_empty() && p.exclude.is_empty() && p.columns.is_empty() {
+                                        "all tables".to_string()
+                                    } else {
+                                        let mut parts = Vec::new();
+                                        if !p.include.is_empty() { parts.push(format!("include {}", p.include.join(", "))); }
+                                        if !p.exclude.is_empty() { parts.push(format!("exclude {}", p.exclude.join(", "))); }
+                                        for (t, c) in &p.columns { parts.push(format!("{t}: {}", c.join(", "))); }
+                                        parts.join("; ")
+                                    };
+                                    view! {
+                                        <tr data-testid=format!("policy-{}", p.name)>
+                                            <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
+                                            <td>{format!("{} → {}", p.source, p.target)}</td>
+                                            <td>{selection}</td>
+                                            <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}</td>
+                                            <td>
+                                                <IfCan perm=Perm::RunJobs>
+                                                    <button disabled=move || run.pending().get()
+                                                        on:click=move |_| { run.dispatch(RunPolicy { id }); }>"Run now"</button>
+                                                </IfCan>
+                                            </td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+        <IfCan perm=Perm::Configure>
+            <h2>"Create a policy"</h2>
+            <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
+                <Field label="Name" name="name" error=field_error(create, "name") check=|v| forms::name("name", v).map(|_| ())/>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let (sources, targets) = choices.await;
+                        view! {
+                            <div class="field">
+                                <label for="f-source_id">"Source"</label>
+                                <select id="f-source_id" name="source_id">
+                                    {sources.unwrap_or_default().into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
+                                </select>
+                                <p class="field-error">{move || field_error(create, "source_id").get()}</p>
+                            </div>
+                            <div class="field">
+                                <label for="f-target_id">"Target"</label>
+                                <select id="f-target_id" name="target_id">
+                                    {targets.unwrap_or_default().into_iter().map(|t| view! { <option value=t.id.to_string()>{t.name}</option> }).collect_view()}
+                                </select>
+                                <p class="field-error">{move || field_error(create, "target_id").get()}</p>
+                            </div>
+                        }
+                    })}
+                </Suspense>
+                <Field label="Include tables (globs, one per line; empty: all)" name="include" multiline=true
+                    error=field_error(create, "include") check=|v| forms::globs("include", v).map(|_| ())/>
+                <Field label="Exclude tables" name="exclude" multiline=true
+                    error=field_error(create, "exclude") check=|v| forms::globs("exclude", v).map(|_| ())/>
+                <Field label="Only some columns (table=col1,col2 per line)" name="columns" multiline=true
+                    error=field_error(create, "columns") check=|v| forms::columns(v).map(|_| ())/>
+                <Field label="Schedule" name="schedule" placeholder="0 2 * * *, hourly, daily at 02:30, every 15 minutes"
+                    error=field_error(create, "schedule") check=|v| forms::schedule(v).map(|_| ())/>
+                <Field label="Time zone" name="timezone" value="UTC"
+                    error=field_error(create, "timezone") check=|v| forms::timezone(v).map(|_| ())/>
+                <div class="field check">
+                    <input id="f-enabled" type="checkbox" name="enabled" value="on" checked/>
+                    <label for="f-enabled">"Enabled"</label>
+                </div>
+                <ErrorLine error=general_error(create)/>
+                <button type="submit" disabled=move || create.pending().get()>"Create policy"</button>
+            </ActionForm>
+        </IfCan>
+    }
+}

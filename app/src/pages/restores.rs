@@ -1,0 +1,197 @@
+//! The restore wizard: snapshot → tables (and columns) → destination and names → mode
+//! → preview (a dry run on the server) → run, then the job page.
+
+use super::ui::{ErrorLine, failed, general_error};
+use crate::api::history::{
+    PlannedTableView, PreviewRestore, RestoreRequest, StartRestore, list_snapshots,
+};
+use crate::api::sources::list_sources;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_query_map};
+use std::collections::BTreeMap;
+
+#[component]
+pub fn RestoresPage() -> impl IntoView {
+    let query = use_query_map();
+    let preselected = query
+        .read_untracked()
+        .get("snapshot")
+        .and_then(|v| v.parse::<i64>().ok());
+    let snapshots = Resource::new(|| (), |_| list_snapshots(0, 0, None));
+    let sources = Resource::new(|| (), |_| list_sources());
+
+    let (snapshot, set_snapshot) = signal(preselected);
+    let (tables, set_tables) = signal(Vec::<String>::new());
+    let (dest, set_dest) = signal(None::<i64>);
+    let (suffix, set_suffix) = signal("_restored".to_string());
+    let (mode, set_mode) = signal("create".to_string());
+    let (confirm, set_confirm) = signal(String::new());
+    let preview = ServerAction::<PreviewRestore>::new();
+    let start = ServerAction::<StartRestore>::new();
+
+    let request = move || {
+        let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
+        let chosen = snapshot.get()?;
+        let snap = snaps.into_iter().find(|s| s.id == chosen)?;
+        let tables = tables.get();
+        let suffix = suffix.get();
+        let rename: BTreeMap<String, String> = if suffix.is_empty() {
+            BTreeMap::new()
+        } else {
+            tables
+                .iter()
+                .map(|t| (t.clone(), format!("{t}{suffix}")))
+                .collect()
+        };
+        Some(RestoreRequest {
+            snapshot: chosen,
+            dest_source_id: dest.get().or(snap.source_id).unwrap_or(0),
+            tables,
+            columns: BTreeMap::new(),
+            rename,
+            mode: mode.get(),
+            confirm: confirm.get(),
+        })
+    };
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = start.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let plan = move || preview.value().get().and_then(|r| r.ok());
+
+    view! {
+        <Title text="Restore"/>
+        <h1>"Restore"</h1>
+        <ol class="wizard">
+            <li>
+                <h2>"1. Snapshot"</h2>
+                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                    {move || Suspend::new(async move {
+                        match snapshots.await {
+                            Err(e) => failed(e),
+                            Ok(list) if list.is_empty() => view! { <p class="muted">"No snapshots yet: run a backup first."</p> }.into_any(),
+                            Ok(list) => view! {
+                                <label for="snapshot">"Snapshot"</label>
+                                <select id="snapshot" on:change=move |ev| {
+                                    set_snapshot.set(event_target_value(&ev).parse().ok());
+                                    set_tables.set(Vec::new());
+                                    preview.clear();
+                                }>
+                                    <option value="">"Choose a snapshot"</option>
+                                    {list.into_iter().map(|s| {
+                                        let label = format!("{} · {} · {} · {} tables", super::ui::time(s.time_ms), s.source, s.policy, s.tables);
+                                        view! { <option value=s.id.to_string() selected=move || snapshot.get() == Some(s.id)>{label}</option> }
+                                    }).collect_view()}
+                                </select>
+                            }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </li>
+            <li>
+                <h2>"2. Tables"</h2>
+                {move || {
+                    let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
+                    let chosen = snapshot.get().and_then(|id| snaps.into_iter().find(|s| s.id == id));
+                    match chosen {
+                        None => view! { <p class="muted">"Choose a snapshot first."</p> }.into_any(),
+                        Some(s) => view! {
+                            <fieldset data-testid="restore-tables">
+                                <legend>"Tables to restore"</legend>
+                                {s.details.into_iter().map(|t| {
+                                    let name = t.name.clone();
+                                    let name2 = t.name.clone();
+                                    let id = format!("t-{}", t.name);
+                                    view! {
+                                        <div class="check">
+                                            <input type="checkbox" id=id.clone()
+                                                prop:checked=move || tables.get().contains(&name)
+                                                on:change=move |ev| {
+                                                    let on = event_target_checked(&ev);
+                                                    set_tables.update(|ts| {
+                                                        ts.retain(|x| x != &name2);
+                                                        if on { ts.push(name2.clone()); }
+                                                    });
+                                                    preview.clear();
+                                                }/>
+                                            <label for=id>{format!("{} ({} rows)", t.name, t.rows)}</label>
+                                        </div>
+                                    }
+                                }).collect_view()}
+                            </fieldset>
+                        }.into_any(),
+                    }
+                }}
+            </li>
+            <li>
+                <h2>"3. Destination"</h2>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let list = sources.await.unwrap_or_default();
+                        view! {
+                            <label for="dest">"Restore into"</label>
+                            <select id="dest" on:change=move |ev| { set_dest.set(event_target_value(&ev).parse().ok()); preview.clear(); }>
+                                <option value="">"the snapshot's own source"</option>
+                                {list.into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
+                            </select>
+                        }
+                    })}
+                </Suspense>
+                <label for="suffix">"New table names: add this suffix (empty: keep the names)"</label>
+                <input id="suffix" prop:value=move || suffix.get()
+                    on:input=move |ev| { set_suffix.set(event_target_value(&ev)); preview.clear(); }/>
+            </li>
+            <li>
+                <h2>"4. Mode"</h2>
+                <div class="check">
+                    <input type="radio" id="mode-create" name="mode" prop:checked=move || mode.get() == "create"
+                        on:change=move |_| { set_mode.set("create".into()); preview.clear(); }/>
+                    <label for="mode-create">"Create new tables (fails if a table exists)"</label>
+                </div>
+                <div class="check">
+                    <input type="radio" id="mode-replace" name="mode" prop:checked=move || mode.get() == "replace"
+                        on:change=move |_| { set_mode.set("replace".into()); preview.clear(); }/>
+                    <label for="mode-replace">"Replace existing tables (drops them first)"</label>
+                </div>
+                <Show when=move || mode.get() == "replace">
+                    <label for="confirm">"Type the names of the tables that will be replaced, comma-separated"</label>
+                    <input id="confirm" prop:value=move || confirm.get() on:input=move |ev| set_confirm.set(event_target_value(&ev))/>
+                </Show>
+            </li>
+            <li>
+                <h2>"5. Preview and run"</h2>
+                <button class="secondary" disabled=move || request().is_none_or(|r| r.tables.is_empty()) || preview.pending().get()
+                    on:click=move |_| { if let Some(req) = request() { preview.dispatch(PreviewRestore { req }); } }>"Preview"</button>
+                <ErrorLine error=general_error(preview)/>
+                {move || plan().map(preview_table)}
+                <Show when=move || plan().is_some()>
+                    <button disabled=move || start.pending().get()
+                        on:click=move |_| { if let Some(req) = request() { start.dispatch(StartRestore { req }); } }>"Run restore"</button>
+                </Show>
+                <ErrorLine error=Signal::derive(move || start.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
+            </li>
+        </ol>
+    }
+}
+
+fn preview_table(tables: Vec<PlannedTableView>) -> impl IntoView {
+    view! {
+        <table class="list" data-testid="restore-plan">
+            <thead><tr><th>"From"</th><th>"Into"</th><th>"Action"</th><th>"Rows"</th><th>"Bytes"</th></tr></thead>
+            <tbody>
+                {tables.into_iter().map(|t| view! {
+                    <tr>
+                        <td>{t.source_table}</td>
+                        <td>{t.dest_table}</td>
+                        <td>{t.action}</td>
+                        <td class="num">{t.rows}</td>
+                        <td class="num">{super::ui::bytes(t.bytes as i64)}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -1,0 +1,158 @@
+use super::ui::{ErrorLine, Field, IfCan, bytes, failed, field_error, general_error};
+use crate::api::sources::{
+    AddSource, AddTarget, TestSource, list_sources, list_targets, source_tables,
+};
+use crate::auth::Perm;
+use crate::forms;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+#[component]
+pub fn SourcesPage() -> impl IntoView {
+    let add = ServerAction::<AddSource>::new();
+    let test = ServerAction::<TestSource>::new();
+    let sources = Resource::new(move || add.version().get(), |_| list_sources());
+    let test_result = move || {
+        test.value().get().map(|r| match r {
+            Ok(msg) => view! { <p class="ok" role="status" data-testid="test-result">{msg}</p> }.into_any(),
+            Err(e) => view! { <p class="error" role="alert" data-testid="test-result">{e.to_string()}</p> }.into_any(),
+        })
+    };
+    view! {
+        <Title text="Sources"/>
+        <h1>"Sources"</h1>
+        <p class="muted">"The databases tablesafe backs up. Passwords in connection URLs are encrypted at rest and never shown again."</p>
+        {test_result}
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match sources.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No sources yet."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="list" data-testid="sources">
+                            <thead><tr><th>"Name"</th><th>"Engine"</th><th>"Connection"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|s| {
+                                    let id = s.id;
+                                    view! {
+                                        <tr data-testid=format!("source-{}", s.name)>
+                                            <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
+                                            <td>{s.engine.clone()}</td>
+                                            <td class="mono">{s.url.clone()}</td>
+                                            <td>
+                                                <IfCan perm=Perm::Configure>
+                                                    <button class="secondary" disabled=move || test.pending().get()
+                                                        on:click=move |_| { test.dispatch(TestSource { id }); }>"Test connection"</button>
+                                                </IfCan>
+                                            </td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+        <IfCan perm=Perm::Configure>
+            <h2>"Add a source"</h2>
+            <ActionForm action=add attr:class="form" attr:aria-label="Add a source">
+                <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
+                <Field label="Connection URL" name="url" placeholder="sqlite:///var/lib/app.db or postgres://user:password@host:5432/db"
+                    error=field_error(add, "url") check=|v| forms::source_url(v).map(|_| ())/>
+                <ErrorLine error=general_error(add)/>
+                <button type="submit" disabled=move || add.pending().get()>"Add source"</button>
+            </ActionForm>
+        </IfCan>
+    }
+}
+
+#[component]
+pub fn SourcePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let tables = Resource::new(id, source_tables);
+    view! {
+        <Title text="Tables"/>
+        <h1>"Tables"</h1>
+        <p><a href="/sources">"← Sources"</a></p>
+        <Suspense fallback=|| view! { <p class="muted">"Connecting…"</p> }>
+            {move || Suspend::new(async move {
+                match tables.await {
+                    Err(e) => failed(e),
+                    Ok(list) => view! {
+                        <table class="list" data-testid="tables">
+                            <thead><tr><th>"Table"</th><th>"Rows"</th><th>"Columns"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|t| view! {
+                                    <tr data-testid=format!("table-{}", t.name)>
+                                        <td>{t.name.clone()}</td>
+                                        <td class="num">{if t.rows_exact { t.rows.to_string() } else { format!("≈{}", t.rows) }}</td>
+                                        <td class="mono">{t.columns.iter().map(|(c, ty)| {
+                                            let key = if t.key.contains(c) { " (key)" } else { "" };
+                                            format!("{c} {ty}{key}")
+                                        }).collect::<Vec<_>>().join(", ")}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn TargetsPage() -> impl IntoView {
+    let add = ServerAction::<AddTarget>::new();
+    let targets = Resource::new(move || add.version().get(), |_| list_targets());
+    view! {
+        <Title text="Targets"/>
+        <h1>"Targets"</h1>
+        <p class="muted">"Where encrypted repositories live. The repository password encrypts every backup; it is stored encrypted and never shown again — keep a copy somewhere safe."</p>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match targets.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No targets yet."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="list" data-testid="targets">
+                            <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Location"</th><th>"Snapshots"</th><th>"Used"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|t| view! {
+                                    <tr data-testid=format!("target-{}", t.name)>
+                                        <td>{t.name.clone()}</td>
+                                        <td>{t.kind.clone()}</td>
+                                        <td class="mono">{t.location.clone()}</td>
+                                        <td class="num">{t.snapshots}</td>
+                                        <td class="num">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+        <IfCan perm=Perm::Configure>
+            <h2>"Add a local directory"</h2>
+            <ActionForm action=add attr:class="form" attr:aria-label="Add a target">
+                <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
+                <Field label="Directory" name="location" placeholder="/var/backups/shop"
+                    error=field_error(add, "location") check=|v| forms::target_location(v).map(|_| ())/>
+                <Field label="Repository password" name="password" kind="password"
+                    error=field_error(add, "password") check=forms::repository_password/>
+                <ErrorLine error=general_error(add)/>
+                <button type="submit" disabled=move || add.pending().get()>"Add target"</button>
+            </ActionForm>
+        </IfCan>
+    }
+}

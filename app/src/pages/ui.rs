@@ -1,0 +1,161 @@
+//! Small pieces every page uses: formatting, form fields with errors next to them,
+//! and the error line of a failed call.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+
+pub fn bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    for (unit, size) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
+        if n >= size {
+            return format!("{:.1} {unit}", n / size);
+        }
+    }
+    format!("{n} B")
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (the same on server and browser, so
+/// hydration matches).
+pub fn time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{}.{} s", s, (ms.max(0) % 1000) / 100),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The error of the last run of `action`, for field `name`.
+pub fn field_error<A, O>(action: ServerAction<A>, name: &'static str) -> Signal<Option<String>>
+where
+    A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
+{
+    Signal::derive(move || {
+        action
+            .value()
+            .get()
+            .and_then(|r| r.err())
+            .and_then(|e| e.for_field(name))
+    })
+}
+
+/// The error of the last run of `action` that is not about one field.
+pub fn general_error<A, O>(action: ServerAction<A>) -> Signal<Option<String>>
+where
+    A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
+{
+    Signal::derive(move || {
+        action
+            .value()
+            .get()
+            .and_then(|r| r.err())
+            .and_then(|e| e.general())
+    })
+}
+
+/// The shared validation of one field (see `crate::forms`).
+pub type Check = fn(&str) -> Result<(), AppError>;
+
+/// A labelled input whose error shows under it: from the shared check as soon as the
+/// user leaves the field, or from the server after submitting.
+#[component]
+pub fn Field(
+    label: &'static str,
+    name: &'static str,
+    #[prop(optional)] kind: Option<&'static str>,
+    #[prop(optional)] placeholder: Option<&'static str>,
+    #[prop(optional, into)] value: Option<String>,
+    #[prop(into)] error: Signal<Option<String>>,
+    #[prop(optional)] check: Option<Check>,
+    #[prop(optional)] multiline: bool,
+) -> impl IntoView {
+    let (local, set_local) = signal(None::<String>);
+    let on_blur = move |ev: leptos::ev::FocusEvent| {
+        if let Some(check) = check {
+            set_local.set(check(&event_target_value(&ev)).err().map(|e| e.to_string()));
+        }
+    };
+    let message = move || local.get().or_else(|| error.get());
+    let id = format!("f-{name}");
+    let err_id = format!("f-{name}-error");
+    let input = if multiline {
+        view! {
+            <textarea id=id.clone() name=name rows="3" placeholder=placeholder.unwrap_or("")
+                aria-describedby=err_id.clone() on:blur=on_blur>{value.clone()}</textarea>
+        }
+        .into_any()
+    } else {
+        view! {
+            <input id=id.clone() name=name type=kind.unwrap_or("text") placeholder=placeholder.unwrap_or("")
+                value=value.clone() aria-describedby=err_id.clone() on:blur=on_blur/>
+        }
+        .into_any()
+    };
+    view! {
+        <div class="field">
+            <label for=id>{label}</label>
+            {input}
+            <p class="field-error" id=err_id data-testid=format!("error-{name}")>{message}</p>
+        </div>
+    }
+}
+
+/// An error line (or nothing).
+#[component]
+pub fn ErrorLine(#[prop(into)] error: Signal<Option<String>>) -> impl IntoView {
+    view! {
+        <Show when=move || error.get().is_some()>
+            <p class="error" role="alert">{move || error.get()}</p>
+        </Show>
+    }
+}
+
+/// Shows a resource's failure as an error line.
+pub fn failed(e: AppError) -> AnyView {
+    view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()
+}
+
+/// The logged-in user, loaded once by the layout and shared with every page.
+#[derive(Clone, Copy)]
+pub struct CurrentUser(pub Resource<Result<Option<crate::auth::SessionUser>, AppError>>);
+
+/// Renders `children` only for roles that have `perm` (the server enforces it anyway;
+/// this only spares users buttons that would be refused).
+#[component]
+pub fn IfCan(perm: crate::auth::Perm, children: ChildrenFn) -> impl IntoView {
+    let user = use_context::<CurrentUser>();
+    let children = StoredValue::new(children);
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let allowed = match user {
+                    Some(CurrentUser(r)) => matches!(r.await, Ok(Some(u)) if u.role.can(perm)),
+                    None => false,
+                };
+                allowed.then(|| children.with_value(|c| c()))
+            })}
+        </Suspense>
+    }
+}
