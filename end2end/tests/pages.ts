@@ -71,3 +71,42 @@ export async function logInAsAdmin(page: Page) {
   await hydrated(page);
   return console;
 }
+
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+/** A fresh temp directory for files a test needs (SQLite sources, repositories). */
+export function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "tablesafe-e2e-files-"));
+}
+
+/** Runs SQL on a SQLite file with CPython's sqlite3 (an independent reader). */
+export function sqlite(file: string, sql: string): string {
+  return execFileSync("python3", [
+    "-c",
+    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.executescript(sys.argv[2]) if ';' in sys.argv[2] else c.execute(sys.argv[2]); print(r.fetchall()); c.commit()",
+    file,
+    sql,
+  ]).toString().trim();
+}
+
+/** Runs SQL on the test PostgreSQL (`db` replaces the database of its URL). */
+export function psql(sql: string, db = "shop"): string {
+  const url = process.env.TABLESAFE_E2E_PG!.replace(/\/shop$/, `/${db}`);
+  return execFileSync("psql", ["-X", "-A", "-t", url, "-c", sql]).toString().trim();
+}
+
+/** A name no other test (or project) of this run uses. */
+export function unique(prefix: string): string {
+  return `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export async function logIn(page: Page, user: string, password: string) {
+  const login = new LoginPage(page);
+  await login.goto();
+  await login.logIn(user, password);
+  await expect(page).toHaveURL(/\/$/);
+  await hydrated(page);
+}

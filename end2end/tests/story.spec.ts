@@ -1,0 +1,177 @@
+// Story: a new admin protects a SQLite and a PostgreSQL database, watches the backups
+// run, restores a table under a new name and finds the rows there; the audit log has
+// recorded the whole session.
+import { expect, test, type Page } from "@playwright/test";
+import * as path from "node:path";
+import { ADMIN_PASSWORD, hydrated, logIn, psql, sqlite, tempDir, unique } from "./pages";
+
+async function addSource(page: Page, name: string, url: string) {
+  await page.goto("/sources");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Add a source" });
+  await form.getByLabel("Name").fill(name);
+  await form.getByLabel("Connection URL").fill(url);
+  await form.getByRole("button", { name: "Add source" }).click();
+  await expect(page.getByTestId(`source-${name}`)).toBeVisible();
+}
+
+async function runPolicy(page: Page, name: string, source: string, target: string) {
+  await page.goto("/policies");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Create a policy" });
+  await form.getByLabel("Name").fill(name);
+  await form.getByLabel("Source").selectOption({ label: source });
+  await form.getByLabel("Target").selectOption({ label: target });
+  await form.getByRole("button", { name: "Create policy" }).click();
+  const row = page.getByTestId(`policy-${name}`);
+  await expect(row).toBeVisible();
+  await row.getByRole("button", { name: "Run now" }).click();
+  // Run now opens the job, whose progress updates without a reload.
+  await expect(page).toHaveURL(/\/jobs\/\d+$/);
+  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  await expect(page.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
+  await expect(page.getByTestId("job-snapshot")).toBeVisible();
+  await expect(page.getByTestId("job-log")).toContainText("snapshot");
+}
+
+test("a new admin backs up SQLite and PostgreSQL and restores a table under a new name", async ({ page }) => {
+  const files = tempDir();
+  const db = path.join(files, "shop.db");
+  sqlite(db, "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL); INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bob'), (3, 'Cy');");
+  const sq = unique("sqlite-shop");
+  const pg = unique("pg-shop");
+  const disk = unique("disk");
+
+  await logIn(page, "admin", ADMIN_PASSWORD());
+
+  // Sources: SQLite and PostgreSQL; the password never comes back.
+  await addSource(page, sq, `sqlite://${db}`);
+  await addSource(page, pg, process.env.TABLESAFE_E2E_PG!);
+  const pgRow = page.getByTestId(`source-${pg}`);
+  await expect(pgRow).not.toContainText(process.env.TABLESAFE_E2E_PG_PASSWORD!);
+  expect(await page.content()).not.toContain(process.env.TABLESAFE_E2E_PG_PASSWORD!);
+  await pgRow.getByRole("button", { name: "Test connection" }).click();
+  // Other tests restore tables into the same database: at least the original one.
+  await expect(page.getByTestId("test-result")).toHaveText(/^Connected: \d+ tables\.$/);
+  await pgRow.getByRole("link", { name: pg }).click();
+  await expect(page.getByTestId("table-public.orders")).toContainText("500");
+  await expect(page.getByTestId("table-public.orders")).toContainText("id bigint (key)");
+
+  // A target.
+  await page.goto("/targets");
+  await hydrated(page);
+  const tform = page.getByRole("form", { name: "Add a target" });
+  await tform.getByLabel("Name").fill(disk);
+  await tform.getByLabel("Directory").fill(path.join(files, "repo"));
+  await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByRole("button", { name: "Add target" }).click();
+  await expect(page.getByTestId(`target-${disk}`)).toContainText(path.join(files, "repo"));
+
+  // Policies, run now, watched to the end.
+  await runPolicy(page, unique("sqlite-nightly"), sq, disk);
+  await runPolicy(page, unique("pg-nightly"), pg, disk);
+
+  // The snapshots are in the history.
+  await page.goto("/backups");
+  await hydrated(page);
+  await expect(page.getByTestId("snapshots").getByRole("row").filter({ hasText: sq })).toHaveCount(1);
+  await expect(page.getByTestId("snapshots").getByRole("row").filter({ hasText: pg })).toContainText("500");
+
+  // Restore the SQLite table under a new name, through the wizard.
+  await page.getByTestId("snapshots").getByRole("row").filter({ hasText: sq }).getByRole("link", { name: "Restore" }).click();
+  await expect(page).toHaveURL(/\/restores\?snapshot=\d+$/);
+  await hydrated(page);
+  await page.getByLabel("customers (3 rows)").check();
+  await page.getByLabel(/suffix/).fill("_back");
+  await page.getByRole("button", { name: "Preview" }).click();
+  const plan = page.getByTestId("restore-plan");
+  await expect(plan).toContainText("customers_back");
+  await expect(plan).toContainText("create");
+  await page.getByRole("button", { name: "Run restore" }).click();
+  await expect(page).toHaveURL(/\/jobs\/\d+$/);
+  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  await expect(page.getByTestId("restored")).toContainText("customers_back: 3 rows");
+  expect(sqlite(db, "SELECT id, name FROM customers_back ORDER BY id")).toBe("[(1, 'Ann'), (2, 'Bob'), (3, 'Cy')]");
+
+  // And the PostgreSQL table, next to the original.
+  await page.goto("/backups");
+  await hydrated(page);
+  await page.getByTestId("snapshots").getByRole("row").filter({ hasText: pg }).getByRole("link", { name: "Restore" }).click();
+  await hydrated(page);
+  await page.getByLabel("public.orders (500 rows)").check();
+  const suffix = "_" + unique("r").replace("-", "_");
+  await page.getByLabel(/suffix/).fill(suffix);
+  await page.getByRole("button", { name: "Preview" }).click();
+  await expect(page.getByTestId("restore-plan")).toContainText(`public.orders${suffix}`);
+  await page.getByRole("button", { name: "Run restore" }).click();
+  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  expect(psql(`SELECT count(*), sum(total) FROM orders${suffix}`)).toBe(psql("SELECT count(*), sum(total) FROM orders"));
+
+  // The dashboard knows the sources are protected.
+  await page.goto("/");
+  await expect(page.getByTestId(`health-${sq}`)).toContainText("Last successful backup");
+  await expect(page.getByTestId(`health-${sq}`)).not.toContainText("never");
+
+  // The audit log recorded the session.
+  await page.goto("/audit?user=admin");
+  await hydrated(page);
+  const audit = page.getByTestId("audit");
+  for (const action of ["login", "source.add", "source.test", "target.add", "policy.create", "policy.run", "restore.start"]) {
+    await expect(audit.getByRole("cell", { name: action, exact: true }).first()).toBeVisible();
+  }
+  await page.getByRole("button", { name: "Verify the chain" }).click();
+  await expect(page.getByTestId("chain")).toHaveText("The chain is intact.");
+});
+
+test("bad input gets a message next to the field and changes nothing", async ({ page }) => {
+  await logIn(page, "admin", ADMIN_PASSWORD());
+  await page.goto("/sources");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Add a source" });
+  // The shared check, in the browser, as soon as the field is left.
+  await form.getByLabel("Connection URL").fill("mysql://somewhere");
+  await form.getByLabel("Name").focus();
+  await expect(page.getByTestId("error-url")).toContainText("sqlite:///absolute/path.db");
+  // The server's check of the same rule, after submitting.
+  const name = unique("bad");
+  await form.getByLabel("Name").fill(name);
+  await form.getByRole("button", { name: "Add source" }).click();
+  await expect(page.getByTestId("error-url")).toContainText("Use sqlite:///absolute/path.db");
+  await expect(page.getByTestId(`source-${name}`)).toHaveCount(0);
+  // SQL in a name is refused, not stored.
+  await form.getByLabel("Name").fill("x'; DROP TABLE sources; --");
+  await form.getByLabel("Connection URL").fill("sqlite:///tmp/x.db");
+  await form.getByRole("button", { name: "Add source" }).click();
+  await expect(page.getByTestId("error-name")).toContainText("letters, digits");
+});
+
+test("a requester sees only what is granted and cannot manage users", async ({ page, browser }) => {
+  const user = unique("req");
+  await logIn(page, "admin", ADMIN_PASSWORD());
+  await page.goto("/users");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Add a user" });
+  await form.getByLabel("User name").fill(user);
+  await form.getByLabel("Role").selectOption("requester");
+  await form.getByLabel("Initial password").fill("requester password 1");
+  await form.getByRole("button", { name: "Add user" }).click();
+  await expect(page.getByTestId(`user-${user}`)).toContainText("requester");
+
+  const context = await browser.newContext();
+  const other = await context.newPage();
+  await logIn(other, user, "requester password 1");
+  const nav = other.getByRole("navigation", { name: "Main" });
+  await expect(nav.getByRole("link", { name: "Restores", exact: true })).toBeVisible();
+  await expect(nav.getByRole("link", { name: "Users", exact: true })).toHaveCount(0);
+  await expect(nav.getByRole("link", { name: "Audit", exact: true })).toHaveCount(0);
+  // Typing the address does not help: the server refuses.
+  await other.goto("/users");
+  await expect(other.getByRole("alert")).toContainText("You are not allowed to do this.");
+  await other.goto("/sources");
+  await expect(other.getByText("No sources yet.")).toBeVisible();
+  await context.close();
+
+  // The admin disables the account.
+  await page.getByTestId(`user-${user}`).getByRole("button", { name: "Disable" }).click();
+  await expect(page.getByTestId(`user-${user}`)).toContainText("disabled");
+});
