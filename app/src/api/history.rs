@@ -53,15 +53,10 @@ pub async fn list_snapshots(
     let rows = store::snapshots_page(db, before, policy_id, source_id, granted_to, PAGE)
         .await
         .map_err(|e| internal("listing snapshots", e))?;
-    let sources = store::names_by_id(db, "sources")
-        .await
-        .map_err(|e| internal("names", e))?;
-    let targets = store::names_by_id(db, "targets")
-        .await
-        .map_err(|e| internal("names", e))?;
-    let policies = store::names_by_id(db, "policies")
-        .await
-        .map_err(|e| internal("names", e))?;
+    let names = store::names(db).await.map_err(|e| internal("names", e))?;
+    let sources = names.sources;
+    let targets = names.targets;
+    let policies = names.policies;
     Ok(rows
         .into_iter()
         .map(|r| SnapshotView {

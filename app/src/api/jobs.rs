@@ -59,12 +59,9 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::SeeAll, "policy.list").await?;
     let db = &c.state.db;
-    let sources = store::names_by_id(db, "sources")
-        .await
-        .map_err(|e| internal("names", e))?;
-    let targets = store::names_by_id(db, "targets")
-        .await
-        .map_err(|e| internal("names", e))?;
+    let names = store::names(db).await.map_err(|e| internal("names", e))?;
+    let sources = names.sources;
+    let targets = names.targets;
     let rows = store::policies(db)
         .await
         .map_err(|e| internal("listing policies", e))?;
@@ -291,9 +288,10 @@ pub async fn list_jobs(
     let rows = store::jobs_page(&c.state.db, before, status.as_deref(), only_own, PAGE)
         .await
         .map_err(|e| internal("listing jobs", e))?;
-    let users = store::names_by_id(&c.state.db, "users")
+    let users = store::names(&c.state.db)
         .await
-        .map_err(|e| internal("names", e))?;
+        .map_err(|e| internal("names", e))?
+        .users;
     Ok(rows.into_iter().map(|r| job_view(r, &users)).collect())
 }
 
@@ -323,9 +321,10 @@ pub async fn get_job(id: i64, after_log: i64) -> Result<(JobView, Vec<LogLine>),
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.get").await?;
     let row = visible_job(&c, id).await?;
-    let users = store::names_by_id(&c.state.db, "users")
+    let users = store::names(&c.state.db)
         .await
-        .map_err(|e| internal("names", e))?;
+        .map_err(|e| internal("names", e))?
+        .users;
     let logs = store::job_logs(&c.state.db, id, after_log)
         .await
         .map_err(|e| internal("loading job logs", e))?

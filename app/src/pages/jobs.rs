@@ -19,8 +19,9 @@ fn ticker(ms: u64) -> ReadSignal<u64> {
     tick
 }
 
-fn status_badge(status: &str) -> impl IntoView {
-    view! { <span class=format!("badge {status}") data-testid="job-status">{status.to_string()}</span> }
+fn status_badge(status: String) -> impl IntoView {
+    let class = format!("badge {status}");
+    view! { <span class=class data-testid="job-status">{status}</span> }
 }
 
 #[component]
@@ -66,7 +67,7 @@ pub fn JobsPage() -> impl IntoView {
                                         <tr data-testid=format!("job-{}", j.id)>
                                             <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
                                             <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
-                                            <td>{status_badge(&j.status)}</td>
+                                            <td>{status_badge(j.status.clone())}</td>
                                             <td>{j.created_by.clone()}</td>
                                             <td>{time(j.created_at)}</td>
                                             <td>{progress_text(&j)}</td>
@@ -174,7 +175,7 @@ pub fn JobPage() -> impl IntoView {
                         let failed_or_cancelled = matches!(j.status.as_str(), "failed" | "cancelled");
                         view! {
                             <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
-                            <p>{status_badge(&j.status)} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
+                            <p>{status_badge(j.status.clone())} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
                             <div class="progress" role="progressbar" aria-label="Progress"
                                 aria-valuemin="0" aria-valuemax="100"
                                 aria-valuenow=pct.map(|f| format!("{:.0}", f * 100.0))

@@ -298,7 +298,8 @@ pub async fn job(db: &Db, id: i64) -> Result<Option<JobRow>> {
 }
 
 /// A page of jobs, newest first: those with `id < before` (keyset paging stays fast
-/// however long the history), optionally of one status / created by one user.
+/// however long the history), optionally of one status / created by one user. Only the
+/// filters given become conditions, so the planner can use the matching index.
 pub async fn jobs_page(
     db: &Db,
     before: Option<i64>,
@@ -306,15 +307,25 @@ pub async fn jobs_page(
     created_by: Option<i64>,
     limit: i64,
 ) -> Result<Vec<JobRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id < $1 AND ($2 = '' OR status = $2) AND ($3 = 0 OR created_by = $3) ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(before.unwrap_or(i64::MAX))
-    .bind(status.unwrap_or(""))
-    .bind(created_by.unwrap_or(0))
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?)
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id < $1");
+    let mut n = 1;
+    if status.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND status = ${n}"));
+    }
+    if created_by.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND created_by = ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+    let mut q = sqlx::query_as(&sql).bind(before.unwrap_or(i64::MAX));
+    if let Some(s) = status {
+        q = q.bind(s);
+    }
+    if let Some(u) = created_by {
+        q = q.bind(u);
+    }
+    Ok(q.bind(limit).fetch_all(&db.pool).await?)
 }
 
 pub async fn job_logs(db: &Db, job_id: i64, after: i64) -> Result<Vec<(i64, i64, String, String)>> {
@@ -509,7 +520,8 @@ pub async fn snapshot(db: &Db, id: i64) -> Result<Option<SnapshotRow>> {
     .await?)
 }
 
-/// Newest first, keyset-paged by (time, id); filters are 0 for "any".
+/// Newest first, keyset-paged by (time, id); filters are 0 for "any" and only the
+/// ones given become conditions (so the planner picks the matching index).
 pub async fn snapshots_page(
     db: &Db,
     before: Option<(i64, i64)>,
@@ -519,20 +531,37 @@ pub async fn snapshots_page(
     limit: i64,
 ) -> Result<Vec<SnapshotRow>> {
     let (bt, bi) = before.unwrap_or((i64::MAX, i64::MAX));
-    Ok(sqlx::query_as(&format!(
-        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE (time_ms < $1 OR (time_ms = $1 AND id < $2)) \
-         AND ($3 = 0 OR policy_id = $3) AND ($4 = 0 OR source_id = $4) \
-         AND ($5 = 0 OR source_id IN (SELECT source_id FROM source_grants WHERE user_id = $5)) \
-         ORDER BY time_ms DESC, id DESC LIMIT $6"
-    ))
-    .bind(bt)
-    .bind(bi)
-    .bind(policy_id)
-    .bind(source_id)
-    .bind(granted_to)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?)
+    let mut sql = format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE (time_ms < $1 OR (time_ms = $1 AND id < $2))"
+    );
+    let mut binds = Vec::new();
+    for (value, cond) in [
+        (policy_id, "policy_id = "),
+        (source_id, "source_id = "),
+        (
+            granted_to,
+            "source_id IN (SELECT source_id FROM source_grants WHERE user_id = ",
+        ),
+    ] {
+        if value != 0 {
+            binds.push(value);
+            let close = if cond.ends_with("= ") && cond.contains("SELECT") {
+                ")"
+            } else {
+                ""
+            };
+            sql.push_str(&format!(" AND {cond}${}{close}", binds.len() + 2));
+        }
+    }
+    sql.push_str(&format!(
+        " ORDER BY time_ms DESC, id DESC LIMIT ${}",
+        binds.len() + 3
+    ));
+    let mut q = sqlx::query_as(&sql).bind(bt).bind(bi);
+    for b in binds {
+        q = q.bind(b);
+    }
+    Ok(q.bind(limit).fetch_all(&db.pool).await?)
 }
 
 pub async fn set_verified(db: &Db, target_id: i64, snapshot_id: &str, ok: bool) -> Result<()> {
@@ -614,16 +643,31 @@ pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn names_by_id(db: &Db, table: &str) -> Result<std::collections::HashMap<i64, String>> {
-    let sql = match table {
-        "sources" => "SELECT id, name FROM sources",
-        "targets" => "SELECT id, name FROM targets",
-        "policies" => "SELECT id, name FROM policies",
-        _ => "SELECT id, username FROM users",
-    };
-    Ok(sqlx::query_as::<_, (i64, String)>(sql)
-        .fetch_all(&db.pool)
-        .await?
-        .into_iter()
-        .collect())
+/// Display names of everything lists refer to by id, in one query.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub sources: std::collections::HashMap<i64, String>,
+    pub targets: std::collections::HashMap<i64, String>,
+    pub policies: std::collections::HashMap<i64, String>,
+    pub users: std::collections::HashMap<i64, String>,
+}
+
+pub async fn names(db: &Db) -> Result<Names> {
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT 's', id, name FROM sources UNION ALL SELECT 't', id, name FROM targets \
+         UNION ALL SELECT 'p', id, name FROM policies UNION ALL SELECT 'u', id, username FROM users",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let mut n = Names::default();
+    for (kind, id, name) in rows {
+        let map = match kind.as_str() {
+            "s" => &mut n.sources,
+            "t" => &mut n.targets,
+            "p" => &mut n.policies,
+            _ => &mut n.users,
+        };
+        map.insert(id, name);
+    }
+    Ok(n)
 }
