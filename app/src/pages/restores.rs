@@ -23,6 +23,8 @@ pub fn RestoresPage() -> impl IntoView {
 
     let (snapshot, set_snapshot) = signal(preselected);
     let (tables, set_tables) = signal(Vec::<String>::new());
+    // Per table: the columns to restore, comma-separated (empty: all).
+    let (columns, set_columns) = signal(BTreeMap::<String, String>::new());
     let (dest, set_dest) = signal(None::<i64>);
     let (suffix, set_suffix) = signal("_restored".to_string());
     let (mode, set_mode) = signal("create".to_string());
@@ -47,8 +49,22 @@ pub fn RestoresPage() -> impl IntoView {
         Some(RestoreRequest {
             snapshot: chosen,
             dest_source_id: dest.get().or(snap.source_id).unwrap_or(0),
+            columns: columns
+                .get()
+                .into_iter()
+                .filter(|(t, _)| tables.contains(t))
+                .map(|(t, c)| {
+                    (
+                        t,
+                        c.split(',')
+                            .map(|x| x.trim().to_string())
+                            .filter(|x| !x.is_empty())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .filter(|(_, c)| !c.is_empty())
+                .collect(),
             tables,
-            columns: BTreeMap::new(),
             rename,
             mode: mode.get(),
             confirm: confirm.get(),
@@ -119,6 +135,26 @@ pub fn RestoresPage() -> impl IntoView {
                                                 }/>
                                             <label for=id>{format!("{} ({} rows)", t.name, t.rows)}</label>
                                         </div>
+                                        {
+                                            let name3 = t.name.clone();
+                                            let name4 = t.name.clone();
+                                            let cid = format!("c-{}", t.name);
+                                            view! {
+                                                <Show when=move || tables.get().contains(&name3)>
+                                                    <div class="field indent">
+                                                        <label for=cid.clone()>{format!("Columns of {} (comma-separated; empty: all; the key always comes along)", name4)}</label>
+                                                        <input id=cid.clone() on:input={
+                                                            let name = name4.clone();
+                                                            move |ev| {
+                                                                let v = event_target_value(&ev);
+                                                                set_columns.update(|m| { m.insert(name.clone(), v); });
+                                                                preview.clear();
+                                                            }
+                                                        }/>
+                                                    </div>
+                                                </Show>
+                                            }
+                                        }
                                     }
                                 }).collect_view()}
                             </fieldset>

@@ -239,3 +239,41 @@ async fn a_bad_history_database_url_is_one_clear_error() {
     );
     assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_slowed_down_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, Some(ADMIN_PASSWORD));
+    for _ in 0..5 {
+        let r = login(&server, "admin", "guess").await;
+        assert!(session_cookie(&r).is_none());
+        assert_eq!(r.text().await.unwrap(), "\"InvalidCredentials\"");
+    }
+    // Now even the right password has to wait.
+    let r = login(&server, "admin", ADMIN_PASSWORD).await;
+    assert!(session_cookie(&r).is_none());
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Too many failed logins. Try again in"),
+        "{body}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = login(&server, "admin", ADMIN_PASSWORD).await;
+    let cookie = session_cookie(&r).expect("after the wait the right password works");
+    // The audit log has the failures and the refusal.
+    let csv = client()
+        .get(server.url("/audit.csv?action=login"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.matches(",login,user admin,failed,").count(), 5, "{csv}");
+    assert!(
+        csv.contains(",login,user admin,denied,too many failed logins,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",login,user admin,ok,"), "{csv}");
+}

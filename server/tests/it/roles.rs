@@ -315,6 +315,20 @@ async fn role_matrix(database_url: Option<&str>) {
             Box::new(move |_| form("server_info", vec![])),
             &["admin", "operator", "requester", "auditor"],
         ),
+        // Everyone may change their own password (here with a wrong current one: refused
+        // for that reason, not for the role).
+        (
+            Box::new(move |_| {
+                form(
+                    "users/change_password",
+                    vec![
+                        ("current", "wrong".into()),
+                        ("new", "another long password".into()),
+                    ],
+                )
+            }),
+            &["admin", "operator", "requester", "auditor"],
+        ),
     ];
     let roles = [
         ("admin", &admin),
@@ -350,6 +364,44 @@ async fn role_matrix(database_url: Option<&str>) {
             reply.unauthenticated(),
             "nobody must call {endpoint}: {reply:?}"
         );
+    }
+
+    // Jobs: everyone who sees jobs may open one, requesters only their own (others do
+    // not exist for them); cancelling needs RunJobs or being the requester who started it.
+    let admin_job = 1.to_string();
+    for (role, cookie) in roles {
+        let got = api
+            .form(
+                Some(cookie),
+                "jobs/get",
+                &[("id", admin_job.clone()), ("after_log", "0".into())],
+            )
+            .await;
+        match role {
+            "requester" => assert!(got.body.contains("NotFound"), "{got:?}"),
+            _ => assert!(got.ok(), "{role}: {got:?}"),
+        }
+        let cancel = api
+            .form(Some(cookie), "jobs/cancel", &[("id", admin_job.clone())])
+            .await;
+        match role {
+            "auditor" => assert!(cancel.forbidden(), "{cancel:?}"),
+            "requester" => assert!(cancel.body.contains("NotFound"), "{cancel:?}"),
+            _ => assert!(
+                cancel.body.contains("already finished"),
+                "{role}: {cancel:?}"
+            ),
+        }
+    }
+    for endpoint in ["jobs/get", "jobs/cancel"] {
+        let r = api
+            .form(
+                None,
+                endpoint,
+                &[("id", admin_job.clone()), ("after_log", "0".into())],
+            )
+            .await;
+        assert!(r.unauthenticated(), "{r:?}");
     }
 
     // The audit CSV follows the same rule.
