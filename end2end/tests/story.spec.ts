@@ -148,9 +148,17 @@ test("bad input gets a message next to the field and changes nothing", async ({ 
   await expect(page.getByTestId("error-name")).toContainText("letters, digits");
 });
 
-test("a requester sees only what is granted and cannot manage users", async ({ page, browser }) => {
+test("a requester sees only what is granted, cannot manage users, and changes their password", async ({ page, browser }) => {
   const user = unique("req");
+  const granted = unique("granted-src");
+  const hidden = unique("hidden-src");
+  const files = tempDir();
   await logIn(page, "admin", ADMIN_PASSWORD());
+  for (const name of [granted, hidden]) {
+    const db = path.join(files, `${name}.db`);
+    sqlite(db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+    await addSource(page, name, `sqlite://${db}`);
+  }
   await page.goto("/users");
   await hydrated(page);
   const form = page.getByRole("form", { name: "Add a user" });
@@ -158,7 +166,14 @@ test("a requester sees only what is granted and cannot manage users", async ({ p
   await form.getByLabel("Role").selectOption("requester");
   await form.getByLabel("Initial password").fill("requester password 1");
   await form.getByRole("button", { name: "Add user" }).click();
-  await expect(page.getByTestId(`user-${user}`)).toContainText("requester");
+  const row = page.getByTestId(`user-${user}`);
+  await expect(row).toContainText("requester");
+  // The admin grants one source.
+  await row.getByLabel(granted).check();
+  await expect(row.getByLabel(granted)).toBeChecked();
+  await page.reload();
+  await hydrated(page);
+  await expect(page.getByTestId(`user-${user}`).getByLabel(granted)).toBeChecked();
 
   const context = await browser.newContext();
   const other = await context.newPage();
@@ -171,8 +186,24 @@ test("a requester sees only what is granted and cannot manage users", async ({ p
   await other.goto("/users");
   await expect(other.getByRole("alert")).toContainText("You are not allowed to do this.");
   await other.goto("/sources");
-  await expect(other.getByText("No sources yet.")).toBeVisible();
+  await expect(other.getByTestId(`source-${granted}`)).toBeVisible();
+  await expect(other.getByTestId(`source-${hidden}`)).toHaveCount(0);
+  await expect(other.getByRole("form", { name: "Add a source" })).toHaveCount(0);
+  // Their own password.
+  await other.getByTestId("current-user").click();
+  await hydrated(other);
+  const pw = other.getByRole("form", { name: "Change password" });
+  await pw.getByLabel("Current password").fill("wrong password here");
+  await pw.getByLabel("New password").fill("requester password 2");
+  await pw.getByRole("button", { name: "Change password" }).click();
+  await expect(other.getByTestId("error-current")).toContainText("The current password is wrong.");
+  await pw.getByLabel("Current password").fill("requester password 1");
+  await pw.getByRole("button", { name: "Change password" }).click();
+  await expect(other.getByRole("status")).toHaveText("Your password was changed.");
   await context.close();
+  const again = await browser.newContext();
+  await logIn(await again.newPage(), user, "requester password 2");
+  await again.close();
 
   // The admin disables the account.
   await page.getByTestId(`user-${user}`).getByRole("button", { name: "Disable" }).click();

@@ -1,5 +1,6 @@
 use super::ui::{ErrorLine, Field, failed, field_error, general_error, time};
-use crate::api::users::{ChangePassword, CreateUser, SetUserDisabled, list_users};
+use crate::api::sources::list_sources;
+use crate::api::users::{ChangePassword, CreateUser, GrantSource, SetUserDisabled, list_users};
 use crate::auth::Role;
 use crate::forms;
 use leptos::prelude::*;
@@ -9,22 +10,31 @@ use leptos_meta::Title;
 pub fn UsersPage() -> impl IntoView {
     let create = ServerAction::<CreateUser>::new();
     let toggle = ServerAction::<SetUserDisabled>::new();
+    let grant = ServerAction::<GrantSource>::new();
     let users = Resource::new(
-        move || (create.version().get(), toggle.version().get()),
-        |_| list_users(),
+        move || {
+            (
+                create.version().get(),
+                toggle.version().get(),
+                grant.version().get(),
+            )
+        },
+        |_| async { (list_users().await, list_sources().await.unwrap_or_default()) },
     );
     view! {
         <Title text="Users"/>
         <h1>"Users"</h1>
         <p class="muted">"Admins manage accounts; operators run everything else; requesters restore into new tables from the sources granted to them; auditors read everything, change nothing."</p>
         <ErrorLine error=general_error(toggle)/>
+        <ErrorLine error=general_error(grant)/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match users.await {
+                let (users, sources) = users.await;
+                match users {
                     Err(e) => failed(e),
                     Ok(list) => view! {
                         <table class="list" data-testid="users">
-                            <thead><tr><th>"User"</th><th>"Role"</th><th>"Since"</th><th>"Status"</th><th></th></tr></thead>
+                            <thead><tr><th>"User"</th><th>"Role"</th><th>"Since"</th><th>"Status"</th><th>"Sources (requesters)"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|u| {
                                     let id = u.id;
@@ -35,6 +45,21 @@ pub fn UsersPage() -> impl IntoView {
                                             <td>{u.role.as_str()}</td>
                                             <td>{time(u.created_at)}</td>
                                             <td>{if disabled { "disabled" } else { "active" }}</td>
+                                            <td>
+                                                {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
+                                                    let (sid, granted) = (s.id, u.sources.contains(&s.id));
+                                                    let cid = format!("g-{}-{}", id, s.id);
+                                                    view! {
+                                                        <div class="check">
+                                                            <input type="checkbox" id=cid.clone() prop:checked=granted
+                                                                on:change=move |ev| {
+                                                                    grant.dispatch(GrantSource { user_id: id, source_id: sid, granted: event_target_checked(&ev) });
+                                                                }/>
+                                                            <label for=cid>{s.name.clone()}</label>
+                                                        </div>
+                                                    }
+                                                }).collect_view())}
+                                            </td>
                                             <td>
                                                 <button class="secondary" on:click=move |_| {
                                                     toggle.dispatch(SetUserDisabled { id, disabled: !disabled });
