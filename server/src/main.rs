@@ -3,6 +3,7 @@
 mod cli;
 mod engine_cmd;
 mod runner;
+mod scheduler;
 mod serve;
 
 use clap::Parser;

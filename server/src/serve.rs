@@ -61,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
     crate::runner::spawn(state.clone(), worker);
+    crate::scheduler::spawn(state.clone());
     let app = router(state);
     tracing::info!("tablesafe console listening on http://{addr}");
     axum::serve(

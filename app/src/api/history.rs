@@ -398,8 +398,8 @@ pub struct SourceHealth {
     pub source_id: i64,
     pub name: String,
     pub last_success_ms: Option<i64>,
-    /// The schedules of its enabled policies (the scheduler issue computes times).
-    pub schedules: Vec<String>,
+    /// The next scheduled run of any of its enabled policies.
+    pub next_run: Option<i64>,
     pub failures_7d: i64,
 }
 
@@ -441,18 +441,18 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
         .fetch_one(&db.pool)
         .await
         .map_err(|e| internal("failures", e))?;
-        let schedules: Vec<String> = sqlx::query_scalar(
-            "SELECT schedule FROM policies WHERE source_id = $1 AND enabled = 1 AND schedule <> ''",
+        let next_run: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_run_at) FROM policies WHERE source_id = $1 AND enabled = 1",
         )
         .bind(s.id)
-        .fetch_all(&db.pool)
+        .fetch_one(&db.pool)
         .await
-        .map_err(|e| internal("schedules", e))?;
+        .map_err(|e| internal("next run", e))?;
         out.push(SourceHealth {
             source_id: s.id,
             name: s.name,
             last_success_ms: last,
-            schedules,
+            next_run,
             failures_7d: failures,
         });
     }

@@ -20,6 +20,8 @@ pub struct PolicyView {
     pub schedule: String,
     pub timezone: String,
     pub enabled: bool,
+    /// When the scheduler runs it next (unix ms), if it has a schedule.
+    pub next_run: Option<i64>,
 }
 
 /// A policy's selection, stored as JSON.
@@ -82,6 +84,7 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 schedule: p.schedule,
                 timezone: p.timezone,
                 enabled: p.enabled != 0,
+                next_run: p.next_run_at.filter(|_| p.enabled != 0),
             }
         })
         .collect())
@@ -122,6 +125,10 @@ pub async fn create_policy(
         .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
         let schedule = forms::schedule(&schedule)?;
         let timezone = forms::timezone(&timezone)?;
+        // The full check (cron syntax, a real IANA zone) needs the server's tables.
+        let parsed = crate::ssr::schedule::parse(&schedule, &timezone)
+            .map_err(|(f, m)| AppError::Field(f.into(), m))?;
+        let next_run_at = parsed.and_then(|s| s.next_after(crate::ssr::db::now_ms()));
         let db = &c.state.db;
         store::source(db, source_id)
             .await
@@ -134,7 +141,16 @@ pub async fn create_policy(
         let json = serde_json::to_string(&selection).map_err(|e| internal("selection json", e))?;
         let enabled = enabled.is_some_and(|v| v != "false" && v != "off");
         store::insert_policy(
-            db, &name, source_id, target_id, &json, &schedule, &timezone, enabled, c.user.id,
+            db,
+            &name,
+            source_id,
+            target_id,
+            &json,
+            &schedule,
+            &timezone,
+            enabled,
+            next_run_at,
+            c.user.id,
         )
         .await
         .map_err(|e| internal("creating a policy", e))?

@@ -53,7 +53,7 @@ pub fn Dashboard() -> impl IntoView {
                                         <h2>{s.name.clone()}</h2>
                                         <p>"Last successful backup: " <strong>{s.last_success_ms.map(time).unwrap_or_else(|| "never".into())}</strong></p>
                                         {age.map(|a| view! { <p class="muted">{a}</p> })}
-                                        <p>"Next run: " {if s.schedules.is_empty() { "not scheduled".to_string() } else { s.schedules.join(", ") }}</p>
+                                        <p data-testid="next-run">"Next run: " {s.next_run.map(time).unwrap_or_else(|| "not scheduled".into())}</p>
                                         <p>"Failures in the last 7 days: " <strong>{s.failures_7d}</strong></p>
                                     </article>
                                 }

@@ -26,7 +26,7 @@ pub fn PoliciesPage() -> impl IntoView {
     view! {
         <Title text="Policies"/>
         <h1>"Policies"</h1>
-        <p class="muted">"What to back up, where to, and when. Schedules are stored now and run by the scheduler (coming with the next release); Run now works today."</p>
+        <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
         <ErrorLine error=general_error(run)/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -53,7 +53,8 @@ pub fn PoliciesPage() -> impl IntoView {
                                             <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
                                             <td>{format!("{} → {}", p.source, p.target)}</td>
                                             <td>{selection}</td>
-                                            <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}</td>
+                                            <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}
+                                                {p.next_run.map(|t| view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> })}</td>
                                             <td>
                                                 <IfCan perm=Perm::RunJobs>
                                                     <button disabled=move || run.pending().get()

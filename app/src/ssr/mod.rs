@@ -6,6 +6,7 @@ pub mod ctx;
 pub mod db;
 pub mod keys;
 pub mod password;
+pub mod schedule;
 pub mod secrets;
 pub mod session;
 pub mod store;

@@ -171,10 +171,10 @@ pub struct PolicyRow {
     pub timezone: String,
     pub enabled: i64,
     pub created_at: i64,
+    pub next_run_at: Option<i64>,
 }
 
-const POLICY_COLUMNS: &str =
-    "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at";
+const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at";
 
 pub async fn policies(db: &Db) -> Result<Vec<PolicyRow>> {
     Ok(sqlx::query_as(&format!(
@@ -203,12 +203,13 @@ pub async fn insert_policy(
     schedule: &str,
     timezone: &str,
     enabled: bool,
+    next_run_at: Option<i64>,
     by: i64,
 ) -> Result<Option<i64>> {
     unique_or(
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO policies (name, source_id, target_id, selection, schedule, timezone, enabled, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            "INSERT INTO policies (name, source_id, target_id, selection, schedule, timezone, enabled, created_by, created_at, next_run_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(name)
         .bind(source_id)
@@ -219,9 +220,72 @@ pub async fn insert_policy(
         .bind(i64::from(enabled))
         .bind(by)
         .bind(now_ms())
+        .bind(next_run_at)
         .fetch_one(&db.pool)
         .await,
     )
+}
+
+/// Policies whose next run is due.
+pub async fn due_policies(db: &Db, now: i64) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND next_run_at <= $1 ORDER BY next_run_at"
+    ))
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Takes a due run of `policy` for this worker: moves its next run from `due` to `next`
+/// and queues the backup, in one transaction. `false` when another worker took it
+/// first, or when a backup of the policy is still queued or running (the run then
+/// stays due and starts when that one ends: never two at once).
+pub async fn take_scheduled_run(
+    db: &Db,
+    policy: &PolicyRow,
+    due: i64,
+    next: Option<i64>,
+    job: NewJob<'_>,
+) -> Result<bool> {
+    let mut tx = db.pool.begin().await?;
+    let busy: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
+    )
+    .bind(policy.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if busy > 0 {
+        return Ok(false);
+    }
+    let moved =
+        sqlx::query("UPDATE policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2")
+            .bind(policy.id)
+            .bind(due)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+    if moved.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO jobs (kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, rows_total, bytes_total, retry_of) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(job.kind)
+    .bind(job.policy_id)
+    .bind(job.source_id)
+    .bind(job.target_id)
+    .bind(job.params)
+    .bind(job.title)
+    .bind(job.created_by)
+    .bind(now_ms())
+    .bind(job.rows_total)
+    .bind(job.bytes_total)
+    .bind(job.retry_of)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -8,3 +8,4 @@ mod harness;
 mod history_db;
 mod jobs;
 mod roles;
+mod schedule;

@@ -1,0 +1,58 @@
+//! The scheduler inside `tablesafe serve`: every few seconds it queues a backup for each
+//! enabled policy whose next run is due, and moves that policy's next run to the first
+//! slot after now. Consequences, all by construction:
+//! - slots missed while no worker ran (a restart, an outage) run **once**, not once per
+//!   missed slot;
+//! - several workers on one history queue a slot once (the move is conditional on the
+//!   old value, in the same transaction as the job);
+//! - a policy whose previous backup is still queued or running is not queued again; its
+//!   run stays due and starts when that one has finished.
+
+use app::api::jobs::JobParams;
+use app::ssr::{AppState, db::now_ms, schedule, store};
+use std::time::Duration;
+
+pub const TICK: Duration = Duration::from_secs(5);
+
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = tick(&state).await {
+                tracing::error!(error = %format!("{e:#}"), "scheduler");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    })
+}
+
+async fn tick(state: &AppState) -> anyhow::Result<()> {
+    let now = now_ms();
+    for p in store::due_policies(&state.db, now).await? {
+        let Some(due) = p.next_run_at else { continue };
+        let next = match schedule::parse(&p.schedule, &p.timezone) {
+            Ok(s) => s.and_then(|s| s.next_after(now)),
+            Err((_, e)) => {
+                tracing::error!(policy = %p.name, error = %e, "unreadable schedule; not scheduling it");
+                None
+            }
+        };
+        let last = store::last_snapshot_of_policy(&state.db, p.id).await?;
+        let job = store::NewJob {
+            kind: "backup",
+            policy_id: Some(p.id),
+            source_id: Some(p.source_id),
+            target_id: Some(p.target_id),
+            params: serde_json::to_string(&JobParams::Backup { policy_id: p.id })?,
+            title: format!("Scheduled backup: {}", p.name),
+            created_by: None,
+            rows_total: last.as_ref().map(|s| s.row_count),
+            bytes_total: last.as_ref().map(|s| s.bytes),
+            retry_of: None,
+        };
+        if store::take_scheduled_run(&state.db, &p, due, next, job).await? {
+            tracing::info!(policy = %p.name, "queued a scheduled backup");
+            state.jobs_queued.notify_waiters();
+        }
+    }
+    Ok(())
+}
