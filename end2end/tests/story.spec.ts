@@ -209,3 +209,45 @@ test("a requester sees only what is granted, cannot manage users, and changes th
   await page.getByTestId(`user-${user}`).getByRole("button", { name: "Disable" }).click();
   await expect(page.getByTestId(`user-${user}`)).toContainText("disabled");
 });
+
+test("a trigger URL starts a backup from outside the console", async ({ page, request }) => {
+  const files = tempDir();
+  const db = path.join(files, "app.db");
+  sqlite(db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+  const src = unique("hook-src");
+  const disk = unique("hook-disk");
+  const pol = unique("hook-policy");
+  await logIn(page, "admin", ADMIN_PASSWORD());
+  await addSource(page, src, `sqlite://${db}`);
+  await page.goto("/targets");
+  await hydrated(page);
+  const tform = page.getByRole("form", { name: "Add a target" });
+  await tform.getByLabel("Name").fill(disk);
+  await tform.getByLabel("Directory").fill(path.join(files, "repo"));
+  await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByRole("button", { name: "Add target" }).click();
+  await expect(page.getByTestId(`target-${disk}`)).toBeVisible();
+  await page.goto("/policies");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Create a policy" });
+  await form.getByLabel("Name").fill(pol);
+  await form.getByLabel("Source").selectOption({ label: src });
+  await form.getByLabel("Target").selectOption({ label: disk });
+  await form.getByLabel("Schedule").fill("daily at 02:30");
+  await form.getByRole("button", { name: "Create policy" }).click();
+  const row = page.getByTestId(`policy-${pol}`);
+  await expect(row.getByTestId("next-run")).toContainText("02:30:00 UTC");
+
+  await row.getByRole("button", { name: "Trigger URL" }).click();
+  const command = await page.getByTestId("trigger-command").textContent();
+  const m = command!.match(/Bearer ([^']+)' (\S+)$/);
+  expect(m, command!).toBeTruthy();
+  const [, token, url] = m!;
+  expect((await request.post(url, { headers: { Authorization: "Bearer wrong" } })).status()).toBe(401);
+  const resp = await request.post(url, { headers: { Authorization: `Bearer ${token}` } });
+  expect(resp.status()).toBe(202);
+  const { job } = await resp.json();
+  await page.goto(`/jobs/${job}`);
+  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  await expect(page.getByRole("heading", { level: 1 })).toContainText(`Triggered backup: ${pol}`);
+});

@@ -8,7 +8,7 @@
 //! - a policy whose previous backup is still queued or running is not queued again; its
 //!   run stays due and starts when that one has finished.
 
-use app::api::jobs::JobParams;
+use app::api::jobs::backup_job;
 use app::ssr::{AppState, db::now_ms, schedule, store};
 use std::time::Duration;
 
@@ -36,19 +36,7 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
                 None
             }
         };
-        let last = store::last_snapshot_of_policy(&state.db, p.id).await?;
-        let job = store::NewJob {
-            kind: "backup",
-            policy_id: Some(p.id),
-            source_id: Some(p.source_id),
-            target_id: Some(p.target_id),
-            params: serde_json::to_string(&JobParams::Backup { policy_id: p.id })?,
-            title: format!("Scheduled backup: {}", p.name),
-            created_by: None,
-            rows_total: last.as_ref().map(|s| s.row_count),
-            bytes_total: last.as_ref().map(|s| s.bytes),
-            retry_of: None,
-        };
+        let job = backup_job(&state.db, &p, format!("Scheduled backup: {}", p.name), None).await?;
         if store::take_scheduled_run(&state.db, &p, due, next, job).await? {
             tracing::info!(policy = %p.name, "queued a scheduled backup");
             state.jobs_queued.notify_waiters();

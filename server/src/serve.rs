@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/audit.csv", get(audit_csv))
+        .route(
+            "/hooks/policies/{id}/backup",
+            axum::routing::post(trigger_backup),
+        )
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(reject_cross_site))
@@ -124,6 +128,115 @@ async fn require_session(
         (false, false) => Redirect::to("/login").into_response(),
         _ => next.run(req).await,
     }
+}
+
+/// `POST /hooks/policies/{id}/backup` with `Authorization: Bearer TOKEN`: starts a
+/// backup of the policy (for CI pipelines, deploy hooks, other systems). 202 with the job
+/// id; 401 for a missing, wrong or revoked token (after 5 wrong tokens for a policy each
+/// further attempt must wait, like logins); 409 while a backup of the policy is queued or
+/// running. Every attempt is audited.
+async fn trigger_backup(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    headers: http::HeaderMap,
+) -> Response {
+    use app::ssr::{audit, store};
+    let reply =
+        |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
+    let address = peer.ip().to_string();
+    let keys = [format!("trigger:{id}"), format!("ip:{address}")];
+    let event = |outcome: &str, detail: &str| audit::Event {
+        user_id: None,
+        username: "trigger".into(),
+        address: address.clone(),
+        action: "policy.trigger".into(),
+        target: format!("policy #{id}"),
+        outcome: outcome.into(),
+        detail: detail.into(),
+    };
+    if let Some(wait) = state.throttle.check(&keys) {
+        let _ = audit::append(&state.db, &event("denied", "too many wrong tokens")).await;
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"error": format!("too many wrong tokens; try again in {} s", wait.as_secs().max(1))}),
+        );
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let policy = match store::policy(&state.db, id).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "loading a policy for a trigger");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let expected = policy.as_ref().and_then(|p| p.trigger_hash.clone());
+    let given = store::trigger_hash(token);
+    let Some(policy) = policy.filter(|_| {
+        !token.is_empty()
+            && expected
+                .as_deref()
+                .is_some_and(|e| constant_time_eq(e.as_bytes(), given.as_bytes()))
+    }) else {
+        state.throttle.failed(&keys);
+        let _ = audit::append(
+            &state.db,
+            &event("denied", "missing, wrong or revoked token"),
+        )
+        .await;
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "missing, wrong or revoked trigger token"}),
+        );
+    };
+    let result = async {
+        if store::policy_busy(&state.db, id).await? {
+            return Ok(None);
+        }
+        let job = app::api::jobs::backup_job(
+            &state.db,
+            &policy,
+            format!("Triggered backup: {}", policy.name),
+            None,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(Some(store::enqueue(&state.db, job).await?))
+    }
+    .await;
+    match result {
+        Ok(Some(job)) => {
+            state.jobs_queued.notify_waiters();
+            let _ = audit::append(&state.db, &event("ok", &format!("job {job}"))).await;
+            reply(StatusCode::ACCEPTED, serde_json::json!({"job": job}))
+        }
+        Ok(None) => {
+            let _ = audit::append(
+                &state.db,
+                &event(
+                    "failed",
+                    "a backup of this policy is already queued or running",
+                ),
+            )
+            .await;
+            reply(
+                StatusCode::CONFLICT,
+                serde_json::json!({"error": "a backup of this policy is already queued or running"}),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "queueing a triggered backup");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(serde::Deserialize)]

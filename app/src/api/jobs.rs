@@ -22,6 +22,8 @@ pub struct PolicyView {
     pub enabled: bool,
     /// When the scheduler runs it next (unix ms), if it has a schedule.
     pub next_run: Option<i64>,
+    /// Whether a trigger URL is active.
+    pub has_trigger: bool,
 }
 
 /// A policy's selection, stored as JSON.
@@ -85,6 +87,7 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 timezone: p.timezone,
                 enabled: p.enabled != 0,
                 next_run: p.next_run_at.filter(|_| p.enabled != 0),
+                has_trigger: p.trigger_hash.is_some(),
             }
         })
         .collect())
@@ -161,6 +164,73 @@ pub async fn create_policy(
         .await
 }
 
+/// A new trigger token for the policy (any earlier one stops working). The token is
+/// returned once and only its hash is stored.
+#[server(endpoint = "policies/trigger_create")]
+pub async fn create_trigger(id: i64) -> Result<String, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.trigger.create").await?;
+    let result = async {
+        let token = crate::ssr::password::generate();
+        let hash = store::trigger_hash(token.expose());
+        if !store::set_trigger_hash(&c.state.db, id, Some(&hash))
+            .await
+            .map_err(|e| internal("storing a trigger", e))?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(token.expose().to_string())
+    }
+    .await;
+    c.audited("policy.trigger.create", &format!("policy #{id}"), result)
+        .await
+}
+
+#[server(endpoint = "policies/trigger_revoke")]
+pub async fn revoke_trigger(id: i64) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.trigger.revoke").await?;
+    let result = async {
+        if !store::set_trigger_hash(&c.state.db, id, None)
+            .await
+            .map_err(|e| internal("revoking a trigger", e))?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("policy.trigger.revoke", &format!("policy #{id}"), result)
+        .await
+}
+
+/// The job that backs up `p` (with the last snapshot's size as the progress estimate).
+#[cfg(feature = "ssr")]
+pub async fn backup_job(
+    db: &crate::ssr::db::Db,
+    p: &crate::ssr::store::PolicyRow,
+    title: String,
+    created_by: Option<i64>,
+) -> anyhow::Result<crate::ssr::store::NewJob<'static>> {
+    let last = crate::ssr::store::last_snapshot_of_policy(db, p.id).await?;
+    Ok(crate::ssr::store::NewJob {
+        kind: "backup",
+        policy_id: Some(p.id),
+        source_id: Some(p.source_id),
+        target_id: Some(p.target_id),
+        params: serde_json::to_string(&JobParams::Backup { policy_id: p.id })?,
+        title,
+        created_by,
+        rows_total: last.as_ref().map(|s| s.row_count),
+        bytes_total: last.as_ref().map(|s| s.bytes),
+        retry_of: None,
+    })
+}
+
 /// Queues a backup of the policy now; returns the job id.
 #[server(endpoint = "policies/run")]
 pub async fn run_policy(id: i64) -> Result<i64, AppError> {
@@ -174,28 +244,12 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
             .await
             .map_err(|e| internal("loading a policy", e))?
             .ok_or_else(|| AppError::NotFound("Policy".into()))?;
-        let last = store::last_snapshot_of_policy(db, id)
+        let new = backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
-            .map_err(|e| internal("loading a snapshot", e))?;
-        let params = serde_json::to_string(&JobParams::Backup { policy_id: id })
-            .map_err(|e| internal("job json", e))?;
-        let job = store::enqueue(
-            db,
-            store::NewJob {
-                kind: "backup",
-                policy_id: Some(id),
-                source_id: Some(p.source_id),
-                target_id: Some(p.target_id),
-                params,
-                title: format!("Backup: {}", p.name),
-                created_by: Some(c.user.id),
-                rows_total: last.as_ref().map(|s| s.row_count),
-                bytes_total: last.as_ref().map(|s| s.bytes),
-                retry_of: None,
-            },
-        )
-        .await
-        .map_err(|e| internal("queueing a job", e))?;
+            .map_err(|e| internal("preparing a job", e))?;
+        let job = store::enqueue(db, new)
+            .await
+            .map_err(|e| internal("queueing a job", e))?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }

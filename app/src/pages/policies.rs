@@ -1,5 +1,5 @@
 use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
-use crate::api::jobs::{CreatePolicy, RunPolicy, list_policies};
+use crate::api::jobs::{CreatePolicy, CreateTrigger, RevokeTrigger, RunPolicy, list_policies};
 use crate::api::sources::{list_sources, list_targets};
 use crate::auth::Perm;
 use crate::forms;
@@ -11,7 +11,31 @@ use leptos_router::hooks::use_navigate;
 pub fn PoliciesPage() -> impl IntoView {
     let create = ServerAction::<CreatePolicy>::new();
     let run = ServerAction::<RunPolicy>::new();
-    let policies = Resource::new(move || create.version().get(), |_| list_policies());
+    let trigger = ServerAction::<CreateTrigger>::new();
+    let (trigger_for, set_trigger_for) = signal(0i64);
+    let revoke = ServerAction::<RevokeTrigger>::new();
+    let policies = Resource::new(
+        move || {
+            (
+                create.version().get(),
+                trigger.version().get(),
+                revoke.version().get(),
+            )
+        },
+        |_| list_policies(),
+    );
+    // The token exists only in this answer: show it once, with how to use it.
+    let new_trigger = move || {
+        let token = trigger.value().get()?.ok()?;
+        let id = trigger_for.get();
+        let origin = window().location().origin().unwrap_or_default();
+        Some(view! {
+            <div class="card" role="status" data-testid="trigger">
+                <p><strong>"Trigger URL created. Copy the token now: it is not shown again."</strong></p>
+                <p class="mono" data-testid="trigger-command">{format!("curl -X POST -H 'Authorization: Bearer {token}' {origin}/hooks/policies/{id}/backup")}</p>
+            </div>
+        })
+    };
     let choices = Resource::new(
         || (),
         |_| async { (list_sources().await, list_targets().await) },
@@ -28,6 +52,8 @@ pub fn PoliciesPage() -> impl IntoView {
         <h1>"Policies"</h1>
         <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
         <ErrorLine error=general_error(run)/>
+        <ErrorLine error=general_error(trigger)/>
+        {new_trigger}
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match policies.await {
@@ -59,6 +85,14 @@ pub fn PoliciesPage() -> impl IntoView {
                                                 <IfCan perm=Perm::RunJobs>
                                                     <button disabled=move || run.pending().get()
                                                         on:click=move |_| { run.dispatch(RunPolicy { id }); }>"Run now"</button>
+                                                </IfCan>
+                                                <IfCan perm=Perm::Configure>
+                                                    <button class="secondary" on:click=move |_| { set_trigger_for.set(id); trigger.dispatch(CreateTrigger { id }); }>
+                                                        {if p.has_trigger { "New trigger URL" } else { "Trigger URL" }}
+                                                    </button>
+                                                    {p.has_trigger.then(|| view! {
+                                                        <button class="secondary" on:click=move |_| { revoke.dispatch(RevokeTrigger { id }); }>"Revoke trigger"</button>
+                                                    })}
                                                 </IfCan>
                                             </td>
                                         </tr>

@@ -172,9 +172,38 @@ pub struct PolicyRow {
     pub enabled: i64,
     pub created_at: i64,
     pub next_run_at: Option<i64>,
+    pub trigger_hash: Option<String>,
 }
 
-const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at";
+const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash";
+
+/// What is stored of a trigger token.
+pub fn trigger_hash(token: &str) -> String {
+    blake3::derive_key("tablesafe 2026-11 policy trigger token", token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub async fn set_trigger_hash(db: &Db, policy: i64, hash: Option<&str>) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET trigger_hash = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(hash)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether a backup of the policy is queued or running.
+pub async fn policy_busy(db: &Db, policy: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
+    )
+    .bind(policy)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(n > 0)
+}
 
 pub async fn policies(db: &Db) -> Result<Vec<PolicyRow>> {
     Ok(sqlx::query_as(&format!(

@@ -9,3 +9,4 @@ mod history_db;
 mod jobs;
 mod roles;
 mod schedule;
+mod trigger;

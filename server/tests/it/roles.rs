@@ -315,6 +315,14 @@ async fn role_matrix(database_url: Option<&str>) {
             Box::new(move |_| form("server_info", vec![])),
             &["admin", "operator", "requester", "auditor"],
         ),
+        (
+            Box::new(move |_| form("policies/trigger_create", vec![("id", policy.to_string())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("policies/trigger_revoke", vec![("id", policy.to_string())])),
+            &["admin", "operator"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
