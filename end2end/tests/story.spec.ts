@@ -169,8 +169,10 @@ test("a requester sees only what is granted, cannot manage users, and changes th
   const row = page.getByTestId(`user-${user}`);
   await expect(row).toContainText("requester");
   // The admin grants one source.
-  await row.getByLabel(granted).check();
-  await expect(row.getByLabel(granted)).toBeChecked();
+  await Promise.all([
+    page.waitForResponse((r) => r.url().includes("/api/users/grant") && r.ok()),
+    row.getByLabel(granted).check(),
+  ]);
   await page.reload();
   await hydrated(page);
   await expect(page.getByTestId(`user-${user}`).getByLabel(granted)).toBeChecked();
