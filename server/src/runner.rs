@@ -193,9 +193,10 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             columns,
             rename,
             mode,
+            safety_backup,
         } => {
             let (target, snap) = snapshot_and_target(state, snapshot).await?;
-            let repo = open_repo(state, &target).await?;
+            let mut repo = open_repo(state, &target).await?;
             let dest = store::source(&state.db, dest_source_id)
                 .await?
                 .ok_or_else(|| anyhow!("the destination source no longer exists"))?;
@@ -214,6 +215,52 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
+            let replaced: Vec<String> = plan
+                .tables
+                .iter()
+                .filter(|t| matches!(t.action, engine::restore::Action::Replace))
+                .map(|t| t.dest_table.clone())
+                .collect();
+            if safety_backup && !replaced.is_empty() {
+                // What is about to be dropped goes into the same repository first; if that
+                // fails, nothing is restored.
+                let backup_opts = engine::backup::BackupOptions {
+                    source: opts.dest.clone(),
+                    selection: Selection {
+                        include: replaced.iter().map(|t| glob_literal(t)).collect(),
+                        exclude: Vec::new(),
+                        columns: Default::default(),
+                    },
+                    tags: [
+                        (
+                            "reason".to_string(),
+                            "safety backup before a restore".to_string(),
+                        ),
+                        ("job".to_string(), job.id.to_string()),
+                    ]
+                    .into(),
+                };
+                let summary = engine::backup::backup(&mut repo, &backup_opts, progress)
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "the safety backup of {} failed, so nothing was restored: {e}",
+                            replaced.join(", ")
+                        )
+                    })?;
+                record_snapshot(state, &target, None, dest.id, job.id, &summary).await?;
+                let _ = store::log(
+                    &state.db,
+                    job.id,
+                    "info",
+                    &format!(
+                        "safety backup of {}: snapshot {}",
+                        replaced.join(", "),
+                        &summary.id[..12]
+                    ),
+                )
+                .await;
+            }
             for t in &plan.tables {
                 let _ = store::log(
                     &state.db,
@@ -288,22 +335,7 @@ async fn backup(
     };
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
     let s = &summary.snapshot;
-    let details: Vec<_> = s
-        .tables
-        .iter()
-        .map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "segment": t.segment, "segment_bytes": t.segment_bytes}))
-        .collect();
-    store::insert_snapshot(
-        &state.db,
-        target.id,
-        &summary.id,
-        Some(policy.id),
-        Some(source.id),
-        Some(job.id),
-        s,
-        &serde_json::to_string(&details)?,
-    )
-    .await?;
+    record_snapshot(state, &target, Some(policy.id), source.id, job.id, &summary).await?;
     let _ = store::log(
         &state.db,
         job.id,
@@ -325,6 +357,35 @@ async fn backup(
         }),
         Some(summary.id.clone()),
     ))
+}
+
+/// Adds a snapshot a job made to the history the console lists.
+async fn record_snapshot(
+    state: &AppState,
+    target: &store::TargetRow,
+    policy: Option<i64>,
+    source: i64,
+    job: i64,
+    summary: &engine::backup::BackupSummary,
+) -> Result<()> {
+    let details: Vec<_> = summary
+        .snapshot
+        .tables
+        .iter()
+        .map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "segment": t.segment, "segment_bytes": t.segment_bytes}))
+        .collect();
+    store::insert_snapshot(
+        &state.db,
+        target.id,
+        &summary.id,
+        policy,
+        Some(source),
+        Some(job),
+        &summary.snapshot,
+        &serde_json::to_string(&details)?,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn verify(

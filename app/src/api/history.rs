@@ -145,6 +145,13 @@ pub struct RestoreRequest {
     pub mode: String,
     /// For `replace`: the user typed the names of the tables that will be replaced.
     pub confirm: String,
+    /// For `replace`: back up the tables being replaced first (on by default).
+    #[serde(default = "yes")]
+    pub safety_backup: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +308,7 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
             columns: req.columns.clone(),
             rename: req.rename.clone(),
             mode: req.mode.clone(),
+            safety_backup: req.safety_backup && !replaced.is_empty(),
         })
         .map_err(|e| internal("job json", e))?;
         let job = store::enqueue(

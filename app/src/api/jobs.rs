@@ -53,6 +53,9 @@ pub enum JobParams {
         columns: BTreeMap<String, Vec<String>>,
         rename: BTreeMap<String, String>,
         mode: String,
+        /// Back up the tables a `replace` drops, from the destination, first.
+        #[serde(default)]
+        safety_backup: bool,
     },
 }
 

@@ -29,6 +29,7 @@ pub fn RestoresPage() -> impl IntoView {
     let (suffix, set_suffix) = signal("_restored".to_string());
     let (mode, set_mode) = signal("create".to_string());
     let (confirm, set_confirm) = signal(String::new());
+    let (safety, set_safety) = signal(true);
     let preview = ServerAction::<PreviewRestore>::new();
     let start = ServerAction::<StartRestore>::new();
 
@@ -68,6 +69,7 @@ pub fn RestoresPage() -> impl IntoView {
             rename,
             mode: mode.get(),
             confirm: confirm.get(),
+            safety_backup: safety.get(),
         })
     };
     let navigate = use_navigate();
@@ -195,6 +197,11 @@ pub fn RestoresPage() -> impl IntoView {
                 <Show when=move || mode.get() == "replace">
                     <label for="confirm">"Type the names of the tables that will be replaced, comma-separated"</label>
                     <input id="confirm" prop:value=move || confirm.get() on:input=move |ev| set_confirm.set(event_target_value(&ev))/>
+                    <div class="check">
+                        <input type="checkbox" id="safety" prop:checked=move || safety.get()
+                            on:change=move |ev| set_safety.set(event_target_checked(&ev))/>
+                        <label for="safety">"Back up the tables being replaced first (recommended)"</label>
+                    </div>
                 </Show>
             </li>
             <li>

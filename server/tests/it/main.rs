@@ -7,6 +7,7 @@ mod console;
 mod harness;
 mod history_db;
 mod jobs;
+mod restore;
 mod roles;
 mod schedule;
 mod trigger;
