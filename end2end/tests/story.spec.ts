@@ -41,6 +41,12 @@ test("a new admin backs up SQLite and PostgreSQL and restores a table under a ne
   const sq = unique("sqlite-shop");
   const pg = unique("pg-shop");
   const disk = unique("disk");
+  // Pages full of data must hydrate cleanly too.
+  const errors: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(`${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
 
   await logIn(page, "admin", ADMIN_PASSWORD());
 
@@ -124,6 +130,7 @@ test("a new admin backs up SQLite and PostgreSQL and restores a table under a ne
   }
   await page.getByRole("button", { name: "Verify the chain" }).click();
   await expect(page.getByTestId("chain")).toHaveText("The chain is intact.");
+  expect(errors, errors.join("\n")).toEqual([]);
 });
 
 test("bad input gets a message next to the field and changes nothing", async ({ page }) => {
