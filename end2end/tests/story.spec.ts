@@ -120,6 +120,8 @@ test("a new admin backs up SQLite and PostgreSQL and restores a table under a ne
   await page.goto("/");
   await expect(page.getByTestId(`health-${sq}`)).toContainText("Last successful backup");
   await expect(page.getByTestId(`health-${sq}`)).not.toContainText("never");
+  // Measured from now: seconds or minutes ago, not hours.
+  await expect(page.getByTestId(`health-${sq}`)).toContainText(/\d+(\.\d)? s ago|\d+ min \d+ s ago/);
 
   // The audit log recorded the session.
   await page.goto("/audit?user=admin");

@@ -418,6 +418,8 @@ pub struct DashboardView {
     pub stored: Vec<(i64, i64)>,
     /// (time, seconds) of recent finished jobs, oldest first.
     pub durations: Vec<(i64, f64)>,
+    /// The server's clock (ages are computed from it, the same on server and browser).
+    pub now_ms: i64,
 }
 
 #[server(endpoint = "dashboard_data")]
@@ -488,5 +490,6 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
             .into_iter()
             .map(|(t, ms)| (t, ms as f64 / 1000.0))
             .collect(),
+        now_ms: now_ms(),
     })
 }

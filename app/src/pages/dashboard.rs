@@ -47,7 +47,7 @@ pub fn Dashboard() -> impl IntoView {
                                 <article class="card"><h2>"Welcome"</h2><p>"Add a " <a href="/sources">"source"</a> ", a " <a href="/targets">"target"</a> " and a " <a href="/policies">"policy"</a> " to take your first backup."</p></article>
                             })}
                             {d.sources.into_iter().map(|s| {
-                                let age = s.last_success_ms.map(|t| super::ui::duration(d_now(&d.stored, t))).map(|a| format!("{a} ago"));
+                                let age = s.last_success_ms.map(|t| super::ui::duration(d.now_ms - t)).map(|a| format!("{a} ago"));
                                 view! {
                                     <article class={if s.failures_7d > 0 { "card warn" } else { "card" }} data-testid=format!("health-{}", s.name)>
                                         <h2>{s.name.clone()}</h2>
@@ -86,12 +86,6 @@ pub fn Dashboard() -> impl IntoView {
             })}
         </Suspense>
     }
-}
-
-/// Milliseconds from `t` to the newest point we know of (the server's data, so server
-/// and browser render the same).
-fn d_now(stored: &[(i64, i64)], t: i64) -> i64 {
-    stored.last().map(|(n, _)| *n).unwrap_or(t).max(t) - t
 }
 
 /// A small SVG bar chart of (time, value) points, oldest first.
