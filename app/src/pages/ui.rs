@@ -14,9 +14,9 @@ pub fn bytes(n: i64) -> String {
     format!("{n} B")
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (the same on server and browser, so
-/// hydration matches).
-pub fn time(ms: i64) -> String {
+/// Unix milliseconds as UTC (year, month, day, hour, minute, second), by Howard
+/// Hinnant's civil-from-days algorithm (no time zone tables in the browser bundle).
+pub fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
@@ -28,12 +28,14 @@ pub fn time(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (the same on server and browser, so
+/// hydration matches).
+pub fn time(ms: i64) -> String {
+    let (y, m, d, h, mi, s) = civil(ms);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 
 pub fn duration(ms: i64) -> String {

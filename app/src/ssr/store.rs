@@ -296,23 +296,7 @@ pub async fn take_scheduled_run(
     if moved.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO jobs (kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, rows_total, bytes_total, retry_of) \
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(job.kind)
-    .bind(job.policy_id)
-    .bind(job.source_id)
-    .bind(job.target_id)
-    .bind(job.params)
-    .bind(job.title)
-    .bind(job.created_by)
-    .bind(now_ms())
-    .bind(job.rows_total)
-    .bind(job.bytes_total)
-    .bind(job.retry_of)
-    .execute(&mut *tx)
-    .await?;
+    insert_job(&mut *tx, job).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -362,6 +346,14 @@ pub struct NewJob<'a> {
 }
 
 pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
+    insert_job(&db.pool, j).await
+}
+
+/// Queues `j` through `ex` (the pool, or a transaction that does more).
+async fn insert_job<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    j: NewJob<'_>,
+) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "INSERT INTO jobs (kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, rows_total, bytes_total, retry_of) \
          VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -377,7 +369,7 @@ pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
     .bind(j.rows_total)
     .bind(j.bytes_total)
     .bind(j.retry_of)
-    .fetch_one(&db.pool)
+    .fetch_one(ex)
     .await?)
 }
 

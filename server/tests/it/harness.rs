@@ -245,3 +245,62 @@ pub fn sqlite(path: &Path, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A source for `db`, a target at `repo` and a policy over them, all named `name`
+/// (`s-NAME`, `t-NAME`, `NAME`), through the server functions the pages use. Returns
+/// (source, target, and the policy call's reply).
+pub async fn add_policy(
+    api: &Api<'_>,
+    admin: &str,
+    name: &str,
+    db: &Path,
+    repo: &Path,
+    schedule: &str,
+    timezone: &str,
+) -> (i64, i64, Reply) {
+    let source = api
+        .form(
+            Some(admin),
+            "sources/add",
+            &[
+                ("name", format!("s-{name}")),
+                ("url", format!("sqlite://{}", db.display())),
+            ],
+        )
+        .await;
+    assert!(source.ok(), "{source:?}");
+    let target = api
+        .form(
+            Some(admin),
+            "targets/add",
+            &[
+                ("name", format!("t-{name}")),
+                ("location", repo.display().to_string()),
+                ("password", "repository password".into()),
+            ],
+        )
+        .await;
+    assert!(target.ok(), "{target:?}");
+    let (source, target) = (
+        source.json().as_i64().unwrap(),
+        target.json().as_i64().unwrap(),
+    );
+    let policy = api
+        .form(
+            Some(admin),
+            "policies/create",
+            &[
+                ("name", name.to_string()),
+                ("source_id", source.to_string()),
+                ("target_id", target.to_string()),
+                ("include", String::new()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", schedule.into()),
+                ("timezone", timezone.into()),
+                ("enabled", "on".into()),
+            ],
+        )
+        .await;
+    (source, target, policy)
+}

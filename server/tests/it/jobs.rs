@@ -2,53 +2,13 @@
 //! server died is failed with the reason and can be retried, progress is visible while
 //! a job runs, and Cancel stops it.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, cookie, sqlite};
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, cookie, sqlite};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A source, a target and a policy; returns the policy id.
 async fn setup(api: &Api<'_>, admin: &str, dir: &Path, db: &Path) -> i64 {
-    let source = api
-        .form(
-            Some(admin),
-            "sources/add",
-            &[
-                ("name", "shop".into()),
-                ("url", format!("sqlite://{}", db.display())),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let target = api
-        .form(
-            Some(admin),
-            "targets/add",
-            &[
-                ("name", "disk".into()),
-                ("location", dir.join("repo").display().to_string()),
-                ("password", "repository password".into()),
-            ],
-        )
-        .await;
-    assert!(target.ok(), "{target:?}");
-    let policy = api
-        .form(
-            Some(admin),
-            "policies/create",
-            &[
-                ("name", "nightly".into()),
-                ("source_id", source.to_string()),
-                ("target_id", target.json().as_i64().unwrap().to_string()),
-                ("include", String::new()),
-                ("exclude", String::new()),
-                ("columns", String::new()),
-                ("schedule", String::new()),
-                ("timezone", String::new()),
-            ],
-        )
-        .await;
+    let (_, _, policy) = add_policy(api, admin, "nightly", db, &dir.join("repo"), "", "").await;
     assert!(policy.ok(), "{policy:?}");
     policy.json().as_i64().unwrap()
 }

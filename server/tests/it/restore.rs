@@ -1,7 +1,7 @@
 //! Restoring over the original: the wizard's safety backup keeps what was replaced, and
 //! restoring that safety snapshot undoes the restore.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, cookie, sqlite};
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, cookie, sqlite};
 use serde_json::json;
 
 fn rows(db: &std::path::Path) -> String {
@@ -38,52 +38,17 @@ async fn a_replace_restore_backs_up_what_it_replaces_and_that_can_be_restored() 
         &db,
         "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bob');",
     );
-    let source = api
-        .form(
-            Some(&admin),
-            "sources/add",
-            &[
-                ("name", "shop".into()),
-                ("url", format!("sqlite://{}", db.display())),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let target = api
-        .form(
-            Some(&admin),
-            "targets/add",
-            &[
-                ("name", "disk".into()),
-                ("location", dir.path().join("repo").display().to_string()),
-                ("password", "repository password".into()),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let policy = api
-        .form(
-            Some(&admin),
-            "policies/create",
-            &[
-                ("name", "nightly".into()),
-                ("source_id", source.to_string()),
-                ("target_id", target.to_string()),
-                ("include", String::new()),
-                ("exclude", String::new()),
-                ("columns", String::new()),
-                ("schedule", String::new()),
-                ("timezone", String::new()),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
+    let (source, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
     let job = api
         .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
         .await

@@ -1,7 +1,7 @@
 //! The scheduler: a cron policy runs by itself; slots missed while the server was down
 //! run once; a policy never has two backups at once; bad schedules are refused.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, cookie, sqlite};
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, cookie, sqlite};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,53 +21,16 @@ async fn policy(
         );
     }
     let name = format!("p{}", rand_suffix());
-    let source = api
-        .form(
-            Some(admin),
-            "sources/add",
-            &[
-                ("name", format!("s-{name}")),
-                ("url", format!("sqlite://{}", db.display())),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let target = api
-        .form(
-            Some(admin),
-            "targets/add",
-            &[
-                ("name", format!("t-{name}")),
-                (
-                    "location",
-                    dir.join(format!("repo-{name}")).display().to_string(),
-                ),
-                ("password", "repository password".into()),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let r = api
-        .form(
-            Some(admin),
-            "policies/create",
-            &[
-                ("name", name),
-                ("source_id", source.to_string()),
-                ("target_id", target.to_string()),
-                ("include", String::new()),
-                ("exclude", String::new()),
-                ("columns", String::new()),
-                ("schedule", schedule.into()),
-                ("timezone", timezone.into()),
-                ("enabled", "on".into()),
-            ],
-        )
-        .await;
+    let (_, _, r) = add_policy(
+        api,
+        admin,
+        &name,
+        &db,
+        &dir.join(format!("repo-{name}")),
+        schedule,
+        timezone,
+    )
+    .await;
     if r.ok() {
         Ok(r.json().as_i64().unwrap())
     } else {

@@ -2,7 +2,7 @@
 //! missing and revoked tokens are refused and audited; a second trigger while a backup
 //! runs is refused rather than queued beside it.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, client, cookie, sqlite};
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, client, cookie, sqlite};
 
 #[tokio::test]
 async fn a_trigger_url_starts_a_backup_only_with_its_token() {
@@ -19,52 +19,17 @@ async fn a_trigger_url_starts_a_backup_only_with_its_token() {
         &db,
         "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);",
     );
-    let source = api
-        .form(
-            Some(&admin),
-            "sources/add",
-            &[
-                ("name", "shop".into()),
-                ("url", format!("sqlite://{}", db.display())),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let target = api
-        .form(
-            Some(&admin),
-            "targets/add",
-            &[
-                ("name", "disk".into()),
-                ("location", dir.path().join("repo").display().to_string()),
-                ("password", "repository password".into()),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let policy = api
-        .form(
-            Some(&admin),
-            "policies/create",
-            &[
-                ("name", "deploys".into()),
-                ("source_id", source.to_string()),
-                ("target_id", target.to_string()),
-                ("include", String::new()),
-                ("exclude", String::new()),
-                ("columns", String::new()),
-                ("schedule", String::new()),
-                ("timezone", String::new()),
-            ],
-        )
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "deploys",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
     let hook = server.url(&format!("/hooks/policies/{policy}/backup"));
     let post = |token: Option<String>| {
         let mut r = client().post(&hook);
