@@ -195,7 +195,7 @@ async fn trigger_backup(
         );
     };
     let result = async {
-        if store::policy_busy(&state.db, id).await? {
+        if store::policy_busy(&state.db.pool, id).await? {
             return Ok(None);
         }
         let job = app::api::jobs::backup_job(

@@ -130,14 +130,8 @@ pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result
 pub async fn change_password(current: String, new: String) -> Result<(), AppError> {
     use crate::api::internal;
     use crate::forms;
-    use crate::ssr::{AppState, ctx, db, password as pw, store};
-    let state = expect_context::<AppState>();
-    let user = crate::ssr::session::require_user(&state).await?;
-    let c = ctx::Ctx {
-        state,
-        user,
-        address: ctx::address(),
-    };
+    use crate::ssr::{ctx, db, password as pw, store};
+    let c = ctx::authenticate().await?;
     let result = async {
         forms::password("new", &new)?;
         let row = db::user_by_id(&c.state.db, c.user.id)

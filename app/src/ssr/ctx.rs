@@ -29,15 +29,20 @@ pub async fn authorize(perm: Perm, action: &str) -> Result<Ctx, AppError> {
     authorize_any(&[perm], action).await
 }
 
-/// Like [`authorize`], for calls that any one of `perms` allows.
-pub async fn authorize_any(perms: &[Perm], action: &str) -> Result<Ctx, AppError> {
+/// A call by any logged-in user (what every role may do, like changing one's password).
+pub async fn authenticate() -> Result<Ctx, AppError> {
     let state = expect_context::<AppState>();
     let user = session::require_user(&state).await?;
-    let ctx = Ctx {
+    Ok(Ctx {
         state,
         user,
         address: address(),
-    };
+    })
+}
+
+/// Like [`authorize`], for calls that any one of `perms` allows.
+pub async fn authorize_any(perms: &[Perm], action: &str) -> Result<Ctx, AppError> {
+    let ctx = authenticate().await?;
     if !perms.iter().any(|p| ctx.user.role.can(*p)) {
         let detail = format!("the {} role lacks {perms:?}", ctx.user.role.as_str());
         ctx.audit(action, "", "denied", &detail).await;

@@ -194,13 +194,17 @@ pub async fn set_trigger_hash(db: &Db, policy: i64, hash: Option<&str>) -> Resul
     Ok(r.rows_affected() == 1)
 }
 
-/// Whether a backup of the policy is queued or running.
-pub async fn policy_busy(db: &Db, policy: i64) -> Result<bool> {
+/// Whether a backup of the policy is queued or running (through `ex`: the pool, or the
+/// scheduler's transaction).
+pub async fn policy_busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    policy: i64,
+) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
     )
     .bind(policy)
-    .fetch_one(&db.pool)
+    .fetch_one(ex)
     .await?;
     Ok(n > 0)
 }
@@ -277,13 +281,7 @@ pub async fn take_scheduled_run(
     job: NewJob<'_>,
 ) -> Result<bool> {
     let mut tx = db.pool.begin().await?;
-    let busy: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
-    )
-    .bind(policy.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if busy > 0 {
+    if policy_busy(&mut *tx, policy.id).await? {
         return Ok(false);
     }
     let moved =
@@ -488,20 +486,16 @@ pub async fn heartbeat(
     bytes: i64,
     table: Option<&str>,
 ) -> Result<bool> {
-    sqlx::query(
-        "UPDATE jobs SET rows_done = $2, bytes_done = $3, current_table = $4, heartbeat_at = $5 WHERE id = $1",
+    let flag: i64 = sqlx::query_scalar(
+        "UPDATE jobs SET rows_done = $2, bytes_done = $3, current_table = $4, heartbeat_at = $5 WHERE id = $1 RETURNING cancel_requested",
     )
     .bind(id)
     .bind(rows)
     .bind(bytes)
     .bind(table)
     .bind(now_ms())
-    .execute(&db.pool)
+    .fetch_one(&db.pool)
     .await?;
-    let flag: i64 = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await?;
     Ok(flag != 0)
 }
 
