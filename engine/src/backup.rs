@@ -121,7 +121,7 @@ impl Pipeline {
         let params = repo.config.chunker;
         let mut w = Worker {
             writer: repo.pack_writer(),
-            index: repo.index_view(),
+            index: repo.dedup_view(),
             chunker: Chunker::new(params),
             params,
             current: Vec::new(),
@@ -193,6 +193,24 @@ struct Plan {
 }
 
 pub async fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
+    // Lock first, then read the index and prune's condemned packs (crate docs,
+    // "Concurrency"): from here on no prune deletes what this backup may reference.
+    let lock = repo
+        .lock(crate::repo::lock::LockKind::Shared, "backup")
+        .await?;
+    let result = match repo.load_index().await {
+        Ok(()) => backup_locked(repo, opts, progress).await,
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    result
+}
+
+async fn backup_locked(
     repo: &mut Repository,
     opts: &BackupOptions,
     progress: &dyn Progress,

@@ -43,6 +43,9 @@ pub enum Error {
     },
     #[error("cancelled")]
     Cancelled,
+    /// Another process holds what this operation needs (another prune).
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Other(String),
 }

@@ -273,10 +273,20 @@ pub async fn execute(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<Vec<RestoredTable>> {
-    match &plan.dest_url {
+    // A shared lock keeps a concurrent prune from deleting the packs being read if the
+    // snapshot is forgotten meanwhile. Best effort: a read-only target still restores.
+    let lock = repo
+        .lock(crate::repo::lock::LockKind::Shared, "restore")
+        .await
+        .ok();
+    let result = match &plan.dest_url {
         SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress).await,
         SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress).await,
+    };
+    if let Some(lock) = lock {
+        lock.release().await;
     }
+    result
 }
 
 /// A destination database, for planning.

@@ -46,6 +46,23 @@ pub async fn verify(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    // As in restore: a concurrent prune must not delete what is being checked.
+    let lock = repo
+        .lock(crate::repo::lock::LockKind::Shared, "verify")
+        .await
+        .ok();
+    let result = verify_locked(repo, opts, progress).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+async fn verify_locked(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let snapshots: Vec<(String, Snapshot)> = match &opts.snapshot {
         Some(s) => vec![repo.find_snapshot(s).await?],
         None => repo.snapshots().await?,

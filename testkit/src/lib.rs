@@ -3,9 +3,12 @@
 //! * [`Postgres`] starts a private PostgreSQL server (initdb on a temp dir, a free
 //!   loopback port, `fsync=off`, `wal_level=logical`) and stops it when dropped.
 //! * [`free_port`] finds a free loopback port.
+//! * [`remote`]: an S3-compatible server, an SFTP server and a cuttable TCP relay.
 //!
 //! When the tests run as root (CI containers), initdb and the server run as the
 //! `postgres` user through `runuser`, because PostgreSQL refuses to run as root.
+
+pub mod remote;
 
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
@@ -41,7 +44,7 @@ pub fn pg_bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, p)| p)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // `id -u` rather than libc, to keep `unsafe_code = "forbid"`.
     Command::new("id")
         .arg("-u")

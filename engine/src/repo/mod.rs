@@ -2,6 +2,7 @@
 //! docs).
 
 pub mod crypto;
+pub mod lock;
 pub mod storage;
 
 use crate::chunker::ChunkerParams;
@@ -15,6 +16,9 @@ use std::sync::Arc;
 pub use storage::Storage;
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// A pack id and its (chunk id, offset, length) entries.
+pub type IndexEntries = ([u8; 32], Vec<([u8; 32], u64, u32)>);
 
 /// Chunks a writer stored, with where they went.
 pub type Written = Vec<([u8; 32], Location)>;
@@ -85,7 +89,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn pack_path(id: &[u8; 32]) -> String {
+pub fn pack_path(id: &[u8; 32]) -> String {
     let h = hex(id);
     format!("data/{}/{h}", &h[..2])
 }
@@ -100,12 +104,28 @@ pub struct Repository {
     pub config: Config,
     keys: Keys,
     index: Arc<HashMap<[u8; 32], Location>>,
+    /// Packs a prune has marked for deletion: new data must not be deduplicated against
+    /// them (crate docs, "Concurrency").
+    condemned: Arc<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// A prune's list of packs no snapshot referenced (`gc/<id>`), and the lock owners that
+/// were live when it was written (`None`: the prune stopped before it knew).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcRecord {
+    pub time_ms: i64,
+    pub packs: Vec<String>,
+    pub owners: Option<Vec<String>>,
 }
 
 impl Repository {
     /// Creates a repository at `location`; fails if one exists there.
     pub async fn init(location: &str, opts: InitOptions) -> Result<Repository> {
-        let storage = Storage::open(location)?;
+        Self::init_in(Storage::open(location)?, opts).await
+    }
+
+    /// Creates a repository in an opened storage (a target with stored credentials).
+    pub async fn init_in(storage: Storage, opts: InitOptions) -> Result<Repository> {
         if storage.exists("config").await? {
             return Err(Error::RepositoryExists(storage.display.clone()));
         }
@@ -144,6 +164,7 @@ impl Repository {
             config,
             keys: Keys::from_master(&master, encrypted),
             index: Arc::default(),
+            condemned: Arc::default(),
         })
     }
 
@@ -154,7 +175,14 @@ impl Repository {
     /// Opens a repository and loads its index. `password` is required when the
     /// repository is encrypted.
     pub async fn open(location: &str, password: Option<&Secret<String>>) -> Result<Repository> {
-        let storage = Storage::open(location)?;
+        Self::open_in(Storage::open(location)?, password).await
+    }
+
+    /// Opens the repository in an opened storage (a target with stored credentials).
+    pub async fn open_in(
+        storage: Storage,
+        password: Option<&Secret<String>>,
+    ) -> Result<Repository> {
         if !storage.exists("config").await? {
             return Err(Error::NoRepository(storage.display.clone()));
         }
@@ -214,6 +242,7 @@ impl Repository {
             config,
             keys,
             index: Arc::default(),
+            condemned: Arc::default(),
         };
         repo.load_index().await?;
         Ok(repo)
@@ -222,29 +251,90 @@ impl Repository {
     /// Reads every index file. A damaged index file is reported, not skipped silently:
     /// the chunks it maps would otherwise look missing.
     pub async fn load_index(&mut self) -> Result<()> {
-        let mut index = HashMap::new();
+        // Marks first: where a chunk is in two packs, the one no prune marked is used,
+        // so that a sweep of the marked copy cannot pull it from under a reader.
+        let mut condemned = std::collections::HashSet::new();
+        for (_, record) in self.gc_records().await? {
+            condemned.extend(record.packs.iter().filter_map(|p| parse_id(p)));
+        }
+        let mut index: HashMap<[u8; 32], Location> = HashMap::new();
         for path in self.storage.list("index").await? {
-            let sealed = self.storage.get(&path).await?;
-            let plain = self.keys.open(&sealed, &path)?;
-            let file: IndexFile = serde_json::from_slice(&plain)
-                .map_err(|e| Error::damaged(format!("{path}: {e}")))?;
-            let pack = parse_id(&file.pack)
-                .ok_or_else(|| Error::damaged(format!("{path}: bad pack id")))?;
-            for (id, offset, length) in file.chunks {
-                let id =
-                    parse_id(&id).ok_or_else(|| Error::damaged(format!("{path}: bad chunk id")))?;
-                index.insert(
-                    id,
-                    Location {
-                        pack,
-                        offset,
-                        length,
-                    },
-                );
+            let (pack, chunks) = match self.read_index_file(&path).await? {
+                Some(v) => v,
+                // Deleted by a prune between the listing and the read.
+                None => continue,
+            };
+            for (id, offset, length) in chunks {
+                let loc = Location {
+                    pack,
+                    offset,
+                    length,
+                };
+                match index.entry(id) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(loc);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        if condemned.contains(&e.get().pack) && !condemned.contains(&pack) {
+                            e.insert(loc);
+                        }
+                    }
+                }
             }
         }
         self.index = Arc::new(index);
+        self.condemned = Arc::new(condemned);
         Ok(())
+    }
+
+    /// One index file: its pack and (chunk, offset, length) entries; `None` if it is gone.
+    pub async fn read_index_file(&self, path: &str) -> Result<Option<IndexEntries>> {
+        let sealed = match self.storage.get(path).await {
+            Ok(b) => b,
+            Err(Error::Damaged(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let plain = self.keys.open(&sealed, &path.to_string())?;
+        let file: IndexFile =
+            serde_json::from_slice(&plain).map_err(|e| Error::damaged(format!("{path}: {e}")))?;
+        let pack =
+            parse_id(&file.pack).ok_or_else(|| Error::damaged(format!("{path}: bad pack id")))?;
+        let mut chunks = Vec::with_capacity(file.chunks.len());
+        for (id, offset, length) in file.chunks {
+            let id =
+                parse_id(&id).ok_or_else(|| Error::damaged(format!("{path}: bad chunk id")))?;
+            chunks.push((id, offset, length));
+        }
+        Ok(Some((pack, chunks)))
+    }
+
+    /// The pending garbage-collection records, with their object paths.
+    pub async fn gc_records(&self) -> Result<Vec<(String, GcRecord)>> {
+        let mut out = Vec::new();
+        for path in self.storage.list("gc").await? {
+            match self.storage.get(&path).await {
+                Ok(bytes) => {
+                    let record: GcRecord = serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::damaged(format!("{path}: {e}")))?;
+                    out.push((path, record));
+                }
+                Err(Error::Damaged(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a lock on the repository (crate docs, "Concurrency").
+    pub async fn lock(&self, kind: lock::LockKind, operation: &str) -> Result<lock::Lock> {
+        lock::Lock::acquire(&self.storage, kind, operation).await
+    }
+
+    /// Whether new data may be deduplicated against this existing chunk.
+    pub fn can_reuse(&self, id: &[u8; 32]) -> bool {
+        self.index
+            .get(id)
+            .is_some_and(|l| !self.condemned.contains(&l.pack))
     }
 
     pub fn keys(&self) -> &Keys {
@@ -316,6 +406,21 @@ impl Repository {
         self.index.clone()
     }
 
+    /// The chunks new data may be deduplicated against: the index without condemned
+    /// packs.
+    pub fn dedup_view(&self) -> Arc<HashMap<[u8; 32], Location>> {
+        if self.condemned.is_empty() {
+            return self.index.clone();
+        }
+        Arc::new(
+            self.index
+                .iter()
+                .filter(|(_, l)| !self.condemned.contains(&l.pack))
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        )
+    }
+
     /// Deletes packs (and their index files first) that a failed backup wrote and no
     /// snapshot references. Best effort; prune collects anything left.
     pub async fn discard_packs(&mut self, packs: &[[u8; 32]]) {
@@ -384,7 +489,7 @@ impl Repository {
 
 /// Deletes packs and their index files, the index files first so that no index ever
 /// names a missing pack. Best effort: what fails to go, prune collects later.
-async fn delete_packs(storage: &Storage, packs: &std::collections::BTreeSet<[u8; 32]>) {
+pub async fn delete_packs(storage: &Storage, packs: &std::collections::BTreeSet<[u8; 32]>) {
     for pack in packs {
         let _ = storage.delete(&format!("index/{}", hex(pack))).await;
     }

@@ -1,32 +1,169 @@
-//! Where repository objects live, through Apache OpenDAL.
+//! Where repository objects live, through Apache OpenDAL: a local directory, an
+//! S3-compatible bucket (AWS S3, Alibaba Cloud OSS, MinIO…) or an SFTP server.
 //!
-//! Contract: `put` is atomic (readers see the whole object or none) and, in the local
-//! backend, goes through a temp file and a rename; `get` of a missing object is
-//! [`crate::Error::Storage`] with kind NotFound; `list` returns the object paths under a
-//! prefix in no particular order. Objects are never overwritten with other content
-//! (their names are content hashes), so a repeated `put` is harmless.
+//! Locations:
+//!
+//! ```text
+//! /var/backups/repo  or  file:///var/backups/repo
+//! s3://BUCKET/PREFIX?endpoint=https://oss-cn-hangzhou.aliyuncs.com&region=cn-hangzhou&style=virtual
+//! sftp://USER@HOST:PORT/ABSOLUTE/PATH?known_hosts=strict|add|accept&key=/path/to/id_ed25519
+//! ```
+//!
+//! Credentials never appear in a location: S3 keys come from [`Credentials`] (the
+//! console's stored secret) or the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`); SFTP authenticates with an SSH key (a file named by
+//! `key=`, the ssh agent, the user's default keys, or a key stored in the console, which
+//! lives in a mode-0600 temp file only while the storage is open). Host keys are checked
+//! strictly against `~/.ssh/known_hosts` unless `known_hosts=` says otherwise.
+//!
+//! Contract: `put` is atomic (readers see the whole object or none): the local backend
+//! and SFTP write a temp file under `.tmp/` and rename it, S3 PUTs are atomic; `get` of a
+//! missing object is [`crate::Error::Damaged`] ("missing"); `list` returns the object
+//! paths under a prefix in no particular order. Objects are never overwritten with other
+//! content (their names are content hashes or unique ids), so a repeated `put` is
+//! harmless.
+//!
+//! Every remote call has a timeout (60 s per call, 30 s without progress) and is retried
+//! with exponential backoff and jitter (5 attempts, 0.5 s → 8 s) when the error is
+//! temporary (connection refused or reset, timeouts, HTTP 5xx/429); after that the
+//! error names the object and the target.
 
 use crate::error::Context;
+use crate::secret::Secret;
 use crate::{Error, Result};
 use opendal::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Secrets a target may need, from the console's store or the environment.
+#[derive(Clone, Default, Debug)]
+pub struct Credentials {
+    pub s3_access_key_id: Option<Secret<String>>,
+    pub s3_secret_access_key: Option<Secret<String>>,
+    /// An SSH private key (OpenSSH text format) for SFTP.
+    pub ssh_private_key: Option<Secret<String>>,
+}
+
+impl Credentials {
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (empty counts as unset).
+    pub fn from_env() -> Self {
+        let var = |n: &str| {
+            std::env::var(n)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+        };
+        Credentials {
+            s3_access_key_id: var("AWS_ACCESS_KEY_ID"),
+            s3_secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+            ssh_private_key: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    S3,
+    Sftp,
+}
+
+/// A key file that exists only while a storage using it is open.
+#[derive(Debug)]
+struct TempKey(std::path::PathBuf);
+
+impl Drop for TempKey {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Storage {
     op: Operator,
-    /// The local directory where atomic writes stage their temp files.
-    tmp_dir: std::path::PathBuf,
+    kind: Kind,
+    /// The local directory where atomic writes stage their temp files (local backend).
+    tmp_dir: Option<std::path::PathBuf>,
+    _key: Option<Arc<TempKey>>,
     /// How to name this repository in messages (no secrets).
     pub display: String,
 }
 
+/// `key=value` pairs of a location's query, percent-decoded.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::invalid(format!("bad percent-encoding in {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::invalid(format!("{s:?} is not UTF-8")))
+}
+
+fn unknown_param(scheme: &str, k: &str, allowed: &str) -> Error {
+    Error::invalid(format!(
+        "unknown parameter {k:?} in the {scheme} location (allowed: {allowed})"
+    ))
+}
+
+/// The retry and timeout policy of every remote call.
+fn remote(op: Operator) -> Operator {
+    op.layer(
+        TimeoutLayer::new()
+            .with_timeout(Duration::from_secs(60))
+            .with_io_timeout(Duration::from_secs(30)),
+    )
+    .layer(
+        RetryLayer::new()
+            .with_max_times(4)
+            .with_factor(2.0)
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(8))
+            .with_jitter(),
+    )
+}
+
 impl Storage {
-    /// Opens a repository location: a path, or `file:///path`.
+    /// Opens a location with credentials from the environment.
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, &Credentials::from_env())
+    }
+
+    /// Opens a location: a path, `file:///path`, `s3://…` or `sftp://…` (see the module
+    /// docs).
+    pub fn open_with(location: &str, creds: &Credentials) -> Result<Self> {
+        let location = location.trim();
+        if let Some(rest) = location.strip_prefix("s3://") {
+            return Self::open_s3(rest, creds);
+        }
+        if let Some(rest) = location.strip_prefix("sftp://") {
+            return Self::open_sftp(rest, creds);
+        }
         let path = if let Some(rest) = location.strip_prefix("file://") {
             rest.to_string()
-        } else if location.contains("://") {
+        } else if let Some((scheme, _)) = location.split_once("://") {
             return Err(Error::invalid(format!(
-                "unsupported repository location {location:?}: use a path or file:///path (S3 and SFTP come later)"
+                "unsupported repository location scheme {scheme:?}: use a path, file:///path, s3://bucket/prefix or sftp://user@host/path"
             )));
         } else {
             location.to_string()
@@ -47,18 +184,205 @@ impl Storage {
             .finish();
         Ok(Storage {
             op,
-            tmp_dir: tmp.into(),
+            kind: Kind::Local,
+            tmp_dir: Some(tmp.into()),
+            _key: None,
             display: root.to_string(),
         })
     }
 
+    fn open_s3(rest: &str, creds: &Credentials) -> Result<Self> {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if bucket.is_empty() {
+            return Err(Error::invalid(
+                "the S3 location has no bucket: use s3://BUCKET/PREFIX?endpoint=…&region=…",
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        let mut builder = opendal::services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{prefix}"))
+            // Not on EC2: asking the metadata service for keys would only add a timeout.
+            .disable_ec2_metadata();
+        let mut region = None;
+        let mut style = None;
+        let mut endpoint = None;
+        for (k, v) in query_pairs(query)? {
+            match k.as_str() {
+                "endpoint" => endpoint = Some(v),
+                "region" => region = Some(v),
+                "style" => style = Some(v),
+                _ => return Err(unknown_param("s3", &k, "endpoint, region, style")),
+            }
+        }
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::invalid(format!(
+                    "the S3 endpoint {e:?} must start with http:// or https://"
+                )));
+            }
+            builder = builder.endpoint(e);
+        }
+        // Alibaba Cloud OSS only accepts virtual-hosted-style requests.
+        let virtual_host = match style.as_deref() {
+            None => endpoint
+                .as_deref()
+                .is_some_and(|e| e.contains("aliyuncs.com")),
+            Some("virtual") => true,
+            Some("path") => false,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "style={other:?}: use style=path or style=virtual"
+                )));
+            }
+        };
+        if virtual_host {
+            builder = builder.enable_virtual_host_style();
+        }
+        builder = builder.region(region.as_deref().unwrap_or("us-east-1"));
+        match (&creds.s3_access_key_id, &creds.s3_secret_access_key) {
+            (Some(id), Some(key)) => {
+                builder = builder
+                    .access_key_id(id.expose())
+                    .secret_access_key(key.expose());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "give both the S3 access key id and the secret access key, or neither",
+                ));
+            }
+        }
+        let op = Operator::new(builder)
+            .context(|| format!("opening s3://{bucket}/{prefix}"))?
+            .finish();
+        Ok(Storage {
+            op: remote(op),
+            kind: Kind::S3,
+            tmp_dir: None,
+            _key: None,
+            display: match &endpoint {
+                Some(e) => format!("s3://{bucket}/{prefix} at {e}"),
+                None => format!("s3://{bucket}/{prefix}"),
+            },
+        })
+    }
+
+    fn open_sftp(rest: &str, creds: &Credentials) -> Result<Self> {
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match main.find('/') {
+            Some(i) => main.split_at(i),
+            None => (main, ""),
+        };
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(percent_decode(u)?), h),
+            None => (None, authority),
+        };
+        if user.as_deref().is_some_and(|u| u.contains(':')) {
+            return Err(Error::invalid(
+                "an SFTP location takes no password: authenticate with an SSH key",
+            ));
+        }
+        if hostport.is_empty() {
+            return Err(Error::invalid(
+                "the SFTP location has no host: use sftp://USER@HOST:PORT/PATH",
+            ));
+        }
+        let path = percent_decode(path)?;
+        if path.trim_matches('/').is_empty() {
+            return Err(Error::invalid(
+                "the SFTP location needs a directory: sftp://USER@HOST:PORT/ABSOLUTE/PATH",
+            ));
+        }
+        let mut builder = opendal::services::Sftp::default()
+            .endpoint(&format!("ssh://{hostport}"))
+            .root(&path);
+        if let Some(u) = &user {
+            builder = builder.user(u);
+        }
+        let mut key_file = None;
+        for (k, v) in query_pairs(query)? {
+            match k.as_str() {
+                "known_hosts" => match v.as_str() {
+                    "strict" | "add" | "accept" => builder = builder.known_hosts_strategy(&v),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "known_hosts={v:?}: use strict (the default), add or accept"
+                        )));
+                    }
+                },
+                "key" => key_file = Some(v),
+                _ => return Err(unknown_param("sftp", &k, "known_hosts, key")),
+            }
+        }
+        let mut temp_key = None;
+        if let Some(pem) = &creds.ssh_private_key {
+            let t = write_temp_key(pem)?;
+            builder = builder.key(t.0.to_str().unwrap_or_default());
+            temp_key = Some(Arc::new(t));
+        } else if let Some(k) = &key_file {
+            builder = builder.key(k);
+        }
+        let display = match &user {
+            Some(u) => format!("sftp://{u}@{hostport}{path}"),
+            None => format!("sftp://{hostport}{path}"),
+        };
+        let op = Operator::new(builder)
+            .context(|| format!("opening {display}"))?
+            .finish();
+        Ok(Storage {
+            op: remote(op),
+            kind: Kind::Sftp,
+            tmp_dir: None,
+            _key: temp_key,
+            display,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let result = self.op.write(path, bytes).await;
-        if result.is_err() {
+        let result = match self.kind {
+            // SFTP writes in place: stage under .tmp/ and rename, so that a broken
+            // connection never leaves a partial object under its real name.
+            Kind::Sftp => {
+                let tmp = format!(
+                    ".tmp/{}.{}",
+                    path.replace('/', "_"),
+                    crate::repo::crypto::hex(&rand::random::<[u8; 8]>())
+                );
+                match self.op.write(&tmp, bytes).await {
+                    Ok(_) => match self.op.rename(&tmp, path).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            let _ = self.op.delete(&tmp).await;
+                            // Renaming onto an existing object fails in SFTP v3; objects
+                            // never change content, so the existing one is as good.
+                            if self.op.exists(path).await.unwrap_or(false) {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        let _ = self.op.delete(&tmp).await;
+                        Err(e)
+                    }
+                }
+            }
+            _ => self.op.write(path, bytes).await.map(|_| ()),
+        };
+        if result.is_err()
+            && let Some(tmp_dir) = &self.tmp_dir
+        {
             // A failed write (disk full) leaves its staged temp file behind: remove it so
             // the space comes back. Temp files are named `<object name>.<random>`.
             let base = format!("{}.", path.rsplit('/').next().unwrap_or(path));
-            if let Ok(entries) = std::fs::read_dir(&self.tmp_dir) {
+            if let Ok(entries) = std::fs::read_dir(tmp_dir) {
                 for e in entries.flatten() {
                     if e.file_name().to_string_lossy().starts_with(&base) {
                         let _ = std::fs::remove_file(e.path());
@@ -66,9 +390,7 @@ impl Storage {
                 }
             }
         }
-        result
-            .map(|_| ())
-            .context(|| format!("writing {path} in {}", self.display))
+        result.context(|| format!("writing {path} in {}", self.display))
     }
 
     pub async fn get(&self, path: &str) -> Result<Vec<u8>> {
@@ -142,5 +464,74 @@ impl Storage {
             ))),
             Err(e) => Err(e).context(|| format!("checking {path} in {}", self.display)),
         }
+    }
+}
+
+/// Writes an SSH private key to a file only this user can read.
+fn write_temp_key(pem: &Secret<String>) -> Result<TempKey> {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!(
+        "tablesafe-key-{}",
+        crate::repo::crypto::hex(&rand::random::<[u8; 12]>())
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .map_err(|e| Error::Other(format!("writing a temporary key file: {e}")))?;
+    let mut text = pem.expose().trim().to_string();
+    text.push('\n');
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::Other(format!("writing a temporary key file: {e}")))?;
+    Ok(TempKey(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_checked_before_any_connection() {
+        let c = Credentials::default();
+        let err = |l: &str| Storage::open_with(l, &c).unwrap_err().to_string();
+        assert!(err("s3://").contains("no bucket"));
+        assert!(err("s3://b/p?endpoint=127.0.0.1:9000").contains("http://"));
+        assert!(err("s3://b/p?bogus=1").contains("unknown parameter \"bogus\""));
+        assert!(err("s3://b/p?style=weird").contains("style=path"));
+        assert!(err("sftp://u:pw@h/x").contains("takes no password"));
+        assert!(err("sftp://u@h").contains("needs a directory"));
+        assert!(err("sftp://u@h/x?known_hosts=yes").contains("strict"));
+        assert!(err("ftp://h/x").contains("unsupported"));
+        let half = Credentials {
+            s3_access_key_id: Some(Secret::new("id".into())),
+            ..Default::default()
+        };
+        assert!(
+            Storage::open_with("s3://b/p", &half)
+                .unwrap_err()
+                .to_string()
+                .contains("both")
+        );
+    }
+
+    #[test]
+    fn locations_display_without_secrets() {
+        let c = Credentials {
+            s3_access_key_id: Some(Secret::new("AKIDSECRETID".into())),
+            s3_secret_access_key: Some(Secret::new("sekrit".into())),
+            ssh_private_key: None,
+        };
+        let s =
+            Storage::open_with("s3://bkt/a/b?endpoint=http://127.0.0.1:9/&region=x", &c).unwrap();
+        assert_eq!(s.kind(), Kind::S3);
+        assert_eq!(s.display, "s3://bkt/a/b at http://127.0.0.1:9/");
+        assert!(!format!("{s:?}").contains("sekrit"));
+        let s = Storage::open_with("sftp://backup@host:2222/srv/repo%20one", &c).unwrap();
+        assert_eq!(s.display, "sftp://backup@host:2222/srv/repo one");
     }
 }

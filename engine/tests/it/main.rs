@@ -7,5 +7,6 @@ mod damage;
 mod fidelity;
 mod incremental;
 mod postgres;
+mod prune;
 mod roundtrip_prop;
 mod support;

@@ -1,0 +1,264 @@
+//! Real remote targets on loopback: an S3-compatible server (moto's standalone server,
+//! from PyPI) and OpenSSH's sshd serving SFTP, plus [`Cut`], a TCP relay whose link can
+//! be cut and restored to make a target go away mid-operation.
+
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{what} did not listen on port {port} within 30 s")
+}
+
+/// moto's S3 server on a free loopback port; killed on drop. It accepts any keys.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl S3Server {
+    pub fn start() -> Result<Self> {
+        let port = crate::free_port();
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto's S3 server (pip install 'moto[server]')")?;
+        if let Err(e) = wait_for_port(port, &mut child, "moto_server") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(S3Server { child, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto takes an unsigned PUT).
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        if !reply.starts_with("HTTP/1.1 200") {
+            bail!("creating bucket {name}: {}", reply.lines().next().unwrap_or(""));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// OpenSSH's sshd on a free loopback port, allowing only the current user with a fresh
+/// key pair, serving SFTP; killed on drop with its temp dir.
+pub struct SftpServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    user: String,
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl SftpServer {
+    pub fn start() -> Result<Self> {
+        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("sshd is not installed (apt-get install openssh-server)")?;
+        let dir = tempfile::Builder::new().prefix("tablesafe-sshd-").tempdir()?;
+        let d = dir.path();
+        for key in ["host", "client"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "tablesafe-test", "-f"])
+                .arg(d.join(key)))?;
+        }
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys"))?;
+        let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?
+            .trim()
+            .to_string();
+        if crate::is_root() {
+            // sshd's privilege-separation directory.
+            std::fs::create_dir_all("/run/sshd")?;
+        }
+        let port = crate::free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
+             AuthorizedKeysFile {auth}\nStrictModes no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nUsePAM no\nAllowUsers {user}\n\
+             Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\n",
+            host = d.join("host").display(),
+            pid = d.join("sshd.pid").display(),
+            auth = d.join("authorized_keys").display(),
+        );
+        std::fs::write(d.join("sshd_config"), config)?;
+        let log = std::fs::File::create(d.join("sshd.log"))?;
+        let mut child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting sshd")?;
+        if let Err(e) = wait_for_port(port, &mut child, "sshd") {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            bail!("{e}: {log}");
+        }
+        Ok(SftpServer {
+            child,
+            port,
+            dir,
+            user,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The client's private key file (OpenSSH format).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+
+    /// A directory the tests may use as an SFTP root.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for SftpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay from a free loopback port to `127.0.0.1:target`, whose link can be cut
+/// (open connections reset, new ones refused) and restored: a target that goes away
+/// mid-backup.
+pub struct Cut {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Cut {
+    pub fn start(target: u16) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let up = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        {
+            let (up, stop, conns) = (up.clone(), stop.clone(), conns.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            if !up.load(Ordering::SeqCst) {
+                                drop(client);
+                                continue;
+                            }
+                            let _ = client.set_nonblocking(false);
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                                continue;
+                            };
+                            let mut list = conns.lock().unwrap();
+                            for (a, b) in [(&client, &server), (&server, &client)] {
+                                let (Ok(mut from), Ok(mut to)) = (a.try_clone(), b.try_clone())
+                                else {
+                                    continue;
+                                };
+                                std::thread::spawn(move || {
+                                    let _ = std::io::copy(&mut from, &mut to);
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                });
+                            }
+                            list.push(client);
+                            list.push(server);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            });
+        }
+        Ok(Cut {
+            port,
+            up,
+            conns,
+            stop,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Resets every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
