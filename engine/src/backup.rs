@@ -45,6 +45,8 @@ enum Msg {
     Abort,
 }
 
+const WORKER_STOPPED: &str = "backup worker stopped";
+
 const SEND_AT: usize = 1 << 20;
 
 const SMALL_DELTAS: u64 = 4 << 20;
@@ -155,7 +157,7 @@ impl Pipeline {
         self.tx
             .send(msg)
             .await
-            .map_err(|_| Error::Other("backup worker stopped".into()))
+            .map_err(|_| Error::Other(WORKER_STOPPED.into()))
     }
 
     /// Ends the input and waits for the worker. On a read error the worker discards what
@@ -171,6 +173,8 @@ impl Pipeline {
             .await
             .map_err(|e| Error::Other(format!("backup worker: {e}")))?;
         match (read, joined) {
+            // The read stopped because the worker did: the worker's error is the cause.
+            (Err(Error::Other(m)), Err(w)) if m == WORKER_STOPPED => Err(w),
             (Err(e), _) => Err(e),
             (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(v)) => Ok(v),

@@ -105,7 +105,7 @@ impl Lock {
                     }
                 }
                 let cur = current.lock().await;
-                let _ = storage.delete(&cur).await;
+                storage.delete_best_effort(&cur).await;
             })
         };
         Ok(Lock {
@@ -134,7 +134,7 @@ impl Lock {
             let _ = task.await;
         } else {
             let cur = self.current.lock().await;
-            let _ = self.storage.delete(&cur).await;
+            self.storage.delete_best_effort(&cur).await;
         }
     }
 }

@@ -491,10 +491,12 @@ impl Repository {
 /// names a missing pack. Best effort: what fails to go, prune collects later.
 pub async fn delete_packs(storage: &Storage, packs: &std::collections::BTreeSet<[u8; 32]>) {
     for pack in packs {
-        let _ = storage.delete(&format!("index/{}", hex(pack))).await;
+        storage
+            .delete_best_effort(&format!("index/{}", hex(pack)))
+            .await;
     }
     for pack in packs {
-        let _ = storage.delete(&pack_path(pack)).await;
+        storage.delete_best_effort(&pack_path(pack)).await;
     }
 }
 

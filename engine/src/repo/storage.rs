@@ -86,6 +86,10 @@ pub struct Storage {
     /// The local directory where atomic writes stage their temp files (local backend).
     tmp_dir: Option<std::path::PathBuf>,
     _key: Option<Arc<TempKey>>,
+    /// Set when a call failed for a reason other than a missing object: best-effort
+    /// clean-up after a failure then gives up at once instead of waiting out the
+    /// retries of a target that is gone.
+    broken: Arc<std::sync::atomic::AtomicBool>,
     /// How to name this repository in messages (no secrets).
     pub display: String,
 }
@@ -126,8 +130,10 @@ fn unknown_param(scheme: &str, k: &str, allowed: &str) -> Error {
     ))
 }
 
-/// The retry and timeout policy of every remote call.
-fn remote(op: Operator) -> Operator {
+/// The retry and timeout policy of every remote call. SFTP connections come from a
+/// pool that itself keeps trying to connect for 30 s before it gives up, so SFTP calls
+/// are retried once rather than four times.
+fn remote(op: Operator, retries: usize) -> Operator {
     op.layer(
         TimeoutLayer::new()
             .with_timeout(Duration::from_secs(60))
@@ -135,7 +141,7 @@ fn remote(op: Operator) -> Operator {
     )
     .layer(
         RetryLayer::new()
-            .with_max_times(4)
+            .with_max_times(retries)
             .with_factor(2.0)
             .with_min_delay(Duration::from_millis(500))
             .with_max_delay(Duration::from_secs(8))
@@ -187,6 +193,7 @@ impl Storage {
             kind: Kind::Local,
             tmp_dir: Some(tmp.into()),
             _key: None,
+            broken: Arc::default(),
             display: root.to_string(),
         })
     }
@@ -258,10 +265,11 @@ impl Storage {
             .context(|| format!("opening s3://{bucket}/{prefix}"))?
             .finish();
         Ok(Storage {
-            op: remote(op),
+            op: remote(op, 4),
             kind: Kind::S3,
             tmp_dir: None,
             _key: None,
+            broken: Arc::default(),
             display: match &endpoint {
                 Some(e) => format!("s3://{bucket}/{prefix} at {e}"),
                 None => format!("s3://{bucket}/{prefix}"),
@@ -332,16 +340,61 @@ impl Storage {
             .context(|| format!("opening {display}"))?
             .finish();
         Ok(Storage {
-            op: remote(op),
+            op: remote(op, 1),
             kind: Kind::Sftp,
             tmp_dir: None,
             _key: temp_key,
+            broken: Arc::default(),
             display,
         })
     }
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// Whether a call has failed for a reason other than a missing object (see
+    /// `broken`).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note<T>(
+        &self,
+        r: std::result::Result<T, opendal::Error>,
+    ) -> std::result::Result<T, opendal::Error> {
+        if let Err(e) = &r
+            && !matches!(
+                e.kind(),
+                opendal::ErrorKind::NotFound | opendal::ErrorKind::RangeNotSatisfied
+            )
+        {
+            self.broken
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Runs a call unless an earlier one already failed for good (after its retries):
+    /// once a target is gone, the rest of the operation fails at once.
+    async fn call<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        if self.is_broken() {
+            return Err(opendal::Error::new(
+                opendal::ErrorKind::Unexpected,
+                "the target stopped answering earlier in this operation",
+            ));
+        }
+        self.note(call.await)
+    }
+
+    /// Deletes an object if the target still answers; for clean-up after a failure.
+    pub async fn delete_best_effort(&self, path: &str) {
+        if !self.is_broken() {
+            let _ = self.delete(path).await;
+        }
     }
 
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
@@ -354,11 +407,11 @@ impl Storage {
                     path.replace('/', "_"),
                     crate::repo::crypto::hex(&rand::random::<[u8; 8]>())
                 );
-                match self.op.write(&tmp, bytes).await {
-                    Ok(_) => match self.op.rename(&tmp, path).await {
+                match self.call(self.op.write(&tmp, bytes)).await {
+                    Ok(_) => match self.call(self.op.rename(&tmp, path)).await {
                         Ok(()) => Ok(()),
                         Err(e) => {
-                            let _ = self.op.delete(&tmp).await;
+                            self.delete_best_effort(&tmp).await;
                             // Renaming onto an existing object fails in SFTP v3; objects
                             // never change content, so the existing one is as good.
                             if self.op.exists(path).await.unwrap_or(false) {
@@ -369,12 +422,12 @@ impl Storage {
                         }
                     },
                     Err(e) => {
-                        let _ = self.op.delete(&tmp).await;
+                        self.delete_best_effort(&tmp).await;
                         Err(e)
                     }
                 }
             }
-            _ => self.op.write(path, bytes).await.map(|_| ()),
+            _ => self.call(self.op.write(path, bytes)).await.map(|_| ()),
         };
         if result.is_err()
             && let Some(tmp_dir) = &self.tmp_dir
@@ -394,7 +447,7 @@ impl Storage {
     }
 
     pub async fn get(&self, path: &str) -> Result<Vec<u8>> {
-        match self.op.read(path).await {
+        match self.call(self.op.read(path)).await {
             Ok(buf) => Ok(buf.to_vec()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Err(Error::damaged(format!(
                 "{path} is missing from {}",
@@ -405,7 +458,10 @@ impl Storage {
     }
 
     pub async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        match self.op.read_with(path).range(offset..offset + len).await {
+        match self
+            .call(self.op.read_with(path).range(offset..offset + len))
+            .await
+        {
             Ok(buf) if buf.len() as u64 == len => Ok(buf.to_vec()),
             Ok(buf) => Err(Error::damaged(format!(
                 "{path} in {} is truncated ({} of {len} bytes at offset {offset})",
@@ -427,8 +483,7 @@ impl Storage {
     }
 
     pub async fn exists(&self, path: &str) -> Result<bool> {
-        self.op
-            .exists(path)
+        self.call(self.op.exists(path))
             .await
             .context(|| format!("checking {path} in {}", self.display))
     }
@@ -436,7 +491,7 @@ impl Storage {
     /// Object paths (relative to the root) under `dir/`, recursively.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>> {
         let dir = format!("{}/", dir.trim_end_matches('/'));
-        match self.op.list_with(&dir).recursive(true).await {
+        match self.call(self.op.list_with(&dir).recursive(true)).await {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .filter(|e| e.metadata().is_file())
@@ -449,14 +504,13 @@ impl Storage {
 
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.op
-            .delete(path)
+        self.call(self.op.delete(path))
             .await
             .context(|| format!("deleting {path} in {}", self.display))
     }
 
     pub async fn size(&self, path: &str) -> Result<u64> {
-        match self.op.stat(path).await {
+        match self.call(self.op.stat(path)).await {
             Ok(m) => Ok(m.content_length()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Err(Error::damaged(format!(
                 "{path} is missing from {}",

@@ -8,5 +8,6 @@ mod fidelity;
 mod incremental;
 mod postgres;
 mod prune;
+mod remote;
 mod roundtrip_prop;
 mod support;
