@@ -91,3 +91,14 @@ ensure_playwright() {
     (cd "$ROOT/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
   fi
 }
+
+# The remote targets' tests run real servers on loopback: OpenSSH's sshd (SFTP) and
+# moto's standalone S3 server (PyPI).
+ensure_remote_test_servers() {
+  apt_install openssh-server openssh-client python3-pip
+  if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+    say "installing moto[server] (an S3-compatible server for the tests) with pip"
+    python3 -m pip install --quiet 'moto[server]>=5,<6' 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
+  fi
+}

@@ -2,12 +2,14 @@
 # Quick start, part 2: install what the tests need and run every test.
 #
 # Installs (only if missing): everything scripts/run.sh needs for a debug build, plus
-# PostgreSQL 15 (apt; the tests start their own servers on temp dirs), Chromium (apt),
+# PostgreSQL 15 (apt; the tests start their own servers on temp dirs), OpenSSH's server
+# (apt) and moto[server] (pip) for the SFTP and S3 target tests, Chromium (apt),
 # and Playwright's test runner (npm, into end2end/node_modules; it uses Debian's
 # Chromium, no browser download).
 #
 # Runs: formatting and clippy (warnings are errors), the engine's dependency rule, unit
-# and integration tests of every crate (against real SQLite files and real PostgreSQL),
+# and integration tests of every crate (against real SQLite files, real PostgreSQL, and
+# real S3 and SFTP servers on loopback),
 # then the browser tests (Playwright in headless Chromium against a freshly built
 # server on a free port with a temporary data directory).
 source "$(dirname "$0")/lib.sh"
@@ -15,6 +17,7 @@ cd "$ROOT"
 
 ensure_build_tools
 ensure_postgres
+ensure_remote_test_servers
 ensure_chromium
 ensure_playwright
 
@@ -37,7 +40,7 @@ if cargo tree -p engine -e normal --prefix none | grep -E '^(leptos|leptos_[a-z]
   exit 1
 fi
 
-say "unit and integration tests (SQLite files, real PostgreSQL)"
+say "unit and integration tests (SQLite files, real PostgreSQL, S3 and SFTP servers)"
 cargo test --workspace --exclude frontend --features app/ssr
 
 say "building the console for the browser tests"

@@ -85,6 +85,7 @@
 
 pub mod backup;
 pub mod chunker;
+pub mod copy;
 pub mod error;
 pub mod model;
 pub mod progress;

@@ -31,6 +31,11 @@ pub enum Command {
     Restore(crate::engine_cmd::RestoreArgs),
     /// Check a repository: everything exists, and with --read-data, everything reads back.
     Verify(crate::engine_cmd::VerifyArgs),
+    /// Remove snapshots a retention policy does not keep, and the data only they used.
+    /// Safe while other backups write to the repository.
+    Prune(crate::engine_cmd::PruneArgs),
+    /// Copy snapshots to another repository (another target), skipping those it has.
+    Copy(crate::engine_cmd::CopyArgs),
     /// Run the web console (and, later, the scheduler and job runner).
     Serve(ServeArgs),
     /// Set a new password for a console account and print it once.
@@ -108,6 +113,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(a) => crate::engine_cmd::snapshots(a).await,
         Command::Restore(a) => crate::engine_cmd::restore(a).await,
         Command::Verify(a) => crate::engine_cmd::run_verify(a).await,
+        Command::Prune(a) => crate::engine_cmd::run_prune(a).await,
+        Command::Copy(a) => crate::engine_cmd::run_copy(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

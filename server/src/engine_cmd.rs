@@ -1,4 +1,4 @@
-//! The engine subcommands: init, backup, snapshots, restore, verify.
+//! The engine subcommands: init, backup, snapshots, restore, verify, prune, copy.
 //!
 //! Contract for scripts (and the console): exit 0 on success, otherwise non-zero with
 //! one line on stderr. `backup` prints the snapshot id as the last line of stdout.
@@ -23,7 +23,9 @@ use std::time::Duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct RepoArgs {
-    /// The repository: a path or file:///path.
+    /// The repository: a path, file:///path, s3://BUCKET/PREFIX?endpoint=URL&region=R
+    /// (keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or
+    /// sftp://USER@HOST:PORT/PATH[?key=FILE&known_hosts=strict|add|accept].
     #[arg(long)]
     pub repo: String,
     /// Read the repository password from this file (first line). Default: the
@@ -149,6 +151,66 @@ pub struct VerifyArgs {
     /// Read, decrypt and re-hash all data and recompute every table's checksum.
     #[arg(long)]
     pub read_data: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// … of each of the last N days that have one.
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// … of each of the last N ISO weeks that have one.
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// … of each of the last N months that have one.
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// … of each of the last N years that have one.
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Never prune the N newest snapshots, whatever the other rules say.
+    #[arg(long, default_value_t = 0)]
+    pub keep_floor: u32,
+    /// Only snapshots with this tag (KEY=VALUE, repeatable) are subject to the rules.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// The IANA time zone whose days, weeks… the rules count.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// Show what would be removed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The repository to copy from (same forms as --repo).
+    #[arg(long)]
+    pub from: String,
+    /// Its password file (default: TABLESAFE_PASSWORD).
+    #[arg(long)]
+    pub from_password_file: Option<PathBuf>,
+    /// The repository to copy to; created (with its own password) if missing.
+    #[arg(long)]
+    pub to: String,
+    /// Its password file (default: TABLESAFE_TO_PASSWORD, else the source's password).
+    #[arg(long)]
+    pub to_password_file: Option<PathBuf>,
+    /// Only this snapshot (repeatable; id, prefix or `latest`). Default: every snapshot
+    /// the destination does not have yet.
+    #[arg(long)]
+    pub snapshot: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -409,6 +471,128 @@ pub async fn run_verify(a: VerifyArgs) -> Result<()> {
     if !a.json {
         println!("no problems found");
     }
+    Ok(())
+}
+
+pub async fn run_prune(a: PruneArgs) -> Result<()> {
+    let tz: chrono_tz::Tz = a
+        .time_zone
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--time-zone {:?} is not an IANA time zone", a.time_zone))?;
+    let rules = engine::retention::KeepRules {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        floor: a.keep_floor,
+    };
+    let mut repo = a.repo.open().await?;
+    let report = engine::prune::prune(
+        &mut repo,
+        &engine::prune::PruneOptions {
+            rules,
+            tz,
+            only_tags: pairs(&a.tag, "--tag")?,
+            dry_run: a.dry_run,
+        },
+    )
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let mut group = "";
+    for d in &report.decisions {
+        if d.group != group {
+            group = &d.group;
+            println!("{group}");
+        }
+        println!(
+            "  {}  {}  {}",
+            &d.id[..12],
+            when(d.time_ms),
+            if d.keep {
+                format!("keep ({})", d.reasons.join(", "))
+            } else if a.dry_run {
+                "would remove".into()
+            } else {
+                "removed".into()
+            }
+        );
+    }
+    if a.dry_run {
+        println!(
+            "dry run: would remove {} snapshots and free up to {}",
+            report.forgotten.len(),
+            size(report.bytes_unreferenced)
+        );
+    } else {
+        println!(
+            "removed {} snapshots; freed {} ({} packs)",
+            report.forgotten.len(),
+            size(report.bytes_freed),
+            report.packs_deleted
+        );
+        if report.packs_deferred > 0 {
+            println!(
+                "{} packs ({}) are unreferenced but were left for the next prune: in use by {}",
+                report.packs_deferred,
+                size(report.bytes_deferred),
+                report.waiting_for.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_copy(a: CopyArgs) -> Result<()> {
+    let from = RepoArgs {
+        repo: a.from.clone(),
+        password_file: a.from_password_file.clone(),
+    };
+    let src = from.open().await?;
+    let to_password = match &a.to_password_file {
+        Some(_) => RepoArgs {
+            repo: a.to.clone(),
+            password_file: a.to_password_file.clone(),
+        }
+        .password()?,
+        None => crate::cli::env_secret("TABLESAFE_TO_PASSWORD").or(from.password()?),
+    };
+    let mut dst = if Repository::exists(&a.to).await? {
+        Repository::open(&a.to, to_password.as_ref()).await?
+    } else {
+        let opts = match to_password {
+            Some(p) => InitOptions::encrypted(p),
+            None if src.config.encryption == "none" => InitOptions::unencrypted(),
+            None => bail!("the destination does not exist and no password was given for it"),
+        };
+        Repository::init(&a.to, opts).await?
+    };
+    let progress = CliProgress::new(a.json);
+    let only = (!a.snapshot.is_empty()).then_some(a.snapshot.as_slice());
+    let result = engine::copy::copy(&src, &mut dst, only, &progress).await;
+    progress.done();
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for c in &report.copied {
+        println!(
+            "copied {} → {} ({} new)",
+            &c.source_id[..12],
+            &c.dest_id[..12],
+            size(c.bytes_stored)
+        );
+    }
+    println!(
+        "{} snapshots copied, {} already there",
+        report.copied.len(),
+        report.already_there.len()
+    );
     Ok(())
 }
 

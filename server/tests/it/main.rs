@@ -10,4 +10,5 @@ mod jobs;
 mod restore;
 mod roles;
 mod schedule;
+mod targets;
 mod trigger;
