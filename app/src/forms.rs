@@ -96,17 +96,34 @@ pub fn source_url(value: &str) -> Result<String, AppError> {
     ))
 }
 
-/// A local repository directory: an absolute path.
+/// A repository location: an absolute directory path, `s3://BUCKET/PREFIX?…` or
+/// `sftp://USER@HOST:PORT/PATH?…` (the server checks the details when it opens it).
 pub fn target_location(value: &str) -> Result<String, AppError> {
     let v = value.trim();
+    if v.len() > 1024 || v.contains('\0') {
+        return Err(field("location", "At most 1024 characters."));
+    }
+    if let Some(rest) = v.strip_prefix("s3://") {
+        if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+            return Err(field(
+                "location",
+                "Name the bucket: s3://bucket/prefix?endpoint=https://…&region=…",
+            ));
+        }
+        return Ok(v.into());
+    }
+    if let Some(rest) = v.strip_prefix("sftp://") {
+        let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+        if rest.starts_with('/') || path.trim_matches('/').is_empty() {
+            return Err(field("location", "Use sftp://user@host:port/absolute/path"));
+        }
+        return Ok(v.into());
+    }
     if !v.starts_with('/') {
         return Err(field(
             "location",
-            "Use an absolute directory path, like /var/backups/shop.",
+            "Use an absolute directory path (/var/backups/shop), s3://bucket/prefix?endpoint=… or sftp://user@host:port/path.",
         ));
-    }
-    if v.len() > 1024 || v.contains('\0') {
-        return Err(field("location", "At most 1024 characters."));
     }
     let trimmed = v.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
@@ -234,6 +251,10 @@ mod tests {
         assert!(source_url("postgres://u:p@h:5432/db").is_ok());
         assert!(target_location("relative/dir").is_err());
         assert_eq!(target_location("/var/b/").unwrap(), "/var/b");
+        assert!(target_location("s3://").is_err());
+        assert!(target_location("s3://bkt/p?endpoint=http://127.0.0.1:9000").is_ok());
+        assert!(target_location("sftp://u@h:22").is_err());
+        assert!(target_location("sftp://u@h:22/srv/b").is_ok());
         assert!(password("password", "short").is_err());
         assert!(schedule("daily at 25:00").is_err());
         assert!(schedule("0 2 * * *").is_ok());

@@ -136,9 +136,9 @@ async fn copy_locked(
                                 let did = dst.keys().chunk_id(&plain);
                                 if !dedup.contains_key(&did) && sent.insert(did) {
                                     progress.advanced(0, plain.len() as u64);
-                                    tx.send((did, plain)).await.map_err(|_| {
-                                        Error::Other("copy worker stopped".into())
-                                    })?;
+                                    tx.send((did, plain))
+                                        .await
+                                        .map_err(|_| Error::Other("copy worker stopped".into()))?;
                                 }
                                 mapped.insert(sid, did);
                                 did

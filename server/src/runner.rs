@@ -3,7 +3,7 @@
 //! through the engine, reports progress and a heartbeat twice a second, and stops a job
 //! whose cancellation was requested at the engine's next check.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use app::api::history::glob_literal;
 use app::api::jobs::{JobParams, SelectionJson};
 use app::ssr::secrets::Kind;
@@ -182,6 +182,13 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
         serde_json::from_str(&job.params).context("the job's parameters are damaged")?;
     match params {
         JobParams::Backup { policy_id } => backup(state, job, policy_id, progress).await,
+        JobParams::Prune { policy_id } => {
+            let policy = store::policy(&state.db, policy_id)
+                .await?
+                .ok_or_else(|| anyhow!("the policy no longer exists"))?;
+            let report = apply_retention(state, job, &policy).await?;
+            Ok((json!(report), None))
+        }
         JobParams::Verify {
             target_id,
             snapshot_id,
@@ -299,7 +306,7 @@ async fn open_repo(state: &AppState, target: &store::TargetRow) -> Result<Reposi
     let password = state
         .secrets
         .open(Kind::RepositoryPassword, &target.sealed_password)?;
-    Ok(Repository::open(&target.location, Some(&password)).await?)
+    Ok(app::ssr::open_target(state, target, &password).await?)
 }
 
 async fn backup(
@@ -329,11 +336,13 @@ async fn backup(
         },
         tags: [
             ("policy".to_string(), policy.name.clone()),
+            ("policy-id".to_string(), policy.id.to_string()),
             ("job".to_string(), job.id.to_string()),
         ]
         .into(),
     };
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
+    drop(repo);
     let s = &summary.snapshot;
     record_snapshot(state, &target, Some(policy.id), source.id, job.id, &summary).await?;
     let _ = store::log(
@@ -350,13 +359,78 @@ async fn backup(
         ),
     )
     .await;
+    // Retention after each successful backup. A failed prune does not fail the backup:
+    // the snapshot is safe, and the next run prunes again.
+    let mut pruned = serde_json::Value::Null;
+    if !app::api::jobs::Retention::parse(&policy.retention).is_empty() {
+        match apply_retention(state, job, &policy).await {
+            Ok(r) => pruned = r,
+            Err(e) => {
+                let _ = store::log(
+                    &state.db,
+                    job.id,
+                    "warn",
+                    &format!("retention was not applied: {e:#}"),
+                )
+                .await;
+            }
+        }
+    }
     Ok((
         json!({
             "snapshot": summary.id, "tables": s.tables.len(), "rows": s.total_rows(),
             "bytes": s.total_bytes(), "bytes_stored": s.bytes_stored, "skipped": s.skipped,
+            "retention": pruned,
         }),
         Some(summary.id.clone()),
     ))
+}
+
+/// Prunes the policy's snapshots by its retention rules (exactly what the console's
+/// preview shows), removes them from the history, and logs what happened.
+async fn apply_retention(
+    state: &AppState,
+    job: &store::JobRow,
+    policy: &store::PolicyRow,
+) -> Result<serde_json::Value> {
+    let rules = app::api::jobs::Retention::parse(&policy.retention);
+    if rules.is_empty() {
+        bail!("the policy has no retention rules");
+    }
+    let (mut repo, _) = app::api::jobs::retention_decisions(state, policy, &rules).await?;
+    let tz: chrono_tz::Tz = policy.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let report = engine::prune::prune(
+        &mut repo,
+        &engine::prune::PruneOptions {
+            rules: rules.rules(),
+            tz,
+            only_tags: [("policy-id".to_string(), policy.id.to_string())].into(),
+            dry_run: false,
+        },
+    )
+    .await?;
+    store::forget_snapshots(&state.db, policy.target_id, &report.forgotten).await?;
+    let mut line = format!(
+        "retention ({}): kept {}, removed {} snapshots, freed {} bytes",
+        rules.describe(),
+        report.decisions.len() - report.forgotten.len(),
+        report.forgotten.len(),
+        report.bytes_freed
+    );
+    if report.packs_deferred > 0 {
+        line.push_str(&format!(
+            "; {} bytes left for the next prune (in use by {})",
+            report.bytes_deferred,
+            report.waiting_for.join(", ")
+        ));
+    }
+    let _ = store::log(&state.db, job.id, "info", &line).await;
+    Ok(json!({
+        "kept": report.decisions.iter().filter(|d| d.keep).map(|d| &d.id).collect::<Vec<_>>(),
+        "removed": report.forgotten,
+        "bytes_freed": report.bytes_freed,
+        "bytes_deferred": report.bytes_deferred,
+    }))
 }
 
 /// Adds a snapshot a job made to the history the console lists.

@@ -35,7 +35,14 @@ impl S3Server {
     pub fn start() -> Result<Self> {
         let port = crate::free_port();
         let mut child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -68,7 +75,10 @@ impl S3Server {
         let mut reply = String::new();
         s.read_to_string(&mut reply)?;
         if !reply.starts_with("HTTP/1.1 200") {
-            bail!("creating bucket {name}: {}", reply.lines().next().unwrap_or(""));
+            bail!(
+                "creating bucket {name}: {}",
+                reply.lines().next().unwrap_or("")
+            );
         }
         Ok(())
     }
@@ -104,11 +114,22 @@ impl SftpServer {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .context("sshd is not installed (apt-get install openssh-server)")?;
-        let dir = tempfile::Builder::new().prefix("tablesafe-sshd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tablesafe-sshd-")
+            .tempdir()?;
         let d = dir.path();
         for key in ["host", "client"] {
             run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "tablesafe-test", "-f"])
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "tablesafe-test",
+                    "-f",
+                ])
                 .arg(d.join(key)))?;
         }
         std::fs::copy(d.join("client.pub"), d.join("authorized_keys"))?;

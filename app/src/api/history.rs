@@ -218,7 +218,7 @@ async fn plan_restore(
         .secrets
         .open(Kind::SourceUrl, &dest.sealed_url)
         .map_err(|e| internal("opening a URL", e))?;
-    let repo = engine::repo::Repository::open(&target.location, Some(&password))
+    let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
     let opts = engine::restore::RestoreOptions {

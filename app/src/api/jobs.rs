@@ -24,6 +24,83 @@ pub struct PolicyView {
     pub next_run: Option<i64>,
     /// Whether a trigger URL is active.
     pub has_trigger: bool,
+    pub retention: Retention,
+}
+
+/// A policy's retention rules (`engine::retention::KeepRules`, which the browser does
+/// not link); all zero keeps everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Retention {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+    pub floor: u32,
+}
+
+impl Retention {
+    pub fn is_empty(&self) -> bool {
+        *self == Retention::default()
+    }
+
+    /// "last 3, daily 7, floor 2".
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            ("last", self.last),
+            ("hourly", self.hourly),
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+            ("yearly", self.yearly),
+            ("floor", self.floor),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+        if parts.is_empty() {
+            "keep everything".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    #[cfg(feature = "ssr")]
+    pub fn rules(&self) -> engine::retention::KeepRules {
+        engine::retention::KeepRules {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            floor: self.floor,
+        }
+    }
+
+    /// From the stored JSON; empty or unreadable keeps everything.
+    pub fn parse(stored: &str) -> Retention {
+        serde_json::from_str(stored).unwrap_or_default()
+    }
+}
+
+/// One snapshot in a retention preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRow {
+    pub snapshot_id: String,
+    pub time_ms: i64,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPreview {
+    pub policy_id: i64,
+    pub rules: Retention,
+    pub rows: Vec<RetentionRow>,
 }
 
 /// A policy's selection, stored as JSON.
@@ -44,6 +121,10 @@ pub enum JobParams {
     Verify {
         target_id: i64,
         snapshot_id: String,
+    },
+    /// Apply the policy's retention rules now (also done after each of its backups).
+    Prune {
+        policy_id: i64,
     },
     Restore {
         /// Row id in the history's `snapshots` table.
@@ -91,6 +172,7 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 enabled: p.enabled != 0,
                 next_run: p.next_run_at.filter(|_| p.enabled != 0),
                 has_trigger: p.trigger_hash.is_some(),
+                retention: Retention::parse(&p.retention),
             }
         })
         .collect())
@@ -164,6 +246,199 @@ pub async fn create_policy(
     }
     .await;
     c.audited("policy.create", &format!("policy {name_for_audit}"), result)
+        .await
+}
+
+/// Parses the retention form (each field a count, empty = 0).
+#[cfg(feature = "ssr")]
+fn retention_form(fields: [(&str, &str); 7]) -> Result<Retention, AppError> {
+    let mut n = [0u32; 7];
+    for (i, (name, v)) in fields.iter().enumerate() {
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        n[i] = match v.parse::<u32>() {
+            Ok(x) if x <= 100_000 => x,
+            _ => {
+                return Err(AppError::Field(
+                    (*name).into(),
+                    "A whole number from 0 to 100000.".into(),
+                ));
+            }
+        };
+    }
+    Ok(Retention {
+        last: n[0],
+        hourly: n[1],
+        daily: n[2],
+        weekly: n[3],
+        monthly: n[4],
+        yearly: n[5],
+        floor: n[6],
+    })
+}
+
+/// The policy's snapshots (those made by it, in its target) and which of them the
+/// given rules keep, and why: the same engine function prune runs.
+#[cfg(feature = "ssr")]
+pub async fn retention_decisions(
+    state: &crate::ssr::AppState,
+    p: &crate::ssr::store::PolicyRow,
+    rules: &Retention,
+) -> anyhow::Result<(engine::repo::Repository, Vec<engine::retention::Decision>)> {
+    use crate::ssr::secrets::Kind;
+    let target = crate::ssr::store::target(&state.db, p.target_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the policy's target no longer exists"))?;
+    let password = state
+        .secrets
+        .open(Kind::RepositoryPassword, &target.sealed_password)?;
+    let repo = crate::ssr::open_target(state, &target, &password).await?;
+    let tz: chrono_tz::Tz = p.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let only = [("policy-id".to_string(), p.id.to_string())].into();
+    let d = engine::prune::decide(&repo, &rules.rules(), tz, &only).await?;
+    Ok((repo, d))
+}
+
+#[server(endpoint = "policies/retention_preview")]
+pub async fn preview_retention(
+    id: i64,
+    last: String,
+    hourly: String,
+    daily: String,
+    weekly: String,
+    monthly: String,
+    yearly: String,
+    floor: String,
+) -> Result<RetentionPreview, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.retention.preview").await?;
+    let rules = retention_form([
+        ("last", &last),
+        ("hourly", &hourly),
+        ("daily", &daily),
+        ("weekly", &weekly),
+        ("monthly", &monthly),
+        ("yearly", &yearly),
+        ("floor", &floor),
+    ])?;
+    let p = store::policy(&c.state.db, id)
+        .await
+        .map_err(|e| internal("loading a policy", e))?
+        .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+    let (_, decisions) = retention_decisions(&c.state, &p, &rules)
+        .await
+        .map_err(|e| AppError::Invalid(format!("The target cannot be read: {e}")))?;
+    Ok(RetentionPreview {
+        policy_id: id,
+        rules,
+        rows: decisions
+            .into_iter()
+            .map(|d| RetentionRow {
+                snapshot_id: d.id,
+                time_ms: d.time_ms,
+                keep: d.keep || rules.is_empty(),
+                reasons: if rules.is_empty() {
+                    vec!["no rules: everything is kept".into()]
+                } else {
+                    d.reasons
+                },
+            })
+            .collect(),
+    })
+}
+
+#[server(endpoint = "policies/retention_save")]
+pub async fn save_retention(
+    id: i64,
+    last: u32,
+    hourly: u32,
+    daily: u32,
+    weekly: u32,
+    monthly: u32,
+    yearly: u32,
+    floor: u32,
+) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.retention.save").await?;
+    let rules = Retention {
+        last,
+        hourly,
+        daily,
+        weekly,
+        monthly,
+        yearly,
+        floor,
+    };
+    let result = async {
+        let json = if rules.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&rules).map_err(|e| internal("retention json", e))?
+        };
+        if !store::set_retention(&c.state.db, id, &json)
+            .await
+            .map_err(|e| internal("saving retention", e))?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited(
+        "policy.retention.save",
+        &format!("policy #{id}: {}", rules.describe()),
+        result,
+    )
+    .await
+}
+
+/// Queues a job that applies the policy's retention rules now.
+#[server(endpoint = "policies/prune")]
+pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.prune").await?;
+    let result = async {
+        let db = &c.state.db;
+        let p = store::policy(db, id)
+            .await
+            .map_err(|e| internal("loading a policy", e))?
+            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        if Retention::parse(&p.retention).is_empty() {
+            return Err(AppError::Invalid(
+                "This policy keeps everything: save retention rules first.".into(),
+            ));
+        }
+        let job = store::enqueue(
+            db,
+            store::NewJob {
+                kind: "prune",
+                policy_id: Some(p.id),
+                source_id: Some(p.source_id),
+                target_id: Some(p.target_id),
+                params: serde_json::to_string(&JobParams::Prune { policy_id: p.id })
+                    .map_err(|e| internal("job params", e))?,
+                title: format!("Retention: {}", p.name),
+                created_by: Some(c.user.id),
+                rows_total: None,
+                bytes_total: None,
+                retry_of: None,
+            },
+        )
+        .await
+        .map_err(|e| internal("queueing a job", e))?;
+        c.state.jobs_queued.notify_waiters();
+        Ok(job)
+    }
+    .await;
+    c.audited("policy.prune", &format!("policy #{id}"), result)
         .await
 }
 

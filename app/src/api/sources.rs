@@ -239,8 +239,9 @@ fn dir_size(dir: &std::path::Path) -> Option<u64> {
     Some(total)
 }
 
-/// Adds a local-directory target: creates the repository there (or, if one exists,
-/// checks that the password opens it).
+/// Adds a target (a directory, an S3 bucket or an SFTP path): creates the repository
+/// there (or, if one exists, checks that the password opens it). S3 keys come from the
+/// server's environment, SFTP logs in with the server user's SSH keys or `key=`.
 #[server(endpoint = "targets/add")]
 pub async fn add_target(name: String, location: String, password: String) -> Result<i64, AppError> {
     use crate::api::internal;

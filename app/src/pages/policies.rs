@@ -1,5 +1,8 @@
 use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
-use crate::api::jobs::{CreatePolicy, CreateTrigger, RevokeTrigger, RunPolicy, list_policies};
+use crate::api::jobs::{
+    CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
+    RunPolicy, SaveRetention, list_policies,
+};
 use crate::api::sources::{list_sources, list_targets};
 use crate::auth::Perm;
 use crate::forms;
@@ -14,12 +17,15 @@ pub fn PoliciesPage() -> impl IntoView {
     let trigger = ServerAction::<CreateTrigger>::new();
     let (trigger_for, set_trigger_for) = signal(0i64);
     let revoke = ServerAction::<RevokeTrigger>::new();
+    let save_retention = ServerAction::<SaveRetention>::new();
+    let (editing, set_editing) = signal(None::<PolicyView>);
     let policies = Resource::new(
         move || {
             (
                 create.version().get(),
                 trigger.version().get(),
                 revoke.version().get(),
+                save_retention.version().get(),
             )
         },
         |_| list_policies(),
@@ -61,7 +67,7 @@ pub fn PoliciesPage() -> impl IntoView {
                     Ok(list) if list.is_empty() => view! { <p class="muted">"No policies yet."</p> }.into_any(),
                     Ok(list) => view! {
                         <table class="list" data-testid="policies">
-                            <thead><tr><th>"Name"</th><th>"Source → target"</th><th>"Selection"</th><th>"Schedule"</th><th></th></tr></thead>
+                            <thead><tr><th>"Name"</th><th>"Source → target"</th><th>"Selection"</th><th>"Schedule"</th><th>"Retention"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|p| {
                                     let id = p.id;
@@ -74,6 +80,8 @@ pub fn PoliciesPage() -> impl IntoView {
                                         for (t, c) in &p.columns { parts.push(format!("{t}: {}", c.join(", "))); }
                                         parts.join("; ")
                                     };
+                                    let retention = p.retention.describe();
+                                    let for_edit = StoredValue::new(p.clone());
                                     view! {
                                         <tr data-testid=format!("policy-{}", p.name)>
                                             <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
@@ -81,6 +89,7 @@ pub fn PoliciesPage() -> impl IntoView {
                                             <td>{selection}</td>
                                             <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}
                                                 {p.next_run.map(|t| view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> })}</td>
+                                            <td data-testid="retention">{retention}</td>
                                             <td>
                                                 <IfCan perm=Perm::RunJobs>
                                                     <button disabled=move || run.pending().get()
@@ -93,6 +102,7 @@ pub fn PoliciesPage() -> impl IntoView {
                                                     {p.has_trigger.then(|| view! {
                                                         <button class="secondary" on:click=move |_| { revoke.dispatch(RevokeTrigger { id }); }>"Revoke trigger"</button>
                                                     })}
+                                                    <button class="secondary" on:click=move |_| set_editing.set(Some(for_edit.get_value()))>"Retention"</button>
                                                 </IfCan>
                                             </td>
                                         </tr>
@@ -104,6 +114,7 @@ pub fn PoliciesPage() -> impl IntoView {
                 }
             })}
         </Suspense>
+        {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
         <IfCan perm=Perm::Configure>
             <h2>"Create a policy"</h2>
             <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
@@ -147,5 +158,89 @@ pub fn PoliciesPage() -> impl IntoView {
                 <button type="submit" disabled=move || create.pending().get()>"Create policy"</button>
             </ActionForm>
         </IfCan>
+    }
+}
+
+/// Retention rules of one policy: edit, preview per snapshot (kept or removed, and by
+/// which rule: the function prune runs), save, apply now.
+#[component]
+fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> impl IntoView {
+    let preview = ServerAction::<PreviewRetention>::new();
+    let prune = ServerAction::<PrunePolicy>::new();
+    let r = policy.retention;
+    let id = policy.id;
+    let num = |n: u32| if n == 0 { String::new() } else { n.to_string() };
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = prune.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let fields: [(&'static str, &'static str, String); 7] = [
+        ("Keep the last N snapshots", "last", num(r.last)),
+        (
+            "Hourly: the newest of each of the last N hours",
+            "hourly",
+            num(r.hourly),
+        ),
+        ("Daily: … of the last N days", "daily", num(r.daily)),
+        ("Weekly: … of the last N weeks", "weekly", num(r.weekly)),
+        ("Monthly: … of the last N months", "monthly", num(r.monthly)),
+        ("Yearly: … of the last N years", "yearly", num(r.yearly)),
+        ("Floor: never remove the newest N", "floor", num(r.floor)),
+    ];
+    view! {
+        <section class="card" data-testid="retention-editor" aria-label="Retention">
+            <h2>{format!("Retention of {}", policy.name)}</h2>
+            <p class="muted">{format!(
+                "Now: {}. Periods count only those that have a snapshot, in {}; a snapshot is kept if any rule keeps it. \
+                 Retention applies after each backup of this policy, to the snapshots it made.",
+                r.describe(), policy.timezone
+            )}</p>
+            <ActionForm action=preview attr:class="form grid" attr:aria-label="Retention rules">
+                <input type="hidden" name="id" value=id.to_string()/>
+                {fields.into_iter().map(|(label, name, value)| view! {
+                    <Field label=label name=name kind="number" value=value error=field_error(preview, name)/>
+                }).collect_view()}
+                <ErrorLine error=general_error(preview)/>
+                <button type="submit" disabled=move || preview.pending().get()>"Preview"</button>
+            </ActionForm>
+            {move || preview.value().get().and_then(|r| r.ok()).map(|pv| {
+                let rules = pv.rules;
+                let removed = pv.rows.iter().filter(|r| !r.keep).count();
+                view! {
+                    <p data-testid="retention-summary">{format!(
+                        "{}: keeps {} of {} snapshots, removes {}.",
+                        rules.describe(), pv.rows.len() - removed, pv.rows.len(), removed
+                    )}</p>
+                    <table class="list" data-testid="retention-preview">
+                        <thead><tr><th>"Snapshot"</th><th>"Time"</th><th>"Verdict"</th><th>"Why"</th></tr></thead>
+                        <tbody>
+                            {pv.rows.into_iter().map(|row| view! {
+                                <tr data-testid=format!("verdict-{}", &row.snapshot_id[..12])>
+                                    <td class="mono">{row.snapshot_id[..12].to_string()}</td>
+                                    <td>{super::ui::time(row.time_ms)}</td>
+                                    <td>{if row.keep { "kept" } else { "removed" }}</td>
+                                    <td>{row.reasons.join(", ")}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                    <button disabled=move || save.pending().get()
+                        on:click=move |_| { save.dispatch(SaveRetention {
+                            id, last: rules.last, hourly: rules.hourly, daily: rules.daily,
+                            weekly: rules.weekly, monthly: rules.monthly, yearly: rules.yearly,
+                            floor: rules.floor,
+                        }); }>"Save these rules"</button>
+                }
+            })}
+            {move || save.value().get().map(|r| match r {
+                Ok(()) => view! { <p role="status" data-testid="retention-saved">"Saved."</p> }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+            })}
+            <button class="secondary" disabled=move || prune.pending().get()
+                on:click=move |_| { prune.dispatch(PrunePolicy { id }); }>"Apply saved rules now"</button>
+            <ErrorLine error=general_error(prune)/>
+        </section>
     }
 }

@@ -146,7 +146,7 @@ pub fn TargetsPage() -> impl IntoView {
             <h2>"Add a local directory"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a target">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
-                <Field label="Directory" name="location" placeholder="/var/backups/shop"
+                <Field label="Location: a directory, s3://bucket/prefix?endpoint=…&region=…, or sftp://user@host:port/path" name="location" placeholder="/var/backups/shop"
                     error=field_error(add, "location") check=|v| forms::target_location(v).map(|_| ())/>
                 <Field label="Repository password" name="password" kind="password"
                     error=field_error(add, "password") check=forms::repository_password/>

@@ -205,3 +205,96 @@ pub async fn set_password(db: &Db, username: &str, password: Secret<String>) -> 
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history database made by the previous release (migrations 1–5) with jobs, their
+    /// logs, a target and a policy keeps all of it through migration 6, which rebuilds
+    /// `jobs` and `targets` (SQLite cannot change a CHECK constraint).
+    #[tokio::test]
+    async fn upgrading_a_sqlite_history_keeps_jobs_logs_targets_and_policies() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+        for e in std::fs::read_dir(all).unwrap().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            if name.as_str() < "0006" {
+                std::fs::copy(e.path(), old.join(&name)).unwrap();
+            }
+        }
+        let url = sqlite_url(dir.path()).unwrap();
+        {
+            let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+            sqlx::migrate::Migrator::new(old.as_path())
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in [
+                "INSERT INTO sources (name, engine, display_url, sealed_url, created_at) VALUES ('s', 'sqlite', 'sqlite:///x.db', 'sealed', 1)",
+                "INSERT INTO targets (name, kind, location, sealed_password, created_at) VALUES ('t', 'local', '/srv/t', 'sealed', 1)",
+                "INSERT INTO policies (name, source_id, target_id, selection, created_at) VALUES ('p', 1, 1, '{}', 1)",
+                "INSERT INTO jobs (kind, status, policy_id, params, title, created_at) VALUES ('backup', 'succeeded', 1, '{}', 'old job', 1)",
+                "INSERT INTO jobs (kind, status, params, title, created_at) VALUES ('verify', 'queued', '{}', 'queued job', 2)",
+                "INSERT INTO job_logs (job_id, at, level, message) VALUES (1, 1, 'info', 'first line')",
+                "INSERT INTO job_logs (job_id, at, level, message) VALUES (1, 2, 'info', 'second line')",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        let count = |sql: &'static str| {
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM jobs").await, 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM job_logs WHERE job_id = 1").await,
+            2
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM targets WHERE location = '/srv/t'").await,
+            1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM policies WHERE retention = ''").await,
+            1
+        );
+        // New kinds are accepted, ids continue after the old ones, foreign keys still hold.
+        sqlx::query("INSERT INTO jobs (kind, status, params, title, created_at) VALUES ('prune', 'queued', '{}', 'new', 3)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT MAX(id) FROM jobs").await, 3);
+        sqlx::query("INSERT INTO targets (name, kind, location, sealed_password, created_at) VALUES ('s3', 's3', 's3://b/p', 'sealed', 1)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let orphan = sqlx::query(
+            "INSERT INTO job_logs (job_id, at, level, message) VALUES (99, 1, 'info', 'x')",
+        )
+        .execute(&db.pool)
+        .await;
+        assert!(orphan.is_err(), "job_logs still references jobs");
+        sqlx::query("DELETE FROM jobs WHERE id = 1")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM job_logs").await,
+            0,
+            "cascade still works"
+        );
+    }
+}

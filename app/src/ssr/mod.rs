@@ -36,6 +36,17 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
+/// Opens the repository of a console target. S3 keys come from the server's
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); SFTP uses the key file
+/// named in the location or the server user's SSH keys.
+pub async fn open_target(
+    _state: &AppState,
+    target: &store::TargetRow,
+    password: &engine::secret::Secret<String>,
+) -> engine::Result<engine::repo::Repository> {
+    engine::repo::Repository::open(&target.location, Some(password)).await
+}
+
 /// Logs an internal error with its details and returns the opaque [`AppError::Internal`]
 /// that the browser sees.
 pub fn internal(context: &str, err: impl std::fmt::Display) -> AppError {

@@ -148,13 +148,20 @@ pub async fn insert_target(
 ) -> Result<Option<i64>> {
     unique_or(
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO targets (name, kind, location, sealed_password, created_by, created_at) VALUES ($1, 'local', $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO targets (name, kind, location, sealed_password, created_by, created_at) VALUES ($1, $6, $2, $3, $4, $5) RETURNING id",
         )
         .bind(name)
         .bind(location)
         .bind(sealed_password)
         .bind(by)
         .bind(now_ms())
+        .bind(if location.starts_with("s3://") {
+            "s3"
+        } else if location.starts_with("sftp://") {
+            "sftp"
+        } else {
+            "local"
+        })
         .fetch_one(&db.pool)
         .await,
     )
@@ -173,9 +180,34 @@ pub struct PolicyRow {
     pub created_at: i64,
     pub next_run_at: Option<i64>,
     pub trigger_hash: Option<String>,
+    /// JSON of `engine::retention::KeepRules`; empty: keep everything.
+    pub retention: String,
 }
 
-const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash";
+const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash, retention";
+
+pub async fn set_retention(db: &Db, policy: i64, retention: &str) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET retention = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(retention)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Removes pruned snapshots from the history; returns how many rows went.
+pub async fn forget_snapshots(db: &Db, target_id: i64, ids: &[String]) -> Result<u64> {
+    let mut n = 0;
+    for id in ids {
+        n += sqlx::query("DELETE FROM snapshots WHERE target_id = $1 AND snapshot_id = $2")
+            .bind(target_id)
+            .bind(id)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
 
 /// What is stored of a trigger token.
 pub fn trigger_hash(token: &str) -> String {

@@ -8,6 +8,7 @@ mod harness;
 mod history_db;
 mod jobs;
 mod restore;
+mod retention;
 mod roles;
 mod schedule;
 mod targets;

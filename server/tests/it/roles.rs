@@ -323,6 +323,41 @@ async fn role_matrix(database_url: Option<&str>) {
             Box::new(move |_| form("policies/trigger_revoke", vec![("id", policy.to_string())])),
             &["admin", "operator"],
         ),
+        (
+            Box::new(move |_| {
+                let mut args = vec![("id", policy.to_string())];
+                for k in [
+                    "last", "hourly", "daily", "weekly", "monthly", "yearly", "floor",
+                ] {
+                    args.push((
+                        k,
+                        if k == "last" {
+                            "5".into()
+                        } else {
+                            String::new()
+                        },
+                    ));
+                }
+                form("policies/retention_preview", args)
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| {
+                let mut args = vec![("id", policy.to_string())];
+                for k in [
+                    "last", "hourly", "daily", "weekly", "monthly", "yearly", "floor",
+                ] {
+                    args.push((k, if k == "last" { "5".into() } else { "0".into() }));
+                }
+                form("policies/retention_save", args)
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("policies/prune", vec![("id", policy.to_string())])),
+            &["admin", "operator"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
