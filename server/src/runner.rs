@@ -255,7 +255,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                             replaced.join(", ")
                         )
                     })?;
-                record_snapshot(state, &target, None, dest.id, job.id, &summary).await?;
+                record_snapshot(state, &target, None, dest.id, job.id, &summary, None).await?;
                 let _ = store::log(
                     &state.db,
                     job.id,
@@ -344,7 +344,16 @@ async fn backup(
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
     drop(repo);
     let s = &summary.snapshot;
-    record_snapshot(state, &target, Some(policy.id), source.id, job.id, &summary).await?;
+    record_snapshot(
+        state,
+        &target,
+        Some(policy.id),
+        source.id,
+        job.id,
+        &summary,
+        None,
+    )
+    .await?;
     let _ = store::log(
         &state.db,
         job.id,
@@ -359,6 +368,39 @@ async fn backup(
         ),
     )
     .await;
+    // Copies to the policy's other targets: each that is reachable gets every snapshot
+    // of the policy it lacks (so a target that was down catches up now). A target that
+    // fails fails only its copy: the backup itself succeeded.
+    let mut copies = Vec::new();
+    for copy_target in store::copy_targets(&state.db, policy.id).await? {
+        let outcome = copy_to(state, job, &policy, &target, copy_target, progress).await;
+        let name = store::target(&state.db, copy_target)
+            .await?
+            .map(|t| t.name)
+            .unwrap_or_else(|| format!("#{copy_target}"));
+        match outcome {
+            Ok(n) => {
+                let _ = store::log(
+                    &state.db,
+                    job.id,
+                    "info",
+                    &format!("copy to {name}: {n} snapshots copied, complete"),
+                )
+                .await;
+                copies.push(json!({"target": name, "ok": true, "copied": n}));
+            }
+            Err(e) => {
+                let _ = store::log(
+                    &state.db,
+                    job.id,
+                    "warn",
+                    &format!("copy to {name} failed (the next run catches up): {e:#}"),
+                )
+                .await;
+                copies.push(json!({"target": name, "ok": false, "error": format!("{e:#}")}));
+            }
+        }
+    }
     // Retention after each successful backup. A failed prune does not fail the backup:
     // the snapshot is safe, and the next run prunes again.
     let mut pruned = serde_json::Value::Null;
@@ -380,10 +422,95 @@ async fn backup(
         json!({
             "snapshot": summary.id, "tables": s.tables.len(), "rows": s.total_rows(),
             "bytes": s.total_bytes(), "bytes_stored": s.bytes_stored, "skipped": s.skipped,
-            "retention": pruned,
+            "retention": pruned, "copies": copies,
         }),
         Some(summary.id.clone()),
     ))
+}
+
+/// Copies every snapshot of the policy that `to` lacks from the policy's target, and
+/// records each copy in the history; returns how many were copied.
+async fn copy_to(
+    state: &AppState,
+    job: &store::JobRow,
+    policy: &store::PolicyRow,
+    from: &store::TargetRow,
+    to: i64,
+    progress: &JobProgress,
+) -> Result<usize> {
+    let dest = store::target(&state.db, to)
+        .await?
+        .ok_or_else(|| anyhow!("the copy target no longer exists"))?;
+    let src = open_repo(state, from).await?;
+    let mut dst = open_repo(state, &dest).await?;
+    let policy_id = policy.id.to_string();
+    let ids: Vec<String> = src
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.tags.get("policy-id") == Some(&policy_id))
+        .map(|(id, _)| id)
+        .collect();
+    let report = engine::copy::copy(&src, &mut dst, Some(&ids), progress).await?;
+    for c in &report.copied {
+        let snapshot = dst.load_snapshot_by_id(&c.dest_id).await?;
+        let origin = store::snapshot_row_id(&state.db, from.id, &c.source_id).await?;
+        let summary = engine::backup::BackupSummary {
+            id: c.dest_id.clone(),
+            snapshot,
+        };
+        record_snapshot(
+            state,
+            &dest,
+            Some(policy.id),
+            policy.source_id,
+            job.id,
+            &summary,
+            origin,
+        )
+        .await?;
+    }
+    Ok(report.copied.len())
+}
+
+/// Prunes the policy's snapshots in one target and removes them from the history.
+async fn prune_target(
+    state: &AppState,
+    job: &store::JobRow,
+    policy: &store::PolicyRow,
+    target: &store::TargetRow,
+    rules: &app::api::jobs::Retention,
+) -> Result<engine::prune::PruneReport> {
+    let mut repo = open_repo(state, target).await?;
+    let tz: chrono_tz::Tz = policy.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let report = engine::prune::prune(
+        &mut repo,
+        &engine::prune::PruneOptions {
+            rules: rules.rules(),
+            tz,
+            only_tags: [("policy-id".to_string(), policy.id.to_string())].into(),
+            dry_run: false,
+        },
+    )
+    .await?;
+    store::forget_snapshots(&state.db, target.id, &report.forgotten).await?;
+    let mut line = format!(
+        "retention ({}) in {}: kept {}, removed {} snapshots, freed {} bytes",
+        rules.describe(),
+        target.name,
+        report.decisions.len() - report.forgotten.len(),
+        report.forgotten.len(),
+        report.bytes_freed
+    );
+    if report.packs_deferred > 0 {
+        line.push_str(&format!(
+            "; {} bytes left for the next prune (in use by {})",
+            report.bytes_deferred,
+            report.waiting_for.join(", ")
+        ));
+    }
+    let _ = store::log(&state.db, job.id, "info", &line).await;
+    Ok(report)
 }
 
 /// Prunes the policy's snapshots by its retention rules (exactly what the console's
@@ -397,34 +524,25 @@ async fn apply_retention(
     if rules.is_empty() {
         bail!("the policy has no retention rules");
     }
-    let (mut repo, _) = app::api::jobs::retention_decisions(state, policy, &rules).await?;
-    let tz: chrono_tz::Tz = policy.timezone.parse().unwrap_or(chrono_tz::UTC);
-    let report = engine::prune::prune(
-        &mut repo,
-        &engine::prune::PruneOptions {
-            rules: rules.rules(),
-            tz,
-            only_tags: [("policy-id".to_string(), policy.id.to_string())].into(),
-            dry_run: false,
-        },
-    )
-    .await?;
-    store::forget_snapshots(&state.db, policy.target_id, &report.forgotten).await?;
-    let mut line = format!(
-        "retention ({}): kept {}, removed {} snapshots, freed {} bytes",
-        rules.describe(),
-        report.decisions.len() - report.forgotten.len(),
-        report.forgotten.len(),
-        report.bytes_freed
-    );
-    if report.packs_deferred > 0 {
-        line.push_str(&format!(
-            "; {} bytes left for the next prune (in use by {})",
-            report.bytes_deferred,
-            report.waiting_for.join(", ")
-        ));
+    let target = store::target(&state.db, policy.target_id)
+        .await?
+        .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+    let report = prune_target(state, job, policy, &target, &rules).await?;
+    // The copies get the same rules (each copy is pruned in its own repository).
+    for t in store::copy_targets(&state.db, policy.id).await? {
+        let Some(t) = store::target(&state.db, t).await? else {
+            continue;
+        };
+        if let Err(e) = prune_target(state, job, policy, &t, &rules).await {
+            let _ = store::log(
+                &state.db,
+                job.id,
+                "warn",
+                &format!("retention on the copy in {} was not applied: {e:#}", t.name),
+            )
+            .await;
+        }
     }
-    let _ = store::log(&state.db, job.id, "info", &line).await;
     Ok(json!({
         "kept": report.decisions.iter().filter(|d| d.keep).map(|d| &d.id).collect::<Vec<_>>(),
         "removed": report.forgotten,
@@ -441,6 +559,7 @@ async fn record_snapshot(
     source: i64,
     job: i64,
     summary: &engine::backup::BackupSummary,
+    copy_of: Option<i64>,
 ) -> Result<()> {
     let details: Vec<_> = summary
         .snapshot
@@ -457,6 +576,7 @@ async fn record_snapshot(
         Some(job),
         &summary.snapshot,
         &serde_json::to_string(&details)?,
+        copy_of,
     )
     .await?;
     Ok(())

@@ -34,6 +34,17 @@ pub struct SnapshotView {
     pub verified_ok: Option<bool>,
     pub verified_at: Option<i64>,
     pub details: Vec<TableBrief>,
+    /// The history row this snapshot is a copy of.
+    pub copy_of: Option<i64>,
+    /// For a policy's snapshot: each target it should also be copied to, and whether
+    /// the copy is there.
+    pub copies: Vec<CopyState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyState {
+    pub target: String,
+    pub complete: bool,
 }
 
 /// Snapshots newest first; filters by policy or source (0 = any); `before` = the
@@ -57,9 +68,34 @@ pub async fn list_snapshots(
     let sources = names.sources;
     let targets = names.targets;
     let policies = names.policies;
+    let copy_targets = store::all_copy_targets(db)
+        .await
+        .map_err(|e| internal("listing copy targets", e))?;
+    let (lo, hi) = rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+        (lo.min(r.id), hi.max(r.id))
+    });
+    let copies = if rows.is_empty() {
+        Vec::new()
+    } else {
+        store::copies_between(db, lo, hi)
+            .await
+            .map_err(|e| internal("listing copies", e))?
+    };
     Ok(rows
         .into_iter()
         .map(|r| SnapshotView {
+            copy_of: r.copy_of,
+            copies: match (r.policy_id, r.copy_of) {
+                (Some(p), None) => copy_targets
+                    .iter()
+                    .filter(|(pid, _)| *pid == p)
+                    .map(|(_, t)| CopyState {
+                        target: targets.get(t).cloned().unwrap_or_default(),
+                        complete: copies.contains(&(r.id, *t)),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
             id: r.id,
             snapshot_id: r.snapshot_id,
             target: targets.get(&r.target_id).cloned().unwrap_or_default(),

@@ -25,6 +25,8 @@ pub struct PolicyView {
     /// Whether a trigger URL is active.
     pub has_trigger: bool,
     pub retention: Retention,
+    /// Targets each snapshot is also copied to: (id, name).
+    pub copy_targets: Vec<(i64, String)>,
 }
 
 /// A policy's retention rules (`engine::retention::KeepRules`, which the browser does
@@ -153,6 +155,9 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     let rows = store::policies(db)
         .await
         .map_err(|e| internal("listing policies", e))?;
+    let copies = store::all_copy_targets(db)
+        .await
+        .map_err(|e| internal("listing copy targets", e))?;
     Ok(rows
         .into_iter()
         .map(|p| {
@@ -173,6 +178,11 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 next_run: p.next_run_at.filter(|_| p.enabled != 0),
                 has_trigger: p.trigger_hash.is_some(),
                 retention: Retention::parse(&p.retention),
+                copy_targets: copies
+                    .iter()
+                    .filter(|(pid, _)| *pid == p.id)
+                    .map(|(_, t)| (*t, targets.get(t).cloned().unwrap_or_default()))
+                    .collect(),
             }
         })
         .collect())
@@ -440,6 +450,47 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
     .await;
     c.audited("policy.prune", &format!("policy #{id}"), result)
         .await
+}
+
+/// Sets the targets the policy's snapshots are copied to, besides its own target.
+#[server(endpoint = "policies/copies", input = server_fn::codec::Json)]
+pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.copies").await?;
+    let result = async {
+        let db = &c.state.db;
+        let p = store::policy(db, id)
+            .await
+            .map_err(|e| internal("loading a policy", e))?
+            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        let mut wanted: Vec<i64> = targets.clone();
+        wanted.sort();
+        wanted.dedup();
+        for t in &wanted {
+            if *t == p.target_id {
+                return Err(AppError::Field(
+                    "targets".into(),
+                    "The policy's own target already has every snapshot.".into(),
+                ));
+            }
+            store::target(db, *t)
+                .await
+                .map_err(|e| internal("loading a target", e))?
+                .ok_or_else(|| AppError::Field("targets".into(), "No such target.".into()))?;
+        }
+        store::set_copy_targets(db, id, &wanted)
+            .await
+            .map_err(|e| internal("saving copy targets", e))
+    }
+    .await;
+    c.audited(
+        "policy.copies",
+        &format!("policy #{id}: copy to targets {targets:?}"),
+        result,
+    )
+    .await
 }
 
 /// A new trigger token for the policy (any earlier one stops working). The token is

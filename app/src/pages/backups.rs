@@ -76,7 +76,18 @@ pub fn BackupsPage() -> impl IntoView {
                                             <tr data-testid=format!("snapshot-{}", &s.snapshot_id[..12])>
                                                 <td>{time(s.time_ms)}<br/><span class="mono muted">{s.snapshot_id[..12].to_string()}</span></td>
                                                 <td>{s.policy.clone()}</td>
-                                                <td>{format!("{} → {}", s.source, s.target)}</td>
+                                                <td>{format!("{} → {}", s.source, s.target)}
+                                                    {s.copy_of.map(|_| view! { <br/><span class="muted">"(a copy)"</span> })}
+                                                    {(!s.copies.is_empty()).then(|| view! {
+                                                        <ul class="copies" data-testid="copies">
+                                                            {s.copies.iter().map(|c| view! {
+                                                                <li data-testid=format!("copy-{}", c.target)>
+                                                                    {format!("{}: {}", c.target, if c.complete { "copy complete" } else { "not copied yet" })}
+                                                                </li>
+                                                            }).collect_view()}
+                                                        </ul>
+                                                    })}
+                                                </td>
                                                 <td>
                                                     <details>
                                                         <summary>{s.tables}</summary>

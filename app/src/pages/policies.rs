@@ -1,7 +1,7 @@
 use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
 use crate::api::jobs::{
     CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
-    RunPolicy, SaveRetention, list_policies,
+    RunPolicy, SaveRetention, SetCopyTargets, list_policies,
 };
 use crate::api::sources::{list_sources, list_targets};
 use crate::auth::Perm;
@@ -18,7 +18,9 @@ pub fn PoliciesPage() -> impl IntoView {
     let (trigger_for, set_trigger_for) = signal(0i64);
     let revoke = ServerAction::<RevokeTrigger>::new();
     let save_retention = ServerAction::<SaveRetention>::new();
+    let save_copies = ServerAction::<SetCopyTargets>::new();
     let (editing, set_editing) = signal(None::<PolicyView>);
+    let (copies_of, set_copies_of) = signal(None::<PolicyView>);
     let policies = Resource::new(
         move || {
             (
@@ -26,6 +28,7 @@ pub fn PoliciesPage() -> impl IntoView {
                 trigger.version().get(),
                 revoke.version().get(),
                 save_retention.version().get(),
+                save_copies.version().get(),
             )
         },
         |_| list_policies(),
@@ -82,10 +85,14 @@ pub fn PoliciesPage() -> impl IntoView {
                                     };
                                     let retention = p.retention.describe();
                                     let for_edit = StoredValue::new(p.clone());
+                                    let for_copies = StoredValue::new(p.clone());
                                     view! {
                                         <tr data-testid=format!("policy-{}", p.name)>
                                             <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
-                                            <td>{format!("{} → {}", p.source, p.target)}</td>
+                                            <td>{format!("{} → {}", p.source, p.target)}
+                                                {(!p.copy_targets.is_empty()).then(|| view! {
+                                                    <br/><span class="muted" data-testid="copy-targets">{format!("copies: {}", p.copy_targets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>().join(", "))}</span>
+                                                })}</td>
                                             <td>{selection}</td>
                                             <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}
                                                 {p.next_run.map(|t| view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> })}</td>
@@ -103,6 +110,7 @@ pub fn PoliciesPage() -> impl IntoView {
                                                         <button class="secondary" on:click=move |_| { revoke.dispatch(RevokeTrigger { id }); }>"Revoke trigger"</button>
                                                     })}
                                                     <button class="secondary" on:click=move |_| set_editing.set(Some(for_edit.get_value()))>"Retention"</button>
+                                                    <button class="secondary" on:click=move |_| set_copies_of.set(Some(for_copies.get_value()))>"Copies"</button>
                                                 </IfCan>
                                             </td>
                                         </tr>
@@ -115,6 +123,7 @@ pub fn PoliciesPage() -> impl IntoView {
             })}
         </Suspense>
         {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
+        {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
         <IfCan perm=Perm::Configure>
             <h2>"Create a policy"</h2>
             <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
@@ -241,6 +250,59 @@ fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> imp
             <button class="secondary" disabled=move || prune.pending().get()
                 on:click=move |_| { prune.dispatch(PrunePolicy { id }); }>"Apply saved rules now"</button>
             <ErrorLine error=general_error(prune)/>
+        </section>
+    }
+}
+
+/// Which other targets get a copy of each snapshot of the policy.
+#[component]
+fn CopiesEditor(policy: PolicyView, save: ServerAction<SetCopyTargets>) -> impl IntoView {
+    let targets = Resource::new(|| (), |_| list_targets());
+    let chosen = RwSignal::new(
+        policy
+            .copy_targets
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<i64>>(),
+    );
+    let id = policy.id;
+    let own = policy.target_id;
+    view! {
+        <section class="card" data-testid="copies-editor" aria-label="Copies">
+            <h2>{format!("Copies of {}", policy.name)}</h2>
+            <p class="muted">{format!(
+                "Each backup is written to {} and then copied to the targets chosen here. A target that is down fails only its copy; the next run catches it up.",
+                policy.target
+            )}</p>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let list = targets.await.unwrap_or_default();
+                    list.into_iter().filter(|t| t.id != own).map(|t| {
+                        let tid = t.id;
+                        let input_id = format!("copy-{tid}");
+                        view! {
+                            <div class="field check">
+                                <input id=input_id.clone() type="checkbox"
+                                    prop:checked=move || chosen.get().contains(&tid)
+                                    on:change=move |ev| {
+                                        let on = event_target_checked(&ev);
+                                        chosen.update(|c| {
+                                            c.retain(|x| *x != tid);
+                                            if on { c.push(tid); }
+                                        });
+                                    }/>
+                                <label for=input_id>{t.name.clone()}</label>
+                            </div>
+                        }
+                    }).collect_view()
+                })}
+            </Suspense>
+            <button disabled=move || save.pending().get()
+                on:click=move |_| { save.dispatch(SetCopyTargets { id, targets: chosen.get() }); }>"Save copies"</button>
+            {move || save.value().get().map(|r| match r {
+                Ok(()) => view! { <p role="status" data-testid="copies-saved">"Saved."</p> }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+            })}
         </section>
     }
 }

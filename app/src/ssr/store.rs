@@ -587,9 +587,69 @@ pub struct SnapshotRow {
     pub details: String,
     pub verified_at: Option<i64>,
     pub verify_ok: Option<i64>,
+    /// The history row of the snapshot this one is a copy of.
+    pub copy_of: Option<i64>,
 }
 
-pub const SNAPSHOT_COLUMNS: &str = "id, target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details, verified_at, verify_ok";
+pub const SNAPSHOT_COLUMNS: &str = "id, target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details, verified_at, verify_ok, copy_of";
+
+/// The targets a policy's snapshots are copied to, besides its own.
+pub async fn copy_targets(db: &Db, policy: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT target_id FROM policy_copy_targets WHERE policy_id = $1 ORDER BY target_id",
+    )
+    .bind(policy)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Every (policy, copy target) pair.
+pub async fn all_copy_targets(db: &Db) -> Result<Vec<(i64, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT policy_id, target_id FROM policy_copy_targets")
+            .fetch_all(&db.pool)
+            .await?,
+    )
+}
+
+pub async fn set_copy_targets(db: &Db, policy: i64, targets: &[i64]) -> Result<()> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("DELETE FROM policy_copy_targets WHERE policy_id = $1")
+        .bind(policy)
+        .execute(&mut *tx)
+        .await?;
+    for t in targets {
+        sqlx::query("INSERT INTO policy_copy_targets (policy_id, target_id) VALUES ($1, $2)")
+            .bind(policy)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// (copied row, target) of the copies of history rows with ids in `lo..=hi`.
+pub async fn copies_between(db: &Db, lo: i64, hi: i64) -> Result<Vec<(i64, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT copy_of, target_id FROM snapshots WHERE copy_of BETWEEN $1 AND $2")
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&db.pool)
+            .await?,
+    )
+}
+
+/// The history row of a snapshot in a target.
+pub async fn snapshot_row_id(db: &Db, target_id: i64, snapshot_id: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM snapshots WHERE target_id = $1 AND snapshot_id = $2")
+            .bind(target_id)
+            .bind(snapshot_id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}
 
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_snapshot(
@@ -601,10 +661,11 @@ pub async fn insert_snapshot(
     job_id: Option<i64>,
     s: &engine::model::Snapshot,
     details: &str,
+    copy_of: Option<i64>,
 ) -> Result<i64> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO snapshots (target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        "INSERT INTO snapshots (target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details, copy_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
     .bind(target_id)
     .bind(snapshot_id)
@@ -618,6 +679,7 @@ pub async fn insert_snapshot(
     .bind(s.bytes_stored as i64)
     .bind(s.duration_ms as i64)
     .bind(details)
+    .bind(copy_of)
     .fetch_one(&db.pool)
     .await?)
 }

@@ -36,6 +36,9 @@ impl Server {
             .env_remove("TABLESAFE_LISTEN")
             .env_remove("TABLESAFE_DATA_DIR")
             .env("TABLESAFE_LOG", "info")
+            // Keys for the S3 test server (moto accepts any).
+            .env("AWS_ACCESS_KEY_ID", "test-key-id")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())

@@ -4,6 +4,7 @@
 
 mod cli;
 mod console;
+mod copies;
 mod harness;
 mod history_db;
 mod jobs;

@@ -157,7 +157,7 @@ async fn the_preview_is_what_retention_then_removes() {
     assert_eq!(repo_snapshots(&repo), kept, "exactly what the preview kept");
     let log = done[1].to_string();
     assert!(
-        log.contains("retention (last 1, floor 2): kept 2, removed 2"),
+        log.contains("retention (last 1, floor 2) in t-nightly: kept 2, removed 2"),
         "{log}"
     );
     // The history lists only what is left.

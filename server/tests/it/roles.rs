@@ -358,6 +358,16 @@ async fn role_matrix(database_url: Option<&str>) {
             Box::new(move |_| form("policies/prune", vec![("id", policy.to_string())])),
             &["admin", "operator"],
         ),
+        (
+            Box::new(move |_| {
+                (
+                    "policies/copies".to_string(),
+                    vec![],
+                    Some(json!({"id": policy, "targets": []})),
+                )
+            }),
+            &["admin", "operator"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (

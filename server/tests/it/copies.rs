@@ -1,0 +1,218 @@
+//! Several copies per policy: every backup reaches the policy's target and each copy
+//! target (a local directory and an S3 bucket here); a copy target that is down fails
+//! only its copy, the history shows which copies are complete, and the next run
+//! catches up. The S3 copy restores the same data as the source.
+
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, cookie, sqlite};
+use serde_json::{Value, json};
+use testkit::remote::{Cut, S3Server};
+
+fn copies(history: &Value) -> Vec<(String, Vec<(String, bool)>)> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["copy_of"].is_null())
+        .map(|s| {
+            (
+                s["snapshot_id"].as_str().unwrap()[..12].to_string(),
+                s["copies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["target"].as_str().unwrap().to_string(),
+                            c["complete"].as_bool().unwrap(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket("offsite").unwrap();
+    let relay = Cut::start(s3.port()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one');",
+    );
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("main"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
+    let mut copy_targets = Vec::new();
+    for (name, location) in [
+        (
+            "second-disk",
+            dir.path().join("second").display().to_string(),
+        ),
+        (
+            "offsite",
+            format!(
+                "s3://offsite/shop?endpoint=http://127.0.0.1:{}&region=eu-west-1",
+                relay.port()
+            ),
+        ),
+    ] {
+        let t = api
+            .form(
+                Some(&admin),
+                "targets/add",
+                &[
+                    ("name", name.to_string()),
+                    ("location", location),
+                    ("password", "repository password".into()),
+                ],
+            )
+            .await;
+        assert!(t.ok(), "{t:?}");
+        copy_targets.push(t.json().as_i64().unwrap());
+    }
+    let own = api
+        .json(
+            Some(&admin),
+            "policies/copies",
+            json!({"id": policy, "targets": [1]}),
+        )
+        .await;
+    assert!(!own.ok() && own.body.contains("own target"), "{own:?}");
+    let saved = api
+        .json(
+            Some(&admin),
+            "policies/copies",
+            json!({"id": policy, "targets": copy_targets}),
+        )
+        .await;
+    assert!(saved.ok(), "{saved:?}");
+    let listed = api.form(Some(&admin), "policies/list", &[]).await.json();
+    assert_eq!(
+        listed[0]["copy_targets"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+
+    let run = || async {
+        let job = api
+            .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+            .await
+            .json()
+            .as_i64()
+            .unwrap();
+        let done = api.wait_job(&admin, job).await;
+        assert_eq!(done[0]["status"], "succeeded", "{done}");
+        done
+    };
+    let history = || async {
+        api.json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": policy, "source_id": 0, "before": null}),
+        )
+        .await
+        .json()
+    };
+
+    // 1. Everything up: one snapshot, two complete copies (three history rows).
+    run().await;
+    let h = history().await;
+    assert_eq!(h.as_array().unwrap().len(), 3, "{h}");
+    let c = copies(&h);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].1,
+        vec![
+            ("second-disk".to_string(), true),
+            ("offsite".to_string(), true)
+        ]
+    );
+
+    // 2. The S3 target goes away: the backup still succeeds, the local copy is made,
+    //    the offsite copy is reported missing.
+    relay.cut();
+    sqlite(&db, "INSERT INTO t VALUES (2, 'two');");
+    let done = run().await;
+    let log = done[1].to_string();
+    assert!(log.contains("copy to offsite failed"), "{log}");
+    assert!(
+        log.contains("copy to second-disk: 1 snapshots copied"),
+        "{log}"
+    );
+    let c = copies(&history().await);
+    assert_eq!(c.len(), 2);
+    assert_eq!(
+        c[0].1,
+        vec![
+            ("second-disk".to_string(), true),
+            ("offsite".to_string(), false)
+        ],
+        "newest first: {c:?}"
+    );
+
+    // 3. Back up: the next run copies the missed snapshot and the new one.
+    relay.restore();
+    sqlite(&db, "INSERT INTO t VALUES (3, 'three');");
+    let done = run().await;
+    assert!(
+        done[1]
+            .to_string()
+            .contains("copy to offsite: 2 snapshots copied"),
+        "{done}"
+    );
+    let c = copies(&history().await);
+    assert_eq!(c.len(), 3);
+    assert!(
+        c.iter().all(|(_, cs)| cs.iter().all(|(_, ok)| *ok)),
+        "{c:?}"
+    );
+
+    // The offsite copy restores the same rows as the source has.
+    let dest = dir.path().join("from-offsite.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["restore", "--snapshot", "latest", "--repo"])
+        .arg(format!(
+            "s3://offsite/shop?endpoint={}&region=eu-west-1",
+            s3.endpoint()
+        ))
+        .arg("--dest")
+        .arg(format!("sqlite://{}", dest.display()))
+        .env("TABLESAFE_PASSWORD", "repository password")
+        .env("AWS_ACCESS_KEY_ID", "test-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT * FROM t ORDER BY id').fetchall())"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "[(1, 'one'), (2, 'two'), (3, 'three')]"
+    );
+}
