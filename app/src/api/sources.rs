@@ -243,7 +243,14 @@ fn dir_size(dir: &std::path::Path) -> Option<u64> {
 /// there (or, if one exists, checks that the password opens it). S3 keys come from the
 /// server's environment, SFTP logs in with the server user's SSH keys or `key=`.
 #[server(endpoint = "targets/add")]
-pub async fn add_target(name: String, location: String, password: String) -> Result<i64, AppError> {
+pub async fn add_target(
+    name: String,
+    location: String,
+    password: String,
+    #[server(default)] s3_access_key_id: String,
+    #[server(default)] s3_secret_access_key: String,
+    #[server(default)] ssh_private_key: String,
+) -> Result<i64, AppError> {
     use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
@@ -257,27 +264,63 @@ pub async fn add_target(name: String, location: String, password: String) -> Res
         let location = forms::target_location(&location)?;
         forms::repository_password(&password)?;
         let password = Secret::new(password);
-        let exists = Repository::exists(&location)
+        let creds = crate::ssr::StoredCredentials {
+            s3_access_key_id: s3_access_key_id.trim().to_string(),
+            s3_secret_access_key: s3_secret_access_key.trim().to_string(),
+            ssh_private_key: ssh_private_key.trim().to_string(),
+        };
+        if creds.s3_access_key_id.is_empty() != creds.s3_secret_access_key.is_empty() {
+            return Err(AppError::Field(
+                "s3_secret_access_key".into(),
+                "Give both the access key id and the secret access key, or neither.".into(),
+            ));
+        }
+        if !creds.ssh_private_key.is_empty() && !creds.ssh_private_key.starts_with("-----BEGIN ") {
+            return Err(AppError::Field(
+                "ssh_private_key".into(),
+                "Paste the private key file (it starts with -----BEGIN).".into(),
+            ));
+        }
+        let storage = engine::repo::Storage::open_with(&location, &creds.for_engine())
+            .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
+        let exists = Repository::exists_in(&storage)
             .await
             .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
         if exists {
-            Repository::open(&location, Some(&password))
+            Repository::open_in(storage, Some(&password))
                 .await
                 .map_err(|e| AppError::Field("password".into(), e.to_string()))?;
         } else {
-            Repository::init(&location, InitOptions::encrypted(password.clone()))
+            Repository::init_in(storage, InitOptions::encrypted(password.clone()))
                 .await
                 .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
         }
+        let sealed_credentials = if creds.is_empty() {
+            String::new()
+        } else {
+            let json =
+                serde_json::to_string(&creds).map_err(|e| internal("credentials json", e))?;
+            c.state
+                .secrets
+                .seal(secrets::Kind::TargetCredentials, &Secret::new(json))
+                .map_err(|e| internal("sealing credentials", e))?
+        };
         let sealed = c
             .state
             .secrets
             .seal(secrets::Kind::RepositoryPassword, &password)
             .map_err(|e| internal("sealing a password", e))?;
-        store::insert_target(&c.state.db, &name, &location, &sealed, c.user.id)
-            .await
-            .map_err(|e| internal("adding a target", e))?
-            .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
+        store::insert_target(
+            &c.state.db,
+            &name,
+            &location,
+            &sealed,
+            &sealed_credentials,
+            c.user.id,
+        )
+        .await
+        .map_err(|e| internal("adding a target", e))?
+        .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
     }
     .await;
     c.audited("target.add", &format!("target {name_for_audit}"), result)

@@ -143,13 +143,19 @@ pub fn TargetsPage() -> impl IntoView {
             })}
         </Suspense>
         <IfCan perm=Perm::Configure>
-            <h2>"Add a local directory"</h2>
+            <h2>"Add a target"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a target">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
                 <Field label="Location: a directory, s3://bucket/prefix?endpoint=…&region=…, or sftp://user@host:port/path" name="location" placeholder="/var/backups/shop"
                     error=field_error(add, "location") check=|v| forms::target_location(v).map(|_| ())/>
                 <Field label="Repository password" name="password" kind="password"
                     error=field_error(add, "password") check=forms::repository_password/>
+                <details>
+                    <summary>"Credentials for S3 or SFTP (optional: otherwise the server's environment and SSH keys)"</summary>
+                    <Field label="S3 access key id" name="s3_access_key_id" error=field_error(add, "s3_access_key_id")/>
+                    <Field label="S3 secret access key" name="s3_secret_access_key" kind="password" error=field_error(add, "s3_secret_access_key")/>
+                    <Field label="SSH private key (for sftp://)" name="ssh_private_key" multiline=true error=field_error(add, "ssh_private_key")/>
+                </details>
                 <ErrorLine error=general_error(add)/>
                 <button type="submit" disabled=move || add.pending().get()>"Add target"</button>
             </ActionForm>

@@ -36,15 +36,71 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// Opens the repository of a console target. S3 keys come from the server's
-/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); SFTP uses the key file
-/// named in the location or the server user's SSH keys.
+/// A target's credentials as stored (sealed JSON), for the engine.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct StoredCredentials {
+    #[serde(default)]
+    pub s3_access_key_id: String,
+    #[serde(default)]
+    pub s3_secret_access_key: String,
+    #[serde(default)]
+    pub ssh_private_key: String,
+}
+
+impl StoredCredentials {
+    pub fn is_empty(&self) -> bool {
+        self.s3_access_key_id.is_empty()
+            && self.s3_secret_access_key.is_empty()
+            && self.ssh_private_key.is_empty()
+    }
+
+    /// The engine's credentials: these where given, else the server's environment.
+    pub fn for_engine(&self) -> engine::repo::storage::Credentials {
+        let env = engine::repo::storage::Credentials::from_env();
+        let some = |v: &str| (!v.is_empty()).then(|| engine::secret::Secret::new(v.to_string()));
+        if self.s3_access_key_id.is_empty() {
+            engine::repo::storage::Credentials {
+                ssh_private_key: some(&self.ssh_private_key),
+                ..env
+            }
+        } else {
+            engine::repo::storage::Credentials {
+                s3_access_key_id: some(&self.s3_access_key_id),
+                s3_secret_access_key: some(&self.s3_secret_access_key),
+                ssh_private_key: some(&self.ssh_private_key),
+            }
+        }
+    }
+}
+
+/// The storage of a console target, with its stored credentials (S3 keys, SSH key) or,
+/// where none were stored, the server's environment (`AWS_ACCESS_KEY_ID`, …) and SSH keys.
+pub fn target_storage(
+    state: &AppState,
+    target: &store::TargetRow,
+) -> anyhow::Result<engine::repo::Storage> {
+    let creds = if target.sealed_credentials.is_empty() {
+        StoredCredentials::default()
+    } else {
+        let json = state
+            .secrets
+            .open(secrets::Kind::TargetCredentials, &target.sealed_credentials)?;
+        serde_json::from_str(json.expose())?
+    };
+    Ok(engine::repo::Storage::open_with(
+        &target.location,
+        &creds.for_engine(),
+    )?)
+}
+
+/// Opens the repository of a console target.
 pub async fn open_target(
-    _state: &AppState,
+    state: &AppState,
     target: &store::TargetRow,
     password: &engine::secret::Secret<String>,
-) -> engine::Result<engine::repo::Repository> {
-    engine::repo::Repository::open(&target.location, Some(password)).await
+) -> anyhow::Result<engine::repo::Repository> {
+    let storage = target_storage(state, target)?;
+    Ok(engine::repo::Repository::open_in(storage, Some(password)).await?)
 }
 
 /// Logs an internal error with its details and returns the opaque [`AppError::Internal`]

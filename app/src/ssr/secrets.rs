@@ -16,6 +16,8 @@ use rand::RngCore;
 pub enum Kind {
     SourceUrl,
     RepositoryPassword,
+    /// A target's S3 keys / SSH private key, as JSON.
+    TargetCredentials,
 }
 
 impl Kind {
@@ -23,6 +25,7 @@ impl Kind {
         match self {
             Kind::SourceUrl => b"tablesafe source url",
             Kind::RepositoryPassword => b"tablesafe repository password",
+            Kind::TargetCredentials => b"tablesafe target credentials",
         }
     }
 }

@@ -118,9 +118,12 @@ pub struct TargetRow {
     pub location: String,
     pub sealed_password: String,
     pub created_at: i64,
+    /// Sealed JSON of the target's credentials; empty: from the server's environment.
+    pub sealed_credentials: String,
 }
 
-const TARGET_COLUMNS: &str = "id, name, kind, location, sealed_password, created_at";
+const TARGET_COLUMNS: &str =
+    "id, name, kind, location, sealed_password, created_at, sealed_credentials";
 
 pub async fn targets(db: &Db) -> Result<Vec<TargetRow>> {
     Ok(sqlx::query_as(&format!(
@@ -144,11 +147,12 @@ pub async fn insert_target(
     name: &str,
     location: &str,
     sealed_password: &str,
+    sealed_credentials: &str,
     by: i64,
 ) -> Result<Option<i64>> {
     unique_or(
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO targets (name, kind, location, sealed_password, created_by, created_at) VALUES ($1, $6, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO targets (name, kind, location, sealed_password, created_by, created_at, sealed_credentials) VALUES ($1, $6, $2, $3, $4, $5, $7) RETURNING id",
         )
         .bind(name)
         .bind(location)
@@ -162,6 +166,7 @@ pub async fn insert_target(
         } else {
             "local"
         })
+        .bind(sealed_credentials)
         .fetch_one(&db.pool)
         .await,
     )

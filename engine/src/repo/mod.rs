@@ -172,6 +172,11 @@ impl Repository {
         Storage::open(location)?.exists("config").await
     }
 
+    /// Whether an opened storage holds a repository.
+    pub async fn exists_in(storage: &Storage) -> Result<bool> {
+        storage.exists("config").await
+    }
+
     /// Opens a repository and loads its index. `password` is required when the
     /// repository is encrypted.
     pub async fn open(location: &str, password: Option<&Secret<String>>) -> Result<Repository> {

@@ -49,7 +49,7 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
         );
     }
     assert!(
-        html.contains("history database: SQLite (schema 7)"),
+        html.contains("history database: SQLite (schema 8)"),
         "{html}"
     );
 

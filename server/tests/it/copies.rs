@@ -216,3 +216,116 @@ async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
         "[(1, 'one'), (2, 'two'), (3, 'three')]"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sftp_target_with_a_key_stored_in_the_console_backs_up_and_never_shows_the_key() {
+    let sshd = testkit::remote::SftpServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(Options {
+        data_dir: &data,
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x');",
+    );
+    let key = std::fs::read_to_string(sshd.key_file()).unwrap();
+    let location = format!(
+        "sftp://{}@127.0.0.1:{}{}?known_hosts=accept",
+        sshd.user(),
+        sshd.port(),
+        sshd.scratch("remote-repo").display()
+    );
+    let add = |key: String| {
+        let location = location.clone();
+        let api = &api;
+        let admin = &admin;
+        async move {
+            api.form(
+                Some(admin),
+                "targets/add",
+                &[
+                    ("name", "remote".to_string()),
+                    ("location", location),
+                    ("password", "repository password".into()),
+                    ("ssh_private_key", key),
+                ],
+            )
+            .await
+        }
+    };
+    // Not a key: refused next to the field.
+    let bad = add("hunter2".into()).await;
+    assert!(!bad.ok() && bad.body.contains("BEGIN"), "{bad:?}");
+    let target = add(key.clone()).await;
+    assert!(target.ok(), "{target:?}");
+    let target = target.json().as_i64().unwrap();
+    assert!(
+        sshd.scratch("remote-repo/config").exists(),
+        "the repository is on the server"
+    );
+    let source = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[
+                ("name", "shop".to_string()),
+                ("url", format!("sqlite://{}", db.display())),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let policy = api
+        .form(
+            Some(&admin),
+            "policies/create",
+            &[
+                ("name", "remote-nightly".to_string()),
+                ("source_id", source.to_string()),
+                ("target_id", target.to_string()),
+                ("include", String::new()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", String::new()),
+                ("timezone", "UTC".into()),
+                ("enabled", "on".into()),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let job = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert_eq!(
+        std::fs::read_dir(sshd.scratch("remote-repo/snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // The key is in no answer and not in the history database in the clear.
+    let body = api.form(Some(&admin), "targets/list", &[]).await.body;
+    let secret_line = key.lines().nth(1).unwrap();
+    assert!(!body.contains(secret_line), "{body}");
+    for f in ["history.db", "history.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.join(f)) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret_line),
+                "the SSH key is readable in {f}"
+            );
+        }
+    }
+}
