@@ -306,7 +306,7 @@ async fn open_repo(state: &AppState, target: &store::TargetRow) -> Result<Reposi
     let password = state
         .secrets
         .open(Kind::RepositoryPassword, &target.sealed_password)?;
-    Ok(app::ssr::open_target(state, target, &password).await?)
+    app::ssr::open_target(state, target, &password).await
 }
 
 async fn backup(
