@@ -108,10 +108,7 @@ async fn copy_locked(
                     return Err(e);
                 }
             }
-            match writer.finish(&rt) {
-                Ok(v) => Ok(v),
-                Err(e) => Err(e),
-            }
+            writer.finish(&rt)
         });
         let dedup = dst.dedup_view();
         let mut sent: BTreeSet<[u8; 32]> = BTreeSet::new();
@@ -175,7 +172,6 @@ async fn copy_locked(
                 return Err(e);
             }
         };
-        // Chunks written for this snapshot are now in the destination's index.
         progress.table_finished(&format!("snapshot {}", &id[..12]));
         report.copied.push(Copied {
             source_id: id,

@@ -120,15 +120,18 @@ async fn pack_contents(repo: &Repository) -> Result<BTreeMap<[u8; 32], Vec<[u8; 
     Ok(packs)
 }
 
-/// Chunk ids every snapshot (as listed *now*) references, base layers included.
+/// Chunk ids the snapshots reference, base layers included.
+fn chunks_of<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> HashSet<[u8; 32]> {
+    snapshots
+        .flat_map(|s| s.tables.iter())
+        .flat_map(|t| t.all_chunks())
+        .filter_map(|c| parse_id(c))
+        .collect()
+}
+
+/// Chunk ids every snapshot (as listed *now*) references.
 async fn referenced_chunks(repo: &Repository) -> Result<HashSet<[u8; 32]>> {
-    let mut used = HashSet::new();
-    for (_, snap) in repo.snapshots().await? {
-        for t in &snap.tables {
-            used.extend(t.all_chunks().filter_map(|c| parse_id(c)));
-        }
-    }
-    Ok(used)
+    Ok(chunks_of(repo.snapshots().await?.iter().map(|(_, s)| s)))
 }
 
 /// The packs that are not needed: every referenced chunk keeps one pack that holds it.
@@ -230,14 +233,12 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
         .collect();
     if opts.dry_run {
         let forgotten: HashSet<&String> = report.forgotten.iter().collect();
-        let mut used = HashSet::new();
-        for (id, snap) in &snapshots {
-            if !forgotten.contains(id) {
-                for t in &snap.tables {
-                    used.extend(t.all_chunks().filter_map(|c| parse_id(c)));
-                }
-            }
-        }
+        let used = chunks_of(
+            snapshots
+                .iter()
+                .filter(|(id, _)| !forgotten.contains(id))
+                .map(|(_, s)| s),
+        );
         let packs = pack_contents(repo).await?;
         for pack in unneeded(&packs, &used, &BTreeSet::new()) {
             report.bytes_unreferenced += repo.storage.size(&pack_path(&pack)).await.unwrap_or(0);

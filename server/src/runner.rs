@@ -186,7 +186,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             let policy = store::policy(&state.db, policy_id)
                 .await?
                 .ok_or_else(|| anyhow!("the policy no longer exists"))?;
-            let report = apply_retention(state, job, &policy).await?;
+            let report = apply_retention(state, job, &policy, None).await?;
             Ok((json!(report), None))
         }
         JobParams::Verify {
@@ -342,7 +342,6 @@ async fn backup(
         .into(),
     };
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
-    drop(repo);
     let s = &summary.snapshot;
     record_snapshot(
         state,
@@ -373,7 +372,7 @@ async fn backup(
     // fails fails only its copy: the backup itself succeeded.
     let mut copies = Vec::new();
     for copy_target in store::copy_targets(&state.db, policy.id).await? {
-        let outcome = copy_to(state, job, &policy, &target, copy_target, progress).await;
+        let outcome = copy_to(state, job, &policy, &repo, &target, copy_target, progress).await;
         let name = store::target(&state.db, copy_target)
             .await?
             .map(|t| t.name)
@@ -405,7 +404,7 @@ async fn backup(
     // the snapshot is safe, and the next run prunes again.
     let mut pruned = serde_json::Value::Null;
     if !app::api::jobs::Retention::parse(&policy.retention).is_empty() {
-        match apply_retention(state, job, &policy).await {
+        match apply_retention(state, job, &policy, Some(&mut repo)).await {
             Ok(r) => pruned = r,
             Err(e) => {
                 let _ = store::log(
@@ -434,6 +433,7 @@ async fn copy_to(
     state: &AppState,
     job: &store::JobRow,
     policy: &store::PolicyRow,
+    src: &Repository,
     from: &store::TargetRow,
     to: i64,
     progress: &JobProgress,
@@ -441,7 +441,6 @@ async fn copy_to(
     let dest = store::target(&state.db, to)
         .await?
         .ok_or_else(|| anyhow!("the copy target no longer exists"))?;
-    let src = open_repo(state, from).await?;
     let mut dst = open_repo(state, &dest).await?;
     let policy_id = policy.id.to_string();
     let ids: Vec<String> = src
@@ -451,7 +450,7 @@ async fn copy_to(
         .filter(|(_, s)| s.tags.get("policy-id") == Some(&policy_id))
         .map(|(id, _)| id)
         .collect();
-    let report = engine::copy::copy(&src, &mut dst, Some(&ids), progress).await?;
+    let report = engine::copy::copy(src, &mut dst, Some(&ids), progress).await?;
     for c in &report.copied {
         let snapshot = dst.load_snapshot_by_id(&c.dest_id).await?;
         let origin = store::snapshot_row_id(&state.db, from.id, &c.source_id).await?;
@@ -480,11 +479,11 @@ async fn prune_target(
     policy: &store::PolicyRow,
     target: &store::TargetRow,
     rules: &app::api::jobs::Retention,
+    repo: &mut Repository,
 ) -> Result<engine::prune::PruneReport> {
-    let mut repo = open_repo(state, target).await?;
     let tz: chrono_tz::Tz = policy.timezone.parse().unwrap_or(chrono_tz::UTC);
     let report = engine::prune::prune(
-        &mut repo,
+        repo,
         &engine::prune::PruneOptions {
             rules: rules.rules(),
             tz,
@@ -514,11 +513,13 @@ async fn prune_target(
 }
 
 /// Prunes the policy's snapshots by its retention rules (exactly what the console's
-/// preview shows), removes them from the history, and logs what happened.
+/// preview shows), removes them from the history, and logs what happened. `primary`:
+/// the policy target's repository, if the caller has it open.
 async fn apply_retention(
     state: &AppState,
     job: &store::JobRow,
     policy: &store::PolicyRow,
+    primary: Option<&mut Repository>,
 ) -> Result<serde_json::Value> {
     let rules = app::api::jobs::Retention::parse(&policy.retention);
     if rules.is_empty() {
@@ -527,13 +528,23 @@ async fn apply_retention(
     let target = store::target(&state.db, policy.target_id)
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
-    let report = prune_target(state, job, policy, &target, &rules).await?;
+    let report = match primary {
+        Some(repo) => prune_target(state, job, policy, &target, &rules, repo).await?,
+        None => {
+            let mut repo = open_repo(state, &target).await?;
+            prune_target(state, job, policy, &target, &rules, &mut repo).await?
+        }
+    };
     // The copies get the same rules (each copy is pruned in its own repository).
     for t in store::copy_targets(&state.db, policy.id).await? {
         let Some(t) = store::target(&state.db, t).await? else {
             continue;
         };
-        if let Err(e) = prune_target(state, job, policy, &t, &rules).await {
+        let pruned = match open_repo(state, &t).await {
+            Ok(mut repo) => prune_target(state, job, policy, &t, &rules, &mut repo).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pruned {
             let _ = store::log(
                 &state.db,
                 job.id,

@@ -289,14 +289,26 @@ fn retention_form(fields: [(&str, &str); 7]) -> Result<Retention, AppError> {
     })
 }
 
+/// A policy, or `NotFound`.
+#[cfg(feature = "ssr")]
+async fn load_policy(
+    db: &crate::ssr::db::Db,
+    id: i64,
+) -> Result<crate::ssr::store::PolicyRow, AppError> {
+    crate::ssr::store::policy(db, id)
+        .await
+        .map_err(|e| crate::api::internal("loading a policy", e))?
+        .ok_or_else(|| AppError::NotFound("Policy".into()))
+}
+
 /// The policy's snapshots (those made by it, in its target) and which of them the
 /// given rules keep, and why: the same engine function prune runs.
 #[cfg(feature = "ssr")]
-pub async fn retention_decisions(
+async fn retention_decisions(
     state: &crate::ssr::AppState,
     p: &crate::ssr::store::PolicyRow,
     rules: &Retention,
-) -> anyhow::Result<(engine::repo::Repository, Vec<engine::retention::Decision>)> {
+) -> anyhow::Result<Vec<engine::retention::Decision>> {
     use crate::ssr::secrets::Kind;
     let target = crate::ssr::store::target(&state.db, p.target_id)
         .await?
@@ -307,8 +319,7 @@ pub async fn retention_decisions(
     let repo = crate::ssr::open_target(state, &target, &password).await?;
     let tz: chrono_tz::Tz = p.timezone.parse().unwrap_or(chrono_tz::UTC);
     let only = [("policy-id".to_string(), p.id.to_string())].into();
-    let d = engine::prune::decide(&repo, &rules.rules(), tz, &only).await?;
-    Ok((repo, d))
+    Ok(engine::prune::decide(&repo, &rules.rules(), tz, &only).await?)
 }
 
 #[server(endpoint = "policies/retention_preview")]
@@ -322,9 +333,8 @@ pub async fn preview_retention(
     yearly: String,
     floor: String,
 ) -> Result<RetentionPreview, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
-    use crate::ssr::{ctx, store};
+    use crate::ssr::ctx;
     let c = ctx::authorize(Perm::Configure, "policy.retention.preview").await?;
     let rules = retention_form([
         ("last", &last),
@@ -335,11 +345,8 @@ pub async fn preview_retention(
         ("yearly", &yearly),
         ("floor", &floor),
     ])?;
-    let p = store::policy(&c.state.db, id)
-        .await
-        .map_err(|e| internal("loading a policy", e))?
-        .ok_or_else(|| AppError::NotFound("Policy".into()))?;
-    let (_, decisions) = retention_decisions(&c.state, &p, &rules)
+    let p = load_policy(&c.state.db, id).await?;
+    let decisions = retention_decisions(&c.state, &p, &rules)
         .await
         .map_err(|e| AppError::Invalid(format!("The target cannot be read: {e}")))?;
     Ok(RetentionPreview {
@@ -417,10 +424,7 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
     let c = ctx::authorize(Perm::Configure, "policy.prune").await?;
     let result = async {
         let db = &c.state.db;
-        let p = store::policy(db, id)
-            .await
-            .map_err(|e| internal("loading a policy", e))?
-            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        let p = load_policy(db, id).await?;
         if Retention::parse(&p.retention).is_empty() {
             return Err(AppError::Invalid(
                 "This policy keeps everything: save retention rules first.".into(),
@@ -461,10 +465,7 @@ pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError
     let c = ctx::authorize(Perm::Configure, "policy.copies").await?;
     let result = async {
         let db = &c.state.db;
-        let p = store::policy(db, id)
-            .await
-            .map_err(|e| internal("loading a policy", e))?
-            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        let p = load_policy(db, id).await?;
         let mut wanted: Vec<i64> = targets.clone();
         wanted.sort();
         wanted.dedup();
@@ -569,10 +570,7 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
     let c = ctx::authorize(Perm::RunJobs, "policy.run").await?;
     let result = async {
         let db = &c.state.db;
-        let p = store::policy(db, id)
-            .await
-            .map_err(|e| internal("loading a policy", e))?
-            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+        let p = load_policy(db, id).await?;
         let new = backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
             .map_err(|e| internal("preparing a job", e))?;

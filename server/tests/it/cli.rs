@@ -4,18 +4,22 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const PW: &str = "cli test password";
+pub(crate) const PW: &str = "cli test password";
 
-fn tablesafe(args: &[&str]) -> Output {
+/// Runs the binary with the repository password (and keys for the S3 test server, which
+/// accepts any) in its environment.
+pub(crate) fn tablesafe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tablesafe"))
         .args(args)
         .env("TABLESAFE_PASSWORD", PW)
+        .env("AWS_ACCESS_KEY_ID", "test-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
         .env_remove("TABLESAFE_DATABASE_URL")
         .output()
         .unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "failed: {}{}",

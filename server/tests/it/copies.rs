@@ -112,17 +112,6 @@ async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
         "{listed}"
     );
 
-    let run = || async {
-        let job = api
-            .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
-            .await
-            .json()
-            .as_i64()
-            .unwrap();
-        let done = api.wait_job(&admin, job).await;
-        assert_eq!(done[0]["status"], "succeeded", "{done}");
-        done
-    };
     let history = || async {
         api.json(
             Some(&admin),
@@ -134,7 +123,7 @@ async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
     };
 
     // 1. Everything up: one snapshot, two complete copies (three history rows).
-    run().await;
+    api.run_policy(&admin, policy).await;
     let h = history().await;
     assert_eq!(h.as_array().unwrap().len(), 3, "{h}");
     let c = copies(&h);
@@ -151,7 +140,7 @@ async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
     //    the offsite copy is reported missing.
     relay.cut();
     sqlite(&db, "INSERT INTO t VALUES (2, 'two');");
-    let done = run().await;
+    let done = api.run_policy(&admin, policy).await;
     let log = done[1].to_string();
     assert!(log.contains("copy to offsite failed"), "{log}");
     assert!(
@@ -172,7 +161,7 @@ async fn each_backup_reaches_every_target_and_a_missed_copy_catches_up() {
     // 3. Back up: the next run copies the missed snapshot and the new one.
     relay.restore();
     sqlite(&db, "INSERT INTO t VALUES (3, 'three');");
-    let done = run().await;
+    let done = api.run_policy(&admin, policy).await;
     assert!(
         done[1]
             .to_string()
@@ -302,14 +291,7 @@ async fn an_sftp_target_with_a_key_stored_in_the_console_backs_up_and_never_show
         .json()
         .as_i64()
         .unwrap();
-    let job = api
-        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
-        .await
-        .json()
-        .as_i64()
-        .unwrap();
-    let done = api.wait_job(&admin, job).await;
-    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    api.run_policy(&admin, policy).await;
     assert_eq!(
         std::fs::read_dir(sshd.scratch("remote-repo/snapshots"))
             .unwrap()

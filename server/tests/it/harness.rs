@@ -209,6 +209,18 @@ impl Api<'_> {
         }
     }
 
+    /// Runs a policy now and waits for the job, which must succeed; returns
+    /// `[job, log]` as `jobs/get` does.
+    pub async fn run_policy(&self, cookie: &str, policy: i64) -> Value {
+        let r = self
+            .form(Some(cookie), "policies/run", &[("id", policy.to_string())])
+            .await;
+        let job = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+        let done = self.wait_job(cookie, job).await;
+        assert_eq!(done[0]["status"], "succeeded", "{done}");
+        done
+    }
+
     pub async fn wait_job(&self, cookie: &str, id: i64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -62,20 +62,9 @@ async fn the_preview_is_what_retention_then_removes() {
     sqlite(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
     let (_, _, policy) = add_policy(&api, &admin, "nightly", &db, &repo, "", "").await;
     let policy = policy.json().as_i64().unwrap();
-    let run = || async {
-        let job = api
-            .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
-            .await
-            .json()
-            .as_i64()
-            .unwrap();
-        let done = api.wait_job(&admin, job).await;
-        assert_eq!(done[0]["status"], "succeeded", "{done}");
-        done
-    };
     for i in 0..4 {
         sqlite(&db, &format!("INSERT INTO t VALUES ({i}, 'row {i}');"));
-        run().await;
+        api.run_policy(&admin, policy).await;
     }
     assert_eq!(repo_snapshots(&repo).len(), 4);
 
@@ -180,7 +169,7 @@ async fn the_preview_is_what_retention_then_removes() {
 
     // The next backup prunes by itself: the oldest of the two goes.
     sqlite(&db, "INSERT INTO t VALUES (99, 'late');");
-    let done = run().await;
+    let done = api.run_policy(&admin, policy).await;
     let result: Value = serde_json::from_str(done[0]["result"].as_str().unwrap()).unwrap();
     assert_eq!(
         result["retention"]["removed"].as_array().unwrap().len(),

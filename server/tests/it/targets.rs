@@ -2,32 +2,11 @@
 //! on a local directory, an S3 bucket (moto) and an SFTP path (OpenSSH), each copy
 //! restores identical data; `prune --dry-run` shows exactly what `prune` then does.
 
+use crate::cli::{PW, ok, tablesafe};
+use crate::harness::sqlite as script;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use testkit::remote::{S3Server, SftpServer};
-
-const PW: &str = "targets test password";
-
-fn tablesafe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tablesafe"))
-        .args(args)
-        .env("TABLESAFE_PASSWORD", PW)
-        .env("AWS_ACCESS_KEY_ID", "test-key-id")
-        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
-        .env_remove("TABLESAFE_DATABASE_URL")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn python(args: &[&str]) -> String {
     let out = Command::new("python3").args(args).output().unwrap();
@@ -37,15 +16,6 @@ fn python(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn script(db: &Path, sql: &str) {
-    python(&[
-        "-c",
-        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-        db.to_str().unwrap(),
-        sql,
-    ]);
 }
 
 /// Every row of every table, as text: the independent comparison.
