@@ -4,11 +4,14 @@
 //!   loopback port, `fsync=off`, `wal_level=logical`) and stops it when dropped.
 //! * [`free_port`] finds a free loopback port.
 //! * [`remote`]: an S3-compatible server, an SFTP server and a cuttable TCP relay.
+//! * [`workload`]: writers that keep cross-table invariants, with an exact model of
+//!   every committed state, to check that a restore is a state that existed.
 //!
 //! When the tests run as root (CI containers), initdb and the server run as the
 //! `postgres` user through `runuser`, because PostgreSQL refuses to run as root.
 
 pub mod remote;
+pub mod workload;
 
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
