@@ -9,6 +9,26 @@ CARGO_LEPTOS_VERSION="0.3.10"            # 0.3.11 needs Rust 1.96
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# What the script is doing now, and what to do if that fails: when the script exits
+# with an error, its last line names the step and the remedy, whatever printed above.
+STEP=""
+HINT=""
+step() {
+  STEP="$1"
+  HINT="${2:-}"
+  say "$1"
+}
+on_exit() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || [ -z "$STEP" ] && return 0
+  if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
+    printf '\n\033[1;31mtablesafe: interrupted while %s.\033[0m\n' "$STEP" >&2
+  else
+    printf '\n\033[1;31mtablesafe: failed while %s (exit %s). %s\033[0m\n' "$STEP" "$rc" "$HINT" >&2
+  fi
+}
+trap on_exit EXIT
+
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -21,7 +41,8 @@ apt_install() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  say "installing Debian packages: ${missing[*]}"
+  step "installing Debian packages: ${missing[*]}" \
+    "Install them yourself (apt-get install ${missing[*]}) or check that apt can reach its mirrors, then run the script again."
   if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
@@ -32,7 +53,8 @@ ensure_rust() {
     exit 1
   fi
   if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
-    say "adding the Rust target wasm32-unknown-unknown (for the console's browser bundle)"
+    step "adding the Rust target wasm32-unknown-unknown (for the console's browser bundle)" \
+      "Run 'rustup target add wasm32-unknown-unknown' yourself to see why, then run the script again."
     rustup target add wasm32-unknown-unknown
   fi
 }
@@ -41,7 +63,8 @@ ensure_build_tools() {
   apt_install gcc pkg-config curl ca-certificates
   ensure_rust
   if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
-    say "installing cargo-leptos $CARGO_LEPTOS_VERSION (builds server + wasm; takes ~15 minutes once)"
+    step "installing cargo-leptos $CARGO_LEPTOS_VERSION (builds server + wasm; takes ~15 minutes once)" \
+      "It needs Rust 1.95+ (rustup update) and access to crates.io; 'cargo install cargo-leptos --locked --version $CARGO_LEPTOS_VERSION' shows the error alone."
     cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION"
   fi
   # wasm-bindgen's CLI must match the library version in Cargo.lock exactly. cargo-leptos
@@ -49,7 +72,8 @@ ensure_build_tools() {
   local wbg
   wbg="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
-    say "installing wasm-bindgen-cli $wbg (matches Cargo.lock)"
+    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock)" \
+      "It needs access to crates.io; 'cargo install wasm-bindgen-cli --version $wbg' shows the error alone."
     cargo install wasm-bindgen-cli --version "$wbg"
   fi
 }
@@ -65,7 +89,8 @@ ensure_node() {
 ensure_wasm_opt() {
   ensure_node
   if [ ! -x "$TOOLS/node_modules/.bin/wasm-opt" ]; then
-    say "installing wasm-opt (npm binaryen) into .tools/"
+    step "installing wasm-opt (npm binaryen) into .tools/" \
+      "It needs Node.js with npm and access to the npm registry; run 'npm install binaryen@132.0.0' in .tools/ to see the error alone."
     mkdir -p "$TOOLS"
     (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132.0.0 >/dev/null)
   fi
@@ -87,7 +112,8 @@ ensure_chromium() {
 ensure_playwright() {
   ensure_node
   if [ ! -d "$ROOT/end2end/node_modules/@playwright/test" ]; then
-    say "installing Playwright's test runner into end2end/node_modules (it drives Debian's Chromium)"
+    step "installing Playwright's test runner into end2end/node_modules (it drives Debian's Chromium)" \
+      "It needs npm and access to the npm registry; run 'npm ci' in end2end/ to see the error alone."
     (cd "$ROOT/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
   fi
 }
@@ -97,8 +123,29 @@ ensure_playwright() {
 ensure_remote_test_servers() {
   apt_install openssh-server openssh-client python3-pip
   if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
-    say "installing moto[server] (an S3-compatible server for the tests) with pip"
+    step "installing moto[server] (an S3-compatible server for the tests) with pip" \
+      "It needs pip and access to PyPI: try 'python3 -m pip install \"moto[server]>=5,<6\"' yourself."
     python3 -m pip install --quiet 'moto[server]>=5,<6' 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
   fi
+}
+
+# The release build a user runs: the server and the browser bundle, optimized. Shared
+# by scripts/run.sh and scripts/test.sh so that CI builds exactly what users run. The
+# release build does not use `--cfg erase_components` (that is cargo-leptos' debug
+# setting, which scripts/test.sh also uses for its other builds): see the README's
+# "Browser bundle" figures for the sizes both ways.
+build_release() {
+  ensure_wasm_opt
+  step "building tablesafe (release: server + browser bundle; ~10 minutes the first time)" \
+    "The compiler's error is above; 'cargo leptos build --release' repeats the build alone."
+  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe cargo leptos build --release
+  step "checking the release build" \
+    "The build ended without the server or the browser bundle; run 'cargo leptos build --release' and read its output."
+  for f in target/release/tablesafe target/site/pkg/tablesafe.wasm target/site/pkg/tablesafe.js; do
+    if [ ! -s "$ROOT/$f" ]; then
+      echo "missing $f after the build" >&2
+      return 1
+    fi
+  done
 }

@@ -9,10 +9,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_build_tools
-ensure_wasm_opt
-
-say "building tablesafe (release: server + browser bundle)"
-cargo leptos build --release
+build_release
 
 # Defaults go through the environment so that flags given to this script win.
 export TABLESAFE_LISTEN="${TABLESAFE_LISTEN:-127.0.0.1:3000}"
@@ -36,4 +33,5 @@ cat >&2 <<MSG
   Data directory: $data   (Ctrl-C stops the server)
 
 MSG
+STEP=""  # from here on the server's own messages say what went wrong
 exec "$ROOT/target/release/tablesafe" serve "$@"

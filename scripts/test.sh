@@ -10,8 +10,9 @@
 # Runs: formatting and clippy (warnings are errors), the engine's dependency rule, unit
 # and integration tests of every crate (against real SQLite files, real PostgreSQL, and
 # real S3 and SFTP servers on loopback),
-# then the browser tests (Playwright in headless Chromium against a freshly built
-# server on a free port with a temporary data directory).
+# then the release build exactly as scripts/run.sh makes it (same function), and the
+# browser tests (Playwright in headless Chromium) against that release server on a free
+# port with a temporary data directory: a change that breaks scripts/run.sh fails here.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -21,33 +22,36 @@ ensure_remote_test_servers
 ensure_chromium
 ensure_playwright
 
-# Build with the same settings cargo-leptos uses for its debug build, so the unit tests,
-# clippy and `cargo leptos build` share compiled dependencies instead of building them
-# three times.
+# Build with the same settings cargo-leptos uses for its debug build, so the unit tests
+# and clippy share compiled dependencies instead of building them twice. (The release
+# build below sets its own flags, as scripts/run.sh does.)
 export RUSTFLAGS="--cfg erase_components"
 export LEPTOS_OUTPUT_NAME=tablesafe
 
-say "format check"
+step "format check" "Run 'cargo fmt --all' and commit the result."
 cargo fmt --all --check
 
-say "clippy (warnings are errors)"
+step "clippy (warnings are errors)" "Fix the warnings clippy printed above."
 cargo clippy --workspace --exclude frontend --all-targets --features app/ssr -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
-say "the engine depends on no web or CLI crate"
+step "the engine depends on no web or CLI crate" "Move the web or CLI code out of engine/."
 if cargo tree -p engine -e normal --prefix none | grep -E '^(leptos|leptos_[a-z]+|axum|clap|wasm-bindgen|jsonwebtoken|indicatif|app|server) ' ; then
   echo "engine/ must not depend on the crates listed above" >&2
   exit 1
 fi
 
-say "unit and integration tests (SQLite files, real PostgreSQL, S3 and SFTP servers)"
+step "unit and integration tests (SQLite files, real PostgreSQL, S3 and SFTP servers)" \
+  "The failing test and its message are above; 'cargo test --workspace --exclude frontend --features app/ssr NAME' runs it alone."
 cargo test --workspace --exclude frontend --features app/ssr
 
-say "building the console for the browser tests"
-cargo leptos build
+build_release
 
-say "browser tests (Playwright, headless Chromium)"
+step "browser tests (Playwright, headless Chromium) against the release build" \
+  "The failing test is named above; its trace is under end2end/test-results/."
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-(cd end2end && TABLESAFE_E2E_PORT="$port" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npx playwright test)
+(cd end2end && TABLESAFE_BIN="$ROOT/target/release/tablesafe" TABLESAFE_E2E_PORT="$port" \
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npx playwright test)
 
+STEP=""
 say "all tests passed"

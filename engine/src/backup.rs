@@ -223,6 +223,8 @@ async fn backup_locked(
     let url = SourceUrl::parse(&opts.source)?;
     let (engine, time_ms, plans, streamed, written, bytes_stored, skipped, enums) = match &url {
         SourceUrl::Sqlite(path) => {
+            // One read transaction for everything below, up to the COMMIT after the
+            // last table (crate docs, "What makes a snapshot consistent").
             let mut db = SqliteDb::open_read(path).await?;
             db.begin_snapshot().await?;
             let time_ms = now_ms();
@@ -250,6 +252,11 @@ async fn backup_locked(
             )
         }
         SourceUrl::Postgres(secret) => {
+            // One REPEATABLE READ transaction on this one connection for discovery and
+            // every table, including a delta's fallback re-read (crate docs, "What
+            // makes a snapshot consistent"). Issue 10's report of restores whose
+            // pgbench sums disagreed came from pgbench truncating pgbench_history
+            // before each run (no `-n`), not from here: the source disagreed too.
             let mut db = PgDb::connect(secret, url.display()).await?;
             db.begin_snapshot().await?;
             let time_ms = now_ms();

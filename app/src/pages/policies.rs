@@ -10,17 +10,20 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
 
+/// The policies page. Its parts are separate components whose views are erased
+/// (`.into_any()`): one view type for the whole page nests deep enough to overflow the
+/// compiler's query depth in the release (non-erased) wasm build (issue 9).
 #[component]
 pub fn PoliciesPage() -> impl IntoView {
     let create = ServerAction::<CreatePolicy>::new();
     let run = ServerAction::<RunPolicy>::new();
     let trigger = ServerAction::<CreateTrigger>::new();
-    let (trigger_for, set_trigger_for) = signal(0i64);
+    let trigger_for = RwSignal::new(0i64);
     let revoke = ServerAction::<RevokeTrigger>::new();
     let save_retention = ServerAction::<SaveRetention>::new();
     let save_copies = ServerAction::<SetCopyTargets>::new();
-    let (editing, set_editing) = signal(None::<PolicyView>);
-    let (copies_of, set_copies_of) = signal(None::<PolicyView>);
+    let editing = RwSignal::new(None::<PolicyView>);
+    let copies_of = RwSignal::new(None::<PolicyView>);
     let policies = Resource::new(
         move || {
             (
@@ -33,8 +36,61 @@ pub fn PoliciesPage() -> impl IntoView {
         },
         |_| list_policies(),
     );
-    // The token exists only in this answer: show it once, with how to use it.
-    let new_trigger = move || {
+    // Run now: follow the new job on its page.
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = run.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let actions = RowActions {
+        run,
+        trigger,
+        trigger_for,
+        revoke,
+        editing,
+        copies_of,
+    };
+    view! {
+        <Title text="Policies"/>
+        <h1>"Policies"</h1>
+        <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
+        <ErrorLine error=general_error(run)/>
+        <ErrorLine error=general_error(trigger)/>
+        <NewTrigger trigger=trigger trigger_for=trigger_for/>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match policies.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No policies yet."</p> }.into_any(),
+                    Ok(list) => view! { <PolicyTable list=list actions=actions/> }.into_any(),
+                }
+            })}
+        </Suspense>
+        {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
+        {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
+        <IfCan perm=Perm::Configure>
+            <CreatePolicyForm create=create/>
+        </IfCan>
+    }
+}
+
+/// What the buttons of a policy's row do (shared by every row).
+#[derive(Clone, Copy)]
+struct RowActions {
+    run: ServerAction<RunPolicy>,
+    trigger: ServerAction<CreateTrigger>,
+    trigger_for: RwSignal<i64>,
+    revoke: ServerAction<RevokeTrigger>,
+    editing: RwSignal<Option<PolicyView>>,
+    copies_of: RwSignal<Option<PolicyView>>,
+}
+
+/// A new trigger URL: the token exists only in this answer, so it is shown once, with
+/// how to use it.
+#[component]
+fn NewTrigger(trigger: ServerAction<CreateTrigger>, trigger_for: RwSignal<i64>) -> impl IntoView {
+    move || {
         let token = trigger.value().get()?.ok()?;
         let id = trigger_for.get();
         let origin = window().location().origin().unwrap_or_default();
@@ -43,131 +99,147 @@ pub fn PoliciesPage() -> impl IntoView {
                 <p><strong>"Trigger URL created. Copy the token now: it is not shown again."</strong></p>
                 <p class="mono" data-testid="trigger-command">{format!("curl -X POST -H 'Authorization: Bearer {token}' {origin}/hooks/policies/{id}/backup")}</p>
             </div>
-        })
+        }.into_any())
+    }
+}
+
+#[component]
+fn PolicyTable(list: Vec<PolicyView>, actions: RowActions) -> impl IntoView {
+    view! {
+        <table class="list" data-testid="policies">
+            <thead><tr><th>"Name"</th><th>"Source → target"</th><th>"Selection"</th><th>"Schedule"</th><th>"Retention"</th><th></th></tr></thead>
+            <tbody>
+                {list.into_iter().map(|p| view! { <PolicyRow p=p actions=actions/> }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// What a policy backs up, in words.
+fn selection_text(p: &PolicyView) -> String {
+    if p.include.is_empty() && p.exclude.is_empty() && p.columns.is_empty() {
+        return "all tables".to_string();
+    }
+    let mut parts = Vec::new();
+    if !p.include.is_empty() {
+        parts.push(format!("include {}", p.include.join(", ")));
+    }
+    if !p.exclude.is_empty() {
+        parts.push(format!("exclude {}", p.exclude.join(", ")));
+    }
+    for (t, c) in &p.columns {
+        parts.push(format!("{t}: {}", c.join(", ")));
+    }
+    parts.join("; ")
+}
+
+#[component]
+fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
+    let RowActions {
+        run,
+        trigger,
+        trigger_for,
+        revoke,
+        editing,
+        copies_of,
+    } = actions;
+    let id = p.id;
+    let selection = selection_text(&p);
+    let retention = p.retention.describe();
+    let schedule = if p.schedule.is_empty() {
+        "on demand".to_string()
+    } else {
+        format!("{} ({})", p.schedule, p.timezone)
     };
+    let copies = (!p.copy_targets.is_empty()).then(|| {
+        let names = p.copy_targets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+        view! { <br/><span class="muted" data-testid="copy-targets">{format!("copies: {}", names.join(", "))}</span> }
+    });
+    let next_run = p.next_run.map(|t| {
+        view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }
+    });
+    let has_trigger = p.has_trigger;
+    let this = StoredValue::new(p.clone());
+    view! {
+        <tr data-testid=format!("policy-{}", p.name)>
+            <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
+            <td>{format!("{} → {}", p.source, p.target)}{copies}</td>
+            <td>{selection}</td>
+            <td>{schedule}{next_run}</td>
+            <td data-testid="retention">{retention}</td>
+            <td>
+                <IfCan perm=Perm::RunJobs>
+                    <button disabled=move || run.pending().get()
+                        on:click=move |_| { run.dispatch(RunPolicy { id }); }>"Run now"</button>
+                </IfCan>
+                <IfCan perm=Perm::Configure>
+                    <button class="secondary" on:click=move |_| { trigger_for.set(id); trigger.dispatch(CreateTrigger { id }); }>
+                        {if has_trigger { "New trigger URL" } else { "Trigger URL" }}
+                    </button>
+                    {has_trigger.then(|| view! {
+                        <button class="secondary" on:click=move |_| { revoke.dispatch(RevokeTrigger { id }); }>"Revoke trigger"</button>
+                    })}
+                    <button class="secondary" on:click=move |_| editing.set(Some(this.get_value()))>"Retention"</button>
+                    <button class="secondary" on:click=move |_| copies_of.set(Some(this.get_value()))>"Copies"</button>
+                </IfCan>
+            </td>
+        </tr>
+    }
+    .into_any()
+}
+
+#[component]
+fn CreatePolicyForm(create: ServerAction<CreatePolicy>) -> impl IntoView {
     let choices = Resource::new(
         || (),
         |_| async { (list_sources().await, list_targets().await) },
     );
-    // Run now: follow the new job on its page.
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if let Some(Ok(job)) = run.value().get() {
-            navigate(&format!("/jobs/{job}"), Default::default());
-        }
-    });
     view! {
-        <Title text="Policies"/>
-        <h1>"Policies"</h1>
-        <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
-        <ErrorLine error=general_error(run)/>
-        <ErrorLine error=general_error(trigger)/>
-        {new_trigger}
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match policies.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No policies yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="list" data-testid="policies">
-                            <thead><tr><th>"Name"</th><th>"Source → target"</th><th>"Selection"</th><th>"Schedule"</th><th>"Retention"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|p| {
-                                    let id = p.id;
-                                    let selection = if p.include.is_empty() && p.exclude.is_empty() && p.columns.is_empty() {
-                                        "all tables".to_string()
-                                    } else {
-                                        let mut parts = Vec::new();
-                                        if !p.include.is_empty() { parts.push(format!("include {}", p.include.join(", "))); }
-                                        if !p.exclude.is_empty() { parts.push(format!("exclude {}", p.exclude.join(", "))); }
-                                        for (t, c) in &p.columns { parts.push(format!("{t}: {}", c.join(", "))); }
-                                        parts.join("; ")
-                                    };
-                                    let retention = p.retention.describe();
-                                    let for_edit = StoredValue::new(p.clone());
-                                    let for_copies = StoredValue::new(p.clone());
-                                    view! {
-                                        <tr data-testid=format!("policy-{}", p.name)>
-                                            <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
-                                            <td>{format!("{} → {}", p.source, p.target)}
-                                                {(!p.copy_targets.is_empty()).then(|| view! {
-                                                    <br/><span class="muted" data-testid="copy-targets">{format!("copies: {}", p.copy_targets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>().join(", "))}</span>
-                                                })}</td>
-                                            <td>{selection}</td>
-                                            <td>{if p.schedule.is_empty() { "on demand".to_string() } else { format!("{} ({})", p.schedule, p.timezone) }}
-                                                {p.next_run.map(|t| view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> })}</td>
-                                            <td data-testid="retention">{retention}</td>
-                                            <td>
-                                                <IfCan perm=Perm::RunJobs>
-                                                    <button disabled=move || run.pending().get()
-                                                        on:click=move |_| { run.dispatch(RunPolicy { id }); }>"Run now"</button>
-                                                </IfCan>
-                                                <IfCan perm=Perm::Configure>
-                                                    <button class="secondary" on:click=move |_| { set_trigger_for.set(id); trigger.dispatch(CreateTrigger { id }); }>
-                                                        {if p.has_trigger { "New trigger URL" } else { "Trigger URL" }}
-                                                    </button>
-                                                    {p.has_trigger.then(|| view! {
-                                                        <button class="secondary" on:click=move |_| { revoke.dispatch(RevokeTrigger { id }); }>"Revoke trigger"</button>
-                                                    })}
-                                                    <button class="secondary" on:click=move |_| set_editing.set(Some(for_edit.get_value()))>"Retention"</button>
-                                                    <button class="secondary" on:click=move |_| set_copies_of.set(Some(for_copies.get_value()))>"Copies"</button>
-                                                </IfCan>
-                                            </td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
-        {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
-        {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
-        <IfCan perm=Perm::Configure>
-            <h2>"Create a policy"</h2>
-            <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
-                <Field label="Name" name="name" error=field_error(create, "name") check=|v| forms::name("name", v).map(|_| ())/>
-                <Suspense fallback=|| ()>
-                    {move || Suspend::new(async move {
-                        let (sources, targets) = choices.await;
-                        view! {
-                            <div class="field">
-                                <label for="f-source_id">"Source"</label>
-                                <select id="f-source_id" name="source_id">
-                                    {sources.unwrap_or_default().into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
-                                </select>
-                                <p class="field-error">{move || field_error(create, "source_id").get()}</p>
-                            </div>
-                            <div class="field">
-                                <label for="f-target_id">"Target"</label>
-                                <select id="f-target_id" name="target_id">
-                                    {targets.unwrap_or_default().into_iter().map(|t| view! { <option value=t.id.to_string()>{t.name}</option> }).collect_view()}
-                                </select>
-                                <p class="field-error">{move || field_error(create, "target_id").get()}</p>
-                            </div>
-                        }
-                    })}
-                </Suspense>
-                <Field label="Include tables (globs, one per line; empty: all)" name="include" multiline=true
-                    error=field_error(create, "include") check=|v| forms::globs("include", v).map(|_| ())/>
-                <Field label="Exclude tables" name="exclude" multiline=true
-                    error=field_error(create, "exclude") check=|v| forms::globs("exclude", v).map(|_| ())/>
-                <Field label="Only some columns (table=col1,col2 per line)" name="columns" multiline=true
-                    error=field_error(create, "columns") check=|v| forms::columns(v).map(|_| ())/>
-                <Field label="Schedule" name="schedule" placeholder="0 2 * * *, hourly, daily at 02:30, every 15 minutes"
-                    error=field_error(create, "schedule") check=|v| forms::schedule(v).map(|_| ())/>
-                <Field label="Time zone" name="timezone" value="UTC"
-                    error=field_error(create, "timezone") check=|v| forms::timezone(v).map(|_| ())/>
-                <div class="field check">
-                    <input id="f-enabled" type="checkbox" name="enabled" value="on" checked/>
-                    <label for="f-enabled">"Enabled"</label>
-                </div>
-                <ErrorLine error=general_error(create)/>
-                <button type="submit" disabled=move || create.pending().get()>"Create policy"</button>
-            </ActionForm>
-        </IfCan>
+        <h2>"Create a policy"</h2>
+        <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
+            <Field label="Name" name="name" error=field_error(create, "name") check=|v| forms::name("name", v).map(|_| ())/>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let (sources, targets) = choices.await;
+                    view! {
+                        <div class="field">
+                            <label for="f-source_id">"Source"</label>
+                            <select id="f-source_id" name="source_id">
+                                {sources.unwrap_or_default().into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
+                            </select>
+                            <p class="field-error">{move || field_error(create, "source_id").get()}</p>
+                        </div>
+                        <div class="field">
+                            <label for="f-target_id">"Target"</label>
+                            <select id="f-target_id" name="target_id">
+                                {targets.unwrap_or_default().into_iter().map(|t| view! { <option value=t.id.to_string()>{t.name}</option> }).collect_view()}
+                            </select>
+                            <p class="field-error">{move || field_error(create, "target_id").get()}</p>
+                        </div>
+                    }
+                    .into_any()
+                })}
+            </Suspense>
+            <Field label="Include tables (globs, one per line; empty: all)" name="include" multiline=true
+                error=field_error(create, "include") check=|v| forms::globs("include", v).map(|_| ())/>
+            <Field label="Exclude tables" name="exclude" multiline=true
+                error=field_error(create, "exclude") check=|v| forms::globs("exclude", v).map(|_| ())/>
+            <Field label="Only some columns (table=col1,col2 per line)" name="columns" multiline=true
+                error=field_error(create, "columns") check=|v| forms::columns(v).map(|_| ())/>
+            <Field label="Schedule" name="schedule" placeholder="0 2 * * *, hourly, daily at 02:30, every 15 minutes"
+                error=field_error(create, "schedule") check=|v| forms::schedule(v).map(|_| ())/>
+            <Field label="Time zone" name="timezone" value="UTC"
+                error=field_error(create, "timezone") check=|v| forms::timezone(v).map(|_| ())/>
+            <div class="field check">
+                <input id="f-enabled" type="checkbox" name="enabled" value="on" checked/>
+                <label for="f-enabled">"Enabled"</label>
+            </div>
+            <ErrorLine error=general_error(create)/>
+            <button type="submit" disabled=move || create.pending().get()>"Create policy"</button>
+        </ActionForm>
     }
+    .into_any()
 }
 
 /// Retention rules of one policy: edit, preview per snapshot (kept or removed, and by
@@ -252,6 +324,7 @@ fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> imp
             <ErrorLine error=general_error(prune)/>
         </section>
     }
+    .into_any()
 }
 
 /// Which other targets get a copy of each snapshot of the policy.
@@ -305,4 +378,5 @@ fn CopiesEditor(policy: PolicyView, save: ServerAction<SetCopyTargets>) -> impl 
             })}
         </section>
     }
+    .into_any()
 }

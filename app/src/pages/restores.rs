@@ -78,146 +78,265 @@ pub fn RestoresPage() -> impl IntoView {
             navigate(&format!("/jobs/{job}"), Default::default());
         }
     });
-    let plan = move || preview.value().get().and_then(|r| r.ok());
-
+    let w = Wizard {
+        snapshots,
+        sources,
+        snapshot,
+        set_snapshot,
+        tables,
+        set_tables,
+        set_columns,
+        set_dest,
+        suffix,
+        set_suffix,
+        mode,
+        set_mode,
+        confirm,
+        set_confirm,
+        safety,
+        set_safety,
+        preview,
+        start,
+    };
+    let request: Box<dyn Fn() -> Option<RestoreRequest>> = Box::new(request);
+    let request = StoredValue::new_local(request);
     view! {
         <Title text="Restore"/>
         <h1>"Restore"</h1>
         <ol class="wizard">
-            <li>
-                <h2>"1. Snapshot"</h2>
-                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                    {move || Suspend::new(async move {
-                        match snapshots.await {
-                            Err(e) => failed(e),
-                            Ok(list) if list.is_empty() => view! { <p class="muted">"No snapshots yet: run a backup first."</p> }.into_any(),
-                            Ok(list) => view! {
-                                <label for="snapshot">"Snapshot"</label>
-                                <select id="snapshot" on:change=move |ev| {
-                                    set_snapshot.set(event_target_value(&ev).parse().ok());
-                                    set_tables.set(Vec::new());
-                                    preview.clear();
-                                }>
-                                    <option value="">"Choose a snapshot"</option>
-                                    {list.into_iter().map(|s| {
-                                        let label = format!("{} · {} · {} · {} tables", super::ui::time(s.time_ms), s.source, s.policy, s.tables);
-                                        view! { <option value=s.id.to_string() selected=move || snapshot.get() == Some(s.id)>{label}</option> }
-                                    }).collect_view()}
-                                </select>
-                            }.into_any(),
-                        }
-                    })}
-                </Suspense>
-            </li>
-            <li>
-                <h2>"2. Tables"</h2>
-                {move || {
-                    let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
-                    let chosen = snapshot.get().and_then(|id| snaps.into_iter().find(|s| s.id == id));
-                    match chosen {
-                        None => view! { <p class="muted">"Choose a snapshot first."</p> }.into_any(),
-                        Some(s) => view! {
-                            <fieldset data-testid="restore-tables">
-                                <legend>"Tables to restore"</legend>
-                                {s.details.into_iter().map(|t| {
-                                    let name = t.name.clone();
-                                    let name2 = t.name.clone();
-                                    let id = format!("t-{}", t.name);
-                                    view! {
-                                        <div class="check">
-                                            <input type="checkbox" id=id.clone()
-                                                prop:checked=move || tables.get().contains(&name)
-                                                on:change=move |ev| {
-                                                    let on = event_target_checked(&ev);
-                                                    set_tables.update(|ts| {
-                                                        ts.retain(|x| x != &name2);
-                                                        if on { ts.push(name2.clone()); }
-                                                    });
-                                                    preview.clear();
-                                                }/>
-                                            <label for=id>{format!("{} ({} rows)", t.name, t.rows)}</label>
-                                        </div>
-                                        {
-                                            let name3 = t.name.clone();
-                                            let name4 = t.name.clone();
-                                            let cid = format!("c-{}", t.name);
-                                            view! {
-                                                <Show when=move || tables.get().contains(&name3)>
-                                                    <div class="field indent">
-                                                        <label for=cid.clone()>{format!("Columns of {} (comma-separated; empty: all; the key always comes along)", name4)}</label>
-                                                        <input id=cid.clone() on:input={
-                                                            let name = name4.clone();
-                                                            move |ev| {
-                                                                let v = event_target_value(&ev);
-                                                                set_columns.update(|m| { m.insert(name.clone(), v); });
-                                                                preview.clear();
-                                                            }
-                                                        }/>
-                                                    </div>
-                                                </Show>
-                                            }
-                                        }
-                                    }
-                                }).collect_view()}
-                            </fieldset>
-                        }.into_any(),
-                    }
-                }}
-            </li>
-            <li>
-                <h2>"3. Destination"</h2>
-                <Suspense fallback=|| ()>
-                    {move || Suspend::new(async move {
-                        let list = sources.await.unwrap_or_default();
-                        view! {
-                            <label for="dest">"Restore into"</label>
-                            <select id="dest" on:change=move |ev| { set_dest.set(event_target_value(&ev).parse().ok()); preview.clear(); }>
-                                <option value="">"the snapshot's own source"</option>
-                                {list.into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
-                            </select>
-                        }
-                    })}
-                </Suspense>
-                <label for="suffix">"New table names: add this suffix (empty: keep the names)"</label>
-                <input id="suffix" prop:value=move || suffix.get()
-                    on:input=move |ev| { set_suffix.set(event_target_value(&ev)); preview.clear(); }/>
-            </li>
-            <li>
-                <h2>"4. Mode"</h2>
-                <div class="check">
-                    <input type="radio" id="mode-create" name="mode" prop:checked=move || mode.get() == "create"
-                        on:change=move |_| { set_mode.set("create".into()); preview.clear(); }/>
-                    <label for="mode-create">"Create new tables (fails if a table exists)"</label>
-                </div>
-                <div class="check">
-                    <input type="radio" id="mode-replace" name="mode" prop:checked=move || mode.get() == "replace"
-                        on:change=move |_| { set_mode.set("replace".into()); preview.clear(); }/>
-                    <label for="mode-replace">"Replace existing tables (drops them first)"</label>
-                </div>
-                <Show when=move || mode.get() == "replace">
-                    <label for="confirm">"Type the names of the tables that will be replaced, comma-separated"</label>
-                    <input id="confirm" prop:value=move || confirm.get() on:input=move |ev| set_confirm.set(event_target_value(&ev))/>
-                    <div class="check">
-                        <input type="checkbox" id="safety" prop:checked=move || safety.get()
-                            on:change=move |ev| set_safety.set(event_target_checked(&ev))/>
-                        <label for="safety">"Back up the tables being replaced first (recommended)"</label>
-                    </div>
-                </Show>
-            </li>
-            <li>
-                <h2>"5. Preview and run"</h2>
-                <button class="secondary" disabled=move || request().is_none_or(|r| r.tables.is_empty()) || preview.pending().get()
-                    on:click=move |_| { if let Some(req) = request() { preview.dispatch(PreviewRestore { req }); } }>"Preview"</button>
-                <ErrorLine error=general_error(preview)/>
-                {move || plan().map(preview_table)}
-                <Show when=move || plan().is_some()>
-                    <button disabled=move || start.pending().get()
-                        on:click=move |_| { if let Some(req) = request() { start.dispatch(StartRestore { req }); } }>"Run restore"</button>
-                </Show>
-                <ErrorLine error=Signal::derive(move || start.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
-            </li>
+            <li><SnapshotStep w=w/></li>
+            <li><TablesStep w=w/></li>
+            <li><DestinationStep w=w/></li>
+            <li><ModeStep w=w/></li>
+            <li><RunStep w=w request=request/></li>
         </ol>
     }
+}
+
+/// The wizard's state, shared by its steps. Each step is its own component with an
+/// erased view (`.into_any()`): one view type for the whole wizard nests too deep for
+/// the compiler in the release wasm build (issue 9).
+#[derive(Clone, Copy)]
+struct Wizard {
+    snapshots: Resource<Result<Vec<crate::api::history::SnapshotView>, crate::error::AppError>>,
+    sources: Resource<Result<Vec<crate::api::sources::SourceView>, crate::error::AppError>>,
+    snapshot: ReadSignal<Option<i64>>,
+    set_snapshot: WriteSignal<Option<i64>>,
+    tables: ReadSignal<Vec<String>>,
+    set_tables: WriteSignal<Vec<String>>,
+    set_columns: WriteSignal<BTreeMap<String, String>>,
+    set_dest: WriteSignal<Option<i64>>,
+    suffix: ReadSignal<String>,
+    set_suffix: WriteSignal<String>,
+    mode: ReadSignal<String>,
+    set_mode: WriteSignal<String>,
+    confirm: ReadSignal<String>,
+    set_confirm: WriteSignal<String>,
+    safety: ReadSignal<bool>,
+    set_safety: WriteSignal<bool>,
+    preview: ServerAction<PreviewRestore>,
+    start: ServerAction<StartRestore>,
+}
+
+#[component]
+fn SnapshotStep(w: Wizard) -> impl IntoView {
+    let Wizard {
+        snapshots,
+        snapshot,
+        set_snapshot,
+        set_tables,
+        preview,
+        ..
+    } = w;
+    view! {
+        <h2>"1. Snapshot"</h2>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match snapshots.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No snapshots yet: run a backup first."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <label for="snapshot">"Snapshot"</label>
+                        <select id="snapshot" on:change=move |ev| {
+                            set_snapshot.set(event_target_value(&ev).parse().ok());
+                            set_tables.set(Vec::new());
+                            preview.clear();
+                        }>
+                            <option value="">"Choose a snapshot"</option>
+                            {list.into_iter().map(|s| {
+                                let label = format!("{} · {} · {} · {} tables", super::ui::time(s.time_ms), s.source, s.policy, s.tables);
+                                view! { <option value=s.id.to_string() selected=move || snapshot.get() == Some(s.id)>{label}</option> }
+                            }).collect_view()}
+                        </select>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+    .into_any()
+}
+
+#[component]
+fn TablesStep(w: Wizard) -> impl IntoView {
+    let Wizard {
+        snapshots,
+        snapshot,
+        ..
+    } = w;
+    view! {
+        <h2>"2. Tables"</h2>
+        {move || {
+            let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
+            let chosen = snapshot.get().and_then(|id| snaps.into_iter().find(|s| s.id == id));
+            match chosen {
+                None => view! { <p class="muted">"Choose a snapshot first."</p> }.into_any(),
+                Some(s) => view! {
+                    <fieldset data-testid="restore-tables">
+                        <legend>"Tables to restore"</legend>
+                        {s.details.into_iter().map(|t| view! { <TableChoice name=t.name rows=t.rows w=w/> }).collect_view()}
+                    </fieldset>
+                }.into_any(),
+            }
+        }}
+    }
+    .into_any()
+}
+
+/// One table of the snapshot: a checkbox, and when chosen, which of its columns.
+#[component]
+fn TableChoice(name: String, rows: u64, w: Wizard) -> impl IntoView {
+    let Wizard {
+        tables,
+        set_tables,
+        set_columns,
+        preview,
+        ..
+    } = w;
+    let id = format!("t-{name}");
+    let cid = format!("c-{name}");
+    let label = format!("{name} ({rows} rows)");
+    let columns_label =
+        format!("Columns of {name} (comma-separated; empty: all; the key always comes along)");
+    let name = StoredValue::new(name);
+    view! {
+        <div class="check">
+            <input type="checkbox" id=id.clone()
+                prop:checked=move || tables.get().contains(&name.get_value())
+                on:change=move |ev| {
+                    let on = event_target_checked(&ev);
+                    let name = name.get_value();
+                    set_tables.update(|ts| {
+                        ts.retain(|x| x != &name);
+                        if on { ts.push(name.clone()); }
+                    });
+                    preview.clear();
+                }/>
+            <label for=id>{label}</label>
+        </div>
+        <Show when=move || tables.get().contains(&name.get_value())>
+            <div class="field indent">
+                <label for=cid.clone()>{columns_label.clone()}</label>
+                <input id=cid.clone() on:input=move |ev| {
+                    let v = event_target_value(&ev);
+                    set_columns.update(|m| { m.insert(name.get_value(), v); });
+                    preview.clear();
+                }/>
+            </div>
+        </Show>
+    }
+    .into_any()
+}
+
+#[component]
+fn DestinationStep(w: Wizard) -> impl IntoView {
+    let Wizard {
+        sources,
+        set_dest,
+        suffix,
+        set_suffix,
+        preview,
+        ..
+    } = w;
+    view! {
+        <h2>"3. Destination"</h2>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let list = sources.await.unwrap_or_default();
+                view! {
+                    <label for="dest">"Restore into"</label>
+                    <select id="dest" on:change=move |ev| { set_dest.set(event_target_value(&ev).parse().ok()); preview.clear(); }>
+                        <option value="">"the snapshot's own source"</option>
+                        {list.into_iter().map(|s| view! { <option value=s.id.to_string()>{s.name}</option> }).collect_view()}
+                    </select>
+                }
+                .into_any()
+            })}
+        </Suspense>
+        <label for="suffix">"New table names: add this suffix (empty: keep the names)"</label>
+        <input id="suffix" prop:value=move || suffix.get()
+            on:input=move |ev| { set_suffix.set(event_target_value(&ev)); preview.clear(); }/>
+    }
+    .into_any()
+}
+
+#[component]
+fn ModeStep(w: Wizard) -> impl IntoView {
+    let Wizard {
+        mode,
+        set_mode,
+        confirm,
+        set_confirm,
+        safety,
+        set_safety,
+        preview,
+        ..
+    } = w;
+    view! {
+        <h2>"4. Mode"</h2>
+        <div class="check">
+            <input type="radio" id="mode-create" name="mode" prop:checked=move || mode.get() == "create"
+                on:change=move |_| { set_mode.set("create".into()); preview.clear(); }/>
+            <label for="mode-create">"Create new tables (fails if a table exists)"</label>
+        </div>
+        <div class="check">
+            <input type="radio" id="mode-replace" name="mode" prop:checked=move || mode.get() == "replace"
+                on:change=move |_| { set_mode.set("replace".into()); preview.clear(); }/>
+            <label for="mode-replace">"Replace existing tables (drops them first)"</label>
+        </div>
+        <Show when=move || mode.get() == "replace">
+            <label for="confirm">"Type the names of the tables that will be replaced, comma-separated"</label>
+            <input id="confirm" prop:value=move || confirm.get() on:input=move |ev| set_confirm.set(event_target_value(&ev))/>
+            <div class="check">
+                <input type="checkbox" id="safety" prop:checked=move || safety.get()
+                    on:change=move |ev| set_safety.set(event_target_checked(&ev))/>
+                <label for="safety">"Back up the tables being replaced first (recommended)"</label>
+            </div>
+        </Show>
+    }
+    .into_any()
+}
+
+#[component]
+fn RunStep(
+    w: Wizard,
+    request: StoredValue<Box<dyn Fn() -> Option<RestoreRequest>>, LocalStorage>,
+) -> impl IntoView {
+    let Wizard { preview, start, .. } = w;
+    let request = move || request.with_value(|r| r());
+    let plan = move || preview.value().get().and_then(|r| r.ok());
+    view! {
+        <h2>"5. Preview and run"</h2>
+        <button class="secondary" disabled=move || request().is_none_or(|r| r.tables.is_empty()) || preview.pending().get()
+            on:click=move |_| { if let Some(req) = request() { preview.dispatch(PreviewRestore { req }); } }>"Preview"</button>
+        <ErrorLine error=general_error(preview)/>
+        {move || plan().map(preview_table)}
+        <Show when=move || plan().is_some()>
+            <button disabled=move || start.pending().get()
+                on:click=move |_| { if let Some(req) = request() { start.dispatch(StartRestore { req }); } }>"Run restore"</button>
+        </Show>
+        <ErrorLine error=Signal::derive(move || start.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
+    }
+    .into_any()
 }
 
 fn preview_table(tables: Vec<PlannedTableView>) -> impl IntoView {

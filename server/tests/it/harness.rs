@@ -273,13 +273,27 @@ pub async fn add_policy(
     schedule: &str,
     timezone: &str,
 ) -> (i64, i64, Reply) {
+    let url = format!("sqlite://{}", db.display());
+    add_policy_for(api, admin, name, &url, repo, schedule, timezone).await
+}
+
+/// [`add_policy`] for a source given by its URL.
+pub async fn add_policy_for(
+    api: &Api<'_>,
+    admin: &str,
+    name: &str,
+    source_url: &str,
+    repo: &Path,
+    schedule: &str,
+    timezone: &str,
+) -> (i64, i64, Reply) {
     let source = api
         .form(
             Some(admin),
             "sources/add",
             &[
                 ("name", format!("s-{name}")),
-                ("url", format!("sqlite://{}", db.display())),
+                ("url", source_url.to_string()),
             ],
         )
         .await;
