@@ -3,8 +3,9 @@ use crate::api::jobs::{
     CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
     RunPolicy, SaveRetention, SetCopyTargets, list_policies,
 };
-use crate::api::sources::{list_sources, list_targets};
+use crate::api::sources::{SourceView, TargetView, list_sources, list_targets};
 use crate::auth::Perm;
+use crate::error::AppError;
 use crate::forms;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -35,6 +36,12 @@ pub fn PoliciesPage() -> impl IntoView {
             )
         },
         |_| list_policies(),
+    );
+    // Created here, not in the form: `IfCan` renders its children inside a `Suspend`,
+    // and a resource created there loses the request's context on the server.
+    let choices: Choices = Resource::new(
+        || (),
+        |_| async { (list_sources().await, list_targets().await) },
     );
     // Run now: follow the new job on its page.
     let navigate = use_navigate();
@@ -70,7 +77,7 @@ pub fn PoliciesPage() -> impl IntoView {
         {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
         {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
         <IfCan perm=Perm::Configure>
-            <CreatePolicyForm create=create/>
+            <CreatePolicyForm create=create choices=choices/>
         </IfCan>
     }
 }
@@ -189,12 +196,14 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
     .into_any()
 }
 
+/// The sources and targets a new policy can use.
+type Choices = Resource<(
+    Result<Vec<SourceView>, AppError>,
+    Result<Vec<TargetView>, AppError>,
+)>;
+
 #[component]
-fn CreatePolicyForm(create: ServerAction<CreatePolicy>) -> impl IntoView {
-    let choices = Resource::new(
-        || (),
-        |_| async { (list_sources().await, list_targets().await) },
-    );
+fn CreatePolicyForm(create: ServerAction<CreatePolicy>, choices: Choices) -> impl IntoView {
     view! {
         <h2>"Create a policy"</h2>
         <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
