@@ -131,10 +131,9 @@ ensure_remote_test_servers() {
 }
 
 # The release build a user runs: the server and the browser bundle, optimized. Shared
-# by scripts/run.sh and scripts/test.sh so that CI builds exactly what users run. The
-# release build does not use `--cfg erase_components` (that is cargo-leptos' debug
-# setting, which scripts/test.sh also uses for its other builds): see the README's
-# "Browser bundle" figures for the sizes both ways.
+# by scripts/run.sh and scripts/test.sh so that CI builds exactly what users run. Its
+# flags come from .cargo/config.toml (`--cfg erase_components`, chosen for the smaller
+# bundle: see the README's "Browser bundle"), not from a RUSTFLAGS the caller may have.
 build_release() {
   ensure_wasm_opt
   step "building tablesafe (release: server + browser bundle; ~10 minutes the first time)" \

@@ -22,10 +22,8 @@ ensure_remote_test_servers
 ensure_chromium
 ensure_playwright
 
-# Build with the same settings cargo-leptos uses for its debug build, so the unit tests
-# and clippy share compiled dependencies instead of building them twice. (The release
-# build below sets its own flags, as scripts/run.sh does.)
-export RUSTFLAGS="--cfg erase_components"
+# Every build takes `--cfg erase_components` from .cargo/config.toml (as cargo-leptos
+# does for debug builds), so tests, clippy and the builds share compiled dependencies.
 export LEPTOS_OUTPUT_NAME=tablesafe
 
 step "format check" "Run 'cargo fmt --all' and commit the result."
