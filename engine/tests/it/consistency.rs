@@ -306,24 +306,8 @@ async fn postgres_backups_in_a_row_under_writes_restore_states_that_existed() {
     let pg = &pg;
     check_every_snapshot(&work, &taken, 3, async |i, id| {
         let url = pg.create_database(&format!("restored{i}")).unwrap();
-        let plan = engine::restore::plan(
-            &repo,
-            &RestoreOptions {
-                snapshot: id.to_string(),
-                dest: Secret::new(url.clone()),
-                selection: Selection::default(),
-                rename: Default::default(),
-                mode: engine::restore::Mode::Create,
-                // Tables over 1 MB (docs) load through staged parallel connections.
-                jobs: 2,
-                parallel_min_bytes: 1 << 20,
-            },
-        )
-        .await
-        .unwrap();
-        engine::restore::execute(&repo, &plan, &NoProgress)
-            .await
-            .unwrap();
+        // Tables over 1 MB (docs) load through staged parallel connections.
+        restore_pg(&repo, id, &url, 2, 1 << 20).await;
         Db::Postgres(url)
     })
     .await;
@@ -363,23 +347,7 @@ async fn pgbench_invariant_holds_in_every_restore_of_ten_backups() {
         };
         let s = backup(&mut repo, &opts, &NoProgress).await.unwrap();
         let url = pg.create_database(&format!("r{i}")).unwrap();
-        let plan = engine::restore::plan(
-            &repo,
-            &RestoreOptions {
-                snapshot: s.id.clone(),
-                dest: Secret::new(url.clone()),
-                selection: Selection::default(),
-                rename: Default::default(),
-                mode: engine::restore::Mode::Create,
-                jobs: 1,
-                parallel_min_bytes: u64::MAX,
-            },
-        )
-        .await
-        .unwrap();
-        engine::restore::execute(&repo, &plan, &NoProgress)
-            .await
-            .unwrap();
+        restore_pg(&repo, &s.id, &url, 1, u64::MAX).await;
         let kinds: Vec<String> = s
             .snapshot
             .tables
@@ -410,6 +378,23 @@ async fn pgbench_invariant_holds_in_every_restore_of_ten_backups() {
             .all(|(_, _, k)| k.contains(&"delta".to_string())),
         "later backups are incremental: {results:?}"
     );
+}
+
+/// Restores snapshot `id` into the PostgreSQL database at `url`.
+async fn restore_pg(repo: &Repository, id: &str, url: &str, jobs: usize, parallel_min_bytes: u64) {
+    let opts = RestoreOptions {
+        snapshot: id.to_string(),
+        dest: Secret::new(url.to_string()),
+        selection: Selection::default(),
+        rename: Default::default(),
+        mode: engine::restore::Mode::Create,
+        jobs,
+        parallel_min_bytes,
+    };
+    let plan = engine::restore::plan(repo, &opts).await.unwrap();
+    engine::restore::execute(repo, &plan, &NoProgress)
+        .await
+        .unwrap();
 }
 
 async fn pg_scalar(url: &str, sql: &str) -> String {
