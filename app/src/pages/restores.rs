@@ -33,12 +33,86 @@ pub fn RestoresPage() -> impl IntoView {
     let preview = ServerAction::<PreviewRestore>::new();
     let start = ServerAction::<StartRestore>::new();
 
-    let request = move || {
-        let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
-        let chosen = snapshot.get()?;
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = start.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let w = Wizard {
+        snapshots,
+        sources,
+        snapshot,
+        set_snapshot,
+        tables,
+        set_tables,
+        columns,
+        set_columns,
+        dest,
+        set_dest,
+        suffix,
+        set_suffix,
+        mode,
+        set_mode,
+        confirm,
+        set_confirm,
+        safety,
+        set_safety,
+        preview,
+        start,
+    };
+    view! {
+        <Title text="Restore"/>
+        <h1>"Restore"</h1>
+        <ol class="wizard">
+            <li><SnapshotStep w=w/></li>
+            <li><TablesStep w=w/></li>
+            <li><DestinationStep w=w/></li>
+            <li><ModeStep w=w/></li>
+            <li><RunStep w=w/></li>
+        </ol>
+    }
+}
+
+/// The wizard's state, shared by its steps. Each step is its own component with an
+/// erased view (`.into_any()`): one view type for the whole wizard nests too deep for
+/// the compiler in the release wasm build (issue 9).
+#[derive(Clone, Copy)]
+struct Wizard {
+    snapshots: Resource<Result<Vec<crate::api::history::SnapshotView>, crate::error::AppError>>,
+    sources: Resource<Result<Vec<crate::api::sources::SourceView>, crate::error::AppError>>,
+    snapshot: ReadSignal<Option<i64>>,
+    set_snapshot: WriteSignal<Option<i64>>,
+    tables: ReadSignal<Vec<String>>,
+    set_tables: WriteSignal<Vec<String>>,
+    columns: ReadSignal<BTreeMap<String, String>>,
+    set_columns: WriteSignal<BTreeMap<String, String>>,
+    dest: ReadSignal<Option<i64>>,
+    set_dest: WriteSignal<Option<i64>>,
+    suffix: ReadSignal<String>,
+    set_suffix: WriteSignal<String>,
+    mode: ReadSignal<String>,
+    set_mode: WriteSignal<String>,
+    confirm: ReadSignal<String>,
+    set_confirm: WriteSignal<String>,
+    safety: ReadSignal<bool>,
+    set_safety: WriteSignal<bool>,
+    preview: ServerAction<PreviewRestore>,
+    start: ServerAction<StartRestore>,
+}
+
+impl Wizard {
+    /// The restore the wizard describes now, once a snapshot is chosen.
+    fn request(self) -> Option<RestoreRequest> {
+        let snaps = self
+            .snapshots
+            .get()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let chosen = self.snapshot.get()?;
         let snap = snaps.into_iter().find(|s| s.id == chosen)?;
-        let tables = tables.get();
-        let suffix = suffix.get();
+        let tables = self.tables.get();
+        let suffix = self.suffix.get();
         let rename: BTreeMap<String, String> = if suffix.is_empty() {
             BTreeMap::new()
         } else {
@@ -49,8 +123,9 @@ pub fn RestoresPage() -> impl IntoView {
         };
         Some(RestoreRequest {
             snapshot: chosen,
-            dest_source_id: dest.get().or(snap.source_id).unwrap_or(0),
-            columns: columns
+            dest_source_id: self.dest.get().or(snap.source_id).unwrap_or(0),
+            columns: self
+                .columns
                 .get()
                 .into_iter()
                 .filter(|(t, _)| tables.contains(t))
@@ -67,75 +142,11 @@ pub fn RestoresPage() -> impl IntoView {
                 .collect(),
             tables,
             rename,
-            mode: mode.get(),
-            confirm: confirm.get(),
-            safety_backup: safety.get(),
+            mode: self.mode.get(),
+            confirm: self.confirm.get(),
+            safety_backup: self.safety.get(),
         })
-    };
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if let Some(Ok(job)) = start.value().get() {
-            navigate(&format!("/jobs/{job}"), Default::default());
-        }
-    });
-    let w = Wizard {
-        snapshots,
-        sources,
-        snapshot,
-        set_snapshot,
-        tables,
-        set_tables,
-        set_columns,
-        set_dest,
-        suffix,
-        set_suffix,
-        mode,
-        set_mode,
-        confirm,
-        set_confirm,
-        safety,
-        set_safety,
-        preview,
-        start,
-    };
-    let request: Box<dyn Fn() -> Option<RestoreRequest>> = Box::new(request);
-    let request = StoredValue::new_local(request);
-    view! {
-        <Title text="Restore"/>
-        <h1>"Restore"</h1>
-        <ol class="wizard">
-            <li><SnapshotStep w=w/></li>
-            <li><TablesStep w=w/></li>
-            <li><DestinationStep w=w/></li>
-            <li><ModeStep w=w/></li>
-            <li><RunStep w=w request=request/></li>
-        </ol>
     }
-}
-
-/// The wizard's state, shared by its steps. Each step is its own component with an
-/// erased view (`.into_any()`): one view type for the whole wizard nests too deep for
-/// the compiler in the release wasm build (issue 9).
-#[derive(Clone, Copy)]
-struct Wizard {
-    snapshots: Resource<Result<Vec<crate::api::history::SnapshotView>, crate::error::AppError>>,
-    sources: Resource<Result<Vec<crate::api::sources::SourceView>, crate::error::AppError>>,
-    snapshot: ReadSignal<Option<i64>>,
-    set_snapshot: WriteSignal<Option<i64>>,
-    tables: ReadSignal<Vec<String>>,
-    set_tables: WriteSignal<Vec<String>>,
-    set_columns: WriteSignal<BTreeMap<String, String>>,
-    set_dest: WriteSignal<Option<i64>>,
-    suffix: ReadSignal<String>,
-    set_suffix: WriteSignal<String>,
-    mode: ReadSignal<String>,
-    set_mode: WriteSignal<String>,
-    confirm: ReadSignal<String>,
-    set_confirm: WriteSignal<String>,
-    safety: ReadSignal<bool>,
-    set_safety: WriteSignal<bool>,
-    preview: ServerAction<PreviewRestore>,
-    start: ServerAction<StartRestore>,
 }
 
 #[component]
@@ -317,12 +328,9 @@ fn ModeStep(w: Wizard) -> impl IntoView {
 }
 
 #[component]
-fn RunStep(
-    w: Wizard,
-    request: StoredValue<Box<dyn Fn() -> Option<RestoreRequest>>, LocalStorage>,
-) -> impl IntoView {
+fn RunStep(w: Wizard) -> impl IntoView {
     let Wizard { preview, start, .. } = w;
-    let request = move || request.with_value(|r| r());
+    let request = move || w.request();
     let plan = move || preview.value().get().and_then(|r| r.ok());
     view! {
         <h2>"5. Preview and run"</h2>
