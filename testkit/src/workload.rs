@@ -83,22 +83,25 @@ impl Conn {
         .with_context(|| format!("{}…", &sql[..sql.len().min(120)]))
     }
 
-    async fn ints(&mut self, sql: &str) -> Result<Vec<i64>> {
+    /// The first column of every row, on either engine.
+    async fn scalars<T>(&mut self, sql: &str) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + Send
+            + Unpin,
+    {
         match self {
-            Conn::Sqlite(c) => {
-                sqlx::query_scalar::<_, i64>(sql)
-                    .persistent(false)
-                    .fetch_all(c)
-                    .await
-            }
-            Conn::Pg(c) => {
-                sqlx::query_scalar::<_, i64>(sql)
-                    .persistent(false)
-                    .fetch_all(c)
-                    .await
-            }
+            Conn::Sqlite(c) => sqlx::query_scalar(sql).persistent(false).fetch_all(c).await,
+            Conn::Pg(c) => sqlx::query_scalar(sql).persistent(false).fetch_all(c).await,
         }
         .with_context(|| sql.to_string())
+    }
+
+    async fn ints(&mut self, sql: &str) -> Result<Vec<i64>> {
+        self.scalars(sql).await
     }
 
     async fn int(&mut self, sql: &str) -> Result<i64> {
@@ -110,21 +113,7 @@ impl Conn {
     }
 
     async fn strings(&mut self, sql: &str) -> Result<Vec<String>> {
-        match self {
-            Conn::Sqlite(c) => {
-                sqlx::query_scalar::<_, String>(sql)
-                    .persistent(false)
-                    .fetch_all(c)
-                    .await
-            }
-            Conn::Pg(c) => {
-                sqlx::query_scalar::<_, String>(sql)
-                    .persistent(false)
-                    .fetch_all(c)
-                    .await
-            }
-        }
-        .with_context(|| sql.to_string())
+        self.scalars(sql).await
     }
 
     async fn begin_write(&mut self) -> Result<()> {
@@ -419,11 +408,8 @@ impl Workload {
         } else {
             tx.remove_tag(name).await?;
         }
-        let (n, effects) = tx.finish().await?;
-        c.exec("COMMIT").await?;
-        self.log.lock().unwrap().insert(n, effects);
-        self.committed.fetch_max(n, Ordering::SeqCst);
-        Ok(())
+        let done = tx.finish().await?;
+        commit(&mut c, done, &self.log, &self.committed).await
     }
 
     /// The clock of the newest committed transaction.
@@ -509,6 +495,19 @@ impl Workload {
     }
 }
 
+/// Commits a transaction and records its effects under its clock.
+async fn commit(
+    c: &mut Conn,
+    (n, effects): (i64, Vec<Effect>),
+    log: &Log,
+    committed: &AtomicI64,
+) -> Result<()> {
+    c.exec("COMMIT").await?;
+    log.lock().unwrap().insert(n, effects);
+    committed.fetch_max(n, Ordering::SeqCst);
+    Ok(())
+}
+
 /// One writer: transactions until told to stop. Returns how many committed.
 async fn writer(
     mut c: Conn,
@@ -522,10 +521,8 @@ async fn writer(
     while !stop.load(Ordering::SeqCst) {
         c.begin_write().await?;
         match transaction(&mut c, &mut rng).await {
-            Ok((n, effects)) => {
-                c.exec("COMMIT").await?;
-                log.lock().unwrap().insert(n, effects);
-                committed.fetch_max(n, Ordering::SeqCst);
+            Ok(done) => {
+                commit(&mut c, done, &log, &committed).await?;
                 count += 1;
             }
             Err(e) => {
