@@ -36,13 +36,24 @@ impl Role {
 
     pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Requester, Role::Auditor];
 
+    /// The roles an API token of a user with this role may act with: their own, or one
+    /// that can do only a part of what they can.
+    pub fn narrower(self) -> &'static [Role] {
+        match self {
+            Role::Admin => &Role::ALL,
+            Role::Operator => &[Role::Operator, Role::Requester],
+            Role::Requester => &[Role::Requester],
+            Role::Auditor => &[Role::Auditor],
+        }
+    }
+
     pub fn can(self, p: Perm) -> bool {
         use Perm::*;
         match self {
             Role::Admin => true,
-            Role::Operator => matches!(p, SeeAll | Configure | RunJobs | RestoreNew),
-            Role::Requester => matches!(p, RestoreNew),
-            Role::Auditor => matches!(p, SeeAll | SeeAudit),
+            Role::Operator => matches!(p, SeeAll | Configure | RunJobs | RestoreNew | SeeRequests),
+            Role::Requester => matches!(p, RestoreNew | SeeRequests),
+            Role::Auditor => matches!(p, SeeAll | SeeAudit | SeeRequests),
         }
     }
 }
@@ -61,8 +72,11 @@ pub enum Perm {
     Configure,
     /// Run backups and verifies; restore in any mode; cancel and retry jobs.
     RunJobs,
-    /// Restore into a new table (never replace or append).
+    /// Restore into a new table (never replace or append); file restore requests.
     RestoreNew,
+    /// See restore requests (all of them, or for requesters their own and those they
+    /// may approve; auditors read-only).
+    SeeRequests,
 }
 
 /// The logged-in user as the pages see it.
@@ -70,7 +84,11 @@ pub enum Perm {
 pub struct SessionUser {
     pub id: i64,
     pub username: String,
+    /// The user's role, or for a call with an API token the token's (narrower) role.
     pub role: Role,
+    /// The call carries an API token rather than a session cookie.
+    #[serde(default)]
+    pub via_token: bool,
 }
 
 /// Checks the password and sets the session cookie; redirects to the dashboard.
@@ -94,6 +112,7 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         detail,
     };
     if let Some(wait) = state.throttle.check(&keys) {
+        metrics::counter!("tablesafe_login_failures_total").increment(1);
         let _ = audit::append(
             &state.db,
             &event("denied", "too many failed logins".into(), None),
@@ -117,6 +136,7 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
             Ok(())
         }
         Err(e) => {
+            metrics::counter!("tablesafe_login_failures_total").increment(1);
             state.throttle.failed(&keys);
             if let Err(e) = audit::append(&state.db, &event("failed", e.to_string(), None)).await {
                 tracing::error!(error = %e, "could not write the audit log");

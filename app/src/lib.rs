@@ -70,6 +70,12 @@ pub const SECTIONS: &[(&str, &str, &str, auth::Perm)] = &[
         auth::Perm::RestoreNew,
     ),
     (
+        "/requests",
+        "Requests",
+        "Restore requests: file, approve (one or two people), follow to the restored rows.",
+        auth::Perm::SeeRequests,
+    ),
+    (
         "/jobs",
         "Jobs",
         "Every backup, restore and verify with live progress, logs and cancel.",
@@ -106,6 +112,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("policies") view=pages::policies::PoliciesPage/>
                     <Route path=path!("backups") view=pages::backups::BackupsPage/>
                     <Route path=path!("restores") view=pages::restores::RestoresPage/>
+                    <Route path=path!("requests") view=pages::requests::RequestsPage/>
+                    <Route path=path!("requests/:id") view=pages::requests::RequestPage/>
                     <Route path=path!("jobs") view=pages::jobs::JobsPage/>
                     <Route path=path!("jobs/:id") view=pages::jobs::JobPage/>
                     <Route path=path!("audit") view=pages::audit::AuditPage/>

@@ -2,6 +2,8 @@
 
 mod cli;
 mod engine_cmd;
+mod metrics;
+mod rest;
 mod runner;
 mod scheduler;
 mod serve;

@@ -130,6 +130,7 @@ async fn run(state: &AppState, job: store::JobRow) {
             }
         })
     };
+    let started = std::time::Instant::now();
     let outcome = execute(state, &job, progress.as_ref()).await;
     ticker.abort();
     progress.flush(state, id).await;
@@ -174,6 +175,7 @@ async fn run(state: &AppState, job: store::JobRow) {
     {
         tracing::error!(error = %e, job = id, "could not record the end of a job");
     }
+    crate::metrics::job_finished(&job.kind, status, started.elapsed().as_secs_f64());
     tracing::info!(job = id, status, "job finished");
 }
 
@@ -228,6 +230,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 .filter(|t| matches!(t.action, engine::restore::Action::Replace))
                 .map(|t| t.dest_table.clone())
                 .collect();
+            let mut safety_snapshot = None;
             if safety_backup && !replaced.is_empty() {
                 // What is about to be dropped goes into the same repository first; if that
                 // fails, nothing is restored.
@@ -256,6 +259,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                         )
                     })?;
                 record_snapshot(state, &target, None, dest.id, job.id, &summary, None).await?;
+                safety_snapshot = Some(summary.id.clone());
                 let _ = store::log(
                     &state.db,
                     job.id,
@@ -282,7 +286,8 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             }
             let done = engine::restore::execute(&repo, &plan, progress).await?;
             Ok((
-                json!({ "snapshot": snap.snapshot_id, "dest": dest.name, "tables": done }),
+                json!({ "snapshot": snap.snapshot_id, "dest": dest.name, "tables": done,
+                        "safety_snapshot": safety_snapshot }),
                 None,
             ))
         }
@@ -342,6 +347,10 @@ async fn backup(
         .into(),
     };
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
+    crate::metrics::backup_bytes(
+        summary.snapshot.tables.iter().map(|t| t.bytes).sum(),
+        summary.snapshot.bytes_stored,
+    );
     let s = &summary.snapshot;
     record_snapshot(
         state,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    crate::metrics::install()?;
     let db = args.history.open().await?;
     bootstrap_admin(&db).await?;
     let key_file = args
@@ -93,11 +94,14 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(crate::metrics::readyz))
+        .route("/metrics", get(crate::metrics::metrics_handler))
         .route("/audit.csv", get(audit_csv))
         .route(
             "/hooks/policies/{id}/backup",
             axum::routing::post(trigger_backup),
         )
+        .merge(crate::rest::routes())
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(reject_cross_site))

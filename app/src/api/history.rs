@@ -199,14 +199,129 @@ pub struct PlannedTableView {
     pub bytes: u64,
 }
 
-/// Checks a restore request against the caller's role and the destination, and plans it
-/// with the engine (a dry run: nothing changes). Returns the plan and the destination's
-/// name.
+/// A restore as planned on the server: what happens to each table, where, and how many
+/// approvals it needs before it may run.
 #[cfg(feature = "ssr")]
-async fn plan_restore(
+pub(crate) struct Planned {
+    pub tables: Vec<PlannedTableView>,
+    pub dest: crate::ssr::store::SourceRow,
+    /// The snapshot's source, when it is known.
+    pub source: Option<crate::ssr::store::SourceRow>,
+}
+
+#[cfg(feature = "ssr")]
+impl Planned {
+    /// Approvals the caller needs: the larger of the two sources' rules, and at least one
+    /// when a caller who may only restore into new tables asks to replace one.
+    pub fn approvals_required(&self, c: &crate::ssr::ctx::Ctx) -> i64 {
+        let rule = self
+            .source
+            .iter()
+            .chain([&self.dest])
+            .map(|s| s.approvals_required)
+            .max()
+            .unwrap_or(0);
+        if self.replaces() && !c.can(crate::auth::Perm::RunJobs) {
+            rule.max(1)
+        } else {
+            rule
+        }
+    }
+
+    pub fn replaces(&self) -> bool {
+        self.tables.iter().any(|t| t.action != "create")
+    }
+
+    /// The tables that will be replaced, as the user must type them to confirm.
+    pub fn replaced(&self) -> Vec<&str> {
+        self.tables
+            .iter()
+            .filter(|t| t.action == "replace")
+            .map(|t| t.dest_table.as_str())
+            .collect()
+    }
+
+    /// How long a request for it may wait: the shorter of the two sources' settings.
+    pub fn ttl_minutes(&self) -> i64 {
+        self.source
+            .iter()
+            .chain([&self.dest])
+            .map(|s| s.request_ttl_minutes)
+            .min()
+            .unwrap_or(4320)
+    }
+
+    pub fn title(&self) -> String {
+        format!(
+            "Restore {} into {}",
+            self.tables
+                .iter()
+                .map(|t| t.dest_table.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.dest.name
+        )
+    }
+
+    /// Checks the typed confirmation of a replace.
+    pub fn check_confirmed(&self, req: &RestoreRequest) -> Result<(), AppError> {
+        if self.tables.is_empty() {
+            return Err(AppError::Invalid(
+                "Nothing to restore: no table selected.".into(),
+            ));
+        }
+        let replaced = self.replaced();
+        if !replaced.is_empty() && req.confirm.trim() != replaced.join(", ") {
+            return Err(AppError::Field(
+                "confirm".into(),
+                format!("Type {} to confirm replacing it.", replaced.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The job that carries it out, on behalf of `created_by`.
+    pub fn job(
+        &self,
+        req: &RestoreRequest,
+        created_by: i64,
+    ) -> Result<crate::ssr::store::NewJob<'static>, AppError> {
+        use crate::api::jobs::JobParams;
+        let params = serde_json::to_string(&JobParams::Restore {
+            snapshot: req.snapshot,
+            dest_source_id: req.dest_source_id,
+            tables: req.tables.clone(),
+            columns: req.columns.clone(),
+            rename: req.rename.clone(),
+            mode: req.mode.clone(),
+            safety_backup: req.safety_backup && !self.replaced().is_empty(),
+        })
+        .map_err(|e| crate::api::internal("job json", e))?;
+        Ok(crate::ssr::store::NewJob {
+            kind: "restore",
+            policy_id: None,
+            source_id: Some(req.dest_source_id),
+            target_id: None,
+            params,
+            title: self.title(),
+            created_by: Some(created_by),
+            rows_total: Some(self.tables.iter().map(|t| t.rows as i64).sum()),
+            bytes_total: Some(self.tables.iter().map(|t| t.bytes as i64).sum()),
+            retry_of: None,
+        })
+    }
+}
+
+/// Checks a restore request against the caller's role and the destination, and plans it
+/// with the engine (a dry run: nothing changes). With `any_mode`, a caller who may only
+/// restore into new tables may still plan a replace (for a request that someone who
+/// may run it must approve).
+#[cfg(feature = "ssr")]
+pub(crate) async fn plan_restore(
     c: &crate::ssr::ctx::Ctx,
     req: &RestoreRequest,
-) -> Result<(Vec<PlannedTableView>, String), AppError> {
+    any_mode: bool,
+) -> Result<Planned, AppError> {
     use crate::api::internal;
     use crate::api::sources::visible_source;
     use crate::auth::Perm;
@@ -217,7 +332,7 @@ async fn plan_restore(
             "Choose create or replace.".into(),
         ));
     }
-    if req.mode != "create" && !c.can(Perm::RunJobs) {
+    if req.mode != "create" && !any_mode && !c.can(Perm::RunJobs) {
         return Err(AppError::Forbidden);
     }
     let db = &c.state.db;
@@ -226,11 +341,11 @@ async fn plan_restore(
         .map_err(|e| internal("loading a snapshot", e))?
         .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
     // Requesters: only snapshots of sources granted to them, only into granted sources.
-    if let Some(sid) = snap.source_id {
-        visible_source(c, sid).await?;
-    } else if !c.can(Perm::SeeAll) {
-        return Err(AppError::NotFound("Snapshot".into()));
-    }
+    let source = match snap.source_id {
+        Some(sid) => Some(visible_source(c, sid).await?),
+        None if c.can(Perm::SeeAll) => None,
+        None => return Err(AppError::NotFound("Snapshot".into())),
+    };
     let dest = visible_source(c, req.dest_source_id).await?;
     let target = store::target(db, snap.target_id)
         .await
@@ -287,10 +402,15 @@ async fn plan_restore(
             bytes: t.bytes,
         })
         .collect();
-    if !c.can(Perm::RunJobs) && tables.iter().any(|t| t.action != "create") {
+    let planned = Planned {
+        tables,
+        dest,
+        source,
+    };
+    if !any_mode && !c.can(Perm::RunJobs) && planned.replaces() {
         return Err(AppError::Forbidden);
     }
-    Ok((tables, dest.name))
+    Ok(planned)
 }
 
 /// A glob that matches exactly `name`.
@@ -303,73 +423,47 @@ pub fn glob_literal(name: &str) -> String {
         .collect()
 }
 
+/// What the wizard shows before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePreview {
+    pub tables: Vec<PlannedTableView>,
+    /// Approvals needed before it runs (0: the caller may run it now); with any, the
+    /// wizard files a restore request instead.
+    pub approvals_required: i64,
+}
+
 #[server(endpoint = "restore/preview", input = server_fn::codec::Json)]
-pub async fn preview_restore(req: RestoreRequest) -> Result<Vec<PlannedTableView>, AppError> {
+pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppError> {
     use crate::auth::Perm;
     use crate::ssr::ctx;
     let c = ctx::authorize(Perm::RestoreNew, "restore.preview").await?;
-    Ok(plan_restore(&c, &req).await?.0)
+    let planned = plan_restore(&c, &req, true).await?;
+    Ok(RestorePreview {
+        approvals_required: planned.approvals_required(&c),
+        tables: planned.tables,
+    })
 }
 
-/// Queues the restore after planning it again; returns the job id.
+/// Queues the restore after planning it again; returns the job id. A restore that needs
+/// approval is refused here: it goes through a restore request (`requests/file`).
 #[server(endpoint = "restore/start", input = server_fn::codec::Json)]
 pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
     use crate::api::internal;
-    use crate::api::jobs::JobParams;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::RestoreNew, "restore.start").await?;
     let result = async {
-        let (plan, dest) = plan_restore(&c, &req).await?;
-        if plan.is_empty() {
-            return Err(AppError::Invalid(
-                "Nothing to restore: no table selected.".into(),
-            ));
+        let planned = plan_restore(&c, &req, false).await?;
+        planned.check_confirmed(&req)?;
+        if planned.approvals_required(&c) > 0 {
+            return Err(AppError::Invalid(format!(
+                "This restore needs {} approval(s): file a restore request instead.",
+                planned.approvals_required(&c)
+            )));
         }
-        let replaced: Vec<&str> = plan
-            .iter()
-            .filter(|t| t.action == "replace")
-            .map(|t| t.dest_table.as_str())
-            .collect();
-        if !replaced.is_empty() && req.confirm.trim() != replaced.join(", ") {
-            return Err(AppError::Field(
-                "confirm".into(),
-                format!("Type {} to confirm replacing it.", replaced.join(", ")),
-            ));
-        }
-        let params = serde_json::to_string(&JobParams::Restore {
-            snapshot: req.snapshot,
-            dest_source_id: req.dest_source_id,
-            tables: req.tables.clone(),
-            columns: req.columns.clone(),
-            rename: req.rename.clone(),
-            mode: req.mode.clone(),
-            safety_backup: req.safety_backup && !replaced.is_empty(),
-        })
-        .map_err(|e| internal("job json", e))?;
-        let job = store::enqueue(
-            &c.state.db,
-            store::NewJob {
-                kind: "restore",
-                policy_id: None,
-                source_id: Some(req.dest_source_id),
-                target_id: None,
-                params,
-                title: format!(
-                    "Restore {} into {dest}",
-                    plan.iter()
-                        .map(|t| t.dest_table.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                created_by: Some(c.user.id),
-                rows_total: Some(plan.iter().map(|t| t.rows as i64).sum()),
-                bytes_total: Some(plan.iter().map(|t| t.bytes as i64).sum()),
-                retry_of: None,
-            },
-        )
-        .await
-        .map_err(|e| internal("queueing a job", e))?;
+        let job = store::enqueue(&c.state.db, planned.job(&req, c.user.id)?)
+            .await
+            .map_err(|e| internal("queueing a job", e))?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -410,9 +504,13 @@ pub async fn list_audit(
     let rows = audit::search(&c.state.db, &user, &action, &outcome, before, PAGE)
         .await
         .map_err(|e| internal("listing the audit log", e))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AuditView {
+    Ok(rows.into_iter().map(AuditView::from).collect())
+}
+
+#[cfg(feature = "ssr")]
+impl From<crate::ssr::audit::Row> for AuditView {
+    fn from(r: crate::ssr::audit::Row) -> Self {
+        AuditView {
             id: r.id,
             at: r.at,
             username: r.username,
@@ -421,8 +519,8 @@ pub async fn list_audit(
             target: r.target,
             outcome: r.outcome,
             detail: r.detail,
-        })
-        .collect())
+        }
+    }
 }
 
 /// Walks the audit chain: `None` when intact, else the id of the first broken entry.

@@ -12,6 +12,10 @@ pub struct SourceView {
     /// The connection URL without its password (never sent to the browser).
     pub url: String,
     pub created_at: i64,
+    /// Approvals a restore from or into it needs (0, 1, 2).
+    pub approvals_required: i64,
+    /// How long a restore request on it waits for approval, in minutes.
+    pub request_ttl_minutes: i64,
 }
 
 pub use engine_types::TableSummary;
@@ -37,6 +41,8 @@ fn view(r: crate::ssr::store::SourceRow) -> SourceView {
         engine: r.engine,
         url: r.display_url,
         created_at: r.created_at,
+        approvals_required: r.approvals_required,
+        request_ttl_minutes: r.request_ttl_minutes,
     }
 }
 
@@ -116,6 +122,55 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
     .await;
     c.audited("source.add", &format!("source {name_for_audit}"), result)
         .await
+}
+
+/// Sets how many approvals a restore from or into the source needs (0, 1, or 2 different
+/// people: the two-person rule) and how long a request waits for them. Admins only: it
+/// is a control over everyone else.
+#[server(endpoint = "sources/approval_rule")]
+pub async fn set_approval_rule(
+    id: i64,
+    approvals_required: i64,
+    request_ttl_minutes: i64,
+) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::ManageUsers, "source.approval_rule").await?;
+    let result = async {
+        if !(0..=2).contains(&approvals_required) {
+            return Err(AppError::Field(
+                "approvals_required".into(),
+                "Choose none, one or two approvals.".into(),
+            ));
+        }
+        if !(1..=60 * 24 * 90).contains(&request_ttl_minutes) {
+            return Err(AppError::Field(
+                "request_ttl_minutes".into(),
+                "Between 1 minute and 90 days.".into(),
+            ));
+        }
+        if !store::set_approval_rule(&c.state.db, id, approvals_required, request_ttl_minutes)
+            .await
+            .map_err(|e| internal("setting an approval rule", e))?
+        {
+            return Err(AppError::NotFound("Source".into()));
+        }
+        Ok(())
+    }
+    .await;
+    let detail = format!(
+        "{approvals_required} approval(s), requests expire after {request_ttl_minutes} min"
+    );
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    c.audit(
+        "source.approval_rule",
+        &format!("source #{id}"),
+        outcome,
+        &detail,
+    )
+    .await;
+    result
 }
 
 /// Connects with the stored URL and counts tables; the error says what went wrong

@@ -14,6 +14,8 @@ pub struct UserView {
     pub created_at: i64,
     /// Sources granted to this user (requesters).
     pub sources: Vec<i64>,
+    /// Sources on which this user may approve restore requests.
+    pub approves: Vec<i64>,
 }
 
 #[server(endpoint = "users/list")]
@@ -25,6 +27,9 @@ pub async fn list_users() -> Result<Vec<UserView>, AppError> {
     let grants = store::grants(&c.state.db)
         .await
         .map_err(|e| internal("listing grants", e))?;
+    let approvers = store::approvers(&c.state.db)
+        .await
+        .map_err(|e| internal("listing approvers", e))?;
     let rows = store::users(&c.state.db)
         .await
         .map_err(|e| internal("listing users", e))?;
@@ -38,6 +43,11 @@ pub async fn list_users() -> Result<Vec<UserView>, AppError> {
                 disabled: r.disabled_at.is_some(),
                 created_at: r.created_at,
                 sources: grants.iter().filter(|g| g.1 == r.id).map(|g| g.0).collect(),
+                approves: approvers
+                    .iter()
+                    .filter(|g| g.1 == r.id)
+                    .map(|g| g.0)
+                    .collect(),
             })
         })
         .collect())
@@ -125,6 +135,41 @@ pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result
     .await
 }
 
+/// Lets a user approve (and reject) restore requests on a source, or no longer. Admins
+/// and operators may always; this is for the others (requesters).
+#[server(endpoint = "users/approver")]
+pub async fn set_approver(user_id: i64, source_id: i64, on: bool) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, db, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.approver").await?;
+    let result = async {
+        store::source(&c.state.db, source_id)
+            .await
+            .map_err(|e| internal("loading a source", e))?
+            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        db::user_by_id(&c.state.db, user_id)
+            .await
+            .map_err(|e| internal("loading a user", e))?
+            .ok_or_else(|| AppError::NotFound("User".into()))?;
+        store::set_approver(&c.state.db, source_id, user_id, on)
+            .await
+            .map_err(|e| internal("setting an approver", e))
+    }
+    .await;
+    let action = if on {
+        "user.approver"
+    } else {
+        "user.approver_revoke"
+    };
+    c.audited(
+        action,
+        &format!("user #{user_id} source #{source_id}"),
+        result,
+    )
+    .await
+}
+
 /// Any logged-in user: a new password for their own account, given the current one.
 #[server(endpoint = "users/change_password")]
 pub async fn change_password(current: String, new: String) -> Result<(), AppError> {
@@ -158,4 +203,116 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
         result,
     )
     .await
+}
+
+/// One of the caller's API tokens (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+    pub last_used_at: Option<i64>,
+}
+
+/// The caller's API tokens, newest first.
+#[server(endpoint = "tokens/list")]
+pub async fn list_tokens() -> Result<Vec<TokenView>, AppError> {
+    use crate::api::internal;
+    use crate::ssr::{ctx, tokens};
+    let c = ctx::authenticate().await?;
+    let rows = tokens::of_user(&c.state.db, c.user.id)
+        .await
+        .map_err(|e| internal("listing tokens", e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(TokenView {
+                id: r.id,
+                role: Role::parse(&r.role)?,
+                name: r.name,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                revoked: r.revoked_at.is_some(),
+                last_used_at: r.last_used_at,
+            })
+        })
+        .collect())
+}
+
+/// Creates an API token for the caller, acting with `role` (their own or narrower) for
+/// `days` days; returns the token, which is shown this once. Only from a logged-in
+/// session: a token cannot make more tokens.
+#[server(endpoint = "tokens/create")]
+pub async fn create_token(name: String, role: String, days: i64) -> Result<String, AppError> {
+    use crate::api::internal;
+    use crate::forms;
+    use crate::ssr::{ctx, db, tokens};
+    let c = ctx::authenticate().await?;
+    let result = async {
+        if c.user.via_token {
+            return Err(AppError::Forbidden);
+        }
+        let name = forms::name("name", &name)?;
+        let role = if role.trim().is_empty() {
+            Some(c.user.role)
+        } else {
+            Role::parse(role.trim())
+        };
+        let role = role
+            .filter(|r| c.user.role.narrower().contains(r))
+            .ok_or_else(|| {
+                AppError::Field(
+                    "role".into(),
+                    "Choose your own role or a narrower one.".into(),
+                )
+            })?;
+        if !(1..=366).contains(&days) {
+            return Err(AppError::Field(
+                "days".into(),
+                "Between 1 and 366 days.".into(),
+            ));
+        }
+        let token = tokens::generate();
+        tokens::insert(
+            &c.state.db,
+            c.user.id,
+            &name,
+            role,
+            &tokens::hash(token.expose()),
+            db::now_ms() + days * 86_400_000,
+        )
+        .await
+        .map_err(|e| internal("storing a token", e))?;
+        Ok(token.expose().to_string())
+    }
+    .await;
+    c.audited(
+        "token.create",
+        &format!("user {} token {}", c.user.username, name.trim()),
+        result,
+    )
+    .await
+}
+
+/// Revokes one of the caller's tokens.
+#[server(endpoint = "tokens/revoke")]
+pub async fn revoke_token(id: i64) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::ssr::{ctx, tokens};
+    let c = ctx::authenticate().await?;
+    let result = async {
+        if !tokens::revoke(&c.state.db, id, c.user.id)
+            .await
+            .map_err(|e| internal("revoking a token", e))?
+        {
+            return Err(AppError::NotFound("Token".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("token.revoke", &format!("token #{id}"), result)
+        .await
 }

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod layout;
 pub mod login;
 pub mod policies;
+pub mod requests;
 pub mod restores;
 pub mod sources;
 pub mod ui;

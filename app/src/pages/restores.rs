@@ -5,6 +5,7 @@ use super::ui::{ErrorLine, failed, general_error};
 use crate::api::history::{
     PlannedTableView, PreviewRestore, RestoreRequest, StartRestore, list_snapshots,
 };
+use crate::api::requests::FileRequest;
 use crate::api::sources::list_sources;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -32,11 +33,19 @@ pub fn RestoresPage() -> impl IntoView {
     let (safety, set_safety) = signal(true);
     let preview = ServerAction::<PreviewRestore>::new();
     let start = ServerAction::<StartRestore>::new();
+    let file = ServerAction::<FileRequest>::new();
+    let (reason, set_reason) = signal(String::new());
 
     let navigate = use_navigate();
     Effect::new(move |_| {
         if let Some(Ok(job)) = start.value().get() {
             navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(request)) = file.value().get() {
+            navigate(&format!("/requests/{request}"), Default::default());
         }
     });
     let w = Wizard {
@@ -60,6 +69,9 @@ pub fn RestoresPage() -> impl IntoView {
         set_safety,
         preview,
         start,
+        file,
+        reason,
+        set_reason,
     };
     view! {
         <Title text="Restore"/>
@@ -99,6 +111,9 @@ struct Wizard {
     set_safety: WriteSignal<bool>,
     preview: ServerAction<PreviewRestore>,
     start: ServerAction<StartRestore>,
+    file: ServerAction<FileRequest>,
+    reason: ReadSignal<String>,
+    set_reason: WriteSignal<String>,
 }
 
 impl Wizard {
@@ -329,18 +344,37 @@ fn ModeStep(w: Wizard) -> impl IntoView {
 
 #[component]
 fn RunStep(w: Wizard) -> impl IntoView {
-    let Wizard { preview, start, .. } = w;
+    let Wizard {
+        preview,
+        start,
+        file,
+        reason,
+        set_reason,
+        ..
+    } = w;
     let request = move || w.request();
     let plan = move || preview.value().get().and_then(|r| r.ok());
+    let needs = move || plan().map(|p| p.approvals_required).unwrap_or(0);
     view! {
         <h2>"5. Preview and run"</h2>
         <button class="secondary" disabled=move || request().is_none_or(|r| r.tables.is_empty()) || preview.pending().get()
             on:click=move |_| { if let Some(req) = request() { preview.dispatch(PreviewRestore { req }); } }>"Preview"</button>
         <ErrorLine error=general_error(preview)/>
-        {move || plan().map(preview_table)}
-        <Show when=move || plan().is_some()>
+        {move || plan().map(|p| preview_table(p.tables))}
+        <Show when=move || plan().is_some() && needs() == 0>
             <button disabled=move || start.pending().get()
                 on:click=move |_| { if let Some(req) = request() { start.dispatch(StartRestore { req }); } }>"Run restore"</button>
+        </Show>
+        <Show when=move || plan().is_some() && needs() != 0>
+            <p data-testid="approval-needed">{move || format!(
+                "This restore needs {} approval{} by someone other than you before it runs: file a request.",
+                needs(), if needs() == 1 { "" } else { "s" })}</p>
+            <label for="reason">"Reason (the approvers read it)"</label>
+            <textarea id="reason" prop:value=move || reason.get() on:input=move |ev| set_reason.set(event_target_value(&ev))></textarea>
+            <ErrorLine error=super::ui::field_error(file, "reason")/>
+            <button data-testid="file-request" disabled=move || file.pending().get()
+                on:click=move |_| { if let Some(req) = request() { file.dispatch(FileRequest { req, reason: reason.get_untracked() }); } }>"File restore request"</button>
+            <ErrorLine error=general_error(file)/>
         </Show>
         <ErrorLine error=Signal::derive(move || start.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
     }

@@ -1,6 +1,6 @@
 use super::ui::{ErrorLine, Field, IfCan, bytes, failed, field_error, general_error};
 use crate::api::sources::{
-    AddSource, AddTarget, TestSource, list_sources, list_targets, source_tables,
+    AddSource, AddTarget, SetApprovalRule, TestSource, list_sources, list_targets, source_tables,
 };
 use crate::auth::Perm;
 use crate::forms;
@@ -12,7 +12,11 @@ use leptos_router::hooks::use_params_map;
 pub fn SourcesPage() -> impl IntoView {
     let add = ServerAction::<AddSource>::new();
     let test = ServerAction::<TestSource>::new();
-    let sources = Resource::new(move || add.version().get(), |_| list_sources());
+    let rule = ServerAction::<SetApprovalRule>::new();
+    let sources = Resource::new(
+        move || (add.version().get(), rule.version().get()),
+        |_| list_sources(),
+    );
     let test_result = move || {
         test.value().get().map(|r| match r {
             Ok(msg) => view! { <p class="ok" role="status" data-testid="test-result">{msg}</p> }.into_any(),
@@ -24,6 +28,7 @@ pub fn SourcesPage() -> impl IntoView {
         <h1>"Sources"</h1>
         <p class="muted">"The databases tablesafe backs up. Passwords in connection URLs are encrypted at rest and never shown again."</p>
         {test_result}
+        <ErrorLine error=general_error(rule)/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match sources.await {
@@ -31,7 +36,7 @@ pub fn SourcesPage() -> impl IntoView {
                     Ok(list) if list.is_empty() => view! { <p class="muted">"No sources yet."</p> }.into_any(),
                     Ok(list) => view! {
                         <table class="list" data-testid="sources">
-                            <thead><tr><th>"Name"</th><th>"Engine"</th><th>"Connection"</th><th></th></tr></thead>
+                            <thead><tr><th>"Name"</th><th>"Engine"</th><th>"Connection"</th><th>"Restores need"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|s| {
                                     let id = s.id;
@@ -40,6 +45,7 @@ pub fn SourcesPage() -> impl IntoView {
                                             <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
                                             <td>{s.engine.clone()}</td>
                                             <td class="mono">{s.url.clone()}</td>
+                                            <td><ApprovalRule source=s.clone() rule=rule/></td>
                                             <td>
                                                 <IfCan perm=Perm::Configure>
                                                     <button class="secondary" disabled=move || test.pending().get()
@@ -66,6 +72,48 @@ pub fn SourcesPage() -> impl IntoView {
             </ActionForm>
         </IfCan>
     }
+}
+
+/// How many approvals restores of a source need; admins change it here, others read it.
+#[component]
+fn ApprovalRule(
+    source: crate::api::sources::SourceView,
+    rule: ServerAction<SetApprovalRule>,
+) -> impl IntoView {
+    let id = source.id;
+    let (required, ttl) = (source.approvals_required, source.request_ttl_minutes);
+    let label = |n: i64| match n {
+        0 => "no approval",
+        1 => "one approval",
+        _ => "two approvals (two-person rule)",
+    };
+    let hours = (ttl as f64 / 60.0).to_string();
+    let sel = format!("rule-{}", source.name);
+    let exp = format!("ttl-{}", source.name);
+    view! {
+        <span data-testid=format!("needs-{}", source.name)>{label(required)}</span>
+        <IfCan perm=Perm::ManageUsers>
+            <details>
+            <summary>"Change"</summary>
+            <label for=sel.clone()>"Approvals needed"</label>
+            <select id=sel.clone() data-testid=sel.clone() on:change=move |ev| {
+                if let Ok(n) = event_target_value(&ev).parse::<i64>() {
+                    rule.dispatch(SetApprovalRule { id, approvals_required: n, request_ttl_minutes: ttl });
+                }
+            }>
+                {[0, 1, 2].into_iter().map(|n| view! { <option value=n.to_string() selected=n == required>{label(n)}</option> }).collect_view()}
+            </select>
+            <label for=exp.clone()>"Requests expire after (hours)"</label>
+            <input id=exp.clone() type="number" min="0.1" step="any" class="narrow" value=hours.clone() on:change=move |ev| {
+                if let Ok(h) = event_target_value(&ev).parse::<f64>() {
+                    let minutes = (h * 60.0).round() as i64;
+                    rule.dispatch(SetApprovalRule { id, approvals_required: required, request_ttl_minutes: minutes });
+                }
+            }/>
+            </details>
+        </IfCan>
+    }
+    .into_any()
 }
 
 #[component]

@@ -1,6 +1,9 @@
 use super::ui::{ErrorLine, Field, failed, field_error, general_error, time};
 use crate::api::sources::list_sources;
-use crate::api::users::{ChangePassword, CreateUser, GrantSource, SetUserDisabled, list_users};
+use crate::api::users::{
+    ChangePassword, CreateToken, CreateUser, GrantSource, RevokeToken, SetApprover,
+    SetUserDisabled, list_tokens, list_users,
+};
 use crate::auth::Role;
 use crate::forms;
 use leptos::prelude::*;
@@ -11,12 +14,14 @@ pub fn UsersPage() -> impl IntoView {
     let create = ServerAction::<CreateUser>::new();
     let toggle = ServerAction::<SetUserDisabled>::new();
     let grant = ServerAction::<GrantSource>::new();
+    let approver = ServerAction::<SetApprover>::new();
     let users = Resource::new(
         move || {
             (
                 create.version().get(),
                 toggle.version().get(),
                 grant.version().get(),
+                approver.version().get(),
             )
         },
         |_| async { (list_users().await, list_sources().await.unwrap_or_default()) },
@@ -27,6 +32,7 @@ pub fn UsersPage() -> impl IntoView {
         <p class="muted">"Admins manage accounts; operators run everything else; requesters restore into new tables from the sources granted to them; auditors read everything, change nothing."</p>
         <ErrorLine error=general_error(toggle)/>
         <ErrorLine error=general_error(grant)/>
+        <ErrorLine error=general_error(approver)/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let (users, sources) = users.await;
@@ -34,7 +40,7 @@ pub fn UsersPage() -> impl IntoView {
                     Err(e) => failed(e),
                     Ok(list) => view! {
                         <table class="list" data-testid="users">
-                            <thead><tr><th>"User"</th><th>"Role"</th><th>"Since"</th><th>"Status"</th><th>"Sources (requesters)"</th><th></th></tr></thead>
+                            <thead><tr><th>"User"</th><th>"Role"</th><th>"Since"</th><th>"Status"</th><th>"Sources (requesters)"</th><th>"May approve restores of"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|u| {
                                     let id = u.id;
@@ -59,6 +65,22 @@ pub fn UsersPage() -> impl IntoView {
                                                         </div>
                                                     }
                                                 }).collect_view())}
+                                            </td>
+                                            <td>
+                                                {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
+                                                    let (sid, on) = (s.id, u.approves.contains(&s.id));
+                                                    let cid = format!("a-{}-{}", id, s.id);
+                                                    view! {
+                                                        <div class="check">
+                                                            <input type="checkbox" id=cid.clone() prop:checked=on
+                                                                on:change=move |ev| {
+                                                                    approver.dispatch(SetApprover { user_id: id, source_id: sid, on: event_target_checked(&ev) });
+                                                                }/>
+                                                            <label for=cid>{s.name.clone()}</label>
+                                                        </div>
+                                                    }
+                                                }).collect_view())}
+                                                {matches!(u.role, Role::Admin | Role::Operator).then_some("all sources")}
                                             </td>
                                             <td>
                                                 <button class="secondary" on:click=move |_| {
@@ -110,5 +132,73 @@ pub fn AccountPage() -> impl IntoView {
             </Show>
             <button type="submit" disabled=move || change.pending().get()>"Change password"</button>
         </ActionForm>
+        <ApiTokens/>
     }
+}
+
+/// The caller's API tokens: create (shown once), list with last use, revoke.
+#[component]
+fn ApiTokens() -> impl IntoView {
+    let create = ServerAction::<CreateToken>::new();
+    let revoke = ServerAction::<RevokeToken>::new();
+    let tokens = Resource::new(
+        move || (create.version().get(), revoke.version().get()),
+        |_| list_tokens(),
+    );
+    view! {
+        <h2>"API tokens"</h2>
+        <p class="muted">"For scripts and other systems: send " <code>"Authorization: Bearer TOKEN"</code>
+            " to the server functions or the REST routes under " <code>"/api/v1"</code>
+            " (see the README). A token acts as you, with your role or a narrower one, until it expires or you revoke it."</p>
+        <ActionForm action=create attr:class="form" attr:aria-label="Create an API token">
+            <Field label="Token name" name="name" placeholder="ci-pipeline" error=field_error(create, "name")/>
+            <label for="token-role">"Acts as"</label>
+            <select id="token-role" name="role">
+                <option value="">"my role"</option>
+                {Role::ALL.into_iter().map(|r| view! { <option value=r.as_str()>{r.as_str()}</option> }).collect_view()}
+            </select>
+            <ErrorLine error=field_error(create, "role")/>
+            <Field label="Valid for (days)" name="days" kind="number" value="90" error=field_error(create, "days")/>
+            <ErrorLine error=general_error(create)/>
+            <button type="submit" disabled=move || create.pending().get()>"Create token"</button>
+        </ActionForm>
+        {move || create.value().get().and_then(|r| r.ok()).map(|t| view! {
+            <p class="ok" role="status">"Your new token (copy it now; it is not shown again): "
+                <code data-testid="new-token">{t}</code></p>
+        })}
+        <ErrorLine error=general_error(revoke)/>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match tokens.await {
+                    Err(e) => failed(e),
+                    Ok(list) if list.is_empty() => view! { <p class="muted">"No tokens."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="list" data-testid="tokens">
+                            <thead><tr><th>"Name"</th><th>"Acts as"</th><th>"Created"</th><th>"Expires"</th><th>"Last used"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|t| {
+                                    let id = t.id;
+                                    view! {
+                                        <tr data-testid=format!("token-{}", t.name)>
+                                            <td>{t.name.clone()}</td>
+                                            <td>{t.role.as_str()}</td>
+                                            <td>{time(t.created_at)}</td>
+                                            <td>{time(t.expires_at)}</td>
+                                            <td>{t.last_used_at.map(time).unwrap_or_else(|| "never".into())}</td>
+                                            <td>{if t.revoked {
+                                                view! { <span>"revoked"</span> }.into_any()
+                                            } else {
+                                                view! { <button class="danger" on:click=move |_| { revoke.dispatch(RevokeToken { id }); }>"Revoke"</button> }.into_any()
+                                            }}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+    .into_any()
 }

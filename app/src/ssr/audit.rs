@@ -166,3 +166,14 @@ pub async fn search(
     .fetch_all(&db.pool)
     .await?)
 }
+
+/// Every entry about one thing (`target` exactly), oldest first: a restore request's
+/// history, say. At most 1000.
+pub async fn for_target(db: &Db, target: &str) -> Result<Vec<Row>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE target = $1 ORDER BY id LIMIT 1000"
+    ))
+    .bind(target)
+    .fetch_all(&db.pool)
+    .await?)
+}

@@ -6,11 +6,13 @@ pub mod ctx;
 pub mod db;
 pub mod keys;
 pub mod password;
+pub mod requests;
 pub mod schedule;
 pub mod secrets;
 pub mod session;
 pub mod store;
 pub mod throttle;
+pub mod tokens;
 
 use crate::error::AppError;
 use axum::extract::FromRef;

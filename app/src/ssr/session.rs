@@ -89,6 +89,7 @@ fn to_session_user(row: db::UserRow) -> Result<SessionUser, AppError> {
         id: row.id,
         username: row.username,
         role,
+        via_token: false,
     })
 }
 
@@ -154,12 +155,54 @@ pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<i64> {
     data.claims.sub.parse().ok()
 }
 
-/// The logged-in user of a request: a valid token naming an account that still exists
-/// and is not disabled.
+/// An API token from `Authorization: Bearer tsk_…`, if the request carries one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| t.starts_with(super::tokens::PREFIX))
+}
+
+/// The caller of a request that carries an API token: `Err(Unauthenticated)` for a
+/// token that is unknown, revoked or expired, or whose user is disabled (a wrong token
+/// is never treated as no token).
+async fn from_api_token(state: &AppState, token: &str) -> Result<SessionUser, AppError> {
+    let row = super::tokens::lookup(&state.db, token)
+        .await
+        .map_err(|e| internal("checking an API token", e))?
+        .ok_or(AppError::Unauthenticated)?;
+    let user = db::user_by_id(&state.db, row.user_id)
+        .await
+        .map_err(|e| internal("loading a token's user", e))?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(AppError::Unauthenticated)?;
+    let mut user = to_session_user(user)?;
+    // The token's role, as long as the user still has one at least as wide.
+    let role = Role::parse(&row.role).ok_or(AppError::Unauthenticated)?;
+    if !user.role.narrower().contains(&role) {
+        return Err(AppError::Unauthenticated);
+    }
+    user.role = role;
+    user.via_token = true;
+    Ok(user)
+}
+
+/// The logged-in user of a request: an API token (see [`bearer_token`]), or a valid
+/// session cookie naming an account that still exists and is not disabled.
 pub async fn from_headers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<SessionUser>, AppError> {
+    if let Some(token) = bearer_token(headers) {
+        return match from_api_token(state, token).await {
+            Ok(user) => Ok(Some(user)),
+            Err(AppError::Unauthenticated) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
     let Some(id) = token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
     else {
         return Ok(None);
@@ -199,6 +242,7 @@ mod tests {
             id: 42,
             username: "admin".into(),
             role: Role::Admin,
+            via_token: false,
         }
     }
 

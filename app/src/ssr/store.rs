@@ -13,9 +13,13 @@ pub struct SourceRow {
     pub display_url: String,
     pub sealed_url: String,
     pub created_at: i64,
+    /// Approvals a restore from or into this source needs: 0, 1 or 2 (two-person rule).
+    pub approvals_required: i64,
+    /// How long a restore request on this source waits for its approvals.
+    pub request_ttl_minutes: i64,
 }
 
-const SOURCE_COLUMNS: &str = "id, name, engine, display_url, sealed_url, created_at";
+const SOURCE_COLUMNS: &str = "id, name, engine, display_url, sealed_url, created_at, approvals_required, request_ttl_minutes";
 
 pub async fn sources(db: &Db, only_granted_to: Option<i64>) -> Result<Vec<SourceRow>> {
     Ok(match only_granted_to {
@@ -26,7 +30,8 @@ pub async fn sources(db: &Db, only_granted_to: Option<i64>) -> Result<Vec<Source
         }
         Some(user) => {
             sqlx::query_as(&format!(
-                "SELECT {SOURCE_COLUMNS} FROM sources WHERE id IN (SELECT source_id FROM source_grants WHERE user_id = $1) ORDER BY name"
+                "SELECT {SOURCE_COLUMNS} FROM sources WHERE id IN (SELECT source_id FROM source_grants WHERE user_id = $1 \
+                 UNION SELECT source_id FROM source_approvers WHERE user_id = $1) ORDER BY name"
             ))
             .bind(user)
             .fetch_all(&db.pool)
@@ -44,9 +49,12 @@ pub async fn source(db: &Db, id: i64) -> Result<Option<SourceRow>> {
     .await?)
 }
 
+/// Whether a user who does not see everything may see a source: it was granted to them,
+/// or they may approve restore requests on it.
 pub async fn is_granted(db: &Db, source_id: i64, user_id: i64) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM source_grants WHERE source_id = $1 AND user_id = $2",
+        "SELECT (SELECT COUNT(*) FROM source_grants WHERE source_id = $1 AND user_id = $2) \
+              + (SELECT COUNT(*) FROM source_approvers WHERE source_id = $1 AND user_id = $2)",
     )
     .bind(source_id)
     .bind(user_id)
@@ -100,6 +108,60 @@ pub async fn set_grant(db: &Db, source_id: i64, user_id: i64, granted: bool) -> 
             .await?;
     }
     Ok(())
+}
+
+/// Sets a source's approval rule; `false` if there is no such source.
+pub async fn set_approval_rule(
+    db: &Db,
+    source_id: i64,
+    approvals_required: i64,
+    request_ttl_minutes: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE sources SET approvals_required = $2, request_ttl_minutes = $3 WHERE id = $1",
+    )
+    .bind(source_id)
+    .bind(approvals_required)
+    .bind(request_ttl_minutes)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Lets `user_id` approve restore requests on `source_id` (or no longer).
+pub async fn set_approver(db: &Db, source_id: i64, user_id: i64, on: bool) -> Result<()> {
+    sqlx::query("DELETE FROM source_approvers WHERE source_id = $1 AND user_id = $2")
+        .bind(source_id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+    if on {
+        sqlx::query("INSERT INTO source_approvers (source_id, user_id) VALUES ($1, $2)")
+            .bind(source_id)
+            .bind(user_id)
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn is_approver(db: &Db, source_id: i64, user_id: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM source_approvers WHERE source_id = $1 AND user_id = $2",
+    )
+    .bind(source_id)
+    .bind(user_id)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn approvers(db: &Db) -> Result<Vec<(i64, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT source_id, user_id FROM source_approvers")
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }
 
 pub async fn grants(db: &Db) -> Result<Vec<(i64, i64)>> {
@@ -385,7 +447,7 @@ pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
 }
 
 /// Queues `j` through `ex` (the pool, or a transaction that does more).
-async fn insert_job<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+pub(crate) async fn insert_job<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     j: NewJob<'_>,
 ) -> Result<i64> {
@@ -848,4 +910,44 @@ pub async fn names(db: &Db) -> Result<Names> {
         map.insert(id, name);
     }
     Ok(n)
+}
+
+/// What `/metrics` reads from the history (the same for every worker sharing it).
+pub struct Gauges {
+    /// Jobs per status, for the statuses that have any.
+    pub jobs_by_status: Vec<(String, i64)>,
+    /// Per policy name: when its last successful backup finished (unix ms).
+    pub last_success: Vec<(String, i64)>,
+    /// Per target name: the bytes its snapshots in the history added to its repository.
+    pub stored_bytes: Vec<(String, i64)>,
+}
+
+pub async fn gauges(db: &Db) -> Result<Gauges> {
+    Ok(Gauges {
+        jobs_by_status: sqlx::query_as(
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(&db.pool)
+        .await?,
+        last_success: sqlx::query_as(
+            "SELECT p.name, MAX(j.finished_at) FROM jobs j JOIN policies p ON p.id = j.policy_id \
+             WHERE j.kind = 'backup' AND j.status = 'succeeded' AND j.finished_at IS NOT NULL GROUP BY p.name",
+        )
+        .fetch_all(&db.pool)
+        .await?,
+        stored_bytes: sqlx::query_as(
+            "SELECT t.name, CAST(COALESCE(SUM(s.bytes_stored), 0) AS BIGINT) FROM targets t \
+             LEFT JOIN snapshots s ON s.target_id = t.id GROUP BY t.name",
+        )
+        .fetch_all(&db.pool)
+        .await?,
+    })
+}
+
+/// Whether the history database answers.
+pub async fn ping(db: &Db) -> Result<()> {
+    let _: i64 = sqlx::query_scalar("SELECT CAST(1 AS BIGINT)")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(())
 }

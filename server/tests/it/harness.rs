@@ -22,6 +22,11 @@ pub struct Options<'a> {
 
 impl Server {
     pub fn start(opts: Options<'_>) -> Server {
+        Server::start_with_env(opts, &[])
+    }
+
+    /// [`Server::start`] with more environment variables for the server.
+    pub fn start_with_env(opts: Options<'_>, env: &[(&str, &str)]) -> Server {
         let port = testkit::free_port();
         let log = opts.data_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -43,6 +48,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
+        cmd.envs(env.iter().copied());
         if let Some(url) = opts.database_url {
             cmd.env("TABLESAFE_DATABASE_URL", url);
         }

@@ -368,6 +368,91 @@ async fn role_matrix(database_url: Option<&str>) {
             }),
             &["admin", "operator"],
         ),
+        // Restore requests: everyone who may restore files them (with no approval rule
+        // they start at once); everyone sees the list (requesters their own, auditors
+        // read-only); deciding needs an operator or admin (or an approver grant, which
+        // nobody has here); only admins set the rule or make approvers.
+        (
+            Box::new(move |r| {
+                (
+                    "requests/file".into(),
+                    vec![],
+                    Some(json!({"req": restore_new(&format!("q_{r}"))["req"], "reason": "matrix"})),
+                )
+            }),
+            &["admin", "operator", "requester"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "requests/list",
+                    vec![("state", String::new()), ("mine", "false".into())],
+                )
+            }),
+            &["admin", "operator", "requester", "auditor"],
+        ),
+        (
+            Box::new(move |_| form("requests/get", vec![("id", "999".into())])),
+            &["admin", "operator", "requester", "auditor"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "requests/approve",
+                    vec![("id", "999".into()), ("version", "v".into())],
+                )
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "requests/reject",
+                    vec![("id", "999".into()), ("reason", "no".into())],
+                )
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("requests/cancel", vec![("id", "999".into())])),
+            &["admin", "operator", "requester"],
+        ),
+        (
+            Box::new(move |_| {
+                (
+                    "requests/change".into(),
+                    vec![],
+                    Some(json!({"id": 999, "req": restore_new("q_change")["req"], "reason": "x"})),
+                )
+            }),
+            &["admin", "operator", "requester"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "sources/approval_rule",
+                    vec![
+                        ("id", source.to_string()),
+                        ("approvals_required", "0".into()),
+                        ("request_ttl_minutes", "60".into()),
+                    ],
+                )
+            }),
+            &["admin"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "users/approver",
+                    vec![
+                        ("user_id", "1".into()),
+                        ("source_id", source.to_string()),
+                        ("on", "false".into()),
+                    ],
+                )
+            }),
+            &["admin"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
@@ -488,6 +573,9 @@ async fn role_matrix(database_url: Option<&str>) {
         ",admin,127.0.0.1,policy.run,policy #",
         ",auditor,127.0.0.1,source.add,,denied,",
         ",requester,127.0.0.1,restore.start,snapshot #",
+        ",requester,127.0.0.1,request.file,restore request #",
+        ",auditor,127.0.0.1,request.approve,restore request #999,denied,",
+        ",operator,127.0.0.1,source.approval_rule,,denied,",
     ] {
         assert!(csv.contains(needle), "audit lacks {needle}:\n{csv}");
     }
@@ -516,7 +604,7 @@ async fn role_matrix(database_url: Option<&str>) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|j| j["kind"] == "restore")
+        .find(|j| j["kind"] == "restore" && j["title"].as_str().unwrap().contains("c_requester"))
         .unwrap()["id"]
         .as_i64()
         .unwrap();

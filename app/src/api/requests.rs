@@ -1,0 +1,583 @@
+//! Self-service restore requests with approval (issue 11).
+//!
+//! Anyone who may restore files a request: a restore (the wizard's [`RestoreRequest`])
+//! and a reason. The sources involved decide how many approvals it needs (none, one, or
+//! two different people); the requester never counts. Each approval is bound to the
+//! version of the request its approver saw: when the requester changes the request, the
+//! approvals given so far stop counting. The last approval queues the restore job; the
+//! request then follows its job (running, done, failed). Everything is in the audit log
+//! under `restore request #N`, which is also the request's history.
+
+use crate::api::history::{AuditView, RestoreRequest};
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The states a request can be in, for filters.
+pub const STATES: [&str; 8] = [
+    "requested",
+    "approved",
+    "running",
+    "done",
+    "failed",
+    "rejected",
+    "expired",
+    "cancelled",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: i64,
+    pub state: String,
+    pub title: String,
+    pub reason: String,
+    pub requester: String,
+    /// The snapshot's source (empty when unknown) and the destination.
+    pub source: String,
+    pub dest: String,
+    pub request: RestoreRequest,
+    /// The version approvals are bound to; `approve` must name it.
+    pub version: String,
+    pub approvals: i64,
+    pub approvals_required: i64,
+    /// Who approved the current version.
+    pub approvers: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    /// Who approved it last (starting the restore), rejected or withdrew it.
+    pub decided_by: Option<String>,
+    pub reject_reason: Option<String>,
+    pub job_id: Option<i64>,
+    /// Rows restored per destination table, once done.
+    pub restored: Vec<(String, u64)>,
+    /// The snapshot of the tables a replace dropped, taken first.
+    pub safety_snapshot: Option<String>,
+    pub error: Option<String>,
+    /// What the caller may do with it now.
+    pub can_approve: bool,
+    pub can_change: bool,
+}
+
+/// A request and its history (its audit entries, oldest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDetail {
+    pub request: RequestView,
+    pub history: Vec<AuditView>,
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    use super::*;
+    use crate::api::history::Planned;
+    use crate::api::internal;
+    use crate::auth::{Perm, Role};
+    use crate::ssr::ctx::Ctx;
+    use crate::ssr::requests::{self as rq, RequestRow};
+    use crate::ssr::store;
+
+    pub fn target(id: i64) -> String {
+        format!("restore request #{id}")
+    }
+
+    pub fn reason(field: &str, reason: &str) -> Result<String, AppError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(AppError::Field(
+                field.into(),
+                "Say why (the approvers read it).".into(),
+            ));
+        }
+        if reason.chars().count() > 2000 {
+            return Err(AppError::Field(
+                field.into(),
+                "Keep it under 2000 characters.".into(),
+            ));
+        }
+        Ok(reason.to_string())
+    }
+
+    pub fn params(req: &RestoreRequest) -> Result<String, AppError> {
+        serde_json::to_string(req).map_err(|e| internal("request json", e))
+    }
+
+    /// Whether the caller may approve or reject `row` at all (any version): never their
+    /// own, never as an auditor; admins and operators always; others where they were
+    /// made approvers of every source involved, and only for restores into new tables.
+    pub async fn may_decide(
+        c: &Ctx,
+        row: &RequestRow,
+        req: &RestoreRequest,
+    ) -> Result<bool, AppError> {
+        if row.requested_by == c.user.id || c.user.role == Role::Auditor {
+            return Ok(false);
+        }
+        if c.can(Perm::RunJobs) {
+            return Ok(true);
+        }
+        if req.mode != "create" {
+            return Ok(false);
+        }
+        for sid in row.source_id.iter().chain([&row.dest_source_id]) {
+            if !store::is_approver(&c.state.db, *sid, c.user.id)
+                .await
+                .map_err(|e| internal("checking an approver", e))?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The request if the caller may see it: everyone who sees everything; others their
+    /// own and those on sources they may approve.
+    pub async fn visible(c: &Ctx, id: i64) -> Result<RequestRow, AppError> {
+        let row = rq::get(&c.state.db, id)
+            .await
+            .map_err(|e| internal("loading a request", e))?
+            .ok_or_else(|| AppError::NotFound("Request".into()))?;
+        if c.can(Perm::SeeAll) || row.requested_by == c.user.id {
+            return Ok(row);
+        }
+        let sources: Vec<i64> = row
+            .source_id
+            .into_iter()
+            .chain([row.dest_source_id])
+            .collect();
+        for sid in sources {
+            if store::is_approver(&c.state.db, sid, c.user.id)
+                .await
+                .map_err(|e| internal("checking an approver", e))?
+            {
+                return Ok(row);
+            }
+        }
+        Err(AppError::NotFound("Request".into()))
+    }
+
+    pub async fn view(c: &Ctx, row: RequestRow) -> Result<RequestView, AppError> {
+        let names = store::names(&c.state.db)
+            .await
+            .map_err(|e| internal("names", e))?;
+        let req: RestoreRequest =
+            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        let approvers = rq::approvers(&c.state.db, row.id)
+            .await
+            .map_err(|e| internal("approvers", e))?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        let can_approve = row.state == "requested" && may_decide(c, &row, &req).await?;
+        let result: Option<serde_json::Value> = row
+            .job_result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok());
+        let restored = result
+            .as_ref()
+            .and_then(|r| r["tables"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| Some((t["table"].as_str()?.to_string(), t["rows"].as_u64()?)))
+            .collect();
+        let safety_snapshot = result
+            .as_ref()
+            .and_then(|r| r["safety_snapshot"].as_str().map(str::to_string));
+        Ok(RequestView {
+            id: row.id,
+            can_change: row.state == "requested" && row.requested_by == c.user.id,
+            can_approve,
+            state: row.state,
+            title: row.title,
+            reason: row.reason,
+            requester: row.requester.unwrap_or_default(),
+            source: row
+                .source_id
+                .and_then(|s| names.sources.get(&s).cloned())
+                .unwrap_or_default(),
+            dest: names
+                .sources
+                .get(&row.dest_source_id)
+                .cloned()
+                .unwrap_or_default(),
+            request: req,
+            version: row.version_hash,
+            approvals: row.approvals,
+            approvals_required: row.approvals_required,
+            approvers,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            expires_at: row.expires_at,
+            decided_by: row.decider,
+            reject_reason: row.reject_reason,
+            job_id: row.job_id,
+            restored,
+            safety_snapshot,
+            error: row.job_error,
+        })
+    }
+
+    /// Queues the restore of a fully approved request (once, whoever gets here first).
+    pub async fn start(
+        c: &Ctx,
+        row: &RequestRow,
+        planned: &Planned,
+        req: &RestoreRequest,
+    ) -> Result<Option<i64>, AppError> {
+        let job = planned.job(req, row.requested_by)?;
+        let started = rq::start(&c.state.db, row.id, &row.version_hash, c.user.id, job)
+            .await
+            .map_err(|e| internal("starting a request", e))?;
+        if let Some(job) = started {
+            c.state.jobs_queued.notify_waiters();
+            c.audit(
+                "request.start",
+                &target(row.id),
+                "ok",
+                &format!("job #{job}"),
+            )
+            .await;
+        }
+        Ok(started)
+    }
+}
+
+/// Files a restore request; returns its id. When nothing needs approving, it starts at
+/// once (its job is on the request).
+#[server(endpoint = "requests/file", input = server_fn::codec::Json)]
+pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, AppError> {
+    use crate::api::history::plan_restore;
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, requests as rq};
+    let c = ctx::authorize(Perm::RestoreNew, "request.file").await?;
+    let filed: Result<_, AppError> = async {
+        let reason = server::reason("reason", &reason)?;
+        let planned = plan_restore(&c, &req, true).await?;
+        planned.check_confirmed(&req)?;
+        let required = planned.approvals_required(&c);
+        let params = server::params(&req)?;
+        let id = rq::insert(
+            &c.state.db,
+            rq::NewRequest {
+                source_id: planned.source.as_ref().map(|s| s.id),
+                dest_source_id: req.dest_source_id,
+                snapshot: req.snapshot,
+                params: &params,
+                reason: &reason,
+                title: &planned.title(),
+                approvals_required: required,
+                requested_by: c.user.id,
+                ttl_minutes: planned.ttl_minutes(),
+            },
+        )
+        .await
+        .map_err(|e| internal("filing a request", e))?;
+        Ok((id, planned, required))
+    }
+    .await;
+    let (id, planned, required) = match filed {
+        Ok(x) => x,
+        Err(e) => {
+            c.audit(
+                "request.file",
+                &format!("snapshot #{}", req.snapshot),
+                "failed",
+                &e.to_string(),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    c.audit(
+        "request.file",
+        &server::target(id),
+        "ok",
+        &format!(
+            "{}; needs {required} approval(s); reason: {}",
+            planned.title(),
+            reason.trim()
+        ),
+    )
+    .await;
+    if required == 0 {
+        let row = server::visible(&c, id).await?;
+        server::start(&c, &row, &planned, &req).await?;
+    }
+    Ok(id)
+}
+
+/// Requests newest first; `state` one of [`STATES`] or empty; `mine`: only those the
+/// caller filed.
+#[server(endpoint = "requests/list")]
+pub async fn list_requests(
+    state: String,
+    mine: bool,
+    before: Option<i64>,
+) -> Result<Vec<RequestView>, AppError> {
+    use crate::api::{PAGE, internal};
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, requests as rq};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.list").await?;
+    let state = state.trim();
+    if !state.is_empty() && !STATES.contains(&state) {
+        return Err(AppError::Field("state".into(), "Unknown state.".into()));
+    }
+    let visible = if c.can(Perm::SeeAll) {
+        rq::Visible::All
+    } else {
+        rq::Visible::For(c.user.id)
+    };
+    let rows = rq::page(
+        &c.state.db,
+        visible,
+        before,
+        (!state.is_empty()).then_some(state),
+        mine.then_some(c.user.id),
+        PAGE,
+    )
+    .await
+    .map_err(|e| internal("listing requests", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(server::view(&c, row).await?);
+    }
+    Ok(out)
+}
+
+#[server(endpoint = "requests/get")]
+pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{audit, ctx};
+    let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.get").await?;
+    let row = server::visible(&c, id).await?;
+    let history = audit::for_target(&c.state.db, &server::target(id))
+        .await
+        .map_err(|e| internal("a request's history", e))?
+        .into_iter()
+        .map(AuditView::from)
+        .collect();
+    Ok(RequestDetail {
+        request: server::view(&c, row).await?,
+        history,
+    })
+}
+
+/// Approves the version `version` of a request; returns the restore job when this was
+/// the last approval needed.
+#[server(endpoint = "requests/approve")]
+pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, AppError> {
+    use crate::api::history::plan_restore;
+    use crate::api::internal;
+    use crate::auth::{Perm, Role};
+    use crate::ssr::{ctx, requests as rq, store};
+    let c = ctx::authenticate().await?;
+    let denied = |detail: &str| {
+        let c = &c;
+        let detail = detail.to_string();
+        async move {
+            c.audit("request.approve", &server::target(id), "denied", &detail)
+                .await;
+            AppError::Forbidden
+        }
+    };
+    // Who can never approve anything is refused before the request is even looked up.
+    let any_grant = store::approvers(&c.state.db)
+        .await
+        .map_err(|e| internal("approvers", e))?
+        .iter()
+        .any(|(_, u)| *u == c.user.id);
+    if c.user.role == Role::Auditor || !(c.can(Perm::RunJobs) || any_grant) {
+        return Err(denied(&format!(
+            "the {} role may not approve",
+            c.user.role.as_str()
+        ))
+        .await);
+    }
+    let result = async {
+        let row = server::visible(&c, id).await?;
+        if row.state != "requested" {
+            return Err(AppError::Invalid(format!(
+                "This request is {}: it can no longer be approved.",
+                row.state
+            )));
+        }
+        if row.requested_by == c.user.id {
+            return Err(AppError::Invalid(
+                "You filed this request: someone else must approve it.".into(),
+            ));
+        }
+        let req: RestoreRequest =
+            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        if !server::may_decide(&c, &row, &req).await? {
+            return Err(AppError::Forbidden);
+        }
+        if row.version_hash != version.trim() {
+            return Err(AppError::Invalid(
+                "The request changed after you opened it: read it again before approving.".into(),
+            ));
+        }
+        // Plan again now: the destination may have changed since it was filed.
+        let planned = plan_restore(&c, &req, true).await?;
+        planned.check_confirmed(&req)?;
+        if !rq::approve(&c.state.db, id, c.user.id, &row.version_hash)
+            .await
+            .map_err(|e| internal("approving a request", e))?
+        {
+            return Err(AppError::Invalid(
+                "You approved this version already, or it is no longer waiting.".into(),
+            ));
+        }
+        Ok((row, planned, req))
+    }
+    .await;
+    let (row, planned, req) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let outcome = if matches!(e, AppError::Forbidden) {
+                "denied"
+            } else {
+                "failed"
+            };
+            c.audit(
+                "request.approve",
+                &server::target(id),
+                outcome,
+                &e.to_string(),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    c.audit("request.approve", &server::target(id), "ok", "")
+        .await;
+    let now = rq::get(&c.state.db, id)
+        .await
+        .map_err(|e| internal("loading a request", e))?
+        .ok_or_else(|| AppError::NotFound("Request".into()))?;
+    if now.approvals >= now.approvals_required && now.version_hash == row.version_hash {
+        return server::start(&c, &now, &planned, &req).await;
+    }
+    Ok(None)
+}
+
+/// Rejects a waiting request, with a reason for the requester.
+#[server(endpoint = "requests/reject")]
+pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::{Perm, Role};
+    use crate::ssr::{ctx, requests as rq, store};
+    let c = ctx::authenticate().await?;
+    let any_grant = store::approvers(&c.state.db)
+        .await
+        .map_err(|e| internal("approvers", e))?
+        .iter()
+        .any(|(_, u)| *u == c.user.id);
+    if c.user.role == Role::Auditor || !(c.can(Perm::RunJobs) || any_grant) {
+        c.audit("request.reject", &server::target(id), "denied", "role")
+            .await;
+        return Err(AppError::Forbidden);
+    }
+    let result = async {
+        let reason = server::reason("reason", &reason)?;
+        let row = server::visible(&c, id).await?;
+        let req: RestoreRequest =
+            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        if row.requested_by == c.user.id {
+            return Err(AppError::Invalid(
+                "You filed this request: withdraw it instead.".into(),
+            ));
+        }
+        if !server::may_decide(&c, &row, &req).await? {
+            return Err(AppError::Forbidden);
+        }
+        if !rq::reject(&c.state.db, id, c.user.id, &reason)
+            .await
+            .map_err(|e| internal("rejecting a request", e))?
+        {
+            return Err(AppError::Invalid(format!(
+                "This request is {}: it can no longer be rejected.",
+                row.state
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("request.reject", &server::target(id), result)
+        .await
+}
+
+/// The requester withdraws a request that has not started.
+#[server(endpoint = "requests/cancel")]
+pub async fn cancel_request(id: i64) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, requests as rq};
+    let c = ctx::authorize(Perm::RestoreNew, "request.cancel").await?;
+    let result = async {
+        let row = server::visible(&c, id).await?;
+        if row.requested_by != c.user.id {
+            return Err(AppError::Forbidden);
+        }
+        if !rq::cancel(&c.state.db, id, c.user.id)
+            .await
+            .map_err(|e| internal("withdrawing a request", e))?
+        {
+            return Err(AppError::Invalid(format!(
+                "This request is {}: it can no longer be withdrawn.",
+                row.state
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("request.cancel", &server::target(id), result)
+        .await
+}
+
+/// The requester changes a waiting request: a new version, so approvals start over.
+#[server(endpoint = "requests/change", input = server_fn::codec::Json)]
+pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Result<(), AppError> {
+    use crate::api::history::plan_restore;
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, requests as rq};
+    let c = ctx::authorize(Perm::RestoreNew, "request.change").await?;
+    let result = async {
+        let row = server::visible(&c, id).await?;
+        if row.requested_by != c.user.id {
+            return Err(AppError::Forbidden);
+        }
+        let reason = server::reason("reason", &reason)?;
+        let planned = plan_restore(&c, &req, true).await?;
+        planned.check_confirmed(&req)?;
+        let params = server::params(&req)?;
+        let changed = rq::change(
+            &c.state.db,
+            id,
+            c.user.id,
+            rq::Change {
+                params: &params,
+                reason: &reason,
+                title: &planned.title(),
+                source_id: planned.source.as_ref().map(|s| s.id),
+                dest_source_id: req.dest_source_id,
+                snapshot: req.snapshot,
+                approvals_required: planned.approvals_required(&c).max(row.approvals_required),
+                ttl_minutes: planned.ttl_minutes(),
+            },
+        )
+        .await
+        .map_err(|e| internal("changing a request", e))?;
+        if !changed {
+            return Err(AppError::Invalid(format!(
+                "This request is {}: it can no longer be changed.",
+                row.state
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("request.change", &server::target(id), result)
+        .await
+}

@@ -1,0 +1,218 @@
+//! Restore requests: the list with filters, and one request with its approvals, its
+//! history, and (for approvers) Approve and Reject.
+
+use super::ui::{ErrorLine, failed, general_error, time};
+use crate::api::requests::{
+    ApproveRequest, CancelRequest, RejectRequest, RequestView, STATES, get_request, list_requests,
+};
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+fn state_badge(state: String) -> impl IntoView {
+    let class = format!("badge {state}");
+    view! { <span class=class data-testid="request-state">{state}</span> }
+}
+
+fn approvals_text(r: &RequestView) -> String {
+    if r.approvals_required == 0 {
+        "no approval needed".into()
+    } else {
+        format!("{} of {} approvals", r.approvals, r.approvals_required)
+    }
+}
+
+#[component]
+pub fn RequestsPage() -> impl IntoView {
+    let query = use_query_map();
+    let state = move || query.read().get("state").unwrap_or_default();
+    let mine = move || query.read().get("mine").is_some_and(|v| v == "on");
+    let before = move || {
+        query
+            .read()
+            .get("before")
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let list = Resource::new(
+        move || (state(), mine(), before()),
+        |(s, m, b)| list_requests(s, m, b),
+    );
+    view! {
+        <Title text="Requests"/>
+        <h1>"Restore requests"</h1>
+        <p class="muted">"File one from the " <a href="/restores">"restore wizard"</a>
+            ". Sources can require one or two approvals (by someone other than the requester) before a restore runs."</p>
+        <form class="filters" method="get" action="/requests">
+            <label for="state">"State"</label>
+            <select id="state" name="state" onchange="this.form.submit()">
+                <option value="" selected=move || state().is_empty()>"any"</option>
+                {STATES.into_iter().map(|s| view! {
+                    <option value=s selected=move || state() == s>{s}</option>
+                }).collect_view()}
+            </select>
+            <input type="checkbox" id="mine" name="mine" prop:checked=mine onchange="this.form.submit()"/>
+            <label for="mine">"Only mine"</label>
+            <noscript><button type="submit">"Filter"</button></noscript>
+        </form>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match list.await {
+                    Err(e) => failed(e),
+                    Ok(rows) if rows.is_empty() => view! { <p class="muted">"No requests."</p> }.into_any(),
+                    Ok(rows) => {
+                        let oldest = rows.last().map(|r| r.id).unwrap_or(0);
+                        let full = rows.len() as i64 == crate::api::PAGE;
+                        let more = format!("/requests?state={}&mine={}&before={oldest}", state(), if mine() { "on" } else { "" });
+                        view! {
+                            <table class="list" data-testid="requests">
+                                <thead><tr><th>"#"</th><th>"Restore"</th><th>"State"</th><th>"Approvals"</th><th>"Requested by"</th><th>"Filed"</th><th>"Reason"</th></tr></thead>
+                                <tbody>
+                                    {rows.into_iter().map(|r| view! {
+                                        <tr data-testid=format!("request-{}", r.id)>
+                                            <td><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
+                                            <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
+                                            <td>{state_badge(r.state.clone())}</td>
+                                            <td>{approvals_text(&r)}</td>
+                                            <td>{r.requester.clone()}</td>
+                                            <td>{time(r.created_at)}</td>
+                                            <td class="reason">{r.reason.clone()}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                            {full.then(|| view! { <p><a href=more>"Older requests →"</a></p> })}
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+pub fn RequestPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let approve = ServerAction::<ApproveRequest>::new();
+    let reject = ServerAction::<RejectRequest>::new();
+    let cancel = ServerAction::<CancelRequest>::new();
+    let detail = Resource::new(
+        move || {
+            (
+                id(),
+                approve.version().get(),
+                reject.version().get(),
+                cancel.version().get(),
+            )
+        },
+        |(id, _, _, _)| get_request(id),
+    );
+    view! {
+        <Title text="Restore request"/>
+        <p><a href="/requests">"← Requests"</a></p>
+        <ErrorLine error=general_error(approve)/>
+        <ErrorLine error=general_error(reject)/>
+        <ErrorLine error=general_error(cancel)/>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Err(e) => failed(e),
+                    Ok(d) => view! {
+                        <RequestSummary r=d.request.clone()/>
+                        <Decide r=d.request approve=approve reject=reject cancel=cancel/>
+                        <h2>"History"</h2>
+                        <ol class="log" data-testid="request-history">
+                            {d.history.into_iter().map(|h| view! {
+                                <li class=if h.outcome == "ok" { "info" } else { "error" }>
+                                    <span class="muted">{time(h.at)}</span>" "
+                                    {format!("{} · {} · {}", h.username, h.action, h.outcome)}
+                                    {(!h.detail.is_empty()).then(|| format!(" · {}", h.detail))}
+                                </li>
+                            }).collect_view()}
+                        </ol>
+                    }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn RequestSummary(r: RequestView) -> impl IntoView {
+    let req = &r.request;
+    let tables = if req.tables.is_empty() {
+        "all tables".to_string()
+    } else {
+        req.tables.join(", ")
+    };
+    let renames = req
+        .rename
+        .iter()
+        .map(|(a, b)| format!("{a} → {b}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    view! {
+        <h1>{format!("Request {} · {}", r.id, r.title)}</h1>
+        <p>{state_badge(r.state.clone())} " · " <span data-testid="request-approvals">{approvals_text(&r)}</span>
+            {(!r.approvers.is_empty()).then(|| format!(" (by {})", r.approvers.join(", ")))}</p>
+        <dl class="facts">
+            <dt>"Requested by"</dt><dd>{r.requester.clone()} " · " {time(r.created_at)}</dd>
+            <dt>"Reason"</dt><dd data-testid="request-reason">{r.reason.clone()}</dd>
+            <dt>"From"</dt><dd>{format!("snapshot #{} of {}", req.snapshot, if r.source.is_empty() { "?" } else { &r.source })}</dd>
+            <dt>"Tables"</dt><dd>{tables}</dd>
+            <dt>"Into"</dt><dd>{format!("{} ({})", r.dest, if req.mode == "replace" { "replacing existing tables" } else { "new tables" })}
+                {(!renames.is_empty()).then(|| format!(" · {renames}"))}</dd>
+            <dt>"Expires"</dt><dd>{time(r.expires_at)}</dd>
+            {r.decided_by.clone().map(|d| view! { <dt>"Decided by"</dt><dd>{d}</dd> })}
+            {r.reject_reason.clone().map(|d| view! { <dt>"Rejected because"</dt><dd data-testid="reject-reason">{d}</dd> })}
+        </dl>
+        {r.job_id.map(|j| view! { <p>"Restore job: " <a href=format!("/jobs/{j}") data-testid="request-job">{format!("job {j}")}</a></p> })}
+        {(!r.restored.is_empty()).then(|| view! {
+            <h2>"Restored"</h2>
+            <ul data-testid="restored">
+                {r.restored.iter().map(|(t, n)| view! { <li>{format!("{t}: {n} rows")}</li> }).collect_view()}
+            </ul>
+        })}
+        {r.safety_snapshot.clone().map(|s| view! { <p>"Safety backup of the replaced tables: snapshot " <span class="mono">{s.chars().take(12).collect::<String>()}</span></p> })}
+        {r.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+    }
+    .into_any()
+}
+
+/// Approve / Reject for those who may; Withdraw for the requester.
+#[component]
+fn Decide(
+    r: RequestView,
+    approve: ServerAction<ApproveRequest>,
+    reject: ServerAction<RejectRequest>,
+    cancel: ServerAction<CancelRequest>,
+) -> impl IntoView {
+    let (why, set_why) = signal(String::new());
+    let id = r.id;
+    let version = r.version.clone();
+    view! {
+        {r.can_approve.then(|| view! {
+            <div class="actions">
+                <button data-testid="approve" disabled=move || approve.pending().get()
+                    on:click=move |_| { approve.dispatch(ApproveRequest { id, version: version.clone() }); }>"Approve"</button>
+            </div>
+            <label for="reject-reason">"Reason for rejecting"</label>
+            <input id="reject-reason" prop:value=move || why.get() on:input=move |ev| set_why.set(event_target_value(&ev))/>
+            <button class="danger" disabled=move || reject.pending().get() || why.get().trim().is_empty()
+                on:click=move |_| { reject.dispatch(RejectRequest { id, reason: why.get_untracked() }); }>"Reject"</button>
+        })}
+        {r.can_change.then(|| view! {
+            <div class="actions">
+                <button class="secondary" disabled=move || cancel.pending().get()
+                    on:click=move |_| { cancel.dispatch(CancelRequest { id }); }>"Withdraw request"</button>
+            </div>
+        })}
+    }
+    .into_any()
+}

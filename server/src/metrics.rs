@@ -1,0 +1,170 @@
+//! Observability: `GET /metrics` in the Prometheus text format (rendered by
+//! `metrics-exporter-prometheus`), `GET /healthz` (the process answers) and
+//! `GET /readyz` (the history database answers too).
+//!
+//! Counters and histograms (`tablesafe_jobs_total`, `tablesafe_job_duration_seconds`,
+//! bytes read and stored, login failures) count what *this* process did since it
+//! started, as Prometheus expects of each scraped instance. Gauges that describe the
+//! shared state (queue depth, last successful backup per policy, bytes stored per
+//! target) are read from the history database at each scrape, so every worker reports
+//! the same values.
+//!
+//! When `TABLESAFE_METRICS_TOKEN` is set, `/metrics` requires
+//! `Authorization: Bearer <that token>` (policy and target names are in the output).
+
+use app::ssr::{AppState, store};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it).
+pub fn install() -> anyhow::Result<()> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.1,
+            0.5,
+            1.0,
+            5.0,
+            15.0,
+            60.0,
+            300.0,
+            900.0,
+            3600.0,
+            4.0 * 3600.0,
+        ])?
+        .install_recorder()?;
+    let _ = HANDLE.set(handle);
+    metrics::describe_counter!(
+        "tablesafe_jobs_total",
+        "Jobs this process finished, by kind and outcome."
+    );
+    metrics::describe_histogram!(
+        "tablesafe_job_duration_seconds",
+        metrics::Unit::Seconds,
+        "How long the jobs this process ran took, by kind."
+    );
+    metrics::describe_counter!(
+        "tablesafe_backup_bytes_read_total",
+        metrics::Unit::Bytes,
+        "Bytes of table data read from sources by this process's backups."
+    );
+    metrics::describe_counter!(
+        "tablesafe_backup_bytes_stored_total",
+        metrics::Unit::Bytes,
+        "Bytes newly stored in repositories (after dedup, compression, encryption) by this process's backups."
+    );
+    metrics::describe_counter!(
+        "tablesafe_login_failures_total",
+        "Failed or throttled console logins seen by this process."
+    );
+    metrics::describe_gauge!(
+        "tablesafe_jobs",
+        "Jobs in the shared queue that are queued or running, by status."
+    );
+    metrics::describe_gauge!(
+        "tablesafe_last_backup_success_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When each policy's last successful backup finished (unix time)."
+    );
+    metrics::describe_gauge!(
+        "tablesafe_target_stored_bytes",
+        metrics::Unit::Bytes,
+        "Bytes the snapshots in the history added to each target's repository, summed."
+    );
+    Ok(())
+}
+
+/// Records a finished job.
+pub fn job_finished(kind: &str, outcome: &str, seconds: f64) {
+    metrics::counter!("tablesafe_jobs_total", "kind" => kind.to_string(), "outcome" => outcome.to_string())
+        .increment(1);
+    metrics::histogram!("tablesafe_job_duration_seconds", "kind" => kind.to_string())
+        .record(seconds);
+}
+
+/// Records what a backup read and stored.
+pub fn backup_bytes(read: u64, stored: u64) {
+    metrics::counter!("tablesafe_backup_bytes_read_total").increment(read);
+    metrics::counter!("tablesafe_backup_bytes_stored_total").increment(stored);
+}
+
+fn token_ok(headers: &HeaderMap) -> bool {
+    let Ok(expected) = std::env::var("TABLESAFE_METRICS_TOKEN") else {
+        return true;
+    };
+    if expected.is_empty() {
+        return true;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare digests: the time taken does not depend on how much of the token matched.
+    blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
+}
+
+pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !token_ok(&headers) {
+        return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    }
+    let Some(handle) = HANDLE.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics are not enabled\n").into_response();
+    };
+    match store::gauges(&state.db).await {
+        Ok(g) => {
+            for status in ["queued", "running"] {
+                let n = g
+                    .jobs_by_status
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                metrics::gauge!("tablesafe_jobs", "status" => status).set(n as f64);
+            }
+            for (policy, ms) in g.last_success {
+                metrics::gauge!("tablesafe_last_backup_success_timestamp_seconds", "policy" => policy)
+                    .set(ms as f64 / 1000.0);
+            }
+            for (target, bytes) in g.stored_bytes {
+                metrics::gauge!("tablesafe_target_stored_bytes", "target" => target)
+                    .set(bytes as f64);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "metrics: reading the history database")
+        }
+    }
+    handle.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// 200 while the history database answers, else 503 (for load balancers and
+/// orchestrators: do not send work to a worker that cannot record it).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match store::ping(&state.db).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "readiness: the history database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the history database does not answer\n",
+            )
+                .into_response()
+        }
+    }
+}
