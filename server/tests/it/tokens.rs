@@ -247,7 +247,10 @@ async fn api_tokens_drive_the_rest_surface_per_role() {
         Some(json!({"version": version})),
     )
     .await;
-    assert_eq!(status, 400, "not their own");
+    assert_eq!(
+        status, 403,
+        "a requester approves nothing, least of all their own"
+    );
     let (status, body) = rest(
         &server,
         "POST",
