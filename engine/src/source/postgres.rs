@@ -10,8 +10,8 @@ use crate::model::{PgColumn, PgEnum, PgTable, Skipped};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, Executor};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote(ident: &str) -> String {
@@ -59,11 +59,19 @@ const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema'
 
 impl PgDb {
     pub async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
-        let conn = PgConnection::connect(url.expose()).await.map_err(|e| {
-            // sqlx errors may quote the URL; keep the password out of messages.
+        // sqlx errors may quote the URL; keep the password out of messages.
+        let clean = |e: sqlx::Error| {
             let msg = e.to_string().replace(url.expose(), &display);
             Error::invalid(format!("cannot connect to {display}: {msg}"))
-        })?;
+        };
+        // A backup reads whole tables: sqlx's "slow statement" warnings would only be
+        // noise in the user's terminal and logs.
+        let opts = url
+            .expose()
+            .parse::<PgConnectOptions>()
+            .map_err(clean)?
+            .disable_statement_logging();
+        let conn = PgConnection::connect_with(&opts).await.map_err(clean)?;
         Ok(PgDb { conn, display })
     }
 

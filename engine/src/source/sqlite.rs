@@ -9,7 +9,7 @@ use crate::model::{Column, Index, Skipped, TableSchema, Value};
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
-use sqlx::{Connection, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
+use sqlx::{ConnectOptions, Connection, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
 use std::path::{Path, PathBuf};
 
 /// `"name"` with embedded quotes doubled: safe for any identifier.
@@ -47,7 +47,12 @@ impl SqliteDb {
                 path.display()
             )));
         }
-        let opts = SqliteConnectOptions::new().filename(path).read_only(true);
+        // A backup reads whole tables: sqlx's "slow statement" warnings would only be
+        // noise in the user's terminal and logs.
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .disable_statement_logging();
         let conn = SqliteConnection::connect_with(&opts)
             .await
             .context(|| format!("opening {}", path.display()))?;
@@ -61,7 +66,8 @@ impl SqliteDb {
     pub async fn open_write(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true);
+            .create_if_missing(true)
+            .disable_statement_logging();
         let conn = SqliteConnection::connect_with(&opts)
             .await
             .context(|| format!("opening {}", path.display()))?;
