@@ -155,6 +155,39 @@ mod server {
         Err(AppError::NotFound("Request".into()))
     }
 
+    /// A request the caller filed (others' are refused).
+    pub async fn own(c: &Ctx, id: i64) -> Result<RequestRow, AppError> {
+        let row = visible(c, id).await?;
+        if row.requested_by != c.user.id {
+            return Err(AppError::Forbidden);
+        }
+        Ok(row)
+    }
+
+    /// The refusal of an action on a request that is past waiting.
+    pub fn no_longer(row: &RequestRow, what: &str) -> AppError {
+        AppError::Invalid(format!(
+            "This request is {}: it can no longer be {what}.",
+            row.state
+        ))
+    }
+
+    /// Whether the caller may decide any request at all: admins and operators, and
+    /// users made approvers of some source; never auditors.
+    pub async fn may_decide_some(c: &Ctx) -> Result<bool, AppError> {
+        if c.user.role == Role::Auditor {
+            return Ok(false);
+        }
+        if c.can(Perm::RunJobs) {
+            return Ok(true);
+        }
+        Ok(store::approvers(&c.state.db)
+            .await
+            .map_err(|e| internal("approvers", e))?
+            .iter()
+            .any(|(_, u)| *u == c.user.id))
+    }
+
     pub async fn view(c: &Ctx, row: RequestRow) -> Result<RequestView, AppError> {
         let names = store::names(&c.state.db)
             .await
@@ -369,8 +402,7 @@ pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
 pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, AppError> {
     use crate::api::history::plan_restore;
     use crate::api::internal;
-    use crate::auth::{Perm, Role};
-    use crate::ssr::{ctx, requests as rq, store};
+    use crate::ssr::{ctx, requests as rq};
     let c = ctx::authenticate().await?;
     let denied = |detail: &str| {
         let c = &c;
@@ -382,12 +414,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
         }
     };
     // Who can never approve anything is refused before the request is even looked up.
-    let any_grant = store::approvers(&c.state.db)
-        .await
-        .map_err(|e| internal("approvers", e))?
-        .iter()
-        .any(|(_, u)| *u == c.user.id);
-    if c.user.role == Role::Auditor || !(c.can(Perm::RunJobs) || any_grant) {
+    if !server::may_decide_some(&c).await? {
         return Err(denied(&format!(
             "the {} role may not approve",
             c.user.role.as_str()
@@ -397,10 +424,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
     let result = async {
         let row = server::visible(&c, id).await?;
         if row.state != "requested" {
-            return Err(AppError::Invalid(format!(
-                "This request is {}: it can no longer be approved.",
-                row.state
-            )));
+            return Err(server::no_longer(&row, "approved"));
         }
         if row.requested_by == c.user.id {
             return Err(AppError::Invalid(
@@ -465,15 +489,9 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
 #[server(endpoint = "requests/reject")]
 pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
     use crate::api::internal;
-    use crate::auth::{Perm, Role};
-    use crate::ssr::{ctx, requests as rq, store};
+    use crate::ssr::{ctx, requests as rq};
     let c = ctx::authenticate().await?;
-    let any_grant = store::approvers(&c.state.db)
-        .await
-        .map_err(|e| internal("approvers", e))?
-        .iter()
-        .any(|(_, u)| *u == c.user.id);
-    if c.user.role == Role::Auditor || !(c.can(Perm::RunJobs) || any_grant) {
+    if !server::may_decide_some(&c).await? {
         c.audit("request.reject", &server::target(id), "denied", "role")
             .await;
         return Err(AppError::Forbidden);
@@ -495,10 +513,7 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
             .await
             .map_err(|e| internal("rejecting a request", e))?
         {
-            return Err(AppError::Invalid(format!(
-                "This request is {}: it can no longer be rejected.",
-                row.state
-            )));
+            return Err(server::no_longer(&row, "rejected"));
         }
         Ok(())
     }
@@ -515,18 +530,12 @@ pub async fn cancel_request(id: i64) -> Result<(), AppError> {
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize(Perm::RestoreNew, "request.cancel").await?;
     let result = async {
-        let row = server::visible(&c, id).await?;
-        if row.requested_by != c.user.id {
-            return Err(AppError::Forbidden);
-        }
+        let row = server::own(&c, id).await?;
         if !rq::cancel(&c.state.db, id, c.user.id)
             .await
             .map_err(|e| internal("withdrawing a request", e))?
         {
-            return Err(AppError::Invalid(format!(
-                "This request is {}: it can no longer be withdrawn.",
-                row.state
-            )));
+            return Err(server::no_longer(&row, "withdrawn"));
         }
         Ok(())
     }
@@ -544,10 +553,7 @@ pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Res
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize(Perm::RestoreNew, "request.change").await?;
     let result = async {
-        let row = server::visible(&c, id).await?;
-        if row.requested_by != c.user.id {
-            return Err(AppError::Forbidden);
-        }
+        let row = server::own(&c, id).await?;
         let reason = server::reason("reason", &reason)?;
         let planned = plan_restore(&c, &req, true).await?;
         planned.check_confirmed(&req)?;
@@ -570,10 +576,7 @@ pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Res
         .await
         .map_err(|e| internal("changing a request", e))?;
         if !changed {
-            return Err(AppError::Invalid(format!(
-                "This request is {}: it can no longer be changed.",
-                row.state
-            )));
+            return Err(server::no_longer(&row, "changed"));
         }
         Ok(())
     }
