@@ -188,10 +188,18 @@ mod server {
             .any(|(_, u)| *u == c.user.id))
     }
 
-    pub async fn view(c: &Ctx, row: RequestRow) -> Result<RequestView, AppError> {
-        let names = store::names(&c.state.db)
+    pub async fn names(c: &Ctx) -> Result<store::Names, AppError> {
+        store::names(&c.state.db)
             .await
-            .map_err(|e| internal("names", e))?;
+            .map_err(|e| internal("names", e))
+    }
+
+    /// `names`: from [`names`], loaded once per call however many requests are shown.
+    pub async fn view(
+        c: &Ctx,
+        row: RequestRow,
+        names: &store::Names,
+    ) -> Result<RequestView, AppError> {
         let req: RestoreRequest =
             serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
         let approvers = rq::approvers(&c.state.db, row.id)
@@ -370,9 +378,10 @@ pub async fn list_requests(
     )
     .await
     .map_err(|e| internal("listing requests", e))?;
+    let names = server::names(&c).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(server::view(&c, row).await?);
+        out.push(server::view(&c, row, &names).await?);
     }
     Ok(out)
 }
@@ -391,7 +400,7 @@ pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
         .map(AuditView::from)
         .collect();
     Ok(RequestDetail {
-        request: server::view(&c, row).await?,
+        request: server::view(&c, row, &server::names(&c).await?).await?,
         history,
     })
 }
