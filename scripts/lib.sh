@@ -5,7 +5,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"                     # npm-installed build tools (wasm-opt), gitignored
-CARGO_LEPTOS_VERSION="0.3.10"            # 0.3.11 needs Rust 1.96
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -16,7 +15,7 @@ HINT=""
 step() {
   STEP="$1"
   HINT="${2:-}"
-  say "$1"
+  say "$1 [$(date -u +%H:%M:%S), ${SECONDS}s in]"
 }
 on_exit() {
   local rc=$?
@@ -62,17 +61,14 @@ ensure_rust() {
 ensure_build_tools() {
   apt_install gcc pkg-config curl ca-certificates
   ensure_rust
-  if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
-    step "installing cargo-leptos $CARGO_LEPTOS_VERSION (builds server + wasm; takes ~15 minutes once)" \
-      "It needs Rust 1.95+ (rustup update) and access to crates.io; 'cargo install cargo-leptos --locked --version $CARGO_LEPTOS_VERSION' shows the error alone."
-    cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION"
-  fi
-  # wasm-bindgen's CLI must match the library version in Cargo.lock exactly. cargo-leptos
-  # would download it from GitHub, which this kind of machine cannot reach.
+  # wasm-bindgen's CLI must match the library version in Cargo.lock exactly (it is the
+  # one tool the browser bundle needs beyond cargo; build_release below does the rest
+  # of what cargo-leptos would, so a fresh machine does not spend ~17 minutes
+  # compiling cargo-leptos).
   local wbg
   wbg="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
-    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock)" \
+    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock; ~2 minutes once)" \
       "It needs access to crates.io; 'cargo install wasm-bindgen-cli --version $wbg' shows the error alone."
     cargo install wasm-bindgen-cli --version "$wbg"
   fi
@@ -134,14 +130,35 @@ ensure_remote_test_servers() {
 # by scripts/run.sh and scripts/test.sh so that CI builds exactly what users run. Its
 # flags come from .cargo/config.toml (`--cfg erase_components`, chosen for the smaller
 # bundle: see the README's "Browser bundle"), not from a RUSTFLAGS the caller may have.
+# These are the steps `cargo leptos build --release` takes with the settings in
+# Cargo.toml's [workspace.metadata.leptos]; cargo-leptos remains usable for development
+# (`cargo leptos watch`) but is not needed to build or test.
 build_release() {
   ensure_wasm_opt
-  step "building tablesafe (release: server + browser bundle; ~10 minutes the first time)" \
-    "The compiler's error is above; 'cargo leptos build --release' repeats the build alone."
-  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe cargo leptos build --release
+  local site="$ROOT/target/site" pkg="$ROOT/target/site/pkg"
+  local wasm="$ROOT/target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
+  step "building tablesafe (release server; ~6 minutes the first time)" \
+    "The compiler's error is above; 'cargo build --release -p server' repeats the build alone."
+  # LEPTOS_OUTPUT_NAME at compile time makes the pages load /pkg/tablesafe.wasm.
+  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe cargo build --release -p server --bin tablesafe
+  step "building the console's browser bundle (wasm, wasm-bindgen, wasm-opt; ~4 minutes the first time)" \
+    "The error is above; 'cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release' repeats the compile alone."
+  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe \
+    cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release
+  rm -rf "$pkg.new"
+  mkdir -p "$pkg.new"
+  wasm-bindgen "$wasm" --target web --no-typescript --out-dir "$pkg.new" --out-name tablesafe
+  # shellcheck disable=SC2086 # the feature list is one flag per word
+  wasm-opt ${LEPTOS_WASM_OPT_FEATURES//,/ } "$pkg.new/tablesafe_bg.wasm" -o "$pkg.new/tablesafe.wasm"
+  rm "$pkg.new/tablesafe_bg.wasm"
+  cp "$ROOT/style/main.css" "$pkg.new/tablesafe.css"
+  mkdir -p "$site"
+  cp -r "$ROOT/public/." "$site/"
+  rm -rf "$pkg"
+  mv "$pkg.new" "$pkg"
   step "checking the release build" \
-    "The build ended without the server or the browser bundle; run 'cargo leptos build --release' and read its output."
-  for f in target/release/tablesafe target/site/pkg/tablesafe.wasm target/site/pkg/tablesafe.js; do
+    "The build ended without the server or the browser bundle; read the output above."
+  for f in target/release/tablesafe target/site/pkg/tablesafe.wasm target/site/pkg/tablesafe.js target/site/pkg/tablesafe.css; do
     if [ ! -s "$ROOT/$f" ]; then
       echo "missing $f after the build" >&2
       return 1

@@ -2,7 +2,7 @@
 # Quick start, part 1: install what is missing, build a release, and run the console.
 #
 # Installs (only if missing): gcc/pkg-config/curl (apt), the wasm32 Rust target,
-# cargo-leptos 0.3.10 and wasm-bindgen-cli (cargo install), wasm-opt (npm binaryen,
+# wasm-bindgen-cli at the version in Cargo.lock (cargo install), wasm-opt (npm binaryen,
 # into .tools/). Then serves http://127.0.0.1:3000 with its data in ./tablesafe-data.
 # Any `tablesafe serve` option can follow, e.g. `scripts/run.sh --listen 0.0.0.0:8080`.
 source "$(dirname "$0")/lib.sh"
