@@ -115,7 +115,8 @@ ensure_playwright() {
 }
 
 # The remote targets' tests run real servers on loopback: OpenSSH's sshd (SFTP) and
-# moto's standalone S3 server (PyPI).
+# moto's standalone S3 server (PyPI); the notification tests an SMTP server (aiosmtpd,
+# PyPI).
 ensure_remote_test_servers() {
   apt_install openssh-server openssh-client python3-pip
   if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
@@ -123,6 +124,12 @@ ensure_remote_test_servers() {
       "It needs pip and access to PyPI: try 'python3 -m pip install \"moto[server]>=5,<6\"' yourself."
     python3 -m pip install --quiet 'moto[server]>=5,<6' 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
+  fi
+  if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    step "installing aiosmtpd (an SMTP server the notification tests send mail to) with pip" \
+      "It needs pip and access to PyPI: try 'python3 -m pip install \"aiosmtpd>=1.4,<2\"' yourself."
+    python3 -m pip install --quiet 'aiosmtpd>=1.4,<2' 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages 'aiosmtpd>=1.4,<2'
   fi
 }
 

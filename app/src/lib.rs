@@ -82,6 +82,12 @@ pub const SECTIONS: &[(&str, &str, &str, auth::Perm)] = &[
         auth::Perm::RestoreNew,
     ),
     (
+        "/notifications",
+        "Notifications",
+        "Channels (signed webhook, Slack, e-mail), the events each receives, and every delivery.",
+        auth::Perm::SeeAll,
+    ),
+    (
         "/audit",
         "Audit",
         "The tamper-evident record of every login, change, run and restore.",
@@ -114,6 +120,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("restores") view=pages::restores::RestoresPage/>
                     <Route path=path!("requests") view=pages::requests::RequestsPage/>
                     <Route path=path!("requests/:id") view=pages::requests::RequestPage/>
+                    <Route path=path!("notifications") view=pages::notifications::NotificationsPage/>
                     <Route path=path!("jobs") view=pages::jobs::JobsPage/>
                     <Route path=path!("jobs/:id") view=pages::jobs::JobPage/>
                     <Route path=path!("audit") view=pages::audit::AuditPage/>

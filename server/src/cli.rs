@@ -103,6 +103,15 @@ pub struct ServeArgs {
     /// PostgreSQL history need distinct names.
     #[arg(long, env = "TABLESAFE_WORKER_NAME")]
     pub worker_name: Option<String>,
+    /// The console's address as users reach it (e.g. https://backup.example.com), for
+    /// links in notifications. Without it, notifications carry paths.
+    #[arg(long, env = "TABLESAFE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds before a failed notification is tried again; doubles per attempt (at
+    /// most an hour), 8 attempts in all.
+    #[arg(long, env = "TABLESAFE_NOTIFY_RETRY_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub notify_retry_secs: u64,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {

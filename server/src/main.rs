@@ -3,6 +3,7 @@
 mod cli;
 mod engine_cmd;
 mod metrics;
+mod notifier;
 mod rest;
 mod runner;
 mod scheduler;

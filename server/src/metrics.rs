@@ -78,7 +78,22 @@ pub fn install() -> anyhow::Result<()> {
         metrics::Unit::Bytes,
         "Bytes the snapshots in the history added to each target's repository, summed."
     );
+    metrics::describe_counter!(
+        "tablesafe_notifications_total",
+        "Notification delivery attempts by this process, by event and outcome (delivered / error)."
+    );
+    metrics::describe_gauge!(
+        "tablesafe_notifications",
+        "Notifications in the shared outbox that wait (pending, sending) or were given up (failed), by status."
+    );
     Ok(())
+}
+
+/// Records a notification delivery attempt.
+pub fn notification(event: &str, delivered: bool) {
+    let outcome = if delivered { "delivered" } else { "error" };
+    metrics::counter!("tablesafe_notifications_total", "event" => event.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// Records a finished job.
@@ -132,6 +147,15 @@ pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) 
             for (policy, ms) in g.last_success {
                 metrics::gauge!("tablesafe_last_backup_success_timestamp_seconds", "policy" => policy)
                     .set(ms as f64 / 1000.0);
+            }
+            for status in ["pending", "sending", "failed"] {
+                let n = g
+                    .outbox_by_status
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                metrics::gauge!("tablesafe_notifications", "status" => status).set(n as f64);
             }
             for (target, bytes) in g.stored_bytes {
                 metrics::gauge!("tablesafe_target_stored_bytes", "target" => target)

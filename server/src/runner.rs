@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use app::api::history::glob_literal;
 use app::api::jobs::{JobParams, SelectionJson};
+use app::ssr::notify::events;
 use app::ssr::secrets::Kind;
 use app::ssr::{AppState, store};
 use engine::progress::Progress;
@@ -24,16 +25,23 @@ const STALE_MS: i64 = 60_000;
 pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match store::fail_abandoned(&state.db, &worker, STALE_MS).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "marked jobs interrupted by a restart as failed"),
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                tracing::warn!(
+                    jobs = ids.len(),
+                    "marked jobs interrupted by a restart as failed"
+                );
+                announce_abandoned(&state, &ids).await;
+            }
             Err(e) => tracing::error!(error = %e, "could not check for interrupted jobs"),
         }
         let mut last_sweep = std::time::Instant::now();
         loop {
             if last_sweep.elapsed() > Duration::from_secs(30) {
                 last_sweep = std::time::Instant::now();
-                if let Err(e) = store::fail_abandoned(&state.db, "", STALE_MS).await {
-                    tracing::error!(error = %e, "sweeping abandoned jobs");
+                match store::fail_abandoned(&state.db, "", STALE_MS).await {
+                    Ok(ids) => announce_abandoned(&state, &ids).await,
+                    Err(e) => tracing::error!(error = %e, "sweeping abandoned jobs"),
                 }
             }
             match store::claim(&state.db, &worker).await {
@@ -51,6 +59,27 @@ pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Jobs failed because their worker went away are events like any other failure.
+async fn announce_abandoned(state: &AppState, ids: &[i64]) {
+    for id in ids {
+        if let Ok(Some(job)) = store::job(&state.db, *id).await {
+            events::job_finished(state, &job, "failed", job.error.as_deref(), None, false).await;
+        }
+    }
+}
+
+/// A verify that found damage (rather than failing to run): its own event.
+#[derive(Debug)]
+struct Damage(String);
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "damage found: {}", self.0)
+    }
+}
+
+impl std::error::Error for Damage {}
 
 /// What the engine reports, shared with the heartbeat task.
 #[derive(Default)]
@@ -134,6 +163,7 @@ async fn run(state: &AppState, job: store::JobRow) {
     let outcome = execute(state, &job, progress.as_ref()).await;
     ticker.abort();
     progress.flush(state, id).await;
+    let damage = matches!(&outcome, Err(e) if e.downcast_ref::<Damage>().is_some());
     let (status, error, result, snapshot) = match outcome {
         Ok((result, snapshot)) => ("succeeded", None, Some(result.to_string()), snapshot),
         Err(e) => {
@@ -176,6 +206,15 @@ async fn run(state: &AppState, job: store::JobRow) {
         tracing::error!(error = %e, job = id, "could not record the end of a job");
     }
     crate::metrics::job_finished(&job.kind, status, started.elapsed().as_secs_f64());
+    events::job_finished(
+        state,
+        &job,
+        status,
+        error.as_deref(),
+        result.as_deref(),
+        damage,
+    )
+    .await;
     tracing::info!(job = id, status, "job finished");
 }
 
@@ -628,7 +667,7 @@ async fn verify(
             .iter()
             .map(|p| format!("{}: {}", p.object, p.message))
             .collect();
-        return Err(anyhow!("damage found: {}", what.join("; ")));
+        return Err(Damage(what.join("; ")).into());
     }
     Ok((
         serde_json::to_value(&report)?,

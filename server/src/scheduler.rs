@@ -7,9 +7,13 @@
 //!   old value, in the same transaction as the job);
 //! - a policy whose previous backup is still queued or running is not queued again; its
 //!   run stays due and starts when that one has finished.
+//!
+//! It also watches each policy's recovery point: a policy with no successful backup for
+//! longer than it may (`store::late_after_ms`) is announced as `backup.late`, once per
+//! breach.
 
 use app::api::jobs::backup_job;
-use app::ssr::{AppState, db::now_ms, schedule, store};
+use app::ssr::{AppState, db::now_ms, notify, schedule, store};
 use std::time::Duration;
 
 pub const TICK: Duration = Duration::from_secs(5);
@@ -40,6 +44,23 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
         if store::take_scheduled_run(&state.db, &p, due, next, job).await? {
             tracing::info!(policy = %p.name, "queued a scheduled backup");
             state.jobs_queued.notify_waiters();
+        }
+    }
+    announce_late(state, now).await
+}
+
+/// Announces each policy that has gone longer than it may without a successful backup
+/// (once per breach, whichever worker sees it first; a success ends the breach).
+async fn announce_late(state: &AppState, now: i64) -> anyhow::Result<()> {
+    for p in store::watched_policies(&state.db).await? {
+        let Some(limit) = store::late_after_ms(&p, now) else {
+            continue;
+        };
+        let last = store::last_success(&state.db, p.id).await?;
+        let since = last.unwrap_or(p.created_at);
+        if now - since > limit && store::mark_late(&state.db, p.id, since).await? {
+            tracing::warn!(policy = %p.name, "backup late: no success within the expected interval");
+            notify::events::backup_late(state, &p, last, limit).await;
         }
     }
     Ok(())

@@ -55,14 +55,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         secrets: Arc::new(app::ssr::secrets::SecretBox::new(&server_key)),
         throttle: Arc::new(app::ssr::throttle::Throttle::default()),
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
+        public_url: args.public_url.clone(),
     };
 
     let worker = args
         .worker_name
         .clone()
         .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
-    crate::runner::spawn(state.clone(), worker);
+    crate::runner::spawn(state.clone(), worker.clone());
     crate::scheduler::spawn(state.clone());
+    crate::notifier::spawn(
+        state.clone(),
+        worker.clone(),
+        args.notify_retry_secs as i64 * 1000,
+    );
     let app = router(state);
     tracing::info!("tablesafe console listening on http://{addr}");
     axum::serve(

@@ -27,6 +27,14 @@ pub struct PolicyView {
     pub retention: Retention,
     /// Targets each snapshot is also copied to: (id, name).
     pub copy_targets: Vec<(i64, String)>,
+    /// The late alert as set: None from the schedule, Some(0) off, else minutes.
+    pub rpo_minutes: Option<i64>,
+    /// The minutes it may go without a successful backup, as in effect (None: never late).
+    pub late_after_minutes: Option<i64>,
+    /// When its last successful backup finished.
+    pub last_success: Option<i64>,
+    /// No successful backup within `late_after_minutes` (backup late: RPO breach).
+    pub late: bool,
 }
 
 /// A policy's retention rules (`engine::retention::KeepRules`, which the browser does
@@ -158,11 +166,23 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     let copies = store::all_copy_targets(db)
         .await
         .map_err(|e| internal("listing copy targets", e))?;
+    let successes = store::last_successes(db)
+        .await
+        .map_err(|e| internal("last successes", e))?;
+    let now = crate::ssr::db::now_ms();
     Ok(rows
         .into_iter()
         .map(|p| {
             let sel: SelectionJson = serde_json::from_str(&p.selection).unwrap_or_default();
+            let last_success = successes.get(&p.id).copied();
+            let late_after = store::late_after_ms(&p, now).filter(|_| p.enabled != 0);
+            let late =
+                late_after.is_some_and(|limit| now - last_success.unwrap_or(p.created_at) > limit);
             PolicyView {
+                rpo_minutes: p.rpo_minutes,
+                late_after_minutes: late_after.map(|ms| ms / 60_000),
+                last_success,
+                late,
                 id: p.id,
                 name: p.name,
                 source: sources.get(&p.source_id).cloned().unwrap_or_default(),
@@ -410,6 +430,45 @@ pub async fn save_retention(
     c.audited(
         "policy.retention.save",
         &format!("policy #{id}: {}", rules.describe()),
+        result,
+    )
+    .await
+}
+
+/// Sets how long the policy may go without a successful backup before `backup.late` is
+/// announced: `minutes` None derives it from the schedule, 0 turns it off.
+#[server(endpoint = "policies/late_alert")]
+pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.late_alert").await?;
+    let result = async {
+        if let Some(m) = minutes
+            && !(0..=525_600).contains(&m)
+        {
+            return Err(AppError::Field(
+                "minutes".into(),
+                "Enter minutes between 0 (off) and 525600 (a year), or leave it empty to follow the schedule.".into(),
+            ));
+        }
+        if !store::set_rpo(&c.state.db, id, minutes)
+            .await
+            .map_err(|e| internal("saving the late alert", e))?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(())
+    }
+    .await;
+    let what = match minutes {
+        None => "from the schedule".to_string(),
+        Some(0) => "off".to_string(),
+        Some(m) => format!("after {m} min"),
+    };
+    c.audited(
+        "policy.late_alert",
+        &format!("policy #{id}: {what}"),
         result,
     )
     .await

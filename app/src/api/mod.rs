@@ -5,6 +5,7 @@
 
 pub mod history;
 pub mod jobs;
+pub mod notify;
 pub mod requests;
 pub mod sources;
 pub mod users;

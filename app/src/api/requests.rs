@@ -257,6 +257,19 @@ mod server {
         })
     }
 
+    /// Queues the notification of `event` about request `id` as it is now.
+    pub async fn announce(c: &Ctx, event: &str, id: i64) {
+        match rq::get(&c.state.db, id).await {
+            Ok(Some(row)) => {
+                crate::ssr::notify::events::request(&c.state, event, &row, &c.user.username).await
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "loading a request to announce it")
+            }
+        }
+    }
+
     /// Queues the restore of a fully approved request (once, whoever gets here first).
     pub async fn start(
         c: &Ctx,
@@ -277,6 +290,7 @@ mod server {
                 &format!("job #{job}"),
             )
             .await;
+            announce(c, "restore.approved", row.id).await;
         }
         Ok(started)
     }
@@ -340,6 +354,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
         ),
     )
     .await;
+    server::announce(&c, "restore.requested", id).await;
     if required == 0 {
         let row = server::visible(&c, id).await?;
         server::start(&c, &row, &planned, &req).await?;
@@ -527,6 +542,9 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
         Ok(())
     }
     .await;
+    if result.is_ok() {
+        server::announce(&c, "restore.rejected", id).await;
+    }
     c.audited("request.reject", &server::target(id), result)
         .await
 }

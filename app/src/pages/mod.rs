@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod jobs;
 pub mod layout;
 pub mod login;
+pub mod notifications;
 pub mod policies;
 pub mod requests;
 pub mod restores;

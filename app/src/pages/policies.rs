@@ -1,7 +1,7 @@
 use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
 use crate::api::jobs::{
     CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
-    RunPolicy, SaveRetention, SetCopyTargets, list_policies,
+    RunPolicy, SaveRetention, SetCopyTargets, SetLateAlert, list_policies,
 };
 use crate::api::sources::{SourceView, TargetView, list_sources, list_targets};
 use crate::auth::Perm;
@@ -23,6 +23,7 @@ pub fn PoliciesPage() -> impl IntoView {
     let revoke = ServerAction::<RevokeTrigger>::new();
     let save_retention = ServerAction::<SaveRetention>::new();
     let save_copies = ServerAction::<SetCopyTargets>::new();
+    let late_alert = ServerAction::<SetLateAlert>::new();
     let editing = RwSignal::new(None::<PolicyView>);
     let copies_of = RwSignal::new(None::<PolicyView>);
     let policies = Resource::new(
@@ -33,6 +34,7 @@ pub fn PoliciesPage() -> impl IntoView {
                 revoke.version().get(),
                 save_retention.version().get(),
                 save_copies.version().get(),
+                late_alert.version().get(),
             )
         },
         |_| list_policies(),
@@ -57,6 +59,7 @@ pub fn PoliciesPage() -> impl IntoView {
         revoke,
         editing,
         copies_of,
+        late_alert,
     };
     view! {
         <Title text="Policies"/>
@@ -64,6 +67,7 @@ pub fn PoliciesPage() -> impl IntoView {
         <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
         <ErrorLine error=general_error(run)/>
         <ErrorLine error=general_error(trigger)/>
+        <ErrorLine error=Signal::derive(move || late_alert.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <NewTrigger trigger=trigger trigger_for=trigger_for/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -91,6 +95,7 @@ struct RowActions {
     revoke: ServerAction<RevokeTrigger>,
     editing: RwSignal<Option<PolicyView>>,
     copies_of: RwSignal<Option<PolicyView>>,
+    late_alert: ServerAction<SetLateAlert>,
 }
 
 /// A new trigger URL: the token exists only in this answer, so it is shown once, with
@@ -150,6 +155,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         revoke,
         editing,
         copies_of,
+        late_alert,
     } = actions;
     let id = p.id;
     let selection = selection_text(&p);
@@ -166,6 +172,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
     let next_run = p.next_run.map(|t| {
         view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }
     });
+    let late = late_view(&p, late_alert);
     let has_trigger = p.has_trigger;
     let this = StoredValue::new(p.clone());
     view! {
@@ -173,7 +180,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
             <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
             <td>{format!("{} → {}", p.source, p.target)}{copies}</td>
             <td>{selection}</td>
-            <td>{schedule}{next_run}</td>
+            <td>{schedule}{next_run}{late}</td>
             <td data-testid="retention">{retention}</td>
             <td>
                 <IfCan perm=Perm::RunJobs>
@@ -194,6 +201,46 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         </tr>
     }
     .into_any()
+}
+
+/// Whether the policy is late (no successful backup within its expected interval), and
+/// for those who configure, how long that interval is.
+fn late_view(p: &PolicyView, action: ServerAction<SetLateAlert>) -> impl IntoView + use<> {
+    let id = p.id;
+    let status = if p.late {
+        let since = p
+            .last_success
+            .map(|t| format!("no successful backup since {}", super::ui::time(t)))
+            .unwrap_or_else(|| "no successful backup yet".into());
+        view! { <br/><span class="badge failed" data-testid="late">{format!("late: {since}")}</span> }.into_any()
+    } else {
+        ().into_any()
+    };
+    let rule = match (p.rpo_minutes, p.late_after_minutes) {
+        (Some(0), _) => "late alert off".to_string(),
+        (_, Some(m)) => format!("late after {m} min without a success"),
+        (_, None) => "no late alert (no schedule)".to_string(),
+    };
+    let input_id = format!("rpo-{}", p.name);
+    let value = p.rpo_minutes.map(|m| m.to_string()).unwrap_or_default();
+    view! {
+        {status}
+        <br/><span class="muted" data-testid="late-rule">{rule}</span>
+        <IfCan perm=Perm::Configure>
+            <details>
+                <summary>"Late alert"</summary>
+                <label for=input_id.clone()>"Minutes without a successful backup (empty: from the schedule; 0: off)"</label>
+                <input id=input_id.clone() data-testid=input_id.clone() type="number" min="0" class="narrow" value=value.clone()
+                    on:change=move |ev| {
+                        let v = event_target_value(&ev);
+                        let minutes = v.trim().parse::<i64>().ok();
+                        if v.trim().is_empty() || minutes.is_some() {
+                            action.dispatch(SetLateAlert { id, minutes });
+                        }
+                    }/>
+            </details>
+        </IfCan>
+    }
 }
 
 /// The sources and targets a new policy can use.

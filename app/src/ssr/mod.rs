@@ -5,6 +5,7 @@ pub mod audit;
 pub mod ctx;
 pub mod db;
 pub mod keys;
+pub mod notify;
 pub mod password;
 pub mod requests;
 pub mod schedule;
@@ -30,6 +31,19 @@ pub struct AppState {
     pub throttle: Arc<throttle::Throttle>,
     /// Woken when a job is queued, so this worker's runner picks it up at once.
     pub jobs_queued: Arc<tokio::sync::Notify>,
+    /// The console's address as users reach it (`--public-url`), for links in
+    /// notifications; None: links are paths.
+    pub public_url: Option<String>,
+}
+
+impl AppState {
+    /// A link to a console page for a notification.
+    pub fn link(&self, path: &str) -> Option<String> {
+        Some(match &self.public_url {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => path.to_string(),
+        })
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {

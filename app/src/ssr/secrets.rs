@@ -18,6 +18,8 @@ pub enum Kind {
     RepositoryPassword,
     /// A target's S3 keys / SSH private key, as JSON.
     TargetCredentials,
+    /// A notification channel's settings (URLs, signing secret, SMTP password), as JSON.
+    NotifyChannel,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::SourceUrl => b"tablesafe source url",
             Kind::RepositoryPassword => b"tablesafe repository password",
             Kind::TargetCredentials => b"tablesafe target credentials",
+            Kind::NotifyChannel => b"tablesafe notification channel",
         }
     }
 }

@@ -249,9 +249,84 @@ pub struct PolicyRow {
     pub trigger_hash: Option<String>,
     /// JSON of `engine::retention::KeepRules`; empty: keep everything.
     pub retention: String,
+    /// Minutes without a successful backup before it is late; None: from the schedule;
+    /// 0: never.
+    pub rpo_minutes: Option<i64>,
+    /// When the current lateness was announced (until the next success).
+    pub late_alerted_at: Option<i64>,
 }
 
-const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash, retention";
+const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash, retention, rpo_minutes, late_alerted_at";
+
+/// How long policy `p` may go without a successful backup before it is late (RPO):
+/// its own setting, else one and a half times its schedule's interval (at least 15
+/// minutes); None when it is never late (set to 0, or no schedule and no setting).
+pub fn late_after_ms(p: &PolicyRow, now: i64) -> Option<i64> {
+    match p.rpo_minutes {
+        Some(m) if m > 0 => Some(m * 60_000),
+        Some(_) => None,
+        None => {
+            let s = super::schedule::parse(&p.schedule, &p.timezone).ok()??;
+            let a = s.next_after(now)?;
+            let b = s.next_after(a)?;
+            Some(((b - a) * 3 / 2).max(15 * 60_000))
+        }
+    }
+}
+
+/// Enabled policies that can be late (a schedule or an RPO of their own).
+pub async fn watched_policies(db: &Db) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND \
+         (rpo_minutes > 0 OR (rpo_minutes IS NULL AND schedule <> ''))"
+    ))
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Per policy id: when its last successful backup finished.
+pub async fn last_successes(db: &Db) -> Result<std::collections::HashMap<i64, i64>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT policy_id, MAX(finished_at) FROM jobs WHERE kind = 'backup' AND status = 'succeeded' \
+         AND policy_id IS NOT NULL AND finished_at IS NOT NULL GROUP BY policy_id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// When the policy's last successful backup finished.
+pub async fn last_success(db: &Db, policy: i64) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT MAX(finished_at) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status = 'succeeded'",
+    )
+    .bind(policy)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// Records that the policy's lateness since `since` (its last success, or its creation)
+/// is announced; false when it already was (by this or another worker).
+pub async fn mark_late(db: &Db, policy: i64, since: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE policies SET late_alerted_at = $3 WHERE id = $1 AND (late_alerted_at IS NULL OR late_alerted_at < $2)",
+    )
+    .bind(policy)
+    .bind(since)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_rpo(db: &Db, policy: i64, minutes: Option<i64>) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET rpo_minutes = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(minutes)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
 
 pub async fn set_retention(db: &Db, policy: i64, retention: &str) -> Result<bool> {
     let r = sqlx::query("UPDATE policies SET retention = $2 WHERE id = $1")
@@ -621,20 +696,20 @@ pub async fn finish(
 }
 
 /// Jobs left `running` by a worker that is gone: this worker's previous life, or any
-/// worker silent for `stale_ms`. They fail with a reason and can be retried.
-pub async fn fail_abandoned(db: &Db, worker: &str, stale_ms: i64) -> Result<u64> {
+/// worker silent for `stale_ms`. They fail with a reason and can be retried. Returns
+/// the ids of the jobs failed by this call (each job is failed by one caller only).
+pub async fn fail_abandoned(db: &Db, worker: &str, stale_ms: i64) -> Result<Vec<i64>> {
     let now = now_ms();
-    let r = sqlx::query(
+    Ok(sqlx::query_scalar(
         "UPDATE jobs SET status = 'failed', finished_at = $1, \
          error = 'the server stopped while this job was running; retry it' \
-         WHERE status = 'running' AND (worker = $2 OR heartbeat_at < $3)",
+         WHERE status = 'running' AND (worker = $2 OR heartbeat_at < $3) RETURNING id",
     )
     .bind(now)
     .bind(worker)
     .bind(now - stale_ms)
-    .execute(&db.pool)
-    .await?;
-    Ok(r.rows_affected())
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -920,6 +995,8 @@ pub struct Gauges {
     pub last_success: Vec<(String, i64)>,
     /// Per target name: the bytes its snapshots in the history added to its repository.
     pub stored_bytes: Vec<(String, i64)>,
+    /// Notifications waiting or given up, per status.
+    pub outbox_by_status: Vec<(String, i64)>,
 }
 
 pub async fn gauges(db: &Db) -> Result<Gauges> {
@@ -932,6 +1009,11 @@ pub async fn gauges(db: &Db) -> Result<Gauges> {
         last_success: sqlx::query_as(
             "SELECT p.name, MAX(j.finished_at) FROM jobs j JOIN policies p ON p.id = j.policy_id \
              WHERE j.kind = 'backup' AND j.status = 'succeeded' AND j.finished_at IS NOT NULL GROUP BY p.name",
+        )
+        .fetch_all(&db.pool)
+        .await?,
+        outbox_by_status: sqlx::query_as(
+            "SELECT status, COUNT(*) FROM notify_outbox WHERE status IN ('pending', 'sending', 'failed') GROUP BY status",
         )
         .fetch_all(&db.pool)
         .await?,

@@ -9,6 +9,7 @@ mod copies;
 mod harness;
 mod history_db;
 mod jobs;
+mod notify;
 mod observability;
 mod requests;
 mod restore;
