@@ -10,7 +10,7 @@ test("every page hydrates without console errors", async ({ page }) => {
   });
   page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
   await logIn(page, "admin", ADMIN_PASSWORD());
-  for (const path of ["/", "/sources", "/targets", "/policies", "/backups", "/restores", "/requests", "/jobs", "/audit", "/users", "/account"]) {
+  for (const path of ["/", "/sources", "/targets", "/policies", "/backups", "/restores", "/requests", "/jobs", "/notifications", "/audit", "/users", "/account"]) {
     await page.goto(path);
     await hydrated(page);
     await expect(page.getByRole("heading", { level: 1 })).toBeVisible();

@@ -72,8 +72,11 @@ export async function logInAsAdmin(page: Page) {
   return console;
 }
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as http from "node:http";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 
@@ -109,4 +112,85 @@ export async function logIn(page: Page, user: string, password: string) {
   await login.logIn(user, password);
   await expect(page).toHaveURL(/\/$/);
   await hydrated(page);
+}
+
+/** One request a webhook receiver got. */
+export interface Delivery {
+  event: string;
+  signature: string;
+  body: string;
+  json: any;
+}
+
+/**
+ * A webhook receiver on a free loopback port: records every POST and answers 200.
+ * `signed(d, secret)` checks `x-tablesafe-signature` as a receiver would.
+ */
+export async function startWebhookReceiver() {
+  const got: Delivery[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      let json: any = null;
+      try {
+        json = JSON.parse(body);
+      } catch {}
+      got.push({
+        event: String(req.headers["x-tablesafe-event"] ?? ""),
+        signature: String(req.headers["x-tablesafe-signature"] ?? ""),
+        body,
+        json,
+      });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    got,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export function signed(d: Delivery, secret: string): boolean {
+  const parts = Object.fromEntries(d.signature.split(",").map((p) => p.split("=", 2)));
+  const mac = crypto.createHmac("sha256", secret).update(`${parts.t}.${d.body}`).digest("hex");
+  return Boolean(parts.t) && mac === parts.v1;
+}
+
+/** aiosmtpd on a free loopback port, storing mail in a Maildir; `mail()` reads it. */
+export async function startSmtpSink() {
+  const port: number = await new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const dir = tempDir();
+  const child = spawn("python3", ["-m", "aiosmtpd", "-n", "-l", `127.0.0.1:${port}`, "-c", "aiosmtpd.handlers.Mailbox", path.join(dir, "mail")], {
+    stdio: "ignore",
+  });
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => {
+        c.end();
+        resolve(true);
+      });
+      c.on("error", () => resolve(false));
+    });
+    if (up) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    port,
+    mail: (): string[] =>
+      ["new", "cur"].flatMap((sub) => {
+        const d = path.join(dir, "mail", sub);
+        return fs.existsSync(d) ? fs.readdirSync(d).map((f) => fs.readFileSync(path.join(d, f), "utf8")) : [];
+      }),
+    stop: () => child.kill(),
+  };
 }

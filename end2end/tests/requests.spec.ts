@@ -1,9 +1,42 @@
 // Story: the shop's data is under the two-person rule. A requester asks for a table
 // back through the wizard; an operator and the admin (two different people) approve it
-// in the console; the restore runs and the request shows the rows it brought back.
+// in the console; the restore runs and the request shows the rows it brought back. The
+// admin has set up notifications: a signed webhook and e-mail (real receivers on
+// loopback) get every step, and /metrics counts it.
 import { expect, test, type Browser, type Page } from "@playwright/test";
 import * as path from "node:path";
-import { ADMIN_PASSWORD, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
+import {
+  ADMIN_PASSWORD,
+  hydrated,
+  logIn,
+  signed,
+  sqlite,
+  startSmtpSink,
+  startWebhookReceiver,
+  tempDir,
+  unique,
+} from "./pages";
+
+const HOOK_SECRET = "e2e webhook signing secret";
+
+// Receivers a test started, stopped after it whatever its outcome.
+const cleanups: (() => Promise<void>)[] = [];
+test.afterEach(async () => {
+  for (const stop of cleanups.splice(0)) await stop();
+});
+
+/** The admin adds a channel on the Notifications page and sends it a test. */
+async function addChannel(page: Page, name: string, fill: (form: ReturnType<Page["getByRole"]>) => Promise<void>) {
+  await page.goto("/notifications");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Channel" });
+  await form.getByLabel("Name").fill(name);
+  await fill(form);
+  await form.getByRole("button", { name: "Add channel" }).click();
+  await expect(page.getByTestId(`channel-${name}`)).toBeVisible();
+  await page.getByTestId(`test-${name}`).click();
+  await expect(page.getByTestId("test-result")).toContainText("Test message delivered");
+}
 
 async function asUser(browser: Browser, user: string, password: string): Promise<Page> {
   const context = await browser.newContext();
@@ -77,11 +110,37 @@ test("a restore request approved by two different people runs and shows its rows
   await page.getByTestId(`policy-${policy}`).getByRole("button", { name: "Run now" }).click();
   await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
 
+  // Notifications: a signed webhook for every event, e-mail for restores.
+  const hooks = await startWebhookReceiver();
+  const smtp = await startSmtpSink();
+  cleanups.push(() => hooks.close(), async () => smtp.stop());
+  const hookName = unique("ops-hook");
+  await addChannel(page, hookName, async (form) => {
+    await form.getByLabel("URL", { exact: true }).fill(hooks.url);
+    await form.getByLabel(/^Signing secret/).fill(HOOK_SECRET);
+  });
+  const mailName = unique("dba-mail");
+  await addChannel(page, mailName, async (form) => {
+    await form.getByLabel("Kind").selectOption("email");
+    await form.getByLabel("SMTP server").fill("127.0.0.1");
+    await form.getByLabel("Port").fill(String(smtp.port));
+    await form.getByLabel("Connection security").selectOption("none");
+    await form.getByLabel("From").fill("tablesafe@example.com");
+    await form.getByLabel(/^To/).fill("dba@example.com");
+    for (const event of ["Backup failed", /^Backup late/, "Verify found damage"]) {
+      await form.getByLabel(event).uncheck();
+    }
+  });
+  await expect(page.getByTestId(`channel-${mailName}`)).toContainText("to dba@example.com via 127.0.0.1");
+  await expect(page.getByTestId(`channel-${mailName}`)).not.toContainText("backup.failed");
+  expect(hooks.got.some((d) => d.event === "test" && signed(d, HOOK_SECRET))).toBe(true);
+  await expect.poll(() => smtp.mail().some((m) => m.includes(`Test message for channel ${mailName}`))).toBe(true);
+
   // A requester with the source granted, and an operator.
   await addUser(page, rita, "requester", "requester password 1");
   await Promise.all([
     page.waitForResponse((r) => r.url().includes("/api/users/grant") && r.ok()),
-    page.getByTestId(`user-${rita}`).getByLabel(source).first().check(),
+    page.getByTestId(`user-${rita}`).getByLabel(`Grant ${source}`).check(),
   ]);
   await addUser(page, olga, "operator", "operator password 1");
 
@@ -132,17 +191,38 @@ test("a restore request approved by two different people runs and shows its rows
   await expect(requester.getByTestId("request-history")).toContainText("admin · request.start · ok");
   expect(sqlite(db, "SELECT id, amount FROM entries_asked ORDER BY id")).toBe("[(1, 10), (2, 20), (3, 30), (4, 40)]");
 
+  // Every step reached the webhook (signed) and the mailbox, and the console lists the
+  // deliveries.
+  const requestId = Number(new URL(requestUrl).pathname.split("/").pop());
+  const about = (event: string) =>
+    hooks.got.find((d) => d.event === event && d.json?.details?.request === requestId);
+  await expect.poll(() => ["restore.requested", "restore.approved", "restore.finished"].filter((e) => about(e)).length, { timeout: 20_000 }).toBe(3);
+  for (const e of ["restore.requested", "restore.approved", "restore.finished"]) {
+    expect(signed(about(e)!, HOOK_SECRET), e).toBe(true);
+  }
+  expect(about("restore.requested")!.json.details.requested_by).toBe(rita);
+  expect(about("restore.finished")!.json.details.status).toBe("succeeded");
+  await expect
+    .poll(() => smtp.mail().filter((m) => m.includes(`Restore request #${requestId} `)).length, { timeout: 20_000 })
+    .toBe(2);
+  await expect.poll(() => smtp.mail().some((m) => m.includes("entries_asked") && m.includes(": succeeded"))).toBe(true);
+  await page.goto("/notifications");
+  await hydrated(page);
+  await expect(page.getByTestId("deliveries").locator(`tr[data-event="restore.finished"][data-status="delivered"]`).first()).toBeVisible();
+  const metrics = await (await page.request.get("/metrics")).text();
+  expect(metrics).toMatch(/tablesafe_notifications_total\{event="restore.finished",outcome="delivered"\} [1-9]/);
+  expect(metrics).toMatch(/tablesafe_jobs_total\{kind="restore",outcome="succeeded"\} [1-9]/);
+
   // The same request from a script: the requester makes an API token on their account
   // page (shown once) and files through the REST surface; it shows up for approvers.
   await requester.goto("/account");
   await hydrated(requester);
-  const tform = requester.getByRole("form", { name: "Create an API token" });
-  await tform.getByLabel("Token name").fill("my-script");
-  await tform.getByRole("button", { name: "Create token" }).click();
+  const tokenForm = requester.getByRole("form", { name: "Create an API token" });
+  await tokenForm.getByLabel("Token name").fill("my-script");
+  await tokenForm.getByRole("button", { name: "Create token" }).click();
   const token = (await requester.getByTestId("new-token").textContent())!.trim();
   expect(token).toMatch(/^tsk_/);
   await expect(requester.getByTestId("token-my-script")).toContainText("requester");
-  const requestId = Number(new URL(requestUrl).pathname.split("/").pop());
   const detail = await requester.request.post(`/api/requests/get`, { form: { id: String(requestId) } });
   const original = (await detail.json()).request.request;
   const filed = await requester.request.post("/api/v1/requests", {

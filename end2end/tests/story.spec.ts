@@ -180,11 +180,11 @@ test("a requester sees only what is granted, cannot manage users, and changes th
   // The admin grants one source.
   await Promise.all([
     page.waitForResponse((r) => r.url().includes("/api/users/grant") && r.ok()),
-    row.getByLabel(granted).check(),
+    row.getByLabel(`Grant ${granted}`).check(),
   ]);
   await page.reload();
   await hydrated(page);
-  await expect(page.getByTestId(`user-${user}`).getByLabel(granted)).toBeChecked();
+  await expect(page.getByTestId(`user-${user}`).getByLabel(`Grant ${granted}`)).toBeChecked();
 
   const context = await browser.newContext();
   const other = await context.newPage();

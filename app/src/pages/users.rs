@@ -58,6 +58,7 @@ pub fn UsersPage() -> impl IntoView {
                                                     view! {
                                                         <div class="check">
                                                             <input type="checkbox" id=cid.clone() prop:checked=granted
+                                                                aria-label=format!("Grant {}", s.name)
                                                                 on:change=move |ev| {
                                                                     grant.dispatch(GrantSource { user_id: id, source_id: sid, granted: event_target_checked(&ev) });
                                                                 }/>
@@ -73,6 +74,7 @@ pub fn UsersPage() -> impl IntoView {
                                                     view! {
                                                         <div class="check">
                                                             <input type="checkbox" id=cid.clone() prop:checked=on
+                                                                aria-label=format!("Approver for {}", s.name)
                                                                 on:change=move |ev| {
                                                                     approver.dispatch(SetApprover { user_id: id, source_id: sid, on: event_target_checked(&ev) });
                                                                 }/>

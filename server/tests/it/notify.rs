@@ -338,7 +338,10 @@ async fn request_events_reach_a_signed_webhook_and_an_smtp_server() {
     )
     .unwrap();
     let mail_finished = smtp
-        .wait_for("Subject: [tablesafe] Restore customers_back into s-shop: succeeded", WAIT)
+        .wait_for(
+            "Subject: [tablesafe] Restore customers_back into s-shop: succeeded",
+            WAIT,
+        )
         .unwrap();
     assert!(
         mail_finished.contains("To: dba@example.com, oncall@example.com"),

@@ -453,6 +453,56 @@ async fn role_matrix(database_url: Option<&str>) {
             }),
             &["admin"],
         ),
+        // Notifications: channels are configured by admins and operators, seen (without
+        // secrets) by everyone who sees everything.
+        (
+            Box::new(move |_| form("notify/channels", vec![])),
+            &["admin", "operator", "auditor"],
+        ),
+        (
+            Box::new(move |r| {
+                (
+                    "notify/save".into(),
+                    vec![],
+                    Some(
+                        json!({"input": {"id": null, "name": format!("ch-{r}"), "kind": "webhook",
+                        "url": "http://127.0.0.1:9/hook", "secret": "a webhook signing secret",
+                        "events": ["backup.failed"], "enabled": false}}),
+                    ),
+                )
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("notify/test", vec![("id", "999".into())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("notify/delete", vec![("id", "999".into())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "notify/deliveries",
+                    vec![("status", String::new()), ("channel", "0".into())],
+                )
+            }),
+            &["admin", "operator", "auditor"],
+        ),
+        (
+            Box::new(move |_| form("notify/retry", vec![("id", "999".into())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| {
+                form(
+                    "policies/late_alert",
+                    vec![("id", policy.to_string()), ("minutes", "60".into())],
+                )
+            }),
+            &["admin", "operator"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
