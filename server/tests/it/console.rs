@@ -41,7 +41,15 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
     let html = page_html(&page.text().await.unwrap());
     assert!(html.contains("<h1>Dashboard</h1>"), "{html}");
     for section in [
-        "Sources", "Targets", "Policies", "Backups", "Restores", "Requests", "Jobs", "Audit",
+        "Sources",
+        "Targets",
+        "Policies",
+        "Backups",
+        "Restores",
+        "Requests",
+        "Jobs",
+        "Notifications",
+        "Audit",
         "Users",
     ] {
         assert!(
@@ -50,7 +58,7 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
         );
     }
     assert!(
-        html.contains("history database: SQLite (schema 10)"),
+        html.contains("history database: SQLite (schema 11)"),
         "{html}"
     );
 
