@@ -177,6 +177,24 @@ test("a restore request approved by two different people runs and shows its rows
   await expect(operator.getByTestId("request-approvals")).toContainText("1 of 2 approvals");
   await expect(operator.getByTestId("request-state")).toHaveText("requested");
 
+  // The requester changes the reason: the approval given so far stops counting, and the
+  // operator approves the request as it is now.
+  await requester.reload();
+  await hydrated(requester);
+  await expect(requester.getByTestId("request-approvals")).toContainText("1 of 2 approvals");
+  await requester.getByText("Change this request").click();
+  const change = requester.getByRole("form", { name: "Change request" });
+  await expect(change.getByLabel("Restore entries as")).toHaveValue("entries_asked");
+  await change.getByLabel("Reason").fill("Ticket 4711: entries edited by mistake on Monday");
+  await change.getByRole("button", { name: "Save changes" }).click();
+  await expect(requester.getByTestId("request-reason")).toHaveText("Ticket 4711: entries edited by mistake on Monday");
+  await expect(requester.getByTestId("request-approvals")).toHaveText("0 of 2 approvals");
+  await operator.reload();
+  await hydrated(operator);
+  await expect(operator.getByTestId("request-reason")).toHaveText("Ticket 4711: entries edited by mistake on Monday");
+  await operator.getByTestId("approve").click();
+  await expect(operator.getByTestId("request-approvals")).toContainText("1 of 2 approvals");
+
   // The admin is the second person: the restore runs.
   await page.goto(requestUrl);
   await hydrated(page);
@@ -188,6 +206,7 @@ test("a restore request approved by two different people runs and shows its rows
   }).toPass({ timeout: 30_000 });
   await expect(requester.getByTestId("restored")).toContainText("entries_asked: 4 rows");
   await expect(requester.getByTestId("request-history")).toContainText(`${olga} · request.approve · ok`);
+  await expect(requester.getByTestId("request-history")).toContainText(`${rita} · request.change · ok`);
   await expect(requester.getByTestId("request-history")).toContainText("admin · request.start · ok");
   expect(sqlite(db, "SELECT id, amount FROM entries_asked ORDER BY id")).toBe("[(1, 10), (2, 20), (3, 30), (4, 40)]");
 

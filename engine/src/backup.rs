@@ -221,69 +221,73 @@ async fn backup_locked(
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let url = SourceUrl::parse(&opts.source)?;
-    let (engine, time_ms, plans, streamed, written, bytes_stored, skipped, enums) = match &url {
-        SourceUrl::Sqlite(path) => {
-            // One read transaction for everything below, up to the COMMIT after the
-            // last table (crate docs, "What makes a snapshot consistent").
-            let mut db = SqliteDb::open_read(path).await?;
-            db.begin_snapshot().await?;
-            let time_ms = now_ms();
-            let catalog = db.discover().await?;
-            let mut skipped = catalog.skipped.clone();
-            let mut plans = Vec::new();
-            for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
-                plans.push(plan_sqlite(table, columns, &mut skipped)?);
+    let (engine, time_ms, plans, streamed, written, bytes_stored, skipped, enums, pg_point) =
+        match &url {
+            SourceUrl::Sqlite(path) => {
+                // One read transaction for everything below, up to the COMMIT after the
+                // last table (crate docs, "What makes a snapshot consistent").
+                let mut db = SqliteDb::open_read(path).await?;
+                db.begin_snapshot().await?;
+                let time_ms = now_ms();
+                let catalog = db.discover().await?;
+                let mut skipped = catalog.skipped.clone();
+                let mut plans = Vec::new();
+                for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
+                    plans.push(plan_sqlite(table, columns, &mut skipped)?);
+                }
+                choose_parents(repo, &url, &mut plans).await?;
+                let pipeline = Pipeline::start(repo);
+                let mut streamed = Vec::new();
+                let read =
+                    read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
+                let (chunks, written, stored) = pipeline.finish(read).await?;
+                db.exec("COMMIT").await?;
+                (
+                    Engine::Sqlite,
+                    time_ms,
+                    plans,
+                    streamed.into_iter().zip(chunks).collect::<Vec<_>>(),
+                    written,
+                    stored,
+                    skipped,
+                    Vec::new(),
+                    None,
+                )
             }
-            choose_parents(repo, &url, &mut plans).await?;
-            let pipeline = Pipeline::start(repo);
-            let mut streamed = Vec::new();
-            let read = read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
-            let (chunks, written, stored) = pipeline.finish(read).await?;
-            db.exec("COMMIT").await?;
-            (
-                Engine::Sqlite,
-                time_ms,
-                plans,
-                streamed.into_iter().zip(chunks).collect::<Vec<_>>(),
-                written,
-                stored,
-                skipped,
-                Vec::new(),
-            )
-        }
-        SourceUrl::Postgres(secret) => {
-            // One REPEATABLE READ transaction on this one connection for discovery and
-            // every table, including a delta's fallback re-read (crate docs, "What
-            // makes a snapshot consistent"). Issue 10's report of restores whose
-            // pgbench sums disagreed came from pgbench truncating pgbench_history
-            // before each run (no `-n`), not from here: the source disagreed too.
-            let mut db = PgDb::connect(secret, url.display()).await?;
-            db.begin_snapshot().await?;
-            let time_ms = now_ms();
-            let catalog = db.discover().await?;
-            let mut plans = Vec::new();
-            for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
-                plans.push(plan_postgres(table, columns)?);
+            SourceUrl::Postgres(secret) => {
+                // One REPEATABLE READ transaction on this one connection for discovery and
+                // every table, including a delta's fallback re-read (crate docs, "What
+                // makes a snapshot consistent"). Issue 10's report of restores whose
+                // pgbench sums disagreed came from pgbench truncating pgbench_history
+                // before each run (no `-n`), not from here: the source disagreed too.
+                let mut db = PgDb::connect(secret, url.display()).await?;
+                let point = db.begin_snapshot_at().await?;
+                let time_ms = now_ms();
+                let catalog = db.discover().await?;
+                let mut plans = Vec::new();
+                for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
+                    plans.push(plan_postgres(table, columns)?);
+                }
+                choose_parents(repo, &url, &mut plans).await?;
+                let pipeline = Pipeline::start(repo);
+                let mut streamed = Vec::new();
+                let read =
+                    read_postgres(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
+                let (chunks, written, stored) = pipeline.finish(read).await?;
+                db.exec("COMMIT").await?;
+                (
+                    Engine::Postgres,
+                    time_ms,
+                    plans,
+                    streamed.into_iter().zip(chunks).collect(),
+                    written,
+                    stored,
+                    catalog.skipped,
+                    catalog.enums,
+                    point,
+                )
             }
-            choose_parents(repo, &url, &mut plans).await?;
-            let pipeline = Pipeline::start(repo);
-            let mut streamed = Vec::new();
-            let read =
-                read_postgres(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
-            let (chunks, written, stored) = pipeline.finish(read).await?;
-            db.exec("COMMIT").await?;
-            (
-                Engine::Postgres,
-                time_ms,
-                plans,
-                streamed.into_iter().zip(chunks).collect(),
-                written,
-                stored,
-                catalog.skipped,
-                catalog.enums,
-            )
-        }
-    };
+        };
     let written_packs: Vec<[u8; 32]> = written.iter().map(|(_, l)| l.pack).collect();
     repo.absorb(written);
     let tables: Vec<TableEntry> = plans
@@ -318,6 +322,7 @@ async fn backup_locked(
         skipped,
         bytes_stored,
         duration_ms: started.elapsed().as_millis() as u64,
+        pg_point,
     };
     // Written last: the snapshot becomes visible only now.
     let id = match repo.save_snapshot(&snapshot).await {

@@ -161,6 +161,7 @@
 //! secret so that `Debug` output and logs never show it.
 
 pub mod backup;
+pub mod capture;
 pub mod chunker;
 pub mod copy;
 pub mod error;

@@ -374,6 +374,55 @@ pub struct Snapshot {
     /// encryption).
     pub bytes_stored: u64,
     pub duration_ms: u64,
+    /// PostgreSQL: where this snapshot sits in the source's change history, so that
+    /// captured changes can be replayed on it (point-in-time restore, [`crate::capture`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_point: Option<PgPoint>,
+}
+
+/// A PostgreSQL snapshot's position: the transactions it sees and the capture slots
+/// that existed before it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgPoint {
+    /// `txid_current_snapshot()` of the backup's transaction (`xmin:xmax:xip,…`): a
+    /// captured transaction is already in the snapshot exactly when it is visible here.
+    pub xid_snapshot: String,
+    /// `pg_current_wal_lsn()` read before the backup's transaction began: every
+    /// transaction the snapshot does not see commits after it.
+    pub wal_lsn: u64,
+    /// tablesafe capture slots that existed before the transaction began: their change
+    /// segments hold every transaction this snapshot does not see.
+    pub slots: Vec<String>,
+}
+
+/// Captured changes of a PostgreSQL source (`changes/<id>`): every transaction that
+/// committed between two positions of a logical replication slot, in commit order
+/// ([`crate::capture`] documents the stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSegment {
+    pub format: u32,
+    pub source: SnapshotSource,
+    pub slot: String,
+    /// The slot's position before this segment; transactions ending after it are here.
+    pub start_lsn: u64,
+    /// The slot's position after this segment (it was advanced to it once the segment
+    /// was stored).
+    pub end_lsn: u64,
+    /// Every transaction that committed up to this time (source clock, unix ms) is in
+    /// this segment or an earlier one of the slot.
+    pub covers_until_ms: i64,
+    pub first_commit_ms: Option<i64>,
+    pub last_commit_ms: Option<i64>,
+    pub transactions: u64,
+    pub changes: u64,
+    /// Length and BLAKE3 (hex) of the change stream.
+    pub bytes: u64,
+    pub checksum: String,
+    pub chunks: Vec<String>,
+    /// When it was written (unix ms).
+    pub time_ms: i64,
+    /// The tables the capture published (`schema.table`): only these can be replayed.
+    pub tables: Vec<String>,
 }
 
 impl Snapshot {

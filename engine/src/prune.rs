@@ -4,7 +4,7 @@
 //! ("Concurrency"); in short: mark, wait until everyone who could have missed the mark
 //! is gone, re-check, sweep.
 
-use crate::model::Snapshot;
+use crate::model::{ChangeSegment, Snapshot};
 use crate::repo::lock::{self, LockKind};
 use crate::repo::{GcRecord, Repository, crypto::hex, delete_packs, now_ms, pack_path, parse_id};
 use crate::retention::{self, Decision, KeepRules};
@@ -44,6 +44,8 @@ pub struct PruneReport {
     /// processes are writing).
     pub bytes_unreferenced: u64,
     pub stale_locks_removed: usize,
+    /// Change segments (point-in-time restore) no kept snapshot can use any more.
+    pub change_segments_removed: u64,
 }
 
 /// The retention verdicts, without changing anything (the console's preview).
@@ -129,9 +131,48 @@ fn chunks_of<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> HashSet<[u8; 
         .collect()
 }
 
-/// Chunk ids every snapshot (as listed *now*) references.
+/// Chunk ids every snapshot and change segment (as listed *now*) references.
 async fn referenced_chunks(repo: &Repository) -> Result<HashSet<[u8; 32]>> {
-    Ok(chunks_of(repo.snapshots().await?.iter().map(|(_, s)| s)))
+    let mut used = chunks_of(repo.snapshots().await?.iter().map(|(_, s)| s));
+    used.extend(segment_chunks(
+        repo.change_segments().await?.iter().map(|(_, s)| s),
+    ));
+    Ok(used)
+}
+
+fn segment_chunks<'a>(segs: impl Iterator<Item = &'a ChangeSegment>) -> HashSet<[u8; 32]> {
+    segs.flat_map(|s| s.chunks.iter())
+        .filter_map(|c| parse_id(c))
+        .collect()
+}
+
+/// Change segments no kept snapshot needs: a segment is replayed only on snapshots of
+/// its slot whose position it ends after, so one that ends at or before the oldest such
+/// snapshot's position is dead. The newest segment of each slot stays (a running
+/// capture continues from it), so the ranges reported as restorable keep no gap.
+pub fn obsolete_segments(kept: &[&Snapshot], segments: &[(String, ChangeSegment)]) -> Vec<String> {
+    let mut newest: std::collections::HashMap<&str, u64> = Default::default();
+    for (_, s) in segments {
+        let e = newest.entry(s.slot.as_str()).or_insert(0);
+        *e = (*e).max(s.end_lsn);
+    }
+    segments
+        .iter()
+        .filter(|(_, s)| {
+            let oldest_base = kept
+                .iter()
+                .filter_map(|k| k.pg_point.as_ref())
+                .filter(|p| p.slots.contains(&s.slot))
+                .map(|p| p.wal_lsn)
+                .min();
+            let dead = match oldest_base {
+                Some(lsn) => s.end_lsn <= lsn,
+                None => true,
+            };
+            dead && newest.get(s.slot.as_str()) != Some(&s.end_lsn)
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The packs that are not needed: every referenced chunk keeps one pack that holds it.
@@ -233,12 +274,21 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
         .collect();
     if opts.dry_run {
         let forgotten: HashSet<&String> = report.forgotten.iter().collect();
-        let used = chunks_of(
-            snapshots
+        let kept: Vec<&Snapshot> = snapshots
+            .iter()
+            .filter(|(id, _)| !forgotten.contains(id))
+            .map(|(_, s)| s)
+            .collect();
+        let mut used = chunks_of(kept.iter().copied());
+        let segments = repo.change_segments().await?;
+        let dead: HashSet<String> = obsolete_segments(&kept, &segments).into_iter().collect();
+        report.change_segments_removed = dead.len() as u64;
+        used.extend(segment_chunks(
+            segments
                 .iter()
-                .filter(|(id, _)| !forgotten.contains(id))
+                .filter(|(id, _)| !dead.contains(id))
                 .map(|(_, s)| s),
-        );
+        ));
         let packs = pack_contents(repo).await?;
         for pack in unneeded(&packs, &used, &BTreeSet::new()) {
             report.bytes_unreferenced += repo.storage.size(&pack_path(&pack)).await.unwrap_or(0);
@@ -283,9 +333,19 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
         report.bytes_freed += bytes;
     }
 
-    // 2. Forget.
+    // 2. Forget the snapshots, then the change segments only they could use.
     for id in &report.forgotten {
         repo.storage.delete(&format!("snapshots/{id}")).await?;
+    }
+    let forgotten: HashSet<&String> = report.forgotten.iter().collect();
+    let kept: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|(id, _)| !forgotten.contains(id))
+        .map(|(_, s)| s)
+        .collect();
+    for id in obsolete_segments(&kept, &repo.change_segments().await?) {
+        repo.storage.delete(&format!("changes/{id}")).await?;
+        report.change_segments_removed += 1;
     }
 
     // 3. Mark what is unreferenced now, then look who might not have seen the mark.

@@ -67,6 +67,10 @@ pub struct RestoreOptions {
     /// connections into a staging table that the restore's transaction then renames
     /// into place.
     pub parallel_min_bytes: u64,
+    /// Restore the source as it was at this instant (unix ms): the latest snapshot of
+    /// the source `snapshot` names, taken at or before it, plus the captured changes
+    /// committed up to it ([`crate::capture`]). PostgreSQL only.
+    pub at_ms: Option<i64>,
 }
 
 /// What `--jobs` defaults to: one loader per core, at most 4.
@@ -111,6 +115,10 @@ pub struct RestorePlan {
     dest_url: SourceUrl,
     #[serde(skip)]
     enums: Vec<PgEnum>,
+    /// The instant restored to, for a point-in-time restore (unix ms).
+    pub at_ms: Option<i64>,
+    #[serde(skip)]
+    pitr: Option<crate::capture::PitrBase>,
 }
 
 impl RestorePlan {
@@ -121,7 +129,19 @@ impl RestorePlan {
 
 /// Works out what a restore would do, checking the destination, without changing it.
 pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
-    let (id, snapshot) = repo.find_snapshot(&opts.snapshot).await?;
+    let (mut id, mut snapshot) = repo.find_snapshot(&opts.snapshot).await?;
+    let mut pitr = None;
+    if let Some(at) = opts.at_ms {
+        if snapshot.source.engine != Engine::Postgres {
+            return Err(Error::invalid(
+                "restore to a point in time needs captured changes, which only PostgreSQL sources have; restore a snapshot instead",
+            ));
+        }
+        let base = crate::capture::pitr_base(repo, &snapshot.source.url, at).await?;
+        id = base.snapshot_id.clone();
+        snapshot = base.snapshot.clone();
+        pitr = Some(base);
+    }
     let url = SourceUrl::parse(&opts.dest)?;
     let dest_engine = match url {
         SourceUrl::Sqlite(_) => Engine::Sqlite,
@@ -229,12 +249,29 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         });
     }
     order_by_references(&mut tables);
+    if let Some(base) = &pitr {
+        for t in &tables {
+            if matches!(t.action, Action::Append) {
+                return Err(Error::invalid(
+                    "restore to a point in time creates or replaces tables; append is not possible",
+                ));
+            }
+            if !crate::capture::captured_throughout(&base.segments, &t.source_table) {
+                return Err(Error::invalid(format!(
+                    "{} was not captured (tables without a primary key are not): it cannot be restored to a point in time; leave it out or restore it from a snapshot",
+                    t.source_table
+                )));
+            }
+        }
+    }
     Ok(RestorePlan {
         snapshot: id,
         dest: url.display(),
         tables,
         dest_url: url,
         enums: snapshot.enums.clone(),
+        at_ms: pitr.as_ref().map(|b| b.at_ms),
+        pitr,
     })
 }
 
@@ -453,6 +490,30 @@ async fn execute_postgres(
                 table: t.dest_table.clone(),
                 rows,
             });
+        }
+        if let Some(base) = &plan.pitr {
+            // Captured changes on top of the snapshot's rows, before foreign keys are
+            // checked (the source ran them in this order, with its constraints).
+            let mut targets = std::collections::HashMap::new();
+            for t in &plan.tables {
+                let (schema, table) = split_name(&t.dest_table);
+                targets.insert(
+                    t.source_table.clone(),
+                    crate::capture::ReplayTarget {
+                        rel: pg::qualified(&schema, &table),
+                        columns: t.columns.clone(),
+                    },
+                );
+            }
+            db.exec("SET LOCAL standard_conforming_strings = on")
+                .await?;
+            crate::capture::replay(repo, base, &targets, &mut db.conn, progress).await?;
+            for (i, t) in plan.tables.iter().enumerate() {
+                let (schema, table) = split_name(&t.dest_table);
+                let rel = pg::qualified(&schema, &table);
+                done[i].rows = db.count_all(&rel).await?;
+                db.catch_up_sequences(&rel, &t.entry, &t.columns).await?;
+            }
         }
         for fk in foreign_keys {
             db.exec(&fk).await?;

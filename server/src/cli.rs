@@ -36,7 +36,10 @@ pub enum Command {
     Prune(crate::engine_cmd::PruneArgs),
     /// Copy snapshots to another repository (another target), skipping those it has.
     Copy(crate::engine_cmd::CopyArgs),
-    /// Run the web console (and, later, the scheduler and job runner).
+    /// Store a PostgreSQL source's changes continuously (logical replication), for
+    /// `restore --at`: every few seconds, until stopped.
+    Capture(crate::engine_cmd::CaptureArgs),
+    /// Run the web console, the scheduler, the job runner and the notifier.
     Serve(ServeArgs),
     /// Set a new password for a console account and print it once.
     ///
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => crate::engine_cmd::run_verify(a).await,
         Command::Prune(a) => crate::engine_cmd::run_prune(a).await,
         Command::Copy(a) => crate::engine_cmd::run_copy(a).await,
+        Command::Capture(a) => crate::engine_cmd::run_capture(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

@@ -113,9 +113,15 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// The snapshot: `latest`, an id, or a unique prefix of one.
+    /// The snapshot: `latest`, an id, or a unique prefix of one. With --at it only names
+    /// the source (default: that of the latest snapshot).
+    #[arg(long, required_unless_present = "at")]
+    pub snapshot: Option<String>,
+    /// Restore the source as it was at this instant (RFC 3339, e.g.
+    /// 2026-12-01T14:06:59Z): the latest snapshot before it plus the changes
+    /// `tablesafe capture` stored up to it. PostgreSQL sources.
     #[arg(long)]
-    pub snapshot: String,
+    pub at: Option<String>,
     /// The database to restore into (same URL forms as `backup --source`).
     #[arg(long)]
     pub dest: String,
@@ -230,6 +236,10 @@ fn when(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+fn when_exact(ms: i64) -> String {
+    engine::capture::rfc3339(ms)
+}
+
 fn size(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
@@ -316,6 +326,14 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
 pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
     let repo = a.repo.open().await?;
     let all = repo.snapshots().await?;
+    let ranges = engine::capture::ranges(&repo).await?;
+    let restorable_to = |s: &engine::model::Snapshot| {
+        ranges
+            .iter()
+            .filter(|r| r.source == s.source.url && r.from_ms <= s.time_ms)
+            .map(|r| r.to_ms)
+            .max()
+    };
     if a.json {
         let list: Vec<_> = all
             .iter()
@@ -325,6 +343,10 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
                     "tags": s.tags, "bytes_stored": s.bytes_stored,
                     "tables": s.tables.iter().map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "checksum": t.checksum, "segment": t.segment, "segment_bytes": t.segment_bytes, "layers": t.base.len() + 1})).collect::<Vec<_>>(),
                     "skipped": s.skipped,
+                    // PostgreSQL with `tablesafe capture`: any instant from this
+                    // snapshot up to here can be restored (`restore --at`).
+                    "restorable_to_ms": restorable_to(s),
+                    "restorable_to": restorable_to(s).map(when_exact),
                 })
             })
             .collect();
@@ -349,13 +371,177 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
         );
     }
     println!("{} snapshots", all.len());
+    for r in &ranges {
+        println!(
+            "{}: restorable to any instant from {} to {} (capture {})",
+            r.source,
+            when_exact(r.from_ms),
+            when_exact(r.to_ms),
+            r.slot
+        );
+    }
     Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// The PostgreSQL database (postgres://user@host:port/db; the password from
+    /// PGPASSWORD or ~/.pgpass). Needs wal_level = logical and a role with REPLICATION.
+    #[arg(long)]
+    pub source: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The capture's name (a-z, 0-9, _): one slot and publication per name.
+    #[arg(long, default_value = "main")]
+    pub name: String,
+    /// Tables to capture (glob; repeatable). Default: all with a primary key.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Tables to leave out (glob; repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Seconds between rounds (the recovery point is about this plus a round's time).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval_secs: u64,
+    /// WAL the slot may hold back on the source, in MB, before the capture drops it
+    /// rather than fill the source's disk.
+    #[arg(long, default_value_t = 1024)]
+    pub max_lag_mb: u64,
+    /// Run one round and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Drop the slot and publication and exit (stored changes stay restorable).
+    #[arg(long)]
+    pub stop: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tablesafe capture`: sets up the slot, makes sure a snapshot taken after it exists
+/// (the base the changes replay on), then stores the source's changes every interval
+/// until stopped (Ctrl-C / SIGTERM end it after the current round).
+pub async fn run_capture(a: CaptureArgs) -> Result<()> {
+    let source = Secret::new(a.source.clone());
+    if a.stop {
+        let dropped = engine::capture::teardown(&source, &a.name).await?;
+        println!(
+            "{}",
+            if dropped {
+                "capture stopped: its slot and publication were dropped"
+            } else {
+                "no capture slot was there; the publication is gone too"
+            }
+        );
+        return Ok(());
+    }
+    let mut repo = if Repository::exists(&a.repo.repo).await? {
+        a.repo.open().await?
+    } else {
+        a.repo.create(false).await?
+    };
+    let selection = Selection {
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+        columns: Default::default(),
+    };
+    let mut opts = engine::capture::CaptureOptions::new(source.clone(), &a.name);
+    opts.selection = selection.clone();
+    opts.max_lag_bytes = a.max_lag_mb.saturating_mul(1 << 20);
+    let setup = engine::capture::setup(&opts).await?;
+    if a.json {
+        println!("{}", json!({ "setup": setup }));
+    } else {
+        println!(
+            "capturing {} table(s) through slot {}{}",
+            setup.tables.len(),
+            setup.slot,
+            if setup.created { " (new)" } else { "" }
+        );
+        for (t, why) in &setup.not_captured {
+            println!("not captured: {t}: {why}");
+        }
+    }
+    // The changes replay on a snapshot taken after the slot existed.
+    let display = engine::source::SourceUrl::parse(&source)?.display();
+    let has_base = repo.snapshots().await?.iter().any(|(_, s)| {
+        s.source.url == display
+            && s.pg_point
+                .as_ref()
+                .is_some_and(|p| p.slots.contains(&setup.slot))
+    });
+    if !has_base {
+        let progress = CliProgress::new(true);
+        let s = backup(
+            &mut repo,
+            &BackupOptions {
+                source: source.clone(),
+                selection,
+                tags: [(
+                    "reason".to_string(),
+                    "base of continuous capture".to_string(),
+                )]
+                .into(),
+            },
+            &progress,
+        )
+        .await?;
+        progress.done();
+        if a.json {
+            println!("{}", json!({ "base_snapshot": s.id }));
+        } else {
+            println!("base snapshot {} taken", &s.id[..12]);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let progress = CliProgress::new(true);
+    loop {
+        let round = engine::capture::capture_once(&mut repo, &opts, &progress).await?;
+        if a.json {
+            println!("{}", json!({ "round": round }));
+        } else if round.segment.is_some() && round.transactions > 0 {
+            println!(
+                "stored {} transaction(s), {} change(s); restorable up to {}",
+                round.transactions,
+                round.changes,
+                round.covers_until_ms.map(when_exact).unwrap_or_default()
+            );
+        }
+        if a.once || stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(a.interval_secs);
+        while std::time::Instant::now() < deadline {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// An RFC 3339 instant as unix milliseconds.
+fn parse_instant(s: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp_millis())
+        .with_context(|| format!("--at {s:?}: use RFC 3339, e.g. 2026-12-01T14:06:59Z"))
 }
 
 pub async fn restore(a: RestoreArgs) -> Result<()> {
     let repo = a.repo.open().await?;
     let opts = RestoreOptions {
-        snapshot: a.snapshot.clone(),
+        snapshot: a.snapshot.clone().unwrap_or_else(|| "latest".into()),
         dest: Secret::new(a.dest.clone()),
         selection: Selection {
             include: a.include,
@@ -369,6 +555,7 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
             .map(usize::from)
             .unwrap_or_else(engine::restore::default_jobs),
         parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
+        at_ms: a.at.as_deref().map(parse_instant).transpose()?,
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
@@ -380,6 +567,12 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                 &plan.snapshot[..12],
                 plan.dest
             );
+            if let Some(at) = plan.at_ms {
+                println!(
+                    "  then replay the changes captured up to {}",
+                    when_exact(at)
+                );
+            }
             for t in &plan.tables {
                 let what = match t.action {
                     engine::restore::Action::Create => "create",

@@ -261,6 +261,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 mode: mode.parse()?,
                 jobs: engine::restore::default_jobs(),
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
+                at_ms: None,
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
             let replaced: Vec<String> = plan

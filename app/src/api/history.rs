@@ -387,6 +387,7 @@ pub(crate) async fn plan_restore(
             .map_err(|e: engine::Error| AppError::Field("mode".into(), e.to_string()))?,
         jobs: 1,
         parallel_min_bytes: u64::MAX,
+        at_ms: None,
     };
     let plan = engine::restore::plan(&repo, &opts)
         .await

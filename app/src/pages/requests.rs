@@ -1,9 +1,11 @@
 //! Restore requests: the list with filters, and one request with its approvals, its
-//! history, and (for approvers) Approve and Reject.
+//! history, (for approvers) Approve and Reject, and (for the requester) Change and
+//! Withdraw.
 
 use super::ui::{ErrorLine, failed, general_error, time};
 use crate::api::requests::{
-    ApproveRequest, CancelRequest, RejectRequest, RequestView, STATES, get_request, list_requests,
+    ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestView, STATES, get_request,
+    list_requests,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -102,6 +104,7 @@ pub fn RequestPage() -> impl IntoView {
     let approve = ServerAction::<ApproveRequest>::new();
     let reject = ServerAction::<RejectRequest>::new();
     let cancel = ServerAction::<CancelRequest>::new();
+    let change = ServerAction::<ChangeRequest>::new();
     let detail = Resource::new(
         move || {
             (
@@ -109,9 +112,10 @@ pub fn RequestPage() -> impl IntoView {
                 approve.version().get(),
                 reject.version().get(),
                 cancel.version().get(),
+                change.version().get(),
             )
         },
-        |(id, _, _, _)| get_request(id),
+        |(id, _, _, _, _)| get_request(id),
     );
     view! {
         <Title text="Restore request"/>
@@ -119,13 +123,15 @@ pub fn RequestPage() -> impl IntoView {
         <ErrorLine error=general_error(approve)/>
         <ErrorLine error=general_error(reject)/>
         <ErrorLine error=general_error(cancel)/>
+        <ErrorLine error=general_error(change)/>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
                     Err(e) => failed(e),
                     Ok(d) => view! {
                         <RequestSummary r=d.request.clone()/>
-                        <Decide r=d.request approve=approve reject=reject cancel=cancel/>
+                        <Decide r=d.request.clone() approve=approve reject=reject cancel=cancel/>
+                        {(d.request.can_change && d.request.state == "requested").then(|| view! { <ChangeForm r=d.request.clone() change=change/> })}
                         <h2>"History"</h2>
                         <ol class="log" data-testid="request-history">
                             {d.history.into_iter().map(|h| view! {
@@ -213,6 +219,65 @@ fn Decide(
                     on:click=move |_| { cancel.dispatch(CancelRequest { id }); }>"Withdraw request"</button>
             </div>
         })}
+    }
+    .into_any()
+}
+
+/// The requester changes what a waiting request restores (destination table names) or
+/// its reason. Any change sends it back to zero approvals: approvals bind to the version
+/// an approver read.
+#[component]
+fn ChangeForm(r: RequestView, change: ServerAction<ChangeRequest>) -> impl IntoView {
+    let id = r.id;
+    let req = r.request.clone();
+    let reason = RwSignal::new(r.reason.clone());
+    let names: Vec<(String, RwSignal<String>)> = req
+        .tables
+        .iter()
+        .map(|t| {
+            let dest = req.rename.get(t).cloned().unwrap_or_else(|| t.clone());
+            (t.clone(), RwSignal::new(dest))
+        })
+        .collect();
+    let fields = names.clone();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let mut changed = req.clone();
+        changed.rename = names
+            .iter()
+            .filter_map(|(t, n)| {
+                let n = n.get_untracked().trim().to_string();
+                (!n.is_empty() && &n != t).then(|| (t.clone(), n))
+            })
+            .collect();
+        change.dispatch(ChangeRequest {
+            id,
+            req: changed,
+            reason: reason.get_untracked(),
+        });
+    };
+    view! {
+        <details class="card" data-testid="change-request">
+            <summary>"Change this request"</summary>
+            <p class="muted">"Approvals given so far stop counting: approvers approve the request as it is then."</p>
+            <form class="form" aria-label="Change request" on:submit=submit>
+                {fields.into_iter().map(|(t, n)| {
+                    let fid = format!("dest-{t}");
+                    view! {
+                        <div class="field">
+                            <label for=fid.clone()>{format!("Restore {t} as")}</label>
+                            <input id=fid prop:value=move || n.get() on:input=move |ev| n.set(event_target_value(&ev))/>
+                        </div>
+                    }
+                }).collect_view()}
+                <div class="field">
+                    <label for="change-reason">"Reason"</label>
+                    <textarea id="change-reason" rows="3" prop:value=move || reason.get()
+                        on:input=move |ev| reason.set(event_target_value(&ev))></textarea>
+                </div>
+                <button type="submit" disabled=move || change.pending().get()>"Save changes"</button>
+            </form>
+        </details>
     }
     .into_any()
 }

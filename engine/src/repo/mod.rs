@@ -443,6 +443,34 @@ impl Repository {
         Ok(id)
     }
 
+    /// Stores a change segment manifest (the last write of a capture round).
+    pub async fn save_change_segment(&self, seg: &crate::model::ChangeSegment) -> Result<String> {
+        let plain = serde_json::to_vec(seg).map_err(|e| Error::Other(e.to_string()))?;
+        let sealed = self.keys.seal(&plain)?;
+        let id = hex(blake3::hash(&sealed).as_bytes());
+        self.storage.put(&format!("changes/{id}"), sealed).await?;
+        Ok(id)
+    }
+
+    /// Every change segment, in no particular order.
+    pub async fn change_segments(&self) -> Result<Vec<(String, crate::model::ChangeSegment)>> {
+        let mut out = Vec::new();
+        for path in self.storage.list("changes").await? {
+            let id = path.rsplit('/').next().unwrap_or(&path).to_string();
+            let sealed = match self.storage.get(&format!("changes/{id}")).await {
+                Ok(s) => s,
+                // Removed by a prune since it was listed.
+                Err(Error::Damaged(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let plain = self.keys.open(&sealed, &format!("change segment {id}"))?;
+            let seg = serde_json::from_slice(&plain)
+                .map_err(|e| Error::damaged(format!("change segment {id}: {e}")))?;
+            out.push((id, seg));
+        }
+        Ok(out)
+    }
+
     pub async fn load_snapshot_by_id(&self, id: &str) -> Result<Snapshot> {
         let path = format!("snapshots/{id}");
         let sealed = self.storage.get(&path).await.map_err(|e| match e {

@@ -90,6 +90,50 @@ impl PgDb {
         self.exec("SELECT 1").await
     }
 
+    /// Like [`PgDb::begin_snapshot`], and returns where the snapshot sits in the
+    /// source's change history (None where the server cannot say, e.g. a standby or a
+    /// PostgreSQL-compatible engine without these functions).
+    pub async fn begin_snapshot_at(&mut self) -> Result<Option<crate::model::PgPoint>> {
+        // Before the transaction: the WAL position and the capture slots that exist now
+        // exist before the snapshot is taken.
+        let before: std::result::Result<(String, Vec<String>), sqlx::Error> = async {
+            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&mut self.conn)
+                .await?;
+            let slots: Vec<String> = sqlx::query_scalar(
+                "SELECT slot_name::text FROM pg_replication_slots \
+                 WHERE slot_name LIKE 'tablesafe%' AND database = current_database() ORDER BY 1",
+            )
+            .fetch_all(&mut self.conn)
+            .await?;
+            Ok((lsn, slots))
+        }
+        .await;
+        self.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        // The first statement takes the snapshot; txid_current_snapshot() describes it.
+        let xids: std::result::Result<String, sqlx::Error> =
+            sqlx::query_scalar("SELECT txid_current_snapshot()::text")
+                .fetch_one(&mut self.conn)
+                .await;
+        match (before, xids) {
+            (Ok((lsn, slots)), Ok(xid_snapshot)) => Ok(crate::capture::parse_lsn(&lsn).map(
+                |wal_lsn| crate::model::PgPoint {
+                    xid_snapshot,
+                    wal_lsn,
+                    slots,
+                },
+            )),
+            (_, Ok(_)) => Ok(None),
+            (_, Err(_)) => {
+                // The function is missing: the transaction is aborted; start it again.
+                self.exec("ROLLBACK").await?;
+                self.begin_snapshot().await?;
+                Ok(None)
+            }
+        }
+    }
+
     pub async fn table_exists(&mut self, schema: &str, name: &str) -> Result<bool> {
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
@@ -151,6 +195,45 @@ impl PgDb {
             .await
             .context(|| format!("finding the sequence of {table}.{column}"))?
             .ok_or_else(|| Error::Other(format!("{table}.{column} has no sequence")))
+    }
+
+    pub async fn count_all(&mut self, rel: &str) -> Result<u64> {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {rel}"))
+            .fetch_one(&mut self.conn)
+            .await
+            .map(|n| n.max(0) as u64)
+            .context(|| format!("counting {rel}"))
+    }
+
+    /// After captured inserts were replayed on a restored table: moves each sequence
+    /// its columns own to at least the column's largest value (sequences are not
+    /// captured), so the next insert does not collide.
+    pub async fn catch_up_sequences(
+        &mut self,
+        rel: &str,
+        entry: &crate::model::TableEntry,
+        columns: &[String],
+    ) -> Result<()> {
+        let Some(def) = &entry.schema.postgres else {
+            return Ok(());
+        };
+        for (_, column, _, _) in &def.sequences {
+            if !columns.contains(column) {
+                continue;
+            }
+            let seq = self.serial_sequence(rel, column).await?;
+            let col = quote(column);
+            let sql = format!(
+                "SELECT setval($1::regclass, GREATEST((SELECT last_value FROM {seq}), max({col})::bigint)) \
+                 FROM {rel} HAVING max({col}) IS NOT NULL"
+            );
+            sqlx::query(&sql)
+                .bind(&seq)
+                .execute(&mut self.conn)
+                .await
+                .context(|| format!("moving sequence {seq} past {rel}.{column}"))?;
+        }
+        Ok(())
     }
 
     pub async fn setval(&mut self, sequence: &str, value: i64, is_called: bool) -> Result<()> {

@@ -390,6 +390,7 @@ async fn restore_pg(repo: &Repository, id: &str, url: &str, jobs: usize, paralle
         mode: engine::restore::Mode::Create,
         jobs,
         parallel_min_bytes,
+        at_ms: None,
     };
     let plan = engine::restore::plan(repo, &opts).await.unwrap();
     engine::restore::execute(repo, &plan, &NoProgress)

@@ -6,6 +6,7 @@ mod consistency;
 mod damage;
 mod fidelity;
 mod incremental;
+mod pitr;
 mod postgres;
 mod prune;
 mod remote;

@@ -132,6 +132,7 @@ fn pg_opts(url: &str, dest: &str) -> (BackupOptions, RestoreOptions) {
             mode: Mode::Create,
             jobs: 1,
             parallel_min_bytes: u64::MAX,
+            at_ms: None,
         },
     )
 }

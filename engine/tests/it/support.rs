@@ -67,6 +67,7 @@ pub fn restore_opts(dest: &Path) -> RestoreOptions {
         mode: Mode::Create,
         jobs: 1,
         parallel_min_bytes: u64::MAX,
+        at_ms: None,
     }
 }
 
