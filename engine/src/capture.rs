@@ -610,7 +610,7 @@ impl CaptureOptions {
             selection: Selection::default(),
             max_changes: 200_000,
             max_lag_bytes: 1 << 30,
-            idle_segment_ms: 60_000,
+            idle_segment_ms: 10_000,
         }
     }
 }
@@ -819,11 +819,27 @@ pub async fn segments(repo: &Repository, slot: &str) -> Result<Vec<(String, Chan
     Ok(out)
 }
 
+/// Where the last stored segment of a slot ended: (slot, end position, covered until).
+/// A long-running capture keeps it between rounds instead of listing every segment.
+#[derive(Debug, Clone, Default)]
+pub struct Position(Option<(String, u64, i64)>);
+
 /// One round: stores the transactions committed since the last round as a segment,
 /// then advances the slot past them.
 pub async fn capture_once(
     repo: &mut Repository,
     opts: &CaptureOptions,
+    progress: &dyn Progress,
+) -> Result<Round> {
+    capture_round(repo, opts, &mut Position::default(), progress).await
+}
+
+/// [`capture_once`] for a capture that runs round after round: `pos` carries the last
+/// segment's end from one round to the next (empty: read from the repository).
+pub async fn capture_round(
+    repo: &mut Repository,
+    opts: &CaptureOptions,
+    pos: &mut Position,
     progress: &dyn Progress,
 ) -> Result<Round> {
     let _lock = repo.lock(LockKind::Shared, "capture").await?;
@@ -852,9 +868,16 @@ pub async fn capture_once(
             opts.max_lag_bytes >> 20
         )));
     }
-    let previous = segments(repo, &slot).await?;
-    let prev_end = previous.last().map(|(_, s)| s.end_lsn);
-    let prev_covers = previous.last().map(|(_, s)| s.covers_until_ms);
+    let (prev_end, prev_covers) = match &pos.0 {
+        Some((s, end, covers)) if *s == slot => (Some(*end), Some(*covers)),
+        _ => {
+            let previous = segments(repo, &slot).await?;
+            (
+                previous.last().map(|(_, s)| s.end_lsn),
+                previous.last().map(|(_, s)| s.covers_until_ms),
+            )
+        }
+    };
     let publication = format!("tablesafe_{}", opts.name);
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
@@ -977,6 +1000,7 @@ pub async fn capture_once(
         if stored {
             prev_end = Some(end);
             prev_covers = Some(covers);
+            pos.0 = Some((slot.clone(), end, covers));
             round.covers_until_ms = Some(covers);
             round.segment = written;
             if end > confirmed {

@@ -505,9 +505,14 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
+    if a.once {
+        // One round that also records an idle stretch: the range ends now.
+        opts.idle_segment_ms = 0;
+    }
     let progress = CliProgress::new(true);
+    let mut pos = engine::capture::Position::default();
     loop {
-        let round = engine::capture::capture_once(&mut repo, &opts, &progress).await?;
+        let round = engine::capture::capture_round(&mut repo, &opts, &mut pos, &progress).await?;
         if a.json {
             println!("{}", json!({ "round": round }));
         } else if round.segment.is_some() && round.transactions > 0 {

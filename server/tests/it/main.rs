@@ -11,6 +11,7 @@ mod history_db;
 mod jobs;
 mod notify;
 mod observability;
+mod pitr;
 mod requests;
 mod restore;
 mod retention;
