@@ -63,6 +63,9 @@ use std::sync::Arc;
 
 pub const SEGMENT_FORMAT: u32 = 1;
 
+/// How long one [`capture_round`] keeps storing segments while catching up.
+const MAX_ROUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `16/B374D848` → its 64-bit position.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
@@ -900,6 +903,7 @@ pub async fn capture_round(
         advance(&mut db, &slot, end).await?;
         confirmed = end;
     }
+    let started = std::time::Instant::now();
     let mut round = Round {
         slot: slot.clone(),
         segment: None,
@@ -1009,7 +1013,8 @@ pub async fn capture_round(
         }
         round.transactions += txns.len() as u64;
         round.changes += changes;
-        if drained || !stored {
+        // A call that catches up returns now and then (the caller checks for a stop).
+        if drained || !stored || started.elapsed() > MAX_ROUND {
             return Ok(round);
         }
     }

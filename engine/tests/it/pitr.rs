@@ -198,7 +198,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
     stop.store(true, Ordering::Relaxed);
     let steps = writer.await.unwrap();
     let (rounds, _) = capturing.await.unwrap();
-    assert!(steps > 50 && rounds > 5, "{steps} steps, {rounds} rounds");
+    assert!(steps > 50 && rounds >= 2, "{steps} steps, {rounds} rounds");
     // The last round after the writes stopped; then the repository as a new process
     // sees it (the capture ran on its own handle).
     capture::capture_once(&mut repo, &opts, &NoProgress)
@@ -206,6 +206,8 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         .unwrap();
     let repo = crate::support::open_repo(&location).await;
     let ranges = capture::ranges(&repo).await.unwrap();
+    let segments = capture::segments(&repo, &setup.slot).await.unwrap();
+    assert!(segments.len() > 5, "{} segments", segments.len());
     assert_eq!(ranges.len(), 1, "{ranges:?}");
     assert_eq!(ranges[0].from_ms, base.snapshot.time_ms);
     assert!(ranges[0].to_ms >= instants[2].0 + 1000, "{ranges:?}");
