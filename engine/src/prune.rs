@@ -401,3 +401,74 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
     repo.load_index().await?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Engine, PgPoint, SelectionRecord, SnapshotSource};
+
+    fn snap(wal_lsn: u64, slots: &[&str]) -> Snapshot {
+        Snapshot {
+            format: 1,
+            time_ms: 0,
+            source: SnapshotSource {
+                engine: Engine::Postgres,
+                url: "postgres://h/db".into(),
+            },
+            selection: SelectionRecord::default(),
+            tags: Default::default(),
+            tables: Vec::new(),
+            enums: Vec::new(),
+            skipped: Vec::new(),
+            bytes_stored: 0,
+            duration_ms: 0,
+            pg_point: Some(PgPoint {
+                xid_snapshot: "1:1:".into(),
+                wal_lsn,
+                slots: slots.iter().map(|s| s.to_string()).collect(),
+            }),
+        }
+    }
+
+    fn seg(slot: &str, start: u64, end: u64) -> ChangeSegment {
+        ChangeSegment {
+            format: 1,
+            source: SnapshotSource {
+                engine: Engine::Postgres,
+                url: "postgres://h/db".into(),
+            },
+            slot: slot.into(),
+            start_lsn: start,
+            end_lsn: end,
+            covers_until_ms: 0,
+            first_commit_ms: None,
+            last_commit_ms: None,
+            transactions: 0,
+            changes: 0,
+            bytes: 0,
+            checksum: String::new(),
+            chunks: Vec::new(),
+            time_ms: 0,
+            tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn segments_go_only_when_no_kept_snapshot_can_replay_them() {
+        let segs: Vec<(String, ChangeSegment)> = [(0, 10), (10, 20), (20, 30), (30, 40)]
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| (format!("s{i}"), seg("slot", *a, *b)))
+            .collect();
+        // The oldest kept snapshot of the slot sits at 25: segments ending at or before it
+        // are dead; the one holding 25 and everything after stays.
+        let kept = [snap(25, &["slot"]), snap(35, &["slot"])];
+        let refs: Vec<&Snapshot> = kept.iter().collect();
+        assert_eq!(obsolete_segments(&refs, &segs), vec!["s0", "s1"]);
+        // No kept snapshot of the slot: all but the newest (a running capture goes on
+        // from it).
+        let other = [snap(25, &["another"])];
+        let refs: Vec<&Snapshot> = other.iter().collect();
+        assert_eq!(obsolete_segments(&refs, &segs), vec!["s0", "s1", "s2"]);
+    }
+}

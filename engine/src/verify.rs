@@ -80,6 +80,18 @@ async fn verify_locked(
             }
         }
     }
+    // Change segments (point-in-time restore) when the whole repository is checked.
+    let segments = match &opts.snapshot {
+        Some(_) => Vec::new(),
+        None => repo.change_segments().await?,
+    };
+    for (id, seg) in &segments {
+        for c in &seg.chunks {
+            let u = users.entry(c.clone()).or_default();
+            u.0.insert(format!("changes {}", &id[..12]));
+            u.1.insert(format!("captured changes of {}", seg.slot));
+        }
+    }
     let mut problems: BTreeMap<String, Problem> = BTreeMap::new();
     let mut report =
         |object: String, message: String, users: Option<&(BTreeSet<String>, BTreeSet<String>)>| {
@@ -172,6 +184,22 @@ async fn verify_locked(
                         Some(&u),
                     );
                 }
+            }
+        }
+    }
+    if opts.read_data {
+        for (id, seg) in &segments {
+            progress.check_abort()?;
+            match crate::capture::read_segment(repo, seg).await {
+                Ok(_) => {}
+                Err(Error::Damaged(m)) => {
+                    let u = (
+                        BTreeSet::from([format!("changes {}", &id[..12])]),
+                        BTreeSet::from([format!("captured changes of {}", seg.slot)]),
+                    );
+                    report(format!("change segment {}", &id[..12]), m, Some(&u));
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -283,6 +283,62 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         .to_string();
     assert!(err.contains("can be restored up to"), "{err}");
 
+    // Verify reads the captured changes back; a damaged one is named, and a restore
+    // that needs it fails instead of restoring something else.
+    let vopts = engine::verify::VerifyOptions {
+        snapshot: None,
+        read_data: true,
+    };
+    let report = engine::verify::verify(&repo, &vopts, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let (_, first) = &segments[1];
+    let chunk = engine::repo::parse_id(&first.chunks[0]).unwrap();
+    let loc = repo.location(&chunk).unwrap();
+    let pack = std::path::Path::new(&location).join(engine::repo::pack_path(&loc.pack));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + loc.length as usize / 2] ^= 0x55;
+    std::fs::write(&pack, bytes).unwrap();
+    let report = engine::verify::verify(&repo, &vopts, &NoProgress)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.tables.iter().any(|t| t.contains("captured changes of"))),
+        "{:?}",
+        report.problems
+    );
+    let dest = pg.create_database("damaged").unwrap();
+    let r = RestoreOptions {
+        snapshot: "latest".into(),
+        dest: Secret::new(dest.clone()),
+        selection: Selection {
+            include: vec!["public.accounts".into()],
+            ..Default::default()
+        },
+        rename: Default::default(),
+        mode: Mode::Create,
+        jobs: 1,
+        parallel_min_bytes: u64::MAX,
+        at_ms: Some(instants[2].0),
+    };
+    let plan = engine::restore::plan(&repo, &r).await.unwrap();
+    assert!(
+        engine::restore::execute(&repo, &plan, &NoProgress)
+            .await
+            .is_err()
+    );
+    let mut d = PgConnection::connect(&dest).await.unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&mut d)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0, "a failed restore leaves nothing behind");
+
     capture::teardown(&Secret::new(src.clone()), "shop")
         .await
         .unwrap();
