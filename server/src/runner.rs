@@ -242,6 +242,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             rename,
             mode,
             safety_backup,
+            at_ms,
         } => {
             let (target, snap) = snapshot_and_target(state, snapshot).await?;
             let mut repo = open_repo(state, &target).await?;
@@ -261,7 +262,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 mode: mode.parse()?,
                 jobs: engine::restore::default_jobs(),
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
-                at_ms: None,
+                at_ms,
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
             let replaced: Vec<String> = plan
@@ -347,7 +348,7 @@ async fn snapshot_and_target(
     Ok((target, snap))
 }
 
-async fn open_repo(state: &AppState, target: &store::TargetRow) -> Result<Repository> {
+pub(crate) async fn open_repo(state: &AppState, target: &store::TargetRow) -> Result<Repository> {
     let password = state
         .secrets
         .open(Kind::RepositoryPassword, &target.sealed_password)?;

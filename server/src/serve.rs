@@ -64,6 +64,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
     crate::runner::spawn(state.clone(), worker.clone());
     crate::scheduler::spawn(state.clone());
+    crate::capturer::spawn(state.clone(), worker.clone());
     crate::notifier::spawn(
         state.clone(),
         worker.clone(),

@@ -184,6 +184,11 @@ pub struct RestoreRequest {
     /// For `replace`: back up the tables being replaced first (on by default).
     #[serde(default = "yes")]
     pub safety_backup: bool,
+    /// Restore the source as it was at this instant (unix ms) instead of the snapshot:
+    /// the latest snapshot before it plus the changes captured up to it (PostgreSQL
+    /// sources with continuous capture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -207,6 +212,8 @@ pub(crate) struct Planned {
     pub dest: crate::ssr::store::SourceRow,
     /// The snapshot's source, when it is known.
     pub source: Option<crate::ssr::store::SourceRow>,
+    /// A point-in-time restore's instant.
+    pub at_ms: Option<i64>,
 }
 
 #[cfg(feature = "ssr")]
@@ -252,8 +259,12 @@ impl Planned {
     }
 
     pub fn title(&self) -> String {
+        let at = self
+            .at_ms
+            .map(|t| format!(" as of {}", crate::pages::ui::time(t)))
+            .unwrap_or_default();
         format!(
-            "Restore {} into {}",
+            "Restore {} into {}{at}",
             self.tables
                 .iter()
                 .map(|t| t.dest_table.as_str())
@@ -295,6 +306,7 @@ impl Planned {
             rename: req.rename.clone(),
             mode: req.mode.clone(),
             safety_backup: req.safety_backup && !self.replaced().is_empty(),
+            at_ms: req.at_ms,
         })
         .map_err(|e| crate::api::internal("job json", e))?;
         Ok(crate::ssr::store::NewJob {
@@ -387,7 +399,7 @@ pub(crate) async fn plan_restore(
             .map_err(|e: engine::Error| AppError::Field("mode".into(), e.to_string()))?,
         jobs: 1,
         parallel_min_bytes: u64::MAX,
-        at_ms: None,
+        at_ms: req.at_ms,
     };
     let plan = engine::restore::plan(&repo, &opts)
         .await
@@ -407,6 +419,7 @@ pub(crate) async fn plan_restore(
         tables,
         dest,
         source,
+        at_ms: plan.at_ms,
     };
     if !any_mode && !c.can(Perm::RunJobs) && planned.replaces() {
         return Err(AppError::Forbidden);
@@ -443,6 +456,54 @@ pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppE
         approvals_required: planned.approvals_required(&c),
         tables: planned.tables,
     })
+}
+
+/// The instants a snapshot's source can be restored to from captured changes
+/// (`(from, to)`, unix ms), if it has any (PostgreSQL with continuous capture).
+#[server(endpoint = "snapshots/range")]
+pub async fn restorable_range(id: i64) -> Result<Option<(i64, i64)>, AppError> {
+    use crate::api::internal;
+    use crate::api::sources::visible_source;
+    use crate::auth::Perm;
+    use crate::ssr::secrets::Kind;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::RestoreNew, "snapshot.range").await?;
+    let db = &c.state.db;
+    let snap = store::snapshot(db, id)
+        .await
+        .map_err(|e| internal("loading a snapshot", e))?
+        .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
+    match snap.source_id {
+        Some(sid) => {
+            visible_source(&c, sid).await?;
+        }
+        None if c.can(Perm::SeeAll) => {}
+        None => return Err(AppError::NotFound("Snapshot".into())),
+    }
+    let target = store::target(db, snap.target_id)
+        .await
+        .map_err(|e| internal("loading a target", e))?
+        .ok_or_else(|| AppError::NotFound("Target".into()))?;
+    let password = c
+        .state
+        .secrets
+        .open(Kind::RepositoryPassword, &target.sealed_password)
+        .map_err(|e| internal("opening a password", e))?;
+    let repo = crate::ssr::open_target(&c.state, &target, &password)
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let manifest = repo
+        .load_snapshot_by_id(&snap.snapshot_id)
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let ranges = engine::capture::ranges(&repo)
+        .await
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    Ok(ranges
+        .into_iter()
+        .filter(|r| r.source == manifest.source.url)
+        .map(|r| (r.from_ms, r.to_ms))
+        .max_by_key(|r| r.1))
 }
 
 /// Queues the restore after planning it again; returns the job id. A restore that needs

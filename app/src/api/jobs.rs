@@ -35,6 +35,12 @@ pub struct PolicyView {
     pub last_success: Option<i64>,
     /// No successful backup within `late_after_minutes` (backup late: RPO breach).
     pub late: bool,
+    /// Continuous capture every this many seconds (PostgreSQL); None: snapshots only.
+    pub capture_secs: Option<i64>,
+    /// With continuous capture: every commit up to this instant is stored (the end of
+    /// the restorable range), and the last round's error, if it failed.
+    pub restorable_to: Option<i64>,
+    pub capture_error: Option<String>,
 }
 
 /// A policy's retention rules (`engine::retention::KeepRules`, which the browser does
@@ -147,6 +153,9 @@ pub enum JobParams {
         /// Back up the tables a `replace` drops, from the destination, first.
         #[serde(default)]
         safety_backup: bool,
+        /// A point-in-time restore: the instant (unix ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<i64>,
     },
 }
 
@@ -169,6 +178,9 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     let successes = store::last_successes(db)
         .await
         .map_err(|e| internal("last successes", e))?;
+    let captures = store::captures(db)
+        .await
+        .map_err(|e| internal("captures", e))?;
     let now = crate::ssr::db::now_ms();
     Ok(rows
         .into_iter()
@@ -178,7 +190,11 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
             let late_after = store::late_after_ms(&p, now).filter(|_| p.enabled != 0);
             let late =
                 late_after.is_some_and(|limit| now - last_success.unwrap_or(p.created_at) > limit);
+            let capture = captures.iter().find(|c| c.policy_id == p.id);
             PolicyView {
+                capture_secs: p.capture_secs,
+                restorable_to: capture.and_then(|c| c.covers_until_ms),
+                capture_error: capture.and_then(|c| c.last_error.clone()),
                 rpo_minutes: p.rpo_minutes,
                 late_after_minutes: late_after.map(|ms| ms / 60_000),
                 last_success,
@@ -468,6 +484,68 @@ pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppErro
     };
     c.audited(
         "policy.late_alert",
+        &format!("policy #{id}: {what}"),
+        result,
+    )
+    .await
+}
+
+/// Turns continuous capture on (every `secs` seconds, 1–3600) or off (None) for a
+/// policy on a PostgreSQL source. Turning it off drops the capture's replication slot
+/// and publication on the source at once (a forgotten slot would keep WAL forever);
+/// the changes stored so far stay restorable.
+#[server(endpoint = "policies/continuous")]
+pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> {
+    use crate::api::internal;
+    use crate::auth::Perm;
+    use crate::ssr::secrets::Kind;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.continuous").await?;
+    let result = async {
+        let db = &c.state.db;
+        let p = load_policy(db, id).await?;
+        let source = store::source(db, p.source_id)
+            .await
+            .map_err(|e| internal("loading a source", e))?
+            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        if let Some(s) = secs {
+            if !(1..=3600).contains(&s) {
+                return Err(AppError::Field(
+                    "secs".into(),
+                    "Capture every 1 to 3600 seconds.".into(),
+                ));
+            }
+            if source.engine != "postgres" {
+                return Err(AppError::Invalid(
+                    "Continuous capture reads PostgreSQL's logical replication; SQLite sources get frequent incremental backups (a schedule such as every 1 minutes) instead.".into(),
+                ));
+            }
+        }
+        if secs.is_none() && p.capture_secs.is_some() {
+            let url = c
+                .state
+                .secrets
+                .open(Kind::SourceUrl, &source.sealed_url)
+                .map_err(|e| internal("opening a URL", e))?;
+            engine::capture::teardown(&url, &format!("p{id}"))
+                .await
+                .map_err(|e| AppError::Invalid(format!("Could not drop the capture slot: {e}")))?;
+        }
+        if !store::set_capture(db, id, secs)
+            .await
+            .map_err(|e| internal("saving continuous capture", e))?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(())
+    }
+    .await;
+    let what = match secs {
+        Some(s) => format!("every {s} s"),
+        None => "off".into(),
+    };
+    c.audited(
+        "policy.continuous",
         &format!("policy #{id}: {what}"),
         result,
     )

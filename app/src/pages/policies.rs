@@ -1,7 +1,7 @@
 use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
 use crate::api::jobs::{
     CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
-    RunPolicy, SaveRetention, SetCopyTargets, SetLateAlert, list_policies,
+    RunPolicy, SaveRetention, SetContinuous, SetCopyTargets, SetLateAlert, list_policies,
 };
 use crate::api::sources::{SourceView, TargetView, list_sources, list_targets};
 use crate::auth::Perm;
@@ -24,6 +24,7 @@ pub fn PoliciesPage() -> impl IntoView {
     let save_retention = ServerAction::<SaveRetention>::new();
     let save_copies = ServerAction::<SetCopyTargets>::new();
     let late_alert = ServerAction::<SetLateAlert>::new();
+    let continuous = ServerAction::<SetContinuous>::new();
     let editing = RwSignal::new(None::<PolicyView>);
     let copies_of = RwSignal::new(None::<PolicyView>);
     let policies = Resource::new(
@@ -35,6 +36,7 @@ pub fn PoliciesPage() -> impl IntoView {
                 save_retention.version().get(),
                 save_copies.version().get(),
                 late_alert.version().get(),
+                continuous.version().get(),
             )
         },
         |_| list_policies(),
@@ -60,6 +62,7 @@ pub fn PoliciesPage() -> impl IntoView {
         editing,
         copies_of,
         late_alert,
+        continuous,
     };
     view! {
         <Title text="Policies"/>
@@ -68,6 +71,7 @@ pub fn PoliciesPage() -> impl IntoView {
         <ErrorLine error=general_error(run)/>
         <ErrorLine error=general_error(trigger)/>
         <ErrorLine error=Signal::derive(move || late_alert.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
+        <ErrorLine error=Signal::derive(move || continuous.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <NewTrigger trigger=trigger trigger_for=trigger_for/>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -96,6 +100,7 @@ struct RowActions {
     editing: RwSignal<Option<PolicyView>>,
     copies_of: RwSignal<Option<PolicyView>>,
     late_alert: ServerAction<SetLateAlert>,
+    continuous: ServerAction<SetContinuous>,
 }
 
 /// A new trigger URL: the token exists only in this answer, so it is shown once, with
@@ -156,6 +161,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         editing,
         copies_of,
         late_alert,
+        continuous,
     } = actions;
     let id = p.id;
     let selection = selection_text(&p);
@@ -173,6 +179,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }
     });
     let late = late_view(&p, late_alert);
+    let capture = continuous_view(&p, continuous);
     let has_trigger = p.has_trigger;
     let this = StoredValue::new(p.clone());
     view! {
@@ -180,7 +187,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
             <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
             <td>{format!("{} → {}", p.source, p.target)}{copies}</td>
             <td>{selection}</td>
-            <td>{schedule}{next_run}{late}</td>
+            <td>{schedule}{next_run}{late}{capture}</td>
             <td data-testid="retention">{retention}</td>
             <td>
                 <IfCan perm=Perm::RunJobs>
@@ -236,6 +243,40 @@ fn late_view(p: &PolicyView, action: ServerAction<SetLateAlert>) -> impl IntoVie
                         let minutes = v.trim().parse::<i64>().ok();
                         if v.trim().is_empty() || minutes.is_some() {
                             action.dispatch(SetLateAlert { id, minutes });
+                        }
+                    }/>
+            </details>
+        </IfCan>
+    }
+}
+
+/// Continuous capture (PostgreSQL): how often, how far the restorable range reaches,
+/// and for those who configure, on/off.
+fn continuous_view(p: &PolicyView, action: ServerAction<SetContinuous>) -> impl IntoView + use<> {
+    let id = p.id;
+    let state = match (p.capture_secs, p.restorable_to, &p.capture_error) {
+        (None, _, _) => "snapshots only".to_string(),
+        (Some(s), _, Some(e)) => format!("continuous every {s} s — last round failed: {e}"),
+        (Some(s), Some(to), None) => format!(
+            "continuous every {s} s — restorable to {}",
+            super::ui::time(to)
+        ),
+        (Some(s), None, None) => format!("continuous every {s} s — starting"),
+    };
+    let input_id = format!("capture-{}", p.name);
+    let value = p.capture_secs.map(|s| s.to_string()).unwrap_or_default();
+    view! {
+        <br/><span class="muted" data-testid="continuous">{state}</span>
+        <IfCan perm=Perm::Configure>
+            <details>
+                <summary>"Continuous capture"</summary>
+                <label for=input_id.clone()>"Capture changes every N seconds for point-in-time restore (PostgreSQL; empty: off)"</label>
+                <input id=input_id.clone() data-testid=input_id.clone() type="number" min="1" max="3600" class="narrow" value=value.clone()
+                    on:change=move |ev| {
+                        let v = event_target_value(&ev);
+                        let secs = v.trim().parse::<i64>().ok();
+                        if v.trim().is_empty() || secs.is_some() {
+                            action.dispatch(SetContinuous { id, secs });
                         }
                     }/>
             </details>

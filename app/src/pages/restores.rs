@@ -4,6 +4,7 @@
 use super::ui::{ErrorLine, failed, general_error};
 use crate::api::history::{
     PlannedTableView, PreviewRestore, RestoreRequest, StartRestore, list_snapshots,
+    restorable_range,
 };
 use crate::api::requests::FileRequest;
 use crate::api::sources::list_sources;
@@ -35,6 +36,17 @@ pub fn RestoresPage() -> impl IntoView {
     let start = ServerAction::<StartRestore>::new();
     let file = ServerAction::<FileRequest>::new();
     let (reason, set_reason) = signal(String::new());
+    // A point in time (UTC, as the input gives it), for sources with captured changes.
+    let at = RwSignal::new(String::new());
+    let range = Resource::new(
+        move || snapshot.get(),
+        |id| async move {
+            match id {
+                Some(id) => restorable_range(id).await,
+                None => Ok(None),
+            }
+        },
+    );
 
     let navigate = use_navigate();
     Effect::new(move |_| {
@@ -72,6 +84,8 @@ pub fn RestoresPage() -> impl IntoView {
         file,
         reason,
         set_reason,
+        at,
+        range,
     };
     view! {
         <Title text="Restore"/>
@@ -114,6 +128,8 @@ struct Wizard {
     file: ServerAction<FileRequest>,
     reason: ReadSignal<String>,
     set_reason: WriteSignal<String>,
+    at: RwSignal<String>,
+    range: Resource<Result<Option<(i64, i64)>, crate::error::AppError>>,
 }
 
 impl Wizard {
@@ -160,6 +176,7 @@ impl Wizard {
             mode: self.mode.get(),
             confirm: self.confirm.get(),
             safety_backup: self.safety.get(),
+            at_ms: super::ui::parse_utc(&self.at.get()),
         })
     }
 }
@@ -186,6 +203,7 @@ fn SnapshotStep(w: Wizard) -> impl IntoView {
                         <select id="snapshot" on:change=move |ev| {
                             set_snapshot.set(event_target_value(&ev).parse().ok());
                             set_tables.set(Vec::new());
+                            w.at.set(String::new());
                             preview.clear();
                         }>
                             <option value="">"Choose a snapshot"</option>
@@ -198,6 +216,36 @@ fn SnapshotStep(w: Wizard) -> impl IntoView {
                 }
             })}
         </Suspense>
+        <PointInTime w=w/>
+    }
+    .into_any()
+}
+
+/// For a source with captured changes: restore it as it was at an instant instead of
+/// the snapshot (the server picks the latest snapshot before it and replays the rest).
+#[component]
+fn PointInTime(w: Wizard) -> impl IntoView {
+    let Wizard {
+        range, at, preview, ..
+    } = w;
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match range.await {
+                    Ok(Some((from, to))) => view! {
+                        <div class="field" data-testid="point-in-time">
+                            <p class="muted" data-testid="restorable-range">{format!(
+                                "Changes are captured: this source can be restored to any instant from {} to {}.",
+                                super::ui::time(from), super::ui::time(to))}</p>
+                            <label for="at">"Point in time (UTC; empty: the snapshot itself)"</label>
+                            <input id="at" type="datetime-local" step="1" prop:value=move || at.get()
+                                on:input=move |ev| { at.set(event_target_value(&ev)); preview.clear(); }/>
+                        </div>
+                    }.into_any(),
+                    _ => ().into_any(),
+                }
+            })}
+        </Transition>
     }
     .into_any()
 }

@@ -31,6 +31,36 @@ pub fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `YYYY-MM-DDTHH:MM[:SS[.fff]]` (a `datetime-local` input's value, read as UTC) as
+/// unix milliseconds; None when empty or malformed.
+pub fn parse_utc(s: &str) -> Option<i64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let mi: i64 = t.next()?.parse().ok()?;
+    let sec: f64 = t.next().map(|v| v.parse().ok()).unwrap_or(Some(0.0))?;
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || mi > 59
+        || !(0.0..60.0).contains(&sec)
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant), the inverse of `civil`.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60) as f64 * 1000.0 + (sec * 1000.0).round()) as i64)
+}
+
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (the same on server and browser, so
 /// hydration matches).
 pub fn time(ms: i64) -> String {
@@ -159,5 +189,31 @@ pub fn IfCan(perm: crate::auth::Perm, children: ChildrenFn) -> impl IntoView {
                 allowed.then(|| children.with_value(|c| c()))
             })}
         </Suspense>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_input_values_parse_back_to_the_instant() {
+        for ms in [
+            0i64,
+            951_782_400_000,
+            1_796_218_749_271 / 1000 * 1000,
+            4_102_444_799_000,
+        ] {
+            let (y, m, d, h, mi, s) = civil(ms);
+            let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+            assert_eq!(parse_utc(&text), Some(ms), "{text}");
+        }
+        assert_eq!(
+            parse_utc("2026-12-01T14:06"),
+            parse_utc("2026-12-01T14:06:00")
+        );
+        assert_eq!(parse_utc("2026-12-01T14:06:59.5").unwrap() % 1000, 500);
+        assert_eq!(parse_utc(""), None);
+        assert_eq!(parse_utc("2026-13-01T00:00"), None);
     }
 }

@@ -182,3 +182,184 @@ async fn capture_survives_sigkill_and_restore_at_gives_the_committed_rows() {
         "capture", "--repo", &repo, "--source", &src, "--name", "ledger", "--stop",
     ]));
 }
+
+/// The same from the console: a policy made continuous captures by itself (its base
+/// snapshot is queued automatically), the policy shows how far it can be restored, the
+/// wizard's server functions restore to an instant, and turning it off drops the slot.
+#[tokio::test]
+async fn a_continuous_policy_restores_to_an_instant_from_the_console() {
+    use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy_for, cookie};
+    use serde_json::json;
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("bank").unwrap();
+    let dest = pg.create_database("restored").unwrap();
+    let mut c = PgConnection::connect(&src).await.unwrap();
+    c.execute(sqlx::raw_sql(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, v text NOT NULL); INSERT INTO ledger SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let (_, _, policy) =
+        add_policy_for(&api, &admin, "bank", &src, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", policy.to_string()), ("secs", "1".into())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let view = |list: serde_json::Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == policy)
+            .unwrap()
+            .clone()
+    };
+
+    // Changes while it runs; one instant noted with the workload paused.
+    let mut n = 100;
+    let mut write = async |c: &mut PgConnection, k: i64| {
+        for _ in 0..k {
+            n += 1;
+            c.execute(sqlx::raw_sql(&format!(
+                "BEGIN; INSERT INTO ledger VALUES ({n}, 'v{n}'); UPDATE ledger SET v = v || '+' WHERE id = {}; DELETE FROM ledger WHERE id = {}; COMMIT;",
+                n / 2,
+                n - 90
+            )))
+            .await
+            .unwrap();
+        }
+    };
+    // The base snapshot comes first (queued by the capture).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let snapshot = loop {
+        write(&mut c, 5).await;
+        let list = api
+            .json(
+                Some(&admin),
+                "snapshots/list",
+                json!({"policy_id": 0, "source_id": 0, "before": null}),
+            )
+            .await
+            .json();
+        if let Some(id) = list[0]["id"].as_i64() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no base snapshot");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    write(&mut c, 200).await;
+    let at: i64 =
+        sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let expected = sqlx::query("SELECT id, v FROM ledger ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    write(&mut c, 100).await;
+
+    // The policy shows the range reaching past the instant (rounds every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = view(api.form(Some(&admin), "policies/list", &[]).await.json());
+        assert!(p["capture_error"].is_null(), "{p}");
+        if p["restorable_to"].as_i64().is_some_and(|t| t > at) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the range never reached the instant: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let range = api
+        .form(
+            Some(&admin),
+            "snapshots/range",
+            &[("id", snapshot.to_string())],
+        )
+        .await
+        .json();
+    assert!(
+        range[0].as_i64().unwrap() <= at && range[1].as_i64().unwrap() > at,
+        "{range}"
+    );
+
+    // The wizard's calls, with a point in time, into another database.
+    let dest_source = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[("name", "restored".into()), ("url", dest.clone())],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let req = json!({"snapshot": snapshot, "dest_source_id": dest_source, "tables": ["public.ledger"],
+                     "columns": {}, "rename": {}, "mode": "create", "confirm": "", "at_ms": at});
+    let preview = api
+        .json(Some(&admin), "restore/preview", json!({"req": req}))
+        .await;
+    assert!(preview.ok(), "{preview:?}");
+    let job = api
+        .json(Some(&admin), "restore/start", json!({"req": req}))
+        .await;
+    let job = job.json().as_i64().unwrap_or_else(|| panic!("{job:?}"));
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert!(
+        done[0]["title"].as_str().unwrap().contains(" as of "),
+        "{done}"
+    );
+    let mut d = PgConnection::connect(&dest).await.unwrap();
+    let got = sqlx::query("SELECT id, v FROM ledger ORDER BY id")
+        .fetch_all(&mut d)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect::<Vec<_>>();
+    assert!(
+        got == expected,
+        "restored {} rows, {} were committed then",
+        got.len(),
+        expected.len()
+    );
+
+    // Off: the slot is dropped on the source at once.
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", policy.to_string())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(slots, 0);
+    assert_eq!(
+        view(api.form(Some(&admin), "policies/list", &[]).await.json())["capture_secs"],
+        serde_json::Value::Null
+    );
+}

@@ -503,6 +503,14 @@ async fn role_matrix(database_url: Option<&str>) {
             }),
             &["admin", "operator"],
         ),
+        (
+            Box::new(move |_| form("policies/continuous", vec![("id", policy.to_string())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("snapshots/range", vec![("id", snapshot.to_string())])),
+            &["admin", "operator", "requester"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
