@@ -32,7 +32,7 @@ export default async function globalSetup() {
   const port = await freePort();
   asPg(path.join(bin, "pg_ctl"), [
     "-D", path.join(dir, "pg"), "-l", path.join(dir, "pg.log"), "-w",
-    "-o", `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off`,
+    "-o", `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c wal_level=logical`,
     "start",
   ]);
   const url = `postgres://postgres:${password}@127.0.0.1:${port}`;
