@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Benchmark of continuous capture and point-in-time restore (issue 12) on a generated
+# table, against the goals: recovery point (age of the newest restorable instant)
+# under 10 s at a 1 % change rate, capture adding under 10 % CPU to the source, and a
+# point-in-time restore at most 1.2x a snapshot restore of the same data.
+#
+#   bench/pitr_bench.sh                 # 2,000,000 rows, 1 % of them changed over 60 s
+#   ROWS=500000 SECONDS_OF_LOAD=30 bench/pitr_bench.sh
+#
+# Starts its own PostgreSQL (wal_level=logical) on a temp dir and a free loopback port
+# and removes everything when done. Needs a release build (built here if missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROWS="${ROWS:-2000000}"
+LOAD="${SECONDS_OF_LOAD:-60}"
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+[ -x "$ROOT/target/release/tablesafe" ] || (cd "$ROOT" && cargo build --release -p server)
+TS="$ROOT/target/release/tablesafe"
+WORK="$(mktemp -d /tmp/tablesafe-pitr-XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+CAPTURE_PID=""
+cleanup() {
+  [ -n "$CAPTURE_PID" ] && kill "$CAPTURE_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null
+URL="postgres://postgres@127.0.0.1:$PORT"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+for db in src snap_restore pitr_restore; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
+echo "generating $ROWS rows..." >&2
+psql "$URL/src" <<SQL
+CREATE TABLE bench (id bigint PRIMARY KEY, qty int, price numeric(12,2), name text, created timestamptz, attrs jsonb);
+INSERT INTO bench SELECT g, g % 1000, g / 100.0, 'customer ' || md5(g::text), '2020-01-01'::timestamptz + (g || ' s')::interval,
+  jsonb_build_object('tier', g % 5) FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE bench;
+SQL
+export TABLESAFE_PASSWORD="bench password"
+
+# CPU seconds (user + system) of every PostgreSQL process so far.
+pg_cpu() {
+  python3 - "$WORK/pg/postmaster.pid" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+root = int(open(sys.argv[1]).readline())
+total = 0
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    ppid = int(stat[1])
+    if int(pid) == root or ppid == root:
+        total += int(stat[11]) + int(stat[12])
+print(total / tick)
+PY
+}
+# The workload: 1 % of the rows updated, in batches spread evenly over LOAD seconds.
+workload() {
+  local batches=$((LOAD * 2)) per=$((ROWS / 100 / (LOAD * 2))) i=0 start=$1
+  while [ $i -lt $batches ]; do
+    local lo=$((start + i * per))
+    psql "$URL/src" -c "UPDATE bench SET qty = qty + 1, attrs = attrs || '{\"seen\": true}' WHERE id > $lo AND id <= $lo + $per"
+    sleep 0.5
+    i=$((i + 1))
+  done
+}
+
+echo "baseline: the workload without capture..." >&2
+c0=$(pg_cpu); workload 0; c1=$(pg_cpu)
+
+echo "the workload with capture (base snapshot first)..." >&2
+"$TS" capture --repo "$WORK/repo" --source "$URL/src" --name bench --json > "$WORK/capture.log" 2>"$WORK/capture.err" &
+CAPTURE_PID=$!
+until grep -q '"round"' "$WORK/capture.log" 2>/dev/null; do sleep 0.5; done
+# Sample the age of the newest restorable instant twice a second during the load.
+python3 - "$WORK/capture.log" "$WORK/rpo.txt" "$LOAD" <<'PY' &
+import json, sys, time
+log, out, load = sys.argv[1], sys.argv[2], float(sys.argv[3])
+ages = []
+end = time.time() + load + 5
+while time.time() < end:
+    covers = 0
+    for line in open(log):
+        try:
+            r = json.loads(line).get("round")
+        except ValueError:
+            continue
+        if r and r.get("covers_until_ms"):
+            covers = max(covers, r["covers_until_ms"])
+    if covers:
+        ages.append(time.time() - covers / 1000)
+    time.sleep(0.5)
+open(out, "w").write(f"{max(ages):.1f} {sorted(ages)[len(ages) // 2]:.1f}\n")
+PY
+SAMPLER=$!
+c2=$(pg_cpu); workload $((ROWS / 2)); c3=$(pg_cpu)
+wait $SAMPLER
+AT=$(psql "$URL/src" -At -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+sleep 8   # a round after the instant
+kill "$CAPTURE_PID"; wait "$CAPTURE_PID" 2>/dev/null || true; CAPTURE_PID=""
+SEGMENTS=$(find "$WORK/repo/changes" -type f | wc -l)
+
+echo "restores: a snapshot of the final data, and the base plus the changes..." >&2
+"$TS" backup --source "$URL/src" --repo "$WORK/repo" --json > /dev/null
+psql "$URL/postgres" -c CHECKPOINT
+t0=$(date +%s.%N); "$TS" restore --repo "$WORK/repo" --snapshot latest --dest "$URL/snap_restore" --json > /dev/null; t1=$(date +%s.%N)
+psql "$URL/postgres" -c CHECKPOINT
+t2=$(date +%s.%N); "$TS" restore --repo "$WORK/repo" --at "$AT" --dest "$URL/pitr_restore" --json > /dev/null; t3=$(date +%s.%N)
+same=$(diff <(psql "$URL/snap_restore" -At -c "SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b") \
+            <(psql "$URL/pitr_restore" -At -c "SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b") >/dev/null && echo identical || echo DIFFERENT)
+
+read -r RPO_MAX RPO_MED < "$WORK/rpo.txt"
+python3 - "$ROWS" "$LOAD" "$c0" "$c1" "$c2" "$c3" "$t0" "$t1" "$t2" "$t3" "$RPO_MAX" "$RPO_MED" "$SEGMENTS" "$same" <<'PY'
+import sys
+rows, load, c0, c1, c2, c3, t0, t1, t2, t3, rmax, rmed, segs, same = sys.argv[1:]
+base, cap = float(c1) - float(c0), float(c3) - float(c2)
+snap, pitr = float(t1) - float(t0), float(t3) - float(t2)
+print(f"rows {int(rows):,}; 1 % updated over {load} s; {segs} change segments stored")
+print(f"recovery point (age of the newest restorable instant): max {rmax} s, median {rmed} s   goal < 10 s")
+print(f"source CPU: {base:.2f} s without capture, {cap:.2f} s with: +{(cap - base) / base * 100:.1f} %   goal < 10 %")
+print(f"restore: snapshot {snap:.2f} s, point in time {pitr:.2f} s: {pitr / snap:.2f}x   goal <= 1.2x; restored data {same}")
+PY
