@@ -41,7 +41,7 @@ VACUUM ANALYZE bench;
 SQL
 export TABLESAFE_PASSWORD="bench password"
 
-# CPU seconds (user + system) of every PostgreSQL process so far.
+# CPU seconds (user + system) of every PostgreSQL process so far, ended ones included.
 pg_cpu() {
   python3 - "$WORK/pg/postmaster.pid" <<'PY'
 import os, sys
@@ -56,7 +56,11 @@ for pid in os.listdir("/proc"):
     except OSError:
         continue
     ppid = int(stat[1])
-    if int(pid) == root or ppid == root:
+    if int(pid) == root:
+        # The postmaster, and (cutime, cstime) every backend it has reaped: psql's
+        # short sessions and the capture's connections end before they are sampled.
+        total += sum(int(x) for x in stat[11:15])
+    elif ppid == root:
         total += int(stat[11]) + int(stat[12])
 print(total / tick)
 PY
@@ -103,7 +107,26 @@ SAMPLER=$!
 c2=$(pg_cpu); workload $((ROWS / 2)); c3=$(pg_cpu)
 wait $SAMPLER
 AT=$(psql "$URL/src" -At -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
-sleep 8   # a round after the instant
+# Wait for a round that covers the instant (how long that takes is the lag at the end).
+AT_MS=$(python3 -c "import datetime,sys; print(int(datetime.datetime.fromisoformat(sys.argv[1].replace('Z','+00:00')).timestamp()*1000))" "$AT")
+w0=$(date +%s.%N)
+python3 - "$WORK/capture.log" "$AT_MS" <<'PY'
+import json, sys, time
+log, at = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 300
+while time.time() < deadline:
+    for line in open(log):
+        try:
+            r = json.loads(line).get("round")
+        except ValueError:
+            continue
+        if r and (r.get("covers_until_ms") or 0) >= at:
+            sys.exit(0)
+    time.sleep(0.2)
+sys.exit("the capture did not reach the instant within 300 s")
+PY
+w1=$(date +%s.%N)
+echo "capture covered the end of the load $(python3 -c "print(f'{$w1 - $w0:.1f}')") s after it" >&2
 kill "$CAPTURE_PID"; wait "$CAPTURE_PID" 2>/dev/null || true; CAPTURE_PID=""
 SEGMENTS=$(find "$WORK/repo/changes" -type f | wc -l)
 

@@ -818,7 +818,7 @@ pub async fn segments(repo: &Repository, slot: &str) -> Result<Vec<(String, Chan
         .into_iter()
         .filter(|(_, s)| s.slot == slot)
         .collect();
-    out.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn));
+    out.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn, s.covers_until_ms));
     Ok(out)
 }
 
@@ -1120,7 +1120,8 @@ fn contiguous_from(segs: &[(String, ChangeSegment)], lsn: u64) -> Option<Vec<Cha
         if s.start_lsn > last.end_lsn {
             break; // a gap: nothing after it is reachable
         }
-        if s.end_lsn > last.end_lsn {
+        // A later position, or (an idle round: no new WAL) a later covered time.
+        if s.end_lsn > last.end_lsn || s.covers_until_ms > last.covers_until_ms {
             out.push(s.clone());
         }
     }
@@ -1137,7 +1138,7 @@ pub async fn ranges(repo: &Repository) -> Result<Vec<Range>> {
     }
     let mut out = Vec::new();
     for (slot, mut segs) in slots {
-        segs.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn));
+        segs.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn, s.covers_until_ms));
         let mut best: Option<Range> = None;
         for (_, snap) in &snapshots {
             let Some(p) = &snap.pg_point else { continue };
@@ -1224,7 +1225,7 @@ pub async fn pitr_base(repo: &Repository, source_url: &str, at_ms: i64) -> Resul
                 .filter(|(_, s)| &s.slot == slot)
                 .cloned()
                 .collect();
-            segs.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn));
+            segs.sort_by_key(|(_, s)| (s.start_lsn, s.end_lsn, s.covers_until_ms));
             let Some(chain) = contiguous_from(&segs, p.wal_lsn) else {
                 continue;
             };
@@ -1506,6 +1507,30 @@ mod tests {
             !captured_throughout(&[ab.clone(), a.clone(), ab.clone()], "b"),
             "removed, added back"
         );
+    }
+
+    #[test]
+    fn idle_rounds_extend_the_range_and_a_gap_ends_it() {
+        let at = |start, end, covers| {
+            let mut s = seg(&["a"]);
+            s.start_lsn = start;
+            s.end_lsn = end;
+            s.covers_until_ms = covers;
+            (format!("{start}-{end}-{covers}"), s)
+        };
+        // Data, then two idle rounds with no new WAL that still move the covered time.
+        let segs = vec![
+            at(0, 10, 100),
+            at(10, 20, 200),
+            at(20, 20, 300),
+            at(20, 20, 400),
+        ];
+        let chain = contiguous_from(&segs, 5).unwrap();
+        assert_eq!(chain.last().unwrap().covers_until_ms, 400);
+        // A gap: nothing after it counts.
+        let gap = vec![at(0, 10, 100), at(15, 20, 200)];
+        assert_eq!(contiguous_from(&gap, 5).unwrap().len(), 1);
+        assert!(contiguous_from(&gap, 12).is_none());
     }
 
     #[test]
