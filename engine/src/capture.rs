@@ -972,7 +972,9 @@ pub async fn capture_round(
         let mut written = None;
         if !txns.is_empty() || idle_due {
             let stream = encode(&txns);
-            let (chunks, bytes_stored) = store_stream(repo, stream.clone()).await?;
+            let bytes = stream.len() as u64;
+            let checksum = blake3::hash(&stream).to_hex().to_string();
+            let chunks = store_stream(repo, stream).await?;
             let segment = ChangeSegment {
                 format: SEGMENT_FORMAT,
                 source: SnapshotSource {
@@ -987,13 +989,12 @@ pub async fn capture_round(
                 last_commit_ms: txns.iter().map(|t| t.commit_ms).max(),
                 transactions: txns.len() as u64,
                 changes,
-                bytes: stream.len() as u64,
-                checksum: blake3::hash(&stream).to_hex().to_string(),
+                bytes,
+                checksum,
                 chunks,
                 time_ms: crate::repo::now_ms(),
                 tables: tables.clone(),
             };
-            let _ = bytes_stored;
             written = Some(repo.save_change_segment(&segment).await?);
         }
         // Only now, with the segment stored, may the source forget these changes.
@@ -1033,13 +1034,14 @@ async fn advance(db: &mut PgDb, slot: &str, lsn: u64) -> Result<()> {
         })
 }
 
-/// Chunks, compresses, encrypts and stores a stream; returns its chunk ids.
-async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<(Vec<String>, u64)> {
+/// Chunks, compresses, encrypts and stores a stream; returns its chunk ids. (The same
+/// steps as a backup's worker, for one small stream at once.)
+async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<Vec<String>> {
     let params = repo.config.chunker;
     let index = repo.dedup_view();
     let mut writer = repo.pack_writer();
     let rt = tokio::runtime::Handle::current();
-    let (ids, written, stored) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (ids, written) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut chunker = crate::chunker::Chunker::new(params);
         let mut pieces = chunker.push(&stream);
         pieces.extend(chunker.finish());
@@ -1060,13 +1062,13 @@ async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<(Vec<Str
             writer.discard(&rt);
             return Err(e);
         }
-        let (written, stored) = writer.finish(&rt)?;
-        Ok((ids, written, stored))
+        let (written, _) = writer.finish(&rt)?;
+        Ok((ids, written))
     })
     .await
     .map_err(|e| Error::Other(format!("capture worker: {e}")))??;
     repo.absorb(written);
-    Ok((ids, stored))
+    Ok(ids)
 }
 
 /// Reads a segment's transactions back, checking its checksum.

@@ -52,11 +52,16 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
 /// Announces each policy that has gone longer than it may without a successful backup
 /// (once per breach, whichever worker sees it first; a success ends the breach).
 async fn announce_late(state: &AppState, now: i64) -> anyhow::Result<()> {
-    for p in store::watched_policies(&state.db).await? {
+    let watched = store::watched_policies(&state.db).await?;
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let successes = store::last_successes(&state.db).await?;
+    for p in watched {
         let Some(limit) = store::late_after_ms(&p, now) else {
             continue;
         };
-        let last = store::last_success(&state.db, p.id).await?;
+        let last = successes.get(&p.id).copied();
         let since = last.unwrap_or(p.created_at);
         if now - since > limit && store::mark_late(&state.db, p.id, since).await? {
             tracing::warn!(policy = %p.name, "backup late: no success within the expected interval");

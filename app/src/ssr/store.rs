@@ -297,16 +297,6 @@ pub async fn last_successes(db: &Db) -> Result<std::collections::HashMap<i64, i6
     Ok(rows.into_iter().collect())
 }
 
-/// When the policy's last successful backup finished.
-pub async fn last_success(db: &Db, policy: i64) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT MAX(finished_at) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status = 'succeeded'",
-    )
-    .bind(policy)
-    .fetch_one(&db.pool)
-    .await?)
-}
-
 /// Records that the policy's lateness since `since` (its last success, or its creation)
 /// is announced; false when it already was (by this or another worker).
 pub async fn mark_late(db: &Db, policy: i64, since: i64) -> Result<bool> {
