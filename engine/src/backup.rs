@@ -201,13 +201,23 @@ pub async fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupSummary> {
+    backup_as(repo, opts, None, progress).await
+}
+
+/// A backup that is also round `capture` of a SQLite continuous capture.
+pub(crate) async fn backup_as(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    capture: Option<crate::model::CaptureRound>,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
     // Lock first, then read the index and prune's condemned packs (crate docs,
     // "Concurrency"): from here on no prune deletes what this backup may reference.
     let lock = repo
         .lock(crate::repo::lock::LockKind::Shared, "backup")
         .await?;
     let result = match repo.load_index().await {
-        Ok(()) => backup_locked(repo, opts, progress).await,
+        Ok(()) => backup_locked(repo, opts, capture, progress).await,
         Err(e) => Err(e),
     };
     lock.release().await;
@@ -217,6 +227,7 @@ pub async fn backup(
 async fn backup_locked(
     repo: &mut Repository,
     opts: &BackupOptions,
+    capture: Option<crate::model::CaptureRound>,
     progress: &dyn Progress,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
@@ -323,6 +334,7 @@ async fn backup_locked(
         bytes_stored,
         duration_ms: started.elapsed().as_millis() as u64,
         pg_point,
+        capture,
     };
     // Written last: the snapshot becomes visible only now.
     let id = match repo.save_snapshot(&snapshot).await {

@@ -378,6 +378,38 @@ pub struct Snapshot {
     /// captured changes can be replayed on it (point-in-time restore, [`crate::capture`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_point: Option<PgPoint>,
+    /// SQLite continuous capture: this snapshot is one round of a capture
+    /// ([`crate::capture::sqlite`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureRound>,
+}
+
+/// A SQLite capture round's place in its capture: the rounds of one capture are
+/// numbered without gaps, so a missing one (forgotten by hand) shows as a break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRound {
+    /// The capture's name (`tablesafe capture --name`, `p<policy id>` in the console).
+    pub name: String,
+    pub seq: u64,
+    /// The previous round's state was seen unchanged (no commit at all on the
+    /// database) up to this instant (unix ms): restoring to any instant up to it gives
+    /// exactly the state of that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_unchanged_until_ms: Option<i64>,
+}
+
+/// The newest round of a SQLite capture (`captures/<name>`, overwritten by each
+/// round): how long the state of its last snapshot is known to have stayed unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureHead {
+    pub format: u32,
+    pub source: SnapshotSource,
+    pub name: String,
+    /// The round whose snapshot holds the current state.
+    pub seq: u64,
+    pub snapshot_id: String,
+    /// No commit happened on the database from that snapshot up to this instant.
+    pub unchanged_until_ms: i64,
 }
 
 /// A PostgreSQL snapshot's position: the transactions it sees and the capture slots

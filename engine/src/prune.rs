@@ -65,12 +65,55 @@ fn decide_on(
     tz: chrono_tz::Tz,
     only_tags: &BTreeMap<String, String>,
 ) -> Vec<Decision> {
-    let subject: Vec<(String, i64, String)> = snapshots
+    let subject = |s: &Snapshot| only_tags.iter().all(|(k, v)| s.tags.get(k) == Some(v));
+    let regular: Vec<(String, i64, String)> = snapshots
         .iter()
-        .filter(|(_, s)| only_tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)))
+        .filter(|(_, s)| s.capture.is_none() && subject(s))
         .map(|(id, s)| (id.clone(), s.time_ms, retention::group_of(s)))
         .collect();
-    retention::decide(&subject, rules, tz)
+    let mut out = retention::decide(&regular, rules, tz);
+    // SQLite capture rounds follow the regular snapshots of their source (module docs
+    // of capture::sqlite): kept from the oldest one kept on, so a restorable range only
+    // loses its start.
+    let forgotten: HashSet<&str> = out
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    let mut oldest_kept: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, s) in snapshots {
+        if s.capture.is_none() && !forgotten.contains(id.as_str()) {
+            let t = oldest_kept
+                .entry(s.source.url.as_str())
+                .or_insert(s.time_ms);
+            *t = (*t).min(s.time_ms);
+        }
+    }
+    for (id, s) in snapshots.iter().rev() {
+        let Some(c) = &s.capture else { continue };
+        if !subject(s) {
+            continue;
+        }
+        let (keep, reason) = match oldest_kept.get(s.source.url.as_str()) {
+            None => (
+                true,
+                format!("capture {} #{}: no regular snapshot", c.name, c.seq),
+            ),
+            Some(&t) if s.time_ms >= t => (
+                true,
+                format!("capture {} #{}: after a kept snapshot", c.name, c.seq),
+            ),
+            Some(_) => (false, String::new()),
+        };
+        out.push(Decision {
+            id: id.clone(),
+            time_ms: s.time_ms,
+            group: format!("{} (capture {})", s.source.url, c.name),
+            keep,
+            reasons: if keep { vec![reason] } else { Vec::new() },
+        });
+    }
+    out
 }
 
 /// The live locks of other processes, and the stale ones (paths).
@@ -427,6 +470,7 @@ mod tests {
                 wal_lsn,
                 slots: slots.iter().map(|s| s.to_string()).collect(),
             }),
+            capture: None,
         }
     }
 

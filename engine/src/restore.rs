@@ -69,7 +69,8 @@ pub struct RestoreOptions {
     pub parallel_min_bytes: u64,
     /// Restore the source as it was at this instant (unix ms): the latest snapshot of
     /// the source `snapshot` names, taken at or before it, plus the captured changes
-    /// committed up to it ([`crate::capture`]). PostgreSQL only.
+    /// committed up to it ([`crate::capture`]); for SQLite, the newest state a
+    /// capture took at or before it ([`crate::capture::sqlite`]).
     pub at_ms: Option<i64>,
 }
 
@@ -117,11 +118,22 @@ pub struct RestorePlan {
     enums: Vec<PgEnum>,
     /// The instant restored to, for a point-in-time restore (unix ms).
     pub at_ms: Option<i64>,
+    /// The instant whose state is restored: `at_ms` itself with PostgreSQL's replayed
+    /// changes; for SQLite the newest captured state at or before it.
+    pub as_of_ms: Option<i64>,
+    /// That state held, unchanged, up to this instant: the restore is exactly the
+    /// database as of `at_ms` when this is not earlier.
+    pub unchanged_until_ms: Option<i64>,
     #[serde(skip)]
     pitr: Option<crate::capture::PitrBase>,
 }
 
 impl RestorePlan {
+    /// Whether captured changes are replayed on the snapshot (PostgreSQL).
+    pub fn pitr_replays(&self) -> bool {
+        self.pitr.is_some()
+    }
+
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
@@ -131,16 +143,24 @@ impl RestorePlan {
 pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
     let (mut id, mut snapshot) = repo.find_snapshot(&opts.snapshot).await?;
     let mut pitr = None;
+    let mut as_of = None;
     if let Some(at) = opts.at_ms {
-        if snapshot.source.engine != Engine::Postgres {
-            return Err(Error::invalid(
-                "restore to a point in time needs captured changes, which only PostgreSQL sources have; restore a snapshot instead",
-            ));
+        match snapshot.source.engine {
+            Engine::Postgres => {
+                let base = crate::capture::pitr_base(repo, &snapshot.source.url, at).await?;
+                id = base.snapshot_id.clone();
+                snapshot = base.snapshot.clone();
+                as_of = Some((at, at));
+                pitr = Some(base);
+            }
+            Engine::Sqlite => {
+                // The newest captured state at or before `at` (capture::sqlite).
+                let base = crate::capture::sqlite::base(repo, &snapshot.source.url, at).await?;
+                id = base.snapshot_id;
+                snapshot = base.snapshot;
+                as_of = Some((base.as_of_ms, base.unchanged_until_ms));
+            }
         }
-        let base = crate::capture::pitr_base(repo, &snapshot.source.url, at).await?;
-        id = base.snapshot_id.clone();
-        snapshot = base.snapshot.clone();
-        pitr = Some(base);
     }
     let url = SourceUrl::parse(&opts.dest)?;
     let dest_engine = match url {
@@ -270,7 +290,9 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         tables,
         dest_url: url,
         enums: snapshot.enums.clone(),
-        at_ms: pitr.as_ref().map(|b| b.at_ms),
+        at_ms: opts.at_ms,
+        as_of_ms: as_of.map(|a| a.0),
+        unchanged_until_ms: as_of.map(|a| a.1),
         pitr,
     })
 }

@@ -385,13 +385,15 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
-    /// The PostgreSQL database (postgres://user@host:port/db; the password from
-    /// PGPASSWORD or ~/.pgpass). Needs wal_level = logical and a role with REPLICATION.
+    /// The database: postgres://user@host:port/db (the password from PGPASSWORD or
+    /// ~/.pgpass; needs wal_level = logical and a role with REPLICATION), or
+    /// sqlite:///path (a snapshot each round the database changed).
     #[arg(long)]
     pub source: String,
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// The capture's name (a-z, 0-9, _): one slot and publication per name.
+    /// The capture's name (a-z, 0-9, _): PostgreSQL, one slot and publication per
+    /// name; SQLite, one chain of rounds per name.
     #[arg(long, default_value = "main")]
     pub name: String,
     /// Tables to capture (glob; repeatable). Default: all with a primary key.
@@ -410,7 +412,8 @@ pub struct CaptureArgs {
     /// Run one round and exit.
     #[arg(long)]
     pub once: bool,
-    /// Drop the slot and publication and exit (stored changes stay restorable).
+    /// PostgreSQL: drop the slot and publication and exit (stored changes stay
+    /// restorable). SQLite keeps nothing on the source.
     #[arg(long)]
     pub stop: bool,
     #[arg(long)]
@@ -422,6 +425,14 @@ pub struct CaptureArgs {
 /// until stopped (Ctrl-C / SIGTERM end it after the current round).
 pub async fn run_capture(a: CaptureArgs) -> Result<()> {
     let source = Secret::new(a.source.clone());
+    let is_sqlite = matches!(
+        engine::source::SourceUrl::parse(&source)?,
+        engine::source::SourceUrl::Sqlite(_)
+    );
+    if a.stop && is_sqlite {
+        println!("a SQLite capture keeps nothing on the source: stopping its process is enough");
+        return Ok(());
+    }
     if a.stop {
         let dropped = engine::capture::teardown(&source, &a.name).await?;
         println!(
@@ -444,6 +455,10 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
         exclude: a.exclude.clone(),
         columns: Default::default(),
     };
+    let stop = stop_signal();
+    if is_sqlite {
+        return run_sqlite_capture(&a, repo, source, selection, stop).await;
+    }
     let mut opts = engine::capture::CaptureOptions::new(source.clone(), &a.name);
     opts.selection = selection.clone();
     opts.max_lag_bytes = a.max_lag_mb.saturating_mul(1 << 20);
@@ -492,19 +507,6 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
             println!("base snapshot {} taken", &s.id[..12]);
         }
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
     if a.once {
         // One round that also records an idle stretch: the range ends now.
         opts.idle_segment_ms = 0;
@@ -523,15 +525,75 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
                 round.covers_until_ms.map(when_exact).unwrap_or_default()
             );
         }
-        if a.once || stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if a.once || !wait_for_next_round(&stop, a.interval_secs).await {
             return Ok(());
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(a.interval_secs);
-        while std::time::Instant::now() < deadline {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type StopFlag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// Set once Ctrl-C or SIGTERM arrives: the capture ends after its current round.
+fn stop_signal() -> StopFlag {
+    let stop = StopFlag::default();
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    stop
+}
+
+/// Sleeps until the next round; false when asked to stop meanwhile (or before).
+async fn wait_for_next_round(stop: &StopFlag, interval_secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(interval_secs);
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        if std::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `tablesafe capture` of a SQLite database: a round every interval, a snapshot when
+/// the database changed (engine::capture::sqlite).
+async fn run_sqlite_capture(
+    a: &CaptureArgs,
+    mut repo: Repository,
+    source: Secret<String>,
+    selection: Selection,
+    stop: StopFlag,
+) -> Result<()> {
+    let mut capture = engine::capture::sqlite::SqliteCapture::new(
+        source,
+        &a.name,
+        selection,
+        Default::default(),
+    )?;
+    let progress = CliProgress::new(true);
+    loop {
+        let round = capture.round(&mut repo, &progress).await?;
+        if a.json {
+            println!("{}", json!({ "round": round }));
+        } else if let Some(id) = &round.snapshot {
+            println!(
+                "round {}: snapshot {} ({} rows); restorable up to {}",
+                round.seq,
+                &id[..12],
+                round.rows,
+                when_exact(round.covers_until_ms)
+            );
+        }
+        if a.once || !wait_for_next_round(&stop, a.interval_secs).await {
+            return Ok(());
         }
     }
 }
@@ -572,11 +634,8 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                 &plan.snapshot[..12],
                 plan.dest
             );
-            if let Some(at) = plan.at_ms {
-                println!(
-                    "  then replay the changes captured up to {}",
-                    when_exact(at)
-                );
+            if let Some(line) = as_of_line(&plan) {
+                println!("  {line}");
             }
             for t in &plan.tables {
                 let what = match t.action {
@@ -612,14 +671,51 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({ "snapshot": plan.snapshot, "dest": plan.dest, "tables": done })
+            json!({
+                "snapshot": plan.snapshot,
+                "dest": plan.dest,
+                "tables": done,
+                "at_ms": plan.at_ms,
+                "as_of_ms": plan.as_of_ms,
+                "unchanged_until_ms": plan.unchanged_until_ms,
+            })
         );
     } else {
+        if let Some(line) = as_of_line(&plan) {
+            println!("{line}");
+        }
         for t in &done {
             println!("restored table {}: {} rows", t.table, t.rows);
         }
     }
     Ok(())
+}
+
+/// What state a point-in-time restore gives, in words.
+fn as_of_line(plan: &engine::restore::RestorePlan) -> Option<String> {
+    let at = plan.at_ms?;
+    let as_of = plan.as_of_ms.unwrap_or(at);
+    let until = plan.unchanged_until_ms.unwrap_or(as_of);
+    Some(if plan.pitr_replays() {
+        format!(
+            "the snapshot, then the changes captured up to {}",
+            when_exact(at)
+        )
+    } else if until >= at {
+        format!(
+            "the database as of {}: captured at {} and unchanged until {}",
+            when_exact(at),
+            when_exact(as_of),
+            when_exact(until)
+        )
+    } else {
+        format!(
+            "the newest state captured before {}: the database as of {} (commits between {} and the next round are not in it)",
+            when_exact(at),
+            when_exact(as_of),
+            when_exact(until)
+        )
+    })
 }
 
 pub async fn run_verify(a: VerifyArgs) -> Result<()> {

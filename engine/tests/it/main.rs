@@ -11,4 +11,5 @@ mod postgres;
 mod prune;
 mod remote;
 mod roundtrip_prop;
+mod sqlite_capture;
 mod support;

@@ -61,6 +61,8 @@ use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+pub mod sqlite;
+
 pub const SEGMENT_FORMAT: u32 = 1;
 
 /// How long one [`capture_round`] keeps storing segments while catching up.
@@ -1130,7 +1132,8 @@ fn contiguous_from(segs: &[(String, ChangeSegment)], lsn: u64) -> Option<Vec<Cha
     Some(out)
 }
 
-/// The restorable ranges of every captured source in the repository.
+/// The restorable ranges of every captured source in the repository (PostgreSQL
+/// slots and SQLite captures, [`sqlite`]).
 pub async fn ranges(repo: &Repository) -> Result<Vec<Range>> {
     let snapshots = repo.snapshots().await?;
     let all = repo.change_segments().await?;
@@ -1170,6 +1173,7 @@ pub async fn ranges(repo: &Repository) -> Result<Vec<Range>> {
         }
         out.extend(best);
     }
+    out.extend(sqlite::ranges_of(&snapshots, &sqlite::heads(repo).await?));
     Ok(out)
 }
 
