@@ -11,8 +11,10 @@ use app::api::jobs::{SelectionJson, backup_job};
 use app::ssr::db::now_ms;
 use app::ssr::secrets::Kind;
 use app::ssr::{AppState, store};
+use engine::capture::sqlite::SqliteCapture;
 use engine::capture::{CaptureOptions, Position};
 use engine::selection::Selection;
+use engine::source::SourceUrl;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +28,8 @@ struct Running {
     busy: bool,
     setup_slot: Option<String>,
     position: Position,
+    /// A SQLite capture between rounds (taken out while a round runs).
+    sqlite: Option<SqliteCapture>,
 }
 
 pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
@@ -88,6 +92,15 @@ async fn tick(
                     )
                 }
             };
+            if let Some(e) = &error {
+                match store::capture_error(&state.db, p.id).await {
+                    Ok(None) => app::ssr::notify::events::capture_failed(&state, &p, e).await,
+                    Ok(Some(_)) => {} // said when it started failing
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reading a capture's state")
+                    }
+                }
+            }
             if let Err(e) = store::capture_done(
                 &state.db,
                 p.id,
@@ -134,13 +147,21 @@ async fn round(
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
     let selection: SelectionJson =
         serde_json::from_str(&p.selection).context("the policy's selection")?;
+    let mut repo = crate::runner::open_repo(state, &target).await?;
+    if let SourceUrl::Sqlite(_) = SourceUrl::parse(&url)? {
+        let selection = Selection {
+            include: selection.include,
+            exclude: selection.exclude,
+            columns: selection.columns,
+        };
+        return sqlite_round(state, p, running, &mut repo, url, selection).await;
+    }
     let mut opts = CaptureOptions::new(url, &capture_name(p.id));
     opts.selection = Selection {
         include: selection.include,
         exclude: selection.exclude,
         columns: Default::default(),
     };
-    let mut repo = crate::runner::open_repo(state, &target).await?;
     let known = running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -153,17 +174,8 @@ async fn round(
                 .as_ref()
                 .is_some_and(|pt| pt.slots.contains(&setup.slot))
         });
-        if !has_base && !store::backup_pending(&state.db, p.id).await? {
-            let job = backup_job(
-                &state.db,
-                p,
-                format!("Base snapshot for continuous capture: {}", p.name),
-                None,
-            )
-            .await?;
-            store::enqueue(&state.db, job).await?;
-            state.jobs_queued.notify_waiters();
-            tracing::info!(policy = %p.name, "queued the base snapshot of a continuous capture");
+        if !has_base {
+            queue_base(state, p).await?;
         }
         if let Some(r) = running
             .lock()
@@ -199,6 +211,84 @@ async fn round(
         }
     }
     Ok(result?)
+}
+
+/// Queues a backup of the policy (unless one is already waiting): the snapshot a
+/// PostgreSQL capture's changes replay on, and what a SQLite capture's rounds follow
+/// in retention.
+async fn queue_base(state: &AppState, p: &store::PolicyRow) -> Result<()> {
+    if store::backup_pending(&state.db, p.id).await? {
+        return Ok(());
+    }
+    let job = backup_job(
+        &state.db,
+        p,
+        format!("Base snapshot for continuous capture: {}", p.name),
+        None,
+    )
+    .await?;
+    store::enqueue(&state.db, job).await?;
+    state.jobs_queued.notify_waiters();
+    tracing::info!(policy = %p.name, "queued the base snapshot of a continuous capture");
+    Ok(())
+}
+
+/// One round of a SQLite policy's capture (engine::capture::sqlite): a snapshot when
+/// the database changed, else a moved head. The watching connection stays open
+/// between rounds; after an error the next round starts afresh (a snapshot).
+async fn sqlite_round(
+    state: &AppState,
+    p: &store::PolicyRow,
+    running: &Arc<Mutex<HashMap<i64, Running>>>,
+    repo: &mut engine::repo::Repository,
+    url: engine::secret::Secret<String>,
+    selection: Selection,
+) -> Result<engine::capture::Round> {
+    let kept = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&p.id)
+        .and_then(|r| r.sqlite.take());
+    let mut capture = match kept {
+        Some(c) => c,
+        None => {
+            let display = SourceUrl::parse(&url)?.display();
+            let has_base = repo
+                .snapshots()
+                .await?
+                .iter()
+                .any(|(_, s)| s.source.url == display && s.capture.is_none());
+            if !has_base {
+                queue_base(state, p).await?;
+            }
+            SqliteCapture::new(
+                url,
+                &capture_name(p.id),
+                selection,
+                [
+                    ("policy".to_string(), p.name.clone()),
+                    ("policy-id".to_string(), p.id.to_string()),
+                ]
+                .into(),
+            )?
+        }
+    };
+    let round = capture.round(repo, &engine::progress::NoProgress).await?;
+    if let Some(r) = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&p.id)
+    {
+        r.sqlite = Some(capture);
+    }
+    Ok(engine::capture::Round {
+        slot: round.name,
+        segment: round.snapshot,
+        transactions: 0,
+        changes: 0,
+        covers_until_ms: Some(round.covers_until_ms),
+        lag_bytes: 0,
+    })
 }
 
 /// The capture name of a policy: its slot is `tablesafe_p<id>_<random>`.

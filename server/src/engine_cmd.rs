@@ -118,8 +118,9 @@ pub struct RestoreArgs {
     #[arg(long, required_unless_present = "at")]
     pub snapshot: Option<String>,
     /// Restore the source as it was at this instant (RFC 3339, e.g.
-    /// 2026-12-01T14:06:59Z): the latest snapshot before it plus the changes
-    /// `tablesafe capture` stored up to it. PostgreSQL sources.
+    /// 2026-12-01T14:06:59Z). PostgreSQL: the latest snapshot before it plus the
+    /// changes `tablesafe capture` stored up to it. SQLite: the newest state a capture
+    /// took at or before it (exact while the database was seen unchanged).
     #[arg(long)]
     pub at: Option<String>,
     /// The database to restore into (same URL forms as `backup --source`).
@@ -346,6 +347,8 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
                     // PostgreSQL with `tablesafe capture`: any instant from this
                     // snapshot up to here can be restored (`restore --at`).
                     "restorable_to_ms": restorable_to(s),
+                    // SQLite: a round of `tablesafe capture`.
+                    "capture": s.capture,
                     "restorable_to": restorable_to(s).map(when_exact),
                 })
             })
@@ -357,7 +360,16 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
         "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  SOURCE / TAGS",
         "ID", "TIME", "TABLES", "ROWS", "STORED"
     );
+    // SQLite capture rounds are many: one line per capture below, not per round.
+    let mut rounds: BTreeMap<&str, (usize, i64, i64)> = BTreeMap::new();
     for (id, s) in &all {
+        if let Some(c) = &s.capture {
+            let r = rounds
+                .entry(c.name.as_str())
+                .or_insert((0, s.time_ms, s.time_ms));
+            *r = (r.0 + 1, r.1.min(s.time_ms), r.2.max(s.time_ms));
+            continue;
+        }
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  {} {}",
@@ -371,6 +383,13 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
         );
     }
     println!("{} snapshots", all.len());
+    for (name, (n, first, last)) in &rounds {
+        println!(
+            "capture {name}: {n} round snapshot(s) from {} to {} (not listed above)",
+            when(*first),
+            when(*last)
+        );
+    }
     for r in &ranges {
         println!(
             "{}: restorable to any instant from {} to {} (capture {})",

@@ -491,9 +491,10 @@ pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppErro
 }
 
 /// Turns continuous capture on (every `secs` seconds, 1–3600) or off (None) for a
-/// policy on a PostgreSQL source. Turning it off drops the capture's replication slot
-/// and publication on the source at once (a forgotten slot would keep WAL forever);
-/// the changes stored so far stay restorable.
+/// policy. PostgreSQL: turning it off drops the capture's replication slot and
+/// publication on the source at once (a forgotten slot would keep WAL forever). SQLite
+/// keeps nothing on the source (engine::capture::sqlite). What was stored so far stays
+/// restorable.
 #[server(endpoint = "policies/continuous")]
 pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> {
     use crate::api::internal;
@@ -515,13 +516,8 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
                     "Capture every 1 to 3600 seconds.".into(),
                 ));
             }
-            if source.engine != "postgres" {
-                return Err(AppError::Invalid(
-                    "Continuous capture reads PostgreSQL's logical replication; SQLite sources get frequent incremental backups (a schedule such as every 1 minutes) instead.".into(),
-                ));
-            }
         }
-        if secs.is_none() && p.capture_secs.is_some() {
+        if secs.is_none() && p.capture_secs.is_some() && source.engine == "postgres" {
             let url = c
                 .state
                 .secrets

@@ -12,8 +12,12 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Every event a channel can receive: (name, what a person reads).
-pub const EVENTS: [(&str, &str); 7] = [
+pub const EVENTS: [(&str, &str); 8] = [
     ("backup.failed", "Backup failed"),
+    (
+        "capture.failed",
+        "Continuous capture stopped working (incl. a slot dropped for lagging)",
+    ),
     (
         "backup.late",
         "Backup late (no success within the policy's expected interval)",

@@ -250,7 +250,7 @@ fn late_view(p: &PolicyView, action: ServerAction<SetLateAlert>) -> impl IntoVie
     }
 }
 
-/// Continuous capture (PostgreSQL): how often, how far the restorable range reaches,
+/// Continuous capture (PostgreSQL changes, SQLite rounds): how often, how far the restorable range reaches,
 /// and for those who configure, on/off.
 fn continuous_view(p: &PolicyView, action: ServerAction<SetContinuous>) -> impl IntoView + use<> {
     let id = p.id;
@@ -270,7 +270,7 @@ fn continuous_view(p: &PolicyView, action: ServerAction<SetContinuous>) -> impl 
         <IfCan perm=Perm::Configure>
             <details>
                 <summary>"Continuous capture"</summary>
-                <label for=input_id.clone()>"Capture changes every N seconds for point-in-time restore (PostgreSQL; empty: off)"</label>
+                <label for=input_id.clone()>"Capture every N seconds for point-in-time restore (PostgreSQL: committed changes; SQLite: a snapshot each round the database changed; empty: off)"</label>
                 <input id=input_id.clone() data-testid=input_id.clone() type="number" min="1" max="3600" class="narrow" value=value.clone()
                     on:change=move |ev| {
                         let v = event_target_value(&ev);

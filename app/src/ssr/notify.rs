@@ -786,6 +786,23 @@ pub mod events {
         emit(&state.db, &payload).await;
     }
 
+    /// A policy's continuous capture failed after working (or from its first round):
+    /// the restorable range stops growing until it recovers. Said once per failure,
+    /// not every retry.
+    pub async fn capture_failed(state: &AppState, policy: &store::PolicyRow, error: &str) {
+        let payload = Payload::new(
+            "capture.failed",
+            format!(
+                "Continuous capture failed: policy {}: {}",
+                policy.name,
+                first_line(error)
+            ),
+            state.link("/policies"),
+            json!({ "policy": policy.name, "policy_id": policy.id, "error": error }),
+        );
+        emit(&state.db, &payload).await;
+    }
+
     /// A policy has had no successful backup for longer than it should (RPO breach).
     pub async fn backup_late(
         state: &AppState,

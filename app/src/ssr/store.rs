@@ -1098,6 +1098,18 @@ pub async fn lease_capture(db: &Db, policy: i64, worker: &str, lease_ms: i64) ->
 
 /// Records a capture round's outcome and when the next is due.
 #[allow(clippy::too_many_arguments)]
+/// The last error recorded for a policy's capture (None: its last round worked or
+/// none ran yet).
+pub async fn capture_error(db: &Db, policy: i64) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar::<_, Option<String>>(
+        "SELECT last_error FROM captures WHERE policy_id = $1",
+    )
+    .bind(policy)
+    .fetch_optional(&db.pool)
+    .await?
+    .flatten())
+}
+
 pub async fn capture_done(
     db: &Db,
     policy: i64,

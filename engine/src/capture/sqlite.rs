@@ -48,7 +48,9 @@ pub struct SqliteCapture {
     name: String,
     selection: Selection,
     tags: BTreeMap<String, String>,
-    watch: Option<SqliteDb>,
+    /// The watching connection and the file (device, inode) it has open: a database
+    /// replaced by another file under the same path must not look unchanged.
+    watch: Option<(SqliteDb, (u64, u64))>,
     /// `data_version` read before the newest round's snapshot began.
     version: Option<i64>,
     /// The newest round (seq, snapshot id) this process knows of.
@@ -106,14 +108,18 @@ impl SqliteCapture {
         let SourceUrl::Sqlite(path) = &url else {
             unreachable!("checked in new")
         };
+        let file = file_id(path)?;
+        if self.watch.as_ref().is_some_and(|(_, f)| *f != file) {
+            self.watch = None;
+        }
         if self.watch.is_none() {
-            self.watch = Some(SqliteDb::open_read(path).await?);
+            self.watch = Some((SqliteDb::open_read(path).await?, file));
             self.version = None;
         }
         // Taken before the version is read: nothing was committed between the newest
         // snapshot and this instant when the version is unchanged.
         let checked_ms = now_ms();
-        let version = match data_version(self.watch.as_mut().expect("opened")).await {
+        let version = match data_version(&mut self.watch.as_mut().expect("opened").0).await {
             Ok(v) => v,
             Err(e) => {
                 self.watch = None;
@@ -192,6 +198,19 @@ impl SqliteCapture {
             snapshot: Some(summary.id),
             covers_until_ms: summary.snapshot.time_ms,
         })
+    }
+}
+
+/// The file a path names now (device, inode).
+fn file_id(path: &std::path::Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok((m.dev(), m.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
+            "SQLite database {} does not exist",
+            path.display()
+        ))),
+        Err(e) => Err(Error::Other(format!("{}: {e}", path.display()))),
     }
 }
 

@@ -269,3 +269,53 @@ async fn restore_to_an_instant_gives_a_state_of_that_time_within_the_recovery_po
         assert_eq!(balances_and_log(&out3).await, (balances, log));
     }
 }
+
+/// A database replaced by another file under the same path (a restore by copying, a
+/// deploy) is not taken for unchanged: the next round snapshots the new file.
+#[tokio::test]
+async fn a_replaced_database_file_is_captured_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    exec(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'old');",
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let mut capture =
+        SqliteCapture::new(url(&db), "app", Selection::default(), Default::default()).unwrap();
+    assert!(
+        capture
+            .round(&mut repo, &NoProgress)
+            .await
+            .unwrap()
+            .snapshot
+            .is_some()
+    );
+    assert!(
+        capture
+            .round(&mut repo, &NoProgress)
+            .await
+            .unwrap()
+            .snapshot
+            .is_none()
+    );
+    let other = dir.path().join("other.db");
+    exec(
+        &other,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'new');",
+    )
+    .await;
+    std::fs::rename(&other, &db).unwrap();
+    let r = capture.round(&mut repo, &NoProgress).await.unwrap();
+    assert!(r.snapshot.is_some(), "the new file looked unchanged");
+    let out = dir.path().join("out.db");
+    let mut opts = restore_opts(&out);
+    opts.at_ms = Some(r.covers_until_ms);
+    restore(&repo, &opts).await.unwrap();
+    let v: String = sqlx::query_scalar("SELECT v FROM t")
+        .fetch_one(&mut sqlite(&out).await)
+        .await
+        .unwrap();
+    assert_eq!(v, "new");
+}

@@ -115,6 +115,7 @@ async fn request_events_reach_a_signed_webhook_and_an_smtp_server() {
     // Only admins and operators manage channels; a requester does not see them.
     let all: Vec<&str> = vec![
         "backup.failed",
+        "capture.failed",
         "backup.late",
         "restore.requested",
         "restore.approved",
@@ -722,4 +723,78 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A continuous capture that stops working is announced (once, not every retry) and
+/// shown on its policy.
+#[tokio::test]
+async fn a_failing_continuous_capture_is_announced() {
+    let hooks = WebhookReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(dir.path(), None).await;
+    let api = Api { server: &server };
+    add_channel(
+        &api,
+        &admin,
+        webhook("hook", &hooks.url("/"), &["capture.failed"]),
+    )
+    .await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    );
+    let (_, _, policy) =
+        add_policy(&api, &admin, "shop", &db, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", policy.to_string()), ("secs", "1".into())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let view = || async {
+        api.form(Some(&admin), "policies/list", &[])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == policy)
+            .unwrap()
+            .clone()
+    };
+    let deadline = Instant::now() + WAIT;
+    while view().await["restorable_to"].is_null() {
+        assert!(Instant::now() < deadline, "the capture never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The database goes away (a disk unmounted, a file moved).
+    std::fs::rename(&db, dir.path().join("moved.db")).unwrap();
+    let event = body(&hooks.wait_for_event("capture.failed", WAIT).unwrap());
+    assert_eq!(event["details"]["policy"], "shop");
+    assert!(
+        event["summary"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{event}"
+    );
+    let p = view().await;
+    assert!(
+        p["capture_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist")),
+        "{p}"
+    );
+    assert_eq!(
+        hooks
+            .received()
+            .iter()
+            .filter(|r| r.headers["x-tablesafe-event"] == "capture.failed")
+            .count(),
+        1
+    );
 }

@@ -363,3 +363,232 @@ async fn a_continuous_policy_restores_to_an_instant_from_the_console() {
         serde_json::Value::Null
     );
 }
+
+async fn sqlite_rows(db: &std::path::Path) -> Vec<(i64, String)> {
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("SELECT id, v FROM ledger ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect()
+}
+
+async fn sqlite_exec(db: &std::path::Path, sql: &str) {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true);
+    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    c.execute(sqlx::raw_sql(sql)).await.unwrap();
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// SQLite from the command line: `capture --once` rounds, the range `snapshots` shows,
+/// and `restore --at` an instant that a later round saw unchanged gives exactly the
+/// rows of that instant; a mistaken DROP afterwards does not matter.
+#[tokio::test]
+async fn sqlite_capture_rounds_and_restore_at_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let repo = dir.path().join("repo").display().to_string();
+    let src = format!("sqlite://{}", db.display());
+    sqlite_exec(&db, "PRAGMA journal_mode=WAL; CREATE TABLE ledger (id INTEGER PRIMARY KEY, v TEXT NOT NULL); INSERT INTO ledger VALUES (1, 'a'), (2, 'b');").await;
+    let once = || {
+        ok(&tablesafe(&[
+            "capture", "--repo", &repo, "--source", &src, "--name", "app", "--once", "--json",
+        ]))
+    };
+    let first = once();
+    assert!(
+        first.contains("\"seq\":0") && first.contains("\"snapshot\":\""),
+        "{first}"
+    );
+    sqlite_exec(
+        &db,
+        "UPDATE ledger SET v = 'b2' WHERE id = 2; INSERT INTO ledger VALUES (3, 'c');",
+    )
+    .await;
+    let second = once();
+    assert!(second.contains("\"seq\":1"), "{second}");
+    let expected = sqlite_rows(&db).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = unix_ms();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A long-running capture sees nothing changed: its first round of the process is a
+    // snapshot, the next ones move the head past `at`.
+    let out = tablesafe(&[
+        "capture", "--repo", &repo, "--source", &src, "--name", "app", "--once",
+    ]);
+    ok(&out);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args([
+            "capture",
+            "--repo",
+            &repo,
+            "--source",
+            &src,
+            "--name",
+            "app",
+            "--interval-secs",
+            "1",
+        ])
+        .env("TABLESAFE_PASSWORD", PW)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    sqlite_exec(&db, "DROP TABLE ledger;").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&tablesafe(&["snapshots", "--repo", &repo, "--json"]))).unwrap();
+    let restorable_to = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["restorable_to_ms"].as_i64())
+        .max()
+        .unwrap_or_else(|| panic!("no range: {list}"));
+    assert!(restorable_to > at + 3000, "{list}");
+
+    let out_db = dir.path().join("at.db");
+    let restored = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--dest",
+        &format!("sqlite://{}", out_db.display()),
+        "--at",
+        &engine::capture::rfc3339(at),
+    ]));
+    assert!(restored.contains("the database as of"), "{restored}");
+    assert_eq!(sqlite_rows(&out_db).await, expected);
+}
+
+/// SQLite from the console: a continuous policy's rounds run by themselves, the policy
+/// shows how far it can be restored, and the wizard restores an instant exactly.
+#[tokio::test]
+async fn a_continuous_sqlite_policy_restores_to_an_instant_from_the_console() {
+    use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy_for, cookie};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    sqlite_exec(&db, "PRAGMA journal_mode=WAL; CREATE TABLE ledger (id INTEGER PRIMARY KEY, v TEXT NOT NULL); INSERT INTO ledger VALUES (1, 'a');").await;
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let src = format!("sqlite://{}", db.display());
+    let (_, _, policy) =
+        add_policy_for(&api, &admin, "shop", &src, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", policy.to_string()), ("secs", "1".into())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let policy_view = || async {
+        api.form(Some(&admin), "policies/list", &[])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == policy)
+            .unwrap()
+            .clone()
+    };
+    // The base snapshot is queued by the capture.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let snapshot = loop {
+        let list = api
+            .json(
+                Some(&admin),
+                "snapshots/list",
+                json!({"policy_id": 0, "source_id": 0, "before": null}),
+            )
+            .await
+            .json();
+        if let Some(id) = list[0]["id"].as_i64() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no base snapshot");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for i in 2..40 {
+        sqlite_exec(&db, &format!("INSERT INTO ledger VALUES ({i}, 'v{i}'); UPDATE ledger SET v = v || '+' WHERE id = {};", i / 2)).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let expected = sqlite_rows(&db).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at = unix_ms();
+    // Rounds see nothing changed past the instant, then the mistake.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = policy_view().await;
+        assert!(p["capture_error"].is_null(), "{p}");
+        if p["restorable_to"].as_i64().is_some_and(|t| t > at) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the range never reached the instant: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sqlite_exec(&db, "DELETE FROM ledger WHERE id > 5;").await;
+    let range = api
+        .form(
+            Some(&admin),
+            "snapshots/range",
+            &[("id", snapshot.to_string())],
+        )
+        .await
+        .json();
+    assert!(range[1].as_i64().unwrap() > at, "{range}");
+
+    let out_db = dir.path().join("restored.db");
+    let dest_source = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[
+                ("name", "restored".into()),
+                ("url", format!("sqlite://{}", out_db.display())),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let req = json!({"snapshot": snapshot, "dest_source_id": dest_source, "tables": ["ledger"],
+                     "columns": {}, "rename": {}, "mode": "create", "confirm": "", "at_ms": at});
+    let job = api
+        .json(Some(&admin), "restore/start", json!({"req": req}))
+        .await;
+    let job = job.json().as_i64().unwrap_or_else(|| panic!("{job:?}"));
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert_eq!(sqlite_rows(&out_db).await, expected);
+}
