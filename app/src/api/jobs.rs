@@ -509,13 +509,13 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
             .await
             .map_err(|e| internal("loading a source", e))?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
-        if let Some(s) = secs {
-            if !(1..=3600).contains(&s) {
-                return Err(AppError::Field(
-                    "secs".into(),
-                    "Capture every 1 to 3600 seconds.".into(),
-                ));
-            }
+        if let Some(s) = secs
+            && !(1..=3600).contains(&s)
+        {
+            return Err(AppError::Field(
+                "secs".into(),
+                "Capture every 1 to 3600 seconds.".into(),
+            ));
         }
         if secs.is_none() && p.capture_secs.is_some() && source.engine == "postgres" {
             let url = c

@@ -1096,8 +1096,6 @@ pub async fn lease_capture(db: &Db, policy: i64, worker: &str, lease_ms: i64) ->
     Ok(r.rows_affected() == 1)
 }
 
-/// Records a capture round's outcome and when the next is due.
-#[allow(clippy::too_many_arguments)]
 /// The last error recorded for a policy's capture (None: its last round worked or
 /// none ran yet).
 pub async fn capture_error(db: &Db, policy: i64) -> Result<Option<String>> {
@@ -1110,6 +1108,8 @@ pub async fn capture_error(db: &Db, policy: i64) -> Result<Option<String>> {
     .flatten())
 }
 
+/// Records a capture round's outcome and when the next is due.
+#[allow(clippy::too_many_arguments)]
 pub async fn capture_done(
     db: &Db,
     policy: i64,
