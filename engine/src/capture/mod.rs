@@ -79,7 +79,7 @@ pub fn format_lsn(lsn: u64) -> String {
 }
 
 /// A value as `pgoutput` sends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cell {
     Null,
     /// A TOASTed value the change did not touch: keep what the row has.
@@ -1429,13 +1429,302 @@ pub async fn replay(
             )));
         }
     }
+    // The net effect per row, applied set-wise (two COPYs per table) instead of one
+    // statement per change: the state at T is the snapshot with every changed key's
+    // final version in place. Statements remain the fallback when a table's columns
+    // changed within the window.
+    let mut done = Replayed::default();
+    let mut net: HashMap<String, NetTable> = HashMap::new();
+    let mut consistent = true;
+    'segments: for seg in &base.segments {
+        progress.check_abort()?;
+        for txn in read_segment(repo, seg).await? {
+            if txn.end_lsn <= point.wal_lsn || seen.sees(txn.xid) || txn.commit_ms > base.at_ms {
+                continue;
+            }
+            let mut any = false;
+            for op in &txn.ops {
+                let rel = op.rel();
+                if !targets.contains_key(&rel.name) {
+                    continue;
+                }
+                let table = net.entry(rel.name.clone()).or_insert_with(|| NetTable {
+                    columns: rel.columns.clone(),
+                    ..Default::default()
+                });
+                if table.columns != rel.columns {
+                    consistent = false;
+                    break 'segments;
+                }
+                table.apply(op)?;
+                done.changes += 1;
+                any = true;
+            }
+            if any {
+                done.transactions += 1;
+                done.last_commit_ms = Some(txn.commit_ms);
+            }
+        }
+    }
+    if consistent {
+        for (name, table) in &net {
+            table.write(&targets[name], conn).await?;
+        }
+        return Ok(done);
+    }
+    replay_statements(repo, base, targets, conn, progress, &seen, point.wal_lsn).await
+}
+
+/// The changes of one table folded into each row's final version.
+#[derive(Default)]
+struct NetTable {
+    columns: Vec<(String, bool)>,
+    /// Emptied at some point: the snapshot's rows are all gone.
+    truncated: bool,
+    /// Key cells → the row's last version (None: deleted). A version may hold
+    /// `Unchanged` cells when the row's earlier version is the snapshot's.
+    rows: HashMap<Vec<Cell>, Option<Vec<Cell>>>,
+}
+
+impl NetTable {
+    fn key(&self, name: &str, cells: &[Cell]) -> Result<Vec<Cell>> {
+        let key: Vec<Cell> = self
+            .columns
+            .iter()
+            .zip(cells)
+            .filter(|((_, is_key), _)| *is_key)
+            .map(|(_, c)| c.clone())
+            .collect();
+        if key.is_empty() || key.iter().any(|c| !matches!(c, Cell::Text(_))) {
+            return Err(Error::Other(format!(
+                "a captured change of {name} has no key value"
+            )));
+        }
+        Ok(key)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<()> {
+        let name = &op.rel().name;
+        match op {
+            Op::Insert { new, .. } => {
+                let k = self.key(name, new)?;
+                self.rows.insert(k, Some(new.clone()));
+            }
+            Op::Update { old, new, .. } => {
+                let k_new = self.key(name, new)?;
+                let k_old = match old {
+                    Some(o) => self.key(name, o)?,
+                    None => k_new.clone(),
+                };
+                let merged = match self.rows.get(&k_old) {
+                    Some(Some(prev)) => new
+                        .iter()
+                        .zip(prev)
+                        .map(|(n, p)| {
+                            if *n == Cell::Unchanged {
+                                p.clone()
+                            } else {
+                                n.clone()
+                            }
+                        })
+                        .collect(),
+                    _ => new.clone(),
+                };
+                if k_old != k_new {
+                    self.rows.insert(k_old, None);
+                }
+                self.rows.insert(k_new, Some(merged));
+            }
+            Op::Delete { old, .. } => {
+                let k = self.key(name, old)?;
+                self.rows.insert(k, None);
+            }
+            Op::Truncate { .. } => {
+                self.truncated = true;
+                self.rows.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every changed key, inserts the final versions (COPY into temporary
+    /// tables, then one statement each), and updates in place the rows whose final
+    /// version kept a value from the snapshot.
+    async fn write(&self, t: &ReplayTarget, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let key_cols: Vec<&String> = self
+            .columns
+            .iter()
+            .filter(|(_, k)| *k)
+            .map(|(c, _)| c)
+            .collect();
+        for c in &key_cols {
+            if !t.columns.contains(c) {
+                return Err(Error::invalid(format!(
+                    "point-in-time restore of {} needs its key column {c}",
+                    t.rel
+                )));
+            }
+        }
+        // The restored columns the stream has, in the stream's order.
+        let cols: Vec<(usize, &String)> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, (c, _))| t.columns.contains(c))
+            .map(|(i, (c, _))| (i, c))
+            .collect();
+        let quoted = |cs: &[&String]| cs.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let all_cols: Vec<&String> = cols.iter().map(|(_, c)| *c).collect();
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        let mut partial = String::new();
+        for (k, row) in &self.rows {
+            match row {
+                Some(r) if r.contains(&Cell::Unchanged) => {
+                    if let Some(sql) = statement(
+                        &Op::Update {
+                            rel: Arc::new(Relation {
+                                oid: 0,
+                                name: t.rel.clone(),
+                                columns: self.columns.clone(),
+                            }),
+                            old: None,
+                            new: r.clone(),
+                        },
+                        &HashMap::from([(t.rel.clone(), t.clone())]),
+                    )? {
+                        partial.push_str(&sql);
+                        partial.push_str(";\n");
+                    }
+                }
+                Some(r) => {
+                    copy_line(&mut keys, k.iter());
+                    copy_line(&mut rows, cols.iter().map(|(i, _)| &r[*i]));
+                }
+                None => copy_line(&mut keys, k.iter()),
+            }
+        }
+        if self.truncated {
+            run_batch(conn, format!("DELETE FROM {}", t.rel)).await?;
+        }
+        if !keys.is_empty() && !self.truncated {
+            run_batch(
+                conn,
+                format!(
+                    "CREATE TEMP TABLE tablesafe_replay_keys ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+                    quoted(&key_cols),
+                    t.rel
+                ),
+            )
+            .await?;
+            copy_into(conn, "tablesafe_replay_keys", &keys).await?;
+            let on: Vec<String> = key_cols
+                .iter()
+                .map(|c| format!("t.{q} = k.{q}", q = quote(c)))
+                .collect();
+            run_batch(
+                conn,
+                format!(
+                    "DELETE FROM {} t USING tablesafe_replay_keys k WHERE {}; DROP TABLE tablesafe_replay_keys",
+                    t.rel,
+                    on.join(" AND ")
+                ),
+            )
+            .await?;
+        }
+        if !rows.is_empty() {
+            run_batch(
+                conn,
+                format!(
+                    "CREATE TEMP TABLE tablesafe_replay_rows ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+                    quoted(&all_cols),
+                    t.rel
+                ),
+            )
+            .await?;
+            copy_into(conn, "tablesafe_replay_rows", &rows).await?;
+            run_batch(
+                conn,
+                format!(
+                    "INSERT INTO {rel} ({c}) SELECT {c} FROM tablesafe_replay_rows; DROP TABLE tablesafe_replay_rows",
+                    rel = t.rel,
+                    c = quoted(&all_cols)
+                ),
+            )
+            .await?;
+        }
+        run_batch(conn, partial).await
+    }
+}
+
+/// One line of COPY's text format.
+fn copy_line<'a>(out: &mut Vec<u8>, cells: impl Iterator<Item = &'a Cell>) {
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match c {
+            Cell::Null | Cell::Unchanged => out.extend_from_slice(b"\\N"),
+            Cell::Text(b) => {
+                for &byte in b {
+                    match byte {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        _ => out.push(byte),
+                    }
+                }
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
+async fn copy_into(conn: &mut sqlx::PgConnection, table: &str, data: &[u8]) -> Result<()> {
+    let err = |e| Error::Database {
+        context: "replaying captured changes".into(),
+        source: e,
+    };
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {table} FROM STDIN"))
+        .await
+        .map_err(err)?;
+    for piece in data.chunks(1 << 20) {
+        copy.send(piece).await.map_err(err)?;
+    }
+    copy.finish().await.map(|_| ()).map_err(err)
+}
+
+impl Op {
+    fn rel(&self) -> &Arc<Relation> {
+        match self {
+            Op::Insert { rel, .. }
+            | Op::Update { rel, .. }
+            | Op::Delete { rel, .. }
+            | Op::Truncate { rel } => rel,
+        }
+    }
+}
+
+/// The statement-per-change replay, for windows in which a table's columns changed.
+async fn replay_statements(
+    repo: &Repository,
+    base: &PitrBase,
+    targets: &HashMap<String, ReplayTarget>,
+    conn: &mut sqlx::PgConnection,
+    progress: &dyn Progress,
+    seen: &XidSnapshot,
+    wal_lsn: u64,
+) -> Result<Replayed> {
+    let point_lsn = wal_lsn;
     let mut done = Replayed::default();
     let mut batch = String::new();
     let mut in_batch = 0;
     for seg in &base.segments {
         progress.check_abort()?;
         for txn in read_segment(repo, seg).await? {
-            if txn.end_lsn <= point.wal_lsn || seen.sees(txn.xid) || txn.commit_ms > base.at_ms {
+            if txn.end_lsn <= point_lsn || seen.sees(txn.xid) || txn.commit_ms > base.at_ms {
                 continue;
             }
             let mut any = false;

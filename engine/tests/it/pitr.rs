@@ -26,6 +26,8 @@ CREATE TABLE scratch (k text PRIMARY KEY, v jsonb);
 CREATE TABLE nokey (a int, b text);
 INSERT INTO accounts SELECT g, 1000, 'acct ' || g FROM generate_series(1, 50) g;
 INSERT INTO orders (account, amount, payload, tags) SELECT 1 + g % 50, g * 1.25, repeat('x', g), ARRAY['a', 'b''c'] FROM generate_series(1, 300) g;
+ALTER TABLE orders ALTER payload SET STORAGE EXTERNAL;
+INSERT INTO orders (account, amount, payload, tags) VALUES (1, 1, repeat('y', 5000), NULL);
 INSERT INTO scratch VALUES ('one', '{\"n\": 1}');
 INSERT INTO nokey VALUES (1, 'x');
 ";
@@ -62,15 +64,17 @@ async fn step(c: &mut PgConnection, n: u64) {
             "BEGIN; UPDATE accounts SET balance = balance - 5 WHERE id = {a}; \
              UPDATE accounts SET balance = balance + 5 WHERE id = {b}; COMMIT;"
         ),
-        // An order and its account together (spans tables).
+        // An order and its account together (spans tables); an update that leaves
+        // order 301's out-of-line payload untouched (pgoutput sends it as unchanged).
         3 => format!(
             "BEGIN; INSERT INTO orders (account, amount, payload, tags) VALUES ({a}, {n}.5, 'it''s order {n}', ARRAY['q\"x', NULL]); \
-             UPDATE accounts SET note = 'ordered ' || {n} WHERE id = {a}; COMMIT;"
+             UPDATE accounts SET note = E'ordered\\t{n}\\nback\\\\slash' WHERE id = {a}; \
+             UPDATE orders SET amount = amount + 0.01 WHERE id = 301; COMMIT;"
         ),
         // The same row updated twice in one transaction, then a delete.
         4 => format!(
             "BEGIN; UPDATE accounts SET note = 'first' WHERE id = {a}; UPDATE accounts SET note = 'second ' || {n} WHERE id = {a}; \
-             DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE account = {b}); COMMIT;"
+             DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE account = {b} AND id <> 301); COMMIT;"
         ),
         // A TOASTed value, and an update that leaves it untouched.
         5 => format!(
