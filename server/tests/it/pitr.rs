@@ -541,22 +541,29 @@ async fn a_continuous_sqlite_policy_restores_to_an_instant_from_the_console() {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let expected = sqlite_rows(&db).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let at = unix_ms();
-    // Rounds see nothing changed past the instant, then the mistake.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let p = policy_view().await;
-        assert!(p["capture_error"].is_null(), "{p}");
-        if p["restorable_to"].as_i64().is_some_and(|t| t > at) {
-            break;
+    let last_write = unix_ms();
+    // A round snapshots the last writes; the instant comes after it, and later rounds
+    // see nothing changed past the instant (so restoring to it is exact); then the
+    // mistake.
+    let reach = async |instant: i64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = policy_view().await;
+            assert!(p["capture_error"].is_null(), "{p}");
+            if p["restorable_to"].as_i64().is_some_and(|t| t > instant) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the range never reached {instant}: {p}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the range never reached the instant: {p}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
+    reach(last_write).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = unix_ms();
+    reach(at).await;
     sqlite_exec(&db, "DELETE FROM ledger WHERE id > 5;").await;
     let range = api
         .form(
