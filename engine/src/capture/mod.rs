@@ -615,7 +615,7 @@ impl CaptureOptions {
             selection: Selection::default(),
             max_changes: 200_000,
             max_lag_bytes: 1 << 30,
-            idle_segment_ms: 10_000,
+            idle_segment_ms: 5_000,
         }
     }
 }
