@@ -185,11 +185,12 @@ async fn round(
             r.setup_slot = Some(setup.slot);
         }
     }
+    // Taken out for the round (it holds the replication stream), put back after.
     let mut position = running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&p.id)
-        .map(|r| r.position.clone())
+        .get_mut(&p.id)
+        .map(|r| std::mem::take(&mut r.position))
         .unwrap_or_default();
     let result = engine::capture::capture_round(
         &mut repo,
@@ -203,11 +204,12 @@ async fn round(
         .unwrap_or_else(|e| e.into_inner())
         .get_mut(&p.id)
     {
-        r.position = position;
         if result.is_err() {
-            // Set up again next time (the slot may have been dropped).
+            // Set up again next time (the slot may have been dropped); the stream, if
+            // any, ends when `position` is dropped.
             r.setup_slot = None;
-            r.position = Position::default();
+        } else {
+            r.position = position;
         }
     }
     Ok(result?)

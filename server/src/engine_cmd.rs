@@ -533,7 +533,14 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
     let progress = CliProgress::new(true);
     let mut pos = engine::capture::Position::default();
     loop {
-        let round = engine::capture::capture_round(&mut repo, &opts, &mut pos, &progress).await?;
+        let round =
+            match engine::capture::capture_round(&mut repo, &opts, &mut pos, &progress).await {
+                Ok(r) => r,
+                Err(e) => {
+                    pos.close().await;
+                    return Err(e.into());
+                }
+            };
         if a.json {
             println!("{}", json!({ "round": round }));
         } else if round.segment.is_some() && round.transactions > 0 {
@@ -545,6 +552,8 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
             );
         }
         if a.once || !wait_for_next_round(&stop, a.interval_secs).await {
+            // The stream reports the last stored position as it closes.
+            pos.close().await;
             return Ok(());
         }
     }

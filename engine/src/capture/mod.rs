@@ -62,6 +62,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub mod sqlite;
+mod stream;
 
 pub const SEGMENT_FORMAT: u32 = 1;
 
@@ -316,6 +317,11 @@ impl PgOutputDecoder {
             }
         }
         Ok(())
+    }
+
+    /// Operations in the transactions completed and not yet taken.
+    pub fn done_ops(&self) -> usize {
+        self.done.iter().map(|t| t.ops.len()).sum()
     }
 
     /// The transactions completed so far.
@@ -795,6 +801,7 @@ pub async fn teardown(source: &Secret<String>, name: &str) -> Result<bool> {
     let mut db = PgDb::connect(&url, display).await?;
     let slot = find_slot(&mut db, name).await?;
     if let Some((slot, _, _)) = &slot {
+        free_slot(&mut db, slot).await?;
         sqlx::query("SELECT pg_drop_replication_slot($1)")
             .bind(slot)
             .execute(&mut db.conn)
@@ -824,10 +831,23 @@ pub async fn segments(repo: &Repository, slot: &str) -> Result<Vec<(String, Chan
     Ok(out)
 }
 
-/// Where the last stored segment of a slot ended: (slot, end position, covered until).
-/// A long-running capture keeps it between rounds instead of listing every segment.
-#[derive(Debug, Clone, Default)]
-pub struct Position(Option<(String, u64, i64)>);
+/// What a long-running capture keeps between rounds: where the last stored segment of
+/// the slot ended (slot, end position, covered until), so it need not list every
+/// segment, and the open replication stream.
+#[derive(Default)]
+pub struct Position {
+    last: Option<(String, u64, i64)>,
+    stream: Option<stream::ChangeStream>,
+}
+
+impl Position {
+    /// Ends the replication stream, if one is open (the slot is then free).
+    pub async fn close(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.shutdown().await;
+        }
+    }
+}
 
 /// One round: stores the transactions committed since the last round as a segment,
 /// then advances the slot past them.
@@ -836,7 +856,10 @@ pub async fn capture_once(
     opts: &CaptureOptions,
     progress: &dyn Progress,
 ) -> Result<Round> {
-    capture_round(repo, opts, &mut Position::default(), progress).await
+    let mut pos = Position::default();
+    let result = capture_round(repo, opts, &mut pos, progress).await;
+    pos.close().await;
+    result
 }
 
 /// [`capture_once`] for a capture that runs round after round: `pos` carries the last
@@ -858,6 +881,8 @@ pub async fn capture_round(
         )));
     };
     if lag > opts.max_lag_bytes {
+        pos.close().await;
+        free_slot(&mut db, &slot).await?;
         sqlx::query("SELECT pg_drop_replication_slot($1)")
             .bind(&slot)
             .execute(&mut db.conn)
@@ -873,7 +898,7 @@ pub async fn capture_round(
             opts.max_lag_bytes >> 20
         )));
     }
-    let (prev_end, prev_covers) = match &pos.0 {
+    let (prev_end, prev_covers) = match &pos.last {
         Some((s, end, covers)) if *s == slot => (Some(*end), Some(*covers)),
         _ => {
             let previous = segments(repo, &slot).await?;
@@ -902,8 +927,33 @@ pub async fn capture_round(
     if let Some(end) = prev_end
         && end > confirmed
     {
-        advance(&mut db, &slot, end).await?;
+        match pos.stream.as_mut() {
+            Some(stream) => stream.confirm(end),
+            None => {
+                free_slot(&mut db, &slot).await?;
+                advance(&mut db, &slot, end).await?;
+            }
+        }
         confirmed = end;
+    }
+    if pos
+        .stream
+        .as_ref()
+        .is_some_and(|_| pos.last.as_ref().is_none_or(|l| l.0 != slot))
+    {
+        pos.close().await; // a stream of another (dropped) slot
+    }
+    if pos.stream.is_none() {
+        pos.stream = Some(
+            stream::ChangeStream::start(
+                &url,
+                &slot,
+                &format!("tablesafe_{}", opts.name),
+                confirmed,
+                std::time::Duration::from_secs(15),
+            )
+            .await?,
+        );
     }
     let started = std::time::Instant::now();
     let mut round = Round {
@@ -931,28 +981,24 @@ pub async fn capture_round(
             source: e,
         })?;
         let now_lsn = parse_lsn(&now_lsn).unwrap_or(0);
-        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
-             'proto_version', '1', 'publication_names', $3)",
-        )
-        .bind(&slot)
-        .bind(opts.max_changes as i32)
-        .bind(&publication)
-        .fetch_all(&mut db.conn)
-        .await
-        .map_err(|e| Error::Database {
-            context: "reading changes from the capture slot".into(),
-            source: e,
-        })?;
+        let stream = pos.stream.as_mut().expect("started above");
+        let wait = MAX_ROUND
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_millis(500));
+        let received = stream
+            .receive_until(now_lsn, opts.max_changes as usize, wait)
+            .await;
+        let drained = match received {
+            Ok(d) => d,
+            Err(e) => {
+                pos.close().await;
+                return Err(e);
+            }
+        };
         progress.check_abort()?;
-        let drained = (rows.len() as i64) < opts.max_changes;
-        let mut decoder = PgOutputDecoder::default();
-        for (msg,) in &rows {
-            decoder.feed(msg)?;
-        }
         // Transactions a stored segment already holds (stored, then the slot not advanced
         // because tablesafe stopped) are dropped: nothing is applied twice.
-        let txns: Vec<Txn> = decoder
+        let txns: Vec<Txn> = stream
             .take_done()
             .into_iter()
             .filter(|t| prev_end.is_none_or(|p| t.end_lsn > p))
@@ -964,13 +1010,20 @@ pub async fn capture_round(
         } else {
             last_end.unwrap_or(start).max(start)
         };
+        // Commits are stamped before their WAL is written, so one stamped earlier can
+        // come later in the stream: a second's margin either way. Short of the flush
+        // position, only what the received commits prove (never more than before).
         let covers = if drained {
             now_ms - 1000
         } else {
-            txns.iter().map(|t| t.commit_ms).max().unwrap_or(now_ms) - 1
-        };
+            txns.iter()
+                .map(|t| t.commit_ms)
+                .max()
+                .map_or(i64::MIN, |c| c - 1000)
+        }
+        .max(prev_covers.unwrap_or(i64::MIN));
         let changes: u64 = txns.iter().map(|t| t.ops.len() as u64).sum();
-        let idle_due = prev_covers.is_none_or(|c| covers - c >= opts.idle_segment_ms);
+        let idle_due = drained && prev_covers.is_none_or(|c| covers - c >= opts.idle_segment_ms);
         let mut written = None;
         if !txns.is_empty() || idle_due {
             let stream = encode(&txns);
@@ -1001,13 +1054,15 @@ pub async fn capture_round(
         }
         // Only now, with the segment stored, may the source forget these changes.
         if written.is_some() && end > confirmed {
-            advance(&mut db, &slot, end).await?;
+            if let Some(stream) = pos.stream.as_mut() {
+                stream.confirm(end);
+            }
         }
         let stored = written.is_some();
         if stored {
             prev_end = Some(end);
             prev_covers = Some(covers);
-            pos.0 = Some((slot.clone(), end, covers));
+            pos.last = Some((slot.clone(), end, covers));
             round.covers_until_ms = Some(covers);
             round.segment = written;
             if end > confirmed {
@@ -1021,6 +1076,33 @@ pub async fn capture_round(
             return Ok(round);
         }
     }
+}
+
+/// Ends a walsender still holding the slot (a capture killed a moment ago, or one
+/// running elsewhere that is being stopped), so the slot can be advanced or dropped.
+async fn free_slot(db: &mut PgDb, slot: &str) -> Result<()> {
+    for _ in 0..50 {
+        let active: Option<Option<i32>> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .fetch_optional(&mut db.conn)
+                .await
+                .map_err(|e| Error::Database {
+                    context: "looking up the capture slot".into(),
+                    source: e,
+                })?;
+        let Some(Some(pid)) = active else {
+            return Ok(());
+        };
+        let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut db.conn)
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Error::Other(format!(
+        "the capture slot {slot} stays in use by another connection"
+    )))
 }
 
 async fn advance(db: &mut PgDb, slot: &str, lsn: u64) -> Result<()> {

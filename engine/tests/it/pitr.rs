@@ -155,13 +155,16 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         tokio::spawn(async move {
             let mut repo = crate::support::open_repo(&location).await;
             let mut rounds = 0;
+            // One replication stream across rounds, as `tablesafe capture` keeps it.
+            let mut pos = capture::Position::default();
             while !stop.load(Ordering::Relaxed) {
-                capture::capture_once(&mut repo, &opts, &NoProgress)
+                capture::capture_round(&mut repo, &opts, &mut pos, &NoProgress)
                     .await
                     .unwrap();
                 rounds += 1;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            pos.close().await;
             (rounds, repo)
         })
     };
@@ -351,4 +354,47 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         .await
         .unwrap();
     assert_eq!(slots, 0, "the slot is gone: the source keeps no WAL for it");
+}
+
+/// A slot that holds more WAL than allowed is dropped, with an error that says so,
+/// rather than fill the source's disk; what was stored stays restorable.
+#[tokio::test]
+async fn a_capture_that_falls_behind_drops_its_slot() {
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("busy").unwrap();
+    let mut c = PgConnection::connect(&src).await.unwrap();
+    c.execute(sqlx::raw_sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');",
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let mut opts = CaptureOptions::new(Secret::new(src.clone()), "busy");
+    opts.max_lag_bytes = 4 << 20;
+    capture::setup(&opts).await.unwrap();
+    let mut pos = capture::Position::default();
+    capture::capture_round(&mut repo, &opts, &mut pos, &NoProgress)
+        .await
+        .unwrap();
+    // The capture stops running while the source writes 16 MB of WAL.
+    pos.close().await;
+    c.execute(sqlx::raw_sql(
+        "INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(2, 60000) g;",
+    ))
+    .await
+    .unwrap();
+    let err = capture::capture_round(&mut repo, &opts, &mut pos, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fell behind") && err.contains("dropped"),
+        "{err}"
+    );
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(slots, 0, "the slot is gone");
 }
