@@ -1053,10 +1053,11 @@ pub async fn capture_round(
             written = Some(repo.save_change_segment(&segment).await?);
         }
         // Only now, with the segment stored, may the source forget these changes.
-        if written.is_some() && end > confirmed {
-            if let Some(stream) = pos.stream.as_mut() {
-                stream.confirm(end);
-            }
+        if written.is_some()
+            && end > confirmed
+            && let Some(stream) = pos.stream.as_mut()
+        {
+            stream.confirm(end);
         }
         let stored = written.is_some();
         if stored {
