@@ -127,6 +127,12 @@ sys.exit("the capture did not reach the instant within 300 s")
 PY
 w1=$(date +%s.%N)
 echo "capture covered the end of the load $(python3 -c "print(f'{$w1 - $w0:.1f}')") s after it" >&2
+if [ -n "${BREAKDOWN:-}" ]; then
+  # The live PostgreSQL processes by CPU seconds (the capture's walsender among them).
+  for p in $(pgrep -P "$(head -1 "$WORK/pg/postmaster.pid")"); do
+    echo "$(awk '{print ($14 + $15) / 100}' /proc/$p/stat) $(tr '\0' ' ' < /proc/$p/cmdline)"
+  done | sort -rn | head -8 >&2
+fi
 kill "$CAPTURE_PID"; wait "$CAPTURE_PID" 2>/dev/null || true; CAPTURE_PID=""
 SEGMENTS=$(find "$WORK/repo/changes" -type f | wc -l)
 

@@ -398,3 +398,105 @@ async fn a_capture_that_falls_behind_drops_its_slot() {
         .unwrap();
     assert_eq!(slots, 0, "the slot is gone");
 }
+
+/// Prune with captured changes: the segments only a forgotten snapshot needed go, the
+/// range then starts at the oldest kept snapshot and has no gap (an instant after it
+/// restores exactly), and an instant before it is refused rather than guessed.
+#[tokio::test]
+async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
+    use engine::prune::{PruneOptions, prune};
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("shop").unwrap();
+    let mut c = PgConnection::connect(&src).await.unwrap();
+    c.execute(sqlx::raw_sql(SCHEMA)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (location, mut repo) = new_repo(dir.path()).await;
+    let opts = CaptureOptions::new(Secret::new(src.clone()), "shop");
+    let slot = capture::setup(&opts).await.unwrap().slot;
+    let b = BackupOptions {
+        source: Secret::new(src.clone()),
+        selection: Selection::default(),
+        tags: Default::default(),
+    };
+    let mut pos = capture::Position::default();
+    let mut n = 0;
+    let mut work = async |c: &mut PgConnection, repo: &mut engine::repo::Repository, k: u64| {
+        for _ in 0..k {
+            step(c, n).await;
+            n += 1;
+        }
+        capture::capture_round(repo, &opts, &mut pos, &NoProgress)
+            .await
+            .unwrap();
+    };
+    let first = backup(&mut repo, &b, &NoProgress).await.unwrap();
+    work(&mut c, &mut repo, 60).await;
+    let between = now_ms(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    work(&mut c, &mut repo, 60).await;
+    let second = backup(&mut repo, &b, &NoProgress).await.unwrap();
+    work(&mut c, &mut repo, 60).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let at = now_ms(&mut c).await;
+    let expected = state(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    work(&mut c, &mut repo, 30).await;
+    pos.close().await;
+    let before = capture::segments(&repo, &slot).await.unwrap().len();
+
+    let mut repo = crate::support::open_repo(&location).await;
+    let report = prune(
+        &mut repo,
+        &PruneOptions {
+            rules: engine::retention::KeepRules {
+                last: 1,
+                ..Default::default()
+            },
+            tz: chrono_tz::UTC,
+            only_tags: Default::default(),
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.forgotten, vec![first.id.clone()]);
+    assert!(report.change_segments_removed > 0, "{report:?}");
+    let ranges = capture::ranges(&repo).await.unwrap();
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert_eq!(ranges[0].from_ms, second.snapshot.time_ms, "{ranges:?}");
+    assert!(ranges[0].to_ms > at, "{ranges:?}");
+    let after = capture::segments(&repo, &slot).await.unwrap().len();
+    assert_eq!(before - after, report.change_segments_removed as usize);
+
+    let restore_at = |at_ms: i64, dest: String| RestoreOptions {
+        snapshot: "latest".into(),
+        dest: Secret::new(dest),
+        selection: Selection {
+            include: vec![
+                "public.accounts".into(),
+                "public.orders".into(),
+                "public.scratch".into(),
+            ],
+            ..Default::default()
+        },
+        rename: Default::default(),
+        mode: Mode::Create,
+        jobs: 1,
+        parallel_min_bytes: u64::MAX,
+        at_ms: Some(at_ms),
+    };
+    let dest = pg.create_database("after").unwrap();
+    crate::support::restore(&repo, &restore_at(at, dest.clone()))
+        .await
+        .unwrap();
+    let got = state(&mut PgConnection::connect(&dest).await.unwrap()).await;
+    assert!(got == expected, "restored rows differ after prune");
+    let err = engine::restore::plan(
+        &repo,
+        &restore_at(between, pg.create_database("gone").unwrap()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no snapshot of"), "{err}");
+}
