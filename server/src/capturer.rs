@@ -290,6 +290,7 @@ async fn sqlite_round(
         changes: 0,
         covers_until_ms: Some(round.covers_until_ms),
         lag_bytes: 0,
+        drained: true,
     })
 }
 

@@ -533,14 +533,20 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
     let progress = CliProgress::new(true);
     let mut pos = engine::capture::Position::default();
     loop {
-        let round =
-            match engine::capture::capture_round(&mut repo, &opts, &mut pos, &progress).await {
-                Ok(r) => r,
-                Err(e) => {
-                    pos.close().await;
-                    return Err(e.into());
-                }
-            };
+        // --once catches up completely; a running capture returns now and then to
+        // check for a stop.
+        let round = if a.once {
+            engine::capture::until_drained(&mut repo, &opts, &mut pos, &progress).await
+        } else {
+            engine::capture::capture_round(&mut repo, &opts, &mut pos, &progress).await
+        };
+        let round = match round {
+            Ok(r) => r,
+            Err(e) => {
+                pos.close().await;
+                return Err(e.into());
+            }
+        };
         if a.json {
             println!("{}", json!({ "round": round }));
         } else if round.segment.is_some() && round.transactions > 0 {

@@ -650,6 +650,9 @@ pub struct Round {
     pub covers_until_ms: Option<i64>,
     /// WAL the slot holds back on the source, in bytes.
     pub lag_bytes: u64,
+    /// Everything committed when the round began is stored (false: a backlog remains
+    /// for the next round).
+    pub drained: bool,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -860,9 +863,26 @@ pub async fn capture_once(
     progress: &dyn Progress,
 ) -> Result<Round> {
     let mut pos = Position::default();
-    let result = capture_round(repo, opts, &mut pos, progress).await;
+    let result = until_drained(repo, opts, &mut pos, progress).await;
     pos.close().await;
     result
+}
+
+/// Rounds until one has stored everything committed when it began (a capture that
+/// was down catches up), for at most ten minutes.
+pub async fn until_drained(
+    repo: &mut Repository,
+    opts: &CaptureOptions,
+    pos: &mut Position,
+    progress: &dyn Progress,
+) -> Result<Round> {
+    let started = std::time::Instant::now();
+    loop {
+        let round = capture_round(repo, opts, pos, progress).await?;
+        if round.drained || started.elapsed() > std::time::Duration::from_secs(600) {
+            return Ok(round);
+        }
+    }
 }
 
 /// [`capture_once`] for a capture that runs round after round: `pos` carries the last
@@ -971,6 +991,7 @@ pub async fn capture_round(
         changes: 0,
         covers_until_ms: prev_covers,
         lag_bytes: lag,
+        drained: false,
     };
     // Segments of at most `max_changes` each, until the slot is drained: a capture that
     // fell behind catches up in one call.
@@ -1081,6 +1102,7 @@ pub async fn capture_round(
         round.transactions += txns.len() as u64;
         round.changes += changes;
         // A call that catches up returns now and then (the caller checks for a stop).
+        round.drained = drained;
         if drained || !stored || started.elapsed() > MAX_ROUND {
             pos.sql = Some(db);
             return Ok(round);
