@@ -47,8 +47,8 @@ fn config(url: &Secret<String>, slot: &str, publication: &str) -> Result<Replica
     let query: std::collections::HashMap<String, String> =
         parsed.query_pairs().into_owned().collect();
     let decode = |s: &str| {
-        percent_decode(s)
-            .ok_or_else(|| Error::invalid("the source URL has a badly percent-encoded part"))
+        crate::repo::storage::percent_decode(s)
+            .map_err(|_| Error::invalid("the source URL has a badly percent-encoded part"))
     };
     let host = match query.get("host") {
         Some(h) => h.clone(),
@@ -108,29 +108,22 @@ fn config(url: &Secret<String>, slot: &str, publication: &str) -> Result<Replica
         .with_wakeup_interval(Duration::from_secs(1)))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// The password for a connection from `~/.pgpass` (or `PGPASSFILE`), as libpq finds it.
 fn pgpass(host: &str, port: u16, database: &str, user: &str) -> Option<String> {
     let path = std::env::var_os("PGPASSFILE")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
-    let text = std::fs::read_to_string(path).ok()?;
+    pgpass_lookup(
+        &std::fs::read_to_string(path).ok()?,
+        host,
+        port,
+        database,
+        user,
+    )
+}
+
+/// The password a pgpass file's text gives for a connection (first matching line).
+fn pgpass_lookup(text: &str, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
     let port = port.to_string();
     for line in text.lines() {
         if line.starts_with('#') {
@@ -301,5 +294,48 @@ impl ChangeStream {
     pub async fn shutdown(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.shutdown()).await;
         self.client.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replication_connection_takes_the_urls_parts() {
+        let url = Secret::new(
+            "postgres://backup:p%40ss@db.internal:6543/shop?sslmode=require".to_string(),
+        );
+        let cfg = config(&url, "slot", "pub").unwrap();
+        assert_eq!(
+            (
+                cfg.host.as_str(),
+                cfg.port,
+                cfg.user.as_str(),
+                cfg.password.as_str(),
+                cfg.database.as_str()
+            ),
+            ("db.internal", 6543, "backup", "p@ss", "shop")
+        );
+        assert_eq!(cfg.tls.mode, pgwire_replication::SslMode::Require);
+        let bogus = Secret::new("postgres://h/db?sslmode=bogus".to_string());
+        assert!(config(&bogus, "s", "p").is_err());
+    }
+
+    #[test]
+    fn a_password_comes_from_pgpass_lines_as_libpq_reads_them() {
+        let text = "# comment\nother:5432:*:*:nope\ndb.internal:6543:shop:backup:from\\:file\n";
+        assert_eq!(
+            pgpass_lookup(text, "db.internal", 6543, "shop", "backup").as_deref(),
+            Some("from:file")
+        );
+        assert_eq!(
+            pgpass_lookup(text, "db.internal", 6543, "shop", "eve"),
+            None
+        );
+        assert_eq!(
+            pgpass_lookup("*:*:*:*:any\n", "h", 1, "d", "u").as_deref(),
+            Some("any")
+        );
     }
 }

@@ -104,7 +104,8 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String> {
+/// `%XX` escapes decoded (URL parts); a bad escape or non-UTF-8 result is an error.
+pub(crate) fn percent_decode(s: &str) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
