@@ -168,6 +168,7 @@ pub mod error;
 pub mod model;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

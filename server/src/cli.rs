@@ -36,8 +36,11 @@ pub enum Command {
     Prune(crate::engine_cmd::PruneArgs),
     /// Copy snapshots to another repository (another target), skipping those it has.
     Copy(crate::engine_cmd::CopyArgs),
-    /// Store a PostgreSQL source's changes continuously (logical replication), for
-    /// `restore --at`: every few seconds, until stopped.
+    /// Rewrite a repository's damaged or missing data from a copy repository (one that
+    /// `copy` or a policy's copy target filled), then verify it with --read-data.
+    Repair(crate::engine_cmd::RepairArgs),
+    /// Store a source's changes continuously for `restore --at`: PostgreSQL through
+    /// logical replication, SQLite as frequent incremental snapshots; until stopped.
     Capture(crate::engine_cmd::CaptureArgs),
     /// Run the web console, the scheduler, the job runner and the notifier.
     Serve(ServeArgs),
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => crate::engine_cmd::run_prune(a).await,
         Command::Copy(a) => crate::engine_cmd::run_copy(a).await,
         Command::Capture(a) => crate::engine_cmd::run_capture(a).await,
+        Command::Repair(a) => crate::engine_cmd::run_repair(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

@@ -875,6 +875,70 @@ pub async fn run_prune(a: PruneArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The copy to take good data from (same forms as --repo).
+    #[arg(long)]
+    pub from: String,
+    /// Its password file (default: TABLESAFE_FROM_PASSWORD, else the repository's).
+    #[arg(long)]
+    pub from_password_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tablesafe repair`: every damaged pack's chunks rewritten (from the pack where they
+/// still read, else from the copy), damaged packs removed, then a full verify. Fails
+/// when anything stays unrecoverable.
+pub async fn run_repair(a: RepairArgs) -> Result<()> {
+    let mut repo = a.repo.open().await?;
+    let from_password = match &a.from_password_file {
+        Some(_) => RepoArgs {
+            repo: a.from.clone(),
+            password_file: a.from_password_file.clone(),
+        }
+        .password()?,
+        None => crate::cli::env_secret("TABLESAFE_FROM_PASSWORD").or(a.repo.password()?),
+    };
+    let copy = Repository::open(&a.from, from_password.as_ref()).await?;
+    let progress = CliProgress::new(a.json);
+    let result = engine::repair::repair(&mut repo, &copy, &progress).await;
+    progress.done();
+    let report = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.damaged_packs.is_empty() && report.unrecoverable.is_empty() {
+        println!("nothing damaged");
+    } else {
+        println!(
+            "damaged packs: {}; {} chunk(s) rewritten from {}, {} kept from the damaged packs",
+            report.damaged_packs.join(", "),
+            report.chunks_from_copy,
+            a.from,
+            report.chunks_kept
+        );
+    }
+    if !report.unrecoverable.is_empty() {
+        bail!(
+            "{} chunk(s) are in neither repository and stay lost: {}",
+            report.unrecoverable.len(),
+            report.unrecoverable.join(", ")
+        );
+    }
+    if let Some(v) = report.verify.as_ref().filter(|v| !v.ok()) {
+        bail!(
+            "after the repair, verify still finds {} problem(s)",
+            v.problems.len()
+        );
+    }
+    if !a.json {
+        println!("verified: no problems found");
+    }
+    Ok(())
+}
+
 pub async fn run_copy(a: CopyArgs) -> Result<()> {
     let from = RepoArgs {
         repo: a.from.clone(),

@@ -643,6 +643,87 @@ async fn record_snapshot(
     Ok(())
 }
 
+/// Repairs a damaged repository from the copy targets of the policies that back up
+/// into it (engine::repair), one after another until one makes it whole; each attempt
+/// goes to the job's log and the audit log. True when the repository checks clean.
+async fn self_heal(
+    state: &AppState,
+    target: &store::TargetRow,
+    repo: &mut Repository,
+    progress: &JobProgress,
+) -> Result<bool> {
+    let mut copies: Vec<i64> = Vec::new();
+    for (policy_id, copy_target) in store::all_copy_targets(&state.db).await? {
+        let backs_up_here = store::policy(&state.db, policy_id)
+            .await?
+            .is_some_and(|p| p.target_id == target.id);
+        if backs_up_here && !copies.contains(&copy_target) {
+            copies.push(copy_target);
+        }
+    }
+    let log = |msg: String| {
+        progress
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg)
+    };
+    if copies.is_empty() {
+        log("damage found; no copy target to repair from".into());
+        return Ok(false);
+    }
+    for copy_id in copies {
+        let Some(copy_target) = store::target(&state.db, copy_id).await? else {
+            continue;
+        };
+        let outcome = async {
+            let copy = open_repo(state, &copy_target).await?;
+            Ok::<_, anyhow::Error>(engine::repair::repair(repo, &copy, progress).await?)
+        }
+        .await;
+        let (ok, detail) = match &outcome {
+            Ok(r) => (
+                r.ok(),
+                format!(
+                    "damaged packs {}; {} chunk(s) rewritten from the copy, {} kept; unrecoverable: {}",
+                    r.damaged_packs.join(", "),
+                    r.chunks_from_copy,
+                    r.chunks_kept,
+                    if r.unrecoverable.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.unrecoverable.join(", ")
+                    }
+                ),
+            ),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        log(format!(
+            "self-heal from copy target {}: {}",
+            copy_target.name,
+            if ok { "repaired" } else { "not repaired" }
+        ));
+        log(detail.clone());
+        let _ = app::ssr::audit::append(
+            &state.db,
+            &app::ssr::audit::Event {
+                user_id: None,
+                username: "tablesafe".into(),
+                address: String::new(),
+                action: "repository.repair".into(),
+                target: format!("target {} from {}", target.name, copy_target.name),
+                outcome: if ok { "ok" } else { "failed" }.into(),
+                detail,
+            },
+        )
+        .await;
+        if ok {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 async fn verify(
     state: &AppState,
     target_id: i64,
@@ -652,16 +733,16 @@ async fn verify(
     let target = store::target(&state.db, target_id)
         .await?
         .ok_or_else(|| anyhow!("the target no longer exists"))?;
-    let repo = open_repo(state, &target).await?;
-    let report = engine::verify::verify(
-        &repo,
-        &engine::verify::VerifyOptions {
-            snapshot: Some(snapshot_id.to_string()),
-            read_data: true,
-        },
-        progress,
-    )
-    .await?;
+    let mut repo = open_repo(state, &target).await?;
+    let opts = engine::verify::VerifyOptions {
+        snapshot: Some(snapshot_id.to_string()),
+        read_data: true,
+    };
+    let mut report = engine::verify::verify(&repo, &opts, progress).await?;
+    if !report.ok() && self_heal(state, &target, &mut repo, progress).await? {
+        // Healed: the snapshot is checked again, and that check is the job's result.
+        report = engine::verify::verify(&repo, &opts, progress).await?;
+    }
     store::set_verified(&state.db, target_id, snapshot_id, report.ok()).await?;
     if !report.ok() {
         let what: Vec<String> = report

@@ -10,6 +10,7 @@ mod pitr;
 mod postgres;
 mod prune;
 mod remote;
+mod repair;
 mod roundtrip_prop;
 mod sqlite_capture;
 mod support;

@@ -311,3 +311,136 @@ async fn an_sftp_target_with_a_key_stored_in_the_console_backs_up_and_never_show
         }
     }
 }
+
+/// Self-heal from the console: a verify job that finds damage in the policy's target
+/// repairs it from the policy's copy target, says so in its log and the audit log,
+/// checks again and succeeds; the snapshot then restores.
+#[tokio::test]
+async fn a_verify_job_heals_damage_from_the_copy_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t SELECT i, randomblob(300) FROM n;",
+    );
+    let main = dir.path().join("main");
+    let (_, _, policy) = add_policy(&api, &admin, "nightly", &db, &main, "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let t = api
+        .form(
+            Some(&admin),
+            "targets/add",
+            &[
+                ("name", "second-disk".to_string()),
+                ("location", dir.path().join("second").display().to_string()),
+                ("password", "another password".into()),
+            ],
+        )
+        .await;
+    let second = t.json().as_i64().unwrap_or_else(|| panic!("{t:?}"));
+    let saved = api
+        .json(
+            Some(&admin),
+            "policies/copies",
+            json!({"id": policy, "targets": [second]}),
+        )
+        .await;
+    assert!(saved.ok(), "{saved:?}");
+    api.run_policy(&admin, policy).await;
+    let snapshot = api
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": policy, "source_id": 0, "before": null}),
+        )
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["target_name"] != "second-disk" && s["copy_of"].is_null())
+        .map(|s| s["id"].as_i64().unwrap())
+        .expect("the primary snapshot");
+
+    // Bytes flipped in every pack of the primary target.
+    let mut packs = Vec::new();
+    let mut dirs = vec![main.join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut bytes = std::fs::read(p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+        std::fs::write(p, bytes).unwrap();
+    }
+    let r = api
+        .form(
+            Some(&admin),
+            "snapshots/verify",
+            &[("id", snapshot.to_string())],
+        )
+        .await;
+    let job = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    let log = done[1].to_string();
+    assert!(
+        log.contains("self-heal from copy target second-disk: repaired"),
+        "{log}"
+    );
+    let audit = api
+        .form(
+            Some(&admin),
+            "audit/list",
+            &[
+                ("user", String::new()),
+                ("action", "repository.repair".into()),
+                ("outcome", String::new()),
+            ],
+        )
+        .await;
+    assert!(
+        audit.body.contains("repository.repair") && audit.body.contains("second-disk"),
+        "{audit:?}"
+    );
+
+    // The primary restores again.
+    let restored = dir.path().join("restored.db");
+    let dest = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[
+                ("name", "restored".into()),
+                ("url", format!("sqlite://{}", restored.display())),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let req = json!({"snapshot": snapshot, "dest_source_id": dest, "tables": ["t"],
+                     "columns": {}, "rename": {}, "mode": "create", "confirm": "", "at_ms": null});
+    let job = api
+        .json(Some(&admin), "restore/start", json!({"req": req}))
+        .await;
+    let job = job.json().as_i64().unwrap_or_else(|| panic!("{job:?}"));
+    assert_eq!(api.wait_job(&admin, job).await[0]["status"], "succeeded");
+}
