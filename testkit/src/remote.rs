@@ -323,3 +323,120 @@ impl Drop for Cut {
         self.cut();
     }
 }
+
+/// An HTTP relay in front of an S3 server that fails a share of requests: half of the
+/// failures answer 503 SlowDown, the other half stall for `stall` and then drop the
+/// connection without an answer (a target that times out). Seeded, so a run can be
+/// repeated; killed on drop.
+pub struct Flaky {
+    child: Child,
+    port: u16,
+    stats: tempfile::NamedTempFile,
+}
+
+const FLAKY_PY: &str = r#"
+import http.client, http.server, random, sys, time, threading
+target, port, share, stall, seed, stats = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+rng = random.Random(seed)
+lock = threading.Lock()
+counts = {"forwarded": 0, "503": 0, "stalled": 0}
+def note(kind):
+    with lock:
+        counts[kind] += 1
+        open(stats, "w").write(" ".join(f"{k}={v}" for k, v in counts.items()))
+class Relay(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def handle_one(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        with lock:
+            r = rng.random()
+        if r < share / 2:
+            note("503")
+            msg = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        if r < share:
+            note("stalled")
+            time.sleep(stall)
+            self.close_connection = True
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+        conn.request(self.command, self.path, body=body if n or self.command in ("PUT", "POST") else None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        head = self.command == "HEAD"
+        for k, v in resp.getheaders():
+            if k.lower() in ("transfer-encoding", "connection", "server", "date"):
+                continue
+            if k.lower() == "content-length" and not head:
+                continue
+            self.send_header(k, v)
+        if not head:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+        note("forwarded")
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Relay).serve_forever()
+"#;
+
+impl Flaky {
+    pub fn start(target: u16, share: f64, stall: Duration, seed: u64) -> Result<Self> {
+        let port = crate::free_port();
+        let stats = tempfile::NamedTempFile::new()?;
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                FLAKY_PY,
+                &target.to_string(),
+                &port.to_string(),
+                &share.to_string(),
+                &stall.as_secs_f64().to_string(),
+                &seed.to_string(),
+                &stats.path().display().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the flaky relay")?;
+        if let Err(e) = wait_for_port(port, &mut child, "the flaky relay") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(Flaky { child, port, stats })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Requests forwarded, answered 503, and stalled so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let text = std::fs::read_to_string(self.stats.path()).unwrap_or_default();
+        let get = |k: &str| {
+            text.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or(0)
+        };
+        (get("forwarded"), get("503"), get("stalled"))
+    }
+}
+
+impl Drop for Flaky {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

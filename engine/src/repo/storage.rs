@@ -23,7 +23,8 @@
 //! content (their names are content hashes or unique ids), so a repeated `put` is
 //! harmless.
 //!
-//! Every remote call has a timeout (60 s per call, 30 s without progress) and is retried
+//! Every remote call has a timeout (60 s per call, 30 s without progress; S3 locations
+//! take `timeout=SECONDS` for the latter) and is retried
 //! with exponential backoff and jitter (5 attempts, 0.5 s → 8 s) when the error is
 //! temporary (connection refused or reset, timeouts, HTTP 5xx/429); after that the
 //! error names the object and the target.
@@ -131,14 +132,27 @@ fn unknown_param(scheme: &str, k: &str, allowed: &str) -> Error {
     ))
 }
 
+/// How long a remote call may go without progress (a whole call: twice that).
+const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `timeout=SECONDS` of a location: 1 to 600.
+fn parse_timeout(v: &str) -> Result<Duration> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(Error::invalid(format!(
+            "timeout={v:?}: give the seconds a call may go without progress, 1 to 600"
+        ))),
+    }
+}
+
 /// The retry and timeout policy of every remote call. SFTP connections come from a
 /// pool that itself keeps trying to connect for 30 s before it gives up, so SFTP calls
 /// are retried once rather than four times.
-fn remote(op: Operator, retries: usize) -> Operator {
+fn remote(op: Operator, retries: usize, io_timeout: Duration) -> Operator {
     op.layer(
         TimeoutLayer::new()
-            .with_timeout(Duration::from_secs(60))
-            .with_io_timeout(Duration::from_secs(30)),
+            .with_timeout(io_timeout * 2)
+            .with_io_timeout(io_timeout),
     )
     .layer(
         RetryLayer::new()
@@ -216,12 +230,14 @@ impl Storage {
         let mut region = None;
         let mut style = None;
         let mut endpoint = None;
+        let mut io_timeout = DEFAULT_IO_TIMEOUT;
         for (k, v) in query_pairs(query)? {
             match k.as_str() {
                 "endpoint" => endpoint = Some(v),
                 "region" => region = Some(v),
                 "style" => style = Some(v),
-                _ => return Err(unknown_param("s3", &k, "endpoint, region, style")),
+                "timeout" => io_timeout = parse_timeout(&v)?,
+                _ => return Err(unknown_param("s3", &k, "endpoint, region, style, timeout")),
             }
         }
         if let Some(e) = &endpoint {
@@ -266,7 +282,7 @@ impl Storage {
             .context(|| format!("opening s3://{bucket}/{prefix}"))?
             .finish();
         Ok(Storage {
-            op: remote(op, 4),
+            op: remote(op, 4, io_timeout),
             kind: Kind::S3,
             tmp_dir: None,
             _key: None,
@@ -341,7 +357,7 @@ impl Storage {
             .context(|| format!("opening {display}"))?
             .finish();
         Ok(Storage {
-            op: remote(op, 1),
+            op: remote(op, 1, DEFAULT_IO_TIMEOUT),
             kind: Kind::Sftp,
             tmp_dir: None,
             _key: temp_key,

@@ -280,3 +280,70 @@ async fn sftp_round_trip_and_a_target_that_goes_away() {
     let repo = open(&plain, &with_key).await;
     assert_eq!(repo.snapshots().await.unwrap().len(), 1);
 }
+
+/// Fault test: an S3 target that fails one request in ten (half answered 503, half
+/// stalled past the call's timeout and dropped): backups, a restore and a prune still
+/// complete through retries, and the repository read directly checks clean.
+#[tokio::test]
+async fn a_target_failing_one_request_in_ten_still_takes_whole_backups() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket("flaky").unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    println!("faults seeded with {seed}");
+    let flaky =
+        testkit::remote::Flaky::start(s3.port(), 0.10, std::time::Duration::from_secs(3), seed)
+            .unwrap();
+    let creds = s3_creds();
+    let via = format!(
+        "s3://flaky/repo?endpoint=http://127.0.0.1:{}&region=eu-west-1&timeout=1",
+        flaky.port()
+    );
+    let direct = format!(
+        "s3://flaky/repo?endpoint=http://127.0.0.1:{}&region=eu-west-1",
+        s3.port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("src.db");
+    big_db(&db, 8).await;
+    let mut repo = init(&via, &creds).await;
+    let opts = BackupOptions {
+        source: url(&db),
+        selection: Selection::default(),
+        tags: Default::default(),
+    };
+    backup(&mut repo, &opts, &NoProgress).await.unwrap();
+    exec(
+        &db,
+        "UPDATE blobs SET payload = randomblob(1000) WHERE id % 3 = 0;",
+    )
+    .await;
+    backup(&mut repo, &opts, &NoProgress).await.unwrap();
+    let want = dump(&db, &[]);
+    let out = dir.path().join("out.db");
+    restore(&repo, &restore_opts(&out)).await.unwrap();
+    assert_eq!(dump(&out, &[]), want);
+    prune(
+        &mut repo,
+        &PruneOptions {
+            rules: KeepRules {
+                last: 1,
+                ..Default::default()
+            },
+            tz: chrono_tz::UTC,
+            only_tags: Default::default(),
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    let (forwarded, refused, stalled) = flaky.counts();
+    println!("{forwarded} requests forwarded, {refused} answered 503, {stalled} stalled");
+    assert!(
+        refused + stalled >= 3,
+        "too few faults to mean anything: {refused} + {stalled}"
+    );
+    verify_all(&open(&direct, &creds).await).await;
+}
