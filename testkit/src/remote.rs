@@ -336,7 +336,7 @@ pub struct Flaky {
 
 const FLAKY_PY: &str = r#"
 import http.client, http.server, random, sys, time, threading
-target, port, share, stall, seed, stats = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+target, share, stall, seed, stats = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rng = random.Random(seed)
 lock = threading.Lock()
 counts = {"forwarded": 0, "503": 0, "stalled": 0}
@@ -387,34 +387,44 @@ class Relay(http.server.BaseHTTPRequestHandler):
         conn.close()
         note("forwarded")
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Relay).serve_forever()
+# Port 0: the kernel picks a free port, told to the caller on stdout (choosing one
+# first and binding it later could race with another test's server).
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+print(server.server_address[1], flush=True)
+server.serve_forever()
 "#;
 
 impl Flaky {
     pub fn start(target: u16, share: f64, stall: Duration, seed: u64) -> Result<Self> {
-        let port = crate::free_port();
         let stats = tempfile::NamedTempFile::new()?;
         let mut child = Command::new("python3")
             .args([
                 "-c",
                 FLAKY_PY,
                 &target.to_string(),
-                &port.to_string(),
                 &share.to_string(),
                 &stall.as_secs_f64().to_string(),
                 &seed.to_string(),
                 &stats.path().display().to_string(),
             ])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("starting the flaky relay")?;
-        if let Err(e) = wait_for_port(port, &mut child, "the flaky relay") {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+            &mut line,
+        );
+        let port = match read.ok().and_then(|_| line.trim().parse::<u16>().ok()) {
+            Some(p) => p,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the flaky relay did not start (python3 with http.server is needed)");
+            }
+        };
         Ok(Flaky { child, port, stats })
     }
 
