@@ -20,6 +20,10 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> Result<Self> {
+        crate::remote::retry_start(Self::start_once)
+    }
+
+    fn start_once() -> Result<Self> {
         let port = crate::free_port();
         let dir = tempfile::tempdir()?;
         let maildir = dir.path().join("mail");

@@ -11,10 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Waits until `port` answers, and makes sure it is `child` answering: the port was
+/// chosen free and bound later, so another test's server may have taken it meanwhile
+/// (then `child` fails to bind and exits, and the caller starts again on another port).
 pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(status) = child.try_wait()? {
+                bail!("{what} exited with {status}: port {port} was taken by another process");
+            }
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
@@ -31,8 +38,24 @@ pub struct S3Server {
     port: u16,
 }
 
+/// Starts a server up to three times: a chosen port can be taken before it binds.
+pub(crate) fn retry_start<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut last = None;
+    for _ in 0..3 {
+        match start() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried"))
+}
+
 impl S3Server {
     pub fn start() -> Result<Self> {
+        retry_start(Self::start_once)
+    }
+
+    fn start_once() -> Result<Self> {
         let port = crate::free_port();
         let mut child = Command::new("python3")
             .args([
@@ -110,6 +133,10 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 impl SftpServer {
     pub fn start() -> Result<Self> {
+        retry_start(Self::start_once)
+    }
+
+    fn start_once() -> Result<Self> {
         let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
             .into_iter()
             .find(|p| Path::new(p).exists())
