@@ -1692,20 +1692,23 @@ impl NetTable {
         let mut keys = Vec::new();
         let mut rows = Vec::new();
         let mut partial = String::new();
+        // For the rows updated in place: this table under its destination name.
+        let in_place = HashMap::from([(t.rel.clone(), t.clone())]);
+        let rel = Arc::new(Relation {
+            oid: 0,
+            name: t.rel.clone(),
+            columns: self.columns.clone(),
+        });
         for (k, row) in &self.rows {
             match row {
                 Some(r) if r.contains(&Cell::Unchanged) => {
                     if let Some(sql) = statement(
                         &Op::Update {
-                            rel: Arc::new(Relation {
-                                oid: 0,
-                                name: t.rel.clone(),
-                                columns: self.columns.clone(),
-                            }),
+                            rel: rel.clone(),
                             old: None,
                             new: r.clone(),
                         },
-                        &HashMap::from([(t.rel.clone(), t.clone())]),
+                        &in_place,
                     )? {
                         partial.push_str(&sql);
                         partial.push_str(";\n");
@@ -1831,14 +1834,13 @@ async fn replay_statements(
     seen: &XidSnapshot,
     wal_lsn: u64,
 ) -> Result<Replayed> {
-    let point_lsn = wal_lsn;
     let mut done = Replayed::default();
     let mut batch = String::new();
     let mut in_batch = 0;
     for seg in &base.segments {
         progress.check_abort()?;
         for txn in read_segment(repo, seg).await? {
-            if txn.end_lsn <= point_lsn || seen.sees(txn.xid) || txn.commit_ms > base.at_ms {
+            if txn.end_lsn <= wal_lsn || seen.sees(txn.xid) || txn.commit_ms > base.at_ms {
                 continue;
             }
             let mut any = false;

@@ -229,11 +229,8 @@ fn head_path(name: &str) -> String {
 }
 
 pub async fn load_head(repo: &Repository, name: &str) -> Result<Option<CaptureHead>> {
-    let path = head_path(name);
-    if !repo.storage.exists(&path).await? {
-        return Ok(None);
-    }
-    let sealed = match repo.storage.get(&path).await {
+    // A missing object reads as Damaged("missing"): no head yet.
+    let sealed = match repo.storage.get(&head_path(name)).await {
         Ok(s) => s,
         Err(Error::Damaged(_)) => return Ok(None),
         Err(e) => return Err(e),
