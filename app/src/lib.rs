@@ -64,6 +64,12 @@ pub const SECTIONS: &[(&str, &str, &str, auth::Perm)] = &[
         auth::Perm::RestoreNew,
     ),
     (
+        "/drills",
+        "Drills",
+        "Restore drills: scheduled proof that snapshots restore, with the evidence.",
+        auth::Perm::SeeAll,
+    ),
+    (
         "/restores",
         "Restores",
         "The restore wizard.",
@@ -117,6 +123,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("targets") view=pages::sources::TargetsPage/>
                     <Route path=path!("policies") view=pages::policies::PoliciesPage/>
                     <Route path=path!("backups") view=pages::backups::BackupsPage/>
+                    <Route path=path!("drills") view=pages::drills::DrillsPage/>
                     <Route path=path!("restores") view=pages::restores::RestoresPage/>
                     <Route path=path!("requests") view=pages::requests::RequestsPage/>
                     <Route path=path!("requests/:id") view=pages::requests::RequestPage/>

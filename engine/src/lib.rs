@@ -164,6 +164,7 @@ pub mod backup;
 pub mod capture;
 pub mod chunker;
 pub mod copy;
+pub mod drill;
 pub mod error;
 pub mod model;
 pub mod progress;

@@ -128,6 +128,13 @@ pub struct RestorePlan {
     pitr: Option<crate::capture::PitrBase>,
 }
 
+impl PlannedTable {
+    /// The table's manifest entry.
+    pub(crate) fn entry(&self) -> &TableEntry {
+        &self.entry
+    }
+}
+
 impl RestorePlan {
     /// Whether captured changes are replayed on the snapshot (PostgreSQL).
     pub fn pitr_replays(&self) -> bool {

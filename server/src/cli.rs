@@ -39,6 +39,10 @@ pub enum Command {
     /// Rewrite a repository's damaged or missing data from a copy repository (one that
     /// `copy` or a policy's copy target filled), then verify it with --read-data.
     Repair(crate::engine_cmd::RepairArgs),
+    /// Prove a snapshot restores: restore it into a scratch database, check every
+    /// table's rows and checksum against the manifest and the given SQL assertions,
+    /// drop the scratch copy and print the evidence.
+    Drill(crate::engine_cmd::DrillArgs),
     /// Store a source's changes continuously for `restore --at`: PostgreSQL through
     /// logical replication, SQLite as frequent incremental snapshots; until stopped.
     Capture(crate::engine_cmd::CaptureArgs),
@@ -132,6 +136,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Copy(a) => crate::engine_cmd::run_copy(a).await,
         Command::Capture(a) => crate::engine_cmd::run_capture(a).await,
         Command::Repair(a) => crate::engine_cmd::run_repair(a).await,
+        Command::Drill(a) => crate::engine_cmd::run_drill(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

@@ -8,6 +8,8 @@
 //! - a policy whose previous backup is still queued or running is not queued again; its
 //!   run stays due and starts when that one has finished.
 //!
+//! Restore drills with a schedule are queued the same way (`queue_drills`).
+//!
 //! It also watches each policy's recovery point: a policy with no successful backup for
 //! longer than it may (`store::late_after_ms`) is announced as `backup.late`, once per
 //! breach.
@@ -46,7 +48,34 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
             state.jobs_queued.notify_waiters();
         }
     }
+    queue_drills(state, now).await?;
     announce_late(state, now).await
+}
+
+/// Queues each due restore drill (`app::ssr::drills`), the same way as backups: a slot
+/// once, never two drills of a policy at once.
+async fn queue_drills(state: &AppState, now: i64) -> anyhow::Result<()> {
+    use app::ssr::drills;
+    for d in drills::due_plans(&state.db, now).await? {
+        let Some(due) = d.next_run_at else { continue };
+        let Some(p) = store::policy(&state.db, d.policy_id).await? else {
+            continue;
+        };
+        let next = match schedule::parse(&d.schedule, &d.timezone) {
+            Ok(s) => s.and_then(|s| s.next_after(now)),
+            Err((_, e)) => {
+                tracing::error!(policy = %p.name, error = %e, "unreadable drill schedule; not scheduling it");
+                None
+            }
+        };
+        let job =
+            app::api::drills::drill_job(&p, format!("Scheduled restore drill: {}", p.name), None)?;
+        if drills::take_scheduled(&state.db, p.id, due, next, job).await? {
+            tracing::info!(policy = %p.name, "queued a scheduled restore drill");
+            state.jobs_queued.notify_waiters();
+        }
+    }
+    Ok(())
 }
 
 /// Announces each policy that has gone longer than it may without a successful backup

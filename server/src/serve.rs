@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(crate::metrics::readyz))
         .route("/metrics", get(crate::metrics::metrics_handler))
         .route("/audit.csv", get(audit_csv))
+        .route("/drills.csv", get(drills_csv))
         .route(
             "/hooks/policies/{id}/backup",
             axum::routing::post(trigger_backup),
@@ -320,6 +321,86 @@ async fn audit_csv(
             (
                 header::CONTENT_DISPOSITION,
                 "attachment; filename=\"tablesafe-audit.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+/// Every restore drill's evidence as CSV (admins and auditors), newest first, with the
+/// full report (JSON) in the last column. The export itself is audited.
+async fn drills_csv(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: http::HeaderMap,
+) -> Response {
+    use app::auth::Perm;
+    use app::ssr::audit;
+    let user = match session::from_headers(&state, &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let event = |outcome: &str| audit::Event {
+        user_id: Some(user.id),
+        username: user.username.clone(),
+        address: peer.ip().to_string(),
+        action: "drill.export".into(),
+        target: "restore drills".into(),
+        outcome: outcome.into(),
+        detail: String::new(),
+    };
+    if !user.role.can(Perm::SeeAudit) {
+        let _ = audit::append(&state.db, &event("denied")).await;
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let rows = match app::ssr::drills::list(&state.db, None, i64::MAX).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "exporting drills");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let _ = audit::append(&state.db, &event("ok")).await;
+    let mut out = String::from(
+        "id,started_utc,policy,snapshot,snapshot_time_utc,passed,duration_ms,restore_ms,tables,rows,checks,error,job,report\n",
+    );
+    for r in rows {
+        let report = r.report.clone();
+        let job = r.job_id.map(|j| j.to_string()).unwrap_or_default();
+        let v = app::api::drills::drill_view(r);
+        let checks: Vec<String> = v
+            .checks
+            .iter()
+            .map(|(ok, line)| format!("{} {line}", if *ok { "ok" } else { "FAIL" }))
+            .collect();
+        let fields = [
+            v.id.to_string(),
+            iso_time(v.started_at),
+            v.policy,
+            v.snapshot_id,
+            iso_time(v.snapshot_time),
+            if v.passed { "passed" } else { "failed" }.to_string(),
+            v.duration_ms.to_string(),
+            v.restore_ms.to_string(),
+            v.tables.to_string(),
+            v.rows.to_string(),
+            checks.join("; "),
+            v.error.unwrap_or_default(),
+            job,
+            report,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"tablesafe-drills.csv\"",
             ),
         ],
         out,

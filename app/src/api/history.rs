@@ -616,6 +616,9 @@ pub struct DashboardView {
     pub durations: Vec<(i64, f64)>,
     /// The server's clock (ages are computed from it, the same on server and browser).
     pub now_ms: i64,
+    /// Per policy with drills, the newest snapshot a restore drill proved restorable
+    /// (empty for requesters).
+    pub proven: Vec<crate::api::drills::ProvenView>,
 }
 
 #[server(endpoint = "dashboard_data")]
@@ -687,5 +690,10 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
             .map(|(t, ms)| (t, ms as f64 / 1000.0))
             .collect(),
         now_ms: now_ms(),
+        proven: if only.is_none() {
+            crate::api::drills::proven(db).await?
+        } else {
+            Vec::new()
+        },
     })
 }

@@ -142,6 +142,10 @@ pub enum JobParams {
     Prune {
         policy_id: i64,
     },
+    /// Prove the policy's latest (or a random) snapshot restorable (`api::drills`).
+    Drill {
+        policy_id: i64,
+    },
     Restore {
         /// Row id in the history's `snapshots` table.
         snapshot: i64,

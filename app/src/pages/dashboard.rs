@@ -59,6 +59,7 @@ pub fn Dashboard() -> impl IntoView {
                                 }
                             }).collect_view()}
                         </section>
+                        {(!d.proven.is_empty()).then(|| proven_view(d.proven.clone(), d.now_ms))}
                         <section class="charts">
                             <figure>
                                 <figcaption>"Bytes stored per snapshot"</figcaption>
@@ -86,6 +87,35 @@ pub fn Dashboard() -> impl IntoView {
             })}
         </Suspense>
     }
+}
+
+/// Per policy, the newest snapshot a restore drill proved restorable, and how the last
+/// drill went.
+fn proven_view(list: Vec<crate::api::drills::ProvenView>, now: i64) -> AnyView {
+    use super::ui::{duration, time};
+    view! {
+        <section aria-label="Last proven restorable" data-testid="proven">
+            <h2>"Last proven restorable"</h2>
+            <table class="list">
+                <thead><tr><th>"Policy"</th><th>"Snapshot proven"</th><th>"Last drill"</th></tr></thead>
+                <tbody>
+                    {list.into_iter().map(|p| view! {
+                        <tr data-testid=format!("proven-{}", p.policy)>
+                            <td><a href="/drills">{p.policy.clone()}</a></td>
+                            <td>{match (p.proven_snapshot_time, p.proven_at) {
+                                (Some(t), Some(at)) => format!("taken {} — proven {} ago", time(t), duration(now - at)),
+                                _ => "never".to_string(),
+                            }}</td>
+                            <td class={if p.last_passed { "" } else { "error" }}>
+                                {format!("{}: {}", time(p.last_drill_at), if p.last_passed { "passed" } else { "FAILED" })}
+                            </td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+    .into_any()
 }
 
 /// A small SVG bar chart of (time, value) points, oldest first.

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod backups;
 pub mod dashboard;
+pub mod drills;
 pub mod jobs;
 pub mod layout;
 pub mod login;

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod ctx;
 pub mod db;
+pub mod drills;
 pub mod keys;
 pub mod notify;
 pub mod password;

@@ -4,6 +4,7 @@
 
 mod consistency;
 mod damage;
+mod drill;
 mod fidelity;
 mod incremental;
 mod pitr;

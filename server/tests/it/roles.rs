@@ -308,6 +308,42 @@ async fn role_matrix(database_url: Option<&str>) {
             &["admin", "auditor"],
         ),
         (
+            Box::new(move |_| {
+                form(
+                    "drills/save",
+                    vec![
+                        ("policy_id", policy.to_string()),
+                        ("schedule", "daily at 04:00".into()),
+                        ("timezone", "UTC".into()),
+                        ("pick", "latest".into()),
+                        ("scratch_source_id", String::new()),
+                        ("assertions", "SELECT count(*) = 2 FROM customers".into()),
+                    ],
+                )
+            }),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("drills/plans", vec![])),
+            &["admin", "operator", "auditor"],
+        ),
+        (
+            Box::new(move |_| form("drills/run", vec![("policy_id", policy.to_string())])),
+            &["admin", "operator"],
+        ),
+        (
+            Box::new(move |_| form("drills/list", vec![])),
+            &["admin", "operator", "auditor"],
+        ),
+        (
+            Box::new(move |_| form("drills/proven", vec![])),
+            &["admin", "operator", "auditor"],
+        ),
+        (
+            Box::new(move |_| form("drills/delete", vec![("policy_id", "999".into())])),
+            &["admin", "operator"],
+        ),
+        (
             Box::new(move |_| form("dashboard_data", vec![])),
             &["admin", "operator", "requester", "auditor"],
         ),
