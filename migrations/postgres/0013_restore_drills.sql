@@ -1,5 +1,9 @@
 -- Restore drills (issue 13). Kept in step with migrations/sqlite/0013_restore_drills.sql.
 
+-- Jobs of kind 'drill'.
+ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'verify', 'prune', 'copy', 'drill'));
+
 -- A policy's drill: when it runs (cron or shorthand in a time zone; '' on demand only),
 -- which snapshot it proves ('latest' or 'random' among the policy's), where the scratch
 -- copy goes (a PostgreSQL source's server, where a database is created and dropped;

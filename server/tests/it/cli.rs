@@ -531,6 +531,106 @@ fn postgres_from_the_command_line_keeps_the_database_password_out_of_everything(
         psql("INSERT INTO sales.orders_back (total) VALUES (0) RETURNING id").trim(),
         "101"
     );
+    // A drill into a scratch database on the same server: proven, password unseen,
+    // nothing left behind.
+    let server = with_pw.replace("/shop", "/postgres");
+    let out = ok(&tablesafe(&[
+        "drill",
+        "--repo",
+        repo,
+        "--scratch",
+        &server,
+        "--assert",
+        "SELECT sum(total) = 5050 FROM sales.orders",
+    ]));
+    assert!(
+        out.contains("ok   sales.orders: 100 of 100 rows, checksum matches (exact)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("drill passed") && !out.contains("S3cretPw"),
+        "{out}"
+    );
+    assert!(out.contains("postgres:***@"), "{out}");
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'tablesafe_drill_%'").trim(),
+        "0"
+    );
+}
+
+/// `tablesafe drill` on a SQLite snapshot: the evidence as text and JSON, a failing
+/// assertion fails the command with one line, and no scratch file stays.
+#[test]
+fn drills_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL); INSERT INTO orders VALUES (1, 9.5), (2, 0.5);",
+    );
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let scratch = dir.path().join("scratch");
+    let scratch = scratch.to_str().unwrap();
+    ok(&tablesafe(&[
+        "backup",
+        "--source",
+        &format!("sqlite://{}", db.display()),
+        "--repo",
+        repo,
+    ]));
+    let out = ok(&tablesafe(&[
+        "drill",
+        "--repo",
+        repo,
+        "--scratch",
+        scratch,
+        "--assert",
+        "SELECT sum(total) = 10 FROM orders",
+    ]));
+    assert!(
+        out.contains("ok   orders: 2 of 2 rows, checksum matches (exact)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   assert SELECT sum(total) = 10 FROM orders: true"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("scratch copy removed\ndrill passed\n"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&tablesafe(&[
+        "drill",
+        "--repo",
+        repo,
+        "--scratch",
+        scratch,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["tables"][0]["rows_restored"], 2);
+    let bad = tablesafe(&[
+        "drill",
+        "--repo",
+        repo,
+        "--scratch",
+        scratch,
+        "--assert",
+        "SELECT count(*) = 3 FROM orders",
+    ]);
+    let e = fails(&bad);
+    assert!(e.contains("the drill failed"), "{e}");
+    let out = String::from_utf8(bad.stdout).unwrap();
+    assert!(
+        out.contains("FAIL assert SELECT count(*) = 3 FROM orders: false"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read_dir(scratch).unwrap().next().is_none(),
+        "scratch files left"
+    );
 }
 
 /// `tablesafe repair`: bytes flipped in the repository's packs are found by verify,

@@ -6,6 +6,7 @@ mod cli;
 mod consistency;
 mod console;
 mod copies;
+mod drills;
 mod harness;
 mod history_db;
 mod jobs;
