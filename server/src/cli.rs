@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// PostgreSQL history need distinct names.
     #[arg(long, env = "TABLESAFE_WORKER_NAME")]
     pub worker_name: Option<String>,
+    /// Jobs this worker runs at once (backups, restores, verifies, drills); a policy
+    /// never has two backups at once.
+    #[arg(long, env = "TABLESAFE_JOBS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
     /// The console's address as users reach it (e.g. https://backup.example.com), for
     /// links in notifications. Without it, notifications carry paths.
     #[arg(long, env = "TABLESAFE_PUBLIC_URL")]

@@ -22,7 +22,11 @@ const STALE_MS: i64 = 60_000;
 
 /// Starts the runner. `worker` names this worker; jobs it left running in a previous
 /// life are failed at once (with a reason, and can be retried).
-pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
+///
+/// `slots` jobs run at once (`serve --jobs`): as many claim loops, all under this
+/// worker's name; the jobs it left running in a previous life are failed once, before
+/// any loop starts.
+pub fn spawn(state: AppState, worker: String, slots: usize) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match store::fail_abandoned(&state.db, &worker, STALE_MS).await {
             Ok(ids) if ids.is_empty() => {}
@@ -35,29 +39,38 @@ pub fn spawn(state: AppState, worker: String) -> tokio::task::JoinHandle<()> {
             }
             Err(e) => tracing::error!(error = %e, "could not check for interrupted jobs"),
         }
-        let mut last_sweep = std::time::Instant::now();
-        loop {
-            if last_sweep.elapsed() > Duration::from_secs(30) {
-                last_sweep = std::time::Instant::now();
-                match store::fail_abandoned(&state.db, "", STALE_MS).await {
-                    Ok(ids) => announce_abandoned(&state, &ids).await,
-                    Err(e) => tracing::error!(error = %e, "sweeping abandoned jobs"),
-                }
-            }
-            match store::claim(&state.db, &worker).await {
-                Ok(Some(job)) => run(&state, job).await,
-                Ok(None) => {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(2), state.jobs_queued.notified())
-                            .await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming a job");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            }
+        let loops: Vec<_> = (0..slots.max(1))
+            .map(|_| tokio::spawn(claim_loop(state.clone(), worker.clone())))
+            .collect();
+        for l in loops {
+            let _ = l.await;
         }
     })
+}
+
+/// Claims and runs jobs one after the other, until the process ends.
+async fn claim_loop(state: AppState, worker: String) {
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        if last_sweep.elapsed() > Duration::from_secs(30) {
+            last_sweep = std::time::Instant::now();
+            match store::fail_abandoned(&state.db, "", STALE_MS).await {
+                Ok(ids) => announce_abandoned(&state, &ids).await,
+                Err(e) => tracing::error!(error = %e, "sweeping abandoned jobs"),
+            }
+        }
+        match store::claim(&state.db, &worker).await {
+            Ok(Some(job)) => run(&state, job).await,
+            Ok(None) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), state.jobs_queued.notified())
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claiming a job");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// Jobs failed because their worker went away are events like any other failure.

@@ -62,7 +62,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .worker_name
         .clone()
         .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
-    crate::runner::spawn(state.clone(), worker.clone());
+    crate::runner::spawn(state.clone(), worker.clone(), args.jobs as usize);
     crate::scheduler::spawn(state.clone());
     crate::capturer::spawn(state.clone(), worker.clone());
     crate::notifier::spawn(

@@ -10,6 +10,7 @@ mod drills;
 mod harness;
 mod history_db;
 mod jobs;
+mod load;
 mod notify;
 mod observability;
 mod pitr;
