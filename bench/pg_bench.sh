@@ -110,5 +110,6 @@ ratios (goal in brackets)
   restore / pg_restore        $(ratio ${T[ts_restore]} ${T[pg_restore]})   [<= 0.9x]
   repository / dump size      $(ratio "$REPO1" "$DUMP")   [<= 0.95x]
   new bytes after 1% change   $(ratio $((REPO2 - REPO1)) "$REPO1") contiguous, $(ratio $((REPO3 - REPO2)) "$REPO1") scattered   [<= 0.05x]
+  incremental / full backup   $(ratio ${T[ts_backup2]} ${T[ts_backup]}) contiguous, $(ratio ${T[ts_backup3]} ${T[ts_backup]}) scattered   [<= 0.6x]
   peak RSS backup / restore   $((M[ts_backup] / 1024)) MB / $((M[ts_restore] / 1024)) MB   [<= 256 MB]
 OUT
