@@ -123,6 +123,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("targets") view=pages::sources::TargetsPage/>
                     <Route path=path!("policies") view=pages::policies::PoliciesPage/>
                     <Route path=path!("backups") view=pages::backups::BackupsPage/>
+                    <Route path=path!("backups/:id") view=pages::browse::BrowsePage/>
                     <Route path=path!("drills") view=pages::drills::DrillsPage/>
                     <Route path=path!("restores") view=pages::restores::RestoresPage/>
                     <Route path=path!("requests") view=pages::requests::RequestsPage/>

@@ -75,6 +75,11 @@ impl Error {
         Error::Damaged(what.to_string())
     }
 
+    /// A local file operation failed ("writing out.csv: No space left on device").
+    pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        Error::Other(format!("{context}: {err}"))
+    }
+
     pub fn invalid(what: impl fmt::Display) -> Self {
         Error::InvalidInput(what.to_string())
     }

@@ -161,11 +161,14 @@
 //! secret so that `Debug` output and logs never show it.
 
 pub mod backup;
+pub mod browse;
 pub mod capture;
 pub mod chunker;
 pub mod copy;
 pub mod drill;
 pub mod error;
+pub mod export;
+pub mod filter;
 pub mod model;
 pub mod progress;
 pub mod prune;

@@ -72,6 +72,9 @@ pub struct RestoreOptions {
     /// committed up to it ([`crate::capture`]); for SQLite, the newest state a
     /// capture took at or before it ([`crate::capture::sqlite`]).
     pub at_ms: Option<i64>,
+    /// Only rows that pass these conditions (`--where`); all rows when empty. Every
+    /// selected table must have the columns it names.
+    pub filter: crate::filter::RowFilter,
 }
 
 /// What `--jobs` defaults to: one loader per core, at most 4.
@@ -105,6 +108,8 @@ pub struct PlannedTable {
     pub loaders: usize,
     #[serde(skip)]
     entry: TableEntry,
+    #[serde(skip)]
+    filter: crate::filter::BoundFilter,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +123,9 @@ pub struct RestorePlan {
     enums: Vec<PgEnum>,
     /// The instant restored to, for a point-in-time restore (unix ms).
     pub at_ms: Option<i64>,
+    /// The rows restored: only those passing these conditions (all when empty); the
+    /// plan's row counts are then the tables' totals, upper bounds.
+    pub filter: crate::filter::RowFilter,
     /// The instant whose state is restored: `at_ms` itself with PostgreSQL's replayed
     /// changes; for SQLite the newest captured state at or before it.
     pub as_of_ms: Option<i64>,
@@ -148,6 +156,11 @@ impl RestorePlan {
 
 /// Works out what a restore would do, checking the destination, without changing it.
 pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
+    if opts.at_ms.is_some() && !opts.filter.is_empty() {
+        return Err(Error::invalid(
+            "a restore to a point in time cannot also filter rows (--where): restore the instant into new tables, then copy the rows you need",
+        ));
+    }
     let (mut id, mut snapshot) = repo.find_snapshot(&opts.snapshot).await?;
     let mut pitr = None;
     let mut as_of = None;
@@ -272,10 +285,11 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             rows: entry.rows,
             bytes: entry.bytes,
             loaders: if staged { opts.jobs.max(1) } else { 1 },
+            filter: opts.filter.bind(entry, snapshot.source.engine)?,
             entry: entry.clone(),
         });
     }
-    order_by_references(&mut tables);
+    order_by_references(&mut tables, |t| &t.entry);
     if let Some(base) = &pitr {
         for t in &tables {
             if matches!(t.action, Action::Append) {
@@ -298,6 +312,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         dest_url: url,
         enums: snapshot.enums.clone(),
         at_ms: opts.at_ms,
+        filter: opts.filter.clone(),
         as_of_ms: as_of.map(|a| a.0),
         unchanged_until_ms: as_of.map(|a| a.1),
         pitr,
@@ -306,19 +321,19 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
 
 /// Referenced tables first, so foreign keys restore in a valid order (checks are also
 /// deferred to commit, which covers cycles).
-fn order_by_references(tables: &mut Vec<PlannedTable>) {
-    let mut ordered: Vec<PlannedTable> = Vec::with_capacity(tables.len());
+pub(crate) fn order_by_references<T>(tables: &mut Vec<T>, entry: impl Fn(&T) -> &TableEntry) {
+    let mut ordered: Vec<T> = Vec::with_capacity(tables.len());
     let mut rest = std::mem::take(tables);
     while !rest.is_empty() {
-        let names: Vec<String> = rest.iter().map(|t| t.source_table.clone()).collect();
+        let names: Vec<String> = rest.iter().map(|t| entry(t).name.clone()).collect();
         let ready = rest
             .iter()
             .position(|t| {
-                t.entry
-                    .schema
+                let e = entry(t);
+                e.schema
                     .references
                     .iter()
-                    .all(|r| r == &t.source_table || !names.contains(r))
+                    .all(|r| r == &e.name || !names.contains(r))
             })
             .unwrap_or(0);
         ordered.push(rest.remove(ready));
@@ -330,6 +345,10 @@ fn order_by_references(tables: &mut Vec<PlannedTable>) {
 pub struct RestoredTable {
     pub table: String,
     pub rows: u64,
+    /// What could not be restored with the table (a foreign key to a table the
+    /// destination lacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Runs a plan. Every table is checked against its checksum before the transaction
@@ -404,6 +423,7 @@ async fn execute_sqlite(
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
+                notes: Vec::new(),
             });
         }
         db.exec("COMMIT").await?;
@@ -511,13 +531,14 @@ async fn execute_postgres(
         create_schemas_and_types(&mut db, plan, None).await?;
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
-        for t in &plan.tables {
+        for (i, t) in plan.tables.iter().enumerate() {
             let stage = staged.get(&t.dest_table);
             let rows =
-                restore_pg_table(repo, &mut db, t, stage, &mut foreign_keys, progress).await?;
+                restore_pg_table(repo, &mut db, t, stage, i, &mut foreign_keys, progress).await?;
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
+                notes: Vec::new(),
             });
         }
         if let Some(base) = &plan.pitr {
@@ -544,8 +565,18 @@ async fn execute_postgres(
                 db.catch_up_sequences(&rel, &t.entry, &t.columns).await?;
             }
         }
-        for fk in foreign_keys {
-            db.exec(&fk).await?;
+        // A foreign key to a table that is neither restored nor in the destination
+        // cannot be added: the table comes back without it, and says so.
+        for (i, name, sql, condef) in foreign_keys {
+            if let Some(rel) = pg::referenced_relation(&condef)
+                && !db.relation_exists(&rel).await?
+            {
+                done[i].notes.push(format!(
+                    "foreign key {name} not restored: {rel} does not exist in the destination"
+                ));
+                continue;
+            }
+            db.exec(&sql).await?;
         }
         db.exec("COMMIT").await?;
         Ok(done)
@@ -715,8 +746,10 @@ async fn produce_rows(
         .iter()
         .map(|c| t.columns.contains(c))
         .collect();
+    let filtered = !t.filter.is_empty();
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
+    let mut kept = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let mut next = 0;
     let mut stream = crate::segment::table_stream(repo, e)?;
@@ -737,12 +770,31 @@ async fn produce_rows(
         };
         let end = memchr::memrchr(b'\n', &buf).map(|i| i + 1).unwrap_or(0);
         carry = buf.split_off(end);
-        if !all {
+        if filtered {
+            let mut out = Vec::with_capacity(buf.len());
+            if !buf.is_empty() {
+                for line in buf[..buf.len() - 1].split(|&b| b == b'\n') {
+                    if t.filter.matches(&crate::export::copy_fields(line)) {
+                        kept += 1;
+                        if all {
+                            out.extend_from_slice(line);
+                            out.push(b'\n');
+                        } else {
+                            project_copy_line(line, &keep, &mut out);
+                        }
+                    }
+                }
+            }
+            buf = out;
+        } else if !all {
+            kept += n;
             let mut out = Vec::with_capacity(buf.len());
             for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 project_copy_line(line, &keep, &mut out);
             }
             buf = out;
+        } else {
+            kept += n;
         }
         if !buf.is_empty() {
             senders[next % senders.len()]
@@ -758,7 +810,7 @@ async fn produce_rows(
             e.name, e.rows
         )));
     }
-    Ok(rows)
+    Ok(kept)
 }
 
 /// Restores one table inside the restore's transaction: creates it (or renames its
@@ -769,7 +821,8 @@ async fn restore_pg_table(
     db: &mut PgDb,
     t: &PlannedTable,
     staged: Option<&(String, u64)>,
-    foreign_keys: &mut Vec<String>,
+    index: usize,
+    foreign_keys: &mut Vec<(usize, String, String, String)>,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let e = &t.entry;
@@ -870,7 +923,7 @@ async fn restore_pg_table(
             }
             let sql = pg::constraint_sql(&schema, &table, &new_name(name), condef);
             if kind == "f" {
-                foreign_keys.push(sql)
+                foreign_keys.push((index, new_name(name), sql, condef.clone()))
             } else {
                 db.exec(&sql).await?
             }
@@ -938,6 +991,7 @@ async fn restore_table(
     let mut decoder = RowDecoder::new(e.stream_columns.len());
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
+    let mut kept = 0u64;
     let mut chunks = crate::segment::table_stream(repo, e)?;
     while let Some(chunk) = chunks.next().await {
         progress.check_abort()?;
@@ -946,6 +1000,11 @@ async fn restore_table(
         decoder.push(&chunk);
         let mut batch = 0u64;
         while let Some(row) = decoder.next_row()? {
+            batch += 1;
+            if !t.filter.matches(&row) {
+                continue;
+            }
+            kept += 1;
             let row = if t.columns.len() == e.stream_columns.len() {
                 row
             } else {
@@ -956,7 +1015,6 @@ async fn restore_table(
                     .collect()
             };
             db.insert(&insert, row).await?;
-            batch += 1;
         }
         rows += batch;
         progress.advanced(batch, chunk.len() as u64);
@@ -981,5 +1039,5 @@ async fn restore_table(
                 .await?;
         }
     }
-    Ok(rows)
+    Ok(kept)
 }

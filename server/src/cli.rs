@@ -29,6 +29,9 @@ pub enum Command {
     Snapshots(crate::engine_cmd::SnapshotsArgs),
     /// Restore tables from a snapshot into a database.
     Restore(crate::engine_cmd::RestoreArgs),
+    /// Show rows of a table inside a snapshot without restoring it: a page at a time,
+    /// filtered with --where or looked up by primary key with --key.
+    Show(crate::engine_cmd::ShowArgs),
     /// Check a repository: everything exists, and with --read-data, everything reads back.
     Verify(crate::engine_cmd::VerifyArgs),
     /// Remove snapshots a retention policy does not keep, and the data only they used.
@@ -142,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Capture(a) => crate::engine_cmd::run_capture(a).await,
         Command::Repair(a) => crate::engine_cmd::run_repair(a).await,
         Command::Drill(a) => crate::engine_cmd::run_drill(a).await,
+        Command::Show(a) => crate::engine_cmd::show(a).await,
         Command::ResetPassword { history, user } => {
             let db = history.open().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {

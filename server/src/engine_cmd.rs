@@ -115,7 +115,7 @@ pub struct RestoreArgs {
     pub repo: RepoArgs,
     /// The snapshot: `latest`, an id, or a unique prefix of one. With --at it only names
     /// the source (default: that of the latest snapshot).
-    #[arg(long, required_unless_present = "at")]
+    #[arg(long, required_unless_present_any = ["at", "to_file"])]
     pub snapshot: Option<String>,
     /// Restore the source as it was at this instant (RFC 3339, e.g.
     /// 2026-12-01T14:06:59Z). PostgreSQL: the latest snapshot before it plus the
@@ -124,12 +124,26 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub at: Option<String>,
     /// The database to restore into (same URL forms as `backup --source`).
-    #[arg(long)]
-    pub dest: String,
+    #[arg(long, required_unless_present = "to_file", conflicts_with = "to_file")]
+    pub dest: Option<String>,
+    /// Restore into a new file instead of a database: CSV or JSON lines (one table,
+    /// chosen with --include), SQL statements or a SQLite database (any tables). The
+    /// format comes from the extension (.csv, .jsonl, .sql, .sqlite) or --format.
+    #[arg(long, value_name = "FILE")]
+    pub to_file: Option<std::path::PathBuf>,
+    /// The file's format when its extension does not say: csv, jsonl, sql or sqlite.
+    #[arg(long, requires = "to_file")]
+    pub format: Option<String>,
     #[arg(long)]
     pub include: Vec<String>,
     #[arg(long)]
     pub columns: Vec<String>,
+    /// Only rows for which this holds (repeatable; all must hold): `COLUMN OP VALUE`
+    /// with OP one of = != < <= > >= or `contains`, or `COLUMN is null` / `is not
+    /// null`. Two conditions on the key give a key range: --where 'id >= 1000' --where
+    /// 'id < 2000'. Numbers compare as numbers, other values as text (binary order).
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub filter: Vec<String>,
     /// Restore table OLD as NEW (repeatable).
     #[arg(long)]
     pub rename: Vec<String>,
@@ -144,6 +158,33 @@ pub struct RestoreArgs {
     /// Print what would happen and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The snapshot: `latest`, an id, or a unique prefix of one.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    /// The table (`schema.table` for PostgreSQL); without it, the snapshot's tables are
+    /// listed.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Only rows for which this holds (repeatable), as in `restore --where`.
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub filter: Vec<String>,
+    /// Look up one row by its primary key: one value per key column, in key order.
+    #[arg(long, num_args = 1..)]
+    pub key: Vec<String>,
+    /// Skip this many matching rows.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Rows to show (at most 500).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub limit: u16,
     #[arg(long)]
     pub json: bool,
 }
@@ -641,9 +682,13 @@ fn parse_instant(s: &str) -> Result<i64> {
 
 pub async fn restore(a: RestoreArgs) -> Result<()> {
     let repo = a.repo.open().await?;
+    if let Some(path) = &a.to_file {
+        return restore_to_file(&repo, &a, path).await;
+    }
+    let dest = a.dest.clone().expect("clap requires --dest or --to-file");
     let opts = RestoreOptions {
         snapshot: a.snapshot.clone().unwrap_or_else(|| "latest".into()),
-        dest: Secret::new(a.dest.clone()),
+        dest: Secret::new(dest),
         selection: Selection {
             include: a.include,
             exclude: Vec::new(),
@@ -657,6 +702,7 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
             .unwrap_or_else(engine::restore::default_jobs),
         parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
         at_ms: a.at.as_deref().map(parse_instant).transpose()?,
+        filter: engine::filter::RowFilter::parse(&a.filter)?,
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
@@ -720,7 +766,195 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         }
         for t in &done {
             println!("restored table {}: {} rows", t.table, t.rows);
+            for note in &t.notes {
+                println!("  note: {note}");
+            }
         }
+    }
+    Ok(())
+}
+
+/// `tablesafe show`: a page of a table in a snapshot, or the snapshot's tables.
+pub async fn show(a: ShowArgs) -> Result<()> {
+    let repo = a.repo.open().await?;
+    let Some(table) = a.table.clone() else {
+        let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
+        if a.json {
+            let tables: Vec<_> = snap
+                .tables
+                .iter()
+                .map(|t| json!({ "table": t.name, "rows": t.rows, "columns": t.stream_columns }))
+                .collect();
+            println!("{}", json!({ "snapshot": id, "tables": tables }));
+        } else {
+            println!(
+                "snapshot {} has {} table(s); choose one with --table:",
+                &id[..12],
+                snap.tables.len()
+            );
+            for t in &snap.tables {
+                println!(
+                    "  {} ({} rows): {}",
+                    t.name,
+                    t.rows,
+                    t.stream_columns.join(", ")
+                );
+            }
+        }
+        return Ok(());
+    };
+    let page = engine::browse::browse(
+        &repo,
+        &engine::browse::BrowseQuery {
+            snapshot: a.snapshot.clone(),
+            table,
+            filter: engine::filter::RowFilter::parse(&a.filter)?,
+            key: a.key.clone(),
+            offset: a.offset,
+            limit: usize::from(a.limit),
+        },
+    )
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string(&page)?);
+        return Ok(());
+    }
+    print!("{}", page_text(&page));
+    Ok(())
+}
+
+/// A page of rows as an aligned text table, with where it sits in the table.
+fn page_text(page: &engine::browse::BrowsePage) -> String {
+    let cell = |v: &Option<String>| match v {
+        None => "NULL".to_string(),
+        Some(s) => s.replace('\n', "\\n").replace('\t', "\\t"),
+    };
+    let mut widths: Vec<usize> = page.columns.iter().map(|c| c.chars().count()).collect();
+    for row in &page.rows {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell(v).chars().count()).min(60);
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}", w = *w)
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(page.columns.clone()));
+    out.push('\n');
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-"),
+    );
+    out.push('\n');
+    for row in &page.rows {
+        out.push_str(&line(row.iter().map(cell).collect()));
+        out.push('\n');
+    }
+    let first = page.offset + 1;
+    let last = page.offset + page.rows.len() as u64;
+    out.push_str(&if page.rows.is_empty() {
+        format!(
+            "no matching rows (table {} of snapshot {}: {} rows)\n",
+            page.table,
+            &page.snapshot[..12],
+            page.table_rows
+        )
+    } else {
+        format!(
+            "rows {first}–{last} of the matches{} (table {} of snapshot {}: {} rows){}\n",
+            if page.more { ", more follow" } else { "" },
+            page.table,
+            &page.snapshot[..12],
+            page.table_rows,
+            if page.more {
+                format!("; next page: --offset {last}")
+            } else {
+                String::new()
+            }
+        )
+    });
+    out
+}
+
+/// `restore --to-file`: a snapshot's tables written to a new file.
+async fn restore_to_file(
+    repo: &engine::repo::Repository,
+    a: &RestoreArgs,
+    path: &std::path::Path,
+) -> Result<()> {
+    use engine::export::FileFormat;
+    if a.at.is_some() {
+        bail!(
+            "--at cannot be combined with --to-file: restore to a point in time into a database, then export from there"
+        );
+    }
+    if !a.rename.is_empty() || a.mode != "create" || a.jobs.is_some() {
+        bail!("--rename, --mode and --jobs apply to a database restore, not --to-file");
+    }
+    let format = match &a.format {
+        Some(f) => FileFormat::parse(f)?,
+        None => FileFormat::from_path(path)?,
+    };
+    let selection = Selection {
+        include: a.include.clone(),
+        exclude: Vec::new(),
+        columns: Selection::parse_columns(&a.columns)?,
+    };
+    let snapshot = a.snapshot.clone().unwrap_or_else(|| "latest".into());
+    let filter = engine::filter::RowFilter::parse(&a.filter)?;
+    let plan = engine::export::plan(repo, &snapshot, &selection, &filter, format).await?;
+    if a.dry_run {
+        if a.json {
+            println!("{}", json!({ "dry_run": true, "plan": plan }));
+        } else {
+            println!(
+                "dry run: snapshot {} to {} ({}) would write:",
+                &plan.snapshot[..12],
+                path.display(),
+                format.extension()
+            );
+            for t in &plan.tables {
+                println!(
+                    "  table {}: {} rows, {} columns",
+                    t.table,
+                    t.rows,
+                    t.columns.len()
+                );
+            }
+            println!("nothing was written");
+        }
+        return Ok(());
+    }
+    let progress = CliProgress::new(a.json);
+    let result = engine::export::write_file(repo, &plan, path, &progress).await;
+    progress.done();
+    let written = result?;
+    if a.json {
+        println!("{}", json!({ "snapshot": plan.snapshot, "file": written }));
+    } else {
+        for t in &written.tables {
+            println!("wrote table {}: {} rows", t.table, t.rows);
+        }
+        println!(
+            "{} ({}, {}) from snapshot {}",
+            written.path,
+            format.extension(),
+            size(written.bytes),
+            &plan.snapshot[..12]
+        );
     }
     Ok(())
 }

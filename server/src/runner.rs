@@ -277,6 +277,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 jobs: engine::restore::default_jobs(),
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
                 at_ms,
+                filter: Default::default(),
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
             let replaced: Vec<String> = plan
@@ -340,6 +341,9 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 .await;
             }
             let done = engine::restore::execute(&repo, &plan, progress).await?;
+            for note in done.iter().flat_map(|t| &t.notes) {
+                let _ = store::log(&state.db, job.id, "warn", note).await;
+            }
             Ok((
                 json!({ "snapshot": snap.snapshot_id, "dest": dest.name, "tables": done,
                         "safety_snapshot": safety_snapshot }),

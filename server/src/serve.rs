@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::metrics_handler))
         .route("/audit.csv", get(audit_csv))
         .route("/drills.csv", get(drills_csv))
+        .route("/snapshots/{id}/export", get(export_snapshot))
         .route(
             "/hooks/policies/{id}/backup",
             axum::routing::post(trigger_backup),
@@ -330,6 +331,28 @@ async fn audit_csv(
 
 /// Every restore drill's evidence as CSV (admins and auditors), newest first, with the
 /// full report (JSON) in the last column. The export itself is audited.
+/// `GET /snapshots/{id}/export?format=…&table=…`: a download of a snapshot's rows
+/// (`app::api::browse`).
+async fn export_snapshot(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+    headers: http::HeaderMap,
+) -> Response {
+    let user = match session::from_headers(&state, &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let ctx = app::ssr::ctx::Ctx {
+        state,
+        user,
+        address: peer.ip().to_string(),
+    };
+    app::api::browse::ssr::export_response(ctx, id, query).await
+}
+
 async fn drills_csv(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,

@@ -400,6 +400,7 @@ pub(crate) async fn plan_restore(
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: req.at_ms,
+        filter: Default::default(),
     };
     let plan = engine::restore::plan(&repo, &opts)
         .await
@@ -462,38 +463,13 @@ pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppE
 /// (`(from, to)`, unix ms), if it has any (PostgreSQL with continuous capture).
 #[server(endpoint = "snapshots/range")]
 pub async fn restorable_range(id: i64) -> Result<Option<(i64, i64)>, AppError> {
-    use crate::api::internal;
-    use crate::api::sources::visible_source;
     use crate::auth::Perm;
-    use crate::ssr::secrets::Kind;
-    use crate::ssr::{ctx, store};
+    use crate::ssr::ctx;
     let c = ctx::authorize(Perm::RestoreNew, "snapshot.range").await?;
-    let db = &c.state.db;
-    let snap = store::snapshot(db, id)
-        .await
-        .map_err(|e| internal("loading a snapshot", e))?
-        .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
-    match snap.source_id {
-        Some(sid) => {
-            visible_source(&c, sid).await?;
-        }
-        None if c.can(Perm::SeeAll) => {}
-        None => return Err(AppError::NotFound("Snapshot".into())),
-    }
-    let target = store::target(db, snap.target_id)
-        .await
-        .map_err(|e| internal("loading a target", e))?
-        .ok_or_else(|| AppError::NotFound("Target".into()))?;
-    let password = c
-        .state
-        .secrets
-        .open(Kind::RepositoryPassword, &target.sealed_password)
-        .map_err(|e| internal("opening a password", e))?;
-    let repo = crate::ssr::open_target(&c.state, &target, &password)
-        .await
-        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let opened = crate::api::browse::ssr::open_snapshot(&c, id).await?;
+    let repo = opened.repo;
     let manifest = repo
-        .load_snapshot_by_id(&snap.snapshot_id)
+        .load_snapshot_by_id(&opened.row.snapshot_id)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
     let ranges = engine::capture::ranges(&repo)

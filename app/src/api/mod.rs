@@ -3,6 +3,7 @@
 //! role, refusals audited), validates with `crate::forms`, calls plain functions in
 //! `crate::ssr`, and audits what it changed or ran.
 
+pub mod browse;
 pub mod drills;
 pub mod history;
 pub mod jobs;

@@ -35,96 +35,99 @@ pub fn BackupsPage() -> impl IntoView {
         }
     });
     view! {
-        <Title text="Backups"/>
-        <h1>"Backups"</h1>
-        <Suspense fallback=|| ()>
-            {move || Suspend::new(async move {
-                let (policies, sources) = filters.await;
-                view! {
-                    <form class="filters" method="get" action="/backups" aria-label="Filter backups">
-                        <label for="policy">"Policy"</label>
-                        <select id="policy" name="policy">
-                            <option value="0">"any"</option>
-                            {policies.into_iter().map(|p| view! { <option value=p.id.to_string() selected=move || policy() == p.id>{p.name}</option> }).collect_view()}
-                        </select>
-                        <label for="source">"Source"</label>
-                        <select id="source" name="source">
-                            <option value="0">"any"</option>
-                            {sources.into_iter().map(|s| view! { <option value=s.id.to_string() selected=move || source() == s.id>{s.name}</option> }).collect_view()}
-                        </select>
-                        <button type="submit" class="secondary">"Filter"</button>
-                    </form>
-                }
-            })}
-        </Suspense>
-        <ErrorLine error=general_error(verify)/>
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match snaps.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No snapshots."</p> }.into_any(),
-                    Ok(list) => {
-                        let next = list.last().map(|s| (s.time_ms, s.id));
-                        let full = list.len() as i64 == crate::api::PAGE;
-                        view! {
-                            <table class="list" data-testid="snapshots">
-                                <thead><tr><th>"Time"</th><th>"Policy"</th><th>"Source → target"</th><th>"Tables"</th><th>"Rows"</th><th>"Stored"</th><th>"Took"</th><th>"Verified"</th><th></th></tr></thead>
-                                <tbody>
-                                    {list.into_iter().map(|s| {
-                                        let id = s.id;
-                                        view! {
-                                            <tr data-testid=format!("snapshot-{}", &s.snapshot_id[..12])>
-                                                <td>{time(s.time_ms)}<br/><span class="mono muted">{s.snapshot_id[..12].to_string()}</span></td>
-                                                <td>{s.policy.clone()}</td>
-                                                <td>{format!("{} → {}", s.source, s.target)}
-                                                    {s.copy_of.map(|_| view! { <br/><span class="muted">"(a copy)"</span> })}
-                                                    {(!s.copies.is_empty()).then(|| view! {
-                                                        <ul class="copies" data-testid="copies">
-                                                            {s.copies.iter().map(|c| view! {
-                                                                <li data-testid=format!("copy-{}", c.target)>
-                                                                    {format!("{}: {}", c.target, if c.complete { "copy complete" } else { "not copied yet" })}
-                                                                </li>
-                                                            }).collect_view()}
-                                                        </ul>
-                                                    })}
-                                                </td>
-                                                <td>
-                                                    <details>
-                                                        <summary>{s.tables}</summary>
-                                                        <ul class="tables">
-                                                            {s.details.iter().map(|t| view! {
-                                                                <li>{format!("{}: {} rows, {}{}", t.name, t.rows, bytes(t.bytes as i64),
-                                                                    if t.segment == "delta" { " (incremental)" } else { "" })}</li>
-                                                            }).collect_view()}
-                                                        </ul>
-                                                    </details>
-                                                </td>
-                                                <td class="num">{s.rows}</td>
-                                                <td class="num">{bytes(s.bytes_stored)}</td>
-                                                <td class="num">{duration(s.duration_ms)}</td>
-                                                <td data-testid="verified">{match s.verified_ok {
-                                                    None => "not yet".to_string(),
-                                                    Some(true) => format!("ok, {}", s.verified_at.map(time).unwrap_or_default()),
-                                                    Some(false) => "DAMAGED".to_string(),
-                                                }}</td>
-                                                <td class="actions">
-                                                    <IfCan perm=Perm::RunJobs>
-                                                        <button class="secondary" on:click=move |_| { verify.dispatch(VerifySnapshot { id }); }>"Verify"</button>
-                                                    </IfCan>
-                                                    <a class="button" href=format!("/restores?snapshot={id}")>"Restore"</a>
-                                                </td>
-                                            </tr>
-                                        }
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                            {(full).then(|| next.map(|(t, i)| view! {
-                                <p><a href=format!("/backups?policy={}&source={}&before_time={t}&before_id={i}", policy(), source())>"Older snapshots →"</a></p>
-                            }))}
-                        }.into_any()
+            <Title text="Backups"/>
+            <h1>"Backups"</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let (policies, sources) = filters.await;
+                    view! {
+                        <form class="filters" method="get" action="/backups" aria-label="Filter backups">
+                            <label for="policy">"Policy"</label>
+                            <select id="policy" name="policy">
+                                <option value="0">"any"</option>
+                                {policies.into_iter().map(|p| view! { <option value=p.id.to_string() selected=move || policy() == p.id>{p.name}</option> }).collect_view()}
+                            </select>
+                            <label for="source">"Source"</label>
+                            <select id="source" name="source">
+                                <option value="0">"any"</option>
+                                {sources.into_iter().map(|s| view! { <option value=s.id.to_string() selected=move || source() == s.id>{s.name}</option> }).collect_view()}
+                            </select>
+                            <button type="submit" class="secondary">"Filter"</button>
+                        </form>
                     }
-                }
-            })}
-        </Transition>
-    }
+                })}
+            </Suspense>
+            <ErrorLine error=general_error(verify)/>
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match snaps.await {
+                        Err(e) => failed(e),
+                        Ok(list) if list.is_empty() => view! { <p class="muted">"No snapshots."</p> }.into_any(),
+                        Ok(list) => {
+                            let next = list.last().map(|s| (s.time_ms, s.id));
+                            let full = list.len() as i64 == crate::api::PAGE;
+                            view! {
+                                <table class="list" data-testid="snapshots">
+                                    <thead><tr><th>"Time"</th><th>"Policy"</th><th>"Source → target"</th><th>"Tables"</th><th>"Rows"</th><th>"Stored"</th><th>"Took"</th><th>"Verified"</th><th></th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|s| {
+                                            let id = s.id;
+                                            view! {
+                                                <tr data-testid=format!("snapshot-{}", &s.snapshot_id[..12])>
+                                                    <td>{time(s.time_ms)}<br/><span class="mono muted">{s.snapshot_id[..12].to_string()}</span></td>
+                                                    <td>{s.policy.clone()}</td>
+                                                    <td>{format!("{} → {}", s.source, s.target)}
+                                                        {s.copy_of.map(|_| view! { <br/><span class="muted">"(a copy)"</span> })}
+                                                        {(!s.copies.is_empty()).then(|| view! {
+                                                            <ul class="copies" data-testid="copies">
+                                                                {s.copies.iter().map(|c| view! {
+                                                                    <li data-testid=format!("copy-{}", c.target)>
+                                                                        {format!("{}: {}", c.target, if c.complete { "copy complete" } else { "not copied yet" })}
+                                                                    </li>
+                                                                }).collect_view()}
+                                                            </ul>
+                                                        })}
+                                                    </td>
+                                                    <td>
+                                                        <details>
+                                                            <summary>{s.tables}</summary>
+                                                            <ul class="tables">
+                                                                {s.details.iter().map(|t| view! {
+                                                                    <li>{format!("{}: {} rows, {}{}", t.name, t.rows, bytes(t.bytes as i64),
+                                                                        if t.segment == "delta" { " (incremental)" } else { "" })}</li>
+                                                                }).collect_view()}
+                                                            </ul>
+                                                        </details>
+                                                    </td>
+                                                    <td class="num">{s.rows}</td>
+                                                    <td class="num">{bytes(s.bytes_stored)}</td>
+                                                    <td class="num">{duration(s.duration_ms)}</td>
+                                                    <td data-testid="verified">{match s.verified_ok {
+                                                        None => "not yet".to_string(),
+                                                        Some(true) => format!("ok, {}", s.verified_at.map(time).unwrap_or_default()),
+                                                        Some(false) => "DAMAGED".to_string(),
+                                                    }}</td>
+                                                    <td class="actions">
+                                                        <IfCan perm=Perm::RunJobs>
+                                                            <button class="secondary" on:click=move |_| { verify.dispatch(VerifySnapshot { id }); }>"Verify"</button>
+                                                        </IfCan>
+    <IfCan perm=Perm::RestoreNew>
+                                                            <a class="button secondary" href=format!("/backups/{id}") data-testid="browse">"Browse"</a>
+                                                        </IfCan>
+                                                        <a class="button" href=format!("/restores?snapshot={id}")>"Restore"</a>
+                                                    </td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                                {(full).then(|| next.map(|(t, i)| view! {
+                                    <p><a href=format!("/backups?policy={}&source={}&before_time={t}&before_id={i}", policy(), source())>"Older snapshots →"</a></p>
+                                }))}
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Transition>
+        }
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod backups;
+pub mod browse;
 pub mod dashboard;
 pub mod drills;
 pub mod jobs;

@@ -197,6 +197,15 @@ impl PgDb {
             .ok_or_else(|| Error::Other(format!("{table}.{column} has no sequence")))
     }
 
+    /// Whether a relation named as SQL text (`"Sales".items`) exists.
+    pub async fn relation_exists(&mut self, rel: &str) -> Result<bool> {
+        sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+            .bind(rel)
+            .fetch_one(&mut self.conn)
+            .await
+            .context(|| format!("looking for {rel}"))
+    }
+
     pub async fn count_all(&mut self, rel: &str) -> Result<u64> {
         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {rel}"))
             .fetch_one(&mut self.conn)
@@ -561,6 +570,21 @@ pub fn index_sql(def: &str, schema: &str, table: &str, name: &str) -> Option<Str
     ))
 }
 
+/// The table a `FOREIGN KEY (…) REFERENCES rel(…)` constraint definition names, as
+/// `pg_get_constraintdef` printed it (quoted and qualified as needed).
+pub fn referenced_relation(condef: &str) -> Option<String> {
+    let rest = &condef[condef.find(" REFERENCES ")? + " REFERENCES ".len()..];
+    let mut in_quotes = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '(' if !in_quotes => return Some(rest[..i].trim().to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Counts rows in COPY text: one line per row (newlines inside values are escaped).
 pub fn count_lines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
@@ -577,6 +601,22 @@ mod tests {
             index_sql(def, "s", "t2", "t2_odd idx").unwrap(),
             "CREATE UNIQUE INDEX \"t2_odd idx\" ON \"s\".\"t2\" USING btree (lower(name)) WHERE (x > 1)"
         );
+    }
+
+    #[test]
+    fn foreign_keys_name_the_table_they_reference() {
+        assert_eq!(
+            referenced_relation("FOREIGN KEY (item) REFERENCES \"Sales\".items(id)").as_deref(),
+            Some("\"Sales\".items")
+        );
+        assert_eq!(
+            referenced_relation(
+                "FOREIGN KEY (a, b) REFERENCES \"odd (name\"(x, y) ON DELETE CASCADE"
+            )
+            .as_deref(),
+            Some("\"odd (name\"")
+        );
+        assert_eq!(referenced_relation("CHECK (x > 0)"), None);
     }
 
     #[test]

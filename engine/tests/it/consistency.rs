@@ -391,6 +391,7 @@ async fn restore_pg(repo: &Repository, id: &str, url: &str, jobs: usize, paralle
         jobs,
         parallel_min_bytes,
         at_ms: None,
+        filter: Default::default(),
     };
     let plan = engine::restore::plan(repo, &opts).await.unwrap();
     engine::restore::execute(repo, &plan, &NoProgress)

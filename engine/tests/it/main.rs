@@ -5,6 +5,7 @@
 mod consistency;
 mod damage;
 mod drill;
+mod export;
 mod fidelity;
 mod incremental;
 mod pitr;

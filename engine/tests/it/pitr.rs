@@ -237,6 +237,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
             jobs: 1,
             parallel_min_bytes: u64::MAX,
             at_ms: Some(if i == 2 { at + 999 } else { *at }),
+            filter: Default::default(),
         };
         let plan = engine::restore::plan(&repo, &r).await.unwrap();
         assert_eq!(plan.snapshot, base.id, "the only snapshot is the base");
@@ -268,6 +269,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: Some(instants[0].0),
+        filter: Default::default(),
     };
     let err = engine::restore::plan(&repo, &r)
         .await
@@ -331,6 +333,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: Some(instants[2].0),
+        filter: Default::default(),
     };
     let plan = engine::restore::plan(&repo, &r).await.unwrap();
     assert!(
@@ -484,6 +487,7 @@ async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: Some(at_ms),
+        filter: Default::default(),
     };
     let dest = pg.create_database("after").unwrap();
     crate::support::restore(&repo, &restore_at(at, dest.clone()))

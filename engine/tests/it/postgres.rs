@@ -133,6 +133,7 @@ fn pg_opts(url: &str, dest: &str) -> (BackupOptions, RestoreOptions) {
             jobs: 1,
             parallel_min_bytes: u64::MAX,
             at_ms: None,
+            filter: Default::default(),
         },
     )
 }

@@ -68,6 +68,7 @@ pub fn restore_opts(dest: &Path) -> RestoreOptions {
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: None,
+        filter: Default::default(),
     }
 }
 
