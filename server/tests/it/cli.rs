@@ -820,3 +820,164 @@ fn backups_killed_at_twenty_random_moments_leave_the_repository_whole() {
         query(&db, digest)
     );
 }
+
+/// `tablesafe show` and `restore --to-file` / `--where` as a script uses them.
+#[test]
+fn show_and_restore_to_a_file_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60)
+         INSERT INTO orders SELECT i, 'c' || (i % 4), i * 1.5 FROM n;
+         UPDATE orders SET customer = NULL WHERE id = 3;
+         CREATE TABLE notes (body TEXT);",
+    );
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&tablesafe(&[
+        "backup",
+        "--source",
+        &format!("sqlite://{}", db.display()),
+        "--repo",
+        repo,
+    ]));
+
+    let out = ok(&tablesafe(&["show", "--repo", repo]));
+    assert!(
+        out.contains("orders (60 rows): id, customer, total"),
+        "{out}"
+    );
+    let out = ok(&tablesafe(&[
+        "show", "--repo", repo, "--table", "orders", "--limit", "3",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "id | customer | total");
+    assert_eq!(lines[2], "1  | c1       | 1.5");
+    assert_eq!(lines[4], "3  | NULL     | 4.5");
+    assert!(
+        lines[5].contains("rows 1–3") && lines[5].ends_with("next page: --offset 3"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&tablesafe(&[
+        "show", "--repo", repo, "--table", "orders", "--key", "42", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["rows"], serde_json::json!([["42", "c2", "63.0"]]));
+    let json: serde_json::Value = serde_json::from_str(&ok(&tablesafe(&[
+        "show",
+        "--repo",
+        repo,
+        "--table",
+        "orders",
+        "--where",
+        "customer = c0",
+        "--where",
+        "total > 60",
+        "--json",
+    ])))
+    .unwrap();
+    let ids: Vec<&str> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["44", "48", "52", "56", "60"]);
+    let e = fails(&tablesafe(&[
+        "show",
+        "--repo",
+        repo,
+        "--table",
+        "orders",
+        "--where",
+        "colour = red",
+    ]));
+    assert!(e.contains("no column \"colour\""), "{e}");
+
+    // To a file: the format from the extension; one table per CSV; never over a file.
+    let csv = dir.path().join("orders.csv");
+    let out = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--to-file",
+        csv.to_str().unwrap(),
+        "--include",
+        "orders",
+        "--where",
+        "id <= 3",
+    ]));
+    assert!(out.contains("wrote table orders: 3 rows"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "\"id\",\"customer\",\"total\"\r\n1,c1,1.5\r\n2,c2,3.0\r\n3,,4.5\r\n"
+    );
+    let e = fails(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--to-file",
+        csv.to_str().unwrap(),
+        "--include",
+        "orders",
+    ]));
+    assert!(e.contains("already exists"), "{e}");
+    let e = fails(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--to-file",
+        dir.path().join("all.csv").to_str().unwrap(),
+    ]));
+    assert!(e.contains("one table") && e.contains("notes"), "{e}");
+    let e = fails(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--to-file",
+        dir.path().join("x.txt").to_str().unwrap(),
+    ]));
+    assert!(e.contains(".csv, .jsonl, .sql or .sqlite"), "{e}");
+    let dump = dir.path().join("dump");
+    let out = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--to-file",
+        dump.to_str().unwrap(),
+        "--format",
+        "sqlite",
+        "--json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["file"]["tables"][0]["rows"], 60);
+    assert_eq!(
+        query(&dump, "SELECT count(*), sum(total) FROM orders"),
+        "[(60, 2745.0)]"
+    );
+
+    // A key range restored into a database.
+    let dest = dir.path().join("dest.db");
+    let out = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &format!("sqlite://{}", dest.display()),
+        "--include",
+        "orders",
+        "--where",
+        "id > 10",
+        "--where",
+        "id <= 20",
+    ]));
+    assert!(out.contains("restored table orders: 10 rows"), "{out}");
+    assert_eq!(
+        query(&dest, "SELECT min(id), max(id) FROM orders"),
+        "[(11, 20)]"
+    );
+}

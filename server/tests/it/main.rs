@@ -7,6 +7,7 @@ mod consistency;
 mod console;
 mod copies;
 mod drills;
+mod export;
 mod harness;
 mod history_db;
 mod jobs;

@@ -547,6 +547,18 @@ async fn role_matrix(database_url: Option<&str>) {
             Box::new(move |_| form("snapshots/range", vec![("id", snapshot.to_string())])),
             &["admin", "operator", "requester"],
         ),
+        (
+            Box::new(move |_| {
+                (
+                    "snapshots/browse".into(),
+                    vec![],
+                    Some(
+                        json!({"id": snapshot, "table": "", "filters": [], "key": [], "offset": 0}),
+                    ),
+                )
+            }),
+            &["admin", "operator", "requester"],
+        ),
         // Everyone may change their own password (here with a wrong current one: refused
         // for that reason, not for the role).
         (
