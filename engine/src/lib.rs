@@ -169,6 +169,7 @@ pub mod drill;
 pub mod error;
 pub mod export;
 pub mod filter;
+pub mod merge;
 pub mod model;
 pub mod progress;
 pub mod prune;

@@ -37,6 +37,26 @@ pub enum Mode {
     Replace,
     /// Insert into the existing table.
     Append,
+    /// Into the existing table by key: backup rows replace rows with the same key,
+    /// the others are inserted ([`crate::merge`]).
+    Upsert,
+    /// Into the existing table by key: only rows whose key it lacks are inserted.
+    SkipExisting,
+    /// Into the existing table by key: the rows the restore covers (all, or those
+    /// matching the filter) become the backup's, deleting those the backup lacks.
+    ReplaceRows,
+}
+
+impl Mode {
+    /// How a merge mode meets existing rows (`None` for create, replace, append).
+    pub fn merge(self) -> Option<crate::merge::MergeMode> {
+        match self {
+            Mode::Upsert => Some(crate::merge::MergeMode::Upsert),
+            Mode::SkipExisting => Some(crate::merge::MergeMode::SkipExisting),
+            Mode::ReplaceRows => Some(crate::merge::MergeMode::ReplaceRows),
+            Mode::Create | Mode::Replace | Mode::Append => None,
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -46,8 +66,11 @@ impl std::str::FromStr for Mode {
             "create" => Ok(Mode::Create),
             "replace" => Ok(Mode::Replace),
             "append" => Ok(Mode::Append),
+            "upsert" => Ok(Mode::Upsert),
+            "skip-existing" => Ok(Mode::SkipExisting),
+            "replace-rows" => Ok(Mode::ReplaceRows),
             other => Err(Error::invalid(format!(
-                "unknown restore mode {other:?}: use create, replace or append"
+                "unknown restore mode {other:?}: use create, replace, append, upsert, skip-existing or replace-rows"
             ))),
         }
     }
@@ -94,6 +117,28 @@ pub enum Action {
     Create,
     Replace,
     Append,
+    Upsert,
+    #[serde(rename = "skip-existing")]
+    SkipExisting,
+    #[serde(rename = "replace-rows")]
+    ReplaceRows,
+}
+
+impl Action {
+    /// The merge an action does into an existing table, if it is one.
+    pub fn merge(&self) -> Option<crate::merge::MergeMode> {
+        match self {
+            Action::Upsert => Some(crate::merge::MergeMode::Upsert),
+            Action::SkipExisting => Some(crate::merge::MergeMode::SkipExisting),
+            Action::ReplaceRows => Some(crate::merge::MergeMode::ReplaceRows),
+            Action::Create | Action::Replace | Action::Append => None,
+        }
+    }
+
+    /// Whether the table is created (or dropped and created) by the restore.
+    pub fn creates(&self) -> bool {
+        matches!(self, Action::Create | Action::Replace)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +155,9 @@ pub struct PlannedTable {
     entry: TableEntry,
     #[serde(skip)]
     filter: crate::filter::BoundFilter,
+    /// Merge modes: the key rows are matched on.
+    #[serde(skip)]
+    key: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +188,17 @@ impl PlannedTable {
     /// The table's manifest entry.
     pub(crate) fn entry(&self) -> &TableEntry {
         &self.entry
+    }
+
+    fn merge_table(&self, mode: crate::merge::MergeMode) -> crate::merge::MergeTable<'_> {
+        crate::merge::MergeTable {
+            entry: &self.entry,
+            dest: &self.dest_table,
+            columns: &self.columns,
+            key: self.key.clone(),
+            mode,
+            filter: &self.filter,
+        }
     }
 }
 
@@ -270,13 +329,27 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                     url.display()
                 )));
             }
+            (Mode::Upsert | Mode::SkipExisting | Mode::ReplaceRows, false) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} does not exist in {}: nothing to merge into (restore it with --mode create)",
+                    url.display()
+                )));
+            }
+            (Mode::Upsert, true) => Action::Upsert,
+            (Mode::SkipExisting, true) => Action::SkipExisting,
+            (Mode::ReplaceRows, true) => Action::ReplaceRows,
             (Mode::Create, false) | (Mode::Replace, false) => Action::Create,
             (Mode::Replace, true) => Action::Replace,
             (Mode::Append, true) => Action::Append,
         };
         let staged = dest_engine == Engine::Postgres
-            && !matches!(action, Action::Append)
+            && action.creates()
             && entry.bytes >= opts.parallel_min_bytes;
+        let key = if action.merge().is_some() {
+            crate::merge::check(entry, &columns)?
+        } else {
+            Vec::new()
+        };
         tables.push(PlannedTable {
             source_table: entry.name.clone(),
             dest_table,
@@ -286,15 +359,16 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             bytes: entry.bytes,
             loaders: if staged { opts.jobs.max(1) } else { 1 },
             filter: opts.filter.bind(entry, snapshot.source.engine)?,
+            key,
             entry: entry.clone(),
         });
     }
     order_by_references(&mut tables, |t| &t.entry);
     if let Some(base) = &pitr {
         for t in &tables {
-            if matches!(t.action, Action::Append) {
+            if !t.action.creates() {
                 return Err(Error::invalid(
-                    "restore to a point in time creates or replaces tables; append is not possible",
+                    "restore to a point in time creates or replaces tables; append and merges are not possible",
                 ));
             }
             if !crate::capture::captured_throughout(&base.segments, &t.source_table) {
@@ -349,6 +423,10 @@ pub struct RestoredTable {
     /// destination lacks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Merge modes: rows inserted, updated, unchanged and deleted (in a dry run, what
+    /// would be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeCounts>,
 }
 
 /// Runs a plan. Every table is checked against its checksum before the transaction
@@ -358,6 +436,32 @@ pub async fn execute(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<Vec<RestoredTable>> {
+    run(repo, plan, progress, false).await
+}
+
+/// The dry run of a plan's merges (upsert, skip-existing, replace-rows): the same work
+/// as [`execute`] on those tables, rolled back, so each table's counts (inserted,
+/// updated, unchanged, deleted) are exactly what running it would do now. Tables the
+/// plan creates, replaces or appends to are left out.
+pub async fn diff(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let mut merges = plan.clone();
+    merges.tables.retain(|t| t.action.merge().is_some());
+    if merges.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    run(repo, &merges, progress, true).await
+}
+
+async fn run(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
     // A shared lock keeps a concurrent prune from deleting the packs being read if the
     // snapshot is forgotten meanwhile. Best effort: a read-only target still restores.
     let lock = repo
@@ -365,8 +469,8 @@ pub async fn execute(
         .await
         .ok();
     let result = match &plan.dest_url {
-        SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress).await,
-        SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress).await,
+        SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress, dry).await,
+        SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress, dry).await,
     };
     if let Some(lock) = lock {
         lock.release().await;
@@ -410,6 +514,7 @@ async fn execute_sqlite(
     plan: &RestorePlan,
     path: &std::path::Path,
     progress: &dyn Progress,
+    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
     let mut db = SqliteDb::open_write(path).await?;
     db.exec("BEGIN IMMEDIATE").await?;
@@ -418,15 +523,24 @@ async fn execute_sqlite(
         let mut done = Vec::new();
         for t in &plan.tables {
             progress.table_started(&t.dest_table, Some(t.rows));
-            let rows = restore_table(repo, &mut db, t, progress).await?;
+            let (rows, merge) = match t.action.merge() {
+                Some(mode) => {
+                    let m = t.merge_table(mode);
+                    let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
+                    let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
+                    (rows, Some(crate::merge::apply_sqlite(&mut db, &m).await?))
+                }
+                None => (restore_table(repo, &mut db, t, progress).await?, None),
+            };
             progress.table_finished(&t.dest_table);
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
                 notes: Vec::new(),
+                merge,
             });
         }
-        db.exec("COMMIT").await?;
+        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
         Ok(done)
     }
     .await;
@@ -507,6 +621,7 @@ async fn execute_postgres(
     repo: &Repository,
     plan: &RestorePlan,
     progress: &dyn Progress,
+    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
     let SourceUrl::Postgres(secret) = &plan.dest_url else {
         unreachable!("checked by the caller")
@@ -532,6 +647,23 @@ async fn execute_postgres(
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
+            if let Some(mode) = t.action.merge() {
+                let m = t.merge_table(mode);
+                crate::merge::prepare_postgres(&mut db, &m).await?;
+                progress.table_started(&t.dest_table, Some(t.rows));
+                let stage = crate::merge::PG_STAGE;
+                let sql = format!("COPY {stage} ({}) FROM STDIN", column_list(&t.columns));
+                let rows = load(repo, t, vec![&mut db.conn], &sql, stage, progress).await?;
+                progress.table_finished(&t.dest_table);
+                let counts = crate::merge::apply_postgres(&mut db, &m).await?;
+                done.push(RestoredTable {
+                    table: t.dest_table.clone(),
+                    rows,
+                    notes: Vec::new(),
+                    merge: Some(counts),
+                });
+                continue;
+            }
             let stage = staged.get(&t.dest_table);
             let rows =
                 restore_pg_table(repo, &mut db, t, stage, i, &mut foreign_keys, progress).await?;
@@ -539,6 +671,7 @@ async fn execute_postgres(
                 table: t.dest_table.clone(),
                 rows,
                 notes: Vec::new(),
+                merge: None,
             });
         }
         if let Some(base) = &plan.pitr {
@@ -578,7 +711,7 @@ async fn execute_postgres(
             }
             db.exec(&sql).await?;
         }
-        db.exec("COMMIT").await?;
+        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
         Ok(done)
     }
     .await;
@@ -973,11 +1106,6 @@ async fn restore_table(
         };
         db.exec(&create).await?;
     }
-    let keep: Vec<bool> = e
-        .stream_columns
-        .iter()
-        .map(|c| t.columns.contains(c))
-        .collect();
     let insert = format!(
         "INSERT INTO {} ({}) VALUES ({})",
         quote(&t.dest_table),
@@ -988,6 +1116,38 @@ async fn restore_table(
             .join(", "),
         vec!["?"; t.columns.len()].join(", ")
     );
+    let kept = load_sqlite_rows(repo, db, t, &insert, progress).await?;
+    if matches!(t.action, Action::Create | Action::Replace)
+        && t.columns.len() == e.stream_columns.len()
+    {
+        for idx in &e.schema.indexes {
+            let name = if t.dest_table == e.name {
+                idx.name.clone()
+            } else {
+                format!("{}_{}", t.dest_table, idx.name)
+            };
+            db.exec(&rename_create_index(&idx.sql, &name, &t.dest_table)?)
+                .await?;
+        }
+    }
+    Ok(kept)
+}
+
+/// Inserts a table's rows (filtered, projected to the restored columns) with `insert`,
+/// checking them against the table's checksum; returns the rows inserted.
+async fn load_sqlite_rows(
+    repo: &Repository,
+    db: &mut SqliteDb,
+    t: &PlannedTable,
+    insert: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
     let mut decoder = RowDecoder::new(e.stream_columns.len());
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
@@ -1014,7 +1174,7 @@ async fn restore_table(
                     .map(|(v, _)| v)
                     .collect()
             };
-            db.insert(&insert, row).await?;
+            db.insert(insert, row).await?;
         }
         rows += batch;
         progress.advanced(batch, chunk.len() as u64);
@@ -1025,19 +1185,6 @@ async fn restore_table(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows
         )));
-    }
-    if matches!(t.action, Action::Create | Action::Replace)
-        && t.columns.len() == e.stream_columns.len()
-    {
-        for idx in &e.schema.indexes {
-            let name = if t.dest_table == e.name {
-                idx.name.clone()
-            } else {
-                format!("{}_{}", t.dest_table, idx.name)
-            };
-            db.exec(&rename_create_index(&idx.sql, &name, &t.dest_table)?)
-                .await?;
-        }
     }
     Ok(kept)
 }

@@ -275,7 +275,7 @@ impl SqliteDb {
     }
 }
 
-fn row_values(row: &SqliteRow, n: usize) -> Result<Vec<Value>> {
+pub(crate) fn row_values(row: &SqliteRow, n: usize) -> Result<Vec<Value>> {
     (0..n)
         .map(|i| {
             let raw = row

@@ -8,6 +8,7 @@ mod drill;
 mod export;
 mod fidelity;
 mod incremental;
+mod merge;
 mod pitr;
 mod postgres;
 mod prune;
