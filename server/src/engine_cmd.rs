@@ -147,7 +147,12 @@ pub struct RestoreArgs {
     /// Restore table OLD as NEW (repeatable).
     #[arg(long)]
     pub rename: Vec<String>,
-    /// create: fail if a table exists; replace: drop and recreate; append: add rows.
+    /// create: fail if a table exists; replace: drop and recreate; append: add rows;
+    /// into an existing table by primary key: upsert (backup rows replace rows with the
+    /// same key, missing ones are inserted), skip-existing (only missing rows are
+    /// inserted), replace-rows (the rows the restore covers, all or those --where
+    /// selects, become the backup's: rows there that the backup lacks are deleted).
+    /// --dry-run shows how many rows each merge would insert, update and delete.
     #[arg(long, default_value = "create")]
     pub mode: String,
     /// PostgreSQL: connections that load one big table at once (default: one per core,
@@ -706,8 +711,17 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
+        // Merges: the exact row counts, from the same work rolled back.
+        let diff = if plan.tables.iter().any(|t| t.action.merge().is_some()) {
+            let progress = CliProgress::new(a.json);
+            let diff = engine::restore::diff(&repo, &plan, &progress).await;
+            progress.done();
+            diff?
+        } else {
+            Vec::new()
+        };
         if a.json {
-            println!("{}", json!({ "dry_run": true, "plan": plan }));
+            println!("{}", json!({ "dry_run": true, "plan": plan, "diff": diff }));
         } else {
             println!(
                 "dry run: restoring snapshot {} into {} would:",
@@ -722,6 +736,9 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                     engine::restore::Action::Create => "create",
                     engine::restore::Action::Replace => "replace",
                     engine::restore::Action::Append => "append to",
+                    engine::restore::Action::Upsert => "upsert into",
+                    engine::restore::Action::SkipExisting => "add missing rows to",
+                    engine::restore::Action::ReplaceRows => "replace rows of",
                 };
                 let from = if t.source_table != t.dest_table {
                     format!(" (from {})", t.source_table)
@@ -733,12 +750,23 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                 } else {
                     String::new()
                 };
-                println!(
-                    "  {what} table {}{from}: {} rows, {}{loaders}",
-                    t.dest_table,
-                    t.rows,
-                    size(t.bytes)
-                );
+                match diff
+                    .iter()
+                    .find(|d| d.table == t.dest_table)
+                    .and_then(|d| d.merge)
+                {
+                    Some(m) => println!(
+                        "  {what} table {}{from}: {}",
+                        t.dest_table,
+                        merge_text(&t.action, &m)
+                    ),
+                    None => println!(
+                        "  {what} table {}{from}: {} rows, {}{loaders}",
+                        t.dest_table,
+                        t.rows,
+                        size(t.bytes)
+                    ),
+                }
             }
             println!("nothing was changed");
         }
@@ -765,13 +793,43 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
             println!("{line}");
         }
         for t in &done {
-            println!("restored table {}: {} rows", t.table, t.rows);
+            match (
+                &t.merge,
+                plan.tables.iter().find(|p| p.dest_table == t.table),
+            ) {
+                (Some(m), Some(p)) => {
+                    println!(
+                        "merged into table {}: {}",
+                        t.table,
+                        merge_text(&p.action, m)
+                    )
+                }
+                _ => println!("restored table {}: {} rows", t.table, t.rows),
+            }
             for note in &t.notes {
                 println!("  note: {note}");
             }
         }
     }
     Ok(())
+}
+
+/// A merge's row counts in words, as the mode treats them.
+fn merge_text(action: &engine::restore::Action, m: &engine::merge::MergeCounts) -> String {
+    let mut parts = vec![format!("{} inserted", m.inserted)];
+    if matches!(action, engine::restore::Action::SkipExisting) {
+        parts.push(format!(
+            "{} existing left as they are",
+            m.updated + m.unchanged
+        ));
+    } else {
+        parts.push(format!("{} updated", m.updated));
+        parts.push(format!("{} unchanged", m.unchanged));
+    }
+    if matches!(action, engine::restore::Action::ReplaceRows) {
+        parts.push(format!("{} deleted", m.deleted));
+    }
+    parts.join(", ")
 }
 
 /// `tablesafe show`: a page of a table in a snapshot, or the snapshot's tables.

@@ -981,3 +981,87 @@ fn show_and_restore_to_a_file_from_the_command_line() {
         "[(11, 20)]"
     );
 }
+
+/// `restore --mode upsert|skip-existing|replace-rows` with its dry-run diff.
+#[test]
+fn merges_from_the_command_line_show_their_diff_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+         INSERT INTO orders SELECT i, i FROM n;",
+    );
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&tablesafe(&[
+        "backup",
+        "--source",
+        &format!("sqlite://{}", db.display()),
+        "--repo",
+        repo,
+    ]));
+    // The live table drifts: two rows lost, one changed, one added.
+    sqlite(
+        &db,
+        "DELETE FROM orders WHERE id IN (3, 4); UPDATE orders SET total = 99 WHERE id = 5; INSERT INTO orders VALUES (21, 21);",
+    );
+    let dest = format!("sqlite://{}", db.display());
+    let restore = |mode: &str, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--repo",
+            repo,
+            "--snapshot",
+            "latest",
+            "--dest",
+            &dest,
+            "--include",
+            "orders",
+            "--mode",
+            mode,
+        ];
+        args.extend_from_slice(extra);
+        tablesafe(&args)
+    };
+    let out = ok(&restore(
+        "replace-rows",
+        &["--where", "id <= 10", "--dry-run"],
+    ));
+    assert!(
+        out.contains("replace rows of table orders: 2 inserted, 1 updated, 7 unchanged, 0 deleted"),
+        "{out}"
+    );
+    assert!(out.ends_with("nothing was changed\n"), "{out}");
+    assert_eq!(
+        query(&db, "SELECT count(*), sum(total) FROM orders"),
+        "[(19, 318.0)]"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&restore("upsert", &["--dry-run", "--json"]))).unwrap();
+    assert_eq!(
+        json["diff"][0]["merge"],
+        serde_json::json!({"inserted": 2, "updated": 1, "unchanged": 17, "deleted": 0})
+    );
+    let out = ok(&restore("skip-existing", &[]));
+    assert!(
+        out.contains("merged into table orders: 2 inserted, 18 existing left as they are"),
+        "{out}"
+    );
+    assert_eq!(
+        query(&db, "SELECT total FROM orders WHERE id = 5"),
+        "[(99.0,)]"
+    );
+    let out = ok(&restore("replace-rows", &[]));
+    assert!(
+        out.contains("merged into table orders: 0 inserted, 1 updated, 19 unchanged, 1 deleted"),
+        "{out}"
+    );
+    assert_eq!(
+        query(&db, "SELECT count(*), sum(total) FROM orders"),
+        "[(20, 210.0)]"
+    );
+    let e = fails(&restore("merge", &[]));
+    assert!(e.contains("upsert, skip-existing or replace-rows"), "{e}");
+}
