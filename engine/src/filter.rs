@@ -155,6 +155,9 @@ impl Condition {
                     .then(|| (*op, rest[sym.len()..].trim()))
             })
             .ok_or_else(|| bad("no operator"))?;
+        if op != Op::Contains && value.starts_with(['=', '<', '>', '!']) {
+            return Err(bad("unclear operator"));
+        }
         let value = match value.strip_prefix('\'') {
             Some(q) => q
                 .strip_suffix('\'')
@@ -384,7 +387,15 @@ mod tests {
         assert_eq!(cond("note IS NOT NULL").op, Op::NotNull);
         assert_eq!(cond("note is null").op, Op::IsNull);
         assert_eq!(cond("title contains  big deal ").value, "big deal");
-        for bad in ["", "id", "id ~ 3", "\"id >= 3", "name = 'x"] {
+        for bad in [
+            "",
+            "id",
+            "id ~ 3",
+            "\"id >= 3",
+            "name = 'x",
+            "id <=> 5",
+            "id == 5",
+        ] {
             assert!(Condition::parse(bad).is_err(), "{bad:?}");
         }
         // Display parses back to the same condition.

@@ -257,6 +257,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             mode,
             safety_backup,
             at_ms,
+            conditions,
         } => {
             let (target, snap) = snapshot_and_target(state, snapshot).await?;
             let mut repo = open_repo(state, &target).await?;
@@ -277,13 +278,17 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 jobs: engine::restore::default_jobs(),
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
                 at_ms,
-                filter: Default::default(),
+                filter: engine::filter::RowFilter::parse(&conditions)?,
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
+            // Tables whose rows the restore drops or changes get the safety backup.
             let replaced: Vec<String> = plan
                 .tables
                 .iter()
-                .filter(|t| matches!(t.action, engine::restore::Action::Replace))
+                .filter(|t| {
+                    matches!(t.action, engine::restore::Action::Replace)
+                        || t.action.merge().is_some()
+                })
                 .map(|t| t.dest_table.clone())
                 .collect();
             let mut safety_snapshot = None;

@@ -189,6 +189,10 @@ pub struct RestoreRequest {
     /// sources with continuous capture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<i64>,
+    /// Only rows for which these hold, one condition each in `restore --where` syntax
+    /// (`id >= 1000`, `region = EU`): a key range or a predicate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -199,9 +203,43 @@ fn yes() -> bool {
 pub struct PlannedTableView {
     pub source_table: String,
     pub dest_table: String,
+    /// `create`, `replace`, `append`, `upsert`, `skip-existing` or `replace-rows`.
     pub action: String,
     pub rows: u64,
     pub bytes: u64,
+    /// For a merge in a preview: what it would do to the table's rows (a dry run).
+    #[serde(default)]
+    pub diff: Option<RowDiff>,
+}
+
+/// Rows a merge inserts, updates, leaves unchanged and deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDiff {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+impl PlannedTableView {
+    /// The diff in words, as the action treats it.
+    pub fn diff_text(&self) -> Option<String> {
+        let d = self.diff?;
+        let mut parts = vec![format!("{} inserted", d.inserted)];
+        if self.action == "skip-existing" {
+            parts.push(format!(
+                "{} existing left as they are",
+                d.updated + d.unchanged
+            ));
+        } else {
+            parts.push(format!("{} updated", d.updated));
+            parts.push(format!("{} unchanged", d.unchanged));
+        }
+        if self.action == "replace-rows" {
+            parts.push(format!("{} deleted", d.deleted));
+        }
+        Some(parts.join(", "))
+    }
 }
 
 /// A restore as planned on the server: what happens to each table, where, and how many
@@ -239,11 +277,12 @@ impl Planned {
         self.tables.iter().any(|t| t.action != "create")
     }
 
-    /// The tables that will be replaced, as the user must type them to confirm.
+    /// The existing tables whose rows the restore changes (replaced, or merged into),
+    /// as the user must type them to confirm.
     pub fn replaced(&self) -> Vec<&str> {
         self.tables
             .iter()
-            .filter(|t| t.action == "replace")
+            .filter(|t| t.action != "create" && t.action != "append")
             .map(|t| t.dest_table.as_str())
             .collect()
     }
@@ -283,9 +322,18 @@ impl Planned {
         }
         let replaced = self.replaced();
         if !replaced.is_empty() && req.confirm.trim() != replaced.join(", ") {
+            let verb = if self
+                .tables
+                .iter()
+                .all(|t| t.action == "replace" || t.action == "create")
+            {
+                "replacing"
+            } else {
+                "changing"
+            };
             return Err(AppError::Field(
                 "confirm".into(),
-                format!("Type {} to confirm replacing it.", replaced.join(", ")),
+                format!("Type {} to confirm {verb} it.", replaced.join(", ")),
             ));
         }
         Ok(())
@@ -307,6 +355,7 @@ impl Planned {
             mode: req.mode.clone(),
             safety_backup: req.safety_backup && !self.replaced().is_empty(),
             at_ms: req.at_ms,
+            conditions: req.conditions.clone(),
         })
         .map_err(|e| crate::api::internal("job json", e))?;
         Ok(crate::ssr::store::NewJob {
@@ -333,17 +382,29 @@ pub(crate) async fn plan_restore(
     c: &crate::ssr::ctx::Ctx,
     req: &RestoreRequest,
     any_mode: bool,
+    with_diff: bool,
 ) -> Result<Planned, AppError> {
     use crate::api::internal;
     use crate::api::sources::visible_source;
     use crate::auth::Perm;
     use crate::ssr::{secrets::Kind, store};
-    if !matches!(req.mode.as_str(), "create" | "replace") {
+    if !matches!(
+        req.mode.as_str(),
+        "create" | "replace" | "upsert" | "skip-existing" | "replace-rows"
+    ) {
         return Err(AppError::Field(
             "mode".into(),
-            "Choose create or replace.".into(),
+            "Choose create, replace, upsert, skip-existing or replace-rows.".into(),
         ));
     }
+    let filter = engine::filter::RowFilter::parse(
+        &req.conditions
+            .iter()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| AppError::Field("conditions".into(), e.to_string()))?;
     if req.mode != "create" && !any_mode && !c.can(Perm::RunJobs) {
         return Err(AppError::Forbidden);
     }
@@ -400,20 +461,41 @@ pub(crate) async fn plan_restore(
         jobs: 1,
         parallel_min_bytes: u64::MAX,
         at_ms: req.at_ms,
-        filter: Default::default(),
+        filter,
     };
     let plan = engine::restore::plan(&repo, &opts)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
+    // A preview of merges runs them and rolls back: the exact rows they would change.
+    let diff = if with_diff {
+        engine::restore::diff(&repo, &plan, &engine::progress::NoProgress)
+            .await
+            .map_err(|e| AppError::Invalid(e.to_string()))?
+    } else {
+        Vec::new()
+    };
     let tables: Vec<PlannedTableView> = plan
         .tables
         .iter()
         .map(|t| PlannedTableView {
             source_table: t.source_table.clone(),
             dest_table: t.dest_table.clone(),
-            action: format!("{:?}", t.action).to_lowercase(),
+            action: serde_json::to_value(&t.action)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             rows: t.rows,
             bytes: t.bytes,
+            diff: diff
+                .iter()
+                .find(|d| d.table == t.dest_table)
+                .and_then(|d| d.merge)
+                .map(|m| RowDiff {
+                    inserted: m.inserted,
+                    updated: m.updated,
+                    unchanged: m.unchanged,
+                    deleted: m.deleted,
+                }),
         })
         .collect();
     let planned = Planned {
@@ -452,7 +534,7 @@ pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppE
     use crate::auth::Perm;
     use crate::ssr::ctx;
     let c = ctx::authorize(Perm::RestoreNew, "restore.preview").await?;
-    let planned = plan_restore(&c, &req, true).await?;
+    let planned = plan_restore(&c, &req, true, true).await?;
     Ok(RestorePreview {
         approvals_required: planned.approvals_required(&c),
         tables: planned.tables,
@@ -491,7 +573,7 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::RestoreNew, "restore.start").await?;
     let result = async {
-        let planned = plan_restore(&c, &req, false).await?;
+        let planned = plan_restore(&c, &req, false, false).await?;
         planned.check_confirmed(&req)?;
         if planned.approvals_required(&c) > 0 {
             return Err(AppError::Invalid(format!(

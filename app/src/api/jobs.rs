@@ -160,6 +160,9 @@ pub enum JobParams {
         /// A point-in-time restore: the instant (unix ms).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at_ms: Option<i64>,
+        /// Only rows matching these conditions (`engine::filter`, `--where` syntax).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        conditions: Vec<String>,
     },
 }
 

@@ -307,7 +307,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
     let c = ctx::authorize(Perm::RestoreNew, "request.file").await?;
     let filed: Result<_, AppError> = async {
         let reason = server::reason("reason", &reason)?;
-        let planned = plan_restore(&c, &req, true).await?;
+        let planned = plan_restore(&c, &req, true, false).await?;
         planned.check_confirmed(&req)?;
         let required = planned.approvals_required(&c);
         let params = server::params(&req)?;
@@ -466,7 +466,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
             ));
         }
         // Plan again now: the destination may have changed since it was filed.
-        let planned = plan_restore(&c, &req, true).await?;
+        let planned = plan_restore(&c, &req, true, false).await?;
         planned.check_confirmed(&req)?;
         if !rq::approve(&c.state.db, id, c.user.id, &row.version_hash)
             .await
@@ -582,7 +582,7 @@ pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Res
     let result = async {
         let row = server::own(&c, id).await?;
         let reason = server::reason("reason", &reason)?;
-        let planned = plan_restore(&c, &req, true).await?;
+        let planned = plan_restore(&c, &req, true, false).await?;
         planned.check_confirmed(&req)?;
         let params = server::params(&req)?;
         let changed = rq::change(

@@ -225,22 +225,36 @@ pub fn JobPage() -> impl IntoView {
 }
 
 fn restored_tables(result: Option<&str>) -> impl IntoView {
-    let tables: Vec<(String, u64)> = result
+    let lines: Vec<String> = result
         .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
         .and_then(|v| v["tables"].as_array().cloned())
         .unwrap_or_default()
         .into_iter()
         .map(|t| {
-            (
-                t["table"].as_str().unwrap_or("").to_string(),
-                t["rows"].as_u64().unwrap_or(0),
-            )
+            let name = t["table"].as_str().unwrap_or("");
+            let mut line = match t.get("merge").filter(|m| m.is_object()) {
+                Some(m) => {
+                    let n = |k: &str| m[k].as_u64().unwrap_or(0);
+                    format!(
+                        "{name}: {} inserted, {} updated, {} unchanged, {} deleted",
+                        n("inserted"),
+                        n("updated"),
+                        n("unchanged"),
+                        n("deleted")
+                    )
+                }
+                None => format!("{name}: {} rows", t["rows"].as_u64().unwrap_or(0)),
+            };
+            for note in t["notes"].as_array().into_iter().flatten() {
+                line.push_str(&format!(" ({})", note.as_str().unwrap_or("")));
+            }
+            line
         })
         .collect();
     view! {
         <h2>"Restored"</h2>
         <ul data-testid="restored">
-            {tables.into_iter().map(|(t, r)| view! { <li>{format!("{t}: {r} rows")}</li> }).collect_view()}
+            {lines.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}
         </ul>
     }
 }

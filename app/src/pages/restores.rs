@@ -38,6 +38,8 @@ pub fn RestoresPage() -> impl IntoView {
     let (reason, set_reason) = signal(String::new());
     // A point in time (UTC, as the input gives it), for sources with captured changes.
     let at = RwSignal::new(String::new());
+    // Only rows where… (one condition per line, `restore --where` syntax).
+    let conditions = RwSignal::new(String::new());
     let range = Resource::new(
         move || snapshot.get(),
         |id| async move {
@@ -86,6 +88,7 @@ pub fn RestoresPage() -> impl IntoView {
         set_reason,
         at,
         range,
+        conditions,
     };
     view! {
         <Title text="Restore"/>
@@ -130,6 +133,7 @@ struct Wizard {
     set_reason: WriteSignal<String>,
     at: RwSignal<String>,
     range: Resource<Result<Option<(i64, i64)>, crate::error::AppError>>,
+    conditions: RwSignal<String>,
 }
 
 impl Wizard {
@@ -177,6 +181,14 @@ impl Wizard {
             confirm: self.confirm.get(),
             safety_backup: self.safety.get(),
             at_ms: super::ui::parse_utc(&self.at.get()),
+            conditions: self
+                .conditions
+                .get()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
         })
     }
 }
@@ -363,27 +375,37 @@ fn ModeStep(w: Wizard) -> impl IntoView {
         safety,
         set_safety,
         preview,
+        conditions,
         ..
     } = w;
+    let radio = move |value: &'static str, label: &'static str| {
+        let id = format!("mode-{value}");
+        view! {
+            <div class="check">
+                <input type="radio" id=id.clone() name="mode" prop:checked=move || mode.get() == value
+                    on:change=move |_| { set_mode.set(value.into()); preview.clear(); }/>
+                <label for=id>{label}</label>
+            </div>
+        }
+    };
     view! {
         <h2>"4. Mode"</h2>
-        <div class="check">
-            <input type="radio" id="mode-create" name="mode" prop:checked=move || mode.get() == "create"
-                on:change=move |_| { set_mode.set("create".into()); preview.clear(); }/>
-            <label for="mode-create">"Create new tables (fails if a table exists)"</label>
-        </div>
-        <div class="check">
-            <input type="radio" id="mode-replace" name="mode" prop:checked=move || mode.get() == "replace"
-                on:change=move |_| { set_mode.set("replace".into()); preview.clear(); }/>
-            <label for="mode-replace">"Replace existing tables (drops them first)"</label>
-        </div>
-        <Show when=move || mode.get() == "replace">
-            <label for="confirm">"Type the names of the tables that will be replaced, comma-separated"</label>
+        {radio("create", "Create new tables (fails if a table exists)")}
+        {radio("replace", "Replace existing tables (drops them first)")}
+        {radio("upsert", "Upsert into existing tables: rows with the same key are overwritten, missing rows inserted")}
+        {radio("skip-existing", "Add missing rows to existing tables: rows whose key exists are left as they are")}
+        {radio("replace-rows", "Replace rows in existing tables: the rows restored (all, or those matching the conditions below) become the backup's, extra rows there are deleted")}
+        <label for="conditions">"Only rows where (optional; one condition per line, e.g. id >= 1000, region = EU, note is null)"</label>
+        <textarea id="conditions" prop:value=move || conditions.get()
+            on:input=move |ev| { conditions.set(event_target_value(&ev)); preview.clear(); }></textarea>
+        <ErrorLine error=super::ui::field_error(preview, "conditions")/>
+        <Show when=move || mode.get() != "create">
+            <label for="confirm">"Type the names of the tables that will be changed, comma-separated"</label>
             <input id="confirm" prop:value=move || confirm.get() on:input=move |ev| set_confirm.set(event_target_value(&ev))/>
             <div class="check">
                 <input type="checkbox" id="safety" prop:checked=move || safety.get()
                     on:change=move |ev| set_safety.set(event_target_checked(&ev))/>
-                <label for="safety">"Back up the tables being replaced first (recommended)"</label>
+                <label for="safety">"Back up the tables being changed first (recommended)"</label>
             </div>
         </Show>
     }
@@ -434,14 +456,17 @@ fn preview_table(tables: Vec<PlannedTableView>) -> impl IntoView {
         <table class="list" data-testid="restore-plan">
             <thead><tr><th>"From"</th><th>"Into"</th><th>"Action"</th><th>"Rows"</th><th>"Bytes"</th></tr></thead>
             <tbody>
-                {tables.into_iter().map(|t| view! {
-                    <tr>
-                        <td>{t.source_table}</td>
-                        <td>{t.dest_table}</td>
-                        <td>{t.action}</td>
-                        <td class="num">{t.rows}</td>
-                        <td class="num">{super::ui::bytes(t.bytes as i64)}</td>
-                    </tr>
+                {tables.into_iter().map(|t| {
+                    let diff = t.diff_text();
+                    view! {
+                        <tr>
+                            <td>{t.source_table}</td>
+                            <td>{t.dest_table}</td>
+                            <td>{t.action}</td>
+                            <td class="num" data-testid="plan-rows">{diff.unwrap_or_else(|| t.rows.to_string())}</td>
+                            <td class="num">{super::ui::bytes(t.bytes as i64)}</td>
+                        </tr>
+                    }
                 }).collect_view()}
             </tbody>
         </table>

@@ -112,3 +112,104 @@ async fn a_replace_restore_backs_up_what_it_replaces_and_that_can_be_restored() 
     // Without the safety backup, no new snapshot was made.
     assert_eq!(snapshots(&api, &admin).await.as_array().unwrap().len(), 2);
 }
+
+/// A key-range upsert from the console: the preview shows what it would insert, update
+/// and leave (and changes nothing), a confirmation is needed, the run does exactly that
+/// after a safety backup of the table, and rows outside the range stay as they are.
+#[tokio::test]
+async fn a_key_range_upsert_is_previewed_with_its_diff_then_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+         INSERT INTO customers SELECT i, 'c' || i FROM n;",
+    );
+    let (source, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    api.run_policy(&admin, policy.json().as_i64().unwrap())
+        .await;
+    let snap = snapshots(&api, &admin).await[0]["id"].as_i64().unwrap();
+    // Rows 2 and 3 were deleted by mistake, 4 and 9 renamed since.
+    sqlite(
+        &db,
+        "DELETE FROM customers WHERE id IN (2, 3); UPDATE customers SET name = 'renamed' WHERE id IN (4, 9);",
+    );
+    let before = rows(&db);
+    let req = |confirm: &str, conditions: Vec<&str>| {
+        json!({"req": {"snapshot": snap, "dest_source_id": source, "tables": ["customers"], "columns": {},
+                       "rename": {}, "mode": "upsert", "confirm": confirm, "safety_backup": true,
+                       "conditions": conditions}})
+    };
+    let bad = api
+        .json(Some(&admin), "restore/preview", req("", vec!["id <=> 5"]))
+        .await;
+    assert!(
+        !bad.ok() && bad.body.contains("unclear operator"),
+        "{bad:?}"
+    );
+    let preview = api
+        .json(
+            Some(&admin),
+            "restore/preview",
+            req("", vec!["id >= 2", "id <= 5"]),
+        )
+        .await;
+    assert!(preview.ok(), "{preview:?}");
+    let t = &preview.json()["tables"][0];
+    assert_eq!(t["action"], "upsert");
+    assert_eq!(
+        t["diff"],
+        json!({"inserted": 2, "updated": 1, "unchanged": 1, "deleted": 0})
+    );
+    assert_eq!(rows(&db), before, "a preview changes nothing");
+    let unconfirmed = api
+        .json(
+            Some(&admin),
+            "restore/start",
+            req("", vec!["id >= 2", "id <= 5"]),
+        )
+        .await;
+    assert!(
+        unconfirmed
+            .body
+            .contains("Type customers to confirm changing it"),
+        "{unconfirmed:?}"
+    );
+    let job = api
+        .json(
+            Some(&admin),
+            "restore/start",
+            req("customers", vec!["id >= 2", "id <= 5"]),
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert!(
+        done[1].to_string().contains("safety backup of customers"),
+        "{done}"
+    );
+    assert_eq!(
+        rows(&db),
+        "[(1, 'c1'), (2, 'c2'), (3, 'c3'), (4, 'c4'), (5, 'c5'), (6, 'c6'), (7, 'c7'), (8, 'c8'), (9, 'renamed'), (10, 'c10')]"
+    );
+}
