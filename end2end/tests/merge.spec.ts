@@ -2,16 +2,9 @@
 // the restore wizard previews what an upsert would insert and update, then runs it.
 import { expect, test, type Page } from "@playwright/test";
 import * as path from "node:path";
-import { ADMIN_PASSWORD, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
+import { ADMIN_PASSWORD, addThrough, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
 
-async function add(page: Page, where: string, form: string, fields: [string, string][], button: string, testId: string) {
-  await page.goto(where);
-  await hydrated(page);
-  const f = page.getByRole("form", { name: form });
-  for (const [label, value] of fields) await f.getByLabel(label).fill(value);
-  await f.getByRole("button", { name: button }).click();
-  await expect(page.getByTestId(testId)).toBeVisible();
-}
+const add = addThrough;
 
 test("a key-range upsert is previewed with its diff and run in the browser", async ({ page }) => {
   const files = tempDir();

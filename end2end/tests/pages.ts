@@ -194,3 +194,13 @@ export async function startSmtpSink() {
     stop: () => child.kill(),
   };
 }
+
+/** Fills a form on `where` (labels → values), submits it with `button` and waits for `testId`. */
+export async function addThrough(page: Page, where: string, form: string, fields: [string, string][], button: string, testId: string) {
+  await page.goto(where);
+  await hydrated(page);
+  const f = page.getByRole("form", { name: form });
+  for (const [label, value] of fields) await f.getByLabel(label).fill(value);
+  await f.getByRole("button", { name: button }).click();
+  await expect(page.getByTestId(testId)).toBeVisible();
+}

@@ -269,6 +269,14 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
     let mut tables = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
+        if !matches!(entry.format.as_str(), "values" | "pg-copy-text") {
+            return Err(Error::invalid(format!(
+                "table {} in snapshot {} has a stream format this version of tablesafe does not know ({:?}): restore it with the version that wrote it",
+                entry.name,
+                &id[..12],
+                entry.format
+            )));
+        }
         let dest_table = opts
             .rename
             .get(&entry.name)

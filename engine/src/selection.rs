@@ -6,6 +6,17 @@ use crate::{Error, Result};
 use globset::{Glob, GlobMatcher};
 use std::collections::BTreeMap;
 
+/// A glob that matches exactly `name` (its wildcard characters bracketed), for
+/// selecting a table by its name whatever characters it holds.
+pub fn glob_literal(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub include: Vec<String>,
@@ -93,6 +104,15 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_names_literally() {
+        let g = globset::Glob::new(&glob_literal("a*b[1]?"))
+            .unwrap()
+            .compile_matcher();
+        assert!(g.is_match("a*b[1]?"));
+        assert!(!g.is_match("axxb1z"));
+    }
 
     #[test]
     fn include_exclude_and_typos() {

@@ -206,9 +206,10 @@ async fn run(state: &AppState, job: store::JobRow) {
         None => status.to_string(),
     };
     let _ = store::log(&state.db, id, level, &line).await;
-    if let Err(e) = store::finish(
+    match store::finish(
         &state.db,
         id,
+        job.worker.as_deref().unwrap_or_default(),
         status,
         error.as_deref(),
         result.as_deref(),
@@ -216,7 +217,27 @@ async fn run(state: &AppState, job: store::JobRow) {
     )
     .await
     {
-        tracing::error!(error = %e, job = id, "could not record the end of a job");
+        Ok(true) => {}
+        Ok(false) => {
+            // Another worker gave up on this one (no heartbeat) and failed the job;
+            // that outcome, already announced, stands.
+            tracing::warn!(
+                job = id,
+                status,
+                "the job was ended by another worker meanwhile; this outcome is not recorded"
+            );
+            let _ = store::log(
+                &state.db,
+                id,
+                "warn",
+                &format!("this worker finished the job ({status}) after it had been failed as abandoned; the failure stands"),
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, job = id, "could not record the end of a job");
+        }
     }
     crate::metrics::job_finished(&job.kind, status, started.elapsed().as_secs_f64());
     events::job_finished(

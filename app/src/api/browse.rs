@@ -71,7 +71,8 @@ pub fn export_query(table: Option<&str>, format: &str, filters: &[Filter]) -> St
     q
 }
 
-fn urlencoding(s: &str) -> String {
+/// Percent-encodes a query-string value (everything but unreserved characters).
+pub fn urlencoding(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -510,15 +510,8 @@ pub(crate) async fn plan_restore(
     Ok(planned)
 }
 
-/// A glob that matches exactly `name`.
-pub fn glob_literal(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => format!("[{c}]"),
-            c => c.to_string(),
-        })
-        .collect()
-}
+#[cfg(feature = "ssr")]
+pub use engine::selection::glob_literal;
 
 /// What the wizard shows before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

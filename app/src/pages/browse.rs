@@ -4,7 +4,7 @@
 //! bookmarked or shared with a colleague who may see the same backups.
 
 use super::ui::{failed, time};
-use crate::api::browse::{Filter, OPS, browse_snapshot, export_query};
+use crate::api::browse::{Filter, OPS, browse_snapshot, export_query, urlencoding as enc};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -106,18 +106,6 @@ pub fn BrowsePage() -> impl IntoView {
             })}
         </Transition>
     }
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn rows_table(page: &crate::api::browse::RowsPage) -> AnyView {

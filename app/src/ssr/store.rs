@@ -330,16 +330,19 @@ pub async fn set_retention(db: &Db, policy: i64, retention: &str) -> Result<bool
 }
 
 /// Removes pruned snapshots from the history; returns how many rows went.
+/// All or none: one transaction.
 pub async fn forget_snapshots(db: &Db, target_id: i64, ids: &[String]) -> Result<u64> {
+    let mut tx = db.pool.begin().await?;
     let mut n = 0;
     for id in ids {
         n += sqlx::query("DELETE FROM snapshots WHERE target_id = $1 AND snapshot_id = $2")
             .bind(target_id)
             .bind(id)
-            .execute(&db.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
     }
+    tx.commit().await?;
     Ok(n)
 }
 
@@ -665,16 +668,22 @@ pub async fn heartbeat(
     Ok(flag != 0)
 }
 
+/// Records the end of a job that `worker` is running. Returns false, changing nothing,
+/// when the job is no longer running on that worker (another worker failed it as
+/// abandoned meanwhile): one outcome per job, never overwritten.
+#[allow(clippy::too_many_arguments)]
 pub async fn finish(
     db: &Db,
     id: i64,
+    worker: &str,
     status: &str,
     error: Option<&str>,
     result: Option<&str>,
     snapshot_id: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = $2, error = $3, result = $4, snapshot_id = $5, finished_at = $6 WHERE id = $1",
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = $2, error = $3, result = $4, snapshot_id = $5, finished_at = $6 \
+         WHERE id = $1 AND status = 'running' AND worker = $7",
     )
     .bind(id)
     .bind(status)
@@ -682,9 +691,10 @@ pub async fn finish(
     .bind(result)
     .bind(snapshot_id)
     .bind(now_ms())
+    .bind(worker)
     .execute(&db.pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Jobs left `running` by a worker that is gone: this worker's previous life, or any
@@ -1147,4 +1157,83 @@ pub async fn backup_pending(db: &Db, policy: i64) -> Result<bool> {
     .fetch_one(&db.pool)
     .await?;
     Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::secret::Secret;
+
+    fn job<'a>(title: &str) -> NewJob<'a> {
+        NewJob {
+            kind: "verify",
+            policy_id: None,
+            source_id: None,
+            target_id: None,
+            params: "{}".into(),
+            title: title.into(),
+            created_by: None,
+            rows_total: None,
+            bytes_total: None,
+            retry_of: None,
+        }
+    }
+
+    /// Two workers on one queue: each job is claimed once; a worker that went silent
+    /// has its job failed by the other, and its late outcome does not overwrite that.
+    async fn two_workers_share_one_queue(db: &Db) {
+        let a = enqueue(db, job("first")).await.unwrap();
+        let b = enqueue(db, job("second")).await.unwrap();
+        let (one, two) = tokio::join!(claim(db, "worker-1"), claim(db, "worker-2"));
+        let (one, two) = (one.unwrap().unwrap(), two.unwrap().unwrap());
+        let mut ids = [one.id, two.id];
+        ids.sort();
+        assert_eq!(ids, [a, b], "each job claimed by exactly one worker");
+        assert!(claim(db, "worker-1").await.unwrap().is_none());
+        // worker-2 sees worker-1's job without a heartbeat (any age counts here).
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        heartbeat(db, two.id, 0, 0, None).await.unwrap();
+        let failed = fail_abandoned(db, "", 2).await.unwrap();
+        assert_eq!(failed, vec![one.id]);
+        // worker-1 comes back and finishes: refused, the failure stands.
+        let recorded = finish(db, one.id, "worker-1", "succeeded", None, Some("{}"), None)
+            .await
+            .unwrap();
+        assert!(!recorded);
+        let row = super::job(db, one.id).await.unwrap().unwrap();
+        assert_eq!(row.status, "failed");
+        // worker-2 records its own job; a second finish changes nothing.
+        assert!(
+            finish(db, two.id, "worker-2", "succeeded", None, Some("{}"), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !finish(db, two.id, "worker-2", "failed", Some("late"), None, None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            super::job(db, two.id).await.unwrap().unwrap().status,
+            "succeeded"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_workers_on_a_sqlite_history() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::super::db::sqlite_url(dir.path()).unwrap();
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        two_workers_share_one_queue(&db).await;
+    }
+
+    #[tokio::test]
+    async fn two_workers_on_a_postgres_history() {
+        sqlx::any::install_default_drivers();
+        let pg = testkit::Postgres::start().unwrap();
+        let url = pg.create_database("history").unwrap();
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        two_workers_share_one_queue(&db).await;
+    }
 }
