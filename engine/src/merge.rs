@@ -81,7 +81,7 @@ pub(crate) const PG_STAGE: &str = STAGE;
 pub(crate) async fn prepare_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Result<()> {
     let (schema, table) = split_name(t.dest);
     let rel = pg::qualified(&schema, &table);
-    let cols = join(t.columns, |c| pg::quote(c), ", ");
+    let cols = join(t.columns, pg::quote, ", ");
     db.exec(&format!(
         "DROP TABLE IF EXISTS pg_temp.{STAGE}, pg_temp.{SCOPE}"
     ))
@@ -296,7 +296,7 @@ async fn pg_scope(db: &mut PgDb, t: &MergeTable<'_>, rel: &str) -> Result<()> {
 /// transaction; returns the `INSERT` that loads one row into it.
 pub(crate) async fn prepare_sqlite(db: &mut SqliteDb, t: &MergeTable<'_>) -> Result<String> {
     let rel = lite::quote(t.dest);
-    let cols = join(t.columns, |c| lite::quote(c), ", ");
+    let cols = join(t.columns, lite::quote, ", ");
     db.exec(&format!("DROP TABLE IF EXISTS temp.{STAGE}"))
         .await?;
     db.exec(&format!("DROP TABLE IF EXISTS temp.{SCOPE}"))

@@ -41,16 +41,12 @@ pub fn sqlite_url(data_dir: &Path) -> Result<String> {
     let path = std::path::absolute(data_dir.join("history.db"))?;
     let path = path.to_str().context("data directory path is not UTF-8")?;
     // Percent-encode what would end the path part of the URL.
-    let mut encoded = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            '%' => encoded.push_str("%25"),
-            '?' => encoded.push_str("%3F"),
-            '#' => encoded.push_str("%23"),
-            ' ' => encoded.push_str("%20"),
-            c => encoded.push(c),
-        }
-    }
+    const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b'%')
+        .add(b'?')
+        .add(b'#')
+        .add(b' ');
+    let encoded = percent_encoding::utf8_percent_encode(path, PATH);
     Ok(format!("sqlite://{encoded}?mode=rwc"))
 }
 

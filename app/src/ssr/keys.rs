@@ -37,7 +37,7 @@ fn create(path: &Path) -> Result<Secret<[u8; KEY_LEN]>> {
     use rand::RngCore;
     let mut key = [0u8; KEY_LEN];
     rand::rngs::OsRng.fill_bytes(&mut key);
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = engine::repo::crypto::hex(&key);
 
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir)?;

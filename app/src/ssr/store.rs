@@ -348,10 +348,10 @@ pub async fn forget_snapshots(db: &Db, target_id: i64, ids: &[String]) -> Result
 
 /// What is stored of a trigger token.
 pub fn trigger_hash(token: &str) -> String {
-    blake3::derive_key("tablesafe 2026-11 policy trigger token", token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    engine::repo::crypto::hex(&blake3::derive_key(
+        "tablesafe 2026-11 policy trigger token",
+        token.as_bytes(),
+    ))
 }
 
 pub async fn set_trigger_hash(db: &Db, policy: i64, hash: Option<&str>) -> Result<bool> {

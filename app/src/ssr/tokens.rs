@@ -11,10 +11,10 @@ use engine::secret::Secret;
 pub const PREFIX: &str = "tsk_";
 
 pub fn hash(token: &str) -> String {
-    blake3::derive_key("tablesafe 2026-12 API token", token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    engine::repo::crypto::hex(&blake3::derive_key(
+        "tablesafe 2026-12 API token",
+        token.as_bytes(),
+    ))
 }
 
 /// A new random token (about 230 bits).

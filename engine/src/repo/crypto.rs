@@ -162,24 +162,14 @@ pub fn random_master() -> Secret<[u8; 32]> {
     Secret::new(m)
 }
 
+/// Lowercase hex, as ids are written.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    ::hex::encode(bytes)
 }
 
+/// Hex back to bytes; `None` for anything that is not (whole bytes of) hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    ::hex::decode(s).ok()
 }
 
 #[cfg(test)]

@@ -107,23 +107,19 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
 
 /// `%XX` escapes decoded (URL parts); a bad escape or non-UTF-8 result is an error.
 pub(crate) fn percent_decode(s: &str) -> Result<String> {
+    // The crate passes a `%` without two hex digits through; such a URL is a mistake.
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::invalid(format!("bad percent-encoding in {s:?}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    for (i, _) in s.match_indices('%') {
+        if !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(Error::invalid(format!("bad percent-encoding in {s:?}")));
         }
     }
-    String::from_utf8(out).map_err(|_| Error::invalid(format!("{s:?} is not UTF-8")))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::invalid(format!("{s:?} is not UTF-8")))
 }
 
 fn unknown_param(scheme: &str, k: &str, allowed: &str) -> Error {
@@ -588,6 +584,14 @@ mod tests {
                 .to_string()
                 .contains("both")
         );
+    }
+
+    #[test]
+    fn percent_escapes_decode_and_bad_ones_are_errors() {
+        assert_eq!(percent_decode("a%20b%2Fc%C3%A9").unwrap(), "a b/cé");
+        for bad in ["%", "%2", "%zz", "50%", "%ff"] {
+            assert!(percent_decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
