@@ -171,9 +171,10 @@ pub async fn browse_snapshot(
 #[cfg(feature = "ssr")]
 pub mod ssr {
     use super::Filter;
-    use crate::api::internal;
+
     use crate::auth::Perm;
     use crate::error::AppError;
+    use crate::ssr::OrInternal;
     use crate::ssr::ctx::Ctx;
     use crate::ssr::secrets::Kind;
     use crate::ssr::store;
@@ -194,7 +195,7 @@ pub mod ssr {
         let db = &c.state.db;
         let row = store::snapshot(db, id)
             .await
-            .map_err(|e| internal("loading a snapshot", e))?
+            .or_internal("loading a snapshot")?
             .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
         let source = match row.source_id {
             Some(sid) => Some(crate::api::sources::visible_source(c, sid).await?),
@@ -203,13 +204,13 @@ pub mod ssr {
         };
         let target = store::target(db, row.target_id)
             .await
-            .map_err(|e| internal("loading a target", e))?
+            .or_internal("loading a target")?
             .ok_or_else(|| AppError::NotFound("Target".into()))?;
         let password = c
             .state
             .secrets
             .open(Kind::RepositoryPassword, &target.sealed_password)
-            .map_err(|e| internal("opening a password", e))?;
+            .or_internal("opening a password")?;
         let repo = crate::ssr::open_target(&c.state, &target, &password)
             .await
             .map_err(|e| AppError::Invalid(e.to_string()))?;

@@ -5,6 +5,8 @@
 //! `engine::drill`, run by the job runner.
 
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -130,13 +132,12 @@ pub fn drill_job(
 /// Every policy's drill plan.
 #[server(endpoint = "drills/plans")]
 pub async fn list_drill_plans() -> Result<Vec<DrillPlanView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, drills};
     let c = ctx::authorize(Perm::SeeAll, "drill.list").await?;
     let rows = drills::plans(&c.state.db)
         .await
-        .map_err(|e| internal("loading drill plans", e))?;
+        .or_internal("loading drill plans")?;
     Ok(rows
         .into_iter()
         .map(|r| DrillPlanView {
@@ -161,7 +162,6 @@ pub async fn save_drill_plan(
     scratch_source_id: String,
     assertions: String,
 ) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, db::now_ms, drills, schedule as sched, store};
     let c = ctx::authorize(Perm::Configure, "drill.plan").await?;
@@ -169,11 +169,11 @@ pub async fn save_drill_plan(
         let db = &c.state.db;
         let p = store::policy(db, policy_id)
             .await
-            .map_err(|e| internal("loading a policy", e))?
+            .or_internal("loading a policy")?
             .ok_or_else(|| AppError::NotFound("Policy".into()))?;
         let source = store::source(db, p.source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
         if !matches!(pick.as_str(), "latest" | "random") {
             return Err(AppError::Field(
@@ -196,7 +196,7 @@ pub async fn save_drill_plan(
             })?;
             let s = store::source(db, id)
                 .await
-                .map_err(|e| internal("loading a source", e))?
+                .or_internal("loading a source")?
                 .ok_or_else(|| AppError::Field("scratch".into(), "No such source.".into()))?;
             if s.engine != "postgres" {
                 return Err(AppError::Field(
@@ -236,12 +236,12 @@ pub async fn save_drill_plan(
                 pick: pick.clone(),
                 scratch_source_id: scratch,
                 assertions: serde_json::to_string(&list)
-                    .map_err(|e| internal("encoding assertions", e))?,
+                    .or_internal("encoding assertions")?,
                 updated_at: now_ms(),
             },
         )
         .await
-        .map_err(|e| internal("saving a drill plan", e))?;
+        .or_internal("saving a drill plan")?;
         Ok(())
     }
     .await;
@@ -259,13 +259,12 @@ pub async fn save_drill_plan(
 /// Removes a policy's drill plan (past evidence stays).
 #[server(endpoint = "drills/delete")]
 pub async fn delete_drill_plan(policy_id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, drills};
     let c = ctx::authorize(Perm::Configure, "drill.plan").await?;
     let result = drills::delete_plan(&c.state.db, policy_id)
         .await
-        .map_err(|e| internal("removing a drill plan", e))
+        .or_internal("removing a drill plan")
         .and_then(|found| {
             found
                 .then_some(())
@@ -282,7 +281,6 @@ pub async fn delete_drill_plan(policy_id: i64) -> Result<(), AppError> {
 /// Queues a drill of the policy now; returns the job id.
 #[server(endpoint = "drills/run")]
 pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, drills, store};
     let c = ctx::authorize(Perm::RunJobs, "drill.run").await?;
@@ -290,15 +288,15 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         let db = &c.state.db;
         let p = store::policy(db, policy_id)
             .await
-            .map_err(|e| internal("loading a policy", e))?
+            .or_internal("loading a policy")?
             .ok_or_else(|| AppError::NotFound("Policy".into()))?;
         let source = store::source(db, p.source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
         let plan = drills::plan(db, policy_id)
             .await
-            .map_err(|e| internal("loading a drill plan", e))?;
+            .or_internal("loading a drill plan")?;
         if source.engine == "postgres" && plan.and_then(|p| p.scratch_source_id).is_none() {
             return Err(AppError::Invalid(
                 "Set up the drill first: a PostgreSQL drill needs a scratch server.".into(),
@@ -306,17 +304,17 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         }
         if drills::busy(&db.pool, policy_id)
             .await
-            .map_err(|e| internal("checking jobs", e))?
+            .or_internal("checking jobs")?
         {
             return Err(AppError::Invalid(
                 "A drill of this policy is already queued or running.".into(),
             ));
         }
         let new = drill_job(&p, format!("Restore drill: {}", p.name), Some(c.user.id))
-            .map_err(|e| internal("preparing a job", e))?;
+            .or_internal("preparing a job")?;
         let job = store::enqueue(db, new)
             .await
-            .map_err(|e| internal("queueing a job", e))?;
+            .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -328,13 +326,13 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
 /// Drill runs, newest first (of one policy, or all), with their evidence.
 #[server(endpoint = "drills/list")]
 pub async fn list_drills(policy_id: Option<i64>) -> Result<Vec<DrillView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{ctx, drills};
     let c = ctx::authorize(Perm::SeeAll, "drill.list").await?;
     let rows = drills::list(&c.state.db, policy_id, PAGE)
         .await
-        .map_err(|e| internal("listing drills", e))?;
+        .or_internal("listing drills")?;
     Ok(rows.into_iter().map(drill_view).collect())
 }
 
@@ -352,7 +350,7 @@ pub async fn proven_restorable() -> Result<Vec<ProvenView>, AppError> {
 pub async fn proven(db: &crate::ssr::db::Db) -> Result<Vec<ProvenView>, AppError> {
     let rows = crate::ssr::drills::latest_per_policy(db)
         .await
-        .map_err(|e| crate::api::internal("listing drills", e))?;
+        .or_internal("listing drills")?;
     Ok(rows
         .into_iter()
         .filter_map(|(last, passed)| {

@@ -1,6 +1,8 @@
 //! Backup history, verification, restores, the audit log and the dashboard.
 
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,7 +57,7 @@ pub async fn list_snapshots(
     source_id: i64,
     before: Option<(i64, i64)>,
 ) -> Result<Vec<SnapshotView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "snapshot.list").await?;
@@ -63,14 +65,14 @@ pub async fn list_snapshots(
     let granted_to = if c.can(Perm::SeeAll) { 0 } else { c.user.id };
     let rows = store::snapshots_page(db, before, policy_id, source_id, granted_to, PAGE)
         .await
-        .map_err(|e| internal("listing snapshots", e))?;
-    let names = store::names(db).await.map_err(|e| internal("names", e))?;
+        .or_internal("listing snapshots")?;
+    let names = store::names(db).await.or_internal("names")?;
     let sources = names.sources;
     let targets = names.targets;
     let policies = names.policies;
     let copy_targets = store::all_copy_targets(db)
         .await
-        .map_err(|e| internal("listing copy targets", e))?;
+        .or_internal("listing copy targets")?;
     let (lo, hi) = rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
         (lo.min(r.id), hi.max(r.id))
     });
@@ -79,7 +81,7 @@ pub async fn list_snapshots(
     } else {
         store::copies_between(db, lo, hi)
             .await
-            .map_err(|e| internal("listing copies", e))?
+            .or_internal("listing copies")?
     };
     Ok(rows
         .into_iter()
@@ -125,7 +127,6 @@ pub async fn list_snapshots(
 /// Queues a read-back verify of one snapshot; returns the job id.
 #[server(endpoint = "snapshots/verify")]
 pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::api::jobs::JobParams;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
@@ -133,13 +134,13 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
     let result = async {
         let s = store::snapshot(&c.state.db, id)
             .await
-            .map_err(|e| internal("loading a snapshot", e))?
+            .or_internal("loading a snapshot")?
             .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
         let params = serde_json::to_string(&JobParams::Verify {
             target_id: s.target_id,
             snapshot_id: s.snapshot_id.clone(),
         })
-        .map_err(|e| internal("job json", e))?;
+        .or_internal("job json")?;
         let job = store::enqueue(
             &c.state.db,
             store::NewJob {
@@ -156,7 +157,7 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
             },
         )
         .await
-        .map_err(|e| internal("queueing a job", e))?;
+        .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -357,7 +358,7 @@ impl Planned {
             at_ms: req.at_ms,
             conditions: req.conditions.clone(),
         })
-        .map_err(|e| crate::api::internal("job json", e))?;
+        .or_internal("job json")?;
         Ok(crate::ssr::store::NewJob {
             kind: "restore",
             policy_id: None,
@@ -384,7 +385,6 @@ pub(crate) async fn plan_restore(
     any_mode: bool,
     with_diff: bool,
 ) -> Result<Planned, AppError> {
-    use crate::api::internal;
     use crate::api::sources::visible_source;
     use crate::auth::Perm;
     use crate::ssr::{secrets::Kind, store};
@@ -411,7 +411,7 @@ pub(crate) async fn plan_restore(
     let db = &c.state.db;
     let snap = store::snapshot(db, req.snapshot)
         .await
-        .map_err(|e| internal("loading a snapshot", e))?
+        .or_internal("loading a snapshot")?
         .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
     // Requesters: only snapshots of sources granted to them, only into granted sources.
     let source = match snap.source_id {
@@ -422,7 +422,7 @@ pub(crate) async fn plan_restore(
     let dest = visible_source(c, req.dest_source_id).await?;
     let target = store::target(db, snap.target_id)
         .await
-        .map_err(|e| internal("loading a target", e))?
+        .or_internal("loading a target")?
         .ok_or_else(|| AppError::NotFound("Target".into()))?;
     for (from, to) in &req.rename {
         if to.trim().is_empty() || to.len() > 128 {
@@ -436,12 +436,12 @@ pub(crate) async fn plan_restore(
         .state
         .secrets
         .open(Kind::RepositoryPassword, &target.sealed_password)
-        .map_err(|e| internal("opening a password", e))?;
+        .or_internal("opening a password")?;
     let url = c
         .state
         .secrets
         .open(Kind::SourceUrl, &dest.sealed_url)
-        .map_err(|e| internal("opening a URL", e))?;
+        .or_internal("opening a URL")?;
     let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
@@ -561,7 +561,6 @@ pub async fn restorable_range(id: i64) -> Result<Option<(i64, i64)>, AppError> {
 /// approval is refused here: it goes through a restore request (`requests/file`).
 #[server(endpoint = "restore/start", input = server_fn::codec::Json)]
 pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::RestoreNew, "restore.start").await?;
@@ -576,7 +575,7 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
         }
         let job = store::enqueue(&c.state.db, planned.job(&req, c.user.id)?)
             .await
-            .map_err(|e| internal("queueing a job", e))?;
+            .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -610,13 +609,13 @@ pub async fn list_audit(
     outcome: String,
     before: Option<i64>,
 ) -> Result<Vec<AuditView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{audit, ctx};
     let c = ctx::authorize(Perm::SeeAudit, "audit.list").await?;
     let rows = audit::search(&c.state.db, &user, &action, &outcome, before, PAGE)
         .await
-        .map_err(|e| internal("listing the audit log", e))?;
+        .or_internal("listing the audit log")?;
     Ok(rows.into_iter().map(AuditView::from).collect())
 }
 
@@ -639,13 +638,12 @@ impl From<crate::ssr::audit::Row> for AuditView {
 /// Walks the audit chain: `None` when intact, else the id of the first broken entry.
 #[server(endpoint = "audit/verify")]
 pub async fn verify_audit() -> Result<Option<i64>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{audit, ctx};
     let c = ctx::authorize(Perm::SeeAudit, "audit.verify").await?;
     audit::verify_chain(&c.state.db)
         .await
-        .map_err(|e| internal("verifying the audit log", e))
+        .or_internal("verifying the audit log")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -674,15 +672,12 @@ pub struct DashboardView {
 
 #[server(endpoint = "dashboard_data")]
 pub async fn dashboard_data() -> Result<DashboardView, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, db::now_ms, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "dashboard").await?;
     let db = &c.state.db;
     let only = (!c.can(Perm::SeeAll)).then_some(c.user.id);
-    let sources = store::sources(db, only)
-        .await
-        .map_err(|e| internal("sources", e))?;
+    let sources = store::sources(db, only).await.or_internal("sources")?;
     let week_ago = now_ms() - 7 * 24 * 3600 * 1000;
     let mut out = Vec::new();
     for s in sources {
@@ -692,7 +687,7 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
         .bind(s.id)
         .fetch_one(&db.pool)
         .await
-        .map_err(|e| internal("last backup", e))?;
+        .or_internal("last backup")?;
         let failures: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM jobs WHERE source_id = $1 AND status = 'failed' AND created_at > $2",
         )
@@ -700,14 +695,14 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
         .bind(week_ago)
         .fetch_one(&db.pool)
         .await
-        .map_err(|e| internal("failures", e))?;
+        .or_internal("failures")?;
         let next_run: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_run_at) FROM policies WHERE source_id = $1 AND enabled = 1",
         )
         .bind(s.id)
         .fetch_one(&db.pool)
         .await
-        .map_err(|e| internal("next run", e))?;
+        .or_internal("next run")?;
         out.push(SourceHealth {
             source_id: s.id,
             name: s.name,
@@ -723,7 +718,7 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
     .bind(granted)
     .fetch_all(&db.pool)
     .await
-    .map_err(|e| internal("stored series", e))?;
+    .or_internal("stored series")?;
     stored.reverse();
     let mut durations: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT finished_at, finished_at - started_at FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL AND ($1 = 0 OR created_by = $1) ORDER BY id DESC LIMIT 60",
@@ -731,7 +726,7 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
     .bind(granted)
     .fetch_all(&db.pool)
     .await
-    .map_err(|e| internal("duration series", e))?;
+    .or_internal("duration series")?;
     durations.reverse();
     Ok(DashboardView {
         sources: out,

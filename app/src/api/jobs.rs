@@ -2,6 +2,8 @@
 //! Policies, the jobs they start, the snapshots those make, and restores.
 
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,26 +170,21 @@ pub enum JobParams {
 
 #[server(endpoint = "policies/list")]
 pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::SeeAll, "policy.list").await?;
     let db = &c.state.db;
-    let names = store::names(db).await.map_err(|e| internal("names", e))?;
+    let names = store::names(db).await.or_internal("names")?;
     let sources = names.sources;
     let targets = names.targets;
-    let rows = store::policies(db)
-        .await
-        .map_err(|e| internal("listing policies", e))?;
+    let rows = store::policies(db).await.or_internal("listing policies")?;
     let copies = store::all_copy_targets(db)
         .await
-        .map_err(|e| internal("listing copy targets", e))?;
+        .or_internal("listing copy targets")?;
     let successes = store::last_successes(db)
         .await
-        .map_err(|e| internal("last successes", e))?;
-    let captures = store::captures(db)
-        .await
-        .map_err(|e| internal("captures", e))?;
+        .or_internal("last successes")?;
+    let captures = store::captures(db).await.or_internal("captures")?;
     let now = crate::ssr::db::now_ms();
     Ok(rows
         .into_iter()
@@ -243,7 +240,6 @@ pub async fn create_policy(
     timezone: String,
     enabled: Option<String>,
 ) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
     use crate::ssr::{ctx, store};
@@ -273,13 +269,13 @@ pub async fn create_policy(
         let db = &c.state.db;
         store::source(db, source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::Field("source_id".into(), "Choose a source.".into()))?;
         store::target(db, target_id)
             .await
-            .map_err(|e| internal("loading a target", e))?
+            .or_internal("loading a target")?
             .ok_or_else(|| AppError::Field("target_id".into(), "Choose a target.".into()))?;
-        let json = serde_json::to_string(&selection).map_err(|e| internal("selection json", e))?;
+        let json = serde_json::to_string(&selection).or_internal("selection json")?;
         let enabled = enabled.is_some_and(|v| v != "false" && v != "off");
         store::insert_policy(
             db,
@@ -294,7 +290,7 @@ pub async fn create_policy(
             c.user.id,
         )
         .await
-        .map_err(|e| internal("creating a policy", e))?
+        .or_internal("creating a policy")?
         .ok_or_else(|| AppError::Field("name".into(), "A policy with this name exists.".into()))
     }
     .await;
@@ -340,7 +336,7 @@ async fn load_policy(
 ) -> Result<crate::ssr::store::PolicyRow, AppError> {
     crate::ssr::store::policy(db, id)
         .await
-        .map_err(|e| crate::api::internal("loading a policy", e))?
+        .or_internal("loading a policy")?
         .ok_or_else(|| AppError::NotFound("Policy".into()))
 }
 
@@ -422,7 +418,6 @@ pub async fn save_retention(
     yearly: u32,
     floor: u32,
 ) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.retention.save").await?;
@@ -439,11 +434,11 @@ pub async fn save_retention(
         let json = if rules.is_empty() {
             String::new()
         } else {
-            serde_json::to_string(&rules).map_err(|e| internal("retention json", e))?
+            serde_json::to_string(&rules).or_internal("retention json")?
         };
         if !store::set_retention(&c.state.db, id, &json)
             .await
-            .map_err(|e| internal("saving retention", e))?
+            .or_internal("saving retention")?
         {
             return Err(AppError::NotFound("Policy".into()));
         }
@@ -462,7 +457,6 @@ pub async fn save_retention(
 /// announced: `minutes` None derives it from the schedule, 0 turns it off.
 #[server(endpoint = "policies/late_alert")]
 pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.late_alert").await?;
@@ -477,7 +471,7 @@ pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppErro
         }
         if !store::set_rpo(&c.state.db, id, minutes)
             .await
-            .map_err(|e| internal("saving the late alert", e))?
+            .or_internal("saving the late alert")?
         {
             return Err(AppError::NotFound("Policy".into()));
         }
@@ -504,7 +498,6 @@ pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppErro
 /// restorable.
 #[server(endpoint = "policies/continuous")]
 pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::secrets::Kind;
     use crate::ssr::{ctx, store};
@@ -514,7 +507,7 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
         let p = load_policy(db, id).await?;
         let source = store::source(db, p.source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
         if let Some(s) = secs
             && !(1..=3600).contains(&s)
@@ -529,14 +522,14 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
                 .state
                 .secrets
                 .open(Kind::SourceUrl, &source.sealed_url)
-                .map_err(|e| internal("opening a URL", e))?;
+                .or_internal("opening a URL")?;
             engine::capture::teardown(&url, &format!("p{id}"))
                 .await
                 .map_err(|e| AppError::Invalid(format!("Could not drop the capture slot: {e}")))?;
         }
         if !store::set_capture(db, id, secs)
             .await
-            .map_err(|e| internal("saving continuous capture", e))?
+            .or_internal("saving continuous capture")?
         {
             return Err(AppError::NotFound("Policy".into()));
         }
@@ -558,7 +551,6 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
 /// Queues a job that applies the policy's retention rules now.
 #[server(endpoint = "policies/prune")]
 pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.prune").await?;
@@ -578,7 +570,7 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
                 source_id: Some(p.source_id),
                 target_id: Some(p.target_id),
                 params: serde_json::to_string(&JobParams::Prune { policy_id: p.id })
-                    .map_err(|e| internal("job params", e))?,
+                    .or_internal("job params")?,
                 title: format!("Retention: {}", p.name),
                 created_by: Some(c.user.id),
                 rows_total: None,
@@ -587,7 +579,7 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
             },
         )
         .await
-        .map_err(|e| internal("queueing a job", e))?;
+        .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -599,7 +591,6 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
 /// Sets the targets the policy's snapshots are copied to, besides its own target.
 #[server(endpoint = "policies/copies", input = server_fn::codec::Json)]
 pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.copies").await?;
@@ -618,12 +609,12 @@ pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError
             }
             store::target(db, *t)
                 .await
-                .map_err(|e| internal("loading a target", e))?
+                .or_internal("loading a target")?
                 .ok_or_else(|| AppError::Field("targets".into(), "No such target.".into()))?;
         }
         store::set_copy_targets(db, id, &wanted)
             .await
-            .map_err(|e| internal("saving copy targets", e))
+            .or_internal("saving copy targets")
     }
     .await;
     c.audited(
@@ -638,7 +629,6 @@ pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError
 /// returned once and only its hash is stored.
 #[server(endpoint = "policies/trigger_create")]
 pub async fn create_trigger(id: i64) -> Result<String, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.trigger.create").await?;
@@ -647,7 +637,7 @@ pub async fn create_trigger(id: i64) -> Result<String, AppError> {
         let hash = store::trigger_hash(token.expose());
         if !store::set_trigger_hash(&c.state.db, id, Some(&hash))
             .await
-            .map_err(|e| internal("storing a trigger", e))?
+            .or_internal("storing a trigger")?
         {
             return Err(AppError::NotFound("Policy".into()));
         }
@@ -660,14 +650,13 @@ pub async fn create_trigger(id: i64) -> Result<String, AppError> {
 
 #[server(endpoint = "policies/trigger_revoke")]
 pub async fn revoke_trigger(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.trigger.revoke").await?;
     let result = async {
         if !store::set_trigger_hash(&c.state.db, id, None)
             .await
-            .map_err(|e| internal("revoking a trigger", e))?
+            .or_internal("revoking a trigger")?
         {
             return Err(AppError::NotFound("Policy".into()));
         }
@@ -704,7 +693,6 @@ pub async fn backup_job(
 /// Queues a backup of the policy now; returns the job id.
 #[server(endpoint = "policies/run")]
 pub async fn run_policy(id: i64) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::RunJobs, "policy.run").await?;
@@ -713,10 +701,10 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
         let p = load_policy(db, id).await?;
         let new = backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
-            .map_err(|e| internal("preparing a job", e))?;
+            .or_internal("preparing a job")?;
         let job = store::enqueue(db, new)
             .await
-            .map_err(|e| internal("queueing a job", e))?;
+            .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
@@ -811,7 +799,7 @@ pub async fn list_jobs(
     before: Option<i64>,
     status: Option<String>,
 ) -> Result<Vec<JobView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.list").await?;
@@ -824,11 +812,8 @@ pub async fn list_jobs(
     }
     let rows = store::jobs_page(&c.state.db, before, status.as_deref(), only_own, PAGE)
         .await
-        .map_err(|e| internal("listing jobs", e))?;
-    let users = store::names(&c.state.db)
-        .await
-        .map_err(|e| internal("names", e))?
-        .users;
+        .or_internal("listing jobs")?;
+    let users = store::names(&c.state.db).await.or_internal("names")?.users;
     Ok(rows.into_iter().map(|r| job_view(r, &users)).collect())
 }
 
@@ -837,11 +822,10 @@ async fn visible_job(
     c: &crate::ssr::ctx::Ctx,
     id: i64,
 ) -> Result<crate::ssr::store::JobRow, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     let row = crate::ssr::store::job(&c.state.db, id)
         .await
-        .map_err(|e| internal("loading a job", e))?
+        .or_internal("loading a job")?
         .ok_or_else(|| AppError::NotFound("Job".into()))?;
     if c.can(Perm::SeeAll) || row.created_by == Some(c.user.id) {
         Ok(row)
@@ -853,18 +837,14 @@ async fn visible_job(
 /// A job and its log lines after `after_log` (so a page can poll cheaply).
 #[server(endpoint = "jobs/get")]
 pub async fn get_job(id: i64, after_log: i64) -> Result<(JobView, Vec<LogLine>), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "job.get").await?;
     let row = visible_job(&c, id).await?;
-    let users = store::names(&c.state.db)
-        .await
-        .map_err(|e| internal("names", e))?
-        .users;
+    let users = store::names(&c.state.db).await.or_internal("names")?.users;
     let logs = store::job_logs(&c.state.db, id, after_log)
         .await
-        .map_err(|e| internal("loading job logs", e))?
+        .or_internal("loading job logs")?
         .into_iter()
         .map(|(id, at, level, message)| LogLine {
             id,
@@ -878,7 +858,6 @@ pub async fn get_job(id: i64, after_log: i64) -> Result<(JobView, Vec<LogLine>),
 
 #[server(endpoint = "jobs/cancel")]
 pub async fn cancel_job(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::RunJobs, Perm::RestoreNew], "job.cancel").await?;
@@ -889,7 +868,7 @@ pub async fn cancel_job(id: i64) -> Result<(), AppError> {
         }
         if !store::request_cancel(&c.state.db, id)
             .await
-            .map_err(|e| internal("cancelling a job", e))?
+            .or_internal("cancelling a job")?
         {
             return Err(AppError::Invalid("This job has already finished.".into()));
         }
@@ -902,7 +881,6 @@ pub async fn cancel_job(id: i64) -> Result<(), AppError> {
 /// Queues a failed or cancelled job again (a new job; the old one stays as it was).
 #[server(endpoint = "jobs/retry")]
 pub async fn retry_job(id: i64) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::RunJobs, "job.retry").await?;
@@ -929,7 +907,7 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
             },
         )
         .await
-        .map_err(|e| internal("queueing a job", e))?;
+        .or_internal("queueing a job")?;
         c.state.jobs_queued.notify_waiters();
         Ok(job)
     }

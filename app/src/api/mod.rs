@@ -14,8 +14,3 @@ pub mod users;
 
 /// How many rows a list page returns.
 pub const PAGE: i64 = 50;
-
-#[cfg(feature = "ssr")]
-pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> crate::error::AppError {
-    crate::ssr::internal(context, e)
-}

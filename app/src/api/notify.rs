@@ -8,6 +8,8 @@
 //! the event.
 
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -183,7 +185,7 @@ pub struct TestOutcome {
 #[cfg(feature = "ssr")]
 mod server {
     use super::*;
-    use crate::api::internal;
+
     use crate::ssr::ctx::Ctx;
     use crate::ssr::notify::{self as nt, ChannelConfig};
 
@@ -336,7 +338,7 @@ mod server {
     pub async fn stored(c: &Ctx, id: i64) -> Result<nt::ChannelRow, AppError> {
         nt::channel(&c.state.db, id)
             .await
-            .map_err(|e| internal("loading a channel", e))?
+            .or_internal("loading a channel")?
             .ok_or_else(|| AppError::NotFound("Channel".into()))
     }
 
@@ -348,17 +350,16 @@ mod server {
 /// Every channel, without secrets, with its delivery counts.
 #[server(endpoint = "notify/channels")]
 pub async fn list_channels() -> Result<Vec<ChannelView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::notify::ChannelConfig;
     use crate::ssr::{ctx, notify as nt};
     let c = ctx::authorize(Perm::SeeAll, "channel.list").await?;
     let rows = nt::channels(&c.state.db)
         .await
-        .map_err(|e| internal("listing channels", e))?;
+        .or_internal("listing channels")?;
     let counts = nt::counts(&c.state.db)
         .await
-        .map_err(|e| internal("counting deliveries", e))?;
+        .or_internal("counting deliveries")?;
     let mut out = Vec::new();
     for r in rows {
         let count = |statuses: &[&str]| {
@@ -370,7 +371,7 @@ pub async fn list_channels() -> Result<Vec<ChannelView>, AppError> {
         };
         let last = nt::deliveries(&c.state.db, "", Some(r.id), 1)
             .await
-            .map_err(|e| internal("loading a delivery", e))?
+            .or_internal("loading a delivery")?
             .into_iter()
             .next()
             .map(server::delivery_view);
@@ -417,7 +418,6 @@ pub async fn list_channels() -> Result<Vec<ChannelView>, AppError> {
 /// Adds a channel or changes one (`input.id`); returns its id.
 #[server(endpoint = "notify/save", input = server_fn::codec::Json)]
 pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
     use crate::ssr::ctx;
@@ -436,7 +436,7 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
                 let row = server::stored(&c, id).await?;
                 Some(
                     ChannelConfig::open(&c.state.secrets, &row.sealed_config)
-                        .map_err(|e| internal("opening a channel", e))?,
+                        .or_internal("opening a channel")?,
                 )
             }
             None => None,
@@ -444,7 +444,7 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
         let (config, events) = server::config(&input, stored)?;
         let sealed = config
             .seal(&c.state.secrets)
-            .map_err(|e| internal("sealing a channel", e))?;
+            .or_internal("sealing a channel")?;
         nt::save_channel(
             &c.state.db,
             input.id,
@@ -459,7 +459,7 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
             c.user.id,
         )
         .await
-        .map_err(|e| internal("saving a channel", e))?
+        .or_internal("saving a channel")?
         .ok_or_else(|| AppError::Field("name".into(), format!("A channel named {name} exists.")))
     }
     .await;
@@ -468,14 +468,13 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
 
 #[server(endpoint = "notify/delete")]
 pub async fn delete_channel(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, notify as nt};
     let c = ctx::authorize(Perm::Configure, "channel.delete").await?;
     let row = server::stored(&c, id).await?;
     let result = nt::delete_channel(&c.state.db, id)
         .await
-        .map_err(|e| internal("deleting a channel", e))
+        .or_internal("deleting a channel")
         .map(|_| ());
     c.audited("channel.delete", &server::target(&row.name), result)
         .await
@@ -485,7 +484,6 @@ pub async fn delete_channel(id: i64) -> Result<(), AppError> {
 /// delivery like any other (in the list, with its error); a failed test is not retried.
 #[server(endpoint = "notify/test")]
 pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::ctx;
     use crate::ssr::notify::{self as nt, ChannelConfig};
@@ -493,7 +491,7 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
     let row = server::stored(&c, id).await?;
     let result: Result<TestOutcome, AppError> = async {
         let config = ChannelConfig::open(&c.state.secrets, &row.sealed_config)
-            .map_err(|e| internal("opening a channel", e))?;
+            .or_internal("opening a channel")?;
         let payload = nt::Payload::new(
             "test",
             format!(
@@ -505,11 +503,11 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
         );
         let delivery = nt::enqueue_for(&c.state.db, id, &payload)
             .await
-            .map_err(|e| internal("queueing a test", e))?;
+            .or_internal("queueing a test")?;
         let worker = format!("test by {}", c.user.username);
         let claimed = nt::claim(&c.state.db, delivery, &worker)
             .await
-            .map_err(|e| internal("claiming a test", e))?
+            .or_internal("claiming a test")?
             .ok_or(AppError::Internal)?;
         let outcome = nt::deliver(&config, delivery, &claimed.payload).await;
         let claimed = nt::Claimed {
@@ -518,7 +516,7 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
         };
         nt::settle(&c.state.db, &claimed, &worker, &outcome, 0)
             .await
-            .map_err(|e| internal("recording a test", e))?;
+            .or_internal("recording a test")?;
         Ok(TestOutcome {
             delivery_id: delivery,
             delivered: outcome.is_ok(),
@@ -557,7 +555,7 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
 /// for all.
 #[server(endpoint = "notify/deliveries")]
 pub async fn list_deliveries(status: String, channel: i64) -> Result<Vec<DeliveryView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{ctx, notify as nt};
     let c = ctx::authorize(Perm::SeeAll, "delivery.list").await?;
@@ -569,21 +567,20 @@ pub async fn list_deliveries(status: String, channel: i64) -> Result<Vec<Deliver
     }
     let rows = nt::deliveries(&c.state.db, status, (channel > 0).then_some(channel), PAGE)
         .await
-        .map_err(|e| internal("listing deliveries", e))?;
+        .or_internal("listing deliveries")?;
     Ok(rows.into_iter().map(server::delivery_view).collect())
 }
 
 /// Queues a given-up delivery again, due now.
 #[server(endpoint = "notify/retry")]
 pub async fn retry_delivery(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, notify as nt};
     let c = ctx::authorize(Perm::Configure, "delivery.retry").await?;
     let result = async {
         if !nt::retry(&c.state.db, id)
             .await
-            .map_err(|e| internal("retrying a delivery", e))?
+            .or_internal("retrying a delivery")?
         {
             return Err(AppError::Invalid(
                 "Only a delivery that was given up can be retried.".into(),

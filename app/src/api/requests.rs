@@ -10,6 +10,8 @@
 
 use crate::api::history::{AuditView, RestoreRequest};
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +72,7 @@ pub struct RequestDetail {
 mod server {
     use super::*;
     use crate::api::history::Planned;
-    use crate::api::internal;
+
     use crate::auth::{Perm, Role};
     use crate::ssr::ctx::Ctx;
     use crate::ssr::requests::{self as rq, RequestRow};
@@ -98,7 +100,7 @@ mod server {
     }
 
     pub fn params(req: &RestoreRequest) -> Result<String, AppError> {
-        serde_json::to_string(req).map_err(|e| internal("request json", e))
+        serde_json::to_string(req).or_internal("request json")
     }
 
     /// Whether the caller may approve or reject `row` at all (any version): never their
@@ -121,7 +123,7 @@ mod server {
         for sid in row.source_id.iter().chain([&row.dest_source_id]) {
             if !store::is_approver(&c.state.db, *sid, c.user.id)
                 .await
-                .map_err(|e| internal("checking an approver", e))?
+                .or_internal("checking an approver")?
             {
                 return Ok(false);
             }
@@ -134,7 +136,7 @@ mod server {
     pub async fn visible(c: &Ctx, id: i64) -> Result<RequestRow, AppError> {
         let row = rq::get(&c.state.db, id)
             .await
-            .map_err(|e| internal("loading a request", e))?
+            .or_internal("loading a request")?
             .ok_or_else(|| AppError::NotFound("Request".into()))?;
         if c.can(Perm::SeeAll) || row.requested_by == c.user.id {
             return Ok(row);
@@ -147,7 +149,7 @@ mod server {
         for sid in sources {
             if store::is_approver(&c.state.db, sid, c.user.id)
                 .await
-                .map_err(|e| internal("checking an approver", e))?
+                .or_internal("checking an approver")?
             {
                 return Ok(row);
             }
@@ -183,15 +185,13 @@ mod server {
         }
         Ok(store::approvers(&c.state.db)
             .await
-            .map_err(|e| internal("approvers", e))?
+            .or_internal("approvers")?
             .iter()
             .any(|(_, u)| *u == c.user.id))
     }
 
     pub async fn names(c: &Ctx) -> Result<store::Names, AppError> {
-        store::names(&c.state.db)
-            .await
-            .map_err(|e| internal("names", e))
+        store::names(&c.state.db).await.or_internal("names")
     }
 
     /// `names`: from [`names`], loaded once per call however many requests are shown.
@@ -200,11 +200,10 @@ mod server {
         row: RequestRow,
         names: &store::Names,
     ) -> Result<RequestView, AppError> {
-        let req: RestoreRequest =
-            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
         let approvers = rq::approvers(&c.state.db, row.id)
             .await
-            .map_err(|e| internal("approvers", e))?
+            .or_internal("approvers")?
             .into_iter()
             .map(|(u, _)| u)
             .collect();
@@ -280,7 +279,7 @@ mod server {
         let job = planned.job(req, row.requested_by)?;
         let started = rq::start(&c.state.db, row.id, &row.version_hash, c.user.id, job)
             .await
-            .map_err(|e| internal("starting a request", e))?;
+            .or_internal("starting a request")?;
         if let Some(job) = started {
             c.state.jobs_queued.notify_waiters();
             c.audit(
@@ -301,7 +300,7 @@ mod server {
 #[server(endpoint = "requests/file", input = server_fn::codec::Json)]
 pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, AppError> {
     use crate::api::history::plan_restore;
-    use crate::api::internal;
+
     use crate::auth::Perm;
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize(Perm::RestoreNew, "request.file").await?;
@@ -326,7 +325,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
             },
         )
         .await
-        .map_err(|e| internal("filing a request", e))?;
+        .or_internal("filing a request")?;
         Ok((id, planned, required))
     }
     .await;
@@ -370,7 +369,7 @@ pub async fn list_requests(
     mine: bool,
     before: Option<i64>,
 ) -> Result<Vec<RequestView>, AppError> {
-    use crate::api::{PAGE, internal};
+    use crate::api::PAGE;
     use crate::auth::Perm;
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.list").await?;
@@ -392,7 +391,7 @@ pub async fn list_requests(
         PAGE,
     )
     .await
-    .map_err(|e| internal("listing requests", e))?;
+    .or_internal("listing requests")?;
     let names = server::names(&c).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
@@ -403,14 +402,13 @@ pub async fn list_requests(
 
 #[server(endpoint = "requests/get")]
 pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{audit, ctx};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.get").await?;
     let row = server::visible(&c, id).await?;
     let history = audit::for_target(&c.state.db, &server::target(id))
         .await
-        .map_err(|e| internal("a request's history", e))?
+        .or_internal("a request's history")?
         .into_iter()
         .map(AuditView::from)
         .collect();
@@ -425,7 +423,7 @@ pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
 #[server(endpoint = "requests/approve")]
 pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, AppError> {
     use crate::api::history::plan_restore;
-    use crate::api::internal;
+
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authenticate().await?;
     let denied = |detail: &str| {
@@ -455,8 +453,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
                 "You filed this request: someone else must approve it.".into(),
             ));
         }
-        let req: RestoreRequest =
-            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
         if !server::may_decide(&c, &row, &req).await? {
             return Err(AppError::Forbidden);
         }
@@ -470,7 +467,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
         planned.check_confirmed(&req)?;
         if !rq::approve(&c.state.db, id, c.user.id, &row.version_hash)
             .await
-            .map_err(|e| internal("approving a request", e))?
+            .or_internal("approving a request")?
         {
             return Err(AppError::Invalid(
                 "You approved this version already, or it is no longer waiting.".into(),
@@ -501,7 +498,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
         .await;
     let now = rq::get(&c.state.db, id)
         .await
-        .map_err(|e| internal("loading a request", e))?
+        .or_internal("loading a request")?
         .ok_or_else(|| AppError::NotFound("Request".into()))?;
     if now.approvals >= now.approvals_required && now.version_hash == row.version_hash {
         return server::start(&c, &now, &planned, &req).await;
@@ -512,7 +509,6 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
 /// Rejects a waiting request, with a reason for the requester.
 #[server(endpoint = "requests/reject")]
 pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authenticate().await?;
     if !server::may_decide_some(&c).await? {
@@ -523,8 +519,7 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
     let result = async {
         let reason = server::reason("reason", &reason)?;
         let row = server::visible(&c, id).await?;
-        let req: RestoreRequest =
-            serde_json::from_str(&row.params).map_err(|e| internal("request json", e))?;
+        let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
         if row.requested_by == c.user.id {
             return Err(AppError::Invalid(
                 "You filed this request: withdraw it instead.".into(),
@@ -535,7 +530,7 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
         }
         if !rq::reject(&c.state.db, id, c.user.id, &reason)
             .await
-            .map_err(|e| internal("rejecting a request", e))?
+            .or_internal("rejecting a request")?
         {
             return Err(server::no_longer(&row, "rejected"));
         }
@@ -552,7 +547,6 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
 /// The requester withdraws a request that has not started.
 #[server(endpoint = "requests/cancel")]
 pub async fn cancel_request(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize(Perm::RestoreNew, "request.cancel").await?;
@@ -560,7 +554,7 @@ pub async fn cancel_request(id: i64) -> Result<(), AppError> {
         let row = server::own(&c, id).await?;
         if !rq::cancel(&c.state.db, id, c.user.id)
             .await
-            .map_err(|e| internal("withdrawing a request", e))?
+            .or_internal("withdrawing a request")?
         {
             return Err(server::no_longer(&row, "withdrawn"));
         }
@@ -575,7 +569,7 @@ pub async fn cancel_request(id: i64) -> Result<(), AppError> {
 #[server(endpoint = "requests/change", input = server_fn::codec::Json)]
 pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Result<(), AppError> {
     use crate::api::history::plan_restore;
-    use crate::api::internal;
+
     use crate::auth::Perm;
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize(Perm::RestoreNew, "request.change").await?;
@@ -601,7 +595,7 @@ pub async fn change_request(id: i64, req: RestoreRequest, reason: String) -> Res
             },
         )
         .await
-        .map_err(|e| internal("changing a request", e))?;
+        .or_internal("changing a request")?;
         if !changed {
             return Err(server::no_longer(&row, "changed"));
         }

@@ -1,6 +1,8 @@
 //! Sources (the databases tablesafe backs up) and targets (where repositories live).
 
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -53,17 +55,16 @@ pub(crate) async fn visible_source(
     c: &crate::ssr::ctx::Ctx,
     id: i64,
 ) -> Result<crate::ssr::store::SourceRow, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::store;
     let row = store::source(&c.state.db, id)
         .await
-        .map_err(|e| internal("loading a source", e))?
+        .or_internal("loading a source")?
         .ok_or_else(|| AppError::NotFound("Source".into()))?;
     if c.can(Perm::SeeAll)
         || store::is_granted(&c.state.db, id, c.user.id)
             .await
-            .map_err(|e| internal("checking a grant", e))?
+            .or_internal("checking a grant")?
     {
         Ok(row)
     } else {
@@ -73,20 +74,18 @@ pub(crate) async fn visible_source(
 
 #[server(endpoint = "sources/list")]
 pub async fn list_sources() -> Result<Vec<SourceView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "source.list").await?;
     let only = (!c.can(Perm::SeeAll)).then_some(c.user.id);
     let rows = store::sources(&c.state.db, only)
         .await
-        .map_err(|e| internal("listing sources", e))?;
+        .or_internal("listing sources")?;
     Ok(rows.into_iter().map(view).collect())
 }
 
 #[server(endpoint = "sources/add")]
 pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
     use crate::ssr::{ctx, secrets, store};
@@ -106,7 +105,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
             .state
             .secrets
             .seal(secrets::Kind::SourceUrl, &url)
-            .map_err(|e| internal("sealing a source URL", e))?;
+            .or_internal("sealing a source URL")?;
         store::insert_source(
             &c.state.db,
             &name,
@@ -116,7 +115,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
             c.user.id,
         )
         .await
-        .map_err(|e| internal("adding a source", e))?
+        .or_internal("adding a source")?
         .ok_or_else(|| AppError::Field("name".into(), "A source with this name exists.".into()))
     }
     .await;
@@ -133,7 +132,6 @@ pub async fn set_approval_rule(
     approvals_required: i64,
     request_ttl_minutes: i64,
 ) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "source.approval_rule").await?;
@@ -152,7 +150,7 @@ pub async fn set_approval_rule(
         }
         if !store::set_approval_rule(&c.state.db, id, approvals_required, request_ttl_minutes)
             .await
-            .map_err(|e| internal("setting an approval rule", e))?
+            .or_internal("setting an approval rule")?
         {
             return Err(AppError::NotFound("Source".into()));
         }
@@ -177,7 +175,6 @@ pub async fn set_approval_rule(
 /// (unreachable host, wrong password, missing file) without the password.
 #[server(endpoint = "sources/test")]
 pub async fn test_source(id: i64) -> Result<String, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, secrets};
     let c = ctx::authorize(Perm::Configure, "source.test").await?;
@@ -186,7 +183,7 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
         .state
         .secrets
         .open(secrets::Kind::SourceUrl, &row.sealed_url)
-        .map_err(|e| internal("opening a source URL", e))?;
+        .or_internal("opening a source URL")?;
     let result = match tokio::time::timeout(
         std::time::Duration::from_secs(20),
         engine::source::inspect(&url),
@@ -206,7 +203,6 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
 
 #[server(endpoint = "sources/tables")]
 pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, secrets};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "source.browse").await?;
@@ -215,7 +211,7 @@ pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
         .state
         .secrets
         .open(secrets::Kind::SourceUrl, &row.sealed_url)
-        .map_err(|e| internal("opening a source URL", e))?;
+        .or_internal("opening a source URL")?;
     let tables = engine::source::inspect(&url)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
@@ -245,18 +241,17 @@ pub struct TargetView {
 
 #[server(endpoint = "targets/list")]
 pub async fn list_targets() -> Result<Vec<TargetView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::SeeAll, "target.list").await?;
     let rows = store::targets(&c.state.db)
         .await
-        .map_err(|e| internal("listing targets", e))?;
+        .or_internal("listing targets")?;
     let mut out = Vec::new();
     for r in rows {
         let snapshots = store::snapshot_count(&c.state.db, r.id)
             .await
-            .map_err(|e| internal("counting snapshots", e))?;
+            .or_internal("counting snapshots")?;
         let location = r.location.clone();
         let used_bytes =
             tokio::task::spawn_blocking(move || dir_size(std::path::Path::new(&location)))
@@ -306,7 +301,6 @@ pub async fn add_target(
     #[server(default)] s3_secret_access_key: String,
     #[server(default)] ssh_private_key: String,
 ) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
     use crate::ssr::{ctx, secrets, store};
@@ -353,18 +347,17 @@ pub async fn add_target(
         let sealed_credentials = if creds.is_empty() {
             String::new()
         } else {
-            let json =
-                serde_json::to_string(&creds).map_err(|e| internal("credentials json", e))?;
+            let json = serde_json::to_string(&creds).or_internal("credentials json")?;
             c.state
                 .secrets
                 .seal(secrets::Kind::TargetCredentials, &Secret::new(json))
-                .map_err(|e| internal("sealing credentials", e))?
+                .or_internal("sealing credentials")?
         };
         let sealed = c
             .state
             .secrets
             .seal(secrets::Kind::RepositoryPassword, &password)
-            .map_err(|e| internal("sealing a password", e))?;
+            .or_internal("sealing a password")?;
         store::insert_target(
             &c.state.db,
             &name,
@@ -374,7 +367,7 @@ pub async fn add_target(
             c.user.id,
         )
         .await
-        .map_err(|e| internal("adding a target", e))?
+        .or_internal("adding a target")?
         .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
     }
     .await;

@@ -2,6 +2,8 @@
 
 use crate::auth::Role;
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -20,19 +22,18 @@ pub struct UserView {
 
 #[server(endpoint = "users/list")]
 pub async fn list_users() -> Result<Vec<UserView>, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.list").await?;
     let grants = store::grants(&c.state.db)
         .await
-        .map_err(|e| internal("listing grants", e))?;
+        .or_internal("listing grants")?;
     let approvers = store::approvers(&c.state.db)
         .await
-        .map_err(|e| internal("listing approvers", e))?;
+        .or_internal("listing approvers")?;
     let rows = store::users(&c.state.db)
         .await
-        .map_err(|e| internal("listing users", e))?;
+        .or_internal("listing users")?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
@@ -59,7 +60,6 @@ pub async fn create_user(
     role: String,
     password: String,
 ) -> Result<i64, AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::forms;
     use crate::ssr::{ctx, password as pw, store};
@@ -70,10 +70,10 @@ pub async fn create_user(
         forms::password("password", &password)?;
         let phc = pw::hash(engine::secret::Secret::new(password))
             .await
-            .map_err(|e| internal("hashing a password", e))?;
+            .or_internal("hashing a password")?;
         store::insert_user(&c.state.db, &username, &phc, role.as_str())
             .await
-            .map_err(|e| internal("creating a user", e))?
+            .or_internal("creating a user")?
             .ok_or_else(|| AppError::Field("username".into(), "This user name is taken.".into()))
     }
     .await;
@@ -83,7 +83,6 @@ pub async fn create_user(
 
 #[server(endpoint = "users/set_disabled")]
 pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.disable").await?;
@@ -100,7 +99,7 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
         }
         if !store::set_disabled(&c.state.db, id, disabled)
             .await
-            .map_err(|e| internal("disabling a user", e))?
+            .or_internal("disabling a user")?
         {
             return Err(AppError::NotFound("User".into()));
         }
@@ -112,18 +111,17 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
 
 #[server(endpoint = "users/grant")]
 pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.grant").await?;
     let result = async {
         store::source(&c.state.db, source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
         store::set_grant(&c.state.db, source_id, user_id, granted)
             .await
-            .map_err(|e| internal("granting a source", e))
+            .or_internal("granting a source")
     }
     .await;
     let action = if granted { "user.grant" } else { "user.revoke" };
@@ -139,22 +137,21 @@ pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result
 /// and operators may always; this is for the others (requesters).
 #[server(endpoint = "users/approver")]
 pub async fn set_approver(user_id: i64, source_id: i64, on: bool) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::auth::Perm;
     use crate::ssr::{ctx, db, store};
     let c = ctx::authorize(Perm::ManageUsers, "user.approver").await?;
     let result = async {
         store::source(&c.state.db, source_id)
             .await
-            .map_err(|e| internal("loading a source", e))?
+            .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
         db::user_by_id(&c.state.db, user_id)
             .await
-            .map_err(|e| internal("loading a user", e))?
+            .or_internal("loading a user")?
             .ok_or_else(|| AppError::NotFound("User".into()))?;
         store::set_approver(&c.state.db, source_id, user_id, on)
             .await
-            .map_err(|e| internal("setting an approver", e))
+            .or_internal("setting an approver")
     }
     .await;
     let action = if on {
@@ -173,7 +170,6 @@ pub async fn set_approver(user_id: i64, source_id: i64, on: bool) -> Result<(), 
 /// Any logged-in user: a new password for their own account, given the current one.
 #[server(endpoint = "users/change_password")]
 pub async fn change_password(current: String, new: String) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::forms;
     use crate::ssr::{ctx, db, password as pw, store};
     let c = ctx::authenticate().await?;
@@ -181,7 +177,7 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
         forms::password("new", &new)?;
         let row = db::user_by_id(&c.state.db, c.user.id)
             .await
-            .map_err(|e| internal("loading a user", e))?
+            .or_internal("loading a user")?
             .ok_or(AppError::Unauthenticated)?;
         if !pw::verify(engine::secret::Secret::new(current), row.password_hash).await {
             return Err(AppError::Field(
@@ -191,10 +187,10 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
         }
         let phc = pw::hash(engine::secret::Secret::new(new))
             .await
-            .map_err(|e| internal("hashing a password", e))?;
+            .or_internal("hashing a password")?;
         store::set_password_hash(&c.state.db, c.user.id, &phc)
             .await
-            .map_err(|e| internal("storing a password", e))
+            .or_internal("storing a password")
     }
     .await;
     c.audited(
@@ -220,12 +216,11 @@ pub struct TokenView {
 /// The caller's API tokens, newest first.
 #[server(endpoint = "tokens/list")]
 pub async fn list_tokens() -> Result<Vec<TokenView>, AppError> {
-    use crate::api::internal;
     use crate::ssr::{ctx, tokens};
     let c = ctx::authenticate().await?;
     let rows = tokens::of_user(&c.state.db, c.user.id)
         .await
-        .map_err(|e| internal("listing tokens", e))?;
+        .or_internal("listing tokens")?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
@@ -247,7 +242,6 @@ pub async fn list_tokens() -> Result<Vec<TokenView>, AppError> {
 /// session: a token cannot make more tokens.
 #[server(endpoint = "tokens/create")]
 pub async fn create_token(name: String, role: String, days: i64) -> Result<String, AppError> {
-    use crate::api::internal;
     use crate::forms;
     use crate::ssr::{ctx, db, tokens};
     let c = ctx::authenticate().await?;
@@ -285,7 +279,7 @@ pub async fn create_token(name: String, role: String, days: i64) -> Result<Strin
             db::now_ms() + days * 86_400_000,
         )
         .await
-        .map_err(|e| internal("storing a token", e))?;
+        .or_internal("storing a token")?;
         Ok(token.expose().to_string())
     }
     .await;
@@ -300,13 +294,12 @@ pub async fn create_token(name: String, role: String, days: i64) -> Result<Strin
 /// Revokes one of the caller's tokens.
 #[server(endpoint = "tokens/revoke")]
 pub async fn revoke_token(id: i64) -> Result<(), AppError> {
-    use crate::api::internal;
     use crate::ssr::{ctx, tokens};
     let c = ctx::authenticate().await?;
     let result = async {
         if !tokens::revoke(&c.state.db, id, c.user.id)
             .await
-            .map_err(|e| internal("revoking a token", e))?
+            .or_internal("revoking a token")?
         {
             return Err(AppError::NotFound("Token".into()));
         }

@@ -1,4 +1,6 @@
 use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use serde::{Deserialize, Serialize};
@@ -13,14 +15,14 @@ pub struct InstallationInfo {
 
 #[server(endpoint = "server_info")]
 pub async fn server_info() -> Result<InstallationInfo, AppError> {
-    use crate::ssr::{AppState, internal, session};
+    use crate::ssr::{AppState, session};
     let state = expect_context::<AppState>();
     session::require_user(&state).await?;
     let schema_version = state
         .db
         .schema_version()
         .await
-        .map_err(|e| internal("reading schema version", e))?;
+        .or_internal("reading schema version")?;
     Ok(InstallationInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         history_backend: state.db.backend.label().to_string(),

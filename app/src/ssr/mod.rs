@@ -123,6 +123,19 @@ pub async fn open_target(
 /// Logs an internal error with its details and returns the opaque [`AppError::Internal`]
 /// that the browser sees.
 pub fn internal(context: &str, err: impl std::fmt::Display) -> AppError {
-    tracing::error!(error = %err, "{context}");
+    // `{:#}` prints an anyhow error's whole chain of causes on one line.
+    tracing::error!(error = %format!("{err:#}"), "{context}");
     AppError::Internal
+}
+
+/// `.or_internal("what was being done")?`: an unexpected error becomes the opaque
+/// [`AppError::Internal`], logged with its cause ([`internal`]).
+pub trait OrInternal<T> {
+    fn or_internal(self, context: &str) -> Result<T, AppError>;
+}
+
+impl<T, E: std::fmt::Display> OrInternal<T> for Result<T, E> {
+    fn or_internal(self, context: &str) -> Result<T, AppError> {
+        self.map_err(|e| internal(context, e))
+    }
 }

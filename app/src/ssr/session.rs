@@ -1,5 +1,6 @@
 //! Session tokens and cookies. See `crate::auth` for the shape of a session.
 
+use super::OrInternal;
 use super::{AppState, db, internal, keys};
 use crate::auth::{Role, SessionUser};
 use crate::error::AppError;
@@ -59,7 +60,7 @@ pub async fn authenticate(
     let password = Secret::new(password);
     let row = db::user_by_name(&state.db, username)
         .await
-        .map_err(|e| internal("loading user for login", e))?;
+        .or_internal("loading user for login")?;
     let (phc, row) = match row {
         Some(row) => (row.password_hash.clone(), Some(row)),
         None => (dummy_hash().to_string(), None),
@@ -102,7 +103,7 @@ pub fn issue_token(keys: &SessionKeys, user: &SessionUser) -> Result<String, App
         exp: iat + keys.ttl_secs,
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
-        .map_err(|e| internal("signing session token", e))
+        .or_internal("signing session token")
 }
 
 /// The `Set-Cookie` value that stores `token` (or, with `None`, deletes the cookie).
@@ -119,7 +120,7 @@ pub fn cookie_header(keys: &SessionKeys, token: Option<&str>) -> String {
 
 fn set_cookie_header(value: String) -> Result<(), AppError> {
     let response = leptos::prelude::expect_context::<leptos_axum::ResponseOptions>();
-    let value = HeaderValue::from_str(&value).map_err(|e| internal("cookie header", e))?;
+    let value = HeaderValue::from_str(&value).or_internal("cookie header")?;
     response.append_header(header::SET_COOKIE, value);
     Ok(())
 }
@@ -172,11 +173,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 async fn from_api_token(state: &AppState, token: &str) -> Result<SessionUser, AppError> {
     let row = super::tokens::lookup(&state.db, token)
         .await
-        .map_err(|e| internal("checking an API token", e))?
+        .or_internal("checking an API token")?
         .ok_or(AppError::Unauthenticated)?;
     let user = db::user_by_id(&state.db, row.user_id)
         .await
-        .map_err(|e| internal("loading a token's user", e))?
+        .or_internal("loading a token's user")?
         .filter(|u| u.disabled_at.is_none())
         .ok_or(AppError::Unauthenticated)?;
     let mut user = to_session_user(user)?;
@@ -209,7 +210,7 @@ pub async fn from_headers(
     };
     let row = db::user_by_id(&state.db, id)
         .await
-        .map_err(|e| internal("loading session user", e))?;
+        .or_internal("loading session user")?;
     match row {
         Some(row) if row.disabled_at.is_none() => Ok(Some(to_session_user(row)?)),
         _ => Ok(None),
