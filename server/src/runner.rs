@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use app::api::history::glob_literal;
-use app::api::jobs::{JobParams, SelectionJson};
+use app::api::jobs::{JobParams, JobStatus, SelectionJson};
 use app::ssr::notify::events;
 use app::ssr::secrets::Kind;
 use app::ssr::{AppState, store};
@@ -178,7 +178,12 @@ async fn run(state: &AppState, job: store::JobRow) {
     progress.flush(state, id).await;
     let damage = matches!(&outcome, Err(e) if e.downcast_ref::<Damage>().is_some());
     let (status, error, result, snapshot) = match outcome {
-        Ok((result, snapshot)) => ("succeeded", None, Some(result.to_string()), snapshot),
+        Ok((result, snapshot)) => (
+            JobStatus::Succeeded,
+            None,
+            Some(result.to_string()),
+            snapshot,
+        ),
         Err(e) => {
             let cancelled = matches!(
                 e.downcast_ref::<engine::Error>(),
@@ -186,17 +191,17 @@ async fn run(state: &AppState, job: store::JobRow) {
             );
             if cancelled {
                 (
-                    "cancelled",
+                    JobStatus::Cancelled,
                     Some("cancelled by a user".to_string()),
                     None,
                     None,
                 )
             } else {
-                ("failed", Some(format!("{e:#}")), None, None)
+                (JobStatus::Failed, Some(format!("{e:#}")), None, None)
             }
         }
     };
-    let level = if status == "succeeded" {
+    let level = if status == JobStatus::Succeeded {
         "info"
     } else {
         "error"
@@ -223,7 +228,7 @@ async fn run(state: &AppState, job: store::JobRow) {
             // that outcome, already announced, stands.
             tracing::warn!(
                 job = id,
-                status,
+                status = status.as_str(),
                 "the job was ended by another worker meanwhile; this outcome is not recorded"
             );
             let _ = store::log(
@@ -239,17 +244,17 @@ async fn run(state: &AppState, job: store::JobRow) {
             tracing::error!(error = %e, job = id, "could not record the end of a job");
         }
     }
-    crate::metrics::job_finished(&job.kind, status, started.elapsed().as_secs_f64());
+    crate::metrics::job_finished(&job.kind, status.as_str(), started.elapsed().as_secs_f64());
     events::job_finished(
         state,
         &job,
-        status,
+        status.as_str(),
         error.as_deref(),
         result.as_deref(),
         damage,
     )
     .await;
-    tracing::info!(job = id, status, "job finished");
+    tracing::info!(job = id, status = status.as_str(), "job finished");
 }
 
 async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) -> Result<Outcome> {

@@ -114,13 +114,12 @@ pub fn drill_job(
     p: &crate::ssr::store::PolicyRow,
     title: String,
     created_by: Option<i64>,
-) -> anyhow::Result<crate::ssr::store::NewJob<'static>> {
+) -> anyhow::Result<crate::ssr::store::NewJob> {
     Ok(crate::ssr::store::NewJob {
-        kind: "drill",
         policy_id: Some(p.id),
         source_id: Some(p.source_id),
         target_id: Some(p.target_id),
-        params: serde_json::to_string(&crate::api::jobs::JobParams::Drill { policy_id: p.id })?,
+        params: crate::api::jobs::JobParams::Drill { policy_id: p.id },
         title,
         created_by,
         rows_total: None,

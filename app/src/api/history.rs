@@ -136,15 +136,13 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
             .await
             .or_internal("loading a snapshot")?
             .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
-        let params = serde_json::to_string(&JobParams::Verify {
+        let params = JobParams::Verify {
             target_id: s.target_id,
             snapshot_id: s.snapshot_id.clone(),
-        })
-        .or_internal("job json")?;
+        };
         let job = store::enqueue(
             &c.state.db,
             store::NewJob {
-                kind: "verify",
                 policy_id: s.policy_id,
                 source_id: s.source_id,
                 target_id: Some(s.target_id),
@@ -345,9 +343,9 @@ impl Planned {
         &self,
         req: &RestoreRequest,
         created_by: i64,
-    ) -> Result<crate::ssr::store::NewJob<'static>, AppError> {
+    ) -> Result<crate::ssr::store::NewJob, AppError> {
         use crate::api::jobs::JobParams;
-        let params = serde_json::to_string(&JobParams::Restore {
+        let params = JobParams::Restore {
             snapshot: req.snapshot,
             dest_source_id: req.dest_source_id,
             tables: req.tables.clone(),
@@ -357,10 +355,8 @@ impl Planned {
             safety_backup: req.safety_backup && !self.replaced().is_empty(),
             at_ms: req.at_ms,
             conditions: req.conditions.clone(),
-        })
-        .or_internal("job json")?;
+        };
         Ok(crate::ssr::store::NewJob {
-            kind: "restore",
             policy_id: None,
             source_id: Some(req.dest_source_id),
             target_id: None,

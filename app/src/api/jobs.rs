@@ -129,6 +129,109 @@ pub struct SelectionJson {
     pub columns: BTreeMap<String, Vec<String>>,
 }
 
+/// Where a job is in its life, stored as these lowercase words in `jobs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Succeeded, failed or cancelled: nothing more will happen to it.
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a job does, as `jobs.kind` stores it: always [`JobParams::kind`] of its
+/// parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Backup,
+    Verify,
+    Prune,
+    Drill,
+    Restore,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Backup,
+        JobKind::Verify,
+        JobKind::Prune,
+        JobKind::Drill,
+        JobKind::Restore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Verify => "verify",
+            JobKind::Prune => "prune",
+            JobKind::Drill => "drill",
+            JobKind::Restore => "restore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl JobParams {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobParams::Backup { .. } => JobKind::Backup,
+            JobParams::Verify { .. } => JobKind::Verify,
+            JobParams::Prune { .. } => JobKind::Prune,
+            JobParams::Drill { .. } => JobKind::Drill,
+            JobParams::Restore { .. } => JobKind::Restore,
+        }
+    }
+}
+
 /// What a job does, stored as JSON in `jobs.params`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -565,12 +668,10 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
         let job = store::enqueue(
             db,
             store::NewJob {
-                kind: "prune",
                 policy_id: Some(p.id),
                 source_id: Some(p.source_id),
                 target_id: Some(p.target_id),
-                params: serde_json::to_string(&JobParams::Prune { policy_id: p.id })
-                    .or_internal("job params")?,
+                params: JobParams::Prune { policy_id: p.id },
                 title: format!("Retention: {}", p.name),
                 created_by: Some(c.user.id),
                 rows_total: None,
@@ -674,14 +775,13 @@ pub async fn backup_job(
     p: &crate::ssr::store::PolicyRow,
     title: String,
     created_by: Option<i64>,
-) -> anyhow::Result<crate::ssr::store::NewJob<'static>> {
+) -> anyhow::Result<crate::ssr::store::NewJob> {
     let last = crate::ssr::store::last_snapshot_of_policy(db, p.id).await?;
     Ok(crate::ssr::store::NewJob {
-        kind: "backup",
         policy_id: Some(p.id),
         source_id: Some(p.source_id),
         target_id: Some(p.target_id),
-        params: serde_json::to_string(&JobParams::Backup { policy_id: p.id })?,
+        params: JobParams::Backup { policy_id: p.id },
         title,
         created_by,
         rows_total: last.as_ref().map(|s| s.row_count),
@@ -716,8 +816,8 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: i64,
-    pub kind: String,
-    pub status: String,
+    pub kind: JobKind,
+    pub status: JobStatus,
     pub title: String,
     pub created_by: String,
     pub created_at: i64,
@@ -738,12 +838,12 @@ pub struct JobView {
 
 impl JobView {
     pub fn finished(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+        self.status.finished()
     }
 
     /// Done fraction 0..=1, when a total is known.
     pub fn fraction(&self) -> Option<f64> {
-        if self.status == "succeeded" {
+        if self.status == JobStatus::Succeeded {
             return Some(1.0);
         }
         let (done, total) = match (self.bytes_total, self.rows_total) {
@@ -770,8 +870,9 @@ fn job_view(
 ) -> JobView {
     JobView {
         id: r.id,
-        kind: r.kind,
-        status: r.status,
+        // The history's CHECK constraints allow only these words.
+        kind: JobKind::parse(&r.kind).unwrap_or(JobKind::Backup),
+        status: JobStatus::parse(&r.status).unwrap_or(JobStatus::Failed),
         title: r.title,
         created_by: r
             .created_by
@@ -886,7 +987,10 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
     let c = ctx::authorize(Perm::RunJobs, "job.retry").await?;
     let result = async {
         let row = visible_job(&c, id).await?;
-        if !matches!(row.status.as_str(), "failed" | "cancelled") {
+        if !matches!(
+            JobStatus::parse(&row.status),
+            Some(JobStatus::Failed | JobStatus::Cancelled)
+        ) {
             return Err(AppError::Invalid(
                 "Only failed or cancelled jobs can be retried.".into(),
             ));
@@ -894,11 +998,11 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
         let job = store::enqueue(
             &c.state.db,
             store::NewJob {
-                kind: &row.kind,
                 policy_id: row.policy_id,
                 source_id: row.source_id,
                 target_id: row.target_id,
-                params: row.params,
+                params: serde_json::from_str(&row.params)
+                    .or_internal("reading a job's parameters")?,
                 title: row.title,
                 created_by: Some(c.user.id),
                 rows_total: row.rows_total,

@@ -1,5 +1,7 @@
 use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, time};
-use crate::api::jobs::{CancelJob, JobView, LogLine, RetryJob, get_job, list_jobs};
+use crate::api::jobs::{
+    CancelJob, JobKind, JobStatus, JobView, LogLine, RetryJob, get_job, list_jobs,
+};
 use crate::auth::Perm;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -19,9 +21,9 @@ fn ticker(ms: u64) -> ReadSignal<u64> {
     tick
 }
 
-fn status_badge(status: String) -> impl IntoView {
+fn status_badge(status: JobStatus) -> impl IntoView {
     let class = format!("badge {status}");
-    view! { <span class=class data-testid="job-status">{status}</span> }
+    view! { <span class=class data-testid="job-status">{status.as_str()}</span> }
 }
 
 #[component]
@@ -67,7 +69,7 @@ pub fn JobsPage() -> impl IntoView {
                                         <tr data-testid=format!("job-{}", j.id)>
                                             <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
                                             <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
-                                            <td>{status_badge(j.status.clone())}</td>
+                                            <td>{status_badge(j.status)}</td>
                                             <td>{j.created_by.clone()}</td>
                                             <td>{time(j.created_at)}</td>
                                             <td>{progress_text(&j)}</td>
@@ -172,10 +174,10 @@ pub fn JobPage() -> impl IntoView {
                         let id = j.id;
                         let pct = j.fraction();
                         let finished = j.finished();
-                        let failed_or_cancelled = matches!(j.status.as_str(), "failed" | "cancelled");
+                        let failed_or_cancelled = matches!(j.status, JobStatus::Failed | JobStatus::Cancelled);
                         view! {
                             <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
-                            <p>{status_badge(j.status.clone())} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
+                            <p>{status_badge(j.status)} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
                             <div class="progress" role="progressbar" aria-label="Progress"
                                 aria-valuemin="0" aria-valuemax="100"
                                 aria-valuenow=pct.map(|f| format!("{:.0}", f * 100.0))
@@ -189,10 +191,10 @@ pub fn JobPage() -> impl IntoView {
                                 {j.finished_at.zip(j.started_at).map(|(f, s)| format!(" · took {}", duration(f - s)))}
                             </p>
                             {j.error.clone().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
-                            {j.snapshot_id.clone().filter(|_| j.kind == "backup").map(|s| view! {
+                            {j.snapshot_id.clone().filter(|_| j.kind == JobKind::Backup).map(|s| view! {
                                 <p data-testid="job-snapshot">"Snapshot " <span class="mono">{s[..12].to_string()}</span> " · " <a href="/backups">"see it in Backups"</a></p>
                             })}
-                            {(j.kind == "restore" && j.status == "succeeded").then(|| restored_tables(j.result.as_deref()))}
+                            {(j.kind == JobKind::Restore && j.status == JobStatus::Succeeded).then(|| restored_tables(j.result.as_deref()))}
                             <div class="actions">
                                 {(!finished).then(|| view! {
                                     <button class="danger" disabled=move || cancel.pending().get() || j.cancel_requested

@@ -105,7 +105,7 @@ pub async fn take_scheduled(
     policy_id: i64,
     due: i64,
     next: Option<i64>,
-    job: NewJob<'_>,
+    job: NewJob,
 ) -> Result<bool> {
     let mut tx = db.pool.begin().await?;
     if busy(&mut *tx, policy_id).await? {

@@ -216,7 +216,7 @@ pub async fn start(
     id: i64,
     hash: &str,
     decided_by: i64,
-    job: NewJob<'_>,
+    job: NewJob,
 ) -> Result<Option<i64>> {
     let mut tx = db.pool.begin().await?;
     let job_id = insert_job(&mut *tx, job).await?;

@@ -447,7 +447,7 @@ pub async fn take_scheduled_run(
     policy: &PolicyRow,
     due: i64,
     next: Option<i64>,
-    job: NewJob<'_>,
+    job: NewJob,
 ) -> Result<bool> {
     let mut tx = db.pool.begin().await?;
     if policy_busy(&mut *tx, policy.id).await? {
@@ -498,13 +498,12 @@ pub struct JobRow {
 
 pub const JOB_COLUMNS: &str = "id, kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, started_at, finished_at, worker, heartbeat_at, cancel_requested, rows_done, bytes_done, rows_total, bytes_total, current_table, error, result, snapshot_id, retry_of";
 
-/// What a new job is.
-pub struct NewJob<'a> {
-    pub kind: &'a str,
+/// What a new job is (its kind is its parameters').
+pub struct NewJob {
     pub policy_id: Option<i64>,
     pub source_id: Option<i64>,
     pub target_id: Option<i64>,
-    pub params: String,
+    pub params: crate::api::jobs::JobParams,
     pub title: String,
     pub created_by: Option<i64>,
     pub rows_total: Option<i64>,
@@ -512,24 +511,25 @@ pub struct NewJob<'a> {
     pub retry_of: Option<i64>,
 }
 
-pub async fn enqueue(db: &Db, j: NewJob<'_>) -> Result<i64> {
+pub async fn enqueue(db: &Db, j: NewJob) -> Result<i64> {
     insert_job(&db.pool, j).await
 }
 
 /// Queues `j` through `ex` (the pool, or a transaction that does more).
 pub(crate) async fn insert_job<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
-    j: NewJob<'_>,
+    j: NewJob,
 ) -> Result<i64> {
+    let params = serde_json::to_string(&j.params)?;
     Ok(sqlx::query_scalar(
         "INSERT INTO jobs (kind, status, policy_id, source_id, target_id, params, title, created_by, created_at, rows_total, bytes_total, retry_of) \
          VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
-    .bind(j.kind)
+    .bind(j.params.kind().as_str())
     .bind(j.policy_id)
     .bind(j.source_id)
     .bind(j.target_id)
-    .bind(j.params)
+    .bind(params)
     .bind(j.title)
     .bind(j.created_by)
     .bind(now_ms())
@@ -676,7 +676,7 @@ pub async fn finish(
     db: &Db,
     id: i64,
     worker: &str,
-    status: &str,
+    status: crate::api::jobs::JobStatus,
     error: Option<&str>,
     result: Option<&str>,
     snapshot_id: Option<&str>,
@@ -686,7 +686,7 @@ pub async fn finish(
          WHERE id = $1 AND status = 'running' AND worker = $7",
     )
     .bind(id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(error)
     .bind(result)
     .bind(snapshot_id)
@@ -1162,15 +1162,18 @@ pub async fn backup_pending(db: &Db, policy: i64) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::jobs::JobStatus::{Failed, Succeeded};
     use engine::secret::Secret;
 
-    fn job<'a>(title: &str) -> NewJob<'a> {
+    fn job(title: &str) -> NewJob {
         NewJob {
-            kind: "verify",
             policy_id: None,
             source_id: None,
             target_id: None,
-            params: "{}".into(),
+            params: crate::api::jobs::JobParams::Verify {
+                target_id: 1,
+                snapshot_id: "0".repeat(64),
+            },
             title: title.into(),
             created_by: None,
             rows_total: None,
@@ -1196,7 +1199,7 @@ mod tests {
         let failed = fail_abandoned(db, "", 2).await.unwrap();
         assert_eq!(failed, vec![one.id]);
         // worker-1 comes back and finishes: refused, the failure stands.
-        let recorded = finish(db, one.id, "worker-1", "succeeded", None, Some("{}"), None)
+        let recorded = finish(db, one.id, "worker-1", Succeeded, None, Some("{}"), None)
             .await
             .unwrap();
         assert!(!recorded);
@@ -1204,12 +1207,12 @@ mod tests {
         assert_eq!(row.status, "failed");
         // worker-2 records its own job; a second finish changes nothing.
         assert!(
-            finish(db, two.id, "worker-2", "succeeded", None, Some("{}"), None)
+            finish(db, two.id, "worker-2", Succeeded, None, Some("{}"), None)
                 .await
                 .unwrap()
         );
         assert!(
-            !finish(db, two.id, "worker-2", "failed", Some("late"), None, None)
+            !finish(db, two.id, "worker-2", Failed, Some("late"), None, None)
                 .await
                 .unwrap()
         );
