@@ -101,6 +101,11 @@ ensure_postgres() {
   # The harness runs initdb itself; the packaged cluster is not needed.
 }
 
+# MariaDB's server and client: the MySQL tests start their own server in a temp dir.
+ensure_mariadb() {
+  apt_install mariadb-server mariadb-client
+}
+
 ensure_chromium() {
   apt_install chromium
 }

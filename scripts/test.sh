@@ -18,6 +18,7 @@ cd "$ROOT"
 
 ensure_build_tools
 ensure_postgres
+ensure_mariadb
 ensure_remote_test_servers
 ensure_chromium
 ensure_playwright

@@ -90,6 +90,12 @@ pub fn source_url(value: &str) -> Result<String, AppError> {
         }
         return Ok(v.to_string());
     }
+    if v.starts_with("mysql://") || v.starts_with("mariadb://") {
+        return Err(field(
+            "url",
+            "MySQL and MariaDB sources work from the command line (tablesafe backup / restore) for now; the console does not take them yet.",
+        ));
+    }
     Err(field(
         "url",
         "Use sqlite:///absolute/path.db or postgres://user:password@host:5432/database",

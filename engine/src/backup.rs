@@ -16,6 +16,7 @@ use crate::secret::Secret;
 use crate::segment::{self, Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
 use crate::selection::Selection;
 use crate::source::SourceUrl;
+use crate::source::mysql::{MyDb, MyTableInfo};
 use crate::source::postgres::{PgDb, PgTableInfo, count_lines};
 use crate::source::sqlite::{SqliteDb, TableInfo, create_table_for};
 use crate::{Error, Result};
@@ -265,6 +266,52 @@ async fn backup_locked(
                     None,
                 )
             }
+            SourceUrl::Mysql(secret) => {
+                // One REPEATABLE READ transaction WITH CONSISTENT SNAPSHOT on one
+                // connection for discovery and every table (source::mysql).
+                let mut db = MyDb::connect(secret, url.display()).await?;
+                db.begin_snapshot().await?;
+                let time_ms = now_ms();
+                let catalog = db.discover().await?;
+                let mut plans = Vec::new();
+                let mut reads = Vec::new();
+                for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
+                    if columns.is_some() {
+                        return Err(Error::invalid(format!(
+                            "--columns is not available for MySQL tables yet ({}): back up whole tables",
+                            table.name
+                        )));
+                    }
+                    plans.push(plan_mysql(table)?);
+                    reads.push(table.reads.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+                }
+                choose_parents(repo, &url, &mut plans).await?;
+                let pipeline = Pipeline::start(repo);
+                let mut streamed = Vec::new();
+                let read = read_mysql(
+                    repo,
+                    &mut db,
+                    &plans,
+                    &reads,
+                    &pipeline,
+                    &mut streamed,
+                    progress,
+                )
+                .await;
+                let (chunks, written, stored) = pipeline.finish(read).await?;
+                db.exec("COMMIT").await?;
+                (
+                    Engine::Mysql,
+                    time_ms,
+                    plans,
+                    streamed.into_iter().zip(chunks).collect(),
+                    written,
+                    stored,
+                    catalog.skipped,
+                    Vec::new(),
+                    None,
+                )
+            }
             SourceUrl::Postgres(secret) => {
                 // One REPEATABLE READ transaction on this one connection for discovery and
                 // every table, including a delta's fallback re-read (crate docs, "What
@@ -420,6 +467,24 @@ fn plan_sqlite(
     Ok(Plan {
         name: info.name.clone(),
         schema,
+        columns,
+        format: "values",
+        sql,
+        key,
+        parent: None,
+    })
+}
+
+fn plan_mysql(info: &MyTableInfo) -> Result<Plan> {
+    let columns = info.data_columns.clone();
+    let sql = MyDb::rows_sql(info, &columns);
+    // Keyed (and so incremental) when the key's values come back in the order this
+    // crate compares them; a key whose collation orders otherwise is found out while
+    // reading and the table is stored whole (as with SQLite's NOCASE keys).
+    let key = KeySpec::new("values", &columns, &info.schema);
+    Ok(Plan {
+        name: info.name.clone(),
+        schema: info.schema.clone(),
         columns,
         format: "values",
         sql,
@@ -781,6 +846,43 @@ async fn read_sqlite(
         loop {
             let mut feed = Feed::start(repo, pipe, progress, plan, false, delta).await?;
             let mut stream = db.rows(&plan.sql, plan.columns.len());
+            while let Some(row) = stream.next().await {
+                for v in &row? {
+                    encode_value(&mut feed.buf, v);
+                }
+                feed.count_row();
+                feed.send_if_full().await?;
+                if feed.restart {
+                    break;
+                }
+            }
+            drop(stream);
+            match feed.finish(&plan.name).await? {
+                Some(s) => {
+                    out.push(s);
+                    break;
+                }
+                None => delta = false,
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_mysql(
+    repo: &Repository,
+    db: &mut MyDb,
+    plans: &[Plan],
+    reads: &[Vec<crate::source::mysql::ReadAs>],
+    pipe: &Pipeline,
+    out: &mut Vec<Streamed>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for (plan, reads) in plans.iter().zip(reads) {
+        let mut delta = plan.parent.is_some();
+        loop {
+            let mut feed = Feed::start(repo, pipe, progress, plan, false, delta).await?;
+            let mut stream = db.rows(&plan.sql, reads.clone());
             while let Some(row) = stream.next().await {
                 for v in &row? {
                     encode_value(&mut feed.buf, v);

@@ -167,6 +167,9 @@ impl ScratchDb {
                     kind: ScratchKind::Database { admin, name },
                 })
             }
+            (Engine::Mysql, _) => Err(Error::invalid(
+                "drills of MySQL snapshots are not available yet: restore into a scratch MySQL database with `tablesafe restore` and check it there",
+            )),
             (Engine::Sqlite, Scratch::Postgres(_)) => Err(Error::invalid(
                 "a drill of a SQLite snapshot restores into a scratch file: give a directory, not a PostgreSQL server",
             )),

@@ -461,7 +461,7 @@ impl Encoder {
             .columns
             .iter()
             .map(|c| match plan.engine {
-                Engine::Sqlite => Kind::Sqlite,
+                Engine::Sqlite | Engine::Mysql => Kind::Sqlite,
                 Engine::Postgres => pg_kind(
                     e.schema
                         .postgres
@@ -472,6 +472,7 @@ impl Encoder {
             .collect();
         let quote = |c: &str| match plan.engine {
             Engine::Sqlite => lite::quote(c),
+            Engine::Mysql => crate::source::mysql::quote(c),
             Engine::Postgres => pg::quote(c),
         };
         let insert = format!(
@@ -571,6 +572,7 @@ impl Encoder {
 fn rel(engine: Engine, table: &str) -> String {
     match engine {
         Engine::Sqlite => lite::quote(table),
+        Engine::Mysql => crate::source::mysql::quote(table),
         Engine::Postgres => {
             let (schema, name) = split_name(table);
             pg::qualified(&schema, &name)
@@ -714,6 +716,10 @@ fn sql_value(out: &mut Vec<u8>, v: &Value, engine: Engine) {
                     out.push(b);
                 }
                 out.push(b'\'');
+            } else if engine == Engine::Mysql {
+                out.extend_from_slice(
+                    format!("CONVERT(X'{}' USING utf8mb4)", crate::repo::crypto::hex(t)).as_bytes(),
+                );
             } else {
                 out.extend_from_slice(
                     format!("CAST(X'{}' AS TEXT)", crate::repo::crypto::hex(t)).as_bytes(),
@@ -742,6 +748,11 @@ fn table_sql(plan: &ExportPlan, t: &ExportTable) -> Result<TableSql> {
         foreign_keys: Vec::new(),
     };
     match plan.engine {
+        Engine::Mysql => {
+            // The whole definition (foreign keys too: the script turns their checks
+            // off while it loads). Only whole tables are backed up from MySQL.
+            sql.before.push(e.schema.create_sql.clone());
+        }
         Engine::Sqlite => {
             if all {
                 sql.before.push(e.schema.create_sql.clone());
@@ -838,10 +849,16 @@ fn sql_prologue(plan: &ExportPlan) -> String {
         match plan.engine {
             Engine::Sqlite => "sqlite3 DB < FILE",
             Engine::Postgres => "psql -v ON_ERROR_STOP=1 -f FILE",
+            Engine::Mysql => "mysql --binary-mode DB < FILE",
         }
     );
     match plan.engine {
         Engine::Sqlite => s.push_str("PRAGMA foreign_keys = OFF;\nBEGIN;\n"),
+        Engine::Mysql => s.push_str(
+            "SET NAMES utf8mb4;\nSET time_zone = '+00:00';\n\
+             SET sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES';\n\
+             SET FOREIGN_KEY_CHECKS = 0;\nSTART TRANSACTION;\n",
+        ),
         Engine::Postgres => {
             s.push_str(
                 "SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nBEGIN;\n",
@@ -1155,6 +1172,13 @@ async fn write_sqlite(
     }
     let mut db = SqliteDb::open_write(path).await?;
     db.exec("BEGIN IMMEDIATE").await?;
+    if plan.engine == Engine::Mysql {
+        for (t, written) in plan.tables.iter().zip(plan.written.iter()) {
+            mysql_table_to_sqlite(repo, &mut db, t, written, progress).await?;
+        }
+        db.exec("COMMIT").await?;
+        return Ok(());
+    }
     for (t, written) in plan.tables.iter().zip(plan.written.iter()) {
         let def = t.entry.schema.postgres.as_ref().ok_or_else(|| {
             Error::damaged(format!("table {} lacks its PostgreSQL definition", t.table))
@@ -1226,6 +1250,53 @@ async fn write_sqlite(
         progress.table_finished(&t.table);
     }
     db.exec("COMMIT").await?;
+    Ok(())
+}
+
+/// A MySQL table into a SQLite file: columns without a declared type keep every value
+/// exactly as it was read (integers, floats, text, bytes); the primary key comes along.
+async fn mysql_table_to_sqlite(
+    repo: &Repository,
+    db: &mut SqliteDb,
+    t: &ExportTable,
+    written: &AtomicU64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let key = crate::merge::key_of(&t.entry);
+    let mut parts: Vec<String> = t.columns.iter().map(|c| lite::quote(c)).collect();
+    if !key.is_empty() && key.iter().all(|k| t.columns.contains(k)) {
+        parts.push(format!(
+            "PRIMARY KEY ({})",
+            key.iter()
+                .map(|k| lite::quote(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let table = lite::quote(&t.table);
+    db.exec(&format!("CREATE TABLE {table} ({})", parts.join(", ")))
+        .await?;
+    let insert = format!(
+        "INSERT INTO {table} VALUES ({})",
+        vec!["?"; t.columns.len()].join(", ")
+    );
+    let keep: Vec<usize> = t
+        .columns
+        .iter()
+        .filter_map(|c| t.entry.stream_columns.iter().position(|s| s == c))
+        .collect();
+    progress.table_started(&t.table, Some(t.rows));
+    let mut reader = TableRows::open(repo, &t.entry)?;
+    while let Some((rows, bytes)) = reader.next_batch().await? {
+        progress.check_abort()?;
+        for row in rows.iter().filter(|r| t.filter.matches(r)) {
+            written.fetch_add(1, AtomicOrdering::Relaxed);
+            db.insert(&insert, keep.iter().map(|&i| row[i].clone()).collect())
+                .await?;
+        }
+        progress.advanced(rows.len() as u64, bytes);
+    }
+    progress.table_finished(&t.table);
     Ok(())
 }
 

@@ -206,7 +206,7 @@ impl RowFilter {
                     ))
                 })?;
             let kind = match engine {
-                Engine::Sqlite => Kind::Sqlite,
+                Engine::Sqlite | Engine::Mysql => Kind::Sqlite,
                 Engine::Postgres => pg_kind(
                     e.schema
                         .postgres

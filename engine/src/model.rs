@@ -188,6 +188,8 @@ impl RowDecoder {
 pub enum Engine {
     Sqlite,
     Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use crate::repo::Repository;
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::SourceUrl;
+use crate::source::mysql::{self as my, MyDb};
 use crate::source::postgres::{self as pg, PgDb, count_lines, split_name};
 use crate::source::sqlite::{
     SqliteDb, create_table_for, quote, rename_create_index, rename_create_table,
@@ -239,13 +240,15 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                 snapshot = base.snapshot;
                 as_of = Some((base.as_of_ms, base.unchanged_until_ms));
             }
+            Engine::Mysql => {
+                return Err(Error::invalid(
+                    "restore to a point in time is not available for MySQL (it has no captured changes): restore a snapshot",
+                ));
+            }
         }
     }
     let url = SourceUrl::parse(&opts.dest)?;
-    let dest_engine = match url {
-        SourceUrl::Sqlite(_) => Engine::Sqlite,
-        SourceUrl::Postgres(_) => Engine::Postgres,
-    };
+    let dest_engine = url.engine();
     if dest_engine != snapshot.source.engine {
         return Err(Error::invalid(format!(
             "snapshot {} is of a {:?} database and cannot be restored into {}",
@@ -353,6 +356,19 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         let staged = dest_engine == Engine::Postgres
             && action.creates()
             && entry.bytes >= opts.parallel_min_bytes;
+        if dest_engine == Engine::Mysql {
+            if action.merge().is_some() {
+                return Err(Error::invalid(
+                    "upsert, skip-existing and replace-rows are not available for MySQL yet: use create, replace or append",
+                ));
+            }
+            if columns.len() != entry.stream_columns.len() {
+                return Err(Error::invalid(format!(
+                    "--columns is not available for MySQL tables yet ({}): restore whole tables",
+                    entry.name
+                )));
+            }
+        }
         let key = if action.merge().is_some() {
             crate::merge::check(entry, &columns)?
         } else {
@@ -479,6 +495,7 @@ async fn run(
     let result = match &plan.dest_url {
         SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress, dry).await,
         SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress, dry).await,
+        SourceUrl::Mysql(_) => execute_mysql(repo, plan, progress).await,
     };
     if let Some(lock) = lock {
         lock.release().await;
@@ -492,6 +509,7 @@ enum Dest {
     /// A SQLite file that does not exist yet: planning must not create it.
     NewSqlite,
     Postgres(PgDb),
+    Mysql(MyDb),
 }
 
 impl Dest {
@@ -502,6 +520,7 @@ impl Dest {
             SourceUrl::Postgres(secret) => {
                 Dest::Postgres(PgDb::connect(secret, url.display()).await?)
             }
+            SourceUrl::Mysql(secret) => Dest::Mysql(MyDb::connect(secret, url.display()).await?),
         })
     }
 
@@ -513,6 +532,7 @@ impl Dest {
                 let (schema, table) = split_name(name);
                 db.table_exists(&schema, &table).await
             }
+            Dest::Mysql(db) => db.table_exists(name).await,
         }
     }
 }
@@ -1194,5 +1214,179 @@ async fn load_sqlite_rows(
             e.name, e.rows
         )));
     }
+    Ok(kept)
+}
+
+/// A MySQL restore. DDL commits implicitly there, so one transaction cannot hold it:
+/// tables to create or replace load into `tablesafe_stage_…` tables first (invisible to
+/// applications), each checked against its checksum; appended rows go in one
+/// transaction; then one `RENAME TABLE` puts every new table in place at once (the
+/// replaced ones are dropped after it), and foreign keys are added, checked, last. A
+/// failure before the rename changes nothing (the staging tables are dropped).
+async fn execute_mysql(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let SourceUrl::Mysql(secret) = &plan.dest_url else {
+        unreachable!("checked by the caller")
+    };
+    let mut db = MyDb::connect(secret, plan.dest.clone()).await?;
+    db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
+    for t in plan
+        .tables
+        .iter()
+        .filter(|t| matches!(t.action, Action::Replace))
+    {
+        let others: Vec<String> = db
+            .referenced_by(&t.dest_table)
+            .await?
+            .into_iter()
+            .filter(|o| !plan.tables.iter().any(|p| &p.dest_table == o))
+            .collect();
+        if !others.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} is referenced by foreign keys of {}: restore those tables too, or restore under a new name",
+                t.dest_table,
+                others.join(", ")
+            )));
+        }
+    }
+    let tag = crate::repo::crypto::hex(&rand::random::<[u8; 4]>());
+    let mut staged: Vec<(usize, String)> = Vec::new();
+    let result = async {
+        let mut done = Vec::new();
+        for (i, t) in plan.tables.iter().enumerate() {
+            if !t.action.creates() {
+                done.push(None);
+                continue;
+            }
+            let stage = format!("tablesafe_stage_{tag}_{i}");
+            db.exec(&my::create_sql_without_foreign_keys(
+                &t.entry.schema.create_sql,
+                &stage,
+            )?)
+            .await?;
+            staged.push((i, stage.clone()));
+            progress.table_started(&t.dest_table, Some(t.rows));
+            db.exec("START TRANSACTION").await?;
+            let rows = load_mysql_rows(repo, &mut db, t, &stage, progress).await?;
+            db.exec("COMMIT").await?;
+            progress.table_finished(&t.dest_table);
+            done.push(Some(rows));
+        }
+        db.exec("START TRANSACTION").await?;
+        for (i, t) in plan.tables.iter().enumerate() {
+            if t.action.creates() {
+                continue;
+            }
+            progress.table_started(&t.dest_table, Some(t.rows));
+            done[i] = Some(load_mysql_rows(repo, &mut db, t, &t.dest_table, progress).await?);
+            progress.table_finished(&t.dest_table);
+        }
+        db.exec("COMMIT").await?;
+        let mut renames = Vec::new();
+        let mut olds = Vec::new();
+        for (i, stage) in &staged {
+            let t = &plan.tables[*i];
+            if matches!(t.action, Action::Replace) {
+                let old = format!("tablesafe_old_{tag}_{i}");
+                renames.push(format!("{} TO {}", my::quote(&t.dest_table), my::quote(&old)));
+                olds.push(old);
+            }
+            renames.push(format!("{} TO {}", my::quote(stage), my::quote(&t.dest_table)));
+        }
+        if !renames.is_empty() {
+            db.exec(&format!("RENAME TABLE {}", renames.join(", ")))
+                .await?;
+        }
+        staged.clear();
+        for old in &olds {
+            db.exec(&format!("DROP TABLE {}", my::quote(old))).await?;
+        }
+        let mut restored: Vec<RestoredTable> = plan
+            .tables
+            .iter()
+            .zip(done)
+            .map(|(t, rows)| RestoredTable {
+                table: t.dest_table.clone(),
+                rows: rows.unwrap_or(0),
+                notes: Vec::new(),
+                merge: None,
+            })
+            .collect();
+        db.exec("SET FOREIGN_KEY_CHECKS = 1").await?;
+        for (i, t) in plan.tables.iter().enumerate() {
+            if !t.action.creates() {
+                continue;
+            }
+            for (name, def) in my::foreign_keys(&t.entry.schema.create_sql) {
+                let name = if t.dest_table == t.entry.name {
+                    name
+                } else {
+                    format!("{}_{name}", t.dest_table)
+                };
+                let referenced = def
+                    .split(" REFERENCES ")
+                    .nth(1)
+                    .and_then(|r| r.strip_prefix('`'))
+                    .and_then(|r| r.split('`').next())
+                    .unwrap_or("")
+                    .to_string();
+                if !referenced.is_empty() && !db.table_exists(&referenced).await? {
+                    restored[i].notes.push(format!(
+                        "foreign key {name} not restored: {referenced} does not exist in the destination"
+                    ));
+                    continue;
+                }
+                db.exec(&format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {def}",
+                    my::quote(&t.dest_table),
+                    my::quote(&name)
+                ))
+                .await?;
+            }
+        }
+        Ok(restored)
+    }
+    .await;
+    if result.is_err() {
+        let _ = db.exec("ROLLBACK").await;
+        for (_, stage) in &staged {
+            let _ = db
+                .exec(&format!("DROP TABLE IF EXISTS {}", my::quote(stage)))
+                .await;
+        }
+    }
+    result
+}
+
+/// Inserts a table's rows (filtered) into `into`, in multi-row statements, checking them
+/// against the table's checksum; returns the rows inserted.
+async fn load_mysql_rows(
+    repo: &Repository,
+    db: &mut MyDb,
+    t: &PlannedTable,
+    into: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let batch = (60_000 / t.columns.len().max(1)).clamp(1, 500);
+    let mut reader = crate::export::TableRows::open(repo, &t.entry)?;
+    let mut kept = 0u64;
+    let mut pending: Vec<Vec<crate::model::Value>> = Vec::with_capacity(batch);
+    while let Some((rows, bytes)) = reader.next_batch().await? {
+        progress.check_abort()?;
+        let n = rows.len() as u64;
+        for row in rows.into_iter().filter(|r| t.filter.matches(r)) {
+            kept += 1;
+            pending.push(row);
+            if pending.len() == batch {
+                db.insert_rows(into, &t.columns, &pending).await?;
+                pending.clear();
+            }
+        }
+        progress.advanced(n, bytes);
+    }
+    db.insert_rows(into, &t.columns, &pending).await?;
     Ok(kept)
 }

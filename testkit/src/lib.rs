@@ -10,6 +10,7 @@
 //! When the tests run as root (CI containers), initdb and the server run as the
 //! `postgres` user through `runuser`, because PostgreSQL refuses to run as root.
 
+pub mod mariadb;
 pub mod notify;
 pub mod remote;
 pub mod workload;

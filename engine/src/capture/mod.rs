@@ -675,6 +675,9 @@ fn connect_url(source: &Secret<String>) -> Result<(Secret<String>, String)> {
             let display = SourceUrl::Postgres(url.clone()).display();
             Ok((url, display))
         }
+        SourceUrl::Mysql(_) => Err(Error::invalid(
+            "continuous capture of MySQL is not available yet: schedule frequent backups (they are incremental)",
+        )),
         SourceUrl::Sqlite(_) => Err(Error::invalid(
             "continuous capture reads PostgreSQL's logical replication; SQLite sources get frequent incremental backups instead",
         )),

@@ -80,6 +80,11 @@ impl SqliteCapture {
         super::check_name(name)?;
         match SourceUrl::parse(&source)? {
             SourceUrl::Sqlite(_) => {}
+            SourceUrl::Mysql(_) => {
+                return Err(Error::invalid(
+                    "continuous capture of MySQL is not available yet: schedule frequent backups (they are incremental)",
+                ));
+            }
             SourceUrl::Postgres(_) => {
                 return Err(Error::invalid(
                     "a SQLite capture needs a sqlite:// source; PostgreSQL sources use logical replication (capture::setup)",

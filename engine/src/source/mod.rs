@@ -1,5 +1,6 @@
 //! Table stores: connection URLs and the engines behind them.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -13,6 +14,8 @@ pub enum SourceUrl {
     Sqlite(std::path::PathBuf),
     /// `postgres://…` (kept whole: it may hold a password).
     Postgres(Secret<String>),
+    /// `mysql://…` or `mariadb://…` (kept whole: it may hold a password).
+    Mysql(Secret<String>),
 }
 
 impl SourceUrl {
@@ -30,8 +33,11 @@ impl SourceUrl {
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             return Ok(SourceUrl::Postgres(url.clone()));
         }
+        if raw.starts_with("mysql://") || raw.starts_with("mariadb://") {
+            return Ok(SourceUrl::Mysql(url.clone()));
+        }
         Err(Error::invalid(format!(
-            "unsupported database URL {:?}: use sqlite:///path.db or postgres://user@host:port/db",
+            "unsupported database URL {:?}: use sqlite:///path.db, postgres://user@host:port/db or mysql://user@host:port/db",
             crate::secret::redact_url(raw)
         )))
     }
@@ -40,7 +46,18 @@ impl SourceUrl {
     pub fn display(&self) -> String {
         match self {
             SourceUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-            SourceUrl::Postgres(url) => crate::secret::redact_url(url.expose()),
+            SourceUrl::Postgres(url) | SourceUrl::Mysql(url) => {
+                crate::secret::redact_url(url.expose())
+            }
+        }
+    }
+
+    /// The engine behind the URL.
+    pub fn engine(&self) -> crate::model::Engine {
+        match self {
+            SourceUrl::Sqlite(_) => crate::model::Engine::Sqlite,
+            SourceUrl::Postgres(_) => crate::model::Engine::Postgres,
+            SourceUrl::Mysql(_) => crate::model::Engine::Mysql,
         }
     }
 }
@@ -82,6 +99,27 @@ pub async fn inspect(url: &Secret<String>) -> Result<Vec<TableSummary>> {
                         .map(|c| (c.name.clone(), c.decl_type.clone()))
                         .collect(),
                     key: key.iter().map(|c| c.name.clone()).collect(),
+                });
+            }
+            Ok(out)
+        }
+        SourceUrl::Mysql(secret) => {
+            let mut db = mysql::MyDb::connect(secret, parsed.display()).await?;
+            let catalog = db.discover().await?;
+            let mut out = Vec::new();
+            for t in catalog.tables {
+                let rows = db.count_rows(&t.name).await?;
+                out.push(TableSummary {
+                    name: t.name.clone(),
+                    rows,
+                    rows_exact: true,
+                    columns: t
+                        .schema
+                        .columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.decl_type.clone()))
+                        .collect(),
+                    key: t.pk.clone(),
                 });
             }
             Ok(out)

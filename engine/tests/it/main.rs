@@ -9,6 +9,7 @@ mod export;
 mod fidelity;
 mod incremental;
 mod merge;
+mod mysql;
 mod pitr;
 mod postgres;
 mod prune;

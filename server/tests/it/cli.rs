@@ -1065,3 +1065,60 @@ fn merges_from_the_command_line_show_their_diff_first() {
     let e = fails(&restore("merge", &[]));
     assert!(e.contains("upsert, skip-existing or replace-rows"), "{e}");
 }
+
+/// MySQL/MariaDB from the command line: backup, show, restore into another database,
+/// and the password never shown (a wrong one is one clear line without it).
+#[test]
+fn mysql_from_the_command_line_keeps_the_database_password_out_of_everything() {
+    let m = testkit::mariadb::Mariadb::start().unwrap();
+    let url = m.create_database("shop").unwrap();
+    m.sql(
+        "shop",
+        "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2), note VARCHAR(20));
+         INSERT INTO orders VALUES (1, 9.99, 'a'), (2, 0.01, NULL), (3, 5, 'c');",
+    )
+    .unwrap();
+    let secret = testkit::mariadb::PASSWORD.replace(' ', "%20");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let out = ok(&tablesafe(&["backup", "--source", &url, "--repo", repo]));
+    let list = ok(&tablesafe(&["snapshots", "--repo", repo, "--json"]));
+    assert!(list.contains("mysql://tablesafe:***@127.0.0.1"), "{list}");
+    let shown = ok(&tablesafe(&["show", "--repo", repo, "--table", "orders"]));
+    assert!(shown.contains("2  | 0.01  | NULL"), "{shown}");
+    let copy = m.create_database("copy").unwrap();
+    let restored = ok(&tablesafe(&[
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        "latest",
+        "--dest",
+        &copy,
+    ]));
+    assert!(
+        restored.contains("restored table orders: 3 rows"),
+        "{restored}"
+    );
+    assert_eq!(m.dump("copy", &[]).unwrap(), m.dump("shop", &[]).unwrap());
+    let wrong = url.replace(&secret, "wrong%20password");
+    let e = fails(&tablesafe(&["backup", "--source", &wrong, "--repo", repo]));
+    assert!(e.contains("Access denied"), "{e}");
+    for text in [&out, &list, &shown, &restored, &e] {
+        assert!(
+            !text.contains(&secret)
+                && !text.contains(testkit::mariadb::PASSWORD)
+                && !text.contains("wrong%20password"),
+            "password leaked: {text}"
+        );
+    }
+    for f in walk(Path::new(repo)) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "password in {}",
+            f.display()
+        );
+    }
+}
