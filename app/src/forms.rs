@@ -90,15 +90,22 @@ pub fn source_url(value: &str) -> Result<String, AppError> {
         }
         return Ok(v.to_string());
     }
-    if v.starts_with("mysql://") || v.starts_with("mariadb://") {
-        return Err(field(
-            "url",
-            "MySQL and MariaDB sources work from the command line (tablesafe backup / restore) for now; the console does not take them yet.",
-        ));
+    if let Some(rest) = v
+        .strip_prefix("mysql://")
+        .or_else(|| v.strip_prefix("mariadb://"))
+    {
+        let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+        if host.is_empty() || host.starts_with('/') || !host.contains('/') {
+            return Err(field(
+                "url",
+                "Name the host and database: mysql://user:password@host:3306/database",
+            ));
+        }
+        return Ok(v.to_string());
     }
     Err(field(
         "url",
-        "Use sqlite:///absolute/path.db or postgres://user:password@host:5432/database",
+        "Use sqlite:///absolute/path.db, postgres://user:password@host:5432/database or mysql://user:password@host:3306/database",
     ))
 }
 

@@ -186,6 +186,11 @@ pub async fn save_drill_plan(
             timezone.trim().to_string()
         };
         sched::parse(&schedule, &timezone).map_err(|(f, m)| AppError::Field(f.into(), m))?;
+        if source.engine == "mysql" {
+            return Err(AppError::Invalid(
+                "Drills of MySQL sources are not available yet.".into(),
+            ));
+        }
         let scratch = if source.engine == "postgres" {
             let id = scratch_source_id.trim().parse::<i64>().ok().ok_or_else(|| {
                 AppError::Field(
@@ -296,6 +301,11 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         let plan = drills::plan(db, policy_id)
             .await
             .or_internal("loading a drill plan")?;
+        if source.engine == "mysql" {
+            return Err(AppError::Invalid(
+                "Drills of MySQL sources are not available yet.".into(),
+            ));
+        }
         if source.engine == "postgres" && plan.and_then(|p| p.scratch_source_id).is_none() {
             return Err(AppError::Invalid(
                 "Set up the drill first: a PostgreSQL drill needs a scratch server.".into(),

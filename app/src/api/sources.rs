@@ -100,12 +100,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
         let engine_name = match parsed {
             engine::source::SourceUrl::Sqlite(_) => "sqlite",
             engine::source::SourceUrl::Postgres(_) => "postgres",
-            engine::source::SourceUrl::Mysql(_) => {
-                return Err(AppError::Field(
-                    "url".into(),
-                    "MySQL and MariaDB sources work from the command line (tablesafe backup / restore) for now; the console does not take them yet.".into(),
-                ));
-            }
+            engine::source::SourceUrl::Mysql(_) => "mysql",
         };
         let sealed = c
             .state

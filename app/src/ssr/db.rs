@@ -293,4 +293,97 @@ mod tests {
             "cascade still works"
         );
     }
+
+    /// A history made by the previous release (migrations 1–13) keeps its sources, the
+    /// grants and approvers on them, policies and drill plans' scratch servers through
+    /// migration 14, which rebuilds `sources` to accept MySQL.
+    #[tokio::test]
+    async fn upgrading_a_sqlite_history_keeps_sources_and_what_hangs_on_them() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+        for e in std::fs::read_dir(all).unwrap().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            if name.as_str() < "0014" {
+                std::fs::copy(e.path(), old.join(&name)).unwrap();
+            }
+        }
+        let url = sqlite_url(dir.path()).unwrap();
+        {
+            let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+            sqlx::migrate::Migrator::new(old.as_path())
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in [
+                "INSERT INTO users (username, password_hash, role, created_at) VALUES ('rita', 'x', 'requester', 1)",
+                "INSERT INTO sources (name, engine, display_url, sealed_url, created_at, approvals_required) VALUES ('shop', 'postgres', 'postgres://h/shop', 'sealed', 1, 2)",
+                "INSERT INTO sources (name, engine, display_url, sealed_url, created_at) VALUES ('scratch', 'postgres', 'postgres://h/postgres', 'sealed', 1)",
+                "INSERT INTO targets (name, kind, location, sealed_password, created_at) VALUES ('t', 'local', '/srv/t', 'sealed', 1)",
+                "INSERT INTO policies (name, source_id, target_id, selection, created_at) VALUES ('p', 1, 1, '{}', 1)",
+                "INSERT INTO source_grants (source_id, user_id) VALUES (1, 1)",
+                "INSERT INTO source_approvers (source_id, user_id) VALUES (1, 1)",
+                "INSERT INTO drill_plans (policy_id, scratch_source_id, updated_at) VALUES (1, 2, 1)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        let one = |sql: &'static str| {
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(one("SELECT COUNT(*) FROM sources").await, 2);
+        assert_eq!(
+            one("SELECT approvals_required FROM sources WHERE name = 'shop'").await,
+            2
+        );
+        assert_eq!(one("SELECT COUNT(*) FROM source_grants").await, 1);
+        assert_eq!(one("SELECT COUNT(*) FROM source_approvers").await, 1);
+        assert_eq!(
+            one("SELECT COUNT(*) FROM policies WHERE source_id = 1").await,
+            1
+        );
+        assert_eq!(
+            one("SELECT scratch_source_id FROM drill_plans WHERE policy_id = 1").await,
+            2
+        );
+        // MySQL is accepted now; ids continue; foreign keys and cascades still hold.
+        sqlx::query("INSERT INTO sources (name, engine, display_url, sealed_url, created_at) VALUES ('my', 'mysql', 'mysql://h/db', 'sealed', 1)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(one("SELECT MAX(id) FROM sources").await, 3);
+        let orphan = sqlx::query("INSERT INTO source_grants (source_id, user_id) VALUES (99, 1)")
+            .execute(&db.pool)
+            .await;
+        assert!(orphan.is_err(), "grants still reference sources");
+        sqlx::query("DELETE FROM drill_plans")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM policies")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM sources WHERE id = 1")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            one("SELECT COUNT(*) FROM source_grants").await,
+            0,
+            "cascade still works"
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod harness;
 mod history_db;
 mod jobs;
 mod load;
+mod mysql;
 mod notify;
 mod observability;
 mod pitr;
