@@ -15,6 +15,7 @@
 
 use crate::filter::BoundFilter;
 use crate::model::TableEntry;
+use crate::source::mysql::{self as my, MyDb};
 use crate::source::postgres::{self as pg, PgDb, split_name};
 use crate::source::sqlite::{self as lite, SqliteDb};
 use crate::{Error, Result};
@@ -463,6 +464,162 @@ async fn sqlite_scope(db: &mut SqliteDb, t: &MergeTable<'_>, rel: &str) -> Resul
     );
     for k in keys {
         db.insert(&insert, k).await?;
+    }
+    Ok(())
+}
+
+/// MySQL: creates the temporary table a merge's rows load into (`LIKE` the
+/// destination; a temporary table does not end the restore's transaction there).
+pub(crate) async fn prepare_mysql(db: &mut MyDb, t: &MergeTable<'_>) -> Result<String> {
+    db.exec(&format!("DROP TEMPORARY TABLE IF EXISTS {STAGE}, {SCOPE}"))
+        .await?;
+    db.exec(&format!(
+        "CREATE TEMPORARY TABLE {STAGE} LIKE {}",
+        my::quote(t.dest)
+    ))
+    .await
+    .map_err(|e| Error::invalid(format!("{} cannot take the backup's rows: {e}", t.dest)))?;
+    Ok(STAGE.to_string())
+}
+
+/// MySQL: counts and applies the merge of the rows loaded into [`prepare_mysql`]'s
+/// table. Values compare as bytes (`CAST … AS BINARY`), so a change of letter case in a
+/// case-insensitive column counts as a change.
+pub(crate) async fn apply_mysql(db: &mut MyDb, t: &MergeTable<'_>) -> Result<MergeCounts> {
+    let q = |c: &str| my::quote(c);
+    let rel = my::quote(t.dest);
+    let cols = join(t.columns, my::quote, ", ");
+    let on = join(&t.key, |k| format!("d.{} <=> s.{}", q(k), q(k)), " AND ");
+    let values: Vec<&String> = t.columns.iter().filter(|c| !t.key.contains(c)).collect();
+    let differs = if values.is_empty() {
+        "FALSE".to_string()
+    } else {
+        format!(
+            "NOT ({})",
+            values
+                .iter()
+                .map(|c| format!("CAST(d.{} AS BINARY) <=> CAST(s.{} AS BINARY)", q(c), q(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        )
+    };
+    let first = q(&t.key[0]);
+    let mut counts = MergeCounts {
+        inserted: my_count(
+            db,
+            format!(
+                "SELECT COUNT(*) FROM {STAGE} s LEFT JOIN {rel} d ON {on} WHERE d.{first} IS NULL"
+            ),
+        )
+        .await?,
+        updated: my_count(
+            db,
+            format!("SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on} WHERE {differs}"),
+        )
+        .await?,
+        ..Default::default()
+    };
+    counts.unchanged = my_count(
+        db,
+        format!("SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on}"),
+    )
+    .await?
+        - counts.updated;
+    if t.mode == MergeMode::ReplaceRows {
+        let scoped = if t.filter.is_empty() {
+            String::new()
+        } else {
+            my_scope(db, t).await?;
+            format!(
+                " JOIN {SCOPE} c ON {}",
+                join(&t.key, |k| format!("d.{} <=> c.{}", q(k), q(k)), " AND ")
+            )
+        };
+        counts.deleted = my_count(
+            db,
+            format!("SELECT COUNT(*) FROM {rel} d{scoped} LEFT JOIN {STAGE} s ON {on} WHERE s.{first} IS NULL"),
+        )
+        .await?;
+        if counts.deleted > 0 {
+            db.exec(&format!(
+                "DELETE d FROM {rel} d{scoped} LEFT JOIN {STAGE} s ON {on} WHERE s.{first} IS NULL"
+            ))
+            .await?;
+        }
+    }
+    if t.mode != MergeMode::SkipExisting && counts.updated > 0 && !values.is_empty() {
+        db.exec(&format!(
+            "UPDATE {rel} d JOIN {STAGE} s ON {on} SET {} WHERE {differs}",
+            values
+                .iter()
+                .map(|c| format!("d.{} = s.{}", q(c), q(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await?;
+    }
+    if counts.inserted > 0 {
+        db.exec(&format!(
+            "INSERT INTO {rel} ({cols}) SELECT {} FROM {STAGE} s LEFT JOIN {rel} d ON {on} WHERE d.{first} IS NULL",
+            join(t.columns, |c| format!("s.{}", q(c)), ", ")
+        ))
+        .await?;
+    }
+    db.exec(&format!("DROP TEMPORARY TABLE IF EXISTS {STAGE}, {SCOPE}"))
+        .await?;
+    Ok(counts)
+}
+
+async fn my_count(db: &mut MyDb, sql: String) -> Result<u64> {
+    sqlx::query_scalar::<_, i64>(&sql)
+        .fetch_one(&mut db.conn)
+        .await
+        .map(|n| n as u64)
+        .map_err(|e| Error::Database {
+            context: sql,
+            source: e,
+        })
+}
+
+/// MySQL: the keys of the destination's rows matching the filter (evaluated on values
+/// read the way a backup reads them), into a temporary table.
+async fn my_scope(db: &mut MyDb, t: &MergeTable<'_>) -> Result<()> {
+    let info = db.describe(t.dest).await?;
+    let mut exprs = Vec::new();
+    let mut reads = Vec::new();
+    for c in &t.entry.stream_columns {
+        let i = info
+            .data_columns
+            .iter()
+            .position(|d| d == c)
+            .ok_or_else(|| Error::invalid(format!("{} has no column {c} to filter on", t.dest)))?;
+        reads.push(info.reads[i].0);
+        exprs.push(info.reads[i].1.clone());
+    }
+    let sql = format!("SELECT {} FROM {}", exprs.join(", "), my::quote(t.dest));
+    let key_pos: Vec<usize> = t
+        .key
+        .iter()
+        .filter_map(|k| t.entry.stream_columns.iter().position(|c| c == k))
+        .collect();
+    let mut keys = Vec::new();
+    {
+        let mut rows = db.rows(&sql, reads);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            if t.filter.matches(&row) {
+                keys.push(key_pos.iter().map(|&i| row[i].clone()).collect::<Vec<_>>());
+            }
+        }
+    }
+    db.exec(&format!(
+        "CREATE TEMPORARY TABLE {SCOPE} SELECT {} FROM {} LIMIT 0",
+        join(&t.key, my::quote, ", "),
+        my::quote(t.dest)
+    ))
+    .await?;
+    for chunk in keys.chunks(500) {
+        db.insert_rows(SCOPE, &t.key, chunk).await?;
     }
     Ok(())
 }

@@ -357,11 +357,6 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             && action.creates()
             && entry.bytes >= opts.parallel_min_bytes;
         if dest_engine == Engine::Mysql {
-            if action.merge().is_some() {
-                return Err(Error::invalid(
-                    "upsert, skip-existing and replace-rows are not available for MySQL yet: use create, replace or append",
-                ));
-            }
             if columns.len() != entry.stream_columns.len() {
                 return Err(Error::invalid(format!(
                     "--columns is not available for MySQL tables yet ({}): restore whole tables",
@@ -495,7 +490,7 @@ async fn run(
     let result = match &plan.dest_url {
         SourceUrl::Sqlite(path) => execute_sqlite(repo, plan, path, progress, dry).await,
         SourceUrl::Postgres(_) => execute_postgres(repo, plan, progress, dry).await,
-        SourceUrl::Mysql(_) => execute_mysql(repo, plan, progress).await,
+        SourceUrl::Mysql(_) => execute_mysql(repo, plan, progress, dry).await,
     };
     if let Some(lock) = lock {
         lock.release().await;
@@ -1227,6 +1222,7 @@ async fn execute_mysql(
     repo: &Repository,
     plan: &RestorePlan,
     progress: &dyn Progress,
+    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
     let SourceUrl::Mysql(secret) = &plan.dest_url else {
         unreachable!("checked by the caller")
@@ -1275,14 +1271,42 @@ async fn execute_mysql(
             progress.table_finished(&t.dest_table);
             done.push(Some(rows));
         }
+        // Appends and merges: one transaction (temporary tables do not end it).
+        let mut merges = vec![None; plan.tables.len()];
         db.exec("START TRANSACTION").await?;
         for (i, t) in plan.tables.iter().enumerate() {
             if t.action.creates() {
                 continue;
             }
             progress.table_started(&t.dest_table, Some(t.rows));
-            done[i] = Some(load_mysql_rows(repo, &mut db, t, &t.dest_table, progress).await?);
+            match t.action.merge() {
+                Some(mode) => {
+                    let m = t.merge_table(mode);
+                    let stage = crate::merge::prepare_mysql(&mut db, &m).await?;
+                    done[i] = Some(load_mysql_rows(repo, &mut db, t, &stage, progress).await?);
+                    merges[i] = Some(crate::merge::apply_mysql(&mut db, &m).await?);
+                }
+                None => {
+                    done[i] = Some(load_mysql_rows(repo, &mut db, t, &t.dest_table, progress).await?)
+                }
+            }
             progress.table_finished(&t.dest_table);
+        }
+        if dry {
+            // A dry run (restore::diff) holds only merges: nothing to put in place.
+            db.exec("ROLLBACK").await?;
+            return Ok(plan
+                .tables
+                .iter()
+                .zip(done)
+                .zip(merges)
+                .map(|((t, rows), merge)| RestoredTable {
+                    table: t.dest_table.clone(),
+                    rows: rows.unwrap_or(0),
+                    notes: Vec::new(),
+                    merge,
+                })
+                .collect());
         }
         db.exec("COMMIT").await?;
         let mut renames = Vec::new();
@@ -1308,11 +1332,12 @@ async fn execute_mysql(
             .tables
             .iter()
             .zip(done)
-            .map(|(t, rows)| RestoredTable {
+            .zip(merges)
+            .map(|((t, rows), merge)| RestoredTable {
                 table: t.dest_table.clone(),
                 rows: rows.unwrap_or(0),
                 notes: Vec::new(),
-                merge: None,
+                merge,
             })
             .collect();
         db.exec("SET FOREIGN_KEY_CHECKS = 1").await?;

@@ -163,6 +163,11 @@ impl MyDb {
         Ok(MyCatalog { tables, skipped })
     }
 
+    /// One table as [`Self::discover`] describes it.
+    pub async fn describe(&mut self, name: &str) -> Result<MyTableInfo> {
+        self.table(name).await
+    }
+
     async fn table(&mut self, name: &str) -> Result<MyTableInfo> {
         let cols: Vec<(String, String, String, String, Option<String>, String)> =
             sqlx::query_as(
