@@ -356,13 +356,11 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         let staged = dest_engine == Engine::Postgres
             && action.creates()
             && entry.bytes >= opts.parallel_min_bytes;
-        if dest_engine == Engine::Mysql {
-            if columns.len() != entry.stream_columns.len() {
-                return Err(Error::invalid(format!(
-                    "--columns is not available for MySQL tables yet ({}): restore whole tables",
-                    entry.name
-                )));
-            }
+        if dest_engine == Engine::Mysql && columns.len() != entry.stream_columns.len() {
+            return Err(Error::invalid(format!(
+                "--columns is not available for MySQL tables yet ({}): restore whole tables",
+                entry.name
+            )));
         }
         let key = if action.merge().is_some() {
             crate::merge::check(entry, &columns)?

@@ -205,12 +205,23 @@ fn errors_are_one_clear_line_with_a_non_zero_exit() {
     let e = fails(&tablesafe(&[
         "backup",
         "--source",
-        "mysql://root:hunter2@db/x",
+        "oracle://root:hunter2@db/x",
         "--repo",
         repo,
     ]));
     assert!(
         e.contains("unsupported database URL") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = fails(&tablesafe(&[
+        "backup",
+        "--source",
+        "mysql://root:hunter2@127.0.0.1:1/x",
+        "--repo",
+        repo,
+    ]));
+    assert!(
+        e.contains("connecting to mysql://root:***@127.0.0.1:1/x") && !e.contains("hunter2"),
         "{e}"
     );
     let e = fails(&tablesafe(&[
