@@ -275,15 +275,19 @@ async fn backup_locked(
                 let catalog = db.discover().await?;
                 let mut plans = Vec::new();
                 let mut reads = Vec::new();
+                let mut skipped = catalog.skipped.clone();
                 for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
-                    if columns.is_some() {
-                        return Err(Error::invalid(format!(
-                            "--columns is not available for MySQL tables yet ({}): back up whole tables",
-                            table.name
-                        )));
-                    }
-                    plans.push(plan_mysql(table)?);
-                    reads.push(table.reads.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+                    let plan = plan_mysql(table, columns, &mut skipped)?;
+                    reads.push(
+                        table
+                            .data_columns
+                            .iter()
+                            .zip(&table.reads)
+                            .filter(|(c, _)| plan.columns.contains(c))
+                            .map(|(_, (r, _))| *r)
+                            .collect::<Vec<_>>(),
+                    );
+                    plans.push(plan);
                 }
                 choose_parents(repo, &url, &mut plans).await?;
                 let pipeline = Pipeline::start(repo);
@@ -307,7 +311,7 @@ async fn backup_locked(
                     streamed.into_iter().zip(chunks).collect(),
                     written,
                     stored,
-                    catalog.skipped,
+                    skipped,
                     Vec::new(),
                     None,
                 )
@@ -475,16 +479,33 @@ fn plan_sqlite(
     })
 }
 
-fn plan_mysql(info: &MyTableInfo) -> Result<Plan> {
-    let columns = info.data_columns.clone();
+fn plan_mysql(
+    info: &MyTableInfo,
+    wanted: Option<&Vec<String>>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Plan> {
+    let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
+    let mut schema = info.schema.clone();
+    if columns.len() < info.data_columns.len() {
+        // Only some columns: a definition of just those (types, NOT NULL, the key);
+        // defaults, other indexes and foreign keys cannot come back without the rest.
+        schema.columns.retain(|c| columns.contains(&c.name));
+        schema.create_sql = crate::source::mysql::create_table_for(&info.name, &schema.columns);
+        schema.all_columns = false;
+        skipped.push(Skipped {
+            kind: "definition".into(),
+            name: info.name.clone(),
+            reason: "only some columns were backed up: its defaults, indexes and foreign keys are not kept".into(),
+        });
+    }
     let sql = MyDb::rows_sql(info, &columns);
     // Keyed (and so incremental) when the key's values come back in the order this
     // crate compares them; a key whose collation orders otherwise is found out while
     // reading and the table is stored whole (as with SQLite's NOCASE keys).
-    let key = KeySpec::new("values", &columns, &info.schema);
+    let key = KeySpec::new("values", &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
-        schema: info.schema.clone(),
+        schema,
         columns,
         format: "values",
         sql,

@@ -356,12 +356,6 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         let staged = dest_engine == Engine::Postgres
             && action.creates()
             && entry.bytes >= opts.parallel_min_bytes;
-        if dest_engine == Engine::Mysql && columns.len() != entry.stream_columns.len() {
-            return Err(Error::invalid(format!(
-                "--columns is not available for MySQL tables yet ({}): restore whole tables",
-                entry.name
-            )));
-        }
         let key = if action.merge().is_some() {
             crate::merge::check(entry, &columns)?
         } else {
@@ -1256,11 +1250,20 @@ async fn execute_mysql(
                 continue;
             }
             let stage = format!("tablesafe_stage_{tag}_{i}");
-            db.exec(&my::create_sql_without_foreign_keys(
-                &t.entry.schema.create_sql,
-                &stage,
-            )?)
-            .await?;
+            let create = if t.columns.len() == t.entry.stream_columns.len() {
+                my::create_sql_without_foreign_keys(&t.entry.schema.create_sql, &stage)?
+            } else {
+                let cols: Vec<_> = t
+                    .entry
+                    .schema
+                    .columns
+                    .iter()
+                    .filter(|c| t.columns.contains(&c.name))
+                    .cloned()
+                    .collect();
+                my::create_table_for(&stage, &cols)
+            };
+            db.exec(&create).await?;
             staged.push((i, stage.clone()));
             progress.table_started(&t.dest_table, Some(t.rows));
             db.exec("START TRANSACTION").await?;
@@ -1343,6 +1346,10 @@ async fn execute_mysql(
             if !t.action.creates() {
                 continue;
             }
+            if t.columns.len() != t.entry.stream_columns.len() {
+                // Constraints on columns left out cannot come back.
+                continue;
+            }
             for (name, def) in my::foreign_keys(&t.entry.schema.create_sql) {
                 let name = if t.dest_table == t.entry.name {
                     name
@@ -1394,6 +1401,12 @@ async fn load_mysql_rows(
     progress: &dyn Progress,
 ) -> Result<u64> {
     let batch = (60_000 / t.columns.len().max(1)).clamp(1, 500);
+    let keep: Vec<usize> = t
+        .columns
+        .iter()
+        .filter_map(|c| t.entry.stream_columns.iter().position(|s| s == c))
+        .collect();
+    let all = keep.len() == t.entry.stream_columns.len();
     let mut reader = crate::export::TableRows::open(repo, &t.entry)?;
     let mut kept = 0u64;
     let mut pending: Vec<Vec<crate::model::Value>> = Vec::with_capacity(batch);
@@ -1402,7 +1415,11 @@ async fn load_mysql_rows(
         let n = rows.len() as u64;
         for row in rows.into_iter().filter(|r| t.filter.matches(r)) {
             kept += 1;
-            pending.push(row);
+            pending.push(if all {
+                row
+            } else {
+                keep.iter().map(|&i| row[i].clone()).collect()
+            });
             if pending.len() == batch {
                 db.insert_rows(into, &t.columns, &pending).await?;
                 pending.clear();

@@ -357,6 +357,38 @@ fn row_values(row: &MySqlRow, reads: &[ReadAs]) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// `CREATE TABLE` with just `columns` (their declared types and NOT NULL, and the
+/// primary key among them), for a table restored or backed up with some columns.
+pub fn create_table_for(name: &str, columns: &[Column]) -> String {
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            format!(
+                "  {} {}{}",
+                quote(&c.name),
+                c.decl_type,
+                if c.not_null { " NOT NULL" } else { "" }
+            )
+        })
+        .collect();
+    let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
+    pk.sort_by_key(|c| c.pk);
+    if !pk.is_empty() {
+        parts.push(format!(
+            "  PRIMARY KEY ({})",
+            pk.iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    format!(
+        "CREATE TABLE {} (\n{}\n) DEFAULT CHARSET=utf8mb4",
+        quote(name),
+        parts.join(",\n")
+    )
+}
+
 /// `CREATE TABLE` of a snapshot's table under another name and without its foreign
 /// keys (added once every table is in place, as [`foreign_keys`] lists them).
 pub fn create_sql_without_foreign_keys(create_sql: &str, new_name: &str) -> Result<String> {

@@ -259,6 +259,60 @@ async fn a_mariadb_database_round_trips_identically() {
     let e = restore(&repo, &nokey).await.unwrap_err().to_string();
     assert!(e.contains("no primary key"), "{e}");
 
+    // Some columns: at restore time, and in a backup.
+    let some = m.create_database("some").unwrap();
+    let mut o = restore_into(&some, &first.id, Mode::Create);
+    o.selection.include = vec!["orders".into()];
+    o.selection.columns = [("orders".to_string(), vec!["total".to_string()])].into();
+    restore(&repo, &o).await.unwrap();
+    assert_eq!(
+        m.sql("some", "SELECT id, total FROM orders ORDER BY id")
+            .unwrap(),
+        "1\t9.99\n2\t0.01\n3\t5.00\n"
+    );
+    let narrow = backup(
+        &mut repo,
+        &BackupOptions {
+            source: Secret::new(src.clone()),
+            selection: engine::selection::Selection {
+                include: vec!["customers".into()],
+                exclude: Vec::new(),
+                columns: [(
+                    "customers".to_string(),
+                    vec!["name".to_string(), "balance".to_string()],
+                )]
+                .into(),
+            },
+            tags: Default::default(),
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(
+        narrow
+            .snapshot
+            .skipped
+            .iter()
+            .any(|s| s.kind == "definition" && s.name == "customers")
+    );
+    let narrow_db = m.create_database("narrow").unwrap();
+    restore(&repo, &restore_into(&narrow_db, &narrow.id, Mode::Create))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.sql(
+            "narrow",
+            "SELECT id, name, balance FROM customers ORDER BY id"
+        )
+        .unwrap(),
+        m.sql(
+            "shop",
+            "SELECT id, name, balance FROM customers ORDER BY id"
+        )
+        .unwrap()
+    );
+
     // Not available yet, and saying so.
     let mut o = restore_into(&copy, "latest", Mode::Create);
     o.at_ms = Some(1);
