@@ -23,6 +23,7 @@ use crate::repo::{Repository, crypto::hex, now_ms};
 use crate::restore::{self, Mode, RestoreOptions};
 use crate::secret::Secret;
 use crate::selection::Selection;
+use crate::source::mysql::{self as my, MyDb};
 use crate::source::postgres::{self as pg, PgDb};
 use crate::source::sqlite::SqliteDb;
 use crate::{Error, Result};
@@ -41,14 +42,20 @@ pub enum Scratch {
     /// is only where `CREATE DATABASE` runs) and dropped afterwards. The URL's user
     /// needs the CREATEDB privilege.
     Postgres(Secret<String>),
+    /// A MySQL snapshot: a database created on this server and dropped afterwards (the
+    /// URL's user needs CREATE and DROP).
+    Mysql(Secret<String>),
 }
 
 impl Scratch {
-    /// `postgres://…` is a server; anything else a directory for a SQLite file.
+    /// `postgres://…` and `mysql://…` are servers; anything else a directory for a
+    /// SQLite file.
     pub fn parse(s: &Secret<String>) -> Scratch {
         let raw = s.expose();
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             Scratch::Postgres(s.clone())
+        } else if raw.starts_with("mysql://") || raw.starts_with("mariadb://") {
+            Scratch::Mysql(s.clone())
         } else {
             Scratch::Dir(raw.strip_prefix("sqlite://").unwrap_or(raw).into())
         }
@@ -122,6 +129,11 @@ enum ScratchKind {
         admin: PgDb,
         name: String,
     },
+    /// The MySQL server connection that created database `name`.
+    MysqlDatabase {
+        admin: MyDb,
+        name: String,
+    },
 }
 
 impl ScratchDb {
@@ -167,8 +179,39 @@ impl ScratchDb {
                     kind: ScratchKind::Database { admin, name },
                 })
             }
+            (Engine::Mysql, Scratch::Mysql(server)) => {
+                let server_display = crate::secret::redact_url(server.expose());
+                let mut admin = MyDb::connect(server, server_display.clone()).await?;
+                let name = format!("tablesafe_drill_{tag}");
+                admin
+                    .exec(&format!(
+                        "CREATE DATABASE {} CHARACTER SET utf8mb4",
+                        my::quote(&name)
+                    ))
+                    .await
+                    .map_err(|e| {
+                        Error::invalid(format!(
+                            "cannot create the scratch database {name} on {server_display} \
+                             (the drill's user needs CREATE and DROP): {e}"
+                        ))
+                    })?;
+                let mut url = url::Url::parse(server.expose())
+                    .map_err(|e| Error::invalid(format!("scratch URL {server_display}: {e}")))?;
+                url.set_path(&format!("/{name}"));
+                let url = Secret::new(url.to_string());
+                let display = crate::secret::redact_url(url.expose());
+                Ok(ScratchDb {
+                    url,
+                    display,
+                    kind: ScratchKind::MysqlDatabase { admin, name },
+                })
+            }
             (Engine::Mysql, _) => Err(Error::invalid(
-                "drills of MySQL snapshots are not available yet: restore into a scratch MySQL database with `tablesafe restore` and check it there",
+                "a drill of a MySQL snapshot needs a scratch server: --scratch mysql://user:password@host/db \
+                 (tablesafe creates a database there for the drill and drops it afterwards)",
+            )),
+            (_, Scratch::Mysql(_)) => Err(Error::invalid(
+                "a MySQL scratch server takes drills of MySQL snapshots only",
             )),
             (Engine::Sqlite, Scratch::Postgres(_)) => Err(Error::invalid(
                 "a drill of a SQLite snapshot restores into a scratch file: give a directory, not a PostgreSQL server",
@@ -194,6 +237,10 @@ impl ScratchDb {
                 }
                 Ok(())
             }
+            ScratchKind::MysqlDatabase { mut admin, name } => admin
+                .exec(&format!("DROP DATABASE IF EXISTS {}", my::quote(&name)))
+                .await
+                .map_err(|e| format!("dropping the scratch database {name}: {e}")),
             ScratchKind::Database { mut admin, name } => {
                 let q = pg::quote(&name);
                 // WITH (FORCE) (PostgreSQL 13+) ends sessions a failed check left behind.
@@ -341,6 +388,85 @@ async fn run_checks(
             for sql in &opts.assertions {
                 let r = sqlx::query(sql).fetch_optional(&mut db.conn).await;
                 let r = r.map(|row| row.map(|row| row.try_get::<bool, _>(0)));
+                report.assertions.push(assertion(sql, r));
+            }
+        }
+        ScratchKind::MysqlDatabase { .. } => {
+            let mut db = MyDb::connect(&scratch.url, scratch.display.clone()).await?;
+            db.begin_snapshot().await?;
+            for planned in &plan.tables {
+                progress.check_abort()?;
+                let e = planned.entry();
+                let info = db.describe(&planned.dest_table).await?;
+                let mut reads = Vec::new();
+                for c in &e.stream_columns {
+                    let i = info
+                        .data_columns
+                        .iter()
+                        .position(|d| d == c)
+                        .ok_or_else(|| {
+                            Error::invalid(format!("{} lacks column {c} after the restore", e.name))
+                        })?;
+                    reads.push(info.reads[i].0);
+                }
+                let sql = MyDb::rows_sql(&info, &e.stream_columns);
+                let mut hasher = blake3::Hasher::new();
+                let mut restored_rows: Vec<Vec<u8>> = Vec::new();
+                let keyless = e.key.is_empty() && info.pk.is_empty();
+                let mut rows = 0u64;
+                {
+                    let mut stream = db.rows(&sql, reads);
+                    while let Some(row) = stream.next().await {
+                        let mut buf = Vec::new();
+                        for v in &row? {
+                            encode_value(&mut buf, v);
+                        }
+                        hasher.update(&buf);
+                        rows += 1;
+                        if keyless {
+                            restored_rows.push(buf);
+                        }
+                    }
+                }
+                if hasher.finalize().to_hex().as_str() == e.checksum {
+                    report.tables.push(table_check(e, rows, true, "exact"));
+                } else if keyless {
+                    // A table without a key has no order to keep: compare as a multiset.
+                    let mut expected: Vec<Vec<u8>> = Vec::new();
+                    let mut reader = crate::export::TableRows::open(repo, e)?;
+                    while let Some((batch, _)) = reader.next_batch().await? {
+                        for row in batch {
+                            let mut buf = Vec::new();
+                            for v in &row {
+                                encode_value(&mut buf, v);
+                            }
+                            expected.push(buf);
+                        }
+                    }
+                    expected.sort();
+                    restored_rows.sort();
+                    let same = expected == restored_rows;
+                    report.tables.push(table_check(e, rows, same, "as a set"));
+                } else {
+                    report.tables.push(table_check(e, rows, false, "exact"));
+                }
+            }
+            db.exec("ROLLBACK").await?;
+            for sql in &opts.assertions {
+                let r = async {
+                    sqlx::query("START TRANSACTION READ ONLY")
+                        .execute(&mut db.conn)
+                        .await?;
+                    let row = sqlx::query(sql).fetch_optional(&mut db.conn).await;
+                    let _ = sqlx::query("ROLLBACK").execute(&mut db.conn).await;
+                    // MySQL has no boolean type: a true condition is a non-zero number.
+                    Ok::<_, sqlx::Error>(row?.map(|row| {
+                        row.try_get_unchecked::<i64, _>(0)
+                            .map(|v| v != 0)
+                            .or_else(|_| row.try_get_unchecked::<bool, _>(0))
+                    }))
+                }
+                .await;
                 report.assertions.push(assertion(sql, r));
             }
         }

@@ -1241,8 +1241,9 @@ pub struct DrillArgs {
     /// Where the scratch copy goes. A PostgreSQL snapshot: a server,
     /// postgres://user@host:port/db (tablesafe creates a database there for the drill
     /// and drops it afterwards; the user needs CREATEDB; the password from PGPASSWORD
-    /// or ~/.pgpass). A SQLite snapshot: a directory for the scratch file (default:
-    /// the system's temporary directory).
+    /// or ~/.pgpass). A MySQL snapshot: a server, mysql://user:password@host:port/db
+    /// (a database is created and dropped likewise). A SQLite snapshot: a directory for
+    /// the scratch file (default: the system's temporary directory).
     #[arg(long)]
     pub scratch: Option<String>,
     /// SQL that must return one row whose first column is true, run read-only on the

@@ -410,19 +410,19 @@ async fn drill(
             anyhow!("the policy has no snapshot to drill yet: run a backup first")
         })?,
     };
-    let scratch = if source.engine == "postgres" {
+    let scratch = if source.engine != "sqlite" {
         let id = plan
             .as_ref()
             .and_then(|p| p.scratch_source_id)
             .ok_or_else(|| {
                 anyhow!(
-                    "a PostgreSQL drill needs a scratch server: set one in the policy's drill plan"
+                    "a PostgreSQL or MySQL drill needs a scratch server: set one in the policy's drill plan"
                 )
             })?;
         let scratch = store::source(db, id)
             .await?
             .ok_or_else(|| anyhow!("the drill's scratch source no longer exists"))?;
-        engine::drill::Scratch::Postgres(state.secrets.open(Kind::SourceUrl, &scratch.sealed_url)?)
+        engine::drill::Scratch::parse(&state.secrets.open(Kind::SourceUrl, &scratch.sealed_url)?)
     } else {
         engine::drill::Scratch::Dir(std::env::temp_dir().join("tablesafe-drills"))
     };

@@ -186,26 +186,26 @@ pub async fn save_drill_plan(
             timezone.trim().to_string()
         };
         sched::parse(&schedule, &timezone).map_err(|(f, m)| AppError::Field(f.into(), m))?;
-        if source.engine == "mysql" {
-            return Err(AppError::Invalid(
-                "Drills of MySQL sources are not available yet.".into(),
-            ));
-        }
-        let scratch = if source.engine == "postgres" {
+        let scratch = if source.engine == "postgres" || source.engine == "mysql" {
+            let kind = if source.engine == "mysql" {
+                "MySQL"
+            } else {
+                "PostgreSQL"
+            };
             let id = scratch_source_id.trim().parse::<i64>().ok().ok_or_else(|| {
                 AppError::Field(
                     "scratch".into(),
-                    "A PostgreSQL drill needs a scratch server: pick a PostgreSQL source where tablesafe may create and drop a database.".into(),
+                    format!("A {kind} drill needs a scratch server: pick a {kind} source where tablesafe may create and drop a database."),
                 )
             })?;
             let s = store::source(db, id)
                 .await
                 .or_internal("loading a source")?
                 .ok_or_else(|| AppError::Field("scratch".into(), "No such source.".into()))?;
-            if s.engine != "postgres" {
+            if s.engine != source.engine {
                 return Err(AppError::Field(
                     "scratch".into(),
-                    "The scratch server of a PostgreSQL drill must be a PostgreSQL source.".into(),
+                    format!("The scratch server of a {kind} drill must be a {kind} source."),
                 ));
             }
             Some(id)
@@ -301,14 +301,10 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         let plan = drills::plan(db, policy_id)
             .await
             .or_internal("loading a drill plan")?;
-        if source.engine == "mysql" {
+        if source.engine != "sqlite" && plan.and_then(|p| p.scratch_source_id).is_none() {
             return Err(AppError::Invalid(
-                "Drills of MySQL sources are not available yet.".into(),
-            ));
-        }
-        if source.engine == "postgres" && plan.and_then(|p| p.scratch_source_id).is_none() {
-            return Err(AppError::Invalid(
-                "Set up the drill first: a PostgreSQL drill needs a scratch server.".into(),
+                "Set up the drill first: a PostgreSQL or MySQL drill needs a scratch server."
+                    .into(),
             ));
         }
         if drills::busy(&db.pool, policy_id)

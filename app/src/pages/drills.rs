@@ -207,11 +207,11 @@ fn PlanEditor(
                 <p class="field-error">{move || field_error(save, "pick").get()}</p>
             </div>
             <div class="field">
-                <label for="f-scratch">"Scratch server (PostgreSQL: a database is created there and dropped after the drill)"</label>
+                <label for="f-scratch">"Scratch server (PostgreSQL, MySQL: a database is created there and dropped after the drill)"</label>
                 <select id="f-scratch" name="scratch_source_id">
                     <option value="">"none (SQLite: a temporary file)"</option>
                     {move || data.get().and_then(|r| r.ok()).map(|(_, _, _, sources)| {
-                        sources.into_iter().filter(|s| s.engine == "postgres").map(|s| view! {
+                        sources.into_iter().filter(|s| s.engine != "sqlite").map(|s| view! {
                             <option value=s.id.to_string() selected=Some(s.id) == scratch>{s.name}</option>
                         }).collect_view()
                     })}

@@ -313,6 +313,40 @@ async fn a_mariadb_database_round_trips_identically() {
         .unwrap()
     );
 
+    // A drill restores into a scratch database on the server, checks every table and
+    // the assertions, and drops it.
+    let drill = |assertions: Vec<&str>| engine::drill::DrillOptions {
+        snapshot: second.id.clone(),
+        scratch: engine::drill::Scratch::parse(&Secret::new(m.url("mysql"))),
+        assertions: assertions.into_iter().map(String::from).collect(),
+        jobs: 1,
+    };
+    let r = engine::drill::drill(
+        &repo,
+        &drill(vec!["SELECT COUNT(*) = 3 FROM orders"]),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(r.passed, "{r:#?}");
+    assert_eq!(r.tables.len(), 3);
+    assert!(r.tables.iter().any(|t| t.table == "nokey" && t.passed));
+    assert!(r.cleaned_up);
+    let r = engine::drill::drill(
+        &repo,
+        &drill(vec!["SELECT COUNT(*) = 99 FROM orders"]),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(!r.passed && !r.assertions[0].passed, "{r:#?}");
+    assert_eq!(
+        m.sql("mysql", "SHOW DATABASES LIKE 'tablesafe_drill_%'")
+            .unwrap(),
+        "",
+        "no scratch database left"
+    );
+
     // Not available yet, and saying so.
     let mut o = restore_into(&copy, "latest", Mode::Create);
     o.at_ms = Some(1);

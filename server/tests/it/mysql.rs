@@ -1,6 +1,7 @@
 //! A MariaDB source in the console: added (its password never shown), tested, backed up
 //! by a policy, and restored by the wizard's server functions into a new database whose
-//! mysqldump equals the source's; what is not available for MySQL yet says so.
+//! mysqldump equals the source's; a drill proves the snapshot on a scratch server; what
+//! is not available for MySQL yet says so.
 
 use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy_for, cookie};
 use serde_json::json;
@@ -110,6 +111,7 @@ async fn a_mariadb_source_is_backed_up_and_restored_from_the_console() {
         )
         .await;
     assert!(!r.ok() && r.body.contains("not available yet"), "{r:?}");
+    // A drill: a MySQL scratch server is required, then the drill proves the snapshot.
     let r = api
         .form(
             Some(&admin),
@@ -117,5 +119,62 @@ async fn a_mariadb_source_is_backed_up_and_restored_from_the_console() {
             &[("policy_id", policy.to_string())],
         )
         .await;
-    assert!(!r.ok() && r.body.contains("not available yet"), "{r:?}");
+    assert!(!r.ok() && r.body.contains("scratch server"), "{r:?}");
+    let scratch = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[("name", "maria-scratch".into()), ("url", m.url("mysql"))],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let save = |scratch: String| {
+        vec![
+            ("policy_id", policy.to_string()),
+            ("schedule", String::new()),
+            ("timezone", "UTC".to_string()),
+            ("pick", "latest".to_string()),
+            ("scratch_source_id", scratch),
+            ("assertions", "SELECT COUNT(*) = 2 FROM orders".to_string()),
+        ]
+    };
+    let wrong_kind = api
+        .form(Some(&admin), "drills/save", &save(String::new()))
+        .await;
+    assert!(
+        !wrong_kind.ok()
+            && wrong_kind
+                .body
+                .contains("MySQL drill needs a scratch server"),
+        "{wrong_kind:?}"
+    );
+    let r = api
+        .form(Some(&admin), "drills/save", &save(scratch.to_string()))
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let job = api
+        .form(
+            Some(&admin),
+            "drills/run",
+            &[("policy_id", policy.to_string())],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert!(
+        done[1]
+            .to_string()
+            .contains("orders: 2 of 2 rows, checksum matches"),
+        "{done}"
+    );
+    assert_eq!(
+        m.sql("mysql", "SHOW DATABASES LIKE 'tablesafe_drill_%'")
+            .unwrap(),
+        ""
+    );
 }
