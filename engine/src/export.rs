@@ -416,6 +416,46 @@ pub(crate) enum Kind {
     PgOther,
 }
 
+/// How a snapshot table's column is written and compared.
+pub(crate) fn column_kind(engine: Engine, e: &TableEntry, column: &str) -> Kind {
+    match engine {
+        Engine::Sqlite => Kind::Sqlite,
+        Engine::Postgres => pg_kind(
+            e.schema
+                .postgres
+                .as_ref()
+                .and_then(|d| d.columns.iter().find(|pc| pc.name == column)),
+        ),
+        // MySQL keeps exact numbers as text (DECIMAL, BIGINT UNSIGNED): they are still
+        // numbers in JSON and in filters; a JSON column is JSON.
+        Engine::Mysql => {
+            let decl = e
+                .schema
+                .columns
+                .iter()
+                .find(|c| c.name == column)
+                .map(|c| c.decl_type.to_lowercase())
+                .unwrap_or_default();
+            if decl.starts_with("decimal")
+                || decl.starts_with("numeric")
+                || decl.starts_with("bigint")
+            {
+                Kind::PgNumeric
+            } else if decl == "json"
+                // MariaDB's JSON is LONGTEXT checked by json_valid().
+                || e.schema.create_sql.contains(&format!(
+                    "json_valid({})",
+                    crate::source::mysql::quote(column)
+                ))
+            {
+                Kind::PgJson
+            } else {
+                Kind::Sqlite
+            }
+        }
+    }
+}
+
 pub(crate) fn pg_kind(c: Option<&PgColumn>) -> Kind {
     let t = c.map(|c| c.type_sql.as_str()).unwrap_or("");
     if t.ends_with("[]") {
@@ -460,15 +500,7 @@ impl Encoder {
         let kinds = t
             .columns
             .iter()
-            .map(|c| match plan.engine {
-                Engine::Sqlite | Engine::Mysql => Kind::Sqlite,
-                Engine::Postgres => pg_kind(
-                    e.schema
-                        .postgres
-                        .as_ref()
-                        .and_then(|d| d.columns.iter().find(|pc| &pc.name == c)),
-                ),
-            })
+            .map(|c| column_kind(plan.engine, e, c))
             .collect();
         let quote = |c: &str| match plan.engine {
             Engine::Sqlite => lite::quote(c),

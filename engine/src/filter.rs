@@ -12,7 +12,7 @@
 //!   `bytea` values compare as their `\x…` hex form.
 //! - `contains` looks for the literal inside the value's text, case-sensitively.
 
-use crate::export::{Kind, pg_kind};
+use crate::export::{Kind, column_kind};
 use crate::model::{Engine, TableEntry, Value};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -205,15 +205,7 @@ impl RowFilter {
                         e.stream_columns.join(", ")
                     ))
                 })?;
-            let kind = match engine {
-                Engine::Sqlite | Engine::Mysql => Kind::Sqlite,
-                Engine::Postgres => pg_kind(
-                    e.schema
-                        .postgres
-                        .as_ref()
-                        .and_then(|d| d.columns.iter().find(|pc| pc.name == c.column)),
-                ),
-            };
+            let kind = column_kind(engine, e, &c.column);
             conds.push(BoundCondition {
                 pos,
                 op: c.op,

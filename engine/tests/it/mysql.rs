@@ -177,6 +177,37 @@ async fn a_mariadb_database_round_trips_identically() {
         m.dump("shop", &["v"]).unwrap()
     );
 
+    // JSON lines: exact numbers are numbers, JSON is JSON.
+    let jsonl = dir.path().join("customers.jsonl");
+    let selection = engine::selection::Selection {
+        include: vec!["customers".into()],
+        ..Default::default()
+    };
+    let p = engine::export::plan(
+        &repo,
+        "latest",
+        &selection,
+        &Default::default(),
+        FileFormat::Jsonl,
+    )
+    .await
+    .unwrap();
+    engine::export::write_file(&repo, &p, &jsonl, &NoProgress)
+        .await
+        .unwrap();
+    let line = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("\"balance\":12345678901234.123456,")
+            && line.contains("\"big\":18446744073709551615,")
+            && line.contains("\"doc\":{\"k\": [1, 2]}"),
+        "{line}"
+    );
+
     // A CSV of one table.
     let csv = dir.path().join("orders.csv");
     let selection = engine::selection::Selection {
