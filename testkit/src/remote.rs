@@ -362,15 +362,19 @@ pub struct Flaky {
 }
 
 const FLAKY_PY: &str = r#"
-import http.client, http.server, random, sys, time, threading
+import http.client, http.server, os, random, sys, time, threading
 target, share, stall, seed, stats = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rng = random.Random(seed)
 lock = threading.Lock()
 counts = {"forwarded": 0, "503": 0, "stalled": 0}
 def note(kind):
+    # Replaced whole, never truncated in place: a reader (the test, possibly while the
+    # last forwarded request is still being counted) sees the old counts or the new.
     with lock:
         counts[kind] += 1
-        open(stats, "w").write(" ".join(f"{k}={v}" for k, v in counts.items()))
+        with open(stats + ".tmp", "w") as f:
+            f.write(" ".join(f"{k}={v}" for k, v in counts.items()))
+        os.replace(stats + ".tmp", stats)
 class Relay(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
