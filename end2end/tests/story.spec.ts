@@ -143,6 +143,9 @@ test("bad input gets a message next to the field and changes nothing", async ({ 
   // The shared check, in the browser, as soon as the field is left.
   await form.getByLabel("Connection URL").fill("mysql://somewhere");
   await form.getByLabel("Name").focus();
+  await expect(page.getByTestId("error-url")).toContainText("Name the host and database");
+  await form.getByLabel("Connection URL").fill("oracle://somewhere");
+  await form.getByLabel("Name").focus();
   await expect(page.getByTestId("error-url")).toContainText("sqlite:///absolute/path.db");
   // The server's check of the same rule, after submitting.
   const name = unique("bad");
