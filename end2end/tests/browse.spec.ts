@@ -1,11 +1,9 @@
 // Story: a user opens a backup in the browser without restoring it, pages through a
 // table, filters it, looks up a row by key and downloads the filtered rows as CSV.
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ADMIN_PASSWORD, addThrough, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
-
-const add = addThrough;
+import { ADMIN_PASSWORD, backedUpPolicy, hydrated, logIn, sqlite, tempDir } from "./pages";
 
 test("a backup is browsed, filtered and downloaded in the browser", async ({ page }) => {
   const files = tempDir();
@@ -16,24 +14,11 @@ test("a backup is browsed, filtered and downloaded in the browser", async ({ pag
       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 130) " +
       "INSERT INTO people SELECT i, 'person ' || i, CASE i % 3 WHEN 0 THEN 'Oslo' WHEN 1 THEN 'Lima' ELSE NULL END FROM n;",
   );
-  const src = unique("browse-src");
-  const disk = unique("browse-disk");
-  const policy = unique("browsed");
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
 
   await logIn(page, "admin", ADMIN_PASSWORD());
-  await add(page, "/sources", "Add a source", [["Name", src], ["Connection URL", `sqlite://${db}`]], "Add source", `source-${src}`);
-  await add(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"]], "Add target", `target-${disk}`);
-  await page.goto("/policies");
-  await hydrated(page);
-  const form = page.getByRole("form", { name: "Create a policy" });
-  await form.getByLabel("Name").fill(policy);
-  await form.getByLabel("Source").selectOption({ label: src });
-  await form.getByLabel("Target", { exact: true }).selectOption({ label: disk });
-  await form.getByRole("button", { name: "Create policy" }).click();
-  await page.getByTestId(`policy-${policy}`).getByRole("button", { name: "Run now" }).click();
-  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  const policy = await backedUpPolicy(page, files, db, "browsed");
 
   // From the backup history to the first page of the table.
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Backups" }).click();

@@ -1,33 +1,18 @@
 // Story: an operator sets up a restore drill for a policy in the browser, runs it, reads
 // the evidence, and the dashboard shows the snapshot as proven restorable.
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test } from "@playwright/test";
 import * as path from "node:path";
-import { ADMIN_PASSWORD, addThrough, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
-
-const add = addThrough;
+import { ADMIN_PASSWORD, backedUpPolicy, hydrated, logIn, sqlite, tempDir } from "./pages";
 
 test("a restore drill is set up, run and proven in the browser", async ({ page }) => {
   const files = tempDir();
   const db = path.join(files, "shop.db");
   sqlite(db, "CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL); INSERT INTO orders VALUES (1, 5), (2, 7);");
-  const src = unique("drill-src");
-  const disk = unique("drill-disk");
-  const policy = unique("drilled");
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
 
   await logIn(page, "admin", ADMIN_PASSWORD());
-  await add(page, "/sources", "Add a source", [["Name", src], ["Connection URL", `sqlite://${db}`]], "Add source", `source-${src}`);
-  await add(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"]], "Add target", `target-${disk}`);
-  await page.goto("/policies");
-  await hydrated(page);
-  const form = page.getByRole("form", { name: "Create a policy" });
-  await form.getByLabel("Name").fill(policy);
-  await form.getByLabel("Source").selectOption({ label: src });
-  await form.getByLabel("Target", { exact: true }).selectOption({ label: disk });
-  await form.getByRole("button", { name: "Create policy" }).click();
-  await page.getByTestId(`policy-${policy}`).getByRole("button", { name: "Run now" }).click();
-  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  const policy = await backedUpPolicy(page, files, db, "drilled");
 
   // Set up the drill: weekly, with an assertion.
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Drills" }).click();

@@ -1,10 +1,8 @@
 // Story: rows deleted and changed by mistake are brought back for a key range only:
 // the restore wizard previews what an upsert would insert and update, then runs it.
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test } from "@playwright/test";
 import * as path from "node:path";
-import { ADMIN_PASSWORD, addThrough, hydrated, logIn, sqlite, tempDir, unique } from "./pages";
-
-const add = addThrough;
+import { ADMIN_PASSWORD, backedUpPolicy, hydrated, logIn, sqlite, tempDir } from "./pages";
 
 test("a key-range upsert is previewed with its diff and run in the browser", async ({ page }) => {
   const files = tempDir();
@@ -14,24 +12,11 @@ test("a key-range upsert is previewed with its diff and run in the browser", asy
     "CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT);" +
       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) INSERT INTO orders SELECT i, 'paid' FROM n;",
   );
-  const src = unique("merge-src");
-  const disk = unique("merge-disk");
-  const policy = unique("merged");
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(`${page.url()}: ${e.message}`));
 
   await logIn(page, "admin", ADMIN_PASSWORD());
-  await add(page, "/sources", "Add a source", [["Name", src], ["Connection URL", `sqlite://${db}`]], "Add source", `source-${src}`);
-  await add(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"]], "Add target", `target-${disk}`);
-  await page.goto("/policies");
-  await hydrated(page);
-  const form = page.getByRole("form", { name: "Create a policy" });
-  await form.getByLabel("Name").fill(policy);
-  await form.getByLabel("Source").selectOption({ label: src });
-  await form.getByLabel("Target", { exact: true }).selectOption({ label: disk });
-  await form.getByRole("button", { name: "Create policy" }).click();
-  await page.getByTestId(`policy-${policy}`).getByRole("button", { name: "Run now" }).click();
-  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  const policy = await backedUpPolicy(page, files, db, "merged");
 
   // The mistake: orders 5–6 deleted, 7 and 15 changed.
   sqlite(db, "DELETE FROM orders WHERE id IN (5, 6); UPDATE orders SET status = 'lost' WHERE id IN (7, 15);");

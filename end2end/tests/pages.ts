@@ -204,3 +204,26 @@ export async function addThrough(page: Page, where: string, form: string, fields
   await f.getByRole("button", { name: button }).click();
   await expect(page.getByTestId(testId)).toBeVisible();
 }
+
+/**
+ * Through the pages: a source for the SQLite file `db`, a target in `files/repo` and a
+ * policy over them (all named from `prefix`), run once; the job must succeed. Returns
+ * the policy's name. The page is left on the job.
+ */
+export async function backedUpPolicy(page: Page, files: string, db: string, prefix: string): Promise<string> {
+  const src = unique(`${prefix}-src`);
+  const disk = unique(`${prefix}-disk`);
+  const policy = unique(prefix);
+  await addThrough(page, "/sources", "Add a source", [["Name", src], ["Connection URL", `sqlite://${db}`]], "Add source", `source-${src}`);
+  await addThrough(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"]], "Add target", `target-${disk}`);
+  await page.goto("/policies");
+  await hydrated(page);
+  const form = page.getByRole("form", { name: "Create a policy" });
+  await form.getByLabel("Name").fill(policy);
+  await form.getByLabel("Source").selectOption({ label: src });
+  await form.getByLabel("Target", { exact: true }).selectOption({ label: disk });
+  await form.getByRole("button", { name: "Create policy" }).click();
+  await page.getByTestId(`policy-${policy}`).getByRole("button", { name: "Run now" }).click();
+  await expect(page.getByTestId("job-status")).toHaveText("succeeded", { timeout: 30_000 });
+  return policy;
+}

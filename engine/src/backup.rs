@@ -250,8 +250,15 @@ async fn backup_locked(
                 choose_parents(repo, &url, &mut plans).await?;
                 let pipeline = Pipeline::start(repo);
                 let mut streamed = Vec::new();
-                let read =
-                    read_sqlite(repo, &mut db, &plans, &pipeline, &mut streamed, progress).await;
+                let read = read_values(
+                    repo,
+                    ValueSource::Sqlite(&mut db),
+                    &plans,
+                    &pipeline,
+                    &mut streamed,
+                    progress,
+                )
+                .await;
                 let (chunks, written, stored) = pipeline.finish(read).await?;
                 db.exec("COMMIT").await?;
                 (
@@ -292,11 +299,10 @@ async fn backup_locked(
                 choose_parents(repo, &url, &mut plans).await?;
                 let pipeline = Pipeline::start(repo);
                 let mut streamed = Vec::new();
-                let read = read_mysql(
+                let read = read_values(
                     repo,
-                    &mut db,
+                    ValueSource::Mysql(&mut db, &reads),
                     &plans,
-                    &reads,
                     &pipeline,
                     &mut streamed,
                     progress,
@@ -854,56 +860,42 @@ impl<'a> Feed<'a> {
     }
 }
 
-async fn read_sqlite(
-    repo: &Repository,
-    db: &mut SqliteDb,
-    plans: &[Plan],
-    pipe: &Pipeline,
-    out: &mut Vec<Streamed>,
-    progress: &dyn Progress,
-) -> Result<()> {
-    for plan in plans {
-        let mut delta = plan.parent.is_some();
-        loop {
-            let mut feed = Feed::start(repo, pipe, progress, plan, false, delta).await?;
-            let mut stream = db.rows(&plan.sql, plan.columns.len());
-            while let Some(row) = stream.next().await {
-                for v in &row? {
-                    encode_value(&mut feed.buf, v);
-                }
-                feed.count_row();
-                feed.send_if_full().await?;
-                if feed.restart {
-                    break;
-                }
-            }
-            drop(stream);
-            match feed.finish(&plan.name).await? {
-                Some(s) => {
-                    out.push(s);
-                    break;
-                }
-                None => delta = false,
-            }
-        }
-    }
-    Ok(())
+/// Where rows come from as values (the `values` stream format).
+enum ValueSource<'a> {
+    Sqlite(&'a mut SqliteDb),
+    /// With how each plan's columns are read.
+    Mysql(&'a mut MyDb, &'a [Vec<crate::source::mysql::ReadAs>]),
 }
 
-async fn read_mysql(
+impl ValueSource<'_> {
+    /// The rows of plan `i`.
+    fn rows<'s>(
+        &'s mut self,
+        i: usize,
+        plan: &'s Plan,
+    ) -> futures::stream::BoxStream<'s, Result<Vec<crate::model::Value>>> {
+        match self {
+            ValueSource::Sqlite(db) => db.rows(&plan.sql, plan.columns.len()).boxed(),
+            ValueSource::Mysql(db, reads) => db.rows(&plan.sql, reads[i].clone()).boxed(),
+        }
+    }
+}
+
+/// Reads each table of a `values` source into the pipeline: as a delta against its
+/// parent when it has one, read again whole when the delta has to be abandoned.
+async fn read_values(
     repo: &Repository,
-    db: &mut MyDb,
+    mut src: ValueSource<'_>,
     plans: &[Plan],
-    reads: &[Vec<crate::source::mysql::ReadAs>],
     pipe: &Pipeline,
     out: &mut Vec<Streamed>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    for (plan, reads) in plans.iter().zip(reads) {
+    for (i, plan) in plans.iter().enumerate() {
         let mut delta = plan.parent.is_some();
         loop {
             let mut feed = Feed::start(repo, pipe, progress, plan, false, delta).await?;
-            let mut stream = db.rows(&plan.sql, reads.clone());
+            let mut stream = src.rows(i, plan);
             while let Some(row) = stream.next().await {
                 for v in &row? {
                     encode_value(&mut feed.buf, v);

@@ -20,6 +20,7 @@ pub const MAX_CELL_CHARS: usize = 300;
 pub struct BrowseQuery {
     /// `latest`, an id or a unique prefix.
     pub snapshot: String,
+    /// The table; empty: the snapshot's first.
     pub table: String,
     pub filter: RowFilter,
     /// Key values to look up, one per key column in key order (empty: no lookup).
@@ -56,7 +57,7 @@ pub async fn browse(repo: &Repository, q: &BrowseQuery) -> Result<BrowsePage> {
     let e = snapshot
         .tables
         .iter()
-        .find(|t| t.name == q.table)
+        .find(|t| t.name == q.table || q.table.is_empty())
         .ok_or_else(|| {
             Error::invalid(format!(
                 "snapshot {} has no table {:?} (it has {})",

@@ -168,11 +168,7 @@ impl ScratchDb {
                              (the drill's user needs the CREATEDB privilege): {e}"
                         ))
                     })?;
-                let mut url = url::Url::parse(server.expose())
-                    .map_err(|e| Error::invalid(format!("scratch URL {server_display}: {e}")))?;
-                url.set_path(&format!("/{name}"));
-                let url = Secret::new(url.to_string());
-                let display = crate::secret::redact_url(url.expose());
+                let (url, display) = database_url(server, &name)?;
                 Ok(ScratchDb {
                     url,
                     display,
@@ -195,11 +191,7 @@ impl ScratchDb {
                              (the drill's user needs CREATE and DROP): {e}"
                         ))
                     })?;
-                let mut url = url::Url::parse(server.expose())
-                    .map_err(|e| Error::invalid(format!("scratch URL {server_display}: {e}")))?;
-                url.set_path(&format!("/{name}"));
-                let url = Secret::new(url.to_string());
-                let display = crate::secret::redact_url(url.expose());
+                let (url, display) = database_url(server, &name)?;
                 Ok(ScratchDb {
                     url,
                     display,
@@ -258,6 +250,20 @@ impl ScratchDb {
             }
         }
     }
+}
+
+/// The URL of database `name` on the server `server` names, and its display form.
+fn database_url(server: &Secret<String>, name: &str) -> Result<(Secret<String>, String)> {
+    let mut url = url::Url::parse(server.expose()).map_err(|e| {
+        Error::invalid(format!(
+            "scratch URL {}: {e}",
+            crate::secret::redact_url(server.expose())
+        ))
+    })?;
+    url.set_path(&format!("/{name}"));
+    let url = Secret::new(url.to_string());
+    let display = crate::secret::redact_url(url.expose());
+    Ok((url, display))
 }
 
 /// Runs a drill: restore, check, remove the scratch copy. See the module docs.

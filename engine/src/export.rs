@@ -543,11 +543,11 @@ impl Encoder {
     fn row(&mut self, row: &[Value], out: &mut Vec<u8>) -> Result<()> {
         match self.format {
             FileFormat::Csv => {
-                for (n, (&i, kind)) in self.keep.iter().zip(&self.kinds).enumerate() {
+                for (n, &i) in self.keep.iter().enumerate() {
                     if n > 0 {
                         out.push(b',');
                     }
-                    csv_value(out, &row[i], *kind);
+                    csv_value(out, &row[i]);
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -633,7 +633,7 @@ fn csv_field(out: &mut Vec<u8>, s: &[u8], force_quotes: bool) {
     out.push(b'"');
 }
 
-fn csv_value(out: &mut Vec<u8>, v: &Value, kind: Kind) {
+fn csv_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => {}
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
@@ -641,7 +641,6 @@ fn csv_value(out: &mut Vec<u8>, v: &Value, kind: Kind) {
         Value::Text(t) => csv_field(out, t, false),
         Value::Blob(b) => out.extend_from_slice(hex_text(b).as_bytes()),
     }
-    let _ = kind;
 }
 
 /// A float as text that reads back to the same bits (`NaN`, `Infinity`, `-Infinity`
@@ -1403,7 +1402,7 @@ mod tests {
             if i > 0 {
                 out.push(b',');
             }
-            csv_value(&mut out, v, Kind::Sqlite);
+            csv_value(&mut out, v);
         }
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -9,38 +9,35 @@
 use crate::error::AppError;
 use leptos::prelude::*;
 
-pub use engine_types::*;
+use serde::{Deserialize, Serialize};
 
-/// The browser's copies of the engine's browse types (the engine is not compiled to
-/// wasm).
-mod engine_types {
-    use serde::{Deserialize, Serialize};
+// The browser's copies of the engine's browse types (the engine is not compiled to
+// wasm).
 
-    /// `column op value`, as `engine::filter::Condition` (op: `eq`, `ne`, `lt`, `le`,
-    /// `gt`, `ge`, `contains`, `is_null`, `not_null`).
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct Filter {
-        pub column: String,
-        pub op: String,
-        #[serde(default)]
-        pub value: String,
-    }
+/// `column op value`, as `engine::filter::Condition` (op: `eq`, `ne`, `lt`, `le`, `gt`,
+/// `ge`, `contains`, `is_null`, `not_null`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    pub column: String,
+    pub op: String,
+    #[serde(default)]
+    pub value: String,
+}
 
-    /// One page of rows, as `engine::browse::BrowsePage`.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct RowsPage {
-        pub snapshot: String,
-        pub snapshot_time_ms: i64,
-        pub table: String,
-        pub tables: Vec<String>,
-        pub columns: Vec<String>,
-        pub key: Vec<String>,
-        pub rows: Vec<Vec<Option<String>>>,
-        pub offset: u64,
-        pub more: bool,
-        pub table_rows: u64,
-        pub scanned: u64,
-    }
+/// One page of rows, as `engine::browse::BrowsePage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowsPage {
+    pub snapshot: String,
+    pub snapshot_time_ms: i64,
+    pub table: String,
+    pub tables: Vec<String>,
+    pub columns: Vec<String>,
+    pub key: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+    pub offset: u64,
+    pub more: bool,
+    pub table_rows: u64,
+    pub scanned: u64,
 }
 
 /// The operators a filter may use, with how the page shows them.
@@ -96,20 +93,6 @@ pub async fn browse_snapshot(
     let result = async {
         let opened = ssr::open_for_reading(&c, id).await?;
         // The first table when none is named yet.
-        let table = if table.is_empty() {
-            let manifest = opened
-                .repo
-                .load_snapshot_by_id(&opened.row.snapshot_id)
-                .await
-                .map_err(|e| AppError::Invalid(e.to_string()))?;
-            manifest
-                .tables
-                .first()
-                .map(|t| t.name.clone())
-                .ok_or_else(|| AppError::Invalid("This snapshot holds no table.".into()))?
-        } else {
-            table
-        };
         let page = engine::browse::browse(
             &opened.repo,
             &engine::browse::BrowseQuery {
@@ -128,7 +111,7 @@ pub async fn browse_snapshot(
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
         Ok::<_, AppError>((
-            format!("snapshot #{id} table {table}"),
+            format!("snapshot #{id} table {}", page.table),
             RowsPage {
                 snapshot: page.snapshot,
                 snapshot_time_ms: page.snapshot_time_ms,

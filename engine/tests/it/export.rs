@@ -42,7 +42,8 @@ line two'),
     src
 }
 
-async fn export(
+/// Exports tables of the latest snapshot (all when `include` is empty) to `path`.
+pub async fn export(
     repo: &Repository,
     include: &[&str],
     filter: &[&str],

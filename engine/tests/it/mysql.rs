@@ -4,6 +4,7 @@
 //! while transfers run restore states that existed, SQL exports load back with the
 //! `mariadb` client, and what is not available yet says so.
 
+use crate::export::export;
 use crate::support::*;
 use engine::backup::{BackupOptions, backup};
 use engine::export::FileFormat;
@@ -145,16 +146,7 @@ async fn a_mariadb_database_round_trips_identically() {
 
     // A SQL export loads back with the mariadb client.
     let sql = dir.path().join("shop.sql");
-    let p = engine::export::plan(
-        &repo,
-        "latest",
-        &Default::default(),
-        &Default::default(),
-        FileFormat::Sql,
-    )
-    .await
-    .unwrap();
-    engine::export::write_file(&repo, &p, &sql, &NoProgress)
+    export(&repo, &[], &[], FileFormat::Sql, &sql)
         .await
         .unwrap();
     m.create_database("from_sql").unwrap();
@@ -179,20 +171,7 @@ async fn a_mariadb_database_round_trips_identically() {
 
     // JSON lines: exact numbers are numbers, JSON is JSON.
     let jsonl = dir.path().join("customers.jsonl");
-    let selection = engine::selection::Selection {
-        include: vec!["customers".into()],
-        ..Default::default()
-    };
-    let p = engine::export::plan(
-        &repo,
-        "latest",
-        &selection,
-        &Default::default(),
-        FileFormat::Jsonl,
-    )
-    .await
-    .unwrap();
-    engine::export::write_file(&repo, &p, &jsonl, &NoProgress)
+    export(&repo, &["customers"], &[], FileFormat::Jsonl, &jsonl)
         .await
         .unwrap();
     let line = std::fs::read_to_string(&jsonl)
@@ -210,20 +189,7 @@ async fn a_mariadb_database_round_trips_identically() {
 
     // A CSV of one table.
     let csv = dir.path().join("orders.csv");
-    let selection = engine::selection::Selection {
-        include: vec!["orders".into()],
-        ..Default::default()
-    };
-    let p = engine::export::plan(
-        &repo,
-        "latest",
-        &selection,
-        &Default::default(),
-        FileFormat::Csv,
-    )
-    .await
-    .unwrap();
-    engine::export::write_file(&repo, &p, &csv, &NoProgress)
+    export(&repo, &["orders"], &[], FileFormat::Csv, &csv)
         .await
         .unwrap();
     assert_eq!(
