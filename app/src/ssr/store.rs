@@ -1193,10 +1193,15 @@ mod tests {
         ids.sort();
         assert_eq!(ids, [a, b], "each job claimed by exactly one worker");
         assert!(claim(db, "worker-1").await.unwrap().is_none());
-        // worker-2 sees worker-1's job without a heartbeat (any age counts here).
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // worker-1 went silent ten minutes ago; worker-2 just reported progress.
+        sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2")
+            .bind(now_ms() - 600_000)
+            .bind(one.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
         heartbeat(db, two.id, 0, 0, None).await.unwrap();
-        let failed = fail_abandoned(db, "", 2).await.unwrap();
+        let failed = fail_abandoned(db, "", 60_000).await.unwrap();
         assert_eq!(failed, vec![one.id]);
         // worker-1 comes back and finishes: refused, the failure stands.
         let recorded = finish(db, one.id, "worker-1", Succeeded, None, Some("{}"), None)
