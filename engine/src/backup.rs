@@ -7,7 +7,8 @@
 
 use crate::chunker::Chunker;
 use crate::model::{
-    Engine, Layer, Skipped, Snapshot, SnapshotSource, TableEntry, TableSchema, encode_value,
+    Engine, Layer, SegmentKind, Skipped, Snapshot, SnapshotSource, StreamFormat, TableEntry,
+    TableSchema, encode_value,
 };
 use crate::progress::Progress;
 use crate::repo::crypto::hex;
@@ -188,7 +189,7 @@ struct Plan {
     name: String,
     schema: TableSchema,
     columns: Vec<String>,
-    format: &'static str,
+    format: StreamFormat,
     sql: String,
     /// How to order the stream's rows, if this crate can.
     key: Option<KeySpec>,
@@ -364,8 +365,12 @@ async fn backup_locked(
         .map(|(p, (s, chunks))| TableEntry {
             name: p.name,
             schema: p.schema,
-            segment: if s.base.is_empty() { "full" } else { "delta" }.into(),
-            format: p.format.into(),
+            segment: if s.base.is_empty() {
+                SegmentKind::Full
+            } else {
+                SegmentKind::Delta
+            },
+            format: p.format,
             stream_columns: p.columns,
             rows: s.rows,
             bytes: s.bytes,
@@ -473,12 +478,12 @@ fn plan_sqlite(
         }
     }
     let sql = SqliteDb::rows_sql(info, &columns);
-    let key = KeySpec::new("values", &columns, &schema);
+    let key = KeySpec::new(&StreamFormat::Values, &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
         schema,
         columns,
-        format: "values",
+        format: StreamFormat::Values,
         sql,
         key,
         parent: None,
@@ -508,12 +513,12 @@ fn plan_mysql(
     // Keyed (and so incremental) when the key's values come back in the order this
     // crate compares them; a key whose collation orders otherwise is found out while
     // reading and the table is stored whole (as with SQLite's NOCASE keys).
-    let key = KeySpec::new("values", &columns, &schema);
+    let key = KeySpec::new(&StreamFormat::Values, &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
         schema,
         columns,
-        format: "values",
+        format: StreamFormat::Values,
         sql,
         key,
         parent: None,
@@ -531,12 +536,12 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
         postgres: Some(info.table.clone()),
     };
     let sql = PgDb::copy_out_sql(info, &columns);
-    let key = KeySpec::new("pg-copy-text", &columns, &schema);
+    let key = KeySpec::new(&StreamFormat::PgCopyText, &columns, &schema);
     Ok(Plan {
         name: info.name.clone(),
         schema,
         columns,
-        format: "pg-copy-text",
+        format: StreamFormat::PgCopyText,
         sql,
         key,
         parent: None,

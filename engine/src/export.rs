@@ -25,7 +25,10 @@
 //!   lost) and its primary key.
 
 use crate::filter::{BoundFilter, RowFilter};
-use crate::model::{Engine, PgColumn, RowDecoder, Snapshot, TableEntry, Value};
+use crate::model::{
+    ConstraintKind, Engine, Identity, PgColumn, RowDecoder, Snapshot, StreamFormat, TableEntry,
+    Value, unknown_format,
+};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -259,15 +262,10 @@ enum Decoder {
 
 impl<'a> TableRows<'a> {
     pub fn open(repo: &'a Repository, e: &TableEntry) -> Result<Self> {
-        let decoder = match e.format.as_str() {
-            "values" => Decoder::Values(RowDecoder::new(e.stream_columns.len())),
-            "pg-copy-text" => Decoder::Copy(Vec::new()),
-            other => {
-                return Err(Error::damaged(format!(
-                    "table {} has an unknown stream format {other:?}",
-                    e.name
-                )));
-            }
+        let decoder = match &e.format {
+            StreamFormat::Values => Decoder::Values(RowDecoder::new(e.stream_columns.len())),
+            StreamFormat::PgCopyText => Decoder::Copy(Vec::new()),
+            StreamFormat::Unknown(name) => return Err(unknown_format(&e.name, name)),
         };
         Ok(TableRows {
             name: e.name.clone(),
@@ -814,7 +812,7 @@ fn table_sql(plan: &ExportPlan, t: &ExportTable) -> Result<TableSql> {
                 let identity = def
                     .columns
                     .iter()
-                    .any(|c| &c.name == column && !c.identity.is_empty());
+                    .any(|c| &c.name == column && c.identity != Identity::None);
                 if identity {
                     sql.after.push(format!(
                         "SELECT setval(pg_get_serial_sequence('{}', '{}'), {last}, {called});",
@@ -838,12 +836,15 @@ fn table_sql(plan: &ExportPlan, t: &ExportTable) -> Result<TableSql> {
                 "{};",
                 pg::create_table_sql(def, &schema, &table, &t.columns, &[], false)
             ));
-            for (name, kind, condef) in &def.constraints {
-                if !all && kind != "p" {
+            for c in &def.constraints {
+                if !all && c.kind != ConstraintKind::PrimaryKey {
                     continue;
                 }
-                let s = format!("{};", pg::constraint_sql(&schema, &table, name, condef));
-                if kind == "f" {
+                let s = format!(
+                    "{};",
+                    pg::constraint_sql(&schema, &table, &c.name, &c.definition)
+                );
+                if c.kind == ConstraintKind::ForeignKey {
                     sql.foreign_keys.push(s);
                 } else {
                     sql.after.insert(0, s);

@@ -14,7 +14,7 @@
 //! exactly; with SQLite's `IS NOT`).
 
 use crate::filter::BoundFilter;
-use crate::model::TableEntry;
+use crate::model::{Identity, TableEntry};
 use crate::source::mysql::{self as my, MyDb};
 use crate::source::postgres::{self as pg, PgDb, split_name};
 use crate::source::sqlite::{self as lite, SqliteDb};
@@ -188,7 +188,7 @@ pub(crate) async fn apply_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Result<
             .postgres
             .iter()
             .flat_map(|d| &d.columns)
-            .filter(|c| c.identity == "a")
+            .filter(|c| c.identity == Identity::Always)
             .map(|c| c.name.as_str())
             .collect();
         let set: Vec<String> = values

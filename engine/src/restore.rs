@@ -12,7 +12,7 @@
 //! restore created are dropped (a restore killed outright can leave a
 //! `tablesafe_stage_…` table behind, which is safe to drop).
 
-use crate::model::{Engine, PgEnum};
+use crate::model::{ConstraintKind, Engine, Identity, PgEnum};
 use crate::model::{RowDecoder, TableEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -272,14 +272,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
     let mut tables = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
-        if !matches!(entry.format.as_str(), "values" | "pg-copy-text") {
-            return Err(Error::invalid(format!(
-                "table {} in snapshot {} has a stream format this version of tablesafe does not know ({:?}): restore it with the version that wrote it",
-                entry.name,
-                &id[..12],
-                entry.format
-            )));
-        }
+        entry.format.check_known(&entry.name)?;
         let dest_table = opts
             .rename
             .get(&entry.name)
@@ -996,7 +989,7 @@ async fn restore_pg_table(
         let mut renames = Vec::new();
         for (regclass, column, last, called) in &def.sequences {
             let col = def.columns.iter().find(|c| &c.name == column);
-            if col.is_some_and(|c| c.identity.is_empty()) && t.columns.contains(column) {
+            if col.is_some_and(|c| c.identity == Identity::None) && t.columns.contains(column) {
                 let target = if renamed {
                     pg::qualified(&schema, &format!("{table}_{column}_seq"))
                 } else {
@@ -1064,14 +1057,14 @@ async fn restore_pg_table(
     };
 
     if creates {
-        for (name, kind, condef) in &def.constraints {
+        for c in &def.constraints {
             // Constraints on columns that were left out cannot come back.
-            if !all && kind != "p" {
+            if !all && c.kind != ConstraintKind::PrimaryKey {
                 continue;
             }
-            let sql = pg::constraint_sql(&schema, &table, &new_name(name), condef);
-            if kind == "f" {
-                foreign_keys.push((index, new_name(name), sql, condef.clone()))
+            let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
+            if c.kind == ConstraintKind::ForeignKey {
+                foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()))
             } else {
                 db.exec(&sql).await?
             }

@@ -19,7 +19,10 @@
 //! Delta record: `1` + a row in the table's format (upsert), or `2` + the key as
 //! canonical values (delete).
 
-use crate::model::{Layer, TableEntry, TableSchema, Value, decode_value, encode_value, value_len};
+use crate::model::{
+    Layer, SegmentKind, StreamFormat, TableEntry, TableSchema, Value, decode_value, encode_value,
+    value_len,
+};
 use crate::repo::{Repository, parse_id};
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -64,9 +67,13 @@ pub type Key = Vec<Value>;
 
 impl KeySpec {
     /// The key of a table's stream, or `None` when this crate cannot order it.
-    pub fn new(format: &str, stream_columns: &[String], schema: &TableSchema) -> Option<Self> {
+    pub fn new(
+        format: &StreamFormat,
+        stream_columns: &[String],
+        schema: &TableSchema,
+    ) -> Option<Self> {
         let (format, key): (Format, Vec<(String, Kind)>) = match format {
-            "values" => {
+            StreamFormat::Values => {
                 let mut pk: Vec<_> = schema.columns.iter().filter(|c| c.pk > 0).collect();
                 pk.sort_by_key(|c| c.pk);
                 let key = pk.iter().map(|c| (c.name.clone(), Kind::Value)).collect();
@@ -77,7 +84,7 @@ impl KeySpec {
                     key,
                 )
             }
-            "pg-copy-text" => {
+            StreamFormat::PgCopyText => {
                 let def = schema.postgres.as_ref()?;
                 let mut key = Vec::new();
                 for name in &def.pk {
@@ -91,7 +98,7 @@ impl KeySpec {
                 }
                 (Format::CopyText, key)
             }
-            _ => return None,
+            StreamFormat::Unknown(_) => return None,
         };
         if key.is_empty() {
             return None;
@@ -399,7 +406,7 @@ impl<'a> Merged<'a> {
             .into_iter()
             .map(|l| Cursor {
                 chunks: layer_chunks(repo, l.chunks, table.to_string()).boxed(),
-                delta: l.segment == "delta",
+                delta: l.segment == SegmentKind::Delta,
                 buf: Vec::new(),
                 pos: 0,
                 eof: false,

@@ -1,7 +1,7 @@
 //! Verify: does every object a snapshot references exist (and, with `read_data`, read
 //! back, decrypt, match its id, and add up to each table's checksum)?
 
-use crate::model::{RowDecoder, Snapshot};
+use crate::model::{RowDecoder, Snapshot, StreamFormat};
 use crate::progress::Progress;
 use crate::repo::{Repository, parse_id, short};
 use crate::{Error, Result};
@@ -230,10 +230,9 @@ async fn table_checksum_problem(
     t: &crate::model::TableEntry,
 ) -> Result<Option<String>> {
     // A format this version does not know must not be checked as another one.
-    if !matches!(t.format.as_str(), "values" | "pg-copy-text") {
+    if let StreamFormat::Unknown(name) = &t.format {
         return Ok(Some(format!(
-            "has a stream format this version of tablesafe does not know ({:?})",
-            t.format
+            "has a stream format this version of tablesafe does not know ({name:?})"
         )));
     }
     let mut hasher = blake3::Hasher::new();
@@ -245,7 +244,7 @@ async fn table_checksum_problem(
     };
     while let Some(piece) = stream.next().await {
         match piece {
-            Ok(bytes) if t.format == "pg-copy-text" => {
+            Ok(bytes) if t.format == StreamFormat::PgCopyText => {
                 hasher.update(&bytes);
                 rows += crate::source::postgres::count_lines(&bytes);
             }

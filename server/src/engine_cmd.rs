@@ -8,8 +8,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use engine::backup::{BackupOptions, backup};
+use engine::model::SegmentKind;
 use engine::progress::Progress;
-use engine::repo::{InitOptions, Repository};
+use engine::repo::{Encryption, InitOptions, Repository};
 use engine::restore::{Mode, RestoreOptions};
 use engine::secret::Secret;
 use engine::selection::Selection;
@@ -336,14 +337,14 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
                 "bytes_read": snap.total_bytes(),
                 "bytes_stored": snap.bytes_stored,
                 "seconds": snap.duration_ms as f64 / 1000.0,
-                "incremental_tables": snap.tables.iter().filter(|t| t.segment == "delta").count(),
+                "incremental_tables": snap.tables.iter().filter(|t| t.segment == SegmentKind::Delta).count(),
                 "skipped": snap.skipped,
             })
         );
         return Ok(());
     }
     for t in &snap.tables {
-        let delta = if t.segment == "delta" {
+        let delta = if t.segment == SegmentKind::Delta {
             format!(" (incremental: {} of changes)", size(t.segment_bytes))
         } else {
             String::new()
@@ -1357,7 +1358,7 @@ pub async fn run_copy(a: CopyArgs) -> Result<()> {
     } else {
         let opts = match to_password {
             Some(p) => InitOptions::encrypted(p),
-            None if src.config.encryption == "none" => InitOptions::unencrypted(),
+            None if src.config.encryption == Encryption::None => InitOptions::unencrypted(),
             None => bail!("the destination does not exist and no password was given for it"),
         };
         Repository::init(&a.to, opts).await?

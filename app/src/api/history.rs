@@ -13,7 +13,17 @@ pub struct TableBrief {
     pub rows: u64,
     pub bytes: u64,
     #[serde(default)]
-    pub segment: String,
+    pub segment: Segment,
+}
+
+/// Whether a table's part of a snapshot holds every row or only the changes since the
+/// previous one (the engine's `SegmentKind`, as the history stores it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Segment {
+    #[default]
+    Full,
+    Delta,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

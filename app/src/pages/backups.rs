@@ -1,5 +1,5 @@
 use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, time};
-use crate::api::history::{VerifySnapshot, list_snapshots};
+use crate::api::history::{Segment, VerifySnapshot, list_snapshots};
 use crate::api::jobs::list_policies;
 use crate::api::sources::list_sources;
 use crate::auth::Perm;
@@ -94,7 +94,7 @@ pub fn BackupsPage() -> impl IntoView {
                                                             <ul class="tables">
                                                                 {s.details.iter().map(|t| view! {
                                                                     <li>{format!("{}: {} rows, {}{}", t.name, t.rows, bytes(t.bytes as i64),
-                                                                        if t.segment == "delta" { " (incremental)" } else { "" })}</li>
+                                                                        if t.segment == Segment::Delta { " (incremental)" } else { "" })}</li>
                                                                 }).collect_view()}
                                                             </ul>
                                                         </details>

@@ -30,12 +30,33 @@ pub struct Config {
     pub format: u32,
     pub id: String,
     pub created_ms: i64,
-    /// `xchacha20poly1305` or `none`.
-    pub encryption: String,
-    /// `zstd`.
-    pub compression: String,
+    pub encryption: Encryption,
+    pub compression: Compression,
     pub zstd_level: i32,
     pub chunker: ChunkerParams,
+}
+
+/// How a repository's objects are sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encryption {
+    /// Not encrypted (chunk ids still keyed, objects still authenticated by hash).
+    #[serde(rename = "none")]
+    None,
+    /// XChaCha20-Poly1305 under keys unwrapped by the password (Argon2id).
+    #[serde(rename = "xchacha20poly1305")]
+    XChaCha20Poly1305,
+    /// Written by a newer version: refused with its name.
+    #[serde(untagged)]
+    Unknown(String),
+}
+
+/// How chunks are compressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    #[serde(rename = "zstd")]
+    Zstd,
+    #[serde(untagged)]
+    Unknown(String),
 }
 
 /// How to create a repository.
@@ -147,12 +168,11 @@ impl Repository {
             id: hex(&crypto::random_master().expose()[..16]),
             created_ms: now_ms(),
             encryption: if encrypted {
-                "xchacha20poly1305"
+                Encryption::XChaCha20Poly1305
             } else {
-                "none"
-            }
-            .into(),
-            compression: "zstd".into(),
+                Encryption::None
+            },
+            compression: Compression::Zstd,
             zstd_level: opts.zstd_level,
             chunker: opts.chunker,
         };
@@ -200,8 +220,13 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let keys = match config.encryption.as_str() {
-            "none" => {
+        if let Compression::Unknown(other) = &config.compression {
+            return Err(Error::damaged(format!(
+                "unknown compression {other:?} in config"
+            )));
+        }
+        let keys = match &config.encryption {
+            Encryption::None => {
                 let text = storage.get("keys/plaintext").await?;
                 let master = std::str::from_utf8(&text)
                     .ok()
@@ -209,7 +234,7 @@ impl Repository {
                     .ok_or_else(|| Error::damaged("keys/plaintext"))?;
                 Keys::from_master(&Secret::new(master), false)
             }
-            "xchacha20poly1305" => {
+            Encryption::XChaCha20Poly1305 => {
                 let password = password.ok_or_else(|| {
                     Error::invalid(format!(
                         "repository {} is encrypted: give its password in TABLESAFE_PASSWORD or --password-file",
@@ -236,7 +261,7 @@ impl Repository {
                 })?;
                 Keys::from_master(&master, true)
             }
-            other => {
+            Encryption::Unknown(other) => {
                 return Err(Error::damaged(format!(
                     "unknown encryption {other:?} in config"
                 )));

@@ -2,6 +2,7 @@
 
 use crate::support::*;
 use engine::backup::{BackupOptions, BackupSummary, backup};
+use engine::model::SegmentKind;
 use engine::progress::NoProgress;
 use engine::restore::RestoreOptions;
 use engine::secret::Secret;
@@ -188,8 +189,8 @@ async fn back_up_while_writing(
     taken
 }
 
-/// Each snapshot's segment kind for `table` ("full"/"delta"), oldest first.
-fn segments(taken: &[Taken], table: &str) -> Vec<String> {
+/// Each snapshot's segment kind for `table`, oldest first.
+fn segments(taken: &[Taken], table: &str) -> Vec<SegmentKind> {
     taken
         .iter()
         .map(|t| {
@@ -200,7 +201,7 @@ fn segments(taken: &[Taken], table: &str) -> Vec<String> {
                 .iter()
                 .find(|e| e.name == table || e.name.ends_with(&format!(".{table}")))
                 .unwrap_or_else(|| panic!("no table {table}"));
-            e.segment.clone()
+            e.segment
         })
         .collect()
 }
@@ -208,13 +209,13 @@ fn segments(taken: &[Taken], table: &str) -> Vec<String> {
 /// Full first, then deltas, then a new full copy after a delta (the chain was cut).
 fn assert_chain_cut(taken: &[Taken], table: &str) {
     let kinds = segments(taken, table);
-    let first_delta = kinds.iter().position(|k| k == "delta");
-    assert_eq!(kinds[0], "full", "{table}: {kinds:?}");
+    let first_delta = kinds.iter().position(|k| *k == SegmentKind::Delta);
+    assert_eq!(kinds[0], SegmentKind::Full, "{table}: {kinds:?}");
     let Some(d) = first_delta else {
         panic!("{table} never got an incremental layer: {kinds:?}")
     };
     assert!(
-        kinds[d..].iter().any(|k| k == "full"),
+        kinds[d..].contains(&SegmentKind::Full),
         "{table}: no new full copy after the deltas: {kinds:?}"
     );
 }
@@ -262,7 +263,11 @@ async fn sqlite_backups_in_a_row_under_writes_restore_states_that_existed() {
     .await;
     assert_chain_cut(&taken, "accounts");
     assert_chain_cut(&taken, "docs");
-    assert!(segments(&taken, "history").iter().all(|k| k == "full"));
+    assert!(
+        segments(&taken, "history")
+            .iter()
+            .all(|k| *k == SegmentKind::Full)
+    );
     let tags_keyed: Vec<bool> = taken
         .iter()
         .map(|t| {
@@ -276,7 +281,7 @@ async fn sqlite_backups_in_a_row_under_writes_restore_states_that_existed() {
         "tags: keyed, then read whole once the capital tag breaks its key order"
     );
     assert!(
-        segments(&taken, "tags")[6..].iter().any(|k| k == "delta"),
+        segments(&taken, "tags")[6..].contains(&SegmentKind::Delta),
         "tags became incremental again once the capital tag was gone: {:?}",
         segments(&taken, "tags")
     );
@@ -300,9 +305,17 @@ async fn postgres_backups_in_a_row_under_writes_restore_states_that_existed() {
     let taken = back_up_while_writing(&mut work, 3, &mut repo, async |_, _| {}).await;
     assert_chain_cut(&taken, "accounts");
     assert_chain_cut(&taken, "docs");
-    assert!(segments(&taken, "history").iter().all(|k| k == "full"));
+    assert!(
+        segments(&taken, "history")
+            .iter()
+            .all(|k| *k == SegmentKind::Full)
+    );
     // Text keys are not keyed on PostgreSQL: stored whole every time.
-    assert!(segments(&taken, "tags").iter().all(|k| k == "full"));
+    assert!(
+        segments(&taken, "tags")
+            .iter()
+            .all(|k| *k == SegmentKind::Full)
+    );
     let pg = &pg;
     check_every_snapshot(&work, &taken, 3, async |i, id| {
         let url = pg.create_database(&format!("restored{i}")).unwrap();
@@ -348,12 +361,7 @@ async fn pgbench_invariant_holds_in_every_restore_of_ten_backups() {
         let s = backup(&mut repo, &opts, &NoProgress).await.unwrap();
         let url = pg.create_database(&format!("r{i}")).unwrap();
         restore_pg(&repo, &s.id, &url, 1, u64::MAX).await;
-        let kinds: Vec<String> = s
-            .snapshot
-            .tables
-            .iter()
-            .map(|t| t.segment.clone())
-            .collect();
+        let kinds: Vec<SegmentKind> = s.snapshot.tables.iter().map(|t| t.segment).collect();
         results.push((i, pg_scalar(&url, sums).await, kinds));
     }
     let _ = bench.kill();
@@ -375,7 +383,7 @@ async fn pgbench_invariant_holds_in_every_restore_of_ten_backups() {
     assert!(
         results[1..]
             .iter()
-            .all(|(_, _, k)| k.contains(&"delta".to_string())),
+            .all(|(_, _, k)| k.contains(&SegmentKind::Delta)),
         "later backups are incremental: {results:?}"
     );
 }

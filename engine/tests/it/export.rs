@@ -8,6 +8,7 @@ use crate::support::*;
 use engine::browse::{BrowseQuery, browse};
 use engine::export::{FileFormat, plan, write_file};
 use engine::filter::RowFilter;
+use engine::model::SegmentKind;
 use engine::progress::NoProgress;
 use engine::repo::Repository;
 use engine::secret::Secret;
@@ -172,7 +173,11 @@ async fn every_format_loads_back_equal_to_the_sqlite_source() {
     .await;
     let second = backup_all(&mut repo, &src).await;
     assert!(
-        second.snapshot.tables.iter().any(|t| t.segment == "delta"),
+        second
+            .snapshot
+            .tables
+            .iter()
+            .any(|t| t.segment == SegmentKind::Delta),
         "{second:?}"
     );
     let source = dump(&src, &[]);

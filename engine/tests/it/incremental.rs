@@ -3,6 +3,7 @@
 //! at (compared by the independent dump).
 
 use crate::support::*;
+use engine::model::SegmentKind;
 use engine::segment::MAX_LAYERS;
 use engine::verify::{VerifyOptions, verify};
 use proptest::prelude::*;
@@ -31,7 +32,13 @@ async fn scattered_changes_store_only_changed_rows_and_every_snapshot_restores()
     let (loc, mut repo) = new_repo(dir.path()).await;
     let first = backup_all(&mut repo, &src).await;
     let state1 = dump(&src, &[]);
-    assert!(first.snapshot.tables.iter().all(|t| t.segment == "full"));
+    assert!(
+        first
+            .snapshot
+            .tables
+            .iter()
+            .all(|t| t.segment == SegmentKind::Full)
+    );
 
     // 1 % of rows changed, scattered over the whole table; some deleted; new rows both
     // in the gaps the deletes leave and past the end.
@@ -51,7 +58,7 @@ async fn scattered_changes_store_only_changed_rows_and_every_snapshot_restores()
         .iter()
         .find(|t| t.name == "t")
         .unwrap();
-    assert_eq!(t.segment, "delta");
+    assert_eq!(t.segment, SegmentKind::Delta);
     assert_eq!(t.base.len(), 1);
     assert!(
         second.snapshot.bytes_stored * 20 <= first.snapshot.bytes_stored,
@@ -114,7 +121,7 @@ async fn a_key_not_in_binary_order_is_stored_full_and_still_restores() {
     assert!(first.snapshot.tables[0].key.is_empty());
     exec(&src, "UPDATE n SET v = 20 WHERE k = 'b'").await;
     let second = backup_all(&mut open_repo(&loc).await, &src).await;
-    assert_eq!(second.snapshot.tables[0].segment, "full");
+    assert_eq!(second.snapshot.tables[0].segment, SegmentKind::Full);
     let dest = dir.path().join("d.db");
     restore_snapshot(&loc, &second.id, &dest).await;
     assert_eq!(dump(&src, &[]), dump(&dest, &[]));
@@ -143,15 +150,15 @@ async fn a_chain_of_deltas_is_bounded_by_a_new_full_segment() {
         let s = backup_all(&mut open_repo(&loc).await, &src).await;
         let t = &s.snapshot.tables[0];
         assert!(t.base.len() < MAX_LAYERS);
-        segments.push(t.segment.clone());
+        segments.push(t.segment);
     }
     // Deltas until the chain is full, then a full segment starts a new chain.
     assert_eq!(
-        segments.iter().filter(|s| *s == "full").count(),
+        segments.iter().filter(|s| **s == SegmentKind::Full).count(),
         1,
         "{segments:?}"
     );
-    assert_eq!(segments[MAX_LAYERS - 1], "full", "{segments:?}");
+    assert_eq!(segments[MAX_LAYERS - 1], SegmentKind::Full, "{segments:?}");
     let dest = dir.path().join("d.db");
     restore(&open_repo(&loc).await, &restore_opts(&dest))
         .await
@@ -175,7 +182,7 @@ async fn damage_in_a_base_layer_is_reported_for_every_snapshot_built_on_it() {
     let packs_after_first: Vec<_> = walk(&Path::new(&loc).join("data"));
     exec(&src, "UPDATE t SET v = x'01' WHERE id = 10").await;
     let second = backup_all(&mut open_repo(&loc).await, &src).await;
-    assert_eq!(second.snapshot.tables[0].segment, "delta");
+    assert_eq!(second.snapshot.tables[0].segment, SegmentKind::Delta);
 
     // Flip a byte in the full segment's pack.
     let pack = &packs_after_first[0];
@@ -236,7 +243,7 @@ async fn an_integer_key_replaced_by_an_equal_real_is_one_row() {
     backup_all(&mut repo, &src).await;
     exec(&src, "INSERT OR REPLACE INTO p VALUES (5.0, 'real')").await;
     let second = backup_all(&mut open_repo(&loc).await, &src).await;
-    assert_eq!(second.snapshot.tables[0].segment, "delta");
+    assert_eq!(second.snapshot.tables[0].segment, SegmentKind::Delta);
     let dest = dir.path().join("d.db");
     restore_snapshot(&loc, &second.id, &dest).await;
     assert_eq!(dump(&src, &[]), dump(&dest, &[]));
@@ -314,7 +321,7 @@ proptest! {
                 apply(&src, r).await;
                 let s = backup_all(&mut repo, &src).await;
                 if i > 0 {
-                    assert_eq!(s.snapshot.tables[0].segment, "delta");
+                    assert_eq!(s.snapshot.tables[0].segment, SegmentKind::Delta);
                 }
                 taken.push((s.id, dump(&src, &[])));
                 repo = open_repo(&loc).await;

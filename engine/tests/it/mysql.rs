@@ -8,6 +8,7 @@ use crate::export::export;
 use crate::support::*;
 use engine::backup::{BackupOptions, backup};
 use engine::export::FileFormat;
+use engine::model::SegmentKind;
 use engine::progress::NoProgress;
 use engine::repo::Repository;
 use engine::restore::{Mode, RestoreOptions};
@@ -105,18 +106,18 @@ async fn a_mariadb_database_round_trips_identically() {
     )
     .unwrap();
     let second = backup_of(&mut repo, &src).await;
-    let segments: Vec<(&str, &str)> = second
+    let segments: Vec<(&str, SegmentKind)> = second
         .snapshot
         .tables
         .iter()
-        .map(|t| (t.name.as_str(), t.segment.as_str()))
+        .map(|t| (t.name.as_str(), t.segment))
         .collect();
     assert_eq!(
         segments,
         [
-            ("customers", "delta"),
-            ("nokey", "full"),
-            ("orders", "delta")
+            ("customers", SegmentKind::Delta),
+            ("nokey", SegmentKind::Full),
+            ("orders", SegmentKind::Delta)
         ]
     );
     restore(&repo, &restore_into(&copy, "latest", Mode::Replace))
@@ -419,9 +420,11 @@ async fn backups_under_concurrent_transfers_restore_consistent_states() {
     let transfers = writer.await.unwrap();
     assert!(transfers > 20, "the writer ran ({transfers} transfers)");
     assert!(
-        ids[1..]
+        ids[1..].iter().any(|s| s
+            .snapshot
+            .tables
             .iter()
-            .any(|s| s.snapshot.tables.iter().any(|t| t.segment == "delta")),
+            .any(|t| t.segment == SegmentKind::Delta)),
         "later backups are incremental"
     );
     for (i, s) in ids.iter().enumerate() {

@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use engine::backup::{BackupOptions, backup};
+use engine::model::SegmentKind;
 use engine::progress::NoProgress;
 use engine::restore::{Mode, RestoreOptions};
 use engine::secret::Secret;
@@ -434,13 +435,12 @@ async fn postgres_incremental_backups_store_changed_rows_and_restore_each_snapsh
             .find(|t| t.name == name)
             .unwrap()
             .segment
-            .clone()
     };
-    assert_eq!(segment("public.big"), "delta");
-    assert_eq!(segment("public.pairs"), "delta");
-    assert_eq!(segment("public.ids"), "delta");
+    assert_eq!(segment("public.big"), SegmentKind::Delta);
+    assert_eq!(segment("public.pairs"), SegmentKind::Delta);
+    assert_eq!(segment("public.ids"), SegmentKind::Delta);
     // Text keys sort by a collation: stored full, never guessed.
-    assert_eq!(segment("public.words"), "full");
+    assert_eq!(segment("public.words"), SegmentKind::Full);
     assert!(
         second.snapshot.bytes_stored * 10 < first.snapshot.bytes_stored,
         "{} after {}",
