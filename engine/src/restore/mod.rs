@@ -1,0 +1,522 @@
+//! Restore: plan (what would be created, replaced or appended — the dry run), then
+//! execute the plan in one transaction, so a failure or damaged data changes nothing.
+//!
+//! PostgreSQL tables of [`RestoreOptions::parallel_min_bytes`] or more load faster over
+//! several connections, which one transaction cannot span. They load first, each into
+//! a staging table (`tablesafe_stage_…`, without defaults or constraints) in its
+//! destination schema, committed; the restore's transaction then drops the table being
+//! replaced, renames the staging table into place and adds defaults, constraints,
+//! indexes and sequence values, so the visible change still happens at one commit. The
+//! schemas and enum types the staging tables need are committed first too. If anything
+//! fails, the transaction rolls back and the staging tables, schemas and types the
+//! restore created are dropped (a restore killed outright can leave a
+//! `tablesafe_stage_…` table behind, which is safe to drop).
+
+use crate::model::{ConstraintKind, Engine, Identity, PgEnum};
+use crate::model::{RowDecoder, TableEntry};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::secret::Secret;
+use crate::selection::Selection;
+use crate::source::SourceUrl;
+use crate::source::mysql::{self as my, MyDb};
+use crate::source::postgres::{self as pg, PgDb, count_lines, split_name};
+use crate::source::sqlite::{
+    SqliteDb, create_table_for, quote, rename_create_index, rename_create_table,
+};
+use crate::{Error, Result};
+use futures::StreamExt;
+
+mod mysql;
+mod postgres;
+mod sqlite;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Fail if a table exists.
+    Create,
+    /// Drop and recreate.
+    Replace,
+    /// Insert into the existing table.
+    Append,
+    /// Into the existing table by key: backup rows replace rows with the same key,
+    /// the others are inserted ([`crate::merge`]).
+    Upsert,
+    /// Into the existing table by key: only rows whose key it lacks are inserted.
+    SkipExisting,
+    /// Into the existing table by key: the rows the restore covers (all, or those
+    /// matching the filter) become the backup's, deleting those the backup lacks.
+    ReplaceRows,
+}
+
+impl Mode {
+    /// How a merge mode meets existing rows (`None` for create, replace, append).
+    pub fn merge(self) -> Option<crate::merge::MergeMode> {
+        match self {
+            Mode::Upsert => Some(crate::merge::MergeMode::Upsert),
+            Mode::SkipExisting => Some(crate::merge::MergeMode::SkipExisting),
+            Mode::ReplaceRows => Some(crate::merge::MergeMode::ReplaceRows),
+            Mode::Create | Mode::Replace | Mode::Append => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "create" => Ok(Mode::Create),
+            "replace" => Ok(Mode::Replace),
+            "append" => Ok(Mode::Append),
+            "upsert" => Ok(Mode::Upsert),
+            "skip-existing" => Ok(Mode::SkipExisting),
+            "replace-rows" => Ok(Mode::ReplaceRows),
+            other => Err(Error::invalid(format!(
+                "unknown restore mode {other:?}: use create, replace, append, upsert, skip-existing or replace-rows"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// `latest`, an id or a unique prefix.
+    pub snapshot: String,
+    pub dest: Secret<String>,
+    pub selection: Selection,
+    pub rename: BTreeMap<String, String>,
+    pub mode: Mode,
+    /// PostgreSQL: connections that load one big table at once (1: a single COPY).
+    pub jobs: usize,
+    /// PostgreSQL: tables with at least this many stream bytes load over `jobs`
+    /// connections into a staging table that the restore's transaction then renames
+    /// into place.
+    pub parallel_min_bytes: u64,
+    /// Restore the source as it was at this instant (unix ms): the latest snapshot of
+    /// the source `snapshot` names, taken at or before it, plus the captured changes
+    /// committed up to it ([`crate::capture`]); for SQLite, the newest state a
+    /// capture took at or before it ([`crate::capture::sqlite`]).
+    pub at_ms: Option<i64>,
+    /// Only rows that pass these conditions (`--where`); all rows when empty. Every
+    /// selected table must have the columns it names.
+    pub filter: crate::filter::RowFilter,
+}
+
+/// What `--jobs` defaults to: one loader per core, at most 4.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Below this, one COPY in the restore's own transaction is as fast and simpler.
+pub const DEFAULT_PARALLEL_MIN_BYTES: u64 = 32 << 20;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Replace,
+    Append,
+    Upsert,
+    #[serde(rename = "skip-existing")]
+    SkipExisting,
+    #[serde(rename = "replace-rows")]
+    ReplaceRows,
+}
+
+impl Action {
+    /// The merge an action does into an existing table, if it is one.
+    pub fn merge(&self) -> Option<crate::merge::MergeMode> {
+        match self {
+            Action::Upsert => Some(crate::merge::MergeMode::Upsert),
+            Action::SkipExisting => Some(crate::merge::MergeMode::SkipExisting),
+            Action::ReplaceRows => Some(crate::merge::MergeMode::ReplaceRows),
+            Action::Create | Action::Replace | Action::Append => None,
+        }
+    }
+
+    /// Whether the table is created (or dropped and created) by the restore.
+    pub fn creates(&self) -> bool {
+        matches!(self, Action::Create | Action::Replace)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTable {
+    pub source_table: String,
+    pub dest_table: String,
+    pub action: Action,
+    pub columns: Vec<String>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Connections that will load the rows (more than one: a parallel staged load).
+    pub loaders: usize,
+    #[serde(skip)]
+    entry: TableEntry,
+    #[serde(skip)]
+    filter: crate::filter::BoundFilter,
+    /// Merge modes: the key rows are matched on.
+    #[serde(skip)]
+    key: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub snapshot: String,
+    pub dest: String,
+    pub tables: Vec<PlannedTable>,
+    #[serde(skip)]
+    dest_url: SourceUrl,
+    #[serde(skip)]
+    enums: Vec<PgEnum>,
+    /// The instant restored to, for a point-in-time restore (unix ms).
+    pub at_ms: Option<i64>,
+    /// The rows restored: only those passing these conditions (all when empty); the
+    /// plan's row counts are then the tables' totals, upper bounds.
+    pub filter: crate::filter::RowFilter,
+    /// The instant whose state is restored: `at_ms` itself with PostgreSQL's replayed
+    /// changes; for SQLite the newest captured state at or before it.
+    pub as_of_ms: Option<i64>,
+    /// That state held, unchanged, up to this instant: the restore is exactly the
+    /// database as of `at_ms` when this is not earlier.
+    pub unchanged_until_ms: Option<i64>,
+    #[serde(skip)]
+    pitr: Option<crate::capture::PitrBase>,
+}
+
+impl PlannedTable {
+    /// The table's manifest entry.
+    pub(crate) fn entry(&self) -> &TableEntry {
+        &self.entry
+    }
+
+    fn merge_table(&self, mode: crate::merge::MergeMode) -> crate::merge::MergeTable<'_> {
+        crate::merge::MergeTable {
+            entry: &self.entry,
+            dest: &self.dest_table,
+            columns: &self.columns,
+            key: self.key.clone(),
+            mode,
+            filter: &self.filter,
+        }
+    }
+}
+
+impl RestorePlan {
+    /// Whether captured changes are replayed on the snapshot (PostgreSQL).
+    pub fn pitr_replays(&self) -> bool {
+        self.pitr.is_some()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// Works out what a restore would do, checking the destination, without changing it.
+pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePlan> {
+    if opts.at_ms.is_some() && !opts.filter.is_empty() {
+        return Err(Error::invalid(
+            "a restore to a point in time cannot also filter rows (--where): restore the instant into new tables, then copy the rows you need",
+        ));
+    }
+    let (mut id, mut snapshot) = repo.find_snapshot(&opts.snapshot).await?;
+    let mut pitr = None;
+    let mut as_of = None;
+    if let Some(at) = opts.at_ms {
+        match snapshot.source.engine {
+            Engine::Postgres => {
+                let base = crate::capture::pitr_base(repo, &snapshot.source.url, at).await?;
+                id = base.snapshot_id.clone();
+                snapshot = base.snapshot.clone();
+                as_of = Some((at, at));
+                pitr = Some(base);
+            }
+            Engine::Sqlite => {
+                // The newest captured state at or before `at` (capture::sqlite).
+                let base = crate::capture::sqlite::base(repo, &snapshot.source.url, at).await?;
+                id = base.snapshot_id;
+                snapshot = base.snapshot;
+                as_of = Some((base.as_of_ms, base.unchanged_until_ms));
+            }
+            Engine::Mysql => {
+                return Err(Error::invalid(
+                    "restore to a point in time is not available for MySQL (it has no captured changes): restore a snapshot",
+                ));
+            }
+        }
+    }
+    let url = SourceUrl::parse(&opts.dest)?;
+    let dest_engine = url.engine();
+    if dest_engine != snapshot.source.engine {
+        return Err(Error::invalid(format!(
+            "snapshot {} is of a {:?} database and cannot be restored into {}",
+            &id[..12],
+            snapshot.source.engine,
+            url.display()
+        )));
+    }
+    for from in opts.rename.keys() {
+        if !snapshot.tables.iter().any(|t| &t.name == from) {
+            return Err(Error::invalid(format!(
+                "--rename names table {from:?}, which is not in snapshot {}",
+                &id[..12]
+            )));
+        }
+    }
+    let names = opts
+        .selection
+        .apply(snapshot.tables.iter().map(|t| t.name.as_str()))?;
+    let mut dest = Dest::open(&url).await?;
+    let mut tables = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
+        entry.format.check_known(&entry.name)?;
+        let dest_table = opts
+            .rename
+            .get(&entry.name)
+            .cloned()
+            .unwrap_or_else(|| entry.name.clone());
+        if dest_table.is_empty() {
+            return Err(Error::invalid(format!(
+                "--rename {}= needs a new name",
+                entry.name
+            )));
+        }
+        if !seen.insert(dest_table.to_lowercase()) {
+            return Err(Error::invalid(format!(
+                "two tables would be restored into {dest_table:?}"
+            )));
+        }
+        let columns = match opts.selection.columns.get(&entry.name) {
+            None => entry.stream_columns.clone(),
+            Some(wanted) => {
+                for c in wanted {
+                    if !entry.stream_columns.contains(c) {
+                        return Err(Error::invalid(format!(
+                            "table {:?} in the snapshot has no column {c:?}",
+                            entry.name
+                        )));
+                    }
+                }
+                let pk: Vec<&String> = match &entry.schema.postgres {
+                    Some(def) => def.pk.iter().collect(),
+                    None => entry
+                        .schema
+                        .columns
+                        .iter()
+                        .filter(|c| c.pk > 0)
+                        .map(|c| &c.name)
+                        .collect(),
+                };
+                entry
+                    .stream_columns
+                    .iter()
+                    .filter(|c| wanted.contains(c) || pk.contains(c))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let exists = dest.table_exists(&dest_table).await?;
+        let action = match (opts.mode, exists) {
+            (Mode::Create, true) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} already exists in {}: choose --mode replace or append, or --rename {}=NEW",
+                    url.display(),
+                    entry.name
+                )));
+            }
+            (Mode::Append, false) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} does not exist in {}: nothing to append to",
+                    url.display()
+                )));
+            }
+            (Mode::Upsert | Mode::SkipExisting | Mode::ReplaceRows, false) => {
+                return Err(Error::invalid(format!(
+                    "table {dest_table:?} does not exist in {}: nothing to merge into (restore it with --mode create)",
+                    url.display()
+                )));
+            }
+            (Mode::Upsert, true) => Action::Upsert,
+            (Mode::SkipExisting, true) => Action::SkipExisting,
+            (Mode::ReplaceRows, true) => Action::ReplaceRows,
+            (Mode::Create, false) | (Mode::Replace, false) => Action::Create,
+            (Mode::Replace, true) => Action::Replace,
+            (Mode::Append, true) => Action::Append,
+        };
+        let staged = dest_engine == Engine::Postgres
+            && action.creates()
+            && entry.bytes >= opts.parallel_min_bytes;
+        let key = if action.merge().is_some() {
+            crate::merge::check(entry, &columns)?
+        } else {
+            Vec::new()
+        };
+        tables.push(PlannedTable {
+            source_table: entry.name.clone(),
+            dest_table,
+            action,
+            columns,
+            rows: entry.rows,
+            bytes: entry.bytes,
+            loaders: if staged { opts.jobs.max(1) } else { 1 },
+            filter: opts.filter.bind(entry, snapshot.source.engine)?,
+            key,
+            entry: entry.clone(),
+        });
+    }
+    order_by_references(&mut tables, |t| &t.entry);
+    if let Some(base) = &pitr {
+        for t in &tables {
+            if !t.action.creates() {
+                return Err(Error::invalid(
+                    "restore to a point in time creates or replaces tables; append and merges are not possible",
+                ));
+            }
+            if !crate::capture::captured_throughout(&base.segments, &t.source_table) {
+                return Err(Error::invalid(format!(
+                    "{} was not captured (tables without a primary key are not): it cannot be restored to a point in time; leave it out or restore it from a snapshot",
+                    t.source_table
+                )));
+            }
+        }
+    }
+    Ok(RestorePlan {
+        snapshot: id,
+        dest: url.display(),
+        tables,
+        dest_url: url,
+        enums: snapshot.enums.clone(),
+        at_ms: opts.at_ms,
+        filter: opts.filter.clone(),
+        as_of_ms: as_of.map(|a| a.0),
+        unchanged_until_ms: as_of.map(|a| a.1),
+        pitr,
+    })
+}
+
+/// Referenced tables first, so foreign keys restore in a valid order (checks are also
+/// deferred to commit, which covers cycles).
+pub(crate) fn order_by_references<T>(tables: &mut Vec<T>, entry: impl Fn(&T) -> &TableEntry) {
+    let mut ordered: Vec<T> = Vec::with_capacity(tables.len());
+    let mut rest = std::mem::take(tables);
+    while !rest.is_empty() {
+        let names: Vec<String> = rest.iter().map(|t| entry(t).name.clone()).collect();
+        let ready = rest
+            .iter()
+            .position(|t| {
+                let e = entry(t);
+                e.schema
+                    .references
+                    .iter()
+                    .all(|r| r == &e.name || !names.contains(r))
+            })
+            .unwrap_or(0);
+        ordered.push(rest.remove(ready));
+    }
+    *tables = ordered;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredTable {
+    pub table: String,
+    pub rows: u64,
+    /// What could not be restored with the table (a foreign key to a table the
+    /// destination lacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Merge modes: rows inserted, updated, unchanged and deleted (in a dry run, what
+    /// would be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeCounts>,
+}
+
+/// Runs a plan. Every table is checked against its checksum before the transaction
+/// commits; on any error nothing in the destination changes.
+pub async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    run(repo, plan, progress, false).await
+}
+
+/// The dry run of a plan's merges (upsert, skip-existing, replace-rows): the same work
+/// as [`execute`] on those tables, rolled back, so each table's counts (inserted,
+/// updated, unchanged, deleted) are exactly what running it would do now. Tables the
+/// plan creates, replaces or appends to are left out.
+pub async fn diff(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<Vec<RestoredTable>> {
+    let mut merges = plan.clone();
+    merges.tables.retain(|t| t.action.merge().is_some());
+    if merges.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    run(repo, &merges, progress, true).await
+}
+
+async fn run(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
+    // A shared lock keeps a concurrent prune from deleting the packs being read if the
+    // snapshot is forgotten meanwhile. Best effort: a read-only target still restores.
+    let lock = repo
+        .lock(crate::repo::lock::LockKind::Shared, "restore")
+        .await
+        .ok();
+    let result = match &plan.dest_url {
+        SourceUrl::Sqlite(path) => sqlite::execute(repo, plan, path, progress, dry).await,
+        SourceUrl::Postgres(_) => postgres::execute(repo, plan, progress, dry).await,
+        SourceUrl::Mysql(_) => mysql::execute(repo, plan, progress, dry).await,
+    };
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+/// A destination database, for planning.
+enum Dest {
+    Sqlite(SqliteDb),
+    /// A SQLite file that does not exist yet: planning must not create it.
+    NewSqlite,
+    Postgres(PgDb),
+    Mysql(MyDb),
+}
+
+impl Dest {
+    async fn open(url: &SourceUrl) -> Result<Dest> {
+        Ok(match url {
+            SourceUrl::Sqlite(path) if !path.exists() => Dest::NewSqlite,
+            SourceUrl::Sqlite(path) => Dest::Sqlite(SqliteDb::open_write(path).await?),
+            SourceUrl::Postgres(secret) => {
+                Dest::Postgres(PgDb::connect(secret, url.display()).await?)
+            }
+            SourceUrl::Mysql(secret) => Dest::Mysql(MyDb::connect(secret, url.display()).await?),
+        })
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool> {
+        match self {
+            Dest::Sqlite(db) => db.table_exists(name).await,
+            Dest::NewSqlite => Ok(false),
+            Dest::Postgres(db) => {
+                let (schema, table) = split_name(name);
+                db.table_exists(&schema, &table).await
+            }
+            Dest::Mysql(db) => db.table_exists(name).await,
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! Restoring into PostgreSQL: COPY into new or staging tables, constraints, indexes
+//! and sequence values after the data, all made visible at one commit.
+
+use super::*;
+
+/// What a PostgreSQL restore created outside its transaction (schemas and enum types
+/// that staging tables need, the staging tables): dropped again if the restore fails.
+#[derive(Default)]
+struct Outside {
+    schemas: Vec<String>,
+    types: Vec<String>,
+    stages: Vec<String>,
+}
+
+impl Outside {
+    async fn undo(self, db: &mut PgDb) {
+        for t in self.stages {
+            let _ = db.exec(&format!("DROP TABLE IF EXISTS {t}")).await;
+        }
+        for t in self.types {
+            let _ = db.exec(&format!("DROP TYPE IF EXISTS {t}")).await;
+        }
+        for s in self.schemas.into_iter().rev() {
+            let _ = db.exec(&format!("DROP SCHEMA IF EXISTS {s}")).await;
+        }
+    }
+}
+
+/// Creates the schemas and enum types the plan needs and the destination lacks; when
+/// `outside` is given they are committed now and recorded there.
+async fn create_schemas_and_types(
+    db: &mut PgDb,
+    plan: &RestorePlan,
+    mut outside: Option<&mut Outside>,
+) -> Result<()> {
+    let mut schemas: Vec<String> = plan
+        .tables
+        .iter()
+        .map(|t| split_name(&t.dest_table).0)
+        .chain(plan.enums.iter().map(|e| e.schema.clone()))
+        .collect();
+    schemas.sort();
+    schemas.dedup();
+    for s in &schemas {
+        if !db.schema_exists(s).await? {
+            db.exec(&format!("CREATE SCHEMA {}", pg::quote(s))).await?;
+            if let Some(o) = outside.as_deref_mut() {
+                o.schemas.push(pg::quote(s));
+            }
+        }
+    }
+    for e in &plan.enums {
+        if !db.type_exists(&e.schema, &e.name).await? {
+            let labels: Vec<String> = e
+                .labels
+                .iter()
+                .map(|l| format!("'{}'", l.replace('\'', "''")))
+                .collect();
+            let name = pg::qualified(&e.schema, &e.name);
+            db.exec(&format!(
+                "CREATE TYPE {name} AS ENUM ({})",
+                labels.join(", ")
+            ))
+            .await?;
+            if let Some(o) = outside.as_deref_mut() {
+                o.types.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
+    let SourceUrl::Postgres(secret) = &plan.dest_url else {
+        unreachable!("checked by the caller")
+    };
+    let mut db = PgDb::connect(secret, plan.dest.clone()).await?;
+    let mut outside = Outside::default();
+    let mut in_transaction = false;
+    let result = async {
+        // Big tables first load, over several connections, into staging tables; those
+        // connections can only use committed schemas and types.
+        let mut staged: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        if plan.tables.iter().any(|t| t.loaders > 1) {
+            create_schemas_and_types(&mut db, plan, Some(&mut outside)).await?;
+            for t in plan.tables.iter().filter(|t| t.loaders > 1) {
+                let (stage, rows) =
+                    stage_table(repo, secret, plan, t, &mut db, &mut outside, progress).await?;
+                staged.insert(t.dest_table.clone(), (stage, rows));
+            }
+        }
+        db.exec("BEGIN").await?;
+        in_transaction = true;
+        create_schemas_and_types(&mut db, plan, None).await?;
+        let mut done = Vec::new();
+        let mut foreign_keys = Vec::new();
+        for (i, t) in plan.tables.iter().enumerate() {
+            if let Some(mode) = t.action.merge() {
+                let m = t.merge_table(mode);
+                crate::merge::prepare_postgres(&mut db, &m).await?;
+                progress.table_started(&t.dest_table, Some(t.rows));
+                let stage = crate::merge::PG_STAGE;
+                let sql = format!("COPY {stage} ({}) FROM STDIN", column_list(&t.columns));
+                let rows = load(repo, t, vec![&mut db.conn], &sql, stage, progress).await?;
+                progress.table_finished(&t.dest_table);
+                let counts = crate::merge::apply_postgres(&mut db, &m).await?;
+                done.push(RestoredTable {
+                    table: t.dest_table.clone(),
+                    rows,
+                    notes: Vec::new(),
+                    merge: Some(counts),
+                });
+                continue;
+            }
+            let stage = staged.get(&t.dest_table);
+            let rows =
+                restore_pg_table(repo, &mut db, t, stage, i, &mut foreign_keys, progress).await?;
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+                notes: Vec::new(),
+                merge: None,
+            });
+        }
+        if let Some(base) = &plan.pitr {
+            // Captured changes on top of the snapshot's rows, before foreign keys are
+            // checked (the source ran them in this order, with its constraints).
+            let mut targets = std::collections::HashMap::new();
+            for t in &plan.tables {
+                let (schema, table) = split_name(&t.dest_table);
+                targets.insert(
+                    t.source_table.clone(),
+                    crate::capture::ReplayTarget {
+                        rel: pg::qualified(&schema, &table),
+                        columns: t.columns.clone(),
+                    },
+                );
+            }
+            db.exec("SET LOCAL standard_conforming_strings = on")
+                .await?;
+            crate::capture::replay(repo, base, &targets, &mut db.conn, progress).await?;
+            for (i, t) in plan.tables.iter().enumerate() {
+                let (schema, table) = split_name(&t.dest_table);
+                let rel = pg::qualified(&schema, &table);
+                done[i].rows = db.count_all(&rel).await?;
+                db.catch_up_sequences(&rel, &t.entry, &t.columns).await?;
+            }
+        }
+        // A foreign key to a table that is neither restored nor in the destination
+        // cannot be added: the table comes back without it, and says so.
+        for (i, name, sql, condef) in foreign_keys {
+            if let Some(rel) = pg::referenced_relation(&condef)
+                && !db.relation_exists(&rel).await?
+            {
+                done[i].notes.push(format!(
+                    "foreign key {name} not restored: {rel} does not exist in the destination"
+                ));
+                continue;
+            }
+            db.exec(&sql).await?;
+        }
+        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
+        Ok(done)
+    }
+    .await;
+    if result.is_err() {
+        if in_transaction {
+            let _ = db.exec("ROLLBACK").await;
+        }
+        outside.undo(&mut db).await;
+    }
+    result
+}
+
+/// Loads a big table over several connections into a new staging table next to its
+/// destination, committed but not yet in place. Returns its name and row count.
+async fn stage_table(
+    repo: &Repository,
+    secret: &Secret<String>,
+    plan: &RestorePlan,
+    t: &PlannedTable,
+    db: &mut PgDb,
+    outside: &mut Outside,
+    progress: &dyn Progress,
+) -> Result<(String, u64)> {
+    let def = pg_definition(&t.entry)?;
+    let (schema, _) = split_name(&t.dest_table);
+    let stage = format!(
+        "tablesafe_stage_{}",
+        crate::repo::crypto::hex(&rand::random::<[u8; 6]>())
+    );
+    db.exec(&pg::create_table_sql(
+        def,
+        &schema,
+        &stage,
+        &t.columns,
+        &[],
+        true,
+    ))
+    .await?;
+    let rel = pg::qualified(&schema, &stage);
+    outside.stages.push(rel.clone());
+    let mut loaders = Vec::with_capacity(t.loaders);
+    for _ in 0..t.loaders {
+        loaders.push(PgDb::connect(secret, plan.dest.clone()).await?);
+    }
+    progress.table_started(&t.dest_table, Some(t.rows));
+    let sql = format!("COPY {rel} ({}) FROM STDIN", column_list(&t.columns));
+    let rows = load(
+        repo,
+        t,
+        loaders.iter_mut().map(|l| &mut l.conn).collect(),
+        &sql,
+        &rel,
+        progress,
+    )
+    .await?;
+    progress.table_finished(&t.dest_table);
+    Ok((stage, rows))
+}
+
+fn pg_definition(e: &TableEntry) -> Result<&crate::model::PgTable> {
+    e.schema
+        .postgres
+        .as_ref()
+        .ok_or_else(|| Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name)))
+}
+
+fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| pg::quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keeps the tab-separated fields of a COPY text line whose flag is set (tabs inside
+/// values are escaped as `\t`, so a raw tab always separates fields).
+fn project_copy_line(line: &[u8], keep: &[bool], out: &mut Vec<u8>) {
+    let mut first = true;
+    for (field, k) in line.split(|&b| b == b'\t').zip(keep) {
+        if *k {
+            if !first {
+                out.push(b'\t');
+            }
+            out.extend_from_slice(field);
+            first = false;
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Rows on their way to one COPY.
+enum Piece {
+    Rows(Vec<u8>),
+    /// The rows turned out damaged: abort the COPY.
+    Abort,
+}
+
+/// Streams a table's rows (projected to the restored columns) into one `COPY … FROM
+/// STDIN` per connection, whole rows at a time, and checks them against the table's
+/// checksum. Returns the row count; on damage the COPYs are aborted.
+async fn load(
+    repo: &Repository,
+    t: &PlannedTable,
+    conns: Vec<&mut sqlx::PgConnection>,
+    sql: &str,
+    rel: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let db_err = |err| Error::Database {
+        context: format!("COPY into {rel}"),
+        source: err,
+    };
+    let mut senders = Vec::new();
+    let mut consumers = Vec::new();
+    for conn in conns {
+        let mut copy = conn.copy_in_raw(sql).await.map_err(db_err)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(2);
+        senders.push(tx);
+        consumers.push(async move {
+            while let Some(piece) = rx.recv().await {
+                match piece {
+                    Piece::Rows(rows) => {
+                        copy.send(rows.as_slice()).await.map_err(db_err)?;
+                    }
+                    Piece::Abort => {
+                        let _ = copy.abort("tablesafe: restore aborted").await;
+                        return Ok(());
+                    }
+                }
+            }
+            copy.finish().await.map(|_| ()).map_err(db_err)
+        });
+    }
+    let produce = async {
+        let result = produce_rows(repo, t, &senders, progress).await;
+        if result.is_err() {
+            for tx in &senders {
+                let _ = tx.send(Piece::Abort).await;
+            }
+        }
+        drop(senders);
+        result
+    };
+    let (produced, consumed) = futures::join!(produce, futures::future::join_all(consumers));
+    let consumed: Result<Vec<()>> = consumed.into_iter().collect();
+    match (produced, consumed) {
+        (Ok(rows), Ok(_)) => Ok(rows),
+        // A loader that failed explains a producer that could not hand it rows.
+        (Err(e), _) if matches!(e, Error::Damaged(_) | Error::Cancelled) => Err(e),
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+    }
+}
+
+async fn produce_rows(
+    repo: &Repository,
+    t: &PlannedTable,
+    senders: &[tokio::sync::mpsc::Sender<Piece>],
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let all = t.columns.len() == e.stream_columns.len();
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
+    let filtered = !t.filter.is_empty();
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = 0u64;
+    let mut kept = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut next = 0;
+    let mut stream = crate::segment::table_stream(repo, e)?;
+    while let Some(piece) = stream.next().await {
+        progress.check_abort()?;
+        let piece = piece?;
+        hasher.update(&piece);
+        let n = count_lines(&piece);
+        rows += n;
+        progress.advanced(n, piece.len() as u64);
+        // Whole rows only, so pieces can go to different connections.
+        let mut buf = if carry.is_empty() {
+            piece
+        } else {
+            let mut c = std::mem::take(&mut carry);
+            c.extend_from_slice(&piece);
+            c
+        };
+        let end = memchr::memrchr(b'\n', &buf).map(|i| i + 1).unwrap_or(0);
+        carry = buf.split_off(end);
+        if filtered {
+            let mut out = Vec::with_capacity(buf.len());
+            if !buf.is_empty() {
+                for line in buf[..buf.len() - 1].split(|&b| b == b'\n') {
+                    if t.filter.matches(&crate::export::copy_fields(line)) {
+                        kept += 1;
+                        if all {
+                            out.extend_from_slice(line);
+                            out.push(b'\n');
+                        } else {
+                            project_copy_line(line, &keep, &mut out);
+                        }
+                    }
+                }
+            }
+            buf = out;
+        } else if !all {
+            kept += n;
+            let mut out = Vec::with_capacity(buf.len());
+            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                project_copy_line(line, &keep, &mut out);
+            }
+            buf = out;
+        } else {
+            kept += n;
+        }
+        if !buf.is_empty() {
+            senders[next % senders.len()]
+                .send(Piece::Rows(buf))
+                .await
+                .map_err(|_| Error::Other(format!("loading {} stopped", t.dest_table)))?;
+            next += 1;
+        }
+    }
+    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows || !carry.is_empty() {
+        return Err(Error::damaged(format!(
+            "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
+            e.name, e.rows
+        )));
+    }
+    Ok(kept)
+}
+
+/// Restores one table inside the restore's transaction: creates it (or renames its
+/// staging table into place), loads the rows unless staged, then adds constraints,
+/// indexes and sequence values.
+async fn restore_pg_table(
+    repo: &Repository,
+    db: &mut PgDb,
+    t: &PlannedTable,
+    staged: Option<&(String, u64)>,
+    index: usize,
+    foreign_keys: &mut Vec<(usize, String, String, String)>,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let def = pg_definition(e)?;
+    let (schema, table) = split_name(&t.dest_table);
+    let renamed = t.dest_table != e.name;
+    let rel = pg::qualified(&schema, &table);
+    let new_name = |old: &str| {
+        if renamed {
+            format!("{table}_{old}")
+        } else {
+            old.to_string()
+        }
+    };
+    let creates = matches!(t.action, Action::Create | Action::Replace);
+    let all = t.columns.len() == e.stream_columns.len();
+    let mut seq_targets: Vec<(String, String, i64, bool)> = Vec::new();
+    if creates {
+        if matches!(t.action, Action::Replace) {
+            db.exec(&format!("DROP TABLE {rel}")).await?;
+        }
+        // Serial columns: their sequence first (renamed along with the table).
+        let mut renames = Vec::new();
+        for (regclass, column, last, called) in &def.sequences {
+            let col = def.columns.iter().find(|c| &c.name == column);
+            if col.is_some_and(|c| c.identity == Identity::None) && t.columns.contains(column) {
+                let target = if renamed {
+                    pg::qualified(&schema, &format!("{table}_{column}_seq"))
+                } else {
+                    regclass.clone()
+                };
+                db.exec(&format!("CREATE SEQUENCE IF NOT EXISTS {target}"))
+                    .await?;
+                renames.push((regclass.clone(), target.clone()));
+                seq_targets.push((target, String::new(), *last, *called));
+            } else if t.columns.contains(column) {
+                seq_targets.push((String::new(), column.clone(), *last, *called));
+            }
+        }
+        match staged {
+            Some((stage, _)) => {
+                db.exec(&format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    pg::qualified(&schema, stage),
+                    pg::quote(&table)
+                ))
+                .await?;
+                for sql in pg::column_defaults_sql(def, &schema, &table, &t.columns, &renames) {
+                    db.exec(&sql).await?;
+                }
+            }
+            None => {
+                db.exec(&pg::create_table_sql(
+                    def, &schema, &table, &t.columns, &renames, false,
+                ))
+                .await?
+            }
+        }
+        for (target, column, _, _) in &seq_targets {
+            if column.is_empty() {
+                let col = def
+                    .sequences
+                    .iter()
+                    .find(|s| renames.iter().any(|(o, n)| n == target && o == &s.0))
+                    .map(|s| s.1.clone());
+                if let Some(col) = col {
+                    db.exec(&format!(
+                        "ALTER SEQUENCE {target} OWNED BY {rel}.{}",
+                        pg::quote(&col)
+                    ))
+                    .await?;
+                }
+            }
+        }
+    }
+    let rows = match staged {
+        Some((_, rows)) => *rows,
+        None => {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            // FREEZE (allowed because the table was created in this transaction) writes
+            // the rows already frozen, sparing the first VACUUM a pass over them.
+            let sql = format!(
+                "COPY {rel} ({}) FROM STDIN{}",
+                column_list(&t.columns),
+                if creates { " (FREEZE)" } else { "" }
+            );
+            let rows = load(repo, t, vec![&mut db.conn], &sql, &rel, progress).await?;
+            progress.table_finished(&t.dest_table);
+            rows
+        }
+    };
+
+    if creates {
+        for c in &def.constraints {
+            // Constraints on columns that were left out cannot come back.
+            if !all && c.kind != ConstraintKind::PrimaryKey {
+                continue;
+            }
+            let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
+            if c.kind == ConstraintKind::ForeignKey {
+                foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()))
+            } else {
+                db.exec(&sql).await?
+            }
+        }
+        if all {
+            for (name, idxdef) in &def.indexes {
+                if let Some(sql) = pg::index_sql(idxdef, &schema, &table, &new_name(name)) {
+                    db.exec(&sql).await?;
+                }
+            }
+        }
+        for (target, column, last, called) in &seq_targets {
+            let seq = if column.is_empty() {
+                target.clone()
+            } else {
+                db.serial_sequence(&rel, column).await?
+            };
+            db.setval(&seq, *last, *called).await?;
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,153 @@
+//! Restoring into SQLite: one `BEGIN IMMEDIATE` transaction, foreign keys deferred.
+
+use super::*;
+
+pub(super) async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    path: &std::path::Path,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
+    let mut db = SqliteDb::open_write(path).await?;
+    db.exec("BEGIN IMMEDIATE").await?;
+    let result = async {
+        db.exec("PRAGMA defer_foreign_keys = ON").await?;
+        let mut done = Vec::new();
+        for t in &plan.tables {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let (rows, merge) = match t.action.merge() {
+                Some(mode) => {
+                    let m = t.merge_table(mode);
+                    let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
+                    let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
+                    (rows, Some(crate::merge::apply_sqlite(&mut db, &m).await?))
+                }
+                None => (restore_table(repo, &mut db, t, progress).await?, None),
+            };
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+                notes: Vec::new(),
+                merge,
+            });
+        }
+        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
+        Ok(done)
+    }
+    .await;
+    if result.is_err() {
+        let _ = db.exec("ROLLBACK").await;
+    }
+    result
+}
+
+async fn restore_table(
+    repo: &Repository,
+    db: &mut SqliteDb,
+    t: &PlannedTable,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    if matches!(t.action, Action::Create | Action::Replace) {
+        if matches!(t.action, Action::Replace) {
+            db.exec(&format!("DROP TABLE {}", quote(&t.dest_table)))
+                .await?;
+        }
+        let create = if t.columns.len() == e.stream_columns.len() {
+            rename_create_table(&e.schema.create_sql, &t.dest_table)?
+        } else {
+            let cols: Vec<_> = e
+                .schema
+                .columns
+                .iter()
+                .filter(|c| t.columns.contains(&c.name))
+                .cloned()
+                .collect();
+            create_table_for(&t.dest_table, &cols)
+        };
+        db.exec(&create).await?;
+    }
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        quote(&t.dest_table),
+        t.columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; t.columns.len()].join(", ")
+    );
+    let kept = load_sqlite_rows(repo, db, t, &insert, progress).await?;
+    if matches!(t.action, Action::Create | Action::Replace)
+        && t.columns.len() == e.stream_columns.len()
+    {
+        for idx in &e.schema.indexes {
+            let name = if t.dest_table == e.name {
+                idx.name.clone()
+            } else {
+                format!("{}_{}", t.dest_table, idx.name)
+            };
+            db.exec(&rename_create_index(&idx.sql, &name, &t.dest_table)?)
+                .await?;
+        }
+    }
+    Ok(kept)
+}
+
+/// Inserts a table's rows (filtered, projected to the restored columns) with `insert`,
+/// checking them against the table's checksum; returns the rows inserted.
+async fn load_sqlite_rows(
+    repo: &Repository,
+    db: &mut SqliteDb,
+    t: &PlannedTable,
+    insert: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let e = &t.entry;
+    let keep: Vec<bool> = e
+        .stream_columns
+        .iter()
+        .map(|c| t.columns.contains(c))
+        .collect();
+    let mut decoder = RowDecoder::new(e.stream_columns.len());
+    let mut hasher = blake3::Hasher::new();
+    let mut rows = 0u64;
+    let mut kept = 0u64;
+    let mut chunks = crate::segment::table_stream(repo, e)?;
+    while let Some(chunk) = chunks.next().await {
+        progress.check_abort()?;
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        decoder.push(&chunk);
+        let mut batch = 0u64;
+        while let Some(row) = decoder.next_row()? {
+            batch += 1;
+            if !t.filter.matches(&row) {
+                continue;
+            }
+            kept += 1;
+            let row = if t.columns.len() == e.stream_columns.len() {
+                row
+            } else {
+                row.into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(v, _)| v)
+                    .collect()
+            };
+            db.insert(insert, row).await?;
+        }
+        rows += batch;
+        progress.advanced(batch, chunk.len() as u64);
+    }
+    decoder.finish()?;
+    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows {
+        return Err(Error::damaged(format!(
+            "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
+            e.name, e.rows
+        )));
+    }
+    Ok(kept)
+}
