@@ -37,6 +37,9 @@ pub struct BackupOptions {
 pub struct BackupSummary {
     pub id: String,
     pub snapshot: Snapshot,
+    /// Tables whose delta was built from only the rows changed since the parent (read by
+    /// their `xmin`, PostgreSQL) instead of every row.
+    pub changes_only: Vec<String>,
 }
 
 enum Msg {
@@ -73,6 +76,8 @@ struct Streamed {
     segment_bytes: u64,
     /// The key the stream proved to be strictly ordered by, if any.
     key: Vec<String>,
+    /// Built from the rows changed since the parent ([`changes_only`]).
+    changes_only: bool,
 }
 
 /// The worker's state between messages.
@@ -196,6 +201,9 @@ struct Plan {
     /// The previous snapshot's entry for this table, when this backup may store a delta
     /// against it.
     parent: Option<TableEntry>,
+    /// PostgreSQL: the parent snapshot's oldest running transaction, when only rows
+    /// written by it or later need to be read ([`changes_only`]).
+    changed_since: Option<u64>,
 }
 
 pub async fn backup(
@@ -337,7 +345,21 @@ async fn backup_locked(
                 for (table, columns) in selected(&catalog.tables, |t| &t.name, &opts.selection)? {
                     plans.push(plan_postgres(table, columns)?);
                 }
-                choose_parents(repo, &url, &mut plans).await?;
+                let latest = choose_parents(repo, &url, &mut plans).await?;
+                if let (Some(parent), Some(now)) = (&latest, &point)
+                    && let Some(xid) = changed_since(parent, now, &catalog.enums)
+                {
+                    for plan in plans.iter_mut() {
+                        let same_columns = |p: &TableEntry| {
+                            let cols =
+                                |s: &TableSchema| s.postgres.as_ref().map(|d| d.columns.clone());
+                            cols(&p.schema) == cols(&plan.schema) && cols(&p.schema).is_some()
+                        };
+                        if plan.parent.as_ref().is_some_and(same_columns) {
+                            plan.changed_since = Some(xid);
+                        }
+                    }
+                }
                 let pipeline = Pipeline::start(repo);
                 let mut streamed = Vec::new();
                 let read =
@@ -359,6 +381,12 @@ async fn backup_locked(
         };
     let written_packs: Vec<[u8; 32]> = written.iter().map(|(_, l)| l.pack).collect();
     repo.absorb(written);
+    let streamed_changes_only: Vec<String> = plans
+        .iter()
+        .zip(&streamed)
+        .filter(|(_, (s, _))| s.changes_only)
+        .map(|(p, _)| p.name.clone())
+        .collect();
     let tables: Vec<TableEntry> = plans
         .into_iter()
         .zip(streamed)
@@ -381,6 +409,7 @@ async fn backup_locked(
             key: s.key,
         })
         .collect();
+    let changes_only = streamed_changes_only;
     let snapshot = Snapshot {
         format: crate::repo::FORMAT_VERSION,
         time_ms,
@@ -406,7 +435,11 @@ async fn backup_locked(
             return Err(e);
         }
     };
-    Ok(BackupSummary { id, snapshot })
+    Ok(BackupSummary {
+        id,
+        snapshot,
+        changes_only,
+    })
 }
 
 /// A selected table and its `--columns` list, if any.
@@ -487,6 +520,7 @@ fn plan_sqlite(
         sql,
         key,
         parent: None,
+        changed_since: None,
     })
 }
 
@@ -522,6 +556,7 @@ fn plan_mysql(
         sql,
         key,
         parent: None,
+        changed_since: None,
     })
 }
 
@@ -545,6 +580,7 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
         sql,
         key,
         parent: None,
+        changed_since: None,
     })
 }
 
@@ -553,9 +589,14 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
 /// segment instead when it has no such parent, its chain is [`segment::MAX_LAYERS`]
 /// long, or its deltas already add up to half its full segment (and more than
 /// [`SMALL_DELTAS`]: for small tables a chain costs little).
-async fn choose_parents(repo: &Repository, url: &SourceUrl, plans: &mut [Plan]) -> Result<()> {
+/// Returns that latest snapshot.
+async fn choose_parents(
+    repo: &Repository,
+    url: &SourceUrl,
+    plans: &mut [Plan],
+) -> Result<Option<Snapshot>> {
     if plans.iter().all(|p| p.key.is_none()) {
-        return Ok(());
+        return Ok(None);
     }
     let source = url.display();
     let latest = repo
@@ -565,7 +606,7 @@ async fn choose_parents(repo: &Repository, url: &SourceUrl, plans: &mut [Plan]) 
         .filter(|(_, s)| s.source.url == source)
         .max_by_key(|(_, s)| s.time_ms);
     let Some((_, latest)) = latest else {
-        return Ok(());
+        return Ok(None);
     };
     for plan in plans {
         let Some(key) = &plan.key else { continue };
@@ -584,7 +625,34 @@ async fn choose_parents(repo: &Repository, url: &SourceUrl, plans: &mut [Plan]) 
             plan.parent = Some(parent.clone());
         }
     }
-    Ok(())
+    Ok(Some(latest))
+}
+
+/// PostgreSQL: the transaction id from which rows may have changed since `parent` was
+/// taken (its snapshot's xmin: every transaction before it had ended and is in the
+/// parent), when a backup at `now` can trust row `xmin`s for that: the same server
+/// history (system identifier and timeline: not restored from an older base backup, not
+/// promoted), transaction ids that only moved forward and stay within 2^31 of it (so the
+/// 32-bit `xmin` comparison cannot wrap), and the same enum types (a renamed label
+/// changes the text of rows that did not change).
+fn changed_since(
+    parent: &Snapshot,
+    now: &crate::model::PgPoint,
+    enums: &[crate::model::PgEnum],
+) -> Option<u64> {
+    let then = parent.pg_point.as_ref()?;
+    if then.system_id.is_none()
+        || then.system_id != now.system_id
+        || then.timeline.is_none()
+        || then.timeline != now.timeline
+        || parent.enums != enums
+    {
+        return None;
+    }
+    let old = crate::capture::XidSnapshot::parse(&then.xid_snapshot).ok()?;
+    let new = crate::capture::XidSnapshot::parse(&now.xid_snapshot).ok()?;
+    let span = new.xmax().checked_sub(old.xmin())?;
+    (new.xmax() >= old.xmax() && span < (1 << 31) - (1 << 24)).then_some(old.xmin())
 }
 
 /// Turns a table's new rows into a delta against its parent's rows: both in key order,
@@ -861,6 +929,7 @@ impl<'a> Feed<'a> {
             base: self.base,
             segment_bytes: self.segment_bytes,
             key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),
+            changes_only: false,
         }))
     }
 }
@@ -884,6 +953,169 @@ impl ValueSource<'_> {
             ValueSource::Mysql(db, reads) => db.rows(&plan.sql, reads[i].clone()).boxed(),
         }
     }
+}
+
+/// At most this many bytes of changed rows are held to build a table's stream from
+/// them; more changes than that and the table is read whole.
+const MAX_CHANGED_BYTES: usize = 64 << 20;
+
+/// Feeds a PostgreSQL table's current rows, in key order, to `feed` without reading
+/// every row from the server: the rows written by transaction `since` or later (by
+/// their `xmin`: every row changed after the parent snapshot, and a few it already
+/// had), the current keys (so deleted rows are known), and the parent's rows for the
+/// rest. Everything is read in the backup's one transaction, so the three agree; if
+/// they do not — a current key that is neither changed nor in the parent, a changed row
+/// whose key is gone — or there are too many changes, returns `false` and the caller
+/// reads the table whole. The stream fed is byte for byte what reading every row gives
+/// (the same COPY text in the same order), so the checksum, the key-order check and the
+/// delta against the parent are computed as for any other read.
+async fn changes_only(
+    repo: &Repository,
+    db: &mut PgDb,
+    plan: &Plan,
+    since: u64,
+    feed: &mut Feed<'_>,
+) -> Result<bool> {
+    let (Some(spec), Some(parent), Some(def)) =
+        (&plan.key, &plan.parent, plan.schema.postgres.as_ref())
+    else {
+        return Ok(false);
+    };
+    let quote_all = |cols: &[String]| {
+        cols.iter()
+            .map(|c| crate::source::postgres::quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rel = crate::source::postgres::qualified(&def.schema, &def.name);
+    let (cols, order) = (quote_all(&plan.columns), quote_all(&spec.names));
+    // age() counts back from the same reference for both sides, so this is "xmin is
+    // `since` or later" in the 32-bit, wrapping transaction id space; frozen and other
+    // special ids have the largest age. Rows older than 2^31 transactions can look new:
+    // they are read and found unchanged, never missed.
+    let changed_sql = format!(
+        "COPY (SELECT {cols} FROM {rel} WHERE age(xmin) <= age('{}'::xid) ORDER BY {order}) TO STDOUT",
+        since & 0xffff_ffff
+    );
+    let mut changed = Vec::new();
+    let mut too_many = false;
+    {
+        let mut stream = db.copy_out(&changed_sql).await?;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            if !too_many {
+                changed.extend_from_slice(&piece);
+                too_many = changed.len() > MAX_CHANGED_BYTES;
+            }
+        }
+    }
+    if too_many {
+        return Ok(false);
+    }
+    let mut changed_rows: Vec<(Key, std::ops::Range<usize>)> = Vec::new();
+    let mut at = 0;
+    while let Some(n) = spec.row_len(&changed[at..])? {
+        let mut key = Key::new();
+        if spec.key_into(&changed[at..at + n], &mut key).is_err()
+            || changed_rows
+                .last()
+                .is_some_and(|(k, _)| cmp_key(k, &key) != std::cmp::Ordering::Less)
+        {
+            return Ok(false);
+        }
+        changed_rows.push((key, at..at + n));
+        at += n;
+    }
+    if at != changed.len() {
+        return Ok(false);
+    }
+
+    let key_spec = KeySpec::new(&StreamFormat::PgCopyText, &spec.names, &plan.schema)
+        .ok_or_else(|| Error::Other("the key of a keyed table has no key spec".into()))?;
+    let mut parent_rows = Merged::new(repo, &parent.name, parent.layers(), spec.clone());
+    let mut head = match parent_rows.next().await {
+        Ok(h) => h,
+        Err(_) => return Ok(false),
+    };
+    let mut next_changed = changed_rows.into_iter().peekable();
+    let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
+    let mut stream = db.copy_out(&keys_sql).await?;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut key = Key::new();
+    let mut last: Option<Key> = None;
+    let mut ok = true;
+    'read: while let Some(piece) = stream.next().await {
+        carry.extend_from_slice(&piece?);
+        let mut at = 0;
+        while let Some(n) = key_spec.row_len(&carry[at..])? {
+            let line = &carry[at..at + n];
+            at += n;
+            if key_spec.key_into(line, &mut key).is_err()
+                || last
+                    .as_ref()
+                    .is_some_and(|l| cmp_key(l, &key) != std::cmp::Ordering::Less)
+            {
+                ok = false;
+                break 'read;
+            }
+            // Parent rows before this key were deleted since.
+            while let Some((pk, _)) = &head
+                && cmp_key(pk, &key) == std::cmp::Ordering::Less
+            {
+                head = match parent_rows.next().await {
+                    Ok(h) => h,
+                    Err(_) => {
+                        ok = false;
+                        break 'read;
+                    }
+                };
+            }
+            let in_parent = head
+                .as_ref()
+                .is_some_and(|(pk, _)| cmp_key(pk, &key).is_eq());
+            match next_changed.peek() {
+                Some((ck, range)) if cmp_key(ck, &key).is_eq() => {
+                    feed.buf.extend_from_slice(&changed[range.clone()]);
+                    next_changed.next();
+                }
+                // A changed row whose key is not among the current keys.
+                Some((ck, _)) if cmp_key(ck, &key).is_lt() => {
+                    ok = false;
+                    break 'read;
+                }
+                _ if in_parent => {
+                    let (_, row) = head.as_ref().expect("in_parent");
+                    feed.buf.extend_from_slice(row);
+                }
+                // Neither changed nor in the parent: the xmin test missed a row.
+                _ => {
+                    ok = false;
+                    break 'read;
+                }
+            }
+            if in_parent {
+                head = match parent_rows.next().await {
+                    Ok(h) => h,
+                    Err(_) => {
+                        ok = false;
+                        break 'read;
+                    }
+                };
+            }
+            last = Some(std::mem::take(&mut key));
+            feed.send_if_full().await?;
+            if feed.restart {
+                ok = false;
+                break 'read;
+            }
+        }
+        carry.drain(..at);
+    }
+    // Reading stopped early: the COPY must finish before the connection is reused.
+    if !ok {
+        while stream.next().await.is_some() {}
+    }
+    Ok(ok && carry.is_empty() && next_changed.next().is_none())
 }
 
 /// Reads each table of a `values` source into the pipeline: as a delta against its
@@ -934,8 +1166,23 @@ async fn read_postgres(
 ) -> Result<()> {
     for plan in plans {
         let mut delta = plan.parent.is_some();
+        let mut since = plan.changed_since.filter(|_| delta);
         loop {
             let mut feed = Feed::start(repo, pipe, progress, plan, true, delta).await?;
+            if let Some(xid) = since.take() {
+                if changes_only(repo, db, plan, xid, &mut feed).await? {
+                    if let Some(mut s) = feed.finish(&plan.name).await? {
+                        s.changes_only = true;
+                        out.push(s);
+                        break;
+                    }
+                } else {
+                    // Not possible this time: the table is read whole, as a delta still.
+                    feed.restart = true;
+                    let _ = feed.finish(&plan.name).await?;
+                }
+                continue;
+            }
             let mut stream = db.copy_out(&plan.sql).await?;
             while let Some(piece) = stream.next().await {
                 feed.buf.extend_from_slice(&piece?);

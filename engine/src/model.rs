@@ -568,6 +568,14 @@ pub struct PgPoint {
     /// tablesafe capture slots that existed before the transaction began: their change
     /// segments hold every transaction this snapshot does not see.
     pub slots: Vec<String>,
+    /// The server's history: `pg_control_system()`'s system identifier and the WAL
+    /// timeline. A later backup reads only the rows changed since this snapshot (by their
+    /// `xmin`) when both are unchanged, i.e. the server's transaction ids continued from
+    /// here; a server restored from an older base backup or promoted gets a new timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
 }
 
 /// Captured changes of a PostgreSQL source (`changes/<id>`): every transaction that

@@ -466,6 +466,8 @@ mod tests {
             bytes_stored: 0,
             duration_ms: 0,
             pg_point: Some(PgPoint {
+                system_id: None,
+                timeline: None,
                 xid_snapshot: "1:1:".into(),
                 wal_lsn,
                 slots: slots.iter().map(|s| s.to_string()).collect(),

@@ -338,6 +338,7 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
                 "bytes_stored": snap.bytes_stored,
                 "seconds": snap.duration_ms as f64 / 1000.0,
                 "incremental_tables": snap.tables.iter().filter(|t| t.segment == SegmentKind::Delta).count(),
+                "changed_rows_only_tables": s.changes_only,
                 "skipped": snap.skipped,
             })
         );
@@ -345,7 +346,12 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
     }
     for t in &snap.tables {
         let delta = if t.segment == SegmentKind::Delta {
-            format!(" (incremental: {} of changes)", size(t.segment_bytes))
+            let read = if s.changes_only.contains(&t.name) {
+                ", only changed rows read"
+            } else {
+                ""
+            };
+            format!(" (incremental: {} of changes{read})", size(t.segment_bytes))
         } else {
             String::new()
         };

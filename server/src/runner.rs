@@ -681,6 +681,7 @@ async fn copy_to(
         let summary = engine::backup::BackupSummary {
             id: c.dest_id.clone(),
             snapshot,
+            changes_only: Vec::new(),
         };
         record_snapshot(
             state,

@@ -582,6 +582,16 @@ impl XidSnapshot {
         Ok(XidSnapshot { xmin, xmax, xip })
     }
 
+    /// Every transaction below this one had ended when the snapshot was taken.
+    pub fn xmin(&self) -> u64 {
+        self.xmin
+    }
+
+    /// The first transaction that had not started when the snapshot was taken.
+    pub fn xmax(&self) -> u64 {
+        self.xmax
+    }
+
     /// Whether the transaction with 32-bit id `xid` (as `pgoutput` names it) is
     /// committed in this snapshot, i.e. its changes are already in the snapshot's data.
     pub fn sees(&self, xid: u32) -> bool {

@@ -96,6 +96,19 @@ impl PgDb {
     pub async fn begin_snapshot_at(&mut self) -> Result<Option<crate::model::PgPoint>> {
         // Before the transaction: the WAL position and the capture slots that exist now
         // exist before the snapshot is taken.
+        // The server's history, where the role may read it (PostgreSQL-compatible engines
+        // and restricted roles may not): asked outside the transaction, so a refusal
+        // costs nothing but the faster incremental read.
+        let history: Option<(String, String)> = sqlx::query_as(
+            "SELECT system_identifier::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) FROM pg_control_system()",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .ok();
+        let (system_id, timeline) = match history {
+            Some((id, tli)) => (Some(id), u32::from_str_radix(&tli, 16).ok()),
+            None => (None, None),
+        };
         let before: std::result::Result<(String, Vec<String>), sqlx::Error> = async {
             let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
                 .fetch_one(&mut self.conn)
@@ -122,6 +135,8 @@ impl PgDb {
                     xid_snapshot,
                     wal_lsn,
                     slots,
+                    system_id,
+                    timeline,
                 },
             )),
             (_, Ok(_)) => Ok(None),

@@ -305,6 +305,17 @@ async fn postgres_backups_in_a_row_under_writes_restore_states_that_existed() {
     let taken = back_up_while_writing(&mut work, 3, &mut repo, async |_, _| {}).await;
     assert_chain_cut(&taken, "accounts");
     assert_chain_cut(&taken, "docs");
+    // Deltas were built from the rows changed since the parent (by xmin), under writes.
+    let changes_only = taken
+        .iter()
+        .filter(|t| {
+            t.summary
+                .changes_only
+                .iter()
+                .any(|n| n.ends_with(".accounts"))
+        })
+        .count();
+    assert!(changes_only >= 2, "{changes_only} of {BACKUPS}");
     assert!(
         segments(&taken, "history")
             .iter()
@@ -362,6 +373,20 @@ async fn pgbench_invariant_holds_in_every_restore_of_ten_backups() {
         let url = pg.create_database(&format!("r{i}")).unwrap();
         restore_pg(&repo, &s.id, &url, 1, u64::MAX).await;
         let kinds: Vec<SegmentKind> = s.snapshot.tables.iter().map(|t| t.segment).collect();
+        // Every delta was built from the rows changed since its parent (by xmin).
+        for t in s
+            .snapshot
+            .tables
+            .iter()
+            .filter(|t| t.segment == SegmentKind::Delta)
+        {
+            assert!(
+                s.changes_only.contains(&t.name),
+                "backup {i} read every row of {}: {:?}",
+                t.name,
+                s.changes_only
+            );
+        }
         results.push((i, pg_scalar(&url, sums).await, kinds));
     }
     let _ = bench.kill();
