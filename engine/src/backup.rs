@@ -967,8 +967,9 @@ const MAX_CHANGED_BYTES: usize = 64 << 20;
 /// they do not — a current key that is neither changed nor in the parent, a changed row
 /// whose key is gone — or there are too many changes, returns `false` and the caller
 /// reads the table whole. The stream fed is byte for byte what reading every row gives
-/// (the same COPY text in the same order), so the checksum, the key-order check and the
-/// delta against the parent are computed as for any other read.
+/// (the same COPY text in the same order), so the checksum and the key-order check are
+/// computed as for any other read; the delta records (rows that differ from the
+/// parent's, keys gone) are written while matching.
 async fn changes_only(
     repo: &Repository,
     db: &mut PgDb,
@@ -1038,6 +1039,14 @@ async fn changes_only(
         Err(_) => return Ok(false),
     };
     let mut next_changed = changed_rows.into_iter().peekable();
+    // The delta is written here, as rows are matched, instead of diffing the stream
+    // against the parent's rows a second time: the feed hashes, counts and checks the
+    // order of the stream, and ships these records.
+    let Some(keyed) = feed.keyed.as_mut() else {
+        return Ok(false);
+    };
+    keyed.differ = None;
+    let mut delta = Vec::new();
     let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
     let mut stream = db.copy_out(&keys_sql).await?;
     let mut carry: Vec<u8> = Vec::new();
@@ -1062,6 +1071,7 @@ async fn changes_only(
             while let Some((pk, _)) = &head
                 && cmp_key(pk, &key) == std::cmp::Ordering::Less
             {
+                push_delete(&mut delta, pk);
                 head = match parent_rows.next().await {
                     Ok(h) => h,
                     Err(_) => {
@@ -1075,7 +1085,12 @@ async fn changes_only(
                 .is_some_and(|(pk, _)| cmp_key(pk, &key).is_eq());
             match next_changed.peek() {
                 Some((ck, range)) if cmp_key(ck, &key).is_eq() => {
-                    feed.buf.extend_from_slice(&changed[range.clone()]);
+                    let row = &changed[range.clone()];
+                    feed.buf.extend_from_slice(row);
+                    // Read because of its xmin, yet the same as in the parent: no record.
+                    if !(in_parent && head.as_ref().is_some_and(|(_, p)| p.as_slice() == row)) {
+                        push_upsert(&mut delta, row);
+                    }
                     next_changed.next();
                 }
                 // A changed row whose key is not among the current keys.
@@ -1103,6 +1118,11 @@ async fn changes_only(
                 };
             }
             last = Some(std::mem::take(&mut key));
+            if !delta.is_empty()
+                && let Some(k) = feed.keyed.as_mut()
+            {
+                k.out.append(&mut delta);
+            }
             feed.send_if_full().await?;
             if feed.restart {
                 ok = false;
@@ -1114,8 +1134,24 @@ async fn changes_only(
     // Reading stopped early: the COPY must finish before the connection is reused.
     if !ok {
         while stream.next().await.is_some() {}
+        return Ok(false);
     }
-    Ok(ok && carry.is_empty() && next_changed.next().is_none())
+    drop(stream);
+    if !carry.is_empty() || next_changed.next().is_some() {
+        return Ok(false);
+    }
+    // Parent rows after the last current key were deleted since.
+    while let Some((pk, _)) = head {
+        push_delete(&mut delta, &pk);
+        head = match parent_rows.next().await {
+            Ok(h) => h,
+            Err(_) => return Ok(false),
+        };
+    }
+    if let Some(k) = feed.keyed.as_mut() {
+        k.out.append(&mut delta);
+    }
+    Ok(true)
 }
 
 /// Reads each table of a `values` source into the pipeline: as a delta against its
