@@ -798,6 +798,9 @@ struct Feed<'a> {
     /// The delta could not be built (rows out of key order, unreadable parent): the
     /// table must be read again as a full segment.
     restart: bool,
+    /// The rows are known to come in strictly increasing key order and the delta
+    /// records are written by the caller ([`changes_only`]): no row is parsed here.
+    order_known: bool,
 }
 
 impl<'a> Feed<'a> {
@@ -840,6 +843,7 @@ impl<'a> Feed<'a> {
             base: parent.map(|p| p.layers()).unwrap_or_default(),
             segment_bytes: 0,
             restart: false,
+            order_known: false,
         })
     }
 
@@ -878,7 +882,9 @@ impl<'a> Feed<'a> {
             self.buf.len() as u64,
         );
         let mut ship = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
-        if let Some(k) = &mut self.keyed {
+        if let Some(k) = &mut self.keyed
+            && !self.order_known
+        {
             match k.rows(&ship).await {
                 Ok(true) => {}
                 // An unreadable parent only costs the delta: the full table still backs up.
@@ -967,9 +973,10 @@ const MAX_CHANGED_BYTES: usize = 64 << 20;
 /// they do not — a current key that is neither changed nor in the parent, a changed row
 /// whose key is gone — or there are too many changes, returns `false` and the caller
 /// reads the table whole. The stream fed is byte for byte what reading every row gives
-/// (the same COPY text in the same order), so the checksum and the key-order check are
-/// computed as for any other read; the delta records (rows that differ from the
-/// parent's, keys gone) are written while matching.
+/// (the same COPY text in the same order), so the checksum is computed as for any other
+/// read; the key order is proven here (the current keys strictly increase, and every
+/// row fed has the key it is fed for), and the delta records (rows that differ from
+/// the parent's, keys gone) are written while matching.
 async fn changes_only(
     repo: &Repository,
     db: &mut PgDb,
@@ -1046,6 +1053,7 @@ async fn changes_only(
         return Ok(false);
     };
     keyed.differ = None;
+    feed.order_known = true;
     let mut delta = Vec::new();
     let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
     let mut stream = db.copy_out(&keys_sql).await?;
