@@ -961,6 +961,45 @@ impl ValueSource<'_> {
     }
 }
 
+/// A parent's rows decoded ahead of their use (see [`changes_only`]).
+struct Prefetched<'a> {
+    merged: Merged<'a>,
+    ahead: std::collections::VecDeque<(Key, Vec<u8>)>,
+    /// Reading ahead failed: [`Prefetched::next`] reports it.
+    failed: bool,
+}
+
+impl Prefetched<'_> {
+    /// Decodes rows ahead until `done` is set or [`PREFETCH_BYTES`] are held.
+    async fn prefetch(&mut self, done: &std::sync::atomic::AtomicBool) {
+        let mut bytes = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) && bytes < PREFETCH_BYTES {
+            match self.merged.next().await {
+                Ok(Some(row)) => {
+                    bytes += row.1.len();
+                    self.ahead.push_back(row);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.failed = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<(Key, Vec<u8>)>> {
+        match self.ahead.pop_front() {
+            Some(row) => Ok(Some(row)),
+            None if self.failed => Err(Error::damaged("the parent's rows could not be read")),
+            None => self.merged.next().await,
+        }
+    }
+}
+
+/// How much of a parent's rows [`Prefetched`] holds at most.
+const PREFETCH_BYTES: usize = 64 << 20;
+
 /// At most this many bytes of changed rows are held to build a table's stream from
 /// them; more changes than that and the table is read whole.
 const MAX_CHANGED_BYTES: usize = 64 << 20;
@@ -1007,16 +1046,31 @@ async fn changes_only(
     );
     let mut changed = Vec::new();
     let mut too_many = false;
-    {
-        let mut stream = db.copy_out(&changed_sql).await?;
-        while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            if !too_many {
-                changed.extend_from_slice(&piece);
-                too_many = changed.len() > MAX_CHANGED_BYTES;
+    // While the server looks for changed rows, the parent's first rows are decoded.
+    let mut parent_rows = Prefetched {
+        merged: Merged::new(repo, &parent.name, parent.layers(), spec.clone()),
+        ahead: std::collections::VecDeque::new(),
+        failed: false,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let read_changed = async {
+        let result: Result<()> = async {
+            let mut stream = db.copy_out(&changed_sql).await?;
+            while let Some(piece) = stream.next().await {
+                let piece = piece?;
+                if !too_many {
+                    changed.extend_from_slice(&piece);
+                    too_many = changed.len() > MAX_CHANGED_BYTES;
+                }
             }
+            Ok(())
         }
-    }
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    };
+    let (read, ()) = futures::join!(read_changed, parent_rows.prefetch(&done));
+    read?;
     if too_many {
         return Ok(false);
     }
@@ -1040,7 +1094,6 @@ async fn changes_only(
 
     let key_spec = KeySpec::new(&StreamFormat::PgCopyText, &spec.names, &plan.schema)
         .ok_or_else(|| Error::Other("the key of a keyed table has no key spec".into()))?;
-    let mut parent_rows = Merged::new(repo, &parent.name, parent.layers(), spec.clone());
     let mut head = match parent_rows.next().await {
         Ok(h) => h,
         Err(_) => return Ok(false),
