@@ -452,12 +452,29 @@ async fn postgres_incremental_backups_store_changed_rows_and_restore_each_snapsh
         first.snapshot.bytes_stored
     );
 
-    for (snap, dump, db) in [(&first.id, &dump1, "r1"), (&second.id, &dump2, "r2")] {
+    restores_match(
+        &pg,
+        &repo,
+        &src,
+        [(&first.id, &dump1, "r1"), (&second.id, &dump2, "r2")],
+    )
+    .await;
+}
+
+/// Restores each snapshot into a new database named as given and compares its data
+/// with the source's `pg_dump --data-only` taken right after that backup.
+async fn restores_match<const N: usize>(
+    pg: &testkit::Postgres,
+    repo: &engine::repo::Repository,
+    src: &str,
+    cases: [(&String, &String, &str); N],
+) {
+    for (snap, dump, db) in cases {
         let dest = pg.create_database(db).unwrap();
-        let (_, mut r) = pg_opts(&src, &dest);
+        let (_, mut r) = pg_opts(src, &dest);
         r.snapshot = snap.clone();
-        let plan = engine::restore::plan(&repo, &r).await.unwrap();
-        engine::restore::execute(&repo, &plan, &NoProgress)
+        let plan = engine::restore::plan(repo, &r).await.unwrap();
+        engine::restore::execute(repo, &plan, &NoProgress)
             .await
             .unwrap();
         same_dump(dump, &pg_dump_data(&dest));
@@ -620,18 +637,15 @@ async fn incremental_reads_by_xmin_miss_nothing() {
             .iter()
             .all(|t| t.segment == SegmentKind::Delta)
     );
-    for (snap, dump, db) in [
-        (&first.id, &dump1, "x1"),
-        (&second.id, &dump2, "x2"),
-        (&third.id, &dump3, "x3"),
-    ] {
-        let dest = pg.create_database(db).unwrap();
-        let (_, mut r) = pg_opts(&src, &dest);
-        r.snapshot = snap.clone();
-        let plan = engine::restore::plan(&repo, &r).await.unwrap();
-        engine::restore::execute(&repo, &plan, &NoProgress)
-            .await
-            .unwrap();
-        same_dump(dump, &pg_dump_data(&dest));
-    }
+    restores_match(
+        &pg,
+        &repo,
+        &src,
+        [
+            (&first.id, &dump1, "x1"),
+            (&second.id, &dump2, "x2"),
+            (&third.id, &dump3, "x3"),
+        ],
+    )
+    .await;
 }
