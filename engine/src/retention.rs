@@ -16,54 +16,20 @@
 
 use crate::model::Snapshot;
 use chrono::{Datelike, TimeZone, Timelike};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KeepRules {
-    pub last: u32,
-    pub hourly: u32,
-    pub daily: u32,
-    pub weekly: u32,
-    pub monthly: u32,
-    pub yearly: u32,
-    pub floor: u32,
-}
+pub use tablesafe_types::KeepRules;
 
-impl KeepRules {
-    /// No rule at all: pruning would delete everything, so callers refuse.
-    pub fn is_empty(&self) -> bool {
-        self.rules().iter().all(|(_, n)| *n == 0) && self.floor == 0
-    }
-
-    fn rules(&self) -> [(Period, u32); 6] {
-        [
-            (Period::Last, self.last),
-            (Period::Hourly, self.hourly),
-            (Period::Daily, self.daily),
-            (Period::Weekly, self.weekly),
-            (Period::Monthly, self.monthly),
-            (Period::Yearly, self.yearly),
-        ]
-    }
-
-    /// "last 3, daily 7, floor 2".
-    pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = self
-            .rules()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(p, n)| format!("{} {n}", p.name()))
-            .collect();
-        if self.floor > 0 {
-            parts.push(format!("floor {}", self.floor));
-        }
-        if parts.is_empty() {
-            "keep everything".into()
-        } else {
-            parts.join(", ")
-        }
-    }
+/// The period rules of `k` (`floor` is not one).
+fn periods(k: &KeepRules) -> [(Period, u32); 6] {
+    [
+        (Period::Last, k.last),
+        (Period::Hourly, k.hourly),
+        (Period::Daily, k.daily),
+        (Period::Weekly, k.weekly),
+        (Period::Monthly, k.monthly),
+        (Period::Yearly, k.yearly),
+    ]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +133,7 @@ pub fn decide(
     let groups: Vec<String> = groups.into_iter().cloned().collect();
     for group in &groups {
         let members: Vec<usize> = (0..out.len()).filter(|&i| &out[i].group == group).collect();
-        for (period, n) in rules.rules() {
+        for (period, n) in periods(rules) {
             let mut left = n;
             let mut last_bucket: Option<String> = None;
             for (index, &i) in members.iter().enumerate() {

@@ -213,27 +213,8 @@ pub struct VerifyArgs {
 pub struct PruneArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Keep the N newest snapshots.
-    #[arg(long, default_value_t = 0)]
-    pub keep_last: u32,
-    /// Keep the newest snapshot of each of the last N hours that have one.
-    #[arg(long, default_value_t = 0)]
-    pub keep_hourly: u32,
-    /// … of each of the last N days that have one.
-    #[arg(long, default_value_t = 0)]
-    pub keep_daily: u32,
-    /// … of each of the last N ISO weeks that have one.
-    #[arg(long, default_value_t = 0)]
-    pub keep_weekly: u32,
-    /// … of each of the last N months that have one.
-    #[arg(long, default_value_t = 0)]
-    pub keep_monthly: u32,
-    /// … of each of the last N years that have one.
-    #[arg(long, default_value_t = 0)]
-    pub keep_yearly: u32,
-    /// Never prune the N newest snapshots, whatever the other rules say.
-    #[arg(long, default_value_t = 0)]
-    pub keep_floor: u32,
+    #[command(flatten)]
+    pub keep: engine::retention::KeepRules,
     /// Only snapshots with this tag (KEY=VALUE, repeatable) are subject to the rules.
     #[arg(long)]
     pub tag: Vec<String>,
@@ -1106,15 +1087,7 @@ pub async fn run_prune(a: PruneArgs) -> Result<()> {
         .time_zone
         .parse()
         .map_err(|_| anyhow::anyhow!("--time-zone {:?} is not an IANA time zone", a.time_zone))?;
-    let rules = engine::retention::KeepRules {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        floor: a.keep_floor,
-    };
+    let rules = a.keep;
     let mut repo = a.repo.open().await?;
     let report = engine::prune::prune(
         &mut repo,

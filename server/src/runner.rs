@@ -627,7 +627,7 @@ async fn backup(
     // Retention after each successful backup. A failed prune does not fail the backup:
     // the snapshot is safe, and the next run prunes again.
     let mut pruned = serde_json::Value::Null;
-    if !app::api::jobs::Retention::parse(&policy.retention).is_empty() {
+    if !app::api::jobs::parse_retention(&policy.retention).is_empty() {
         match apply_retention(state, job, &policy, Some(&mut repo)).await {
             Ok(r) => pruned = r,
             Err(e) => {
@@ -710,7 +710,7 @@ async fn prune_target(
     let report = engine::prune::prune(
         repo,
         &engine::prune::PruneOptions {
-            rules: rules.rules(),
+            rules: *rules,
             tz,
             only_tags: [("policy-id".to_string(), policy.id.to_string())].into(),
             dry_run: false,
@@ -746,7 +746,7 @@ async fn apply_retention(
     policy: &store::PolicyRow,
     primary: Option<&mut Repository>,
 ) -> Result<serde_json::Value> {
-    let rules = app::api::jobs::Retention::parse(&policy.retention);
+    let rules = app::api::jobs::parse_retention(&policy.retention);
     if rules.is_empty() {
         bail!("the policy has no retention rules");
     }

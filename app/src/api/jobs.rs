@@ -45,64 +45,13 @@ pub struct PolicyView {
     pub capture_error: Option<String>,
 }
 
-/// A policy's retention rules (`engine::retention::KeepRules`, which the browser does
-/// not link); all zero keeps everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Retention {
-    pub last: u32,
-    pub hourly: u32,
-    pub daily: u32,
-    pub weekly: u32,
-    pub monthly: u32,
-    pub yearly: u32,
-    pub floor: u32,
-}
+/// A policy's retention rules: the engine's own definition, which the browser links
+/// too (all zero keeps everything).
+pub use tablesafe_types::KeepRules as Retention;
 
-impl Retention {
-    pub fn is_empty(&self) -> bool {
-        *self == Retention::default()
-    }
-
-    /// "last 3, daily 7, floor 2".
-    pub fn describe(&self) -> String {
-        let parts: Vec<String> = [
-            ("last", self.last),
-            ("hourly", self.hourly),
-            ("daily", self.daily),
-            ("weekly", self.weekly),
-            ("monthly", self.monthly),
-            ("yearly", self.yearly),
-            ("floor", self.floor),
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-        if parts.is_empty() {
-            "keep everything".into()
-        } else {
-            parts.join(", ")
-        }
-    }
-
-    #[cfg(feature = "ssr")]
-    pub fn rules(&self) -> engine::retention::KeepRules {
-        engine::retention::KeepRules {
-            last: self.last,
-            hourly: self.hourly,
-            daily: self.daily,
-            weekly: self.weekly,
-            monthly: self.monthly,
-            yearly: self.yearly,
-            floor: self.floor,
-        }
-    }
-
-    /// From the stored JSON; empty or unreadable keeps everything.
-    pub fn parse(stored: &str) -> Retention {
-        serde_json::from_str(stored).unwrap_or_default()
-    }
+/// A policy's rules from their stored JSON; empty or unreadable keeps everything.
+pub fn parse_retention(stored: &str) -> Retention {
+    serde_json::from_str(stored).unwrap_or_default()
 }
 
 /// One snapshot in a retention preview.
@@ -320,7 +269,7 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 enabled: p.enabled != 0,
                 next_run: p.next_run_at.filter(|_| p.enabled != 0),
                 has_trigger: p.trigger_hash.is_some(),
-                retention: Retention::parse(&p.retention),
+                retention: parse_retention(&p.retention),
                 copy_targets: copies
                     .iter()
                     .filter(|(pid, _)| *pid == p.id)
@@ -461,7 +410,7 @@ async fn retention_decisions(
     let repo = crate::ssr::open_target(state, &target, &password).await?;
     let tz: chrono_tz::Tz = p.timezone.parse().unwrap_or(chrono_tz::UTC);
     let only = [("policy-id".to_string(), p.id.to_string())].into();
-    Ok(engine::prune::decide(&repo, &rules.rules(), tz, &only).await?)
+    Ok(engine::prune::decide(&repo, rules, tz, &only).await?)
 }
 
 #[server(endpoint = "policies/retention_preview")]
@@ -666,7 +615,7 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
     let result = async {
         let db = &c.state.db;
         let p = load_policy(db, id).await?;
-        if Retention::parse(&p.retention).is_empty() {
+        if parse_retention(&p.retention).is_empty() {
             return Err(AppError::Invalid(
                 "This policy keeps everything: save retention rules first.".into(),
             ));
