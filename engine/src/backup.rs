@@ -206,6 +206,29 @@ struct Plan {
     changed_since: Option<u64>,
 }
 
+impl Plan {
+    /// A table read whole, keyed when this crate can order its stream (no parent yet).
+    fn new(
+        name: String,
+        schema: TableSchema,
+        columns: Vec<String>,
+        format: StreamFormat,
+        sql: String,
+    ) -> Plan {
+        let key = KeySpec::new(&format, &columns, &schema);
+        Plan {
+            name,
+            schema,
+            columns,
+            format,
+            sql,
+            key,
+            parent: None,
+            changed_since: None,
+        }
+    }
+}
+
 pub async fn backup(
     repo: &mut Repository,
     opts: &BackupOptions,
@@ -511,17 +534,13 @@ fn plan_sqlite(
         }
     }
     let sql = SqliteDb::rows_sql(info, &columns);
-    let key = KeySpec::new(&StreamFormat::Values, &columns, &schema);
-    Ok(Plan {
-        name: info.name.clone(),
+    Ok(Plan::new(
+        info.name.clone(),
         schema,
         columns,
-        format: StreamFormat::Values,
+        StreamFormat::Values,
         sql,
-        key,
-        parent: None,
-        changed_since: None,
-    })
+    ))
 }
 
 fn plan_mysql(
@@ -547,17 +566,13 @@ fn plan_mysql(
     // Keyed (and so incremental) when the key's values come back in the order this
     // crate compares them; a key whose collation orders otherwise is found out while
     // reading and the table is stored whole (as with SQLite's NOCASE keys).
-    let key = KeySpec::new(&StreamFormat::Values, &columns, &schema);
-    Ok(Plan {
-        name: info.name.clone(),
+    Ok(Plan::new(
+        info.name.clone(),
         schema,
         columns,
-        format: StreamFormat::Values,
+        StreamFormat::Values,
         sql,
-        key,
-        parent: None,
-        changed_since: None,
-    })
+    ))
 }
 
 fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Plan> {
@@ -571,17 +586,13 @@ fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Pla
         postgres: Some(info.table.clone()),
     };
     let sql = PgDb::copy_out_sql(info, &columns);
-    let key = KeySpec::new(&StreamFormat::PgCopyText, &columns, &schema);
-    Ok(Plan {
-        name: info.name.clone(),
+    Ok(Plan::new(
+        info.name.clone(),
         schema,
         columns,
-        format: StreamFormat::PgCopyText,
+        StreamFormat::PgCopyText,
         sql,
-        key,
-        parent: None,
-        changed_since: None,
-    })
+    ))
 }
 
 /// For each table, the latest earlier snapshot of the same source that holds it keyed
@@ -1028,14 +1039,9 @@ async fn changes_only(
     else {
         return Ok(false);
     };
-    let quote_all = |cols: &[String]| {
-        cols.iter()
-            .map(|c| crate::source::postgres::quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let rel = crate::source::postgres::qualified(&def.schema, &def.name);
-    let (cols, order) = (quote_all(&plan.columns), quote_all(&spec.names));
+    use crate::source::postgres::{column_list, qualified};
+    let rel = qualified(&def.schema, &def.name);
+    let (cols, order) = (column_list(&plan.columns), column_list(&spec.names));
     // age() counts back from the same reference for both sides, so this is "xmin is
     // `since` or later" in the 32-bit, wrapping transaction id space; frozen and other
     // special ids have the largest age. Rows older than 2^31 transactions can look new:

@@ -2,6 +2,7 @@
 //! and sequence values after the data, all made visible at one commit.
 
 use super::*;
+use crate::source::postgres::column_list;
 
 /// What a PostgreSQL restore created outside its transaction (schemas and enum types
 /// that staging tables need, the staging tables): dropped again if the restore fails.
@@ -229,14 +230,6 @@ fn pg_definition(e: &TableEntry) -> Result<&crate::model::PgTable> {
         .postgres
         .as_ref()
         .ok_or_else(|| Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name)))
-}
-
-fn column_list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| pg::quote(c))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Keeps the tab-separated fields of a COPY text line whose flag is set (tabs inside

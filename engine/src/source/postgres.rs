@@ -446,16 +446,12 @@ impl PgDb {
 
     /// COPY text of `columns` of a table, in primary-key order when it has one.
     pub fn copy_out_sql(t: &PgTableInfo, columns: &[String]) -> String {
-        let cols = columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = column_list(columns);
         let rel = qualified(&t.table.schema, &t.table.name);
         if t.pk.is_empty() {
             format!("COPY {rel} ({cols}) TO STDOUT")
         } else {
-            let order = t.pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+            let order = column_list(&t.pk);
             format!("COPY (SELECT {cols} FROM {rel} ORDER BY {order}) TO STDOUT")
         }
     }
@@ -475,6 +471,15 @@ impl PgDb {
                 .context(|| format!("reading COPY data: {sql}"))
         }))
     }
+}
+
+/// Columns quoted and separated by commas, for a select list or an ORDER BY.
+pub fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `CREATE TABLE` for `t` under a new name, with columns, defaults and identity, but no
