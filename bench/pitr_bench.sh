@@ -6,6 +6,12 @@
 #
 #   bench/pitr_bench.sh                 # 2,000,000 rows, 1 % of them changed over 60 s
 #   ROWS=500000 SECONDS_OF_LOAD=30 bench/pitr_bench.sh
+#   WORKLOAD=rows bench/pitr_bench.sh   # the same changes, one row per transaction
+#
+# The default workload changes rows in batches (an UPDATE of ~167 rows twice a second),
+# which costs the server little per row; WORKLOAD=rows runs the same number of changes
+# as single-row transactions at a steady rate (pgbench, 2 clients), as OLTP applications
+# write them. Capture's cost is per changed row, so its share depends on which.
 #
 # Starts its own PostgreSQL (wal_level=logical) on a temp dir and a free loopback port
 # and removes everything when done. Needs a release build (built here if missing).
@@ -78,7 +84,15 @@ capture_cpu() {
   echo "$total"
 }
 # The workload: 1 % of the rows updated, in batches spread evenly over LOAD seconds.
+WORKLOAD="${WORKLOAD:-batches}"
 workload() {
+  if [ "$WORKLOAD" = rows ]; then
+    local lo=$(($1 + 1)) hi=$(($1 + ROWS / 2))
+    printf '\\set id random(%d, %d)\nUPDATE bench SET qty = qty + 1, attrs = attrs || %s WHERE id = :id;\n' \
+      "$lo" "$hi" "'{\"seen\": true}'" > "$WORK/row.sql"
+    "$PGBIN/pgbench" -n -c 2 -j 2 -t $((ROWS / 100 / 2)) -R $((ROWS / 100 / LOAD)) -f "$WORK/row.sql" "$URL/src" > "$WORK/pgbench.log"
+    return
+  fi
   local batches=$((LOAD * 2)) per=$((ROWS / 100 / (LOAD * 2))) i=0 start=$1
   while [ $i -lt $batches ]; do
     local lo=$((start + i * per))
@@ -150,23 +164,46 @@ SEGMENTS=$(find "$WORK/repo/changes" -type f | wc -l)
 
 echo "restores: a snapshot of the final data, and the base plus the changes..." >&2
 "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json > /dev/null
-psql "$URL/postgres" -c CHECKPOINT
-t0=$(date +%s.%N); "$TS" restore --repo "$WORK/repo" --snapshot latest --dest "$URL/snap_restore" --json > /dev/null; t1=$(date +%s.%N)
-psql "$URL/postgres" -c CHECKPOINT
-t2=$(date +%s.%N); "$TS" restore --repo "$WORK/repo" --at "$AT" --dest "$URL/pitr_restore" --json > /dev/null; t3=$(date +%s.%N)
+# Each restore RESTORE_RUNS times (3), alternating, into a fresh database; the medians
+# are compared (one pair of runs varied by a third between identical runs).
+RUNS="${RESTORE_RUNS:-3}"
+SNAP_TIMES=""; PITR_TIMES=""
+timed_restore() { # database, restore arguments...
+  local db=$1 t0 t1; shift
+  psql "$URL/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" -c CHECKPOINT
+  t0=$(date +%s.%N); "$TS" restore --repo "$WORK/repo" "$@" --dest "$URL/$db" --json > /dev/null; t1=$(date +%s.%N)
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+for run in $(seq "$RUNS"); do
+  SNAP_TIMES="$SNAP_TIMES $(timed_restore snap_restore --snapshot latest)"
+  if [ -n "${BREAKDOWN:-}" ] && [ "$run" = 1 ]; then
+    # Statements of the point-in-time restore that took 20 ms or more, longest first.
+    psql "$URL/postgres" -c "ALTER SYSTEM SET log_min_duration_statement = 20" -c "SELECT pg_reload_conf()" >/dev/null
+    LOG_FROM=$(wc -c < "$WORK/pg.log")
+  fi
+  PITR_TIMES="$PITR_TIMES $(timed_restore pitr_restore --at "$AT")"
+  if [ -n "${BREAKDOWN:-}" ] && [ "$run" = 1 ]; then
+    psql "$URL/postgres" -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
+    tail -c +"$((LOG_FROM + 1))" "$WORK/pg.log" | grep -o 'duration: [0-9.]* ms .*' \
+      | sort -t' ' -k2 -rn | head -12 | cut -c1-200 >&2
+  fi
+done
 same=$(diff <(psql "$URL/snap_restore" -At -c "SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b") \
             <(psql "$URL/pitr_restore" -At -c "SELECT md5(string_agg(b::text, ',' ORDER BY id)) FROM bench b") >/dev/null && echo identical || echo DIFFERENT)
 
 read -r RPO_MAX RPO_MED < "$WORK/rpo.txt"
-python3 - "$ROWS" "$LOAD" "$c0" "$c1" "$c2" "$c3" "$t0" "$t1" "$t2" "$t3" "$RPO_MAX" "$RPO_MED" "$SEGMENTS" "$same" "$k0" "$k1" <<'PY'
+python3 - "$ROWS" "$LOAD" "$c0" "$c1" "$c2" "$c3" "$SNAP_TIMES" "$PITR_TIMES" "$RPO_MAX" "$RPO_MED" "$SEGMENTS" "$same" "$k0" "$k1" "$WORKLOAD" <<'PY'
 import sys
-rows, load, c0, c1, c2, c3, t0, t1, t2, t3, rmax, rmed, segs, same, k0, k1 = sys.argv[1:]
+rows, load, c0, c1, c2, c3, snaps, pitrs, rmax, rmed, segs, same, k0, k1, workload = sys.argv[1:]
 base, cap = float(c1) - float(c0), float(c3) - float(c2)
-snap, pitr = float(t1) - float(t0), float(t3) - float(t2)
-print(f"rows {int(rows):,}; 1 % updated over {load} s; {segs} change segments stored")
+snaps, pitrs = [float(x) for x in snaps.split()], [float(x) for x in pitrs.split()]
+median = lambda xs: sorted(xs)[len(xs) // 2]
+snap, pitr = median(snaps), median(pitrs)
+print(f"rows {int(rows):,}; 1 % updated over {load} s ({'one row per transaction' if workload == 'rows' else 'in batches of ~167 rows'}); {segs} change segments stored")
 print(f"recovery point (age of the newest restorable instant): max {rmax} s, median {rmed} s   goal < 10 s")
 own = float(k1) - float(k0)
 print(f"source CPU: {base:.2f} s without capture, {cap:.2f} s with: +{(cap - base) / base * 100:.1f} % (two runs' difference)")
 print(f"capture's own backends on the source: {own:.2f} s CPU during the load = {own / base * 100:.1f} % of the workload's   goal < 10 %")
-print(f"restore: snapshot {snap:.2f} s, point in time {pitr:.2f} s: {pitr / snap:.2f}x   goal <= 1.2x; restored data {same}")
+print(f"restore (median of {len(snaps)}): snapshot {snap:.2f} s, point in time {pitr:.2f} s: {pitr / snap:.2f}x   goal <= 1.2x; restored data {same}")
+print(f"  every run: snapshot {' '.join(f'{x:.2f}' for x in snaps)}; point in time {' '.join(f'{x:.2f}' for x in pitrs)}")
 PY

@@ -32,7 +32,7 @@ pub struct BrowseQuery {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BrowsePage {
-    pub snapshot: String,
+    pub snapshot: crate::model::SnapshotId,
     pub snapshot_time_ms: i64,
     pub table: String,
     /// Every table of the snapshot, for choosing another.
@@ -61,7 +61,7 @@ pub async fn browse(repo: &Repository, q: &BrowseQuery) -> Result<BrowsePage> {
         .ok_or_else(|| {
             Error::invalid(format!(
                 "snapshot {} has no table {:?} (it has {})",
-                &id[..12],
+                id.short(),
                 q.table,
                 snapshot
                     .tables

@@ -10,11 +10,11 @@
 //! manifest) identifies it across repositories: a snapshot whose origin the destination
 //! already holds is not copied again.
 
-use crate::model::Snapshot;
+use crate::model::{ChunkId, Snapshot, SnapshotId};
 use crate::progress::Progress;
+use crate::repo::Repository;
 use crate::repo::crypto::hex;
 use crate::repo::lock::LockKind;
-use crate::repo::{Repository, parse_id};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -34,8 +34,8 @@ pub fn origin_of(s: &Snapshot) -> String {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Copied {
-    pub source_id: String,
-    pub dest_id: String,
+    pub source_id: crate::model::SnapshotId,
+    pub dest_id: crate::model::SnapshotId,
     pub bytes_stored: u64,
 }
 
@@ -43,7 +43,7 @@ pub struct Copied {
 pub struct CopyReport {
     pub copied: Vec<Copied>,
     /// Source snapshots the destination already had (by origin).
-    pub already_there: Vec<String>,
+    pub already_there: Vec<SnapshotId>,
 }
 
 /// Copies the given source snapshots (all when `None`) that the destination lacks.
@@ -78,7 +78,7 @@ async fn copy_locked(
         .iter()
         .map(|(_, s)| origin_of(s))
         .collect();
-    let wanted: Vec<(String, Snapshot)> = match only {
+    let wanted: Vec<(SnapshotId, Snapshot)> = match only {
         Some(ids) => {
             let mut v = Vec::new();
             for id in ids {
@@ -97,7 +97,7 @@ async fn copy_locked(
             report.already_there.push(id);
             continue;
         }
-        progress.table_started(&format!("snapshot {}", &id[..12]), None);
+        progress.table_started(&format!("snapshot {}", id.short()), None);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<([u8; 32], Vec<u8>)>(8);
         let mut writer = dst.pack_writer();
         let rt = tokio::runtime::Handle::current();
@@ -124,8 +124,7 @@ async fn copy_locked(
                 for list in lists {
                     for c in list.iter_mut() {
                         progress.check_abort()?;
-                        let sid = parse_id(c)
-                            .ok_or_else(|| Error::damaged(format!("bad chunk id {c}")))?;
+                        let sid = c.0;
                         let did = match mapped.get(&sid) {
                             Some(d) => *d,
                             None => {
@@ -141,7 +140,7 @@ async fn copy_locked(
                                 did
                             }
                         };
-                        *c = hex(&did);
+                        *c = ChunkId(did);
                     }
                 }
             }
@@ -172,7 +171,7 @@ async fn copy_locked(
                 return Err(e);
             }
         };
-        progress.table_finished(&format!("snapshot {}", &id[..12]));
+        progress.table_finished(&format!("snapshot {}", id.short()));
         report.copied.push(Copied {
             source_id: id,
             dest_id,

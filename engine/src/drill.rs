@@ -94,7 +94,7 @@ pub struct AssertionCheck {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillReport {
-    pub snapshot: String,
+    pub snapshot: crate::model::SnapshotId,
     /// When the snapshot was taken (unix ms).
     pub snapshot_time_ms: i64,
     /// The source the snapshot is of (no password).
@@ -331,7 +331,7 @@ async fn pick(repo: &Repository, wanted: &str) -> Result<String> {
         ));
     }
     let i = rand::random::<u64>() as usize % all.len();
-    Ok(all[i].0.clone())
+    Ok(all[i].0.to_string())
 }
 
 async fn run_checks(

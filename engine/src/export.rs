@@ -24,16 +24,15 @@
 //!   BLOB, booleans as 0/1, everything else, numerics included, as TEXT so no digit is
 //!   lost) and its primary key.
 
+use crate::dialect::{self, Dialect, Kind, TableSql};
 use crate::filter::{BoundFilter, RowFilter};
 use crate::model::{
-    ConstraintKind, Engine, Identity, PgColumn, RowDecoder, Snapshot, StreamFormat, TableEntry,
-    Value, unknown_format,
+    Engine, PgColumn, RowDecoder, Snapshot, StreamFormat, TableEntry, Value, unknown_format,
 };
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
-use crate::selection::Selection;
-use crate::source::postgres::{self as pg, split_name};
+use crate::selection::{Selection, SelectionExt};
 use crate::source::sqlite::{self as lite, SqliteDb};
 use crate::{Error, Result};
 use futures::stream::BoxStream;
@@ -125,7 +124,7 @@ pub struct ExportTable {
 /// What an export will read.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportPlan {
-    pub snapshot: String,
+    pub snapshot: crate::model::SnapshotId,
     pub snapshot_time_ms: i64,
     pub source: String,
     pub format: FileFormat,
@@ -164,7 +163,7 @@ impl ExportPlan {
             .collect();
         format!(
             "{stem}-{}.{}",
-            &self.snapshot[..12],
+            self.snapshot.short(),
             self.format.extension()
         )
     }
@@ -215,7 +214,7 @@ pub async fn plan(
     if tables.is_empty() {
         return Err(Error::invalid(format!(
             "snapshot {} has no table to export",
-            &id[..12]
+            id.short()
         )));
     }
     if format.one_table() && tables.len() > 1 {
@@ -223,7 +222,7 @@ pub async fn plan(
         return Err(Error::invalid(format!(
             "a {} file holds one table; choose one with --include (snapshot {} has {})",
             format.extension().to_uppercase(),
-            &id[..12],
+            id.short(),
             names.join(", ")
         )));
     }
@@ -400,80 +399,10 @@ fn hex_digit(b: u8) -> u8 {
     }
 }
 
-/// How a column's values are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// SQLite: each value's own storage class decides.
-    Sqlite,
-    PgInteger,
-    PgFloat,
-    PgNumeric,
-    PgBool,
-    PgJson,
-    PgBytea,
-    PgOther,
-}
-
-/// How a snapshot table's column is written and compared.
-pub(crate) fn column_kind(engine: Engine, e: &TableEntry, column: &str) -> Kind {
-    match engine {
-        Engine::Sqlite => Kind::Sqlite,
-        Engine::Postgres => pg_kind(
-            e.schema
-                .postgres
-                .as_ref()
-                .and_then(|d| d.columns.iter().find(|pc| pc.name == column)),
-        ),
-        // MySQL keeps exact numbers as text (DECIMAL, BIGINT UNSIGNED): they are still
-        // numbers in JSON and in filters; a JSON column is JSON.
-        Engine::Mysql => {
-            let decl = e
-                .schema
-                .columns
-                .iter()
-                .find(|c| c.name == column)
-                .map(|c| c.decl_type.to_lowercase())
-                .unwrap_or_default();
-            if decl.starts_with("decimal")
-                || decl.starts_with("numeric")
-                || decl.starts_with("bigint")
-            {
-                Kind::PgNumeric
-            } else if decl == "json"
-                // MariaDB's JSON is LONGTEXT checked by json_valid().
-                || e.schema.create_sql.contains(&format!(
-                    "json_valid({})",
-                    crate::source::mysql::quote(column)
-                ))
-            {
-                Kind::PgJson
-            } else {
-                Kind::Sqlite
-            }
-        }
-    }
-}
-
-pub(crate) fn pg_kind(c: Option<&PgColumn>) -> Kind {
-    let t = c.map(|c| c.type_sql.as_str()).unwrap_or("");
-    if t.ends_with("[]") {
-        return Kind::PgOther;
-    }
-    match t {
-        "smallint" | "integer" | "bigint" => Kind::PgInteger,
-        "real" | "double precision" => Kind::PgFloat,
-        "boolean" => Kind::PgBool,
-        "json" | "jsonb" => Kind::PgJson,
-        "bytea" => Kind::PgBytea,
-        t if t == "numeric" || t.starts_with("numeric(") => Kind::PgNumeric,
-        _ => Kind::PgOther,
-    }
-}
-
 /// Writes one table's rows in a format.
 struct Encoder {
     format: FileFormat,
-    engine: Engine,
+    dialect: &'static dyn Dialect,
     table: String,
     columns: Vec<String>,
     kinds: Vec<Kind>,
@@ -495,28 +424,24 @@ impl Encoder {
             .iter()
             .filter_map(|c| e.stream_columns.iter().position(|s| s == c))
             .collect();
+        let dialect = dialect::of(plan.engine);
         let kinds = t
             .columns
             .iter()
-            .map(|c| column_kind(plan.engine, e, c))
+            .map(|c| dialect.column_kind(e, c))
             .collect();
-        let quote = |c: &str| match plan.engine {
-            Engine::Sqlite => lite::quote(c),
-            Engine::Mysql => crate::source::mysql::quote(c),
-            Engine::Postgres => pg::quote(c),
-        };
         let insert = format!(
             "INSERT INTO {} ({}) VALUES",
-            rel(plan.engine, &t.table),
+            dialect.relation(&t.table),
             t.columns
                 .iter()
-                .map(|c| quote(c))
+                .map(|c| dialect.quote(c))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
         Encoder {
             format: plan.format,
-            engine: plan.engine,
+            dialect,
             table: t.table.clone(),
             columns: t.columns.clone(),
             kinds,
@@ -577,7 +502,7 @@ impl Encoder {
                     if n > 0 {
                         out.extend_from_slice(b", ");
                     }
-                    sql_value(out, &row[i], self.engine);
+                    sql_value(out, &row[i], self.dialect);
                 }
                 out.push(b')');
                 self.open_rows += 1;
@@ -595,17 +520,6 @@ impl Encoder {
         if self.format == FileFormat::Sql && self.open_rows > 0 {
             out.extend_from_slice(b";\n");
             self.open_rows = 0;
-        }
-    }
-}
-
-fn rel(engine: Engine, table: &str) -> String {
-    match engine {
-        Engine::Sqlite => lite::quote(table),
-        Engine::Mysql => crate::source::mysql::quote(table),
-        Engine::Postgres => {
-            let (schema, name) = split_name(table);
-            pg::qualified(&schema, &name)
         }
     }
 }
@@ -718,7 +632,7 @@ fn json_value(out: &mut Vec<u8>, v: &Value, kind: Kind) -> std::result::Result<(
     Ok(())
 }
 
-fn sql_value(out: &mut Vec<u8>, v: &Value, engine: Engine) {
+fn sql_value(out: &mut Vec<u8>, v: &Value, dialect: &dyn Dialect) {
     match v {
         Value::Null => out.extend_from_slice(b"NULL"),
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
@@ -733,132 +647,16 @@ fn sql_value(out: &mut Vec<u8>, v: &Value, engine: Engine) {
             };
             out.extend_from_slice(s.as_bytes())
         }
-        Value::Text(t) => {
-            let plain =
-                engine == Engine::Postgres || (!t.contains(&0) && std::str::from_utf8(t).is_ok());
-            if plain {
-                out.push(b'\'');
-                for &b in t.iter() {
-                    if b == b'\'' {
-                        out.push(b'\'');
-                    }
-                    out.push(b);
-                }
-                out.push(b'\'');
-            } else if engine == Engine::Mysql {
-                out.extend_from_slice(
-                    format!("CONVERT(X'{}' USING utf8mb4)", crate::repo::crypto::hex(t)).as_bytes(),
-                );
-            } else {
-                out.extend_from_slice(
-                    format!("CAST(X'{}' AS TEXT)", crate::repo::crypto::hex(t)).as_bytes(),
-                );
-            }
-        }
+        Value::Text(t) => dialect.text_literal(t, out),
         Value::Blob(b) => {
             out.extend_from_slice(format!("X'{}'", crate::repo::crypto::hex(b)).as_bytes())
         }
     }
 }
 
-/// Statements that recreate one table before its rows, and those that follow them.
-struct TableSql {
-    before: Vec<String>,
-    after: Vec<String>,
-    foreign_keys: Vec<String>,
-}
-
+/// The statements that recreate an exported table, each ending in `;`.
 fn table_sql(plan: &ExportPlan, t: &ExportTable) -> Result<TableSql> {
-    let e = &t.entry;
-    let all = t.columns.len() == e.stream_columns.len();
-    let mut sql = TableSql {
-        before: Vec::new(),
-        after: Vec::new(),
-        foreign_keys: Vec::new(),
-    };
-    match plan.engine {
-        Engine::Mysql => {
-            // The whole definition (foreign keys too: the script turns their checks
-            // off while it loads). Only whole tables are backed up from MySQL.
-            sql.before.push(e.schema.create_sql.clone());
-        }
-        Engine::Sqlite => {
-            if all {
-                sql.before.push(e.schema.create_sql.clone());
-                for idx in &e.schema.indexes {
-                    sql.after.push(idx.sql.clone());
-                }
-            } else {
-                let cols: Vec<_> = e
-                    .schema
-                    .columns
-                    .iter()
-                    .filter(|c| t.columns.contains(&c.name))
-                    .cloned()
-                    .collect();
-                sql.before.push(lite::create_table_for(&t.table, &cols));
-            }
-        }
-        Engine::Postgres => {
-            let def = e.schema.postgres.as_ref().ok_or_else(|| {
-                Error::damaged(format!("table {} lacks its PostgreSQL definition", e.name))
-            })?;
-            let (schema, table) = split_name(&t.table);
-            let rel = pg::qualified(&schema, &table);
-            for (regclass, column, last, called) in &def.sequences {
-                if !t.columns.contains(column) {
-                    continue;
-                }
-                let identity = def
-                    .columns
-                    .iter()
-                    .any(|c| &c.name == column && c.identity != Identity::None);
-                if identity {
-                    sql.after.push(format!(
-                        "SELECT setval(pg_get_serial_sequence('{}', '{}'), {last}, {called});",
-                        rel.replace('\'', "''"),
-                        column.replace('\'', "''")
-                    ));
-                } else {
-                    sql.before
-                        .push(format!("CREATE SEQUENCE IF NOT EXISTS {regclass};"));
-                    sql.after.push(format!(
-                        "ALTER SEQUENCE {regclass} OWNED BY {rel}.{};",
-                        pg::quote(column)
-                    ));
-                    sql.after.push(format!(
-                        "SELECT setval('{}', {last}, {called});",
-                        regclass.replace('\'', "''")
-                    ));
-                }
-            }
-            sql.before.push(format!(
-                "{};",
-                pg::create_table_sql(def, &schema, &table, &t.columns, &[], false)
-            ));
-            for c in &def.constraints {
-                if !all && c.kind != ConstraintKind::PrimaryKey {
-                    continue;
-                }
-                let s = format!(
-                    "{};",
-                    pg::constraint_sql(&schema, &table, &c.name, &c.definition)
-                );
-                if c.kind == ConstraintKind::ForeignKey {
-                    sql.foreign_keys.push(s);
-                } else {
-                    sql.after.insert(0, s);
-                }
-            }
-            if all {
-                for (name, idxdef) in &def.indexes {
-                    if let Some(s) = pg::index_sql(idxdef, &schema, &table, name) {
-                        sql.after.push(format!("{s};"));
-                    }
-                }
-            }
-        }
-    }
+    let mut sql = dialect::of(plan.engine).table_sql(&t.entry, &t.table, &t.columns)?;
     for s in sql.before.iter_mut().chain(sql.after.iter_mut()) {
         if !s.ends_with(';') {
             s.push(';');
@@ -869,6 +667,7 @@ fn table_sql(plan: &ExportPlan, t: &ExportTable) -> Result<TableSql> {
 
 /// The SQL script's opening: what it is, session settings, schemas and enum types.
 fn sql_prologue(plan: &ExportPlan) -> String {
+    let dialect = dialect::of(plan.engine);
     let mut s = format!(
         "-- tablesafe {}: snapshot {} of {} taken {}\n-- {} table(s); load with {}\n",
         env!("CARGO_PKG_VERSION"),
@@ -878,55 +677,10 @@ fn sql_prologue(plan: &ExportPlan) -> String {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default(),
         plan.tables.len(),
-        match plan.engine {
-            Engine::Sqlite => "sqlite3 DB < FILE",
-            Engine::Postgres => "psql -v ON_ERROR_STOP=1 -f FILE",
-            Engine::Mysql => "mysql --binary-mode DB < FILE",
-        }
+        dialect.script_loader(),
     );
-    match plan.engine {
-        Engine::Sqlite => s.push_str("PRAGMA foreign_keys = OFF;\nBEGIN;\n"),
-        Engine::Mysql => s.push_str(
-            "SET NAMES utf8mb4;\nSET time_zone = '+00:00';\n\
-             SET sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES';\n\
-             SET FOREIGN_KEY_CHECKS = 0;\nSTART TRANSACTION;\n",
-        ),
-        Engine::Postgres => {
-            s.push_str(
-                "SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nBEGIN;\n",
-            );
-            let mut schemas: Vec<String> =
-                plan.tables.iter().map(|t| split_name(&t.table).0).collect();
-            schemas.sort();
-            schemas.dedup();
-            for schema in schemas.iter().filter(|s| *s != "public") {
-                s.push_str(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {};\n",
-                    pg::quote(schema)
-                ));
-            }
-            // Every enum type of the snapshot (as a restore creates them), unless the
-            // database has it already.
-            for en in &plan.manifest.enums {
-                let labels: Vec<String> = en
-                    .labels
-                    .iter()
-                    .map(|l| format!("'{}'", l.replace('\'', "''")))
-                    .collect();
-                if en.schema != "public" {
-                    s.push_str(&format!(
-                        "CREATE SCHEMA IF NOT EXISTS {};\n",
-                        pg::quote(&en.schema)
-                    ));
-                }
-                s.push_str(&format!(
-                    "DO $tablesafe$ BEGIN CREATE TYPE {} AS ENUM ({}); EXCEPTION WHEN duplicate_object THEN NULL; END $tablesafe$;\n",
-                    pg::qualified(&en.schema, &en.name),
-                    labels.join(", ")
-                ));
-            }
-        }
-    }
+    let tables: Vec<&str> = plan.tables.iter().map(|t| t.table.as_str()).collect();
+    s.push_str(&dialect.script_begin(&tables, &plan.manifest.enums));
     s
 }
 
@@ -1168,7 +922,7 @@ async fn write_sqlite(
     if plan.engine == Engine::Sqlite {
         // The restore path: same schema, indexes and checks.
         let opts = crate::restore::RestoreOptions {
-            snapshot: plan.snapshot.clone(),
+            snapshot: plan.snapshot.to_string(),
             dest: Secret::new(format!("sqlite://{}", path.display())),
             selection: Selection {
                 include: plan
@@ -1220,7 +974,7 @@ async fn write_sqlite(
             .iter()
             .filter_map(|c| def.columns.iter().find(|pc| &pc.name == c))
             .collect();
-        let kinds: Vec<Kind> = cols.iter().map(|c| pg_kind(Some(c))).collect();
+        let kinds: Vec<Kind> = cols.iter().map(|c| dialect::pg_kind(Some(c))).collect();
         let mut parts: Vec<String> = cols
             .iter()
             .zip(&kinds)

@@ -12,7 +12,7 @@
 //!   `bytea` values compare as their `\x…` hex form.
 //! - `contains` looks for the literal inside the value's text, case-sensitively.
 
-use crate::export::{Kind, column_kind};
+use crate::dialect::{self, Kind};
 use crate::model::{Engine, TableEntry, Value};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -205,7 +205,7 @@ impl RowFilter {
                         e.stream_columns.join(", ")
                     ))
                 })?;
-            let kind = column_kind(engine, e, &c.column);
+            let kind = dialect::of(engine).column_kind(e, &c.column);
             conds.push(BoundCondition {
                 pos,
                 op: c.op,

@@ -165,6 +165,7 @@ pub mod browse;
 pub mod capture;
 pub mod chunker;
 pub mod copy;
+mod dialect;
 pub mod drill;
 pub mod error;
 pub mod export;

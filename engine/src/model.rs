@@ -4,8 +4,107 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A snapshot's id: the BLAKE3 hash of its sealed manifest, 64 hex digits (the object
+/// `snapshots/<id>`). Reads as the string it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    pub(crate) fn new(id: String) -> SnapshotId {
+        SnapshotId(id)
+    }
+
+    /// The first 12 hex digits, as messages and lists show it.
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SnapshotId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<String> for SnapshotId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<str> for SnapshotId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl std::borrow::Borrow<str> for SnapshotId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(id: SnapshotId) -> String {
+        id.0
+    }
+}
+
+/// A chunk's id: the keyed BLAKE3 hash of its plain bytes under the repository's key,
+/// stored in manifests as 64 hex digits. A manifest holding anything else there does not
+/// load (it cannot be a damaged copy: manifests are authenticated).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// The first 12 hex digits, for messages.
+    pub fn short(&self) -> String {
+        crate::repo::short(&self.0)
+    }
+}
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::repo::crypto::hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkId({})", self.short())
+    }
+}
+
+impl Serialize for ChunkId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::repo::parse_id(&s)
+            .map(ChunkId)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a chunk id")))
+    }
+}
+
 /// One cell, as the source stored it. SQLite's five storage classes map one to one;
-/// PostgreSQL (next issue) adds a text-format variant.
+/// MySQL values are read into them losslessly; PostgreSQL tables are streamed as COPY
+/// text instead ([`StreamFormat::PgCopyText`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -371,8 +470,8 @@ pub struct TableEntry {
     pub bytes: u64,
     /// BLAKE3 of the canonical stream, hex.
     pub checksum: String,
-    /// Chunk ids of this snapshot's own segment in stream order, hex.
-    pub chunks: Vec<String>,
+    /// Chunk ids of this snapshot's own segment in stream order.
+    pub chunks: Vec<ChunkId>,
     /// Length of this snapshot's own segment stream (equal to `bytes` for `full`).
     #[serde(default)]
     pub segment_bytes: u64,
@@ -400,7 +499,7 @@ impl TableEntry {
     }
 
     /// Every chunk the table needs, in all its layers.
-    pub fn all_chunks(&self) -> impl Iterator<Item = &String> {
+    pub fn all_chunks(&self) -> impl Iterator<Item = &ChunkId> {
         self.base
             .iter()
             .flat_map(|l| l.chunks.iter())
@@ -413,7 +512,7 @@ impl TableEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     pub segment: SegmentKind,
-    pub chunks: Vec<String>,
+    pub chunks: Vec<ChunkId>,
     pub bytes: u64,
 }
 
@@ -492,13 +591,6 @@ pub struct SnapshotSource {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelectionRecord {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub columns: BTreeMap<String, Vec<String>>,
-}
-
 /// The manifest of a snapshot, stored encrypted at `snapshots/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -506,7 +598,7 @@ pub struct Snapshot {
     /// Unix milliseconds when the source's read transaction began.
     pub time_ms: i64,
     pub source: SnapshotSource,
-    pub selection: SelectionRecord,
+    pub selection: crate::selection::Selection,
     pub tags: BTreeMap<String, String>,
     pub tables: Vec<TableEntry>,
     /// PostgreSQL enum types used by the tables.
@@ -550,7 +642,7 @@ pub struct CaptureHead {
     pub name: String,
     /// The round whose snapshot holds the current state.
     pub seq: u64,
-    pub snapshot_id: String,
+    pub snapshot_id: SnapshotId,
     /// No commit happened on the database from that snapshot up to this instant.
     pub unchanged_until_ms: i64,
 }
@@ -601,7 +693,7 @@ pub struct ChangeSegment {
     /// Length and BLAKE3 (hex) of the change stream.
     pub bytes: u64,
     pub checksum: String,
-    pub chunks: Vec<String>,
+    pub chunks: Vec<ChunkId>,
     /// When it was written (unix ms).
     pub time_ms: i64,
     /// The tables the capture published (`schema.table`): only these can be replayed.
@@ -713,5 +805,14 @@ mod tests {
         assert!(StreamFormat::PgCopyText.check_known("t").is_ok());
         assert!(serde_json::from_str::<SegmentKind>(r#""partial""#).is_err());
         assert!(serde_json::from_str::<Identity>(r#""x""#).is_err());
+        // Chunk ids: 64 hex digits, as before; anything else does not load.
+        let hex64 = "0f".repeat(32);
+        let id: ChunkId = serde_json::from_str(&format!("\"{hex64}\"")).unwrap();
+        assert_eq!(id, ChunkId([0x0f; 32]));
+        assert_eq!(json(&id), format!("\"{hex64}\""));
+        assert_eq!(id.short(), "0f".repeat(6));
+        for bad in [&hex64[..62], "zz", ""] {
+            assert!(serde_json::from_str::<ChunkId>(&format!("\"{bad}\"")).is_err());
+        }
     }
 }

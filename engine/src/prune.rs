@@ -4,7 +4,7 @@
 //! ("Concurrency"); in short: mark, wait until everyone who could have missed the mark
 //! is gone, re-check, sweep.
 
-use crate::model::{ChangeSegment, Snapshot};
+use crate::model::{ChangeSegment, Snapshot, SnapshotId};
 use crate::repo::lock::{self, LockKind};
 use crate::repo::{GcRecord, Repository, crypto::hex, delete_packs, now_ms, pack_path, parse_id};
 use crate::retention::{self, Decision, KeepRules};
@@ -60,7 +60,7 @@ pub async fn decide(
 }
 
 fn decide_on(
-    snapshots: &[(String, Snapshot)],
+    snapshots: &[(SnapshotId, Snapshot)],
     rules: &KeepRules,
     tz: chrono_tz::Tz,
     only_tags: &BTreeMap<String, String>,
@@ -69,7 +69,7 @@ fn decide_on(
     let regular: Vec<(String, i64, String)> = snapshots
         .iter()
         .filter(|(_, s)| s.capture.is_none() && subject(s))
-        .map(|(id, s)| (id.clone(), s.time_ms, retention::group_of(s)))
+        .map(|(id, s)| (id.to_string(), s.time_ms, retention::group_of(s)))
         .collect();
     let mut out = retention::decide(&regular, rules, tz);
     // SQLite capture rounds follow the regular snapshots of their source (module docs
@@ -106,7 +106,7 @@ fn decide_on(
             Some(_) => (false, String::new()),
         };
         out.push(Decision {
-            id: id.clone(),
+            id: id.to_string(),
             time_ms: s.time_ms,
             group: format!("{} (capture {})", s.source.url, c.name),
             keep,
@@ -170,7 +170,7 @@ fn chunks_of<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> HashSet<[u8; 
     snapshots
         .flat_map(|s| s.tables.iter())
         .flat_map(|t| t.all_chunks())
-        .filter_map(|c| parse_id(c))
+        .map(|c| c.0)
         .collect()
 }
 
@@ -184,9 +184,7 @@ async fn referenced_chunks(repo: &Repository) -> Result<HashSet<[u8; 32]>> {
 }
 
 fn segment_chunks<'a>(segs: impl Iterator<Item = &'a ChangeSegment>) -> HashSet<[u8; 32]> {
-    segs.flat_map(|s| s.chunks.iter())
-        .filter_map(|c| parse_id(c))
-        .collect()
+    segs.flat_map(|s| s.chunks.iter()).map(|c| c.0).collect()
 }
 
 /// Change segments no kept snapshot needs: a segment is replayed only on snapshots of
@@ -316,10 +314,10 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
         .map(|d| d.id.clone())
         .collect();
     if opts.dry_run {
-        let forgotten: HashSet<&String> = report.forgotten.iter().collect();
+        let forgotten: HashSet<&str> = report.forgotten.iter().map(|s| s.as_str()).collect();
         let kept: Vec<&Snapshot> = snapshots
             .iter()
-            .filter(|(id, _)| !forgotten.contains(id))
+            .filter(|(id, _)| !forgotten.contains(id.as_str()))
             .map(|(_, s)| s)
             .collect();
         let mut used = chunks_of(kept.iter().copied());
@@ -380,10 +378,10 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
     for id in &report.forgotten {
         repo.storage.delete(&format!("snapshots/{id}")).await?;
     }
-    let forgotten: HashSet<&String> = report.forgotten.iter().collect();
+    let forgotten: HashSet<&str> = report.forgotten.iter().map(|s| s.as_str()).collect();
     let kept: Vec<&Snapshot> = snapshots
         .iter()
-        .filter(|(id, _)| !forgotten.contains(id))
+        .filter(|(id, _)| !forgotten.contains(id.as_str()))
         .map(|(_, s)| s)
         .collect();
     for id in obsolete_segments(&kept, &repo.change_segments().await?) {
@@ -448,7 +446,8 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Engine, PgPoint, SelectionRecord, SnapshotSource};
+    use crate::model::{Engine, PgPoint, SnapshotSource};
+    use crate::selection::Selection;
 
     fn snap(wal_lsn: u64, slots: &[&str]) -> Snapshot {
         Snapshot {
@@ -458,7 +457,7 @@ mod tests {
                 engine: Engine::Postgres,
                 url: "postgres://h/db".into(),
             },
-            selection: SelectionRecord::default(),
+            selection: Selection::default(),
             tags: Default::default(),
             tables: Vec::new(),
             enums: Vec::new(),

@@ -14,10 +14,11 @@
 //! repair before anything is deleted.
 
 use crate::copy::origin_of;
-use crate::model::Snapshot;
+use crate::model::ChunkId;
+use crate::model::{Snapshot, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::lock::LockKind;
-use crate::repo::{Repository, delete_packs, parse_id, short};
+use crate::repo::{Repository, delete_packs, short};
 use crate::verify::{VerifyOptions, VerifyReport, verify};
 use crate::{Error, Result};
 use serde::Serialize;
@@ -44,7 +45,7 @@ impl RepairReport {
 }
 
 /// Every chunk id of a snapshot's tables, in manifest order, per table name.
-fn chunk_lists(s: &Snapshot) -> HashMap<&str, Vec<&String>> {
+fn chunk_lists(s: &Snapshot) -> HashMap<&str, Vec<&ChunkId>> {
     s.tables
         .iter()
         .map(|t| (t.name.as_str(), t.all_chunks().collect()))
@@ -54,8 +55,8 @@ fn chunk_lists(s: &Snapshot) -> HashMap<&str, Vec<&String>> {
 /// This repository's chunk id → the copy's id of the same chunk, for every snapshot
 /// both hold.
 fn correspondences(
-    mine: &[(String, Snapshot)],
-    theirs: &[(String, Snapshot)],
+    mine: &[(SnapshotId, Snapshot)],
+    theirs: &[(SnapshotId, Snapshot)],
 ) -> HashMap<[u8; 32], [u8; 32]> {
     let by_origin: HashMap<String, &Snapshot> =
         theirs.iter().map(|(_, s)| (origin_of(s), s)).collect();
@@ -73,9 +74,7 @@ fn correspondences(
                 continue;
             }
             for (a, b) in chunks.iter().zip(other_chunks) {
-                if let (Some(a), Some(b)) = (parse_id(a), parse_id(b)) {
-                    map.insert(a, b);
-                }
+                map.insert(a.0, b.0);
             }
         }
     }
@@ -119,10 +118,8 @@ async fn repair_locked(
     for (_, s) in &snapshots {
         for t in &s.tables {
             for c in t.all_chunks() {
-                if let Some(id) = parse_id(c)
-                    && repo.location(&id).is_none()
-                {
-                    missing.insert(id);
+                if repo.location(&c.0).is_none() {
+                    missing.insert(c.0);
                 }
             }
         }

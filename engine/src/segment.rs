@@ -19,11 +19,12 @@
 //! Delta record: `1` + a row in the table's format (upsert), or `2` + the key as
 //! canonical values (delete).
 
+use crate::model::ChunkId;
 use crate::model::{
     Layer, SegmentKind, StreamFormat, TableEntry, TableSchema, Value, decode_value, encode_value,
     value_len,
 };
-use crate::repo::{Repository, parse_id};
+use crate::repo::Repository;
 use crate::{Error, Result};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -332,17 +333,14 @@ struct Record {
 /// consumer's work).
 pub fn layer_chunks(
     repo: &Repository,
-    chunks: Vec<String>,
+    chunks: Vec<ChunkId>,
     table: String,
 ) -> impl futures::Stream<Item = Result<Vec<u8>>> + Send + '_ {
     futures::stream::iter(chunks)
-        .map(move |hex| {
+        .map(move |id| {
             let table = table.clone();
             async move {
-                let id = parse_id(&hex).ok_or_else(|| {
-                    Error::damaged(format!("snapshot lists a bad chunk id in table {table}"))
-                })?;
-                repo.read_chunk(&id).await.map_err(|err| match err {
+                repo.read_chunk(&id.0).await.map_err(|err| match err {
                     Error::Damaged(m) => Error::damaged(format!("{m} (table {table})")),
                     other => other,
                 })

@@ -1,7 +1,6 @@
 //! Which tables and columns a backup or restore takes: `--include`/`--exclude` globs on
 //! table names and `--columns TABLE=c1,c2`.
 
-use crate::model::SelectionRecord;
 use crate::{Error, Result};
 use globset::{Glob, GlobMatcher};
 use std::collections::BTreeMap;
@@ -17,16 +16,24 @@ pub fn glob_literal(name: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub columns: BTreeMap<String, Vec<String>>,
+pub use tablesafe_types::Selection;
+
+/// What the engine does with a [`Selection`].
+pub trait SelectionExt {
+    /// Parses `TABLE=c1,c2` arguments.
+    fn parse_columns(args: &[String]) -> Result<BTreeMap<String, Vec<String>>>;
+
+    /// Checks that every pattern is a valid glob (without a table list to match).
+    fn check(&self) -> Result<()>;
+
+    /// The names among `tables` that this selection takes, in their given order. A
+    /// pattern without wildcards that names no table, or a `--columns` table that is not
+    /// selected, is an error: a typo must not silently back up less.
+    fn apply<'a>(&self, tables: impl IntoIterator<Item = &'a str> + Clone) -> Result<Vec<String>>;
 }
 
-impl Selection {
-    /// Parses `TABLE=c1,c2` arguments.
-    pub fn parse_columns(args: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+impl SelectionExt for Selection {
+    fn parse_columns(args: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
         let mut out = BTreeMap::new();
         for arg in args {
             let (table, cols) = arg.rsplit_once('=').ok_or_else(|| {
@@ -48,29 +55,14 @@ impl Selection {
         Ok(out)
     }
 
-    pub fn record(&self) -> SelectionRecord {
-        SelectionRecord {
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            columns: self.columns.clone(),
-        }
-    }
-
-    /// Checks that every pattern is a valid glob (without a table list to match).
-    pub fn check(&self) -> Result<()> {
+    fn check(&self) -> Result<()> {
         for p in self.include.iter().chain(&self.exclude) {
             Glob::new(p).map_err(|e| Error::invalid(format!("bad pattern {p:?}: {e}")))?;
         }
         Ok(())
     }
 
-    /// The names among `tables` that this selection takes, in their given order. A
-    /// pattern without wildcards that names no table, or a `--columns` table that is not
-    /// selected, is an error: a typo must not silently back up less.
-    pub fn apply<'a>(
-        &self,
-        tables: impl IntoIterator<Item = &'a str> + Clone,
-    ) -> Result<Vec<String>> {
+    fn apply<'a>(&self, tables: impl IntoIterator<Item = &'a str> + Clone) -> Result<Vec<String>> {
         let compile = |p: &String| -> Result<GlobMatcher> {
             Glob::new(p)
                 .map(|g| g.compile_matcher())

@@ -1,9 +1,10 @@
 //! Verify: does every object a snapshot references exist (and, with `read_data`, read
 //! back, decrypt, match its id, and add up to each table's checksum)?
 
-use crate::model::{RowDecoder, Snapshot, StreamFormat};
+use crate::model::ChunkId;
+use crate::model::{RowDecoder, Snapshot, SnapshotId, StreamFormat};
 use crate::progress::Progress;
-use crate::repo::{Repository, parse_id, short};
+use crate::repo::{Repository, short};
 use crate::{Error, Result};
 use futures::StreamExt;
 use serde::Serialize;
@@ -63,19 +64,19 @@ async fn verify_locked(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let snapshots: Vec<(String, Snapshot)> = match &opts.snapshot {
+    let snapshots: Vec<(SnapshotId, Snapshot)> = match &opts.snapshot {
         Some(s) => vec![repo.find_snapshot(s).await?],
         None => repo.snapshots().await?,
     };
     // chunk → (snapshots, tables) that use it
-    let mut users: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    let mut users: BTreeMap<ChunkId, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     let mut tables = 0;
     for (id, snap) in &snapshots {
         for t in &snap.tables {
             tables += 1;
             for c in t.all_chunks() {
-                let u = users.entry(c.clone()).or_default();
-                u.0.insert(id[..12].to_string());
+                let u = users.entry(*c).or_default();
+                u.0.insert(id.short().to_string());
                 u.1.insert(t.name.clone());
             }
         }
@@ -87,7 +88,7 @@ async fn verify_locked(
     };
     for (id, seg) in &segments {
         for c in &seg.chunks {
-            let u = users.entry(c.clone()).or_default();
+            let u = users.entry(*c).or_default();
             u.0.insert(format!("changes {}", &id[..12]));
             u.1.insert(format!("captured changes of {}", seg.slot));
         }
@@ -108,20 +109,16 @@ async fn verify_locked(
         };
 
     // Existence: every chunk is indexed and its pack holds its bytes.
-    let mut packs: BTreeMap<[u8; 32], Vec<String>> = BTreeMap::new();
+    let mut packs: BTreeMap<[u8; 32], Vec<ChunkId>> = BTreeMap::new();
     for (chunk, u) in &users {
         progress.check_abort()?;
-        let Some(id) = parse_id(chunk) else {
-            report(chunk.clone(), "not a chunk id".into(), Some(u));
-            continue;
-        };
-        match repo.location(&id) {
+        match repo.location(&chunk.0) {
             None => report(
-                format!("chunk {}", short(&id)),
+                format!("chunk {}", chunk.short()),
                 "missing: in no index".into(),
                 Some(u),
             ),
-            Some(loc) => packs.entry(loc.pack).or_default().push(chunk.clone()),
+            Some(loc) => packs.entry(loc.pack).or_default().push(*chunk),
         }
     }
     for (pack, chunks) in &packs {
@@ -141,12 +138,10 @@ async fn verify_locked(
                     );
                 }
                 for c in chunks {
-                    let loc = repo
-                        .location(&parse_id(c).expect("parsed above"))
-                        .expect("located above");
+                    let loc = repo.location(&c.0).expect("located above");
                     if loc.offset + u64::from(loc.length) > size {
                         report(
-                            format!("chunk {}", &c[..12]),
+                            format!("chunk {}", c.short()),
                             format!("pack {} is truncated", short(pack)),
                             users.get(c),
                         );
@@ -160,7 +155,7 @@ async fn verify_locked(
     if opts.read_data {
         for (chunk, u) in &users {
             progress.check_abort()?;
-            let Some(id) = parse_id(chunk) else { continue };
+            let id = chunk.0;
             if repo.location(&id).is_none() {
                 continue;
             }
@@ -175,11 +170,11 @@ async fn verify_locked(
             for t in &snap.tables {
                 if let Some(msg) = table_checksum_problem(repo, t).await? {
                     let u = (
-                        BTreeSet::from([sid[..12].to_string()]),
+                        BTreeSet::from([sid.short().to_string()]),
                         BTreeSet::from([t.name.clone()]),
                     );
                     report(
-                        format!("table {} in snapshot {}", t.name, &sid[..12]),
+                        format!("table {} in snapshot {}", t.name, sid.short()),
                         msg,
                         Some(&u),
                     );

@@ -7,7 +7,6 @@
 //! only itself.
 
 use anyhow::{Context, Result, anyhow};
-use app::api::jobs::{SelectionJson, backup_job};
 use app::ssr::db::now_ms;
 use app::ssr::secrets::Kind;
 use app::ssr::{AppState, store};
@@ -145,15 +144,10 @@ async fn round(
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
-    let selection: SelectionJson =
+    let selection: Selection =
         serde_json::from_str(&p.selection).context("the policy's selection")?;
     let mut repo = crate::runner::open_repo(state, &target).await?;
     if let SourceUrl::Sqlite(_) = SourceUrl::parse(&url)? {
-        let selection = Selection {
-            include: selection.include,
-            exclude: selection.exclude,
-            columns: selection.columns,
-        };
         return sqlite_round(state, p, running, &mut repo, url, selection).await;
     }
     let mut opts = CaptureOptions::new(url, &capture_name(p.id));
@@ -222,15 +216,14 @@ async fn queue_base(state: &AppState, p: &store::PolicyRow) -> Result<()> {
     if store::backup_pending(&state.db, p.id).await? {
         return Ok(());
     }
-    let job = backup_job(
+    let job = store::backup_job(
         &state.db,
         p,
         format!("Base snapshot for continuous capture: {}", p.name),
         None,
     )
     .await?;
-    store::enqueue(&state.db, job).await?;
-    state.jobs_queued.notify_waiters();
+    state.enqueue(job).await?;
     tracing::info!(policy = %p.name, "queued the base snapshot of a continuous capture");
     Ok(())
 }
@@ -285,7 +278,7 @@ async fn sqlite_round(
     }
     Ok(engine::capture::Round {
         slot: round.name,
-        segment: round.snapshot,
+        segment: round.snapshot.map(String::from),
         transactions: 0,
         changes: 0,
         covers_until_ms: Some(round.covers_until_ms),

@@ -13,7 +13,7 @@ use engine::progress::Progress;
 use engine::repo::{Encryption, InitOptions, Repository};
 use engine::restore::{Mode, RestoreOptions};
 use engine::secret::Secret;
-use engine::selection::Selection;
+use engine::selection::{Selection, SelectionExt};
 use engine::verify::{VerifyOptions, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -407,7 +407,7 @@ pub async fn snapshots(a: SnapshotsArgs) -> Result<()> {
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<12}  {:<23}  {:>6}  {:>10}  {:>9}  {} {}",
-            &id[..12],
+            id.short(),
             when(s.time_ms),
             s.tables.len(),
             s.total_rows(),
@@ -557,7 +557,7 @@ pub async fn run_capture(a: CaptureArgs) -> Result<()> {
         if a.json {
             println!("{}", json!({ "base_snapshot": s.id }));
         } else {
-            println!("base snapshot {} taken", &s.id[..12]);
+            println!("base snapshot {} taken", s.id.short());
         }
     }
     if a.once {
@@ -655,7 +655,7 @@ async fn run_sqlite_capture(
             println!(
                 "round {}: snapshot {} ({} rows); restorable up to {}",
                 round.seq,
-                &id[..12],
+                id.short(),
                 round.rows,
                 when_exact(round.covers_until_ms)
             );
@@ -713,7 +713,7 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         } else {
             println!(
                 "dry run: restoring snapshot {} into {} would:",
-                &plan.snapshot[..12],
+                plan.snapshot.short(),
                 plan.dest
             );
             if let Some(line) = as_of_line(&plan) {
@@ -835,7 +835,7 @@ pub async fn show(a: ShowArgs) -> Result<()> {
         } else {
             println!(
                 "snapshot {} has {} table(s); choose one with --table:",
-                &id[..12],
+                id.short(),
                 snap.tables.len()
             );
             for t in &snap.tables {
@@ -915,7 +915,7 @@ fn page_text(page: &engine::browse::BrowsePage) -> String {
         format!(
             "no matching rows (table {} of snapshot {}: {} rows)\n",
             page.table,
-            &page.snapshot[..12],
+            page.snapshot.short(),
             page.table_rows
         )
     } else {
@@ -923,7 +923,7 @@ fn page_text(page: &engine::browse::BrowsePage) -> String {
             "rows {first}–{last} of the matches{} (table {} of snapshot {}: {} rows){}\n",
             if page.more { ", more follow" } else { "" },
             page.table,
-            &page.snapshot[..12],
+            page.snapshot.short(),
             page.table_rows,
             if page.more {
                 format!("; next page: --offset {last}")
@@ -968,7 +968,7 @@ async fn restore_to_file(
         } else {
             println!(
                 "dry run: snapshot {} to {} ({}) would write:",
-                &plan.snapshot[..12],
+                plan.snapshot.short(),
                 path.display(),
                 format.extension()
             );
@@ -999,7 +999,7 @@ async fn restore_to_file(
             written.path,
             format.extension(),
             size(written.bytes),
-            &plan.snapshot[..12]
+            plan.snapshot.short()
         );
     }
     Ok(())
@@ -1267,7 +1267,7 @@ pub async fn run_drill(a: DrillArgs) -> Result<()> {
     if !report.passed {
         bail!(
             "the drill failed: snapshot {} did not prove restorable",
-            &report.snapshot[..12]
+            report.snapshot.short()
         );
     }
     Ok(())
@@ -1277,7 +1277,7 @@ pub async fn run_drill(a: DrillArgs) -> Result<()> {
 pub fn drill_text(r: &engine::drill::DrillReport) -> String {
     let mut out = format!(
         "snapshot {} of {}, taken {}\nrestored {} table(s), {} rows into {} in {:.1} s; checked in {:.1} s\n",
-        &r.snapshot[..12],
+        r.snapshot.short(),
         r.source,
         when_exact(r.snapshot_time_ms),
         r.tables.len(),
@@ -1354,8 +1354,8 @@ pub async fn run_copy(a: CopyArgs) -> Result<()> {
     for c in &report.copied {
         println!(
             "copied {} → {} ({} new)",
-            &c.source_id[..12],
-            &c.dest_id[..12],
+            c.source_id.short(),
+            c.dest_id.short(),
             size(c.bytes_stored)
         );
     }

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use app::api::history::glob_literal;
-use app::api::jobs::{JobParams, JobStatus, SelectionJson};
+use app::api::jobs::{JobParams, JobStatus};
 use app::ssr::notify::events;
 use app::ssr::secrets::Kind;
 use app::ssr::{AppState, store};
@@ -354,7 +354,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                     &format!(
                         "safety backup of {}: snapshot {}",
                         replaced.join(", "),
-                        &summary.id[..12]
+                        summary.id.short()
                     ),
                 )
                 .await;
@@ -478,7 +478,7 @@ async fn drill(
             target: format!(
                 "policy {}: snapshot {}",
                 policy.name,
-                &report.snapshot[..12]
+                report.snapshot.short()
             ),
             outcome: if report.passed { "ok" } else { "failed" }.into(),
             detail: format!(
@@ -498,7 +498,7 @@ async fn drill(
     if !report.passed {
         bail!(
             "the drill failed: snapshot {} did not prove restorable{}",
-            &report.snapshot[..12],
+            report.snapshot.short(),
             report
                 .error
                 .as_ref()
@@ -545,15 +545,11 @@ async fn backup(
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
-    let selection: SelectionJson = serde_json::from_str(&policy.selection)?;
+    let selection: Selection = serde_json::from_str(&policy.selection)?;
     let mut repo = open_repo(state, &target).await?;
     let opts = engine::backup::BackupOptions {
         source: url,
-        selection: Selection {
-            include: selection.include,
-            exclude: selection.exclude,
-            columns: selection.columns,
-        },
+        selection,
         tags: [
             ("policy".to_string(), policy.name.clone()),
             ("policy-id".to_string(), policy.id.to_string()),
@@ -583,7 +579,7 @@ async fn backup(
         "info",
         &format!(
             "snapshot {}: {} tables, {} rows, {} bytes read, {} bytes stored",
-            &summary.id[..12],
+            summary.id.short(),
             s.tables.len(),
             s.total_rows(),
             s.total_bytes(),
@@ -647,7 +643,7 @@ async fn backup(
             "bytes": s.total_bytes(), "bytes_stored": s.bytes_stored, "skipped": s.skipped,
             "retention": pruned, "copies": copies,
         }),
-        Some(summary.id.clone()),
+        Some(summary.id.to_string()),
     ))
 }
 
@@ -672,7 +668,7 @@ async fn copy_to(
         .await?
         .into_iter()
         .filter(|(_, s)| s.tags.get("policy-id") == Some(&policy_id))
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.into())
         .collect();
     let report = engine::copy::copy(src, &mut dst, Some(&ids), progress).await?;
     for c in &report.copied {

@@ -14,7 +14,6 @@
 //! longer than it may (`store::late_after_ms`) is announced as `backup.late`, once per
 //! breach.
 
-use app::api::jobs::backup_job;
 use app::ssr::{AppState, db::now_ms, notify, schedule, store};
 use std::time::Duration;
 
@@ -42,7 +41,8 @@ async fn tick(state: &AppState) -> anyhow::Result<()> {
                 None
             }
         };
-        let job = backup_job(&state.db, &p, format!("Scheduled backup: {}", p.name), None).await?;
+        let job =
+            store::backup_job(&state.db, &p, format!("Scheduled backup: {}", p.name), None).await?;
         if store::take_scheduled_run(&state.db, &p, due, next, job).await? {
             tracing::info!(policy = %p.name, "queued a scheduled backup");
             state.jobs_queued.notify_waiters();

@@ -211,19 +211,18 @@ async fn trigger_backup(
         if store::policy_busy(&state.db.pool, id).await? {
             return Ok(None);
         }
-        let job = app::api::jobs::backup_job(
+        let job = store::backup_job(
             &state.db,
             &policy,
             format!("Triggered backup: {}", policy.name),
             None,
         )
         .await?;
-        Ok::<_, anyhow::Error>(Some(store::enqueue(&state.db, job).await?))
+        Ok::<_, anyhow::Error>(Some(state.enqueue(job).await?))
     }
     .await;
     match result {
         Ok(Some(job)) => {
-            state.jobs_queued.notify_waiters();
             let _ = audit::append(&state.db, &event("ok", &format!("job {job}"))).await;
             reply(StatusCode::ACCEPTED, serde_json::json!({"job": job}))
         }
@@ -263,17 +262,19 @@ struct AuditFilter {
     outcome: String,
 }
 
-/// The audit log as CSV (admins and auditors), newest first, with the page's filters.
-/// The export itself is audited.
-async fn audit_csv(
-    State(state): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    axum::extract::Query(f): axum::extract::Query<AuditFilter>,
-    headers: http::HeaderMap,
+/// A CSV download for admins and auditors: 401 without a session, 403 (audited as
+/// denied) for other roles, otherwise `rows` (the header line first) as
+/// `tablesafe-{name}.csv`, audited as `action` on `target`.
+async fn audited_csv(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &http::HeaderMap,
+    (action, target, name): (&str, &str, &str),
+    rows: impl AsyncFnOnce(&AppState) -> anyhow::Result<Vec<Vec<String>>>,
 ) -> Response {
     use app::auth::Perm;
     use app::ssr::audit;
-    let user = match session::from_headers(&state, &headers).await {
+    let user = match session::from_headers(state, headers).await {
         Ok(Some(u)) => u,
         Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -282,8 +283,8 @@ async fn audit_csv(
         user_id: Some(user.id),
         username: user.username.clone(),
         address: peer.ip().to_string(),
-        action: "audit.export".into(),
-        target: "audit log".into(),
+        action: action.into(),
+        target: target.into(),
         outcome: outcome.into(),
         detail: String::new(),
     };
@@ -291,38 +292,26 @@ async fn audit_csv(
         let _ = audit::append(&state.db, &event("denied")).await;
         return StatusCode::FORBIDDEN.into_response();
     }
-    let rows = audit::search(&state.db, &f.user, &f.action, &f.outcome, None, i64::MAX).await;
-    let rows = match rows {
+    let rows = match rows(state).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "exporting the audit log");
+            tracing::error!(error = %format!("{e:#}"), "exporting {target}");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
     let _ = audit::append(&state.db, &event("ok")).await;
-    let mut out = String::from("id,time_utc,user,address,action,target,outcome,detail,hash\n");
-    for r in rows {
-        let fields = [
-            r.id.to_string(),
-            iso_time(r.at),
-            r.username,
-            r.address,
-            r.action,
-            r.target,
-            r.outcome,
-            r.detail,
-            r.hash,
-        ];
+    let mut out = String::new();
+    for fields in rows {
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
     }
     (
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                "attachment; filename=\"tablesafe-audit.csv\"",
+                format!("attachment; filename=\"tablesafe-{name}.csv\""),
             ),
         ],
         out,
@@ -330,8 +319,45 @@ async fn audit_csv(
         .into_response()
 }
 
-/// Every restore drill's evidence as CSV (admins and auditors), newest first, with the
-/// full report (JSON) in the last column. The export itself is audited.
+/// The header line of a CSV export.
+fn csv_header(names: &str) -> Vec<String> {
+    names.split(',').map(String::from).collect()
+}
+
+/// The audit log as CSV (admins and auditors), newest first, with the page's filters.
+/// The export itself is audited.
+async fn audit_csv(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Query(f): axum::extract::Query<AuditFilter>,
+    headers: http::HeaderMap,
+) -> Response {
+    let what = ("audit.export", "audit log", "audit");
+    audited_csv(&state, peer, &headers, what, async |state| {
+        let found =
+            app::ssr::audit::search(&state.db, &f.user, &f.action, &f.outcome, None, i64::MAX)
+                .await?;
+        let mut rows = vec![csv_header(
+            "id,time_utc,user,address,action,target,outcome,detail,hash",
+        )];
+        rows.extend(found.into_iter().map(|r| {
+            vec![
+                r.id.to_string(),
+                iso_time(r.at),
+                r.username,
+                r.address,
+                r.action,
+                r.target,
+                r.outcome,
+                r.detail,
+                r.hash,
+            ]
+        }));
+        Ok(rows)
+    })
+    .await
+}
+
 /// `GET /snapshots/{id}/export?format=…&table=…`: a download of a snapshot's rows
 /// (`app::api::browse`).
 async fn export_snapshot(
@@ -354,82 +380,48 @@ async fn export_snapshot(
     app::api::browse::ssr::export_response(ctx, id, query).await
 }
 
+/// Every restore drill's evidence as CSV (admins and auditors), newest first, with the
+/// full report (JSON) in the last column. The export itself is audited.
 async fn drills_csv(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: http::HeaderMap,
 ) -> Response {
-    use app::auth::Perm;
-    use app::ssr::audit;
-    let user = match session::from_headers(&state, &headers).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    let event = |outcome: &str| audit::Event {
-        user_id: Some(user.id),
-        username: user.username.clone(),
-        address: peer.ip().to_string(),
-        action: "drill.export".into(),
-        target: "restore drills".into(),
-        outcome: outcome.into(),
-        detail: String::new(),
-    };
-    if !user.role.can(Perm::SeeAudit) {
-        let _ = audit::append(&state.db, &event("denied")).await;
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let rows = match app::ssr::drills::list(&state.db, None, i64::MAX).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "exporting drills");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let what = ("drill.export", "restore drills", "drills");
+    audited_csv(&state, peer, &headers, what, async |state| {
+        let found = app::ssr::drills::list(&state.db, None, i64::MAX).await?;
+        let mut rows = vec![csv_header(
+            "id,started_utc,policy,snapshot,snapshot_time_utc,passed,duration_ms,restore_ms,tables,rows,checks,error,job,report",
+        )];
+        for r in found {
+            let report = r.report.clone();
+            let job = r.job_id.map(|j| j.to_string()).unwrap_or_default();
+            let v = app::api::drills::drill_view(r);
+            let checks: Vec<String> = v
+                .checks
+                .iter()
+                .map(|(ok, line)| format!("{} {line}", if *ok { "ok" } else { "FAIL" }))
+                .collect();
+            rows.push(vec![
+                v.id.to_string(),
+                iso_time(v.started_at),
+                v.policy,
+                v.snapshot_id,
+                iso_time(v.snapshot_time),
+                if v.passed { "passed" } else { "failed" }.to_string(),
+                v.duration_ms.to_string(),
+                v.restore_ms.to_string(),
+                v.tables.to_string(),
+                v.rows.to_string(),
+                checks.join("; "),
+                v.error.unwrap_or_default(),
+                job,
+                report,
+            ]);
         }
-    };
-    let _ = audit::append(&state.db, &event("ok")).await;
-    let mut out = String::from(
-        "id,started_utc,policy,snapshot,snapshot_time_utc,passed,duration_ms,restore_ms,tables,rows,checks,error,job,report\n",
-    );
-    for r in rows {
-        let report = r.report.clone();
-        let job = r.job_id.map(|j| j.to_string()).unwrap_or_default();
-        let v = app::api::drills::drill_view(r);
-        let checks: Vec<String> = v
-            .checks
-            .iter()
-            .map(|(ok, line)| format!("{} {line}", if *ok { "ok" } else { "FAIL" }))
-            .collect();
-        let fields = [
-            v.id.to_string(),
-            iso_time(v.started_at),
-            v.policy,
-            v.snapshot_id,
-            iso_time(v.snapshot_time),
-            if v.passed { "passed" } else { "failed" }.to_string(),
-            v.duration_ms.to_string(),
-            v.restore_ms.to_string(),
-            v.tables.to_string(),
-            v.rows.to_string(),
-            checks.join("; "),
-            v.error.unwrap_or_default(),
-            job,
-            report,
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"tablesafe-drills.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response()
+        Ok(rows)
+    })
+    .await
 }
 
 /// One CSV field: quoted when needed, and never starting with a character a spreadsheet

@@ -3,6 +3,7 @@
 //! derive behind the `clap` feature for the command line.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Which snapshots a retention policy keeps (`engine::retention` applies them): the
 /// newest `last`, the newest of each of the most recent `hourly`/`daily`/`weekly`/
@@ -109,4 +110,20 @@ mod tests {
         assert_eq!(KeepRules::default().describe(), "keep everything");
         assert!(serde_json::from_str::<KeepRules>(r#"{"lastt":3}"#).is_err());
     }
+}
+
+/// Which tables and columns a backup or restore takes: `include` / `exclude` globs on
+/// table names (`schema.table` on PostgreSQL; empty `include` takes every table), and for
+/// the tables in `columns` only those columns (their key columns are always kept).
+/// `engine::selection` applies it. Stored as JSON with these field names (console
+/// policies, snapshot manifests); on the command line `--include`, `--exclude` and
+/// `--columns TABLE=c1,c2`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, Vec<String>>,
 }

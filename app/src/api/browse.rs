@@ -113,7 +113,7 @@ pub async fn browse_snapshot(
         Ok::<_, AppError>((
             format!("snapshot #{id} table {}", page.table),
             RowsPage {
-                snapshot: page.snapshot,
+                snapshot: page.snapshot.into(),
                 snapshot_time_ms: page.snapshot_time_ms,
                 table: page.table,
                 tables: page.tables,

@@ -317,10 +317,7 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         }
         let new = drill_job(&p, format!("Restore drill: {}", p.name), Some(c.user.id))
             .or_internal("preparing a job")?;
-        let job = store::enqueue(db, new)
-            .await
-            .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
+        let job = c.state.enqueue(new).await.or_internal("queueing a job")?;
         Ok(job)
     }
     .await;

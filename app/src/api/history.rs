@@ -150,9 +150,9 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
             target_id: s.target_id,
             snapshot_id: s.snapshot_id.clone(),
         };
-        let job = store::enqueue(
-            &c.state.db,
-            store::NewJob {
+        let job = c
+            .state
+            .enqueue(store::NewJob {
                 policy_id: s.policy_id,
                 source_id: s.source_id,
                 target_id: Some(s.target_id),
@@ -162,11 +162,9 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
                 rows_total: Some(s.row_count),
                 bytes_total: None,
                 retry_of: None,
-            },
-        )
-        .await
-        .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
+            })
+            .await
+            .or_internal("queueing a job")?;
         Ok(job)
     }
     .await;
@@ -568,7 +566,7 @@ pub async fn restorable_range(id: i64) -> Result<Option<(i64, i64)>, AppError> {
 #[server(endpoint = "restore/start", input = server_fn::codec::Json)]
 pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{ctx, store};
+    use crate::ssr::ctx;
     let c = ctx::authorize(Perm::RestoreNew, "restore.start").await?;
     let result = async {
         let planned = plan_restore(&c, &req, false, false).await?;
@@ -579,10 +577,11 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
                 planned.approvals_required(&c)
             )));
         }
-        let job = store::enqueue(&c.state.db, planned.job(&req, c.user.id)?)
+        let job = c
+            .state
+            .enqueue(planned.job(&req, c.user.id)?)
             .await
             .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
         Ok(job)
     }
     .await;

@@ -71,12 +71,7 @@ pub struct RetentionPreview {
 }
 
 /// A policy's selection, stored as JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelectionJson {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub columns: BTreeMap<String, Vec<String>>,
-}
+pub use tablesafe_types::Selection;
 
 /// Where a job is in its life, stored as these lowercase words in `jobs.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -241,7 +236,7 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     Ok(rows
         .into_iter()
         .map(|p| {
-            let sel: SelectionJson = serde_json::from_str(&p.selection).unwrap_or_default();
+            let sel: Selection = serde_json::from_str(&p.selection).unwrap_or_default();
             let last_success = successes.get(&p.id).copied();
             let late_after = store::late_after_ms(&p, now).filter(|_| p.enabled != 0);
             let late =
@@ -299,19 +294,14 @@ pub async fn create_policy(
     let name_for_audit = name.trim().to_string();
     let result = async {
         let name = forms::name("name", &name)?;
-        let selection = SelectionJson {
+        let selection = Selection {
             include: forms::globs("include", &include)?,
             exclude: forms::globs("exclude", &exclude)?,
             columns: forms::columns(&columns)?,
         };
         // The engine's own check of the globs, so a typo fails here and not at 2 a.m.
-        engine::selection::Selection {
-            include: selection.include.clone(),
-            exclude: selection.exclude.clone(),
-            columns: selection.columns.clone(),
-        }
-        .check()
-        .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
+        engine::selection::SelectionExt::check(&selection)
+            .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
         let schedule = forms::schedule(&schedule)?;
         let timezone = forms::timezone(&timezone)?;
         // The full check (cron syntax, a real IANA zone) needs the server's tables.
@@ -620,9 +610,9 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
                 "This policy keeps everything: save retention rules first.".into(),
             ));
         }
-        let job = store::enqueue(
-            db,
-            store::NewJob {
+        let job = c
+            .state
+            .enqueue(store::NewJob {
                 policy_id: Some(p.id),
                 source_id: Some(p.source_id),
                 target_id: Some(p.target_id),
@@ -632,11 +622,9 @@ pub async fn prune_policy(id: i64) -> Result<i64, AppError> {
                 rows_total: None,
                 bytes_total: None,
                 retry_of: None,
-            },
-        )
-        .await
-        .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
+            })
+            .await
+            .or_internal("queueing a job")?;
         Ok(job)
     }
     .await;
@@ -723,28 +711,6 @@ pub async fn revoke_trigger(id: i64) -> Result<(), AppError> {
         .await
 }
 
-/// The job that backs up `p` (with the last snapshot's size as the progress estimate).
-#[cfg(feature = "ssr")]
-pub async fn backup_job(
-    db: &crate::ssr::db::Db,
-    p: &crate::ssr::store::PolicyRow,
-    title: String,
-    created_by: Option<i64>,
-) -> anyhow::Result<crate::ssr::store::NewJob> {
-    let last = crate::ssr::store::last_snapshot_of_policy(db, p.id).await?;
-    Ok(crate::ssr::store::NewJob {
-        policy_id: Some(p.id),
-        source_id: Some(p.source_id),
-        target_id: Some(p.target_id),
-        params: JobParams::Backup { policy_id: p.id },
-        title,
-        created_by,
-        rows_total: last.as_ref().map(|s| s.row_count),
-        bytes_total: last.as_ref().map(|s| s.bytes),
-        retry_of: None,
-    })
-}
-
 /// Queues a backup of the policy now; returns the job id.
 #[server(endpoint = "policies/run")]
 pub async fn run_policy(id: i64) -> Result<i64, AppError> {
@@ -754,13 +720,10 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
     let result = async {
         let db = &c.state.db;
         let p = load_policy(db, id).await?;
-        let new = backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
+        let new = store::backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
             .or_internal("preparing a job")?;
-        let job = store::enqueue(db, new)
-            .await
-            .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
+        let job = c.state.enqueue(new).await.or_internal("queueing a job")?;
         Ok(job)
     }
     .await;
@@ -950,9 +913,9 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
                 "Only failed or cancelled jobs can be retried.".into(),
             ));
         }
-        let job = store::enqueue(
-            &c.state.db,
-            store::NewJob {
+        let job = c
+            .state
+            .enqueue(store::NewJob {
                 policy_id: row.policy_id,
                 source_id: row.source_id,
                 target_id: row.target_id,
@@ -963,11 +926,9 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
                 rows_total: row.rows_total,
                 bytes_total: row.bytes_total,
                 retry_of: Some(id),
-            },
-        )
-        .await
-        .or_internal("queueing a job")?;
-        c.state.jobs_queued.notify_waiters();
+            })
+            .await
+            .or_internal("queueing a job")?;
         Ok(job)
     }
     .await;

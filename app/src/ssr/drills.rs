@@ -162,7 +162,7 @@ pub async fn record(
     .bind(policy.1)
     .bind(job_id)
     .bind(target_id)
-    .bind(&report.snapshot)
+    .bind(report.snapshot.as_str())
     .bind(report.snapshot_time_ms)
     .bind(report.started_ms)
     .bind(report.duration_ms as i64)

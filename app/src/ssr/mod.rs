@@ -38,6 +38,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Queues a job and wakes the workers waiting for one; returns its id.
+    pub async fn enqueue(&self, job: store::NewJob) -> anyhow::Result<i64> {
+        let id = store::enqueue(&self.db, job).await?;
+        self.jobs_queued.notify_waiters();
+        Ok(id)
+    }
+
     /// A link to a console page for a notification.
     pub fn link(&self, path: &str) -> Option<String> {
         Some(match &self.public_url {

@@ -49,13 +49,13 @@
 //! tuple: ncols:len cell…   cell: 0 NULL | 1 unchanged | 2 len bytes (text form)
 //! ```
 
-use crate::model::{ChangeSegment, Engine, SnapshotSource};
+use crate::model::{ChangeSegment, ChunkId, Engine, SnapshotSource};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::crypto::hex;
 use crate::repo::lock::LockKind;
 use crate::secret::Secret;
-use crate::selection::Selection;
+use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
 use crate::source::postgres::{PgDb, qualified, quote, split_name};
 use crate::{Error, Result};
@@ -144,18 +144,20 @@ pub struct PgOutputDecoder {
     done: Vec<Txn>,
 }
 
-struct Reader<'a> {
+/// Reads a byte buffer front to back; `short` makes the error of a read past its end.
+struct Bytes<'a> {
     buf: &'a [u8],
     at: usize,
+    short: fn() -> Error,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Bytes<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .at
             .checked_add(n)
             .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| Error::Other("a pgoutput message ends early".into()))?;
+            .ok_or_else(self.short)?;
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
@@ -163,21 +165,43 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("N bytes taken"))
+    }
+}
+
+/// A `pgoutput` message (big-endian numbers, C strings).
+struct Reader<'a>(Bytes<'a>);
+
+impl<'a> Reader<'a> {
+    fn new(msg: &'a [u8]) -> Reader<'a> {
+        Reader(Bytes {
+            buf: msg,
+            at: 0,
+            short: || Error::Other("a pgoutput message ends early".into()),
+        })
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        self.0.take(n)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        self.0.u8()
+    }
     fn i16(&mut self) -> Result<i16> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
+        Ok(i16::from_be_bytes(self.0.array()?))
     }
     fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+        Ok(i32::from_be_bytes(self.0.array()?))
     }
     fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+        Ok(i64::from_be_bytes(self.0.array()?))
     }
     fn cstr(&mut self) -> Result<String> {
-        let rest = &self.buf[self.at..];
+        let rest = &self.0.buf[self.0.at..];
         let n = memchr::memchr(0, rest)
             .ok_or_else(|| Error::Other("a pgoutput string has no end".into()))?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
-        self.at += n + 1;
+        self.0.at += n + 1;
         Ok(s)
     }
     fn tuple(&mut self) -> Result<Vec<Cell>> {
@@ -223,7 +247,7 @@ impl PgOutputDecoder {
 
     /// Feeds one message.
     pub fn feed(&mut self, msg: &[u8]) -> Result<()> {
-        let mut r = Reader { buf: msg, at: 0 };
+        let mut r = Reader::new(msg);
         match r.u8()? {
             b'B' => {
                 let _final_lsn = r.i64()?;
@@ -425,33 +449,31 @@ pub fn encode(txns: &[Txn]) -> Vec<u8> {
     out
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
+/// A change segment's stream (little-endian numbers, varint lengths).
+struct Cursor<'a>(Bytes<'a>);
 
 impl<'a> Cursor<'a> {
+    fn new(stream: &'a [u8]) -> Cursor<'a> {
+        Cursor(Bytes {
+            buf: stream,
+            at: 0,
+            short: || Cursor::damaged("it ends early"),
+        })
+    }
     fn damaged(what: &str) -> Error {
         Error::damaged(format!("a change segment is damaged: {what}"))
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| Self::damaged("it ends early"))?;
-        let s = &self.buf[self.at..end];
-        self.at = end;
-        Ok(s)
+        self.0.take(n)
     }
     fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
+        self.0.u8()
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+        Ok(u32::from_le_bytes(self.0.array()?))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        Ok(u64::from_le_bytes(self.0.array()?))
     }
     fn len(&mut self) -> Result<usize> {
         let mut v: u64 = 0;
@@ -490,7 +512,7 @@ impl<'a> Cursor<'a> {
 
 /// Decodes a segment's stream.
 pub fn decode(stream: &[u8]) -> Result<Vec<Txn>> {
-    let mut c = Cursor { buf: stream, at: 0 };
+    let mut c = Cursor::new(stream);
     let mut rels: HashMap<u32, Arc<Relation>> = HashMap::new();
     let mut out = Vec::new();
     let rel = |rels: &HashMap<u32, Arc<Relation>>, oid: u32| {
@@ -498,7 +520,7 @@ pub fn decode(stream: &[u8]) -> Result<Vec<Txn>> {
             .cloned()
             .ok_or_else(|| Cursor::damaged("an unknown relation"))
     };
-    while c.at < stream.len() {
+    while c.0.at < stream.len() {
         match c.u8()? {
             b'R' => {
                 let oid = c.u32()?;
@@ -1165,7 +1187,7 @@ async fn advance(db: &mut PgDb, slot: &str, lsn: u64) -> Result<()> {
 
 /// Chunks, compresses, encrypts and stores a stream; returns its chunk ids. (The same
 /// steps as a backup's worker, for one small stream at once.)
-async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<Vec<String>> {
+async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<Vec<ChunkId>> {
     let params = repo.config.chunker;
     let index = repo.dedup_view();
     let mut writer = repo.pack_writer();
@@ -1185,7 +1207,7 @@ async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<Vec<Stri
                 result = Err(e);
                 break;
             }
-            ids.push(hex(&id));
+            ids.push(ChunkId(id));
         }
         if let Err(e) = result {
             writer.discard(&rt);
@@ -1204,9 +1226,7 @@ async fn store_stream(repo: &mut Repository, stream: Vec<u8>) -> Result<Vec<Stri
 pub async fn read_segment(repo: &Repository, seg: &ChangeSegment) -> Result<Vec<Txn>> {
     let mut stream = Vec::with_capacity(seg.bytes as usize);
     for id in &seg.chunks {
-        let id = crate::repo::parse_id(id)
-            .ok_or_else(|| Error::damaged(format!("a change segment names a bad chunk id {id}")))?;
-        stream.extend_from_slice(&repo.read_chunk(&id).await?);
+        stream.extend_from_slice(&repo.read_chunk(&id.0).await?);
     }
     if stream.len() as u64 != seg.bytes || blake3::hash(&stream).to_hex().as_str() != seg.checksum {
         return Err(Error::damaged(format!(
@@ -1232,7 +1252,7 @@ pub struct Range {
 /// The base of a point-in-time restore: a snapshot and the segments to replay on it.
 #[derive(Debug, Clone)]
 pub struct PitrBase {
-    pub snapshot_id: String,
+    pub snapshot_id: crate::model::SnapshotId,
     pub snapshot: crate::model::Snapshot,
     pub slot: String,
     pub segments: Vec<ChangeSegment>,
@@ -1329,7 +1349,7 @@ pub fn captured_throughout(segments: &[ChangeSegment], table: &str) -> bool {
 pub async fn pitr_base(repo: &Repository, source_url: &str, at_ms: i64) -> Result<PitrBase> {
     let snapshots = repo.snapshots().await?;
     let all = repo.change_segments().await?;
-    let mut candidates: Vec<&(String, crate::model::Snapshot)> = snapshots
+    let mut candidates: Vec<&(crate::model::SnapshotId, crate::model::Snapshot)> = snapshots
         .iter()
         .filter(|(_, s)| s.source.url == source_url && s.pg_point.is_some() && s.time_ms <= at_ms)
         .collect();

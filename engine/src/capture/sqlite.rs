@@ -29,7 +29,7 @@
 //! from its start ([`crate::prune`]).
 
 use super::Range;
-use crate::model::{CaptureHead, CaptureRound, Engine, Snapshot, SnapshotSource};
+use crate::model::{CaptureHead, CaptureRound, Engine, Snapshot, SnapshotId, SnapshotSource};
 use crate::progress::Progress;
 use crate::repo::{Repository, now_ms};
 use crate::secret::Secret;
@@ -54,7 +54,7 @@ pub struct SqliteCapture {
     /// `data_version` read before the newest round's snapshot began.
     version: Option<i64>,
     /// The newest round (seq, snapshot id) this process knows of.
-    newest: Option<(u64, String)>,
+    newest: Option<(u64, SnapshotId)>,
 }
 
 /// What one round did.
@@ -63,7 +63,7 @@ pub struct SqliteRound {
     pub name: String,
     pub seq: u64,
     /// The snapshot taken, when the database had changed.
-    pub snapshot: Option<String>,
+    pub snapshot: Option<SnapshotId>,
     pub rows: u64,
     /// The state of round `seq` holds up to this instant (unix ms): the end of the
     /// restorable range.
@@ -264,7 +264,7 @@ pub async fn heads(repo: &Repository) -> Result<Vec<CaptureHead>> {
     Ok(out)
 }
 
-async fn newest_round(repo: &Repository, name: &str) -> Result<Option<(u64, String)>> {
+async fn newest_round(repo: &Repository, name: &str) -> Result<Option<(u64, SnapshotId)>> {
     Ok(repo
         .snapshots()
         .await?
@@ -280,8 +280,11 @@ async fn newest_round(repo: &Repository, name: &str) -> Result<Option<(u64, Stri
 
 /// The rounds of one capture that end its chain: the newest run without a missing
 /// number, oldest first.
-fn chain<'a>(snapshots: &'a [(String, Snapshot)], name: &str) -> Vec<&'a (String, Snapshot)> {
-    let mut rounds: Vec<&(String, Snapshot)> = snapshots
+fn chain<'a>(
+    snapshots: &'a [(SnapshotId, Snapshot)],
+    name: &str,
+) -> Vec<&'a (SnapshotId, Snapshot)> {
+    let mut rounds: Vec<&(SnapshotId, Snapshot)> = snapshots
         .iter()
         .filter(|(_, s)| s.capture.as_ref().is_some_and(|c| c.name == name))
         .collect();
@@ -299,7 +302,7 @@ fn chain<'a>(snapshots: &'a [(String, Snapshot)], name: &str) -> Vec<&'a (String
 
 /// The end of a chain: the head's unchanged time when it speaks of the chain's newest
 /// round, else that round's own time.
-fn chain_end(chain: &[&(String, Snapshot)], head: Option<&CaptureHead>) -> Option<i64> {
+fn chain_end(chain: &[&(SnapshotId, Snapshot)], head: Option<&CaptureHead>) -> Option<i64> {
     let (id, last) = chain.last()?;
     let seq = last.capture.as_ref().map(|c| c.seq);
     Some(match head {
@@ -311,7 +314,7 @@ fn chain_end(chain: &[&(String, Snapshot)], head: Option<&CaptureHead>) -> Optio
 }
 
 /// The restorable range of every SQLite capture in the repository.
-pub fn ranges_of(snapshots: &[(String, Snapshot)], heads: &[CaptureHead]) -> Vec<Range> {
+pub fn ranges_of(snapshots: &[(SnapshotId, Snapshot)], heads: &[CaptureHead]) -> Vec<Range> {
     let mut names: Vec<&str> = snapshots
         .iter()
         .filter_map(|(_, s)| s.capture.as_ref().map(|c| c.name.as_str()))
@@ -342,7 +345,7 @@ pub fn ranges_of(snapshots: &[(String, Snapshot)], heads: &[CaptureHead]) -> Vec
 /// state is known to have held.
 #[derive(Debug, Clone)]
 pub struct SqliteBase {
-    pub snapshot_id: String,
+    pub snapshot_id: SnapshotId,
     pub snapshot: Snapshot,
     pub at_ms: i64,
     /// The state restored is the database as of this instant (the snapshot's time).
@@ -443,11 +446,16 @@ pub async fn base(repo: &Repository, source_url: &str, at_ms: i64) -> Result<Sql
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SelectionRecord;
+    use crate::selection::Selection;
 
-    fn round(name: &str, seq: u64, time_ms: i64, prev_until: Option<i64>) -> (String, Snapshot) {
+    fn round(
+        name: &str,
+        seq: u64,
+        time_ms: i64,
+        prev_until: Option<i64>,
+    ) -> (SnapshotId, Snapshot) {
         (
-            format!("{name}-{seq}"),
+            SnapshotId::new(format!("{name}-{seq}")),
             Snapshot {
                 format: 1,
                 time_ms,
@@ -455,7 +463,7 @@ mod tests {
                     engine: Engine::Sqlite,
                     url: "sqlite:///db".into(),
                 },
-                selection: SelectionRecord::default(),
+                selection: Selection::default(),
                 tags: Default::default(),
                 tables: Vec::new(),
                 enums: Vec::new(),
@@ -481,7 +489,7 @@ mod tests {
             },
             name: name.into(),
             seq,
-            snapshot_id: format!("{name}-{seq}"),
+            snapshot_id: SnapshotId::new(format!("{name}-{seq}")),
             unchanged_until_ms: until,
         }
     }

@@ -6,7 +6,7 @@ pub mod lock;
 pub mod storage;
 
 use crate::chunker::ChunkerParams;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, SnapshotId};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use crypto::{KdfParams, KeyFile, Keys, hex};
@@ -460,12 +460,12 @@ impl Repository {
     }
 
     /// Stores a snapshot manifest (the last write of a backup) and returns its id.
-    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let plain = serde_json::to_vec(snapshot).map_err(|e| Error::Other(e.to_string()))?;
         let sealed = self.keys.seal(&plain)?;
         let id = hex(blake3::hash(&sealed).as_bytes());
         self.storage.put(&format!("snapshots/{id}"), sealed).await?;
-        Ok(id)
+        Ok(SnapshotId::new(id))
     }
 
     /// Stores a change segment manifest (the last write of a capture round).
@@ -507,12 +507,12 @@ impl Repository {
     }
 
     /// All snapshots, oldest first.
-    pub async fn snapshots(&self) -> Result<Vec<(String, Snapshot)>> {
+    pub async fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         for path in self.storage.list("snapshots").await? {
             let id = path.rsplit('/').next().unwrap_or(&path).to_string();
             match self.load_snapshot_by_id(&id).await {
-                Ok(snap) => out.push((id, snap)),
+                Ok(snap) => out.push((SnapshotId::new(id), snap)),
                 // Listed, then forgotten by a prune running meanwhile (crate docs,
                 // "Concurrency"): it is simply not there any more. Failing here made a
                 // backup that lists snapshots to choose its parent fail whenever a
@@ -527,7 +527,7 @@ impl Repository {
     }
 
     /// Resolves `latest`, a full id, or a unique prefix of at least 6 characters.
-    pub async fn find_snapshot(&self, wanted: &str) -> Result<(String, Snapshot)> {
+    pub async fn find_snapshot(&self, wanted: &str) -> Result<(SnapshotId, Snapshot)> {
         let all = self.snapshots().await?;
         if wanted == "latest" {
             return all.into_iter().last().ok_or_else(|| {

@@ -17,7 +17,7 @@ use crate::model::{RowDecoder, TableEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
-use crate::selection::Selection;
+use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
 use crate::source::mysql::{self as my, MyDb};
 use crate::source::postgres::{self as pg, PgDb, count_lines, split_name};
@@ -26,6 +26,7 @@ use crate::source::sqlite::{
 };
 use crate::{Error, Result};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 mod mysql;
 mod postgres;
@@ -167,7 +168,7 @@ pub struct PlannedTable {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RestorePlan {
-    pub snapshot: String,
+    pub snapshot: crate::model::SnapshotId,
     pub dest: String,
     pub tables: Vec<PlannedTable>,
     #[serde(skip)]
@@ -256,7 +257,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
     if dest_engine != snapshot.source.engine {
         return Err(Error::invalid(format!(
             "snapshot {} is of a {:?} database and cannot be restored into {}",
-            &id[..12],
+            id.short(),
             snapshot.source.engine,
             url.display()
         )));
@@ -265,14 +266,14 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         if !snapshot.tables.iter().any(|t| &t.name == from) {
             return Err(Error::invalid(format!(
                 "--rename names table {from:?}, which is not in snapshot {}",
-                &id[..12]
+                id.short()
             )));
         }
     }
     let names = opts
         .selection
         .apply(snapshot.tables.iter().map(|t| t.name.as_str()))?;
-    let mut dest = Dest::open(&url).await?;
+    let mut dest = open_destination(&url).await?;
     let mut tables = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
@@ -350,9 +351,8 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             (Mode::Replace, true) => Action::Replace,
             (Mode::Append, true) => Action::Append,
         };
-        let staged = dest_engine == Engine::Postgres
-            && action.creates()
-            && entry.bytes >= opts.parallel_min_bytes;
+        let staged =
+            dest.loads_in_parallel() && action.creates() && entry.bytes >= opts.parallel_min_bytes;
         let key = if action.merge().is_some() {
             crate::merge::check(entry, &columns)?
         } else {
@@ -476,10 +476,9 @@ async fn run(
         .lock(crate::repo::lock::LockKind::Shared, "restore")
         .await
         .ok();
-    let result = match &plan.dest_url {
-        SourceUrl::Sqlite(path) => sqlite::execute(repo, plan, path, progress, dry).await,
-        SourceUrl::Postgres(_) => postgres::execute(repo, plan, progress, dry).await,
-        SourceUrl::Mysql(_) => mysql::execute(repo, plan, progress, dry).await,
+    let result = match open_destination(&plan.dest_url).await {
+        Ok(dest) => dest.execute(repo, plan, progress, dry).await,
+        Err(e) => Err(e),
     };
     if let Some(lock) = lock {
         lock.release().await;
@@ -487,36 +486,42 @@ async fn run(
     result
 }
 
-/// A destination database, for planning.
-enum Dest {
-    Sqlite(SqliteDb),
-    /// A SQLite file that does not exist yet: planning must not create it.
-    NewSqlite,
-    Postgres(PgDb),
-    Mysql(MyDb),
+/// A table store as a restore writes it: adding a destination engine means implementing
+/// this (and [`crate::backup`]'s source side). [`open_destination`] is the one place a
+/// restore looks at the engine; the plan is made with one connection and run with
+/// another ([`plan`] and [`execute`] may run in different processes).
+trait Destination: Send {
+    /// Whether big tables load over several connections into staging tables first
+    /// ([`RestoreOptions::jobs`]).
+    fn loads_in_parallel(&self) -> bool {
+        false
+    }
+
+    /// Whether the destination has table `name` (`schema.table` on PostgreSQL). Changes
+    /// nothing.
+    fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Runs `plan`: every table checked against its checksum before the change becomes
+    /// visible, at once; on any error nothing changes. `dry`: the same work, rolled back.
+    fn execute<'a>(
+        self: Box<Self>,
+        repo: &'a Repository,
+        plan: &'a RestorePlan,
+        progress: &'a dyn Progress,
+        dry: bool,
+    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>>;
 }
 
-impl Dest {
-    async fn open(url: &SourceUrl) -> Result<Dest> {
-        Ok(match url {
-            SourceUrl::Sqlite(path) if !path.exists() => Dest::NewSqlite,
-            SourceUrl::Sqlite(path) => Dest::Sqlite(SqliteDb::open_write(path).await?),
-            SourceUrl::Postgres(secret) => {
-                Dest::Postgres(PgDb::connect(secret, url.display()).await?)
-            }
-            SourceUrl::Mysql(secret) => Dest::Mysql(MyDb::connect(secret, url.display()).await?),
-        })
-    }
-
-    async fn table_exists(&mut self, name: &str) -> Result<bool> {
-        match self {
-            Dest::Sqlite(db) => db.table_exists(name).await,
-            Dest::NewSqlite => Ok(false),
-            Dest::Postgres(db) => {
-                let (schema, table) = split_name(name);
-                db.table_exists(&schema, &table).await
-            }
-            Dest::Mysql(db) => db.table_exists(name).await,
-        }
-    }
+/// Connects to the destination `url` names.
+async fn open_destination(url: &SourceUrl) -> Result<Box<dyn Destination>> {
+    Ok(match url {
+        SourceUrl::Sqlite(path) => Box::new(sqlite::Sqlite::open(path).await?),
+        SourceUrl::Postgres(secret) => Box::new(postgres::Postgres {
+            db: PgDb::connect(secret, url.display()).await?,
+            url: secret.clone(),
+        }),
+        SourceUrl::Mysql(secret) => Box::new(mysql::Mysql {
+            db: MyDb::connect(secret, url.display()).await?,
+        }),
+    })
 }

@@ -2,22 +2,40 @@
 
 use super::*;
 
+/// A MySQL or MariaDB database.
+pub(super) struct Mysql {
+    pub(super) db: MyDb,
+}
+
+impl Destination for Mysql {
+    fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.db.table_exists(name))
+    }
+
+    fn execute<'a>(
+        self: Box<Self>,
+        repo: &'a Repository,
+        plan: &'a RestorePlan,
+        progress: &'a dyn Progress,
+        dry: bool,
+    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(execute(repo, plan, self.db, progress, dry))
+    }
+}
+
 /// A MySQL restore. DDL commits implicitly there, so one transaction cannot hold it:
 /// tables to create or replace load into `tablesafe_stage_…` tables first (invisible to
 /// applications), each checked against its checksum; appended rows go in one
 /// transaction; then one `RENAME TABLE` puts every new table in place at once (the
 /// replaced ones are dropped after it), and foreign keys are added, checked, last. A
 /// failure before the rename changes nothing (the staging tables are dropped).
-pub(super) async fn execute(
+async fn execute(
     repo: &Repository,
     plan: &RestorePlan,
+    mut db: MyDb,
     progress: &dyn Progress,
     dry: bool,
 ) -> Result<Vec<RestoredTable>> {
-    let SourceUrl::Mysql(secret) = &plan.dest_url else {
-        unreachable!("checked by the caller")
-    };
-    let mut db = MyDb::connect(secret, plan.dest.clone()).await?;
     db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
     for t in plan
         .tables

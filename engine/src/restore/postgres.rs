@@ -4,6 +4,36 @@
 use super::*;
 use crate::source::postgres::column_list;
 
+/// A PostgreSQL database (or a PG-compatible engine).
+pub(super) struct Postgres {
+    pub(super) db: PgDb,
+    /// For the extra connections that load big tables.
+    pub(super) url: Secret<String>,
+}
+
+impl Destination for Postgres {
+    fn loads_in_parallel(&self) -> bool {
+        true
+    }
+
+    fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (schema, table) = split_name(name);
+            self.db.table_exists(&schema, &table).await
+        })
+    }
+
+    fn execute<'a>(
+        self: Box<Self>,
+        repo: &'a Repository,
+        plan: &'a RestorePlan,
+        progress: &'a dyn Progress,
+        dry: bool,
+    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(async move { execute(repo, plan, self.db, &self.url, progress, dry).await })
+    }
+}
+
 /// What a PostgreSQL restore created outside its transaction (schemas and enum types
 /// that staging tables need, the staging tables): dropped again if the restore fails.
 #[derive(Default)]
@@ -71,16 +101,14 @@ async fn create_schemas_and_types(
     Ok(())
 }
 
-pub(super) async fn execute(
+async fn execute(
     repo: &Repository,
     plan: &RestorePlan,
+    mut db: PgDb,
+    secret: &Secret<String>,
     progress: &dyn Progress,
     dry: bool,
 ) -> Result<Vec<RestoredTable>> {
-    let SourceUrl::Postgres(secret) = &plan.dest_url else {
-        unreachable!("checked by the caller")
-    };
-    let mut db = PgDb::connect(secret, plan.dest.clone()).await?;
     let mut outside = Outside::default();
     let mut in_transaction = false;
     let result = async {

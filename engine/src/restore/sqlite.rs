@@ -2,14 +2,59 @@
 
 use super::*;
 
-pub(super) async fn execute(
+/// A SQLite file; one that does not exist yet is created only by the restore itself.
+pub(super) struct Sqlite {
+    path: std::path::PathBuf,
+    db: Option<SqliteDb>,
+}
+
+impl Sqlite {
+    pub(super) async fn open(path: &std::path::Path) -> Result<Self> {
+        let db = match path.exists() {
+            true => Some(SqliteDb::open_write(path).await?),
+            false => None,
+        };
+        Ok(Sqlite {
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+}
+
+impl Destination for Sqlite {
+    fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match &mut self.db {
+                Some(db) => db.table_exists(name).await,
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn execute<'a>(
+        self: Box<Self>,
+        repo: &'a Repository,
+        plan: &'a RestorePlan,
+        progress: &'a dyn Progress,
+        dry: bool,
+    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(async move {
+            let db = match self.db {
+                Some(db) => db,
+                None => SqliteDb::open_write(&self.path).await?,
+            };
+            execute(repo, plan, db, progress, dry).await
+        })
+    }
+}
+
+async fn execute(
     repo: &Repository,
     plan: &RestorePlan,
-    path: &std::path::Path,
+    mut db: SqliteDb,
     progress: &dyn Progress,
     dry: bool,
 ) -> Result<Vec<RestoredTable>> {
-    let mut db = SqliteDb::open_write(path).await?;
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;

@@ -121,7 +121,7 @@ async fn two_backups_can_write_to_one_repository_at_once() {
     for (summary, db) in [(sa, &one), (sb, &two)] {
         let dest = dir.path().join(format!("r{}.db", &summary.id[..8]));
         let mut o = restore_opts(&dest);
-        o.snapshot = summary.id.clone();
+        o.snapshot = summary.id.to_string();
         restore(&repo, &o).await.unwrap();
         assert_eq!(dump(db, &[]), dump(&dest, &[]));
     }

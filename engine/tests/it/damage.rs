@@ -182,7 +182,7 @@ async fn an_unknown_stream_format_is_refused_not_guessed() {
     let report = verify(
         &repo,
         &VerifyOptions {
-            snapshot: Some(id.clone()),
+            snapshot: Some(id.to_string()),
             read_data: true,
         },
         &NoProgress,
@@ -199,7 +199,7 @@ async fn an_unknown_stream_format_is_refused_not_guessed() {
     let page = engine::browse::browse(
         &repo,
         &engine::browse::BrowseQuery {
-            snapshot: id.clone(),
+            snapshot: id.to_string(),
             table: snap.tables[0].name.clone(),
             filter: Default::default(),
             key: Vec::new(),
@@ -211,7 +211,7 @@ async fn an_unknown_stream_format_is_refused_not_guessed() {
     let e = page.unwrap_err().to_string();
     assert!(e.contains("does not know (\"values-v2\")"), "{e}");
     let mut opts = restore_opts(&dir.path().join("restored.db"));
-    opts.snapshot = id;
+    opts.snapshot = id.to_string();
     let e = restore(&repo, &opts).await.unwrap_err().to_string();
     assert!(e.contains("does not know (\"values-v2\")"), "{e}");
 }

@@ -134,7 +134,11 @@ async fn selection_rename_modes_and_columns() {
         selection: engine::selection::Selection {
             include: vec!["users".into(), "log*".into()],
             exclude: vec!["*_archive".into()],
-            columns: engine::selection::Selection::parse_columns(&["users=name".into()]).unwrap(),
+            columns:
+                <engine::selection::Selection as engine::selection::SelectionExt>::parse_columns(&[
+                    "users=name".into(),
+                ])
+                .unwrap(),
         },
         tags: Default::default(),
     };

@@ -213,7 +213,7 @@ async fn damage_in_a_base_layer_is_reported_for_every_snapshot_built_on_it() {
 
     let dest = dir.path().join("d.db");
     let mut opts = restore_opts(&dest);
-    opts.snapshot = second.id.clone();
+    opts.snapshot = second.id.to_string();
     let err = restore(&open_repo(&loc).await, &opts).await.unwrap_err();
     assert!(matches!(err, engine::Error::Damaged(_)), "{err}");
     assert!(!dest.exists() || dump(&dest, &[]).as_object().unwrap().is_empty());

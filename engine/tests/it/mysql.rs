@@ -314,7 +314,7 @@ async fn a_mariadb_database_round_trips_identically() {
     // A drill restores into a scratch database on the server, checks every table and
     // the assertions, and drops it.
     let drill = |assertions: Vec<&str>| engine::drill::DrillOptions {
-        snapshot: second.id.clone(),
+        snapshot: second.id.to_string(),
         scratch: engine::drill::Scratch::parse(&Secret::new(m.url("mysql"))),
         assertions: assertions.into_iter().map(String::from).collect(),
         jobs: 1,

@@ -303,7 +303,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     let (_, first) = &segments[1];
-    let chunk = engine::repo::parse_id(&first.chunks[0]).unwrap();
+    let chunk = first.chunks[0].0;
     let loc = repo.location(&chunk).unwrap();
     let pack = std::path::Path::new(&location).join(engine::repo::pack_path(&loc.pack));
     let mut bytes = std::fs::read(&pack).unwrap();
@@ -462,7 +462,7 @@ async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
     )
     .await
     .unwrap();
-    assert_eq!(report.forgotten, vec![first.id.clone()]);
+    assert_eq!(report.forgotten, vec![first.id.to_string()]);
     assert!(report.change_segments_removed > 0, "{report:?}");
     let ranges = capture::ranges(&repo).await.unwrap();
     assert_eq!(ranges.len(), 1, "{ranges:?}");

@@ -467,12 +467,12 @@ async fn restores_match<const N: usize>(
     pg: &testkit::Postgres,
     repo: &engine::repo::Repository,
     src: &str,
-    cases: [(&String, &String, &str); N],
+    cases: [(&engine::model::SnapshotId, &String, &str); N],
 ) {
     for (snap, dump, db) in cases {
         let dest = pg.create_database(db).unwrap();
         let (_, mut r) = pg_opts(src, &dest);
-        r.snapshot = snap.clone();
+        r.snapshot = snap.to_string();
         let plan = engine::restore::plan(repo, &r).await.unwrap();
         engine::restore::execute(repo, &plan, &NoProgress)
             .await
@@ -506,7 +506,7 @@ async fn a_damaged_parallel_restore_leaves_nothing_behind() {
         .unwrap();
     assert!(edges.chunks.len() > 2);
     // Damage the last chunk of the big table: most rows load before it is found.
-    let last = engine::repo::parse_id(edges.chunks.last().unwrap()).unwrap();
+    let last = edges.chunks.last().unwrap().0;
     let at = repo.location(&last).unwrap();
     let pack = std::path::Path::new(&loc)
         .join("data")

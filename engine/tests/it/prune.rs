@@ -158,10 +158,10 @@ async fn preview_is_what_prune_does_and_space_comes_back() {
     assert_eq!(report.decisions, preview);
     assert_eq!(
         report.forgotten,
-        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+        vec![ids[2].to_string(), ids[1].to_string(), ids[0].to_string()]
     );
     assert_eq!(report.packs_deferred, 0, "nobody else was using it");
-    let left: Vec<String> = repo
+    let left: Vec<_> = repo
         .snapshots()
         .await
         .unwrap()
@@ -179,7 +179,7 @@ async fn preview_is_what_prune_does_and_space_comes_back() {
     for (i, id) in [(3, &ids[3]), (4, &ids[4])] {
         let dest = dir.path().join(format!("restored{i}.db"));
         let mut o = restore_opts(&dest);
-        o.snapshot = id.clone();
+        o.snapshot = id.to_string();
         restore(&repo, &o).await.unwrap();
         assert_eq!(dump(&dest, &[]), dumps[i]);
     }
@@ -320,7 +320,7 @@ async fn prune_while_backups_run_deletes_nothing_they_reference() {
     let repo = open_repo(&loc).await;
     let dest = dir.path().join("restored.db");
     let mut o = restore_opts(&dest);
-    o.snapshot = held.id.clone();
+    o.snapshot = held.id.to_string();
     restore(&repo, &o).await.unwrap();
     assert_eq!(dump(&dest, &[]), b_dump);
 }

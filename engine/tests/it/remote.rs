@@ -186,7 +186,7 @@ async fn story(dir: &Path, direct: &str, via_cut: &str, cut: &Cut, creds: &Crede
     )
     .await
     .unwrap();
-    assert_eq!(report.forgotten, vec![first.id.clone()]);
+    assert_eq!(report.forgotten, vec![first.id.to_string()]);
     // Nothing unreferenced is left (what the broken backup uploaded included).
     let check = PruneOptions {
         rules,
@@ -200,7 +200,7 @@ async fn story(dir: &Path, direct: &str, via_cut: &str, cut: &Cut, creds: &Crede
     verify_all(&repo).await;
     let dest2 = dir.join("restored2.db");
     let mut o = restore_opts(&dest2);
-    o.snapshot = second.id.clone();
+    o.snapshot = second.id.to_string();
     restore(&repo, &o).await.unwrap();
     assert_eq!(dump(&dest2, &[]), dump(&db, &[]));
 }

@@ -249,7 +249,7 @@ async fn restore_to_an_instant_gives_a_state_of_that_time_within_the_recovery_po
     )
     .await
     .unwrap();
-    assert!(report.forgotten.contains(&before_capture.id));
+    assert!(report.forgotten.contains(&before_capture.id.to_string()));
     let left = repo.snapshots().await.unwrap();
     assert!(left.iter().any(|(id, _)| id == &mid.id));
     assert!(

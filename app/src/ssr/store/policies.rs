@@ -1,0 +1,237 @@
+//! Policies: schedules, retention, late alerts, triggers.
+
+use super::*;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRow {
+    pub id: i64,
+    pub name: String,
+    pub source_id: i64,
+    pub target_id: i64,
+    pub selection: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub enabled: i64,
+    pub created_at: i64,
+    pub next_run_at: Option<i64>,
+    pub trigger_hash: Option<String>,
+    /// JSON of `engine::retention::KeepRules`; empty: keep everything.
+    pub retention: String,
+    /// Minutes without a successful backup before it is late; None: from the schedule;
+    /// 0: never.
+    pub rpo_minutes: Option<i64>,
+    /// When the current lateness was announced (until the next success).
+    pub late_alerted_at: Option<i64>,
+    /// Continuous capture every this many seconds (PostgreSQL); None: snapshots only.
+    pub capture_secs: Option<i64>,
+}
+
+pub(super) const POLICY_COLUMNS: &str = "id, name, source_id, target_id, selection, schedule, timezone, enabled, created_at, next_run_at, trigger_hash, retention, rpo_minutes, late_alerted_at, capture_secs";
+
+/// How long policy `p` may go without a successful backup before it is late (RPO):
+/// its own setting, else one and a half times its schedule's interval (at least 15
+/// minutes); None when it is never late (set to 0, or no schedule and no setting).
+pub fn late_after_ms(p: &PolicyRow, now: i64) -> Option<i64> {
+    match p.rpo_minutes {
+        Some(m) if m > 0 => Some(m * 60_000),
+        Some(_) => None,
+        None => {
+            let s = crate::ssr::schedule::parse(&p.schedule, &p.timezone).ok()??;
+            let a = s.next_after(now)?;
+            let b = s.next_after(a)?;
+            Some(((b - a) * 3 / 2).max(15 * 60_000))
+        }
+    }
+}
+
+/// Enabled policies that can be late (a schedule or an RPO of their own).
+pub async fn watched_policies(db: &Db) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND \
+         (rpo_minutes > 0 OR (rpo_minutes IS NULL AND schedule <> ''))"
+    ))
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Per policy id: when its last successful backup finished.
+pub async fn last_successes(db: &Db) -> Result<std::collections::HashMap<i64, i64>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT policy_id, MAX(finished_at) FROM jobs WHERE kind = 'backup' AND status = 'succeeded' \
+         AND policy_id IS NOT NULL AND finished_at IS NOT NULL GROUP BY policy_id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Records that the policy's lateness since `since` (its last success, or its creation)
+/// is announced; false when it already was (by this or another worker).
+pub async fn mark_late(db: &Db, policy: i64, since: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE policies SET late_alerted_at = $3 WHERE id = $1 AND (late_alerted_at IS NULL OR late_alerted_at < $2)",
+    )
+    .bind(policy)
+    .bind(since)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_rpo(db: &Db, policy: i64, minutes: Option<i64>) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET rpo_minutes = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(minutes)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_retention(db: &Db, policy: i64, retention: &str) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET retention = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(retention)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Removes pruned snapshots from the history; returns how many rows went.
+/// All or none: one transaction.
+pub async fn forget_snapshots(db: &Db, target_id: i64, ids: &[String]) -> Result<u64> {
+    let mut tx = db.pool.begin().await?;
+    let mut n = 0;
+    for id in ids {
+        n += sqlx::query("DELETE FROM snapshots WHERE target_id = $1 AND snapshot_id = $2")
+            .bind(target_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// What is stored of a trigger token.
+pub fn trigger_hash(token: &str) -> String {
+    engine::repo::crypto::hex(&blake3::derive_key(
+        "tablesafe 2026-11 policy trigger token",
+        token.as_bytes(),
+    ))
+}
+
+pub async fn set_trigger_hash(db: &Db, policy: i64, hash: Option<&str>) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET trigger_hash = $2 WHERE id = $1")
+        .bind(policy)
+        .bind(hash)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether a backup of the policy is queued or running (through `ex`: the pool, or the
+/// scheduler's transaction).
+pub async fn policy_busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    policy: i64,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
+    )
+    .bind(policy)
+    .fetch_one(ex)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn policies(db: &Db) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
+    ))
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn policy(db: &Db, id: i64) -> Result<Option<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_policy(
+    db: &Db,
+    name: &str,
+    source_id: i64,
+    target_id: i64,
+    selection: &str,
+    schedule: &str,
+    timezone: &str,
+    enabled: bool,
+    next_run_at: Option<i64>,
+    by: i64,
+) -> Result<Option<i64>> {
+    unique_or(
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO policies (name, source_id, target_id, selection, schedule, timezone, enabled, created_by, created_at, next_run_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(name)
+        .bind(source_id)
+        .bind(target_id)
+        .bind(selection)
+        .bind(schedule)
+        .bind(timezone)
+        .bind(i64::from(enabled))
+        .bind(by)
+        .bind(now_ms())
+        .bind(next_run_at)
+        .fetch_one(&db.pool)
+        .await,
+    )
+}
+
+/// Policies whose next run is due.
+pub async fn due_policies(db: &Db, now: i64) -> Result<Vec<PolicyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND next_run_at <= $1 ORDER BY next_run_at"
+    ))
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Takes a due run of `policy` for this worker: moves its next run from `due` to `next`
+/// and queues the backup, in one transaction. `false` when another worker took it
+/// first, or when a backup of the policy is still queued or running (the run then
+/// stays due and starts when that one ends: never two at once).
+pub async fn take_scheduled_run(
+    db: &Db,
+    policy: &PolicyRow,
+    due: i64,
+    next: Option<i64>,
+    job: NewJob,
+) -> Result<bool> {
+    let mut tx = db.pool.begin().await?;
+    if policy_busy(&mut *tx, policy.id).await? {
+        return Ok(false);
+    }
+    let moved =
+        sqlx::query("UPDATE policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2")
+            .bind(policy.id)
+            .bind(due)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+    if moved.rows_affected() != 1 {
+        return Ok(false);
+    }
+    insert_job(&mut *tx, job).await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,52 @@
+//! Users.
+
+use super::*;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserListRow {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+pub async fn users(db: &Db) -> Result<Vec<UserListRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, username, role, created_at, disabled_at FROM users ORDER BY username",
+    )
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Result<Option<i64>> {
+    unique_or(
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(phc)
+        .bind(role)
+        .bind(now_ms())
+        .fetch_one(&db.pool)
+        .await,
+    )
+}
+
+pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<bool> {
+    let r = sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(disabled.then(now_ms))
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(phc)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The backup's first stage for one table: its stream hashed, counted and sent to the
+//! pipeline in pieces; a keyed table's key order checked and, with a parent, the stream
+//! turned into a delta against the parent's rows.
+
+use super::Plan;
+use super::pipeline::{Msg, Pipeline};
+use crate::Result;
+use crate::model::Layer;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::segment::{Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
+use crate::source::postgres::count_lines;
+
+pub(super) const SEND_AT: usize = 1 << 20;
+
+/// What one table's stream produced.
+pub(super) struct Streamed {
+    pub(super) rows: u64,
+    pub(super) bytes: u64,
+    pub(super) checksum: String,
+    /// The delta's base (the parent's layers), or empty for a full segment.
+    pub(super) base: Vec<Layer>,
+    pub(super) segment_bytes: u64,
+    /// The key the stream proved to be strictly ordered by, if any.
+    pub(super) key: Vec<String>,
+    /// Built from the rows changed since the parent ([`changes_only`]).
+    pub(super) changes_only: bool,
+}
+
+/// Turns a table's new rows into a delta against its parent's rows: both in key order,
+/// merged like two sorted lists.
+pub(super) struct Differ<'a> {
+    parent: Merged<'a>,
+    head: Option<(Key, Vec<u8>)>,
+    primed: bool,
+}
+
+impl Differ<'_> {
+    async fn fill(&mut self) -> Result<()> {
+        if !self.primed {
+            self.head = self.parent.next().await?;
+            self.primed = true;
+        }
+        Ok(())
+    }
+
+    async fn row(&mut self, key: &Key, row: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.fill().await?;
+        loop {
+            let Some((pk, prow)) = &self.head else {
+                push_upsert(out, row);
+                return Ok(());
+            };
+            match cmp_key(pk, key) {
+                std::cmp::Ordering::Less => {
+                    push_delete(out, pk);
+                    self.head = self.parent.next().await?;
+                }
+                std::cmp::Ordering::Equal => {
+                    if prow.as_slice() != row {
+                        push_upsert(out, row);
+                    }
+                    self.head = self.parent.next().await?;
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => {
+                    push_upsert(out, row);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Parent rows after the last new row are gone.
+    async fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.fill().await?;
+        while let Some((pk, _)) = self.head.take() {
+            push_delete(out, &pk);
+            self.head = self.parent.next().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Row-level work on a keyed table's stream: checking its key order and, for a delta,
+/// diffing it against the parent.
+pub(super) struct Keyed<'a> {
+    pub(super) spec: KeySpec,
+    /// The start of a row that the previous piece ended inside.
+    pub(super) carry: Vec<u8>,
+    pub(super) last: Key,
+    pub(super) key: Key,
+    pub(super) started: bool,
+    pub(super) differ: Option<Differ<'a>>,
+    pub(super) out: Vec<u8>,
+}
+
+impl Keyed<'_> {
+    /// Takes the complete rows of `carry` + `data`, leaving an unfinished one in
+    /// `carry`. `Ok(false)`: the stream is not in key order.
+    async fn rows(&mut self, data: &[u8]) -> Result<bool> {
+        let mut data = data;
+        if !self.carry.is_empty() {
+            // Complete the carried row with as little of `data` as it needs.
+            let mut carry = std::mem::take(&mut self.carry);
+            let mut taken = 0;
+            let mut step = 4096;
+            while taken < data.len() {
+                // Growing steps: a multi-megabyte row is not rescanned once per 4 KiB.
+                let end = (taken + step).min(data.len());
+                carry.extend_from_slice(&data[taken..end]);
+                taken = end;
+                step *= 2;
+                if self.spec.row_len(&carry)?.is_some() {
+                    break;
+                }
+            }
+            let Some(n) = self.spec.row_len(&carry)? else {
+                self.carry = carry;
+                return Ok(true);
+            };
+            if !self.row(&carry[..n]).await? {
+                return Ok(false);
+            }
+            // What the carried row did not need is the start of the next rows.
+            data = &data[taken - (carry.len() - n)..];
+        }
+        let mut at = 0;
+        while let Some(n) = self.spec.row_len(&data[at..])? {
+            if !self.row(&data[at..at + n]).await? {
+                return Ok(false);
+            }
+            at += n;
+        }
+        self.carry.extend_from_slice(&data[at..]);
+        Ok(true)
+    }
+
+    async fn row(&mut self, row: &[u8]) -> Result<bool> {
+        if self.spec.key_into(row, &mut self.key).is_err()
+            || self.started && cmp_key(&self.last, &self.key) != std::cmp::Ordering::Less
+        {
+            return Ok(false);
+        }
+        if let Some(d) = self.differ.as_mut() {
+            d.row(&self.key, row, &mut self.out).await?;
+        }
+        std::mem::swap(&mut self.last, &mut self.key);
+        self.started = true;
+        Ok(true)
+    }
+}
+
+/// One table's bytes on their way to the worker: hashed, counted, and sent in pieces of
+/// about [`SEND_AT`] bytes. Keyed tables are also checked for key order, and a table
+/// with a parent is sent as a delta.
+pub(super) struct Feed<'a> {
+    pub(super) pipe: &'a Pipeline,
+    pub(super) progress: &'a dyn Progress,
+    /// COPY text counts rows by lines; the values stream counts them as they are encoded.
+    pub(super) rows_are_lines: bool,
+    pub(super) hasher: blake3::Hasher,
+    pub(super) buf: Vec<u8>,
+    pub(super) rows: u64,
+    pub(super) bytes: u64,
+    pub(super) unreported_rows: u64,
+    pub(super) keyed: Option<Keyed<'a>>,
+    pub(super) base: Vec<Layer>,
+    pub(super) segment_bytes: u64,
+    /// The delta could not be built (rows out of key order, unreadable parent): the
+    /// table must be read again as a full segment.
+    pub(super) restart: bool,
+    /// The rows are known to come in strictly increasing key order and the delta
+    /// records are written by the caller ([`changes_only`]): no row is parsed here.
+    pub(super) order_known: bool,
+}
+
+impl<'a> Feed<'a> {
+    /// `delta`: store the table as a delta against its plan's parent.
+    pub(super) async fn start(
+        repo: &'a Repository,
+        pipe: &'a Pipeline,
+        progress: &'a dyn Progress,
+        plan: &'a Plan,
+        rows_are_lines: bool,
+        delta: bool,
+    ) -> Result<Feed<'a>> {
+        progress.check_abort()?;
+        progress.table_started(&plan.name, None);
+        pipe.send(Msg::Start).await?;
+        let parent = plan.parent.as_ref().filter(|_| delta);
+        let keyed = plan.key.clone().map(|spec| Keyed {
+            differ: parent.map(|p| Differ {
+                parent: Merged::new(repo, &p.name, p.layers(), spec.clone()),
+                head: None,
+                primed: false,
+            }),
+            spec,
+            carry: Vec::new(),
+            last: Vec::new(),
+            key: Vec::new(),
+            started: false,
+            out: Vec::new(),
+        });
+        Ok(Feed {
+            pipe,
+            progress,
+            rows_are_lines,
+            hasher: blake3::Hasher::new(),
+            buf: Vec::with_capacity(SEND_AT + 65536),
+            rows: 0,
+            bytes: 0,
+            unreported_rows: 0,
+            keyed,
+            base: parent.map(|p| p.layers()).unwrap_or_default(),
+            segment_bytes: 0,
+            restart: false,
+            order_known: false,
+        })
+    }
+
+    pub(super) fn count_row(&mut self) {
+        self.rows += 1;
+        self.unreported_rows += 1;
+    }
+
+    pub(super) async fn send_if_full(&mut self) -> Result<()> {
+        if self.buf.len() >= SEND_AT {
+            self.progress.check_abort()?;
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    /// A keyed stream that breaks key order is no longer keyed; a delta is abandoned.
+    fn not_in_key_order(&mut self) {
+        if self.base.is_empty() {
+            self.keyed = None;
+        } else {
+            self.restart = true;
+        }
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        if self.rows_are_lines {
+            let n = count_lines(&self.buf);
+            self.rows += n;
+            self.unreported_rows += n;
+        }
+        self.hasher.update(&self.buf);
+        self.bytes += self.buf.len() as u64;
+        self.progress.advanced(
+            std::mem::take(&mut self.unreported_rows),
+            self.buf.len() as u64,
+        );
+        let mut ship = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT + 65536));
+        if let Some(k) = &mut self.keyed
+            && !self.order_known
+        {
+            match k.rows(&ship).await {
+                Ok(true) => {}
+                // An unreadable parent only costs the delta: the full table still backs up.
+                Ok(false) | Err(_) => self.not_in_key_order(),
+            }
+        }
+        if !self.base.is_empty() {
+            ship = std::mem::take(&mut self.keyed.as_mut().expect("a delta is keyed").out);
+        }
+        self.ship(ship).await
+    }
+
+    async fn ship(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if self.restart || bytes.is_empty() {
+            return Ok(());
+        }
+        self.segment_bytes += bytes.len() as u64;
+        self.pipe.send(Msg::Data(bytes)).await
+    }
+
+    /// `None`: the delta was abandoned; read the table again with `delta` false.
+    pub(super) async fn finish(mut self, table: &str) -> Result<Option<Streamed>> {
+        self.send().await?;
+        if let Some(k) = &mut self.keyed
+            && !self.restart
+        {
+            let ended = k.carry.is_empty()
+                && match &mut k.differ {
+                    Some(d) => d.finish(&mut k.out).await.is_ok(),
+                    None => true,
+                };
+            if !ended {
+                self.not_in_key_order();
+            } else if let Some(k) = &mut self.keyed {
+                let out = std::mem::take(&mut k.out);
+                self.ship(out).await?;
+            }
+        }
+        if self.restart {
+            return Ok(None);
+        }
+        self.pipe.send(Msg::End).await?;
+        self.progress.table_finished(table);
+        Ok(Some(Streamed {
+            rows: self.rows,
+            bytes: self.bytes,
+            checksum: self.hasher.finalize().to_hex().to_string(),
+            base: self.base,
+            segment_bytes: self.segment_bytes,
+            key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),
+            changes_only: false,
+        }))
+    }
+}

@@ -1,0 +1,270 @@
+//! Backup: one consistent read of the source, streamed through chunking, dedup,
+//! compression and encryption into packs, then the snapshot manifest.
+//!
+//! Two stages run in parallel: the async reader (rows → stream bytes → checksum) and a
+//! blocking worker (FastCDC → chunk id → dedup → zstd → seal → pack writes), joined by a
+//! bounded channel so memory stays flat whatever the table size.
+
+//! Each engine is a [`SourceReader`] (`sqlite.rs`, `mysql.rs`, `postgres.rs`): it opens
+//! the one read transaction, plans the selected tables from its catalog and streams them;
+//! everything else — parents, the pipeline, the manifest — is the same for all.
+
+mod feed;
+mod mysql;
+mod pipeline;
+mod plan;
+mod postgres;
+mod sqlite;
+mod values;
+
+use crate::Result;
+use crate::model::{
+    Engine, PgEnum, PgPoint, SegmentKind, Skipped, Snapshot, SnapshotSource, TableEntry,
+};
+use crate::progress::Progress;
+use crate::repo::{Repository, now_ms};
+use crate::secret::Secret;
+use crate::selection::Selection;
+use crate::source::SourceUrl;
+use feed::Streamed;
+use pipeline::{Pipeline, Written};
+use plan::{Plan, choose_parents};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub source: Secret<String>,
+    pub selection: Selection,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a finished backup reports.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    pub id: crate::model::SnapshotId,
+    pub snapshot: Snapshot,
+    /// Tables whose delta was built from only the rows changed since the parent (read by
+    /// their `xmin`, PostgreSQL) instead of every row.
+    pub changes_only: Vec<String>,
+}
+
+/// A table store as a backup reads it. Everything a backup reads goes through one read
+/// transaction on one connection, from [`SourceReader::begin`] to
+/// [`SourceReader::finish`] (crate docs, "What makes a snapshot consistent"). Adding a
+/// source engine means implementing this (and restore's destination side).
+trait SourceReader {
+    const ENGINE: Engine;
+
+    /// Starts the read transaction; every later call reads inside it.
+    async fn begin(&mut self) -> Result<()>;
+
+    /// Reads the catalog and plans the selected tables, in catalog order.
+    async fn plan(&mut self, selection: &Selection) -> Result<Planned>;
+
+    /// Once the parents are chosen: lets a plan read less than every row (PostgreSQL's
+    /// changes-only deltas). `latest` is the source's latest snapshot.
+    fn narrow(&self, _latest: &Snapshot, _plans: &mut [Plan]) {}
+
+    /// Streams every planned table, in order, into `pipe`: one [`Streamed`] per plan.
+    async fn read(
+        &mut self,
+        repo: &Repository,
+        plans: &[Plan],
+        pipe: &Pipeline,
+        out: &mut Vec<Streamed>,
+        progress: &dyn Progress,
+    ) -> Result<()>;
+
+    /// Ends the read transaction.
+    async fn finish(&mut self) -> Result<()>;
+
+    /// Where the read sits in the source's history (PostgreSQL; recorded in the
+    /// snapshot for point-in-time restores and changes-only deltas).
+    fn point(&self) -> Option<PgPoint> {
+        None
+    }
+}
+
+/// The selected tables of a source, planned.
+struct Planned {
+    plans: Vec<Plan>,
+    skipped: Vec<Skipped>,
+    /// PostgreSQL enum types the tables use.
+    enums: Vec<PgEnum>,
+}
+
+/// What one consistent read of the source stored.
+struct Read {
+    engine: Engine,
+    time_ms: i64,
+    plans: Vec<Plan>,
+    /// Per plan, its stream and chunk ids.
+    streamed: Vec<(Streamed, Vec<crate::model::ChunkId>)>,
+    written: Written,
+    bytes_stored: u64,
+    skipped: Vec<Skipped>,
+    enums: Vec<PgEnum>,
+    pg_point: Option<PgPoint>,
+}
+
+/// Reads the source through `src`: plans, parents, the streams, the pipeline.
+async fn read_source<S: SourceReader>(
+    repo: &Repository,
+    opts: &BackupOptions,
+    url: &SourceUrl,
+    mut src: S,
+    progress: &dyn Progress,
+) -> Result<Read> {
+    src.begin().await?;
+    let time_ms = now_ms();
+    let Planned {
+        mut plans,
+        skipped,
+        enums,
+    } = src.plan(&opts.selection).await?;
+    if let Some(latest) = choose_parents(repo, url, &mut plans).await? {
+        src.narrow(&latest, &mut plans);
+    }
+    let pipeline = Pipeline::start(repo);
+    let mut streamed = Vec::new();
+    let read = src
+        .read(repo, &plans, &pipeline, &mut streamed, progress)
+        .await;
+    let (chunks, written, bytes_stored) = pipeline.finish(read).await?;
+    src.finish().await?;
+    Ok(Read {
+        engine: S::ENGINE,
+        time_ms,
+        plans,
+        streamed: streamed.into_iter().zip(chunks).collect(),
+        written,
+        bytes_stored,
+        skipped,
+        enums,
+        pg_point: src.point(),
+    })
+}
+
+pub async fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
+    backup_as(repo, opts, None, progress).await
+}
+
+/// A backup that is also round `capture` of a SQLite continuous capture.
+pub(crate) async fn backup_as(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    capture: Option<crate::model::CaptureRound>,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
+    // Lock first, then read the index and prune's condemned packs (crate docs,
+    // "Concurrency"): from here on no prune deletes what this backup may reference.
+    let lock = repo
+        .lock(crate::repo::lock::LockKind::Shared, "backup")
+        .await?;
+    let result = match repo.load_index().await {
+        Ok(()) => backup_locked(repo, opts, capture, progress).await,
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    result
+}
+
+async fn backup_locked(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    capture: Option<crate::model::CaptureRound>,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let url = SourceUrl::parse(&opts.source)?;
+    let Read {
+        engine,
+        time_ms,
+        plans,
+        streamed,
+        written,
+        bytes_stored,
+        skipped,
+        enums,
+        pg_point,
+    } = match &url {
+        SourceUrl::Sqlite(path) => {
+            let src = sqlite::Reader::open(path).await?;
+            read_source(repo, opts, &url, src, progress).await?
+        }
+        SourceUrl::Mysql(secret) => {
+            let src = mysql::Reader::connect(secret, url.display()).await?;
+            read_source(repo, opts, &url, src, progress).await?
+        }
+        SourceUrl::Postgres(secret) => {
+            let src = postgres::Reader::connect(secret, url.display()).await?;
+            read_source(repo, opts, &url, src, progress).await?
+        }
+    };
+    let written_packs: Vec<[u8; 32]> = written.iter().map(|(_, l)| l.pack).collect();
+    repo.absorb(written);
+    let streamed_changes_only: Vec<String> = plans
+        .iter()
+        .zip(&streamed)
+        .filter(|(_, (s, _))| s.changes_only)
+        .map(|(p, _)| p.name.clone())
+        .collect();
+    let tables: Vec<TableEntry> = plans
+        .into_iter()
+        .zip(streamed)
+        .map(|(p, (s, chunks))| TableEntry {
+            name: p.name,
+            schema: p.schema,
+            segment: if s.base.is_empty() {
+                SegmentKind::Full
+            } else {
+                SegmentKind::Delta
+            },
+            format: p.format,
+            stream_columns: p.columns,
+            rows: s.rows,
+            bytes: s.bytes,
+            checksum: s.checksum,
+            chunks,
+            segment_bytes: s.segment_bytes,
+            base: s.base,
+            key: s.key,
+        })
+        .collect();
+    let changes_only = streamed_changes_only;
+    let snapshot = Snapshot {
+        format: crate::repo::FORMAT_VERSION,
+        time_ms,
+        source: SnapshotSource {
+            engine,
+            url: url.display(),
+        },
+        selection: opts.selection.clone(),
+        tags: opts.tags.clone(),
+        tables,
+        enums,
+        skipped,
+        bytes_stored,
+        duration_ms: started.elapsed().as_millis() as u64,
+        pg_point,
+        capture,
+    };
+    // Written last: the snapshot becomes visible only now.
+    let id = match repo.save_snapshot(&snapshot).await {
+        Ok(id) => id,
+        Err(e) => {
+            repo.discard_packs(&written_packs).await;
+            return Err(e);
+        }
+    };
+    Ok(BackupSummary {
+        id,
+        snapshot,
+        changes_only,
+    })
+}
