@@ -26,9 +26,7 @@
 
 use crate::dialect::{self, Dialect, Kind, TableSql};
 use crate::filter::{BoundFilter, RowFilter};
-use crate::model::{
-    Engine, PgColumn, RowDecoder, Snapshot, StreamFormat, TableEntry, Value, unknown_format,
-};
+use crate::model::{Engine, RowDecoder, Snapshot, StreamFormat, TableEntry, Value, unknown_format};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -959,8 +957,21 @@ async fn write_sqlite(
     let mut db = SqliteDb::open_write(path).await?;
     db.exec("BEGIN IMMEDIATE").await?;
     if plan.engine == Engine::Mysql {
+        // Columns without a declared type keep every value exactly as it was read
+        // (integers, floats, text, bytes); the primary key comes along.
         for (t, written) in plan.tables.iter().zip(plan.written.iter()) {
-            mysql_table_to_sqlite(repo, &mut db, t, written, progress).await?;
+            let columns: Vec<SqliteColumn> = t
+                .columns
+                .iter()
+                .map(|c| SqliteColumn {
+                    name: c,
+                    decl: "",
+                    not_null: false,
+                    kind: Kind::Sqlite,
+                })
+                .collect();
+            let key = crate::merge::key_of(&t.entry);
+            table_to_sqlite(repo, &mut db, t, &columns, &key, written, progress).await?;
         }
         db.exec("COMMIT").await?;
         return Ok(());
@@ -969,87 +980,66 @@ async fn write_sqlite(
         let def = t.entry.schema.postgres.as_ref().ok_or_else(|| {
             Error::damaged(format!("table {} lacks its PostgreSQL definition", t.table))
         })?;
-        let cols: Vec<&PgColumn> = t
+        let columns: Vec<SqliteColumn> = t
             .columns
             .iter()
             .filter_map(|c| def.columns.iter().find(|pc| &pc.name == c))
-            .collect();
-        let kinds: Vec<Kind> = cols.iter().map(|c| dialect::pg_kind(Some(c))).collect();
-        let mut parts: Vec<String> = cols
-            .iter()
-            .zip(&kinds)
-            .map(|(c, k)| {
-                let ty = match k {
-                    Kind::PgInteger | Kind::PgBool => "INTEGER",
-                    Kind::PgFloat => "REAL",
-                    Kind::PgBytea => "BLOB",
-                    _ => "TEXT",
-                };
-                format!(
-                    "{} {ty}{}",
-                    lite::quote(&c.name),
-                    if c.not_null { " NOT NULL" } else { "" }
-                )
+            .map(|c| {
+                let kind = dialect::pg_kind(Some(c));
+                SqliteColumn {
+                    name: &c.name,
+                    decl: match kind {
+                        Kind::PgInteger | Kind::PgBool => "INTEGER",
+                        Kind::PgFloat => "REAL",
+                        Kind::PgBytea => "BLOB",
+                        _ => "TEXT",
+                    },
+                    not_null: c.not_null,
+                    kind,
+                }
             })
             .collect();
-        if !def.pk.is_empty() && def.pk.iter().all(|k| t.columns.contains(k)) {
-            parts.push(format!(
-                "PRIMARY KEY ({})",
-                def.pk
-                    .iter()
-                    .map(|k| lite::quote(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let table = lite::quote(&t.table);
-        db.exec(&format!("CREATE TABLE {table} ({})", parts.join(", ")))
-            .await?;
-        let insert = format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            cols.iter()
-                .map(|c| lite::quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            vec!["?"; cols.len()].join(", ")
-        );
-        let keep: Vec<usize> = t
-            .columns
-            .iter()
-            .filter_map(|c| t.entry.stream_columns.iter().position(|s| s == c))
-            .collect();
-        progress.table_started(&t.table, Some(t.rows));
-        let mut reader = TableRows::open(repo, &t.entry)?;
-        while let Some((rows, bytes)) = reader.next_batch().await? {
-            progress.check_abort()?;
-            for row in rows.iter().filter(|r| t.filter.matches(r)) {
-                written.fetch_add(1, AtomicOrdering::Relaxed);
-                let values = keep
-                    .iter()
-                    .zip(&kinds)
-                    .map(|(&i, k)| sqlite_value(&row[i], *k))
-                    .collect::<Result<Vec<_>>>()?;
-                db.insert(&insert, values).await?;
-            }
-            progress.advanced(rows.len() as u64, bytes);
-        }
-        progress.table_finished(&t.table);
+        table_to_sqlite(repo, &mut db, t, &columns, &def.pk, written, progress).await?;
     }
     db.exec("COMMIT").await?;
     Ok(())
 }
 
-/// A MySQL table into a SQLite file: columns without a declared type keep every value
-/// exactly as it was read (integers, floats, text, bytes); the primary key comes along.
-async fn mysql_table_to_sqlite(
+/// A column of a table written into a new SQLite file.
+struct SqliteColumn<'a> {
+    name: &'a str,
+    /// The declared type; empty for none (every value keeps its own class).
+    decl: &'static str,
+    not_null: bool,
+    /// How its values convert ([`sqlite_value`]).
+    kind: Kind,
+}
+
+/// Creates `t` in the SQLite file with `columns` (and `key` as its primary key when all
+/// of it is exported) and writes its rows.
+async fn table_to_sqlite(
     repo: &Repository,
     db: &mut SqliteDb,
     t: &ExportTable,
+    columns: &[SqliteColumn<'_>],
+    key: &[String],
     written: &AtomicU64,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let key = crate::merge::key_of(&t.entry);
-    let mut parts: Vec<String> = t.columns.iter().map(|c| lite::quote(c)).collect();
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let mut part = lite::quote(c.name);
+            if !c.decl.is_empty() {
+                part.push(' ');
+                part.push_str(c.decl);
+            }
+            if c.not_null {
+                part.push_str(" NOT NULL");
+            }
+            part
+        })
+        .collect();
     if !key.is_empty() && key.iter().all(|k| t.columns.contains(k)) {
         parts.push(format!(
             "PRIMARY KEY ({})",
@@ -1063,13 +1053,17 @@ async fn mysql_table_to_sqlite(
     db.exec(&format!("CREATE TABLE {table} ({})", parts.join(", ")))
         .await?;
     let insert = format!(
-        "INSERT INTO {table} VALUES ({})",
-        vec!["?"; t.columns.len()].join(", ")
+        "INSERT INTO {table} ({}) VALUES ({})",
+        columns
+            .iter()
+            .map(|c| lite::quote(c.name))
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; columns.len()].join(", ")
     );
-    let keep: Vec<usize> = t
-        .columns
+    let keep: Vec<usize> = columns
         .iter()
-        .filter_map(|c| t.entry.stream_columns.iter().position(|s| s == c))
+        .filter_map(|c| t.entry.stream_columns.iter().position(|s| s == c.name))
         .collect();
     progress.table_started(&t.table, Some(t.rows));
     let mut reader = TableRows::open(repo, &t.entry)?;
@@ -1077,8 +1071,12 @@ async fn mysql_table_to_sqlite(
         progress.check_abort()?;
         for row in rows.iter().filter(|r| t.filter.matches(r)) {
             written.fetch_add(1, AtomicOrdering::Relaxed);
-            db.insert(&insert, keep.iter().map(|&i| row[i].clone()).collect())
-                .await?;
+            let values = keep
+                .iter()
+                .zip(columns)
+                .map(|(&i, c)| sqlite_value(&row[i], c.kind))
+                .collect::<Result<Vec<_>>>()?;
+            db.insert(&insert, values).await?;
         }
         progress.advanced(rows.len() as u64, bytes);
     }
@@ -1086,7 +1084,8 @@ async fn mysql_table_to_sqlite(
     Ok(())
 }
 
-/// A PostgreSQL value (its text form) as the SQLite value it becomes.
+/// A value as the SQLite value it becomes: PostgreSQL text by its column's kind;
+/// everything else (MySQL's values, [`Kind::Sqlite`]) as it is.
 fn sqlite_value(v: &Value, kind: Kind) -> Result<Value> {
     let Value::Text(t) = v else {
         return Ok(v.clone());

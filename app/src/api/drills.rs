@@ -166,14 +166,7 @@ pub async fn save_drill_plan(
     let c = ctx::authorize(Perm::Configure, "drill.plan").await?;
     let result = async {
         let db = &c.state.db;
-        let p = store::policy(db, policy_id)
-            .await
-            .or_internal("loading a policy")?
-            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
-        let source = store::source(db, p.source_id)
-            .await
-            .or_internal("loading a source")?
-            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        let (_, source) = policy_and_source(db, policy_id).await?;
         if !matches!(pick.as_str(), "latest" | "random") {
             return Err(AppError::Field(
                 "pick".into(),
@@ -282,22 +275,33 @@ pub async fn delete_drill_plan(policy_id: i64) -> Result<(), AppError> {
     .await
 }
 
+/// A policy and its source, or which of them is gone.
+#[cfg(feature = "ssr")]
+async fn policy_and_source(
+    db: &crate::ssr::db::Db,
+    policy_id: i64,
+) -> Result<(crate::ssr::store::PolicyRow, crate::ssr::store::SourceRow), AppError> {
+    use crate::ssr::store;
+    let p = store::policy(db, policy_id)
+        .await
+        .or_internal("loading a policy")?
+        .ok_or_else(|| AppError::NotFound("Policy".into()))?;
+    let source = store::source(db, p.source_id)
+        .await
+        .or_internal("loading a source")?
+        .ok_or_else(|| AppError::NotFound("Source".into()))?;
+    Ok((p, source))
+}
+
 /// Queues a drill of the policy now; returns the job id.
 #[server(endpoint = "drills/run")]
 pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{ctx, drills, store};
+    use crate::ssr::{ctx, drills};
     let c = ctx::authorize(Perm::RunJobs, "drill.run").await?;
     let result = async {
         let db = &c.state.db;
-        let p = store::policy(db, policy_id)
-            .await
-            .or_internal("loading a policy")?
-            .ok_or_else(|| AppError::NotFound("Policy".into()))?;
-        let source = store::source(db, p.source_id)
-            .await
-            .or_internal("loading a source")?
-            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        let (p, source) = policy_and_source(db, policy_id).await?;
         let plan = drills::plan(db, policy_id)
             .await
             .or_internal("loading a drill plan")?;

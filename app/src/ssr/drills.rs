@@ -4,7 +4,7 @@
 //! queue a slot once, and a policy never has two drills queued or running.
 
 use super::db::{Db, now_ms};
-use super::store::{NewJob, insert_job};
+use super::store::NewJob;
 use anyhow::Result;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -88,13 +88,7 @@ pub async fn busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     policy: i64,
 ) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'drill' AND status IN ('queued', 'running')",
-    )
-    .bind(policy)
-    .fetch_one(ex)
-    .await?;
-    Ok(n > 0)
+    super::store::policy_has_active(ex, policy, crate::api::jobs::JobKind::Drill).await
 }
 
 /// Takes a due drill for this worker: moves the plan's next run from `due` to `next` and
@@ -107,24 +101,15 @@ pub async fn take_scheduled(
     next: Option<i64>,
     job: NewJob,
 ) -> Result<bool> {
-    let mut tx = db.pool.begin().await?;
-    if busy(&mut *tx, policy_id).await? {
-        return Ok(false);
-    }
-    let moved = sqlx::query(
+    super::store::take_due(
+        db,
+        policy_id,
+        crate::api::jobs::JobKind::Drill,
         "UPDATE drill_plans SET next_run_at = $3 WHERE policy_id = $1 AND next_run_at = $2",
+        (due, next),
+        job,
     )
-    .bind(policy_id)
-    .bind(due)
-    .bind(next)
-    .execute(&mut *tx)
-    .await?;
-    if moved.rows_affected() != 1 {
-        return Ok(false);
-    }
-    insert_job(&mut *tx, job).await?;
-    tx.commit().await?;
-    Ok(true)
+    .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

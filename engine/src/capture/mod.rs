@@ -173,6 +173,24 @@ impl<'a> Bytes<'a> {
 /// A `pgoutput` message (big-endian numbers, C strings).
 struct Reader<'a>(Bytes<'a>);
 
+/// A reader of one format is a [`Bytes`] with that format's reads added.
+macro_rules! reads_bytes {
+    ($t:ident) => {
+        impl<'a> std::ops::Deref for $t<'a> {
+            type Target = Bytes<'a>;
+            fn deref(&self) -> &Bytes<'a> {
+                &self.0
+            }
+        }
+        impl<'a> std::ops::DerefMut for $t<'a> {
+            fn deref_mut(&mut self) -> &mut Bytes<'a> {
+                &mut self.0
+            }
+        }
+    };
+}
+reads_bytes!(Reader);
+
 impl<'a> Reader<'a> {
     fn new(msg: &'a [u8]) -> Reader<'a> {
         Reader(Bytes {
@@ -181,27 +199,21 @@ impl<'a> Reader<'a> {
             short: || Error::Other("a pgoutput message ends early".into()),
         })
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        self.0.take(n)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        self.0.u8()
-    }
     fn i16(&mut self) -> Result<i16> {
-        Ok(i16::from_be_bytes(self.0.array()?))
+        Ok(i16::from_be_bytes(self.array()?))
     }
     fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_be_bytes(self.0.array()?))
+        Ok(i32::from_be_bytes(self.array()?))
     }
     fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_be_bytes(self.0.array()?))
+        Ok(i64::from_be_bytes(self.array()?))
     }
     fn cstr(&mut self) -> Result<String> {
-        let rest = &self.0.buf[self.0.at..];
+        let rest = &self.buf[self.at..];
         let n = memchr::memchr(0, rest)
             .ok_or_else(|| Error::Other("a pgoutput string has no end".into()))?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
-        self.0.at += n + 1;
+        self.at += n + 1;
         Ok(s)
     }
     fn tuple(&mut self) -> Result<Vec<Cell>> {
@@ -451,6 +463,7 @@ pub fn encode(txns: &[Txn]) -> Vec<u8> {
 
 /// A change segment's stream (little-endian numbers, varint lengths).
 struct Cursor<'a>(Bytes<'a>);
+reads_bytes!(Cursor);
 
 impl<'a> Cursor<'a> {
     fn new(stream: &'a [u8]) -> Cursor<'a> {
@@ -463,17 +476,11 @@ impl<'a> Cursor<'a> {
     fn damaged(what: &str) -> Error {
         Error::damaged(format!("a change segment is damaged: {what}"))
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        self.0.take(n)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        self.0.u8()
-    }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.0.array()?))
+        Ok(u32::from_le_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.0.array()?))
+        Ok(u64::from_le_bytes(self.array()?))
     }
     fn len(&mut self) -> Result<usize> {
         let mut v: u64 = 0;
@@ -520,7 +527,7 @@ pub fn decode(stream: &[u8]) -> Result<Vec<Txn>> {
             .cloned()
             .ok_or_else(|| Cursor::damaged("an unknown relation"))
     };
-    while c.0.at < stream.len() {
+    while c.at < stream.len() {
         match c.u8()? {
             b'R' => {
                 let oid = c.u32()?;

@@ -137,10 +137,20 @@ pub async fn policy_busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     policy: i64,
 ) -> Result<bool> {
+    policy_has_active(ex, policy, crate::api::jobs::JobKind::Backup).await
+}
+
+/// Whether a job of `kind` for the policy is queued or running.
+pub async fn policy_has_active<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    policy: i64,
+    kind: crate::api::jobs::JobKind,
+) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = 'backup' AND status IN ('queued', 'running')",
+        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = $2 AND status IN ('queued', 'running')",
     )
     .bind(policy)
+    .bind(kind.as_str())
     .fetch_one(ex)
     .await?;
     Ok(n > 0)
@@ -217,17 +227,38 @@ pub async fn take_scheduled_run(
     next: Option<i64>,
     job: NewJob,
 ) -> Result<bool> {
+    take_due(
+        db,
+        policy.id,
+        crate::api::jobs::JobKind::Backup,
+        "UPDATE policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2",
+        (due, next),
+        job,
+    )
+    .await
+}
+
+/// In one transaction: unless a job of `kind` for the policy is queued or running,
+/// `move_run` (`$1` policy id, `$2` due, `$3` next) moves a due run on, and when it did,
+/// `job` is queued. `false` when another worker took the run first or a job is busy.
+pub(crate) async fn take_due(
+    db: &Db,
+    policy_id: i64,
+    kind: crate::api::jobs::JobKind,
+    move_run: &str,
+    (due, next): (i64, Option<i64>),
+    job: NewJob,
+) -> Result<bool> {
     let mut tx = db.pool.begin().await?;
-    if policy_busy(&mut *tx, policy.id).await? {
+    if policy_has_active(&mut *tx, policy_id, kind).await? {
         return Ok(false);
     }
-    let moved =
-        sqlx::query("UPDATE policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2")
-            .bind(policy.id)
-            .bind(due)
-            .bind(next)
-            .execute(&mut *tx)
-            .await?;
+    let moved = sqlx::query(move_run)
+        .bind(policy_id)
+        .bind(due)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
     if moved.rows_affected() != 1 {
         return Ok(false);
     }
