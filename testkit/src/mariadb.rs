@@ -23,7 +23,13 @@ impl Mariadb {
             .prefix("tablesafe-mariadb-")
             .tempdir()?;
         let data = dir.path().join("data");
+        // Its own temporary directory: with the shared /tmp, one server's bootstrap
+        // failed once in the full suite ("Could not remove temporary table
+        // '/tmp/#sql-temptable-…'") while other MariaDB tests started theirs.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
         let out = Command::new("mariadb-install-db")
+            .env("TMPDIR", &tmp)
             .args([
                 "--no-defaults",
                 "--auth-root-authentication-method=normal",
@@ -45,6 +51,7 @@ impl Mariadb {
         let socket = dir.path().join("sock");
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = Command::new("mariadbd")
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
