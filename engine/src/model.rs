@@ -44,18 +44,6 @@ impl PartialEq<String> for SnapshotId {
     }
 }
 
-impl PartialEq<str> for SnapshotId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl std::borrow::Borrow<str> for SnapshotId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl From<SnapshotId> for String {
     fn from(id: SnapshotId) -> String {
         id.0

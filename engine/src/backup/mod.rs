@@ -64,7 +64,7 @@ trait SourceReader {
 
     /// Once the parents are chosen: lets a plan read less than every row (PostgreSQL's
     /// changes-only deltas). `latest` is the source's latest snapshot.
-    fn narrow(&self, _latest: &Snapshot, _plans: &mut [Plan]) {}
+    fn narrow(&self, _latest: &Snapshot, _planned: &mut Planned) {}
 
     /// Streams every planned table, in order, into `pipe`: one [`Streamed`] per plan.
     async fn read(
@@ -118,14 +118,15 @@ async fn read_source<S: SourceReader>(
 ) -> Result<Read> {
     src.begin().await?;
     let time_ms = now_ms();
+    let mut planned = src.plan(&opts.selection).await?;
+    if let Some(latest) = choose_parents(repo, url, &mut planned.plans).await? {
+        src.narrow(&latest, &mut planned);
+    }
     let Planned {
-        mut plans,
+        plans,
         skipped,
         enums,
-    } = src.plan(&opts.selection).await?;
-    if let Some(latest) = choose_parents(repo, url, &mut plans).await? {
-        src.narrow(&latest, &mut plans);
-    }
+    } = planned;
     let pipeline = Pipeline::start(repo);
     let mut streamed = Vec::new();
     let read = src

@@ -10,7 +10,7 @@ use super::feed::{Feed, Streamed};
 use super::pipeline::Pipeline;
 use super::plan::{Plan, changed_since, chosen_columns, selected};
 use super::{Planned, SourceReader};
-use crate::model::{Engine, PgEnum, PgPoint, Snapshot, StreamFormat, TableEntry, TableSchema};
+use crate::model::{Engine, PgPoint, Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -23,7 +23,6 @@ use futures::StreamExt;
 pub(super) struct Reader {
     db: PgDb,
     point: Option<PgPoint>,
-    enums: Vec<PgEnum>,
 }
 
 impl Reader {
@@ -31,7 +30,6 @@ impl Reader {
         Ok(Reader {
             db: PgDb::connect(url, display).await?,
             point: None,
-            enums: Vec::new(),
         })
     }
 }
@@ -50,7 +48,6 @@ impl SourceReader for Reader {
         for (table, columns) in selected(&catalog.tables, |t| &t.name, selection)? {
             plans.push(plan_postgres(table, columns)?);
         }
-        self.enums = catalog.enums.clone();
         Ok(Planned {
             plans,
             skipped: catalog.skipped,
@@ -60,12 +57,12 @@ impl SourceReader for Reader {
 
     /// Tables whose parent has the same column definitions read only the rows changed
     /// since it, when the server's history allows ([`changed_since`]).
-    fn narrow(&self, latest: &Snapshot, plans: &mut [Plan]) {
+    fn narrow(&self, latest: &Snapshot, planned: &mut Planned) {
         let Some(now) = &self.point else { return };
-        let Some(xid) = changed_since(latest, now, &self.enums) else {
+        let Some(xid) = changed_since(latest, now, &planned.enums) else {
             return;
         };
-        for plan in plans.iter_mut() {
+        for plan in planned.plans.iter_mut() {
             let same_columns = |p: &TableEntry| {
                 let cols = |s: &TableSchema| s.postgres.as_ref().map(|d| d.columns.clone());
                 cols(&p.schema) == cols(&plan.schema) && cols(&p.schema).is_some()
