@@ -100,88 +100,120 @@ pub(crate) async fn prepare_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Resul
     })
 }
 
-async fn pg_count(db: &mut PgDb, sql: String) -> Result<u64> {
-    sqlx::query_scalar::<_, i64>(&sql)
-        .fetch_one(&mut db.conn)
-        .await
-        .map(|n| n as u64)
-        .map_err(|e| Error::Database {
-            context: sql,
-            source: e,
-        })
-}
-
-/// Counts and applies the merge of the rows loaded into [`PG_STAGE`].
-pub(crate) async fn apply_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Result<MergeCounts> {
-    let (schema, table) = split_name(t.dest);
-    let rel = pg::qualified(&schema, &table);
-    let q = |c: &str| pg::quote(c);
-    let cols = join(t.columns, q, ", ");
-    let on = join(&t.key, |k| format!("d.{} = s.{}", q(k), q(k)), " AND ");
-    let values: Vec<&String> = t.columns.iter().filter(|c| !t.key.contains(c)).collect();
-    let differs = if values.is_empty() {
-        "false".to_string()
-    } else {
-        format!(
-            "({}) IS DISTINCT FROM ({})",
-            values
-                .iter()
-                .map(|c| format!("s.{}::text", q(c)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            values
-                .iter()
-                .map(|c| format!("d.{}::text", q(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+/// Counts and applies a merge of the rows loaded into the engine's staging table: one
+/// flow for every engine, each writing the statements in its own SQL.
+pub(crate) async fn apply<D: MergeSql>(db: &mut D, t: &MergeTable<'_>) -> Result<MergeCounts> {
+    let scoped = !t.filter.is_empty();
+    let sql = D::statements(t, scoped);
     let mut counts = MergeCounts {
-        inserted: pg_count(
-            db,
-            format!(
-                "SELECT count(*) FROM {STAGE} s WHERE NOT EXISTS (SELECT 1 FROM {rel} d WHERE {on})"
-            ),
-        )
-        .await?,
-        updated: pg_count(
-            db,
-            format!("SELECT count(*) FROM {STAGE} s JOIN {rel} d ON {on} WHERE {differs}"),
-        )
-        .await?,
+        inserted: db.count(&sql.count_new).await?,
+        updated: db.count(&sql.count_changed).await?,
         ..Default::default()
     };
-    counts.unchanged = pg_count(
-        db,
-        format!("SELECT count(*) FROM {STAGE} s JOIN {rel} d ON {on}"),
-    )
-    .await?
-        - counts.updated;
+    counts.unchanged = db.count(&sql.count_matched).await? - counts.updated;
     if t.mode == MergeMode::ReplaceRows {
-        let scope = if t.filter.is_empty() {
-            format!("SELECT 1 FROM {rel} d WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})")
-        } else {
-            pg_scope(db, t, &rel).await?;
-            let on_scope = join(&t.key, |k| format!("d.{} = c.{}", q(k), q(k)), " AND ");
-            format!(
-                "SELECT 1 FROM {rel} d JOIN {SCOPE} c ON {on_scope} WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})"
-            )
-        };
-        counts.deleted = pg_count(db, format!("SELECT count(*) FROM ({scope}) x")).await?;
+        if scoped {
+            db.fill_scope(t).await?;
+        }
+        counts.deleted = db.count(&sql.count_gone).await?;
         if counts.deleted > 0 {
-            let del = if t.filter.is_empty() {
-                format!("DELETE FROM {rel} d WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})")
-            } else {
-                format!(
-                    "DELETE FROM {rel} d USING {SCOPE} c WHERE ({}) = ({}) AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})",
-                    join(&t.key, |k| format!("d.{}", q(k)), ", "),
-                    join(&t.key, |k| format!("c.{}", q(k)), ", ")
-                )
-            };
-            db.exec(&del).await?;
+            db.exec(&sql.delete_gone).await?;
         }
     }
-    if t.mode != MergeMode::SkipExisting && counts.updated > 0 {
+    if let Some(update) = &sql.update_changed
+        && t.mode != MergeMode::SkipExisting
+        && counts.updated > 0
+    {
+        db.exec(update).await?;
+    }
+    if counts.inserted > 0 {
+        db.exec(&sql.insert_new).await?;
+    }
+    for drop in &sql.cleanup {
+        db.exec(drop).await?;
+    }
+    Ok(counts)
+}
+
+/// One engine's statements for [`apply`]: `s` is the staged backup rows ([`STAGE`]),
+/// `d` the destination table, `c` the keys in the restore's scope ([`SCOPE`]).
+pub(crate) struct Statements {
+    /// Staged rows whose key the destination lacks.
+    count_new: String,
+    /// Rows whose key both have and whose values differ.
+    count_changed: String,
+    /// Rows whose key both have.
+    count_matched: String,
+    /// `replace-rows`: destination rows in scope that the backup lacks, and their delete.
+    count_gone: String,
+    delete_gone: String,
+    /// None when there is no column to set (every column is in the key, or may not be
+    /// written).
+    update_changed: Option<String>,
+    insert_new: String,
+    cleanup: Vec<String>,
+}
+
+/// What [`apply`] needs of a destination engine.
+pub(crate) trait MergeSql: crate::source::RunSql {
+    /// The statements for one table; `scoped`: the restore has a filter and
+    /// [`MergeSql::fill_scope`] runs before `count_gone`.
+    fn statements(t: &MergeTable<'_>, scoped: bool) -> Statements;
+    /// Fills [`SCOPE`] with the keys of the destination's rows that match the filter.
+    fn fill_scope(&mut self, t: &MergeTable<'_>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Where the key's columns stand in the backup's rows.
+fn key_positions(t: &MergeTable<'_>) -> Vec<usize> {
+    t.key
+        .iter()
+        .filter_map(|k| t.entry.stream_columns.iter().position(|c| c == k))
+        .collect()
+}
+
+/// The non-key columns, which decide whether a row changed.
+fn value_columns<'a>(t: &'a MergeTable<'_>) -> Vec<&'a String> {
+    t.columns.iter().filter(|c| !t.key.contains(c)).collect()
+}
+
+impl MergeSql for PgDb {
+    fn statements(t: &MergeTable<'_>, scoped: bool) -> Statements {
+        let (schema, table) = split_name(t.dest);
+        let rel = pg::qualified(&schema, &table);
+        let q = |c: &str| pg::quote(c);
+        let cols = join(t.columns, q, ", ");
+        let on = join(&t.key, |k| format!("d.{} = s.{}", q(k), q(k)), " AND ");
+        let values = value_columns(t);
+        let differs = if values.is_empty() {
+            "false".to_string()
+        } else {
+            let text = |alias: &str| {
+                values
+                    .iter()
+                    .map(|c| format!("{alias}.{}::text", q(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("({}) IS DISTINCT FROM ({})", text("s"), text("d"))
+        };
+        let absent = format!("NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})");
+        let (gone, delete_gone) = if scoped {
+            let on_scope = join(&t.key, |k| format!("d.{} = c.{}", q(k), q(k)), " AND ");
+            (
+                format!("SELECT 1 FROM {rel} d JOIN {SCOPE} c ON {on_scope} WHERE {absent}"),
+                format!(
+                    "DELETE FROM {rel} d USING {SCOPE} c WHERE ({}) = ({}) AND {absent}",
+                    join(&t.key, |k| format!("d.{}", q(k)), ", "),
+                    join(&t.key, |k| format!("c.{}", q(k)), ", ")
+                ),
+            )
+        } else {
+            (
+                format!("SELECT 1 FROM {rel} d WHERE {absent}"),
+                format!("DELETE FROM {rel} d WHERE {absent}"),
+            )
+        };
+        // Identity columns GENERATED ALWAYS cannot be set by an UPDATE.
         let identity_always: Vec<&str> = t
             .entry
             .schema
@@ -196,38 +228,44 @@ pub(crate) async fn apply_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Result<
             .filter(|c| !identity_always.contains(&c.as_str()))
             .map(|c| format!("{} = s.{}", q(c), q(c)))
             .collect();
-        if !set.is_empty() {
-            db.exec(&format!(
-                "UPDATE {rel} d SET {} FROM {STAGE} s WHERE {on} AND {differs}",
-                set.join(", ")
-            ))
-            .await?;
+        let missing = format!("NOT EXISTS (SELECT 1 FROM {rel} d WHERE {on})");
+        Statements {
+            count_new: format!("SELECT count(*) FROM {STAGE} s WHERE {missing}"),
+            count_changed: format!(
+                "SELECT count(*) FROM {STAGE} s JOIN {rel} d ON {on} WHERE {differs}"
+            ),
+            count_matched: format!("SELECT count(*) FROM {STAGE} s JOIN {rel} d ON {on}"),
+            count_gone: format!("SELECT count(*) FROM ({gone}) x"),
+            delete_gone,
+            update_changed: (!set.is_empty()).then(|| {
+                format!(
+                    "UPDATE {rel} d SET {} FROM {STAGE} s WHERE {on} AND {differs}",
+                    set.join(", ")
+                )
+            }),
+            insert_new: format!(
+                "INSERT INTO {rel} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {STAGE} s WHERE {missing}",
+                join(t.columns, |c| format!("s.{}", q(c)), ", ")
+            ),
+            cleanup: vec![format!(
+                "DROP TABLE IF EXISTS pg_temp.{STAGE}, pg_temp.{SCOPE}"
+            )],
         }
     }
-    if counts.inserted > 0 {
-        db.exec(&format!(
-            "INSERT INTO {rel} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {STAGE} s WHERE NOT EXISTS (SELECT 1 FROM {rel} d WHERE {on})",
-            join(t.columns, |c| format!("s.{}", q(c)), ", ")
-        ))
-        .await?;
+
+    fn fill_scope(&mut self, t: &MergeTable<'_>) -> impl Future<Output = Result<()>> + Send {
+        pg_scope(self, t)
     }
-    db.exec(&format!(
-        "DROP TABLE IF EXISTS pg_temp.{STAGE}, pg_temp.{SCOPE}"
-    ))
-    .await?;
-    Ok(counts)
 }
 
 /// The keys of the destination's rows that match the restore's filter, evaluated by the
 /// same code on the same text form as the backup's rows, into a temporary table.
-async fn pg_scope(db: &mut PgDb, t: &MergeTable<'_>, rel: &str) -> Result<()> {
+async fn pg_scope(db: &mut PgDb, t: &MergeTable<'_>) -> Result<()> {
+    let (schema, table) = split_name(t.dest);
+    let rel = pg::qualified(&schema, &table);
     let q = |c: &str| pg::quote(c);
     let stream_cols = join(&t.entry.stream_columns, q, ", ");
-    let key_pos: Vec<usize> = t
-        .key
-        .iter()
-        .filter_map(|k| t.entry.stream_columns.iter().position(|c| c == k))
-        .collect();
+    let key_pos = key_positions(t);
     db.exec(&format!(
         "CREATE TEMP TABLE {SCOPE} ON COMMIT DROP AS SELECT {} FROM {rel} WITH NO DATA",
         join(&t.key, q, ", ")
@@ -319,118 +357,83 @@ pub(crate) async fn prepare_sqlite(db: &mut SqliteDb, t: &MergeTable<'_>) -> Res
     ))
 }
 
-/// Counts and applies the merge of the rows loaded by [`prepare_sqlite`]'s statement.
-pub(crate) async fn apply_sqlite(db: &mut SqliteDb, t: &MergeTable<'_>) -> Result<MergeCounts> {
-    let q = |c: &str| lite::quote(c);
-    let rel = lite::quote(t.dest);
-    let cols = join(t.columns, q, ", ");
-    let on = join(&t.key, |k| format!("d.{} IS s.{}", q(k), q(k)), " AND ");
-    let values: Vec<&String> = t.columns.iter().filter(|c| !t.key.contains(c)).collect();
-    let differs = if values.is_empty() {
-        "0".to_string()
-    } else {
-        values
-            .iter()
-            .map(|c| format!("d.{} IS NOT s.{}", q(c), q(c)))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
-    let mut counts = MergeCounts {
-        inserted: sqlite_count(
-            db,
-            &format!("SELECT count(*) FROM temp.{STAGE} s WHERE NOT EXISTS (SELECT 1 FROM main.{rel} d WHERE {on})"),
-        )
-        .await?,
-        updated: sqlite_count(
-            db,
-            &format!("SELECT count(*) FROM temp.{STAGE} s JOIN main.{rel} d ON {on} WHERE {differs}"),
-        )
-        .await?,
-        ..Default::default()
-    };
-    counts.unchanged = sqlite_count(
-        db,
-        &format!("SELECT count(*) FROM temp.{STAGE} s JOIN main.{rel} d ON {on}"),
-    )
-    .await?
-        - counts.updated;
-    if t.mode == MergeMode::ReplaceRows {
-        let in_scope = if t.filter.is_empty() {
-            "1".to_string()
+impl MergeSql for SqliteDb {
+    fn statements(t: &MergeTable<'_>, scoped: bool) -> Statements {
+        let q = |c: &str| lite::quote(c);
+        let rel = lite::quote(t.dest);
+        let cols = join(t.columns, q, ", ");
+        let on = join(&t.key, |k| format!("d.{} IS s.{}", q(k), q(k)), " AND ");
+        let values = value_columns(t);
+        let differs = if values.is_empty() {
+            "0".to_string()
         } else {
-            sqlite_scope(db, t, &rel).await?;
+            values
+                .iter()
+                .map(|c| format!("d.{} IS NOT s.{}", q(c), q(c)))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        let in_scope = if scoped {
             format!(
                 "EXISTS (SELECT 1 FROM temp.{SCOPE} c WHERE {})",
                 join(&t.key, |k| format!("c.{} IS d.{}", q(k), q(k)), " AND ")
             )
+        } else {
+            "1".to_string()
         };
         let gone = format!("{in_scope} AND NOT EXISTS (SELECT 1 FROM temp.{STAGE} s WHERE {on})");
-        counts.deleted = sqlite_count(
-            db,
-            &format!("SELECT count(*) FROM main.{rel} d WHERE {gone}"),
-        )
-        .await?;
-        if counts.deleted > 0 {
+        let missing = format!("NOT EXISTS (SELECT 1 FROM main.{rel} d WHERE {on})");
+        Statements {
+            count_new: format!("SELECT count(*) FROM temp.{STAGE} s WHERE {missing}"),
+            count_changed: format!(
+                "SELECT count(*) FROM temp.{STAGE} s JOIN main.{rel} d ON {on} WHERE {differs}"
+            ),
+            count_matched: format!("SELECT count(*) FROM temp.{STAGE} s JOIN main.{rel} d ON {on}"),
+            count_gone: format!("SELECT count(*) FROM main.{rel} d WHERE {gone}"),
             // SQLite's DELETE has no alias: the correlated tests name the table `d`
-            // through a subquery on its rowid-less key.
-            db.exec(&format!(
+            // through a subquery on its key.
+            delete_gone: format!(
                 "DELETE FROM main.{rel} WHERE ({}) IN (SELECT {} FROM main.{rel} d WHERE {gone})",
                 join(&t.key, q, ", "),
                 join(&t.key, |k| format!("d.{}", q(k)), ", ")
-            ))
-            .await?;
+            ),
+            update_changed: (!values.is_empty()).then(|| {
+                format!(
+                    "UPDATE main.{rel} AS d SET {} FROM temp.{STAGE} AS s WHERE {on} AND ({differs})",
+                    values
+                        .iter()
+                        .map(|c| format!("{} = s.{}", q(c), q(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+            insert_new: format!(
+                "INSERT INTO main.{rel} ({cols}) SELECT {} FROM temp.{STAGE} s WHERE {missing}",
+                join(t.columns, |c| format!("s.{}", q(c)), ", ")
+            ),
+            cleanup: vec![
+                format!("DROP TABLE IF EXISTS temp.{STAGE}"),
+                format!("DROP TABLE IF EXISTS temp.{SCOPE}"),
+            ],
         }
     }
-    if t.mode != MergeMode::SkipExisting && counts.updated > 0 && !values.is_empty() {
-        db.exec(&format!(
-            "UPDATE main.{rel} AS d SET {} FROM temp.{STAGE} AS s WHERE {on} AND ({differs})",
-            values
-                .iter()
-                .map(|c| format!("{} = s.{}", q(c), q(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .await?;
-    }
-    if counts.inserted > 0 {
-        db.exec(&format!(
-            "INSERT INTO main.{rel} ({cols}) SELECT {} FROM temp.{STAGE} s WHERE NOT EXISTS (SELECT 1 FROM main.{rel} d WHERE {on})",
-            join(t.columns, |c| format!("s.{}", q(c)), ", ")
-        ))
-        .await?;
-    }
-    db.exec(&format!("DROP TABLE IF EXISTS temp.{STAGE}"))
-        .await?;
-    db.exec(&format!("DROP TABLE IF EXISTS temp.{SCOPE}"))
-        .await?;
-    Ok(counts)
-}
 
-async fn sqlite_count(db: &mut SqliteDb, sql: &str) -> Result<u64> {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(&mut db.conn)
-        .await
-        .map(|n| n as u64)
-        .map_err(|e| Error::Database {
-            context: sql.to_string(),
-            source: e,
-        })
+    fn fill_scope(&mut self, t: &MergeTable<'_>) -> impl Future<Output = Result<()>> + Send {
+        sqlite_scope(self, t)
+    }
 }
 
 /// The keys of the destination's rows matching the restore's filter, into a temporary
 /// table (the filter evaluated on SQLite's values, as on the backup's).
-async fn sqlite_scope(db: &mut SqliteDb, t: &MergeTable<'_>, rel: &str) -> Result<()> {
+async fn sqlite_scope(db: &mut SqliteDb, t: &MergeTable<'_>) -> Result<()> {
     let q = |c: &str| lite::quote(c);
+    let rel = lite::quote(t.dest);
     db.exec(&format!(
         "CREATE TEMP TABLE {SCOPE} AS SELECT {} FROM main.{rel} WHERE 0",
         join(&t.key, q, ", ")
     ))
     .await?;
-    let key_pos: Vec<usize> = t
-        .key
-        .iter()
-        .filter_map(|k| t.entry.stream_columns.iter().position(|c| c == k))
-        .collect();
+    let key_pos = key_positions(t);
     let sql = format!(
         "SELECT {} FROM main.{rel}",
         join(&t.entry.stream_columns, q, ", ")
@@ -482,103 +485,69 @@ pub(crate) async fn prepare_mysql(db: &mut MyDb, t: &MergeTable<'_>) -> Result<S
     Ok(STAGE.to_string())
 }
 
-/// MySQL: counts and applies the merge of the rows loaded into [`prepare_mysql`]'s
-/// table. Values compare as bytes (`CAST … AS BINARY`), so a change of letter case in a
-/// case-insensitive column counts as a change.
-pub(crate) async fn apply_mysql(db: &mut MyDb, t: &MergeTable<'_>) -> Result<MergeCounts> {
-    let q = |c: &str| my::quote(c);
-    let rel = my::quote(t.dest);
-    let cols = join(t.columns, my::quote, ", ");
-    let on = join(&t.key, |k| format!("d.{} <=> s.{}", q(k), q(k)), " AND ");
-    let values: Vec<&String> = t.columns.iter().filter(|c| !t.key.contains(c)).collect();
-    let differs = if values.is_empty() {
-        "FALSE".to_string()
-    } else {
-        format!(
-            "NOT ({})",
-            values
-                .iter()
-                .map(|c| format!("CAST(d.{} AS BINARY) <=> CAST(s.{} AS BINARY)", q(c), q(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        )
-    };
-    let first = q(&t.key[0]);
-    let mut counts = MergeCounts {
-        inserted: my_count(
-            db,
-            format!(
-                "SELECT COUNT(*) FROM {STAGE} s LEFT JOIN {rel} d ON {on} WHERE d.{first} IS NULL"
-            ),
-        )
-        .await?,
-        updated: my_count(
-            db,
-            format!("SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on} WHERE {differs}"),
-        )
-        .await?,
-        ..Default::default()
-    };
-    counts.unchanged = my_count(
-        db,
-        format!("SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on}"),
-    )
-    .await?
-        - counts.updated;
-    if t.mode == MergeMode::ReplaceRows {
-        let scoped = if t.filter.is_empty() {
-            String::new()
+/// MySQL: values compare as bytes (`CAST … AS BINARY`), so a change of letter case in
+/// a case-insensitive column counts as a change.
+impl MergeSql for MyDb {
+    fn statements(t: &MergeTable<'_>, scoped: bool) -> Statements {
+        let q = |c: &str| my::quote(c);
+        let rel = my::quote(t.dest);
+        let cols = join(t.columns, my::quote, ", ");
+        let on = join(&t.key, |k| format!("d.{} <=> s.{}", q(k), q(k)), " AND ");
+        let values = value_columns(t);
+        let differs = if values.is_empty() {
+            "FALSE".to_string()
         } else {
-            my_scope(db, t).await?;
+            format!(
+                "NOT ({})",
+                values
+                    .iter()
+                    .map(|c| format!("CAST(d.{} AS BINARY) <=> CAST(s.{} AS BINARY)", q(c), q(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            )
+        };
+        let first = q(&t.key[0]);
+        let scope = if scoped {
             format!(
                 " JOIN {SCOPE} c ON {}",
                 join(&t.key, |k| format!("d.{} <=> c.{}", q(k), q(k)), " AND ")
             )
+        } else {
+            String::new()
         };
-        counts.deleted = my_count(
-            db,
-            format!("SELECT COUNT(*) FROM {rel} d{scoped} LEFT JOIN {STAGE} s ON {on} WHERE s.{first} IS NULL"),
-        )
-        .await?;
-        if counts.deleted > 0 {
-            db.exec(&format!(
-                "DELETE d FROM {rel} d{scoped} LEFT JOIN {STAGE} s ON {on} WHERE s.{first} IS NULL"
-            ))
-            .await?;
+        // A temporary table can appear only once in a MySQL statement: joins, not
+        // correlated subqueries.
+        let new = format!("{STAGE} s LEFT JOIN {rel} d ON {on} WHERE d.{first} IS NULL");
+        let gone = format!("{rel} d{scope} LEFT JOIN {STAGE} s ON {on} WHERE s.{first} IS NULL");
+        Statements {
+            count_new: format!("SELECT COUNT(*) FROM {new}"),
+            count_changed: format!(
+                "SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on} WHERE {differs}"
+            ),
+            count_matched: format!("SELECT COUNT(*) FROM {STAGE} s JOIN {rel} d ON {on}"),
+            count_gone: format!("SELECT COUNT(*) FROM {gone}"),
+            delete_gone: format!("DELETE d FROM {gone}"),
+            update_changed: (!values.is_empty()).then(|| {
+                format!(
+                    "UPDATE {rel} d JOIN {STAGE} s ON {on} SET {} WHERE {differs}",
+                    values
+                        .iter()
+                        .map(|c| format!("d.{} = s.{}", q(c), q(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+            insert_new: format!(
+                "INSERT INTO {rel} ({cols}) SELECT {} FROM {new}",
+                join(t.columns, |c| format!("s.{}", q(c)), ", ")
+            ),
+            cleanup: vec![format!("DROP TEMPORARY TABLE IF EXISTS {STAGE}, {SCOPE}")],
         }
     }
-    if t.mode != MergeMode::SkipExisting && counts.updated > 0 && !values.is_empty() {
-        db.exec(&format!(
-            "UPDATE {rel} d JOIN {STAGE} s ON {on} SET {} WHERE {differs}",
-            values
-                .iter()
-                .map(|c| format!("d.{} = s.{}", q(c), q(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .await?;
-    }
-    if counts.inserted > 0 {
-        db.exec(&format!(
-            "INSERT INTO {rel} ({cols}) SELECT {} FROM {STAGE} s LEFT JOIN {rel} d ON {on} WHERE d.{first} IS NULL",
-            join(t.columns, |c| format!("s.{}", q(c)), ", ")
-        ))
-        .await?;
-    }
-    db.exec(&format!("DROP TEMPORARY TABLE IF EXISTS {STAGE}, {SCOPE}"))
-        .await?;
-    Ok(counts)
-}
 
-async fn my_count(db: &mut MyDb, sql: String) -> Result<u64> {
-    sqlx::query_scalar::<_, i64>(&sql)
-        .fetch_one(&mut db.conn)
-        .await
-        .map(|n| n as u64)
-        .map_err(|e| Error::Database {
-            context: sql,
-            source: e,
-        })
+    fn fill_scope(&mut self, t: &MergeTable<'_>) -> impl Future<Output = Result<()>> + Send {
+        my_scope(self, t)
+    }
 }
 
 /// MySQL: the keys of the destination's rows matching the filter (evaluated on values
@@ -597,11 +566,7 @@ async fn my_scope(db: &mut MyDb, t: &MergeTable<'_>) -> Result<()> {
         exprs.push(info.reads[i].1.clone());
     }
     let sql = format!("SELECT {} FROM {}", exprs.join(", "), my::quote(t.dest));
-    let key_pos: Vec<usize> = t
-        .key
-        .iter()
-        .filter_map(|k| t.entry.stream_columns.iter().position(|c| c == k))
-        .collect();
+    let key_pos = key_positions(t);
     let mut keys = Vec::new();
     {
         let mut rows = db.rows(&sql, reads);

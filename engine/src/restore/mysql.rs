@@ -101,7 +101,7 @@ async fn execute(
                     let m = t.merge_table(mode);
                     let stage = crate::merge::prepare_mysql(&mut db, &m).await?;
                     done[i] = Some(load_mysql_rows(repo, &mut db, t, &stage, progress).await?);
-                    merges[i] = Some(crate::merge::apply_mysql(&mut db, &m).await?);
+                    merges[i] = Some(crate::merge::apply(&mut db, &m).await?);
                 }
                 None => {
                     done[i] = Some(load_mysql_rows(repo, &mut db, t, &t.dest_table, progress).await?)

@@ -137,7 +137,7 @@ async fn execute(
                 let sql = format!("COPY {stage} ({}) FROM STDIN", column_list(&t.columns));
                 let rows = load(repo, t, vec![&mut db.conn], &sql, stage, progress).await?;
                 progress.table_finished(&t.dest_table);
-                let counts = crate::merge::apply_postgres(&mut db, &m).await?;
+                let counts = crate::merge::apply(&mut db, &m).await?;
                 done.push(RestoredTable {
                     table: t.dest_table.clone(),
                     rows,

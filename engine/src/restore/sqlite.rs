@@ -66,7 +66,7 @@ async fn execute(
                     let m = t.merge_table(mode);
                     let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
                     let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
-                    (rows, Some(crate::merge::apply_sqlite(&mut db, &m).await?))
+                    (rows, Some(crate::merge::apply(&mut db, &m).await?))
                 }
                 None => (restore_table(repo, &mut db, t, progress).await?, None),
             };

@@ -1,11 +1,62 @@
 //! Table stores: connection URLs and the engines behind them.
 
+use crate::secret::Secret;
+use crate::{Error, Result};
+
+/// Statements on one engine's connection, for code written once for every engine.
+pub trait RunSql: Send {
+    /// Runs statements that return no rows.
+    fn exec(&mut self, sql: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The number a `SELECT count(*) …` returns.
+    fn count(&mut self, sql: &str) -> impl std::future::Future<Output = Result<u64>> + Send;
+}
+
+/// [`RunSql`], and the same methods without importing it, for one engine's
+/// connection struct (a `conn` field), with `$this => $label` naming the
+/// database in error messages.
+macro_rules! connection_statements {
+    ($db:ty, $this:ident => $label:expr) => {
+        impl $crate::source::RunSql for $db {
+            fn exec(
+                &mut self,
+                sql: &str,
+            ) -> impl std::future::Future<Output = $crate::Result<()>> + Send {
+                <$db>::exec(self, sql)
+            }
+
+            fn count(
+                &mut self,
+                sql: &str,
+            ) -> impl std::future::Future<Output = $crate::Result<u64>> + Send {
+                <$db>::count(self, sql)
+            }
+        }
+
+        impl $db {
+            pub async fn exec(&mut self, sql: &str) -> $crate::Result<()> {
+                use sqlx::Executor;
+                use $crate::error::Context;
+                let done = self.conn.execute(sql).await.map(|_| ());
+                let $this = &*self;
+                done.context(|| format!("{sql} on {}", $label))
+            }
+
+            pub async fn count(&mut self, sql: &str) -> $crate::Result<u64> {
+                use $crate::error::Context;
+                let n = sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&mut self.conn)
+                    .await;
+                let $this = &*self;
+                n.map(|n| n.max(0) as u64)
+                    .context(|| format!("{sql} on {}", $label))
+            }
+        }
+    };
+}
+
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
-
-use crate::secret::Secret;
-use crate::{Error, Result};
 
 /// A parsed source or destination URL.
 #[derive(Debug, Clone)]

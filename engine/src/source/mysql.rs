@@ -70,6 +70,8 @@ pub struct MyDb {
     pub display: String,
 }
 
+connection_statements!(MyDb, db => db.display);
+
 impl MyDb {
     pub async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
         let raw = url.expose();
@@ -87,14 +89,6 @@ impl MyDb {
             .await
             .context(|| format!("setting up the session on {display}"))?;
         Ok(MyDb { conn, display })
-    }
-
-    pub async fn exec(&mut self, sql: &str) -> Result<()> {
-        self.conn
-            .execute(sql)
-            .await
-            .map(|_| ())
-            .context(|| format!("{sql} on {}", self.display))
     }
 
     /// Starts the one transaction every read of the backup belongs to.
@@ -131,11 +125,8 @@ impl MyDb {
     }
 
     pub async fn count_rows(&mut self, name: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", quote(name)))
-            .fetch_one(&mut self.conn)
+        self.count(&format!("SELECT COUNT(*) FROM {}", quote(name)))
             .await
-            .context(|| format!("counting rows of {name}"))?;
-        Ok(n as u64)
     }
 
     /// Base tables of the connection's database (views and sequences are skipped).

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection};
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote(ident: &str) -> String {
@@ -57,6 +57,8 @@ pub struct PgCatalog {
 
 const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
 
+connection_statements!(PgDb, db => db.display);
+
 impl PgDb {
     pub async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
         // sqlx errors may quote the URL; keep the password out of messages.
@@ -73,14 +75,6 @@ impl PgDb {
             .disable_statement_logging();
         let conn = PgConnection::connect_with(&opts).await.map_err(clean)?;
         Ok(PgDb { conn, display })
-    }
-
-    pub async fn exec(&mut self, sql: &str) -> Result<()> {
-        self.conn
-            .execute(sql)
-            .await
-            .map(|_| ())
-            .context(|| format!("{sql} on {}", self.display))
     }
 
     pub async fn begin_snapshot(&mut self) -> Result<()> {
@@ -173,11 +167,7 @@ impl PgDb {
         if estimate >= 100_000.0 {
             return Ok((estimate as u64, false));
         }
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {rel}"))
-            .fetch_one(&mut self.conn)
-            .await
-            .context(|| format!("counting rows of {rel}"))?;
-        Ok((n as u64, true))
+        Ok((self.count_all(&rel).await?, true))
     }
 
     pub async fn schema_exists(&mut self, schema: &str) -> Result<bool> {
@@ -222,11 +212,7 @@ impl PgDb {
     }
 
     pub async fn count_all(&mut self, rel: &str) -> Result<u64> {
-        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {rel}"))
-            .fetch_one(&mut self.conn)
-            .await
-            .map(|n| n.max(0) as u64)
-            .context(|| format!("counting {rel}"))
+        self.count(&format!("SELECT count(*) FROM {rel}")).await
     }
 
     /// After captured inserts were replayed on a restored table: moves each sequence

@@ -38,6 +38,8 @@ pub struct Catalog {
     pub skipped: Vec<Skipped>,
 }
 
+connection_statements!(SqliteDb, db => db.path.display());
+
 impl SqliteDb {
     /// Opens an existing database read-only.
     pub async fn open_read(path: &Path) -> Result<Self> {
@@ -77,26 +79,12 @@ impl SqliteDb {
         })
     }
 
-    pub async fn exec(&mut self, sql: &str) -> Result<()> {
-        self.conn
-            .execute(sql)
+    pub async fn count_rows(&mut self, table: &str) -> Result<u64> {
+        self.count(&format!("SELECT count(*) FROM {}", quote(table)))
             .await
-            .map(|_| ())
-            .context(|| format!("{sql} on {}", self.path.display()))
     }
 
     /// Starts the read transaction every later read of the backup belongs to.
-    pub async fn count_rows(&mut self, table: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", quote(table)))
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| Error::Database {
-                context: format!("counting rows of {table}"),
-                source: e,
-            })?;
-        Ok(n as u64)
-    }
-
     pub async fn begin_snapshot(&mut self) -> Result<()> {
         self.exec("BEGIN").await?;
         // A deferred transaction takes its snapshot at the first read.
