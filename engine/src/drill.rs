@@ -366,13 +366,7 @@ async fn run_checks(
             for planned in &plan.tables {
                 progress.check_abort()?;
                 let e = planned.entry();
-                let info = catalog
-                    .tables
-                    .iter()
-                    .find(|t| t.name == planned.dest_table)
-                    .ok_or_else(|| {
-                        Error::invalid(format!("table {} is missing after the restore", e.name))
-                    })?;
+                let info = catalog.table(&planned.dest_table, "after the restore")?;
                 let sql = SqliteDb::rows_sql(info, &e.stream_columns);
                 let mut hasher = blake3::Hasher::new();
                 let (mut rows, mut buf) = (0u64, Vec::new());
@@ -483,13 +477,7 @@ async fn run_checks(
             for planned in &plan.tables {
                 progress.check_abort()?;
                 let e = planned.entry();
-                let info = catalog
-                    .tables
-                    .iter()
-                    .find(|t| t.name == planned.dest_table)
-                    .ok_or_else(|| {
-                        Error::invalid(format!("table {} is missing after the restore", e.name))
-                    })?;
+                let info = catalog.table(&planned.dest_table, "after the restore")?;
                 let sql = PgDb::copy_out_sql(info, &e.stream_columns);
                 let mut hasher = blake3::Hasher::new();
                 let mut set = LineSet::default();

@@ -266,11 +266,6 @@ async fn pg_scope(db: &mut PgDb, t: &MergeTable<'_>) -> Result<()> {
     let q = |c: &str| pg::quote(c);
     let stream_cols = join(&t.entry.stream_columns, q, ", ");
     let key_pos = key_positions(t);
-    db.exec(&format!(
-        "CREATE TEMP TABLE {SCOPE} ON COMMIT DROP AS SELECT {} FROM {rel} WITH NO DATA",
-        join(&t.key, q, ", ")
-    ))
-    .await?;
     let sql = format!("COPY (SELECT {stream_cols} FROM {rel}) TO STDOUT");
     let mut keys = Vec::new();
     {
@@ -308,27 +303,14 @@ async fn pg_scope(db: &mut PgDb, t: &MergeTable<'_>) -> Result<()> {
             }
         }
     }
-    let mut copy = db
-        .conn
-        .copy_in_raw(&format!("COPY {SCOPE} FROM STDIN"))
-        .await
-        .map_err(|e| Error::Database {
-            context: "filling the merge scope".into(),
-            source: e,
-        })?;
-    for chunk in keys.chunks(10_000) {
-        copy.send(chunk.concat())
-            .await
-            .map_err(|e| Error::Database {
-                context: "filling the merge scope".into(),
-                source: e,
-            })?;
-    }
-    copy.finish().await.map_err(|e| Error::Database {
-        context: "filling the merge scope".into(),
-        source: e,
-    })?;
-    Ok(())
+    pg::copy_into_temp(
+        &mut db.conn,
+        SCOPE,
+        &join(&t.key, q, ", "),
+        &rel,
+        &keys.concat(),
+    )
+    .await
 }
 
 /// Creates the temporary table a merge's rows load into, inside the caller's

@@ -25,10 +25,10 @@ use crate::progress::Progress;
 use crate::repo::{Repository, now_ms};
 use crate::secret::Secret;
 use crate::selection::Selection;
-use crate::source::SourceUrl;
+use crate::source::{DiscoveredTable, RunSql, SourceDb, SourceUrl};
 use feed::Streamed;
 use pipeline::{Pipeline, Written};
-use plan::{Plan, choose_parents};
+use plan::{Plan, choose_parents, selected};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -50,17 +50,27 @@ pub struct BackupSummary {
 }
 
 /// A table store as a backup reads it. Everything a backup reads goes through one read
-/// transaction on one connection, from [`SourceReader::begin`] to
-/// [`SourceReader::finish`] (crate docs, "What makes a snapshot consistent"). Adding a
+/// transaction on one connection, from [`SourceReader::begin`] to the `COMMIT` that
+/// [`read_source`] sends on [`SourceReader::db`] (crate docs, "What makes a snapshot consistent"). Adding a
 /// source engine means implementing this (and restore's destination side).
 trait SourceReader {
     const ENGINE: Engine;
+    type Db: SourceDb;
 
     /// Starts the read transaction; every later call reads inside it.
     async fn begin(&mut self) -> Result<()>;
 
-    /// Reads the catalog and plans the selected tables, in catalog order.
-    async fn plan(&mut self, selection: &Selection) -> Result<Planned>;
+    /// The connection the read transaction runs on.
+    fn db(&mut self) -> &mut Self::Db;
+
+    /// Plans one selected table (with its `--columns` list, if any); what the plan
+    /// leaves out goes to `skipped`.
+    fn plan_table(
+        &mut self,
+        table: &<Self::Db as SourceDb>::Table,
+        columns: Option<&Vec<String>>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Plan>;
 
     /// Once the parents are chosen: lets a plan read less than every row (PostgreSQL's
     /// changes-only deltas). `latest` is the source's latest snapshot.
@@ -75,9 +85,6 @@ trait SourceReader {
         out: &mut Vec<Streamed>,
         progress: &dyn Progress,
     ) -> Result<()>;
-
-    /// Ends the read transaction.
-    async fn finish(&mut self) -> Result<()>;
 
     /// Where the read sits in the source's history (PostgreSQL; recorded in the
     /// snapshot for point-in-time restores and changes-only deltas).
@@ -108,6 +115,21 @@ struct Read {
     pg_point: Option<PgPoint>,
 }
 
+/// Reads the catalog and plans the selected tables, in catalog order.
+async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Result<Planned> {
+    let catalog = src.db().discover().await?;
+    let mut skipped = catalog.skipped.clone();
+    let mut plans = Vec::new();
+    for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
+        plans.push(src.plan_table(table, columns, &mut skipped)?);
+    }
+    Ok(Planned {
+        plans,
+        skipped,
+        enums: catalog.enums,
+    })
+}
+
 /// Reads the source through `src`: plans, parents, the streams, the pipeline.
 async fn read_source<S: SourceReader>(
     repo: &Repository,
@@ -118,7 +140,7 @@ async fn read_source<S: SourceReader>(
 ) -> Result<Read> {
     src.begin().await?;
     let time_ms = now_ms();
-    let mut planned = src.plan(&opts.selection).await?;
+    let mut planned = plan_source(&mut src, &opts.selection).await?;
     if let Some(latest) = choose_parents(repo, url, &mut planned.plans).await? {
         src.narrow(&latest, &mut planned);
     }
@@ -133,7 +155,7 @@ async fn read_source<S: SourceReader>(
         .read(repo, &plans, &pipeline, &mut streamed, progress)
         .await;
     let (chunks, written, bytes_stored) = pipeline.finish(read).await?;
-    src.finish().await?;
+    src.db().exec("COMMIT").await?;
     Ok(Read {
         engine: S::ENGINE,
         time_ms,

@@ -2,15 +2,14 @@
 //! CONSISTENT SNAPSHOT on one connection for discovery and every table
 //! (`source::mysql`).
 
-use super::plan::{Plan, chosen_columns, selected};
+use super::plan::{Plan, chosen_columns};
 use super::values::{RowSource, read_values};
-use super::{Planned, SourceReader, feed::Streamed, pipeline::Pipeline};
+use super::{SourceReader, feed::Streamed, pipeline::Pipeline};
 use crate::Result;
 use crate::model::{Engine, Skipped, StreamFormat, Value};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
-use crate::selection::Selection;
 use crate::source::mysql::{MyDb, MyTableInfo, ReadAs};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -32,33 +31,56 @@ impl Reader {
 
 impl SourceReader for Reader {
     const ENGINE: Engine = Engine::Mysql;
+    type Db = MyDb;
 
     async fn begin(&mut self) -> Result<()> {
         self.db.begin_snapshot().await
     }
 
-    async fn plan(&mut self, selection: &Selection) -> Result<Planned> {
-        let catalog = self.db.discover().await?;
-        let mut plans = Vec::new();
-        let mut skipped = catalog.skipped.clone();
-        for (table, columns) in selected(&catalog.tables, |t| &t.name, selection)? {
-            let plan = plan_mysql(table, columns, &mut skipped)?;
-            self.reads.push(
-                table
-                    .data_columns
-                    .iter()
-                    .zip(&table.reads)
-                    .filter(|(c, _)| plan.columns.contains(c))
-                    .map(|(_, (r, _))| *r)
-                    .collect(),
-            );
-            plans.push(plan);
+    fn db(&mut self) -> &mut MyDb {
+        &mut self.db
+    }
+
+    fn plan_table(
+        &mut self,
+        info: &MyTableInfo,
+        wanted: Option<&Vec<String>>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Plan> {
+        let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
+        let mut schema = info.schema.clone();
+        if columns.len() < info.data_columns.len() {
+            // Only some columns: a definition of just those (types, NOT NULL, the key);
+            // defaults, other indexes and foreign keys cannot come back without the rest.
+            schema.columns.retain(|c| columns.contains(&c.name));
+            schema.create_sql = crate::source::mysql::create_table_for(&info.name, &schema.columns);
+            schema.all_columns = false;
+            skipped.push(Skipped {
+                kind: "definition".into(),
+                name: info.name.clone(),
+                reason: "only some columns were backed up: its defaults, indexes and foreign keys are not kept".into(),
+            });
         }
-        Ok(Planned {
-            plans,
-            skipped,
-            enums: Vec::new(),
-        })
+        // Per plan, how its columns are read.
+        self.reads.push(
+            info.data_columns
+                .iter()
+                .zip(&info.reads)
+                .filter(|(c, _)| columns.contains(c))
+                .map(|(_, (r, _))| *r)
+                .collect(),
+        );
+        let sql = MyDb::rows_sql(info, &columns);
+        // Keyed (and so incremental) when the key's values come back in the order this
+        // crate compares them; a key whose collation orders otherwise is found out while
+        // reading and the table is stored whole (as with SQLite's NOCASE keys).
+        Ok(Plan::new(
+            info.name.clone(),
+            schema,
+            columns,
+            StreamFormat::Values,
+            sql,
+        ))
     }
 
     async fn read(
@@ -71,46 +93,10 @@ impl SourceReader for Reader {
     ) -> Result<()> {
         read_values(repo, self, plans, pipe, out, progress).await
     }
-
-    async fn finish(&mut self) -> Result<()> {
-        self.db.exec("COMMIT").await
-    }
 }
 
 impl RowSource for Reader {
     fn rows<'s>(&'s mut self, i: usize, plan: &'s Plan) -> BoxStream<'s, Result<Vec<Value>>> {
         self.db.rows(&plan.sql, self.reads[i].clone()).boxed()
     }
-}
-
-fn plan_mysql(
-    info: &MyTableInfo,
-    wanted: Option<&Vec<String>>,
-    skipped: &mut Vec<Skipped>,
-) -> Result<Plan> {
-    let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
-    let mut schema = info.schema.clone();
-    if columns.len() < info.data_columns.len() {
-        // Only some columns: a definition of just those (types, NOT NULL, the key);
-        // defaults, other indexes and foreign keys cannot come back without the rest.
-        schema.columns.retain(|c| columns.contains(&c.name));
-        schema.create_sql = crate::source::mysql::create_table_for(&info.name, &schema.columns);
-        schema.all_columns = false;
-        skipped.push(Skipped {
-            kind: "definition".into(),
-            name: info.name.clone(),
-            reason: "only some columns were backed up: its defaults, indexes and foreign keys are not kept".into(),
-        });
-    }
-    let sql = MyDb::rows_sql(info, &columns);
-    // Keyed (and so incremental) when the key's values come back in the order this
-    // crate compares them; a key whose collation orders otherwise is found out while
-    // reading and the table is stored whole (as with SQLite's NOCASE keys).
-    Ok(Plan::new(
-        info.name.clone(),
-        schema,
-        columns,
-        StreamFormat::Values,
-        sql,
-    ))
 }

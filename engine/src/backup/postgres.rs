@@ -8,14 +8,13 @@
 
 use super::feed::{Feed, Streamed};
 use super::pipeline::Pipeline;
-use super::plan::{Plan, changed_since, chosen_columns, selected};
+use super::plan::{Plan, changed_since, chosen_columns};
 use super::{Planned, SourceReader};
-use crate::model::{Engine, PgPoint, Snapshot, StreamFormat, TableEntry, TableSchema};
+use crate::model::{Engine, PgPoint, Skipped, Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
 use crate::segment::{Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
-use crate::selection::Selection;
 use crate::source::postgres::{PgDb, PgTableInfo};
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -36,23 +35,40 @@ impl Reader {
 
 impl SourceReader for Reader {
     const ENGINE: Engine = Engine::Postgres;
+    type Db = PgDb;
 
     async fn begin(&mut self) -> Result<()> {
         self.point = self.db.begin_snapshot_at().await?;
         Ok(())
     }
 
-    async fn plan(&mut self, selection: &Selection) -> Result<Planned> {
-        let catalog = self.db.discover().await?;
-        let mut plans = Vec::new();
-        for (table, columns) in selected(&catalog.tables, |t| &t.name, selection)? {
-            plans.push(plan_postgres(table, columns)?);
-        }
-        Ok(Planned {
-            plans,
-            skipped: catalog.skipped,
-            enums: catalog.enums,
-        })
+    fn db(&mut self) -> &mut PgDb {
+        &mut self.db
+    }
+
+    fn plan_table(
+        &mut self,
+        info: &PgTableInfo,
+        wanted: Option<&Vec<String>>,
+        _skipped: &mut Vec<Skipped>,
+    ) -> Result<Plan> {
+        let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
+        let schema = TableSchema {
+            columns: Vec::new(),
+            create_sql: String::new(),
+            indexes: Vec::new(),
+            references: info.references.clone(),
+            all_columns: columns.len() == info.data_columns.len(),
+            postgres: Some(info.table.clone()),
+        };
+        let sql = PgDb::copy_out_sql(info, &columns);
+        Ok(Plan::new(
+            info.name.clone(),
+            schema,
+            columns,
+            StreamFormat::PgCopyText,
+            sql,
+        ))
     }
 
     /// Tables whose parent has the same column definitions read only the rows changed
@@ -84,33 +100,9 @@ impl SourceReader for Reader {
         read_postgres(repo, &mut self.db, plans, pipe, out, progress).await
     }
 
-    async fn finish(&mut self) -> Result<()> {
-        self.db.exec("COMMIT").await
-    }
-
     fn point(&self) -> Option<PgPoint> {
         self.point.clone()
     }
-}
-
-fn plan_postgres(info: &PgTableInfo, wanted: Option<&Vec<String>>) -> Result<Plan> {
-    let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
-    let schema = TableSchema {
-        columns: Vec::new(),
-        create_sql: String::new(),
-        indexes: Vec::new(),
-        references: info.references.clone(),
-        all_columns: columns.len() == info.data_columns.len(),
-        postgres: Some(info.table.clone()),
-    };
-    let sql = PgDb::copy_out_sql(info, &columns);
-    Ok(Plan::new(
-        info.name.clone(),
-        schema,
-        columns,
-        StreamFormat::PgCopyText,
-        sql,
-    ))
 }
 
 /// A parent's rows decoded ahead of their use (see [`changes_only`]).

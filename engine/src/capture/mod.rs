@@ -57,7 +57,7 @@ use crate::repo::lock::LockKind;
 use crate::secret::Secret;
 use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
-use crate::source::postgres::{PgDb, qualified, quote, split_name};
+use crate::source::postgres::{PgDb, copy_into_temp, qualified, quote, split_name};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -1765,16 +1765,14 @@ impl NetTable {
             run_batch(conn, format!("DELETE FROM {}", t.rel)).await?;
         }
         if !keys.is_empty() && !self.truncated {
-            run_batch(
+            copy_into_temp(
                 conn,
-                format!(
-                    "CREATE TEMP TABLE tablesafe_replay_keys ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-                    quoted(&key_cols),
-                    t.rel
-                ),
+                "tablesafe_replay_keys",
+                &quoted(&key_cols),
+                &t.rel,
+                &keys,
             )
             .await?;
-            copy_into(conn, "tablesafe_replay_keys", &keys).await?;
             let on: Vec<String> = key_cols
                 .iter()
                 .map(|c| format!("t.{q} = k.{q}", q = quote(c)))
@@ -1790,16 +1788,14 @@ impl NetTable {
             .await?;
         }
         if !rows.is_empty() {
-            run_batch(
+            copy_into_temp(
                 conn,
-                format!(
-                    "CREATE TEMP TABLE tablesafe_replay_rows ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-                    quoted(&all_cols),
-                    t.rel
-                ),
+                "tablesafe_replay_rows",
+                &quoted(&all_cols),
+                &t.rel,
+                &rows,
             )
             .await?;
-            copy_into(conn, "tablesafe_replay_rows", &rows).await?;
             run_batch(
                 conn,
                 format!(
@@ -1836,21 +1832,6 @@ fn copy_line<'a>(out: &mut Vec<u8>, cells: impl Iterator<Item = &'a Cell>) {
         }
     }
     out.push(b'\n');
-}
-
-async fn copy_into(conn: &mut sqlx::PgConnection, table: &str, data: &[u8]) -> Result<()> {
-    let err = |e| Error::Database {
-        context: "replaying captured changes".into(),
-        source: e,
-    };
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY {table} FROM STDIN"))
-        .await
-        .map_err(err)?;
-    for piece in data.chunks(1 << 20) {
-        copy.send(piece).await.map_err(err)?;
-    }
-    copy.finish().await.map(|_| ()).map_err(err)
 }
 
 impl Op {

@@ -2,6 +2,7 @@
 
 use crate::secret::Secret;
 use crate::{Error, Result};
+use std::future::Future;
 
 /// Statements on one engine's connection, for code written once for every engine.
 pub trait RunSql: Send {
@@ -131,70 +132,78 @@ pub struct TableSummary {
 pub async fn inspect(url: &Secret<String>) -> Result<Vec<TableSummary>> {
     let parsed = SourceUrl::parse(url)?;
     match &parsed {
-        SourceUrl::Sqlite(path) => {
-            let mut db = sqlite::SqliteDb::open_read(path).await?;
-            let catalog = db.discover().await?;
-            let mut out = Vec::new();
-            for t in catalog.tables {
-                let rows = db.count_rows(&t.name).await?;
-                let mut key: Vec<_> = t.schema.columns.iter().filter(|c| c.pk > 0).collect();
-                key.sort_by_key(|c| c.pk);
-                out.push(TableSummary {
-                    name: t.name.clone(),
-                    rows,
-                    rows_exact: true,
-                    columns: t
-                        .schema
-                        .columns
-                        .iter()
-                        .map(|c| (c.name.clone(), c.decl_type.clone()))
-                        .collect(),
-                    key: key.iter().map(|c| c.name.clone()).collect(),
-                });
-            }
-            Ok(out)
-        }
+        SourceUrl::Sqlite(path) => summarize(sqlite::SqliteDb::open_read(path).await?).await,
         SourceUrl::Mysql(secret) => {
-            let mut db = mysql::MyDb::connect(secret, parsed.display()).await?;
-            let catalog = db.discover().await?;
-            let mut out = Vec::new();
-            for t in catalog.tables {
-                let rows = db.count_rows(&t.name).await?;
-                out.push(TableSummary {
-                    name: t.name.clone(),
-                    rows,
-                    rows_exact: true,
-                    columns: t
-                        .schema
-                        .columns
-                        .iter()
-                        .map(|c| (c.name.clone(), c.decl_type.clone()))
-                        .collect(),
-                    key: t.pk.clone(),
-                });
-            }
-            Ok(out)
+            summarize(mysql::MyDb::connect(secret, parsed.display()).await?).await
         }
         SourceUrl::Postgres(secret) => {
-            let mut db = postgres::PgDb::connect(secret, parsed.display()).await?;
-            let catalog = db.discover().await?;
-            let mut out = Vec::new();
-            for t in catalog.tables {
-                let (rows, rows_exact) = db.count_rows(&t.table.schema, &t.table.name).await?;
-                out.push(TableSummary {
-                    name: t.name.clone(),
-                    rows,
-                    rows_exact,
-                    columns: t
-                        .table
-                        .columns
-                        .iter()
-                        .map(|c| (c.name.clone(), c.type_sql.clone()))
-                        .collect(),
-                    key: t.pk.clone(),
-                });
-            }
-            Ok(out)
+            summarize(postgres::PgDb::connect(secret, parsed.display()).await?).await
         }
     }
+}
+
+async fn summarize<D: SourceDb>(mut db: D) -> Result<Vec<TableSummary>> {
+    let catalog = db.discover().await?;
+    let mut out = Vec::new();
+    for t in &catalog.tables {
+        let (rows, rows_exact) = db.count_table(t).await?;
+        out.push(TableSummary {
+            name: t.name().clone(),
+            rows,
+            rows_exact,
+            columns: t.column_types(),
+            key: t.key(),
+        });
+    }
+    Ok(out)
+}
+
+/// What discovery finds in a source: its tables, in catalog order, the objects a
+/// backup does not carry (with the reason), and PostgreSQL's enum types.
+#[derive(Debug)]
+pub struct Catalog<T> {
+    pub tables: Vec<T>,
+    pub skipped: Vec<crate::model::Skipped>,
+    pub enums: Vec<crate::model::PgEnum>,
+}
+
+impl<T> Default for Catalog<T> {
+    fn default() -> Self {
+        Catalog {
+            tables: Vec::new(),
+            skipped: Vec::new(),
+            enums: Vec::new(),
+        }
+    }
+}
+
+impl<T: DiscoveredTable> Catalog<T> {
+    /// The table of that name, or an error saying `what` misses it.
+    pub fn table(&self, name: &str, what: &str) -> Result<&T> {
+        self.tables
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| Error::invalid(format!("table {name} is missing {what}")))
+    }
+}
+
+/// A table as one engine's discovery describes it.
+pub trait DiscoveredTable: Send + Sync {
+    /// `table` (SQLite, MySQL) or `schema.table` (PostgreSQL).
+    fn name(&self) -> &String;
+    /// Primary-key columns in key order.
+    fn key(&self) -> Vec<String>;
+    /// Columns with stored data (generated columns excluded), in table order.
+    fn data_columns(&self) -> &[String];
+    /// (name, declared type) of every column, in table order.
+    fn column_types(&self) -> Vec<(String, String)>;
+}
+
+/// One engine's connection, as discovery and the console's table list use it.
+pub trait SourceDb: RunSql {
+    type Table: DiscoveredTable;
+    /// Tables with their definitions; what is not carried goes to `skipped`.
+    fn discover(&mut self) -> impl Future<Output = Result<Catalog<Self::Table>>> + Send;
+    /// Rows of a table, and whether that is a count (PostgreSQL estimates big tables).
+    fn count_table(&mut self, t: &Self::Table) -> impl Future<Output = Result<(u64, bool)>> + Send;
 }

@@ -60,9 +60,40 @@ pub struct MyTableInfo {
     pub pk: Vec<String>,
 }
 
-pub struct MyCatalog {
-    pub tables: Vec<MyTableInfo>,
-    pub skipped: Vec<Skipped>,
+pub type MyCatalog = super::Catalog<MyTableInfo>;
+
+impl super::DiscoveredTable for MyTableInfo {
+    fn name(&self) -> &String {
+        &self.name
+    }
+
+    fn key(&self) -> Vec<String> {
+        self.pk.clone()
+    }
+
+    fn data_columns(&self) -> &[String] {
+        &self.data_columns
+    }
+
+    fn column_types(&self) -> Vec<(String, String)> {
+        self.schema
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.decl_type.clone()))
+            .collect()
+    }
+}
+
+impl super::SourceDb for MyDb {
+    type Table = MyTableInfo;
+
+    fn discover(&mut self) -> impl std::future::Future<Output = Result<MyCatalog>> + Send {
+        MyDb::discover(self)
+    }
+
+    async fn count_table(&mut self, t: &MyTableInfo) -> Result<(u64, bool)> {
+        Ok((self.count_rows(&t.name).await?, true))
+    }
 }
 
 pub struct MyDb {
@@ -151,7 +182,11 @@ impl MyDb {
             }
             tables.push(self.table(&name).await?);
         }
-        Ok(MyCatalog { tables, skipped })
+        Ok(MyCatalog {
+            tables,
+            skipped,
+            enums: Vec::new(),
+        })
     }
 
     /// One table as [`Self::discover`] describes it.

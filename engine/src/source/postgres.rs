@@ -48,11 +48,43 @@ pub struct PgTableInfo {
     pub references: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-pub struct PgCatalog {
-    pub tables: Vec<PgTableInfo>,
-    pub enums: Vec<PgEnum>,
-    pub skipped: Vec<Skipped>,
+pub type PgCatalog = super::Catalog<PgTableInfo>;
+
+impl super::DiscoveredTable for PgTableInfo {
+    fn name(&self) -> &String {
+        &self.name
+    }
+
+    fn key(&self) -> Vec<String> {
+        self.pk.clone()
+    }
+
+    fn data_columns(&self) -> &[String] {
+        &self.data_columns
+    }
+
+    fn column_types(&self) -> Vec<(String, String)> {
+        self.table
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_sql.clone()))
+            .collect()
+    }
+}
+
+impl super::SourceDb for PgDb {
+    type Table = PgTableInfo;
+
+    fn discover(&mut self) -> impl std::future::Future<Output = Result<PgCatalog>> + Send {
+        PgDb::discover(self)
+    }
+
+    fn count_table(
+        &mut self,
+        t: &PgTableInfo,
+    ) -> impl std::future::Future<Output = Result<(u64, bool)>> + Send {
+        self.count_rows(&t.table.schema, &t.table.name)
+    }
 }
 
 const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
@@ -457,6 +489,32 @@ impl PgDb {
                 .context(|| format!("reading COPY data: {sql}"))
         }))
     }
+}
+
+/// Creates the temporary table `name` with the types of `columns` (SQL list) of `rel`,
+/// dropped at commit, and COPYs `lines` (COPY text) into it.
+pub async fn copy_into_temp(
+    conn: &mut PgConnection,
+    name: &str,
+    columns: &str,
+    rel: &str,
+    lines: &[u8],
+) -> Result<()> {
+    let create = format!(
+        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {columns} FROM {rel} WITH NO DATA"
+    );
+    sqlx::Executor::execute(&mut *conn, create.as_str())
+        .await
+        .context(|| create.clone())?;
+    let what = || format!("filling {name}");
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {name} FROM STDIN"))
+        .await
+        .context(what)?;
+    for piece in lines.chunks(1 << 20) {
+        copy.send(piece).await.context(what)?;
+    }
+    copy.finish().await.map(|_| ()).context(what)
 }
 
 /// Columns quoted and separated by commas, for a select list or an ORDER BY.

@@ -10,6 +10,7 @@ use crate::{Error, Result};
 use futures::{Stream, StreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 /// `"name"` with embedded quotes doubled: safe for any identifier.
@@ -32,10 +33,42 @@ pub struct TableInfo {
     pub data_columns: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-pub struct Catalog {
-    pub tables: Vec<TableInfo>,
-    pub skipped: Vec<Skipped>,
+pub type Catalog = super::Catalog<TableInfo>;
+
+impl super::DiscoveredTable for TableInfo {
+    fn name(&self) -> &String {
+        &self.name
+    }
+
+    fn key(&self) -> Vec<String> {
+        let mut pk: Vec<_> = self.schema.columns.iter().filter(|c| c.pk > 0).collect();
+        pk.sort_by_key(|c| c.pk);
+        pk.into_iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn data_columns(&self) -> &[String] {
+        &self.data_columns
+    }
+
+    fn column_types(&self) -> Vec<(String, String)> {
+        self.schema
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.decl_type.clone()))
+            .collect()
+    }
+}
+
+impl super::SourceDb for SqliteDb {
+    type Table = TableInfo;
+
+    fn discover(&mut self) -> impl Future<Output = Result<Catalog>> + Send {
+        SqliteDb::discover(self)
+    }
+
+    async fn count_table(&mut self, t: &TableInfo) -> Result<(u64, bool)> {
+        Ok((self.count_rows(&t.name).await?, true))
+    }
 }
 
 connection_statements!(SqliteDb, db => db.path.display());
