@@ -17,19 +17,21 @@
 //! `passed: false` (the evidence an auditor wants), not an error; errors are for a drill
 //! that could not start (no such snapshot, no scratch database).
 
-use crate::model::{Engine, TableEntry, encode_value};
+use crate::model::{Engine, StreamFormat, TableEntry, encode_value};
 use crate::progress::Progress;
 use crate::repo::{Repository, crypto::hex, now_ms};
 use crate::restore::{self, Mode, RestoreOptions};
 use crate::secret::Secret;
 use crate::selection::Selection;
-use crate::source::mysql::{self as my, MyDb};
-use crate::source::postgres::{self as pg, PgDb};
-use crate::source::sqlite::SqliteDb;
+use crate::source::mysql::{self as my, MyDb, MyTableInfo};
+use crate::source::postgres::{self as pg, PgDb, PgTableInfo};
+use crate::source::sqlite::{SqliteDb, TableInfo};
+use crate::source::{DiscoveredTable, SourceDb};
 use crate::{Error, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, Row};
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -362,29 +364,7 @@ async fn run_checks(
     match &scratch.kind {
         ScratchKind::File(path) => {
             let mut db = SqliteDb::open_read(path).await?;
-            let catalog = db.discover().await?;
-            for planned in &plan.tables {
-                progress.check_abort()?;
-                let e = planned.entry();
-                let info = catalog.table(&planned.dest_table, "after the restore")?;
-                let sql = SqliteDb::rows_sql(info, &e.stream_columns);
-                let mut hasher = blake3::Hasher::new();
-                let (mut rows, mut buf) = (0u64, Vec::new());
-                let mut stream = db.rows(&sql, e.stream_columns.len());
-                while let Some(row) = stream.next().await {
-                    buf.clear();
-                    for v in &row? {
-                        encode_value(&mut buf, v);
-                    }
-                    hasher.update(&buf);
-                    rows += 1;
-                }
-                drop(stream);
-                let sum = hasher.finalize().to_hex().to_string();
-                report
-                    .tables
-                    .push(table_check(e, rows, sum == e.checksum, "exact"));
-            }
+            check_tables(repo, &plan, &mut db, report, progress).await?;
             for sql in &opts.assertions {
                 let r = sqlx::query(sql).fetch_optional(&mut db.conn).await;
                 let r = r.map(|row| row.map(|row| row.try_get::<bool, _>(0)));
@@ -394,63 +374,7 @@ async fn run_checks(
         ScratchKind::MysqlDatabase { .. } => {
             let mut db = MyDb::connect(&scratch.url, scratch.display.clone()).await?;
             db.begin_snapshot().await?;
-            for planned in &plan.tables {
-                progress.check_abort()?;
-                let e = planned.entry();
-                let info = db.describe(&planned.dest_table).await?;
-                let mut reads = Vec::new();
-                for c in &e.stream_columns {
-                    let i = info
-                        .data_columns
-                        .iter()
-                        .position(|d| d == c)
-                        .ok_or_else(|| {
-                            Error::invalid(format!("{} lacks column {c} after the restore", e.name))
-                        })?;
-                    reads.push(info.reads[i].0);
-                }
-                let sql = MyDb::rows_sql(&info, &e.stream_columns);
-                let mut hasher = blake3::Hasher::new();
-                let mut restored_rows: Vec<Vec<u8>> = Vec::new();
-                let keyless = e.key.is_empty() && info.pk.is_empty();
-                let mut rows = 0u64;
-                {
-                    let mut stream = db.rows(&sql, reads);
-                    while let Some(row) = stream.next().await {
-                        let mut buf = Vec::new();
-                        for v in &row? {
-                            encode_value(&mut buf, v);
-                        }
-                        hasher.update(&buf);
-                        rows += 1;
-                        if keyless {
-                            restored_rows.push(buf);
-                        }
-                    }
-                }
-                if hasher.finalize().to_hex().as_str() == e.checksum {
-                    report.tables.push(table_check(e, rows, true, "exact"));
-                } else if keyless {
-                    // A table without a key has no order to keep: compare as a multiset.
-                    let mut expected: Vec<Vec<u8>> = Vec::new();
-                    let mut reader = crate::export::TableRows::open(repo, e)?;
-                    while let Some((batch, _)) = reader.next_batch().await? {
-                        for row in batch {
-                            let mut buf = Vec::new();
-                            for v in &row {
-                                encode_value(&mut buf, v);
-                            }
-                            expected.push(buf);
-                        }
-                    }
-                    expected.sort();
-                    restored_rows.sort();
-                    let same = expected == restored_rows;
-                    report.tables.push(table_check(e, rows, same, "as a set"));
-                } else {
-                    report.tables.push(table_check(e, rows, false, "exact"));
-                }
-            }
+            check_tables(repo, &plan, &mut db, report, progress).await?;
             db.exec("ROLLBACK").await?;
             for sql in &opts.assertions {
                 let r = async {
@@ -473,37 +397,7 @@ async fn run_checks(
         ScratchKind::Database { .. } => {
             let mut db = PgDb::connect(&scratch.url, scratch.display.clone()).await?;
             db.begin_snapshot().await?;
-            let catalog = db.discover().await?;
-            for planned in &plan.tables {
-                progress.check_abort()?;
-                let e = planned.entry();
-                let info = catalog.table(&planned.dest_table, "after the restore")?;
-                let sql = PgDb::copy_out_sql(info, &e.stream_columns);
-                let mut hasher = blake3::Hasher::new();
-                let mut set = LineSet::default();
-                let mut stream = db.copy_out(&sql).await?;
-                while let Some(piece) = stream.next().await {
-                    let piece = piece?;
-                    hasher.update(&piece);
-                    set.feed(&piece);
-                }
-                drop(stream);
-                let rows = set.count;
-                if hasher.finalize().to_hex().as_str() == e.checksum {
-                    report.tables.push(table_check(e, rows, true, "exact"));
-                } else if e.key.is_empty() && info.pk.is_empty() {
-                    // Physical order is not kept by a parallel load: compare as a set.
-                    let mut expected = LineSet::default();
-                    let mut chunks = crate::segment::table_stream(repo, e)?;
-                    while let Some(piece) = chunks.next().await {
-                        expected.feed(&piece?);
-                    }
-                    let same = expected.finish() == set.finish();
-                    report.tables.push(table_check(e, rows, same, "as a set"));
-                } else {
-                    report.tables.push(table_check(e, rows, false, "exact"));
-                }
-            }
+            check_tables(repo, &plan, &mut db, report, progress).await?;
             db.exec("ROLLBACK").await?;
             for sql in &opts.assertions {
                 let r = async {
@@ -526,6 +420,157 @@ async fn run_checks(
     }
     report.check_ms = t.elapsed().as_millis() as u64;
     Ok(())
+}
+
+/// Reads every restored table back the way a backup reads a source and compares it
+/// with the manifest: the checksum of its stream (exact), or for a table without a key
+/// whose checksum differs, its rows as a set against the stream in the repository.
+async fn check_tables<D: ReadBack>(
+    repo: &Repository,
+    plan: &restore::RestorePlan,
+    db: &mut D,
+    report: &mut DrillReport,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let catalog = db.discover().await?;
+    for planned in &plan.tables {
+        progress.check_abort()?;
+        let e = planned.entry();
+        let table = catalog.table(&planned.dest_table, "after the restore")?;
+        let mut read = Digest::default();
+        db.read_back(table, &e.stream_columns, &mut read).await?;
+        let rows = read.rows.count;
+        report
+            .tables
+            .push(if e.checksum.matches(&read.hasher.finalize()) {
+                table_check(e, rows, true, "exact")
+            } else if e.key.is_empty() && table.key().is_empty() {
+                // A load over several connections does not keep the physical order.
+                let same = expected_rows(repo, e).await?.finish() == read.rows.finish();
+                table_check(e, rows, same, "as a set")
+            } else {
+                table_check(e, rows, false, "exact")
+            });
+    }
+    Ok(())
+}
+
+/// A scratch database read back in the form the backup hashed.
+trait ReadBack: SourceDb {
+    /// Feeds `columns` of `table`, in the snapshot's stream form, to `out`.
+    fn read_back(
+        &mut self,
+        table: &Self::Table,
+        columns: &[String],
+        out: &mut Digest,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl ReadBack for SqliteDb {
+    async fn read_back(
+        &mut self,
+        table: &TableInfo,
+        columns: &[String],
+        out: &mut Digest,
+    ) -> Result<()> {
+        let sql = SqliteDb::rows_sql(table, columns);
+        let mut rows = self.rows(&sql, columns.len());
+        while let Some(row) = rows.next().await {
+            out.values(&row?);
+        }
+        Ok(())
+    }
+}
+
+impl ReadBack for MyDb {
+    async fn read_back(
+        &mut self,
+        table: &MyTableInfo,
+        columns: &[String],
+        out: &mut Digest,
+    ) -> Result<()> {
+        let mut reads = Vec::new();
+        for c in columns {
+            let i = table
+                .data_columns
+                .iter()
+                .position(|d| d == c)
+                .ok_or_else(|| {
+                    Error::invalid(format!("{} lacks column {c} after the restore", table.name))
+                })?;
+            reads.push(table.reads[i].0);
+        }
+        let sql = MyDb::rows_sql(table, columns);
+        let mut rows = self.rows(&sql, reads);
+        while let Some(row) = rows.next().await {
+            out.values(&row?);
+        }
+        Ok(())
+    }
+}
+
+impl ReadBack for PgDb {
+    async fn read_back(
+        &mut self,
+        table: &PgTableInfo,
+        columns: &[String],
+        out: &mut Digest,
+    ) -> Result<()> {
+        let sql = PgDb::copy_out_sql(table, columns);
+        let mut stream = self.copy_out(&sql).await?;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            out.hasher.update(&piece);
+            out.rows.lines(&piece);
+        }
+        Ok(())
+    }
+}
+
+/// A table's stream as read back: its checksum and its rows as a set.
+#[derive(Default)]
+struct Digest {
+    hasher: blake3::Hasher,
+    rows: RowSet,
+}
+
+impl Digest {
+    /// One row of a `values` stream.
+    fn values(&mut self, row: &[crate::model::Value]) {
+        let mut buf = Vec::new();
+        for v in row {
+            encode_value(&mut buf, v);
+        }
+        self.hasher.update(&buf);
+        self.rows.row(&buf);
+    }
+}
+
+/// The rows of a snapshot's table as a set, from the repository.
+async fn expected_rows(repo: &Repository, e: &TableEntry) -> Result<RowSet> {
+    let mut set = RowSet::default();
+    match &e.format {
+        StreamFormat::PgCopyText => {
+            let mut chunks = crate::segment::table_stream(repo, e)?;
+            while let Some(piece) = chunks.next().await {
+                set.lines(&piece?);
+            }
+        }
+        StreamFormat::Values => {
+            let mut reader = crate::export::TableRows::open(repo, e)?;
+            while let Some((batch, _)) = reader.next_batch().await? {
+                for row in batch {
+                    let mut buf = Vec::new();
+                    for v in &row {
+                        encode_value(&mut buf, v);
+                    }
+                    set.row(&buf);
+                }
+            }
+        }
+        StreamFormat::Unknown(name) => return Err(crate::model::unknown_format(&e.name, name)),
+    }
+    Ok(set)
 }
 
 fn table_check(e: &TableEntry, rows: u64, checksum_matches: bool, compared: &str) -> TableCheck {
@@ -557,36 +602,40 @@ fn assertion(sql: &str, r: Returned) -> AssertionCheck {
     }
 }
 
-/// An order-independent digest of COPY text lines: their count and the wrapping sum of
-/// each line's hash.
+/// An order-independent digest of rows: their count and the wrapping sum of each
+/// row's hash. COPY text arrives in pieces that split lines anywhere ([`RowSet::lines`]).
 #[derive(Default)]
-struct LineSet {
+struct RowSet {
     count: u64,
     sum: u128,
     carry: Vec<u8>,
 }
 
-impl LineSet {
-    fn feed(&mut self, mut piece: &[u8]) {
+impl RowSet {
+    fn row(&mut self, row: &[u8]) {
+        let h = blake3::hash(row);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&h.as_bytes()[..16]);
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
+        self.count += 1;
+    }
+
+    /// A piece of COPY text: each whole line is a row.
+    fn lines(&mut self, mut piece: &[u8]) {
         while let Some(i) = memchr::memchr(b'\n', piece) {
-            let line = if self.carry.is_empty() {
-                &piece[..=i]
+            if self.carry.is_empty() {
+                self.row(&piece[..=i]);
             } else {
-                self.carry.extend_from_slice(&piece[..=i]);
-                &self.carry[..]
-            };
-            let h = blake3::hash(line);
-            let mut first = [0u8; 16];
-            first.copy_from_slice(&h.as_bytes()[..16]);
-            self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
-            self.count += 1;
-            self.carry.clear();
+                let mut line = std::mem::take(&mut self.carry);
+                line.extend_from_slice(&piece[..=i]);
+                self.row(&line);
+            }
             piece = &piece[i + 1..];
         }
         self.carry.extend_from_slice(piece);
     }
 
-    /// (count, sum); a trailing partial line counts as a line of its own.
+    /// (count, sum, a trailing partial line).
     fn finish(mut self) -> (u64, u128, Vec<u8>) {
         let rest = std::mem::take(&mut self.carry);
         (self.count, self.sum, rest)
@@ -598,18 +647,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_set_ignores_order_and_piece_boundaries() {
-        let mut a = LineSet::default();
-        a.feed(b"1\tx\n2\ty\n3\tz\n");
-        let mut b = LineSet::default();
+    fn a_row_set_ignores_order_and_piece_boundaries() {
+        let mut a = RowSet::default();
+        a.lines(b"1\tx\n2\ty\n3\tz\n");
+        let mut b = RowSet::default();
         for piece in [&b"3\t"[..], b"z\n2", b"\ty\n1\tx", b"\n"] {
-            b.feed(piece);
+            b.lines(piece);
         }
         assert_eq!(a.finish(), b.finish());
-        let mut c = LineSet::default();
-        c.feed(b"1\tx\n2\ty\n3\tZ\n");
-        let mut d = LineSet::default();
-        d.feed(b"1\tx\n2\ty\n3\tz\n");
+        let mut c = RowSet::default();
+        c.lines(b"1\tx\n2\ty\n3\tZ\n");
+        let mut d = RowSet::default();
+        d.lines(b"1\tx\n2\ty\n3\tz\n");
         assert_ne!(c.finish(), d.finish());
     }
 

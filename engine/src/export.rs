@@ -246,7 +246,7 @@ pub struct TableRows<'a> {
     hasher: blake3::Hasher,
     rows: u64,
     expected_rows: u64,
-    checksum: String,
+    checksum: crate::model::Checksum,
     done: bool,
 }
 
@@ -271,7 +271,7 @@ impl<'a> TableRows<'a> {
             hasher: blake3::Hasher::new(),
             rows: 0,
             expected_rows: e.rows,
-            checksum: e.checksum.clone(),
+            checksum: e.checksum,
             done: false,
         })
     }
@@ -291,7 +291,7 @@ impl<'a> TableRows<'a> {
             };
             if rest
                 || self.rows != self.expected_rows
-                || self.hasher.finalize().to_hex().as_str() != self.checksum
+                || !self.checksum.matches(&self.hasher.finalize())
             {
                 return Err(Error::damaged(format!(
                     "table {} does not match its checksum ({} of {} rows read)",

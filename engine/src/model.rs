@@ -50,43 +50,72 @@ impl From<SnapshotId> for String {
     }
 }
 
-/// A chunk's id: the keyed BLAKE3 hash of its plain bytes under the repository's key,
-/// stored in manifests as 64 hex digits. A manifest holding anything else there does not
-/// load (it cannot be a damaged copy: manifests are authenticated).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(pub [u8; 32]);
+/// A 32-byte digest stored in manifests as 64 hex digits: `short()` for messages,
+/// `Display` as hex, and a manifest holding anything else there does not load (it
+/// cannot be a damaged copy: manifests are authenticated).
+macro_rules! hex_digest {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 32]);
 
-impl ChunkId {
-    /// The first 12 hex digits, for messages.
-    pub fn short(&self) -> String {
-        crate::repo::short(&self.0)
-    }
+        impl $name {
+            /// The first 12 hex digits, for messages.
+            pub fn short(&self) -> String {
+                crate::repo::short(&self.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&crate::repo::crypto::hex(&self.0))
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                crate::repo::parse_id(&s)
+                    .map($name)
+                    .ok_or_else(|| serde::de::Error::custom(format!(concat!("{:?} is not a ", $what), s)))
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for ChunkId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::repo::crypto::hex(&self.0))
-    }
-}
+hex_digest!(
+    /// A chunk's id: the keyed BLAKE3 hash of its plain bytes under the repository's key.
+    ChunkId,
+    "chunk id"
+);
 
-impl std::fmt::Debug for ChunkId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ChunkId({})", self.short())
-    }
-}
+hex_digest!(
+    /// The BLAKE3 hash of a whole stream (a table's canonical stream, a change segment).
+    Checksum,
+    "checksum"
+);
 
-impl Serialize for ChunkId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+impl Checksum {
+    pub fn of(hash: blake3::Hash) -> Checksum {
+        Checksum(*hash.as_bytes())
     }
-}
 
-impl<'de> Deserialize<'de> for ChunkId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        crate::repo::parse_id(&s)
-            .map(ChunkId)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a chunk id")))
+    /// Whether `hash` (a finished hasher) is this checksum.
+    pub fn matches(&self, hash: &blake3::Hash) -> bool {
+        // blake3::Hash compares in constant time; the bytes are not secret anyway.
+        *hash == blake3::Hash::from_bytes(self.0)
     }
 }
 
@@ -456,8 +485,8 @@ pub struct TableEntry {
     pub rows: u64,
     /// Length of the canonical stream.
     pub bytes: u64,
-    /// BLAKE3 of the canonical stream, hex.
-    pub checksum: String,
+    /// BLAKE3 of the canonical stream.
+    pub checksum: Checksum,
     /// Chunk ids of this snapshot's own segment in stream order.
     pub chunks: Vec<ChunkId>,
     /// Length of this snapshot's own segment stream (equal to `bytes` for `full`).
@@ -514,30 +543,20 @@ pub enum SegmentKind {
     Delta,
 }
 
-/// How a table's stream encodes rows. A manifest naming a format this build does not
-/// know keeps its name: verify reports it and restore, browse and export refuse it,
-/// rather than decoding it as another format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StreamFormat {
-    /// Tagged values (SQLite and MySQL/MariaDB).
-    #[serde(rename = "values")]
-    Values,
-    /// PostgreSQL's COPY text format, one line per row, lossless for every type.
-    #[serde(rename = "pg-copy-text")]
-    PgCopyText,
-    #[serde(untagged)]
-    Unknown(String),
+tablesafe_types::words! {
+    /// How a table's stream encodes rows. A manifest naming a format this build does not
+    /// know keeps its name: verify reports it and restore, browse and export refuse it,
+    /// rather than decoding it as another format.
+    pub enum StreamFormat {
+        /// Tagged values (SQLite and MySQL/MariaDB).
+        Values = "values",
+        /// PostgreSQL's COPY text format, one line per row, lossless for every type.
+        PgCopyText = "pg-copy-text",
+        _ => Unknown,
+    }
 }
 
 impl StreamFormat {
-    pub fn as_str(&self) -> &str {
-        match self {
-            StreamFormat::Values => "values",
-            StreamFormat::PgCopyText => "pg-copy-text",
-            StreamFormat::Unknown(name) => name,
-        }
-    }
-
     /// Fails for a table whose stream this build cannot read.
     pub fn check_known(&self, table: &str) -> Result<()> {
         match self {
@@ -554,12 +573,6 @@ pub fn unknown_format(table: &str, name: &str) -> Error {
     ))
 }
 
-impl std::fmt::Display for StreamFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 fn values_format() -> StreamFormat {
     StreamFormat::Values
 }
@@ -567,9 +580,47 @@ fn values_format() -> StreamFormat {
 /// An object of the source that this snapshot does not carry, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
-    pub kind: String,
+    pub kind: ObjectKind,
     pub name: String,
     pub reason: String,
+}
+
+tablesafe_types::words! {
+    /// What kind of object a [`Skipped`] is, stored as these words. A manifest naming a
+    /// kind this build has no word for (a newer version's) keeps it as written.
+    pub enum ObjectKind {
+        View = "view",
+        MaterializedView = "materialized view",
+        SystemView = "system view",
+        VirtualTable = "virtual table",
+        PartitionedTable = "partitioned table",
+        ForeignTable = "foreign table",
+        /// MariaDB's `WITH SYSTEM VERSIONING` tables.
+        SystemVersionedTable = "system versioned table",
+        TemporaryTable = "temporary table",
+        Sequence = "sequence",
+        Trigger = "trigger",
+        Function = "function",
+        Index = "index",
+        /// A table's defaults, indexes and foreign keys (only some of its columns were
+        /// backed up).
+        Definition = "definition",
+        _ => Unknown,
+    }
+}
+
+impl ObjectKind {
+    /// The kind of a MySQL `information_schema.TABLES.TABLE_TYPE`.
+    pub fn of_mysql_table_type(table_type: &str) -> ObjectKind {
+        match table_type {
+            "VIEW" => ObjectKind::View,
+            "SYSTEM VIEW" => ObjectKind::SystemView,
+            "SEQUENCE" => ObjectKind::Sequence,
+            "SYSTEM VERSIONED" => ObjectKind::SystemVersionedTable,
+            "TEMPORARY" | "LOCAL TEMPORARY" => ObjectKind::TemporaryTable,
+            other => ObjectKind::Unknown(other.to_lowercase()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -641,7 +692,7 @@ pub struct CaptureHead {
 pub struct PgPoint {
     /// `txid_current_snapshot()` of the backup's transaction (`xmin:xmax:xip,…`): a
     /// captured transaction is already in the snapshot exactly when it is visible here.
-    pub xid_snapshot: String,
+    pub xid_snapshot: XidSnapshot,
     /// `pg_current_wal_lsn()` read before the backup's transaction began: every
     /// transaction the snapshot does not see commits after it.
     pub wal_lsn: u64,
@@ -656,6 +707,78 @@ pub struct PgPoint {
     pub system_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
+}
+
+/// `txid_current_snapshot()` as text: `xmin:xmax:xip,…` (64-bit txids with epoch).
+/// Stored in manifests as that text; one that does not read does not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XidSnapshot {
+    text: String,
+    xmin: u64,
+    xmax: u64,
+    xip: std::collections::BTreeSet<u64>,
+}
+
+impl XidSnapshot {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::damaged(format!("a snapshot's transaction list {s:?} is unreadable"));
+        let mut parts = s.trim().splitn(3, ':');
+        let xmin = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let xmax = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let xip = parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().map_err(|_| bad()))
+            .collect::<Result<_>>()?;
+        Ok(XidSnapshot {
+            text: s.to_string(),
+            xmin,
+            xmax,
+            xip,
+        })
+    }
+
+    /// The server's text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Every transaction below this one had ended when the snapshot was taken.
+    pub fn xmin(&self) -> u64 {
+        self.xmin
+    }
+
+    /// The first transaction that had not started when the snapshot was taken.
+    pub fn xmax(&self) -> u64 {
+        self.xmax
+    }
+
+    /// Whether the transaction with 32-bit id `xid` (as `pgoutput` names it) is
+    /// committed in this snapshot, i.e. its changes are already in the snapshot's data.
+    pub fn sees(&self, xid: u32) -> bool {
+        // Widen with the epoch of xmax: transaction ids within 2^31 of each other.
+        let epoch = self.xmax >> 32;
+        let mut full = (epoch << 32) | u64::from(xid);
+        if full > self.xmax.saturating_add(1 << 31) && full >= 1 << 32 {
+            full -= 1 << 32;
+        }
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
+}
+
+impl Serialize for XidSnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for XidSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        XidSnapshot::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Captured changes of a PostgreSQL source (`changes/<id>`): every transaction that
@@ -678,9 +801,9 @@ pub struct ChangeSegment {
     pub last_commit_ms: Option<i64>,
     pub transactions: u64,
     pub changes: u64,
-    /// Length and BLAKE3 (hex) of the change stream.
+    /// Length and BLAKE3 of the change stream.
     pub bytes: u64,
-    pub checksum: String,
+    pub checksum: Checksum,
     pub chunks: Vec<ChunkId>,
     /// When it was written (unix ms).
     pub time_ms: i64,
@@ -801,6 +924,23 @@ mod tests {
         assert_eq!(id.short(), "0f".repeat(6));
         for bad in [&hex64[..62], "zz", ""] {
             assert!(serde_json::from_str::<ChunkId>(&format!("\"{bad}\"")).is_err());
+            assert!(serde_json::from_str::<Checksum>(&format!("\"{bad}\"")).is_err());
+        }
+        // Stream checksums: the same hex as before, and they match the hash they were
+        // made from and nothing else.
+        let hash = blake3::hash(b"rows");
+        let sum: Checksum = serde_json::from_str(&format!("\"{}\"", hash.to_hex())).unwrap();
+        assert_eq!(json(&sum), format!("\"{}\"", hash.to_hex()));
+        assert!(sum.matches(&hash));
+        assert!(!sum.matches(&blake3::hash(b"rowz")));
+        assert_eq!(sum, Checksum::of(hash));
+        // A PostgreSQL snapshot's transactions: written back as the server's text; text
+        // that does not read does not load.
+        let xids: XidSnapshot = serde_json::from_str(r#""100:105:103,101""#).unwrap();
+        assert_eq!(json(&xids), r#""100:105:103,101""#);
+        assert!(xids.sees(102) && !xids.sees(101) && !xids.sees(105));
+        for bad in ["100", "a:b:", "100:105:x"] {
+            assert!(serde_json::from_str::<XidSnapshot>(&format!("\"{bad}\"")).is_err());
         }
     }
 }

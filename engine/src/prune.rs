@@ -467,7 +467,7 @@ mod tests {
             pg_point: Some(PgPoint {
                 system_id: None,
                 timeline: None,
-                xid_snapshot: "1:1:".into(),
+                xid_snapshot: crate::model::XidSnapshot::parse("1:1:").unwrap(),
                 wal_lsn,
                 slots: slots.iter().map(|s| s.to_string()).collect(),
             }),
@@ -491,7 +491,7 @@ mod tests {
             transactions: 0,
             changes: 0,
             bytes: 0,
-            checksum: String::new(),
+            checksum: crate::model::Checksum([0; 32]),
             chunks: Vec::new(),
             time_ms: 0,
             tables: Vec::new(),

@@ -259,10 +259,7 @@ async fn table_checksum_problem(
             Err(e) => return Err(e),
         }
     }
-    if decoder.finish().is_err()
-        || rows != t.rows
-        || hasher.finalize().to_hex().as_str() != t.checksum
-    {
+    if decoder.finish().is_err() || rows != t.rows || !t.checksum.matches(&hasher.finalize()) {
         return Ok(Some(format!(
             "does not match its checksum ({rows} of {} rows)",
             t.rows

@@ -77,7 +77,15 @@ async fn claim_loop(state: AppState, worker: String) {
 async fn announce_abandoned(state: &AppState, ids: &[i64]) {
     for id in ids {
         if let Ok(Some(job)) = store::job(&state.db, *id).await {
-            events::job_finished(state, &job, "failed", job.error.as_deref(), None, false).await;
+            events::job_finished(
+                state,
+                &job,
+                JobStatus::Failed,
+                job.error.as_deref(),
+                None,
+                false,
+            )
+            .await;
         }
     }
 }
@@ -244,11 +252,15 @@ async fn run(state: &AppState, job: store::JobRow) {
             tracing::error!(error = %e, job = id, "could not record the end of a job");
         }
     }
-    crate::metrics::job_finished(&job.kind, status.as_str(), started.elapsed().as_secs_f64());
+    crate::metrics::job_finished(
+        job.kind.as_str(),
+        status.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
     events::job_finished(
         state,
         &job,
-        status.as_str(),
+        status,
         error.as_deref(),
         result.as_deref(),
         damage,

@@ -5,6 +5,132 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+#[doc(hidden)]
+pub use serde as __serde;
+
+/// An enum stored and shown as fixed words, each written once: `as_str`, `parse`,
+/// `ALL`, `Display`, serde as the word, and `TryFrom<String>` (for database rows).
+///
+/// ```
+/// tablesafe_types::words! {
+///     /// Where a job is.
+///     pub enum Status { Queued = "queued", Running = "running" }
+/// }
+/// assert_eq!(Status::parse("running"), Some(Status::Running));
+/// assert_eq!(Status::Queued.to_string(), "queued");
+/// ```
+///
+/// With `_ => Name` last, the enum also has `Name(String)` for words this build does
+/// not know (a newer version's), kept as written; without it such a word is an error.
+#[macro_export]
+macro_rules! words {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+
+            pub fn parse(word: &str) -> Option<$name> {
+                match word {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(word: String) -> Result<Self, String> {
+                $name::parse(&word).ok_or_else(|| {
+                    format!(concat!("unknown ", stringify!($name), " {:?}"), word)
+                })
+            }
+        }
+
+        $crate::words!(@common $name);
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $word:literal,)+
+            _ => $other:ident $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A word this build does not know, kept as written.
+            $other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $word,)+
+                    $name::$other(word) => word,
+                }
+            }
+
+            /// Always `Some`: an unknown word is kept.
+            pub fn parse(word: &str) -> Option<$name> {
+                Some($name::from(word))
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(word: &str) -> Self {
+                match word {
+                    $($word => $name::$variant,)+
+                    other => $name::$other(other.to_string()),
+                }
+            }
+        }
+
+        $crate::words!(@common $name);
+    };
+    (@common $name:ident) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl $crate::__serde::Serialize for $name {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> $crate::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let word = <std::borrow::Cow<'de, str> as $crate::__serde::Deserialize>::deserialize(d)?;
+                $name::parse(&word).ok_or_else(|| {
+                    <D::Error as $crate::__serde::de::Error>::custom(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"),
+                        word
+                    ))
+                })
+            }
+        }
+    };
+}
+
 /// Which snapshots a retention policy keeps (`engine::retention` applies them): the
 /// newest `last`, the newest of each of the most recent `hourly`/`daily`/`weekly`/
 /// `monthly`/`yearly` periods that have one, and never fewer than the `floor` newest.
@@ -98,6 +224,32 @@ impl KeepRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    words! {
+        enum Closed { One = "one", TwoWords = "two words" }
+    }
+
+    words! {
+        enum Open { Known = "known", _ => Other }
+    }
+
+    /// Each word reads back as its variant and is written as itself; an unknown word is
+    /// an error for a closed list and kept as written for an open one.
+    #[test]
+    fn words_read_and_write_as_themselves() {
+        assert_eq!(Closed::ALL, &[Closed::One, Closed::TwoWords]);
+        let c: Closed = serde_json::from_str(r#""two words""#).unwrap();
+        assert_eq!(c, Closed::TwoWords);
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#""two words""#);
+        assert_eq!(c.to_string(), "two words");
+        assert!(serde_json::from_str::<Closed>(r#""three""#).is_err());
+        assert!(Closed::try_from("three".to_string()).is_err());
+        assert_eq!(Closed::try_from("one".to_string()), Ok(Closed::One));
+        let o: Open = serde_json::from_str(r#""later kind""#).unwrap();
+        assert_eq!(o, Open::Other("later kind".into()));
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#""later kind""#);
+        assert_eq!(Open::parse("known"), Some(Open::Known));
+    }
 
     /// Policies stored by earlier versions read the same; a word it does not know is
     /// refused rather than ignored.

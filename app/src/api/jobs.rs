@@ -73,40 +73,18 @@ pub struct RetentionPreview {
 /// A policy's selection, stored as JSON.
 pub use tablesafe_types::Selection;
 
-/// Where a job is in its life, stored as these lowercase words in `jobs.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
+tablesafe_types::words! {
+    /// Where a job is in its life, stored as these words in `jobs.status`.
+    pub enum JobStatus {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// Succeeded, failed or cancelled: nothing more will happen to it.
     pub fn finished(self) -> bool {
         matches!(
@@ -116,51 +94,15 @@ impl JobStatus {
     }
 }
 
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a job does, as `jobs.kind` stores it: always [`JobParams::kind`] of its
-/// parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    Backup,
-    Verify,
-    Prune,
-    Drill,
-    Restore,
-}
-
-impl JobKind {
-    pub const ALL: [JobKind; 5] = [
-        JobKind::Backup,
-        JobKind::Verify,
-        JobKind::Prune,
-        JobKind::Drill,
-        JobKind::Restore,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Backup => "backup",
-            JobKind::Verify => "verify",
-            JobKind::Prune => "prune",
-            JobKind::Drill => "drill",
-            JobKind::Restore => "restore",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobKind> {
-        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for JobKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+tablesafe_types::words! {
+    /// What a job does, as `jobs.kind` stores it: always [`JobParams::kind`] of its
+    /// parameters.
+    pub enum JobKind {
+        Backup = "backup",
+        Verify = "verify",
+        Prune = "prune",
+        Drill = "drill",
+        Restore = "restore",
     }
 }
 
@@ -789,8 +731,8 @@ fn job_view(
     JobView {
         id: r.id,
         // The history's CHECK constraints allow only these words.
-        kind: JobKind::parse(&r.kind).unwrap_or(JobKind::Backup),
-        status: JobStatus::parse(&r.status).unwrap_or(JobStatus::Failed),
+        kind: r.kind,
+        status: r.status,
         title: r.title,
         created_by: r
             .created_by
@@ -825,7 +767,7 @@ pub async fn list_jobs(
     let only_own = (!c.can(Perm::SeeAll)).then_some(c.user.id);
     let status = status.filter(|s| !s.is_empty());
     if let Some(s) = &status
-        && !["queued", "running", "succeeded", "failed", "cancelled"].contains(&s.as_str())
+        && JobStatus::parse(s).is_none()
     {
         return Err(AppError::Field("status".into(), "Unknown status.".into()));
     }
@@ -905,10 +847,7 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
     let c = ctx::authorize(Perm::RunJobs, "job.retry").await?;
     let result = async {
         let row = visible_job(&c, id).await?;
-        if !matches!(
-            JobStatus::parse(&row.status),
-            Some(JobStatus::Failed | JobStatus::Cancelled)
-        ) {
+        if !matches!(row.status, JobStatus::Failed | JobStatus::Cancelled) {
             return Err(AppError::Invalid(
                 "Only failed or cancelled jobs can be retried.".into(),
             ));

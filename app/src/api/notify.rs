@@ -31,33 +31,25 @@ pub const EVENTS: [(&str, &str); 8] = [
     ("verify.damage", "Verify found damage"),
 ];
 
-/// The statuses of a delivery, for filters.
-pub const DELIVERY_STATES: [&str; 4] = ["pending", "sending", "delivered", "failed"];
+tablesafe_types::words! {
+    /// Where a notification's delivery is (`notify_outbox.status`).
+    pub enum DeliveryStatus {
+        Pending = "pending",
+        Sending = "sending",
+        Delivered = "delivered",
+        Failed = "failed",
+    }
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelKind {
-    Webhook,
-    Slack,
-    Email,
+tablesafe_types::words! {
+    pub enum ChannelKind {
+        Webhook = "webhook",
+        Slack = "slack",
+        Email = "email",
+    }
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] =
-        [ChannelKind::Webhook, ChannelKind::Slack, ChannelKind::Email];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Webhook => "webhook",
-            ChannelKind::Slack => "slack",
-            ChannelKind::Email => "email",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             ChannelKind::Webhook => "Webhook (signed JSON)",
@@ -67,32 +59,17 @@ impl ChannelKind {
     }
 }
 
-/// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain SMTP (a relay on the same host or network).
-    None,
-    /// STARTTLS on the submission port (587).
-    #[default]
-    Starttls,
-    /// TLS from the first byte (465).
-    Tls,
-}
-
-impl Security {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Security::None => "none",
-            Security::Starttls => "starttls",
-            Security::Tls => "tls",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Security::None, Security::Starttls, Security::Tls]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+tablesafe_types::words! {
+    /// How the SMTP connection is protected.
+    #[derive(Default)]
+    pub enum Security {
+        /// Plain SMTP (a relay on the same host or network).
+        None = "none",
+        /// STARTTLS on the submission port (587).
+        #[default]
+        Starttls = "starttls",
+        /// TLS from the first byte (465).
+        Tls = "tls",
     }
 }
 
@@ -132,7 +109,7 @@ pub struct DeliveryView {
     pub channel: String,
     pub event: String,
     pub summary: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     /// When the next attempt is due (pending ones).
     pub next_attempt_at: i64,
@@ -551,7 +528,7 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
     result
 }
 
-/// Deliveries newest first; `status` one of [`DELIVERY_STATES`] or empty; `channel` 0
+/// Deliveries newest first; `status` one of [`DeliveryStatus`]'s words or empty; `channel` 0
 /// for all.
 #[server(endpoint = "notify/deliveries")]
 pub async fn list_deliveries(status: String, channel: i64) -> Result<Vec<DeliveryView>, AppError> {
@@ -560,7 +537,7 @@ pub async fn list_deliveries(status: String, channel: i64) -> Result<Vec<Deliver
     use crate::ssr::{ctx, notify as nt};
     let c = ctx::authorize(Perm::SeeAll, "delivery.list").await?;
     let status = status.trim();
-    if !status.is_empty() && !DELIVERY_STATES.contains(&status) {
+    if !status.is_empty() && DeliveryStatus::parse(status).is_none() {
         return Err(AppError::Invalid(format!(
             "{status:?} is not a delivery status."
         )));

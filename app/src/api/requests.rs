@@ -15,22 +15,26 @@ use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The states a request can be in, for filters.
-pub const STATES: [&str; 8] = [
-    "requested",
-    "approved",
-    "running",
-    "done",
-    "failed",
-    "rejected",
-    "expired",
-    "cancelled",
-];
+tablesafe_types::words! {
+    /// Where a restore request is. `requested`, `rejected` and `cancelled` are stored;
+    /// `expired` is a `requested` one past its expiry, and an approved one takes its
+    /// job's state (`crate::ssr::requests` derives them).
+    pub enum RequestState {
+        Requested = "requested",
+        Approved = "approved",
+        Running = "running",
+        Done = "done",
+        Failed = "failed",
+        Rejected = "rejected",
+        Expired = "expired",
+        Cancelled = "cancelled",
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestView {
     pub id: i64,
-    pub state: String,
+    pub state: RequestState,
     pub title: String,
     pub reason: String,
     pub requester: String,
@@ -207,7 +211,7 @@ mod server {
             .into_iter()
             .map(|(u, _)| u)
             .collect();
-        let can_approve = row.state == "requested" && may_decide(c, &row, &req).await?;
+        let can_approve = row.state == RequestState::Requested && may_decide(c, &row, &req).await?;
         let result: Option<serde_json::Value> = row
             .job_result
             .as_deref()
@@ -224,7 +228,7 @@ mod server {
             .and_then(|r| r["safety_snapshot"].as_str().map(str::to_string));
         Ok(RequestView {
             id: row.id,
-            can_change: row.state == "requested" && row.requested_by == c.user.id,
+            can_change: row.state == RequestState::Requested && row.requested_by == c.user.id,
             can_approve,
             state: row.state,
             title: row.title,
@@ -361,7 +365,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
     Ok(id)
 }
 
-/// Requests newest first; `state` one of [`STATES`] or empty; `mine`: only those the
+/// Requests newest first; `state` one of [`RequestState`]'s words or empty; `mine`: only those the
 /// caller filed.
 #[server(endpoint = "requests/list")]
 pub async fn list_requests(
@@ -374,7 +378,7 @@ pub async fn list_requests(
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.list").await?;
     let state = state.trim();
-    if !state.is_empty() && !STATES.contains(&state) {
+    if !state.is_empty() && RequestState::parse(state).is_none() {
         return Err(AppError::Field("state".into(), "Unknown state.".into()));
     }
     let visible = if c.can(Perm::SeeAll) {
@@ -445,7 +449,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
     }
     let result = async {
         let row = server::visible(&c, id).await?;
-        if row.state != "requested" {
+        if row.state != RequestState::Requested {
             return Err(server::no_longer(&row, "approved"));
         }
         if row.requested_by == c.user.id {

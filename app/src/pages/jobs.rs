@@ -47,7 +47,7 @@ pub fn JobsPage() -> impl IntoView {
         <form class="filters" method="get" action="/jobs">
             <label for="status">"Status"</label>
             <select id="status" name="status" onchange="this.form.submit()">
-                {["", "queued", "running", "succeeded", "failed", "cancelled"].into_iter().map(|s| view! {
+                {std::iter::once("").chain(JobStatus::ALL.iter().map(|s| s.as_str())).map(|s| view! {
                     <option value=s selected=move || status() == s>{if s.is_empty() { "any" } else { s }}</option>
                 }).collect_view()}
             </select>

@@ -3,7 +3,7 @@
 
 use super::ui::{ErrorLine, IfCan, failed, general_error, time};
 use crate::api::notify::{
-    ChannelInput, ChannelKind, ChannelView, DELIVERY_STATES, DeleteChannel, EVENTS, RetryDelivery,
+    ChannelInput, ChannelKind, ChannelView, DeleteChannel, DeliveryStatus, EVENTS, RetryDelivery,
     SaveChannel, Security, TestChannel, list_channels, list_deliveries,
 };
 use crate::auth::Perm;
@@ -85,7 +85,7 @@ pub fn NotificationsPage() -> impl IntoView {
             <label for="delivery-status">"Status"</label>
             <select id="delivery-status" data-testid="delivery-status" on:change=move |ev| set_status.set(event_target_value(&ev))>
                 <option value="">"all"</option>
-                {DELIVERY_STATES.iter().map(|s| view! { <option value=*s>{*s}</option> }).collect_view()}
+                {DeliveryStatus::ALL.iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
             </select>
         </div>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
@@ -99,20 +99,20 @@ pub fn NotificationsPage() -> impl IntoView {
                             <tbody>
                                 {list.into_iter().map(|d| {
                                     let id = d.id;
-                                    let failed_row = d.status == "failed";
-                                    let note = match d.status.as_str() {
-                                        "pending" if d.attempts > 0 => format!("{} — next attempt {}", d.last_error.clone().unwrap_or_default(), time(d.next_attempt_at)),
-                                        "delivered" => d.delivered_at.map(|t| format!("delivered {}", time(t))).unwrap_or_default(),
+                                    let failed_row = d.status == DeliveryStatus::Failed;
+                                    let note = match d.status {
+                                        DeliveryStatus::Pending if d.attempts > 0 => format!("{} — next attempt {}", d.last_error.clone().unwrap_or_default(), time(d.next_attempt_at)),
+                                        DeliveryStatus::Delivered => d.delivered_at.map(|t| format!("delivered {}", time(t))).unwrap_or_default(),
                                         _ => d.last_error.clone().unwrap_or_default(),
                                     };
                                     view! {
-                                        <tr data-testid=format!("delivery-{id}") data-status=d.status.clone() data-event=d.event.clone()>
+                                        <tr data-testid=format!("delivery-{id}") data-status=d.status.as_str() data-event=d.event.clone()>
                                             <td class="num">{id}</td>
                                             <td>{time(d.created_at)}</td>
                                             <td>{d.channel.clone()}</td>
                                             <td class="mono">{d.event.clone()}</td>
                                             <td>{d.summary.clone()}</td>
-                                            <td><span class=format!("badge {}", d.status)>{d.status.clone()}</span></td>
+                                            <td><span class=format!("badge {}", d.status)>{d.status.as_str()}</span></td>
                                             <td class="num">{d.attempts}</td>
                                             <td class="wrap">{note}</td>
                                             <td>
@@ -333,7 +333,7 @@ fn ChannelEditor(form: ChannelForm, save: ServerAction<SaveChannel>) -> impl Int
                 <label for="ch-kind">"Kind"</label>
                 <select id="ch-kind" data-testid="channel-kind" disabled=editing
                     on:change=move |ev| form.kind.set(event_target_value(&ev))>
-                    {ChannelKind::ALL.into_iter().map(|k| view! {
+                    {ChannelKind::ALL.iter().copied().map(|k| view! {
                         <option value=k.as_str() selected=move || form.kind.get() == k.as_str()>{k.label()}</option>
                     }).collect_view()}
                 </select>

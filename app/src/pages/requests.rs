@@ -4,15 +4,16 @@
 
 use super::ui::{ErrorLine, failed, general_error, time};
 use crate::api::requests::{
-    ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestView, STATES, get_request,
-    list_requests,
+    ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
+    get_request, list_requests,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-fn state_badge(state: String) -> impl IntoView {
+fn state_badge(state: RequestState) -> impl IntoView {
     let class = format!("badge {state}");
+    let state = state.as_str();
     view! { <span class=class data-testid="request-state">{state}</span> }
 }
 
@@ -48,7 +49,7 @@ pub fn RequestsPage() -> impl IntoView {
             <label for="state">"State"</label>
             <select id="state" name="state" onchange="this.form.submit()">
                 <option value="" selected=move || state().is_empty()>"any"</option>
-                {STATES.into_iter().map(|s| view! {
+                {RequestState::ALL.iter().map(|s| s.as_str()).map(|s| view! {
                     <option value=s selected=move || state() == s>{s}</option>
                 }).collect_view()}
             </select>
@@ -73,7 +74,7 @@ pub fn RequestsPage() -> impl IntoView {
                                         <tr data-testid=format!("request-{}", r.id)>
                                             <td><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
                                             <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
-                                            <td>{state_badge(r.state.clone())}</td>
+                                            <td>{state_badge(r.state)}</td>
                                             <td>{approvals_text(&r)}</td>
                                             <td>{r.requester.clone()}</td>
                                             <td>{time(r.created_at)}</td>
@@ -131,7 +132,7 @@ pub fn RequestPage() -> impl IntoView {
                     Ok(d) => view! {
                         <RequestSummary r=d.request.clone()/>
                         <Decide r=d.request.clone() approve=approve reject=reject cancel=cancel/>
-                        {(d.request.can_change && d.request.state == "requested").then(|| view! { <ChangeForm r=d.request.clone() change=change/> })}
+                        {(d.request.can_change && d.request.state == RequestState::Requested).then(|| view! { <ChangeForm r=d.request.clone() change=change/> })}
                         <h2>"History"</h2>
                         <ol class="log" data-testid="request-history">
                             {d.history.into_iter().map(|h| view! {
@@ -165,7 +166,7 @@ fn RequestSummary(r: RequestView) -> impl IntoView {
         .join(", ");
     view! {
         <h1>{format!("Request {} · {}", r.id, r.title)}</h1>
-        <p>{state_badge(r.state.clone())} " · " <span data-testid="request-approvals">{approvals_text(&r)}</span>
+        <p>{state_badge(r.state)} " · " <span data-testid="request-approvals">{approvals_text(&r)}</span>
             {(!r.approvers.is_empty()).then(|| format!(" (by {})", r.approvers.join(", ")))}</p>
         <dl class="facts">
             <dt>"Requested by"</dt><dd>{r.requester.clone()} " · " {time(r.created_at)}</dd>

@@ -10,7 +10,7 @@
 
 use super::db::{Db, now_ms};
 use super::secrets::{Kind, SecretBox};
-use crate::api::notify::{ChannelKind, Security};
+use crate::api::notify::{ChannelKind, DeliveryStatus, Security};
 use anyhow::{Context, Result, anyhow, bail};
 use engine::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -293,7 +293,8 @@ pub struct DeliveryRow {
     pub channel: String,
     pub event: String,
     pub payload: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: crate::api::notify::DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub created_at: i64,
@@ -452,10 +453,10 @@ pub async fn settle(
         Err(e) => {
             let error: String = format!("{e:#}").chars().take(500).collect();
             let (status, next) = if claimed.attempts >= MAX_ATTEMPTS {
-                ("failed", None)
+                (DeliveryStatus::Failed, None)
             } else {
                 (
-                    "pending",
+                    DeliveryStatus::Pending,
                     Some(now + backoff_ms(base_backoff_ms, claimed.attempts)),
                 )
             };
@@ -465,7 +466,7 @@ pub async fn settle(
             )
             .bind(claimed.id)
             .bind(worker)
-            .bind(status)
+            .bind(status.as_str())
             .bind(next.unwrap_or(now))
             .bind(error)
             .execute(&db.pool)
@@ -677,6 +678,7 @@ mod tests {
 /// The events, built from what happened; each is written to the outbox (see [`emit`]).
 pub mod events {
     use super::{Payload, emit};
+    use crate::api::jobs::{JobKind, JobStatus};
     use crate::ssr::requests::RequestRow;
     use crate::ssr::{AppState, store};
     use serde_json::json;
@@ -690,7 +692,7 @@ pub mod events {
     pub async fn job_finished(
         state: &AppState,
         job: &store::JobRow,
-        status: &str,
+        status: JobStatus,
         error: Option<&str>,
         result: Option<&str>,
         damage: bool,
@@ -707,8 +709,8 @@ pub mod events {
         let result: serde_json::Value = result
             .and_then(|r| serde_json::from_str(r).ok())
             .unwrap_or(serde_json::Value::Null);
-        let payload = match (job.kind.as_str(), status) {
-            ("backup", "failed") => Payload::new(
+        let payload = match (job.kind, status) {
+            (JobKind::Backup, JobStatus::Failed) => Payload::new(
                 "backup.failed",
                 format!(
                     "Backup failed: {}: {}",
@@ -719,7 +721,7 @@ pub mod events {
                 json!({ "job": job.id, "policy": policy, "title": job.title,
                         "error": error, "worker": job.worker }),
             ),
-            ("restore", _) => {
+            (JobKind::Restore, _) => {
                 let request = crate::ssr::requests::of_job(&state.db, job.id)
                     .await
                     .ok()
@@ -740,7 +742,7 @@ pub mod events {
                             "title": job.title, "error": error, "result": result }),
                 )
             }
-            ("verify", "failed") if damage => Payload::new(
+            (JobKind::Verify, JobStatus::Failed) if damage => Payload::new(
                 "verify.damage",
                 format!(
                     "Verify found damage: {}: {}",

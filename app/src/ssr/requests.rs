@@ -14,7 +14,8 @@ use anyhow::Result;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RequestRow {
     pub id: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: crate::api::requests::RequestState,
     pub source_id: Option<i64>,
     pub dest_source_id: i64,
     pub snapshot: i64,

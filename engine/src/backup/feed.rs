@@ -17,7 +17,7 @@ pub(super) const SEND_AT: usize = 1 << 20;
 pub(super) struct Streamed {
     pub(super) rows: u64,
     pub(super) bytes: u64,
-    pub(super) checksum: String,
+    pub(super) checksum: crate::model::Checksum,
     /// The delta's base (the parent's layers), or empty for a full segment.
     pub(super) base: Vec<Layer>,
     pub(super) segment_bytes: u64,
@@ -303,7 +303,7 @@ impl<'a> Feed<'a> {
         Ok(Some(Streamed {
             rows: self.rows,
             bytes: self.bytes,
-            checksum: self.hasher.finalize().to_hex().to_string(),
+            checksum: crate::model::Checksum::of(self.hasher.finalize()),
             base: self.base,
             segment_bytes: self.segment_bytes,
             key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),

@@ -56,7 +56,7 @@ impl SourceReader for Reader {
             schema.create_sql = crate::source::mysql::create_table_for(&info.name, &schema.columns);
             schema.all_columns = false;
             skipped.push(Skipped {
-                kind: "definition".into(),
+                kind: crate::model::ObjectKind::Definition,
                 name: info.name.clone(),
                 reason: "only some columns were backed up: its defaults, indexes and foreign keys are not kept".into(),
             });

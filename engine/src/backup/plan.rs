@@ -157,8 +157,7 @@ pub(super) fn changed_since(
     {
         return None;
     }
-    let old = crate::capture::XidSnapshot::parse(&then.xid_snapshot).ok()?;
-    let new = crate::capture::XidSnapshot::parse(&now.xid_snapshot).ok()?;
+    let (old, new) = (&then.xid_snapshot, &now.xid_snapshot);
     let span = new.xmax().checked_sub(old.xmin())?;
     (new.xmax() >= old.xmax() && span < (1 << 31) - (1 << 24)).then_some(old.xmin())
 }

@@ -52,7 +52,7 @@ impl SourceReader for Reader {
             schema.all_columns = false;
             for idx in std::mem::take(&mut schema.indexes) {
                 skipped.push(Skipped {
-                    kind: "index".into(),
+                    kind: crate::model::ObjectKind::Index,
                     name: idx.name,
                     reason: format!("only some columns of {} were backed up", info.name),
                 });

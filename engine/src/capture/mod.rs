@@ -49,7 +49,7 @@
 //! tuple: ncols:len cell…   cell: 0 NULL | 1 unchanged | 2 len bytes (text form)
 //! ```
 
-use crate::model::{ChangeSegment, ChunkId, Engine, SnapshotSource};
+use crate::model::{ChangeSegment, Checksum, ChunkId, Engine, SnapshotSource};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::crypto::hex;
@@ -59,7 +59,7 @@ use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
 use crate::source::postgres::{PgDb, copy_into_temp, qualified, quote, split_name};
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub mod sqlite;
@@ -587,52 +587,7 @@ pub fn decode(stream: &[u8]) -> Result<Vec<Txn>> {
 
 // ---- visibility ----
 
-/// `txid_current_snapshot()` as text: `xmin:xmax:xip,…` (64-bit txids with epoch).
-#[derive(Debug, Clone)]
-pub struct XidSnapshot {
-    xmin: u64,
-    xmax: u64,
-    xip: HashSet<u64>,
-}
-
-impl XidSnapshot {
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::damaged(format!("a snapshot's transaction list {s:?} is unreadable"));
-        let mut parts = s.trim().splitn(3, ':');
-        let xmin = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        let xmax = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        let xip = parts
-            .next()
-            .unwrap_or("")
-            .split(',')
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse().map_err(|_| bad()))
-            .collect::<Result<HashSet<u64>>>()?;
-        Ok(XidSnapshot { xmin, xmax, xip })
-    }
-
-    /// Every transaction below this one had ended when the snapshot was taken.
-    pub fn xmin(&self) -> u64 {
-        self.xmin
-    }
-
-    /// The first transaction that had not started when the snapshot was taken.
-    pub fn xmax(&self) -> u64 {
-        self.xmax
-    }
-
-    /// Whether the transaction with 32-bit id `xid` (as `pgoutput` names it) is
-    /// committed in this snapshot, i.e. its changes are already in the snapshot's data.
-    pub fn sees(&self, xid: u32) -> bool {
-        // Widen with the epoch of xmax: transaction ids within 2^31 of each other.
-        let epoch = self.xmax >> 32;
-        let mut full = (epoch << 32) | u64::from(xid);
-        if full > self.xmax.saturating_add(1 << 31) && full >= 1 << 32 {
-            full -= 1 << 32;
-        }
-        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
-    }
-}
+pub use crate::model::XidSnapshot;
 
 // ---- capture ----
 
@@ -1099,7 +1054,7 @@ pub async fn capture_round(
         if !txns.is_empty() || idle_due {
             let stream = encode(&txns);
             let bytes = stream.len() as u64;
-            let checksum = blake3::hash(&stream).to_hex().to_string();
+            let checksum = Checksum::of(blake3::hash(&stream));
             let chunks = store_stream(repo, stream).await?;
             let segment = ChangeSegment {
                 format: SEGMENT_FORMAT,
@@ -1235,7 +1190,7 @@ pub async fn read_segment(repo: &Repository, seg: &ChangeSegment) -> Result<Vec<
     for id in &seg.chunks {
         stream.extend_from_slice(&repo.read_chunk(&id.0).await?);
     }
-    if stream.len() as u64 != seg.bytes || blake3::hash(&stream).to_hex().as_str() != seg.checksum {
+    if stream.len() as u64 != seg.bytes || !seg.checksum.matches(&blake3::hash(&stream)) {
         return Err(Error::damaged(format!(
             "change segment of slot {} ({}..{}) does not match its checksum",
             seg.slot,
@@ -1575,7 +1530,7 @@ pub async fn replay(
         .pg_point
         .as_ref()
         .ok_or_else(|| Error::Other("the snapshot has no change position".into()))?;
-    let seen = XidSnapshot::parse(&point.xid_snapshot)?;
+    let seen = &point.xid_snapshot;
     for name in targets.keys() {
         if !captured_throughout(&base.segments, name) {
             return Err(Error::invalid(format!(
@@ -1626,7 +1581,7 @@ pub async fn replay(
         }
         return Ok(done);
     }
-    replay_statements(repo, base, targets, conn, progress, &seen, point.wal_lsn).await
+    replay_statements(repo, base, targets, conn, progress, seen, point.wal_lsn).await
 }
 
 /// The changes of one table folded into each row's final version.
@@ -1916,7 +1871,7 @@ mod tests {
             transactions: 0,
             changes: 0,
             bytes: 0,
-            checksum: String::new(),
+            checksum: Checksum([0; 32]),
             chunks: Vec::new(),
             time_ms: 0,
             tables: tables.iter().map(|t| t.to_string()).collect(),

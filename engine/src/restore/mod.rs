@@ -477,7 +477,15 @@ async fn run(
         .await
         .ok();
     let result = match open_destination(&plan.dest_url).await {
-        Ok(dest) => dest.execute(repo, plan, progress, dry).await,
+        Ok(dest) => {
+            dest.execute(Run {
+                repo,
+                plan,
+                progress,
+                dry,
+            })
+            .await
+        }
         Err(e) => Err(e),
     };
     if let Some(lock) = lock {
@@ -503,13 +511,17 @@ trait Destination: Send {
 
     /// Runs `plan`: every table checked against its checksum before the change becomes
     /// visible, at once; on any error nothing changes. `dry`: the same work, rolled back.
-    fn execute<'a>(
-        self: Box<Self>,
-        repo: &'a Repository,
-        plan: &'a RestorePlan,
-        progress: &'a dyn Progress,
-        dry: bool,
-    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>>;
+    fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>>;
+}
+
+/// One run of a plan: what [`Destination::execute`] works from.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    repo: &'a Repository,
+    plan: &'a RestorePlan,
+    progress: &'a dyn Progress,
+    /// The same work, rolled back ([`diff`]).
+    dry: bool,
 }
 
 /// Connects to the destination `url` names.

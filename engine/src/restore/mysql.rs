@@ -12,14 +12,8 @@ impl Destination for Mysql {
         Box::pin(self.db.table_exists(name))
     }
 
-    fn execute<'a>(
-        self: Box<Self>,
-        repo: &'a Repository,
-        plan: &'a RestorePlan,
-        progress: &'a dyn Progress,
-        dry: bool,
-    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(execute(repo, plan, self.db, progress, dry))
+    fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(execute(run, self.db))
     }
 }
 
@@ -29,13 +23,13 @@ impl Destination for Mysql {
 /// transaction; then one `RENAME TABLE` puts every new table in place at once (the
 /// replaced ones are dropped after it), and foreign keys are added, checked, last. A
 /// failure before the rename changes nothing (the staging tables are dropped).
-async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
-    mut db: MyDb,
-    progress: &dyn Progress,
-    dry: bool,
-) -> Result<Vec<RestoredTable>> {
+async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
+    let Run {
+        repo,
+        plan,
+        progress,
+        dry,
+    } = run;
     db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
     for t in plan
         .tables

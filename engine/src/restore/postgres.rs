@@ -23,14 +23,8 @@ impl Destination for Postgres {
         })
     }
 
-    fn execute<'a>(
-        self: Box<Self>,
-        repo: &'a Repository,
-        plan: &'a RestorePlan,
-        progress: &'a dyn Progress,
-        dry: bool,
-    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(async move { execute(repo, plan, self.db, &self.url, progress, dry).await })
+    fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(async move { execute(run, self.db, &self.url).await })
     }
 }
 
@@ -102,13 +96,16 @@ async fn create_schemas_and_types(
 }
 
 async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
+    run: Run<'_>,
     mut db: PgDb,
     secret: &Secret<String>,
-    progress: &dyn Progress,
-    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
+    let Run {
+        repo,
+        plan,
+        progress,
+        dry,
+    } = run;
     let mut outside = Outside::default();
     let mut in_transaction = false;
     let result = async {
@@ -411,7 +408,7 @@ async fn produce_rows(
             next += 1;
         }
     }
-    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows || !carry.is_empty() {
+    if !e.checksum.matches(&hasher.finalize()) || rows != e.rows || !carry.is_empty() {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows

@@ -31,30 +31,24 @@ impl Destination for Sqlite {
         })
     }
 
-    fn execute<'a>(
-        self: Box<Self>,
-        repo: &'a Repository,
-        plan: &'a RestorePlan,
-        progress: &'a dyn Progress,
-        dry: bool,
-    ) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+    fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(async move {
             let db = match self.db {
                 Some(db) => db,
                 None => SqliteDb::open_write(&self.path).await?,
             };
-            execute(repo, plan, db, progress, dry).await
+            execute(run, db).await
         })
     }
 }
 
-async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
-    mut db: SqliteDb,
-    progress: &dyn Progress,
-    dry: bool,
-) -> Result<Vec<RestoredTable>> {
+async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
+    let Run {
+        repo,
+        plan,
+        progress,
+        dry,
+    } = run;
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;
@@ -188,7 +182,7 @@ async fn load_sqlite_rows(
         progress.advanced(batch, chunk.len() as u64);
     }
     decoder.finish()?;
-    if hasher.finalize().to_hex().as_str() != e.checksum || rows != e.rows {
+    if !e.checksum.matches(&hasher.finalize()) || rows != e.rows {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows

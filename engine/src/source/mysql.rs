@@ -19,7 +19,7 @@
 //! `AUTO_INCREMENT` value come back as they were.
 
 use crate::error::Context;
-use crate::model::{Column, Skipped, TableSchema, Value};
+use crate::model::{Column, ObjectKind, Skipped, TableSchema, Value};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
@@ -174,7 +174,7 @@ impl MyDb {
         for (name, kind) in all {
             if kind != "BASE TABLE" {
                 skipped.push(Skipped {
-                    kind: kind.to_lowercase(),
+                    kind: ObjectKind::of_mysql_table_type(&kind),
                     name,
                     reason: "only base tables are backed up".into(),
                 });

@@ -6,7 +6,9 @@
 //! type (PostgreSQL 12+ prints floats exactly) and is what `COPY … FROM STDIN` reads back.
 
 use crate::error::Context;
-use crate::model::{ConstraintKind, Identity, PgColumn, PgConstraint, PgEnum, PgTable, Skipped};
+use crate::model::{
+    ConstraintKind, Identity, ObjectKind, PgColumn, PgConstraint, PgEnum, PgTable, Skipped,
+};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
@@ -156,15 +158,15 @@ impl PgDb {
                 .fetch_one(&mut self.conn)
                 .await;
         match (before, xids) {
-            (Ok((lsn, slots)), Ok(xid_snapshot)) => Ok(crate::capture::parse_lsn(&lsn).map(
-                |wal_lsn| crate::model::PgPoint {
+            (Ok((lsn, slots)), Ok(xids)) => Ok(crate::capture::parse_lsn(&lsn)
+                .zip(crate::model::XidSnapshot::parse(&xids).ok())
+                .map(|(wal_lsn, xid_snapshot)| crate::model::PgPoint {
                     xid_snapshot,
                     wal_lsn,
                     slots,
                     system_id,
                     timeline,
-                },
-            )),
+                })),
             (_, Ok(_)) => Ok(None),
             (_, Err(_)) => {
                 // The function is missing: the transaction is aborted; start it again.
@@ -303,12 +305,11 @@ impl PgDb {
                 "r" => cat.tables.push(self.table(oid, &schema, &name).await?),
                 other => cat.skipped.push(Skipped {
                     kind: match other {
-                        "v" => "view",
-                        "m" => "materialized view",
-                        "p" => "partitioned table",
-                        _ => "foreign table",
-                    }
-                    .into(),
+                        "v" => ObjectKind::View,
+                        "m" => ObjectKind::MaterializedView,
+                        "p" => ObjectKind::PartitionedTable,
+                        _ => ObjectKind::ForeignTable,
+                    },
                     name: format!("{schema}.{name}"),
                     reason: "not carried yet".into(),
                 }),
@@ -346,7 +347,7 @@ impl PgDb {
         .context(|| "reading functions and triggers".into())?;
         cat.skipped
             .extend(others.into_iter().map(|(kind, name)| Skipped {
-                kind,
+                kind: kind.as_str().into(),
                 name,
                 reason: "not carried yet".into(),
             }));

@@ -5,7 +5,7 @@
 //! mode: readers see a fixed snapshot; rollback-journal mode: writers wait).
 
 use crate::error::Context;
-use crate::model::{Column, Index, Skipped, TableSchema, Value};
+use crate::model::{Column, Index, ObjectKind, Skipped, TableSchema, Value};
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
@@ -155,7 +155,7 @@ impl SqliteDb {
                         .starts_with("CREATE VIRTUAL") =>
                 {
                     catalog.skipped.push(Skipped {
-                        kind: "virtual table".into(),
+                        kind: ObjectKind::VirtualTable,
                         name: name.clone(),
                         reason: "virtual tables are not carried yet".into(),
                     });
@@ -165,7 +165,11 @@ impl SqliteDb {
                     catalog.tables.push(info);
                 }
                 "view" | "trigger" => catalog.skipped.push(Skipped {
-                    kind: kind.clone(),
+                    kind: if kind == "view" {
+                        ObjectKind::View
+                    } else {
+                        ObjectKind::Trigger
+                    },
                     name: name.clone(),
                     reason: format!("{kind}s are not carried yet"),
                 }),

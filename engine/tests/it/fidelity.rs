@@ -260,7 +260,7 @@ async fn views_and_triggers_are_reported_as_skipped() {
         .snapshot
         .skipped
         .iter()
-        .map(|k| (k.kind.clone(), k.name.clone()))
+        .map(|k| (k.kind.to_string(), k.name.clone()))
         .collect();
     assert_eq!(
         skipped,

@@ -8,7 +8,7 @@ use crate::export::export;
 use crate::support::*;
 use engine::backup::{BackupOptions, backup};
 use engine::export::FileFormat;
-use engine::model::SegmentKind;
+use engine::model::{ObjectKind, SegmentKind};
 use engine::progress::NoProgress;
 use engine::repo::Repository;
 use engine::restore::{Mode, RestoreOptions};
@@ -292,7 +292,7 @@ async fn a_mariadb_database_round_trips_identically() {
             .snapshot
             .skipped
             .iter()
-            .any(|s| s.kind == "definition" && s.name == "customers")
+            .any(|s| s.kind == ObjectKind::Definition && s.name == "customers")
     );
     let narrow_db = m.create_database("narrow").unwrap();
     restore(&repo, &restore_into(&narrow_db, &narrow.id, Mode::Create))

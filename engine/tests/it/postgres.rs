@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use engine::backup::{BackupOptions, backup};
-use engine::model::SegmentKind;
+use engine::model::{ObjectKind, SegmentKind};
 use engine::progress::NoProgress;
 use engine::restore::{Mode, RestoreOptions};
 use engine::secret::Secret;
@@ -179,7 +179,7 @@ async fn round_trip(parallel: bool) {
         s.snapshot
             .skipped
             .iter()
-            .any(|k| k.kind == "view" && k.name == "public.v")
+            .any(|k| k.kind == ObjectKind::View && k.name == "public.v")
     );
 
     let plan = engine::restore::plan(&repo, &r).await.unwrap();
@@ -591,7 +591,13 @@ async fn incremental_reads_by_xmin_miss_nothing() {
     );
     let first = backup(&mut repo, &b, &NoProgress).await.unwrap();
     let dump1 = pg_dump_data(&src);
-    let seen = &first.snapshot.pg_point.as_ref().unwrap().xid_snapshot;
+    let seen = first
+        .snapshot
+        .pg_point
+        .as_ref()
+        .unwrap()
+        .xid_snapshot
+        .as_str();
     assert!(
         !seen.ends_with(':'),
         "the transaction must be running: {seen}"

@@ -5,8 +5,10 @@ use super::*;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: i64,
-    pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub kind: crate::api::jobs::JobKind,
+    #[sqlx(try_from = "String")]
+    pub status: crate::api::jobs::JobStatus,
     pub policy_id: Option<i64>,
     pub source_id: Option<i64>,
     pub target_id: Option<i64>,

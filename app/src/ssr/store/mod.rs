@@ -130,7 +130,7 @@ mod tests {
             .unwrap();
         assert!(!recorded);
         let row = super::job(db, one.id).await.unwrap().unwrap();
-        assert_eq!(row.status, "failed");
+        assert_eq!(row.status, crate::api::jobs::JobStatus::Failed);
         // worker-2 records its own job; a second finish changes nothing.
         assert!(
             finish(db, two.id, "worker-2", Succeeded, None, Some("{}"), None)
@@ -144,7 +144,7 @@ mod tests {
         );
         assert_eq!(
             super::job(db, two.id).await.unwrap().unwrap().status,
-            "succeeded"
+            crate::api::jobs::JobStatus::Succeeded
         );
     }
 
