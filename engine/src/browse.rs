@@ -71,14 +71,7 @@ pub async fn browse(repo: &Repository, q: &BrowseQuery) -> Result<BrowsePage> {
                     .join(", ")
             ))
         })?;
-    let key: Vec<String> = match &e.schema.postgres {
-        Some(def) => def.pk.clone(),
-        None => {
-            let mut pk: Vec<_> = e.schema.columns.iter().filter(|c| c.pk > 0).collect();
-            pk.sort_by_key(|c| c.pk);
-            pk.into_iter().map(|c| c.name.clone()).collect()
-        }
-    };
+    let key = e.schema.primary_key();
     let mut filter = q.filter.clone();
     if !q.key.is_empty() {
         if key.is_empty() {

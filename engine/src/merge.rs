@@ -47,14 +47,7 @@ pub struct MergeCounts {
 
 /// The primary key of a snapshot's table, which merges match on.
 pub(crate) fn key_of(e: &TableEntry) -> Vec<String> {
-    match &e.schema.postgres {
-        Some(def) => def.pk.clone(),
-        None => {
-            let mut pk: Vec<_> = e.schema.columns.iter().filter(|c| c.pk > 0).collect();
-            pk.sort_by_key(|c| c.pk);
-            pk.into_iter().map(|c| c.name.clone()).collect()
-        }
-    }
+    e.schema.primary_key()
 }
 
 /// One table's merge, as planned.

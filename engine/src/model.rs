@@ -338,6 +338,24 @@ pub struct TableSchema {
     pub postgres: Option<PgTable>,
 }
 
+impl TableSchema {
+    /// The primary-key columns in key order.
+    pub fn primary_key(&self) -> Vec<String> {
+        match &self.postgres {
+            Some(def) => def.pk.clone(),
+            None => key_columns(&self.columns),
+        }
+    }
+}
+
+/// The primary-key columns of SQLite or MySQL columns, in key order (a column's `pk` is
+/// its position in the key).
+pub fn key_columns(columns: &[Column]) -> Vec<String> {
+    let mut pk: Vec<_> = columns.iter().filter(|c| c.pk > 0).collect();
+    pk.sort_by_key(|c| c.pk);
+    pk.into_iter().map(|c| c.name.clone()).collect()
+}
+
 /// A PostgreSQL table as parts of DDL (all SQL text as the server printed it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgTable {

@@ -75,9 +75,10 @@ impl KeySpec {
     ) -> Option<Self> {
         let (format, key): (Format, Vec<(String, Kind)>) = match format {
             StreamFormat::Values => {
-                let mut pk: Vec<_> = schema.columns.iter().filter(|c| c.pk > 0).collect();
-                pk.sort_by_key(|c| c.pk);
-                let key = pk.iter().map(|c| (c.name.clone(), Kind::Value)).collect();
+                let key = crate::model::key_columns(&schema.columns)
+                    .into_iter()
+                    .map(|c| (c, Kind::Value))
+                    .collect();
                 (
                     Format::Values {
                         columns: stream_columns.len(),

@@ -3,26 +3,19 @@
 //! is its address (`/backups/ID?table=…&offset=…&c1=…&o1=…&v1=…&key=…`), so a view can be
 //! bookmarked or shared with a colleague who may see the same backups.
 
-use super::ui::{failed, time};
+use super::ui::{failed, id_param, time};
 use crate::api::browse::{Filter, OPS, browse_snapshot, export_query, urlencoding as enc};
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 /// Filters the form offers.
 const FILTERS: usize = 3;
 
 #[component]
 pub fn BrowsePage() -> impl IntoView {
-    let params = use_params_map();
     let query = use_query_map();
-    let id = move || {
-        params
-            .read()
-            .get("id")
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let id = id_param();
     let q = move |k: &str| query.read().get(k).unwrap_or_default();
     let filters = move || {
         (1..=FILTERS)

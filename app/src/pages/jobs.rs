@@ -1,11 +1,11 @@
-use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, time};
+use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, id_param, time};
 use crate::api::jobs::{
     CancelJob, JobKind, JobStatus, JobView, LogLine, RetryJob, get_job, list_jobs,
 };
 use crate::auth::Perm;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
+use leptos_router::hooks::{use_navigate, use_query_map};
 
 /// A tick that advances every `ms` in the browser (never on the server), for polling.
 fn ticker(ms: u64) -> ReadSignal<u64> {
@@ -109,14 +109,7 @@ fn eta(j: &JobView, now_ms: i64) -> Option<String> {
 
 #[component]
 pub fn JobPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || {
-        params
-            .read()
-            .get("id")
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let id = id_param();
     let cancel = ServerAction::<CancelJob>::new();
     let retry = ServerAction::<RetryJob>::new();
     let tick = ticker(700);

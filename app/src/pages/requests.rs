@@ -2,14 +2,14 @@
 //! history, (for approvers) Approve and Reject, and (for the requester) Change and
 //! Withdraw.
 
-use super::ui::{ErrorLine, failed, general_error, time};
+use super::ui::{ErrorLine, failed, general_error, id_param, time};
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
     get_request, list_requests,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 fn state_badge(state: RequestState) -> impl IntoView {
     let class = format!("badge {state}");
@@ -94,14 +94,7 @@ pub fn RequestsPage() -> impl IntoView {
 
 #[component]
 pub fn RequestPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || {
-        params
-            .read()
-            .get("id")
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let id = id_param();
     let approve = ServerAction::<ApproveRequest>::new();
     let reject = ServerAction::<RejectRequest>::new();
     let cancel = ServerAction::<CancelRequest>::new();

@@ -1,4 +1,4 @@
-use super::ui::{ErrorLine, Field, IfCan, bytes, failed, field_error, general_error};
+use super::ui::{ErrorLine, Field, IfCan, bytes, failed, field_error, general_error, id_param};
 use crate::api::sources::{
     AddSource, AddTarget, SetApprovalRule, TestSource, list_sources, list_targets, source_tables,
 };
@@ -6,7 +6,6 @@ use crate::auth::Perm;
 use crate::forms;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
 
 #[component]
 pub fn SourcesPage() -> impl IntoView {
@@ -118,14 +117,7 @@ fn ApprovalRule(
 
 #[component]
 pub fn SourcePage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || {
-        params
-            .read()
-            .get("id")
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let id = id_param();
     let tables = Resource::new(id, source_tables);
     view! {
         <Title text="Tables"/>

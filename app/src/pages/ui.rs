@@ -83,17 +83,23 @@ where
     A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
     O: Clone + Send + Sync + 'static,
 {
-    Signal::derive(move || {
-        action
-            .value()
-            .get()
-            .and_then(|r| r.err())
-            .and_then(|e| e.for_field(name))
-    })
+    last_error(action, move |e| e.for_field(name))
 }
 
 /// The error of the last run of `action` that is not about one field.
 pub fn general_error<A, O>(action: ServerAction<A>) -> Signal<Option<String>>
+where
+    A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
+{
+    last_error(action, AppError::general)
+}
+
+/// What `pick` takes from the error of the last run of `action`, if it failed.
+fn last_error<A, O>(
+    action: ServerAction<A>,
+    pick: impl Fn(&AppError) -> Option<String> + Send + Sync + 'static,
+) -> Signal<Option<String>>
 where
     A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
     O: Clone + Send + Sync + 'static,
@@ -103,8 +109,20 @@ where
             .value()
             .get()
             .and_then(|r| r.err())
-            .and_then(|e| e.general())
+            .and_then(|e| pick(&e))
     })
+}
+
+/// The page's `:id` route parameter (0 when missing or not a number, which no row has).
+pub fn id_param() -> impl Fn() -> i64 + Copy + Send + Sync + 'static {
+    let params = leptos_router::hooks::use_params_map();
+    move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The shared validation of one field (see `crate::forms`).

@@ -19,14 +19,15 @@ mod values;
 
 use crate::Result;
 use crate::model::{
-    Engine, PgEnum, PgPoint, SegmentKind, Skipped, Snapshot, SnapshotSource, TableEntry,
+    Engine, PgEnum, PgPoint, SegmentKind, Skipped, Snapshot, SnapshotSource, StreamFormat,
+    TableEntry,
 };
 use crate::progress::Progress;
 use crate::repo::{Repository, now_ms};
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::{DiscoveredTable, RunSql, SourceDb, SourceUrl};
-use feed::Streamed;
+use feed::{Feed, Streamed};
 use pipeline::{Pipeline, Written};
 use plan::{Plan, choose_parents, selected};
 use std::collections::BTreeMap;
@@ -76,15 +77,22 @@ trait SourceReader {
     /// changes-only deltas). `latest` is the source's latest snapshot.
     fn narrow(&self, _latest: &Snapshot, _planned: &mut Planned) {}
 
-    /// Streams every planned table, in order, into `pipe`: one [`Streamed`] per plan.
-    async fn read(
+    /// Streams plan number `i`'s rows into `feed` (whose `restart` stops the read: the
+    /// table is then read again whole).
+    async fn fill(&mut self, i: usize, plan: &Plan, feed: &mut Feed<'_>) -> Result<()>;
+
+    /// Builds a delta from only the rows written by transaction `since` or later
+    /// (PostgreSQL, where [`SourceReader::narrow`] set [`Plan::changed_since`]); false
+    /// when that is not possible this time.
+    async fn changes_only(
         &mut self,
-        repo: &Repository,
-        plans: &[Plan],
-        pipe: &Pipeline,
-        out: &mut Vec<Streamed>,
-        progress: &dyn Progress,
-    ) -> Result<()>;
+        _repo: &Repository,
+        _plan: &Plan,
+        _since: u64,
+        _feed: &mut Feed<'_>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 
     /// Where the read sits in the source's history (PostgreSQL; recorded in the
     /// snapshot for point-in-time restores and changes-only deltas).
@@ -130,6 +138,50 @@ async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Res
     })
 }
 
+/// Streams every planned table, in order, into `pipe`: one [`Streamed`] per plan. A
+/// table with a parent goes as a delta (from only its changed rows where the source
+/// can say which), and is read again whole when the delta has to be abandoned.
+async fn stream_tables<S: SourceReader>(
+    src: &mut S,
+    repo: &Repository,
+    plans: &[Plan],
+    pipe: &Pipeline,
+    out: &mut Vec<Streamed>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for (i, plan) in plans.iter().enumerate() {
+        let mut delta = plan.parent.is_some();
+        let mut since = plan.changed_since.filter(|_| delta);
+        let lines = plan.format == StreamFormat::PgCopyText;
+        loop {
+            let mut feed = Feed::start(repo, pipe, progress, plan, lines, delta).await?;
+            if let Some(xid) = since.take() {
+                if src.changes_only(repo, plan, xid, &mut feed).await? {
+                    if let Some(mut s) = feed.finish(&plan.name).await? {
+                        s.changes_only = true;
+                        out.push(s);
+                        break;
+                    }
+                } else {
+                    // Not possible this time: the table is read whole, as a delta still.
+                    feed.restart = true;
+                    let _ = feed.finish(&plan.name).await?;
+                }
+                continue;
+            }
+            src.fill(i, plan, &mut feed).await?;
+            match feed.finish(&plan.name).await? {
+                Some(s) => {
+                    out.push(s);
+                    break;
+                }
+                None => delta = false,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the source through `src`: plans, parents, the streams, the pipeline.
 async fn read_source<S: SourceReader>(
     repo: &Repository,
@@ -151,9 +203,7 @@ async fn read_source<S: SourceReader>(
     } = planned;
     let pipeline = Pipeline::start(repo);
     let mut streamed = Vec::new();
-    let read = src
-        .read(repo, &plans, &pipeline, &mut streamed, progress)
-        .await;
+    let read = stream_tables(&mut src, repo, &plans, &pipeline, &mut streamed, progress).await;
     let (chunks, written, bytes_stored) = pipeline.finish(read).await?;
     src.db().exec("COMMIT").await?;
     Ok(Read {

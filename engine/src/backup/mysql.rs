@@ -3,16 +3,13 @@
 //! (`source::mysql`).
 
 use super::plan::{Plan, chosen_columns};
-use super::values::{RowSource, read_values};
-use super::{SourceReader, feed::Streamed, pipeline::Pipeline};
+use super::values::feed_values;
+use super::{SourceReader, feed::Feed};
 use crate::Result;
-use crate::model::{Engine, Skipped, StreamFormat, Value};
-use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::model::{Engine, Skipped, StreamFormat};
 use crate::secret::Secret;
 use crate::source::mysql::{MyDb, MyTableInfo, ReadAs};
 use futures::StreamExt;
-use futures::stream::BoxStream;
 
 pub(super) struct Reader {
     db: MyDb,
@@ -83,20 +80,7 @@ impl SourceReader for Reader {
         ))
     }
 
-    async fn read(
-        &mut self,
-        repo: &Repository,
-        plans: &[Plan],
-        pipe: &Pipeline,
-        out: &mut Vec<Streamed>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        read_values(repo, self, plans, pipe, out, progress).await
-    }
-}
-
-impl RowSource for Reader {
-    fn rows<'s>(&'s mut self, i: usize, plan: &'s Plan) -> BoxStream<'s, Result<Vec<Value>>> {
-        self.db.rows(&plan.sql, self.reads[i].clone()).boxed()
+    async fn fill(&mut self, i: usize, plan: &Plan, feed: &mut Feed<'_>) -> Result<()> {
+        feed_values(self.db.rows(&plan.sql, self.reads[i].clone()).boxed(), feed).await
     }
 }

@@ -6,12 +6,10 @@
 //! table's delta may be built from only the rows changed since its parent
 //! ([`changes_only`]).
 
-use super::feed::{Feed, Streamed};
-use super::pipeline::Pipeline;
+use super::feed::Feed;
 use super::plan::{Plan, changed_since, chosen_columns};
 use super::{Planned, SourceReader};
 use crate::model::{Engine, PgPoint, Skipped, Snapshot, StreamFormat, TableEntry, TableSchema};
-use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::secret::Secret;
 use crate::segment::{Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
@@ -89,15 +87,28 @@ impl SourceReader for Reader {
         }
     }
 
-    async fn read(
+    async fn fill(&mut self, _i: usize, plan: &Plan, feed: &mut Feed<'_>) -> Result<()> {
+        let mut stream = self.db.copy_out(&plan.sql).await?;
+        while let Some(piece) = stream.next().await {
+            feed.buf.extend_from_slice(&piece?);
+            feed.send_if_full().await?;
+            if feed.restart {
+                break;
+            }
+        }
+        // Reading stopped early: the COPY must finish before the connection is reused.
+        while feed.restart && stream.next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn changes_only(
         &mut self,
         repo: &Repository,
-        plans: &[Plan],
-        pipe: &Pipeline,
-        out: &mut Vec<Streamed>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        read_postgres(repo, &mut self.db, plans, pipe, out, progress).await
+        plan: &Plan,
+        since: u64,
+        feed: &mut Feed<'_>,
+    ) -> Result<bool> {
+        changes_only(repo, &mut self.db, plan, since, feed).await
     }
 
     fn point(&self) -> Option<PgPoint> {
@@ -352,54 +363,4 @@ async fn changes_only(
         k.out.append(&mut delta);
     }
     Ok(true)
-}
-
-async fn read_postgres(
-    repo: &Repository,
-    db: &mut PgDb,
-    plans: &[Plan],
-    pipe: &Pipeline,
-    out: &mut Vec<Streamed>,
-    progress: &dyn Progress,
-) -> Result<()> {
-    for plan in plans {
-        let mut delta = plan.parent.is_some();
-        let mut since = plan.changed_since.filter(|_| delta);
-        loop {
-            let mut feed = Feed::start(repo, pipe, progress, plan, true, delta).await?;
-            if let Some(xid) = since.take() {
-                if changes_only(repo, db, plan, xid, &mut feed).await? {
-                    if let Some(mut s) = feed.finish(&plan.name).await? {
-                        s.changes_only = true;
-                        out.push(s);
-                        break;
-                    }
-                } else {
-                    // Not possible this time: the table is read whole, as a delta still.
-                    feed.restart = true;
-                    let _ = feed.finish(&plan.name).await?;
-                }
-                continue;
-            }
-            let mut stream = db.copy_out(&plan.sql).await?;
-            while let Some(piece) = stream.next().await {
-                feed.buf.extend_from_slice(&piece?);
-                feed.send_if_full().await?;
-                if feed.restart {
-                    break;
-                }
-            }
-            // Reading stopped early: the COPY must finish before the connection is reused.
-            while feed.restart && stream.next().await.is_some() {}
-            drop(stream);
-            match feed.finish(&plan.name).await? {
-                Some(s) => {
-                    out.push(s);
-                    break;
-                }
-                None => delta = false,
-            }
-        }
-    }
-    Ok(())
 }

@@ -2,16 +2,13 @@
 //! connection for discovery and every table.
 
 use super::plan::{Plan, chosen_columns};
-use super::values::{RowSource, read_values};
-use super::{SourceReader, feed::Streamed, pipeline::Pipeline};
+use super::values::feed_values;
+use super::{SourceReader, feed::Feed};
 use crate::Result;
-use crate::model::{Engine, Skipped, StreamFormat, Value};
-use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::model::{Engine, Skipped, StreamFormat};
 use crate::source::DiscoveredTable;
 use crate::source::sqlite::{SqliteDb, TableInfo, create_table_for};
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use std::path::Path;
 
 pub(super) struct Reader {
@@ -68,20 +65,7 @@ impl SourceReader for Reader {
         ))
     }
 
-    async fn read(
-        &mut self,
-        repo: &Repository,
-        plans: &[Plan],
-        pipe: &Pipeline,
-        out: &mut Vec<Streamed>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        read_values(repo, self, plans, pipe, out, progress).await
-    }
-}
-
-impl RowSource for Reader {
-    fn rows<'s>(&'s mut self, _i: usize, plan: &'s Plan) -> BoxStream<'s, Result<Vec<Value>>> {
-        self.db.rows(&plan.sql, plan.columns.len()).boxed()
+    async fn fill(&mut self, _i: usize, plan: &Plan, feed: &mut Feed<'_>) -> Result<()> {
+        feed_values(self.db.rows(&plan.sql, plan.columns.len()).boxed(), feed).await
     }
 }

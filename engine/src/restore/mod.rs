@@ -305,16 +305,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                         )));
                     }
                 }
-                let pk: Vec<&String> = match &entry.schema.postgres {
-                    Some(def) => def.pk.iter().collect(),
-                    None => entry
-                        .schema
-                        .columns
-                        .iter()
-                        .filter(|c| c.pk > 0)
-                        .map(|c| &c.name)
-                        .collect(),
-                };
+                let pk = entry.schema.primary_key();
                 entry
                     .stream_columns
                     .iter()

@@ -13,7 +13,7 @@ impl Destination for Mysql {
     }
 
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(execute(run, self.db))
+        Box::pin(execute(run.repo, run.plan, self.db, run.progress, run.dry))
     }
 }
 
@@ -23,13 +23,13 @@ impl Destination for Mysql {
 /// transaction; then one `RENAME TABLE` puts every new table in place at once (the
 /// replaced ones are dropped after it), and foreign keys are added, checked, last. A
 /// failure before the rename changes nothing (the staging tables are dropped).
-async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
-    let Run {
-        repo,
-        plan,
-        progress,
-        dry,
-    } = run;
+async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    mut db: MyDb,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
     db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
     for t in plan
         .tables
@@ -103,21 +103,22 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
             }
             progress.table_finished(&t.dest_table);
         }
+        let mut restored: Vec<RestoredTable> = plan
+            .tables
+            .iter()
+            .zip(done)
+            .zip(merges)
+            .map(|((t, rows), merge)| RestoredTable {
+                table: t.dest_table.clone(),
+                rows: rows.unwrap_or(0),
+                notes: Vec::new(),
+                merge,
+            })
+            .collect();
         if dry {
             // A dry run (restore::diff) holds only merges: nothing to put in place.
             db.exec("ROLLBACK").await?;
-            return Ok(plan
-                .tables
-                .iter()
-                .zip(done)
-                .zip(merges)
-                .map(|((t, rows), merge)| RestoredTable {
-                    table: t.dest_table.clone(),
-                    rows: rows.unwrap_or(0),
-                    notes: Vec::new(),
-                    merge,
-                })
-                .collect());
+            return Ok(restored);
         }
         db.exec("COMMIT").await?;
         let mut renames = Vec::new();
@@ -139,18 +140,6 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
         for old in &olds {
             db.exec(&format!("DROP TABLE {}", my::quote(old))).await?;
         }
-        let mut restored: Vec<RestoredTable> = plan
-            .tables
-            .iter()
-            .zip(done)
-            .zip(merges)
-            .map(|((t, rows), merge)| RestoredTable {
-                table: t.dest_table.clone(),
-                rows: rows.unwrap_or(0),
-                notes: Vec::new(),
-                merge,
-            })
-            .collect();
         db.exec("SET FOREIGN_KEY_CHECKS = 1").await?;
         for (i, t) in plan.tables.iter().enumerate() {
             if !t.action.creates() {

@@ -24,7 +24,17 @@ impl Destination for Postgres {
     }
 
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(async move { execute(run, self.db, &self.url).await })
+        Box::pin(async move {
+            execute(
+                run.repo,
+                run.plan,
+                self.db,
+                &self.url,
+                run.progress,
+                run.dry,
+            )
+            .await
+        })
     }
 }
 
@@ -96,16 +106,13 @@ async fn create_schemas_and_types(
 }
 
 async fn execute(
-    run: Run<'_>,
+    repo: &Repository,
+    plan: &RestorePlan,
     mut db: PgDb,
     secret: &Secret<String>,
+    progress: &dyn Progress,
+    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
-    let Run {
-        repo,
-        plan,
-        progress,
-        dry,
-    } = run;
     let mut outside = Outside::default();
     let mut in_transaction = false;
     let result = async {

@@ -37,18 +37,18 @@ impl Destination for Sqlite {
                 Some(db) => db,
                 None => SqliteDb::open_write(&self.path).await?,
             };
-            execute(run, db).await
+            execute(run.repo, run.plan, db, run.progress, run.dry).await
         })
     }
 }
 
-async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
-    let Run {
-        repo,
-        plan,
-        progress,
-        dry,
-    } = run;
+async fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    mut db: SqliteDb,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Vec<RestoredTable>> {
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;

@@ -12,6 +12,41 @@ pub trait RunSql: Send {
     fn count(&mut self, sql: &str) -> impl std::future::Future<Output = Result<u64>> + Send;
 }
 
+/// [`DiscoveredTable`] for an engine's table struct with `name` and `data_columns`
+/// fields; `$key` gives its primary key and `$columns` its declared column types
+/// (`$t` names the table in both).
+macro_rules! discovered_table {
+    ($ty:ty, |$t:ident| key: $key:expr, columns: $columns:expr $(,)?) => {
+        impl $crate::source::DiscoveredTable for $ty {
+            fn name(&self) -> &String {
+                &self.name
+            }
+
+            fn key(&self) -> Vec<String> {
+                let $t = self;
+                $key
+            }
+
+            fn data_columns(&self) -> &[String] {
+                &self.data_columns
+            }
+
+            fn column_types(&self) -> Vec<(String, String)> {
+                let $t = self;
+                $columns
+            }
+        }
+    };
+}
+
+/// (name, declared type) of SQLite and MySQL columns.
+fn declared_types(columns: &[crate::model::Column]) -> Vec<(String, String)> {
+    columns
+        .iter()
+        .map(|c| (c.name.clone(), c.decl_type.clone()))
+        .collect()
+}
+
 /// [`RunSql`], and the same methods without importing it, for one engine's
 /// connection struct (a `conn` field), with `$this => $label` naming the
 /// database in error messages.

@@ -62,33 +62,42 @@ pub struct MyTableInfo {
 
 pub type MyCatalog = super::Catalog<MyTableInfo>;
 
-impl super::DiscoveredTable for MyTableInfo {
-    fn name(&self) -> &String {
-        &self.name
-    }
-
-    fn key(&self) -> Vec<String> {
-        self.pk.clone()
-    }
-
-    fn data_columns(&self) -> &[String] {
-        &self.data_columns
-    }
-
-    fn column_types(&self) -> Vec<(String, String)> {
-        self.schema
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.decl_type.clone()))
-            .collect()
-    }
-}
+discovered_table!(
+    MyTableInfo,
+    |t| key: t.pk.clone(),
+    columns: super::declared_types(&t.schema.columns),
+);
 
 impl super::SourceDb for MyDb {
     type Table = MyTableInfo;
 
-    fn discover(&mut self) -> impl std::future::Future<Output = Result<MyCatalog>> + Send {
-        MyDb::discover(self)
+    /// Base tables of the connection's database (views and sequences are skipped).
+    async fn discover(&mut self) -> Result<MyCatalog> {
+        let all: Vec<(String, String)> = sqlx::query_as(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| format!("listing tables of {}", self.display))?;
+        let mut tables = Vec::new();
+        let mut skipped = Vec::new();
+        for (name, kind) in all {
+            if kind != "BASE TABLE" {
+                skipped.push(Skipped {
+                    kind: ObjectKind::of_mysql_table_type(&kind),
+                    name,
+                    reason: "only base tables are backed up".into(),
+                });
+                continue;
+            }
+            tables.push(self.table(&name).await?);
+        }
+        Ok(MyCatalog {
+            tables,
+            skipped,
+            enums: Vec::new(),
+        })
     }
 
     async fn count_table(&mut self, t: &MyTableInfo) -> Result<(u64, bool)> {
@@ -158,35 +167,6 @@ impl MyDb {
     pub async fn count_rows(&mut self, name: &str) -> Result<u64> {
         self.count(&format!("SELECT COUNT(*) FROM {}", quote(name)))
             .await
-    }
-
-    /// Base tables of the connection's database (views and sequences are skipped).
-    pub async fn discover(&mut self) -> Result<MyCatalog> {
-        let all: Vec<(String, String)> = sqlx::query_as(
-            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
-        )
-        .fetch_all(&mut self.conn)
-        .await
-        .context(|| format!("listing tables of {}", self.display))?;
-        let mut tables = Vec::new();
-        let mut skipped = Vec::new();
-        for (name, kind) in all {
-            if kind != "BASE TABLE" {
-                skipped.push(Skipped {
-                    kind: ObjectKind::of_mysql_table_type(&kind),
-                    name,
-                    reason: "only base tables are backed up".into(),
-                });
-                continue;
-            }
-            tables.push(self.table(&name).await?);
-        }
-        Ok(MyCatalog {
-            tables,
-            skipped,
-            enums: Vec::new(),
-        })
     }
 
     /// One table as [`Self::discover`] describes it.
@@ -397,15 +377,11 @@ pub fn create_table_for(name: &str, columns: &[Column]) -> String {
             )
         })
         .collect();
-    let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
-    pk.sort_by_key(|c| c.pk);
+    let pk = crate::model::key_columns(columns);
     if !pk.is_empty() {
         parts.push(format!(
             "  PRIMARY KEY ({})",
-            pk.iter()
-                .map(|c| quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
         ));
     }
     format!(

@@ -52,33 +52,76 @@ pub struct PgTableInfo {
 
 pub type PgCatalog = super::Catalog<PgTableInfo>;
 
-impl super::DiscoveredTable for PgTableInfo {
-    fn name(&self) -> &String {
-        &self.name
-    }
-
-    fn key(&self) -> Vec<String> {
-        self.pk.clone()
-    }
-
-    fn data_columns(&self) -> &[String] {
-        &self.data_columns
-    }
-
-    fn column_types(&self) -> Vec<(String, String)> {
-        self.table
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.type_sql.clone()))
-            .collect()
-    }
-}
+discovered_table!(
+    PgTableInfo,
+    |t| key: t.pk.clone(),
+    columns: t.table.columns.iter().map(|c| (c.name.clone(), c.type_sql.clone())).collect(),
+);
 
 impl super::SourceDb for PgDb {
     type Table = PgTableInfo;
 
-    fn discover(&mut self) -> impl std::future::Future<Output = Result<PgCatalog>> + Send {
-        PgDb::discover(self)
+    async fn discover(&mut self) -> Result<PgCatalog> {
+        let mut cat = PgCatalog::default();
+        let rels: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} ORDER BY 2, 3"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading pg_class".into())?;
+        for (oid, schema, name, kind) in rels {
+            match kind.as_str() {
+                "r" => cat.tables.push(self.table(oid, &schema, &name).await?),
+                other => cat.skipped.push(Skipped {
+                    kind: match other {
+                        "v" => ObjectKind::View,
+                        "m" => ObjectKind::MaterializedView,
+                        "p" => ObjectKind::PartitionedTable,
+                        _ => ObjectKind::ForeignTable,
+                    },
+                    name: format!("{schema}.{name}"),
+                    reason: "not carried yet".into(),
+                }),
+            }
+        }
+        let enums: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+             FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
+             WHERE {USER_SCHEMAS} GROUP BY 1, 2 ORDER BY 1, 2"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading enum types".into())?;
+        cat.enums = enums
+            .into_iter()
+            .map(|(schema, name, labels)| PgEnum {
+                schema,
+                name,
+                labels,
+            })
+            .collect();
+        let others: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT 'function', n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
+             UNION ALL
+             SELECT 'sequence', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND NOT EXISTS (
+                 SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+             UNION ALL
+             SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS}
+             ORDER BY 1, 2"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .context(|| "reading functions and triggers".into())?;
+        cat.skipped
+            .extend(others.into_iter().map(|(kind, name)| Skipped {
+                kind: kind.as_str().into(),
+                name,
+                reason: "not carried yet".into(),
+            }));
+        Ok(cat)
     }
 
     fn count_table(
@@ -289,69 +332,6 @@ impl PgDb {
             .await
             .map(|_| ())
             .context(|| format!("setting sequence {sequence}"))
-    }
-
-    pub async fn discover(&mut self) -> Result<PgCatalog> {
-        let mut cat = PgCatalog::default();
-        let rels: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
-            "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} ORDER BY 2, 3"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .context(|| "reading pg_class".into())?;
-        for (oid, schema, name, kind) in rels {
-            match kind.as_str() {
-                "r" => cat.tables.push(self.table(oid, &schema, &name).await?),
-                other => cat.skipped.push(Skipped {
-                    kind: match other {
-                        "v" => ObjectKind::View,
-                        "m" => ObjectKind::MaterializedView,
-                        "p" => ObjectKind::PartitionedTable,
-                        _ => ObjectKind::ForeignTable,
-                    },
-                    name: format!("{schema}.{name}"),
-                    reason: "not carried yet".into(),
-                }),
-            }
-        }
-        let enums: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
-             FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
-             WHERE {USER_SCHEMAS} GROUP BY 1, 2 ORDER BY 1, 2"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .context(|| "reading enum types".into())?;
-        cat.enums = enums
-            .into_iter()
-            .map(|(schema, name, labels)| PgEnum {
-                schema,
-                name,
-                labels,
-            })
-            .collect();
-        let others: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT 'function', n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
-             UNION ALL
-             SELECT 'sequence', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND NOT EXISTS (
-                 SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
-             UNION ALL
-             SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS}
-             ORDER BY 1, 2"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .context(|| "reading functions and triggers".into())?;
-        cat.skipped
-            .extend(others.into_iter().map(|(kind, name)| Skipped {
-                kind: kind.as_str().into(),
-                name,
-                reason: "not carried yet".into(),
-            }));
-        Ok(cat)
     }
 
     async fn table(&mut self, oid: i64, schema: &str, name: &str) -> Result<PgTableInfo> {

@@ -5,12 +5,11 @@
 //! mode: readers see a fixed snapshot; rollback-journal mode: writers wait).
 
 use crate::error::Context;
-use crate::model::{Column, Index, ObjectKind, Skipped, TableSchema, Value};
+use crate::model::{Column, Index, ObjectKind, Skipped, TableSchema, Value, key_columns};
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Decode, Executor, Row, Sqlite, TypeInfo, ValueRef};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 
 /// `"name"` with embedded quotes doubled: safe for any identifier.
@@ -35,35 +34,57 @@ pub struct TableInfo {
 
 pub type Catalog = super::Catalog<TableInfo>;
 
-impl super::DiscoveredTable for TableInfo {
-    fn name(&self) -> &String {
-        &self.name
-    }
-
-    fn key(&self) -> Vec<String> {
-        let mut pk: Vec<_> = self.schema.columns.iter().filter(|c| c.pk > 0).collect();
-        pk.sort_by_key(|c| c.pk);
-        pk.into_iter().map(|c| c.name.clone()).collect()
-    }
-
-    fn data_columns(&self) -> &[String] {
-        &self.data_columns
-    }
-
-    fn column_types(&self) -> Vec<(String, String)> {
-        self.schema
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.decl_type.clone()))
-            .collect()
-    }
-}
+discovered_table!(
+    TableInfo,
+    |t| key: key_columns(&t.schema.columns),
+    columns: super::declared_types(&t.schema.columns),
+);
 
 impl super::SourceDb for SqliteDb {
     type Table = TableInfo;
 
-    fn discover(&mut self) -> impl Future<Output = Result<Catalog>> + Send {
-        SqliteDb::discover(self)
+    /// Tables with columns, keys, indexes and foreign keys; objects not carried (views,
+    /// triggers, virtual tables) go to `skipped` with the reason.
+    async fn discover(&mut self) -> Result<Catalog> {
+        let objects: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
+                .fetch_all(&mut self.conn)
+                .await
+                .context(|| format!("reading the schema of {}", self.path.display()))?;
+        let mut catalog = Catalog::default();
+        for (kind, name, _, sql) in &objects {
+            let sql = sql.clone().unwrap_or_default();
+            match kind.as_str() {
+                "table" if name.starts_with("sqlite_") => {}
+                "table"
+                    if sql
+                        .trim_start()
+                        .to_ascii_uppercase()
+                        .starts_with("CREATE VIRTUAL") =>
+                {
+                    catalog.skipped.push(Skipped {
+                        kind: ObjectKind::VirtualTable,
+                        name: name.clone(),
+                        reason: "virtual tables are not carried yet".into(),
+                    });
+                }
+                "table" => {
+                    let info = self.table_info(name, &sql, &objects).await?;
+                    catalog.tables.push(info);
+                }
+                "view" | "trigger" => catalog.skipped.push(Skipped {
+                    kind: if kind == "view" {
+                        ObjectKind::View
+                    } else {
+                        ObjectKind::Trigger
+                    },
+                    name: name.clone(),
+                    reason: format!("{kind}s are not carried yet"),
+                }),
+                _ => {}
+            }
+        }
+        Ok(catalog)
     }
 
     async fn count_table(&mut self, t: &TableInfo) -> Result<(u64, bool)> {
@@ -135,50 +156,6 @@ impl SqliteDb {
         Ok(n > 0)
     }
 
-    /// Tables with columns, keys, indexes and foreign keys; objects not carried (views,
-    /// triggers, virtual tables) go to `skipped` with the reason.
-    pub async fn discover(&mut self) -> Result<Catalog> {
-        let objects: Vec<(String, String, String, Option<String>)> =
-            sqlx::query_as("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
-                .fetch_all(&mut self.conn)
-                .await
-                .context(|| format!("reading the schema of {}", self.path.display()))?;
-        let mut catalog = Catalog::default();
-        for (kind, name, _, sql) in &objects {
-            let sql = sql.clone().unwrap_or_default();
-            match kind.as_str() {
-                "table" if name.starts_with("sqlite_") => {}
-                "table"
-                    if sql
-                        .trim_start()
-                        .to_ascii_uppercase()
-                        .starts_with("CREATE VIRTUAL") =>
-                {
-                    catalog.skipped.push(Skipped {
-                        kind: ObjectKind::VirtualTable,
-                        name: name.clone(),
-                        reason: "virtual tables are not carried yet".into(),
-                    });
-                }
-                "table" => {
-                    let info = self.table_info(name, &sql, &objects).await?;
-                    catalog.tables.push(info);
-                }
-                "view" | "trigger" => catalog.skipped.push(Skipped {
-                    kind: if kind == "view" {
-                        ObjectKind::View
-                    } else {
-                        ObjectKind::Trigger
-                    },
-                    name: name.clone(),
-                    reason: format!("{kind}s are not carried yet"),
-                }),
-                _ => {}
-            }
-        }
-        Ok(catalog)
-    }
-
     async fn table_info(
         &mut self,
         name: &str,
@@ -244,9 +221,10 @@ impl SqliteDb {
     /// The query that reads `table` (only `columns`) in primary-key order (rowid order
     /// for tables without one); run it with [`SqliteDb::rows`].
     pub fn rows_sql(table: &TableInfo, columns: &[String]) -> String {
-        let mut pk: Vec<&Column> = table.schema.columns.iter().filter(|c| c.pk > 0).collect();
-        pk.sort_by_key(|c| c.pk);
-        let mut order: Vec<String> = pk.iter().map(|c| quote(&c.name)).collect();
+        let mut order: Vec<String> = key_columns(&table.schema.columns)
+            .iter()
+            .map(|c| quote(c))
+            .collect();
         if !table.without_rowid {
             // Ties (NULLs in a legacy nullable primary key) still come in a fixed order.
             order.push("rowid".into());
@@ -486,8 +464,7 @@ pub fn rename_create_index(sql: &str, new_index: &str, new_table: &str) -> Resul
 /// only some columns were backed up; table constraints naming other columns are lost
 /// and the primary key is kept).
 pub fn create_table_for(name: &str, columns: &[Column]) -> String {
-    let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
-    pk.sort_by_key(|c| c.pk);
+    let pk = key_columns(columns);
     let mut parts: Vec<String> = columns
         .iter()
         .map(|c| {
@@ -509,10 +486,7 @@ pub fn create_table_for(name: &str, columns: &[Column]) -> String {
     if !pk.is_empty() {
         parts.push(format!(
             "PRIMARY KEY ({})",
-            pk.iter()
-                .map(|c| quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
         ));
     }
     format!("CREATE TABLE {} ({})", quote(name), parts.join(", "))
