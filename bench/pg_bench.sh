@@ -8,24 +8,11 @@
 # Starts its own PostgreSQL on a temp dir and a free loopback port (as the postgres user
 # when run as root) and removes everything when done. Needs a release build of the
 # binary (built here if missing) and GNU time (installed from apt if missing).
-set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/common.sh"
 ROWS="${ROWS:-2000000}"
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 [ -x /usr/bin/time ] || { echo "installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
-[ -x "$ROOT/target/release/tablesafe" ] || (cd "$ROOT" && cargo build --release -p server)
-TS="$ROOT/target/release/tablesafe"
-
-WORK="$(mktemp -d /tmp/tablesafe-bench-XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-cleanup() { as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null
-URL="postgres://postgres@127.0.0.1:$PORT"
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+need_release_build
+start_postgres -c shared_buffers=512MB -c max_wal_size=4GB
 for db in src dump_restore ts_restore ts_restore3; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
 
 echo "generating $ROWS rows of mixed types..." >&2

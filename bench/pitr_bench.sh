@@ -15,28 +15,11 @@
 #
 # Starts its own PostgreSQL (wal_level=logical) on a temp dir and a free loopback port
 # and removes everything when done. Needs a release build (built here if missing).
-set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/common.sh"
 ROWS="${ROWS:-2000000}"
 LOAD="${SECONDS_OF_LOAD:-60}"
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-[ -x "$ROOT/target/release/tablesafe" ] || (cd "$ROOT" && cargo build --release -p server)
-TS="$ROOT/target/release/tablesafe"
-WORK="$(mktemp -d /tmp/tablesafe-pitr-XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-CAPTURE_PID=""
-cleanup() {
-  [ -n "$CAPTURE_PID" ] && kill "$CAPTURE_PID" 2>/dev/null || true
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null
-URL="postgres://postgres@127.0.0.1:$PORT"
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+need_release_build
+start_postgres -c shared_buffers=512MB -c max_wal_size=4GB
 for db in src snap_restore pitr_restore; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
 echo "generating $ROWS rows..." >&2
 psql "$URL/src" <<SQL
@@ -76,7 +59,7 @@ PY
 # unlike the difference of two workload runs, which varies by tens of percent.
 capture_cpu() {
   local ports pid total=0
-  ports=$(ss -Htnp 2>/dev/null | grep "pid=$CAPTURE_PID," | awk '{n = split($4, a, ":"); print a[n]}')
+  ports=$(ss -Htnp 2>/dev/null | grep "pid=$BG_PID," | awk '{n = split($4, a, ":"); print a[n]}')
   for port in $ports; do
     pid=$(psql "$URL/postgres" -At -c "SELECT pid FROM pg_stat_activity WHERE client_port = $port")
     [ -n "$pid" ] && total=$(python3 -c "import os; s=open('/proc/$pid/stat').read().rsplit(')',1)[1].split(); print($total + (int(s[11]) + int(s[12])) / os.sysconf('SC_CLK_TCK'))")
@@ -107,7 +90,7 @@ c0=$(pg_cpu); workload 0; c1=$(pg_cpu)
 
 echo "the workload with capture (base snapshot first)..." >&2
 "$TS" capture --repo "$WORK/repo" --source "$URL/src" --name bench --json > "$WORK/capture.log" 2>"$WORK/capture.err" &
-CAPTURE_PID=$!
+BG_PID=$!
 until grep -q '"round"' "$WORK/capture.log" 2>/dev/null; do sleep 0.5; done
 # Sample the age of the newest restorable instant twice a second during the load.
 python3 - "$WORK/capture.log" "$WORK/rpo.txt" "$LOAD" <<'PY' &
@@ -159,7 +142,7 @@ if [ -n "${BREAKDOWN:-}" ]; then
     echo "$(awk '{print ($14 + $15) / 100}' /proc/$p/stat) $(tr '\0' ' ' < /proc/$p/cmdline)"
   done | sort -rn | head -8 >&2
 fi
-kill "$CAPTURE_PID"; wait "$CAPTURE_PID" 2>/dev/null || true; CAPTURE_PID=""
+kill "$BG_PID"; wait "$BG_PID" 2>/dev/null || true; BG_PID=""
 SEGMENTS=$(find "$WORK/repo/changes" -type f | wc -l)
 
 echo "restores: a snapshot of the final data, and the base plus the changes..." >&2

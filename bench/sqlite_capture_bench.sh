@@ -8,20 +8,11 @@
 #
 #   bench/sqlite_capture_bench.sh                    # 1,000,000 rows, 60 s, every 5 s
 #   ROWS=200000 SECONDS_OF_LOAD=30 INTERVAL=2 bench/sqlite_capture_bench.sh
-set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/common.sh"
 ROWS="${ROWS:-1000000}"
 LOAD="${SECONDS_OF_LOAD:-60}"
 INTERVAL="${INTERVAL:-5}"
-[ -x "$ROOT/target/release/tablesafe" ] || (cd "$ROOT" && cargo build --release -p server)
-TS="$ROOT/target/release/tablesafe"
-WORK="$(mktemp -d /tmp/tablesafe-sqlcap-XXXXXX)"
-CAPTURE_PID=""
-cleanup() {
-  [ -n "$CAPTURE_PID" ] && kill "$CAPTURE_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+need_release_build
 export TABLESAFE_PASSWORD="bench password"
 echo "generating $ROWS rows..." >&2
 python3 - "$WORK/src.db" "$ROWS" <<'PY'
@@ -36,7 +27,7 @@ PY
 "$TS" init --repo "$WORK/repo" >/dev/null
 "$TS" capture --repo "$WORK/repo" --source "sqlite://$WORK/src.db" --name bench \
   --interval-secs "$INTERVAL" --json > "$WORK/rounds.jsonl" 2>/dev/null &
-CAPTURE_PID=$!
+BG_PID=$!
 # The first round is a full snapshot: start the load once it is stored.
 while ! grep -q '"round"' "$WORK/rounds.jsonl" 2>/dev/null; do sleep 0.2; done
 python3 - "$WORK/src.db" "$ROWS" "$LOAD" "$WORK/rounds.jsonl" "$INTERVAL" <<'PY'
@@ -77,5 +68,5 @@ if gaps:
 if busy:
     print(f"time between rounds that took a snapshot: median {sorted(busy)[len(busy)//2]/1000:.1f} s")
 PY
-kill "$CAPTURE_PID"; wait "$CAPTURE_PID" 2>/dev/null || true; CAPTURE_PID=""
+kill "$BG_PID"; wait "$BG_PID" 2>/dev/null || true; BG_PID=""
 "$TS" snapshots --repo "$WORK/repo" | tail -3

@@ -7,17 +7,8 @@
 #
 #   bench/walsender_experiment.sh              # 10,000 single-row transactions (pgbench)
 #   LOAD=batch bench/walsender_experiment.sh   # 60 UPDATEs of 167 rows
-set -euo pipefail
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-WORK=$(mktemp -d /tmp/ws-exp-XXXX)
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup() { as_pg $PGBIN/pg_ctl -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-as_pg $PGBIN/initdb -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-as_pg $PGBIN/pg_ctl -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$WORK -c fsync=off -c wal_level=logical -c shared_buffers=256MB" start >/dev/null
-URL="postgres://postgres@127.0.0.1:$PORT"
+source "$(dirname "$0")/common.sh"
+start_postgres -c shared_buffers=256MB
 psql -X -q "$URL/postgres" -c "CREATE DATABASE src"
 psql -X -q "$URL/src" -c "CREATE TABLE bench (id bigint PRIMARY KEY, qty int, attrs jsonb); INSERT INTO bench SELECT g, 0, '{}' FROM generate_series(1, 200000) g; CREATE PUBLICATION p FOR TABLE bench;"
 psql -X -q "$URL/src" -c "SELECT pg_create_logical_replication_slot('s', 'pgoutput')" >/dev/null

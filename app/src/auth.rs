@@ -102,20 +102,21 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         format!("user:{}", username.to_lowercase()),
         format!("ip:{address}"),
     ];
-    let event = |outcome: &str, detail: String, user_id: Option<i64>| audit::Event {
+    use crate::api::history::Outcome;
+    let event = |outcome: Outcome, detail: String, user_id: Option<i64>| audit::Event {
         user_id,
         username: username.clone(),
         address: address.clone(),
         action: "login".into(),
         target: format!("user {username}"),
-        outcome: outcome.into(),
+        outcome,
         detail,
     };
     if let Some(wait) = state.throttle.check(&keys) {
         metrics::counter!("tablesafe_login_failures_total").increment(1);
         let _ = audit::append(
             &state.db,
-            &event("denied", "too many failed logins".into(), None),
+            &event(Outcome::Denied, "too many failed logins".into(), None),
         )
         .await;
         return Err(AppError::Invalid(format!(
@@ -128,7 +129,7 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
             state.throttle.succeeded(&keys[0]);
             session::set_cookie(&state, &user)?;
             if let Err(e) =
-                audit::append(&state.db, &event("ok", String::new(), Some(user.id))).await
+                audit::append(&state.db, &event(Outcome::Ok, String::new(), Some(user.id))).await
             {
                 tracing::error!(error = %e, "could not write the audit log");
             }
@@ -138,7 +139,9 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         Err(e) => {
             metrics::counter!("tablesafe_login_failures_total").increment(1);
             state.throttle.failed(&keys);
-            if let Err(e) = audit::append(&state.db, &event("failed", e.to_string(), None)).await {
+            if let Err(e) =
+                audit::append(&state.db, &event(Outcome::Failed, e.to_string(), None)).await
+            {
                 tracing::error!(error = %e, "could not write the audit log");
             }
             Err(e)
@@ -157,8 +160,13 @@ pub async fn logout() -> Result<(), AppError> {
             user,
             address: ctx::address(),
         };
-        c.audit("logout", &format!("user {}", c.user.username), "ok", "")
-            .await;
+        c.audit(
+            "logout",
+            &format!("user {}", c.user.username),
+            crate::api::history::Outcome::Ok,
+            "",
+        )
+        .await;
     }
     session::clear_cookie(&state)?;
     leptos_axum::redirect("/login");

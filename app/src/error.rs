@@ -57,6 +57,11 @@ impl FromServerFnError for AppError {
 }
 
 impl AppError {
+    /// A new `what` (source, target, policy) named like an existing one.
+    pub fn name_taken(what: &str) -> AppError {
+        AppError::Field("name".into(), format!("A {what} with this name exists."))
+    }
+
     /// The message for form field `name`, if this error is about it.
     pub fn for_field(&self, name: &str) -> Option<String> {
         match self {

@@ -78,9 +78,16 @@ fn quoted_literal(text: &[u8], out: &mut Vec<u8>) {
     out.push(b'\'');
 }
 
-/// Text a quoted literal can carry as it is: UTF-8 without NUL.
-fn plain_text(text: &[u8]) -> bool {
-    !text.contains(&0) && std::str::from_utf8(text).is_ok()
+/// A quoted literal where it can carry the text as it is (UTF-8 without NUL), else the
+/// bytes in hex between `before` and `after` (the engine's conversion to text).
+fn literal_or_hex(text: &[u8], out: &mut Vec<u8>, before: &str, after: &str) {
+    if !text.contains(&0) && std::str::from_utf8(text).is_ok() {
+        quoted_literal(text, out);
+    } else {
+        out.extend_from_slice(before.as_bytes());
+        out.extend_from_slice(crate::repo::crypto::hex(text).as_bytes());
+        out.extend_from_slice(after.as_bytes());
+    }
 }
 
 fn empty_table_sql() -> TableSql {
@@ -103,13 +110,7 @@ impl Dialect for Sqlite {
     }
 
     fn text_literal(&self, text: &[u8], out: &mut Vec<u8>) {
-        if plain_text(text) {
-            quoted_literal(text, out);
-        } else {
-            out.extend_from_slice(
-                format!("CAST(X'{}' AS TEXT)", crate::repo::crypto::hex(text)).as_bytes(),
-            );
-        }
+        literal_or_hex(text, out, "CAST(X'", "' AS TEXT)");
     }
 
     fn script_loader(&self) -> &'static str {
@@ -175,17 +176,7 @@ impl Dialect for Mysql {
     }
 
     fn text_literal(&self, text: &[u8], out: &mut Vec<u8>) {
-        if plain_text(text) {
-            quoted_literal(text, out);
-        } else {
-            out.extend_from_slice(
-                format!(
-                    "CONVERT(X'{}' USING utf8mb4)",
-                    crate::repo::crypto::hex(text)
-                )
-                .as_bytes(),
-            );
-        }
+        literal_or_hex(text, out, "CONVERT(X'", "' USING utf8mb4)");
     }
 
     fn script_loader(&self) -> &'static str {

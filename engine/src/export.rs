@@ -181,25 +181,12 @@ pub async fn plan(
     let names = selection.apply(manifest.tables.iter().map(|t| t.name.as_str()))?;
     let mut tables = Vec::new();
     for entry in manifest.tables.iter().filter(|t| names.contains(&t.name)) {
-        let columns = match selection.columns.get(&entry.name) {
-            None => entry.stream_columns.clone(),
-            Some(wanted) => {
-                for c in wanted {
-                    if !entry.stream_columns.contains(c) {
-                        return Err(Error::invalid(format!(
-                            "table {:?} in the snapshot has no column {c:?}",
-                            entry.name
-                        )));
-                    }
-                }
-                entry
-                    .stream_columns
-                    .iter()
-                    .filter(|c| wanted.contains(c))
-                    .cloned()
-                    .collect()
-            }
-        };
+        let columns = crate::selection::chosen_columns(
+            &entry.name,
+            &entry.stream_columns,
+            &[],
+            selection.columns.get(&entry.name),
+        )?;
         tables.push(ExportTable {
             table: entry.name.clone(),
             columns,

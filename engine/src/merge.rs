@@ -20,30 +20,8 @@ use crate::source::postgres::{self as pg, PgDb, split_name};
 use crate::source::sqlite::{self as lite, SqliteDb};
 use crate::{Error, Result};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
-/// How backup rows meet the destination's rows with the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MergeMode {
-    Upsert,
-    SkipExisting,
-    ReplaceRows,
-}
-
-/// What a merge does (or, in a dry run, would do) to one table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MergeCounts {
-    /// Backup rows whose key the table lacks.
-    pub inserted: u64,
-    /// Rows whose key both have and whose values differ (left as they are by
-    /// `skip-existing`).
-    pub updated: u64,
-    /// Rows whose key both have with equal values.
-    pub unchanged: u64,
-    /// `replace-rows`: rows in the restore's scope that the backup lacks.
-    pub deleted: u64,
-}
+pub use tablesafe_types::{MergeCounts, MergeMode};
 
 /// The primary key of a snapshot's table, which merges match on.
 pub(crate) fn key_of(e: &TableEntry) -> Vec<String> {
@@ -63,8 +41,11 @@ pub(crate) struct MergeTable<'a> {
 const STAGE: &str = "tablesafe_merge_rows";
 const SCOPE: &str = "tablesafe_merge_scope";
 
-fn join(cols: &[String], f: impl Fn(&str) -> String, sep: &str) -> String {
-    cols.iter().map(|c| f(c)).collect::<Vec<_>>().join(sep)
+fn join<S: AsRef<str>>(cols: &[S], f: impl Fn(&str) -> String, sep: &str) -> String {
+    cols.iter()
+        .map(|c| f(c.as_ref()))
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 /// The temporary table a merge's rows load into (`COPY … FROM STDIN`), with the
@@ -180,13 +161,7 @@ impl MergeSql for PgDb {
         let differs = if values.is_empty() {
             "false".to_string()
         } else {
-            let text = |alias: &str| {
-                values
-                    .iter()
-                    .map(|c| format!("{alias}.{}::text", q(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let text = |alias: &str| join(&values, |c| format!("{alias}.{}::text", q(c)), ", ");
             format!("({}) IS DISTINCT FROM ({})", text("s"), text("d"))
         };
         let absent = format!("NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {on})");
@@ -342,11 +317,7 @@ impl MergeSql for SqliteDb {
         let differs = if values.is_empty() {
             "0".to_string()
         } else {
-            values
-                .iter()
-                .map(|c| format!("d.{} IS NOT s.{}", q(c), q(c)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
+            join(&values, |c| format!("d.{} IS NOT s.{}", q(c), q(c)), " OR ")
         };
         let in_scope = if scoped {
             format!(
@@ -375,11 +346,7 @@ impl MergeSql for SqliteDb {
             update_changed: (!values.is_empty()).then(|| {
                 format!(
                     "UPDATE main.{rel} AS d SET {} FROM temp.{STAGE} AS s WHERE {on} AND ({differs})",
-                    values
-                        .iter()
-                        .map(|c| format!("{} = s.{}", q(c), q(c)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    join(&values, |c| format!("{} = s.{}", q(c), q(c)), ", ")
                 )
             }),
             insert_new: format!(
@@ -474,11 +441,11 @@ impl MergeSql for MyDb {
         } else {
             format!(
                 "NOT ({})",
-                values
-                    .iter()
-                    .map(|c| format!("CAST(d.{} AS BINARY) <=> CAST(s.{} AS BINARY)", q(c), q(c)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
+                join(
+                    &values,
+                    |c| format!("CAST(d.{} AS BINARY) <=> CAST(s.{} AS BINARY)", q(c), q(c)),
+                    " AND "
+                )
             )
         };
         let first = q(&t.key[0]);
@@ -505,11 +472,7 @@ impl MergeSql for MyDb {
             update_changed: (!values.is_empty()).then(|| {
                 format!(
                     "UPDATE {rel} d JOIN {STAGE} s ON {on} SET {} WHERE {differs}",
-                    values
-                        .iter()
-                        .map(|c| format!("d.{} = s.{}", q(c), q(c)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    join(&values, |c| format!("d.{} = s.{}", q(c), q(c)), ", ")
                 )
             }),
             insert_new: format!(

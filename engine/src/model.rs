@@ -165,7 +165,8 @@ pub fn encode_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+/// LEB128: 7 bits a byte, low first, the high bit set on all but the last.
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -298,14 +299,14 @@ impl RowDecoder {
     }
 }
 
-/// The database engine a snapshot came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-    /// MySQL or MariaDB.
-    Mysql,
+tablesafe_types::words! {
+    /// The database engine a snapshot came from.
+    pub enum Engine {
+        Sqlite = "sqlite",
+        Postgres = "postgres",
+        /// MySQL or MariaDB.
+        Mysql = "mysql",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

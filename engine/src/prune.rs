@@ -166,6 +166,16 @@ async fn pack_contents(repo: &Repository) -> Result<BTreeMap<[u8; 32], Vec<[u8; 
 }
 
 /// Chunk ids the snapshots reference, base layers included.
+/// The snapshots that stay when `forgotten` go.
+fn kept<'a>(snapshots: &'a [(SnapshotId, Snapshot)], forgotten: &[String]) -> Vec<&'a Snapshot> {
+    let forgotten: HashSet<&str> = forgotten.iter().map(|s| s.as_str()).collect();
+    snapshots
+        .iter()
+        .filter(|(id, _)| !forgotten.contains(id.as_str()))
+        .map(|(_, s)| s)
+        .collect()
+}
+
 fn chunks_of<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> HashSet<[u8; 32]> {
     snapshots
         .flat_map(|s| s.tables.iter())
@@ -314,12 +324,7 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
         .map(|d| d.id.clone())
         .collect();
     if opts.dry_run {
-        let forgotten: HashSet<&str> = report.forgotten.iter().map(|s| s.as_str()).collect();
-        let kept: Vec<&Snapshot> = snapshots
-            .iter()
-            .filter(|(id, _)| !forgotten.contains(id.as_str()))
-            .map(|(_, s)| s)
-            .collect();
+        let kept = kept(&snapshots, &report.forgotten);
         let mut used = chunks_of(kept.iter().copied());
         let segments = repo.change_segments().await?;
         let dead: HashSet<String> = obsolete_segments(&kept, &segments).into_iter().collect();
@@ -378,12 +383,7 @@ async fn prune_locked(repo: &mut Repository, opts: &PruneOptions, me: &str) -> R
     for id in &report.forgotten {
         repo.storage.delete(&format!("snapshots/{id}")).await?;
     }
-    let forgotten: HashSet<&str> = report.forgotten.iter().map(|s| s.as_str()).collect();
-    let kept: Vec<&Snapshot> = snapshots
-        .iter()
-        .filter(|(id, _)| !forgotten.contains(id.as_str()))
-        .map(|(_, s)| s)
-        .collect();
+    let kept = kept(&snapshots, &report.forgotten);
     for id in obsolete_segments(&kept, &repo.change_segments().await?) {
         repo.storage.delete(&format!("changes/{id}")).await?;
         report.change_segments_removed += 1;

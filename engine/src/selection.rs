@@ -19,6 +19,31 @@ pub fn glob_literal(name: &str) -> String {
 pub use tablesafe_types::Selection;
 
 /// What the engine does with a [`Selection`].
+/// Checks a `--columns` list against a table's columns (`available`, in table order)
+/// and returns the columns to take, in table order: all of them without a list, else
+/// the listed ones and `keep` (the key, which backups and restores always carry). A
+/// listed column the table lacks is an error, not silently dropped.
+pub fn chosen_columns(
+    table: &str,
+    available: &[String],
+    keep: &[String],
+    wanted: Option<&Vec<String>>,
+) -> Result<Vec<String>> {
+    let Some(wanted) = wanted else {
+        return Ok(available.to_vec());
+    };
+    if let Some(c) = wanted.iter().find(|c| !available.contains(c)) {
+        return Err(Error::invalid(format!(
+            "table {table:?} has no column {c:?}"
+        )));
+    }
+    Ok(available
+        .iter()
+        .filter(|c| wanted.contains(c) || keep.contains(c))
+        .cloned()
+        .collect())
+}
+
 pub trait SelectionExt {
     /// Parses `TABLE=c1,c2` arguments.
     fn parse_columns(args: &[String]) -> Result<BTreeMap<String, Vec<String>>>;

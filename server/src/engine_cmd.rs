@@ -746,7 +746,10 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                     Some(m) => println!(
                         "  {what} table {}{from}: {}",
                         t.dest_table,
-                        merge_text(&t.action, &m)
+                        t.action
+                            .merge()
+                            .map(|mode| m.describe(mode))
+                            .unwrap_or_default()
                     ),
                     None => println!(
                         "  {what} table {}{from}: {} rows, {}{loaders}",
@@ -789,7 +792,10 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                     println!(
                         "merged into table {}: {}",
                         t.table,
-                        merge_text(&p.action, m)
+                        p.action
+                            .merge()
+                            .map(|mode| m.describe(mode))
+                            .unwrap_or_default()
                     )
                 }
                 _ => println!("restored table {}: {} rows", t.table, t.rows),
@@ -800,24 +806,6 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A merge's row counts in words, as the mode treats them.
-fn merge_text(action: &engine::restore::Action, m: &engine::merge::MergeCounts) -> String {
-    let mut parts = vec![format!("{} inserted", m.inserted)];
-    if matches!(action, engine::restore::Action::SkipExisting) {
-        parts.push(format!(
-            "{} existing left as they are",
-            m.updated + m.unchanged
-        ));
-    } else {
-        parts.push(format!("{} updated", m.updated));
-        parts.push(format!("{} unchanged", m.unchanged));
-    }
-    if matches!(action, engine::restore::Action::ReplaceRows) {
-        parts.push(format!("{} deleted", m.deleted));
-    }
-    parts.join(", ")
 }
 
 /// `tablesafe show`: a page of a table in a snapshot, or the snapshot's tables.

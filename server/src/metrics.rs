@@ -12,6 +12,8 @@
 //! When `TABLESAFE_METRICS_TOKEN` is set, `/metrics` requires
 //! `Authorization: Bearer <that token>` (policy and target names are in the output).
 
+use app::api::jobs::JobStatus;
+use app::api::notify::DeliveryStatus;
 use app::ssr::{AppState, store};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -126,6 +128,17 @@ fn token_ok(headers: &HeaderMap) -> bool {
     blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
 }
 
+/// Sets gauge `name` for each of `statuses` from `counts` (0 for those not in it).
+fn status_gauges(name: &'static str, statuses: &[&'static str], counts: &[(String, i64)]) {
+    for &status in statuses {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!(name, "status" => status).set(n as f64);
+    }
+}
+
 pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !token_ok(&headers) {
         return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
@@ -135,28 +148,24 @@ pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) 
     };
     match store::gauges(&state.db).await {
         Ok(g) => {
-            for status in ["queued", "running"] {
-                let n = g
-                    .jobs_by_status
-                    .iter()
-                    .find(|(s, _)| s == status)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
-                metrics::gauge!("tablesafe_jobs", "status" => status).set(n as f64);
-            }
+            status_gauges(
+                "tablesafe_jobs",
+                &[JobStatus::Queued.as_str(), JobStatus::Running.as_str()],
+                &g.jobs_by_status,
+            );
             for (policy, ms) in g.last_success {
                 metrics::gauge!("tablesafe_last_backup_success_timestamp_seconds", "policy" => policy)
                     .set(ms as f64 / 1000.0);
             }
-            for status in ["pending", "sending", "failed"] {
-                let n = g
-                    .outbox_by_status
-                    .iter()
-                    .find(|(s, _)| s == status)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
-                metrics::gauge!("tablesafe_notifications", "status" => status).set(n as f64);
-            }
+            status_gauges(
+                "tablesafe_notifications",
+                &[
+                    DeliveryStatus::Pending.as_str(),
+                    DeliveryStatus::Sending.as_str(),
+                    DeliveryStatus::Failed.as_str(),
+                ],
+                &g.outbox_by_status,
+            );
             for (target, bytes) in g.stored_bytes {
                 metrics::gauge!("tablesafe_target_stored_bytes", "target" => target)
                     .set(bytes as f64);

@@ -4,7 +4,7 @@
 //! whose cancellation was requested at the engine's next check.
 
 use anyhow::{Context, Result, anyhow, bail};
-use app::api::history::glob_literal;
+use app::api::history::{self, glob_literal};
 use app::api::jobs::{JobParams, JobStatus};
 use app::ssr::notify::events;
 use app::ssr::secrets::Kind;
@@ -492,7 +492,11 @@ async fn drill(
                 policy.name,
                 report.snapshot.short()
             ),
-            outcome: if report.passed { "ok" } else { "failed" }.into(),
+            outcome: if report.passed {
+                history::Outcome::Ok
+            } else {
+                history::Outcome::Failed
+            },
             detail: format!(
                 "{} tables, {} rows restored in {} ms{}",
                 report.tables.len(),
@@ -895,7 +899,11 @@ async fn self_heal(
                 address: String::new(),
                 action: "repository.repair".into(),
                 target: format!("target {} from {}", target.name, copy_target.name),
-                outcome: if ok { "ok" } else { "failed" }.into(),
+                outcome: if ok {
+                    history::Outcome::Ok
+                } else {
+                    history::Outcome::Failed
+                },
                 detail,
             },
         )

@@ -2,6 +2,7 @@
 
 use crate::cli::{ServeArgs, bootstrap_admin};
 use anyhow::{Context, Result};
+use app::api::history::Outcome;
 use app::ssr::{AppState, keys, session};
 use app::{App, shell};
 use axum::Router;
@@ -159,17 +160,17 @@ async fn trigger_backup(
         |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
     let address = peer.ip().to_string();
     let keys = [format!("trigger:{id}"), format!("ip:{address}")];
-    let event = |outcome: &str, detail: &str| audit::Event {
+    let event = |outcome: Outcome, detail: &str| audit::Event {
         user_id: None,
         username: "trigger".into(),
         address: address.clone(),
         action: "policy.trigger".into(),
         target: format!("policy #{id}"),
-        outcome: outcome.into(),
+        outcome,
         detail: detail.into(),
     };
     if let Some(wait) = state.throttle.check(&keys) {
-        let _ = audit::append(&state.db, &event("denied", "too many wrong tokens")).await;
+        let _ = audit::append(&state.db, &event(Outcome::Denied, "too many wrong tokens")).await;
         return reply(
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::json!({"error": format!("too many wrong tokens; try again in {} s", wait.as_secs().max(1))}),
@@ -199,7 +200,7 @@ async fn trigger_backup(
         state.throttle.failed(&keys);
         let _ = audit::append(
             &state.db,
-            &event("denied", "missing, wrong or revoked token"),
+            &event(Outcome::Denied, "missing, wrong or revoked token"),
         )
         .await;
         return reply(
@@ -223,14 +224,14 @@ async fn trigger_backup(
     .await;
     match result {
         Ok(Some(job)) => {
-            let _ = audit::append(&state.db, &event("ok", &format!("job {job}"))).await;
+            let _ = audit::append(&state.db, &event(Outcome::Ok, &format!("job {job}"))).await;
             reply(StatusCode::ACCEPTED, serde_json::json!({"job": job}))
         }
         Ok(None) => {
             let _ = audit::append(
                 &state.db,
                 &event(
-                    "failed",
+                    Outcome::Failed,
                     "a backup of this policy is already queued or running",
                 ),
             )
@@ -279,17 +280,17 @@ async fn audited_csv(
         Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let event = |outcome: &str| audit::Event {
+    let event = |outcome: Outcome| audit::Event {
         user_id: Some(user.id),
         username: user.username.clone(),
         address: peer.ip().to_string(),
         action: action.into(),
         target: target.into(),
-        outcome: outcome.into(),
+        outcome,
         detail: String::new(),
     };
     if !user.role.can(Perm::SeeAudit) {
-        let _ = audit::append(&state.db, &event("denied")).await;
+        let _ = audit::append(&state.db, &event(Outcome::Denied)).await;
         return StatusCode::FORBIDDEN.into_response();
     }
     let rows = match rows(state).await {
@@ -299,7 +300,7 @@ async fn audited_csv(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    let _ = audit::append(&state.db, &event("ok")).await;
+    let _ = audit::append(&state.db, &event(Outcome::Ok)).await;
     let mut out = String::new();
     for fields in rows {
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();

@@ -221,6 +221,67 @@ impl KeepRules {
     }
 }
 
+/// A table of a source as the console lists it (`engine::source::inspect`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableSummary {
+    /// `table` (SQLite, MySQL) or `schema.table` (PostgreSQL).
+    pub name: String,
+    pub rows: u64,
+    /// False when `rows` is PostgreSQL's estimate (big tables: counting would scan them).
+    pub rows_exact: bool,
+    /// (name, declared type) in table order.
+    pub columns: Vec<(String, String)>,
+    /// Primary-key columns.
+    pub key: Vec<String>,
+}
+
+words! {
+    /// How a restore's rows meet the destination's rows with the same key
+    /// (`engine::merge`).
+    pub enum MergeMode {
+        /// Backup rows replace the rows with their key; missing ones are inserted.
+        Upsert = "upsert",
+        /// Only rows whose key is missing are inserted.
+        SkipExisting = "skip-existing",
+        /// The rows in the restore's scope become exactly the backup's.
+        ReplaceRows = "replace-rows",
+    }
+}
+
+/// What a merge does (or, in a dry run, would do) to one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeCounts {
+    /// Backup rows whose key the table lacks.
+    pub inserted: u64,
+    /// Rows whose key both have and whose values differ (left as they are by
+    /// `skip-existing`).
+    pub updated: u64,
+    /// Rows whose key both have with equal values.
+    pub unchanged: u64,
+    /// `replace-rows`: rows in the restore's scope that the backup lacks.
+    pub deleted: u64,
+}
+
+impl MergeCounts {
+    /// The counts in words, as `mode` treats them: "3 inserted, 2 updated, 5 unchanged".
+    pub fn describe(&self, mode: MergeMode) -> String {
+        let mut parts = vec![format!("{} inserted", self.inserted)];
+        if mode == MergeMode::SkipExisting {
+            parts.push(format!(
+                "{} existing left as they are",
+                self.updated + self.unchanged
+            ));
+        } else {
+            parts.push(format!("{} updated", self.updated));
+            parts.push(format!("{} unchanged", self.unchanged));
+        }
+        if mode == MergeMode::ReplaceRows {
+            parts.push(format!("{} deleted", self.deleted));
+        }
+        parts.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +310,31 @@ mod tests {
         assert_eq!(o, Open::Other("later kind".into()));
         assert_eq!(serde_json::to_string(&o).unwrap(), r#""later kind""#);
         assert_eq!(Open::parse("known"), Some(Open::Known));
+    }
+
+    /// Each mode says what it does with the rows that differ.
+    #[test]
+    fn merge_counts_read_as_their_mode_treats_them() {
+        let c = MergeCounts {
+            inserted: 3,
+            updated: 2,
+            unchanged: 5,
+            deleted: 1,
+        };
+        assert_eq!(
+            c.describe(MergeMode::Upsert),
+            "3 inserted, 2 updated, 5 unchanged"
+        );
+        assert_eq!(
+            c.describe(MergeMode::SkipExisting),
+            "3 inserted, 7 existing left as they are"
+        );
+        assert_eq!(
+            c.describe(MergeMode::ReplaceRows),
+            "3 inserted, 2 updated, 5 unchanged, 1 deleted"
+        );
+        let mode: MergeMode = serde_json::from_str(r#""skip-existing""#).unwrap();
+        assert_eq!(mode, MergeMode::SkipExisting);
     }
 
     /// Policies stored by earlier versions read the same; a word it does not know is

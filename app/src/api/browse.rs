@@ -9,6 +9,8 @@
 use crate::error::AppError;
 use leptos::prelude::*;
 
+#[cfg(feature = "ssr")]
+use crate::api::history::Outcome;
 use serde::{Deserialize, Serialize};
 
 // The browser's copies of the engine's browse types (the engine is not compiled to
@@ -135,14 +137,15 @@ pub async fn browse_snapshot(
             } else {
                 format!("rows from {} with filters", offset + 1)
             };
-            c.audit("snapshot.browse", &target, "ok", &detail).await;
+            c.audit("snapshot.browse", &target, Outcome::Ok, &detail)
+                .await;
             Ok(page)
         }
         Err(e) => {
             c.audit(
                 "snapshot.browse",
                 &format!("snapshot #{id}"),
-                "failed",
+                Outcome::Failed,
                 &e.to_string(),
             )
             .await;
@@ -154,6 +157,7 @@ pub async fn browse_snapshot(
 #[cfg(feature = "ssr")]
 pub mod ssr {
     use super::Filter;
+    use crate::api::history::Outcome;
 
     use crate::auth::Perm;
     use crate::error::AppError;
@@ -275,7 +279,8 @@ pub mod ssr {
                 .unwrap_or_default()
         );
         if !c.can(Perm::RestoreNew) {
-            c.audit("snapshot.export", &target, "denied", "").await;
+            c.audit("snapshot.export", &target, Outcome::Denied, "")
+                .await;
             return (
                 StatusCode::FORBIDDEN,
                 "Your role cannot download backups.\n",
@@ -308,7 +313,7 @@ pub mod ssr {
         let (opened, plan) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                c.audit("snapshot.export", &target, "failed", &e.to_string())
+                c.audit("snapshot.export", &target, Outcome::Failed, &e.to_string())
                     .await;
                 let status = match e {
                     AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -325,7 +330,8 @@ pub mod ssr {
             plan.rows(),
             if filters.is_empty() { "" } else { ", filtered" }
         );
-        c.audit("snapshot.export", &target, "ok", &detail).await;
+        c.audit("snapshot.export", &target, Outcome::Ok, &detail)
+            .await;
         let name = plan.file_name();
         let content_type = plan.format.content_type();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -337,7 +343,7 @@ pub mod ssr {
             };
             move |e: engine::Error| async move {
                 tracing::warn!(error = %e, "a download stopped");
-                c.audit("snapshot.export", &target, "failed", &e.to_string())
+                c.audit("snapshot.export", &target, Outcome::Failed, &e.to_string())
                     .await;
             }
         };

@@ -216,36 +216,16 @@ pub struct PlannedTableView {
     pub bytes: u64,
     /// For a merge in a preview: what it would do to the table's rows (a dry run).
     #[serde(default)]
-    pub diff: Option<RowDiff>,
+    pub diff: Option<MergeCounts>,
 }
 
-/// Rows a merge inserts, updates, leaves unchanged and deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowDiff {
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub deleted: u64,
-}
+pub use tablesafe_types::{MergeCounts, MergeMode};
 
 impl PlannedTableView {
     /// The diff in words, as the action treats it.
     pub fn diff_text(&self) -> Option<String> {
-        let d = self.diff?;
-        let mut parts = vec![format!("{} inserted", d.inserted)];
-        if self.action == "skip-existing" {
-            parts.push(format!(
-                "{} existing left as they are",
-                d.updated + d.unchanged
-            ));
-        } else {
-            parts.push(format!("{} updated", d.updated));
-            parts.push(format!("{} unchanged", d.unchanged));
-        }
-        if self.action == "replace-rows" {
-            parts.push(format!("{} deleted", d.deleted));
-        }
-        Some(parts.join(", "))
+        let mode = MergeMode::parse(&self.action)?;
+        Some(self.diff?.describe(mode))
     }
 }
 
@@ -493,13 +473,7 @@ pub(crate) async fn plan_restore(
             diff: diff
                 .iter()
                 .find(|d| d.table == t.dest_table)
-                .and_then(|d| d.merge)
-                .map(|m| RowDiff {
-                    inserted: m.inserted,
-                    updated: m.updated,
-                    unchanged: m.unchanged,
-                    deleted: m.deleted,
-                }),
+                .and_then(|d| d.merge),
         })
         .collect();
     let planned = Planned {
@@ -593,6 +567,18 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
     .await
 }
 
+tablesafe_types::words! {
+    /// How an audited action ended (`audit_log.outcome`).
+    pub enum Outcome {
+        Ok = "ok",
+        /// The caller's role or grants did not allow it.
+        Denied = "denied",
+        Failed = "failed",
+    }
+}
+
+/// An audit log entry as stored (its outcome verbatim: an entry is shown as written,
+/// even one whose hash no longer matches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditView {
     pub id: i64,

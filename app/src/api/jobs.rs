@@ -275,7 +275,7 @@ pub async fn create_policy(
         )
         .await
         .or_internal("creating a policy")?
-        .ok_or_else(|| AppError::Field("name".into(), "A policy with this name exists.".into()))
+        .ok_or_else(|| AppError::name_taken("policy"))
     }
     .await;
     c.audited("policy.create", &format!("policy {name_for_audit}"), result)

@@ -7,6 +7,8 @@
 //! notifier from a durable outbox (`ssr::notify`), never inside the action that caused
 //! the event.
 
+#[cfg(feature = "ssr")]
+use crate::api::history::Outcome;
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::ssr::OrInternal;
@@ -501,35 +503,18 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
         })
     }
     .await;
-    match &result {
-        Ok(t) if t.delivered => {
-            c.audit("channel.test", &server::target(&row.name), "ok", "")
-                .await
-        }
-        Ok(t) => {
-            c.audit(
-                "channel.test",
-                &server::target(&row.name),
-                "failed",
-                t.error.as_deref().unwrap_or(""),
-            )
-            .await
-        }
-        Err(e) => {
-            c.audit(
-                "channel.test",
-                &server::target(&row.name),
-                "failed",
-                &e.to_string(),
-            )
-            .await
-        }
-    }
+    let (outcome, detail) = match &result {
+        Ok(t) if t.delivered => (Outcome::Ok, String::new()),
+        Ok(t) => (Outcome::Failed, t.error.clone().unwrap_or_default()),
+        Err(e) => (Outcome::Failed, e.to_string()),
+    };
+    c.audit("channel.test", &server::target(&row.name), outcome, &detail)
+        .await;
     result
 }
 
-/// Deliveries newest first; `status` one of [`DeliveryStatus`]'s words or empty; `channel` 0
-/// for all.
+/// Deliveries newest first; `status` one of [`DeliveryStatus`]'s words or empty;
+/// `channel` 0 for all.
 #[server(endpoint = "notify/deliveries")]
 pub async fn list_deliveries(status: String, channel: i64) -> Result<Vec<DeliveryView>, AppError> {
     use crate::api::PAGE;

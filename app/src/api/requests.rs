@@ -8,6 +8,8 @@
 //! request then follows its job (running, done, failed). Everything is in the audit log
 //! under `restore request #N`, which is also the request's history.
 
+#[cfg(feature = "ssr")]
+use crate::api::history::Outcome;
 use crate::api::history::{AuditView, RestoreRequest};
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
@@ -289,7 +291,7 @@ mod server {
             c.audit(
                 "request.start",
                 &target(row.id),
-                "ok",
+                Outcome::Ok,
                 &format!("job #{job}"),
             )
             .await;
@@ -339,7 +341,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
             c.audit(
                 "request.file",
                 &format!("snapshot #{}", req.snapshot),
-                "failed",
+                Outcome::Failed,
                 &e.to_string(),
             )
             .await;
@@ -349,7 +351,7 @@ pub async fn file_request(req: RestoreRequest, reason: String) -> Result<i64, Ap
     c.audit(
         "request.file",
         &server::target(id),
-        "ok",
+        Outcome::Ok,
         &format!(
             "{}; needs {required} approval(s); reason: {}",
             planned.title(),
@@ -434,8 +436,13 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
         let c = &c;
         let detail = detail.to_string();
         async move {
-            c.audit("request.approve", &server::target(id), "denied", &detail)
-                .await;
+            c.audit(
+                "request.approve",
+                &server::target(id),
+                Outcome::Denied,
+                &detail,
+            )
+            .await;
             AppError::Forbidden
         }
     };
@@ -484,9 +491,9 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
         Ok(x) => x,
         Err(e) => {
             let outcome = if matches!(e, AppError::Forbidden) {
-                "denied"
+                Outcome::Denied
             } else {
-                "failed"
+                Outcome::Failed
             };
             c.audit(
                 "request.approve",
@@ -498,7 +505,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
             return Err(e);
         }
     };
-    c.audit("request.approve", &server::target(id), "ok", "")
+    c.audit("request.approve", &server::target(id), Outcome::Ok, "")
         .await;
     let now = rq::get(&c.state.db, id)
         .await
@@ -516,8 +523,13 @@ pub async fn reject_request(id: i64, reason: String) -> Result<(), AppError> {
     use crate::ssr::{ctx, requests as rq};
     let c = ctx::authenticate().await?;
     if !server::may_decide_some(&c).await? {
-        c.audit("request.reject", &server::target(id), "denied", "role")
-            .await;
+        c.audit(
+            "request.reject",
+            &server::target(id),
+            Outcome::Denied,
+            "role",
+        )
+        .await;
         return Err(AppError::Forbidden);
     }
     let result = async {

@@ -1,5 +1,7 @@
 //! Sources (the databases tablesafe backs up) and targets (where repositories live).
 
+#[cfg(feature = "ssr")]
+use crate::api::history::Outcome;
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::ssr::OrInternal;
@@ -20,20 +22,7 @@ pub struct SourceView {
     pub request_ttl_minutes: i64,
 }
 
-pub use engine_types::TableSummary;
-
-/// The engine's table summary, mirrored so the browser build does not need the engine.
-pub mod engine_types {
-    use serde::{Deserialize, Serialize};
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct TableSummary {
-        pub name: String,
-        pub rows: u64,
-        pub rows_exact: bool,
-        pub columns: Vec<(String, String)>,
-        pub key: Vec<String>,
-    }
-}
+pub use tablesafe_types::TableSummary;
 
 #[cfg(feature = "ssr")]
 fn view(r: crate::ssr::store::SourceRow) -> SourceView {
@@ -97,11 +86,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
         let url = Secret::new(forms::source_url(&url)?);
         let parsed = engine::source::SourceUrl::parse(&url)
             .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
-        let engine_name = match parsed {
-            engine::source::SourceUrl::Sqlite(_) => "sqlite",
-            engine::source::SourceUrl::Postgres(_) => "postgres",
-            engine::source::SourceUrl::Mysql(_) => "mysql",
-        };
+        let engine_name = parsed.engine().as_str();
         let sealed = c
             .state
             .secrets
@@ -117,7 +102,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
         )
         .await
         .or_internal("adding a source")?
-        .ok_or_else(|| AppError::Field("name".into(), "A source with this name exists.".into()))
+        .ok_or_else(|| AppError::name_taken("source"))
     }
     .await;
     c.audited("source.add", &format!("source {name_for_audit}"), result)
@@ -161,7 +146,11 @@ pub async fn set_approval_rule(
     let detail = format!(
         "{approvals_required} approval(s), requests expire after {request_ttl_minutes} min"
     );
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    let outcome = if result.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
     c.audit(
         "source.approval_rule",
         &format!("source #{id}"),
@@ -216,16 +205,7 @@ pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
     let tables = engine::source::inspect(&url)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
-    Ok(tables
-        .into_iter()
-        .map(|t| TableSummary {
-            name: t.name,
-            rows: t.rows,
-            rows_exact: t.rows_exact,
-            columns: t.columns,
-            key: t.key,
-        })
-        .collect())
+    Ok(tables)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,7 +349,7 @@ pub async fn add_target(
         )
         .await
         .or_internal("adding a target")?
-        .ok_or_else(|| AppError::Field("name".into(), "A target with this name exists.".into()))
+        .ok_or_else(|| AppError::name_taken("target"))
     }
     .await;
     c.audited("target.add", &format!("target {name_for_audit}"), result)

@@ -1,5 +1,5 @@
 use super::ui::{failed, time};
-use crate::api::history::{VerifyAudit, list_audit};
+use crate::api::history::{Outcome, VerifyAudit, list_audit};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -38,7 +38,7 @@ pub fn AuditPage() -> impl IntoView {
             <input id="action" name="action" value=move || q("action") placeholder="login, restore., job."/>
             <label for="outcome">"Outcome"</label>
             <select id="outcome" name="outcome">
-                {["", "ok", "failed", "denied"].into_iter().map(|o| view! {
+                {std::iter::once("").chain(Outcome::ALL.iter().map(|o| o.as_str())).map(|o| view! {
                     <option value=o selected=move || q("outcome") == o>{if o.is_empty() { "any" } else { o }}</option>
                 }).collect_view()}
             </select>

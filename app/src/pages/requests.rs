@@ -3,6 +3,7 @@
 //! Withdraw.
 
 use super::ui::{ErrorLine, failed, general_error, id_param, time};
+use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
     get_request, list_requests,
@@ -129,7 +130,7 @@ pub fn RequestPage() -> impl IntoView {
                         <h2>"History"</h2>
                         <ol class="log" data-testid="request-history">
                             {d.history.into_iter().map(|h| view! {
-                                <li class=if h.outcome == "ok" { "info" } else { "error" }>
+                                <li class=if h.outcome == Outcome::Ok.as_str() { "info" } else { "error" }>
                                     <span class="muted">{time(h.at)}</span>" "
                                     {format!("{} · {} · {}", h.username, h.action, h.outcome)}
                                     {(!h.detail.is_empty()).then(|| format!(" · {}", h.detail))}

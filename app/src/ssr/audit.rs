@@ -8,6 +8,7 @@
 //! detectable from inside it; export the latest hash elsewhere to anchor it.)
 
 use super::db::{Db, now_ms};
+use crate::api::history::Outcome;
 use anyhow::{Result, bail};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -22,8 +23,7 @@ pub struct Event {
     pub action: String,
     /// What it was done to: `source shop`, `job 17`, …
     pub target: String,
-    /// `ok`, `denied` or `failed`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub detail: String,
 }
 
@@ -58,7 +58,7 @@ fn entry_hash(prev: &str, at: i64, e: &Event) -> String {
         &e.address,
         &e.action,
         &e.target,
-        &e.outcome,
+        e.outcome.as_str(),
         &e.detail,
     ] {
         h.update(&(field.len() as u64).to_le_bytes());
@@ -87,7 +87,7 @@ pub async fn append(db: &Db, event: &Event) -> Result<()> {
         .bind(&event.address)
         .bind(&event.action)
         .bind(&event.target)
-        .bind(&event.outcome)
+        .bind(event.outcome.as_str())
         .bind(&event.detail)
         .bind(&prev)
         .bind(&hash)
@@ -118,13 +118,17 @@ pub async fn verify_chain(db: &Db) -> Result<Option<i64>> {
             return Ok(None);
         }
         for r in rows {
+            // A word no writer uses is a change made outside tablesafe.
+            let Some(outcome) = Outcome::parse(&r.outcome) else {
+                return Ok(Some(r.id));
+            };
             let e = Event {
                 user_id: r.user_id,
                 username: r.username.clone(),
                 address: r.address.clone(),
                 action: r.action.clone(),
                 target: r.target.clone(),
-                outcome: r.outcome.clone(),
+                outcome,
                 detail: r.detail.clone(),
             };
             if r.prev_hash != prev || entry_hash(&prev, r.at, &e) != r.hash {

@@ -1,6 +1,7 @@
 //! The first lines of every server function: who is calling, from where, and may they.
 
 use super::{AppState, audit, session};
+use crate::api::history::Outcome;
 use crate::auth::{Perm, SessionUser};
 use crate::error::AppError;
 use leptos::prelude::{expect_context, use_context};
@@ -45,7 +46,7 @@ pub async fn authorize_any(perms: &[Perm], action: &str) -> Result<Ctx, AppError
     let ctx = authenticate().await?;
     if !perms.iter().any(|p| ctx.user.role.can(*p)) {
         let detail = format!("the {} role lacks {perms:?}", ctx.user.role.as_str());
-        ctx.audit(action, "", "denied", &detail).await;
+        ctx.audit(action, "", Outcome::Denied, &detail).await;
         return Err(AppError::Forbidden);
     }
     Ok(ctx)
@@ -57,14 +58,14 @@ impl Ctx {
     }
 
     /// Appends to the audit log; a failure to do so is logged, not shown.
-    pub async fn audit(&self, action: &str, target: &str, outcome: &str, detail: &str) {
+    pub async fn audit(&self, action: &str, target: &str, outcome: Outcome, detail: &str) {
         let event = audit::Event {
             user_id: Some(self.user.id),
             username: self.user.username.clone(),
             address: self.address.clone(),
             action: action.into(),
             target: target.into(),
-            outcome: outcome.into(),
+            outcome,
             detail: detail.into(),
         };
         if let Err(e) = audit::append(&self.state.db, &event).await {
@@ -80,8 +81,11 @@ impl Ctx {
         result: Result<T, AppError>,
     ) -> Result<T, AppError> {
         match &result {
-            Ok(_) => self.audit(action, target, "ok", "").await,
-            Err(e) => self.audit(action, target, "failed", &e.to_string()).await,
+            Ok(_) => self.audit(action, target, Outcome::Ok, "").await,
+            Err(e) => {
+                self.audit(action, target, Outcome::Failed, &e.to_string())
+                    .await
+            }
         }
         result
     }

@@ -1,12 +1,12 @@
 //! What a backup reads: the selected tables and columns, how each is streamed, and the
 //! parent snapshot each keyed table's delta is stored against.
 
+use crate::Result;
 use crate::model::{Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::repo::Repository;
 use crate::segment::{self, KeySpec};
 use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
-use crate::{Error, Result};
 
 const SMALL_DELTAS: u64 = 4 << 20;
 
@@ -67,30 +67,7 @@ pub(super) fn selected<'a, T>(
         .collect())
 }
 
-/// Checks `--columns` against the table and returns the columns to read, in table
-/// order, with primary-key columns always kept.
-pub(super) fn chosen_columns(
-    table: &str,
-    data_columns: &[String],
-    pk: &[String],
-    wanted: Option<&Vec<String>>,
-) -> Result<Vec<String>> {
-    let Some(wanted) = wanted else {
-        return Ok(data_columns.to_vec());
-    };
-    for c in wanted {
-        if !data_columns.contains(c) {
-            return Err(Error::invalid(format!(
-                "table {table:?} has no column {c:?}"
-            )));
-        }
-    }
-    Ok(data_columns
-        .iter()
-        .filter(|c| wanted.contains(c) || pk.contains(c))
-        .cloned()
-        .collect())
-}
+pub(super) use crate::selection::chosen_columns;
 
 /// For each table, the latest earlier snapshot of the same source that holds it keyed
 /// the same way: the parent its delta will be stored against. A table gets a full

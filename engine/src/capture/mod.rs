@@ -369,17 +369,7 @@ impl PgOutputDecoder {
 
 // ---- the stored stream ----
 
-fn put_len(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
+use crate::model::write_varint as put_len;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_len(out, b.len() as u64);

@@ -294,26 +294,12 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                 "two tables would be restored into {dest_table:?}"
             )));
         }
-        let columns = match opts.selection.columns.get(&entry.name) {
-            None => entry.stream_columns.clone(),
-            Some(wanted) => {
-                for c in wanted {
-                    if !entry.stream_columns.contains(c) {
-                        return Err(Error::invalid(format!(
-                            "table {:?} in the snapshot has no column {c:?}",
-                            entry.name
-                        )));
-                    }
-                }
-                let pk = entry.schema.primary_key();
-                entry
-                    .stream_columns
-                    .iter()
-                    .filter(|c| wanted.contains(c) || pk.contains(c))
-                    .cloned()
-                    .collect()
-            }
-        };
+        let columns = crate::selection::chosen_columns(
+            &entry.name,
+            &entry.stream_columns,
+            &entry.schema.primary_key(),
+            opts.selection.columns.get(&entry.name),
+        )?;
         let exists = dest.table_exists(&dest_table).await?;
         let action = match (opts.mode, exists) {
             (Mode::Create, true) => {
@@ -513,6 +499,12 @@ struct Run<'a> {
     progress: &'a dyn Progress,
     /// The same work, rolled back ([`diff`]).
     dry: bool,
+}
+
+impl<'a> Run<'a> {
+    fn parts(self) -> (&'a Repository, &'a RestorePlan, &'a dyn Progress, bool) {
+        (self.repo, self.plan, self.progress, self.dry)
+    }
 }
 
 /// Connects to the destination `url` names.

@@ -13,7 +13,7 @@ impl Destination for Mysql {
     }
 
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(execute(run.repo, run.plan, self.db, run.progress, run.dry))
+        Box::pin(execute(run, self.db))
     }
 }
 
@@ -23,13 +23,8 @@ impl Destination for Mysql {
 /// transaction; then one `RENAME TABLE` puts every new table in place at once (the
 /// replaced ones are dropped after it), and foreign keys are added, checked, last. A
 /// failure before the rename changes nothing (the staging tables are dropped).
-async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
-    mut db: MyDb,
-    progress: &dyn Progress,
-    dry: bool,
-) -> Result<Vec<RestoredTable>> {
+async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
+    let (repo, plan, progress, dry) = run.parts();
     db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
     for t in plan
         .tables

@@ -24,17 +24,7 @@ impl Destination for Postgres {
     }
 
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
-        Box::pin(async move {
-            execute(
-                run.repo,
-                run.plan,
-                self.db,
-                &self.url,
-                run.progress,
-                run.dry,
-            )
-            .await
-        })
+        Box::pin(async move { execute(run, self.db, &self.url).await })
     }
 }
 
@@ -106,13 +96,11 @@ async fn create_schemas_and_types(
 }
 
 async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
+    run: Run<'_>,
     mut db: PgDb,
     secret: &Secret<String>,
-    progress: &dyn Progress,
-    dry: bool,
 ) -> Result<Vec<RestoredTable>> {
+    let (repo, plan, progress, dry) = run.parts();
     let mut outside = Outside::default();
     let mut in_transaction = false;
     let result = async {

@@ -37,18 +37,13 @@ impl Destination for Sqlite {
                 Some(db) => db,
                 None => SqliteDb::open_write(&self.path).await?,
             };
-            execute(run.repo, run.plan, db, run.progress, run.dry).await
+            execute(run, db).await
         })
     }
 }
 
-async fn execute(
-    repo: &Repository,
-    plan: &RestorePlan,
-    mut db: SqliteDb,
-    progress: &dyn Progress,
-    dry: bool,
-) -> Result<Vec<RestoredTable>> {
+async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
+    let (repo, plan, progress, dry) = run.parts();
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;

@@ -149,19 +149,7 @@ impl SourceUrl {
     }
 }
 
-/// A table as the console lists it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct TableSummary {
-    /// `table` (SQLite) or `schema.table` (PostgreSQL).
-    pub name: String,
-    pub rows: u64,
-    /// False when `rows` is PostgreSQL's estimate (big tables: counting would scan them).
-    pub rows_exact: bool,
-    /// (name, declared type) in table order.
-    pub columns: Vec<(String, String)>,
-    /// Primary-key columns.
-    pub key: Vec<String>,
-}
+pub use tablesafe_types::TableSummary;
 
 /// Connects to a source and lists its tables (what a backup would take), read-only.
 pub async fn inspect(url: &Secret<String>) -> Result<Vec<TableSummary>> {

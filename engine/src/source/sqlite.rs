@@ -103,27 +103,18 @@ impl SqliteDb {
                 path.display()
             )));
         }
-        // A backup reads whole tables: sqlx's "slow statement" warnings would only be
-        // noise in the user's terminal and logs.
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .disable_statement_logging();
-        let conn = SqliteConnection::connect_with(&opts)
-            .await
-            .context(|| format!("opening {}", path.display()))?;
-        Ok(SqliteDb {
-            conn,
-            path: path.to_path_buf(),
-        })
+        SqliteDb::open(path, SqliteConnectOptions::new().read_only(true)).await
     }
 
     /// Opens (creating if needed) a database to restore into.
     pub async fn open_write(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .disable_statement_logging();
+        SqliteDb::open(path, SqliteConnectOptions::new().create_if_missing(true)).await
+    }
+
+    async fn open(path: &Path, opts: SqliteConnectOptions) -> Result<Self> {
+        // Backups and restores run whole-table statements: sqlx's "slow statement"
+        // warnings would only be noise in the user's terminal and logs.
+        let opts = opts.filename(path).disable_statement_logging();
         let conn = SqliteConnection::connect_with(&opts)
             .await
             .context(|| format!("opening {}", path.display()))?;
