@@ -52,6 +52,15 @@ fn join<S: AsRef<str>>(cols: &[S], f: impl Fn(&str) -> String, sep: &str) -> Str
 /// destination's column types; dropped at commit.
 pub(crate) const PG_STAGE: &str = STAGE;
 
+/// The error of a destination table whose columns do not fit the backup's rows.
+fn cannot_take(t: &MergeTable<'_>, e: Error) -> Error {
+    Error::invalid(format!(
+        "{} cannot take the backup's rows (it needs the columns {}): {e}",
+        t.dest,
+        t.columns.join(", ")
+    ))
+}
+
 /// Creates [`PG_STAGE`] for one table, inside the caller's transaction.
 pub(crate) async fn prepare_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Result<()> {
     let (schema, table) = split_name(t.dest);
@@ -65,13 +74,7 @@ pub(crate) async fn prepare_postgres(db: &mut PgDb, t: &MergeTable<'_>) -> Resul
         "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {rel} WITH NO DATA"
     ))
     .await
-    .map_err(|e| {
-        Error::invalid(format!(
-            "{} cannot take the backup's rows (it needs the columns {}): {e}",
-            t.dest,
-            t.columns.join(", ")
-        ))
-    })
+    .map_err(|e| cannot_take(t, e))
 }
 
 /// Counts and applies a merge of the rows loaded into the engine's staging table: one
@@ -294,13 +297,7 @@ pub(crate) async fn prepare_sqlite(db: &mut SqliteDb, t: &MergeTable<'_>) -> Res
         "CREATE TEMP TABLE {STAGE} AS SELECT {cols} FROM main.{rel} WHERE 0"
     ))
     .await
-    .map_err(|e| {
-        Error::invalid(format!(
-            "{} cannot take the backup's rows (it needs the columns {}): {e}",
-            t.dest,
-            t.columns.join(", ")
-        ))
-    })?;
+    .map_err(|e| cannot_take(t, e))?;
     Ok(format!(
         "INSERT INTO temp.{STAGE} ({cols}) VALUES ({})",
         vec!["?"; t.columns.len()].join(", ")

@@ -1,7 +1,7 @@
 //! Restore drills: per policy, when a drill runs and what it checks, Run drill now, and
 //! the evidence of past drills (exportable for auditors).
 
-use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error, time};
+use super::ui::{ErrorLine, Field, IfCan, Listing, failed, field_error, general_error, time};
 use crate::api::drills::{
     DeleteDrillPlan, DrillPlanView, DrillView, ProvenView, RunDrill, SaveDrillPlan,
     list_drill_plans, list_drills, proven_restorable,
@@ -60,15 +60,9 @@ pub fn DrillsPage() -> impl IntoView {
         </Suspense>
         {move || editing.get().map(|(p, plan)| view! { <PlanEditor policy=p plan=plan save=save data=data/> })}
         <h2>"Evidence"</h2>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match drills.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No drill has run yet."</p> }.into_any(),
-                    Ok(list) => evidence_table(list),
-                }
-            })}
-        </Suspense>
+        <Listing items=drills empty="No drill has run yet." show=move |list| {
+            evidence_table(list)
+        }/>
     }
 }
 

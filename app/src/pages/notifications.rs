@@ -1,7 +1,7 @@
 //! Notifications: the channels, a form to add or change one, *Send test*, and the
 //! deliveries with their attempts and errors (retry for the given-up ones).
 
-use super::ui::{ErrorLine, IfCan, failed, general_error, time};
+use super::ui::{ErrorLine, IfCan, Listing, general_error, time};
 use crate::api::notify::{
     ChannelInput, ChannelKind, ChannelView, DeleteChannel, DeliveryStatus, EVENTS, RetryDelivery,
     SaveChannel, Security, TestChannel, list_channels, list_deliveries,
@@ -61,22 +61,16 @@ pub fn NotificationsPage() -> impl IntoView {
         <ErrorLine error=general_error(delete)/>
         <ErrorLine error=general_error(retry)/>
         <h2>"Channels"</h2>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match channels.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No channels yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="list" data-testid="channels">
-                            <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Sends"</th><th>"Events"</th><th>"Last delivery"</th><th>"Waiting"</th><th>"Given up"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|ch| channel_row(ch, form, test, delete)).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Listing items=channels empty="No channels yet." show=move |list| {
+            view! {
+                <table class="list" data-testid="channels">
+                    <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Sends"</th><th>"Events"</th><th>"Last delivery"</th><th>"Waiting"</th><th>"Given up"</th><th></th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|ch| channel_row(ch, form, test, delete)).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }/>
         <IfCan perm=Perm::Configure>
             <ChannelEditor form=form save=save/>
         </IfCan>
@@ -88,49 +82,43 @@ pub fn NotificationsPage() -> impl IntoView {
                 {DeliveryStatus::ALL.iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
             </select>
         </div>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match deliveries.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No deliveries."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="list" data-testid="deliveries">
-                            <thead><tr><th>"#"</th><th>"When"</th><th>"Channel"</th><th>"Event"</th><th>"What"</th><th>"Status"</th><th>"Attempts"</th><th>"Last error / next attempt"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|d| {
-                                    let id = d.id;
-                                    let failed_row = d.status == DeliveryStatus::Failed;
-                                    let note = match d.status {
-                                        DeliveryStatus::Pending if d.attempts > 0 => format!("{} — next attempt {}", d.last_error.clone().unwrap_or_default(), time(d.next_attempt_at)),
-                                        DeliveryStatus::Delivered => d.delivered_at.map(|t| format!("delivered {}", time(t))).unwrap_or_default(),
-                                        _ => d.last_error.clone().unwrap_or_default(),
-                                    };
-                                    view! {
-                                        <tr data-testid=format!("delivery-{id}") data-status=d.status.as_str() data-event=d.event.clone()>
-                                            <td class="num">{id}</td>
-                                            <td>{time(d.created_at)}</td>
-                                            <td>{d.channel.clone()}</td>
-                                            <td class="mono">{d.event.clone()}</td>
-                                            <td>{d.summary.clone()}</td>
-                                            <td><span class=format!("badge {}", d.status)>{d.status.as_str()}</span></td>
-                                            <td class="num">{d.attempts}</td>
-                                            <td class="wrap">{note}</td>
-                                            <td>
-                                                <Show when=move || failed_row>
-                                                    <IfCan perm=Perm::Configure>
-                                                        <button class="secondary" on:click=move |_| { retry.dispatch(RetryDelivery { id }); }>"Retry"</button>
-                                                    </IfCan>
-                                                </Show>
-                                            </td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Listing items=deliveries empty="No deliveries." show=move |list| {
+            view! {
+                <table class="list" data-testid="deliveries">
+                    <thead><tr><th>"#"</th><th>"When"</th><th>"Channel"</th><th>"Event"</th><th>"What"</th><th>"Status"</th><th>"Attempts"</th><th>"Last error / next attempt"</th><th></th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|d| {
+                            let id = d.id;
+                            let failed_row = d.status == DeliveryStatus::Failed;
+                            let note = match d.status {
+                                DeliveryStatus::Pending if d.attempts > 0 => format!("{} — next attempt {}", d.last_error.clone().unwrap_or_default(), time(d.next_attempt_at)),
+                                DeliveryStatus::Delivered => d.delivered_at.map(|t| format!("delivered {}", time(t))).unwrap_or_default(),
+                                _ => d.last_error.clone().unwrap_or_default(),
+                            };
+                            view! {
+                                <tr data-testid=format!("delivery-{id}") data-status=d.status.as_str() data-event=d.event.clone()>
+                                    <td class="num">{id}</td>
+                                    <td>{time(d.created_at)}</td>
+                                    <td>{d.channel.clone()}</td>
+                                    <td class="mono">{d.event.clone()}</td>
+                                    <td>{d.summary.clone()}</td>
+                                    <td><span class=format!("badge {}", d.status)>{d.status.as_str()}</span></td>
+                                    <td class="num">{d.attempts}</td>
+                                    <td class="wrap">{note}</td>
+                                    <td>
+                                        <Show when=move || failed_row>
+                                            <IfCan perm=Perm::Configure>
+                                                <button class="secondary" on:click=move |_| { retry.dispatch(RetryDelivery { id }); }>"Retry"</button>
+                                            </IfCan>
+                                        </Show>
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }/>
     }
 }
 

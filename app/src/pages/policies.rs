@@ -1,4 +1,4 @@
-use super::ui::{ErrorLine, Field, IfCan, failed, field_error, general_error};
+use super::ui::{ErrorLine, Field, IfCan, Listing, field_error, general_error};
 use crate::api::jobs::{
     CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
     RunPolicy, SaveRetention, SetContinuous, SetCopyTargets, SetLateAlert, list_policies,
@@ -73,15 +73,9 @@ pub fn PoliciesPage() -> impl IntoView {
         <ErrorLine error=Signal::derive(move || late_alert.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <ErrorLine error=Signal::derive(move || continuous.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <NewTrigger trigger=trigger trigger_for=trigger_for/>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match policies.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No policies yet."</p> }.into_any(),
-                    Ok(list) => view! { <PolicyTable list=list actions=actions/> }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Listing items=policies empty="No policies yet." show=move |list| {
+            view! { <PolicyTable list=list actions=actions/> }.into_any()
+        }/>
         {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
         {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
         <IfCan perm=Perm::Configure>
@@ -228,21 +222,45 @@ fn late_view(p: &PolicyView, action: ServerAction<SetLateAlert>) -> impl IntoVie
         (_, Some(m)) => format!("late after {m} min without a success"),
         (_, None) => "no late alert (no schedule)".to_string(),
     };
-    let input_id = format!("rpo-{}", p.name);
-    let value = p.rpo_minutes.map(|m| m.to_string()).unwrap_or_default();
     view! {
         {status}
         <br/><span class="muted" data-testid="late-rule">{rule}</span>
+        {number_setting(
+            "Late alert",
+            "Minutes without a successful backup (empty: from the schedule; 0: off)",
+            format!("rpo-{}", p.name),
+            (0, None),
+            p.rpo_minutes,
+            move |minutes| { action.dispatch(SetLateAlert { id, minutes }); },
+        )}
+    }
+}
+
+/// A number a policy can be given (empty: none) in a folded section, for those who
+/// configure; `set` runs when the field holds a number or nothing.
+fn number_setting(
+    summary: &'static str,
+    label: &'static str,
+    input_id: String,
+    (min, max): (i64, Option<i64>),
+    value: Option<i64>,
+    set: impl Fn(Option<i64>) + Clone + Send + Sync + 'static,
+) -> impl IntoView {
+    let value = value.map(|v| v.to_string()).unwrap_or_default();
+    view! {
         <IfCan perm=Perm::Configure>
             <details>
-                <summary>"Late alert"</summary>
-                <label for=input_id.clone()>"Minutes without a successful backup (empty: from the schedule; 0: off)"</label>
-                <input id=input_id.clone() data-testid=input_id.clone() type="number" min="0" class="narrow" value=value.clone()
-                    on:change=move |ev| {
-                        let v = event_target_value(&ev);
-                        let minutes = v.trim().parse::<i64>().ok();
-                        if v.trim().is_empty() || minutes.is_some() {
-                            action.dispatch(SetLateAlert { id, minutes });
+                <summary>{summary}</summary>
+                <label for=input_id.clone()>{label}</label>
+                <input id=input_id.clone() data-testid=input_id.clone() type="number" min=min max=max class="narrow" value=value.clone()
+                    on:change={
+                        let set = set.clone();
+                        move |ev| {
+                            let v = event_target_value(&ev);
+                            let n = v.trim().parse::<i64>().ok();
+                            if v.trim().is_empty() || n.is_some() {
+                                set(n);
+                            }
                         }
                     }/>
             </details>
@@ -263,24 +281,16 @@ fn continuous_view(p: &PolicyView, action: ServerAction<SetContinuous>) -> impl 
         ),
         (Some(s), None, None) => format!("continuous every {s} s — starting"),
     };
-    let input_id = format!("capture-{}", p.name);
-    let value = p.capture_secs.map(|s| s.to_string()).unwrap_or_default();
     view! {
         <br/><span class="muted" data-testid="continuous">{state}</span>
-        <IfCan perm=Perm::Configure>
-            <details>
-                <summary>"Continuous capture"</summary>
-                <label for=input_id.clone()>"Capture every N seconds for point-in-time restore (PostgreSQL: committed changes; SQLite: a snapshot each round the database changed; empty: off)"</label>
-                <input id=input_id.clone() data-testid=input_id.clone() type="number" min="1" max="3600" class="narrow" value=value.clone()
-                    on:change=move |ev| {
-                        let v = event_target_value(&ev);
-                        let secs = v.trim().parse::<i64>().ok();
-                        if v.trim().is_empty() || secs.is_some() {
-                            action.dispatch(SetContinuous { id, secs });
-                        }
-                    }/>
-            </details>
-        </IfCan>
+        {number_setting(
+            "Continuous capture",
+            "Capture every N seconds for point-in-time restore (PostgreSQL: committed changes; SQLite: a snapshot each round the database changed; empty: off)",
+            format!("capture-{}", p.name),
+            (1, Some(3600)),
+            p.capture_secs,
+            move |secs| { action.dispatch(SetContinuous { id, secs }); },
+        )}
     }
 }
 

@@ -1,4 +1,6 @@
-use super::ui::{ErrorLine, Field, IfCan, bytes, failed, field_error, general_error, id_param};
+use super::ui::{
+    ErrorLine, Field, IfCan, Listing, bytes, failed, field_error, general_error, id_param,
+};
 use crate::api::sources::{
     AddSource, AddTarget, SetApprovalRule, TestSource, list_sources, list_targets, source_tables,
 };
@@ -28,38 +30,32 @@ pub fn SourcesPage() -> impl IntoView {
         <p class="muted">"The databases tablesafe backs up. Passwords in connection URLs are encrypted at rest and never shown again."</p>
         {test_result}
         <ErrorLine error=general_error(rule)/>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match sources.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No sources yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="list" data-testid="sources">
-                            <thead><tr><th>"Name"</th><th>"Engine"</th><th>"Connection"</th><th>"Restores need"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|s| {
-                                    let id = s.id;
-                                    view! {
-                                        <tr data-testid=format!("source-{}", s.name)>
-                                            <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
-                                            <td>{s.engine.clone()}</td>
-                                            <td class="mono">{s.url.clone()}</td>
-                                            <td><ApprovalRule source=s.clone() rule=rule/></td>
-                                            <td>
-                                                <IfCan perm=Perm::Configure>
-                                                    <button class="secondary" disabled=move || test.pending().get()
-                                                        on:click=move |_| { test.dispatch(TestSource { id }); }>"Test connection"</button>
-                                                </IfCan>
-                                            </td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Listing items=sources empty="No sources yet." show=move |list| {
+            view! {
+                <table class="list" data-testid="sources">
+                    <thead><tr><th>"Name"</th><th>"Engine"</th><th>"Connection"</th><th>"Restores need"</th><th></th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|s| {
+                            let id = s.id;
+                            view! {
+                                <tr data-testid=format!("source-{}", s.name)>
+                                    <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
+                                    <td>{s.engine.clone()}</td>
+                                    <td class="mono">{s.url.clone()}</td>
+                                    <td><ApprovalRule source=s.clone() rule=rule/></td>
+                                    <td>
+                                        <IfCan perm=Perm::Configure>
+                                            <button class="secondary" disabled=move || test.pending().get()
+                                                on:click=move |_| { test.dispatch(TestSource { id }); }>"Test connection"</button>
+                                        </IfCan>
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }/>
         <IfCan perm=Perm::Configure>
             <h2>"Add a source"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a source">
@@ -158,30 +154,24 @@ pub fn TargetsPage() -> impl IntoView {
         <Title text="Targets"/>
         <h1>"Targets"</h1>
         <p class="muted">"Where encrypted repositories live. The repository password encrypts every backup; it is stored encrypted and never shown again — keep a copy somewhere safe."</p>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match targets.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No targets yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table class="list" data-testid="targets">
-                            <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Location"</th><th>"Snapshots"</th><th>"Used"</th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|t| view! {
-                                    <tr data-testid=format!("target-{}", t.name)>
-                                        <td>{t.name.clone()}</td>
-                                        <td>{t.kind.clone()}</td>
-                                        <td class="mono">{t.location.clone()}</td>
-                                        <td class="num">{t.snapshots}</td>
-                                        <td class="num">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Listing items=targets empty="No targets yet." show=move |list| {
+            view! {
+                <table class="list" data-testid="targets">
+                    <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Location"</th><th>"Snapshots"</th><th>"Used"</th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|t| view! {
+                            <tr data-testid=format!("target-{}", t.name)>
+                                <td>{t.name.clone()}</td>
+                                <td>{t.kind.clone()}</td>
+                                <td class="mono">{t.location.clone()}</td>
+                                <td class="num">{t.snapshots}</td>
+                                <td class="num">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }/>
         <IfCan perm=Perm::Configure>
             <h2>"Add a target"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a target">

@@ -187,6 +187,34 @@ pub fn failed(e: AppError) -> AnyView {
     view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()
 }
 
+/// A list loaded from the server: "Loading…" until it arrives, then the error, `empty`
+/// when it has no item, or `show` of its items.
+#[component]
+pub fn Listing<T, F>(
+    items: Resource<Result<Vec<T>, AppError>>,
+    empty: &'static str,
+    show: F,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    F: Fn(Vec<T>) -> AnyView + Clone + Send + Sync + 'static,
+{
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let show = show.clone();
+                Suspend::new(async move {
+                    match items.await {
+                        Err(e) => failed(e),
+                        Ok(list) if list.is_empty() => view! { <p class="muted">{empty}</p> }.into_any(),
+                        Ok(list) => show(list),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
 /// The logged-in user, loaded once by the layout and shared with every page.
 #[derive(Clone, Copy)]
 pub struct CurrentUser(pub Resource<Result<Option<crate::auth::SessionUser>, AppError>>);

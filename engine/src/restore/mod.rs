@@ -196,6 +196,18 @@ impl PlannedTable {
         &self.entry
     }
 
+    /// The snapshot's column definitions of the restored columns (SQLite, MySQL), for a
+    /// table made of only some of them.
+    fn schema_columns(&self) -> Vec<crate::model::Column> {
+        self.entry
+            .schema
+            .columns
+            .iter()
+            .filter(|c| self.columns.contains(&c.name))
+            .cloned()
+            .collect()
+    }
+
     fn merge_table(&self, mode: crate::merge::MergeMode) -> crate::merge::MergeTable<'_> {
         crate::merge::MergeTable {
             entry: &self.entry,

@@ -58,15 +58,7 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
             let create = if t.columns.len() == t.entry.stream_columns.len() {
                 my::create_sql_without_foreign_keys(&t.entry.schema.create_sql, &stage)?
             } else {
-                let cols: Vec<_> = t
-                    .entry
-                    .schema
-                    .columns
-                    .iter()
-                    .filter(|c| t.columns.contains(&c.name))
-                    .cloned()
-                    .collect();
-                my::create_table_for(&stage, &cols)
+                my::create_table_for(&stage, &t.schema_columns())
             };
             db.exec(&create).await?;
             staged.push((i, stage.clone()));

@@ -92,14 +92,7 @@ async fn restore_table(
         let create = if t.columns.len() == e.stream_columns.len() {
             rename_create_table(&e.schema.create_sql, &t.dest_table)?
         } else {
-            let cols: Vec<_> = e
-                .schema
-                .columns
-                .iter()
-                .filter(|c| t.columns.contains(&c.name))
-                .cloned()
-                .collect();
-            create_table_for(&t.dest_table, &cols)
+            create_table_for(&t.dest_table, &t.schema_columns())
         };
         db.exec(&create).await?;
     }
