@@ -6,9 +6,9 @@
 //! - every table is read back the way a backup reads it and compared with the manifest:
 //!   its row count, and the BLAKE3 of its canonical stream — the same checksum the
 //!   backup recorded, so a single changed value, lost row or reordered key fails. A
-//!   table without a key that PostgreSQL loaded over several connections comes back in
-//!   another physical order; it is compared as a set (the sum of each row's hash, and
-//!   the count) against the stream in the repository;
+//!   table without a key has no order to keep (PostgreSQL loads big ones over several
+//!   connections): when its checksum differs it is compared as a set (the sum of each
+//!   row's hash, and the count) against the stream in the repository, on every engine;
 //! - the user's SQL assertions (each returns one boolean, e.g. `SELECT count(*) > 0
 //!   FROM orders`) run read-only on the scratch copy.
 //!

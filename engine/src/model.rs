@@ -299,15 +299,7 @@ impl RowDecoder {
     }
 }
 
-tablesafe_types::words! {
-    /// The database engine a snapshot came from.
-    pub enum Engine {
-        Sqlite = "sqlite",
-        Postgres = "postgres",
-        /// MySQL or MariaDB.
-        Mysql = "mysql",
-    }
-}
+pub use tablesafe_types::Engine;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {

@@ -422,7 +422,7 @@ async fn drill(
             anyhow!("the policy has no snapshot to drill yet: run a backup first")
         })?,
     };
-    let scratch = if source.engine != "sqlite" {
+    let scratch = if source.engine != engine::model::Engine::Sqlite {
         let id = plan
             .as_ref()
             .and_then(|p| p.scratch_source_id)

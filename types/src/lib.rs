@@ -221,6 +221,16 @@ impl KeepRules {
     }
 }
 
+words! {
+    /// A table store's engine: of a source, a destination, a snapshot.
+    pub enum Engine {
+        Sqlite = "sqlite",
+        Postgres = "postgres",
+        /// MySQL or MariaDB.
+        Mysql = "mysql",
+    }
+}
+
 /// A table of a source as the console lists it (`engine::source::inspect`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TableSummary {

@@ -179,8 +179,8 @@ pub async fn save_drill_plan(
             timezone.trim().to_string()
         };
         sched::parse(&schedule, &timezone).map_err(|(f, m)| AppError::Field(f.into(), m))?;
-        let scratch = if source.engine == "postgres" || source.engine == "mysql" {
-            let kind = if source.engine == "mysql" {
+        let scratch = if source.engine != tablesafe_types::Engine::Sqlite {
+            let kind = if source.engine == tablesafe_types::Engine::Mysql {
                 "MySQL"
             } else {
                 "PostgreSQL"
@@ -305,7 +305,9 @@ pub async fn run_drill(policy_id: i64) -> Result<i64, AppError> {
         let plan = drills::plan(db, policy_id)
             .await
             .or_internal("loading a drill plan")?;
-        if source.engine != "sqlite" && plan.and_then(|p| p.scratch_source_id).is_none() {
+        if source.engine != tablesafe_types::Engine::Sqlite
+            && plan.and_then(|p| p.scratch_source_id).is_none()
+        {
             return Err(AppError::Invalid(
                 "Set up the drill first: a PostgreSQL or MySQL drill needs a scratch server."
                     .into(),

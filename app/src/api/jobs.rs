@@ -501,13 +501,13 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
                 "Capture every 1 to 3600 seconds.".into(),
             ));
         }
-        if secs.is_some() && source.engine == "mysql" {
+        if secs.is_some() && source.engine == tablesafe_types::Engine::Mysql {
             return Err(AppError::Field(
                 "secs".into(),
                 "Continuous capture of MySQL is not available yet: schedule frequent backups (they are incremental).".into(),
             ));
         }
-        if secs.is_none() && p.capture_secs.is_some() && source.engine == "postgres" {
+        if secs.is_none() && p.capture_secs.is_some() && source.engine == tablesafe_types::Engine::Postgres {
             let url = c
                 .state
                 .secrets

@@ -376,7 +376,7 @@ pub async fn list_channels() -> Result<Vec<ChannelView>, AppError> {
         out.push(ChannelView {
             email,
             id: r.id,
-            kind: ChannelKind::parse(&r.kind).unwrap_or(ChannelKind::Webhook),
+            kind: r.kind,
             summary: r.summary.clone(),
             events: r
                 .events

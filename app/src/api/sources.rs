@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct SourceView {
     pub id: i64,
     pub name: String,
-    pub engine: String,
+    pub engine: Engine,
     /// The connection URL without its password (never sent to the browser).
     pub url: String,
     pub created_at: i64,
@@ -22,7 +22,7 @@ pub struct SourceView {
     pub request_ttl_minutes: i64,
 }
 
-pub use tablesafe_types::TableSummary;
+pub use tablesafe_types::{Engine, TableSummary};
 
 #[cfg(feature = "ssr")]
 fn view(r: crate::ssr::store::SourceRow) -> SourceView {

@@ -205,7 +205,7 @@ fn PlanEditor(
                 <select id="f-scratch" name="scratch_source_id">
                     <option value="">"none (SQLite: a temporary file)"</option>
                     {move || data.get().and_then(|r| r.ok()).map(|(_, _, _, sources)| {
-                        sources.into_iter().filter(|s| s.engine != "sqlite").map(|s| view! {
+                        sources.into_iter().filter(|s| s.engine != tablesafe_types::Engine::Sqlite).map(|s| view! {
                             <option value=s.id.to_string() selected=Some(s.id) == scratch>{s.name}</option>
                         }).collect_view()
                     })}

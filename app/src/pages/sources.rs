@@ -40,7 +40,7 @@ pub fn SourcesPage() -> impl IntoView {
                             view! {
                                 <tr data-testid=format!("source-{}", s.name)>
                                     <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
-                                    <td>{s.engine.clone()}</td>
+                                    <td>{s.engine.as_str()}</td>
                                     <td class="mono">{s.url.clone()}</td>
                                     <td><ApprovalRule source=s.clone() rule=rule/></td>
                                     <td>

@@ -181,7 +181,8 @@ pub async fn enqueue_for(db: &Db, channel_id: i64, payload: &Payload) -> Result<
 pub struct ChannelRow {
     pub id: i64,
     pub name: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: ChannelKind,
     pub summary: String,
     pub sealed_config: String,
     pub events: String,

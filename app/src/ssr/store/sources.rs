@@ -6,7 +6,8 @@ use super::*;
 pub struct SourceRow {
     pub id: i64,
     pub name: String,
-    pub engine: String,
+    #[sqlx(try_from = "String")]
+    pub engine: tablesafe_types::Engine,
     pub display_url: String,
     pub sealed_url: String,
     pub created_at: i64,
