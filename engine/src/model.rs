@@ -332,6 +332,21 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// Narrows a SQLite or MySQL schema to a backup of only `columns`: their definitions,
+    /// a table definition of just them by `create` (types, NOT NULL, the key), marked
+    /// partial. Returns the indexes it had (they may need the other columns).
+    pub fn keep_only(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        create: fn(&str, &[Column]) -> String,
+    ) -> Vec<Index> {
+        self.columns.retain(|c| columns.contains(&c.name));
+        self.create_sql = create(table, &self.columns);
+        self.all_columns = false;
+        std::mem::take(&mut self.indexes)
+    }
+
     /// The primary-key columns in key order.
     pub fn primary_key(&self) -> Vec<String> {
         match &self.postgres {

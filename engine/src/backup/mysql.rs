@@ -47,11 +47,9 @@ impl SourceReader for Reader {
         let columns = chosen_columns(&info.name, &info.data_columns, &info.pk, wanted)?;
         let mut schema = info.schema.clone();
         if columns.len() < info.data_columns.len() {
-            // Only some columns: a definition of just those (types, NOT NULL, the key);
-            // defaults, other indexes and foreign keys cannot come back without the rest.
-            schema.columns.retain(|c| columns.contains(&c.name));
-            schema.create_sql = crate::source::mysql::create_table_for(&info.name, &schema.columns);
-            schema.all_columns = false;
+            // Defaults, indexes and foreign keys cannot come back without the rest (its
+            // definition holds them all).
+            schema.keep_only(&info.name, &columns, crate::source::mysql::create_table_for);
             skipped.push(Skipped {
                 kind: crate::model::ObjectKind::Definition,
                 name: info.name.clone(),

@@ -44,10 +44,7 @@ impl SourceReader for Reader {
         let columns = chosen_columns(&info.name, &info.data_columns, &info.key(), wanted)?;
         let mut schema = info.schema.clone();
         if columns.len() < info.data_columns.len() {
-            schema.columns.retain(|c| columns.contains(&c.name));
-            schema.create_sql = create_table_for(&info.name, &schema.columns);
-            schema.all_columns = false;
-            for idx in std::mem::take(&mut schema.indexes) {
+            for idx in schema.keep_only(&info.name, &columns, create_table_for) {
                 skipped.push(Skipped {
                     kind: crate::model::ObjectKind::Index,
                     name: idx.name,
