@@ -181,3 +181,45 @@ pub async fn for_target(db: &Db, target: &str) -> Result<Vec<Row>> {
     .fetch_all(&db.pool)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::secret::Secret;
+
+    /// A changed outcome breaks the chain at that entry, whether the new word is one
+    /// tablesafe writes or not.
+    #[tokio::test]
+    async fn a_changed_outcome_is_found_at_its_entry() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::super::db::sqlite_url(dir.path()).unwrap();
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        for (action, outcome) in [("login", Outcome::Ok), ("source.add", Outcome::Denied)] {
+            let event = Event {
+                user_id: None,
+                username: "ann".into(),
+                address: "127.0.0.1".into(),
+                action: action.into(),
+                target: String::new(),
+                outcome,
+                detail: String::new(),
+            };
+            append(&db, &event).await.unwrap();
+        }
+        assert_eq!(verify_chain(&db).await.unwrap(), None);
+        let second: i64 = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        for word in ["ok", "maybe"] {
+            sqlx::query("UPDATE audit_log SET outcome = $1 WHERE id = $2")
+                .bind(word)
+                .bind(second)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(verify_chain(&db).await.unwrap(), Some(second), "{word}");
+        }
+    }
+}
