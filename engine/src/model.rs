@@ -729,10 +729,33 @@ pub struct PgPoint {
     /// timeline. A later backup reads only the rows changed since this snapshot (by their
     /// `xmin`) when both are unchanged, i.e. the server's transaction ids continued from
     /// here; a server restored from an older base backup or promoted gets a new timeline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_id: Option<String>,
+    /// Written as decimal text (it is a 64-bit number; JSON readers lose such numbers).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "decimal_text"
+    )]
+    pub system_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
+}
+
+/// An optional `u64` stored as decimal text; text that is not one does not load.
+mod decimal_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// `txid_current_snapshot()` as text: `xmin:xmax:xip,…` (64-bit txids with epoch).
@@ -968,5 +991,14 @@ mod tests {
         for bad in ["100", "a:b:", "100:105:x"] {
             assert!(serde_json::from_str::<XidSnapshot>(&format!("\"{bad}\"")).is_err());
         }
+        // The server's system identifier: a 64-bit number, written as text as before.
+        let point = format!(
+            r#"{{"xid_snapshot":"1:1:","wal_lsn":5,"slots":[],"system_id":"{}","timeline":1}}"#,
+            u64::MAX
+        );
+        let read: PgPoint = serde_json::from_str(&point).unwrap();
+        assert_eq!(read.system_id, Some(u64::MAX));
+        assert_eq!(json(&read), point);
+        assert!(serde_json::from_str::<PgPoint>(&point.replace("\"1844", "\"x1844")).is_err());
     }
 }

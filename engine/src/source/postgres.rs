@@ -177,7 +177,7 @@ impl PgDb {
         .await
         .ok();
         let (system_id, timeline) = match history {
-            Some((id, tli)) => (Some(id), u32::from_str_radix(&tli, 16).ok()),
+            Some((id, tli)) => (id.parse().ok(), u32::from_str_radix(&tli, 16).ok()),
             None => (None, None),
         };
         let before: std::result::Result<(String, Vec<String>), sqlx::Error> = async {

@@ -630,7 +630,7 @@ async fn incremental_reads_by_xmin_miss_nothing() {
     psql(&src, "UPDATE acct SET bal = bal + 1 WHERE id = 4000");
     // The next parent claims another server history: its xmins are not trusted.
     let (_, mut parent) = repo.find_snapshot(&second.id).await.unwrap();
-    parent.pg_point.as_mut().unwrap().system_id = Some("1".into());
+    parent.pg_point.as_mut().unwrap().system_id = Some(1);
     parent.time_ms += 1;
     repo.save_snapshot(&parent).await.unwrap();
     let third = backup(&mut repo, &b, &NoProgress).await.unwrap();
