@@ -1,5 +1,5 @@
-use super::ui::{failed, time};
-use crate::api::history::{Outcome, VerifyAudit, list_audit};
+use super::ui::{PagedListing, time};
+use crate::api::history::{AuditView, Outcome, VerifyAudit, list_audit};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -54,38 +54,26 @@ pub fn AuditPage() -> impl IntoView {
                 Err(e) => e.to_string(),
             })}</span>
         </p>
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match entries.await {
-                    Err(e) => failed(e),
-                    Ok(list) => {
-                        let oldest = list.last().map(|e| e.id);
-                        let full = list.len() as i64 == crate::api::PAGE;
-                        view! {
-                            <table class="list" data-testid="audit">
-                                <thead><tr><th>"When"</th><th>"Who"</th><th>"From"</th><th>"Action"</th><th>"On"</th><th>"Outcome"</th><th>"Detail"</th></tr></thead>
-                                <tbody>
-                                    {list.into_iter().map(|e| { let class = e.outcome.clone(); view! {
-                                        <tr class=class>
-                                            <td>{time(e.at)}</td>
-                                            <td>{e.username}</td>
-                                            <td>{e.address}</td>
-                                            <td>{e.action}</td>
-                                            <td>{e.target}</td>
-                                            <td>{e.outcome}</td>
-                                            <td>{e.detail}</td>
-                                        </tr>
-                                    }}).collect_view()}
-                                </tbody>
-                            </table>
-                            {(full && oldest.is_some()).then(|| view! {
-                                <p><a href=format!("/audit?user={}&action={}&outcome={}&before={}", url_escape(&q("user")), url_escape(&q("action")), url_escape(&q("outcome")), oldest.unwrap_or(0))>"Older entries →"</a></p>
-                            })}
-                        }.into_any()
-                    }
-                }
-            })}
-        </Transition>
+        <PagedListing items=entries empty="No entries." older="Older entries →"
+            href=move |e: &AuditView| format!("/audit?user={}&action={}&outcome={}&before={}", url_escape(&q("user")), url_escape(&q("action")), url_escape(&q("outcome")), e.id)
+            show=move |list| view! {
+                <table class="list" data-testid="audit">
+                    <thead><tr><th>"When"</th><th>"Who"</th><th>"From"</th><th>"Action"</th><th>"On"</th><th>"Outcome"</th><th>"Detail"</th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|e| { let class = e.outcome.clone(); view! {
+                            <tr class=class>
+                                <td>{time(e.at)}</td>
+                                <td>{e.username}</td>
+                                <td>{e.address}</td>
+                                <td>{e.action}</td>
+                                <td>{e.target}</td>
+                                <td>{e.outcome}</td>
+                                <td>{e.detail}</td>
+                            </tr>
+                        }}).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()/>
     }
 }
 

@@ -1,4 +1,6 @@
-use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, id_param, time};
+use super::ui::{
+    ErrorLine, IfCan, PagedListing, bytes, duration, failed, general_error, id_param, time,
+};
 use crate::api::jobs::{
     CancelJob, JobKind, JobStatus, JobView, LogLine, RetryJob, get_job, list_jobs,
 };
@@ -53,38 +55,25 @@ pub fn JobsPage() -> impl IntoView {
             </select>
             <noscript><button type="submit">"Filter"</button></noscript>
         </form>
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match jobs.await {
-                    Err(e) => failed(e),
-                    Ok(list) if list.is_empty() => view! { <p class="muted">"No jobs."</p> }.into_any(),
-                    Ok(list) => {
-                        let oldest = list.last().map(|j| j.id);
-                        let full = list.len() as i64 == crate::api::PAGE;
-                        view! {
-                            <table class="list" data-testid="jobs">
-                                <thead><tr><th>"#"</th><th>"Job"</th><th>"Status"</th><th>"Started by"</th><th>"Created"</th><th>"Progress"</th></tr></thead>
-                                <tbody>
-                                    {list.into_iter().map(|j| view! {
-                                        <tr data-testid=format!("job-{}", j.id)>
-                                            <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
-                                            <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
-                                            <td>{status_badge(j.status)}</td>
-                                            <td>{j.created_by.clone()}</td>
-                                            <td>{time(j.created_at)}</td>
-                                            <td>{progress_text(&j)}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                            {(full && oldest.is_some()).then(|| view! {
-                                <p><a href=format!("/jobs?status={}&before={}", status(), oldest.unwrap_or(0))>"Older jobs →"</a></p>
-                            })}
-                        }.into_any()
-                    }
-                }
-            })}
-        </Transition>
+        <PagedListing items=jobs empty="No jobs." older="Older jobs →"
+            href=move |j: &JobView| format!("/jobs?status={}&before={}", status(), j.id)
+            show=move |list| view! {
+                <table class="list" data-testid="jobs">
+                    <thead><tr><th>"#"</th><th>"Job"</th><th>"Status"</th><th>"Started by"</th><th>"Created"</th><th>"Progress"</th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|j| view! {
+                            <tr data-testid=format!("job-{}", j.id)>
+                                <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
+                                <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
+                                <td>{status_badge(j.status)}</td>
+                                <td>{j.created_by.clone()}</td>
+                                <td>{time(j.created_at)}</td>
+                                <td>{progress_text(&j)}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()/>
     }
 }
 

@@ -2,7 +2,7 @@
 //! history, (for approvers) Approve and Reject, and (for the requester) Change and
 //! Withdraw.
 
-use super::ui::{ErrorLine, failed, general_error, id_param, time};
+use super::ui::{ErrorLine, PagedListing, failed, general_error, id_param, time};
 use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
@@ -58,38 +58,26 @@ pub fn RequestsPage() -> impl IntoView {
             <label for="mine">"Only mine"</label>
             <noscript><button type="submit">"Filter"</button></noscript>
         </form>
-        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match list.await {
-                    Err(e) => failed(e),
-                    Ok(rows) if rows.is_empty() => view! { <p class="muted">"No requests."</p> }.into_any(),
-                    Ok(rows) => {
-                        let oldest = rows.last().map(|r| r.id).unwrap_or(0);
-                        let full = rows.len() as i64 == crate::api::PAGE;
-                        let more = format!("/requests?state={}&mine={}&before={oldest}", state(), if mine() { "on" } else { "" });
-                        view! {
-                            <table class="list" data-testid="requests">
-                                <thead><tr><th>"#"</th><th>"Restore"</th><th>"State"</th><th>"Approvals"</th><th>"Requested by"</th><th>"Filed"</th><th>"Reason"</th></tr></thead>
-                                <tbody>
-                                    {rows.into_iter().map(|r| view! {
-                                        <tr data-testid=format!("request-{}", r.id)>
-                                            <td><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
-                                            <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
-                                            <td>{state_badge(r.state)}</td>
-                                            <td>{approvals_text(&r)}</td>
-                                            <td>{r.requester.clone()}</td>
-                                            <td>{time(r.created_at)}</td>
-                                            <td class="reason">{r.reason.clone()}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                            {full.then(|| view! { <p><a href=more>"Older requests →"</a></p> })}
-                        }.into_any()
-                    }
-                }
-            })}
-        </Transition>
+        <PagedListing items=list empty="No requests." older="Older requests →"
+            href=move |r: &RequestView| format!("/requests?state={}&mine={}&before={}", state(), if mine() { "on" } else { "" }, r.id)
+            show=move |rows| view! {
+                <table class="list" data-testid="requests">
+                    <thead><tr><th>"#"</th><th>"Restore"</th><th>"State"</th><th>"Approvals"</th><th>"Requested by"</th><th>"Filed"</th><th>"Reason"</th></tr></thead>
+                    <tbody>
+                        {rows.into_iter().map(|r| view! {
+                            <tr data-testid=format!("request-{}", r.id)>
+                                <td><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
+                                <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
+                                <td>{state_badge(r.state)}</td>
+                                <td>{approvals_text(&r)}</td>
+                                <td>{r.requester.clone()}</td>
+                                <td>{time(r.created_at)}</td>
+                                <td class="reason">{r.reason.clone()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()/>
     }
 }
 

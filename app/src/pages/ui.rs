@@ -203,15 +203,58 @@ where
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || {
                 let show = show.clone();
-                Suspend::new(async move {
-                    match items.await {
-                        Err(e) => failed(e),
-                        Ok(list) if list.is_empty() => view! { <p class="muted">{empty}</p> }.into_any(),
-                        Ok(list) => show(list),
-                    }
-                })
+                Suspend::new(async move { listed(items.await, empty, show) })
             }}
         </Suspense>
+    }
+}
+
+/// One page of a longer list (newest first), kept on screen while another page or
+/// filter loads; under a full page, a link `older` (its text) to the page after the
+/// last item (`href` of that item).
+#[component]
+pub fn PagedListing<T, F, H>(
+    items: Resource<Result<Vec<T>, AppError>>,
+    empty: &'static str,
+    show: F,
+    older: &'static str,
+    href: H,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    F: Fn(Vec<T>) -> AnyView + Clone + Send + Sync + 'static,
+    H: Fn(&T) -> String + Clone + Send + Sync + 'static,
+{
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let (show, href) = (show.clone(), href.clone());
+                Suspend::new(async move {
+                    listed(items.await, empty, move |list: Vec<T>| {
+                        let more = (list.len() as i64 == crate::api::PAGE)
+                            .then(|| list.last().map(&href))
+                            .flatten();
+                        view! {
+                            {show(list)}
+                            {more.map(|more| view! { <p><a href=more>{older}</a></p> })}
+                        }
+                        .into_any()
+                    })
+                })
+            }}
+        </Transition>
+    }
+}
+
+fn listed<T>(
+    result: Result<Vec<T>, AppError>,
+    empty: &'static str,
+    show: impl Fn(Vec<T>) -> AnyView,
+) -> AnyView {
+    match result {
+        Err(e) => failed(e),
+        Ok(list) if list.is_empty() => view! { <p class="muted">{empty}</p> }.into_any(),
+        Ok(list) => show(list),
     }
 }
 
