@@ -286,3 +286,40 @@ async fn repeated_failed_logins_are_slowed_down_and_audited() {
     );
     assert!(csv.contains(",login,user admin,ok,"), "{csv}");
 }
+
+/// A full page of the audit log links to the older entries, and that page holds the
+/// rest and no further link.
+#[tokio::test]
+async fn the_audit_log_pages_to_older_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, Some(ADMIN_PASSWORD));
+    let mut cookie = String::new();
+    for _ in 0..53 {
+        cookie = session_cookie(&login(&server, "admin", ADMIN_PASSWORD).await).unwrap();
+    }
+    let page = async |path: &str| {
+        let resp = client()
+            .get(server.url(path))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        page_html(&resp.text().await.unwrap()).replace("&amp;", "&")
+    };
+    let first = page("/audit?action=login").await;
+    assert_eq!(first.matches(">login<").count(), 50, "{first}");
+    let link = first
+        .find("Older entries →")
+        .map(|end| &first[..end])
+        .and_then(|before| before.rfind("href=\""))
+        .map(|start| &first[start + 6..])
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to the older entries");
+    assert!(
+        link.starts_with("/audit?user=&action=login&outcome=&before="),
+        "{link}"
+    );
+    let older = page(link).await;
+    assert_eq!(older.matches(">login<").count(), 3, "{older}");
+    assert!(!older.contains("Older entries"), "{older}");
+}
