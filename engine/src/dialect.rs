@@ -68,14 +68,20 @@ pub(crate) fn of(engine: Engine) -> &'static dyn Dialect {
 
 /// `'text'` with quotes doubled.
 fn quoted_literal(text: &[u8], out: &mut Vec<u8>) {
-    out.push(b'\'');
+    push_quoted(out, text, b'\'');
+}
+
+/// `text` between two `quote`s, each `quote` inside it doubled (SQL literals, CSV
+/// fields).
+pub(crate) fn push_quoted(out: &mut Vec<u8>, text: &[u8], quote: u8) {
+    out.push(quote);
     for &b in text {
-        if b == b'\'' {
-            out.push(b'\'');
+        if b == quote {
+            out.push(quote);
         }
         out.push(b);
     }
-    out.push(b'\'');
+    out.push(quote);
 }
 
 /// A quoted literal where it can carry the text as it is (UTF-8 without NUL), else the

@@ -520,14 +520,7 @@ fn csv_field(out: &mut Vec<u8>, s: &[u8], force_quotes: bool) {
         out.extend_from_slice(s);
         return;
     }
-    out.push(b'"');
-    for &b in s {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
+    dialect::push_quoted(out, s, b'"');
 }
 
 fn csv_value(out: &mut Vec<u8>, v: &Value) {

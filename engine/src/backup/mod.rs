@@ -59,7 +59,9 @@ trait SourceReader {
     type Db: SourceDb;
 
     /// Starts the read transaction; every later call reads inside it.
-    async fn begin(&mut self) -> Result<()>;
+    async fn begin(&mut self) -> Result<()> {
+        self.db().begin_snapshot().await
+    }
 
     /// The connection the read transaction runs on.
     fn db(&mut self) -> &mut Self::Db;

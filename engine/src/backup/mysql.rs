@@ -30,10 +30,6 @@ impl SourceReader for Reader {
     const ENGINE: Engine = Engine::Mysql;
     type Db = MyDb;
 
-    async fn begin(&mut self) -> Result<()> {
-        self.db.begin_snapshot().await
-    }
-
     fn db(&mut self) -> &mut MyDb {
         &mut self.db
     }

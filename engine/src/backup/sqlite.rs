@@ -27,10 +27,6 @@ impl SourceReader for Reader {
     const ENGINE: Engine = Engine::Sqlite;
     type Db = SqliteDb;
 
-    async fn begin(&mut self) -> Result<()> {
-        self.db.begin_snapshot().await
-    }
-
     fn db(&mut self) -> &mut SqliteDb {
         &mut self.db
     }

@@ -225,6 +225,8 @@ pub trait DiscoveredTable: Send + Sync {
 /// One engine's connection, as discovery and the console's table list use it.
 pub trait SourceDb: RunSql {
     type Table: DiscoveredTable;
+    /// Starts the read transaction (a consistent snapshot) every later read belongs to.
+    fn begin_snapshot(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Tables with their definitions; what is not carried goes to `skipped`.
     fn discover(&mut self) -> impl Future<Output = Result<Catalog<Self::Table>>> + Send;
     /// Rows of a table, and whether that is a count (PostgreSQL estimates big tables).

@@ -71,6 +71,14 @@ discovered_table!(
 impl super::SourceDb for MyDb {
     type Table = MyTableInfo;
 
+    /// Starts the one transaction every read of the backup belongs to.
+    async fn begin_snapshot(&mut self) -> Result<()> {
+        self.exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await?;
+        self.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+    }
+
     /// Base tables of the connection's database (views and sequences are skipped).
     async fn discover(&mut self) -> Result<MyCatalog> {
         let all: Vec<(String, String)> = sqlx::query_as(
@@ -129,14 +137,6 @@ impl MyDb {
             .await
             .context(|| format!("setting up the session on {display}"))?;
         Ok(MyDb { conn, display })
-    }
-
-    /// Starts the one transaction every read of the backup belongs to.
-    pub async fn begin_snapshot(&mut self) -> Result<()> {
-        self.exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await?;
-        self.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await
     }
 
     pub async fn table_exists(&mut self, name: &str) -> Result<bool> {

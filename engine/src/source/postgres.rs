@@ -5,6 +5,7 @@
 //! text format (`COPY (SELECT … ORDER BY pk) TO STDOUT`), which is lossless for every
 //! type (PostgreSQL 12+ prints floats exactly) and is what `COPY … FROM STDIN` reads back.
 
+use super::SourceDb;
 use crate::error::Context;
 use crate::model::{
     ConstraintKind, Identity, ObjectKind, PgColumn, PgConstraint, PgEnum, PgTable, Skipped,
@@ -60,6 +61,13 @@ discovered_table!(
 
 impl super::SourceDb for PgDb {
     type Table = PgTableInfo;
+
+    async fn begin_snapshot(&mut self) -> Result<()> {
+        self.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        // The snapshot is taken at the first statement.
+        self.exec("SELECT 1").await
+    }
 
     async fn discover(&mut self) -> Result<PgCatalog> {
         let mut cat = PgCatalog::default();
@@ -154,14 +162,7 @@ impl PgDb {
         Ok(PgDb { conn, display })
     }
 
-    pub async fn begin_snapshot(&mut self) -> Result<()> {
-        self.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        // The snapshot is taken at the first statement.
-        self.exec("SELECT 1").await
-    }
-
-    /// Like [`PgDb::begin_snapshot`], and returns where the snapshot sits in the
+    /// Like [`super::SourceDb::begin_snapshot`], and returns where the snapshot sits in the
     /// source's change history (None where the server cannot say, e.g. a standby or a
     /// PostgreSQL-compatible engine without these functions).
     pub async fn begin_snapshot_at(&mut self) -> Result<Option<crate::model::PgPoint>> {

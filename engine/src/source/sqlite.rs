@@ -43,6 +43,13 @@ discovered_table!(
 impl super::SourceDb for SqliteDb {
     type Table = TableInfo;
 
+    /// Starts the read transaction every later read of the backup belongs to.
+    async fn begin_snapshot(&mut self) -> Result<()> {
+        self.exec("BEGIN").await?;
+        // A deferred transaction takes its snapshot at the first read.
+        self.exec("SELECT count(*) FROM sqlite_master").await
+    }
+
     /// Tables with columns, keys, indexes and foreign keys; objects not carried (views,
     /// triggers, virtual tables) go to `skipped` with the reason.
     async fn discover(&mut self) -> Result<Catalog> {
@@ -127,13 +134,6 @@ impl SqliteDb {
     pub async fn count_rows(&mut self, table: &str) -> Result<u64> {
         self.count(&format!("SELECT count(*) FROM {}", quote(table)))
             .await
-    }
-
-    /// Starts the read transaction every later read of the backup belongs to.
-    pub async fn begin_snapshot(&mut self) -> Result<()> {
-        self.exec("BEGIN").await?;
-        // A deferred transaction takes its snapshot at the first read.
-        self.exec("SELECT count(*) FROM sqlite_master").await
     }
 
     pub async fn table_exists(&mut self, name: &str) -> Result<bool> {
