@@ -68,7 +68,7 @@ ensure_build_tools() {
   local wbg
   wbg="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
-    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock; ~2 minutes once)" \
+    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock; a few minutes once)" \
       "It needs access to crates.io; 'cargo install wasm-bindgen-cli --version $wbg' shows the error alone."
     cargo install wasm-bindgen-cli --version "$wbg"
   fi
