@@ -98,6 +98,11 @@ ensure_postgres() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql
   fi
+  # PostGIS, for the test that restores an application's whole schema (a geometry
+  # table with its extension); openssl makes the test CA of the TLS tests.
+  local v
+  v="$(ls /usr/lib/postgresql | sort -n | tail -1)"
+  apt_install "postgresql-$v-postgis-3" openssl
   # The harness runs initdb itself; the packaged cluster is not needed.
 }
 

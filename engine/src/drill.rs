@@ -355,6 +355,7 @@ async fn run_checks(
         parallel_min_bytes: restore::DEFAULT_PARALLEL_MIN_BYTES,
         at_ms: None,
         filter: Default::default(),
+        objects: Default::default(),
     };
     let plan = restore::plan(repo, &ropts).await?;
     let restored = restore::execute(repo, &plan, progress).await?;

@@ -922,6 +922,7 @@ async fn write_sqlite(
             parallel_min_bytes: u64::MAX,
             at_ms: None,
             filter: plan.filter.clone(),
+            objects: Default::default(),
         };
         let restore_plan = crate::restore::plan(repo, &opts).await?;
         let done = crate::restore::execute(repo, &restore_plan, progress).await?;

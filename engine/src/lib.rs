@@ -172,6 +172,7 @@ pub mod export;
 pub mod filter;
 pub mod merge;
 pub mod model;
+pub mod objects;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -380,6 +380,13 @@ pub struct PgTable {
     pub indexes: Vec<(String, String)>,
     /// Sequences owned by columns: (regclass text, column, last_value, is_called).
     pub sequences: Vec<(String, String, i64, bool)>,
+    /// The snapshot's schema objects its columns, defaults, checks and indexes use
+    /// ([`SchemaObject::key`]s: domains, functions, collations, extensions…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Column collations other than the type's default: (column, collation as SQL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collations: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -631,6 +638,25 @@ tablesafe_types::words! {
         /// A table's defaults, indexes and foreign keys (only some of its columns were
         /// backed up).
         Definition = "definition",
+        Extension = "extension",
+        Schema = "schema",
+        Domain = "domain",
+        /// A composite or range type.
+        Type = "type",
+        Collation = "collation",
+        Procedure = "procedure",
+        Aggregate = "aggregate",
+        Rule = "rule",
+        /// A table's row-level security switches (`ENABLE`/`FORCE`).
+        RowSecurity = "row security",
+        Policy = "policy",
+        Comment = "comment",
+        Grant = "grant",
+        /// A partition attached to its partitioned table.
+        Partition = "partition",
+        EventTrigger = "event trigger",
+        /// MySQL's scheduled events.
+        Event = "event",
         _ => Unknown,
     }
 }
@@ -646,6 +672,52 @@ impl ObjectKind {
             "TEMPORARY" | "LOCAL TEMPORARY" => ObjectKind::TemporaryTable,
             other => ObjectKind::Unknown(other.to_lowercase()),
         }
+    }
+}
+
+/// A schema object a snapshot carries besides its tables (views, functions, triggers,
+/// types, policies, grants…): a restore makes it by running its statements, in the
+/// snapshot's order, which puts what an object needs before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaObject {
+    pub kind: ObjectKind,
+    /// As the engine identifies it: `public.posint`, `public.touch()`,
+    /// `trigger touch on public.notes`.
+    pub name: String,
+    pub phase: Phase,
+    pub sql: Vec<String>,
+    /// Undoes `sql` (for objects made before the restore's transaction, which staged
+    /// loads need committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+    /// The snapshot's tables it uses: it is restored with them, and reported when some
+    /// of them are not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Other objects it needs ([`SchemaObject::key`]s), earlier in the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// An extension's version when the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl SchemaObject {
+    /// Names the object among a snapshot's objects (kind and name).
+    pub fn key(&self) -> String {
+        format!("{} {}", self.kind.as_str(), self.name)
+    }
+}
+
+tablesafe_types::words! {
+    /// When a restore makes a [`SchemaObject`].
+    pub enum Phase {
+        /// Before the tables: what their columns, defaults and checks use (extensions,
+        /// types, functions, sequences, partitioned parents).
+        Before = "before",
+        /// After the rows are loaded, so triggers do not fire on them and views,
+        /// policies and grants find their tables.
+        After = "after",
     }
 }
 
@@ -670,6 +742,9 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enums: Vec<PgEnum>,
     pub skipped: Vec<Skipped>,
+    /// Schema objects besides the tables, in the order a restore makes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<SchemaObject>,
     /// Bytes newly stored in the repository by this backup (after dedup, compression,
     /// encryption).
     pub bytes_stored: u64,

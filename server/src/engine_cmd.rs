@@ -696,6 +696,7 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
         at_ms: a.at.as_deref().map(parse_instant).transpose()?,
         filter: engine::filter::RowFilter::parse(&a.filter)?,
+        objects: Default::default(),
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {

@@ -317,6 +317,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
                 at_ms,
                 filter: engine::filter::RowFilter::parse(&conditions)?,
+                objects: Default::default(),
             };
             let plan = engine::restore::plan(&repo, &opts).await?;
             // Tables whose rows the restore drops or changes get the safety backup.

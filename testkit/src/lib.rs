@@ -13,6 +13,7 @@
 pub mod mariadb;
 pub mod notify;
 pub mod remote;
+pub mod tls;
 pub mod workload;
 
 use anyhow::{Context, Result, bail};
@@ -69,6 +70,18 @@ pub struct Postgres {
 impl Postgres {
     /// initdb + start. Takes about a second.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server that accepts TCP connections only over TLS (`hostssl` lines alone in
+    /// `pg_hba.conf`), with `ca`'s server certificate for `localhost`. The user
+    /// `certuser` (created here) logs in with a client certificate of `ca` alone
+    /// (`cert` authentication); `postgres` is trusted once the connection is encrypted.
+    pub fn start_tls(ca: &tls::TestCa) -> Result<Self> {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&tls::TestCa>) -> Result<Self> {
         let bin =
             pg_bin_dir().context("PostgreSQL is not installed (no initdb found); set PG_BIN")?;
         let as_postgres_user = is_root();
@@ -102,13 +115,16 @@ impl Postgres {
             ],
         )
         .context("initdb failed")?;
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c wal_level=logical -c max_connections=100",
             pg.port,
             path_str(pg.dir.path())?
         );
+        if let Some(ca) = ca {
+            opts.push_str(&pg.install_tls(ca, &data)?);
+        }
         let log = pg.dir.path().join("server.log");
         pg.run(
             "pg_ctl",
@@ -131,7 +147,75 @@ impl Postgres {
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         })?;
+        if ca.is_some() {
+            pg.psql("postgres", "CREATE ROLE certuser LOGIN SUPERUSER")?;
+        }
         Ok(pg)
+    }
+
+    /// Copies `ca`'s files into the data directory (owned by the server's user, the key
+    /// private to it, as PostgreSQL demands), writes a hostssl-only `pg_hba.conf`, and
+    /// returns the server options that turn TLS on.
+    fn install_tls(&self, ca: &tls::TestCa, data: &Path) -> Result<String> {
+        for (from, to) in [
+            (ca.server_cert(), "server.crt"),
+            (ca.server_key(), "server.key"),
+            (ca.ca_cert(), "root.crt"),
+        ] {
+            let dest = data.join(to);
+            std::fs::copy(&from, &dest)?;
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if self.as_postgres_user {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&dest)
+                    .status()?
+                    .success();
+                if !ok {
+                    bail!("chown of {} to postgres failed", dest.display());
+                }
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             local replication all trust\n\
+             hostssl all certuser 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl replication all 127.0.0.1/32 trust\n",
+        )?;
+        Ok(
+            " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+             -c ssl_ca_file=root.crt"
+                .to_string(),
+        )
+    }
+
+    /// Runs SQL as `postgres` over the server's Unix socket (which needs no TLS).
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                path_str(self.dir.path())?,
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-c", sql])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<()> {

@@ -10,6 +10,8 @@ pub struct Mariadb {
     dir: tempfile::TempDir,
     child: Child,
     port: u16,
+    /// TCP connections must use TLS (`require_secure_transport`).
+    tls: bool,
 }
 
 /// The account tests connect as (all privileges, from 127.0.0.1 only).
@@ -19,6 +21,17 @@ pub const PASSWORD: &str = "maria test password";
 impl Mariadb {
     /// Installs and starts a server; takes a few seconds.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server with `ca`'s certificate for `localhost` that refuses unencrypted TCP
+    /// connections (`require_secure_transport=ON`). The user `certuser` (created here,
+    /// no password) must present a client certificate of `ca` with subject `CN=certuser`.
+    pub fn start_tls(ca: &crate::tls::TestCa) -> Result<Self> {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&crate::tls::TestCa>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("tablesafe-mariadb-")
             .tempdir()?;
@@ -50,6 +63,15 @@ impl Mariadb {
         let port = crate::free_port();
         let socket = dir.path().join("sock");
         let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let tls_args = match ca {
+            Some(ca) => vec![
+                format!("--ssl-ca={}", ca.ca_cert().display()),
+                format!("--ssl-cert={}", ca.server_cert().display()),
+                format!("--ssl-key={}", ca.server_key().display()),
+                "--require-secure-transport=ON".to_string(),
+            ],
+            None => Vec::new(),
+        };
         let child = Command::new("mariadbd")
             .env("TMPDIR", &tmp)
             .arg("--no-defaults")
@@ -67,17 +89,29 @@ impl Mariadb {
                 "--collation-server=utf8mb4_general_ci",
             ])
             .args(root_user())
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting mariadbd")?;
-        let mut db = Mariadb { dir, child, port };
+        let mut db = Mariadb {
+            dir,
+            child,
+            port,
+            tls: ca.is_some(),
+        };
+        let cert_user = if ca.is_some() {
+            "CREATE USER IF NOT EXISTS 'certuser'@'127.0.0.1' REQUIRE SUBJECT '/CN=certuser'; \
+             GRANT ALL ON *.* TO 'certuser'@'127.0.0.1';"
+        } else {
+            ""
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ok = db.root_sql(&format!(
                 "CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
-                 GRANT ALL ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION;"
+                 GRANT ALL ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION; {cert_user}"
             ));
             if ok.is_ok() {
                 break;
@@ -142,6 +176,7 @@ impl Mariadb {
             .args(["-h127.0.0.1", "-u", USER])
             .arg(format!("-P{}", self.port))
             .arg(format!("-p{PASSWORD}"))
+            .args(self.client_tls())
             .args([
                 "--batch",
                 "--skip-column-names",
@@ -166,6 +201,7 @@ impl Mariadb {
             .args(["-h127.0.0.1", "-u", USER])
             .arg(format!("-P{}", self.port))
             .arg(format!("-p{PASSWORD}"))
+            .args(self.client_tls())
             .args([
                 "--skip-comments",
                 "--skip-dump-date",
@@ -187,6 +223,11 @@ impl Mariadb {
             bail!("mysqldump: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What the `mariadb` and `mysqldump` clients need to connect over TCP.
+    fn client_tls(&self) -> &'static [&'static str] {
+        if self.tls { &["--ssl"] } else { &[] }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -446,6 +446,7 @@ pub(crate) async fn plan_restore(
         parallel_min_bytes: u64::MAX,
         at_ms: req.at_ms,
         filter,
+        objects: Default::default(),
     };
     let plan = engine::restore::plan(&repo, &opts)
         .await

@@ -161,8 +161,9 @@ pub async fn set_approval_rule(
     result
 }
 
-/// Connects with the stored URL and counts tables; the error says what went wrong
-/// (unreachable host, wrong password, missing file) without the password.
+/// Connects with the stored URL, counts tables and says how the connection is protected
+/// (encrypted or not, what was verified of the server); the error says what went wrong
+/// (unreachable host, wrong password, missing file, a certificate) without the password.
 #[server(endpoint = "sources/test")]
 pub async fn test_source(id: i64) -> Result<String, AppError> {
     use crate::auth::Perm;
@@ -185,7 +186,11 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
             row.display_url
         ))),
         Ok(Err(e)) => Err(AppError::Invalid(e.to_string())),
-        Ok(Ok(tables)) => Ok(format!("Connected: {} tables.", tables.len())),
+        Ok(Ok(found)) => Ok(format!(
+            "Connected: {} tables. Connection: {}.",
+            found.tables.len(),
+            found.link
+        )),
     };
     c.audited("source.test", &format!("source {}", row.name), result)
         .await
@@ -202,10 +207,10 @@ pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
         .secrets
         .open(secrets::Kind::SourceUrl, &row.sealed_url)
         .or_internal("opening a source URL")?;
-    let tables = engine::source::inspect(&url)
+    let found = engine::source::inspect(&url)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
-    Ok(tables)
+    Ok(found.tables)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

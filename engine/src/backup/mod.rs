@@ -106,6 +106,7 @@ trait SourceReader {
 /// The selected tables of a source, planned.
 struct Planned {
     plans: Vec<Plan>,
+    objects: Vec<crate::model::SchemaObject>,
     skipped: Vec<Skipped>,
     /// PostgreSQL enum types the tables use.
     enums: Vec<PgEnum>,
@@ -120,6 +121,7 @@ struct Read {
     streamed: Vec<(Streamed, Vec<crate::model::ChunkId>)>,
     written: Written,
     bytes_stored: u64,
+    objects: Vec<crate::model::SchemaObject>,
     skipped: Vec<Skipped>,
     enums: Vec<PgEnum>,
     pg_point: Option<PgPoint>,
@@ -133,8 +135,11 @@ async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Res
     for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
         plans.push(src.plan_table(table, columns, &mut skipped)?);
     }
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    let objects = crate::objects::carried(catalog.objects, &names, &mut skipped);
     Ok(Planned {
         plans,
+        objects,
         skipped,
         enums: catalog.enums,
     })
@@ -200,6 +205,7 @@ async fn read_source<S: SourceReader>(
     }
     let Planned {
         plans,
+        objects,
         skipped,
         enums,
     } = planned;
@@ -215,6 +221,7 @@ async fn read_source<S: SourceReader>(
         streamed: streamed.into_iter().zip(chunks).collect(),
         written,
         bytes_stored,
+        objects,
         skipped,
         enums,
         pg_point: src.point(),
@@ -264,6 +271,7 @@ async fn backup_locked(
         streamed,
         written,
         bytes_stored,
+        objects,
         skipped,
         enums,
         pg_point,
@@ -324,6 +332,7 @@ async fn backup_locked(
         tables,
         enums,
         skipped,
+        objects,
         bytes_stored,
         duration_ms: started.elapsed().as_millis() as u64,
         pg_point,

@@ -36,7 +36,7 @@ pub struct ChangeStream {
 }
 
 fn stream_err(context: &str, e: impl std::fmt::Display) -> Error {
-    Error::Other(format!("{context}: {e}"))
+    Error::Other(crate::source::link::with_advice(format!("{context}: {e}")))
 }
 
 /// The replication connection's settings from a `postgres://` URL (password from the
@@ -81,17 +81,7 @@ fn config(url: &Secret<String>, slot: &str, publication: &str) -> Result<Replica
             .or_else(|| pgpass(&host, port, &database, &user))
             .unwrap_or_default(),
     };
-    let tls = match query.get("sslmode").map(String::as_str) {
-        None | Some("disable") | Some("allow") => TlsConfig::disabled(),
-        Some("prefer") => TlsConfig {
-            mode: pgwire_replication::SslMode::Prefer,
-            ..TlsConfig::disabled()
-        },
-        Some("require") => TlsConfig::require(),
-        Some("verify-ca") => TlsConfig::verify_ca(query.get("sslrootcert").map(Into::into)),
-        Some("verify-full") => TlsConfig::verify_full(query.get("sslrootcert").map(Into::into)),
-        Some(other) => return Err(Error::invalid(format!("sslmode={other} is not known"))),
-    };
+    let tls = tls_config(&query)?;
     let cfg = if host.starts_with('/') {
         ReplicationConfig::unix(host, port, user, password, database, slot, publication)
     } else {
@@ -106,6 +96,45 @@ fn config(url: &Secret<String>, slot: &str, publication: &str) -> Result<Replica
         // lets go of WAL promptly.
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(1)))
+}
+
+/// The replication connection's TLS settings, read as libpq and the SQL connection
+/// (sqlx) read them: `sslmode` (default `prefer`), `sslrootcert`, `sslcert`, `sslkey`
+/// from the URL, else the `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`
+/// environment variables.
+fn tls_config(query: &std::collections::HashMap<String, String>) -> Result<TlsConfig> {
+    use pgwire_replication::SslMode;
+    let setting = |names: &[&str], env: &str| {
+        names
+            .iter()
+            .find_map(|n| query.get(*n).cloned())
+            .or_else(|| std::env::var(env).ok())
+    };
+    let mode = setting(&["sslmode", "ssl-mode"], "PGSSLMODE");
+    let mode = match mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("disable") => SslMode::Disable,
+        // `allow` tries without TLS first; a server that insists gets TLS from
+        // `prefer` as well, so it is read as that.
+        None | Some("allow") | Some("prefer") => SslMode::Prefer,
+        Some("require") => SslMode::Require,
+        Some("verify-ca") => SslMode::VerifyCa,
+        Some("verify-full") => SslMode::VerifyFull,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "sslmode={other} is not known: use disable, prefer, require, verify-ca or verify-full"
+            )));
+        }
+    };
+    let root = setting(&["sslrootcert", "ssl-root-cert", "ssl-ca"], "PGSSLROOTCERT");
+    let cert = setting(&["sslcert", "ssl-cert"], "PGSSLCERT");
+    let key = setting(&["sslkey", "ssl-key"], "PGSSLKEY");
+    Ok(TlsConfig {
+        mode,
+        ca_pem_path: root.map(Into::into),
+        sni_hostname: None,
+        client_cert_pem_path: cert.map(Into::into),
+        client_key_pem_path: key.map(Into::into),
+    })
 }
 
 /// The password for a connection from `~/.pgpass` (or `PGPASSFILE`), as libpq finds it.

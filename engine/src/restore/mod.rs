@@ -12,7 +12,7 @@
 //! restore created are dropped (a restore killed outright can leave a
 //! `tablesafe_stage_…` table behind, which is safe to drop).
 
-use crate::model::{ConstraintKind, Engine, Identity, PgEnum};
+use crate::model::{ConstraintKind, Engine, Identity, ObjectKind, PgEnum, Phase, SchemaObject};
 use crate::model::{RowDecoder, TableEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -104,6 +104,8 @@ pub struct RestoreOptions {
     /// Only rows that pass these conditions (`--where`); all rows when empty. Every
     /// selected table must have the columns it names.
     pub filter: crate::filter::RowFilter,
+    /// Which schema objects besides the tables come along ([`crate::objects`]).
+    pub objects: crate::objects::ObjectOptions,
 }
 
 /// What `--jobs` defaults to: one loader per core, at most 4.
@@ -188,6 +190,16 @@ pub struct RestorePlan {
     pub unchanged_until_ms: Option<i64>,
     #[serde(skip)]
     pitr: Option<crate::capture::PitrBase>,
+    /// Schema objects made besides the tables (views, functions, triggers, types…), in
+    /// the order they are made.
+    pub objects: Vec<String>,
+    /// Objects that use restored tables but are not made, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects_left: Vec<String>,
+    #[serde(skip)]
+    made: Vec<crate::model::SchemaObject>,
+    #[serde(skip)]
+    object_opts: crate::objects::ObjectOptions,
 }
 
 impl PlannedTable {
@@ -376,7 +388,35 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             }
         }
     }
+    let chosen = crate::objects::chosen(
+        &snapshot.objects,
+        &snapshot
+            .tables
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>(),
+        &tables
+            .iter()
+            .map(|t| {
+                (
+                    t.source_table.clone(),
+                    t.dest_table == t.source_table,
+                    t.entry
+                        .schema
+                        .postgres
+                        .as_ref()
+                        .map(|p| p.needs.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        opts.objects,
+    );
     Ok(RestorePlan {
+        objects: chosen.objects.iter().map(|o| o.key()).collect(),
+        objects_left: chosen.left,
+        made: chosen.objects,
+        object_opts: opts.objects,
         snapshot: id,
         dest: url.display(),
         tables,
@@ -447,6 +487,7 @@ pub async fn diff(
 ) -> Result<Vec<RestoredTable>> {
     let mut merges = plan.clone();
     merges.tables.retain(|t| t.action.merge().is_some());
+    merges.made.clear();
     if merges.tables.is_empty() {
         return Ok(Vec::new());
     }

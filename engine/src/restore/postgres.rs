@@ -35,12 +35,17 @@ struct Outside {
     schemas: Vec<String>,
     types: Vec<String>,
     stages: Vec<String>,
+    /// `DROP` statements of the schema objects made, in the order they were made.
+    objects: Vec<String>,
 }
 
 impl Outside {
     async fn undo(self, db: &mut PgDb) {
         for t in self.stages {
             let _ = db.exec(&format!("DROP TABLE IF EXISTS {t}")).await;
+        }
+        for d in self.objects.into_iter().rev() {
+            let _ = db.exec(&d).await;
         }
         for t in self.types {
             let _ = db.exec(&format!("DROP TYPE IF EXISTS {t}")).await;
@@ -103,12 +108,23 @@ async fn execute(
     let (repo, plan, progress, dry) = run.parts();
     let mut outside = Outside::default();
     let mut in_transaction = false;
+    let mut object_notes: Vec<(Option<String>, String)> = Vec::new();
+    // Before anything changes: the extensions the objects need must be installable.
+    check_extensions(&mut db, plan).await?;
     let result = async {
         // Big tables first load, over several connections, into staging tables; those
-        // connections can only use committed schemas and types.
+        // connections can only use committed schemas, types and other objects.
         let mut staged: BTreeMap<String, (String, u64)> = BTreeMap::new();
         if plan.tables.iter().any(|t| t.loaders > 1) {
             create_schemas_and_types(&mut db, plan, Some(&mut outside)).await?;
+            db.exec("SET check_function_bodies = false").await?;
+            for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
+                if make_object(&mut db, o, plan.object_opts, false, &mut Vec::new()).await?
+                    && let Some(d) = &o.drop
+                {
+                    outside.objects.push(d.clone());
+                }
+            }
             for t in plan.tables.iter().filter(|t| t.loaders > 1) {
                 let (stage, rows) =
                     stage_table(repo, secret, plan, t, &mut db, &mut outside, progress).await?;
@@ -117,7 +133,12 @@ async fn execute(
         }
         db.exec("BEGIN").await?;
         in_transaction = true;
+        // As pg_dump's scripts do: a function's body may name tables made later.
+        db.exec("SET LOCAL check_function_bodies = false").await?;
         create_schemas_and_types(&mut db, plan, None).await?;
+        for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
+            make_object(&mut db, o, plan.object_opts, true, &mut object_notes).await?;
+        }
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
@@ -185,6 +206,12 @@ async fn execute(
             }
             db.exec(&sql).await?;
         }
+        // Views, triggers, policies, grants… once the rows are in: triggers do not fire
+        // on restored rows, materialized views are refreshed from them.
+        for o in plan.made.iter().filter(|o| o.phase == Phase::After) {
+            make_object(&mut db, o, plan.object_opts, true, &mut object_notes).await?;
+        }
+        attach_notes(&mut done, object_notes);
         db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
         Ok(done)
     }
@@ -196,6 +223,140 @@ async fn execute(
         outside.undo(&mut db).await;
     }
     result
+}
+
+/// The extensions the plan's objects need that the destination server cannot install:
+/// an error naming them and the package that provides each, before anything changes.
+async fn check_extensions(db: &mut PgDb, plan: &RestorePlan) -> Result<()> {
+    let mut missing = Vec::new();
+    for o in plan.made.iter().filter(|o| o.kind == ObjectKind::Extension) {
+        let available: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
+        )
+        .bind(&o.name)
+        .fetch_one(&mut db.conn)
+        .await
+        .map_err(|e| Error::Database {
+            context: format!("looking for extension {} on {}", o.name, plan.dest),
+            source: e,
+        })?;
+        if !available {
+            let version = o.version.as_deref().unwrap_or("?");
+            missing.push(format!(
+                "{} (version {version} in the backup; {})",
+                o.name,
+                extension_package(&o.name)
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the destination {} cannot install the extension(s) the backup's objects use: {}. Install them on the destination server, then restore again; nothing was changed",
+        plan.dest,
+        missing.join("; ")
+    )))
+}
+
+/// Where an extension comes from, for the message that it is missing.
+fn extension_package(name: &str) -> &'static str {
+    match name {
+        "postgis"
+        | "postgis_topology"
+        | "postgis_raster"
+        | "postgis_tiger_geocoder"
+        | "address_standardizer" => "Debian/Ubuntu package postgresql-NN-postgis-3",
+        "vector" => "Debian/Ubuntu package postgresql-NN-pgvector",
+        "timescaledb" => "package timescaledb-2-postgresql-NN from Timescale",
+        "pg_cron" => "Debian/Ubuntu package postgresql-NN-cron",
+        "pg_partman" => "Debian/Ubuntu package postgresql-NN-partman",
+        "citext" | "hstore" | "pg_trgm" | "pgcrypto" | "uuid-ossp" | "btree_gin" | "btree_gist"
+        | "ltree" | "cube" | "earthdistance" | "fuzzystrmatch" | "intarray" | "tablefunc"
+        | "unaccent" | "pg_stat_statements" | "postgres_fdw" | "isn" | "seg"
+        | "tsm_system_rows" | "bloom" | "lo" => {
+            "part of PostgreSQL's contrib modules (postgresql-contrib, included in Debian's postgresql-NN)"
+        }
+        _ => "install the package that provides it",
+    }
+}
+
+/// Makes one schema object. Inside the restore's transaction (`in_tx`) each statement
+/// runs under a savepoint: an object the destination already has is kept (its first
+/// statement fails as a duplicate), a grant to a role the destination lacks is left
+/// out with a note; any other failure fails the restore. Returns whether it was made.
+async fn make_object(
+    db: &mut PgDb,
+    o: &SchemaObject,
+    opts: crate::objects::ObjectOptions,
+    in_tx: bool,
+    notes: &mut Vec<(Option<String>, String)>,
+) -> Result<bool> {
+    use sqlx::Executor;
+    let table = o.tables.first().cloned();
+    for (i, sql) in o.sql.iter().enumerate() {
+        let grant = sql.starts_with("GRANT ") || sql.starts_with("REVOKE ");
+        if (grant && !opts.acl) || (!opts.refresh && sql.starts_with("REFRESH MATERIALIZED VIEW")) {
+            continue;
+        }
+        if in_tx {
+            db.exec("SAVEPOINT tablesafe_object").await?;
+        }
+        let result = db.conn.execute(sql.as_str()).await;
+        let code = match &result {
+            Ok(_) => None,
+            Err(e) => Some(
+                e.as_database_error()
+                    .and_then(|d| d.code())
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            ),
+        };
+        if in_tx {
+            db.exec(if code.is_some() {
+                "ROLLBACK TO SAVEPOINT tablesafe_object"
+            } else {
+                "RELEASE SAVEPOINT tablesafe_object"
+            })
+            .await?;
+        }
+        let Err(e) = result else { continue };
+        let code = code.unwrap_or_default();
+        let duplicate = matches!(code.as_str(), "42710" | "42723" | "42P07" | "42P06");
+        if i == 0 && duplicate {
+            if !matches!(o.kind, ObjectKind::Schema | ObjectKind::Extension) {
+                notes.push((
+                    table,
+                    format!("kept the destination's existing {} {}", o.kind, o.name),
+                ));
+            }
+            return Ok(false);
+        }
+        if (grant || o.kind == ObjectKind::Policy) && code == "42704" {
+            notes.push((
+                table.clone(),
+                format!("not restored: {sql} ({e}); create the role and grant again, or restore without grants"),
+            ));
+            continue;
+        }
+        return Err(Error::Database {
+            context: format!("making {} {}: {sql}", o.kind, o.name),
+            source: e,
+        });
+    }
+    Ok(true)
+}
+
+/// Notes about objects go with the restored table they belong to, else the first.
+fn attach_notes(done: &mut [RestoredTable], notes: Vec<(Option<String>, String)>) {
+    for (table, note) in notes {
+        let i = table
+            .and_then(|t| done.iter().position(|d| d.table == t))
+            .unwrap_or(0);
+        if let Some(d) = done.get_mut(i) {
+            d.notes.push(note);
+        }
+    }
 }
 
 /// Loads a big table over several connections into a new staging table next to its
@@ -453,7 +614,13 @@ async fn restore_pg_table(
                 } else {
                     regclass.clone()
                 };
-                db.exec(&format!("CREATE SEQUENCE IF NOT EXISTS {target}"))
+                // A serial's sequence has the column's type (serial: integer).
+                let ty = col
+                    .map(|c| c.type_sql.as_str())
+                    .filter(|t| matches!(*t, "smallint" | "integer" | "bigint"))
+                    .map(|t| format!(" AS {t}"))
+                    .unwrap_or_default();
+                db.exec(&format!("CREATE SEQUENCE IF NOT EXISTS {target}{ty}"))
                     .await?;
                 renames.push((regclass.clone(), target.clone()));
                 seq_targets.push((target, String::new(), *last, *called));

@@ -90,7 +90,9 @@ macro_rules! connection_statements {
     };
 }
 
+pub mod link;
 pub mod mysql;
+mod pg_schema;
 pub mod postgres;
 pub mod sqlite;
 
@@ -151,21 +153,40 @@ impl SourceUrl {
 
 pub use tablesafe_types::TableSummary;
 
+/// What [`inspect`] finds: the tables a backup would take, and how the connection to
+/// the source is protected.
+#[derive(Debug)]
+pub struct Inspection {
+    pub tables: Vec<TableSummary>,
+    pub link: link::Link,
+}
+
 /// Connects to a source and lists its tables (what a backup would take), read-only.
-pub async fn inspect(url: &Secret<String>) -> Result<Vec<TableSummary>> {
+pub async fn inspect(url: &Secret<String>) -> Result<Inspection> {
     let parsed = SourceUrl::parse(url)?;
     match &parsed {
-        SourceUrl::Sqlite(path) => summarize(sqlite::SqliteDb::open_read(path).await?).await,
+        SourceUrl::Sqlite(path) => Ok(Inspection {
+            tables: summarize(&mut sqlite::SqliteDb::open_read(path).await?).await?,
+            link: link::Link::LocalFile,
+        }),
         SourceUrl::Mysql(secret) => {
-            summarize(mysql::MyDb::connect(secret, parsed.display()).await?).await
+            let mut db = mysql::MyDb::connect(secret, parsed.display()).await?;
+            Ok(Inspection {
+                link: db.link().await?,
+                tables: summarize(&mut db).await?,
+            })
         }
         SourceUrl::Postgres(secret) => {
-            summarize(postgres::PgDb::connect(secret, parsed.display()).await?).await
+            let mut db = postgres::PgDb::connect(secret, parsed.display()).await?;
+            Ok(Inspection {
+                link: db.link().await?,
+                tables: summarize(&mut db).await?,
+            })
         }
     }
 }
 
-async fn summarize<D: SourceDb>(mut db: D) -> Result<Vec<TableSummary>> {
+async fn summarize<D: SourceDb>(db: &mut D) -> Result<Vec<TableSummary>> {
     let catalog = db.discover().await?;
     let mut out = Vec::new();
     for t in &catalog.tables {
@@ -181,11 +202,13 @@ async fn summarize<D: SourceDb>(mut db: D) -> Result<Vec<TableSummary>> {
     Ok(out)
 }
 
-/// What discovery finds in a source: its tables, in catalog order, the objects a
-/// backup does not carry (with the reason), and PostgreSQL's enum types.
+/// What discovery finds in a source: its tables, in catalog order, its other schema
+/// objects in the order a restore makes them, the objects a backup does not carry
+/// (with the reason), and PostgreSQL's enum types.
 #[derive(Debug)]
 pub struct Catalog<T> {
     pub tables: Vec<T>,
+    pub objects: Vec<crate::model::SchemaObject>,
     pub skipped: Vec<crate::model::Skipped>,
     pub enums: Vec<crate::model::PgEnum>,
 }
@@ -194,6 +217,7 @@ impl<T> Default for Catalog<T> {
     fn default() -> Self {
         Catalog {
             tables: Vec::new(),
+            objects: Vec::new(),
             skipped: Vec::new(),
             enums: Vec::new(),
         }

@@ -103,6 +103,7 @@ impl super::SourceDb for MyDb {
         }
         Ok(MyCatalog {
             tables,
+            objects: Vec::new(),
             skipped,
             enums: Vec::new(),
         })
@@ -116,6 +117,10 @@ impl super::SourceDb for MyDb {
 pub struct MyDb {
     pub conn: MySqlConnection,
     pub display: String,
+    /// What `ssl-mode` asked to check of the server's certificate.
+    verified: super::link::Verified,
+    /// Connected over a Unix socket.
+    socket: bool,
 }
 
 connection_statements!(MyDb, db => db.display);
@@ -130,13 +135,54 @@ impl MyDb {
         let opts = MySqlConnectOptions::from_str(&normalized)
             .map_err(|e| Error::invalid(format!("bad MySQL URL {display}: {e}")))?
             .disable_statement_logging();
-        let mut conn = MySqlConnection::connect_with(&opts)
-            .await
-            .context(|| format!("connecting to {display}"))?;
+        use super::link::Verified;
+        use sqlx::mysql::MySqlSslMode;
+        let verified = match opts.get_ssl_mode() {
+            MySqlSslMode::VerifyIdentity => Verified::CaAndHost,
+            MySqlSslMode::VerifyCa => Verified::Ca,
+            _ => Verified::Nothing,
+        };
+        let socket = opts.get_socket().is_some();
+        super::link::tls_ready();
+        let plain = matches!(opts.get_ssl_mode(), MySqlSslMode::Disabled);
+        let mut conn = MySqlConnection::connect_with(&opts).await.map_err(|e| {
+            let mut msg = super::link::with_advice(e.to_string().replace(raw, &display));
+            // MariaDB refuses plain connections under require_secure_transport with
+            // the same "Access denied" as a wrong password.
+            if plain && msg.contains("Access denied") {
+                msg.push_str(". If the server accepts only encrypted connections (require_secure_transport), remove ssl-mode=DISABLED from the URL, or better use ssl-mode=VERIFY_IDENTITY with ssl-ca.");
+            }
+            Error::invalid(format!("cannot connect to {display}: {msg}"))
+        })?;
         conn.execute(SESSION)
             .await
             .context(|| format!("setting up the session on {display}"))?;
-        Ok(MyDb { conn, display })
+        Ok(MyDb {
+            conn,
+            display,
+            verified,
+            socket,
+        })
+    }
+
+    /// Whether this connection is encrypted, and what was verified of the server.
+    pub async fn link(&mut self) -> Result<super::link::Link> {
+        use super::link::Link;
+        if self.socket {
+            return Ok(Link::LocalSocket);
+        }
+        let version: Option<(String, String)> =
+            sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                .fetch_optional(&mut self.conn)
+                .await
+                .context(|| format!("reading Ssl_version on {}", self.display))?;
+        Ok(match version {
+            Some((_, v)) if !v.is_empty() => Link::Encrypted {
+                protocol: v,
+                verified: self.verified,
+            },
+            _ => Link::Plain,
+        })
     }
 
     pub async fn table_exists(&mut self, name: &str) -> Result<bool> {

@@ -7,9 +7,7 @@
 
 use super::SourceDb;
 use crate::error::Context;
-use crate::model::{
-    ConstraintKind, Identity, ObjectKind, PgColumn, PgConstraint, PgEnum, PgTable, Skipped,
-};
+use crate::model::{ConstraintKind, Identity, PgColumn, PgConstraint, PgEnum, PgTable};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use futures::{Stream, StreamExt};
@@ -37,6 +35,10 @@ pub fn split_name(name: &str) -> (String, String) {
 pub struct PgDb {
     pub conn: PgConnection,
     pub display: String,
+    /// What `sslmode` asked to check of the server's certificate.
+    verified: super::link::Verified,
+    /// Connected over a Unix socket.
+    socket: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,32 +73,25 @@ impl super::SourceDb for PgDb {
 
     async fn discover(&mut self) -> Result<PgCatalog> {
         let mut cat = PgCatalog::default();
-        let rels: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
-            "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} ORDER BY 2, 3"
+        let rels: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+            "SELECT c.oid::int8, n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r' AND {USER_SCHEMAS} AND NOT EXISTS (
+               SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
+             ORDER BY 2, 3"
         ))
         .fetch_all(&mut self.conn)
         .await
         .context(|| "reading pg_class".into())?;
-        for (oid, schema, name, kind) in rels {
-            match kind.as_str() {
-                "r" => cat.tables.push(self.table(oid, &schema, &name).await?),
-                other => cat.skipped.push(Skipped {
-                    kind: match other {
-                        "v" => ObjectKind::View,
-                        "m" => ObjectKind::MaterializedView,
-                        "p" => ObjectKind::PartitionedTable,
-                        _ => ObjectKind::ForeignTable,
-                    },
-                    name: format!("{schema}.{name}"),
-                    reason: "not carried yet".into(),
-                }),
-            }
+        let mut tables = Vec::new();
+        for (oid, schema, name) in rels {
+            tables.push((oid, self.table(oid, &schema, &name).await?));
         }
         let enums: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
             "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
              FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
-             WHERE {USER_SCHEMAS} GROUP BY 1, 2 ORDER BY 1, 2"
+             WHERE {USER_SCHEMAS} AND NOT EXISTS (
+               SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+             GROUP BY 1, 2 ORDER BY 1, 2"
         ))
         .fetch_all(&mut self.conn)
         .await
@@ -109,26 +104,8 @@ impl super::SourceDb for PgDb {
                 labels,
             })
             .collect();
-        let others: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT 'function', n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS}
-             UNION ALL
-             SELECT 'sequence', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND NOT EXISTS (
-                 SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
-             UNION ALL
-             SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS}
-             ORDER BY 1, 2"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .context(|| "reading functions and triggers".into())?;
-        cat.skipped
-            .extend(others.into_iter().map(|(kind, name)| Skipped {
-                kind: kind.as_str().into(),
-                name,
-                reason: "not carried yet".into(),
-            }));
+        cat.objects = super::pg_schema::discover(self, &mut tables, &mut cat.skipped).await?;
+        cat.tables = tables.into_iter().map(|(_, t)| t).collect();
         Ok(cat)
     }
 
@@ -147,8 +124,9 @@ connection_statements!(PgDb, db => db.display);
 impl PgDb {
     pub async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
         // sqlx errors may quote the URL; keep the password out of messages.
+        super::link::tls_ready();
         let clean = |e: sqlx::Error| {
-            let msg = e.to_string().replace(url.expose(), &display);
+            let msg = super::link::with_advice(e.to_string().replace(url.expose(), &display));
             Error::invalid(format!("cannot connect to {display}: {msg}"))
         };
         // A backup reads whole tables: sqlx's "slow statement" warnings would only be
@@ -158,8 +136,42 @@ impl PgDb {
             .parse::<PgConnectOptions>()
             .map_err(clean)?
             .disable_statement_logging();
+        use super::link::Verified;
+        use sqlx::postgres::PgSslMode;
+        let verified = match opts.get_ssl_mode() {
+            PgSslMode::VerifyFull => Verified::CaAndHost,
+            PgSslMode::VerifyCa => Verified::Ca,
+            _ => Verified::Nothing,
+        };
+        let socket = opts.get_socket().is_some() || opts.get_host().starts_with('/');
         let conn = PgConnection::connect_with(&opts).await.map_err(clean)?;
-        Ok(PgDb { conn, display })
+        Ok(PgDb {
+            conn,
+            display,
+            verified,
+            socket,
+        })
+    }
+
+    /// Whether this connection is encrypted, and what was verified of the server.
+    pub async fn link(&mut self) -> Result<super::link::Link> {
+        use super::link::Link;
+        if self.socket {
+            return Ok(Link::LocalSocket);
+        }
+        let ssl: Option<(bool, Option<String>)> = sqlx::query_as(
+            "SELECT ssl, version::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(&mut self.conn)
+        .await
+        .context(|| format!("reading pg_stat_ssl on {}", self.display))?;
+        Ok(match ssl {
+            Some((true, version)) => Link::Encrypted {
+                protocol: version.unwrap_or_else(|| "TLS".into()),
+                verified: self.verified,
+            },
+            _ => Link::Plain,
+        })
     }
 
     /// Like [`super::SourceDb::begin_snapshot`], and returns where the snapshot sits in the
@@ -335,7 +347,12 @@ impl PgDb {
             .context(|| format!("setting sequence {sequence}"))
     }
 
-    async fn table(&mut self, oid: i64, schema: &str, name: &str) -> Result<PgTableInfo> {
+    pub(super) async fn table(
+        &mut self,
+        oid: i64,
+        schema: &str,
+        name: &str,
+    ) -> Result<PgTableInfo> {
         let what = || format!("reading the definition of {schema}.{name}");
         let cols: Vec<(String, String, bool, Option<String>, String, String)> = sqlx::query_as(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
@@ -363,7 +380,7 @@ impl PgDb {
             .collect::<Result<_>>()?;
         let constraints: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
-             WHERE conrelid = $1::int8::oid ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2 ELSE 3 END, conname",
+             WHERE conrelid = $1::int8::oid AND conislocal AND conparentid = 0 ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2 ELSE 3 END, conname",
         )
         .bind(oid)
         .fetch_all(&mut self.conn)
@@ -381,6 +398,7 @@ impl PgDb {
         let indexes: Vec<(String, String)> = sqlx::query_as(
             "SELECT c.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
              WHERE i.indrelid = $1::int8::oid AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
              ORDER BY 1",
         )
         .bind(oid)
@@ -415,6 +433,15 @@ impl PgDb {
                     .context(what)?;
             sequences.push((regclass, column, last, called));
         }
+        let collations: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, a.attcollation::regcollation::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attcollation <> 0 AND a.attcollation <> t.typcollation ORDER BY a.attnum",
+        )
+        .bind(oid)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?;
         let data_columns = columns
             .iter()
             .filter(|c| c.generated.is_none())
@@ -437,6 +464,8 @@ impl PgDb {
                     .collect(),
                 indexes,
                 sequences,
+                needs: Vec::new(),
+                collations,
             },
             pk,
             data_columns,
@@ -555,6 +584,9 @@ pub fn create_table_sql(
     let defs: Vec<String> = restored_columns(t, columns)
         .map(|c| {
             let mut s = format!("{} {}", quote(&c.name), c.type_sql);
+            if let Some((_, collation)) = t.collations.iter().find(|(n, _)| n == &c.name) {
+                s.push_str(&format!(" COLLATE {collation}"));
+            }
             if let Some(g) = &c.generated {
                 s.push_str(&format!(" GENERATED ALWAYS AS ({g}) STORED"));
             }

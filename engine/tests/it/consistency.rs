@@ -425,6 +425,7 @@ async fn restore_pg(repo: &Repository, id: &str, url: &str, jobs: usize, paralle
         parallel_min_bytes,
         at_ms: None,
         filter: Default::default(),
+        objects: Default::default(),
     };
     let plan = engine::restore::plan(repo, &opts).await.unwrap();
     engine::restore::execute(repo, &plan, &NoProgress)

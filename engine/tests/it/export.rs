@@ -739,6 +739,7 @@ async fn postgres_tables_export_and_load_back_with_postgres_own_tools() {
         at_ms: None,
         filter: RowFilter::parse(&["id > 100".into(), "id <= 200".into(), "qty != 150".into()])
             .unwrap(),
+        objects: Default::default(),
     };
     let done = restore(&repo, &opts).await.unwrap();
     assert_eq!(done[0].rows, 99);

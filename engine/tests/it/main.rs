@@ -16,5 +16,7 @@ mod prune;
 mod remote;
 mod repair;
 mod roundtrip_prop;
+mod schema;
 mod sqlite_capture;
 mod support;
+mod tls;

@@ -229,6 +229,7 @@ async fn merges_into_a_postgres_table_do_what_their_diff_says() {
         at_ms: None,
         filter: RowFilter::parse(&filter.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap(),
+        objects: Default::default(),
     };
 
     // Upsert: a json value differing only in spacing and a float in its last digits

@@ -66,6 +66,7 @@ fn restore_into(url: &str, snapshot: &str, mode: Mode) -> RestoreOptions {
         parallel_min_bytes: u64::MAX,
         at_ms: None,
         filter: Default::default(),
+        objects: Default::default(),
     }
 }
 

@@ -238,6 +238,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
             parallel_min_bytes: u64::MAX,
             at_ms: Some(if i == 2 { at + 999 } else { *at }),
             filter: Default::default(),
+            objects: Default::default(),
         };
         let plan = engine::restore::plan(&repo, &r).await.unwrap();
         assert_eq!(plan.snapshot, base.id, "the only snapshot is the base");
@@ -270,6 +271,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         parallel_min_bytes: u64::MAX,
         at_ms: Some(instants[0].0),
         filter: Default::default(),
+        objects: Default::default(),
     };
     let err = engine::restore::plan(&repo, &r)
         .await
@@ -334,6 +336,7 @@ async fn restore_at_an_instant_gives_exactly_the_rows_committed_then() {
         parallel_min_bytes: u64::MAX,
         at_ms: Some(instants[2].0),
         filter: Default::default(),
+        objects: Default::default(),
     };
     let plan = engine::restore::plan(&repo, &r).await.unwrap();
     assert!(
@@ -488,6 +491,7 @@ async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
         parallel_min_bytes: u64::MAX,
         at_ms: Some(at_ms),
         filter: Default::default(),
+        objects: Default::default(),
     };
     let dest = pg.create_database("after").unwrap();
     crate::support::restore(&repo, &restore_at(at, dest.clone()))

@@ -69,6 +69,7 @@ pub fn restore_opts(dest: &Path) -> RestoreOptions {
         parallel_min_bytes: u64::MAX,
         at_ms: None,
         filter: Default::default(),
+        objects: Default::default(),
     }
 }
 

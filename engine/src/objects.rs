@@ -1,0 +1,297 @@
+//! Which schema objects (views, functions, triggers, types, policies, grants… — see
+//! [`SchemaObject`]) a backup carries and a restore makes, for any engine.
+//!
+//! A backup carries the objects whose tables it takes (all of them, counting the
+//! tables of the objects they need); the others are listed as skipped, with the table
+//! they miss. A restore of the whole snapshot makes every object. A restore of some
+//! tables makes what those tables need (their types, functions used in defaults and
+//! checks, extensions…) and, unless told not to, the objects that use only restored
+//! tables (their triggers, policies, views over them alone); an object that also uses
+//! a table left out, or one restored under another name, is reported by name.
+
+use crate::model::{SchemaObject, Skipped};
+use std::collections::{BTreeSet, HashMap};
+
+/// What a restore makes besides the tables' rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectOptions {
+    /// Objects that use only restored tables (triggers, policies, views, grants)
+    /// come along (`--no-dependents` leaves them out).
+    pub dependents: bool,
+    /// `GRANT`s are restored (`--no-acl` leaves them out); a grant to a role the
+    /// destination lacks is reported and left out either way.
+    pub acl: bool,
+    /// Materialized views are refreshed after the load (`--no-refresh`: left empty,
+    /// to be refreshed later).
+    pub refresh: bool,
+}
+
+impl Default for ObjectOptions {
+    fn default() -> Self {
+        ObjectOptions {
+            dependents: true,
+            acl: true,
+            refresh: true,
+        }
+    }
+}
+
+/// The tables each object uses, its own and those of everything it needs.
+fn all_tables(objects: &[SchemaObject]) -> Vec<BTreeSet<String>> {
+    let index: HashMap<String, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.key(), i))
+        .collect();
+    let mut memo: Vec<Option<BTreeSet<String>>> = vec![None; objects.len()];
+    fn walk(
+        i: usize,
+        objects: &[SchemaObject],
+        index: &HashMap<String, usize>,
+        memo: &mut Vec<Option<BTreeSet<String>>>,
+        path: &mut Vec<usize>,
+    ) -> BTreeSet<String> {
+        if let Some(t) = &memo[i] {
+            return t.clone();
+        }
+        let mut out: BTreeSet<String> = objects[i].tables.iter().cloned().collect();
+        if path.contains(&i) {
+            return out;
+        }
+        path.push(i);
+        for n in &objects[i].needs {
+            if let Some(&j) = index.get(n) {
+                out.extend(walk(j, objects, index, memo, path));
+            }
+        }
+        path.pop();
+        memo[i] = Some(out.clone());
+        out
+    }
+    (0..objects.len())
+        .map(|i| walk(i, objects, &index, &mut memo, &mut Vec::new()))
+        .collect()
+}
+
+/// The objects a backup of `tables` carries; the others go to `skipped`.
+pub fn carried(
+    objects: Vec<SchemaObject>,
+    tables: &[&str],
+    skipped: &mut Vec<Skipped>,
+) -> Vec<SchemaObject> {
+    let uses = all_tables(&objects);
+    let mut out = Vec::with_capacity(objects.len());
+    for (o, used) in objects.into_iter().zip(uses) {
+        match used.iter().find(|t| !tables.contains(&t.as_str())) {
+            None => out.push(o),
+            Some(missing) => skipped.push(Skipped {
+                kind: o.kind.clone(),
+                name: o.name,
+                reason: format!("uses table {missing}, which this backup does not take"),
+            }),
+        }
+    }
+    out
+}
+
+/// What a restore makes of a snapshot's objects.
+#[derive(Debug, Clone, Default)]
+pub struct Chosen {
+    /// In the snapshot's order.
+    pub objects: Vec<SchemaObject>,
+    /// Objects that use restored tables and are not made, with why.
+    pub left: Vec<String>,
+}
+
+/// The objects a restore makes. `snapshot_tables` are all the snapshot's tables;
+/// `restored` the ones restored, with whether each keeps its name and the objects it
+/// needs (its table definition's `needs`).
+pub fn chosen(
+    objects: &[SchemaObject],
+    snapshot_tables: &[String],
+    restored: &[(String, bool, Vec<String>)],
+    opts: ObjectOptions,
+) -> Chosen {
+    let whole = restored.len() == snapshot_tables.len() && restored.iter().all(|r| r.1);
+    let index: HashMap<String, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.key(), i))
+        .collect();
+    let uses = all_tables(objects);
+    let kept: BTreeSet<&str> = restored
+        .iter()
+        .filter(|r| r.1)
+        .map(|r| r.0.as_str())
+        .collect();
+    let renamed: BTreeSet<&str> = restored
+        .iter()
+        .filter(|r| !r.1)
+        .map(|r| r.0.as_str())
+        .collect();
+    let mut take = vec![false; objects.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    if whole && opts.dependents {
+        stack.extend(0..objects.len());
+    } else {
+        for (i, used) in uses.iter().enumerate() {
+            if opts.dependents && !used.is_empty() && used.iter().all(|t| kept.contains(t.as_str()))
+            {
+                stack.push(i);
+            }
+        }
+        for (_, _, needs) in restored {
+            stack.extend(needs.iter().filter_map(|n| index.get(n)));
+        }
+    }
+    while let Some(i) = stack.pop() {
+        if take[i] {
+            continue;
+        }
+        take[i] = true;
+        stack.extend(objects[i].needs.iter().filter_map(|n| index.get(n)));
+    }
+    let mut out = Chosen::default();
+    for (i, o) in objects.iter().enumerate() {
+        if take[i] {
+            out.objects.push(o.clone());
+            continue;
+        }
+        let used = &uses[i];
+        if !used
+            .iter()
+            .any(|t| kept.contains(t.as_str()) || renamed.contains(t.as_str()))
+        {
+            continue;
+        }
+        let why = if let Some(t) = used.iter().find(|t| renamed.contains(t.as_str())) {
+            format!("{t} is restored under another name")
+        } else if let Some(t) = used.iter().find(|t| !kept.contains(t.as_str())) {
+            format!("it also uses {t}, which is not restored")
+        } else {
+            "dependent objects were left out (--no-dependents)".to_string()
+        };
+        out.left
+            .push(format!("{} {} not restored: {why}", o.kind, o.name));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectKind, Phase};
+
+    fn obj(kind: ObjectKind, name: &str, tables: &[&str], needs: &[&str]) -> SchemaObject {
+        SchemaObject {
+            kind,
+            name: name.into(),
+            phase: Phase::After,
+            sql: vec![],
+            drop: None,
+            tables: tables.iter().map(|s| s.to_string()).collect(),
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            version: None,
+        }
+    }
+
+    fn names(c: &Chosen) -> Vec<String> {
+        c.objects.iter().map(|o| o.name.clone()).collect()
+    }
+
+    #[test]
+    fn some_tables_bring_what_they_need_and_what_uses_only_them() {
+        let objects = vec![
+            obj(ObjectKind::Extension, "citext", &[], &[]),
+            obj(ObjectKind::Domain, "public.posint", &[], &[]),
+            obj(ObjectKind::Function, "public.touch()", &[], &[]),
+            obj(
+                ObjectKind::Trigger,
+                "touch on public.a",
+                &["public.a"],
+                &["function public.touch()"],
+            ),
+            obj(
+                ObjectKind::View,
+                "public.ab",
+                &["public.a", "public.b"],
+                &[],
+            ),
+            obj(ObjectKind::View, "public.over_ab", &[], &["view public.ab"]),
+            obj(ObjectKind::View, "public.only_b", &["public.b"], &[]),
+        ];
+        let all = vec!["public.a".to_string(), "public.b".to_string()];
+        let a_needs = vec!["extension citext".to_string()];
+        let c = chosen(
+            &objects,
+            &all,
+            &[("public.a".into(), true, a_needs.clone())],
+            ObjectOptions::default(),
+        );
+        assert_eq!(names(&c), ["citext", "public.touch()", "touch on public.a"]);
+        assert_eq!(
+            c.left,
+            [
+                "view public.ab not restored: it also uses public.b, which is not restored",
+                "view public.over_ab not restored: it also uses public.b, which is not restored"
+            ]
+        );
+        // Without dependents: what the table needs, nothing else.
+        let c = chosen(
+            &objects,
+            &all,
+            &[("public.a".into(), true, a_needs)],
+            ObjectOptions {
+                dependents: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(names(&c), ["citext"]);
+        // The whole snapshot: everything, standalone objects included.
+        let c = chosen(
+            &objects,
+            &all,
+            &[
+                ("public.a".into(), true, vec![]),
+                ("public.b".into(), true, vec![]),
+            ],
+            ObjectOptions::default(),
+        );
+        assert_eq!(c.objects.len(), objects.len());
+        // A renamed table keeps what it needs but not its dependents.
+        let c = chosen(
+            &objects,
+            &all,
+            &[("public.a".into(), false, vec![])],
+            ObjectOptions::default(),
+        );
+        assert!(names(&c).is_empty());
+        assert!(
+            c.left[0].contains("public.a is restored under another name"),
+            "{:?}",
+            c.left
+        );
+    }
+
+    #[test]
+    fn a_backup_of_some_tables_skips_objects_that_use_others() {
+        let objects = vec![
+            obj(
+                ObjectKind::View,
+                "public.ab",
+                &["public.a", "public.b"],
+                &[],
+            ),
+            obj(ObjectKind::View, "public.over_ab", &[], &["view public.ab"]),
+            obj(ObjectKind::Function, "public.f()", &[], &[]),
+        ];
+        let mut skipped = Vec::new();
+        let kept = carried(objects, &["public.a"], &mut skipped);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(
+            skipped[1].reason,
+            "uses table public.b, which this backup does not take"
+        );
+    }
+}
