@@ -99,10 +99,11 @@ ensure_postgres() {
     apt_install postgresql
   fi
   # PostGIS, for the test that restores an application's whole schema (a geometry
-  # table with its extension); openssl makes the test CA of the TLS tests.
+  # table with its extension); openssl makes the test CA of the TLS tests; the sqlite3
+  # shell's .dump is what SQLite restores are compared with.
   local v
   v="$(ls /usr/lib/postgresql | sort -n | tail -1)"
-  apt_install "postgresql-$v-postgis-3" openssl
+  apt_install "postgresql-$v-postgis-3" openssl sqlite3
   # The harness runs initdb itself; the packaged cluster is not needed.
 }
 

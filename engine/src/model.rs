@@ -657,6 +657,8 @@ tablesafe_types::words! {
         EventTrigger = "event trigger",
         /// MySQL's scheduled events.
         Event = "event",
+        /// A database setting (SQLite's `user_version`, `application_id`).
+        Setting = "setting",
         _ => Unknown,
     }
 }

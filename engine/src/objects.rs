@@ -24,6 +24,9 @@ pub struct ObjectOptions {
     /// Materialized views are refreshed after the load (`--no-refresh`: left empty,
     /// to be refreshed later).
     pub refresh: bool,
+    /// MySQL's scheduled events are made too (`--events`; off by default, as with
+    /// mysqldump: a restored copy should not start running the source's jobs).
+    pub events: bool,
 }
 
 impl Default for ObjectOptions {
@@ -32,6 +35,7 @@ impl Default for ObjectOptions {
             dependents: true,
             acl: true,
             refresh: true,
+            events: false,
         }
     }
 }
@@ -153,6 +157,13 @@ pub fn chosen(
     }
     let mut out = Chosen::default();
     for (i, o) in objects.iter().enumerate() {
+        if take[i] && o.kind == crate::model::ObjectKind::Event && !opts.events {
+            out.left.push(format!(
+                "event {} not restored: events are restored only when asked (--events)",
+                o.name
+            ));
+            continue;
+        }
         if take[i] {
             out.objects.push(o.clone());
             continue;
@@ -175,6 +186,46 @@ pub fn chosen(
             .push(format!("{} {} not restored: {why}", o.kind, o.name));
     }
     out
+}
+
+/// The objects in an order where each comes after what it needs (discovery order
+/// otherwise); a cycle keeps discovery order.
+pub fn order(objects: Vec<SchemaObject>) -> Vec<SchemaObject> {
+    let index: HashMap<String, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.key(), i))
+        .collect();
+    let mut placed = vec![false; objects.len()];
+    let mut out = Vec::with_capacity(objects.len());
+    fn visit(
+        i: usize,
+        objects: &[SchemaObject],
+        index: &HashMap<String, usize>,
+        placed: &mut [bool],
+        visiting: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) {
+        if placed[i] || visiting.contains(&i) {
+            return;
+        }
+        visiting.push(i);
+        for n in &objects[i].needs {
+            if let Some(&j) = index.get(n) {
+                visit(j, objects, index, placed, visiting, out);
+            }
+        }
+        visiting.pop();
+        if !placed[i] {
+            placed[i] = true;
+            out.push(i);
+        }
+    }
+    for i in 0..objects.len() {
+        visit(i, &objects, &index, &mut placed, &mut Vec::new(), &mut out);
+    }
+    let mut slots: Vec<Option<SchemaObject>> = objects.into_iter().map(Some).collect();
+    out.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 #[cfg(test)]

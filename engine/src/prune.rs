@@ -462,6 +462,7 @@ mod tests {
             tables: Vec::new(),
             enums: Vec::new(),
             skipped: Vec::new(),
+            objects: Vec::new(),
             bytes_stored: 0,
             duration_ms: 0,
             pg_point: Some(PgPoint {

@@ -225,6 +225,32 @@ impl Mariadb {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `database`'s schema as `mysqldump --no-data --routines --triggers --events`
+    /// writes it (without comments and dates).
+    pub fn dump_schema(&self, database: &str) -> Result<String> {
+        let out = Command::new("mysqldump")
+            .arg("--no-defaults")
+            .args(["-h127.0.0.1", "-u", USER])
+            .arg(format!("-P{}", self.port))
+            .arg(format!("-p{PASSWORD}"))
+            .args(self.client_tls())
+            .args([
+                "--skip-comments",
+                "--skip-dump-date",
+                "--no-data",
+                "--routines",
+                "--triggers",
+                "--events",
+                database,
+            ])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("mysqldump: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// What the `mariadb` and `mysqldump` clients need to connect over TCP.
     fn client_tls(&self) -> &'static [&'static str] {
         if self.tls { &["--ssl"] } else { &[] }

@@ -47,6 +47,8 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
     }
     let tag = crate::repo::crypto::hex(&rand::random::<[u8; 4]>());
     let mut staged: Vec<(usize, String)> = Vec::new();
+    // `DROP` statements of the objects made, undone if the restore fails.
+    let mut made: Vec<String> = Vec::new();
     let result = async {
         let mut done = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
@@ -108,6 +110,16 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
             return Ok(restored);
         }
         db.exec("COMMIT").await?;
+        // Routines need no table: made before the tables appear.
+        let current = current_user(&mut db).await?;
+        let mut object_notes = Vec::new();
+        for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
+            if make_object(&mut db, o, &current, &mut object_notes).await?
+                && let Some(d) = &o.drop
+            {
+                made.push(d.clone());
+            }
+        }
         let mut renames = Vec::new();
         let mut olds = Vec::new();
         for (i, stage) in &staged {
@@ -163,10 +175,32 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
                 .await?;
             }
         }
+        // Views, triggers and events once the tables are in place (MySQL has no
+        // transactional DDL: a failure here drops the objects made, but the tables
+        // are already restored).
+        for o in plan.made.iter().filter(|o| o.phase == Phase::After) {
+            if make_object(&mut db, o, &current, &mut object_notes).await?
+                && let Some(d) = &o.drop
+            {
+                made.push(d.clone());
+            }
+        }
+        made.clear();
+        for (table, note) in object_notes {
+            let i = table
+                .and_then(|t| restored.iter().position(|r| r.table == t))
+                .unwrap_or(0);
+            if let Some(r) = restored.get_mut(i) {
+                r.notes.push(note);
+            }
+        }
         Ok(restored)
     }
     .await;
     if result.is_err() {
+        for d in made.iter().rev() {
+            let _ = db.exec(d).await;
+        }
         let _ = db.exec("ROLLBACK").await;
         for (_, stage) in &staged {
             let _ = db
@@ -175,6 +209,108 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
         }
     }
     result
+}
+
+/// The restoring account as a `DEFINER` clause names it: `` `user`@`host` ``.
+async fn current_user(db: &mut MyDb) -> Result<String> {
+    let who: String = sqlx::query_scalar("SELECT CURRENT_USER()")
+        .fetch_one(&mut db.conn)
+        .await
+        .map_err(|e| Error::Database {
+            context: "reading CURRENT_USER()".into(),
+            source: e,
+        })?;
+    let (user, host) = who.rsplit_once('@').unwrap_or((&who, "%"));
+    Ok(format!("{}@{}", my::quote(user), my::quote(host)))
+}
+
+/// `sql` with its `DEFINER=…` clause, and the account it names when that is not the
+/// restoring one (it is then replaced by `CURRENT_USER`: making objects for another
+/// account needs SUPER or SET USER, and that account may not exist here).
+fn definer(sql: &str, current: &str) -> (String, Option<String>) {
+    let Some(at) = sql.find("DEFINER=") else {
+        return (sql.to_string(), None);
+    };
+    let rest = &sql[at + "DEFINER=".len()..];
+    // `user`@`host`: two backquoted names (backquotes doubled inside).
+    let mut end = 0;
+    let mut quotes = 0;
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'`' {
+            if quotes % 2 == 1 && bytes.get(i + 1) == Some(&b'`') {
+                i += 2;
+                continue;
+            }
+            quotes += 1;
+            if quotes == 4 {
+                end = i + 1;
+                break;
+            }
+        }
+        i += 1;
+    }
+    if end == 0 {
+        return (sql.to_string(), None);
+    }
+    let account = &rest[..end];
+    if account == current {
+        return (sql.to_string(), None);
+    }
+    (
+        format!("{}DEFINER=CURRENT_USER{}", &sql[..at], &rest[end..]),
+        Some(account.to_string()),
+    )
+}
+
+/// Makes one object; an object the destination already has is kept (with a note).
+/// Returns whether it was made.
+async fn make_object(
+    db: &mut MyDb,
+    o: &SchemaObject,
+    current: &str,
+    notes: &mut Vec<(Option<String>, String)>,
+) -> Result<bool> {
+    use sqlx::Executor;
+    let table = o.tables.first().cloned();
+    let mut made = true;
+    for sql in &o.sql {
+        let is_setting = sql.starts_with("SET ");
+        if !made && !is_setting {
+            continue;
+        }
+        let (sql, replaced) = definer(sql, current);
+        if let Err(e) = db.conn.execute(sql.as_str()).await {
+            let number = e
+                .as_database_error()
+                .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                .map(|d| d.number());
+            // Exists already: table/view 1050, routine 1304, trigger 1359, event 1537.
+            if matches!(number, Some(1050 | 1304 | 1359 | 1537)) {
+                notes.push((
+                    table.clone(),
+                    format!("kept the destination's existing {} {}", o.kind, o.name),
+                ));
+                made = false;
+                continue;
+            }
+            return Err(Error::Database {
+                context: format!("making {} {}", o.kind, o.name),
+                source: e,
+            });
+        }
+        if let Some(account) = replaced {
+            notes.push((
+                table.clone(),
+                format!(
+                    "{} {}: definer {account} replaced by the restoring account {current}",
+                    o.kind, o.name
+                ),
+            ));
+        }
+    }
+    Ok(made)
 }
 
 /// Inserts a table's rows (filtered) into `into`, in multi-row statements, checking them

@@ -67,6 +67,33 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
                 merge,
             });
         }
+        // Views, triggers (after the rows: they do not fire on them), AUTOINCREMENT
+        // counters and pragmas, in the same transaction.
+        for o in &plan.made {
+            for sql in &o.sql {
+                if let Err(e) = db.exec(sql).await {
+                    let text = e.to_string();
+                    if text.contains("already exists") {
+                        let i = o
+                            .tables
+                            .first()
+                            .and_then(|t| done.iter().position(|d| &d.table == t))
+                            .unwrap_or(0);
+                        if let Some(d) = done.get_mut(i) {
+                            d.notes.push(format!(
+                                "kept the destination's existing {} {}",
+                                o.kind, o.name
+                            ));
+                        }
+                        break;
+                    }
+                    return Err(Error::Other(format!(
+                        "making {} {}: {text}",
+                        o.kind, o.name
+                    )));
+                }
+            }
+        }
         db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
         Ok(done)
     }
@@ -89,7 +116,11 @@ async fn restore_table(
             db.exec(&format!("DROP TABLE {}", quote(&t.dest_table)))
                 .await?;
         }
-        let create = if t.columns.len() == e.stream_columns.len() {
+        // Under its own name the table is made by its own statement, text unchanged
+        // (sqlite_master keeps it, and `.dump` prints it).
+        let create = if t.columns.len() == e.stream_columns.len() && t.dest_table == e.name {
+            e.schema.create_sql.clone()
+        } else if t.columns.len() == e.stream_columns.len() {
             rename_create_table(&e.schema.create_sql, &t.dest_table)?
         } else {
             create_table_for(&t.dest_table, &t.schema_columns())
@@ -116,8 +147,12 @@ async fn restore_table(
             } else {
                 format!("{}_{}", t.dest_table, idx.name)
             };
-            db.exec(&rename_create_index(&idx.sql, &name, &t.dest_table)?)
-                .await?;
+            let sql = if t.dest_table == e.name {
+                idx.sql.clone()
+            } else {
+                rename_create_index(&idx.sql, &name, &t.dest_table)?
+            };
+            db.exec(&sql).await?;
         }
     }
     Ok(kept)

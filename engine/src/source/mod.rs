@@ -91,6 +91,7 @@ macro_rules! connection_statements {
 }
 
 pub mod link;
+mod my_schema;
 pub mod mysql;
 mod pg_schema;
 pub mod postgres;

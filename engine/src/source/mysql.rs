@@ -79,7 +79,8 @@ impl super::SourceDb for MyDb {
             .await
     }
 
-    /// Base tables of the connection's database (views and sequences are skipped).
+    /// Base tables of the connection's database, its routines, views, triggers and
+    /// events (sequences and system-versioned tables are skipped).
     async fn discover(&mut self) -> Result<MyCatalog> {
         let all: Vec<(String, String)> = sqlx::query_as(
             "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
@@ -91,6 +92,9 @@ impl super::SourceDb for MyDb {
         let mut tables = Vec::new();
         let mut skipped = Vec::new();
         for (name, kind) in all {
+            if kind == "VIEW" {
+                continue; // carried as an object
+            }
             if kind != "BASE TABLE" {
                 skipped.push(Skipped {
                     kind: ObjectKind::of_mysql_table_type(&kind),
@@ -101,9 +105,14 @@ impl super::SourceDb for MyDb {
             }
             tables.push(self.table(&name).await?);
         }
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t: &MyTableInfo| t.name.clone())
+            .collect();
+        let objects = super::my_schema::discover(self, &names, &mut skipped).await?;
         Ok(MyCatalog {
             tables,
-            objects: Vec::new(),
+            objects,
             skipped,
             enums: Vec::new(),
         })

@@ -135,7 +135,7 @@ async fn read_all(
         reason: "not carried yet".into(),
     }));
     link(db, &mut f, tables, &schema_of).await?;
-    Ok(order(f.objects))
+    Ok(crate::objects::order(f.objects))
 }
 
 /// Every user schema, so that empty ones and their grants and comments come back.
@@ -1087,44 +1087,4 @@ async fn link(
         }
     }
     Ok(())
-}
-
-/// The objects in an order where each comes after what it needs (discovery order
-/// otherwise); a cycle keeps discovery order.
-fn order(objects: Vec<SchemaObject>) -> Vec<SchemaObject> {
-    let index: HashMap<String, usize> = objects
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.key(), i))
-        .collect();
-    let mut placed = vec![false; objects.len()];
-    let mut out = Vec::with_capacity(objects.len());
-    fn visit(
-        i: usize,
-        objects: &[SchemaObject],
-        index: &HashMap<String, usize>,
-        placed: &mut [bool],
-        visiting: &mut Vec<usize>,
-        out: &mut Vec<usize>,
-    ) {
-        if placed[i] || visiting.contains(&i) {
-            return;
-        }
-        visiting.push(i);
-        for n in &objects[i].needs {
-            if let Some(&j) = index.get(n) {
-                visit(j, objects, index, placed, visiting, out);
-            }
-        }
-        visiting.pop();
-        if !placed[i] {
-            placed[i] = true;
-            out.push(i);
-        }
-    }
-    for i in 0..objects.len() {
-        visit(i, &objects, &index, &mut placed, &mut Vec::new(), &mut out);
-    }
-    let mut slots: Vec<Option<SchemaObject>> = objects.into_iter().map(Some).collect();
-    out.into_iter().filter_map(|i| slots[i].take()).collect()
 }

@@ -79,18 +79,10 @@ impl super::SourceDb for SqliteDb {
                     let info = self.table_info(name, &sql, &objects).await?;
                     catalog.tables.push(info);
                 }
-                "view" | "trigger" => catalog.skipped.push(Skipped {
-                    kind: if kind == "view" {
-                        ObjectKind::View
-                    } else {
-                        ObjectKind::Trigger
-                    },
-                    name: name.clone(),
-                    reason: format!("{kind}s are not carried yet"),
-                }),
                 _ => {}
             }
         }
+        catalog.objects = self.objects(&objects, &catalog.tables).await?;
         Ok(catalog)
     }
 
@@ -100,6 +92,165 @@ impl super::SourceDb for SqliteDb {
 }
 
 connection_statements!(SqliteDb, db => db.path.display());
+
+/// The names a statement mentions: bare words and `"quoted"`, `` `quoted` `` and
+/// `[quoted]` identifiers (lower-cased: SQLite compares names without case).
+fn mentioned_names(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let close = match c {
+            '"' => '"',
+            '`' => '`',
+            '[' => ']',
+            '\'' => {
+                // A string literal: not a name.
+                while let Some(c) = chars.next() {
+                    if c == '\'' && chars.next_if_eq(&'\'').is_none() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut word = c.to_string();
+                while let Some(&n) = chars.peek() {
+                    if n.is_alphanumeric() || n == '_' || n == '$' {
+                        word.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(word.to_lowercase());
+                continue;
+            }
+            _ => continue,
+        };
+        let mut name = String::new();
+        while let Some(c) = chars.next() {
+            if c == close {
+                if close != ']' && chars.next_if_eq(&close).is_some() {
+                    name.push(close);
+                    continue;
+                }
+                break;
+            }
+            name.push(c);
+        }
+        out.push(name.to_lowercase());
+    }
+    out
+}
+
+impl SqliteDb {
+    /// Views and triggers (made after the data), the `AUTOINCREMENT` counters of
+    /// `sqlite_sequence`, and the `user_version` and `application_id` pragmas.
+    async fn objects(
+        &mut self,
+        master: &[(String, String, String, Option<String>)],
+        tables: &[TableInfo],
+    ) -> Result<Vec<crate::model::SchemaObject>> {
+        use crate::model::{Phase, SchemaObject};
+        let object = |kind: ObjectKind, name: &str, sql: Vec<String>| SchemaObject {
+            kind,
+            name: name.to_string(),
+            phase: Phase::After,
+            sql,
+            drop: None,
+            tables: Vec::new(),
+            needs: Vec::new(),
+            version: None,
+        };
+        let table_of = |word: &str| tables.iter().find(|t| t.name.to_lowercase() == word);
+        let views: Vec<String> = master
+            .iter()
+            .filter(|(k, ..)| k == "view")
+            .map(|(_, n, ..)| n.to_lowercase())
+            .collect();
+        let mut out = Vec::new();
+        for (kind, name, _, sql) in master {
+            let kind = match kind.as_str() {
+                "view" => ObjectKind::View,
+                "trigger" => ObjectKind::Trigger,
+                _ => continue,
+            };
+            let sql = sql.clone().unwrap_or_default();
+            let mut o = object(kind.clone(), name, vec![sql.clone()]);
+            for word in mentioned_names(&sql) {
+                if word == name.to_lowercase() {
+                    continue;
+                }
+                if let Some(t) = table_of(&word) {
+                    if !o.tables.contains(&t.name) {
+                        o.tables.push(t.name.clone());
+                    }
+                } else if let Some(v) = master.iter().find(|(k, n, ..)| {
+                    k == "view" && n.to_lowercase() == word && views.contains(&word)
+                }) {
+                    let key = format!("{} {}", ObjectKind::View, v.1);
+                    if !o.needs.contains(&key) {
+                        o.needs.push(key);
+                    }
+                }
+            }
+            o.drop = Some(format!(
+                "DROP {} IF EXISTS {}",
+                if kind == ObjectKind::View {
+                    "VIEW"
+                } else {
+                    "TRIGGER"
+                },
+                quote(name)
+            ));
+            out.push(o);
+        }
+        let has_sequence = master
+            .iter()
+            .any(|(k, n, ..)| k == "table" && n == "sqlite_sequence");
+        if has_sequence {
+            let counters: Vec<(String, i64)> =
+                sqlx::query_as("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .context(|| format!("reading sqlite_sequence of {}", self.path.display()))?;
+            for (table, seq) in counters {
+                let Some(t) = table_of(&table.to_lowercase()) else {
+                    continue;
+                };
+                let lit = format!("'{}'", t.name.replace('\'', "''"));
+                let mut o = object(
+                    ObjectKind::Sequence,
+                    &t.name,
+                    vec![
+                        format!(
+                            "UPDATE sqlite_sequence SET seq = max(seq, {seq}) WHERE name = {lit}"
+                        ),
+                        format!(
+                            "INSERT INTO sqlite_sequence (name, seq) SELECT {lit}, {seq} WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = {lit})"
+                        ),
+                    ],
+                );
+                o.tables.push(t.name.clone());
+                out.push(o);
+            }
+        }
+        for pragma in ["user_version", "application_id"] {
+            let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                .fetch_one(&mut self.conn)
+                .await
+                .context(|| format!("reading PRAGMA {pragma} of {}", self.path.display()))?;
+            if value != 0 {
+                out.push(object(
+                    ObjectKind::Setting,
+                    pragma,
+                    vec![format!("PRAGMA {pragma} = {value}")],
+                ));
+            }
+        }
+        Ok(crate::objects::order(out))
+    }
+}
 
 impl SqliteDb {
     /// Opens an existing database read-only.

@@ -104,3 +104,24 @@ pub fn dump(db: &Path, tables: &[&str]) -> serde_json::Value {
 pub fn rows(dump: &serde_json::Value, table: &str) -> serde_json::Value {
     dump[table]["rows"].clone()
 }
+
+/// Fails with the first lines where two dumps differ (whole dumps are too long to
+/// read in a failure).
+pub fn same_text(restored: &str, source: &str) {
+    if restored == source {
+        return;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (restored.lines().collect(), source.lines().collect());
+    let first = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let from = first.saturating_sub(3);
+    panic!(
+        "dumps differ at line {}:\nrestored:\n{}\nsource:\n{}",
+        first + 1,
+        a[from..(first + 8).min(a.len())].join("\n"),
+        b[from..(first + 8).min(b.len())].join("\n")
+    );
+}
