@@ -40,6 +40,31 @@ impl Default for ObjectOptions {
     }
 }
 
+/// "3 views, 2 triggers, 1 function" from object keys (`kind name`), in first-seen
+/// order of kinds.
+pub fn summary<'a>(keys: impl IntoIterator<Item = &'a String>) -> String {
+    let kinds = crate::model::ObjectKind::WORDS;
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for key in keys {
+        // The kind is the longest known word the key starts with ("materialized view").
+        let kind = kinds
+            .iter()
+            .filter(|k| key.starts_with(&format!("{k} ")))
+            .max_by_key(|k| k.len())
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| key.split(' ').next().unwrap_or("").to_string());
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The tables each object uses, its own and those of everything it needs.
 fn all_tables(objects: &[SchemaObject]) -> Vec<BTreeSet<String>> {
     let index: HashMap<String, usize> = objects

@@ -98,6 +98,10 @@ pub struct BackupArgs {
     /// Create the repository unencrypted if it does not exist.
     #[arg(long)]
     pub no_encryption: bool,
+    /// List every schema object carried and every object left out by name (by
+    /// default: a count per kind).
+    #[arg(long)]
+    pub verbose: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -164,6 +168,22 @@ pub struct RestoreArgs {
     /// Print what would happen and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restoring some tables: leave out the objects that only use them (their
+    /// triggers, policies, views over them alone, grants, comments). What they need
+    /// (types, functions, sequences, extensions) still comes along.
+    #[arg(long)]
+    pub no_dependents: bool,
+    /// Leave out GRANTs (a grant to a role the destination lacks is always left out,
+    /// and reported).
+    #[arg(long)]
+    pub no_acl: bool,
+    /// PostgreSQL: leave materialized views empty (refresh them later yourself).
+    #[arg(long)]
+    pub no_refresh: bool,
+    /// MySQL: also make the scheduled events (off by default, as with mysqldump: a
+    /// restored copy should not start running the source's jobs).
+    #[arg(long)]
+    pub events: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -343,8 +363,36 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
             size(t.bytes)
         );
     }
-    for k in &snap.skipped {
-        println!("skipped {} {}: {}", k.kind, k.name, k.reason);
+    if a.verbose {
+        for o in &snap.objects {
+            println!("object {}", o.key());
+        }
+        for k in &snap.skipped {
+            println!("skipped {} {}: {}", k.kind, k.name, k.reason);
+        }
+    } else {
+        let keys: Vec<String> = snap.objects.iter().map(|o| o.key()).collect();
+        if !keys.is_empty() {
+            println!("schema objects: {}", engine::objects::summary(&keys));
+        }
+        // One line per kind of what is not carried, with why (--verbose names them).
+        let mut kinds: Vec<(String, String, usize)> = Vec::new();
+        for k in &snap.skipped {
+            let kind = k.kind.to_string();
+            match kinds
+                .iter_mut()
+                .find(|(kk, r, _)| *kk == kind && *r == k.reason)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => kinds.push((kind, k.reason.clone(), 1)),
+            }
+        }
+        for (kind, reason, n) in kinds {
+            println!(
+                "skipped {n} {kind}{}: {reason} (--verbose lists them)",
+                if n == 1 { "" } else { "s" }
+            );
+        }
     }
     println!(
         "snapshot of {} tables, {} rows, {} read, {} stored, {:.1} s",
@@ -696,7 +744,12 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
         parallel_min_bytes: engine::restore::DEFAULT_PARALLEL_MIN_BYTES,
         at_ms: a.at.as_deref().map(parse_instant).transpose()?,
         filter: engine::filter::RowFilter::parse(&a.filter)?,
-        objects: Default::default(),
+        objects: engine::objects::ObjectOptions {
+            dependents: !a.no_dependents,
+            acl: !a.no_acl,
+            refresh: !a.no_refresh,
+            events: a.events,
+        },
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
@@ -760,6 +813,12 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
                     ),
                 }
             }
+            if !plan.objects.is_empty() {
+                println!("  make {}", engine::objects::summary(&plan.objects));
+            }
+            for left in &plan.objects_left {
+                println!("  not restored: {left}");
+            }
             println!("nothing was changed");
         }
         return Ok(());
@@ -804,6 +863,12 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
             for note in &t.notes {
                 println!("  note: {note}");
             }
+        }
+        if !plan.objects.is_empty() {
+            println!("made {}", engine::objects::summary(&plan.objects));
+        }
+        for left in &plan.objects_left {
+            println!("not restored: {left}");
         }
     }
     Ok(())

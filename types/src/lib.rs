@@ -80,6 +80,9 @@ macro_rules! words {
         }
 
         impl $name {
+            /// The words this build knows.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+
             pub fn as_str(&self) -> &str {
                 match self {
                     $($name::$variant => $word,)+

@@ -234,6 +234,11 @@ impl PlannedTableView {
 #[cfg(feature = "ssr")]
 pub(crate) struct Planned {
     pub tables: Vec<PlannedTableView>,
+    /// The schema objects made besides the tables, counted by kind ("2 views, 1
+    /// trigger"); empty when none.
+    pub objects: String,
+    /// Objects that use restored tables but are not made, with why.
+    pub objects_left: Vec<String>,
     pub dest: crate::ssr::store::SourceRow,
     /// The snapshot's source, when it is known.
     pub source: Option<crate::ssr::store::SourceRow>,
@@ -479,6 +484,8 @@ pub(crate) async fn plan_restore(
         .collect();
     let planned = Planned {
         tables,
+        objects: engine::objects::summary(&plan.objects),
+        objects_left: plan.objects_left.clone(),
         dest,
         source,
         at_ms: plan.at_ms,
@@ -496,6 +503,12 @@ pub use engine::selection::glob_literal;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestorePreview {
     pub tables: Vec<PlannedTableView>,
+    /// Schema objects made besides the tables, counted by kind ("2 views, 1 trigger").
+    #[serde(default)]
+    pub objects: String,
+    /// Objects that use restored tables but are not made, with why.
+    #[serde(default)]
+    pub objects_left: Vec<String>,
     /// Approvals needed before it runs (0: the caller may run it now); with any, the
     /// wizard files a restore request instead.
     pub approvals_required: i64,
@@ -510,6 +523,8 @@ pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppE
     Ok(RestorePreview {
         approvals_required: planned.approvals_required(&c),
         tables: planned.tables,
+        objects: planned.objects,
+        objects_left: planned.objects_left,
     })
 }
 

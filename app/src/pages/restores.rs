@@ -430,7 +430,15 @@ fn RunStep(w: Wizard) -> impl IntoView {
         <button class="secondary" disabled=move || request().is_none_or(|r| r.tables.is_empty()) || preview.pending().get()
             on:click=move |_| { if let Some(req) = request() { preview.dispatch(PreviewRestore { req }); } }>"Preview"</button>
         <ErrorLine error=general_error(preview)/>
-        {move || plan().map(|p| preview_table(p.tables))}
+        {move || plan().map(|p| view! {
+            {preview_table(p.tables)}
+            <Show when={let o = p.objects.clone(); move || !o.is_empty()}>
+                <p data-testid="plan-objects">{format!("Also made: {}.", p.objects)}</p>
+            </Show>
+            <ul data-testid="plan-objects-left">
+                {p.objects_left.into_iter().map(|l| view! { <li>{format!("Not restored: {l}")}</li> }).collect_view()}
+            </ul>
+        })}
         <Show when=move || plan().is_some() && needs() == 0>
             <button disabled=move || start.pending().get()
                 on:click=move |_| { if let Some(req) = request() { start.dispatch(StartRestore { req }); } }>"Run restore"</button>

@@ -54,6 +54,9 @@ impl Db {
     /// Connects and migrates. `url` is `sqlite://…` or `postgres://…`.
     pub async fn open(url: &Secret<String>) -> Result<Db> {
         sqlx::any::install_default_drivers();
+        // A PostgreSQL history may be reached over TLS (sslmode in the URL, as for
+        // sources).
+        engine::source::link::tls_ready();
         let raw = url.expose();
         let backend = if raw.starts_with("sqlite:") {
             Backend::Sqlite
@@ -74,7 +77,12 @@ impl Db {
             .connect(raw)
             .await
             // sqlx errors can quote the URL; show the redacted form instead.
-            .map_err(|e| anyhow::anyhow!("{}", scrub(&e.to_string(), raw)))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    engine::source::link::with_advice(scrub(&e.to_string(), raw))
+                )
+            })
             .with_context(|| format!("cannot open history database {}", redact_url(raw)))?;
         if backend == Backend::Sqlite {
             // WAL lets the console read while a job writes; it persists in the file.

@@ -29,8 +29,16 @@ async fn drills_from_the_console_prove_snapshots_and_auditors_export_the_evidenc
     let src = pg.create_database("shop").unwrap();
     psql(
         &src,
-        "CREATE TABLE public.orders (id int PRIMARY KEY, total numeric(10,2));
-         INSERT INTO public.orders SELECT g, g * 10 FROM generate_series(1, 300) g;",
+        // An application's schema, not a bare table: the drill's scratch restore
+        // must make the extension, the domain, the trigger function, the trigger
+        // and the view too.
+        "CREATE EXTENSION citext;
+         CREATE DOMAIN amount AS numeric(10,2) CHECK (VALUE >= 0);
+         CREATE TABLE public.orders (id int PRIMARY KEY, total amount, email citext);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER orders_touch BEFORE UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION touch();
+         CREATE VIEW public.big_orders AS SELECT * FROM public.orders WHERE total > 1000;
+         INSERT INTO public.orders SELECT g, g * 10, 'x' || g || '@example.com' FROM generate_series(1, 300) g;",
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -213,3 +213,110 @@ async fn a_key_range_upsert_is_previewed_with_its_diff_then_run() {
         "[(1, 'c1'), (2, 'c2'), (3, 'c3'), (4, 'c4'), (5, 'c5'), (6, 'c6'), (7, 'c7'), (8, 'c8'), (9, 'renamed'), (10, 'c10')]"
     );
 }
+
+/// The console's restore wizard on a schema with views and a trigger: the preview says
+/// which objects come along and which stay behind, and the restore makes them after
+/// the rows (the trigger does not fire on the load).
+#[tokio::test]
+async fn the_wizard_restores_views_and_triggers_and_names_what_stays_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER, total REAL);
+         CREATE TABLE audit (what TEXT);
+         CREATE VIEW totals AS SELECT c.name, sum(o.total) AS total FROM customers c JOIN orders o ON o.customer = c.id GROUP BY c.name;
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders BEGIN INSERT INTO audit VALUES ('order ' || new.id); END;
+         INSERT INTO customers VALUES (1, 'Ann'), (2, 'Bob');
+         INSERT INTO orders VALUES (1, 1, 10), (2, 1, 5), (3, 2, 7);",
+    );
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
+    let job = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    assert_eq!(api.wait_job(&admin, job).await[0]["status"], "succeeded");
+    let snapshot = snapshots(&api, &admin).await[0]["id"].as_i64().unwrap();
+    let copy = dir.path().join("copy.db");
+    let dest = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[
+                ("name", "copy".to_string()),
+                ("url", format!("sqlite://{}", copy.display())),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let req = |tables: &[&str]| {
+        json!({"req": {"snapshot": snapshot, "dest_source_id": dest, "tables": tables, "columns": {},
+                       "rename": {}, "mode": "create", "confirm": "", "safety_backup": false}})
+    };
+    // Orders alone: the view over customers too stays behind, by name.
+    let preview = api
+        .json(Some(&admin), "restore/preview", req(&["orders", "audit"]))
+        .await
+        .json();
+    assert_eq!(preview["objects"], "1 trigger", "{preview}");
+    assert_eq!(
+        preview["objects_left"],
+        json!(["view totals not restored: it also uses customers, which is not restored"])
+    );
+    let all = req(&["customers", "orders", "audit"]);
+    let preview = api
+        .json(Some(&admin), "restore/preview", all.clone())
+        .await
+        .json();
+    assert_eq!(preview["objects"], "1 view, 1 trigger", "{preview}");
+    let job = api
+        .json(Some(&admin), "restore/start", all)
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    let read = |sql: &str| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall())"])
+            .arg(&copy)
+            .arg(sql)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        read("SELECT * FROM totals ORDER BY name"),
+        "[('Ann', 15.0), ('Bob', 7.0)]"
+    );
+    // The source's three audit rows, not six: the trigger did not fire on the load.
+    assert_eq!(read("SELECT count(*) FROM audit"), "[(3,)]");
+    sqlite(&copy, "INSERT INTO orders VALUES (4, 2, 1);");
+    assert_eq!(
+        read("SELECT what FROM audit WHERE rowid = 4"),
+        "[('order 4',)]"
+    );
+}
