@@ -1,7 +1,7 @@
 //! # The tablesafe backup engine
 //!
 //! This crate is the part of tablesafe that touches user data: it reads table stores
-//! (SQLite and PostgreSQL), writes snapshots into a repository on a target
+//! (SQLite, PostgreSQL and MySQL/MariaDB), writes snapshots into a repository on a target
 //! (through Apache OpenDAL: a local directory, an S3-compatible bucket or an SFTP server,
 //! see [`repo::storage`]),
 //! and reads them back for restore and verification. It knows nothing of the web console
@@ -42,7 +42,11 @@
 //! **Snapshots** record time, source (URL without password), selection, tags, the
 //! objects skipped and, per table, the schema, row count, bytes, the ordered chunk list
 //! and a BLAKE3 checksum of the canonical stream, which is independent of chunking and
-//! lets verify and restore check a table end to end.
+//! lets verify and restore check a table end to end. The schema objects around the
+//! tables (views, functions, triggers, types, policies, grants… — [`objects`]) are a
+//! list of statements in dependency order, each with the tables and objects it needs,
+//! written by the source's own catalog functions; a manifest without the list (older
+//! versions) restores tables only, as before.
 //!
 //! **Segments** ([`segment`]). A table entry's own chunks are a segment: `full` (every
 //! row) or `delta` (rows upserted and keys deleted since the previous snapshot of the

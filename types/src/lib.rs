@@ -323,6 +323,11 @@ mod tests {
         assert_eq!(o, Open::Other("later kind".into()));
         assert_eq!(serde_json::to_string(&o).unwrap(), r#""later kind""#);
         assert_eq!(Open::parse("known"), Some(Open::Known));
+        assert_eq!(
+            Open::WORDS,
+            ["known"],
+            "an open list names the words it knows"
+        );
     }
 
     /// Each mode says what it does with the rows that differ.
