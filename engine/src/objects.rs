@@ -132,16 +132,31 @@ pub struct Chosen {
     pub left: Vec<String>,
 }
 
+/// A table a restore writes, as [`chosen`] sees it.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The snapshot's name of the table.
+    pub name: String,
+    /// Restored under its own name.
+    pub same_name: bool,
+    /// The restore creates it (or drops and creates it). Rows merged or appended into
+    /// a table the destination has leave that table's own triggers, policies, grants
+    /// and comments as they are: the snapshot's are not added to it.
+    pub creates: bool,
+    /// The objects its definition needs (types, functions, extensions…).
+    pub needs: Vec<String>,
+}
+
 /// The objects a restore makes. `snapshot_tables` are all the snapshot's tables;
-/// `restored` the ones restored, with whether each keeps its name and the objects it
-/// needs (its table definition's `needs`).
+/// `restored` the ones restored.
 pub fn chosen(
     objects: &[SchemaObject],
     snapshot_tables: &[String],
-    restored: &[(String, bool, Vec<String>)],
+    restored: &[Restored],
     opts: ObjectOptions,
 ) -> Chosen {
-    let whole = restored.len() == snapshot_tables.len() && restored.iter().all(|r| r.1);
+    let whole = restored.len() == snapshot_tables.len()
+        && restored.iter().all(|r| r.same_name && r.creates);
     let index: HashMap<String, usize> = objects
         .iter()
         .enumerate()
@@ -150,13 +165,18 @@ pub fn chosen(
     let uses = all_tables(objects);
     let kept: BTreeSet<&str> = restored
         .iter()
-        .filter(|r| r.1)
-        .map(|r| r.0.as_str())
+        .filter(|r| r.same_name && r.creates)
+        .map(|r| r.name.as_str())
         .collect();
     let renamed: BTreeSet<&str> = restored
         .iter()
-        .filter(|r| !r.1)
-        .map(|r| r.0.as_str())
+        .filter(|r| !r.same_name)
+        .map(|r| r.name.as_str())
+        .collect();
+    let existing: BTreeSet<&str> = restored
+        .iter()
+        .filter(|r| r.same_name && !r.creates)
+        .map(|r| r.name.as_str())
         .collect();
     let mut take = vec![false; objects.len()];
     let mut stack: Vec<usize> = Vec::new();
@@ -169,8 +189,8 @@ pub fn chosen(
                 stack.push(i);
             }
         }
-        for (_, _, needs) in restored {
-            stack.extend(needs.iter().filter_map(|n| index.get(n)));
+        for r in restored {
+            stack.extend(r.needs.iter().filter_map(|n| index.get(n)));
         }
     }
     while let Some(i) = stack.pop() {
@@ -194,14 +214,17 @@ pub fn chosen(
             continue;
         }
         let used = &uses[i];
-        if !used
-            .iter()
-            .any(|t| kept.contains(t.as_str()) || renamed.contains(t.as_str()))
-        {
+        if !used.iter().any(|t| {
+            kept.contains(t.as_str())
+                || renamed.contains(t.as_str())
+                || existing.contains(t.as_str())
+        }) {
             continue;
         }
         let why = if let Some(t) = used.iter().find(|t| renamed.contains(t.as_str())) {
             format!("{t} is restored under another name")
+        } else if let Some(t) = used.iter().find(|t| existing.contains(t.as_str())) {
+            format!("{t} exists in the destination and keeps its own")
         } else if let Some(t) = used.iter().find(|t| !kept.contains(t.as_str())) {
             format!("it also uses {t}, which is not restored")
         } else {
@@ -298,10 +321,16 @@ mod tests {
         ];
         let all = vec!["public.a".to_string(), "public.b".to_string()];
         let a_needs = vec!["extension citext".to_string()];
+        let table = |name: &str, same_name: bool, creates: bool, needs: &[String]| Restored {
+            name: name.into(),
+            same_name,
+            creates,
+            needs: needs.to_vec(),
+        };
         let c = chosen(
             &objects,
             &all,
-            &[("public.a".into(), true, a_needs.clone())],
+            &[table("public.a", true, true, &a_needs)],
             ObjectOptions::default(),
         );
         assert_eq!(names(&c), ["citext", "public.touch()", "touch on public.a"]);
@@ -316,20 +345,34 @@ mod tests {
         let c = chosen(
             &objects,
             &all,
-            &[("public.a".into(), true, a_needs)],
+            &[table("public.a", true, true, &a_needs)],
             ObjectOptions {
                 dependents: false,
                 ..Default::default()
             },
         );
         assert_eq!(names(&c), ["citext"]);
+        // Rows merged into the destination's own public.a: its triggers, policies and
+        // grants are not touched (nothing is added to an existing table).
+        let c = chosen(
+            &objects,
+            &all,
+            &[table("public.a", true, false, &a_needs)],
+            ObjectOptions::default(),
+        );
+        assert_eq!(names(&c), ["citext"]);
+        assert!(
+            c.left[0].contains("public.a exists in the destination and keeps its own"),
+            "{:?}",
+            c.left
+        );
         // The whole snapshot: everything, standalone objects included.
         let c = chosen(
             &objects,
             &all,
             &[
-                ("public.a".into(), true, vec![]),
-                ("public.b".into(), true, vec![]),
+                table("public.a", true, true, &[]),
+                table("public.b", true, true, &[]),
             ],
             ObjectOptions::default(),
         );
@@ -338,7 +381,7 @@ mod tests {
         let c = chosen(
             &objects,
             &all,
-            &[("public.a".into(), false, vec![])],
+            &[table("public.a", false, true, &[])],
             ObjectOptions::default(),
         );
         assert!(names(&c).is_empty());

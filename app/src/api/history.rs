@@ -239,6 +239,9 @@ pub(crate) struct Planned {
     pub objects: String,
     /// Objects that use restored tables but are not made, with why.
     pub objects_left: Vec<String>,
+    /// Changes to tables the destination has besides the tables' actions (a partition
+    /// attached to an existing parent): a restore that is not only new tables.
+    pub changes_existing: Vec<String>,
     pub dest: crate::ssr::store::SourceRow,
     /// The snapshot's source, when it is known.
     pub source: Option<crate::ssr::store::SourceRow>,
@@ -266,7 +269,7 @@ impl Planned {
     }
 
     pub fn replaces(&self) -> bool {
-        self.tables.iter().any(|t| t.action != "create")
+        self.tables.iter().any(|t| t.action != "create") || !self.changes_existing.is_empty()
     }
 
     /// The existing tables whose rows the restore changes (replaced, or merged into),
@@ -486,6 +489,7 @@ pub(crate) async fn plan_restore(
         tables,
         objects: engine::objects::summary(&plan.objects),
         objects_left: plan.objects_left.clone(),
+        changes_existing: plan.changes_existing.clone(),
         dest,
         source,
         at_ms: plan.at_ms,

@@ -86,6 +86,19 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
         let url = Secret::new(forms::source_url(&url)?);
         let parsed = engine::source::SourceUrl::parse(&url)
             .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
+        // Certificate and key files are read on this server: naming one would let an
+        // operator log in elsewhere with a client key stored here (the history
+        // database's, say), or probe which files exist.
+        if let Some(param) = engine::source::link::file_params(url.expose()).first()
+            && !c.can(Perm::ManageUsers)
+        {
+            return Err(AppError::Field(
+                "url".into(),
+                format!(
+                    "{param} names a file on the tablesafe server: only an admin may add a source that uses certificate or key files. Ask an admin to add it."
+                ),
+            ));
+        }
         let engine_name = parsed.engine().as_str();
         let sealed = c
             .state

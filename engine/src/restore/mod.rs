@@ -196,6 +196,10 @@ pub struct RestorePlan {
     /// Objects that use restored tables but are not made, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects_left: Vec<String>,
+    /// What the restore changes of tables the destination already has besides the
+    /// tables' own actions (a partition attached to an existing parent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes_existing: Vec<String>,
     #[serde(skip)]
     made: Vec<crate::model::SchemaObject>,
     #[serde(skip)]
@@ -397,22 +401,44 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             .collect::<Vec<_>>(),
         &tables
             .iter()
-            .map(|t| {
-                (
-                    t.source_table.clone(),
-                    t.dest_table == t.source_table,
-                    t.entry
-                        .schema
-                        .postgres
-                        .as_ref()
-                        .map(|p| p.needs.clone())
-                        .unwrap_or_default(),
-                )
+            .map(|t| crate::objects::Restored {
+                name: t.source_table.clone(),
+                same_name: t.dest_table == t.source_table,
+                creates: t.action.creates(),
+                needs: t
+                    .entry
+                    .schema
+                    .postgres
+                    .as_ref()
+                    .map(|p| p.needs.clone())
+                    .unwrap_or_default(),
             })
             .collect::<Vec<_>>(),
         opts.objects,
     );
+    // A partition attached to a partitioned table the destination already has adds
+    // its rows to that table: a change to an existing table, as an append is.
+    let mut changes_existing = Vec::new();
+    for o in chosen
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::Partition)
+    {
+        let parent = o
+            .needs
+            .first()
+            .and_then(|k| k.strip_prefix(&format!("{} ", ObjectKind::PartitionedTable)));
+        if let Some(parent) = parent
+            && dest.table_exists(parent).await?
+        {
+            changes_existing.push(format!(
+                "{} is attached to {parent}, which the destination already has",
+                o.name
+            ));
+        }
+    }
     Ok(RestorePlan {
+        changes_existing,
         objects: chosen.objects.iter().map(|o| o.key()).collect(),
         objects_left: chosen.left,
         made: chosen.objects,

@@ -116,13 +116,22 @@ async fn execute(
         // connections can only use committed schemas, types and other objects.
         let mut staged: BTreeMap<String, (String, u64)> = BTreeMap::new();
         if plan.tables.iter().any(|t| t.loaders > 1) {
-            create_schemas_and_types(&mut db, plan, Some(&mut outside)).await?;
             db.exec("SET check_function_bodies = false").await?;
-            for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
-                if make_object(&mut db, o, plan.object_opts, false, &mut Vec::new()).await?
-                    && let Some(d) = &o.drop
-                {
-                    outside.objects.push(d.clone());
+            db.exec("SET standard_conforming_strings = on").await?;
+            // Schemas first (with their comments and grants), then enums, then the
+            // rest of what the tables need.
+            for schemas in [true, false] {
+                if !schemas {
+                    create_schemas_and_types(&mut db, plan, Some(&mut outside)).await?;
+                }
+                for o in plan.made.iter().filter(|o| {
+                    o.phase == Phase::Before && (o.kind == ObjectKind::Schema) == schemas
+                }) {
+                    if make_object(&mut db, o, plan.object_opts, false, &mut Vec::new()).await?
+                        && let Some(d) = &o.drop
+                    {
+                        outside.objects.push(d.clone());
+                    }
                 }
             }
             for t in plan.tables.iter().filter(|t| t.loaders > 1) {
@@ -135,9 +144,20 @@ async fn execute(
         in_transaction = true;
         // As pg_dump's scripts do: a function's body may name tables made later.
         db.exec("SET LOCAL check_function_bodies = false").await?;
-        create_schemas_and_types(&mut db, plan, None).await?;
-        for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
-            make_object(&mut db, o, plan.object_opts, true, &mut object_notes).await?;
+        // Literals in the objects' statements are written for it.
+        db.exec("SET LOCAL standard_conforming_strings = on")
+            .await?;
+        for schemas in [true, false] {
+            if !schemas {
+                create_schemas_and_types(&mut db, plan, None).await?;
+            }
+            for o in plan
+                .made
+                .iter()
+                .filter(|o| o.phase == Phase::Before && (o.kind == ObjectKind::Schema) == schemas)
+            {
+                make_object(&mut db, o, plan.object_opts, true, &mut object_notes).await?;
+            }
         }
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
@@ -292,17 +312,39 @@ async fn make_object(
     in_tx: bool,
     notes: &mut Vec<(Option<String>, String)>,
 ) -> Result<bool> {
-    use sqlx::Executor;
     let table = o.tables.first().cloned();
+    if let Some(why) = untrusted(db, o).await? {
+        notes.push((table, format!("{} {} not made: {why}", o.kind, o.name)));
+        return Ok(false);
+    }
     for (i, sql) in o.sql.iter().enumerate() {
+        // Snapshots written before 2026-12-07 hold `CREATE OR REPLACE FUNCTION`: a
+        // restore never replaces the destination's function.
+        let sql = match sql.strip_prefix("CREATE OR REPLACE ") {
+            Some(rest) => format!("CREATE {rest}"),
+            None => sql.clone(),
+        };
         let grant = sql.starts_with("GRANT ") || sql.starts_with("REVOKE ");
         if (grant && !opts.acl) || (!opts.refresh && sql.starts_with("REFRESH MATERIALIZED VIEW")) {
             continue;
         }
+        if !ALLOWED.iter().any(|p| sql.starts_with(p)) {
+            return Err(Error::damaged(format!(
+                "{} {} holds a statement a schema object cannot have ({}…): nothing was restored",
+                o.kind,
+                o.name,
+                sql.chars().take(40).collect::<String>()
+            )));
+        }
         if in_tx {
             db.exec("SAVEPOINT tablesafe_object").await?;
         }
-        let result = db.conn.execute(sql.as_str()).await;
+        // One statement, through the extended protocol: text from a snapshot cannot
+        // carry a second statement along.
+        let result = sqlx::query(&sql)
+            .persistent(false)
+            .execute(&mut db.conn)
+            .await;
         let code = match &result {
             Ok(_) => None,
             Err(e) => Some(
@@ -332,7 +374,10 @@ async fn make_object(
             }
             return Ok(false);
         }
-        if (grant || o.kind == ObjectKind::Policy) && code == "42704" {
+        if (grant || o.kind == ObjectKind::Policy)
+            && code == "42704"
+            && e.to_string().contains("role \"")
+        {
             notes.push((
                 table.clone(),
                 format!("not restored: {sql} ({e}); create the role and grant again, or restore without grants"),
@@ -344,7 +389,74 @@ async fn make_object(
             source: e,
         });
     }
+    // It now runs as the role that restored it, whoever wrote it on the source.
+    if matches!(o.kind, ObjectKind::Function | ObjectKind::Procedure)
+        && o.sql
+            .first()
+            .is_some_and(|d| d.contains(" SECURITY DEFINER"))
+    {
+        notes.push((
+            table,
+            format!(
+                "{} {} is SECURITY DEFINER: it runs with the privileges of the role that restored it; review it, or change its owner",
+                o.kind, o.name
+            ),
+        ));
+    }
     Ok(true)
+}
+
+/// How the statements of a PostgreSQL schema object begin (what the catalog reader
+/// writes); anything else in a snapshot is refused.
+const ALLOWED: &[&str] = &[
+    "CREATE ",
+    "ALTER ",
+    "COMMENT ON ",
+    "GRANT ",
+    "REVOKE ",
+    "REFRESH MATERIALIZED VIEW ",
+    "SELECT pg_catalog.setval(",
+];
+
+/// Procedural languages that reach the operating system (PostgreSQL calls them
+/// untrusted: only superusers may write in them).
+const UNTRUSTED_LANGUAGE_EXTENSIONS: &[&str] =
+    &["plpython3u", "plpythonu", "plpython2u", "plperlu", "pltclu"];
+
+/// Why an object is not made by a restore, for a function in an untrusted language or
+/// the extension that installs one: its code would run with the database server's
+/// operating-system rights under the restoring role, whoever wrote it on the source.
+async fn untrusted(db: &mut PgDb, o: &SchemaObject) -> Result<Option<String>> {
+    if o.kind == ObjectKind::Extension && UNTRUSTED_LANGUAGE_EXTENSIONS.contains(&o.name.as_str()) {
+        return Ok(Some(format!(
+            "{} is an untrusted language (its code runs with the server's operating-system rights); install it yourself if you trust the functions written in it",
+            o.name
+        )));
+    }
+    if !matches!(o.kind, ObjectKind::Function | ObjectKind::Procedure) {
+        return Ok(None);
+    }
+    let Some(language) = o.sql.first().and_then(|d| {
+        let at = d.find(" LANGUAGE ")? + " LANGUAGE ".len();
+        d[at..].split_whitespace().next().map(str::to_string)
+    }) else {
+        return Ok(None);
+    };
+    let trusted: Option<bool> =
+        sqlx::query_scalar("SELECT lanpltrusted FROM pg_language WHERE lanname = $1")
+            .bind(&language)
+            .fetch_optional(&mut db.conn)
+            .await
+            .map_err(|e| Error::Database {
+                context: format!("looking up language {language}"),
+                source: e,
+            })?;
+    Ok(match trusted {
+        Some(false) => Some(format!(
+            "it is written in {language}, an untrusted language (its code runs with the server's operating-system rights); review it and create it yourself"
+        )),
+        _ => None,
+    })
 }
 
 /// Notes about objects go with the restored table they belong to, else the first.

@@ -70,6 +70,30 @@ pub fn tls_ready() {
     });
 }
 
+/// The query parameters of a PostgreSQL or MySQL URL that name files on this machine
+/// (CA certificates, client certificates and keys), in the order they appear.
+pub fn file_params(url: &str) -> Vec<String> {
+    const FILES: &[&str] = &[
+        "sslrootcert",
+        "ssl-root-cert",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+        "sslca",
+        "ssl-ca",
+    ];
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .filter(|k| FILES.contains(&k.to_ascii_lowercase().as_str()))
+        .map(str::to_string)
+        .collect()
+}
+
 /// What to do about a connection error, where its text says it is about TLS or about
 /// encryption being required; None for other errors.
 pub fn advice(error: &str) -> Option<&'static str> {
@@ -142,6 +166,16 @@ mod tests {
             None
         );
         assert_eq!(advice("Connection refused (os error 111)"), None);
+    }
+
+    #[test]
+    fn certificate_and_key_files_are_found_in_urls() {
+        assert_eq!(
+            file_params("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&SSLKEY=/k"),
+            ["sslrootcert", "SSLKEY"]
+        );
+        assert!(file_params("mysql://u@h/db?ssl-mode=REQUIRED").is_empty());
+        assert_eq!(file_params("mysql://u@h/db?ssl-ca=/ca.pem"), ["ssl-ca"]);
     }
 
     #[test]

@@ -88,6 +88,27 @@ fn column(row: &sqlx::mysql::MySqlRow, name: &str) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// A `SHOW CREATE …` row, or None when the account may not see the definition (MySQL
+/// answers some with NULL columns, others with an access error).
+async fn show_create(db: &mut MyDb, sql: &str) -> Result<Option<sqlx::mysql::MySqlRow>> {
+    match sqlx::Executor::fetch_one(&mut db.conn, sql).await {
+        Ok(row) => Ok(Some(row)),
+        Err(e) => {
+            // 1142 table/view access denied, 1227 needs a privilege, 1044 database
+            // access denied, 1356 a view whose definer lacks rights.
+            let denied = e
+                .as_database_error()
+                .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                .is_some_and(|d| matches!(d.number(), 1142 | 1227 | 1044 | 1356));
+            if denied {
+                Ok(None)
+            } else {
+                Err(e).context(|| format!("{sql} on {}", db.display))
+            }
+        }
+    }
+}
+
 /// Every procedure, function, view, trigger and event of the connection's database.
 /// `tables` are the database's base tables; objects a user may not read the
 /// definition of go to `skipped`.
@@ -130,7 +151,7 @@ pub(super) async fn discover(
         skipped.push(crate::model::Skipped {
             kind,
             name: name.to_string(),
-            reason: "its definition is not visible to this user (it needs SHOW VIEW, or to be the definer, or SELECT on mysql.proc)".into(),
+            reason: "its definition is not visible to this account (it needs SHOW VIEW, TRIGGER or EVENT, or to be the definer)".into(),
         });
     };
     for (name, kind) in &routines {
@@ -139,12 +160,11 @@ pub(super) async fn discover(
         } else {
             (ObjectKind::Function, "FUNCTION")
         };
-        let row = sqlx::Executor::fetch_one(
-            &mut db.conn,
-            format!("SHOW CREATE {word} {}", quote(name)).as_str(),
-        )
-        .await
-        .context(|| format!("reading {word} {name}"))?;
+        let Some(row) = show_create(db, &format!("SHOW CREATE {word} {}", quote(name))).await?
+        else {
+            unreadable(object_kind, name, skipped);
+            continue;
+        };
         let create = column(
             &row,
             if kind == "PROCEDURE" {
@@ -164,12 +184,10 @@ pub(super) async fn discover(
     let routine_names: Vec<&String> = routines.iter().map(|(n, _)| n).collect();
     let mut view_objects = Vec::new();
     for name in &views {
-        let row = sqlx::Executor::fetch_one(
-            &mut db.conn,
-            format!("SHOW CREATE VIEW {}", quote(name)).as_str(),
-        )
-        .await
-        .context(|| format!("reading view {name}"))?;
+        let Some(row) = show_create(db, &format!("SHOW CREATE VIEW {}", quote(name))).await? else {
+            unreadable(ObjectKind::View, name, skipped);
+            continue;
+        };
         let Some(create) = column(&row, "Create View") else {
             unreadable(ObjectKind::View, name, skipped);
             continue;
@@ -208,12 +226,11 @@ pub(super) async fn discover(
     }
     objects.extend(view_objects);
     for (name, table) in &triggers {
-        let row = sqlx::Executor::fetch_one(
-            &mut db.conn,
-            format!("SHOW CREATE TRIGGER {}", quote(name)).as_str(),
-        )
-        .await
-        .context(|| format!("reading trigger {name}"))?;
+        let Some(row) = show_create(db, &format!("SHOW CREATE TRIGGER {}", quote(name))).await?
+        else {
+            unreadable(ObjectKind::Trigger, name, skipped);
+            continue;
+        };
         let Some(create) = column(&row, "SQL Original Statement") else {
             unreadable(ObjectKind::Trigger, name, skipped);
             continue;
@@ -229,12 +246,11 @@ pub(super) async fn discover(
         objects.push(o);
     }
     for name in &events {
-        let row = sqlx::Executor::fetch_one(
-            &mut db.conn,
-            format!("SHOW CREATE EVENT {}", quote(name)).as_str(),
-        )
-        .await
-        .context(|| format!("reading event {name}"))?;
+        let Some(row) = show_create(db, &format!("SHOW CREATE EVENT {}", quote(name))).await?
+        else {
+            unreadable(ObjectKind::Event, name, skipped);
+            continue;
+        };
         let Some(create) = column(&row, "Create Event") else {
             unreadable(ObjectKind::Event, name, skipped);
             continue;

@@ -75,27 +75,8 @@ fn object(kind: ObjectKind, name: String, phase: Phase, sql: Vec<String>) -> Sch
 
 /// Reads every schema object of the database inside the backup's snapshot, records in
 /// `tables` which objects each one needs, and adds what is not carried to `skipped`.
+/// (Called with `search_path` set to `pg_catalog`, see [`super::postgres`].)
 pub(super) async fn discover(
-    db: &mut PgDb,
-    tables: &mut [(i64, PgTableInfo)],
-    skipped: &mut Vec<Skipped>,
-) -> Result<Vec<SchemaObject>> {
-    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
-        .fetch_one(&mut db.conn)
-        .await
-        .context(|| "reading search_path".into())?;
-    db.exec("SELECT set_config('search_path', 'pg_catalog', false)")
-        .await?;
-    let result = read_all(db, tables, skipped).await;
-    db.exec(&format!(
-        "SELECT set_config('search_path', {}, false)",
-        literal(&path)
-    ))
-    .await?;
-    result
-}
-
-async fn read_all(
     db: &mut PgDb,
     tables: &mut [(i64, PgTableInfo)],
     skipped: &mut Vec<Skipped>,
@@ -113,7 +94,7 @@ async fn read_all(
     collations(db, &mut f).await?;
     types(db, &mut f).await?;
     functions(db, &mut f, skipped).await?;
-    sequences(db, &mut f).await?;
+    sequences(db, &mut f, skipped).await?;
     relations(db, &mut f, skipped).await?;
     triggers(db, &mut f).await?;
     rules(db, &mut f).await?;
@@ -154,7 +135,9 @@ async fn schemas(db: &mut PgDb, f: &mut Found) -> Result<HashMap<String, usize>>
             ObjectKind::Schema,
             name.clone(),
             Phase::Before,
-            vec![format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&name))],
+            // Plain CREATE: a schema the destination has (public) keeps its own
+            // grants and comment.
+            vec![format!("CREATE SCHEMA {}", quote(&name))],
         );
         o.drop = Some(format!("DROP SCHEMA IF EXISTS {}", quote(&name)));
         out.insert(name, f.add("pg_namespace", oid, o));
@@ -176,8 +159,10 @@ async fn extensions(db: &mut PgDb, f: &mut Found) -> Result<()> {
             ObjectKind::Extension,
             name.clone(),
             Phase::Before,
+            // Plain CREATE: an extension the destination has is kept (and never
+            // dropped again by a failed restore).
             vec![format!(
-                "CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}",
+                "CREATE EXTENSION {} WITH SCHEMA {}",
                 quote(&name),
                 quote(&schema)
             )],
@@ -421,6 +406,12 @@ async fn functions(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
         } else {
             (ObjectKind::Function, "FUNCTION")
         };
+        // Never `CREATE OR REPLACE`: a restore does not change a function the
+        // destination has (it is kept, with a note).
+        let def = match def.strip_prefix("CREATE OR REPLACE ") {
+            Some(rest) => format!("CREATE {rest}"),
+            None => def,
+        };
         let mut o = object(kind, display, Phase::Before, vec![def]);
         o.drop = Some(format!(
             "DROP {word} IF EXISTS {}({args})",
@@ -432,7 +423,7 @@ async fn functions(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
 }
 
 /// Sequences no column owns (owned ones are part of their table), with their position.
-async fn sequences(db: &mut PgDb, f: &mut Found) -> Result<()> {
+async fn sequences(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> Result<()> {
     type Row = (i64, String, String, String, i64, i64, i64, i64, i64, bool);
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT c.oid::int8, n.nspname::text, c.relname::text, format_type(s.seqtypid, NULL),
@@ -448,11 +439,28 @@ async fn sequences(db: &mut PgDb, f: &mut Found) -> Result<()> {
     .context(|| "reading sequences".into())?;
     for (oid, schema, name, ty, start, inc, min, max, cache, cycle) in rows {
         let q = qualified(&schema, &name);
-        let (last, called): (i64, bool) =
+        // A role without SELECT on it cannot read its position: skipped, not fatal
+        // (the read runs under a savepoint, the backup's transaction goes on).
+        db.exec("SAVEPOINT tablesafe_sequence").await?;
+        let read: std::result::Result<(i64, bool), sqlx::Error> =
             sqlx::query_as(&format!("SELECT last_value, is_called FROM {q}"))
                 .fetch_one(&mut db.conn)
-                .await
-                .context(|| format!("reading sequence {schema}.{name}"))?;
+                .await;
+        let (last, called) = match read {
+            Ok(r) => {
+                db.exec("RELEASE SAVEPOINT tablesafe_sequence").await?;
+                r
+            }
+            Err(e) => {
+                db.exec("ROLLBACK TO SAVEPOINT tablesafe_sequence").await?;
+                skipped.push(Skipped {
+                    kind: ObjectKind::Sequence,
+                    name: format!("{schema}.{name}"),
+                    reason: format!("its position cannot be read by this role ({e})"),
+                });
+                continue;
+            }
+        };
         let mut o = object(
             ObjectKind::Sequence,
             format!("{schema}.{name}"),
@@ -547,7 +555,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                 let mut sql = Vec::new();
                 for (regclass, column, _, _) in &t.table.sequences {
                     if !identity(column) {
-                        sql.push(format!("CREATE SEQUENCE IF NOT EXISTS {regclass}"));
+                        sql.push(format!("CREATE SEQUENCE {regclass}"));
                     }
                 }
                 sql.push(format!(

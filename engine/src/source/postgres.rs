@@ -71,7 +71,39 @@ impl super::SourceDb for PgDb {
         self.exec("SELECT 1").await
     }
 
+    /// Reads everything with `search_path` set to `pg_catalog` alone, so every name the
+    /// server prints (types, functions in defaults and checks, views' tables) is
+    /// schema-qualified and means the same thing on a destination whatever its own
+    /// search path (what pg_dump does).
     async fn discover(&mut self) -> Result<PgCatalog> {
+        let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+            .fetch_one(&mut self.conn)
+            .await
+            .context(|| "reading search_path".into())?;
+        self.exec("SELECT set_config('search_path', 'pg_catalog', false)")
+            .await?;
+        let result = self.discover_qualified().await;
+        let reset = self
+            .exec(&format!(
+                "SELECT set_config('search_path', '{}', false)",
+                path.replace('\'', "''")
+            ))
+            .await;
+        let cat = result?;
+        reset?;
+        Ok(cat)
+    }
+
+    fn count_table(
+        &mut self,
+        t: &PgTableInfo,
+    ) -> impl std::future::Future<Output = Result<(u64, bool)>> + Send {
+        self.count_rows(&t.table.schema, &t.table.name)
+    }
+}
+
+impl PgDb {
+    async fn discover_qualified(&mut self) -> Result<PgCatalog> {
         let mut cat = PgCatalog::default();
         let rels: Vec<(i64, String, String)> = sqlx::query_as(&format!(
             "SELECT c.oid::int8, n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -107,13 +139,6 @@ impl super::SourceDb for PgDb {
         cat.objects = super::pg_schema::discover(self, &mut tables, &mut cat.skipped).await?;
         cat.tables = tables.into_iter().map(|(_, t)| t).collect();
         Ok(cat)
-    }
-
-    fn count_table(
-        &mut self,
-        t: &PgTableInfo,
-    ) -> impl std::future::Future<Output = Result<(u64, bool)>> + Send {
-        self.count_rows(&t.table.schema, &t.table.name)
     }
 }
 

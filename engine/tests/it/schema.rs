@@ -75,6 +75,8 @@ CREATE TABLE billing.invoices (
 CREATE TRIGGER invoices_guard BEFORE DELETE ON billing.invoices FOR EACH ROW WHEN (OLD.amount > 1000) EXECUTE FUNCTION set_updated_at();
 ALTER TABLE billing.invoices DISABLE TRIGGER invoices_guard;
 CREATE RULE invoices_keep AS ON DELETE TO billing.invoices WHERE OLD.amount > 1000000 DO INSTEAD NOTHING;
+CREATE FUNCTION billing.total_for(u uuid) RETURNS numeric LANGUAGE sql STABLE SECURITY DEFINER
+    AS $$ SELECT sum(amount) FROM billing.invoices WHERE user_id = u $$;
 CREATE PROCEDURE billing.archive(days int) LANGUAGE sql AS $$ DELETE FROM billing.invoices WHERE upper(period) < now() - make_interval(days => days) $$;
 CREATE VIEW active_users AS SELECT id, email, handle FROM users WHERE status = 'active';
 CREATE VIEW billing.user_totals WITH (security_barrier) AS
@@ -251,9 +253,16 @@ async fn an_application_schema_round_trips_with_identical_pg_dump() {
     let plan = engine::restore::plan(&repo, &restore_opts(&first))
         .await
         .unwrap();
-    engine::restore::execute(&repo, &plan, &NoProgress)
+    let done = engine::restore::execute(&repo, &plan, &NoProgress)
         .await
         .unwrap();
+    // A SECURITY DEFINER function now runs as the restoring role: the output says so.
+    assert!(
+        done.iter().flat_map(|d| &d.notes).any(|n| n.contains(
+            "function billing.total_for(u uuid) is SECURITY DEFINER: it runs with the privileges of the role that restored it"
+        )),
+        "{done:?}"
+    );
     assert_eq!(
         dump(&first, &["--schema-only"]),
         dump(&src, &["--schema-only"])
@@ -400,6 +409,49 @@ async fn some_tables_bring_what_they_need_and_name_what_they_leave() {
         .trim(),
         "t"
     );
+    // Merging rows into the users table the destination now has, as a requester who
+    // may only add rows would: the destination's own function, grants and policies
+    // stay as they are (nothing of the snapshot replaces or adds to them).
+    psql(
+        &dest,
+        "CREATE OR REPLACE FUNCTION normalize_email(e text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT lower(e) $$; \
+         REVOKE UPDATE ON users FROM app_user; DROP POLICY no_deleting_active ON users; \
+         DELETE FROM users WHERE handle = 'cy'",
+    );
+    let mut o = restore_opts(&dest);
+    o.selection.include = vec!["public.users".into()];
+    o.mode = Mode::Upsert;
+    let plan = engine::restore::plan(&repo, &o).await.unwrap();
+    assert!(
+        plan.objects_left.iter().any(|l| l
+            == "trigger users_updated_at on public.users not restored: public.users exists in the destination and keeps its own"),
+        "{:?}",
+        plan.objects_left
+    );
+    engine::restore::execute(&repo, &plan, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(psql(&dest, "SELECT count(*) FROM users").trim(), "3");
+    assert_eq!(
+        psql(
+            &dest,
+            "SELECT prosrc FROM pg_proc WHERE proname = 'normalize_email'"
+        )
+        .trim(),
+        "SELECT lower(e)",
+        "the destination's function is kept"
+    );
+    assert_eq!(
+        psql(
+            &dest,
+            "SELECT has_table_privilege('app_user', 'public.users', 'UPDATE')"
+        )
+        .trim(),
+        "f",
+        "no grant added to an existing table"
+    );
+    assert_eq!(psql(&dest, "SELECT count(*) FROM pg_policy").trim(), "1");
+
     // The same with --no-dependents: what users needs, nothing that merely uses it.
     let bare = pg.create_database("bare").unwrap();
     let mut o = restore_opts(&bare);
@@ -424,12 +476,24 @@ async fn some_tables_bring_what_they_need_and_name_what_they_leave() {
     let mut o = restore_opts(&parts);
     o.selection.include = vec!["public.measurements_2025_01".into()];
     let plan = engine::restore::plan(&repo, &o).await.unwrap();
+    assert!(
+        plan.changes_existing.is_empty(),
+        "the parent is made by this restore"
+    );
     engine::restore::execute(&repo, &plan, &NoProgress)
         .await
         .unwrap();
     let mut o = restore_opts(&parts);
     o.selection.include = vec!["public.measurements_default".into()];
     let plan = engine::restore::plan(&repo, &o).await.unwrap();
+    // Adding rows to a table the destination has: the plan says so (the console asks
+    // for the rights or approvals an append needs).
+    assert_eq!(
+        plan.changes_existing,
+        [
+            "public.measurements_default is attached to public.measurements, which the destination already has"
+        ]
+    );
     engine::restore::execute(&repo, &plan, &NoProgress)
         .await
         .unwrap();

@@ -221,7 +221,7 @@ fn errors_are_one_clear_line_with_a_non_zero_exit() {
         repo,
     ]));
     assert!(
-        e.contains("connecting to mysql://root:***@127.0.0.1:1/x") && !e.contains("hunter2"),
+        e.contains("cannot connect to mysql://root:***@127.0.0.1:1/x") && !e.contains("hunter2"),
         "{e}"
     );
     let e = fails(&tablesafe(&[

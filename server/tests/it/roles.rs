@@ -73,6 +73,31 @@ async fn role_matrix(database_url: Option<&str>) {
         .await;
     assert!(source.ok(), "{source:?}");
     let source = source.json().as_i64().unwrap();
+    // An operator may add sources, but not one that makes this server read a
+    // certificate or key file of its own (another database's client key, say).
+    let with_key = "postgres://app@db.example.com/app?sslmode=verify-full&sslkey=/var/lib/tablesafe/client.key&sslcert=/var/lib/tablesafe/client.crt";
+    let refused = api
+        .form(
+            Some(&operator),
+            "sources/add",
+            &[("name", "sneaky".into()), ("url", with_key.into())],
+        )
+        .await;
+    assert!(
+        !refused.ok()
+            && refused
+                .body
+                .contains("only an admin may add a source that uses certificate or key files"),
+        "{refused:?}"
+    );
+    let allowed = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[("name", "with-cert".into()), ("url", with_key.into())],
+        )
+        .await;
+    assert!(allowed.ok(), "{allowed:?}");
     let repo = dir.path().join("repo");
     let target = api
         .form(
