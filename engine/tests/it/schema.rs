@@ -624,3 +624,75 @@ async fn a_mariadb_application_round_trips_with_identical_mysqldump() {
         ["event nightly_cleanup not restored: events are restored only when asked (--events)"]
     );
 }
+
+/// A snapshot whose objects need an extension the destination server cannot install
+/// (taken elsewhere): the restore is refused before anything changes, naming the
+/// extension, its version and where it comes from.
+#[tokio::test]
+async fn a_destination_without_a_needed_extension_is_refused_before_anything_changes() {
+    use engine::model::{ObjectKind, Phase, SchemaObject};
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("app").unwrap();
+    psql(
+        &src,
+        "CREATE EXTENSION citext; CREATE TABLE people (id int PRIMARY KEY, email citext); \
+         INSERT INTO people VALUES (1, 'A@x')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_location, mut repo) = new_repo(dir.path()).await;
+    let opts = BackupOptions {
+        source: Secret::new(src.clone()),
+        selection: Selection::default(),
+        tags: Default::default(),
+    };
+    backup(&mut repo, &opts, &NoProgress).await.unwrap();
+    // The same snapshot as a server with PostGIS-like extras would have written it:
+    // one more extension, which the table needs.
+    let (_, mut snap) = repo.find_snapshot("latest").await.unwrap();
+    let missing = "tablesafe_missing_ext";
+    snap.objects.insert(
+        0,
+        SchemaObject {
+            kind: ObjectKind::Extension,
+            name: missing.into(),
+            phase: Phase::Before,
+            sql: vec![format!("CREATE EXTENSION {missing} WITH SCHEMA public")],
+            drop: None,
+            tables: Vec::new(),
+            needs: Vec::new(),
+            version: Some("3.1".into()),
+        },
+    );
+    snap.tables[0]
+        .schema
+        .postgres
+        .as_mut()
+        .unwrap()
+        .needs
+        .push(format!("extension {missing}"));
+    let elsewhere = repo.save_snapshot(&snap).await.unwrap();
+
+    let dest = pg.create_database("dest").unwrap();
+    let mut o = restore_opts(&dest);
+    o.snapshot = elsewhere.to_string();
+    let plan = engine::restore::plan(&repo, &o).await.unwrap();
+    let err = engine::restore::execute(&repo, &plan, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "{missing} (version 3.1 in the backup; install the package that provides it)"
+        )) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        psql(
+            &dest,
+            "SELECT (SELECT count(*) FROM pg_class WHERE relname = 'people') + (SELECT count(*) FROM pg_extension WHERE extname = 'citext')"
+        )
+        .trim(),
+        "0",
+        "the destination is as it was"
+    );
+}
