@@ -160,6 +160,22 @@ async fn postgres_that_only_accepts_tls_backs_up_restores_and_captures_over_veri
     let sum = "SELECT count(*) || ' ' || sum(id) || ' ' || md5(string_agg(body, ',' ORDER BY id)) FROM notes";
     assert_eq!(pg.psql("copy", sum).unwrap(), pg.psql("app", sum).unwrap());
 
+    // A drill's scratch database on the same TLS-only server, over verify-full: made,
+    // proven, dropped.
+    let report = engine::drill::drill(
+        &repo,
+        &engine::drill::DrillOptions {
+            snapshot: "latest".into(),
+            scratch: engine::drill::Scratch::parse(&Secret::new(verified("postgres"))),
+            assertions: vec!["SELECT count(*) = 500 FROM notes".into()],
+            jobs: 2,
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(report.passed && report.cleaned_up, "{report:?}");
+
     // Continuous capture streams changes over the same verified connection.
     let mut capture_opts = CaptureOptions::new(Secret::new(verified("app")), "tls");
     // Every round stores a segment, so a second round moves the restorable range on.
