@@ -705,6 +705,20 @@ pub struct SchemaObject {
 }
 
 impl SchemaObject {
+    /// An object made by `sql`, needing nothing yet.
+    pub fn new(kind: ObjectKind, name: impl Into<String>, phase: Phase, sql: Vec<String>) -> Self {
+        SchemaObject {
+            kind,
+            name: name.into(),
+            phase,
+            sql,
+            drop: None,
+            tables: Vec::new(),
+            needs: Vec::new(),
+            version: None,
+        }
+    }
+
     /// Names the object among a snapshot's objects (kind and name).
     pub fn key(&self) -> String {
         format!("{} {}", self.kind.as_str(), self.name)

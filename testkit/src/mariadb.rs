@@ -196,53 +196,49 @@ impl Mariadb {
     /// `database` as `mysqldump` writes it (without comments and dates, rows in key
     /// order, bytes in hex, times in UTC), leaving out the tables and views `ignore`s.
     pub fn dump(&self, database: &str, ignore: &[&str]) -> Result<String> {
-        let out = Command::new("mysqldump")
-            .arg("--no-defaults")
-            .args(["-h127.0.0.1", "-u", USER])
-            .arg(format!("-P{}", self.port))
-            .arg(format!("-p{PASSWORD}"))
-            .args(self.client_tls())
-            .args([
-                "--skip-comments",
-                "--skip-dump-date",
-                "--hex-blob",
-                "--order-by-primary",
-                "--skip-extended-insert",
-                "--tz-utc",
-                "--single-transaction",
-                database,
-            ])
-            .args(
-                ignore
-                    .iter()
-                    .map(|t| format!("--ignore-table={database}.{t}")),
-            )
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!("mysqldump: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let mut args: Vec<String> = [
+            "--hex-blob",
+            "--order-by-primary",
+            "--skip-extended-insert",
+            "--tz-utc",
+            "--single-transaction",
+            database,
+        ]
+        .map(String::from)
+        .into();
+        args.extend(
+            ignore
+                .iter()
+                .map(|t| format!("--ignore-table={database}.{t}")),
+        );
+        self.mysqldump(&args)
     }
 
     /// `database`'s schema as `mysqldump --no-data --routines --triggers --events`
     /// writes it (without comments and dates).
     pub fn dump_schema(&self, database: &str) -> Result<String> {
+        self.mysqldump(
+            &[
+                "--no-data",
+                "--routines",
+                "--triggers",
+                "--events",
+                database,
+            ]
+            .map(String::from),
+        )
+    }
+
+    /// `mysqldump` as the test account, without comments and dump dates.
+    fn mysqldump(&self, args: &[String]) -> Result<String> {
         let out = Command::new("mysqldump")
             .arg("--no-defaults")
             .args(["-h127.0.0.1", "-u", USER])
             .arg(format!("-P{}", self.port))
             .arg(format!("-p{PASSWORD}"))
             .args(self.client_tls())
-            .args([
-                "--skip-comments",
-                "--skip-dump-date",
-                "--no-data",
-                "--routines",
-                "--triggers",
-                "--events",
-                database,
-            ])
+            .args(["--skip-comments", "--skip-dump-date"])
+            .args(args)
             .stdin(Stdio::null())
             .output()?;
         if !out.status.success() {

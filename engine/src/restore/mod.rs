@@ -492,6 +492,19 @@ pub struct RestoredTable {
     pub merge: Option<crate::merge::MergeCounts>,
 }
 
+/// Notes about schema objects go with the restored table they belong to, else the
+/// first one.
+fn attach_notes(done: &mut [RestoredTable], notes: Vec<(Option<String>, String)>) {
+    for (table, note) in notes {
+        let i = table
+            .and_then(|t| done.iter().position(|d| d.table == t))
+            .unwrap_or(0);
+        if let Some(d) = done.get_mut(i) {
+            d.notes.push(note);
+        }
+    }
+}
+
 /// Runs a plan. Every table is checked against its checksum before the transaction
 /// commits; on any error nothing in the destination changes.
 pub async fn execute(

@@ -47,8 +47,6 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
     }
     let tag = crate::repo::crypto::hex(&rand::random::<[u8; 4]>());
     let mut staged: Vec<(usize, String)> = Vec::new();
-    // `DROP` statements of the objects made, undone if the restore fails.
-    let mut made: Vec<String> = Vec::new();
     let result = async {
         let mut done = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
@@ -110,15 +108,13 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
             return Ok(restored);
         }
         db.exec("COMMIT").await?;
-        // Routines need no table: made before the tables appear.
+        // Routines need no table: made before the tables appear. (MySQL has no
+        // transactional DDL and appended rows are committed by now: an object that
+        // cannot be made is reported, not a failed restore that a retry would repeat.)
         let current = current_user(&mut db).await?;
         let mut object_notes = Vec::new();
         for o in plan.made.iter().filter(|o| o.phase == Phase::Before) {
-            if make_object(&mut db, o, &current, &mut object_notes).await?
-                && let Some(d) = &o.drop
-            {
-                made.push(d.clone());
-            }
+            make_object(&mut db, o, &current, &mut object_notes).await;
         }
         let mut renames = Vec::new();
         let mut olds = Vec::new();
@@ -175,32 +171,15 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
                 .await?;
             }
         }
-        // Views, triggers and events once the tables are in place (MySQL has no
-        // transactional DDL: a failure here drops the objects made, but the tables
-        // are already restored).
+        // Views, triggers and events once the tables are in place.
         for o in plan.made.iter().filter(|o| o.phase == Phase::After) {
-            if make_object(&mut db, o, &current, &mut object_notes).await?
-                && let Some(d) = &o.drop
-            {
-                made.push(d.clone());
-            }
+            make_object(&mut db, o, &current, &mut object_notes).await;
         }
-        made.clear();
-        for (table, note) in object_notes {
-            let i = table
-                .and_then(|t| restored.iter().position(|r| r.table == t))
-                .unwrap_or(0);
-            if let Some(r) = restored.get_mut(i) {
-                r.notes.push(note);
-            }
-        }
+        attach_notes(&mut restored, object_notes);
         Ok(restored)
     }
     .await;
     if result.is_err() {
-        for d in made.iter().rev() {
-            let _ = db.exec(d).await;
-        }
         let _ = db.exec("ROLLBACK").await;
         for (_, stage) in &staged {
             let _ = db
@@ -264,14 +243,14 @@ fn definer(sql: &str, current: &str) -> (String, Option<String>) {
     )
 }
 
-/// Makes one object; an object the destination already has is kept (with a note).
-/// Returns whether it was made.
+/// Makes one object. One the destination already has is kept, and one that cannot be
+/// made (or whose statement is not a CREATE) is left out; both with a note.
 async fn make_object(
     db: &mut MyDb,
     o: &SchemaObject,
     current: &str,
     notes: &mut Vec<(Option<String>, String)>,
-) -> Result<bool> {
+) {
     use sqlx::Executor;
     let table = o.tables.first().cloned();
     let mut made = true;
@@ -280,25 +259,44 @@ async fn make_object(
         if !made && !is_setting {
             continue;
         }
+        if !is_setting && !sql.starts_with("CREATE ") {
+            notes.push((
+                table.clone(),
+                format!(
+                    "{} {} not made: its statement is not a CREATE",
+                    o.kind, o.name
+                ),
+            ));
+            made = false;
+            continue;
+        }
         let (sql, replaced) = definer(sql, current);
-        if let Err(e) = db.conn.execute(sql.as_str()).await {
+        // A view's statement goes as one prepared statement (it cannot carry another
+        // along); routines, triggers and events have compound bodies MySQL does not
+        // prepare.
+        let result = if o.kind == ObjectKind::View && !is_setting {
+            sqlx::query(&sql)
+                .persistent(false)
+                .execute(&mut db.conn)
+                .await
+                .map(|_| ())
+        } else {
+            db.conn.execute(sql.as_str()).await.map(|_| ())
+        };
+        if let Err(e) = result {
             let number = e
                 .as_database_error()
                 .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
                 .map(|d| d.number());
             // Exists already: table/view 1050, routine 1304, trigger 1359, event 1537.
-            if matches!(number, Some(1050 | 1304 | 1359 | 1537)) {
-                notes.push((
-                    table.clone(),
-                    format!("kept the destination's existing {} {}", o.kind, o.name),
-                ));
-                made = false;
-                continue;
-            }
-            return Err(Error::Database {
-                context: format!("making {} {}", o.kind, o.name),
-                source: e,
-            });
+            let note = if matches!(number, Some(1050 | 1304 | 1359 | 1537)) {
+                format!("kept the destination's existing {} {}", o.kind, o.name)
+            } else {
+                format!("{} {} not made: {e}", o.kind, o.name)
+            };
+            notes.push((table.clone(), note));
+            made = false;
+            continue;
         }
         if let Some(account) = replaced {
             notes.push((
@@ -310,7 +308,6 @@ async fn make_object(
             ));
         }
     }
-    Ok(made)
 }
 
 /// Inserts a table's rows (filtered) into `into`, in multi-row statements, checking them

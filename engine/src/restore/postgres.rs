@@ -459,18 +459,6 @@ async fn untrusted(db: &mut PgDb, o: &SchemaObject) -> Result<Option<String>> {
     })
 }
 
-/// Notes about objects go with the restored table they belong to, else the first.
-fn attach_notes(done: &mut [RestoredTable], notes: Vec<(Option<String>, String)>) {
-    for (table, note) in notes {
-        let i = table
-            .and_then(|t| done.iter().position(|d| d.table == t))
-            .unwrap_or(0);
-        if let Some(d) = done.get_mut(i) {
-            d.notes.push(note);
-        }
-    }
-}
-
 /// Loads a big table over several connections into a new staging table next to its
 /// destination, committed but not yet in place. Returns its name and row count.
 async fn stage_table(

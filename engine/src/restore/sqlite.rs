@@ -69,22 +69,16 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
         }
         // Views, triggers (after the rows: they do not fire on them), AUTOINCREMENT
         // counters and pragmas, in the same transaction.
+        let mut notes = Vec::new();
         for o in &plan.made {
             for sql in &o.sql {
                 if let Err(e) = db.exec(sql).await {
                     let text = e.to_string();
                     if text.contains("already exists") {
-                        let i = o
-                            .tables
-                            .first()
-                            .and_then(|t| done.iter().position(|d| &d.table == t))
-                            .unwrap_or(0);
-                        if let Some(d) = done.get_mut(i) {
-                            d.notes.push(format!(
-                                "kept the destination's existing {} {}",
-                                o.kind, o.name
-                            ));
-                        }
+                        notes.push((
+                            o.tables.first().cloned(),
+                            format!("kept the destination's existing {} {}", o.kind, o.name),
+                        ));
                         break;
                     }
                     return Err(Error::Other(format!(
@@ -94,6 +88,7 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
                 }
             }
         }
+        attach_notes(&mut done, notes);
         db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
         Ok(done)
     }

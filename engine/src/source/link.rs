@@ -39,6 +39,17 @@ pub enum Verified {
     CaAndHost,
 }
 
+impl Link {
+    /// A network connection: encrypted with `protocol` (as the server names it) when
+    /// the server says so, checked as `verified` asked.
+    pub fn of_network(protocol: Option<String>, verified: Verified) -> Link {
+        match protocol {
+            Some(protocol) if !protocol.is_empty() => Link::Encrypted { protocol, verified },
+            _ => Link::Plain,
+        }
+    }
+}
+
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -13,19 +13,6 @@ use crate::error::Context;
 use crate::model::{ObjectKind, Phase, SchemaObject};
 use sqlx::Row;
 
-fn object(kind: ObjectKind, name: &str, phase: Phase, sql: Vec<String>) -> SchemaObject {
-    SchemaObject {
-        kind,
-        name: name.to_string(),
-        phase,
-        sql,
-        drop: None,
-        tables: Vec::new(),
-        needs: Vec::new(),
-        version: None,
-    }
-}
-
 /// An object's statement in the session it was created in, as mysqldump replays it:
 /// its `sql_mode` (a routine's or trigger's body is parsed with it) and its client
 /// character set and connection collation (recorded with the object); then back to
@@ -177,7 +164,7 @@ pub(super) async fn discover(
             unreadable(object_kind, name, skipped);
             continue;
         };
-        let mut o = object(object_kind, name, Phase::Before, in_session(&row, create));
+        let mut o = SchemaObject::new(object_kind, name, Phase::Before, in_session(&row, create));
         o.drop = Some(format!("DROP {word} IF EXISTS {}", quote(name)));
         objects.push(o);
     }
@@ -192,7 +179,7 @@ pub(super) async fn discover(
             unreadable(ObjectKind::View, name, skipped);
             continue;
         };
-        let mut o = object(ObjectKind::View, name, Phase::After, Vec::new());
+        let mut o = SchemaObject::new(ObjectKind::View, name, Phase::After, Vec::new());
         for used in quoted_names(&create) {
             if &used == name {
                 continue;
@@ -235,9 +222,9 @@ pub(super) async fn discover(
             unreadable(ObjectKind::Trigger, name, skipped);
             continue;
         };
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Trigger,
-            &format!("{name} on {table}"),
+            format!("{name} on {table}"),
             Phase::After,
             in_session(&row, create),
         );
@@ -263,7 +250,7 @@ pub(super) async fn discover(
             format!("SET time_zone = '{}'", zone.replace('\'', "''")),
         );
         sql.push("SET time_zone = '+00:00'".into());
-        let mut o = object(ObjectKind::Event, name, Phase::After, sql);
+        let mut o = SchemaObject::new(ObjectKind::Event, name, Phase::After, sql);
         o.drop = Some(format!("DROP EVENT IF EXISTS {}", quote(name)));
         objects.push(o);
     }

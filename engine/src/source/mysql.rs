@@ -185,13 +185,7 @@ impl MyDb {
                 .fetch_optional(&mut self.conn)
                 .await
                 .context(|| format!("reading Ssl_version on {}", self.display))?;
-        Ok(match version {
-            Some((_, v)) if !v.is_empty() => Link::Encrypted {
-                protocol: v,
-                verified: self.verified,
-            },
-            _ => Link::Plain,
-        })
+        Ok(Link::of_network(version.map(|(_, v)| v), self.verified))
     }
 
     pub async fn table_exists(&mut self, name: &str) -> Result<bool> {

@@ -60,19 +60,6 @@ impl Found {
     }
 }
 
-fn object(kind: ObjectKind, name: String, phase: Phase, sql: Vec<String>) -> SchemaObject {
-    SchemaObject {
-        kind,
-        name,
-        phase,
-        sql,
-        drop: None,
-        tables: Vec::new(),
-        needs: Vec::new(),
-        version: None,
-    }
-}
-
 /// Reads every schema object of the database inside the backup's snapshot, records in
 /// `tables` which objects each one needs, and adds what is not carried to `skipped`.
 /// (Called with `search_path` set to `pg_catalog`, see [`super::postgres`].)
@@ -131,7 +118,7 @@ async fn schemas(db: &mut PgDb, f: &mut Found) -> Result<HashMap<String, usize>>
     .context(|| "reading schemas".into())?;
     let mut out = HashMap::new();
     for (oid, name) in rows {
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Schema,
             name.clone(),
             Phase::Before,
@@ -155,7 +142,7 @@ async fn extensions(db: &mut PgDb, f: &mut Found) -> Result<()> {
     .await
     .context(|| "reading extensions".into())?;
     for (oid, name, schema, version) in rows {
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Extension,
             name.clone(),
             Phase::Before,
@@ -222,7 +209,7 @@ async fn collations(db: &mut PgDb, f: &mut Found) -> Result<()> {
             opts.push("deterministic = false".into());
         }
         let q = qualified(&schema, &name);
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Collation,
             format!("{schema}.{name}"),
             Phase::Before,
@@ -352,7 +339,7 @@ async fn types(db: &mut PgDb, f: &mut Found) -> Result<()> {
         } else {
             "TYPE"
         };
-        let mut o = object(kind, display, Phase::Before, sql);
+        let mut o = SchemaObject::new(kind, display, Phase::Before, sql);
         o.drop = Some(format!("DROP {word} IF EXISTS {q}"));
         f.add("pg_type", oid, o);
     }
@@ -412,7 +399,7 @@ async fn functions(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
             Some(rest) => format!("CREATE {rest}"),
             None => def,
         };
-        let mut o = object(kind, display, Phase::Before, vec![def]);
+        let mut o = SchemaObject::new(kind, display, Phase::Before, vec![def]);
         o.drop = Some(format!(
             "DROP {word} IF EXISTS {}({args})",
             qualified(&schema, &name)
@@ -461,7 +448,7 @@ async fn sequences(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                 continue;
             }
         };
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Sequence,
             format!("{schema}.{name}"),
             Phase::Before,
@@ -516,7 +503,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
             "v" => {
                 let def = viewdef.unwrap_or_default();
                 let def = def.trim().trim_end_matches(';');
-                let mut o = object(
+                let mut o = SchemaObject::new(
                     ObjectKind::View,
                     display,
                     Phase::After,
@@ -538,7 +525,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                 f.add(
                     "pg_class",
                     oid,
-                    object(ObjectKind::MaterializedView, display, Phase::After, sql),
+                    SchemaObject::new(ObjectKind::MaterializedView, display, Phase::After, sql),
                 );
             }
             _ => {
@@ -580,7 +567,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                     };
                     sql.push(format!("SELECT pg_catalog.setval({seq}, {last}, {called})"));
                 }
-                let mut o = object(
+                let mut o = SchemaObject::new(
                     ObjectKind::PartitionedTable,
                     display.clone(),
                     Phase::Before,
@@ -604,7 +591,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                 }
                 // Always made (even empty): a parent's definition comes after those of
                 // its partitioned partitions, which come after their own partitions.
-                let mut d = object(ObjectKind::Definition, display, Phase::After, after);
+                let mut d = SchemaObject::new(ObjectKind::Definition, display, Phase::After, after);
                 d.needs.push(f.objects[parent].key());
                 f.objects.push(d);
             }
@@ -624,7 +611,7 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
         let Some(parent_i) = f.object_of("pg_class", parent_oid) else {
             continue;
         };
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Partition,
             format!("{schema}.{name}"),
             Phase::After,
@@ -695,7 +682,7 @@ async fn triggers(db: &mut PgDb, f: &mut Found) -> Result<()> {
         if let Some(state) = state {
             sql.push(format!("ALTER TABLE {q} {state} TRIGGER {}", quote(&name)));
         }
-        let mut o = object(
+        let mut o = SchemaObject::new(
             ObjectKind::Trigger,
             format!("{name} on {table}"),
             Phase::After,
@@ -722,7 +709,7 @@ async fn rules(db: &mut PgDb, f: &mut Found) -> Result<()> {
         f.add(
             "pg_rewrite",
             oid,
-            object(
+            SchemaObject::new(
                 ObjectKind::Rule,
                 format!("{name} on {table}"),
                 Phase::After,
@@ -765,7 +752,7 @@ async fn row_security(db: &mut PgDb, f: &mut Found) -> Result<()> {
         if force {
             sql.push(format!("ALTER TABLE {q} FORCE ROW LEVEL SECURITY"));
         }
-        let mut o = object(ObjectKind::RowSecurity, table, Phase::After, sql);
+        let mut o = SchemaObject::new(ObjectKind::RowSecurity, table, Phase::After, sql);
         attach_to_relation(f, oid, &mut o);
         f.objects.push(o);
     }
@@ -816,7 +803,7 @@ async fn row_security(db: &mut PgDb, f: &mut Found) -> Result<()> {
         f.add(
             "pg_policy",
             oid,
-            object(
+            SchemaObject::new(
                 ObjectKind::Policy,
                 format!("{name} on {table}"),
                 Phase::After,
@@ -897,7 +884,7 @@ async fn comments(db: &mut PgDb, f: &mut Found) -> Result<()> {
         }
     }
     for (table, sql) in per_table {
-        let mut o = object(ObjectKind::Comment, table.clone(), Phase::After, sql);
+        let mut o = SchemaObject::new(ObjectKind::Comment, table.clone(), Phase::After, sql);
         o.tables.push(table);
         f.objects.push(o);
     }
@@ -966,7 +953,7 @@ async fn grants(db: &mut PgDb, f: &mut Found) -> Result<()> {
         }
     }
     for (table, sql) in per_table {
-        let mut o = object(ObjectKind::Grant, table.clone(), Phase::After, sql);
+        let mut o = SchemaObject::new(ObjectKind::Grant, table.clone(), Phase::After, sql);
         o.tables.push(table);
         f.objects.push(o);
     }

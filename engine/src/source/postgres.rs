@@ -190,13 +190,11 @@ impl PgDb {
         .fetch_optional(&mut self.conn)
         .await
         .context(|| format!("reading pg_stat_ssl on {}", self.display))?;
-        Ok(match ssl {
-            Some((true, version)) => Link::Encrypted {
-                protocol: version.unwrap_or_else(|| "TLS".into()),
-                verified: self.verified,
-            },
-            _ => Link::Plain,
-        })
+        let protocol = match ssl {
+            Some((true, version)) => Some(version.unwrap_or_else(|| "TLS".into())),
+            _ => None,
+        };
+        Ok(Link::of_network(protocol, self.verified))
     }
 
     /// Like [`super::SourceDb::begin_snapshot`], and returns where the snapshot sits in the

@@ -152,15 +152,8 @@ impl SqliteDb {
         tables: &[TableInfo],
     ) -> Result<Vec<crate::model::SchemaObject>> {
         use crate::model::{Phase, SchemaObject};
-        let object = |kind: ObjectKind, name: &str, sql: Vec<String>| SchemaObject {
-            kind,
-            name: name.to_string(),
-            phase: Phase::After,
-            sql,
-            drop: None,
-            tables: Vec::new(),
-            needs: Vec::new(),
-            version: None,
+        let object = |kind: ObjectKind, name: &str, sql: Vec<String>| {
+            SchemaObject::new(kind, name, Phase::After, sql)
         };
         let table_of = |word: &str| tables.iter().find(|t| t.name.to_lowercase() == word);
         let views: Vec<String> = master

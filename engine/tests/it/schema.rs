@@ -614,6 +614,28 @@ async fn a_mariadb_application_round_trips_with_identical_mysqldump() {
             .unwrap()
     );
 
+    // Again over the copy (replace): the tables and their triggers are made anew, the
+    // routines, views and event the copy has are kept (said in a note), and the copy
+    // still dumps as the source.
+    let mut o = restore_opts(&my.url("copy"));
+    o.mode = Mode::Replace;
+    o.objects.events = true;
+    let plan = engine::restore::plan(&repo, &o).await.unwrap();
+    let done = engine::restore::execute(&repo, &plan, &NoProgress)
+        .await
+        .unwrap();
+    let notes: Vec<&String> = done.iter().flat_map(|d| &d.notes).collect();
+    assert!(
+        notes.contains(&&"kept the destination's existing view order_totals".to_string())
+            && notes
+                .contains(&&"kept the destination's existing procedure close_customer".to_string()),
+        "{notes:?}"
+    );
+    same_text(
+        &my.dump_schema("copy").unwrap(),
+        &my.dump_schema("app").unwrap(),
+    );
+
     // Without --events the event stays behind, and says so.
     let dest = my.create_database("noevents").unwrap();
     let plan = engine::restore::plan(&repo, &restore_opts(&dest))
