@@ -77,6 +77,21 @@ pub struct HistoryArgs {
 }
 
 impl HistoryArgs {
+    /// The console's own files: the data directory, the key file's directory and a
+    /// SQLite history database named by URL.
+    pub fn protected(&self, key_file: &std::path::Path) -> app::ssr::protected::Protected {
+        let key_dir = key_file.parent().unwrap_or(std::path::Path::new("."));
+        let history = self
+            .database_url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("sqlite://"))
+            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p)));
+        app::ssr::protected::Protected::new(
+            &[self.data_dir.as_path(), key_dir],
+            &history.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        )
+    }
+
     pub async fn open(&self) -> Result<Db> {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;

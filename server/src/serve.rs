@@ -57,6 +57,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         throttle: Arc::new(app::ssr::throttle::Throttle::default()),
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
         public_url: args.public_url.clone(),
+        protected: Arc::new(args.history.protected(&key_file)),
     };
 
     let worker = args

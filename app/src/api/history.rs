@@ -434,6 +434,10 @@ pub(crate) async fn plan_restore(
         .secrets
         .open(Kind::SourceUrl, &dest.sealed_url)
         .or_internal("opening a URL")?;
+    // (Checked again here: a source added before the rule, or by another way.)
+    let parsed =
+        engine::source::SourceUrl::parse(&url).map_err(|e| AppError::Invalid(e.to_string()))?;
+    crate::ssr::check_not_protected(&c.state, &parsed).map_err(AppError::Invalid)?;
     let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;

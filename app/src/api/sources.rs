@@ -86,6 +86,8 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
         let url = Secret::new(forms::source_url(&url)?);
         let parsed = engine::source::SourceUrl::parse(&url)
             .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
+        crate::ssr::check_not_protected(&c.state, &parsed)
+            .map_err(|e| AppError::Field("url".into(), e))?;
         // Certificate and key files are read on this server: naming one would let an
         // operator log in elsewhere with a client key stored here (the history
         // database's, say), or probe which files exist.

@@ -8,6 +8,7 @@ pub mod drills;
 pub mod keys;
 pub mod notify;
 pub mod password;
+pub mod protected;
 pub mod requests;
 pub mod schedule;
 pub mod secrets;
@@ -35,6 +36,25 @@ pub struct AppState {
     /// The console's address as users reach it (`--public-url`), for links in
     /// notifications; None: links are paths.
     pub public_url: Option<String>,
+    /// The console's own files, which no SQLite source or destination may point into.
+    pub protected: Arc<protected::Protected>,
+}
+
+/// Refuses a SQLite source or destination inside the console's own files, with what
+/// to do instead.
+pub fn check_not_protected(
+    state: &AppState,
+    url: &engine::source::SourceUrl,
+) -> Result<(), String> {
+    if let engine::source::SourceUrl::Sqlite(path) = url
+        && state.protected.contains(path).is_some()
+    {
+        return Err(format!(
+            "{} is inside tablesafe's own data (its history database and keys): choose a database file elsewhere",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 impl AppState {

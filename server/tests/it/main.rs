@@ -10,6 +10,7 @@ mod drills;
 mod export;
 mod harness;
 mod history_db;
+mod insider;
 mod jobs;
 mod load;
 mod mysql;

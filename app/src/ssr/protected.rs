@@ -1,0 +1,107 @@
+//! The console's own files — its data directory (history database, server key), the
+//! key file's directory and a SQLite history database elsewhere — which no SQLite
+//! source or restore destination may point into: backing one up would hand the sealed
+//! secrets and the audit log to whoever may restore it, and restoring into one would
+//! rewrite them.
+
+use std::path::{Path, PathBuf};
+
+/// Directories and files a SQLite source or destination may not resolve into.
+#[derive(Debug, Clone, Default)]
+pub struct Protected {
+    /// Canonical directories: nothing inside them.
+    dirs: Vec<PathBuf>,
+    /// Canonical files (with their `-wal`, `-shm` and `-journal` companions).
+    files: Vec<PathBuf>,
+}
+
+impl Protected {
+    /// `dirs` and `files` as given; those that do not exist yet are taken as written
+    /// (made absolute).
+    pub fn new(dirs: &[&Path], files: &[&Path]) -> Protected {
+        Protected {
+            dirs: dirs.iter().map(|d| resolve(d)).collect(),
+            files: files.iter().map(|f| resolve(f)).collect(),
+        }
+    }
+
+    /// The protected place `path` resolves into (symlinks followed, `..` resolved),
+    /// if any.
+    pub fn contains(&self, path: &Path) -> Option<&Path> {
+        let p = resolve(path);
+        if let Some(d) = self.dirs.iter().find(|d| p.starts_with(d)) {
+            return Some(d);
+        }
+        let name = p.to_string_lossy();
+        self.files
+            .iter()
+            .find(|f| {
+                let f = f.to_string_lossy();
+                name == f
+                    || ["-wal", "-shm", "-journal"]
+                        .iter()
+                        .any(|s| name == format!("{f}{s}"))
+            })
+            .map(PathBuf::as_path)
+    }
+}
+
+/// `path` made absolute, symlinks resolved in every part that exists and `.`/`..`
+/// taken in order (a `..` after a missing directory is read as if it were there: the
+/// stricter reading).
+fn resolve(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in abs.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir => out.push(part.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if let Ok(real) = out.canonicalize() {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_into_the_console_data_are_found_through_links_and_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("history.db"), b"").unwrap();
+        let elsewhere = dir.path().join("history-elsewhere.db");
+        let p = Protected::new(&[&data], &[&elsewhere]);
+        let link = dir.path().join("innocent");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert!(p.contains(&data.join("history.db")).is_some());
+        assert!(
+            p.contains(&link.join("history.db")).is_some(),
+            "through a symlink"
+        );
+        assert!(
+            p.contains(&dir.path().join("x/../data/new.db")).is_some(),
+            "through .."
+        );
+        assert!(
+            p.contains(&data.join("not-yet/deeper.db")).is_some(),
+            "a file to be made"
+        );
+        assert!(
+            p.contains(&PathBuf::from(format!("{}-wal", elsewhere.display())))
+                .is_some()
+        );
+        assert!(p.contains(&dir.path().join("app.db")).is_none());
+    }
+}
