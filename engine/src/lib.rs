@@ -21,7 +21,9 @@
 //! data/<ab>/<pack id>    packs: concatenated encrypted blobs (one blob = one chunk)
 //! index/<id>             encrypted JSON: for each pack it lists, every chunk id with
 //!                        its offset and length in that pack
-//! snapshots/<id>         encrypted JSON manifest of one snapshot
+//! snapshots/<id>         encrypted JSON manifest of one snapshot; <id> is the BLAKE3
+//!                        of its stored bytes, checked on every read (an older
+//!                        manifest copied under a newer one's name is refused)
 //! locks/<owner>-<n>      plaintext JSON: who is using the repository (see Concurrency)
 //! gc/<id>                plaintext JSON: packs a prune marked, and whom it waits for
 //! ```

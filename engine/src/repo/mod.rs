@@ -459,7 +459,8 @@ impl Repository {
         Arc::make_mut(&mut self.index).retain(|_, loc| !packs.contains(&loc.pack));
     }
 
-    /// Stores a snapshot manifest (the last write of a backup) and returns its id.
+    /// Stores a snapshot manifest (the last write of a backup) and returns its id: the
+    /// BLAKE3 of its stored bytes, checked again whenever it is read.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let plain = serde_json::to_vec(snapshot).map_err(|e| Error::Other(e.to_string()))?;
         let sealed = self.keys.seal(&plain)?;
@@ -488,6 +489,7 @@ impl Repository {
                 Err(Error::Damaged(_)) => continue,
                 Err(e) => return Err(e),
             };
+            check_name(&sealed, &id, "change segment")?;
             let plain = self.keys.open(&sealed, &format!("change segment {id}"))?;
             let seg = serde_json::from_slice(&plain)
                 .map_err(|e| Error::damaged(format!("change segment {id}: {e}")))?;
@@ -502,6 +504,10 @@ impl Repository {
             Error::Damaged(_) => Error::SnapshotNotFound(id.to_string()),
             e => e,
         })?;
+        // A manifest's name is the hash of its bytes: an older manifest copied over
+        // a newer one's name (to bring back what was pruned, or hide a newer snapshot)
+        // is refused, not read as that snapshot.
+        check_name(&sealed, id, "snapshot")?;
         let plain = self.keys.open(&sealed, &format!("snapshot {id}"))?;
         serde_json::from_slice(&plain).map_err(|e| Error::damaged(format!("snapshot {id}: {e}")))
     }
@@ -673,5 +679,17 @@ impl PackWriter {
     pub fn finish(mut self, rt: &tokio::runtime::Handle) -> Result<(Written, u64)> {
         self.flush(rt)?;
         Ok((self.written, self.bytes_stored))
+    }
+}
+
+/// Fails unless `sealed` is what an object named `id` holds (its name is the BLAKE3 of
+/// its bytes).
+fn check_name(sealed: &[u8], id: &str, what: &str) -> Result<()> {
+    if hex(blake3::hash(sealed).as_bytes()) == id {
+        Ok(())
+    } else {
+        Err(Error::damaged(format!(
+            "{what} {id}: its content does not match its name (damaged, or another manifest copied under this name); restore from another snapshot or repair from a copy"
+        )))
     }
 }

@@ -168,6 +168,41 @@ async fn a_damaged_snapshot_manifest_or_index_is_an_error_not_silence() {
     assert!(matches!(err, engine::Error::Damaged(_)), "{err}");
 }
 
+/// Someone with write access to the bucket copies an older manifest over the newest
+/// one's name (to make the older state look like the latest, or to hide a snapshot):
+/// the manifest no longer matches its name, and it is refused and reported.
+#[tokio::test]
+async fn an_older_manifest_under_a_newer_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, src) = setup(dir.path()).await;
+    exec(&src, "DELETE FROM t WHERE id > 10;").await;
+    let mut repo = open_repo(&loc).await;
+    let newer = backup_all(&mut repo, &src).await.id;
+    let older = std::fs::read_dir(Path::new(&loc).join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with(newer.as_str()))
+        .unwrap();
+    let newer_path = Path::new(&loc).join("snapshots").join(newer.as_str());
+    std::fs::copy(&older, &newer_path).unwrap();
+    let repo = open_repo(&loc).await;
+    let err = repo.find_snapshot(&newer).await.unwrap_err().to_string();
+    assert!(err.contains("its content does not match its name"), "{err}");
+    let report = verify(
+        &repo,
+        &VerifyOptions {
+            snapshot: None,
+            read_data: false,
+        },
+        &NoProgress,
+    )
+    .await;
+    assert!(
+        report.is_err() || !report.unwrap().ok(),
+        "verify reports it"
+    );
+}
+
 /// A manifest naming a stream format this version does not know (a newer writer) is
 /// reported by verify and refused by restore, export and browse, never decoded as
 /// another format.
