@@ -90,6 +90,12 @@ macro_rules! connection_statements {
     };
 }
 
+/// `'text'` with single quotes doubled: a SQL string literal for the settings and
+/// names the catalog readers write into statements.
+pub(crate) fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 pub mod link;
 mod my_schema;
 pub mod mysql;

@@ -18,10 +18,12 @@ use sqlx::Row;
 /// character set and connection collation (recorded with the object); then back to
 /// the restore's session.
 fn in_session(row: &sqlx::mysql::MySqlRow, statement: String) -> Vec<String> {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut sql = vec!["SET @tablesafe_sql_mode = @@SESSION.sql_mode".to_string()];
     if let Some(mode) = column(row, "sql_mode") {
-        sql.push(format!("SET SESSION sql_mode = {}", lit(&mode)));
+        sql.push(format!(
+            "SET SESSION sql_mode = {}",
+            super::sql_string(&mode)
+        ));
     }
     if let (Some(cs), Some(coll)) = (
         column(row, "character_set_client"),
@@ -29,8 +31,8 @@ fn in_session(row: &sqlx::mysql::MySqlRow, statement: String) -> Vec<String> {
     ) {
         sql.push(format!(
             "SET character_set_client = {0}, character_set_results = {0}, collation_connection = {1}",
-            lit(&cs),
-            lit(&coll)
+            super::sql_string(&cs),
+            super::sql_string(&coll)
         ));
     }
     sql.push(statement);
@@ -245,10 +247,7 @@ pub(super) async fn discover(
         let zone = column(&row, "time_zone").unwrap_or_else(|| "SYSTEM".into());
         let mut sql = in_session(&row, create);
         let at = sql.len() - 3;
-        sql.insert(
-            at,
-            format!("SET time_zone = '{}'", zone.replace('\'', "''")),
-        );
+        sql.insert(at, format!("SET time_zone = {}", super::sql_string(&zone)));
         sql.push("SET time_zone = '+00:00'".into());
         let mut o = SchemaObject::new(ObjectKind::Event, name, Phase::After, sql);
         o.drop = Some(format!("DROP EVENT IF EXISTS {}", quote(name)));

@@ -27,10 +27,6 @@ fn not_member(class: &str, oid: &str) -> String {
     )
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// A node of the dependency graph: a table of the snapshot or one of its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -191,17 +187,20 @@ async fn collations(db: &mut PgDb, f: &mut Found) -> Result<()> {
             Some("i") => {
                 opts.push("provider = icu".to_string());
                 let locale = text("colllocale").or_else(|| text("colliculocale"));
-                opts.push(format!("locale = {}", literal(&locale.unwrap_or_default())));
+                opts.push(format!(
+                    "locale = {}",
+                    super::sql_string(&locale.unwrap_or_default())
+                ));
             }
             _ => {
                 opts.push("provider = libc".to_string());
                 opts.push(format!(
                     "lc_collate = {}",
-                    literal(&text("collcollate").unwrap_or_default())
+                    super::sql_string(&text("collcollate").unwrap_or_default())
                 ));
                 opts.push(format!(
                     "lc_ctype = {}",
-                    literal(&text("collctype").unwrap_or_default())
+                    super::sql_string(&text("collctype").unwrap_or_default())
                 ));
             }
         }
@@ -459,7 +458,7 @@ async fn sequences(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                 ),
                 format!(
                     "SELECT pg_catalog.setval({}, {last}, {called})",
-                    literal(&q)
+                    super::sql_string(&q)
                 ),
             ],
         );
@@ -555,15 +554,15 @@ async fn relations(db: &mut PgDb, f: &mut Found, skipped: &mut Vec<Skipped>) -> 
                     let seq = if identity(column) {
                         format!(
                             "pg_catalog.pg_get_serial_sequence({}, {})",
-                            literal(&q),
-                            literal(column)
+                            super::sql_string(&q),
+                            super::sql_string(column)
                         )
                     } else {
                         sql.push(format!(
                             "ALTER SEQUENCE {regclass} OWNED BY {q}.{}",
                             quote(column)
                         ));
-                        literal(regclass)
+                        super::sql_string(regclass)
                     };
                     sql.push(format!("SELECT pg_catalog.setval({seq}, {last}, {called})"));
                 }
@@ -876,7 +875,7 @@ async fn comments(db: &mut PgDb, f: &mut Found) -> Result<()> {
     let mut per_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (class, owner, text, target) in rows {
         let Some(target) = target else { continue };
-        let sql = format!("COMMENT ON {target} IS {}", literal(&text));
+        let sql = format!("COMMENT ON {target} IS {}", super::sql_string(&text));
         match f.nodes.get(&(class, owner)).cloned() {
             Some(Node::Object(i)) => f.objects[i].sql.push(sql),
             Some(Node::Table(t)) => per_table.entry(t).or_default().push(sql),

@@ -85,8 +85,8 @@ impl super::SourceDb for PgDb {
         let result = self.discover_qualified().await;
         let reset = self
             .exec(&format!(
-                "SELECT set_config('search_path', '{}', false)",
-                path.replace('\'', "''")
+                "SELECT set_config('search_path', {}, false)",
+                super::sql_string(&path)
             ))
             .await;
         let cat = result?;

@@ -211,7 +211,7 @@ impl SqliteDb {
                 let Some(t) = table_of(&table.to_lowercase()) else {
                     continue;
                 };
-                let lit = format!("'{}'", t.name.replace('\'', "''"));
+                let lit = super::sql_string(&t.name);
                 let mut o = object(
                     ObjectKind::Sequence,
                     &t.name,
