@@ -125,9 +125,9 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         )));
     }
     match session::authenticate(&state, &username, password).await {
-        Ok(user) => {
+        Ok(session::LoggedIn { user, epoch }) => {
             state.throttle.succeeded(&keys[0]);
-            session::set_cookie(&state, &user)?;
+            session::set_cookie(&state, &user, epoch)?;
             if let Err(e) =
                 audit::append(&state.db, &event(Outcome::Ok, String::new(), Some(user.id))).await
             {
@@ -149,12 +149,19 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     }
 }
 
-/// Clears the session cookie; redirects to the login page.
+/// Ends the caller's sessions (every browser they are logged in from: the cookie's
+/// epoch moves on, so a copy of the cookie kept elsewhere stops working too), clears
+/// the cookie and redirects to the login page.
 #[server(endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
-    use crate::ssr::{AppState, ctx, session};
+    use crate::ssr::{AppState, OrInternal, ctx, db, session};
     let state = expect_context::<AppState>();
     if let Some(user) = session::from_context(&state).await? {
+        if !user.via_token {
+            db::bump_session_epoch(&state.db, user.id)
+                .await
+                .or_internal("ending sessions at logout")?;
+        }
         let c = ctx::Ctx {
             state: state.clone(),
             user,

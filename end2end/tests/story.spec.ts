@@ -134,7 +134,7 @@ test("a new admin backs up SQLite and PostgreSQL and restores a table under a ne
     await expect(audit.getByRole("cell", { name: action, exact: true }).first()).toBeVisible();
   }
   await page.getByRole("button", { name: "Verify the chain" }).click();
-  await expect(page.getByTestId("chain")).toHaveText("The chain is intact.");
+  await expect(page.getByTestId("chain")).toContainText("The chain is intact");
   expect(errors, errors.join("\n")).toEqual([]);
 });
 

@@ -437,7 +437,7 @@ pub(crate) async fn plan_restore(
     // (Checked again here: a source added before the rule, or by another way.)
     let parsed =
         engine::source::SourceUrl::parse(&url).map_err(|e| AppError::Invalid(e.to_string()))?;
-    crate::ssr::check_not_protected(&c.state, &parsed).map_err(AppError::Invalid)?;
+    crate::ssr::check_destination(&c.state, &parsed).map_err(AppError::Invalid)?;
     let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
@@ -650,15 +650,59 @@ impl From<crate::ssr::audit::Row> for AuditView {
     }
 }
 
-/// Walks the audit chain: `None` when intact, else the id of the first broken entry.
+/// What a check of the audit log found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheck {
+    /// The chain is intact and matches every signed head that could be read.
+    pub holds: bool,
+    /// The first entry whose hash or link does not match.
+    pub broken_at: Option<i64>,
+    /// Entries that matched.
+    pub entries: i64,
+    /// What holds and what does not, for a person.
+    pub summary: String,
+    /// (place, what its head says): beside the server key, then each target.
+    pub places: Vec<(String, String)>,
+}
+
+/// Walks the audit chain and compares it with the signed heads written outside the
+/// history database (see `ssr::anchor`).
 #[server(endpoint = "audit/verify")]
-pub async fn verify_audit() -> Result<Option<i64>, AppError> {
+pub async fn verify_audit() -> Result<AuditCheck, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{audit, ctx};
+    use crate::ssr::anchor::{self, Status};
+    use crate::ssr::ctx;
     let c = ctx::authorize(Perm::SeeAudit, "audit.verify").await?;
-    audit::verify_chain(&c.state.db)
+    let report = anchor::check(&c.state.db, &c.state.secrets, &c.state.audit_head)
         .await
-        .or_internal("verifying the audit log")
+        .or_internal("verifying the audit log")?;
+    let places = report
+        .heads
+        .iter()
+        .map(|(place, status)| {
+            // The file's path is the server's business, not the browser's.
+            let place = if place.starts_with("target ") {
+                place.clone()
+            } else {
+                "the server's data directory".to_string()
+            };
+            let said = match status {
+                Status::Missing => "no head yet".to_string(),
+                Status::Matches(h) => format!("matches ({} entries)", h.entries),
+                Status::Contradicted(_, why) => format!("does not match: {why}"),
+                Status::Forged(why) => format!("not genuine: {why}"),
+                Status::Unreadable(_) => "could not be read".to_string(),
+            };
+            (place, said)
+        })
+        .collect();
+    Ok(AuditCheck {
+        holds: report.holds(),
+        broken_at: report.chain.broken_at,
+        entries: report.chain.entries,
+        summary: report.summary(),
+        places,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,6 +61,46 @@ pub(crate) async fn visible_source(
     }
 }
 
+/// Opens a stored source's URL for connecting, refusing one that the server's rules
+/// (tablesafe's own files, `--sqlite-dirs`) no longer allow.
+#[cfg(feature = "ssr")]
+fn source_url(
+    c: &crate::ssr::ctx::Ctx,
+    row: &crate::ssr::store::SourceRow,
+) -> Result<engine::secret::Secret<String>, AppError> {
+    use crate::ssr::secrets;
+    let url = c
+        .state
+        .secrets
+        .open(secrets::Kind::SourceUrl, &row.sealed_url)
+        .or_internal("opening a source URL")?;
+    let parsed =
+        engine::source::SourceUrl::parse(&url).map_err(|e| AppError::Invalid(e.to_string()))?;
+    crate::ssr::check_not_protected(&c.state, &parsed).map_err(AppError::Invalid)?;
+    Ok(url)
+}
+
+/// Why a source could not be opened, as this user may see it. For a SQLite file only
+/// admins get the engine's words: "does not exist" versus "not a database" would let
+/// anyone who may add a source probe which files exist on the server.
+#[cfg(feature = "ssr")]
+fn open_error(
+    c: &crate::ssr::ctx::Ctx,
+    row: &crate::ssr::store::SourceRow,
+    e: impl std::fmt::Display,
+) -> AppError {
+    use crate::auth::Perm;
+    if row.engine == tablesafe_types::Engine::Sqlite && !c.can(Perm::ManageUsers) {
+        tracing::info!(source = %row.name, error = %e, "a SQLite source could not be opened");
+        AppError::Invalid(format!(
+            "Could not open {} as a SQLite database: it is missing, not readable by the tablesafe server, or not a SQLite database. An admin can see which in the server log.",
+            row.display_url
+        ))
+    } else {
+        AppError::Invalid(e.to_string())
+    }
+}
+
 #[server(endpoint = "sources/list")]
 pub async fn list_sources() -> Result<Vec<SourceView>, AppError> {
     use crate::auth::Perm;
@@ -182,14 +222,13 @@ pub async fn set_approval_rule(
 #[server(endpoint = "sources/test")]
 pub async fn test_source(id: i64) -> Result<String, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{ctx, secrets};
+    use crate::ssr::ctx;
     let c = ctx::authorize(Perm::Configure, "source.test").await?;
     let row = visible_source(&c, id).await?;
-    let url = c
-        .state
-        .secrets
-        .open(secrets::Kind::SourceUrl, &row.sealed_url)
-        .or_internal("opening a source URL")?;
+    let url = match source_url(&c, &row) {
+        Ok(url) => url,
+        Err(e) => return c.audited("source.test", &format!("source {}", row.name), Err(e)).await,
+    };
     let result = match tokio::time::timeout(
         std::time::Duration::from_secs(20),
         engine::source::inspect(&url),
@@ -200,7 +239,7 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
             "{}: no answer within 20 seconds.",
             row.display_url
         ))),
-        Ok(Err(e)) => Err(AppError::Invalid(e.to_string())),
+        Ok(Err(e)) => Err(open_error(&c, &row, e)),
         Ok(Ok(found)) => Ok(format!(
             "Connected: {} tables. Connection: {}.",
             found.tables.len(),
@@ -214,17 +253,13 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
 #[server(endpoint = "sources/tables")]
 pub async fn source_tables(id: i64) -> Result<Vec<TableSummary>, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{ctx, secrets};
+    use crate::ssr::ctx;
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "source.browse").await?;
     let row = visible_source(&c, id).await?;
-    let url = c
-        .state
-        .secrets
-        .open(secrets::Kind::SourceUrl, &row.sealed_url)
-        .or_internal("opening a source URL")?;
+    let url = source_url(&c, &row)?;
     let found = engine::source::inspect(&url)
         .await
-        .map_err(|e| AppError::Invalid(e.to_string()))?;
+        .map_err(|e| open_error(&c, &row, e))?;
     Ok(found.tables)
 }
 

@@ -109,6 +109,29 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
     c.audited(action, &format!("user #{id}"), result).await
 }
 
+/// Ends every console session of a user at once (a lost laptop, a shared screen):
+/// their cookies stop working on the next request. API tokens are separate and stay;
+/// revoke those on the token list or disable the account.
+#[server(endpoint = "users/sign_out")]
+pub async fn sign_out_everywhere(id: i64) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, db};
+    let c = ctx::authorize(Perm::ManageUsers, "user.sign_out").await?;
+    let result = async {
+        db::bump_session_epoch(&c.state.db, id)
+            .await
+            .or_internal("ending a user's sessions")?
+            .ok_or_else(|| AppError::NotFound("User".into()))?;
+        if id == c.user.id && !c.user.via_token {
+            crate::ssr::session::clear_cookie(&c.state)?;
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("user.sign_out", &format!("user #{id}"), result)
+        .await
+}
+
 #[server(endpoint = "users/grant")]
 pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result<(), AppError> {
     use crate::auth::Perm;
@@ -188,9 +211,15 @@ pub async fn change_password(current: String, new: String) -> Result<(), AppErro
         let phc = pw::hash(engine::secret::Secret::new(new))
             .await
             .or_internal("hashing a password")?;
-        store::set_password_hash(&c.state.db, c.user.id, &phc)
+        // Every other session of this user ends; this browser gets a cookie for the
+        // new epoch so the person who changed it stays logged in.
+        let epoch = store::set_password_hash(&c.state.db, c.user.id, &phc)
             .await
-            .or_internal("storing a password")
+            .or_internal("storing a password")?;
+        if !c.user.via_token {
+            crate::ssr::session::set_cookie(&c.state, &c.user, epoch)?;
+        }
+        Ok(())
     }
     .await;
     c.audited(

@@ -48,9 +48,11 @@ pub fn AuditPage() -> impl IntoView {
         <p>
             <button class="secondary" on:click=move |_| { verify.dispatch(VerifyAudit {}); }>"Verify the chain"</button>
             " "
-            <span data-testid="chain">{move || verify.value().get().map(|r| match r {
-                Ok(None) => "The chain is intact.".to_string(),
-                Ok(Some(id)) => format!("The chain is broken at entry {id}: the log was edited."),
+            <span data-testid="chain" class=move || match verify.value().get() {
+                Some(Ok(r)) if !r.holds => "error",
+                _ => "",
+            }>{move || verify.value().get().map(|r| match r {
+                Ok(r) => r.summary,
                 Err(e) => e.to_string(),
             })}</span>
         </p>

@@ -2,7 +2,7 @@ use super::ui::{ErrorLine, Field, failed, field_error, general_error, time};
 use crate::api::sources::list_sources;
 use crate::api::users::{
     ChangePassword, CreateToken, CreateUser, GrantSource, RevokeToken, SetApprover,
-    SetUserDisabled, list_tokens, list_users,
+    SetUserDisabled, SignOutEverywhere, list_tokens, list_users,
 };
 use crate::auth::Role;
 use crate::forms;
@@ -15,6 +15,7 @@ pub fn UsersPage() -> impl IntoView {
     let toggle = ServerAction::<SetUserDisabled>::new();
     let grant = ServerAction::<GrantSource>::new();
     let approver = ServerAction::<SetApprover>::new();
+    let sign_out = ServerAction::<SignOutEverywhere>::new();
     let users = Resource::new(
         move || {
             (
@@ -33,6 +34,10 @@ pub fn UsersPage() -> impl IntoView {
         <ErrorLine error=general_error(toggle)/>
         <ErrorLine error=general_error(grant)/>
         <ErrorLine error=general_error(approver)/>
+        <ErrorLine error=general_error(sign_out)/>
+        <Show when=move || matches!(sign_out.value().get(), Some(Ok(())))>
+            <p class="ok" role="status">"Signed out everywhere: that user's browsers must log in again."</p>
+        </Show>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let (users, sources) = users.await;
@@ -88,6 +93,10 @@ pub fn UsersPage() -> impl IntoView {
                                                 <button class="secondary" on:click=move |_| {
                                                     toggle.dispatch(SetUserDisabled { id, disabled: !disabled });
                                                 }>{if disabled { "Enable" } else { "Disable" }}</button>
+                                                " "
+                                                <button class="secondary" title="End this user's console sessions in every browser"
+                                                    on:click=move |_| { sign_out.dispatch(SignOutEverywhere { id }); }
+                                                >"Sign out everywhere"</button>
                                             </td>
                                         </tr>
                                     }

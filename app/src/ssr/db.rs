@@ -30,10 +30,21 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// Keys the audit log is written and checked with; `None` until
+    /// [`Db::with_server_key`] (appending to the audit log needs them).
+    pub audit_keys: Option<std::sync::Arc<super::keys::AuditKeys>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish()
+    }
 }
 
 /// The URL of the default SQLite history database inside `data_dir`.
@@ -98,7 +109,17 @@ impl Db {
             .run(&pool)
             .await
             .with_context(|| format!("migrating history database {}", redact_url(raw)))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            audit_keys: None,
+        })
+    }
+
+    /// This database with the audit keys derived from `server_key`.
+    pub fn with_server_key(mut self, server_key: &Secret<[u8; super::keys::KEY_LEN]>) -> Db {
+        self.audit_keys = Some(std::sync::Arc::new(super::keys::AuditKeys::new(server_key)));
+        self
     }
 
     /// The schema version: the number of the last applied migration.
@@ -130,9 +151,11 @@ pub struct UserRow {
     pub password_hash: String,
     pub role: String,
     pub disabled_at: Option<i64>,
+    /// Session cookies name the epoch they were issued in; see [`bump_session_epoch`].
+    pub session_epoch: i64,
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, role, disabled_at";
+const USER_COLUMNS: &str = "id, username, password_hash, role, disabled_at, session_epoch";
 
 pub async fn user_by_name(db: &Db, username: &str) -> Result<Option<UserRow>> {
     Ok(sqlx::query_as::<_, UserRow>(&format!(
@@ -200,14 +223,30 @@ pub async fn ensure_admin(db: &Db, password: Option<Secret<String>>) -> Result<B
 }
 
 /// Sets a new password for `username` (the `reset-password` subcommand).
+/// Sets `username`'s password and ends every session they have (see
+/// [`bump_session_epoch`]). `false`: no such account.
 pub async fn set_password(db: &Db, username: &str, password: Secret<String>) -> Result<bool> {
     let phc = super::password::hash(password).await?;
-    let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-        .bind(phc)
-        .bind(username)
-        .execute(&db.pool)
-        .await?;
+    let r = sqlx::query(
+        "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE username = $2",
+    )
+    .bind(phc)
+    .bind(username)
+    .execute(&db.pool)
+    .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Ends every console session of user `id` at once: cookies carry the epoch they were
+/// issued in, and this moves the user to the next one. Returns the new epoch (`None`:
+/// no such user).
+pub async fn bump_session_epoch(db: &Db, id: i64) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 RETURNING session_epoch",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 #[cfg(test)]

@@ -84,6 +84,39 @@ pub fn derive(server_key: &Secret<[u8; KEY_LEN]>, purpose: &str) -> Secret<[u8; 
     Secret::new(blake3::derive_key(purpose, server_key.expose()))
 }
 
+/// The keys of the audit log (see `ssr::audit`): one makes each entry's chain hash a
+/// MAC (BLAKE3 in keyed mode), the other signs the chain's head when it is written
+/// outside the history database. Whoever can write the history database but does not
+/// hold the server key can neither re-hash the chain nor forge a head.
+pub struct AuditKeys {
+    pub entry: Secret<[u8; 32]>,
+    pub head: Secret<[u8; 32]>,
+}
+
+impl AuditKeys {
+    pub fn new(server_key: &Secret<[u8; KEY_LEN]>) -> Self {
+        Self {
+            entry: derive(server_key, "tablesafe 2026-12 audit chain entry MAC key"),
+            head: derive(server_key, "tablesafe 2026-12 audit chain head signing key"),
+        }
+    }
+}
+
+/// Reads an existing server key; unlike [`load_or_create`], never makes one (a command
+/// run beside the server must use the server's key, not a new one).
+pub fn load_existing(path: &Path) -> Result<Secret<[u8; KEY_LEN]>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(text.trim())
+            .with_context(|| format!("server key file {} is damaged", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no server key at {}: pass the server's --key-file (TABLESAFE_KEY_FILE), or \
+             --data-dir, as the server is started with",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read server key file {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Server-only code of the console: the history database, sessions, shared state.
 //! Compiled only with the `ssr` feature; the wasm bundle never sees it.
 
+pub mod anchor;
 pub mod audit;
 pub mod ctx;
 pub mod db;
@@ -38,19 +39,55 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// The console's own files, which no SQLite source or destination may point into.
     pub protected: Arc<protected::Protected>,
+    /// The file beside the server key holding the audit log's newest signed head.
+    pub audit_head: Arc<std::path::PathBuf>,
 }
 
-/// Refuses a SQLite source or destination inside the console's own files, with what
+/// Refuses a SQLite source or destination inside the console's own files, or outside
+/// the directories an admin confined SQLite databases to (`--sqlite-dirs`), with what
 /// to do instead.
 pub fn check_not_protected(
     state: &AppState,
     url: &engine::source::SourceUrl,
 ) -> Result<(), String> {
+    if let engine::source::SourceUrl::Sqlite(path) = url {
+        if state.protected.contains(path).is_some() {
+            return Err(format!(
+                "{} is inside tablesafe's own data (its history database and keys): choose a database file elsewhere",
+                path.display()
+            ));
+        }
+        if state.protected.outside_allowed(path) {
+            let dirs: Vec<String> = state
+                .protected
+                .allowed()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            return Err(format!(
+                "{} is outside the directories SQLite databases may be in on this server ({}): choose a file there, or ask an admin to add its directory to --sqlite-dirs",
+                path.display(),
+                dirs.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_not_protected`] for a restore destination, and a SQLite destination must be
+/// a database file that exists: the console never creates files on the server (an
+/// empty file is an empty SQLite database, so an admin who wants a new one makes it).
+pub fn check_destination(
+    state: &AppState,
+    url: &engine::source::SourceUrl,
+) -> Result<(), String> {
+    check_not_protected(state, url)?;
     if let engine::source::SourceUrl::Sqlite(path) = url
-        && state.protected.contains(path).is_some()
+        && !std::fs::metadata(path).is_ok_and(|m| m.is_file())
     {
         return Err(format!(
-            "{} is inside tablesafe's own data (its history database and keys): choose a database file elsewhere",
+            "{} does not exist: a restore from the console does not create database files on the server. Ask an admin to create it (an empty file will do: `touch {}`), or restore with the command line",
+            path.display(),
             path.display()
         ));
     }
@@ -120,15 +157,13 @@ impl StoredCredentials {
 /// The storage of a console target, with its stored credentials (S3 keys, SSH key) or,
 /// where none were stored, the server's environment (`AWS_ACCESS_KEY_ID`, …) and SSH keys.
 pub fn target_storage(
-    state: &AppState,
+    secrets: &secrets::SecretBox,
     target: &store::TargetRow,
 ) -> anyhow::Result<engine::repo::Storage> {
     let creds = if target.sealed_credentials.is_empty() {
         StoredCredentials::default()
     } else {
-        let json = state
-            .secrets
-            .open(secrets::Kind::TargetCredentials, &target.sealed_credentials)?;
+        let json = secrets.open(secrets::Kind::TargetCredentials, &target.sealed_credentials)?;
         serde_json::from_str(json.expose())?
     };
     Ok(engine::repo::Storage::open_with(
@@ -143,7 +178,7 @@ pub async fn open_target(
     target: &store::TargetRow,
     password: &engine::secret::Secret<String>,
 ) -> anyhow::Result<engine::repo::Repository> {
-    let storage = target_storage(state, target)?;
+    let storage = target_storage(&state.secrets, target)?;
     Ok(engine::repo::Repository::open_in(storage, Some(password)).await?)
 }
 

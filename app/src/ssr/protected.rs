@@ -13,6 +13,9 @@ pub struct Protected {
     dirs: Vec<PathBuf>,
     /// Canonical files (with their `-wal`, `-shm` and `-journal` companions).
     files: Vec<PathBuf>,
+    /// Where SQLite databases may be, when an admin said (`--sqlite-dirs`); empty:
+    /// anywhere but the above.
+    allowed: Vec<PathBuf>,
 }
 
 impl Protected {
@@ -22,7 +25,29 @@ impl Protected {
         Protected {
             dirs: dirs.iter().map(|d| resolve(d)).collect(),
             files: files.iter().map(|f| resolve(f)).collect(),
+            allowed: Vec::new(),
         }
+    }
+
+    /// Confines SQLite sources and destinations to `dirs` (and below).
+    pub fn allowing_only(mut self, dirs: &[PathBuf]) -> Protected {
+        self.allowed = dirs.iter().map(|d| resolve(d)).collect();
+        self
+    }
+
+    /// The directories SQLite databases are confined to (empty: not confined).
+    pub fn allowed(&self) -> &[PathBuf] {
+        &self.allowed
+    }
+
+    /// Whether `path` (resolved as [`Self::contains`] does) is outside the directories an
+    /// admin allowed; never when none were set.
+    pub fn outside_allowed(&self, path: &Path) -> bool {
+        if self.allowed.is_empty() {
+            return false;
+        }
+        let p = resolve(path);
+        !self.allowed.iter().any(|d| p.starts_with(d))
     }
 
     /// The protected place `path` resolves into (symlinks followed, `..` resolved),
@@ -103,5 +128,22 @@ mod tests {
                 .is_some()
         );
         assert!(p.contains(&dir.path().join("app.db")).is_none());
+    }
+
+    #[test]
+    fn allowed_directories_confine_sqlite_paths_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("databases");
+        std::fs::create_dir(&ok).unwrap();
+        let open = Protected::new(&[], &[]);
+        assert!(!open.outside_allowed(Path::new("/etc/passwd")), "no list: anywhere");
+        let p = Protected::new(&[], &[]).allowing_only(std::slice::from_ref(&ok));
+        assert!(!p.outside_allowed(&ok.join("app.db")));
+        assert!(!p.outside_allowed(&ok.join("new/app.db")));
+        assert!(p.outside_allowed(Path::new("/etc/passwd")));
+        assert!(p.outside_allowed(&ok.join("../elsewhere.db")));
+        let link = ok.join("escape");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        assert!(p.outside_allowed(&link.join("passwd")), "a symlink out of the list");
     }
 }

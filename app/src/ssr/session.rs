@@ -44,10 +44,19 @@ struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
+    /// The user's session epoch when this was issued: the token is good only while the
+    /// user's row still has it (see `db::bump_session_epoch`).
+    ep: i64,
 }
 
 fn now_secs() -> u64 {
     (db::now_ms() / 1000) as u64
+}
+
+/// A user who just proved who they are, and the session epoch their cookie is for.
+pub struct LoggedIn {
+    pub user: SessionUser,
+    pub epoch: i64,
 }
 
 /// Checks a user name and password. Unknown user, wrong password and disabled account
@@ -56,7 +65,7 @@ pub async fn authenticate(
     state: &AppState,
     username: &str,
     password: String,
-) -> Result<SessionUser, AppError> {
+) -> Result<LoggedIn, AppError> {
     let password = Secret::new(password);
     let row = db::user_by_name(&state.db, username)
         .await
@@ -67,7 +76,10 @@ pub async fn authenticate(
     };
     let ok = super::password::verify(password, phc).await;
     match row {
-        Some(row) if ok && row.disabled_at.is_none() => to_session_user(row),
+        Some(row) if ok && row.disabled_at.is_none() => Ok(LoggedIn {
+            epoch: row.session_epoch,
+            user: to_session_user(row)?,
+        }),
         _ => {
             tracing::info!(username, "failed login");
             Err(AppError::InvalidCredentials)
@@ -94,13 +106,14 @@ fn to_session_user(row: db::UserRow) -> Result<SessionUser, AppError> {
     })
 }
 
-/// A signed token for `user`, valid for the configured time.
-pub fn issue_token(keys: &SessionKeys, user: &SessionUser) -> Result<String, AppError> {
+/// A signed token for `user` in session epoch `epoch`, valid for the configured time.
+pub fn issue_token(keys: &SessionKeys, user: &SessionUser, epoch: i64) -> Result<String, AppError> {
     let iat = now_secs();
     let claims = Claims {
         sub: user.id.to_string(),
         iat,
         exp: iat + keys.ttl_secs,
+        ep: epoch,
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
         .or_internal("signing session token")
@@ -125,8 +138,8 @@ fn set_cookie_header(value: String) -> Result<(), AppError> {
     Ok(())
 }
 
-pub fn set_cookie(state: &AppState, user: &SessionUser) -> Result<(), AppError> {
-    let token = issue_token(&state.sessions, user)?;
+pub fn set_cookie(state: &AppState, user: &SessionUser, epoch: i64) -> Result<(), AppError> {
+    let token = issue_token(&state.sessions, user, epoch)?;
     set_cookie_header(cookie_header(&state.sessions, Some(&token)))
 }
 
@@ -147,13 +160,14 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The user id a token names, if it is authentic and unexpired.
-pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<i64> {
+/// The user id and session epoch a token names, if it is authentic and unexpired.
+/// (Whether the epoch is still the user's is for the caller, who loads the user.)
+pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<(i64, i64)> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "sub"]);
     let data = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation).ok()?;
-    data.claims.sub.parse().ok()
+    Some((data.claims.sub.parse().ok()?, data.claims.ep))
 }
 
 /// An API token from `Authorization: Bearer tsk_…`, if the request carries one.
@@ -192,7 +206,8 @@ async fn from_api_token(state: &AppState, token: &str) -> Result<SessionUser, Ap
 }
 
 /// The logged-in user of a request: an API token (see [`bearer_token`]), or a valid
-/// session cookie naming an account that still exists and is not disabled.
+/// session cookie naming an account that still exists, is not disabled and has not
+/// moved to a new session epoch since the cookie was issued.
 pub async fn from_headers(
     state: &AppState,
     headers: &HeaderMap,
@@ -204,7 +219,8 @@ pub async fn from_headers(
             Err(e) => Err(e),
         };
     }
-    let Some(id) = token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
+    let Some((id, epoch)) =
+        token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
     else {
         return Ok(None);
     };
@@ -212,7 +228,9 @@ pub async fn from_headers(
         .await
         .or_internal("loading session user")?;
     match row {
-        Some(row) if row.disabled_at.is_none() => Ok(Some(to_session_user(row)?)),
+        Some(row) if row.disabled_at.is_none() && row.session_epoch == epoch => {
+            Ok(Some(to_session_user(row)?))
+        }
         _ => Ok(None),
     }
 }
@@ -250,8 +268,8 @@ mod tests {
     #[test]
     fn a_token_round_trips_and_a_tampered_one_is_rejected() {
         let k = keys();
-        let token = issue_token(&k, &user()).unwrap();
-        assert_eq!(verify_token(&k, &token), Some(42));
+        let token = issue_token(&k, &user(), 3).unwrap();
+        assert_eq!(verify_token(&k, &token), Some((42, 3)));
         let mut tampered = token.clone().into_bytes();
         let mid = tampered.len() / 2;
         tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
@@ -274,6 +292,7 @@ mod tests {
             sub: "42".into(),
             iat: 1,
             exp: now_secs() - 1,
+            ep: 0,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();

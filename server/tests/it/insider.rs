@@ -1,6 +1,6 @@
 //! What a logged-in insider might try, played as the role that would try it.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, cookie};
+use crate::harness::{self, ADMIN_PASSWORD, Api, Options, Server, cookie};
 
 /// A SQLite "source" inside the console's own data directory would let whoever may
 /// restore it read the history database (sealed secrets, the audit log) and the
@@ -68,4 +68,428 @@ async fn no_sqlite_source_reaches_into_the_console_data() {
         )
         .await;
     assert!(r.ok(), "{r:?}");
+}
+
+/// Whether `session` is still a logged-in console session.
+async fn signed_in(api: &Api<'_>, session: &str) -> bool {
+    let r = api.form(Some(session), "current_user", &[]).await;
+    r.ok() && !r.json().is_null()
+}
+
+/// A stolen session cookie (a shared screen, a copied browser profile) ends when its
+/// owner logs out, changes their password, or when an admin signs them out, disables
+/// and re-enables them, or resets their password from the command line, which is
+/// audited. Played on both history databases.
+#[tokio::test]
+async fn a_copied_session_cookie_ends_when_its_user_or_an_admin_says_so() {
+    let pg = testkit::Postgres::start().unwrap();
+    let pg_url = pg.create_database("history").unwrap();
+    for database_url in [None, Some(pg_url.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = Server::start(Options {
+            data_dir: &data,
+            database_url,
+            admin_password: Some(ADMIN_PASSWORD),
+        });
+        let api = Api { server: &server };
+        let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+        let pw = "a long enough password";
+        let r = api
+            .form(
+                Some(&admin),
+                "users/create",
+                &[
+                    ("username", "olga".into()),
+                    ("role", "operator".into()),
+                    ("password", pw.into()),
+                ],
+            )
+            .await;
+        assert!(r.ok(), "{r:?}");
+        let olga = r.json().as_i64().unwrap();
+
+        // Logout ends the copy too.
+        let mine = cookie(&server, "olga", pw).await;
+        let copy = cookie(&server, "olga", pw).await;
+        assert!(signed_in(&api, &copy).await);
+        assert!(api.form(Some(&mine), "logout", &[]).await.status < 500);
+        assert!(
+            !signed_in(&api, &copy).await,
+            "a copied cookie outlived logout"
+        );
+
+        // A password change keeps the changer logged in (a fresh cookie), not the copy.
+        let mine = cookie(&server, "olga", pw).await;
+        let copy = cookie(&server, "olga", pw).await;
+        let new_pw = "another long password";
+        let resp = harness::client()
+            .post(server.url("/api/users/change_password"))
+            .header("Origin", &server.base)
+            .header("Cookie", &mine)
+            .form(&[("current", pw), ("new", new_pw)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let fresh = harness::session_cookie(&resp).expect("a fresh cookie for the changer");
+        assert!(signed_in(&api, &fresh).await);
+        assert!(!signed_in(&api, &mine).await);
+        assert!(
+            !signed_in(&api, &copy).await,
+            "a copied cookie outlived a password change"
+        );
+
+        // An admin's "sign out everywhere"; an operator may not do it to the admin.
+        let r = api
+            .form(Some(&fresh), "users/sign_out", &[("id", "1".into())])
+            .await;
+        assert!(r.forbidden(), "{r:?}");
+        assert!(signed_in(&api, &admin).await);
+        let r = api
+            .form(Some(&admin), "users/sign_out", &[("id", olga.to_string())])
+            .await;
+        assert!(r.ok(), "{r:?}");
+        assert!(!signed_in(&api, &fresh).await, "sign out everywhere");
+
+        // Disabling and enabling again does not bring old cookies back.
+        let copy = cookie(&server, "olga", new_pw).await;
+        for disabled in ["true", "false"] {
+            let r = api
+                .form(
+                    Some(&admin),
+                    "users/set_disabled",
+                    &[("id", olga.to_string()), ("disabled", disabled.into())],
+                )
+                .await;
+            assert!(r.ok(), "{r:?}");
+        }
+        assert!(
+            !signed_in(&api, &copy).await,
+            "a cookie survived disable + enable"
+        );
+
+        // reset-password on the server's command line: sessions end, and it is audited.
+        let copy = cookie(&server, "olga", new_pw).await;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+        cmd.args(["reset-password", "--user", "olga", "--data-dir"])
+            .arg(&data)
+            .env_remove("TABLESAFE_DATABASE_URL")
+            .env("TABLESAFE_NEW_PASSWORD", "a third long password");
+        if let Some(url) = database_url {
+            cmd.env("TABLESAFE_DATABASE_URL", url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !signed_in(&api, &copy).await,
+            "a cookie survived reset-password"
+        );
+        assert!(
+            signed_in(
+                &api,
+                &cookie(&server, "olga", "a third long password").await
+            )
+            .await
+        );
+        let audit = api
+            .form(
+                Some(&admin),
+                "audit/list",
+                &[
+                    ("user", String::new()),
+                    ("action", "user.".into()),
+                    ("outcome", String::new()),
+                ],
+            )
+            .await;
+        let actions: Vec<String> = audit
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["action"].as_str().unwrap(),
+                    e["target"].as_str().unwrap()
+                )
+            })
+            .collect();
+        for wanted in [
+            "user.reset_password user olga".to_string(),
+            format!("user.sign_out user #{olga}"),
+            "user.change_password user olga".to_string(),
+        ] {
+            assert!(actions.contains(&wanted), "{wanted} not in {actions:?}");
+        }
+    }
+}
+
+/// `tablesafe audit verify` for the server in `data`; (succeeded, what it printed).
+fn audit_verify(data: &std::path::Path, database_url: Option<&str>) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+    cmd.args(["audit", "verify", "--data-dir"])
+        .arg(data)
+        .env_remove("TABLESAFE_DATABASE_URL")
+        .env("AWS_ACCESS_KEY_ID", "test-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret");
+    if let Some(url) = database_url {
+        cmd.env("TABLESAFE_DATABASE_URL", url);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whoever owns the history database deletes the newest audit entries (after
+/// getting around the append-only triggers): the chain alone still verifies, but the
+/// signed head written beside the server key and into the target does not match, so
+/// `audit verify` and the console's check say so, and no new head papers over it.
+/// Played on both history databases.
+#[tokio::test]
+async fn deleting_the_newest_audit_entries_is_found() {
+    let pg = testkit::Postgres::start().unwrap();
+    let pg_url = pg.create_database("history").unwrap();
+    for database_url in [None, Some(pg_url.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = Server::start_with_env(
+            Options {
+                data_dir: &data,
+                database_url,
+                admin_password: Some(ADMIN_PASSWORD),
+            },
+            &[("TABLESAFE_AUDIT_ANCHOR_SECS", "1")],
+        );
+        let api = Api { server: &server };
+        let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+        let app_db = dir.path().join("app.db");
+        harness::sqlite(&app_db, "CREATE TABLE t (id INTEGER PRIMARY KEY);");
+        let repo = dir.path().join("repo");
+        harness::add_policy(&api, &admin, "p", &app_db, &repo, "", "UTC").await;
+        for _ in 0..3 {
+            cookie(&server, "admin", ADMIN_PASSWORD).await;
+        }
+        // Wait until a head covering all of that is written (every second).
+        let entries = |text: &str| -> i64 {
+            serde_json::from_str::<serde_json::Value>(text).unwrap_or_default()["entries"]
+                .as_i64()
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let head = std::fs::read_to_string(data.join("audit-head.json")).unwrap_or_default();
+            if entries(&head) >= 6 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no audit head written: {}",
+                server.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let in_repo = std::fs::read_dir(repo.join("audit-heads"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert!(in_repo >= 1, "no head in the target's storage");
+        let (ok, said) = audit_verify(&data, database_url);
+        assert!(ok, "{said}");
+        let check = api.form(Some(&admin), "audit/verify", &[]).await.json();
+        assert_eq!(check["holds"], true, "{check}");
+
+        // The triggers refuse the plain attempt; the owner gets around them.
+        let newest = "DELETE FROM audit_log WHERE id > (SELECT MAX(id) - 3 FROM audit_log)";
+        match database_url {
+            None => {
+                let refused = std::process::Command::new("python3")
+                    .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+                    .arg(data.join("history.db"))
+                    .arg(newest)
+                    .output()
+                    .unwrap();
+                assert!(String::from_utf8_lossy(&refused.stderr).contains("append-only"));
+                harness::sqlite(
+                    &data.join("history.db"),
+                    &format!("DROP TRIGGER audit_log_no_delete; {newest};"),
+                );
+            }
+            Some(_) => {
+                let refused = pg.psql("history", newest).unwrap_err();
+                assert!(
+                    format!("{refused:#}").contains("append-only"),
+                    "{refused:#}"
+                );
+                pg.psql(
+                    "history",
+                    &format!("ALTER TABLE audit_log DISABLE TRIGGER USER; {newest}; ALTER TABLE audit_log ENABLE TRIGGER USER;"),
+                )
+                .unwrap();
+            }
+        }
+        let (ok, said) = audit_verify(&data, database_url);
+        assert!(!ok, "audit verify missed deleted entries: {said}");
+        assert!(
+            said.contains("deleted") && said.contains("target t-p"),
+            "{said}"
+        );
+        let check = api.form(Some(&admin), "audit/verify", &[]).await.json();
+        assert_eq!(check["holds"], false, "{check}");
+        assert!(
+            check["summary"].as_str().unwrap().contains("deleted"),
+            "{check}"
+        );
+        // The server keeps refusing to write a head over it (and says so in its log).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !server.log().contains("no new head written") {
+            assert!(std::time::Instant::now() < deadline, "{}", server.log());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let (ok, _) = audit_verify(&data, database_url);
+        assert!(!ok, "a later head covered the deletion");
+    }
+}
+
+/// With `--sqlite-dirs`, SQLite sources outside those directories are refused for
+/// every role (a symlink out counts as out); an operator's *Test connection* does not
+/// tell a missing file from one that is not a database (an admin's does); and a
+/// restore from the console never creates a database file on the server.
+#[tokio::test]
+async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dbs = dir.path().join("databases");
+    std::fs::create_dir(&dbs).unwrap();
+    let server = Server::start_with_env(
+        Options {
+            data_dir: &data,
+            database_url: None,
+            admin_password: Some(ADMIN_PASSWORD),
+        },
+        &[("TABLESAFE_SQLITE_DIRS", dbs.to_str().unwrap())],
+    );
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let pw = "a long enough password";
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", pw.into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let operator = cookie(&server, "olga", pw).await;
+    std::os::unix::fs::symlink(dir.path(), dbs.join("up")).unwrap();
+    for (who, session) in [("admin", &admin), ("operator", &operator)] {
+        for (i, path) in [
+            dir.path().join("outside.db"),
+            dbs.join("up/outside.db"),
+            dbs.join("../outside.db"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let r = api
+                .form(
+                    Some(session),
+                    "sources/add",
+                    &[
+                        ("name", format!("{who}-{i}")),
+                        ("url", format!("sqlite://{}", path.display())),
+                    ],
+                )
+                .await;
+            assert!(
+                !r.ok() && r.body.contains("outside the directories"),
+                "{who} added {}: {r:?}",
+                path.display()
+            );
+        }
+    }
+
+    // Probing: a missing file and a file that is not a database answer alike.
+    std::fs::write(dbs.join("notes.txt"), "not a database, but it exists").unwrap();
+    let mut answers = Vec::new();
+    for name in ["missing.db", "notes.txt"] {
+        let r = api
+            .form(
+                Some(&operator),
+                "sources/add",
+                &[
+                    ("name", name.into()),
+                    ("url", format!("sqlite://{}", dbs.join(name).display())),
+                ],
+            )
+            .await;
+        assert!(r.ok(), "{r:?}");
+        let id = r.json().as_i64().unwrap().to_string();
+        let as_operator = api.form(Some(&operator), "sources/test", &[("id", id.clone())]).await;
+        let as_admin = api.form(Some(&admin), "sources/test", &[("id", id)]).await;
+        assert!(!as_operator.ok() && !as_admin.ok());
+        answers.push((
+            as_operator.body.replace(name, "NAME"),
+            as_admin.body.replace(name, "NAME"),
+        ));
+    }
+    assert_eq!(answers[0].0, answers[1].0, "an operator told a missing file from another");
+    assert_ne!(answers[0].1, answers[1].1, "an admin sees why");
+
+    // A restore into a destination file that does not exist is refused, and no file
+    // appears.
+    let app_db = dbs.join("app.db");
+    harness::sqlite(&app_db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let (_, _, policy) =
+        harness::add_policy(&api, &admin, "p", &app_db, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let job = api.run_policy(&admin, policy).await;
+    assert_eq!(job[0]["status"], "succeeded", "{job}");
+    let snaps = api
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
+        .await;
+    let snapshot = snaps.json()[0]["id"].as_i64().unwrap();
+    let missing = dbs.join("staging.db");
+    let r = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[
+                ("name", "staging".into()),
+                ("url", format!("sqlite://{}", missing.display())),
+            ],
+        )
+        .await;
+    let staging = r.json().as_i64().unwrap();
+    let req = serde_json::json!({"req": {"snapshot": snapshot, "dest_source_id": staging, "tables": ["t"],
+        "columns": {}, "rename": {}, "mode": "create", "confirm": ""}});
+    for endpoint in ["restore/preview", "restore/start"] {
+        let r = api.json(Some(&operator), endpoint, req.clone()).await;
+        assert!(!r.ok() && r.body.contains("does not create database files"), "{endpoint}: {r:?}");
+    }
+    assert!(!missing.exists(), "a restore created a file");
+    // Once an admin made it, the same restore works.
+    std::fs::write(&missing, b"").unwrap();
+    let r = api.json(Some(&operator), "restore/start", req).await;
+    assert!(r.ok(), "{r:?}");
+    let done = api.wait_job(&operator, r.json().as_i64().unwrap()).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
 }

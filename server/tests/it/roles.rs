@@ -195,6 +195,10 @@ async fn role_matrix(database_url: Option<&str>) {
             &["admin"],
         ),
         (
+            Box::new(move |_| form("users/sign_out", vec![("id", "999".into())])),
+            &["admin"],
+        ),
+        (
             Box::new(move |_| {
                 form(
                     "users/grant",
@@ -756,10 +760,9 @@ async fn role_matrix(database_url: Option<&str>) {
         + &api.form(Some(&admin), "sources/list", &[]).await.body;
     assert!(!listed.contains(REPO_PW));
     // The audit chain holds, and editing one entry breaks it.
-    assert_eq!(
-        api.form(Some(&auditor), "audit/verify", &[]).await.json(),
-        Value::Null
-    );
+    let check = api.form(Some(&auditor), "audit/verify", &[]).await.json();
+    assert_eq!(check["holds"], Value::Bool(true), "{check}");
+    assert_eq!(check["broken_at"], Value::Null, "{check}");
     if database_url.is_some() {
         return;
     }
@@ -776,7 +779,7 @@ async fn role_matrix(database_url: Option<&str>) {
     drop(server);
     sqlite(
         &data.join("history.db"),
-        "UPDATE audit_log SET outcome = 'ok' WHERE outcome = 'denied' AND id = (SELECT MIN(id) FROM audit_log WHERE outcome = 'denied');",
+        "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET outcome = 'ok' WHERE outcome = 'denied' AND id = (SELECT MIN(id) FROM audit_log WHERE outcome = 'denied');",
     );
     let server = Server::start(Options {
         data_dir: &data,
@@ -787,7 +790,7 @@ async fn role_matrix(database_url: Option<&str>) {
     let auditor = cookie(&server, "auditor", PW).await;
     let broken = api.form(Some(&auditor), "audit/verify", &[]).await;
     assert!(
-        broken.json().is_i64(),
+        broken.json()["broken_at"].is_i64() && broken.json()["holds"] == Value::Bool(false),
         "tampering must be found: {broken:?}"
     );
 }

@@ -34,19 +34,25 @@ pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Resu
 }
 
 pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<bool> {
-    let r = sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(disabled.then(now_ms))
-        .execute(&db.pool)
-        .await?;
+    // A new epoch too: re-enabling an account must not bring its old cookies back.
+    let r = sqlx::query(
+        "UPDATE users SET disabled_at = $2, session_epoch = session_epoch + 1 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(disabled.then(now_ms))
+    .execute(&db.pool)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<()> {
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(id)
-        .bind(phc)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
+/// Stores a new password hash and ends the user's other sessions; returns the new
+/// session epoch, for the caller's fresh cookie.
+pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1 WHERE id = $1 RETURNING session_epoch",
+    )
+    .bind(id)
+    .bind(phc)
+    .fetch_one(&db.pool)
+    .await?)
 }
