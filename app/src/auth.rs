@@ -98,8 +98,10 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     let state = expect_context::<AppState>();
     let username = username.trim().chars().take(128).collect::<String>();
     let address = ctx::address();
+    // A user name *from an address*: guessing a colleague's password delays only the
+    // guesser, never the colleague at their own desk.
     let keys = [
-        format!("user:{}", username.to_lowercase()),
+        format!("user:{}|ip:{address}", username.to_lowercase()),
         format!("ip:{address}"),
     ];
     use crate::api::history::Outcome;
@@ -112,13 +114,17 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         outcome,
         detail,
     };
+    // Failures by someone not logged in go to the audit log one entry per burst.
+    let anonymous = async |e: audit::Event| {
+        if state.bursts.record(&e)
+            && let Err(err) = audit::append(&state.db, &e).await
+        {
+            tracing::error!(error = %err, "could not write the audit log");
+        }
+    };
     if let Some(wait) = state.throttle.check(&keys) {
         metrics::counter!("tablesafe_login_failures_total").increment(1);
-        let _ = audit::append(
-            &state.db,
-            &event(Outcome::Denied, "too many failed logins".into(), None),
-        )
-        .await;
+        anonymous(event(Outcome::Denied, "too many failed logins".into(), None)).await;
         return Err(AppError::Invalid(format!(
             "Too many failed logins. Try again in {} seconds.",
             wait.as_secs().max(1)
@@ -139,11 +145,7 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
         Err(e) => {
             metrics::counter!("tablesafe_login_failures_total").increment(1);
             state.throttle.failed(&keys);
-            if let Err(e) =
-                audit::append(&state.db, &event(Outcome::Failed, e.to_string(), None)).await
-            {
-                tracing::error!(error = %e, "could not write the audit log");
-            }
+            anonymous(event(Outcome::Failed, e.to_string(), None)).await;
             Err(e)
         }
     }

@@ -31,6 +31,10 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 async fn tick(state: &AppState) -> anyhow::Result<()> {
+    // Bursts of anonymous failures that have ended: one summary entry each.
+    for event in state.bursts.due(state.bursts.quiet) {
+        app::ssr::audit::append(&state.db, &event).await?;
+    }
     let now = now_ms();
     for p in store::due_policies(&state.db, now).await? {
         let Some(due) = p.next_run_at else { continue };

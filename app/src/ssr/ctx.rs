@@ -15,11 +15,14 @@ pub struct Ctx {
 
 /// The client's address as the server saw it.
 pub fn address() -> String {
+    let trusted = use_context::<AppState>()
+        .map(|s| s.trusted_proxies.clone())
+        .unwrap_or_default();
     use_context::<http::request::Parts>()
         .and_then(|p| {
             p.extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
+                .map(|c| super::client::address(c.0.ip(), &p.headers, &trusted).to_string())
         })
         .unwrap_or_else(|| "unknown".into())
 }

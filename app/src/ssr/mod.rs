@@ -3,6 +3,7 @@
 
 pub mod anchor;
 pub mod audit;
+pub mod client;
 pub mod ctx;
 pub mod db;
 pub mod drills;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub sessions: Arc<session::SessionKeys>,
     pub secrets: Arc<secrets::SecretBox>,
     pub throttle: Arc<throttle::Throttle>,
+    /// Anonymous failures, written to the audit log one entry per burst.
+    pub bursts: Arc<throttle::Bursts>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<Vec<client::Cidr>>,
     /// Woken when a job is queued, so this worker's runner picks it up at once.
     pub jobs_queued: Arc<tokio::sync::Notify>,
     /// The console's address as users reach it (`--public-url`), for links in

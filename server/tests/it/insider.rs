@@ -493,3 +493,111 @@ async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_f
     let done = api.wait_job(&operator, r.json().as_i64().unwrap()).await;
     assert_eq!(done[0]["status"], "succeeded", "{done}");
 }
+
+/// A login from behind the console's reverse proxy (`X-Forwarded-For` from a trusted
+/// peer) with these credentials.
+async fn login_from(server: &Server, client: &str, user: &str, password: &str) -> reqwest::Response {
+    harness::client()
+        .post(server.url("/api/login"))
+        .header("Origin", &server.base)
+        .header("X-Forwarded-For", client)
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Someone guessing a colleague's password is slowed down, but the colleague, from
+/// their own address, logs in at once (no lock-out); and hundreds of guesses add a
+/// couple of audit entries, not hundreds (one for the burst's first failure, one
+/// summary when it ends).
+#[tokio::test]
+async fn guessing_a_password_delays_the_guesser_not_the_user_and_cannot_flood_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        Options {
+            data_dir: &dir.path().join("data"),
+            database_url: None,
+            admin_password: Some(ADMIN_PASSWORD),
+        },
+        &[
+            ("TABLESAFE_TRUSTED_PROXIES", "127.0.0.1"),
+            ("TABLESAFE_AUDIT_BURST_SECS", "1"),
+        ],
+    );
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let pw = "ann's long password";
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "ann".into()),
+                ("role", "operator".into()),
+                ("password", pw.into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let attacker = "203.0.113.66";
+    let mut throttled = 0;
+    for i in 0..200 {
+        let r = login_from(&server, attacker, "ann", &format!("guess {i}")).await;
+        assert_ne!(r.status(), 200);
+        if r.text().await.unwrap().contains("Too many failed logins") {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 190, "the guesser was not slowed down: {throttled}");
+    // Even the right password waits, from the guesser's address…
+    let r = login_from(&server, attacker, "ann", pw).await;
+    assert!(harness::session_cookie(&r).is_none());
+    // …while Ann, at her desk, gets in at once.
+    let r = login_from(&server, "198.51.100.7", "ann", pw).await;
+    assert!(harness::session_cookie(&r).is_some(), "Ann was locked out");
+
+    // The audit log: Ann's login under her real address; the guessing as one entry
+    // plus one summary.
+    let entries = |user: &'static str| {
+        let api = &api;
+        let admin = &admin;
+        async move {
+            api.form(
+                Some(admin),
+                "audit/list",
+                &[
+                    ("user", user.into()),
+                    ("action", "login".into()),
+                    ("outcome", String::new()),
+                ],
+            )
+            .await
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let from_attacker = loop {
+        let list: Vec<serde_json::Value> = entries("ann")
+            .await
+            .into_iter()
+            .filter(|e| e["address"] == attacker)
+            .collect();
+        if list.iter().any(|e| e["detail"].as_str().unwrap_or("").contains("more like this")) {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "no burst summary: {list:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(from_attacker.len(), 2, "{from_attacker:#?}");
+    let summary = from_attacker[0]["detail"].as_str().unwrap();
+    assert!(summary.starts_with("200 more like this from 203.0.113.66"), "{summary}");
+    let ann = entries("ann").await;
+    assert!(
+        ann.iter().any(|e| e["outcome"] == "ok" && e["address"] == "198.51.100.7"),
+        "{ann:#?}"
+    );
+}
