@@ -237,12 +237,21 @@ mod server {
                     _ => Default::default(),
                 };
                 let url = if input.url.trim().is_empty() && !old_url.is_empty() {
-                    old_url
+                    old_url.clone()
                 } else {
                     http_url("url", &input.url)?
                 };
-                let secret = if input.secret.is_empty() && !old_secret.is_empty() {
+                // The signing secret stays with the address it was given for: a changed
+                // URL needs it entered again (else an edit could send signed events,
+                // under the old secret, to a host of the editor's choosing).
+                let secret = if input.secret.is_empty() && !old_secret.is_empty() && url == old_url
+                {
                     old_secret
+                } else if input.secret.is_empty() && !old_secret.is_empty() {
+                    return Err(field(
+                        "secret",
+                        "The address changed: enter the signing secret again (the stored one stays with the old address).",
+                    ));
                 } else if input.secret.trim().len() < 16 {
                     return Err(field(
                         "secret",
@@ -286,14 +295,40 @@ mod server {
                 if to.is_empty() {
                     return Err(field("to", "Enter at least one recipient."));
                 }
+                let username = input.username.trim().to_string();
+                // The stored password goes only where it went before: same server, port,
+                // security and user. Anything else needs it entered again.
                 let old_password = match &stored {
-                    Some(ChannelConfig::Email { password, .. }) => password.clone(),
+                    Some(ChannelConfig::Email {
+                        host: h,
+                        port: p,
+                        security: s,
+                        username: u,
+                        password,
+                        ..
+                    }) if h == host && *p == port && *s == security && *u == username => {
+                        password.clone()
+                    }
                     _ => String::new(),
                 };
-                let username = input.username.trim().to_string();
+                if !username.is_empty()
+                    && security == Security::None
+                    && !crate::ssr::notify::is_loopback(host)
+                {
+                    return Err(field(
+                        "security",
+                        "Without TLS the password would cross the network in the clear: choose STARTTLS or TLS, or leave user and password empty (only a relay on this machine may get a password without TLS).",
+                    ));
+                }
+                let had_password = matches!(&stored, Some(ChannelConfig::Email { password, .. }) if !password.is_empty());
                 let password = if input.password.is_empty() || username.is_empty() {
                     if username.is_empty() {
                         String::new()
+                    } else if old_password.is_empty() && had_password {
+                        return Err(field(
+                            "password",
+                            "The mail server, port, security or user changed: enter the password again (the stored one stays with the old settings).",
+                        ));
                     } else {
                         old_password
                     }

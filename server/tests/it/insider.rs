@@ -601,3 +601,73 @@ async fn guessing_a_password_delays_the_guesser_not_the_user_and_cannot_flood_th
         "{ann:#?}"
     );
 }
+
+/// An operator edits a notification channel to point at a host of their choosing,
+/// hoping the stored secret goes along: a webhook's signing secret and an SMTP
+/// password stay with the address they were entered for; and a password never goes
+/// out without TLS except to a relay on this machine.
+#[tokio::test]
+async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let operator = cookie(&server, "olga", "a long enough password").await;
+    let save = async |input: serde_json::Value| {
+        api.json(Some(&operator), "notify/save", serde_json::json!({ "input": input }))
+            .await
+    };
+    let hook = serde_json::json!({"id": null, "name": "hook", "kind": "webhook",
+        "url": "http://127.0.0.1:9/hook", "secret": "a signing secret of some length",
+        "events": ["backup.failed"], "enabled": true});
+    let r = save(hook.clone()).await;
+    assert!(r.ok(), "{r:?}");
+    let mut moved = hook.clone();
+    moved["id"] = r.json();
+    moved["secret"] = "".into();
+    moved["url"] = "http://127.0.0.1:10/collector".into();
+    let r = save(moved.clone()).await;
+    assert!(!r.ok() && r.body.contains("enter the signing secret again"), "{r:?}");
+    moved["url"] = "".into();
+    assert!(save(moved).await.ok(), "an edit that keeps the address keeps the secret");
+
+    let mail = serde_json::json!({"id": null, "name": "mail", "kind": "email",
+        "host": "127.0.0.1", "port": "2525", "security": "none", "username": "relay",
+        "password": "smtp password", "from": "tablesafe@example.com", "to": "ops@example.com",
+        "events": ["backup.failed"], "enabled": true});
+    let r = save(mail.clone()).await;
+    assert!(r.ok(), "a local relay without TLS: {r:?}");
+    let mut moved = mail.clone();
+    moved["id"] = r.json();
+    moved["password"] = "".into();
+    moved["host"] = "smtp.example.com".into();
+    let r = save(moved.clone()).await;
+    assert!(!r.ok() && r.body.contains("in the clear"), "{r:?}");
+    moved["security"] = "tls".into();
+    moved["port"] = "465".into();
+    let r = save(moved.clone()).await;
+    assert!(!r.ok() && r.body.contains("enter the password again"), "{r:?}");
+    moved["password"] = "the new server's password".into();
+    assert!(save(moved).await.ok());
+    let mut plain = mail.clone();
+    plain["name"] = "plain".into();
+    plain["host"] = "smtp.example.com".into();
+    let r = save(plain).await;
+    assert!(!r.ok() && r.body.contains("in the clear"), "{r:?}");
+}
