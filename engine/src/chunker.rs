@@ -25,6 +25,40 @@ impl Default for ChunkerParams {
     }
 }
 
+impl ChunkerParams {
+    /// Whether FastCDC accepts these sizes (it panics on others). The config that carries
+    /// them is plaintext, so they are checked on open: a config edited to raise `max`
+    /// cannot raise the cap on what a chunk may inflate to past FastCDC's own ceiling
+    /// (16 MiB), nor make a backup panic.
+    pub fn check(&self) -> Result<(), String> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let Self { min, avg, max } = *self;
+        let within = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
+        if within(min, MINIMUM_MIN, MINIMUM_MAX)
+            && within(avg, AVERAGE_MIN, AVERAGE_MAX)
+            && within(max, MAXIMUM_MIN, MAXIMUM_MAX)
+            && min <= avg
+            && avg <= max
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunk sizes min {min}, avg {avg}, max {max} are outside what the chunker \
+                 supports (min {MINIMUM_MIN}–{MINIMUM_MAX}, avg {AVERAGE_MIN}–{AVERAGE_MAX}, \
+                 max {MAXIMUM_MIN}–{MAXIMUM_MAX}, min ≤ avg ≤ max)"
+            ))
+        }
+    }
+
+    /// The largest chunk the chunker makes, which is also the most a stored chunk may
+    /// decompress to.
+    pub fn max_chunk(&self) -> usize {
+        self.max as usize
+    }
+}
+
 pub struct Chunker {
     params: ChunkerParams,
     buf: Vec<u8>,

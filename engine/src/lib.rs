@@ -35,7 +35,14 @@
 //! deduplicates against earlier snapshots). A chunk's id is BLAKE3 keyed with a key
 //! derived from the master key, so ids reveal nothing about content to someone without
 //! the password. A blob is `nonce(24) ‖ XChaCha20-Poly1305(zstd(chunk))`; an unencrypted
-//! repository (only with an explicit flag) stores `zstd(chunk)`.
+//! repository (only with an explicit flag) stores `zstd(chunk)`. No chunk is larger than
+//! the chunker's `max` (1 MiB by default; the config's sizes are checked against FastCDC's
+//! limits, at most 16 MiB, on open), so reading one is capped there: a blob whose index
+//! entry is longer than the sealed worst case, or that would inflate further (a zstd
+//! bomb written by someone with the key, or by anyone who can write to the storage of an
+//! unencrypted repository), is a damaged chunk, refused before more than `max` bytes are
+//! allocated. Chunks are the only compressed objects: manifests, change segments and
+//! index files are sealed JSON, so reading one takes no more memory than its stored size.
 //!
 //! **Packs** gather blobs into objects of ~16 MiB so a big table is not millions of tiny
 //! files. A pack's name is the BLAKE3 of its bytes: a damaged pack is detectable

@@ -150,6 +150,7 @@ impl Repository {
         if storage.exists("config").await? {
             return Err(Error::RepositoryExists(storage.display.clone()));
         }
+        opts.chunker.check().map_err(Error::invalid)?;
         let master = crypto::random_master();
         let encrypted = opts.password.is_some();
         if let Some(password) = &opts.password {
@@ -225,6 +226,10 @@ impl Repository {
                 "unknown compression {other:?} in config"
             )));
         }
+        config
+            .chunker
+            .check()
+            .map_err(|e| Error::damaged(format!("config of {}: {e}", storage.display)))?;
         let keys = match &config.encryption {
             Encryption::None => {
                 let text = storage.get("keys/plaintext").await?;
@@ -379,11 +384,23 @@ impl Repository {
         self.index.len()
     }
 
-    /// Reads, decrypts, decompresses and checks one chunk.
+    /// Reads, decrypts, decompresses and checks one chunk. Neither what is read nor what
+    /// it decompresses to may exceed what the largest chunk of this repository takes
+    /// ([`decode_blob`]).
     pub async fn read_chunk(&self, id: &[u8; 32]) -> Result<Vec<u8>> {
         let loc = self
             .location(id)
             .ok_or_else(|| Error::damaged(format!("chunk {} is in no index", short(id))))?;
+        let max_chunk = self.config.chunker.max_chunk();
+        let max_sealed = sealed_bound(max_chunk);
+        if u64::from(loc.length) > max_sealed {
+            return Err(Error::damaged(format!(
+                "damaged chunk {}: its index entry gives it {} bytes, more than any chunk of \
+                 this repository takes (at most {max_sealed}); it was not read",
+                short(id),
+                loc.length
+            )));
+        }
         let path = pack_path(&loc.pack);
         let sealed = self
             .storage
@@ -391,7 +408,7 @@ impl Repository {
             .await?;
         let keys = self.keys.clone();
         let id = *id;
-        tokio::task::spawn_blocking(move || decode_blob(&keys, &id, &sealed))
+        tokio::task::spawn_blocking(move || decode_blob(&keys, &id, &sealed, max_chunk))
             .await
             .map_err(|e| Error::Other(e.to_string()))?
     }
@@ -418,6 +435,7 @@ impl Repository {
             storage: self.storage.clone(),
             keys: self.keys.clone(),
             zstd_level: self.config.zstd_level,
+            max_chunk: self.config.chunker.max_chunk(),
             buf: Vec::new(),
             entries: Vec::new(),
             pending: Default::default(),
@@ -576,16 +594,73 @@ pub fn short(id: &[u8; 32]) -> String {
     hex(&id[..6])
 }
 
-/// sealed blob → checked plaintext chunk.
-pub fn decode_blob(keys: &Keys, id: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
+/// The most a sealed chunk of at most `max_chunk` bytes can take: zstd's worst case for
+/// incompressible data, plus nonce and tag.
+pub fn sealed_bound(max_chunk: usize) -> u64 {
+    (zstd::zstd_safe::compress_bound(max_chunk) + crypto::NONCE_LEN + crypto::TAG_LEN) as u64
+}
+
+/// sealed blob → checked plaintext chunk, which may not decompress to more than
+/// `max_chunk` bytes (the chunker's maximum: no chunk this repository wrote is larger).
+pub fn decode_blob(keys: &Keys, id: &[u8; 32], sealed: &[u8], max_chunk: usize) -> Result<Vec<u8>> {
     let what = format!("chunk {}", short(id));
     let compressed = keys.open(sealed, &what)?;
-    let plain = zstd::stream::decode_all(compressed.as_slice())
-        .map_err(|e| Error::damaged(format!("{what} does not decompress: {e}")))?;
+    let plain = decompress_capped(&compressed, max_chunk)
+        .map_err(|e| Error::damaged(format!("damaged {what}: {e}")))?;
     if &keys.chunk_id(&plain) != id {
         return Err(Error::damaged(format!("{what} has the wrong content")));
     }
     Ok(plain)
+}
+
+/// Decompresses a zstd blob (one frame or several) into at most `max` bytes, allocating
+/// no more than that: a blob that would inflate further (a zstd bomb, planted by someone
+/// holding the key or, in an unencrypted repository, by anyone who can write to the
+/// storage; or damage) is refused, not decompressed. One-shot decompression writes
+/// straight into the output buffer, so no separate window is allocated either.
+///
+/// Only chunks are compressed. Manifests, change segments and index files are sealed JSON
+/// without compression, so reading one never takes more memory than its stored size.
+pub fn decompress_capped(compressed: &[u8], max: usize) -> std::result::Result<Vec<u8>, String> {
+    // What the first frame declares (a chunk this engine wrote is one frame that does):
+    // a bomb that admits its size is refused before anything is allocated.
+    let declared = zstd::zstd_safe::get_frame_content_size(compressed)
+        .ok()
+        .flatten();
+    if let Some(n) = declared
+        && n > max as u64
+    {
+        return Err(format!(
+            "it declares {n} bytes, more than the {max} of the largest chunk this \
+             repository's chunker makes; it was not decompressed"
+        ));
+    }
+    let too_small = |e: &std::io::Error| e.to_string().contains("Destination buffer is too small");
+    let decompress = |capacity: usize| {
+        let mut out = Vec::with_capacity(capacity);
+        zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(compressed, &mut out))
+            .map(|_| out)
+    };
+    let mut result = decompress(declared.map_or(max, |n| n as usize));
+    if declared.is_some_and(|n| n < max as u64)
+        && let Err(e) = &result
+        && too_small(e)
+    {
+        // More frames after the first (never written by this engine, but valid zstd).
+        result = decompress(max);
+    }
+    result.map_err(|e| {
+        // zstd's name for "the output would not fit" (ZSTD_getErrorName).
+        if too_small(&e) {
+            format!(
+                "it inflates to more than {max} bytes, the largest chunk this repository's \
+                 chunker makes; decompression was stopped there"
+            )
+        } else {
+            format!("it does not decompress: {e}")
+        }
+    })
 }
 
 /// Collects new chunks into packs and writes each pack, then its index file.
@@ -594,6 +669,8 @@ pub struct PackWriter {
     storage: Storage,
     keys: Keys,
     zstd_level: i32,
+    /// The repository's largest chunk: a larger one would be refused when read back.
+    max_chunk: usize,
     buf: Vec<u8>,
     entries: Vec<([u8; 32], u64, u32)>,
     /// Chunks added in this backup but not yet in the repository's index.
@@ -613,6 +690,18 @@ impl PackWriter {
 
     /// Compresses, encrypts and queues a chunk the repository does not have yet.
     pub fn add(&mut self, id: [u8; 32], plain: &[u8], rt: &tokio::runtime::Handle) -> Result<()> {
+        if plain.len() > self.max_chunk {
+            // Only a copy from a repository made with a larger chunker maximum can get
+            // here; storing it would make a chunk every later read refuses.
+            return Err(Error::invalid(format!(
+                "chunk {} has {} bytes, more than this repository's largest chunk ({} bytes): \
+                 it cannot be stored here (copy into a repository created with the same \
+                 chunk sizes)",
+                short(&id),
+                plain.len(),
+                self.max_chunk
+            )));
+        }
         let compressed = zstd::bulk::compress(plain, self.zstd_level)
             .map_err(|e| Error::Other(format!("zstd: {e}")))?;
         let sealed = self.keys.seal(&compressed)?;
@@ -691,5 +780,93 @@ fn check_name(sealed: &[u8], id: &str, what: &str) -> Result<()> {
         Err(Error::damaged(format!(
             "{what} {id}: its content does not match its name (damaged, or another manifest copied under this name); restore from another snapshot or repair from a copy"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1024 * 1024;
+
+    #[test]
+    fn a_chunk_up_to_the_maximum_decompresses() {
+        for len in [0, 1, 300_000, MAX] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let z = zstd::bulk::compress(&plain, 3).unwrap();
+            assert_eq!(decompress_capped(&z, MAX).unwrap(), plain);
+        }
+        // Two frames within the maximum together (valid zstd; this engine writes one).
+        let mut two = zstd::bulk::compress(&[1u8; 1000], 3).unwrap();
+        two.extend(zstd::bulk::compress(&[2u8; 1000], 3).unwrap());
+        assert_eq!(decompress_capped(&two, MAX).unwrap().len(), 2000);
+    }
+
+    #[test]
+    fn a_frame_declaring_more_than_the_maximum_is_refused_before_decompressing() {
+        let z = zstd::bulk::compress(&vec![0u8; MAX + 1], 3).unwrap();
+        let e = decompress_capped(&z, MAX).unwrap_err();
+        assert!(e.contains("declares 1048577 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_bomb_that_hides_its_size_is_stopped_at_the_maximum() {
+        // No content size in the frame header, 64 MiB of zeros.
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        let zeros = vec![0u8; MAX];
+        for _ in 0..64 {
+            std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        }
+        let z = enc.finish().unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&z).unwrap(), None);
+        let e = decompress_capped(&z, MAX).unwrap_err();
+        assert!(e.contains("inflates to more than 1048576 bytes"), "{e}");
+        // Many small frames that each declare a size within the maximum.
+        let frame = zstd::bulk::compress(&[0u8; 64 * 1024], 3).unwrap();
+        let e = decompress_capped(&frame.repeat(1024), MAX).unwrap_err();
+        assert!(e.contains("inflates to more than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn garbage_does_not_decompress() {
+        let e = decompress_capped(b"not zstd at all", MAX).unwrap_err();
+        assert!(e.contains("does not decompress"), "{e}");
+    }
+
+    #[test]
+    fn chunker_sizes_outside_fastcdc_are_refused() {
+        assert!(ChunkerParams::default().check().is_ok());
+        let huge = ChunkerParams {
+            max: 1 << 30,
+            ..Default::default()
+        };
+        assert!(huge.check().unwrap_err().contains("max 1073741824"));
+        let inverted = ChunkerParams {
+            min: 512 * 1024, // more than avg
+            ..Default::default()
+        };
+        assert!(inverted.check().is_err());
+    }
+
+    #[test]
+    fn a_blob_larger_than_the_maximum_is_never_stored() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let loc = dir.path().join("r").to_str().unwrap().to_string();
+        let repo = rt
+            .block_on(Repository::init(&loc, InitOptions::unencrypted()))
+            .unwrap();
+        let mut w = repo.pack_writer();
+        let big = vec![5u8; MAX + 1];
+        let id = repo.keys().chunk_id(&big);
+        let e = w.add(id, &big, rt.handle()).unwrap_err().to_string();
+        assert!(
+            e.contains("more than this repository's largest chunk"),
+            "{e}"
+        );
+        assert!(w.add(id, &big[..MAX], rt.handle()).is_ok());
     }
 }

@@ -250,3 +250,110 @@ async fn an_unknown_stream_format_is_refused_not_guessed() {
     let e = restore(&repo, &opts).await.unwrap_err().to_string();
     assert!(e.contains("does not know (\"values-v2\")"), "{e}");
 }
+
+/// Someone holding the repository key (or, for an unencrypted repository, anyone who can
+/// write to its storage) plants chunks that inflate far beyond any chunk the chunker
+/// makes: an authentic one whose id matches its 4 MiB of content, and a bomb of 2048
+/// zstd frames that together inflate to 1 GiB. Both are sealed with the repository's key
+/// and indexed like real chunks, so they pass authentication; reading either is refused
+/// as a damaged chunk without decompressing past the chunker's maximum, restore stops,
+/// and verify names both.
+#[tokio::test]
+async fn a_chunk_inflating_past_the_chunker_maximum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _) = setup(dir.path()).await;
+    let repo = open_repo(&loc).await;
+    let max = repo.config.chunker.max_chunk();
+    let keys = repo.keys();
+
+    // 4 MiB, four times the chunker's maximum, under its true id.
+    let big: Vec<u8> = (0..4 * max).map(|i| (i % 251) as u8).collect();
+    let big_id = keys.chunk_id(&big);
+    let big_blob = keys.seal(&zstd::bulk::compress(&big, 3).unwrap()).unwrap();
+    // 2048 frames of 512 KiB of zeros: each frame is within the maximum, together 1 GiB.
+    let frame = zstd::bulk::compress(&vec![0u8; 512 * 1024], 3).unwrap();
+    let bomb: Vec<u8> = frame.repeat(2048);
+    assert!(bomb.len() < 256 * 1024, "a small object: {}", bomb.len());
+    let bomb_id = keys.chunk_id(b"what the bomb claims to be");
+    let bomb_blob = keys.seal(&bomb).unwrap();
+
+    // A pack and its index, the way PackWriter writes them.
+    let mut pack = big_blob.clone();
+    pack.extend_from_slice(&bomb_blob);
+    let pack_id = *blake3::hash(&pack).as_bytes();
+    let hex = engine::repo::crypto::hex;
+    repo.storage
+        .put(&engine::repo::pack_path(&pack_id), pack)
+        .await
+        .unwrap();
+    let index = serde_json::json!({
+        "pack": hex(&pack_id),
+        "chunks": [
+            [hex(&big_id), 0, big_blob.len()],
+            [hex(&bomb_id), big_blob.len(), bomb_blob.len()],
+        ],
+    });
+    let index = keys.seal(&serde_json::to_vec(&index).unwrap()).unwrap();
+    repo.storage
+        .put(&format!("index/{}", hex(&pack_id)), index)
+        .await
+        .unwrap();
+    // A snapshot whose table `other` is made of them.
+    let (_, mut snap) = repo.find_snapshot("latest").await.unwrap();
+    let other = snap.tables.iter_mut().find(|t| t.name == "other").unwrap();
+    other.chunks = vec![
+        engine::model::ChunkId(big_id),
+        engine::model::ChunkId(bomb_id),
+    ];
+    let planted = repo.save_snapshot(&snap).await.unwrap();
+
+    let repo = open_repo(&loc).await;
+    let e = repo
+        .read_chunk(&big_id)
+        .await
+        .map(|plain| plain.len())
+        .expect_err("refused");
+    assert!(matches!(e, engine::Error::Damaged(_)), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("damaged chunk") && e.contains(&format!("more than the {max}")),
+        "{e}"
+    );
+    let e = repo
+        .read_chunk(&bomb_id)
+        .await
+        .map(|plain| plain.len())
+        .expect_err("refused");
+    assert!(matches!(e, engine::Error::Damaged(_)), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("damaged chunk") && e.contains(&format!("inflates to more than {max} bytes")),
+        "{e}"
+    );
+
+    let mut opts = restore_opts(&dir.path().join("restored.db"));
+    opts.snapshot = planted.to_string();
+    let e = restore(&repo, &opts).await.unwrap_err().to_string();
+    assert!(e.contains("damaged chunk"), "{e}");
+
+    let report = verify(
+        &repo,
+        &VerifyOptions {
+            snapshot: Some(planted.to_string()),
+            read_data: true,
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    for id in [&big_id, &bomb_id] {
+        let object = format!("chunk {}", engine::repo::short(id));
+        let p = report
+            .problems
+            .iter()
+            .find(|p| p.object == object)
+            .unwrap_or_else(|| panic!("verify names {object}: {report:?}"));
+        assert!(p.message.contains("damaged chunk"), "{p:?}");
+        assert!(p.tables.contains("other"), "{p:?}");
+    }
+}
