@@ -38,7 +38,8 @@ use std::time::Instant;
 /// Where a drill's scratch copy goes.
 #[derive(Debug, Clone)]
 pub enum Scratch {
-    /// A SQLite snapshot: a new file in this directory, deleted afterwards.
+    /// A SQLite snapshot: a new file in a private directory (0700, random name) made in
+    /// this directory, the file owner-only (0600); both deleted afterwards.
     Dir(PathBuf),
     /// A PostgreSQL snapshot: a database created on this server (the URL's own database
     /// is only where `CREATE DATABASE` runs) and dropped afterwards. The URL's user
@@ -125,17 +126,12 @@ struct ScratchDb {
 }
 
 enum ScratchKind {
-    File(PathBuf),
+    /// The database file, in its own private directory.
+    File { dir: PathBuf, path: PathBuf },
     /// The server connection that created database `name`, kept to drop it.
-    Database {
-        admin: PgDb,
-        name: String,
-    },
+    Database { admin: PgDb, name: String },
     /// The MySQL server connection that created database `name`.
-    MysqlDatabase {
-        admin: MyDb,
-        name: String,
-    },
+    MysqlDatabase { admin: MyDb, name: String },
 }
 
 impl ScratchDb {
@@ -149,12 +145,38 @@ impl ScratchDb {
                         dir.display()
                     ))
                 })?;
-                let path = dir.join(format!("tablesafe-drill-{tag}.sqlite"));
+                // The scratch file is a whole copy of a backed-up database: another
+                // local user must neither read it (the directory may be the shared
+                // temporary one) nor plant a file or symlink under a name they guessed
+                // (mkdir and O_EXCL fail on anything already there).
+                let private = dir.join(format!("tablesafe-drill-{tag}"));
+                let mut builder = std::fs::DirBuilder::new();
+                let mut file = std::fs::OpenOptions::new();
+                file.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                    builder.mode(0o700);
+                    file.mode(0o600);
+                }
+                builder.create(&private).map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot create a scratch directory in {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                // Made empty here, with its mode: SQLite keeps it, and gives its
+                // journal the same.
+                let path = private.join("scratch.sqlite");
+                if let Err(e) = file.open(&path) {
+                    let _ = std::fs::remove_dir_all(&private);
+                    return Err(Error::io(format!("creating {}", path.display()), e));
+                }
                 let display = format!("sqlite://{}", path.display());
                 Ok(ScratchDb {
                     url: Secret::new(display.clone()),
                     display,
-                    kind: ScratchKind::File(path),
+                    kind: ScratchKind::File { dir: private, path },
                 })
             }
             (Engine::Postgres, Scratch::Postgres(server)) => {
@@ -220,17 +242,11 @@ impl ScratchDb {
     /// Removes the scratch copy; false (and a warning in `error`) when that failed.
     async fn remove(self) -> std::result::Result<(), String> {
         match self.kind {
-            ScratchKind::File(path) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(format!("removing {}: {e}", p.display())),
-                    }
-                }
-                Ok(())
-            }
+            ScratchKind::File { dir, .. } => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("removing {}: {e}", dir.display())),
+            },
             ScratchKind::MysqlDatabase { mut admin, name } => admin
                 .exec(&format!("DROP DATABASE IF EXISTS {}", my::quote(&name)))
                 .await
@@ -363,7 +379,7 @@ async fn run_checks(
     report.rows = restored.iter().map(|r| r.rows).sum();
     let t = Instant::now();
     match &scratch.kind {
-        ScratchKind::File(path) => {
+        ScratchKind::File { path, .. } => {
             let mut db = SqliteDb::open_read(path).await?;
             check_tables(repo, &plan, &mut db, report, progress).await?;
             for sql in &opts.assertions {

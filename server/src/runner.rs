@@ -437,7 +437,8 @@ async fn drill(
             .ok_or_else(|| anyhow!("the drill's scratch source no longer exists"))?;
         engine::drill::Scratch::parse(&state.secrets.open(Kind::SourceUrl, &scratch.sealed_url)?)
     } else {
-        engine::drill::Scratch::Dir(std::env::temp_dir().join("tablesafe-drills"))
+        // The drill makes its own private directory in there (engine::drill::Scratch).
+        engine::drill::Scratch::Dir(std::env::temp_dir())
     };
     let assertions: Vec<String> = plan
         .as_ref()

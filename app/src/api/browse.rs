@@ -315,13 +315,7 @@ pub mod ssr {
             Err(e) => {
                 c.audit("snapshot.export", &target, Outcome::Failed, &e.to_string())
                     .await;
-                let status = match e {
-                    AppError::NotFound(_) => StatusCode::NOT_FOUND,
-                    AppError::Forbidden => StatusCode::FORBIDDEN,
-                    AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                return (status, format!("{e}\n")).into_response();
+                return (e.status(), format!("{e}\n")).into_response();
             }
         };
         let detail = format!(
@@ -404,14 +398,11 @@ pub mod ssr {
         tx: &Sender,
     ) -> engine::Result<()> {
         use tokio::io::AsyncReadExt;
-        let path = std::env::temp_dir().join(format!(
-            "tablesafe-export-{:016x}.sqlite",
-            rand::random::<u64>()
-        ));
-        engine::export::write_file(repo, plan, &path, progress).await?;
+        let (dir, path) = write_private_export(repo, plan, progress, &std::env::temp_dir()).await?;
         let opened = tokio::fs::File::open(&path).await;
-        // Gone from the directory at once; the open handle still reads it.
-        let _ = tokio::fs::remove_file(&path).await;
+        // Gone from the directory at once (the directory with it); the open handle still
+        // reads it.
+        drop(dir);
         let mut file = opened.map_err(|e| engine::Error::io("opening the export", e))?;
         loop {
             let mut buf = vec![0u8; 1 << 20];
@@ -427,5 +418,146 @@ pub mod ssr {
                 return Ok(());
             }
         }
+    }
+
+    /// A directory only the server's user can enter (mode 0700, a random name under the
+    /// temporary directory), removed with everything in it when dropped. Exports are
+    /// whole tables of a backup: in the shared, world-readable temporary directory another
+    /// local user could read them, or plant a file or symlink under a name they guessed.
+    pub struct PrivateDir(std::path::PathBuf);
+
+    impl PrivateDir {
+        pub fn create(parent: &std::path::Path, prefix: &str) -> std::io::Result<PrivateDir> {
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            let path = parent.join(format!("{prefix}{:032x}", rand::random::<u128>()));
+            // Fails if the name exists, whatever it is (mkdir follows no symlink).
+            builder.create(&path)?;
+            Ok(PrivateDir(path))
+        }
+
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for PrivateDir {
+        fn drop(&mut self) {
+            if let Err(e) = std::fs::remove_dir_all(&self.0) {
+                tracing::warn!(dir = %self.0.display(), error = %e, "could not remove a temporary directory");
+            }
+        }
+    }
+
+    /// Writes a file export into a new [`PrivateDir`] under `parent`; the file is made
+    /// readable by its owner only (0600). On failure nothing is left behind.
+    pub async fn write_private_export(
+        repo: &engine::repo::Repository,
+        plan: &engine::export::ExportPlan,
+        progress: &dyn engine::progress::Progress,
+        parent: &std::path::Path,
+    ) -> engine::Result<(PrivateDir, std::path::PathBuf)> {
+        let dir = PrivateDir::create(parent, "tablesafe-export-")
+            .map_err(|e| engine::Error::io("creating a private temporary directory", e))?;
+        let path = dir.path().join("export");
+        engine::export::write_file(repo, plan, &path, progress).await?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| engine::Error::io("making the export private", e))?;
+        }
+        Ok((dir, path))
+    }
+}
+
+#[cfg(all(test, feature = "ssr", unix))]
+mod tests {
+    use super::ssr::write_private_export;
+    use engine::progress::NoProgress;
+    use engine::repo::{InitOptions, Repository};
+    use sqlx::Connection;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A SQLite export is built inside a directory only the server's user can enter, is
+    /// itself owner-only, and neither outlives the download, nor a failed one.
+    #[tokio::test]
+    async fn a_file_export_is_private_and_removed_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.db");
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&src)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE payroll (id INTEGER PRIMARY KEY, salary INTEGER);
+             INSERT INTO payroll VALUES (1, 100000), (2, 250000);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let loc = dir.path().join("repo").to_str().unwrap().to_string();
+        let mut repo = Repository::init(&loc, InitOptions::unencrypted())
+            .await
+            .unwrap();
+        let backup = engine::backup::BackupOptions {
+            source: engine::secret::Secret::new(format!("sqlite://{}", src.display())),
+            selection: Default::default(),
+            tags: Default::default(),
+        };
+        let id = engine::backup::backup(&mut repo, &backup, &NoProgress)
+            .await
+            .unwrap()
+            .id;
+        let plan = engine::export::plan(
+            &repo,
+            id.as_str(),
+            &Default::default(),
+            &Default::default(),
+            engine::export::FileFormat::Sqlite,
+        )
+        .await
+        .unwrap();
+        // A shared temporary directory, as /tmp is.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+        let (private, file) = write_private_export(&repo, &plan, &NoProgress, &tmp)
+            .await
+            .unwrap();
+        assert_eq!(private.path().parent(), Some(tmp.as_path()));
+        assert_eq!(mode(private.path()), 0o700, "the directory is private");
+        assert_eq!(mode(&file), 0o600, "the file is owner-only");
+        assert_eq!(entries(private.path()), vec!["export".to_string()]);
+        assert!(std::fs::metadata(&file).unwrap().len() > 0);
+        // Two exports never share a directory (no guessable name).
+        let (other, _) = write_private_export(&repo, &plan, &NoProgress, &tmp)
+            .await
+            .unwrap();
+        assert_ne!(other.path(), private.path());
+        drop(other);
+        drop(private);
+        assert!(entries(&tmp).is_empty(), "removed: {:?}", entries(&tmp));
+
+        // An export that fails half way (its data is gone) leaves nothing either.
+        std::fs::remove_dir_all(Path::new(&loc).join("data")).unwrap();
+        let e = write_private_export(&repo, &plan, &NoProgress, &tmp).await;
+        assert!(e.is_err());
+        assert!(entries(&tmp).is_empty(), "removed: {:?}", entries(&tmp));
     }
 }

@@ -254,3 +254,74 @@ async fn a_postgres_drill_restores_into_a_scratch_database_and_drops_it() {
     .to_string();
     assert!(e.contains("CREATEDB") && !e.contains("weak:weak"), "{e}");
 }
+
+/// The scratch copy of a SQLite drill is a whole backed-up database: while the drill
+/// runs it lives in a directory only this user can enter (0700, random name) as an
+/// owner-only file (0600), even when the scratch directory is a shared one like /tmp;
+/// afterwards nothing is left.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_sqlite_drill_keeps_its_scratch_copy_private() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+
+    /// Looks at the scratch directory whenever a table starts restoring.
+    struct Watch {
+        scratch: std::path::PathBuf,
+        seen: Mutex<Vec<(String, u32)>>,
+    }
+    impl engine::progress::Progress for Watch {
+        fn table_started(&self, _: &str, _: Option<u64>) {
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let mut seen = self.seen.lock().unwrap();
+            for e in std::fs::read_dir(&self.scratch).unwrap() {
+                let p = e.unwrap().path();
+                seen.push((p.display().to_string(), mode(&p)));
+                if p.is_dir() {
+                    for f in std::fs::read_dir(&p).unwrap() {
+                        let f = f.unwrap().path();
+                        seen.push((f.display().to_string(), mode(&f)));
+                    }
+                }
+            }
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("payroll.db");
+    exec(
+        &src,
+        "CREATE TABLE salaries (id INTEGER PRIMARY KEY, amount INTEGER);
+         INSERT INTO salaries VALUES (1, 100000), (2, 250000);",
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    backup_all(&mut repo, &src).await;
+    // A shared, world-writable scratch directory, as /tmp is.
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let watch = Watch {
+        scratch: scratch.clone(),
+        seen: Mutex::new(Vec::new()),
+    };
+    let r = drill(
+        &repo,
+        &opts("latest", Scratch::Dir(scratch.clone()), &[]),
+        &watch,
+    )
+    .await
+    .unwrap();
+    assert!(r.passed, "{r:#?}");
+    let seen = watch.seen.into_inner().unwrap();
+    assert!(!seen.is_empty());
+    let dirs: Vec<_> = seen
+        .iter()
+        .filter(|(p, _)| !p.contains(".sqlite"))
+        .collect();
+    let files: Vec<_> = seen.iter().filter(|(p, _)| p.contains(".sqlite")).collect();
+    assert!(!dirs.is_empty() && !files.is_empty(), "{seen:?}");
+    assert!(dirs.iter().all(|(_, m)| *m == 0o700), "{seen:?}");
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "{seen:?}");
+    assert!(r.cleaned_up && empty_dir(&scratch), "{seen:?}");
+}
