@@ -1,7 +1,10 @@
 //! The job runner inside `tablesafe serve`: claims queued jobs from the history
 //! database (several workers may share it; a claim is one conditional UPDATE), runs them
 //! through the engine, reports progress and a heartbeat twice a second, and stops a job
-//! whose cancellation was requested at the engine's next check.
+//! whose cancellation was requested at the engine's next check. A heartbeat that finds
+//! the job no longer running on this worker (another worker failed it as abandoned after
+//! this one went silent, or it was reassigned) stops it the same way, and then nothing of
+//! it is recorded: no snapshot, retention, verification or drill result, no outcome.
 
 use anyhow::{Context, Result, anyhow, bail};
 use app::api::history::{self, glob_literal};
@@ -103,12 +106,16 @@ impl std::fmt::Display for Damage {
 impl std::error::Error for Damage {}
 
 /// What the engine reports, shared with the heartbeat task.
-#[derive(Default)]
 struct JobProgress {
+    job: i64,
+    /// The worker that claimed the job: heartbeats count only while it still owns it.
+    worker: String,
     rows: AtomicU64,
     bytes: AtomicU64,
     table: Mutex<Option<String>>,
     cancelled: AtomicBool,
+    /// A heartbeat found the job no longer running on this worker.
+    lost: AtomicBool,
     logs: Mutex<Vec<String>>,
 }
 
@@ -135,13 +142,32 @@ impl Progress for JobProgress {
             .push(format!("table {table}: done"));
     }
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed) || self.lost.load(Ordering::Relaxed)
     }
 }
 
 impl JobProgress {
-    /// Writes progress and pending log lines; learns whether to cancel.
-    async fn flush(&self, state: &AppState, job: i64) {
+    fn new(job: &store::JobRow) -> Self {
+        JobProgress {
+            job: job.id,
+            worker: job.worker.clone().unwrap_or_default(),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            table: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            logs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Writes progress and pending log lines; learns whether to cancel, and whether
+    /// the job is still this worker's.
+    async fn flush(&self, state: &AppState) {
+        let job = self.job;
         let logs = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|p| p.into_inner()));
         for line in logs {
             let _ = store::log(&state.db, job, "info", &line).await;
@@ -150,16 +176,39 @@ impl JobProgress {
         match store::heartbeat(
             &state.db,
             job,
+            &self.worker,
             self.rows.load(Ordering::Relaxed) as i64,
             self.bytes.load(Ordering::Relaxed) as i64,
             table.as_deref(),
         )
         .await
         {
-            Ok(true) => self.cancelled.store(true, Ordering::Relaxed),
-            Ok(false) => {}
+            Ok(store::Beat::Owned) => {}
+            Ok(store::Beat::CancelRequested) => self.cancelled.store(true, Ordering::Relaxed),
+            Ok(store::Beat::Lost) => {
+                if !self.lost.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        job,
+                        worker = %self.worker,
+                        "the job is no longer running on this worker; stopping it"
+                    );
+                }
+            }
+            // The database is unreachable: carry on; if this lasts, another worker
+            // fails the job as abandoned and the next heartbeat learns it.
             Err(e) => tracing::warn!(error = %e, job, "job heartbeat"),
         }
+    }
+
+    /// Fails unless the job is still this worker's, checked now: called before a job
+    /// records anything in the history, so that a job taken over between two
+    /// heartbeats does not write results another worker's outcome contradicts.
+    async fn still_owned(&self, state: &AppState) -> Result<()> {
+        self.flush(state).await;
+        if self.is_lost() {
+            return Err(engine::Error::Cancelled.into());
+        }
+        Ok(())
     }
 }
 
@@ -170,12 +219,12 @@ async fn run(state: &AppState, job: store::JobRow) {
     let id = job.id;
     tracing::info!(job = id, kind = %job.kind, "job started");
     let _ = store::log(&state.db, id, "info", &format!("started: {}", job.title)).await;
-    let progress = std::sync::Arc::new(JobProgress::default());
+    let progress = std::sync::Arc::new(JobProgress::new(&job));
     let ticker = {
         let (state, progress) = (state.clone(), progress.clone());
         tokio::spawn(async move {
             loop {
-                progress.flush(&state, id).await;
+                progress.flush(&state).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })
@@ -183,7 +232,28 @@ async fn run(state: &AppState, job: store::JobRow) {
     let started = std::time::Instant::now();
     let outcome = execute(state, &job, progress.as_ref()).await;
     ticker.abort();
-    progress.flush(state, id).await;
+    progress.flush(state).await;
+    if progress.is_lost() {
+        // Whatever the engine returned, the job's outcome belongs to whoever took it
+        // (a failure as abandoned, already announced): record and announce nothing.
+        let what = if outcome.is_ok() {
+            "what it had finished is not recorded"
+        } else {
+            "its work was stopped, and nothing of it recorded"
+        };
+        tracing::warn!(job = id, "job stopped: no longer this worker's");
+        let _ = store::log(
+            &state.db,
+            id,
+            "warn",
+            &format!(
+                "worker {} stopped this job: it is no longer running there (failed as abandoned or taken over by another worker meanwhile); {what}",
+                progress.worker
+            ),
+        )
+        .await;
+        return;
+    }
     let damage = matches!(&outcome, Err(e) if e.downcast_ref::<Damage>().is_some());
     let (status, error, result, snapshot) = match outcome {
         Ok((result, snapshot)) => (
@@ -278,7 +348,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             let policy = store::policy(&state.db, policy_id)
                 .await?
                 .ok_or_else(|| anyhow!("the policy no longer exists"))?;
-            let report = apply_retention(state, job, &policy, None).await?;
+            let report = apply_retention(state, job, &policy, None, progress).await?;
             Ok((json!(report), None))
         }
         JobParams::Verify {
@@ -303,6 +373,10 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 .await?
                 .ok_or_else(|| anyhow!("the destination source no longer exists"))?;
             let dest_url = state.secrets.open(Kind::SourceUrl, &dest.sealed_url)?;
+            // Checked again at run time: the job may have waited for approvals while
+            // the server's settings or the file changed.
+            app::ssr::check_destination(state, &engine::source::SourceUrl::parse(&dest_url)?)
+                .map_err(|e| anyhow!(e))?;
             let opts = engine::restore::RestoreOptions {
                 snapshot: snap.snapshot_id.clone(),
                 dest: dest_url,
@@ -358,6 +432,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                             replaced.join(", ")
                         )
                     })?;
+                progress.still_owned(state).await?;
                 record_snapshot(state, &target, None, dest.id, job.id, &summary, None).await?;
                 safety_snapshot = Some(summary.id.clone());
                 let _ = store::log(
@@ -384,6 +459,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                 )
                 .await;
             }
+            progress.still_owned(state).await?;
             let done = engine::restore::execute(&repo, &plan, progress).await?;
             for note in done.iter().flat_map(|t| &t.notes) {
                 let _ = store::log(&state.db, job.id, "warn", note).await;
@@ -466,6 +542,7 @@ async fn drill(
         jobs: engine::restore::default_jobs(),
     };
     let report = engine::drill::drill(&repo, &opts, progress).await?;
+    progress.still_owned(state).await?;
     drills::record(
         db,
         (policy.id, &policy.name),
@@ -581,6 +658,7 @@ async fn backup(
         summary.snapshot.bytes_stored,
     );
     let s = &summary.snapshot;
+    progress.still_owned(state).await?;
     record_snapshot(
         state,
         &target,
@@ -642,7 +720,7 @@ async fn backup(
     // the snapshot is safe, and the next run prunes again.
     let mut pruned = serde_json::Value::Null;
     if !app::api::jobs::parse_retention(&policy.retention).is_empty() {
-        match apply_retention(state, job, &policy, Some(&mut repo)).await {
+        match apply_retention(state, job, &policy, Some(&mut repo), progress).await {
             Ok(r) => pruned = r,
             Err(e) => {
                 let _ = store::log(
@@ -690,6 +768,7 @@ async fn copy_to(
         .collect();
     let report = engine::copy::copy(src, &mut dst, Some(&ids), progress).await?;
     for c in &report.copied {
+        progress.still_owned(state).await?;
         let snapshot = dst.load_snapshot_by_id(&c.dest_id).await?;
         let origin = store::snapshot_row_id(&state.db, from.id, &c.source_id).await?;
         let summary = engine::backup::BackupSummary {
@@ -719,7 +798,10 @@ async fn prune_target(
     target: &store::TargetRow,
     rules: &app::api::jobs::Retention,
     repo: &mut Repository,
+    progress: &JobProgress,
 ) -> Result<engine::prune::PruneReport> {
+    // A prune deletes data: not for a job that is no longer this worker's.
+    progress.still_owned(state).await?;
     let tz: chrono_tz::Tz = policy.timezone.parse().unwrap_or(chrono_tz::UTC);
     let report = engine::prune::prune(
         repo,
@@ -759,6 +841,7 @@ async fn apply_retention(
     job: &store::JobRow,
     policy: &store::PolicyRow,
     primary: Option<&mut Repository>,
+    progress: &JobProgress,
 ) -> Result<serde_json::Value> {
     let rules = app::api::jobs::parse_retention(&policy.retention);
     if rules.is_empty() {
@@ -768,10 +851,10 @@ async fn apply_retention(
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
     let report = match primary {
-        Some(repo) => prune_target(state, job, policy, &target, &rules, repo).await?,
+        Some(repo) => prune_target(state, job, policy, &target, &rules, repo, progress).await?,
         None => {
             let mut repo = open_repo(state, &target).await?;
-            prune_target(state, job, policy, &target, &rules, &mut repo).await?
+            prune_target(state, job, policy, &target, &rules, &mut repo, progress).await?
         }
     };
     // The copies get the same rules (each copy is pruned in its own repository).
@@ -780,7 +863,7 @@ async fn apply_retention(
             continue;
         };
         let pruned = match open_repo(state, &t).await {
-            Ok(mut repo) => prune_target(state, job, policy, &t, &rules, &mut repo).await,
+            Ok(mut repo) => prune_target(state, job, policy, &t, &rules, &mut repo, progress).await,
             Err(e) => Err(e),
         };
         if let Err(e) = pruned {
@@ -932,10 +1015,12 @@ async fn verify(
         read_data: true,
     };
     let mut report = engine::verify::verify(&repo, &opts, progress).await?;
+    progress.still_owned(state).await?;
     if !report.ok() && self_heal(state, &target, &mut repo, progress).await? {
         // Healed: the snapshot is checked again, and that check is the job's result.
         report = engine::verify::verify(&repo, &opts, progress).await?;
     }
+    progress.still_owned(state).await?;
     store::set_verified(&state.db, target_id, snapshot_id, report.ok()).await?;
     if !report.ok() {
         let what: Vec<String> = report

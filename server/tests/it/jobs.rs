@@ -153,3 +153,150 @@ async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
         .json();
     assert_eq!(snaps.as_array().unwrap().len(), 0);
 }
+
+/// The job's status and log lines, from `jobs/get`.
+async fn job_state(api: &Api<'_>, admin: &str, job: i64) -> (serde_json::Value, Vec<String>) {
+    let j = api
+        .form(
+            Some(admin),
+            "jobs/get",
+            &[("id", job.to_string()), ("after_log", "0".into())],
+        )
+        .await
+        .json();
+    let logs = j[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect();
+    (j[0].clone(), logs)
+}
+
+/// Runs the policy and waits until its backup is running and has made progress.
+async fn running_backup(api: &Api<'_>, admin: &str, policy: i64) -> i64 {
+    let job = api
+        .form(Some(admin), "policies/run", &[("id", policy.to_string())])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (j, _) = job_state(api, admin, job).await;
+        if j["status"] == "running" && j["rows_done"].as_i64().unwrap() > 0 {
+            return job;
+        }
+        assert!(j["status"] == "queued" || j["status"] == "running", "{j}");
+        assert!(Instant::now() < deadline, "no progress: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the worker says it stopped the job; fails if a snapshot of it turns up
+/// in the history meanwhile (the job carried on and recorded its result).
+async fn wait_stopped(api: &Api<'_>, admin: &str, job: i64) -> (serde_json::Value, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (j, logs) = job_state(api, admin, job).await;
+        let snaps = api
+            .json(
+                Some(admin),
+                "snapshots/list",
+                serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}),
+            )
+            .await
+            .json();
+        assert_eq!(
+            snaps.as_array().unwrap().len(),
+            0,
+            "the job carried on and recorded a snapshot: {j} {logs:?}"
+        );
+        if logs.iter().any(|l| l.contains("stopped this job")) {
+            return (j, logs);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop: {j} {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// A running job taken away from its worker in the history database — failed as
+/// abandoned by another worker's sweep (what `fail_abandoned` writes), or its lease
+/// handed to another worker — is stopped by its worker at the next heartbeat: no
+/// snapshot in the repository or the history, and the outcome stays the new owner's.
+#[tokio::test]
+async fn a_job_taken_over_by_another_worker_stops_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("big.db");
+    // ~300 MB of incompressible rows: the backup runs for a while.
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+         INSERT INTO t SELECT i, randomblob(1000) FROM n;",
+    );
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let policy = setup(&api, &admin, dir.path(), &db).await;
+    let history = data.join("history.db");
+    let repo_snapshots = || {
+        std::fs::read_dir(dir.path().join("repo").join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    // Another worker's sweep fails it as abandoned.
+    let job = running_backup(&api, &admin, policy).await;
+    sqlite(
+        &history,
+        &format!(
+            "UPDATE jobs SET status = 'failed', finished_at = {}, \
+             error = 'the server stopped while this job was running; retry it' \
+             WHERE id = {job} AND status = 'running'",
+            now_ms()
+        ),
+    );
+    let (j, logs) = wait_stopped(&api, &admin, job).await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("server stopped"),
+        "the takeover's outcome stands: {j}"
+    );
+    assert!(!logs.iter().any(|l| l.starts_with("snapshot ")), "{logs:?}");
+    assert_eq!(repo_snapshots(), 0, "no snapshot written: {logs:?}");
+
+    // Its lease handed to another worker: it stays that worker's.
+    let job = running_backup(&api, &admin, policy).await;
+    sqlite(
+        &history,
+        &format!(
+            "UPDATE jobs SET worker = 'another-worker', heartbeat_at = {} WHERE id = {job}",
+            now_ms()
+        ),
+    );
+    let (j, logs) = wait_stopped(&api, &admin, job).await;
+    // The heartbeat stopped for good: nothing this worker does touches the row.
+    let before = j["rows_done"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (j, _) = job_state(&api, &admin, job).await;
+    assert_eq!(j["status"], "running", "left to its new owner: {j}");
+    assert_eq!(j["rows_done"].as_i64().unwrap(), before, "{j}");
+    assert_eq!(repo_snapshots(), 0, "no snapshot written: {logs:?}");
+    let log = server.stop();
+    assert!(
+        log.contains("no longer running on this worker"),
+        "the server log says why: {log}"
+    );
+}

@@ -175,25 +175,46 @@ pub async fn claim(db: &Db, worker: &str) -> Result<Option<JobRow>> {
     }
 }
 
-/// Progress of a running job; returns whether cancellation was requested.
+/// What a heartbeat learnt about its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Still running on this worker.
+    Owned,
+    /// Still running on this worker, and a user asked it to stop.
+    CancelRequested,
+    /// No longer running on this worker: another worker failed it as abandoned (this
+    /// one was silent too long), or it was reassigned. The worker must stop and record
+    /// nothing; the job's outcome is no longer its to write.
+    Lost,
+}
+
+/// Progress of a job `worker` is running, and whether it still is: the update only
+/// touches a job that is `running` on `worker`, like [`finish`].
 pub async fn heartbeat(
     db: &Db,
     id: i64,
+    worker: &str,
     rows: i64,
     bytes: i64,
     table: Option<&str>,
-) -> Result<bool> {
-    let flag: i64 = sqlx::query_scalar(
-        "UPDATE jobs SET rows_done = $2, bytes_done = $3, current_table = $4, heartbeat_at = $5 WHERE id = $1 RETURNING cancel_requested",
+) -> Result<Beat> {
+    let flag: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET rows_done = $2, bytes_done = $3, current_table = $4, heartbeat_at = $5 \
+         WHERE id = $1 AND status = 'running' AND worker = $6 RETURNING cancel_requested",
     )
     .bind(id)
     .bind(rows)
     .bind(bytes)
     .bind(table)
     .bind(now_ms())
-    .fetch_one(&db.pool)
+    .bind(worker)
+    .fetch_optional(&db.pool)
     .await?;
-    Ok(flag != 0)
+    Ok(match flag {
+        None => Beat::Lost,
+        Some(0) => Beat::Owned,
+        Some(_) => Beat::CancelRequested,
+    })
 }
 
 /// Records the end of a job that `worker` is running. Returns false, changing nothing,

@@ -121,9 +121,33 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
-        heartbeat(db, two.id, 0, 0, None).await.unwrap();
+        assert_eq!(
+            heartbeat(db, two.id, "worker-2", 0, 0, None).await.unwrap(),
+            Beat::Owned
+        );
         let failed = fail_abandoned(db, "", 60_000).await.unwrap();
         assert_eq!(failed, vec![one.id]);
+        // worker-1 comes back: its heartbeat learns the job is no longer its own (and
+        // changes nothing), so it stops; so does a worker whose job was reassigned.
+        assert_eq!(
+            heartbeat(db, one.id, "worker-1", 5, 5, Some("t"))
+                .await
+                .unwrap(),
+            Beat::Lost
+        );
+        assert_eq!(
+            heartbeat(db, two.id, "worker-1", 5, 5, Some("t"))
+                .await
+                .unwrap(),
+            Beat::Lost
+        );
+        let row = super::job(db, two.id).await.unwrap().unwrap();
+        assert_eq!((row.rows_done, row.current_table), (0, None));
+        assert!(request_cancel(db, two.id).await.unwrap());
+        assert_eq!(
+            heartbeat(db, two.id, "worker-2", 0, 0, None).await.unwrap(),
+            Beat::CancelRequested
+        );
         // worker-1 comes back and finishes: refused, the failure stands.
         let recorded = finish(db, one.id, "worker-1", Succeeded, None, Some("{}"), None)
             .await
