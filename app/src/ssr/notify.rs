@@ -506,13 +506,7 @@ async fn send(config: &ChannelConfig, delivery_id: i64, payload: &str) -> Result
         }
         ChannelConfig::Slack { url } => {
             let p: Payload = serde_json::from_str(payload)?;
-            let mut text = format!("*tablesafe*: {}", p.summary);
-            if let Some(link) = &p.link {
-                text.push_str(&format!(" (<{link}|open>)"));
-            }
-            let req = http_client()?
-                .post(url)
-                .json(&serde_json::json!({ "text": text }));
+            let req = http_client()?.post(url).json(&slack_body(&p));
             answered(req).await
         }
         ChannelConfig::Email {
@@ -528,6 +522,46 @@ async fn send(config: &ChannelConfig, delivery_id: i64, payload: &str) -> Result
             send_mail(host, *port, *security, username, password, from, to, &p).await
         }
     }
+}
+
+/// The message a Slack channel receives. The summary carries text users chose (source,
+/// policy and request names, reasons, error messages from a database server), so all
+/// of it goes through [`slack_escape`]: it can neither ping a channel nor forge a link.
+pub fn slack_body(p: &Payload) -> serde_json::Value {
+    let mut text = format!("*tablesafe*: {}", slack_escape(&p.summary));
+    if let Some(link) = &p.link {
+        text.push_str(&format!(" (<{}|open>)", slack_escape(link)));
+    }
+    // `link_names` off: Slack must not turn a plain `@name` into a mention either.
+    serde_json::json!({ "text": text, "link_names": false })
+}
+
+/// Text made inert for Slack: `&`, `<` and `>` escaped as Slack asks (`&amp;` `&lt;`
+/// `&gt;`), which disarms its markup (`<!channel>`, `<!here>`, `<@U…>`, `<!subteam^…>`,
+/// `<url|label>`); and `@channel`, `@here`, `@everyone` in any case broken with a
+/// zero-width space after the `@`, so they read the same but notify no one.
+pub fn slack_escape(s: &str) -> String {
+    const BROADCASTS: [&str; 3] = ["channel", "here", "everyone"];
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.char_indices() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => {
+                out.push('@');
+                let rest = &s[i + 1..];
+                if BROADCASTS.iter().any(|b| {
+                    rest.get(..b.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(b))
+                }) {
+                    out.push('\u{200B}');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn http_client() -> Result<reqwest::Client> {
@@ -662,6 +696,43 @@ mod tests {
             secret: "s".into(),
         };
         assert_eq!(hook.summary(), "POST http://127.0.0.1:8080");
+    }
+
+    /// A source or policy named to ping everyone and plant a link, and an error message
+    /// from a hostile database server: the Slack message escapes and defuses all of it,
+    /// and keeps the console's own link working.
+    #[test]
+    fn slack_text_cannot_mention_anyone_or_forge_a_link() {
+        let name = "<!channel> pay <@U024BE7LH|boss> & <https://evil.example|reset your password> @here @Everyone";
+        let error = "ERROR: <!here> relation \"x\" does not exist @channel";
+        let p = Payload::new(
+            "backup.failed",
+            format!("Backup failed: {name}: {error}"),
+            Some("https://console.example/jobs/7?a=1&b=2".into()),
+            serde_json::json!({}),
+        );
+        let body = slack_body(&p);
+        assert_eq!(body["link_names"], false);
+        let text = body["text"].as_str().unwrap();
+        // The only markup left is the console's own link.
+        assert_eq!(text.matches('<').count(), 1, "{text}");
+        assert!(
+            text.ends_with(" (<https://console.example/jobs/7?a=1&amp;b=2|open>)"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt; pay &lt;@U024BE7LH|boss&gt; &amp; &lt;https://evil.example|reset your password&gt;"), "{text}");
+        assert!(text.contains("&lt;!here&gt;"), "{text}");
+        for word in ["@here", "@Everyone", "@channel"] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+        assert!(text.contains("@\u{200B}here @\u{200B}Everyone"), "{text}");
+        assert!(text.contains("exist @\u{200B}channel"), "{text}");
+        // Ordinary text is untouched.
+        assert_eq!(
+            slack_escape("ops@example.com: 3 > 2"),
+            "ops@example.com: 3 &gt; 2"
+        );
+        assert_eq!(slack_escape("@her"), "@her");
     }
 
     #[test]
