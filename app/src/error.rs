@@ -57,6 +57,26 @@ impl FromServerFnError for AppError {
 }
 
 impl AppError {
+    /// The HTTP status a refusal or failure answers with, for server functions (the
+    /// server maps every `/api/…` error response to it: `server::serve::refusal_status`)
+    /// and the REST API alike, so a script can tell "not allowed" from "broken". The
+    /// browser's server-function client decodes the JSON body of any 4xx/5xx the same.
+    #[cfg(feature = "ssr")]
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            AppError::Unauthenticated | AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            // On the server a transport error means the request could not be read (its
+            // arguments did not decode): the caller's fault, like invalid input.
+            AppError::Invalid(_) | AppError::Field(..) | AppError::Transport(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// A new `what` (source, target, policy) named like an existing one.
     pub fn name_taken(what: &str) -> AppError {
         AppError::Field("name".into(), format!("A {what} with this name exists."))

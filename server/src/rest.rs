@@ -14,8 +14,9 @@
 //! | `GET /api/v1/requests/{id}` | a request and its history |
 //! | `POST /api/v1/requests/{id}/approve` | approve `{"version": …}` → `{"job": N or null}` |
 //!
-//! Errors are `{"error": message}` (and `"field"` when one input is wrong) with 401,
-//! 403, 404, 400 or 500.
+//! Errors are `{"error": message}` (and `"field"` when one input is wrong) with the
+//! status the console's server functions answer with too (`AppError::status`): 401,
+//! 403, 404, 400, and 500 only for a fault of the server.
 
 use app::api;
 use app::error::AppError;
@@ -67,15 +68,7 @@ fn reply<T: serde::Serialize>(status: StatusCode, r: Result<T, AppError>) -> Res
     match r {
         Ok(v) => (status, Json(v)).into_response(),
         Err(e) => {
-            let code = match &e {
-                AppError::Unauthenticated | AppError::InvalidCredentials => {
-                    StatusCode::UNAUTHORIZED
-                }
-                AppError::Forbidden => StatusCode::FORBIDDEN,
-                AppError::NotFound(_) => StatusCode::NOT_FOUND,
-                AppError::Invalid(_) | AppError::Field(..) => StatusCode::BAD_REQUEST,
-                AppError::Internal | AppError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let code = e.status();
             let mut body = json!({"error": e.to_string()});
             if let AppError::Field(field, _) = &e {
                 body["field"] = json!(field);

@@ -3,6 +3,7 @@
 use crate::cli::{ServeArgs, bootstrap_admin};
 use anyhow::{Context, Result};
 use app::api::history::Outcome;
+use app::error::AppError;
 use app::ssr::{AppState, keys, session};
 use app::{App, shell};
 use axum::Router;
@@ -100,7 +101,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
-        ));
+        ))
+        .layer(middleware::from_fn(refusal_status));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(crate::metrics::readyz))
@@ -116,11 +118,36 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(reject_cross_site))
-        // Failures are logged where they happen, with their cause (`app::ssr::internal`);
-        // a failed login, answered with status 500 by the server-function protocol, is
-        // not an error of the server.
+        // Failures are logged where they happen, with their cause (`app::ssr::internal`).
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
+}
+
+/// Gives a server function's refusal its HTTP status. server_fn 0.8 answers every
+/// error with 500 (`Res::error_response`), marked with the `serverfnerror` header and
+/// the error's JSON as the body; this reads that body back as the [`AppError`] it is
+/// and sets [`AppError::status`] (401, 403, 400, 404; 500 stays for `Internal`), the
+/// body untouched. One place for every server function, rather than a
+/// `ResponseOptions::set_status` beside each of the many `Err(…)` they return; the
+/// browser's client decodes the error from any 4xx/5xx answer alike.
+async fn refusal_status(req: Request<Body>, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || !res
+            .headers()
+            .contains_key(leptos::server_fn::error::SERVER_FN_ERROR_HEADER)
+    {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // An AppError's JSON is a short message; anything longer is not one.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
+        parts.status = error.status();
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Pages other than the login page need a session; without one a full page load is sent

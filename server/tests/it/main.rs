@@ -8,6 +8,7 @@ mod console;
 mod copies;
 mod drills;
 mod export;
+mod hardening;
 mod harness;
 mod history_db;
 mod insider;
