@@ -13,6 +13,10 @@ if (!process.env.TABLESAFE_E2E_PORT) {
 if (!process.env.TABLESAFE_E2E_DATA) {
   process.env.TABLESAFE_E2E_DATA = fs.mkdtempSync(path.join(os.tmpdir(), "tablesafe-e2e-"));
 }
+// /metrics answers only with this bearer token (closed by default).
+if (!process.env.TABLESAFE_E2E_METRICS_TOKEN) {
+  process.env.TABLESAFE_E2E_METRICS_TOKEN = "e2e-metrics-" + Math.random().toString(36).slice(2);
+}
 if (!process.env.TABLESAFE_E2E_ADMIN_PASSWORD) {
   process.env.TABLESAFE_E2E_ADMIN_PASSWORD = "e2e " + Math.random().toString(36).slice(2);
 }
@@ -63,7 +67,8 @@ export default defineConfig({
     stderr: "pipe",
     env: {
       TABLESAFE_ADMIN_PASSWORD: process.env.TABLESAFE_E2E_ADMIN_PASSWORD!,
-      TABLESAFE_SITE_ROOT: path.resolve(__dirname, "../target/site"),
+      TABLESAFE_SITE_ROOT: process.env.TABLESAFE_SITE_ROOT ?? path.resolve(__dirname, "../target/site"),
+      TABLESAFE_METRICS_TOKEN: process.env.TABLESAFE_E2E_METRICS_TOKEN!,
       TABLESAFE_LOG: "info",
       NO_COLOR: "1",
     },

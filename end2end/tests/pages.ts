@@ -3,9 +3,15 @@ import { expect, type Page } from "@playwright/test";
 
 export const ADMIN_PASSWORD = () => process.env.TABLESAFE_E2E_ADMIN_PASSWORD!;
 
-/** Waits until the wasm bundle has hydrated the page (set by frontend/src/lib.rs). */
+/** Waits until the wasm bundle has hydrated the page (set by frontend/src/lib.rs), and
+ * fails if the console's Content-Security-Policy blocked anything on it so far (Chromium
+ * logs each blocked script, style or wasm compile as a console error naming the policy). */
 export async function hydrated(page: Page) {
   await page.locator("body[data-hydrated]").waitFor();
+  const blocked = (await page.consoleMessages())
+    .map((m) => m.text())
+    .filter((t) => t.includes("Content Security Policy"));
+  expect(blocked, blocked.join("\n")).toEqual([]);
 }
 
 export class LoginPage {

@@ -228,7 +228,9 @@ test("a restore request approved by two different people runs and shows its rows
   await page.goto("/notifications");
   await hydrated(page);
   await expect(page.getByTestId("deliveries").locator(`tr[data-event="restore.finished"][data-status="delivered"]`).first()).toBeVisible();
-  const metrics = await (await page.request.get("/metrics")).text();
+  const metrics = await (
+    await page.request.get("/metrics", { headers: { Authorization: `Bearer ${process.env.TABLESAFE_E2E_METRICS_TOKEN}` } })
+  ).text();
   expect(metrics).toMatch(/tablesafe_notifications_total\{event="restore.finished",outcome="delivered"\} [1-9]/);
   expect(metrics).toMatch(/tablesafe_jobs_total\{kind="restore",outcome="succeeded"\} [1-9]/);
 

@@ -120,9 +120,12 @@ pub struct ServeArgs {
     /// Default: `site` beside the binary's target directory, else ./target/site.
     #[arg(long, env = "TABLESAFE_SITE_ROOT")]
     pub site_root: Option<PathBuf>,
-    /// Mark the session cookie Secure; set this when the console is served over HTTPS.
-    #[arg(long, env = "TABLESAFE_SECURE_COOKIES")]
-    pub secure_cookies: bool,
+    /// Mark the session cookie Secure (sent over HTTPS only). Default: on when
+    /// --public-url is https://, else off; `--secure-cookies=false` turns it off.
+    #[arg(long, env = "TABLESAFE_SECURE_COOKIES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub secure_cookies: Option<bool>,
     /// How long a login lasts, in hours.
     #[arg(long, env = "TABLESAFE_SESSION_HOURS", default_value_t = 12,
           value_parser = clap::value_parser!(u64).range(1..=24 * 30))]
@@ -137,9 +140,17 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub jobs: u64,
     /// The console's address as users reach it (e.g. https://backup.example.com), for
-    /// links in notifications. Without it, notifications carry paths.
+    /// links in notifications; also accepted as a request's Origin (behind a proxy).
+    /// An https:// URL turns on HSTS and the Secure cookie. Without it, notifications
+    /// carry paths.
     #[arg(long, env = "TABLESAFE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Serve GET /metrics to anyone who can reach the console. Without this flag
+    /// /metrics is closed: it answers only requests with `Authorization: Bearer TOKEN`
+    /// where TOKEN is the TABLESAFE_METRICS_TOKEN environment variable, and nothing
+    /// (404) while that variable is unset. Its output names policies and targets.
+    #[arg(long, env = "TABLESAFE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Seconds before a failed notification is tried again; doubles per attempt (at
     /// most an hour), 8 attempts in all.
     #[arg(long, env = "TABLESAFE_NOTIFY_RETRY_SECS", default_value_t = 30,

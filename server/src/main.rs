@@ -3,6 +3,7 @@
 mod capturer;
 mod cli;
 mod engine_cmd;
+mod hardening;
 mod metrics;
 mod notifier;
 mod rest;

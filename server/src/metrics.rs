@@ -9,17 +9,20 @@
 //! target) are read from the history database at each scrape, so every worker reports
 //! the same values.
 //!
-//! When `TABLESAFE_METRICS_TOKEN` is set, `/metrics` requires
-//! `Authorization: Bearer <that token>` (policy and target names are in the output).
+//! `/metrics` is closed by default (policy and target names are in its output): it
+//! answers requests with `Authorization: Bearer <TABLESAFE_METRICS_TOKEN>` when that
+//! variable is set, everyone when `serve --metrics-public` opened it, and otherwise
+//! says how to open it (404; 401 for a missing or wrong token).
 
 use app::api::jobs::JobStatus;
 use app::api::notify::DeliveryStatus;
 use app::ssr::{AppState, store};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use engine::secret::Secret;
 use http::{HeaderMap, StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -112,20 +115,61 @@ pub fn backup_bytes(read: u64, stored: u64) {
     metrics::counter!("tablesafe_backup_bytes_stored_total").increment(stored);
 }
 
-fn token_ok(headers: &HeaderMap) -> bool {
-    let Ok(expected) = std::env::var("TABLESAFE_METRICS_TOKEN") else {
-        return true;
-    };
-    if expected.is_empty() {
-        return true;
+/// Who may read `/metrics`, fixed at start.
+pub struct Access {
+    /// `TABLESAFE_METRICS_TOKEN` (empty counts as unset).
+    token: Option<Secret<String>>,
+    /// `--metrics-public`: anyone.
+    public: bool,
+}
+
+impl Access {
+    pub fn from_env(public: bool) -> Access {
+        Access {
+            token: crate::cli::env_secret("TABLESAFE_METRICS_TOKEN"),
+            public,
+        }
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare digests: the time taken does not depend on how much of the token matched.
-    blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
+
+    /// None when `headers` may read the metrics, else the refusal.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        if self.public {
+            return None;
+        }
+        let Some(expected) = &self.token else {
+            return Some(
+                (
+                    StatusCode::NOT_FOUND,
+                    "/metrics is closed. Set TABLESAFE_METRICS_TOKEN and send it as \
+                     `Authorization: Bearer <token>`, or start `tablesafe serve --metrics-public`.\n",
+                )
+                    .into_response(),
+            );
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        // Compare digests in constant time: the time taken says nothing about how much
+        // of the token matched, nor about its length.
+        let (given, expected) = (
+            blake3::hash(given.as_bytes()),
+            blake3::hash(expected.expose().as_bytes()),
+        );
+        if subtle::ConstantTimeEq::ct_eq(&given.as_bytes()[..], &expected.as_bytes()[..]).into() {
+            return None;
+        }
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs `Authorization: Bearer <TABLESAFE_METRICS_TOKEN>`.\n",
+            )
+                .into_response(),
+        )
+    }
 }
 
 /// Sets gauge `name` for each of `statuses` from `counts` (0 for those not in it).
@@ -139,9 +183,13 @@ fn status_gauges(name: &'static str, statuses: &[&'static str], counts: &[(Strin
     }
 }
 
-pub async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !token_ok(&headers) {
-        return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+pub async fn metrics_handler(
+    State(state): State<AppState>,
+    access: Arc<Access>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = access.refusal(&headers) {
+        return refusal;
     }
     let Some(handle) = HANDLE.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics are not enabled\n").into_response();

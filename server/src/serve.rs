@@ -1,6 +1,7 @@
 //! `tablesafe serve`: the console over HTTP.
 
 use crate::cli::{ServeArgs, bootstrap_admin};
+use crate::hardening::{self, HttpPolicy};
 use anyhow::{Context, Result};
 use app::api::history::Outcome;
 use app::error::AppError;
@@ -12,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use http::{Method, StatusCode, header};
+use http::{StatusCode, header};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -22,6 +23,8 @@ use tower_http::trace::TraceLayer;
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     crate::metrics::install()?;
+    let http_policy = HttpPolicy::new(args.public_url.as_deref())?;
+    let metrics_access = crate::metrics::Access::from_env(args.metrics_public);
     let db = args.history.open().await?;
     bootstrap_admin(&db).await?;
     let key_file = args
@@ -29,8 +32,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.history.data_dir.join("server.key"));
     let server_key = keys::load_or_create(&key_file)?;
+    // Secure by default when users reach the console over https (`--public-url`).
+    let secure_cookies = args.secure_cookies.unwrap_or(http_policy.https);
+    if http_policy.https && !secure_cookies {
+        tracing::warn!(
+            "--public-url is https but --secure-cookies=false: the session cookie may be sent over plain http"
+        );
+    }
     let sessions =
-        session::SessionKeys::new(&server_key, args.session_hours * 3600, args.secure_cookies);
+        session::SessionKeys::new(&server_key, args.session_hours * 3600, secure_cookies);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -73,7 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         worker.clone(),
         args.notify_retry_secs as i64 * 1000,
     );
-    let app = router(state);
+    let app = router(state, http_policy, metrics_access);
     tracing::info!("tablesafe console listening on http://{addr}");
     axum::serve(
         listener,
@@ -86,12 +96,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// The whole HTTP surface: the pages and the server functions (`/api/…`, registered by
-/// `leptos_routes_with_context` with the same context), static files as the fallback.
-pub fn router(state: AppState) -> Router {
+/// `leptos_routes_with_context` with the same context), static files as the fallback;
+/// every answer with the security headers (`hardening`).
+pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Access) -> Router {
+    let policy = Arc::new(policy);
+    let metrics = Arc::new(metrics);
     let routes = generate_route_list(App);
     let context = {
         let state = state.clone();
-        move || provide_context(state.clone())
+        move || {
+            provide_context(state.clone());
+            hardening::provide_request_nonce();
+        }
     };
     let pages = Router::new()
         .leptos_routes_with_context(&state, routes, context, {
@@ -106,7 +122,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(crate::metrics::readyz))
-        .route("/metrics", get(crate::metrics::metrics_handler))
+        .route(
+            "/metrics",
+            get(move |state: State<AppState>, headers: http::HeaderMap| {
+                crate::metrics::metrics_handler(state, metrics.clone(), headers)
+            }),
+        )
         .route("/audit.csv", get(audit_csv))
         .route("/drills.csv", get(drills_csv))
         .route("/snapshots/{id}/export", get(export_snapshot))
@@ -116,8 +137,18 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::rest::routes())
         .merge(pages)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(middleware::from_fn(reject_cross_site))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(hardening::provide_request_nonce, shell))
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            hardening::reject_cross_site,
+        ))
+        .layer(middleware::from_fn_with_state(
+            policy,
+            hardening::security_headers,
+        ))
         // Failures are logged where they happen, with their cause (`app::ssr::internal`).
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
@@ -473,37 +504,6 @@ fn iso_time(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// Refuses state-changing requests sent by another site. The SameSite=Strict cookie
-/// already keeps the session out of them; this is the second lock on the door.
-async fn reject_cross_site(req: Request<Body>, next: Next) -> Response {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && is_cross_site(req.headers()) {
-        tracing::warn!(path = %req.uri().path(), "rejected a cross-site request");
-        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
-    }
-    next.run(req).await
-}
-
-fn is_cross_site(headers: &http::HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return true;
-    }
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    match (origin, host) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => {
-            let origin_host = origin
-                .split_once("://")
-                .map(|(_, rest)| rest)
-                .unwrap_or(origin);
-            !origin_host.eq_ignore_ascii_case(host)
-        }
-        _ => false,
-    }
-}
-
 /// `--site-root`, else `LEPTOS_SITE_ROOT` (set by `cargo leptos serve`), else the `site`
 /// directory cargo-leptos builds beside the binary (target/site for target/release/tablesafe),
 /// else ./target/site.
@@ -551,17 +551,6 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::is_cross_site;
-    use http::{HeaderMap, HeaderValue};
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {
         assert_eq!(super::csv_field("plain"), "plain");
@@ -570,33 +559,5 @@ mod tests {
         assert_eq!(super::csv_field("=cmd()"), "'=cmd()");
         assert_eq!(super::iso_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::iso_time(1_764_028_800_000), "2025-11-25T00:00:00Z");
-    }
-
-    #[test]
-    fn same_origin_posts_pass_and_foreign_ones_do_not() {
-        assert!(!is_cross_site(&headers(&[
-            ("host", "127.0.0.1:3000"),
-            ("origin", "http://127.0.0.1:3000")
-        ])));
-        assert!(
-            !is_cross_site(&headers(&[("host", "127.0.0.1:3000")])),
-            "no Origin: a non-browser client"
-        );
-        assert!(is_cross_site(&headers(&[
-            ("host", "127.0.0.1:3000"),
-            ("origin", "http://evil.example")
-        ])));
-        assert!(is_cross_site(&headers(&[
-            ("host", "a:1"),
-            ("origin", "null")
-        ])));
-        assert!(is_cross_site(&headers(&[
-            ("host", "a:1"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-        assert!(!is_cross_site(&headers(&[
-            ("host", "a:1"),
-            ("sec-fetch-site", "same-origin")
-        ])));
     }
 }

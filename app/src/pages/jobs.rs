@@ -1,5 +1,6 @@
 use super::ui::{
-    ErrorLine, IfCan, PagedListing, bytes, duration, failed, general_error, id_param, time,
+    ErrorLine, IfCan, PagedListing, bytes, duration, failed, general_error, id_param,
+    submit_own_form, time,
 };
 use crate::api::jobs::{
     CancelJob, JobKind, JobStatus, JobView, LogLine, RetryJob, get_job, list_jobs,
@@ -48,7 +49,7 @@ pub fn JobsPage() -> impl IntoView {
         <h1>"Jobs"</h1>
         <form class="filters" method="get" action="/jobs">
             <label for="status">"Status"</label>
-            <select id="status" name="status" onchange="this.form.submit()">
+            <select id="status" name="status" on:change=submit_own_form>
                 {std::iter::once("").chain(JobStatus::ALL.iter().map(|s| s.as_str())).map(|s| view! {
                     <option value=s selected=move || status() == s>{if s.is_empty() { "any" } else { s }}</option>
                 }).collect_view()}
@@ -160,12 +161,14 @@ pub fn JobPage() -> impl IntoView {
                         view! {
                             <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
                             <p>{status_badge(j.status)} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
-                            <div class="progress" role="progressbar" aria-label="Progress"
+                            // A <progress>, not a bar sized by a style attribute: the
+                            // Content-Security-Policy allows no inline styles.
+                            <progress class="progress" aria-label="Progress" max="100"
+                                value=format!("{:.1}", pct.unwrap_or(if finished { 1.0 } else { 0.0 }) * 100.0)
                                 aria-valuemin="0" aria-valuemax="100"
                                 aria-valuenow=pct.map(|f| format!("{:.0}", f * 100.0))
                                 data-testid="progress">
-                                <div class="bar" style=format!("width: {:.1}%", pct.unwrap_or(if finished { 1.0 } else { 0.0 }) * 100.0)></div>
-                            </div>
+                            </progress>
                             <p data-testid="progress-text">
                                 {progress_text(&j)}
                                 {j.current_table.clone().filter(|_| !finished).map(|t| format!(" · table {t}"))}

@@ -2,7 +2,7 @@
 //! history, (for approvers) Approve and Reject, and (for the requester) Change and
 //! Withdraw.
 
-use super::ui::{ErrorLine, PagedListing, failed, general_error, id_param, time};
+use super::ui::{ErrorLine, PagedListing, failed, general_error, id_param, submit_own_form, time};
 use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
@@ -48,13 +48,13 @@ pub fn RequestsPage() -> impl IntoView {
             ". Sources can require one or two approvals (by someone other than the requester) before a restore runs."</p>
         <form class="filters" method="get" action="/requests">
             <label for="state">"State"</label>
-            <select id="state" name="state" onchange="this.form.submit()">
+            <select id="state" name="state" on:change=submit_own_form>
                 <option value="" selected=move || state().is_empty()>"any"</option>
                 {RequestState::ALL.iter().map(|s| s.as_str()).map(|s| view! {
                     <option value=s selected=move || state() == s>{s}</option>
                 }).collect_view()}
             </select>
-            <input type="checkbox" id="mine" name="mine" prop:checked=mine onchange="this.form.submit()"/>
+            <input type="checkbox" id="mine" name="mine" prop:checked=mine on:change=submit_own_form/>
             <label for="mine">"Only mine"</label>
             <noscript><button type="submit">"Filter"</button></noscript>
         </form>

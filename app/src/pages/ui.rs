@@ -281,6 +281,22 @@ pub fn IfCan(perm: crate::auth::Perm, children: ChildrenFn) -> impl IntoView {
     }
 }
 
+/// `on:change` of a filter form's control: submits its form, a plain GET (the page
+/// loads again with the filter in the URL; without JavaScript the form's `<noscript>`
+/// button does it). Not an inline `onchange="this.form.submit()"`: the
+/// Content-Security-Policy runs no inline event handlers.
+pub fn submit_own_form(ev: leptos::ev::Event) {
+    use leptos::wasm_bindgen::JsCast;
+    let form = ev
+        .target()
+        .and_then(|t| t.dyn_into::<leptos::web_sys::Element>().ok())
+        .and_then(|el| el.closest("form").ok().flatten())
+        .and_then(|f| f.dyn_into::<leptos::web_sys::HtmlFormElement>().ok());
+    if let Some(form) = form {
+        let _ = form.submit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

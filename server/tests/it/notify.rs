@@ -43,6 +43,9 @@ fn body(r: &Received) -> Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
 }
 
+/// `/metrics` is closed without a token (issue 25).
+const METRICS_TOKEN: &str = "notify-test-scrape";
+
 async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (Server, String) {
     let server = Server::start_with_env(
         Options {
@@ -53,6 +56,7 @@ async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (Server, St
         &[
             ("TABLESAFE_NOTIFY_RETRY_SECS", "1"),
             ("TABLESAFE_PUBLIC_URL", "https://backup.example.com/"),
+            ("TABLESAFE_METRICS_TOKEN", METRICS_TOKEN),
         ],
     );
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
@@ -411,6 +415,7 @@ async fn request_events_reach_a_signed_webhook_and_an_smtp_server() {
     // /metrics counts the deliveries.
     let metrics = crate::harness::client()
         .get(server.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()
