@@ -604,13 +604,23 @@ fn table_check(e: &TableEntry, rows: u64, checksum_matches: bool, compared: &str
 /// `r`: the query's outcome, and the first column of its first row as a boolean.
 type Returned = std::result::Result<Option<std::result::Result<bool, sqlx::Error>>, sqlx::Error>;
 
+/// An assertion is a yes or no: its outcome says which way, or that the query failed
+/// (with the server's SQLSTATE code), never what the server said. An error's text can
+/// carry the data itself (`invalid input syntax for type integer: "s3cret"`), and a
+/// drill's report is kept and shown to people who may not read that data.
 fn assertion(sql: &str, r: Returned) -> AssertionCheck {
     let (passed, detail) = match r {
-        Err(e) => (false, format!("error: {e}")),
+        Err(e) => (
+            false,
+            match e.as_database_error().and_then(|d| d.code()) {
+                Some(code) => format!("the query failed (SQLSTATE {code})"),
+                None => "the query failed".to_string(),
+            },
+        ),
         Ok(None) => (false, "returned no row".to_string()),
         Ok(Some(Ok(true))) => (true, "true".to_string()),
         Ok(Some(Ok(false))) => (false, "false".to_string()),
-        Ok(Some(Err(e))) => (false, format!("the first column is not a boolean: {e}")),
+        Ok(Some(Err(_))) => (false, "the first column is not a boolean".to_string()),
     };
     AssertionCheck {
         sql: sql.to_string(),
@@ -662,6 +672,18 @@ impl RowSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An assertion's failure says that it failed, never what the server said: the
+    /// text can carry the very data a drill's reader may not see.
+    #[test]
+    fn a_failed_assertion_does_not_repeat_the_server_s_words() {
+        let leaked = sqlx::Error::Protocol("invalid input syntax for type integer: \"payroll\"".into());
+        let check = assertion("SELECT CAST(secret AS INTEGER) > 0 FROM t", Err(leaked));
+        assert!(!check.passed);
+        assert_eq!(check.detail, "the query failed");
+        let check = assertion("SELECT 1", Ok(Some(Err(sqlx::Error::Decode("value 'payroll'".into())))));
+        assert!(!check.detail.contains("payroll"), "{}", check.detail);
+    }
 
     #[test]
     fn a_row_set_ignores_order_and_piece_boundaries() {

@@ -185,7 +185,15 @@ pub mod ssr {
             .or_internal("loading a snapshot")?
             .ok_or_else(|| AppError::NotFound("Snapshot".into()))?;
         let source = match row.source_id {
-            Some(sid) => Some(crate::api::sources::visible_source(c, sid).await?),
+            Some(sid) => {
+                let s = crate::api::sources::visible_source(c, sid).await?;
+                // The database's rule, not this row's (`ssr::rules`).
+                Some(
+                    crate::ssr::rules::effective(&c.state, s)
+                        .await
+                        .or_internal("checking an approval rule")?,
+                )
+            }
             None if c.can(Perm::SeeAll) => None,
             None => return Err(AppError::NotFound("Snapshot".into())),
         };

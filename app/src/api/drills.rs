@@ -167,6 +167,8 @@ pub async fn save_drill_plan(
     let result = async {
         let db = &c.state.db;
         let (_, source) = policy_and_source(db, policy_id).await?;
+        // A drill restores the data into a scratch server and runs SQL on it.
+        crate::ssr::rules::require_admin_if_guarded(&c, source.id).await?;
         if !matches!(pick.as_str(), "latest" | "random") {
             return Err(AppError::Field(
                 "pick".into(),

@@ -412,6 +412,18 @@ pub(crate) async fn plan_restore(
         None => return Err(AppError::NotFound("Snapshot".into())),
     };
     let dest = visible_source(c, req.dest_source_id).await?;
+    // The rules of the databases, not of these rows (`ssr::rules`).
+    let source = match source {
+        Some(s) => Some(
+            crate::ssr::rules::effective(&c.state, s)
+                .await
+                .or_internal("checking an approval rule")?,
+        ),
+        None => None,
+    };
+    let dest = crate::ssr::rules::effective(&c.state, dest)
+        .await
+        .or_internal("checking an approval rule")?;
     let target = store::target(db, snap.target_id)
         .await
         .or_internal("loading a target")?

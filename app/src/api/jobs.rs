@@ -157,6 +157,20 @@ pub enum JobParams {
     },
 }
 
+/// [`crate::ssr::rules::require_admin_if_guarded`] for policy `id`'s source (a policy
+/// that does not exist is left to the caller's own "not found").
+#[cfg(feature = "ssr")]
+async fn guard_policy(c: &crate::ssr::ctx::Ctx, id: i64) -> Result<(), AppError> {
+    use crate::ssr::store;
+    if let Some(p) = store::policy(&c.state.db, id)
+        .await
+        .or_internal("loading a policy")?
+    {
+        crate::ssr::rules::require_admin_if_guarded(c, p.source_id).await?;
+    }
+    Ok(())
+}
+
 #[server(endpoint = "policies/list")]
 pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
     use crate::auth::Perm;
@@ -235,6 +249,7 @@ pub async fn create_policy(
     let c = ctx::authorize(Perm::Configure, "policy.create").await?;
     let name_for_audit = name.trim().to_string();
     let result = async {
+        crate::ssr::rules::require_admin_if_guarded(&c, source_id).await?;
         let name = forms::name("name", &name)?;
         let selection = Selection {
             include: forms::globs("include", &include)?,
@@ -415,6 +430,7 @@ pub async fn save_retention(
         floor,
     };
     let result = async {
+        guard_policy(&c, id).await?;
         let json = if rules.is_empty() {
             String::new()
         } else {
@@ -445,6 +461,7 @@ pub async fn set_late_alert(id: i64, minutes: Option<i64>) -> Result<(), AppErro
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.late_alert").await?;
     let result = async {
+        guard_policy(&c, id).await?;
         if let Some(m) = minutes
             && !(0..=525_600).contains(&m)
         {
@@ -487,6 +504,7 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.continuous").await?;
     let result = async {
+        guard_policy(&c, id).await?;
         let db = &c.state.db;
         let p = load_policy(db, id).await?;
         let source = store::source(db, p.source_id)
@@ -581,6 +599,7 @@ pub async fn set_copy_targets(id: i64, targets: Vec<i64>) -> Result<(), AppError
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.copies").await?;
     let result = async {
+        guard_policy(&c, id).await?;
         let db = &c.state.db;
         let p = load_policy(db, id).await?;
         let mut wanted: Vec<i64> = targets.clone();
@@ -619,6 +638,7 @@ pub async fn create_trigger(id: i64) -> Result<String, AppError> {
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.trigger.create").await?;
     let result = async {
+        guard_policy(&c, id).await?;
         let token = crate::ssr::password::generate();
         let hash = store::trigger_hash(token.expose());
         if !store::set_trigger_hash(&c.state.db, id, Some(&hash))
@@ -640,6 +660,7 @@ pub async fn revoke_trigger(id: i64) -> Result<(), AppError> {
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.trigger.revoke").await?;
     let result = async {
+        guard_policy(&c, id).await?;
         if !store::set_trigger_hash(&c.state.db, id, None)
             .await
             .or_internal("revoking a trigger")?
@@ -851,6 +872,43 @@ pub async fn retry_job(id: i64) -> Result<i64, AppError> {
             return Err(AppError::Invalid(
                 "Only failed or cancelled jobs can be retried.".into(),
             ));
+        }
+        let params: JobParams =
+            serde_json::from_str(&row.params).or_internal("reading a job's parameters")?;
+        // A restore is planned again under today's rules: if the databases' approval
+        // rule asks for approvals now, a retry is a new restore request (the approvals
+        // of the first run, if any, were for that run).
+        if let JobParams::Restore {
+            snapshot,
+            dest_source_id,
+            tables,
+            columns,
+            rename,
+            mode,
+            safety_backup,
+            at_ms,
+            conditions,
+        } = &params
+        {
+            let req = crate::api::history::RestoreRequest {
+                snapshot: *snapshot,
+                dest_source_id: *dest_source_id,
+                tables: tables.clone(),
+                columns: columns.clone(),
+                rename: rename.clone(),
+                mode: mode.clone(),
+                confirm: String::new(),
+                safety_backup: *safety_backup,
+                at_ms: *at_ms,
+                conditions: conditions.clone(),
+            };
+            let planned = crate::api::history::plan_restore(&c, &req, true, false).await?;
+            let required = planned.approvals_required(&c);
+            if required > 0 {
+                return Err(AppError::Invalid(format!(
+                    "This restore needs {required} approval(s) under the current rule: file a restore request to run it again."
+                )));
+            }
         }
         let job = c
             .state

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod password;
 pub mod protected;
 pub mod requests;
+pub mod rules;
 pub mod schedule;
 pub mod secrets;
 pub mod session;

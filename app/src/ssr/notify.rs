@@ -662,6 +662,11 @@ async fn send_mail(
         Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
     };
     let mut builder = builder.port(port).timeout(Some(SEND_TIMEOUT));
+    if !username.is_empty() && security == Security::None && !is_loopback(host) {
+        bail!(
+            "refusing to send the SMTP password to {host} without TLS (it would cross the network in the clear): change the channel to STARTTLS or TLS"
+        );
+    }
     if !username.is_empty() {
         builder = builder.credentials(Credentials::new(username.into(), password.into()));
     }
@@ -673,9 +678,29 @@ async fn send_mail(
     Ok(())
 }
 
+/// `localhost` or a loopback address: the only places a password may go without TLS
+/// (a local relay). A name that merely resolves to loopback does not count.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_may_get_a_password_without_tls() {
+        for host in ["localhost", "127.0.0.1", "127.9.9.9", "::1", "[::1]"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["smtp.example.com", "10.0.0.1", "localhost.evil.com", "169.254.169.254"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_from_the_base_and_stops_at_an_hour() {

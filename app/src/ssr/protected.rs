@@ -71,29 +71,10 @@ impl Protected {
     }
 }
 
-/// `path` made absolute, symlinks resolved in every part that exists and `.`/`..`
-/// taken in order (a `..` after a missing directory is read as if it were there: the
-/// stricter reading).
+/// `path` made absolute, symlinks resolved and `..` taken in order (the engine's rule
+/// for which file a SQLite URL names).
 fn resolve(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in abs.components() {
-        match part {
-            Component::Prefix(_) | Component::RootDir => out.push(part.as_os_str()),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(name) => {
-                out.push(name);
-                if let Ok(real) = out.canonicalize() {
-                    out = real;
-                }
-            }
-        }
-    }
-    out
+    engine::source::identity::resolve_path(path)
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ pub(crate) fn sql_string(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+pub mod identity;
 pub mod link;
 mod my_schema;
 pub mod mysql;

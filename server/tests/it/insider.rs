@@ -671,3 +671,164 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
     let r = save(plain).await;
     assert!(!r.ok() && r.body.contains("in the clear"), "{r:?}");
 }
+
+/// The two-person rule belongs to the database: an operator who adds the production
+/// database again under another name (a symlink to the same file) gets its rule with
+/// it; where a rule holds, only an admin may change how the data is kept (policies,
+/// copies, retention, drills); and retrying a restore re-checks today's rule.
+#[tokio::test]
+async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rule() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(Options {
+        data_dir: &data,
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let operator = cookie(&server, "olga", "a long enough password").await;
+    let prod_db = dir.path().join("prod.db");
+    harness::sqlite(&prod_db, "CREATE TABLE t (id INTEGER PRIMARY KEY, secret TEXT); INSERT INTO t VALUES (1, 'payroll');");
+    let (prod, target, policy) =
+        harness::add_policy(&api, &admin, "prod", &prod_db, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    api.run_policy(&admin, policy).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "sources/approval_rule",
+            &[
+                ("id", prod.to_string()),
+                ("approvals_required", "2".into()),
+                ("request_ttl_minutes", "60".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+
+    // The same file again, through a symlink, by the operator.
+    let alias = dir.path().join("reporting.db");
+    std::os::unix::fs::symlink(&prod_db, &alias).unwrap();
+    let r = api
+        .form(
+            Some(&operator),
+            "sources/add",
+            &[
+                ("name", "reporting".into()),
+                ("url", format!("sqlite://{}", alias.display())),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let reporting = r.json().as_i64().unwrap();
+    let guarded = |r: &harness::Reply| !r.ok() && r.body.contains("only an admin may change how it is backed up");
+    let r = api
+        .form(
+            Some(&operator),
+            "policies/create",
+            &[
+                ("name", "exfil".into()),
+                ("source_id", reporting.to_string()),
+                ("target_id", target.to_string()),
+                ("include", String::new()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", String::new()),
+                ("timezone", "UTC".into()),
+                ("enabled", "on".into()),
+            ],
+        )
+        .await;
+    assert!(guarded(&r), "a policy on the alias: {r:?}");
+    // The original's policy cannot be bent either.
+    let r = api
+        .json(Some(&operator), "policies/copies", json!({"id": policy, "targets": [target + 100]}))
+        .await;
+    assert!(guarded(&r), "copies: {r:?}");
+    let r = api
+        .form(
+            Some(&operator),
+            "policies/retention_save",
+            &[("id", policy.to_string()), ("last", "1".into()), ("hourly", "0".into()), ("daily", "0".into()),
+              ("weekly", "0".into()), ("monthly", "0".into()), ("yearly", "0".into()), ("floor", "0".into())],
+        )
+        .await;
+    assert!(guarded(&r), "retention: {r:?}");
+    let r = api
+        .form(
+            Some(&operator),
+            "drills/save",
+            &[("policy_id", policy.to_string()), ("schedule", String::new()), ("timezone", "UTC".into()),
+              ("pick", "latest".into()), ("scratch_source_id", String::new()),
+              ("assertions", "SELECT CAST((SELECT secret FROM t) AS INTEGER) > 0".into())],
+        )
+        .await;
+    assert!(guarded(&r), "drill: {r:?}");
+
+    // An admin's backup of the alias: its snapshots carry the database's rule.
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/create",
+            &[
+                ("name", "reporting".into()),
+                ("source_id", reporting.to_string()),
+                ("target_id", target.to_string()),
+                ("include", String::new()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", String::new()),
+                ("timezone", "UTC".into()),
+                ("enabled", "on".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    api.run_policy(&admin, r.json().as_i64().unwrap()).await;
+    let snaps = api
+        .json(Some(&admin), "snapshots/list", json!({"policy_id": 0, "source_id": reporting, "before": null}))
+        .await;
+    let snapshot = snaps.json()[0]["id"].as_i64().unwrap();
+    let r = api
+        .json(
+            Some(&operator),
+            "snapshots/browse",
+            json!({"id": snapshot, "table": "t", "filters": [], "key": [], "offset": 0}),
+        )
+        .await;
+    assert!(!r.ok() && r.body.contains("cannot be browsed"), "browse: {r:?}");
+    let req = json!({"req": {"snapshot": snapshot, "dest_source_id": reporting, "tables": ["t"],
+        "columns": {}, "rename": {"t": "t_copy"}, "mode": "create", "confirm": ""}});
+    let r = api.json(Some(&operator), "restore/start", req).await;
+    assert!(!r.ok() && r.body.contains("needs 2 approval"), "restore: {r:?}");
+
+    // A restore that failed before the rule: retrying it is a new restore now.
+    harness::sqlite(
+        &data.join("history.db"),
+        &format!(
+            "INSERT INTO jobs (kind, status, source_id, params, title, created_by, created_at, finished_at, error) \
+             VALUES ('restore', 'failed', {reporting}, '{{\"kind\":\"restore\",\"snapshot\":{snapshot},\"dest_source_id\":{reporting},\"tables\":[\"t\"],\"columns\":{{}},\"rename\":{{\"t\":\"t_copy\"}},\"mode\":\"create\"}}', 'Restore', 1, 1, 2, 'disk full');"
+        ),
+    );
+    let failed = api.form(Some(&admin), "jobs/list", &[]).await;
+    let failed_id = failed.json().as_array().and_then(|l| l.iter().find(|j| j["status"] == "failed").map(|j| j["id"].as_i64().unwrap()));
+    let failed_id = failed_id.unwrap_or_else(|| panic!("{failed:?}"));
+    let r = api
+        .form(Some(&operator), "jobs/retry", &[("id", failed_id.to_string())])
+        .await;
+    assert!(!r.ok() && r.body.contains("needs 2 approval"), "retry: {r:?}");
+}
