@@ -124,7 +124,12 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     };
     if let Some(wait) = state.throttle.check(&keys) {
         metrics::counter!("tablesafe_login_failures_total").increment(1);
-        anonymous(event(Outcome::Denied, "too many failed logins".into(), None)).await;
+        anonymous(event(
+            Outcome::Denied,
+            "too many failed logins".into(),
+            None,
+        ))
+        .await;
         return Err(AppError::Invalid(format!(
             "Too many failed logins. Try again in {} seconds.",
             wait.as_secs().max(1)
@@ -133,6 +138,12 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     match session::authenticate(&state, &username, password).await {
         Ok(session::LoggedIn { user, epoch }) => {
             state.throttle.succeeded(&keys[0]);
+            // The failures before it from this address, summed up before the success.
+            if let Some(summary) = state.bursts.close("login", &address)
+                && let Err(e) = audit::append(&state.db, &summary).await
+            {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
             session::set_cookie(&state, &user, epoch)?;
             if let Err(e) =
                 audit::append(&state.db, &event(Outcome::Ok, String::new(), Some(user.id))).await
@@ -151,18 +162,20 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     }
 }
 
-/// Ends the caller's sessions (every browser they are logged in from: the cookie's
-/// epoch moves on, so a copy of the cookie kept elsewhere stops working too), clears
+/// Ends this session (a copy of its cookie kept elsewhere stops working too; the
+/// user's other browsers stay logged in — "Sign out everywhere" ends those), clears
 /// the cookie and redirects to the login page.
 #[server(endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
-    use crate::ssr::{AppState, OrInternal, ctx, db, session};
+    use crate::ssr::{AppState, ctx, session};
     let state = expect_context::<AppState>();
     if let Some(user) = session::from_context(&state).await? {
-        if !user.via_token {
-            db::bump_session_epoch(&state.db, user.id)
-                .await
-                .or_internal("ending sessions at logout")?;
+        let parts = use_context::<http::request::Parts>();
+        if let Some(claimed) = parts
+            .as_ref()
+            .and_then(|p| session::claimed_from_headers(&state, &p.headers))
+        {
+            session::end_session(&state, &claimed).await?;
         }
         let c = ctx::Ctx {
             state: state.clone(),

@@ -51,7 +51,15 @@ pub enum Command {
     Capture(crate::engine_cmd::CaptureArgs),
     /// Run the web console, the scheduler, the job runner and the notifier.
     Serve(ServeArgs),
-    /// Set a new password for a console account and print it once.
+    /// Check the console's audit log: the keyed hash chain in the history database, and
+    /// that it still holds every entry recorded by the signed heads written outside it
+    /// (beside the server key and in every target). Exit status 1 when it does not.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Set a new password for a console account and print it once; ends every session
+    /// of the account. Recorded in the audit log.
     ///
     /// The password comes from TABLESAFE_NEW_PASSWORD, or is generated.
     ResetPassword {
@@ -60,6 +68,15 @@ pub enum Command {
         /// The account to change.
         #[arg(long, default_value = "admin")]
         user: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the chain and compare it with every signed head; say what does not match.
+    Verify {
+        #[command(flatten)]
+        history: HistoryArgs,
     },
 }
 
@@ -74,6 +91,11 @@ pub struct HistoryArgs {
     /// every user of the machine.
     #[arg(long, env = "TABLESAFE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The server key file (signs sessions and the audit log, encrypts stored secrets).
+    /// Default: DATA_DIR/server.key. Workers sharing a PostgreSQL history database must
+    /// share it.
+    #[arg(long, env = "TABLESAFE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl HistoryArgs {
@@ -90,6 +112,20 @@ impl HistoryArgs {
             &[self.data_dir.as_path(), key_dir],
             &history.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         )
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.key"))
+    }
+
+    /// The history database with the server's existing key (a command run beside the
+    /// server never makes a key of its own).
+    pub async fn open_keyed(&self) -> Result<(Db, Secret<[u8; app::ssr::keys::KEY_LEN]>)> {
+        let key = app::ssr::keys::load_existing(&self.key_path())?;
+        let db = self.open().await?.with_server_key(&key);
+        Ok((db, key))
     }
 
     pub async fn open(&self) -> Result<Db> {
@@ -112,10 +148,6 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TABLESAFE_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
-    /// The server key file (signs sessions, encrypts stored secrets). Default:
-    /// DATA_DIR/server.key. Workers sharing a PostgreSQL history database must share it.
-    #[arg(long, env = "TABLESAFE_KEY_FILE")]
-    pub key_file: Option<PathBuf>,
     /// Directory with the built browser files (pkg/tablesafe.js, .wasm, .css).
     /// Default: `site` beside the binary's target directory, else ./target/site.
     #[arg(long, env = "TABLESAFE_SITE_ROOT")]
@@ -156,6 +188,34 @@ pub struct ServeArgs {
     #[arg(long, env = "TABLESAFE_NOTIFY_RETRY_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub notify_retry_secs: u64,
+    /// Seconds between writes of the audit log's signed head outside the history
+    /// database (beside the key file and into every target): entries newer than the
+    /// last head could be deleted unseen.
+    #[arg(long, env = "TABLESAFE_AUDIT_ANCHOR_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_anchor_secs: u64,
+    /// Directories SQLite sources and restore destinations must be in (comma-separated;
+    /// symlinks are followed before the check). Default: anywhere except tablesafe's
+    /// own data directory, key file directory and history database.
+    #[arg(long, env = "TABLESAFE_SQLITE_DIRS", value_delimiter = ',')]
+    pub sqlite_dirs: Vec<PathBuf>,
+    /// Reverse proxies in front of the console (addresses or ranges, comma-separated,
+    /// e.g. 127.0.0.1,10.0.0.0/8): from these peers the client address is read from
+    /// X-Forwarded-For, for login throttling and the audit log. From any other peer
+    /// the header is ignored (a client could write anything there).
+    #[arg(long, env = "TABLESAFE_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<app::ssr::client::Cidr>,
+    /// Seconds without a further failure after which a burst of failed logins or
+    /// wrong trigger tokens from one address is written to the audit log as one
+    /// summary entry (its first failure is written at once).
+    #[arg(long, env = "TABLESAFE_AUDIT_BURST_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub audit_burst_secs: u64,
+}
+
+fn parse_cidr(s: &str) -> Result<app::ssr::client::Cidr, String> {
+    app::ssr::client::Cidr::parse(s)
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -172,13 +232,65 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repair(a) => crate::engine_cmd::run_repair(a).await,
         Command::Drill(a) => crate::engine_cmd::run_drill(a).await,
         Command::Show(a) => crate::engine_cmd::show(a).await,
+        Command::Audit {
+            command: AuditCommand::Verify { history },
+        } => {
+            let (db, key) = history.open_keyed().await?;
+            let secrets = app::ssr::secrets::SecretBox::new(&key);
+            let local = app::ssr::anchor::local_file(&history.key_path());
+            let report = app::ssr::anchor::check(&db, &secrets, &local).await?;
+            for (place, status) in &report.heads {
+                use app::ssr::anchor::Status;
+                let line = match status {
+                    Status::Missing => "no head written yet".to_string(),
+                    Status::Matches(h) => format!(
+                        "matches the head of {} ({} entries)",
+                        engine::capture::rfc3339(h.at),
+                        h.entries
+                    ),
+                    Status::Contradicted(h, why) => format!(
+                        "DOES NOT MATCH the head of {}: {why}",
+                        engine::capture::rfc3339(h.at)
+                    ),
+                    Status::Forged(why) => format!("NOT GENUINE: {why}"),
+                    Status::Unreadable(why) => format!("could not be read: {why}"),
+                };
+                println!("{place}: {line}");
+            }
+            println!("{}", report.summary());
+            if !report.holds() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::ResetPassword { history, user } => {
-            let db = history.open().await?;
+            let (db, _) = history.open_keyed().await?;
             let (password, generated) = match env_secret("TABLESAFE_NEW_PASSWORD") {
                 Some(p) => (p, false),
                 None => (app::ssr::password::generate(), true),
             };
-            if !db::set_password(&db, &user, password.clone()).await? {
+            let done = db::set_password(&db, &user, password.clone()).await?;
+            // On the record either way: whoever can run this on the server can take over
+            // any account, and the audit log is where an auditor looks for that.
+            let event = app::ssr::audit::Event {
+                user_id: None,
+                username: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
+                address: "local".into(),
+                action: "user.reset_password".into(),
+                target: format!("user {user}"),
+                outcome: if done {
+                    app::api::history::Outcome::Ok
+                } else {
+                    app::api::history::Outcome::Failed
+                },
+                detail: if done {
+                    "every session of the account ended".into()
+                } else {
+                    "no such account".into()
+                },
+            };
+            app::ssr::audit::append(&db, &event).await?;
+            if !done {
                 anyhow::bail!("no account named {user:?}");
             }
             if generated {

@@ -1,5 +1,6 @@
 //! `tablesafe`: the console server and the command-line tool, one binary.
 
+mod anchor;
 mod capturer;
 mod cli;
 mod engine_cmd;

@@ -25,13 +25,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     crate::metrics::install()?;
     let http_policy = HttpPolicy::new(args.public_url.as_deref())?;
     let metrics_access = crate::metrics::Access::from_env(args.metrics_public);
+    // Opening creates the data directory, where the key file is by default.
     let db = args.history.open().await?;
-    bootstrap_admin(&db).await?;
-    let key_file = args
-        .key_file
-        .clone()
-        .unwrap_or_else(|| args.history.data_dir.join("server.key"));
+    let key_file = args.history.key_path();
     let server_key = keys::load_or_create(&key_file)?;
+    let db = db.with_server_key(&server_key);
+    bootstrap_admin(&db).await?;
     // Secure by default when users reach the console over https (`--public-url`).
     let secure_cookies = args.secure_cookies.unwrap_or(http_policy.https);
     if http_policy.https && !secure_cookies {
@@ -66,9 +65,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         sessions: Arc::new(sessions),
         secrets: Arc::new(app::ssr::secrets::SecretBox::new(&server_key)),
         throttle: Arc::new(app::ssr::throttle::Throttle::default()),
+        bursts: Arc::new(app::ssr::throttle::Bursts::new(
+            std::time::Duration::from_secs(args.audit_burst_secs),
+        )),
+        trusted_proxies: Arc::new(args.trusted_proxies.clone()),
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
         public_url: args.public_url.clone(),
-        protected: Arc::new(args.history.protected(&key_file)),
+        protected: Arc::new(
+            args.history
+                .protected(&key_file)
+                .allowing_only(&args.sqlite_dirs),
+        ),
+        audit_head: Arc::new(app::ssr::anchor::local_file(&key_file)),
     };
 
     let worker = args
@@ -77,6 +85,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| default_worker_name(&args.history.data_dir));
     crate::runner::spawn(state.clone(), worker.clone(), args.jobs as usize);
     crate::scheduler::spawn(state.clone());
+    crate::anchor::spawn(state.clone(), args.audit_anchor_secs);
     crate::capturer::spawn(state.clone(), worker.clone());
     crate::notifier::spawn(
         state.clone(),
@@ -217,8 +226,12 @@ async fn trigger_backup(
     use app::ssr::{audit, store};
     let reply =
         |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
-    let address = peer.ip().to_string();
-    let keys = [format!("trigger:{id}"), format!("ip:{address}")];
+    let address =
+        app::ssr::client::address(peer.ip(), &headers, &state.trusted_proxies).to_string();
+    let keys = [
+        format!("trigger:{id}|ip:{address}"),
+        format!("ip:{address}"),
+    ];
     let event = |outcome: Outcome, detail: &str| audit::Event {
         user_id: None,
         username: "trigger".into(),
@@ -228,8 +241,14 @@ async fn trigger_backup(
         outcome,
         detail: detail.into(),
     };
+    // Failures without a valid token go to the audit log one entry per burst.
+    let anonymous = async |e: audit::Event| {
+        if state.bursts.record(&e) {
+            let _ = audit::append(&state.db, &e).await;
+        }
+    };
     if let Some(wait) = state.throttle.check(&keys) {
-        let _ = audit::append(&state.db, &event(Outcome::Denied, "too many wrong tokens")).await;
+        anonymous(event(Outcome::Denied, "too many wrong tokens")).await;
         return reply(
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::json!({"error": format!("too many wrong tokens; try again in {} s", wait.as_secs().max(1))}),
@@ -257,11 +276,7 @@ async fn trigger_backup(
                 .is_some_and(|e| constant_time_eq(e.as_bytes(), given.as_bytes()))
     }) else {
         state.throttle.failed(&keys);
-        let _ = audit::append(
-            &state.db,
-            &event(Outcome::Denied, "missing, wrong or revoked token"),
-        )
-        .await;
+        anonymous(event(Outcome::Denied, "missing, wrong or revoked token")).await;
         return reply(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"error": "missing, wrong or revoked trigger token"}),
@@ -342,7 +357,7 @@ async fn audited_csv(
     let event = |outcome: Outcome| audit::Event {
         user_id: Some(user.id),
         username: user.username.clone(),
-        address: peer.ip().to_string(),
+        address: app::ssr::client::address(peer.ip(), headers, &state.trusted_proxies).to_string(),
         action: action.into(),
         target: target.into(),
         outcome,
@@ -432,10 +447,12 @@ async fn export_snapshot(
         Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
+    let address =
+        app::ssr::client::address(peer.ip(), &headers, &state.trusted_proxies).to_string();
     let ctx = app::ssr::ctx::Ctx {
         state,
         user,
-        address: peer.ip().to_string(),
+        address,
     };
     app::api::browse::ssr::export_response(ctx, id, query).await
 }

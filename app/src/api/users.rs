@@ -110,13 +110,19 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
 }
 
 /// Ends every console session of a user at once (a lost laptop, a shared screen):
-/// their cookies stop working on the next request. API tokens are separate and stay;
-/// revoke those on the token list or disable the account.
+/// their cookies stop working on the next request. Admins for anyone; everyone for
+/// themselves. API tokens are separate and stay; revoke those on the token list or
+/// disable the account.
 #[server(endpoint = "users/sign_out")]
 pub async fn sign_out_everywhere(id: i64) -> Result<(), AppError> {
     use crate::auth::Perm;
     use crate::ssr::{ctx, db};
-    let c = ctx::authorize(Perm::ManageUsers, "user.sign_out").await?;
+    let me = ctx::authenticate().await?;
+    let c = if id == me.user.id {
+        me
+    } else {
+        ctx::authorize(Perm::ManageUsers, "user.sign_out").await?
+    };
     let result = async {
         db::bump_session_epoch(&c.state.db, id)
             .await

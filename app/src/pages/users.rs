@@ -143,7 +143,39 @@ pub fn AccountPage() -> impl IntoView {
             </Show>
             <button type="submit" disabled=move || change.pending().get()>"Change password"</button>
         </ActionForm>
+        <SignOutEverywhereHere/>
         <ApiTokens/>
+    }
+}
+
+/// Ends every session of the logged-in user, this one included (a browser left logged
+/// in elsewhere); logging out ends only this one.
+#[component]
+fn SignOutEverywhereHere() -> impl IntoView {
+    let sign_out = ServerAction::<SignOutEverywhere>::new();
+    let user = use_context::<super::ui::CurrentUser>();
+    Effect::new(move || {
+        if matches!(sign_out.value().get(), Some(Ok(()))) {
+            let _ = window().location().set_href("/login");
+        }
+    });
+    view! {
+        <h2>"Sessions"</h2>
+        <p class="muted">"Logging out ends this browser's session. If you were logged in somewhere you no longer control, end every session:"</p>
+        <ErrorLine error=general_error(sign_out)/>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let me = match user {
+                    Some(super::ui::CurrentUser(r)) => r.await.ok().flatten(),
+                    None => None,
+                };
+                me.map(|me| view! {
+                    <button class="secondary" on:click=move |_| { sign_out.dispatch(SignOutEverywhere { id: me.id }); }>
+                        "Sign out everywhere"
+                    </button>
+                })
+            })}
+        </Suspense>
     }
 }
 

@@ -47,6 +47,18 @@ struct Claims {
     /// The user's session epoch when this was issued: the token is good only while the
     /// user's row still has it (see `db::bump_session_epoch`).
     ep: i64,
+    /// This session's id: logout ends it alone (`ended_sessions`).
+    sid: String,
+}
+
+/// What a valid session token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub user_id: i64,
+    pub epoch: i64,
+    pub sid: String,
+    /// When the token expires (unix seconds).
+    pub exp: u64,
 }
 
 fn now_secs() -> u64 {
@@ -114,6 +126,7 @@ pub fn issue_token(keys: &SessionKeys, user: &SessionUser, epoch: i64) -> Result
         iat,
         exp: iat + keys.ttl_secs,
         ep: epoch,
+        sid: engine::repo::crypto::hex(&rand::random::<[u8; 16]>()),
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
         .or_internal("signing session token")
@@ -160,14 +173,45 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The user id and session epoch a token names, if it is authentic and unexpired.
-/// (Whether the epoch is still the user's is for the caller, who loads the user.)
-pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<(i64, i64)> {
+/// What a token names, if it is authentic and unexpired. (Whether the epoch is still
+/// the user's and the session not ended is for the caller, who loads the user.)
+pub fn verify_token(keys: &SessionKeys, token: &str) -> Option<Claimed> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "sub"]);
     let data = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation).ok()?;
-    Some((data.claims.sub.parse().ok()?, data.claims.ep))
+    Some(Claimed {
+        user_id: data.claims.sub.parse().ok()?,
+        epoch: data.claims.ep,
+        sid: data.claims.sid,
+        exp: data.claims.exp,
+    })
+}
+
+/// Ends the session `claimed` names, and only it (logout): its id is kept until the
+/// token would have expired anyway. Expired ids are swept on the way.
+pub async fn end_session(state: &AppState, claimed: &Claimed) -> Result<(), AppError> {
+    let now = db::now_ms();
+    sqlx::query("DELETE FROM ended_sessions WHERE expires_at < $1")
+        .bind(now)
+        .execute(&state.db.pool)
+        .await
+        .or_internal("sweeping ended sessions")?;
+    sqlx::query(
+        "INSERT INTO ended_sessions (sid, user_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (sid) DO NOTHING",
+    )
+    .bind(&claimed.sid)
+    .bind(claimed.user_id)
+    .bind(claimed.exp as i64 * 1000)
+    .execute(&state.db.pool)
+    .await
+    .or_internal("ending a session")?;
+    Ok(())
+}
+
+/// The claims of the request's session cookie, if it has a valid one.
+pub fn claimed_from_headers(state: &AppState, headers: &HeaderMap) -> Option<Claimed> {
+    token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
 }
 
 /// An API token from `Authorization: Bearer tsk_…`, if the request carries one.
@@ -219,20 +263,25 @@ pub async fn from_headers(
             Err(e) => Err(e),
         };
     }
-    let Some((id, epoch)) =
-        token_from_headers(headers).and_then(|t| verify_token(&state.sessions, t))
+    let Some(claimed) = claimed_from_headers(state, headers) else {
+        return Ok(None);
+    };
+    let row = db::user_by_id(&state.db, claimed.user_id)
+        .await
+        .or_internal("loading session user")?;
+    let Some(row) = row.filter(|r| r.disabled_at.is_none() && r.session_epoch == claimed.epoch)
     else {
         return Ok(None);
     };
-    let row = db::user_by_id(&state.db, id)
+    let ended: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ended_sessions WHERE sid = $1")
+        .bind(&claimed.sid)
+        .fetch_optional(&state.db.pool)
         .await
-        .or_internal("loading session user")?;
-    match row {
-        Some(row) if row.disabled_at.is_none() && row.session_epoch == epoch => {
-            Ok(Some(to_session_user(row)?))
-        }
-        _ => Ok(None),
+        .or_internal("checking a session")?;
+    if ended.is_some() {
+        return Ok(None);
     }
+    Ok(Some(to_session_user(row)?))
 }
 
 /// The logged-in user of the request a server function or page render is serving.
@@ -269,7 +318,13 @@ mod tests {
     fn a_token_round_trips_and_a_tampered_one_is_rejected() {
         let k = keys();
         let token = issue_token(&k, &user(), 3).unwrap();
-        assert_eq!(verify_token(&k, &token), Some((42, 3)));
+        let claimed = verify_token(&k, &token).unwrap();
+        assert_eq!(
+            (claimed.user_id, claimed.epoch, claimed.sid.len()),
+            (42, 3, 32)
+        );
+        let again = verify_token(&k, &issue_token(&k, &user(), 3).unwrap()).unwrap();
+        assert_ne!(claimed.sid, again.sid, "every login is its own session");
         let mut tampered = token.clone().into_bytes();
         let mid = tampered.len() / 2;
         tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
@@ -293,6 +348,7 @@ mod tests {
             iat: 1,
             exp: now_secs() - 1,
             ep: 0,
+            sid: "s".into(),
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();

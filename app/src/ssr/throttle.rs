@@ -154,6 +154,17 @@ impl Bursts {
         }
     }
 
+    /// Closes the burst of `action` from `address` now (a login that succeeded after
+    /// failures): its summary, if it had more than its first failure.
+    pub fn close(&self, action: &str, address: &str) -> Option<Event> {
+        let burst = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{action}|{address}"))?;
+        summary(burst)
+    }
+
     /// Closes the bursts quiet for `quiet` (normally [`Bursts::quiet`]; or older than
     /// [`LONGEST`]; all with `quiet` zero) and returns the summary entries to write for those that had more
     /// than their first failure.
@@ -164,31 +175,34 @@ impl Bursts {
             .filter(|(_, b)| b.last.elapsed() >= quiet || b.started.elapsed() >= LONGEST)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::new();
-        for key in done {
-            let Some(b) = open.remove(&key) else { continue };
-            if b.more == 0 {
-                continue;
-            }
-            let mut names: Vec<String> = b.names.into_iter().collect();
-            if b.names_dropped > 0 {
-                names.push(format!("and {} more names", b.names_dropped));
-            }
-            out.push(Event {
-                user_id: None,
-                username: b.first.username.clone(),
-                detail: format!(
-                    "{} more like this from {} over {} s (user names: {})",
-                    b.more,
-                    b.first.address,
-                    b.last.duration_since(b.started).as_secs(),
-                    names.join(", ")
-                ),
-                ..b.first
-            });
-        }
-        out
+        done.iter()
+            .filter_map(|key| open.remove(key))
+            .filter_map(summary)
+            .collect()
     }
+}
+
+/// The entry that sums up a burst after its first failure; none if it had only that.
+fn summary(b: Burst) -> Option<Event> {
+    if b.more == 0 {
+        return None;
+    }
+    let mut names: Vec<String> = b.names.into_iter().collect();
+    if b.names_dropped > 0 {
+        names.push(format!("and {} more names", b.names_dropped));
+    }
+    Some(Event {
+        user_id: None,
+        username: b.first.username.clone(),
+        detail: format!(
+            "{} more like this from {} over {} s (user names: {})",
+            b.more,
+            b.first.address,
+            b.last.duration_since(b.started).as_secs(),
+            names.join(", ")
+        ),
+        ..b.first
+    })
 }
 
 #[cfg(test)]
@@ -230,15 +244,24 @@ mod tests {
         for i in 0..500 {
             assert!(!b.record(&failure("6.6.6.6", &format!("user{i}"))));
         }
-        assert!(b.record(&failure("7.7.7.7", "admin")), "another address, its own burst");
+        assert!(
+            b.record(&failure("7.7.7.7", "admin")),
+            "another address, its own burst"
+        );
         assert!(b.due(Duration::from_secs(60)).is_empty(), "still going");
         let summaries = b.due(Duration::ZERO);
         assert_eq!(summaries.len(), 1, "one summary; the lone failure had none");
         let s = &summaries[0];
-        assert_eq!((s.action.as_str(), s.address.as_str()), ("login", "6.6.6.6"));
+        assert_eq!(
+            (s.action.as_str(), s.address.as_str()),
+            ("login", "6.6.6.6")
+        );
         assert!(s.detail.starts_with("500 more like this"), "{}", s.detail);
         assert!(s.detail.contains("and 491 more names"), "{}", s.detail);
-        assert!(b.record(&failure("6.6.6.6", "admin")), "a new burst after the summary");
+        assert!(
+            b.record(&failure("6.6.6.6", "admin")),
+            "a new burst after the summary"
+        );
     }
 
     #[test]

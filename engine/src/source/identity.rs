@@ -94,14 +94,14 @@ fn server_parts(raw: &str, engine: Engine) -> (String, u16, String) {
             .into_owned()
     };
     let host = query("host")
-        .or_else(|| url.host_str().map(|h| decode(h)))
+        .or_else(|| url.host_str().map(decode))
         .unwrap_or_default();
     let port = query("port")
         .and_then(|p| p.parse().ok())
         .or(url.port())
         .unwrap_or(default_port);
-    let mut database = query("dbname")
-        .unwrap_or_else(|| decode(url.path().trim_start_matches('/')));
+    let mut database =
+        query("dbname").unwrap_or_else(|| decode(url.path().trim_start_matches('/')));
     if database.is_empty() && engine == Engine::Postgres {
         database = query("user").unwrap_or_else(|| decode(url.username()));
     }
@@ -117,10 +117,7 @@ async fn addresses(host: &str, port: u16) -> BTreeSet<String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let local = |ip: std::net::IpAddr| {
         let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(std::net::IpAddr::V4)
-                .unwrap_or(ip),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
         if ip.is_loopback() {
@@ -220,12 +217,15 @@ mod tests {
         let link = dir.path().join("alias.db");
         std::os::unix::fs::symlink(&db, &link).unwrap();
         let a = id(&format!("sqlite://{}", db.display())).await;
-        for other in [
-            link.clone(),
-            dir.path().join("sub/../app.db"),
-        ] {
-            assert!(a.same_database(&id(&format!("sqlite://{}", other.display())).await), "{}", other.display());
+        for other in [link.clone(), dir.path().join("sub/../app.db")] {
+            assert!(
+                a.same_database(&id(&format!("sqlite://{}", other.display())).await),
+                "{}",
+                other.display()
+            );
         }
-        assert!(!a.same_database(&id(&format!("sqlite://{}", dir.path().join("b.db").display())).await));
+        assert!(
+            !a.same_database(&id(&format!("sqlite://{}", dir.path().join("b.db").display())).await)
+        );
     }
 }

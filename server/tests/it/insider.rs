@@ -109,15 +109,27 @@ async fn a_copied_session_cookie_ends_when_its_user_or_an_admin_says_so() {
         assert!(r.ok(), "{r:?}");
         let olga = r.json().as_i64().unwrap();
 
-        // Logout ends the copy too.
+        // Logout ends that session, a copy of its cookie included; Olga's other
+        // browser stays logged in until she signs out everywhere herself.
         let mine = cookie(&server, "olga", pw).await;
-        let copy = cookie(&server, "olga", pw).await;
+        let copy = mine.clone();
+        let other_browser = cookie(&server, "olga", pw).await;
         assert!(signed_in(&api, &copy).await);
         assert!(api.form(Some(&mine), "logout", &[]).await.status < 500);
         assert!(
             !signed_in(&api, &copy).await,
             "a copied cookie outlived logout"
         );
+        assert!(
+            signed_in(&api, &other_browser).await,
+            "logout ended another browser's session"
+        );
+        let mine = cookie(&server, "olga", pw).await;
+        let r = api
+            .form(Some(&mine), "users/sign_out", &[("id", olga.to_string())])
+            .await;
+        assert!(r.ok(), "{r:?}");
+        assert!(!signed_in(&api, &other_browser).await && !signed_in(&api, &mine).await);
 
         // A password change keeps the changer logged in (a fresh cookie), not the copy.
         let mine = cookie(&server, "olga", pw).await;
@@ -439,7 +451,9 @@ async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_f
             .await;
         assert!(r.ok(), "{r:?}");
         let id = r.json().as_i64().unwrap().to_string();
-        let as_operator = api.form(Some(&operator), "sources/test", &[("id", id.clone())]).await;
+        let as_operator = api
+            .form(Some(&operator), "sources/test", &[("id", id.clone())])
+            .await;
         let as_admin = api.form(Some(&admin), "sources/test", &[("id", id)]).await;
         assert!(!as_operator.ok() && !as_admin.ok());
         answers.push((
@@ -447,13 +461,19 @@ async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_f
             as_admin.body.replace(name, "NAME"),
         ));
     }
-    assert_eq!(answers[0].0, answers[1].0, "an operator told a missing file from another");
+    assert_eq!(
+        answers[0].0, answers[1].0,
+        "an operator told a missing file from another"
+    );
     assert_ne!(answers[0].1, answers[1].1, "an admin sees why");
 
     // A restore into a destination file that does not exist is refused, and no file
     // appears.
     let app_db = dbs.join("app.db");
-    harness::sqlite(&app_db, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+    harness::sqlite(
+        &app_db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);",
+    );
     let (_, _, policy) =
         harness::add_policy(&api, &admin, "p", &app_db, &dir.path().join("repo"), "", "").await;
     let policy = policy.json().as_i64().unwrap();
@@ -483,7 +503,10 @@ async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_f
         "columns": {}, "rename": {}, "mode": "create", "confirm": ""}});
     for endpoint in ["restore/preview", "restore/start"] {
         let r = api.json(Some(&operator), endpoint, req.clone()).await;
-        assert!(!r.ok() && r.body.contains("does not create database files"), "{endpoint}: {r:?}");
+        assert!(
+            !r.ok() && r.body.contains("does not create database files"),
+            "{endpoint}: {r:?}"
+        );
     }
     assert!(!missing.exists(), "a restore created a file");
     // Once an admin made it, the same restore works.
@@ -496,7 +519,12 @@ async fn sqlite_paths_are_confined_probes_learn_nothing_and_restores_create_no_f
 
 /// A login from behind the console's reverse proxy (`X-Forwarded-For` from a trusted
 /// peer) with these credentials.
-async fn login_from(server: &Server, client: &str, user: &str, password: &str) -> reqwest::Response {
+async fn login_from(
+    server: &Server,
+    client: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
     harness::client()
         .post(server.url("/api/login"))
         .header("Origin", &server.base)
@@ -549,7 +577,10 @@ async fn guessing_a_password_delays_the_guesser_not_the_user_and_cannot_flood_th
             throttled += 1;
         }
     }
-    assert!(throttled >= 190, "the guesser was not slowed down: {throttled}");
+    assert!(
+        throttled >= 190,
+        "the guesser was not slowed down: {throttled}"
+    );
     // Even the right password waits, from the guesser's address…
     let r = login_from(&server, attacker, "ann", pw).await;
     assert!(harness::session_cookie(&r).is_none());
@@ -586,18 +617,30 @@ async fn guessing_a_password_delays_the_guesser_not_the_user_and_cannot_flood_th
             .into_iter()
             .filter(|e| e["address"] == attacker)
             .collect();
-        if list.iter().any(|e| e["detail"].as_str().unwrap_or("").contains("more like this")) {
+        if list.iter().any(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("more like this")
+        }) {
             break list;
         }
-        assert!(std::time::Instant::now() < deadline, "no burst summary: {list:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no burst summary: {list:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert_eq!(from_attacker.len(), 2, "{from_attacker:#?}");
     let summary = from_attacker[0]["detail"].as_str().unwrap();
-    assert!(summary.starts_with("200 more like this from 203.0.113.66"), "{summary}");
+    assert!(
+        summary.starts_with("200 more like this from 203.0.113.66"),
+        "{summary}"
+    );
     let ann = entries("ann").await;
     assert!(
-        ann.iter().any(|e| e["outcome"] == "ok" && e["address"] == "198.51.100.7"),
+        ann.iter()
+            .any(|e| e["outcome"] == "ok" && e["address"] == "198.51.100.7"),
         "{ann:#?}"
     );
 }
@@ -630,8 +673,12 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
     assert!(r.ok(), "{r:?}");
     let operator = cookie(&server, "olga", "a long enough password").await;
     let save = async |input: serde_json::Value| {
-        api.json(Some(&operator), "notify/save", serde_json::json!({ "input": input }))
-            .await
+        api.json(
+            Some(&operator),
+            "notify/save",
+            serde_json::json!({ "input": input }),
+        )
+        .await
     };
     let hook = serde_json::json!({"id": null, "name": "hook", "kind": "webhook",
         "url": "http://127.0.0.1:9/hook", "secret": "a signing secret of some length",
@@ -643,9 +690,15 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
     moved["secret"] = "".into();
     moved["url"] = "http://127.0.0.1:10/collector".into();
     let r = save(moved.clone()).await;
-    assert!(!r.ok() && r.body.contains("enter the signing secret again"), "{r:?}");
+    assert!(
+        !r.ok() && r.body.contains("enter the signing secret again"),
+        "{r:?}"
+    );
     moved["url"] = "".into();
-    assert!(save(moved).await.ok(), "an edit that keeps the address keeps the secret");
+    assert!(
+        save(moved).await.ok(),
+        "an edit that keeps the address keeps the secret"
+    );
 
     let mail = serde_json::json!({"id": null, "name": "mail", "kind": "email",
         "host": "127.0.0.1", "port": "2525", "security": "none", "username": "relay",
@@ -662,7 +715,10 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
     moved["security"] = "tls".into();
     moved["port"] = "465".into();
     let r = save(moved.clone()).await;
-    assert!(!r.ok() && r.body.contains("enter the password again"), "{r:?}");
+    assert!(
+        !r.ok() && r.body.contains("enter the password again"),
+        "{r:?}"
+    );
     moved["password"] = "the new server's password".into();
     assert!(save(moved).await.ok());
     let mut plain = mail.clone();
@@ -702,9 +758,20 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
     assert!(r.ok(), "{r:?}");
     let operator = cookie(&server, "olga", "a long enough password").await;
     let prod_db = dir.path().join("prod.db");
-    harness::sqlite(&prod_db, "CREATE TABLE t (id INTEGER PRIMARY KEY, secret TEXT); INSERT INTO t VALUES (1, 'payroll');");
-    let (prod, target, policy) =
-        harness::add_policy(&api, &admin, "prod", &prod_db, &dir.path().join("repo"), "", "").await;
+    harness::sqlite(
+        &prod_db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, secret TEXT); INSERT INTO t VALUES (1, 'payroll');",
+    );
+    let (prod, target, policy) = harness::add_policy(
+        &api,
+        &admin,
+        "prod",
+        &prod_db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
     let policy = policy.json().as_i64().unwrap();
     api.run_policy(&admin, policy).await;
     let r = api
@@ -735,7 +802,11 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
         .await;
     assert!(r.ok(), "{r:?}");
     let reporting = r.json().as_i64().unwrap();
-    let guarded = |r: &harness::Reply| !r.ok() && r.body.contains("only an admin may change how it is backed up");
+    let guarded = |r: &harness::Reply| {
+        !r.ok()
+            && r.body
+                .contains("only an admin may change how it is backed up")
+    };
     let r = api
         .form(
             Some(&operator),
@@ -756,15 +827,27 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
     assert!(guarded(&r), "a policy on the alias: {r:?}");
     // The original's policy cannot be bent either.
     let r = api
-        .json(Some(&operator), "policies/copies", json!({"id": policy, "targets": [target + 100]}))
+        .json(
+            Some(&operator),
+            "policies/copies",
+            json!({"id": policy, "targets": [target + 100]}),
+        )
         .await;
     assert!(guarded(&r), "copies: {r:?}");
     let r = api
         .form(
             Some(&operator),
             "policies/retention_save",
-            &[("id", policy.to_string()), ("last", "1".into()), ("hourly", "0".into()), ("daily", "0".into()),
-              ("weekly", "0".into()), ("monthly", "0".into()), ("yearly", "0".into()), ("floor", "0".into())],
+            &[
+                ("id", policy.to_string()),
+                ("last", "1".into()),
+                ("hourly", "0".into()),
+                ("daily", "0".into()),
+                ("weekly", "0".into()),
+                ("monthly", "0".into()),
+                ("yearly", "0".into()),
+                ("floor", "0".into()),
+            ],
         )
         .await;
     assert!(guarded(&r), "retention: {r:?}");
@@ -772,9 +855,17 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
         .form(
             Some(&operator),
             "drills/save",
-            &[("policy_id", policy.to_string()), ("schedule", String::new()), ("timezone", "UTC".into()),
-              ("pick", "latest".into()), ("scratch_source_id", String::new()),
-              ("assertions", "SELECT CAST((SELECT secret FROM t) AS INTEGER) > 0".into())],
+            &[
+                ("policy_id", policy.to_string()),
+                ("schedule", String::new()),
+                ("timezone", "UTC".into()),
+                ("pick", "latest".into()),
+                ("scratch_source_id", String::new()),
+                (
+                    "assertions",
+                    "SELECT CAST((SELECT secret FROM t) AS INTEGER) > 0".into(),
+                ),
+            ],
         )
         .await;
     assert!(guarded(&r), "drill: {r:?}");
@@ -800,7 +891,11 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
     assert!(r.ok(), "{r:?}");
     api.run_policy(&admin, r.json().as_i64().unwrap()).await;
     let snaps = api
-        .json(Some(&admin), "snapshots/list", json!({"policy_id": 0, "source_id": reporting, "before": null}))
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": 0, "source_id": reporting, "before": null}),
+        )
         .await;
     let snapshot = snaps.json()[0]["id"].as_i64().unwrap();
     let r = api
@@ -810,11 +905,17 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
             json!({"id": snapshot, "table": "t", "filters": [], "key": [], "offset": 0}),
         )
         .await;
-    assert!(!r.ok() && r.body.contains("cannot be browsed"), "browse: {r:?}");
+    assert!(
+        !r.ok() && r.body.contains("cannot be browsed"),
+        "browse: {r:?}"
+    );
     let req = json!({"req": {"snapshot": snapshot, "dest_source_id": reporting, "tables": ["t"],
         "columns": {}, "rename": {"t": "t_copy"}, "mode": "create", "confirm": ""}});
     let r = api.json(Some(&operator), "restore/start", req).await;
-    assert!(!r.ok() && r.body.contains("needs 2 approval"), "restore: {r:?}");
+    assert!(
+        !r.ok() && r.body.contains("needs 2 approval"),
+        "restore: {r:?}"
+    );
 
     // A restore that failed before the rule: retrying it is a new restore now.
     harness::sqlite(
@@ -825,10 +926,21 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
         ),
     );
     let failed = api.form(Some(&admin), "jobs/list", &[]).await;
-    let failed_id = failed.json().as_array().and_then(|l| l.iter().find(|j| j["status"] == "failed").map(|j| j["id"].as_i64().unwrap()));
+    let failed_id = failed.json().as_array().and_then(|l| {
+        l.iter()
+            .find(|j| j["status"] == "failed")
+            .map(|j| j["id"].as_i64().unwrap())
+    });
     let failed_id = failed_id.unwrap_or_else(|| panic!("{failed:?}"));
     let r = api
-        .form(Some(&operator), "jobs/retry", &[("id", failed_id.to_string())])
+        .form(
+            Some(&operator),
+            "jobs/retry",
+            &[("id", failed_id.to_string())],
+        )
         .await;
-    assert!(!r.ok() && r.body.contains("needs 2 approval"), "retry: {r:?}");
+    assert!(
+        !r.ok() && r.body.contains("needs 2 approval"),
+        "retry: {r:?}"
+    );
 }
