@@ -677,11 +677,15 @@ mod tests {
     /// text can carry the very data a drill's reader may not see.
     #[test]
     fn a_failed_assertion_does_not_repeat_the_server_s_words() {
-        let leaked = sqlx::Error::Protocol("invalid input syntax for type integer: \"payroll\"".into());
+        let leaked =
+            sqlx::Error::Protocol("invalid input syntax for type integer: \"payroll\"".into());
         let check = assertion("SELECT CAST(secret AS INTEGER) > 0 FROM t", Err(leaked));
         assert!(!check.passed);
         assert_eq!(check.detail, "the query failed");
-        let check = assertion("SELECT 1", Ok(Some(Err(sqlx::Error::Decode("value 'payroll'".into())))));
+        let check = assertion(
+            "SELECT 1",
+            Ok(Some(Err(sqlx::Error::Decode("value 'payroll'".into())))),
+        );
         assert!(!check.detail.contains("payroll"), "{}", check.detail);
     }
 

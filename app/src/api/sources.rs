@@ -227,7 +227,11 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
     let row = visible_source(&c, id).await?;
     let url = match source_url(&c, &row) {
         Ok(url) => url,
-        Err(e) => return c.audited("source.test", &format!("source {}", row.name), Err(e)).await,
+        Err(e) => {
+            return c
+                .audited("source.test", &format!("source {}", row.name), Err(e))
+                .await;
+        }
     };
     let result = match tokio::time::timeout(
         std::time::Duration::from_secs(20),

@@ -110,8 +110,16 @@ mod tests {
         assert!(c.contains("10.1.200.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains("fdab::1".parse().unwrap()));
-        assert!(Cidr::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fdab::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("127.0.0.1")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("proxy.local").is_err());
     }
@@ -122,16 +130,28 @@ mod tests {
         let spoofed = xff(&["6.6.6.6"]);
         // Nobody trusted: the header is the client's own words.
         assert_eq!(address(peer, &spoofed, &[]), peer);
-        let proxies = [Cidr::parse("127.0.0.1").unwrap(), Cidr::parse("10.0.0.0/8").unwrap()];
-        assert_eq!(address(peer, &spoofed, &proxies), "6.6.6.6".parse::<IpAddr>().unwrap());
+        let proxies = [
+            Cidr::parse("127.0.0.1").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap(),
+        ];
+        assert_eq!(
+            address(peer, &spoofed, &proxies),
+            "6.6.6.6".parse::<IpAddr>().unwrap()
+        );
         // The client wrote "1.1.1.1" itself; the proxies appended what they saw.
         let chain = xff(&["1.1.1.1, 203.0.113.7", "10.0.0.5"]);
-        assert_eq!(address(peer, &chain, &proxies), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            address(peer, &chain, &proxies),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
         // A peer that is not a proxy cannot speak for anyone.
         let outsider: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(address(outsider, &chain, &proxies), outsider);
         // No header from a trusted proxy: the proxy itself.
         assert_eq!(address(peer, &http::HeaderMap::new(), &proxies), peer);
-        assert_eq!(address(peer, &xff(&["junk, 10.0.0.5"]), &proxies), "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            address(peer, &xff(&["junk, 10.0.0.5"]), &proxies),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
     }
 }

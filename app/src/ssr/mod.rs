@@ -83,10 +83,7 @@ pub fn check_not_protected(
 /// [`check_not_protected`] for a restore destination, and a SQLite destination must be
 /// a database file that exists: the console never creates files on the server (an
 /// empty file is an empty SQLite database, so an admin who wants a new one makes it).
-pub fn check_destination(
-    state: &AppState,
-    url: &engine::source::SourceUrl,
-) -> Result<(), String> {
+pub fn check_destination(state: &AppState, url: &engine::source::SourceUrl) -> Result<(), String> {
     check_not_protected(state, url)?;
     if let engine::source::SourceUrl::Sqlite(path) = url
         && !std::fs::metadata(path).is_ok_and(|m| m.is_file())

@@ -697,7 +697,12 @@ mod tests {
         for host in ["localhost", "127.0.0.1", "127.9.9.9", "::1", "[::1]"] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["smtp.example.com", "10.0.0.1", "localhost.evil.com", "169.254.169.254"] {
+        for host in [
+            "smtp.example.com",
+            "10.0.0.1",
+            "localhost.evil.com",
+            "169.254.169.254",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }

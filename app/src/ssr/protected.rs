@@ -117,7 +117,10 @@ mod tests {
         let ok = dir.path().join("databases");
         std::fs::create_dir(&ok).unwrap();
         let open = Protected::new(&[], &[]);
-        assert!(!open.outside_allowed(Path::new("/etc/passwd")), "no list: anywhere");
+        assert!(
+            !open.outside_allowed(Path::new("/etc/passwd")),
+            "no list: anywhere"
+        );
         let p = Protected::new(&[], &[]).allowing_only(std::slice::from_ref(&ok));
         assert!(!p.outside_allowed(&ok.join("app.db")));
         assert!(!p.outside_allowed(&ok.join("new/app.db")));
@@ -125,6 +128,9 @@ mod tests {
         assert!(p.outside_allowed(&ok.join("../elsewhere.db")));
         let link = ok.join("escape");
         std::os::unix::fs::symlink("/etc", &link).unwrap();
-        assert!(p.outside_allowed(&link.join("passwd")), "a symlink out of the list");
+        assert!(
+            p.outside_allowed(&link.join("passwd")),
+            "a symlink out of the list"
+        );
     }
 }
