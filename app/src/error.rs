@@ -20,6 +20,10 @@ pub enum AppError {
     /// Logged in, but the role does not allow this.
     #[error("You are not allowed to do this.")]
     Forbidden,
+    /// Logged in, but not allowed to do this here, for the reason given (a rule that
+    /// needs an admin, say): a 403 that says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// Input failed validation; the message names the field.
     #[error("{0}")]
     Invalid(String),
@@ -66,7 +70,7 @@ impl AppError {
         use http::StatusCode;
         match self {
             AppError::Unauthenticated | AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden => StatusCode::FORBIDDEN,
+            AppError::Forbidden | AppError::Refused(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             // On the server a transport error means the request could not be read (its
             // arguments did not decode): the caller's fault, like invalid input.

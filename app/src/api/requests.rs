@@ -490,7 +490,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
     let (row, planned, req) = match result {
         Ok(x) => x,
         Err(e) => {
-            let outcome = if matches!(e, AppError::Forbidden) {
+            let outcome = if matches!(e, AppError::Forbidden | AppError::Refused(_)) {
                 Outcome::Denied
             } else {
                 Outcome::Failed

@@ -85,6 +85,10 @@ impl Ctx {
     ) -> Result<T, AppError> {
         match &result {
             Ok(_) => self.audit(action, target, Outcome::Ok, "").await,
+            Err(e @ (AppError::Forbidden | AppError::Refused(_))) => {
+                self.audit(action, target, Outcome::Denied, &e.to_string())
+                    .await
+            }
             Err(e) => {
                 self.audit(action, target, Outcome::Failed, &e.to_string())
                     .await

@@ -57,7 +57,7 @@ pub async fn require_admin_if_guarded(
         .await
         .or_internal("checking a source's approval rule")?;
     if row.approvals_required > 0 {
-        return Err(crate::error::AppError::Invalid(format!(
+        return Err(crate::error::AppError::Refused(format!(
             "Restores of {} need {} approval(s), so only an admin may change how it is backed up (policies, targets, copies, retention, drills). Ask an admin.",
             row.name, row.approvals_required
         )));
