@@ -212,6 +212,36 @@ pub struct ServeArgs {
     #[arg(long, env = "TABLESAFE_AUDIT_BURST_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub audit_burst_secs: u64,
+    /// Private or loopback ranges (comma-separated, e.g. 10.0.0.0/8,127.0.0.1) that
+    /// operators may point sources, targets and notifications at. Without it only an
+    /// admin may use addresses on this server or a private network; link-local and
+    /// cloud metadata addresses are refused for everyone.
+    #[arg(long, env = "TABLESAFE_OUTBOUND_ALLOW")]
+    pub outbound_allow: Option<String>,
+    /// Further ranges (comma-separated) nobody may point the server at.
+    #[arg(long, env = "TABLESAFE_OUTBOUND_DENY")]
+    pub outbound_deny: Option<String>,
+}
+
+impl ServeArgs {
+    /// The outbound rules from `--outbound-allow` and `--outbound-deny`.
+    pub fn outbound(&self) -> Result<app::ssr::outbound::Outbound> {
+        let list = |v: &Option<String>, flag: &str| -> Result<Vec<app::ssr::client::Cidr>> {
+            v.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    app::ssr::client::Cidr::parse(s).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+                })
+                .collect()
+        };
+        Ok(app::ssr::outbound::Outbound {
+            allow: list(&self.outbound_allow, "--outbound-allow")?,
+            deny: list(&self.outbound_deny, "--outbound-deny")?,
+        })
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<app::ssr::client::Cidr, String> {

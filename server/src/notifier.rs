@@ -95,7 +95,7 @@ async fn serve_channel(
             }
         };
         let outcome = match &config {
-            Ok(config) => nt::deliver(config, claimed.id, &claimed.payload).await,
+            Ok(config) => nt::deliver(config, claimed.id, &claimed.payload, &state.outbound).await,
             Err(e) => Err(anyhow::anyhow!(
                 "the channel's settings cannot be read: {e:#}"
             )),

@@ -69,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             std::time::Duration::from_secs(args.audit_burst_secs),
         )),
         trusted_proxies: Arc::new(args.trusted_proxies.clone()),
+        outbound: Arc::new(args.outbound()?),
         jobs_queued: Arc::new(tokio::sync::Notify::new()),
         public_url: args.public_url.clone(),
         protected: Arc::new(

@@ -456,6 +456,25 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
             None => None,
         };
         let (config, events) = server::config(&input, stored)?;
+        // Where the server will connect (`ssr::outbound`).
+        let admin = c.can(Perm::ManageUsers);
+        let rules = &c.state.outbound;
+        let reach = match &config {
+            ChannelConfig::Webhook { url, .. } => {
+                ("url", rules.check_url("The webhook", url, admin).await)
+            }
+            ChannelConfig::Slack { url } => (
+                "url",
+                rules.check_url("The Slack webhook", url, admin).await,
+            ),
+            ChannelConfig::Email { host, port, .. } => (
+                "host",
+                rules.check("The SMTP server", host, *port, admin).await,
+            ),
+        };
+        if let (field, Err(why)) = reach {
+            return Err(AppError::Field(field.into(), why));
+        }
         let sealed = config
             .seal(&c.state.secrets)
             .or_internal("sealing a channel")?;
@@ -523,7 +542,7 @@ pub async fn test_channel(id: i64) -> Result<TestOutcome, AppError> {
             .await
             .or_internal("claiming a test")?
             .ok_or(AppError::Internal)?;
-        let outcome = nt::deliver(&config, delivery, &claimed.payload).await;
+        let outcome = nt::deliver(&config, delivery, &claimed.payload, &c.state.outbound).await;
         let claimed = nt::Claimed {
             attempts: nt::MAX_ATTEMPTS,
             ..claimed

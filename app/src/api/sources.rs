@@ -128,6 +128,13 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
             .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
         crate::ssr::check_not_protected(&c.state, &parsed)
             .map_err(|e| AppError::Field("url".into(), e))?;
+        if let Some((host, port)) = engine::source::identity::server_address(&parsed) {
+            c.state
+                .outbound
+                .check("The database server", &host, port, c.can(Perm::ManageUsers))
+                .await
+                .map_err(|e| AppError::Field("url".into(), e))?;
+        }
         // Certificate and key files are read on this server: naming one would let an
         // operator log in elsewhere with a client key stored here (the history
         // database's, say), or probe which files exist.
@@ -332,6 +339,34 @@ fn dir_size(dir: &std::path::Path) -> Option<u64> {
 /// Adds a target (a directory, an S3 bucket or an SFTP path): creates the repository
 /// there (or, if one exists, checks that the password opens it). S3 keys come from the
 /// server's environment, SFTP logs in with the server user's SSH keys or `key=`.
+/// The server a target location connects to: an S3 endpoint (none: AWS itself) or an
+/// SFTP host. `None` for a local directory.
+#[cfg(feature = "ssr")]
+fn target_address(location: &str) -> Option<(&'static str, String, u16)> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let query = rest.split_once('?')?.1;
+        let endpoint = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("endpoint="))?;
+        let endpoint = percent_encoding::percent_decode_str(endpoint).decode_utf8_lossy();
+        let url = reqwest::Url::parse(&endpoint).ok()?;
+        return Some((
+            "The S3 endpoint",
+            url.host_str()?.to_string(),
+            url.port_or_known_default().unwrap_or(443),
+        ));
+    }
+    let rest = location.strip_prefix("sftp://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let url = reqwest::Url::parse(&format!("ssh://{hostport}")).ok()?;
+    Some((
+        "The SFTP server",
+        url.host_str()?.to_string(),
+        url.port().unwrap_or(22),
+    ))
+}
+
 #[server(endpoint = "targets/add")]
 pub async fn add_target(
     name: String,
@@ -340,6 +375,7 @@ pub async fn add_target(
     #[server(default)] s3_access_key_id: String,
     #[server(default)] s3_secret_access_key: String,
     #[server(default)] ssh_private_key: String,
+    #[server(default)] server_identity: Option<String>,
 ) -> Result<i64, AppError> {
     use crate::auth::Perm;
     use crate::forms;
@@ -357,7 +393,15 @@ pub async fn add_target(
             s3_access_key_id: s3_access_key_id.trim().to_string(),
             s3_secret_access_key: s3_secret_access_key.trim().to_string(),
             ssh_private_key: ssh_private_key.trim().to_string(),
+            server_identity: server_identity.is_some_and(|v| !v.is_empty() && v != "false"),
         };
+        // The server's AWS keys and SSH identity reach whatever they reach: whether a
+        // target may borrow them is an admin's call.
+        if creds.server_identity && !c.can(Perm::ManageUsers) {
+            return Err(AppError::Refused(
+                "Only an admin may let a target use the server's own AWS or SSH identity: store the target's own keys, or ask an admin.".into(),
+            ));
+        }
         if creds.s3_access_key_id.is_empty() != creds.s3_secret_access_key.is_empty() {
             return Err(AppError::Field(
                 "s3_secret_access_key".into(),
@@ -369,6 +413,13 @@ pub async fn add_target(
                 "ssh_private_key".into(),
                 "Paste the private key file (it starts with -----BEGIN).".into(),
             ));
+        }
+        if let Some((what, host, port)) = target_address(&location) {
+            c.state
+                .outbound
+                .check(what, &host, port, c.can(Perm::ManageUsers))
+                .await
+                .map_err(|e| AppError::Field("location".into(), e))?;
         }
         let storage = engine::repo::Storage::open_with(&location, &creds.for_engine())
             .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
@@ -384,9 +435,9 @@ pub async fn add_target(
                 .await
                 .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
         }
-        let sealed_credentials = if creds.is_empty() {
-            String::new()
-        } else {
+        // Always sealed, even with no keys: an empty value means a target from before
+        // the server-identity setting (which kept using the server's identity).
+        let sealed_credentials = {
             let json = serde_json::to_string(&creds).or_internal("credentials json")?;
             c.state
                 .secrets

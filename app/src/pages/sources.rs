@@ -181,10 +181,16 @@ pub fn TargetsPage() -> impl IntoView {
                 <Field label="Repository password" name="password" kind="password"
                     error=field_error(add, "password") check=forms::repository_password/>
                 <details>
-                    <summary>"Credentials for S3 or SFTP (optional: otherwise the server's environment and SSH keys)"</summary>
+                    <summary>"Credentials for S3 or SFTP"</summary>
                     <Field label="S3 access key id" name="s3_access_key_id" error=field_error(add, "s3_access_key_id")/>
                     <Field label="S3 secret access key" name="s3_secret_access_key" kind="password" error=field_error(add, "s3_secret_access_key")/>
                     <Field label="SSH private key (for sftp://)" name="ssh_private_key" multiline=true error=field_error(add, "ssh_private_key")/>
+                    <IfCan perm=Perm::ManageUsers>
+                        <div class="check">
+                            <input type="checkbox" id="f-server-identity" name="server_identity" value="on"/>
+                            <label for="f-server-identity">"What is not given here may come from the server's own identity (its AWS configuration and environment, its SSH keys). Admins only."</label>
+                        </div>
+                    </IfCan>
                 </details>
                 <ErrorLine error=general_error(add)/>
                 <button type="submit" disabled=move || add.pending().get()>"Add target"</button>

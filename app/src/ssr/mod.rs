@@ -9,6 +9,7 @@ pub mod db;
 pub mod drills;
 pub mod keys;
 pub mod notify;
+pub mod outbound;
 pub mod password;
 pub mod protected;
 pub mod requests;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub bursts: Arc<throttle::Bursts>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`).
     pub trusted_proxies: Arc<Vec<client::Cidr>>,
+    /// Where the server may connect (`--outbound-allow`, `--outbound-deny`).
+    pub outbound: Arc<outbound::Outbound>,
     /// Woken when a job is queued, so this worker's runner picks it up at once.
     pub jobs_queued: Arc<tokio::sync::Notify>,
     /// The console's address as users reach it (`--public-url`), for links in
@@ -129,6 +132,12 @@ pub struct StoredCredentials {
     pub s3_secret_access_key: String,
     #[serde(default)]
     pub ssh_private_key: String,
+    /// What the target lacks may come from the server's own identity (its AWS
+    /// configuration and environment, its SSH keys, a key file named in the location).
+    /// Only an admin turns this on; targets from before it existed (nothing sealed)
+    /// keep it.
+    #[serde(default)]
+    pub server_identity: bool,
 }
 
 impl StoredCredentials {
@@ -138,10 +147,19 @@ impl StoredCredentials {
             && self.ssh_private_key.is_empty()
     }
 
-    /// The engine's credentials: these where given, else the server's environment.
+    /// The engine's credentials: these where given, else — only with
+    /// [`StoredCredentials::server_identity`] — the server's environment.
     pub fn for_engine(&self) -> engine::repo::storage::Credentials {
-        let env = engine::repo::storage::Credentials::from_env();
         let some = |v: &str| (!v.is_empty()).then(|| engine::secret::Secret::new(v.to_string()));
+        if !self.server_identity {
+            return engine::repo::storage::Credentials {
+                s3_access_key_id: some(&self.s3_access_key_id),
+                s3_secret_access_key: some(&self.s3_secret_access_key),
+                ssh_private_key: some(&self.ssh_private_key),
+                only_these: true,
+            };
+        }
+        let env = engine::repo::storage::Credentials::from_env();
         if self.s3_access_key_id.is_empty() {
             engine::repo::storage::Credentials {
                 ssh_private_key: some(&self.ssh_private_key),
@@ -152,19 +170,25 @@ impl StoredCredentials {
                 s3_access_key_id: some(&self.s3_access_key_id),
                 s3_secret_access_key: some(&self.s3_secret_access_key),
                 ssh_private_key: some(&self.ssh_private_key),
+                only_these: false,
             }
         }
     }
 }
 
-/// The storage of a console target, with its stored credentials (S3 keys, SSH key) or,
-/// where none were stored, the server's environment (`AWS_ACCESS_KEY_ID`, …) and SSH keys.
+/// The storage of a console target, with its stored credentials (S3 keys, SSH key) and,
+/// where an admin allowed it, the server's own identity (`AWS_ACCESS_KEY_ID`, …, SSH
+/// keys) for what was not stored.
 pub fn target_storage(
     secrets: &secrets::SecretBox,
     target: &store::TargetRow,
 ) -> anyhow::Result<engine::repo::Storage> {
     let creds = if target.sealed_credentials.is_empty() {
-        StoredCredentials::default()
+        // A target from before this setting existed: it used the server's identity.
+        StoredCredentials {
+            server_identity: true,
+            ..Default::default()
+        }
     } else {
         let json = secrets.open(secrets::Kind::TargetCredentials, &target.sealed_credentials)?;
         serde_json::from_str(json.expose())?

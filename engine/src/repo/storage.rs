@@ -44,6 +44,10 @@ pub struct Credentials {
     pub s3_secret_access_key: Option<Secret<String>>,
     /// An SSH private key (OpenSSH text format) for SFTP.
     pub ssh_private_key: Option<Secret<String>>,
+    /// Only these: never the server's own identity (AWS configuration files and
+    /// environment, an SSH key file named in the location, the user's SSH keys and
+    /// agent). The console sets it for targets an admin did not allow that identity.
+    pub only_these: bool,
 }
 
 impl Credentials {
@@ -59,6 +63,7 @@ impl Credentials {
             s3_access_key_id: var("AWS_ACCESS_KEY_ID"),
             s3_secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
             ssh_private_key: None,
+            only_these: false,
         }
     }
 }
@@ -267,6 +272,12 @@ impl Storage {
                     .access_key_id(id.expose())
                     .secret_access_key(key.expose());
             }
+            // Without keys of its own, a target either uses the server's AWS
+            // configuration (opendal's default: environment, ~/.aws) or, when it may
+            // not, nothing: anonymous requests, which a private bucket refuses.
+            (None, None) if creds.only_these => {
+                builder = builder.disable_config_load().allow_anonymous();
+            }
             (None, None) => {}
             _ => {
                 return Err(Error::invalid(
@@ -336,6 +347,16 @@ impl Storage {
                 "key" => key_file = Some(v),
                 _ => return Err(unknown_param("sftp", &k, "known_hosts, key")),
             }
+        }
+        if creds.only_these && key_file.is_some() {
+            return Err(Error::invalid(
+                "key= names a key file on the tablesafe server: only a target an admin lets use the server's own identity may; store the private key with the target instead",
+            ));
+        }
+        if creds.only_these && creds.ssh_private_key.is_none() {
+            return Err(Error::invalid(
+                "this SFTP target has no SSH key of its own, and may not use the server's: store its private key with the target (or an admin lets it use the server's own SSH identity)",
+            ));
         }
         let mut temp_key = None;
         if let Some(pem) = &creds.ssh_private_key {
@@ -600,6 +621,7 @@ mod tests {
             s3_access_key_id: Some(Secret::new("AKIDSECRETID".into())),
             s3_secret_access_key: Some(Secret::new("sekrit".into())),
             ssh_private_key: None,
+            only_these: false,
         };
         let s =
             Storage::open_with("s3://bkt/a/b?endpoint=http://127.0.0.1:9/&region=x", &c).unwrap();

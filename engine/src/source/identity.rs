@@ -75,6 +75,18 @@ pub async fn identity(url: &SourceUrl) -> Identity {
     Identity { engine, place }
 }
 
+/// The host and port a PostgreSQL or MySQL URL connects to (as the drivers read them);
+/// `None` for a SQLite file. A Unix socket is its directory.
+pub fn server_address(url: &SourceUrl) -> Option<(String, u16)> {
+    match url {
+        SourceUrl::Sqlite(_) => None,
+        SourceUrl::Postgres(raw) | SourceUrl::Mysql(raw) => {
+            let (host, port, _) = server_parts(raw.expose(), url.engine());
+            Some((host, port))
+        }
+    }
+}
+
 /// (host, port, database) as the drivers would read them: query parameters `host` and
 /// `port` over the authority (libpq's rule), default ports, PostgreSQL's database
 /// defaulting to the user name, MySQL's names compared without case.

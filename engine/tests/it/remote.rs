@@ -24,6 +24,7 @@ fn s3_creds() -> Credentials {
         s3_access_key_id: Some(Secret::new("test-key-id".into())),
         s3_secret_access_key: Some(Secret::new("test-secret".into())),
         ssh_private_key: None,
+        only_these: false,
     }
 }
 

@@ -944,3 +944,228 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
         "retry: {r:?}"
     );
 }
+
+/// An HTTP receiver on loopback that answers every request with a 500 whose body is
+/// something only the server could have read (an internal service's answer).
+async fn leaky_receiver() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf).await;
+            let body = "INTERNAL-ONLY aws_secret_access_key=wJalrXUtnFEMI";
+            let reply = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    (port, task)
+}
+
+/// An operator aims the server at what only the server can reach — a cloud metadata
+/// address, a service on loopback or the private network — to read the answer back
+/// through an error: metadata addresses are refused for everyone, loopback and private
+/// ones for all but admins (or where an admin opened them), and an error never repeats
+/// what a receiver answered.
+#[tokio::test]
+async fn the_server_is_not_an_open_proxy_into_its_network() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        Options {
+            data_dir: &dir.path().join("data"),
+            database_url: None,
+            admin_password: Some(ADMIN_PASSWORD),
+        },
+        &[("TABLESAFE_OUTBOUND_ALLOW", "")],
+    );
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let operator = cookie(&server, "olga", "a long enough password").await;
+    let (port, _receiver) = leaky_receiver().await;
+    let hook = |name: &str, url: String| {
+        json!({"input": {"id": null, "name": name, "kind": "webhook", "url": url,
+            "secret": "a signing secret of some length", "events": ["backup.failed"], "enabled": true}})
+    };
+    let metadata = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+    for who in [&admin, &operator] {
+        let r = api
+            .json(Some(who), "notify/save", hook("meta", metadata.into()))
+            .await;
+        assert!(!r.ok() && r.body.contains("metadata"), "{r:?}");
+        let r = api
+            .form(
+                Some(who),
+                "sources/add",
+                &[
+                    ("name", "meta".into()),
+                    ("url", "postgres://u@169.254.169.254/db".into()),
+                ],
+            )
+            .await;
+        assert!(!r.ok() && r.body.contains("metadata"), "{r:?}");
+        let r = api
+            .form(
+                Some(who),
+                "targets/add",
+                &[
+                    ("name", "meta".into()),
+                    (
+                        "location",
+                        "s3://bucket/p?endpoint=http://169.254.169.254".into(),
+                    ),
+                    ("password", "repository password".into()),
+                ],
+            )
+            .await;
+        assert!(!r.ok() && r.body.contains("metadata"), "{r:?}");
+    }
+    let local = format!("http://127.0.0.1:{port}/admin");
+    let r = api
+        .json(Some(&operator), "notify/save", hook("local", local.clone()))
+        .await;
+    assert!(!r.ok() && r.body.contains("only an admin"), "{r:?}");
+    for (name, url) in [
+        ("db", "postgres://u@10.20.30.40/db"),
+        ("db6", "mysql://u@[::1]:3306/db"),
+    ] {
+        let r = api
+            .form(
+                Some(&operator),
+                "sources/add",
+                &[("name", name.into()), ("url", url.into())],
+            )
+            .await;
+        assert!(!r.ok() && r.body.contains("only an admin"), "{url}: {r:?}");
+    }
+    let r = api
+        .form(
+            Some(&operator),
+            "targets/add",
+            &[
+                ("name", "nas".into()),
+                ("location", "sftp://backup@192.168.1.20/srv/backups".into()),
+                ("password", "repository password".into()),
+            ],
+        )
+        .await;
+    assert!(!r.ok() && r.body.contains("only an admin"), "{r:?}");
+
+    // An admin may point a webhook at a local service; what it answers stays out of
+    // the error the console shows.
+    let r = api
+        .json(Some(&admin), "notify/save", hook("local", local))
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let r = api
+        .form(
+            Some(&admin),
+            "notify/test",
+            &[("id", r.json().as_i64().unwrap().to_string())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.json()["delivered"], false, "{r:?}");
+    assert!(r.body.contains("500"), "{r:?}");
+    assert!(
+        !r.body.contains("INTERNAL-ONLY") && !r.body.contains("wJalr"),
+        "{r:?}"
+    );
+}
+
+/// A target without keys of its own would borrow the server's AWS keys or SSH
+/// identity, which reach whatever they reach: only an admin may allow that, and a key
+/// file on the server named in the location counts as borrowing.
+#[tokio::test]
+async fn only_an_admin_lets_a_target_borrow_the_server_s_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let operator = cookie(&server, "olga", "a long enough password").await;
+    let key_file = dir.path().join("id_server");
+    std::fs::write(&key_file, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    let add = |name: &str, location: String, identity: bool| {
+        let mut args = vec![
+            ("name", name.to_string()),
+            ("location", location),
+            ("password", "repository password".to_string()),
+        ];
+        if identity {
+            args.push(("server_identity", "on".to_string()));
+        }
+        args
+    };
+    let r = api
+        .form(
+            Some(&operator),
+            "targets/add",
+            &add(
+                "s3",
+                "s3://bucket/p?endpoint=http://127.0.0.1:1".into(),
+                true,
+            ),
+        )
+        .await;
+    assert!(r.status == 403 && r.body.contains("Only an admin"), "{r:?}");
+    let with_key_file = format!(
+        "sftp://backup@127.0.0.1:1/srv/repo?key={}",
+        key_file.display()
+    );
+    for who in [&operator, &admin] {
+        let r = api
+            .form(
+                Some(who),
+                "targets/add",
+                &add("sftp", with_key_file.clone(), false),
+            )
+            .await;
+        assert!(
+            !r.ok() && r.body.contains("names a key file on the tablesafe server"),
+            "{r:?}"
+        );
+        let r = api
+            .form(
+                Some(who),
+                "targets/add",
+                &add("sftp", "sftp://backup@127.0.0.1:1/srv/repo".into(), false),
+            )
+            .await;
+        assert!(
+            !r.ok() && r.body.contains("has no SSH key of its own"),
+            "{r:?}"
+        );
+    }
+}
