@@ -12,7 +12,8 @@ use anyhow::Result;
 /// `row` with the strictest approval rule among every source that names the same
 /// database (the most approvals; with it, that source's request lifetime).
 pub async fn effective(state: &AppState, mut row: SourceRow) -> Result<SourceRow> {
-    let mine = identity(state, &row).await?;
+    // Only sources with a stricter rule matter; names are resolved only for those.
+    let mut mine = None;
     for other in store::sources(&state.db, None).await? {
         if other.id == row.id
             || other.engine != row.engine
@@ -20,7 +21,11 @@ pub async fn effective(state: &AppState, mut row: SourceRow) -> Result<SourceRow
         {
             continue;
         }
-        if identity(state, &other).await?.same_database(&mine) {
+        if mine.is_none() {
+            mine = Some(identity(state, &row).await?);
+        }
+        let Some(mine) = &mine else { continue };
+        if identity(state, &other).await?.same_database(mine) {
             row.approvals_required = other.approvals_required;
             row.request_ttl_minutes = other.request_ttl_minutes;
         }
