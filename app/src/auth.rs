@@ -100,9 +100,10 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
     let address = ctx::address();
     // A user name *from an address*: guessing a colleague's password delays only the
     // guesser, never the colleague at their own desk.
+    let group = crate::ssr::client::group(&address);
     let keys = [
-        format!("user:{}|ip:{address}", username.to_lowercase()),
-        format!("ip:{address}"),
+        format!("user:{}|ip:{group}", username.to_lowercase()),
+        format!("ip:{group}"),
     ];
     use crate::api::history::Outcome;
     let event = |outcome: Outcome, detail: String, user_id: Option<i64>| audit::Event {

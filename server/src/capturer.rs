@@ -146,6 +146,8 @@ async fn round(
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
     let selection: Selection =
         serde_json::from_str(&p.selection).context("the policy's selection")?;
+    app::ssr::check_not_protected(state, &SourceUrl::parse(&url)?)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut repo = crate::runner::open_repo(state, &target).await?;
     if let SourceUrl::Sqlite(_) = SourceUrl::parse(&url)? {
         return sqlite_round(state, p, running, &mut repo, url, selection).await;

@@ -200,9 +200,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TABLESAFE_SQLITE_DIRS", value_delimiter = ',')]
     pub sqlite_dirs: Vec<PathBuf>,
     /// Reverse proxies in front of the console (addresses or ranges, comma-separated,
-    /// e.g. 127.0.0.1,10.0.0.0/8): from these peers the client address is read from
+    /// e.g. 127.0.0.1,10.1.2.3): from these peers the client address is read from
     /// X-Forwarded-For, for login throttling and the audit log. From any other peer
-    /// the header is ignored (a client could write anything there).
+    /// the header is ignored (a client could write anything there). Name the proxies
+    /// only, not a range clients are in too.
     #[arg(long, env = "TABLESAFE_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = parse_cidr)]
     pub trusted_proxies: Vec<app::ssr::client::Cidr>,
@@ -282,7 +283,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         "DOES NOT MATCH the head of {}: {why}",
                         engine::capture::rfc3339(h.at)
                     ),
-                    Status::Forged(why) => format!("NOT GENUINE: {why}"),
+                    Status::Forged(why) => format!("ignored: {why}"),
                     Status::Unreadable(why) => format!("could not be read: {why}"),
                 };
                 println!("{place}: {line}");
@@ -300,6 +301,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => (app::ssr::password::generate(), true),
             };
             let done = db::set_password(&db, &user, password.clone()).await?;
+            // A token minted with a stolen session must not outlive the reset.
+            let revoked = match db::user_by_name(&db, &user).await? {
+                Some(row) if done => app::ssr::tokens::revoke_all(&db, row.id).await?,
+                _ => 0,
+            };
             // On the record either way: whoever can run this on the server can take over
             // any account, and the audit log is where an auditor looks for that.
             let event = app::ssr::audit::Event {
@@ -314,7 +320,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     app::api::history::Outcome::Failed
                 },
                 detail: if done {
-                    "every session of the account ended".into()
+                    format!("every session of the account ended, {revoked} API token(s) revoked")
                 } else {
                     "no such account".into()
                 },

@@ -375,8 +375,13 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
             let dest_url = state.secrets.open(Kind::SourceUrl, &dest.sealed_url)?;
             // Checked again at run time: the job may have waited for approvals while
             // the server's settings or the file changed.
-            app::ssr::check_destination(state, &engine::source::SourceUrl::parse(&dest_url)?)
-                .map_err(|e| anyhow!(e))?;
+            // (The job log is read by operators and requesters: no details.)
+            app::ssr::check_destination(
+                state,
+                &engine::source::SourceUrl::parse(&dest_url)?,
+                false,
+            )
+            .map_err(|e| anyhow!(e))?;
             let opts = engine::restore::RestoreOptions {
                 snapshot: snap.snapshot_id.clone(),
                 dest: dest_url,
@@ -640,6 +645,10 @@ async fn backup(
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
+    // Checked at every run, not only when the source was added: --sqlite-dirs may have
+    // changed since, or a path been swapped for a link.
+    app::ssr::check_not_protected(state, &engine::source::SourceUrl::parse(&url)?)
+        .map_err(|e| anyhow!(e))?;
     let selection: Selection = serde_json::from_str(&policy.selection)?;
     let mut repo = open_repo(state, &target).await?;
     let opts = engine::backup::BackupOptions {

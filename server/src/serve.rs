@@ -229,10 +229,8 @@ async fn trigger_backup(
         |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
     let address =
         app::ssr::client::address(peer.ip(), &headers, &state.trusted_proxies).to_string();
-    let keys = [
-        format!("trigger:{id}|ip:{address}"),
-        format!("ip:{address}"),
-    ];
+    let group = app::ssr::client::group(&address);
+    let keys = [format!("trigger:{id}|ip:{group}"), format!("ip:{group}")];
     let event = |outcome: Outcome, detail: &str| audit::Event {
         user_id: None,
         username: "trigger".into(),

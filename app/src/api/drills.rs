@@ -203,6 +203,9 @@ pub async fn save_drill_plan(
                     format!("The scratch server of a {kind} drill must be a {kind} source."),
                 ));
             }
+            // The scratch server is where the drill creates a database and runs SQL:
+            // a guarded server is an admin's to pick.
+            crate::ssr::rules::require_admin_if_guarded(&c, id).await?;
             Some(id)
         } else {
             None

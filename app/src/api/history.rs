@@ -449,7 +449,8 @@ pub(crate) async fn plan_restore(
     // (Checked again here: a source added before the rule, or by another way.)
     let parsed =
         engine::source::SourceUrl::parse(&url).map_err(|e| AppError::Invalid(e.to_string()))?;
-    crate::ssr::check_destination(&c.state, &parsed).map_err(AppError::Invalid)?;
+    crate::ssr::check_destination(&c.state, &parsed, c.can(Perm::ManageUsers))
+        .map_err(AppError::Invalid)?;
     let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;

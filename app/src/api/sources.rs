@@ -128,13 +128,6 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
             .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
         crate::ssr::check_not_protected(&c.state, &parsed)
             .map_err(|e| AppError::Field("url".into(), e))?;
-        if let Some((host, port)) = engine::source::identity::server_address(&parsed) {
-            c.state
-                .outbound
-                .check("The database server", &host, port, c.can(Perm::ManageUsers))
-                .await
-                .map_err(|e| AppError::Field("url".into(), e))?;
-        }
         // Certificate and key files are read on this server: naming one would let an
         // operator log in elsewhere with a client key stored here (the history
         // database's, say), or probe which files exist.
@@ -147,6 +140,13 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
                     "{param} names a file on the tablesafe server: only an admin may add a source that uses certificate or key files. Ask an admin to add it."
                 ),
             ));
+        }
+        if let Some((host, port)) = engine::source::identity::server_address(&parsed) {
+            c.state
+                .outbound
+                .check("The database server", &host, port, c.can(Perm::ManageUsers))
+                .await
+                .map_err(|e| AppError::Field("url".into(), e))?;
         }
         let engine_name = parsed.engine().as_str();
         let sealed = c
@@ -339,34 +339,6 @@ fn dir_size(dir: &std::path::Path) -> Option<u64> {
 /// Adds a target (a directory, an S3 bucket or an SFTP path): creates the repository
 /// there (or, if one exists, checks that the password opens it). S3 keys come from the
 /// server's environment, SFTP logs in with the server user's SSH keys or `key=`.
-/// The server a target location connects to: an S3 endpoint (none: AWS itself) or an
-/// SFTP host. `None` for a local directory.
-#[cfg(feature = "ssr")]
-fn target_address(location: &str) -> Option<(&'static str, String, u16)> {
-    if let Some(rest) = location.strip_prefix("s3://") {
-        let query = rest.split_once('?')?.1;
-        let endpoint = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("endpoint="))?;
-        let endpoint = percent_encoding::percent_decode_str(endpoint).decode_utf8_lossy();
-        let url = reqwest::Url::parse(&endpoint).ok()?;
-        return Some((
-            "The S3 endpoint",
-            url.host_str()?.to_string(),
-            url.port_or_known_default().unwrap_or(443),
-        ));
-    }
-    let rest = location.strip_prefix("sftp://")?;
-    let authority = rest.split(['/', '?']).next()?;
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let url = reqwest::Url::parse(&format!("ssh://{hostport}")).ok()?;
-    Some((
-        "The SFTP server",
-        url.host_str()?.to_string(),
-        url.port().unwrap_or(22),
-    ))
-}
-
 #[server(endpoint = "targets/add")]
 pub async fn add_target(
     name: String,
@@ -414,7 +386,9 @@ pub async fn add_target(
                 "Paste the private key file (it starts with -----BEGIN).".into(),
             ));
         }
-        if let Some((what, host, port)) = target_address(&location) {
+        let remote = engine::repo::storage::remote_server(&location)
+            .map_err(|e| AppError::Field("location".into(), e.to_string()))?;
+        if let Some((what, host, port)) = remote {
             c.state
                 .outbound
                 .check(what, &host, port, c.can(Perm::ManageUsers))

@@ -109,10 +109,10 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
     c.audited(action, &format!("user #{id}"), result).await
 }
 
-/// Ends every console session of a user at once (a lost laptop, a shared screen):
-/// their cookies stop working on the next request. Admins for anyone; everyone for
-/// themselves. API tokens are separate and stay; revoke those on the token list or
-/// disable the account.
+/// Ends every console session of a user at once (a lost laptop, a shared screen),
+/// and revokes their API tokens (one could have been made with a stolen session):
+/// their cookies and tokens stop working on the next request. Admins for anyone;
+/// everyone for themselves.
 #[server(endpoint = "users/sign_out")]
 pub async fn sign_out_everywhere(id: i64) -> Result<(), AppError> {
     use crate::auth::Perm;
@@ -128,6 +128,9 @@ pub async fn sign_out_everywhere(id: i64) -> Result<(), AppError> {
             .await
             .or_internal("ending a user's sessions")?
             .ok_or_else(|| AppError::NotFound("User".into()))?;
+        crate::ssr::tokens::revoke_all(&c.state.db, id)
+            .await
+            .or_internal("revoking a user's tokens")?;
         if id == c.user.id && !c.user.via_token {
             crate::ssr::session::clear_cookie(&c.state)?;
         }

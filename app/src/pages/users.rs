@@ -161,7 +161,7 @@ fn SignOutEverywhereHere() -> impl IntoView {
     });
     view! {
         <h2>"Sessions"</h2>
-        <p class="muted">"Logging out ends this browser's session. If you were logged in somewhere you no longer control, end every session:"</p>
+        <p class="muted">"Logging out ends this browser's session. If you were logged in somewhere you no longer control, end every session (this also revokes your API tokens):"</p>
         <ErrorLine error=general_error(sign_out)/>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {

@@ -60,13 +60,15 @@ pub struct Report {
 }
 
 impl Report {
-    /// The chain is intact and matches every head that could be read.
+    /// The chain is intact and matches every genuine head that could be read (objects
+    /// that are not genuine heads are reported, not counted: anyone who can write a
+    /// bucket could plant one).
     pub fn holds(&self) -> bool {
         self.chain.broken_at.is_none()
             && self
                 .heads
                 .iter()
-                .all(|(_, s)| !matches!(s, Status::Contradicted(..) | Status::Forged(_)))
+                .all(|(_, s)| !matches!(s, Status::Contradicted(..)))
     }
 
     /// The newest head that matches, if any.
@@ -95,9 +97,7 @@ impl Report {
                     " The head written to {place} at {} does not match: {why}.",
                     engine::capture::rfc3339(h.at)
                 )),
-                Status::Forged(why) => {
-                    out.push_str(&format!(" The head in {place} is not genuine: {why}."))
-                }
+                Status::Forged(why) => out.push_str(&format!(" Note, {place}: {why}.")),
                 _ => {}
             }
         }
@@ -129,11 +129,17 @@ impl Report {
     }
 }
 
-/// The newest head among `objects` (path, bytes), by its time.
-fn newest(keys: &super::keys::AuditKeys, objects: Vec<Vec<u8>>) -> Result<Option<Head>, String> {
+/// What a place held: the newest genuine head among `objects`, and how many objects
+/// were not genuine heads (another server's, or planted). Those are reported but do
+/// not hide the genuine ones: junk in a bucket must not stop the anchoring.
+fn newest(keys: &super::keys::AuditKeys, objects: Vec<Vec<u8>>) -> (Option<Head>, usize) {
     let mut best: Option<Head> = None;
+    let mut bad = 0;
     for bytes in objects {
-        let head = Head::parse(keys, &bytes).map_err(|e| format!("{e:#}"))?;
+        let Ok(head) = Head::parse(keys, &bytes) else {
+            bad += 1;
+            continue;
+        };
         if best
             .as_ref()
             .is_none_or(|b| (head.entries, head.at) > (b.entries, b.at))
@@ -141,22 +147,35 @@ fn newest(keys: &super::keys::AuditKeys, objects: Vec<Vec<u8>>) -> Result<Option
             best = Some(head);
         }
     }
-    Ok(best)
+    (best, bad)
 }
 
-async fn read_target(storage: &engine::repo::Storage) -> Result<Vec<Vec<u8>>> {
+/// Heads read from a target: the newest [`READ`] objects by name, each at most
+/// [`MAX_HEAD`] bytes (a planted giant is skipped, not loaded).
+async fn read_target(storage: &engine::repo::Storage) -> Result<(Vec<Vec<u8>>, usize)> {
+    let mut paths = storage.list(DIR).await?;
+    paths.sort();
     let mut out = Vec::new();
-    for path in storage.list(DIR).await? {
-        out.push(storage.get(&path).await?);
+    let mut skipped = 0;
+    for path in paths.iter().rev().take(READ) {
+        if storage.size(path).await? > MAX_HEAD {
+            skipped += 1;
+            continue;
+        }
+        out.push(storage.get(path).await?);
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
-async fn status_of(db: &Db, found: Result<Option<Head>, String>) -> Result<Status> {
+/// Heads read per target, newest first by name.
+const READ: usize = 20;
+/// A head is a few hundred bytes.
+const MAX_HEAD: u64 = 64 * 1024;
+
+async fn status_of(db: &Db, found: Option<Head>) -> Result<Status> {
     Ok(match found {
-        Err(why) => Status::Forged(why),
-        Ok(None) => Status::Missing,
-        Ok(Some(head)) => match head.check(db).await? {
+        None => Status::Missing,
+        Some(head) => match head.check(db).await? {
             Ok(()) => Status::Matches(head),
             Err(why) => Status::Contradicted(head, why),
         },
@@ -172,19 +191,22 @@ pub async fn check(db: &Db, secrets: &SecretBox, local: &Path) -> Result<Report>
         .context("checking the audit log needs the server key")?;
     let chain = audit::verify_chain(db).await?;
     let mut heads = Vec::new();
-    let found = match std::fs::read(local) {
-        Ok(bytes) => newest(&keys, vec![bytes]),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => {
-            heads.push((
-                local.display().to_string(),
-                Status::Unreadable(e.to_string()),
-            ));
-            Ok(None)
+    let place = local.display().to_string();
+    match std::fs::read(local) {
+        Ok(bytes) => {
+            let (found, bad) = newest(&keys, vec![bytes]);
+            if bad > 0 {
+                heads.push((
+                    place.clone(),
+                    Status::Forged("its signature is not this server key's".into()),
+                ));
+            }
+            heads.push((place, status_of(db, found).await?));
         }
-    };
-    if heads.is_empty() {
-        heads.push((local.display().to_string(), status_of(db, found).await?));
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            heads.push((place, Status::Missing));
+        }
+        Err(e) => heads.push((place, Status::Unreadable(e.to_string()))),
     }
     for target in store::targets(db).await? {
         let place = format!("target {}", target.name);
@@ -192,12 +214,23 @@ pub async fn check(db: &Db, secrets: &SecretBox, local: &Path) -> Result<Report>
             let storage = super::target_storage(secrets, &target)?;
             read_target(&storage).await
         };
-        let status = match tokio::time::timeout(TIMEOUT, read).await {
-            Err(_) => Status::Unreadable("did not answer in 30 s".into()),
-            Ok(Err(e)) => Status::Unreadable(format!("{e:#}")),
-            Ok(Ok(objects)) => status_of(db, newest(&keys, objects)).await?,
-        };
-        heads.push((place, status));
+        match tokio::time::timeout(TIMEOUT, read).await {
+            Err(_) => heads.push((place, Status::Unreadable("did not answer in 30 s".into()))),
+            Ok(Err(e)) => heads.push((place, Status::Unreadable(format!("{e:#}")))),
+            Ok(Ok((objects, skipped))) => {
+                let (found, bad) = newest(&keys, objects);
+                if bad + skipped > 0 {
+                    heads.push((
+                        place.clone(),
+                        Status::Forged(format!(
+                            "{} object(s) in {DIR}/ are not heads signed with this server key (another server's, or planted); ignored",
+                            bad + skipped
+                        )),
+                    ));
+                }
+                heads.push((place, status_of(db, found).await?));
+            }
+        }
     }
     Ok(Report { chain, heads })
 }
@@ -220,6 +253,7 @@ pub async fn write(db: &Db, secrets: &SecretBox, local: &Path) -> Result<Option<
     let everywhere = report
         .heads
         .iter()
+        .filter(|(_, s)| !matches!(s, Status::Forged(_)))
         .all(|(_, s)| matches!(s, Status::Matches(h) if h.entries == report.chain.entries));
     if everywhere && !report.heads.is_empty() {
         return Ok(None);

@@ -150,7 +150,8 @@ pub struct Checked {
 pub async fn verify_chain(db: &Db) -> Result<Checked> {
     let key = keys(db)?.entry.expose();
     let mut prev = GENESIS.to_string();
-    let mut after = 0i64;
+    // From the very first id: a row written with id 0 or below must be walked too.
+    let mut after = i64::MIN;
     let mut checked = Checked {
         broken_at: None,
         entries: 0,

@@ -91,6 +91,20 @@ pub fn address(peer: IpAddr, headers: &http::HeaderMap, trusted: &[Cidr]) -> IpA
     client
 }
 
+/// The group an address belongs to for throttling and audit bursts: an IPv4 address
+/// itself, an IPv6 address's /64 (one subscriber's network: a client can pick any of
+/// its 2^64 addresses, so counting them apart would count nothing).
+pub fn group(address: &str) -> String {
+    match address.parse::<IpAddr>().map(canonical) {
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +116,14 @@ mod tests {
             h.append("x-forwarded-for", HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(group("2001:db8:1:2::1"), group("2001:db8:1:2:ffff::9"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("203.0.113.7"), "203.0.113.7");
+        assert_eq!(group("::ffff:203.0.113.7"), "203.0.113.7");
     }
 
     #[test]

@@ -84,20 +84,42 @@ pub fn check_not_protected(
 }
 
 /// [`check_not_protected`] for a restore destination, and a SQLite destination must be
-/// a database file that exists: the console never creates files on the server (an
-/// empty file is an empty SQLite database, so an admin who wants a new one makes it).
-pub fn check_destination(state: &AppState, url: &engine::source::SourceUrl) -> Result<(), String> {
+/// an existing SQLite database file (an empty file counts: it is an empty database):
+/// the console never creates files on the server. `explain`: say which of missing /
+/// not a database it is — for admins only; anyone else learns just that it cannot be
+/// used, or a restore preview would tell them which files exist on the server.
+pub fn check_destination(
+    state: &AppState,
+    url: &engine::source::SourceUrl,
+    explain: bool,
+) -> Result<(), String> {
     check_not_protected(state, url)?;
-    if let engine::source::SourceUrl::Sqlite(path) = url
-        && !std::fs::metadata(path).is_ok_and(|m| m.is_file())
-    {
-        return Err(format!(
-            "{} does not exist: a restore from the console does not create database files on the server. Ask an admin to create it (an empty file will do: `touch {}`), or restore with the command line",
+    let engine::source::SourceUrl::Sqlite(path) = url else {
+        return Ok(());
+    };
+    let problem = match std::fs::metadata(path) {
+        Err(_) => Some("does not exist"),
+        Ok(m) if !m.is_file() => Some("is not a file"),
+        Ok(m) if m.len() == 0 => None,
+        Ok(_) => {
+            let mut header = [0u8; 16];
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header));
+            (read.is_err() || &header != b"SQLite format 3\0").then_some("is not a SQLite database")
+        }
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) if explain => Err(format!(
+            "{} {why}: a restore from the console does not create database files on the server. Create it (an empty file will do: `touch {}`), or restore with the command line",
             path.display(),
             path.display()
-        ));
+        )),
+        Some(_) => Err(format!(
+            "{} cannot be restored into: it is not an existing SQLite database file on the server, and a restore from the console does not create files. Ask an admin",
+            path.display()
+        )),
     }
-    Ok(())
 }
 
 impl AppState {

@@ -14,8 +14,11 @@
 //!   `--outbound-allow`.
 //! - Everything else (public addresses) for whoever may configure.
 //!
-//! Names that do not resolve when saved are let through (the connection fails later);
-//! database sources and targets are checked when saved, not at every connection.
+//! A name that does not resolve when saved is refused for non-admins. Database sources
+//! and targets are checked when saved, not at every connection; notifications at every
+//! send, but then only against the addresses refused for everyone (a receiver an
+//! operator saved on a public address that later resolves to a private one is not
+//! caught).
 
 use super::client::Cidr;
 use std::net::{IpAddr, SocketAddr};
@@ -125,7 +128,14 @@ impl Outbound {
                 None => Ok(()),
             };
         }
-        for addr in Self::addresses(host, port).await {
+        let found = Self::addresses(host, port).await;
+        if found.is_empty() && !admin {
+            // It could start resolving to anything once saved.
+            return Err(format!(
+                "{what} {host} does not resolve now: only an admin may save an address that does not resolve"
+            ));
+        }
+        for addr in found {
             if let Some(why) = self.refusal(what, host, addr.ip(), admin) {
                 return Err(why);
             }

@@ -29,6 +29,26 @@ impl Protected {
         }
     }
 
+    /// The protected file or directory holding the same file (device and inode) as
+    /// `path`, if `path` exists: a hard link has no path in common with what it links.
+    fn hard_link_to(&self, path: &Path) -> Option<&Path> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let same = |other: &Path| {
+            std::fs::metadata(other).is_ok_and(|o| o.dev() == m.dev() && o.ino() == m.ino())
+        };
+        if let Some(f) = self.files.iter().find(|f| same(f)) {
+            return Some(f);
+        }
+        self.dirs.iter().map(PathBuf::as_path).find(|d| {
+            std::fs::read_dir(d).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_type().is_ok_and(|t| t.is_file()) && same(&e.path()))
+            })
+        })
+    }
+
     /// Confines SQLite sources and destinations to `dirs` (and below).
     pub fn allowing_only(mut self, dirs: &[PathBuf]) -> Protected {
         self.allowed = dirs.iter().map(|d| resolve(d)).collect();
@@ -51,11 +71,14 @@ impl Protected {
     }
 
     /// The protected place `path` resolves into (symlinks followed, `..` resolved),
-    /// if any.
+    /// if any; or whose file it is under another name (a hard link).
     pub fn contains(&self, path: &Path) -> Option<&Path> {
         let p = resolve(path);
         if let Some(d) = self.dirs.iter().find(|d| p.starts_with(d)) {
             return Some(d);
+        }
+        if let Some(place) = self.hard_link_to(&p) {
+            return Some(place);
         }
         let name = p.to_string_lossy();
         self.files
@@ -132,5 +155,19 @@ mod tests {
             p.outside_allowed(&link.join("passwd")),
             "a symlink out of the list"
         );
+    }
+
+    #[test]
+    fn a_hard_link_to_a_protected_file_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("history.db"), b"x").unwrap();
+        let link = dir.path().join("innocent.db");
+        std::fs::hard_link(data.join("history.db"), &link).unwrap();
+        let p = Protected::new(&[data.as_path()], &[]);
+        assert!(p.contains(&link).is_some());
+        std::fs::write(dir.path().join("other.db"), b"x").unwrap();
+        assert!(p.contains(&dir.path().join("other.db")).is_none());
     }
 }

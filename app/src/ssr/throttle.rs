@@ -72,10 +72,15 @@ impl Throttle {
 /// written at once (so an alert sees it), the rest are counted and written as one
 /// summary when the burst has been quiet for a while or has lasted long
 /// ([`Bursts::due`]). An anonymous client can add at most a few entries per burst
-/// however fast it tries; with more than [`MAX_OPEN`] addresses at once, the rest are
-/// counted in one shared burst.
+/// however fast it tries (an IPv6 client counts by its /64); past [`MAX_OPEN`] open
+/// bursts or [`NEW_PER_MINUTE`] new ones in a minute, the rest are counted in one
+/// shared burst.
 pub struct Bursts {
     open: Mutex<HashMap<String, Burst>>,
+    /// Bursts opened in the current minute (start, count): past [`NEW_PER_MINUTE`],
+    /// new ones share one burst, so even a client with many addresses adds at most that
+    /// many entries a minute.
+    window: Mutex<(Instant, usize)>,
     /// A burst ends after this long without a failure.
     pub quiet: Duration,
 }
@@ -87,6 +92,8 @@ impl Default for Bursts {
 }
 
 pub const MAX_OPEN: usize = 1000;
+/// Bursts (so first entries) opened per minute before new ones share one.
+pub const NEW_PER_MINUTE: usize = 60;
 /// A burst older than this is summarised even if it goes on.
 pub const LONGEST: Duration = Duration::from_secs(600);
 
@@ -108,6 +115,7 @@ impl Bursts {
     pub fn new(quiet: Duration) -> Bursts {
         Bursts {
             open: Mutex::default(),
+            window: Mutex::new((Instant::now(), 0)),
             quiet,
         }
     }
@@ -117,9 +125,17 @@ impl Bursts {
     /// summary.
     pub fn record(&self, event: &Event) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = format!("{}|{}", event.action, event.address);
-        if !open.contains_key(&key) && open.len() >= MAX_OPEN {
-            key = format!("{}|*", event.action);
+        let mut key = format!("{}|{}", event.action, super::client::group(&event.address));
+        if !open.contains_key(&key) {
+            let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            if window.0.elapsed() >= Duration::from_secs(60) {
+                *window = (Instant::now(), 0);
+            }
+            if open.len() >= MAX_OPEN || window.1 >= NEW_PER_MINUTE {
+                key = format!("{}|*", event.action);
+            } else {
+                window.1 += 1;
+            }
         }
         let now = Instant::now();
         match open.get_mut(&key) {
@@ -161,7 +177,7 @@ impl Bursts {
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&format!("{action}|{address}"))?;
+            .remove(&format!("{action}|{}", super::client::group(address)))?;
         summary(burst)
     }
 
@@ -270,6 +286,15 @@ mod tests {
         let written = (0..5000)
             .filter(|i| b.record(&failure(&format!("10.0.{}.{}", i / 256, i % 256), "admin")))
             .count();
-        assert_eq!(written, MAX_OPEN + 1);
+        assert_eq!(
+            written,
+            NEW_PER_MINUTE + 1,
+            "a minute's worth, then one shared burst"
+        );
+        let b = Bursts::default();
+        let v6 = (0..500)
+            .filter(|i| b.record(&failure(&format!("2001:db8:0:1::{i:x}"), "admin")))
+            .count();
+        assert_eq!(v6, 1, "one /64 is one client");
     }
 }

@@ -69,6 +69,19 @@ pub async fn of_user(db: &Db, user_id: i64) -> Result<Vec<TokenRow>> {
 }
 
 /// Revokes one of `user_id`'s tokens; `false` if they have no such live token.
+/// Revokes every token of `user_id` (sign out everywhere, a password reset: a token
+/// minted with a stolen session must not outlive it). Returns how many.
+pub async fn revoke_all(db: &Db, user_id: i64) -> Result<u64> {
+    let r = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 pub async fn revoke(db: &Db, id: i64, user_id: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE api_tokens SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",

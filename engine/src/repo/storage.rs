@@ -102,12 +102,53 @@ pub struct Storage {
 
 /// `key=value` pairs of a location's query, percent-decoded.
 fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push((percent_decode(k)?, percent_decode(v)?));
+        let k = percent_decode(k)?;
+        // One value per key: a check that reads the first and a connection that uses
+        // the last must never disagree.
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(Error::invalid(format!("{k}= is given twice")));
+        }
+        out.push((k, percent_decode(v)?));
     }
     Ok(out)
+}
+
+/// The server a remote location connects to, as [`Storage::open_with`] reads it:
+/// ("S3 endpoint", host, port) for `s3://…?endpoint=…` (`None` without an endpoint:
+/// AWS itself), ("SFTP server", host, port) for `sftp://…`, `None` for a directory.
+pub fn remote_server(location: &str) -> Result<Option<(&'static str, String, u16)>> {
+    let host_port = |url: &str, default: u16| -> Result<(String, u16)> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("{url:?} is not a valid address: {e}")))?;
+        let host = parsed.host_str().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok((host, parsed.port_or_known_default().unwrap_or(default)))
+    };
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let Some((_, endpoint)) = query_pairs(query)?
+            .into_iter()
+            .find(|(k, _)| k == "endpoint")
+        else {
+            return Ok(None);
+        };
+        let (host, port) = host_port(&endpoint, 443)?;
+        return Ok(Some(("The S3 endpoint", host, port)));
+    }
+    if let Some(rest) = location.strip_prefix("sftp://") {
+        let main = rest.split_once('?').map_or(rest, |(m, _)| m);
+        let authority = main.split('/').next().unwrap_or_default();
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = host_port(&format!("ssh://{hostport}"), 22)?;
+        return Ok(Some(("The SFTP server", host, port)));
+    }
+    Ok(None)
 }
 
 /// `%XX` escapes decoded (URL parts); a bad escape or non-UTF-8 result is an error.

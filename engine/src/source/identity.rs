@@ -87,40 +87,40 @@ pub fn server_address(url: &SourceUrl) -> Option<(String, u16)> {
     }
 }
 
-/// (host, port, database) as the drivers would read them: query parameters `host` and
-/// `port` over the authority (libpq's rule), default ports, PostgreSQL's database
-/// defaulting to the user name, MySQL's names compared without case.
+/// (host, port, database) exactly as the drivers read them — their own URL parsers
+/// (sqlx's `PgConnectOptions` / `MySqlConnectOptions`: `host=`, `hostaddr=`, `port=`,
+/// `dbname=`, `socket=`, repeated keys), so that what is checked is what is connected
+/// to. A Unix socket is its path; PostgreSQL's database defaults to the user name;
+/// MySQL's names are compared without case.
 fn server_parts(raw: &str, engine: Engine) -> (String, u16, String) {
-    let default_port = if engine == Engine::Mysql { 3306 } else { 5432 };
-    let Ok(url) = url::Url::parse(raw) else {
-        return (raw.to_string(), default_port, String::new());
-    };
-    let query = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let host = query("host")
-        .or_else(|| url.host_str().map(decode))
-        .unwrap_or_default();
-    let port = query("port")
-        .and_then(|p| p.parse().ok())
-        .or(url.port())
-        .unwrap_or(default_port);
-    let mut database =
-        query("dbname").unwrap_or_else(|| decode(url.path().trim_start_matches('/')));
-    if database.is_empty() && engine == Engine::Postgres {
-        database = query("user").unwrap_or_else(|| decode(url.username()));
+    use std::str::FromStr;
+    match engine {
+        Engine::Mysql => {
+            let raw = raw.replacen("mariadb://", "mysql://", 1);
+            match sqlx::mysql::MySqlConnectOptions::from_str(&raw) {
+                Ok(o) => (
+                    o.get_socket()
+                        .map(|s| s.display().to_string())
+                        .unwrap_or_else(|| o.get_host().to_string()),
+                    o.get_port(),
+                    o.get_database().unwrap_or_default().to_lowercase(),
+                ),
+                Err(_) => (raw, 3306, String::new()),
+            }
+        }
+        _ => match sqlx::postgres::PgConnectOptions::from_str(raw) {
+            Ok(o) => (
+                o.get_socket()
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_else(|| o.get_host().to_string()),
+                o.get_port(),
+                o.get_database()
+                    .unwrap_or_else(|| o.get_username())
+                    .to_string(),
+            ),
+            Err(_) => (raw.to_string(), 5432, String::new()),
+        },
     }
-    if engine == Engine::Mysql {
-        database = database.to_lowercase();
-    }
-    (host, port, database)
 }
 
 /// The addresses `host` stands for; loopback addresses, `localhost` and Unix socket
@@ -211,6 +211,19 @@ mod tests {
         ] {
             assert!(!first.same_database(&id(other).await), "{other}");
         }
+        // What the driver connects to, not the first spelling: the last of repeated
+        // keys, hostaddr over host.
+        assert!(first.same_database(
+            &id("postgres://u@decoy.invalid/shop?host=decoy.invalid&host=localhost").await
+        ));
+        assert!(
+            first.same_database(&id("postgres://u@decoy.invalid/shop?hostaddr=127.0.0.1").await)
+        );
+        assert!(
+            id("mysql://u@127.0.0.1/shop?socket=/run/mysqld/mysqld.sock")
+                .await
+                .same_database(&id("mysql://u@localhost/shop").await)
+        );
         // PostgreSQL's database defaults to the user name.
         assert!(id("postgres://shop@localhost").await.same_database(&first));
         // MySQL: default port, names without case.
