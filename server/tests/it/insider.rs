@@ -792,12 +792,20 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
 /// copies, retention, drills); and retrying a restore re-checks today's rule.
 #[tokio::test]
 async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rule() {
+    let pg = testkit::Postgres::start().unwrap();
+    let pg_url = pg.create_database("history").unwrap();
+    for database_url in [None, Some(pg_url.as_str())] {
+        second_name_attack(database_url, &pg).await;
+    }
+}
+
+async fn second_name_attack(database_url: Option<&str>, pg: &testkit::Postgres) {
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(Options {
         data_dir: &data,
-        database_url: None,
+        database_url,
         admin_password: Some(ADMIN_PASSWORD),
     });
     let api = Api { server: &server };
@@ -976,13 +984,16 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
     );
 
     // A restore that failed before the rule: retrying it is a new restore now.
-    harness::sqlite(
-        &data.join("history.db"),
-        &format!(
-            "INSERT INTO jobs (kind, status, source_id, params, title, created_by, created_at, finished_at, error) \
-             VALUES ('restore', 'failed', {reporting}, '{{\"kind\":\"restore\",\"snapshot\":{snapshot},\"dest_source_id\":{reporting},\"tables\":[\"t\"],\"columns\":{{}},\"rename\":{{\"t\":\"t_copy\"}},\"mode\":\"create\"}}', 'Restore', 1, 1, 2, 'disk full');"
-        ),
+    let failed_job = format!(
+        "INSERT INTO jobs (kind, status, source_id, params, title, created_by, created_at, finished_at, error) \
+         VALUES ('restore', 'failed', {reporting}, '{{\"kind\":\"restore\",\"snapshot\":{snapshot},\"dest_source_id\":{reporting},\"tables\":[\"t\"],\"columns\":{{}},\"rename\":{{\"t\":\"t_copy\"}},\"mode\":\"create\"}}', 'Restore', 1, 1, 2, 'disk full');"
     );
+    match database_url {
+        None => harness::sqlite(&data.join("history.db"), &failed_job),
+        Some(_) => {
+            pg.psql("history", &failed_job).unwrap();
+        }
+    }
     let failed = api.form(Some(&admin), "jobs/list", &[]).await;
     let failed_id = failed.json().as_array().and_then(|l| {
         l.iter()
@@ -1001,6 +1012,33 @@ async fn a_second_name_for_a_guarded_database_does_not_escape_its_two_person_rul
         !r.ok() && r.body.contains("needs 2 approval"),
         "retry: {r:?}"
     );
+    // And each refusal is on the record, as a denial.
+    let audit = api
+        .form(
+            Some(&admin),
+            "audit/list",
+            &[
+                ("user", "olga".into()),
+                ("action", "policy.".into()),
+                ("outcome", "denied".into()),
+            ],
+        )
+        .await;
+    let denied: Vec<String> = audit
+        .json()
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| e["action"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for action in ["policy.create", "policy.copies", "policy.retention.save"] {
+        assert!(
+            denied.iter().any(|a| a == action),
+            "{action} not audited as denied: {denied:?}"
+        );
+    }
 }
 
 /// An HTTP receiver on loopback that answers every request with a 500 whose body is
