@@ -157,7 +157,9 @@ pub struct RestoreArgs {
     /// same key, missing ones are inserted), skip-existing (only missing rows are
     /// inserted), replace-rows (the rows the restore covers, all or those --where
     /// selects, become the backup's: rows there that the backup lacks are deleted).
-    /// --dry-run shows how many rows each merge would insert, update and delete.
+    /// --dry-run shows how many rows each merge would insert, update and delete, from
+    /// reads alone (no row locked, no trigger fired). MySQL tables whose engine cannot
+    /// roll back (MyISAM, MEMORY, Aria) are not merged or appended into.
     #[arg(long, default_value = "create")]
     pub mode: String,
     /// PostgreSQL: connections that load one big table at once (default: one per core,
@@ -753,7 +755,8 @@ pub async fn restore(a: RestoreArgs) -> Result<()> {
     };
     let plan = engine::restore::plan(&repo, &opts).await?;
     if a.dry_run {
-        // Merges: the exact row counts, from the same work rolled back.
+        // Merges: the row counts, from reads alone (the backup's rows in temporary
+        // tables compared with the destination's; engine::restore::diff).
         let diff = if plan.tables.iter().any(|t| t.action.merge().is_some()) {
             let progress = CliProgress::new(a.json);
             let diff = engine::restore::diff(&repo, &plan, &progress).await;

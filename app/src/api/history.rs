@@ -247,6 +247,9 @@ pub(crate) struct Planned {
     pub source: Option<crate::ssr::store::SourceRow>,
     /// A point-in-time restore's instant.
     pub at_ms: Option<i64>,
+    /// A diff was asked for the plan's merges but not computed: the caller may not run
+    /// this restore as it is ([`plan_restore`]).
+    pub diff_withheld: bool,
 }
 
 #[cfg(feature = "ssr")]
@@ -370,6 +373,15 @@ impl Planned {
 /// with the engine (a dry run: nothing changes). With `any_mode`, a caller who may only
 /// restore into new tables may still plan a replace (for a request that someone who
 /// may run it must approve).
+///
+/// `with_diff` adds each merge's diff (rows it would insert, update, leave and delete;
+/// `engine::restore::diff`, read-only). The diff reads the destination's live rows and
+/// compares them with the backup's — with conditions, it counts rows matching any
+/// predicate the caller writes — so it needs the right to run the merge itself: the
+/// caller may run restores in any mode (`RunJobs`) and this one needs no approval.
+/// Everyone else (a requester preparing a request; anyone where the two-person rule
+/// holds, where backups cannot be browsed either) gets the plan without it
+/// ([`Planned::diff_withheld`]), and may still file the request.
 #[cfg(feature = "ssr")]
 pub(crate) async fn plan_restore(
     c: &crate::ssr::ctx::Ctx,
@@ -476,14 +488,6 @@ pub(crate) async fn plan_restore(
     let plan = engine::restore::plan(&repo, &opts)
         .await
         .map_err(|e| AppError::Invalid(e.to_string()))?;
-    // A preview of merges runs them and rolls back: the exact rows they would change.
-    let diff = if with_diff {
-        engine::restore::diff(&repo, &plan, &engine::progress::NoProgress)
-            .await
-            .map_err(|e| AppError::Invalid(e.to_string()))?
-    } else {
-        Vec::new()
-    };
     let tables: Vec<PlannedTableView> = plan
         .tables
         .iter()
@@ -496,13 +500,10 @@ pub(crate) async fn plan_restore(
                 .unwrap_or_default(),
             rows: t.rows,
             bytes: t.bytes,
-            diff: diff
-                .iter()
-                .find(|d| d.table == t.dest_table)
-                .and_then(|d| d.merge),
+            diff: None,
         })
         .collect();
-    let planned = Planned {
+    let mut planned = Planned {
         tables,
         objects: engine::objects::summary(&plan.objects),
         objects_left: plan.objects_left.clone(),
@@ -510,9 +511,25 @@ pub(crate) async fn plan_restore(
         dest,
         source,
         at_ms: plan.at_ms,
+        diff_withheld: false,
     };
     if !any_mode && !c.can(Perm::RunJobs) && planned.replaces() {
         return Err(AppError::Forbidden);
+    }
+    if with_diff && plan.tables.iter().any(|t| t.action.merge().is_some()) {
+        if c.can(Perm::RunJobs) && planned.approvals_required(c) == 0 {
+            let diff = engine::restore::diff(&repo, &plan, &engine::progress::NoProgress)
+                .await
+                .map_err(|e| AppError::Invalid(e.to_string()))?;
+            for t in &mut planned.tables {
+                t.diff = diff
+                    .iter()
+                    .find(|d| d.table == t.dest_table)
+                    .and_then(|d| d.merge);
+            }
+        } else {
+            planned.diff_withheld = true;
+        }
     }
     Ok(planned)
 }
@@ -533,6 +550,10 @@ pub struct RestorePreview {
     /// Approvals needed before it runs (0: the caller may run it now); with any, the
     /// wizard files a restore request instead.
     pub approvals_required: i64,
+    /// Why the merges show no diff, when they do not: it compares the destination's
+    /// rows with the backup's, so only someone who may run the restore as it is gets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_note: Option<String>,
 }
 
 #[server(endpoint = "restore/preview", input = server_fn::codec::Json)]
@@ -542,6 +563,9 @@ pub async fn preview_restore(req: RestoreRequest) -> Result<RestorePreview, AppE
     let c = ctx::authorize(Perm::RestoreNew, "restore.preview").await?;
     let planned = plan_restore(&c, &req, true, true).await?;
     Ok(RestorePreview {
+        diff_note: planned.diff_withheld.then(|| {
+            "Not compared with the destination's rows (the rows shown are the backup's): that comparison is shown only to someone who may run this restore without approval.".to_string()
+        }),
         approvals_required: planned.approvals_required(&c),
         tables: planned.tables,
         objects: planned.objects,

@@ -432,6 +432,7 @@ fn RunStep(w: Wizard) -> impl IntoView {
         <ErrorLine error=general_error(preview)/>
         {move || plan().map(|p| view! {
             {preview_table(p.tables)}
+            {p.diff_note.map(|n| view! { <p data-testid="plan-diff-note">{n}</p> })}
             <Show when={let o = p.objects.clone(); move || !o.is_empty()}>
                 <p data-testid="plan-objects">{format!("Also made: {}.", p.objects)}</p>
             </Show>

@@ -147,6 +147,18 @@ impl Action {
     pub fn creates(&self) -> bool {
         matches!(self, Action::Create | Action::Replace)
     }
+
+    /// For the actions that change the rows of an existing table in place (append and
+    /// merges, which count on a rollback if anything fails): what that change is.
+    fn changes_rows(&self) -> Option<&'static str> {
+        match self {
+            Action::Append => Some("an append to it"),
+            Action::Upsert => Some("an upsert into it"),
+            Action::SkipExisting => Some("a skip-existing merge into it"),
+            Action::ReplaceRows => Some("a replace-rows merge into it"),
+            Action::Create | Action::Replace => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,15 +236,17 @@ impl PlannedTable {
             .collect()
     }
 
-    fn merge_table(&self, mode: crate::merge::MergeMode) -> crate::merge::MergeTable<'_> {
-        crate::merge::MergeTable {
+    /// The table's merge, if its action is one; `slot`: its place in the plan.
+    fn merge_table(&self, slot: usize) -> Option<crate::merge::MergeTable<'_>> {
+        Some(crate::merge::MergeTable {
             entry: &self.entry,
             dest: &self.dest_table,
             columns: &self.columns,
             key: self.key.clone(),
-            mode,
+            mode: self.action.merge()?,
             filter: &self.filter,
-        }
+            slot,
+        })
     }
 }
 
@@ -363,6 +377,16 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         } else {
             Vec::new()
         };
+        if let Some(change) = action.changes_rows()
+            && let Some(engine) = dest.cannot_roll_back(&dest_table).await?
+        {
+            return Err(Error::invalid(format!(
+                "table {dest_table:?} in {} uses the {engine} storage engine, which cannot roll back: {change} could be left half done if anything failed, so tablesafe does not change it. Convert it to a transactional engine first (ALTER TABLE `{}` ENGINE=InnoDB), or restore into a new table (--mode create with --rename {}={dest_table}_restored; in the console, restore into new tables) and copy the rows you need",
+                url.display(),
+                dest_table.replace('`', "``"),
+                entry.name
+            )));
+        }
         tables.push(PlannedTable {
             source_table: entry.name.clone(),
             dest_table,
@@ -515,10 +539,13 @@ pub async fn execute(
     run(repo, plan, progress, false).await
 }
 
-/// The dry run of a plan's merges (upsert, skip-existing, replace-rows): the same work
-/// as [`execute`] on those tables, rolled back, so each table's counts (inserted,
-/// updated, unchanged, deleted) are exactly what running it would do now. Tables the
-/// plan creates, replaces or appends to are left out.
+/// The dry run of a plan's merges (upsert, skip-existing, replace-rows): each table's
+/// counts (inserted, updated, unchanged, deleted) are what running it would do now.
+/// Read-only by construction ([`crate::merge`]): the backup's rows load into temporary
+/// tables and are compared with the destination's by `SELECT`s in a read-only
+/// transaction (SQLite: a read-only connection); no statement that could change the
+/// destination's tables is made, no row of them is locked, no trigger fires, no
+/// sequence moves. Tables the plan creates, replaces or appends to are left out.
 pub async fn diff(
     repo: &Repository,
     plan: &RestorePlan,
@@ -537,7 +564,7 @@ async fn run(
     repo: &Repository,
     plan: &RestorePlan,
     progress: &dyn Progress,
-    dry: bool,
+    preview: bool,
 ) -> Result<Vec<RestoredTable>> {
     // A shared lock keeps a concurrent prune from deleting the packs being read if the
     // snapshot is forgotten meanwhile. Best effort: a read-only target still restores.
@@ -547,13 +574,16 @@ async fn run(
         .ok();
     let result = match open_destination(&plan.dest_url).await {
         Ok(dest) => {
-            dest.execute(Run {
+            let run = Run {
                 repo,
                 plan,
                 progress,
-                dry,
-            })
-            .await
+            };
+            if preview {
+                dest.preview(run).await
+            } else {
+                dest.execute(run).await
+            }
         }
         Err(e) => Err(e),
     };
@@ -578,24 +608,45 @@ trait Destination: Send {
     /// nothing.
     fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
 
+    /// Why changing the rows of table `name` in place (an append or a merge) could not
+    /// be rolled back, if it could not: the name of its storage engine (MySQL's
+    /// MyISAM, MEMORY, Aria…). Changes nothing.
+    fn cannot_roll_back<'a>(&'a mut self, _name: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Runs `plan`: every table checked against its checksum before the change becomes
-    /// visible, at once; on any error nothing changes. `dry`: the same work, rolled back.
+    /// visible, at once; on any error nothing changes.
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>>;
+
+    /// The counts of the plan's merges ([`diff`], whose plan holds only merges), without
+    /// changing, locking or firing anything of the destination's: temporary tables and
+    /// reads only, in a transaction the database keeps read-only.
+    fn preview<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>>;
 }
 
-/// One run of a plan: what [`Destination::execute`] works from.
+/// One run of a plan: what [`Destination::execute`] and [`Destination::preview`] work
+/// from.
 #[derive(Clone, Copy)]
 struct Run<'a> {
     repo: &'a Repository,
     plan: &'a RestorePlan,
     progress: &'a dyn Progress,
-    /// The same work, rolled back ([`diff`]).
-    dry: bool,
 }
 
 impl<'a> Run<'a> {
-    fn parts(self) -> (&'a Repository, &'a RestorePlan, &'a dyn Progress, bool) {
-        (self.repo, self.plan, self.progress, self.dry)
+    fn parts(self) -> (&'a Repository, &'a RestorePlan, &'a dyn Progress) {
+        (self.repo, self.plan, self.progress)
+    }
+
+    /// The plan's merges, each with its table.
+    fn merges(self) -> Vec<(&'a PlannedTable, crate::merge::MergeTable<'a>)> {
+        self.plan
+            .tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((t, t.merge_table(i)?)))
+            .collect()
     }
 }
 

@@ -12,9 +12,61 @@ impl Destination for Mysql {
         Box::pin(self.db.table_exists(name))
     }
 
+    fn cannot_roll_back<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(crate::merge::mysql_engine_without_rollback(
+            &mut self.db,
+            name,
+        ))
+    }
+
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(execute(run, self.db))
     }
+
+    fn preview<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(preview(run, self.db))
+    }
+}
+
+/// The counts of the plan's merges ([`super::diff`]). The temporary tables first (MySQL
+/// makes none in a read-only transaction), then one `READ ONLY` transaction with a
+/// consistent snapshot — MySQL then refuses any change but to temporary tables, and
+/// its reads of InnoDB tables take no locks — in which the backup's rows load into them
+/// and are compared with the destination's by `SELECT`s. (Tables that cannot roll back
+/// never get here: the plan refuses merges into them.)
+async fn preview(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
+    use crate::merge::MergeSql;
+    let (repo, _, progress) = run.parts();
+    let merges = run.merges();
+    let result = async {
+        let mut stages = Vec::new();
+        for (_, m) in &merges {
+            stages.push(crate::merge::prepare_mysql(&mut db, m).await?);
+        }
+        db.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
+        let mut done = Vec::new();
+        for ((t, m), stage) in merges.iter().zip(&stages) {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let rows = load_mysql_rows(repo, &mut db, t, stage, progress).await?;
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+                notes: Vec::new(),
+                merge: Some(crate::merge::count(&mut db, m).await?),
+            });
+        }
+        Ok(done)
+    }
+    .await;
+    let _ = db.exec("ROLLBACK").await;
+    for (_, m) in &merges {
+        for drop in MyDb::cleanup(m) {
+            let _ = db.exec(&drop).await;
+        }
+    }
+    result
 }
 
 /// A MySQL restore. DDL commits implicitly there, so one transaction cannot hold it:
@@ -24,7 +76,7 @@ impl Destination for Mysql {
 /// replaced ones are dropped after it), and foreign keys are added, checked, last. A
 /// failure before the rename changes nothing (the staging tables are dropped).
 async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
-    let (repo, plan, progress, dry) = run.parts();
+    let (repo, plan, progress) = run.parts();
     db.exec("SET FOREIGN_KEY_CHECKS = 0").await?;
     for t in plan
         .tables
@@ -77,9 +129,8 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
                 continue;
             }
             progress.table_started(&t.dest_table, Some(t.rows));
-            match t.action.merge() {
-                Some(mode) => {
-                    let m = t.merge_table(mode);
+            match t.merge_table(i) {
+                Some(m) => {
                     let stage = crate::merge::prepare_mysql(&mut db, &m).await?;
                     done[i] = Some(load_mysql_rows(repo, &mut db, t, &stage, progress).await?);
                     merges[i] = Some(crate::merge::apply(&mut db, &m).await?);
@@ -102,11 +153,6 @@ async fn execute(run: Run<'_>, mut db: MyDb) -> Result<Vec<RestoredTable>> {
                 merge,
             })
             .collect();
-        if dry {
-            // A dry run (restore::diff) holds only merges: nothing to put in place.
-            db.exec("ROLLBACK").await?;
-            return Ok(restored);
-        }
         db.exec("COMMIT").await?;
         // Routines need no table: made before the tables appear. (MySQL has no
         // transactional DDL and appended rows are committed by now: an object that

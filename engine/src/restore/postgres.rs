@@ -26,6 +26,45 @@ impl Destination for Postgres {
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(async move { execute(run, self.db, &self.url).await })
     }
+
+    fn preview<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(preview(run, self.db))
+    }
+}
+
+/// The counts of the plan's merges ([`super::diff`]). One `REPEATABLE READ` transaction,
+/// so every count sees the destination at one instant: the temporary tables first,
+/// then `SET TRANSACTION READ ONLY` — from there PostgreSQL refuses any change but to
+/// temporary tables — then the backup's rows load into them and are compared with the
+/// destination's by `SELECT`s; rolled back, which drops the temporary tables.
+async fn preview(run: Run<'_>, mut db: PgDb) -> Result<Vec<RestoredTable>> {
+    let (repo, _, progress) = run.parts();
+    let merges = run.merges();
+    db.exec("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    let result = async {
+        for (_, m) in &merges {
+            crate::merge::prepare_postgres(&mut db, m).await?;
+        }
+        db.exec("SET TRANSACTION READ ONLY").await?;
+        let mut done = Vec::new();
+        for (t, m) in &merges {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let stage = m.stage();
+            let sql = format!("COPY {stage} ({}) FROM STDIN", column_list(&t.columns));
+            let rows = load(repo, t, vec![&mut db.conn], &sql, &stage, progress).await?;
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+                notes: Vec::new(),
+                merge: Some(crate::merge::count(&mut db, m).await?),
+            });
+        }
+        Ok(done)
+    }
+    .await;
+    let _ = db.exec("ROLLBACK").await;
+    result
 }
 
 /// What a PostgreSQL restore created outside its transaction (schemas and enum types
@@ -105,7 +144,7 @@ async fn execute(
     mut db: PgDb,
     secret: &Secret<String>,
 ) -> Result<Vec<RestoredTable>> {
-    let (repo, plan, progress, dry) = run.parts();
+    let (repo, plan, progress) = run.parts();
     let mut outside = Outside::default();
     let mut in_transaction = false;
     let mut object_notes: Vec<(Option<String>, String)> = Vec::new();
@@ -162,13 +201,12 @@ async fn execute(
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
-            if let Some(mode) = t.action.merge() {
-                let m = t.merge_table(mode);
+            if let Some(m) = t.merge_table(i) {
                 crate::merge::prepare_postgres(&mut db, &m).await?;
                 progress.table_started(&t.dest_table, Some(t.rows));
-                let stage = crate::merge::PG_STAGE;
+                let stage = m.stage();
                 let sql = format!("COPY {stage} ({}) FROM STDIN", column_list(&t.columns));
-                let rows = load(repo, t, vec![&mut db.conn], &sql, stage, progress).await?;
+                let rows = load(repo, t, vec![&mut db.conn], &sql, &stage, progress).await?;
                 progress.table_finished(&t.dest_table);
                 let counts = crate::merge::apply(&mut db, &m).await?;
                 done.push(RestoredTable {
@@ -232,7 +270,7 @@ async fn execute(
             make_object(&mut db, o, plan.object_opts, true, &mut object_notes).await?;
         }
         attach_notes(&mut done, object_notes);
-        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
+        db.exec("COMMIT").await?;
         Ok(done)
     }
     .await;

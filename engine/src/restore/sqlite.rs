@@ -5,13 +5,14 @@ use super::*;
 /// A SQLite file; one that does not exist yet is created only by the restore itself.
 pub(super) struct Sqlite {
     path: std::path::PathBuf,
+    /// Read-only: planning and previews never open the file for writing.
     db: Option<SqliteDb>,
 }
 
 impl Sqlite {
     pub(super) async fn open(path: &std::path::Path) -> Result<Self> {
         let db = match path.exists() {
-            true => Some(SqliteDb::open_write(path).await?),
+            true => Some(SqliteDb::open_read(path).await?),
             false => None,
         };
         Ok(Sqlite {
@@ -33,26 +34,60 @@ impl Destination for Sqlite {
 
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(async move {
+            drop(self.db);
+            execute(run, SqliteDb::open_write(&self.path).await?).await
+        })
+    }
+
+    fn preview<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
+        Box::pin(async move {
             let db = match self.db {
                 Some(db) => db,
-                None => SqliteDb::open_write(&self.path).await?,
+                None => SqliteDb::open_read(&self.path).await?,
             };
-            execute(run, db).await
+            preview(run, db).await
         })
     }
 }
 
+/// The counts of the plan's merges ([`super::diff`]) over a read-only connection: the
+/// backup's rows load into temporary tables (SQLite's separate temp database) and are
+/// compared with the file's by `SELECT`s, in one read transaction — a shared lock, as
+/// any reader takes: writers still begin, and commit once it ends.
+async fn preview(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
+    let (repo, _, progress) = run.parts();
+    db.exec("BEGIN").await?;
+    let result = async {
+        let mut done = Vec::new();
+        for (t, m) in run.merges() {
+            progress.table_started(&t.dest_table, Some(t.rows));
+            let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
+            let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
+            progress.table_finished(&t.dest_table);
+            done.push(RestoredTable {
+                table: t.dest_table.clone(),
+                rows,
+                notes: Vec::new(),
+                merge: Some(crate::merge::count(&mut db, &m).await?),
+            });
+        }
+        Ok(done)
+    }
+    .await;
+    let _ = db.exec("ROLLBACK").await;
+    result
+}
+
 async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
-    let (repo, plan, progress, dry) = run.parts();
+    let (repo, plan, progress) = run.parts();
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
         db.exec("PRAGMA defer_foreign_keys = ON").await?;
         let mut done = Vec::new();
-        for t in &plan.tables {
+        for (i, t) in plan.tables.iter().enumerate() {
             progress.table_started(&t.dest_table, Some(t.rows));
-            let (rows, merge) = match t.action.merge() {
-                Some(mode) => {
-                    let m = t.merge_table(mode);
+            let (rows, merge) = match t.merge_table(i) {
+                Some(m) => {
                     let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
                     let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
                     (rows, Some(crate::merge::apply(&mut db, &m).await?))
@@ -89,7 +124,7 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
             }
         }
         attach_notes(&mut done, notes);
-        db.exec(if dry { "ROLLBACK" } else { "COMMIT" }).await?;
+        db.exec("COMMIT").await?;
         Ok(done)
     }
     .await;

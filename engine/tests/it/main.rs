@@ -12,6 +12,7 @@ mod merge;
 mod mysql;
 mod pitr;
 mod postgres;
+mod preview;
 mod prune;
 mod remote;
 mod repair;

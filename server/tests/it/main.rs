@@ -18,6 +18,7 @@ mod mysql;
 mod notify;
 mod observability;
 mod pitr;
+mod preview;
 mod requests;
 mod restore;
 mod retention;
