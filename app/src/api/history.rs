@@ -727,7 +727,7 @@ pub async fn verify_audit() -> Result<AuditCheck, AppError> {
                 Status::Missing => "no head yet".to_string(),
                 Status::Matches(h) => format!("matches ({} entries)", h.entries),
                 Status::Contradicted(_, why) => format!("does not match: {why}"),
-                Status::Forged(why) => format!("not genuine: {why}"),
+                Status::Forged(why) => format!("ignored: {why}"),
                 Status::Unreadable(_) => "could not be read".to_string(),
             };
             (place, said)
