@@ -94,7 +94,11 @@ async fn a_sqlite_drill_proves_the_snapshot_and_leaves_nothing_behind() {
     assert!(r.assertions[0].passed, "{:?}", r.assertions[0]);
     // A query that fails says so, not what the server said (its words can carry data).
     assert!(!r.assertions[1].passed && r.assertions[1].detail.starts_with("the query failed"));
-    assert!(!r.assertions[1].detail.contains("nope"), "{:?}", r.assertions[1]);
+    assert!(
+        !r.assertions[1].detail.contains("nope"),
+        "{:?}",
+        r.assertions[1]
+    );
     assert_eq!(r.assertions[2].detail, "returned no row");
     assert!(r.cleaned_up && empty_dir(&scratch));
 
