@@ -295,9 +295,63 @@ impl MergeCounts {
     }
 }
 
+/// The longest part of a new table name: PostgreSQL's identifier limit (63 bytes;
+/// MySQL allows 64, SQLite more).
+pub const MAX_TABLE_NAME: usize = 63;
+
+/// The one rule every *new* table name follows — a restore's renamed table, a name
+/// made with the wizard's suffix — in the browser, the server, the API and the CLI
+/// alike: one part, or a schema and a table joined by a dot, each starting with a
+/// letter or `_` and going on with letters, digits or `_`, at most
+/// [`MAX_TABLE_NAME`] characters. (Tables restored under their own names keep them,
+/// whatever they are.) The message says what to do, in words any interface can show.
+pub fn check_new_table_name(name: &str) -> Result<(), String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let part_ok = |p: &&str| {
+        let mut chars = p.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && p.len() <= MAX_TABLE_NAME
+    };
+    if parts.len() <= 2 && parts.iter().all(part_ok) {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(80).collect();
+    Err(format!(
+        "{shown:?} cannot be a new table's name: use letters, digits and _, starting with a letter or _, at most {MAX_TABLE_NAME} characters (a schema may go before a dot)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_table_names_follow_one_rule() {
+        for ok in [
+            "orders_restored",
+            "_t",
+            "sales.orders_2026",
+            &"x".repeat(63),
+        ] {
+            assert!(check_new_table_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "orders<img src=x onerror=alert(1)>",
+            "1orders",
+            "a.b.c",
+            "orders restored",
+            "naïve",
+            "a;drop",
+            ".orders",
+            &"x".repeat(64),
+        ] {
+            assert!(check_new_table_name(bad).is_err(), "{bad}");
+        }
+    }
 
     words! {
         enum Closed { One = "one", TwoWords = "two words" }

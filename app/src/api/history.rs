@@ -440,12 +440,12 @@ pub(crate) async fn plan_restore(
         .await
         .or_internal("loading a target")?
         .ok_or_else(|| AppError::NotFound("Target".into()))?;
+    // The one rule for new table names (the engine applies it too, for the CLI). Not a
+    // field error: the wizard has no "rename" field to show it by, only the suffix.
     for (from, to) in &req.rename {
-        if to.trim().is_empty() || to.len() > 128 {
-            return Err(AppError::Field(
-                "rename".into(),
-                format!("A new name for {from} is needed."),
-            ));
+        if to != from {
+            tablesafe_types::check_new_table_name(to)
+                .map_err(|e| AppError::Invalid(format!("New name for {from}: {e}.")))?;
         }
     }
     let password = c

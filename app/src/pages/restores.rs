@@ -269,21 +269,28 @@ fn TablesStep(w: Wizard) -> impl IntoView {
         snapshot,
         ..
     } = w;
+    // Inside a Transition: the snapshot list is a resource, and reading it outside one
+    // renders "choose a snapshot" on the server but the tables in the browser when the
+    // page is opened with ?snapshot=N — a hydration mismatch that panicked the wasm.
     view! {
         <h2>"2. Tables"</h2>
-        {move || {
-            let snaps = snapshots.get().and_then(|r| r.ok()).unwrap_or_default();
-            let chosen = snapshot.get().and_then(|id| snaps.into_iter().find(|s| s.id == id));
-            match chosen {
-                None => view! { <p class="muted">"Choose a snapshot first."</p> }.into_any(),
-                Some(s) => view! {
-                    <fieldset data-testid="restore-tables">
-                        <legend>"Tables to restore"</legend>
-                        {s.details.into_iter().map(|t| view! { <TableChoice name=t.name rows=t.rows w=w/> }).collect_view()}
-                    </fieldset>
-                }.into_any(),
-            }
-        }}
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let id = snapshot.get();
+                Suspend::new(async move {
+                    let snaps = snapshots.await.ok().unwrap_or_default();
+                    match id.and_then(|id| snaps.into_iter().find(|s| s.id == id)) {
+                        None => view! { <p class="muted">"Choose a snapshot first."</p> }.into_any(),
+                        Some(s) => view! {
+                            <fieldset data-testid="restore-tables">
+                                <legend>"Tables to restore"</legend>
+                                {s.details.into_iter().map(|t| view! { <TableChoice name=t.name rows=t.rows w=w/> }).collect_view()}
+                            </fieldset>
+                        }.into_any(),
+                    }
+                })
+            }}
+        </Transition>
     }
     .into_any()
 }
@@ -359,8 +366,16 @@ fn DestinationStep(w: Wizard) -> impl IntoView {
             })}
         </Suspense>
         <label for="suffix">"New table names: add this suffix (empty: keep the names)"</label>
-        <input id="suffix" prop:value=move || suffix.get()
+        <input id="suffix" prop:value=move || suffix.get() aria-describedby="error-suffix"
             on:input=move |ev| { set_suffix.set(event_target_value(&ev)); preview.clear(); }/>
+        // The same rule the server applies to every new table name.
+        <p class="error" id="error-suffix" data-testid="error-suffix">{move || {
+            let s = suffix.get();
+            (!s.is_empty())
+                .then(|| tablesafe_types::check_new_table_name(&format!("t{s}")).err())
+                .flatten()
+                .map(|_| "The suffix may use letters, digits and _ only (and names stay within 63 characters).".to_string())
+        }}</p>
     }
     .into_any()
 }

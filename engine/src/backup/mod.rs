@@ -17,7 +17,6 @@ mod postgres;
 mod sqlite;
 mod values;
 
-use crate::Result;
 use crate::model::{
     Engine, PgEnum, PgPoint, SegmentKind, Skipped, Snapshot, SnapshotSource, StreamFormat,
     TableEntry,
@@ -27,6 +26,7 @@ use crate::repo::{Repository, now_ms};
 use crate::secret::Secret;
 use crate::selection::Selection;
 use crate::source::{DiscoveredTable, RunSql, SourceDb, SourceUrl};
+use crate::{Error, Result};
 use feed::{Feed, Streamed};
 use pipeline::{Pipeline, Written};
 use plan::{Plan, choose_parents, selected};
@@ -134,6 +134,28 @@ async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Res
     let mut plans = Vec::new();
     for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
         plans.push(src.plan_table(table, columns, &mut skipped)?);
+    }
+    // A backup of nothing is not a success: it would count as the policy's last good
+    // backup while protecting no data (a typo'd pattern, a source emptied by mistake).
+    if plans.is_empty() {
+        let mut have: Vec<&str> = catalog.tables.iter().map(|t| t.name().as_str()).collect();
+        let more = have.len().saturating_sub(10);
+        have.truncate(10);
+        return Err(Error::invalid(if have.is_empty() {
+            "the source has no tables to back up".to_string()
+        } else {
+            format!(
+                "the selection (include {:?}, exclude {:?}) matches none of the source's tables: {}{}",
+                selection.include,
+                selection.exclude,
+                have.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        }));
     }
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     let objects = crate::objects::carried(catalog.objects, &names, &mut skipped);

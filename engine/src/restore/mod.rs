@@ -331,6 +331,9 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
                 entry.name
             )));
         }
+        if dest_table != entry.name {
+            tablesafe_types::check_new_table_name(&dest_table).map_err(Error::invalid)?;
+        }
         if !seen.insert(dest_table.to_lowercase()) {
             return Err(Error::invalid(format!(
                 "two tables would be restored into {dest_table:?}"

@@ -209,6 +209,54 @@ async fn selection_rename_modes_and_columns() {
     );
 }
 
+/// A backup that would take no table fails, saying what the source has: a typo'd
+/// pattern must not pass for a good backup (it would count as the policy's last
+/// success while protecting nothing).
+#[tokio::test]
+async fn a_backup_that_selects_no_table_fails_and_says_what_there_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(&src, "CREATE TABLE customers (id INTEGER PRIMARY KEY); CREATE TABLE orders (id INTEGER PRIMARY KEY);").await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    for (include, exclude) in [
+        (vec!["nosuchtable*".to_string()], vec![]),
+        (vec![], vec!["*".to_string()]),
+    ] {
+        let opts = engine::backup::BackupOptions {
+            source: url(&src),
+            selection: engine::selection::Selection {
+                include,
+                exclude,
+                columns: Default::default(),
+            },
+            tags: Default::default(),
+        };
+        let e = engine::backup::backup(&mut repo, &opts, &engine::progress::NoProgress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("matches none of the source's tables: customers, orders"),
+            "{e}"
+        );
+    }
+    assert!(
+        repo.snapshots().await.unwrap().is_empty(),
+        "no snapshot of nothing"
+    );
+    let empty = dir.path().join("empty.db");
+    exec(&empty, "PRAGMA user_version = 1;").await;
+    let opts = engine::backup::BackupOptions {
+        source: url(&empty),
+        selection: Default::default(),
+        tags: Default::default(),
+    };
+    let e = engine::backup::backup(&mut repo, &opts, &engine::progress::NoProgress)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no tables to back up"), "{e}");
+}
+
 #[tokio::test]
 async fn unchanged_data_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();

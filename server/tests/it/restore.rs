@@ -322,3 +322,109 @@ async fn the_wizard_restores_views_and_triggers_and_names_what_stays_behind() {
         "[('order 4',)]"
     );
 }
+
+/// A new table's name follows one rule wherever it comes from — the wizard's suffix
+/// (a preview, a start, a request), the API or the command line: markup or SQL in it
+/// is refused before anything is made, with words the console can show. And a policy
+/// whose selection matches no table fails instead of passing for a good backup.
+#[tokio::test]
+async fn hostile_new_table_names_are_refused_everywhere_and_empty_backups_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ann');",
+    );
+    let (source, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
+    api.run_policy(&admin, policy).await;
+    let snapshot = snapshots(&api, &admin).await[0]["id"].as_i64().unwrap();
+    let evil = "customers<img src=x onerror=alert(1)>";
+    let req = json!({"snapshot": snapshot, "dest_source_id": source, "tables": ["customers"],
+        "columns": {}, "rename": {"customers": evil}, "mode": "create", "confirm": ""});
+    for (endpoint, body) in [
+        ("restore/preview", json!({"req": req})),
+        ("restore/start", json!({"req": req})),
+        (
+            "requests/file",
+            json!({"req": req, "reason": "testing names"}),
+        ),
+    ] {
+        let r = api.json(Some(&admin), endpoint, body).await;
+        assert!(
+            r.status == 400 && r.body.contains("cannot be a new table's name"),
+            "{endpoint}: {r:?}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"))
+        .args(["restore", "--repo"])
+        .arg(dir.path().join("repo"))
+        .args(["--snapshot", "latest", "--dest"])
+        .arg(format!("sqlite://{}", db.display()))
+        .args(["--rename", &format!("customers={evil}")])
+        .env("TABLESAFE_PASSWORD", "repository password")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot be a new table's name"),
+        "{stderr}"
+    );
+    let tables = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT group_concat(name) FROM sqlite_master WHERE type='table'\").fetchone()[0])"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "customers");
+
+    // A selection that matches nothing fails the backup, and it is not a success.
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/create",
+            &[
+                ("name", "typo".to_string()),
+                ("source_id", source.to_string()),
+                ("target_id", "1".to_string()),
+                ("include", "nosuchtable*".to_string()),
+                ("exclude", String::new()),
+                ("columns", String::new()),
+                ("schedule", String::new()),
+                ("timezone", "UTC".to_string()),
+                ("enabled", "on".to_string()),
+            ],
+        )
+        .await;
+    let typo = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let job = api
+        .form(Some(&admin), "policies/run", &[("id", typo.to_string())])
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "failed", "{done}");
+    assert!(
+        done[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("matches none of the source's tables: customers"),
+        "{done}"
+    );
+}
