@@ -499,6 +499,25 @@ pub async fn save_channel(input: ChannelInput) -> Result<i64, AppError> {
     c.audited(action, &server::target(&name), result).await
 }
 
+/// Pauses (no new deliveries; what waits is kept) or resumes a channel.
+#[server(endpoint = "notify/enabled")]
+pub async fn set_channel_enabled(id: i64, enabled: bool) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, notify as nt};
+    let action = if enabled {
+        "channel.enable"
+    } else {
+        "channel.disable"
+    };
+    let c = ctx::authorize(Perm::Configure, action).await?;
+    let row = server::stored(&c, id).await?;
+    let result = nt::set_channel_enabled(&c.state.db, id, enabled)
+        .await
+        .or_internal("pausing or resuming a channel")
+        .map(|_| ());
+    c.audited(action, &server::target(&row.name), result).await
+}
+
 #[server(endpoint = "notify/delete")]
 pub async fn delete_channel(id: i64) -> Result<(), AppError> {
     use crate::auth::Perm;

@@ -124,30 +124,7 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
     let result = async {
         let name = forms::name("name", &name)?;
         let url = Secret::new(forms::source_url(&url)?);
-        let parsed = engine::source::SourceUrl::parse(&url)
-            .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
-        crate::ssr::check_not_protected(&c.state, &parsed)
-            .map_err(|e| AppError::Field("url".into(), e))?;
-        // Certificate and key files are read on this server: naming one would let an
-        // operator log in elsewhere with a client key stored here (the history
-        // database's, say), or probe which files exist.
-        if let Some(param) = engine::source::link::file_params(url.expose()).first()
-            && !c.can(Perm::ManageUsers)
-        {
-            return Err(AppError::Field(
-                "url".into(),
-                format!(
-                    "{param} names a file on the tablesafe server: only an admin may add a source that uses certificate or key files. Ask an admin to add it."
-                ),
-            ));
-        }
-        if let Some((host, port)) = engine::source::identity::server_address(&parsed) {
-            c.state
-                .outbound
-                .check("The database server", &host, port, c.can(Perm::ManageUsers))
-                .await
-                .map_err(|e| AppError::Field("url".into(), e))?;
-        }
+        let parsed = checked_source_url(&c, &url).await?;
         let engine_name = parsed.engine().as_str();
         let sealed = c
             .state
@@ -168,6 +145,236 @@ pub async fn add_source(name: String, url: String) -> Result<i64, AppError> {
     }
     .await;
     c.audited("source.add", &format!("source {name_for_audit}"), result)
+        .await
+}
+
+/// The checks a source's connection URL passes before it is stored, on creation and on
+/// every change: it parses, it is not tablesafe's own data (`check_not_protected`),
+/// certificate or key files only from an admin, and the server is one the console may
+/// reach (`ssr::outbound`).
+#[cfg(feature = "ssr")]
+async fn checked_source_url(
+    c: &crate::ssr::ctx::Ctx,
+    url: &engine::secret::Secret<String>,
+) -> Result<engine::source::SourceUrl, AppError> {
+    use crate::auth::Perm;
+    let parsed = engine::source::SourceUrl::parse(url)
+        .map_err(|e| AppError::Field("url".into(), e.to_string()))?;
+    crate::ssr::check_not_protected(&c.state, &parsed)
+        .map_err(|e| AppError::Field("url".into(), e))?;
+    // Certificate and key files are read on this server: naming one would let an
+    // operator log in elsewhere with a client key stored here (the history
+    // database's, say), or probe which files exist.
+    if let Some(param) = engine::source::link::file_params(url.expose()).first()
+        && !c.can(Perm::ManageUsers)
+    {
+        return Err(AppError::Field(
+            "url".into(),
+            format!(
+                "{param} names a file on the tablesafe server: only an admin may add a source that uses certificate or key files. Ask an admin to add it."
+            ),
+        ));
+    }
+    if let Some((host, port)) = engine::source::identity::server_address(&parsed) {
+        c.state
+            .outbound
+            .check("The database server", &host, port, c.can(Perm::ManageUsers))
+            .await
+            .map_err(|e| AppError::Field("url".into(), e))?;
+    }
+    Ok(parsed)
+}
+
+/// A server URL cut at its user-info.
+#[cfg(feature = "ssr")]
+struct UrlParts<'a> {
+    scheme: &'a str,
+    user: &'a str,
+    password: Option<&'a str>,
+    host: &'a str,
+    path: &'a str,
+    query: &'a str,
+}
+
+#[cfg(feature = "ssr")]
+fn url_parts(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    Some(UrlParts {
+        scheme,
+        user,
+        password,
+        host,
+        path,
+        query,
+    })
+}
+
+/// A changed source URL given without its password: the stored password goes with it
+/// only if the URL still names the same server, port, database and user (a password
+/// typed for one server is never sent to another, issue 25). Otherwise `new` as given.
+#[cfg(feature = "ssr")]
+fn keep_password(
+    old: &engine::secret::Secret<String>,
+    new: engine::secret::Secret<String>,
+) -> engine::secret::Secret<String> {
+    use engine::source::{SourceUrl, identity::server_address};
+    let (Some(o), Some(n)) = (url_parts(old.expose()), url_parts(new.expose())) else {
+        return new;
+    };
+    let (Some(password), None | Some("") | Some("***")) = (o.password, n.password) else {
+        return new;
+    };
+    let address = |u: &engine::secret::Secret<String>| {
+        SourceUrl::parse(u).ok().as_ref().and_then(server_address)
+    };
+    let same = o.scheme == n.scheme
+        && o.user == n.user
+        && o.host == n.host
+        && o.path == n.path
+        && address(old).is_some()
+        && address(old) == address(&new);
+    if !same {
+        return new;
+    }
+    let query = if n.query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", n.query)
+    };
+    engine::secret::Secret::new(format!(
+        "{}://{}:{password}@{}{}{query}",
+        n.scheme, n.user, n.host, n.path
+    ))
+}
+
+/// Refuses a change to a source whose restores need approvals unless the caller is an
+/// admin: editing its URL or deleting it would get around the two people.
+#[cfg(feature = "ssr")]
+async fn require_admin_if_approvals(
+    c: &crate::ssr::ctx::Ctx,
+    row: &crate::ssr::store::SourceRow,
+    what: &str,
+) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    if c.can(Perm::ManageUsers) {
+        return Ok(());
+    }
+    let rule = crate::ssr::rules::effective(&c.state, row.clone())
+        .await
+        .or_internal("checking a source's approval rule")?;
+    if rule.approvals_required > 0 {
+        return Err(AppError::Refused(format!(
+            "Restores of {} need {} approval(s), so only an admin may {what} it. Ask an admin.",
+            row.name, rule.approvals_required
+        )));
+    }
+    Ok(())
+}
+
+/// Changes a source's name and connection URL, checked as when it was added. A URL
+/// given without a password keeps the stored one only while it names the same server,
+/// port, database and user; a new host needs the password again.
+#[server(endpoint = "sources/edit")]
+pub async fn edit_source(id: i64, name: String, url: String) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, secrets, store};
+    use engine::secret::Secret;
+    let c = ctx::authorize(Perm::Configure, "source.edit").await?;
+    let row = visible_source(&c, id).await?;
+    let result = async {
+        require_admin_if_approvals(&c, &row, "change").await?;
+        let name = forms::name("name", &name)?;
+        let old = c
+            .state
+            .secrets
+            .open(secrets::Kind::SourceUrl, &row.sealed_url)
+            .or_internal("opening a source URL")?;
+        let url = keep_password(&old, Secret::new(forms::source_url(&url)?));
+        let parsed = checked_source_url(&c, &url).await?;
+        let sealed = c
+            .state
+            .secrets
+            .seal(secrets::Kind::SourceUrl, &url)
+            .or_internal("sealing a source URL")?;
+        match store::update_source(
+            &c.state.db,
+            id,
+            &name,
+            parsed.engine().as_str(),
+            &parsed.display(),
+            &sealed,
+        )
+        .await
+        .or_internal("changing a source")?
+        {
+            None => Err(AppError::name_taken("source")),
+            Some(false) => Err(AppError::NotFound("Source".into())),
+            Some(true) => Ok(()),
+        }
+    }
+    .await;
+    let detail = match &result {
+        Ok(()) if row.name != name.trim() => {
+            format!("source {} (renamed {})", name.trim(), row.name)
+        }
+        _ => format!("source {}", row.name),
+    };
+    c.audited("source.edit", &detail, result).await
+}
+
+/// Deletes a source with its grants and approvers. Refused while policies back it up
+/// (they are named) or restore requests on it wait for approval; its snapshots stay in
+/// the history and in the repositories.
+#[server(endpoint = "sources/delete")]
+pub async fn delete_source(id: i64) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "source.delete").await?;
+    let row = visible_source(&c, id).await?;
+    let result = async {
+        require_admin_if_approvals(&c, &row, "delete").await?;
+        let policies = store::policies_of_source(&c.state.db, id)
+            .await
+            .or_internal("listing a source's policies")?;
+        if !policies.is_empty() {
+            return Err(AppError::Invalid(format!(
+                "{} is backed up by {} {}: delete {} first.",
+                row.name,
+                if policies.len() == 1 { "policy" } else { "policies" },
+                policies.join(", "),
+                if policies.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        let waiting = store::open_requests_on_source(&c.state.db, id)
+            .await
+            .or_internal("counting restore requests")?;
+        if waiting > 0 {
+            return Err(AppError::Invalid(format!(
+                "{waiting} restore request(s) on {} wait for approval: decide or cancel them first.",
+                row.name
+            )));
+        }
+        if !store::delete_source(&c.state.db, id)
+            .await
+            .or_internal("deleting a source")?
+        {
+            return Err(AppError::NotFound("Source".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited("source.delete", &format!("source {}", row.name), result)
         .await
 }
 
@@ -437,5 +644,171 @@ pub async fn add_target(
     }
     .await;
     c.audited("target.add", &format!("target {name_for_audit}"), result)
+        .await
+}
+
+/// Refuses a change to a target that policies of sources whose restores need approvals
+/// write into, unless the caller is an admin (issue 25: a target those policies back up
+/// into is part of how the data is kept).
+#[cfg(feature = "ssr")]
+async fn require_admin_if_target_guarded(
+    c: &crate::ssr::ctx::Ctx,
+    users: &[(String, i64)],
+) -> Result<(), AppError> {
+    for (_, source) in users {
+        crate::ssr::rules::require_admin_if_guarded(c, *source).await?;
+    }
+    Ok(())
+}
+
+/// Renames a target and, when given, replaces its S3 keys or SSH key (both S3 fields
+/// together; blank keeps what is stored). New credentials must open the repository.
+/// Its location and repository password do not change: a repository elsewhere is
+/// another target.
+#[server(endpoint = "targets/edit")]
+pub async fn edit_target(
+    id: i64,
+    name: String,
+    #[server(default)] s3_access_key_id: String,
+    #[server(default)] s3_secret_access_key: String,
+    #[server(default)] ssh_private_key: String,
+) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, secrets, store};
+    use engine::repo::Repository;
+    use engine::secret::Secret;
+    let c = ctx::authorize(Perm::Configure, "target.edit").await?;
+    let row = store::target(&c.state.db, id)
+        .await
+        .or_internal("loading a target")?
+        .ok_or_else(|| AppError::NotFound("Target".into()))?;
+    let result = async {
+        let users = store::policies_using_target(&c.state.db, id)
+            .await
+            .or_internal("listing a target's policies")?;
+        require_admin_if_target_guarded(&c, &users).await?;
+        let name = forms::name("name", &name)?;
+        let (key_id, secret, ssh) = (
+            s3_access_key_id.trim(),
+            s3_secret_access_key.trim(),
+            ssh_private_key.trim(),
+        );
+        if key_id.is_empty() != secret.is_empty() {
+            return Err(AppError::Field(
+                "s3_secret_access_key".into(),
+                "Give both the access key id and the secret access key, or neither.".into(),
+            ));
+        }
+        if !ssh.is_empty() && !ssh.starts_with("-----BEGIN ") {
+            return Err(AppError::Field(
+                "ssh_private_key".into(),
+                "Paste the private key file (it starts with -----BEGIN).".into(),
+            ));
+        }
+        let sealed_credentials = if key_id.is_empty() && ssh.is_empty() {
+            None
+        } else {
+            let mut creds: crate::ssr::StoredCredentials = if row.sealed_credentials.is_empty() {
+                // From before the server-identity setting: it used the server's identity.
+                crate::ssr::StoredCredentials {
+                    server_identity: true,
+                    ..Default::default()
+                }
+            } else {
+                let json = c
+                    .state
+                    .secrets
+                    .open(secrets::Kind::TargetCredentials, &row.sealed_credentials)
+                    .or_internal("opening a target's credentials")?;
+                serde_json::from_str(json.expose()).or_internal("reading a target's credentials")?
+            };
+            if !key_id.is_empty() {
+                creds.s3_access_key_id = key_id.to_string();
+                creds.s3_secret_access_key = secret.to_string();
+            }
+            if !ssh.is_empty() {
+                creds.ssh_private_key = ssh.to_string();
+            }
+            // The new credentials must open the repository.
+            let password = c
+                .state
+                .secrets
+                .open(secrets::Kind::RepositoryPassword, &row.sealed_password)
+                .or_internal("opening a repository password")?;
+            let storage = engine::repo::Storage::open_with(&row.location, &creds.for_engine())
+                .map_err(|e| AppError::Invalid(e.to_string()))?;
+            Repository::open_in(storage, Some(&password))
+                .await
+                .map_err(|e| {
+                    AppError::Invalid(format!(
+                        "The new credentials do not open the repository: {e}"
+                    ))
+                })?;
+            let json = serde_json::to_string(&creds).or_internal("credentials json")?;
+            Some(
+                c.state
+                    .secrets
+                    .seal(secrets::Kind::TargetCredentials, &Secret::new(json))
+                    .or_internal("sealing credentials")?,
+            )
+        };
+        match store::update_target(&c.state.db, id, &name, sealed_credentials.as_deref())
+            .await
+            .or_internal("changing a target")?
+        {
+            None => Err(AppError::name_taken("target")),
+            Some(false) => Err(AppError::NotFound("Target".into())),
+            Some(true) => Ok(()),
+        }
+    }
+    .await;
+    c.audited("target.edit", &format!("target {}", row.name), result)
+        .await
+}
+
+/// Deletes a target from the console: refused while policies write into it (as their
+/// target or a copy target), jobs run on it or restore requests wait on its snapshots.
+/// The repository's files are never deleted (remove them yourself if you mean to); the
+/// history stops listing the snapshots in it. Returns how many were unlisted.
+#[server(endpoint = "targets/delete")]
+pub async fn delete_target(id: i64) -> Result<i64, AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "target.delete").await?;
+    let row = store::target(&c.state.db, id)
+        .await
+        .or_internal("loading a target")?
+        .ok_or_else(|| AppError::NotFound("Target".into()))?;
+    let result = async {
+        let users = store::policies_using_target(&c.state.db, id)
+            .await
+            .or_internal("listing a target's policies")?;
+        if !users.is_empty() {
+            let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(AppError::Invalid(format!(
+                "{} is used by {} {} (as target or copy target): change or delete {} first.",
+                row.name,
+                if names.len() == 1 { "policy" } else { "policies" },
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        let busy = store::target_busy(&c.state.db, id)
+            .await
+            .or_internal("checking a target's jobs")?;
+        if busy > 0 {
+            return Err(AppError::Invalid(format!(
+                "{} has jobs running or restore requests waiting on its snapshots: let them finish first.",
+                row.name
+            )));
+        }
+        store::delete_target(&c.state.db, id)
+            .await
+            .or_internal("deleting a target")?
+            .ok_or_else(|| AppError::NotFound("Target".into()))
+    }
+    .await;
+    c.audited("target.delete", &format!("target {}", row.name), result)
         .await
 }

@@ -4,7 +4,7 @@
 use super::ui::{ErrorLine, IfCan, Listing, general_error, time};
 use crate::api::notify::{
     ChannelInput, ChannelKind, ChannelView, DeleteChannel, DeliveryStatus, EVENTS, RetryDelivery,
-    SaveChannel, Security, TestChannel, list_channels, list_deliveries,
+    SaveChannel, Security, SetChannelEnabled, TestChannel, list_channels, list_deliveries,
 };
 use crate::auth::Perm;
 use leptos::prelude::*;
@@ -16,6 +16,7 @@ pub fn NotificationsPage() -> impl IntoView {
     let delete = ServerAction::<DeleteChannel>::new();
     let test = ServerAction::<TestChannel>::new();
     let retry = ServerAction::<RetryDelivery>::new();
+    let pause = ServerAction::<SetChannelEnabled>::new();
     let (status, set_status) = signal(String::new());
     let form = ChannelForm::new();
     let changed = move || {
@@ -24,6 +25,7 @@ pub fn NotificationsPage() -> impl IntoView {
             delete.version().get(),
             test.version().get(),
             retry.version().get(),
+            pause.version().get(),
         )
     };
     let channels = Resource::new(changed, |_| list_channels());
@@ -35,6 +37,23 @@ pub fn NotificationsPage() -> impl IntoView {
     Effect::new(move |_| {
         if let Some(Ok(_)) = save.value().get() {
             form.reset();
+        }
+    });
+    // What the last change did, in words.
+    let (said, set_said) = signal(None::<String>);
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = save.value().get() {
+            set_said.set(Some("Channel saved.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            set_said.set(Some("Channel deleted.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = pause.value().get() {
+            set_said.set(Some("Channel updated.".into()));
         }
     });
     let test_result = move || {
@@ -58,7 +77,9 @@ pub fn NotificationsPage() -> impl IntoView {
             "Webhooks carry the event as JSON, signed: " <code>"x-tablesafe-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">"</code> "."
         </p>
         {test_result}
+        {move || said.get().map(|m| view! { <p class="ok" role="status" data-testid="channel-saved">{m}</p> })}
         <ErrorLine error=general_error(delete)/>
+        <ErrorLine error=general_error(pause)/>
         <ErrorLine error=general_error(retry)/>
         <h2>"Channels"</h2>
         <Listing items=channels empty="No channels yet." show=move |list| {
@@ -66,7 +87,7 @@ pub fn NotificationsPage() -> impl IntoView {
                 <table class="list" data-testid="channels">
                     <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Sends"</th><th>"Events"</th><th>"Last delivery"</th><th>"Waiting"</th><th>"Given up"</th><th></th></tr></thead>
                     <tbody>
-                        {list.into_iter().map(|ch| channel_row(ch, form, test, delete)).collect_view()}
+                        {list.into_iter().map(|ch| channel_row(ch, form, test, delete, pause)).collect_view()}
                     </tbody>
                 </table>
             }.into_any()
@@ -127,8 +148,10 @@ fn channel_row(
     form: ChannelForm,
     test: ServerAction<TestChannel>,
     delete: ServerAction<DeleteChannel>,
+    pause: ServerAction<SetChannelEnabled>,
 ) -> impl IntoView {
     let id = ch.id;
+    let enabled = ch.enabled;
     let last = ch
         .last
         .as_ref()
@@ -154,7 +177,11 @@ fn channel_row(
                         let edit = edit.clone();
                         move |_| form.load(&edit)
                     }>"Edit"</button>
-                    <button class="secondary danger" on:click=move |_| {
+                    <button class="secondary" data-testid=format!("pause-{name}") disabled=move || pause.pending().get()
+                        on:click=move |_| { pause.dispatch(SetChannelEnabled { id, enabled: !enabled }); }>
+                        {if enabled { "Pause" } else { "Resume" }}
+                    </button>
+                    <button class="secondary danger" data-testid=format!("delete-{name}") on:click=move |_| {
                         #[cfg(feature = "hydrate")]
                         if !window().confirm_with_message("Delete this channel and its deliveries?").unwrap_or(false) {
                             return;

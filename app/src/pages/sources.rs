@@ -2,7 +2,8 @@ use super::ui::{
     ErrorLine, Field, IfCan, Listing, bytes, failed, field_error, general_error, id_param,
 };
 use crate::api::sources::{
-    AddSource, AddTarget, SetApprovalRule, TestSource, list_sources, list_targets, source_tables,
+    AddSource, AddTarget, DeleteSource, DeleteTarget, EditSource, EditTarget, SetApprovalRule,
+    SourceView, TargetView, TestSource, list_sources, list_targets, source_tables,
 };
 use crate::auth::Perm;
 use crate::forms;
@@ -14,10 +15,39 @@ pub fn SourcesPage() -> impl IntoView {
     let add = ServerAction::<AddSource>::new();
     let test = ServerAction::<TestSource>::new();
     let rule = ServerAction::<SetApprovalRule>::new();
+    let edit = ServerAction::<EditSource>::new();
+    let delete = ServerAction::<DeleteSource>::new();
+    let editing = RwSignal::new(None::<SourceView>);
     let sources = Resource::new(
-        move || (add.version().get(), rule.version().get()),
+        move || {
+            (
+                add.version().get(),
+                rule.version().get(),
+                edit.version().get(),
+                delete.version().get(),
+            )
+        },
         |_| list_sources(),
     );
+    // A saved change closes the form and says so.
+    Effect::new(move |_| {
+        if let Some(Ok(())) = edit.value().get() {
+            editing.set(None);
+        }
+    });
+    let done = move || {
+        if let Some(Ok(())) = edit.value().get() {
+            Some(
+                view! { <p class="ok" role="status" data-testid="source-saved">"Source saved."</p> },
+            )
+        } else if let Some(Ok(())) = delete.value().get() {
+            Some(
+                view! { <p class="ok" role="status" data-testid="source-saved">"Source deleted."</p> },
+            )
+        } else {
+            None
+        }
+    };
     let test_result = move || {
         test.value().get().map(|r| match r {
             Ok(msg) => view! { <p class="ok" role="status" data-testid="test-result">{msg}</p> }.into_any(),
@@ -29,7 +59,9 @@ pub fn SourcesPage() -> impl IntoView {
         <h1>"Sources"</h1>
         <p class="muted">"The databases tablesafe backs up. Passwords in connection URLs are encrypted at rest and never shown again."</p>
         {test_result}
+        {done}
         <ErrorLine error=general_error(rule)/>
+        <ErrorLine error=general_error(delete)/>
         <Listing items=sources empty="No sources yet." show=move |list| {
             view! {
                 <table class="list" data-testid="sources">
@@ -37,6 +69,7 @@ pub fn SourcesPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|s| {
                             let id = s.id;
+                            let whole = s.clone();
                             view! {
                                 <tr data-testid=format!("source-{}", s.name)>
                                     <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
@@ -47,6 +80,23 @@ pub fn SourcesPage() -> impl IntoView {
                                         <IfCan perm=Perm::Configure>
                                             <button class="secondary" disabled=move || test.pending().get()
                                                 on:click=move |_| { test.dispatch(TestSource { id }); }>"Test connection"</button>
+                                            <button class="secondary" data-testid=format!("edit-source-{}", whole.name) on:click={
+                                                let s = whole.clone();
+                                                move |_| editing.set(Some(s.clone()))
+                                            }>"Edit"</button>
+                                            <button class="secondary danger" data-testid=format!("delete-source-{}", whole.name) on:click={
+                                                let name = whole.name.clone();
+                                                move |_| {
+                                                    #[cfg(feature = "hydrate")]
+                                                    if !window().confirm_with_message(&format!(
+                                                        "Delete source {name}? Who may see it and approve its restores goes with it. Its snapshots stay in the history and in the repositories. A source that policies back up cannot be deleted until they are."
+                                                    )).unwrap_or(false) {
+                                                        return;
+                                                    }
+                                                    let _ = &name;
+                                                    delete.dispatch(DeleteSource { id });
+                                                }
+                                            }>"Delete"</button>
                                         </IfCan>
                                     </td>
                                 </tr>
@@ -57,6 +107,8 @@ pub fn SourcesPage() -> impl IntoView {
             }.into_any()
         }/>
         <IfCan perm=Perm::Configure>
+            {move || editing.get().map(|s| view! { <EditSourceForm source=s edit=edit editing=editing/> })}
+            <Show when=move || editing.get().is_none()>
             <h2>"Add a source"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a source">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
@@ -65,7 +117,31 @@ pub fn SourcesPage() -> impl IntoView {
                 <ErrorLine error=general_error(add)/>
                 <button type="submit" disabled=move || add.pending().get()>"Add source"</button>
             </ActionForm>
+            </Show>
         </IfCan>
+    }
+}
+
+/// Changes a source's name and URL. The URL is shown without its password: left out,
+/// the stored one is kept while the server, port, database and user stay the same.
+#[component]
+fn EditSourceForm(
+    source: SourceView,
+    edit: ServerAction<EditSource>,
+    editing: RwSignal<Option<SourceView>>,
+) -> impl IntoView {
+    let url = source.url.replace(":***@", "@");
+    view! {
+        <h2>{format!("Change source {}", source.name)}</h2>
+        <ActionForm action=edit attr:class="form" attr:aria-label="Change a source">
+            <input type="hidden" name="id" value=source.id.to_string()/>
+            <Field label="Name" name="name" value=source.name.clone() error=field_error(edit, "name") check=|v| forms::name("name", v).map(|_| ())/>
+            <Field label="Connection URL (the password is not shown: leave it out to keep it; it is needed again if the host, port, database or user changes)" name="url" value=url
+                error=field_error(edit, "url") check=|v| forms::source_url(v).map(|_| ())/>
+            <ErrorLine error=general_error(edit)/>
+            <button type="submit" disabled=move || edit.pending().get()>"Save source"</button>
+            <button type="button" class="secondary" on:click=move |_| editing.set(None)>"Cancel"</button>
+        </ActionForm>
     }
 }
 
@@ -149,30 +225,83 @@ pub fn SourcePage() -> impl IntoView {
 #[component]
 pub fn TargetsPage() -> impl IntoView {
     let add = ServerAction::<AddTarget>::new();
-    let targets = Resource::new(move || add.version().get(), |_| list_targets());
+    let edit = ServerAction::<EditTarget>::new();
+    let delete = ServerAction::<DeleteTarget>::new();
+    let editing = RwSignal::new(None::<TargetView>);
+    let targets = Resource::new(
+        move || {
+            (
+                add.version().get(),
+                edit.version().get(),
+                delete.version().get(),
+            )
+        },
+        |_| list_targets(),
+    );
+    Effect::new(move |_| {
+        if let Some(Ok(())) = edit.value().get() {
+            editing.set(None);
+        }
+    });
+    let done = move || {
+        if let Some(Ok(())) = edit.value().get() {
+            Some(view! { <p class="ok" role="status" data-testid="target-saved">"Target saved."</p> }.into_any())
+        } else if let Some(Ok(n)) = delete.value().get() {
+            Some(view! { <p class="ok" role="status" data-testid="target-saved">
+                {format!("Target removed from the console; {n} snapshot(s) in it are no longer listed. Its repository's files were not deleted.")}
+            </p> }.into_any())
+        } else {
+            None
+        }
+    };
     view! {
         <Title text="Targets"/>
         <h1>"Targets"</h1>
         <p class="muted">"Where encrypted repositories live. The repository password encrypts every backup; it is stored encrypted and never shown again — keep a copy somewhere safe."</p>
+        {done}
+        <ErrorLine error=general_error(delete)/>
         <Listing items=targets empty="No targets yet." show=move |list| {
             view! {
                 <table class="list" data-testid="targets">
-                    <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Location"</th><th>"Snapshots"</th><th>"Used"</th></tr></thead>
+                    <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Location"</th><th>"Snapshots"</th><th>"Used"</th><th></th></tr></thead>
                     <tbody>
-                        {list.into_iter().map(|t| view! {
+                        {list.into_iter().map(|t| { let id = t.id; let whole = t.clone(); view! {
                             <tr data-testid=format!("target-{}", t.name)>
                                 <td>{t.name.clone()}</td>
                                 <td>{t.kind.clone()}</td>
                                 <td class="mono">{t.location.clone()}</td>
                                 <td class="num">{t.snapshots}</td>
                                 <td class="num">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
+                                <td>
+                                    <IfCan perm=Perm::Configure>
+                                        <button class="secondary" data-testid=format!("edit-target-{}", whole.name) on:click={
+                                            let t = whole.clone();
+                                            move |_| editing.set(Some(t.clone()))
+                                        }>"Edit"</button>
+                                        <button class="secondary danger" data-testid=format!("delete-target-{}", whole.name) on:click={
+                                            let (name, location, snapshots) = (whole.name.clone(), whole.location.clone(), whole.snapshots);
+                                            move |_| {
+                                                #[cfg(feature = "hydrate")]
+                                                if !window().confirm_with_message(&format!(
+                                                    "Remove target {name} from the console? The repository at {location} is NOT deleted: its files stay where they are (delete them yourself if you mean to). The {snapshots} snapshot(s) in it are no longer listed in the history. A target that policies use cannot be removed until they stop."
+                                                )).unwrap_or(false) {
+                                                    return;
+                                                }
+                                                let _ = (&name, &location, snapshots);
+                                                delete.dispatch(DeleteTarget { id });
+                                            }
+                                        }>"Remove"</button>
+                                    </IfCan>
+                                </td>
                             </tr>
-                        }).collect_view()}
+                        }}).collect_view()}
                     </tbody>
                 </table>
             }.into_any()
         }/>
         <IfCan perm=Perm::Configure>
+            {move || editing.get().map(|t| view! { <EditTargetForm target=t edit=edit editing=editing/> })}
+            <Show when=move || editing.get().is_none()>
             <h2>"Add a target"</h2>
             <ActionForm action=add attr:class="form" attr:aria-label="Add a target">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
@@ -195,6 +324,34 @@ pub fn TargetsPage() -> impl IntoView {
                 <ErrorLine error=general_error(add)/>
                 <button type="submit" disabled=move || add.pending().get()>"Add target"</button>
             </ActionForm>
+            </Show>
         </IfCan>
+    }
+}
+
+/// Renames a target or replaces its credentials (blank keeps them). Its location and
+/// repository password stay: a repository elsewhere is another target.
+#[component]
+fn EditTargetForm(
+    target: TargetView,
+    edit: ServerAction<EditTarget>,
+    editing: RwSignal<Option<TargetView>>,
+) -> impl IntoView {
+    view! {
+        <h2>{format!("Change target {}", target.name)}</h2>
+        <p class="muted">{format!("Location {} (a repository elsewhere is another target).", target.location)}</p>
+        <ActionForm action=edit attr:class="form" attr:aria-label="Change a target">
+            <input type="hidden" name="id" value=target.id.to_string()/>
+            <Field label="Name" name="name" value=target.name.clone() error=field_error(edit, "name") check=|v| forms::name("name", v).map(|_| ())/>
+            <details>
+                <summary>"Replace the credentials for S3 or SFTP (blank: keep the stored ones)"</summary>
+                <Field label="S3 access key id" name="s3_access_key_id" error=field_error(edit, "s3_access_key_id")/>
+                <Field label="S3 secret access key" name="s3_secret_access_key" kind="password" error=field_error(edit, "s3_secret_access_key")/>
+                <Field label="SSH private key (for sftp://)" name="ssh_private_key" multiline=true error=field_error(edit, "ssh_private_key")/>
+            </details>
+            <ErrorLine error=general_error(edit)/>
+            <button type="submit" disabled=move || edit.pending().get()>"Save target"</button>
+            <button type="button" class="secondary" on:click=move |_| editing.set(None)>"Cancel"</button>
+        </ActionForm>
     }
 }

@@ -272,6 +272,16 @@ pub async fn save_channel(
     }
 }
 
+/// Pauses or resumes a channel (a paused one gets no new deliveries); whether it existed.
+pub async fn set_channel_enabled(db: &Db, id: i64, enabled: bool) -> Result<bool> {
+    let r = sqlx::query("UPDATE notify_channels SET enabled = $2 WHERE id = $1")
+        .bind(id)
+        .bind(enabled as i64)
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Deletes a channel and its deliveries; whether it existed.
 pub async fn delete_channel(db: &Db, id: i64) -> Result<bool> {
     let mut tx = db.pool.begin().await?;

@@ -161,3 +161,70 @@ pub async fn grants(db: &Db) -> Result<Vec<(i64, i64)>> {
             .await?,
     )
 }
+
+/// Changes a source's name and connection. `Ok(None)`: the name is taken; `Ok(Some(false))`:
+/// no such source.
+pub async fn update_source(
+    db: &Db,
+    id: i64,
+    name: &str,
+    engine: &str,
+    display_url: &str,
+    sealed_url: &str,
+) -> Result<Option<bool>> {
+    let r = sqlx::query(
+        "UPDATE sources SET name = $2, engine = $3, display_url = $4, sealed_url = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(engine)
+    .bind(display_url)
+    .bind(sealed_url)
+    .execute(&db.pool)
+    .await;
+    match r {
+        Ok(r) => Ok(Some(r.rows_affected() == 1)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The names of the policies that back up a source.
+pub async fn policies_of_source(db: &Db, source_id: i64) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM policies WHERE source_id = $1 ORDER BY name")
+            .bind(source_id)
+            .fetch_all(&db.pool)
+            .await?,
+    )
+}
+
+/// Restore requests still waiting for approval that read from or write into a source.
+pub async fn open_requests_on_source(db: &Db, source_id: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM restore_requests WHERE status = 'requested' AND (source_id = $1 OR dest_source_id = $1)",
+    )
+    .bind(source_id)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// Deletes a source with its grants and approvers (explicitly: SQLite enforces the
+/// cascades only with `foreign_keys` on); drills that used it as their scratch server
+/// lose it. Its snapshots stay in the history. `false`: no such source.
+pub async fn delete_source(db: &Db, source_id: i64) -> Result<bool> {
+    let mut tx = db.pool.begin().await?;
+    for sql in [
+        "DELETE FROM source_grants WHERE source_id = $1",
+        "DELETE FROM source_approvers WHERE source_id = $1",
+        "UPDATE drill_plans SET scratch_source_id = NULL WHERE scratch_source_id = $1",
+    ] {
+        sqlx::query(sql).bind(source_id).execute(&mut *tx).await?;
+    }
+    let r = sqlx::query("DELETE FROM sources WHERE id = $1")
+        .bind(source_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(r.rows_affected() == 1)
+}
