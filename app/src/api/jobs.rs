@@ -244,27 +244,12 @@ pub async fn create_policy(
     enabled: Option<String>,
 ) -> Result<i64, AppError> {
     use crate::auth::Perm;
-    use crate::forms;
     use crate::ssr::{ctx, store};
     let c = ctx::authorize(Perm::Configure, "policy.create").await?;
     let name_for_audit = name.trim().to_string();
     let result = async {
         crate::ssr::rules::require_admin_if_guarded(&c, source_id).await?;
-        let name = forms::name("name", &name)?;
-        let selection = Selection {
-            include: forms::globs("include", &include)?,
-            exclude: forms::globs("exclude", &exclude)?,
-            columns: forms::columns(&columns)?,
-        };
-        // The engine's own check of the globs, so a typo fails here and not at 2 a.m.
-        engine::selection::SelectionExt::check(&selection)
-            .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
-        let schedule = forms::schedule(&schedule)?;
-        let timezone = forms::timezone(&timezone)?;
-        // The full check (cron syntax, a real IANA zone) needs the server's tables.
-        let parsed = crate::ssr::schedule::parse(&schedule, &timezone)
-            .map_err(|(f, m)| AppError::Field(f.into(), m))?;
-        let next_run_at = parsed.and_then(|s| s.next_after(crate::ssr::db::now_ms()));
+        let f = PolicyFields::check(&name, &include, &exclude, &columns, &schedule, &timezone)?;
         let db = &c.state.db;
         store::source(db, source_id)
             .await
@@ -274,18 +259,17 @@ pub async fn create_policy(
             .await
             .or_internal("loading a target")?
             .ok_or_else(|| AppError::Field("target_id".into(), "Choose a target.".into()))?;
-        let json = serde_json::to_string(&selection).or_internal("selection json")?;
         let enabled = enabled.is_some_and(|v| v != "false" && v != "off");
         store::insert_policy(
             db,
-            &name,
+            &f.name,
             source_id,
             target_id,
-            &json,
-            &schedule,
-            &timezone,
+            &f.selection,
+            &f.schedule,
+            &f.timezone,
             enabled,
-            next_run_at,
+            f.next_run_at,
             c.user.id,
         )
         .await
@@ -295,6 +279,242 @@ pub async fn create_policy(
     .await;
     c.audited("policy.create", &format!("policy {name_for_audit}"), result)
         .await
+}
+
+/// A policy's form fields (create and edit), checked: the same rules for both.
+#[cfg(feature = "ssr")]
+struct PolicyFields {
+    name: String,
+    /// The selection as stored (JSON).
+    selection: String,
+    schedule: String,
+    timezone: String,
+    /// The schedule's first slot after now (None: on demand only).
+    next_run_at: Option<i64>,
+}
+
+#[cfg(feature = "ssr")]
+impl PolicyFields {
+    fn check(
+        name: &str,
+        include: &str,
+        exclude: &str,
+        columns: &str,
+        schedule: &str,
+        timezone: &str,
+    ) -> Result<PolicyFields, AppError> {
+        use crate::forms;
+        let name = forms::name("name", name)?;
+        let selection = Selection {
+            include: forms::globs("include", include)?,
+            exclude: forms::globs("exclude", exclude)?,
+            columns: forms::columns(columns)?,
+        };
+        // The engine's own check of the globs, so a typo fails here and not at 2 a.m.
+        engine::selection::SelectionExt::check(&selection)
+            .map_err(|e| AppError::Field("include".into(), e.to_string()))?;
+        let schedule = forms::schedule(schedule)?;
+        let timezone = forms::timezone(timezone)?;
+        // The full check (cron syntax, a real IANA zone) needs the server's tables.
+        let parsed = crate::ssr::schedule::parse(&schedule, &timezone)
+            .map_err(|(f, m)| AppError::Field(f.into(), m))?;
+        let next_run_at = parsed.and_then(|s| s.next_after(crate::ssr::db::now_ms()));
+        Ok(PolicyFields {
+            name,
+            selection: serde_json::to_string(&selection).or_internal("selection json")?,
+            schedule,
+            timezone,
+            next_run_at,
+        })
+    }
+}
+
+/// Changes a policy's name, selection and schedule (its source and target stay: a
+/// policy for another pair is a new policy). Checked as on create; the next run is
+/// counted again from the new schedule.
+#[server(endpoint = "policies/update")]
+pub async fn update_policy(
+    id: i64,
+    name: String,
+    include: String,
+    exclude: String,
+    columns: String,
+    schedule: String,
+    timezone: String,
+) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.update").await?;
+    let result = async {
+        guard_policy(&c, id).await?;
+        let f = PolicyFields::check(&name, &include, &exclude, &columns, &schedule, &timezone)?;
+        match store::update_policy(
+            &c.state.db,
+            id,
+            &f.name,
+            &f.selection,
+            &f.schedule,
+            &f.timezone,
+            f.next_run_at,
+        )
+        .await
+        .or_internal("updating a policy")?
+        {
+            None => Err(AppError::name_taken("policy")),
+            Some(false) => Err(AppError::NotFound("Policy".into())),
+            Some(true) => Ok(()),
+        }
+    }
+    .await;
+    c.audited(
+        "policy.update",
+        &format!(
+            "policy #{id}: name {}, schedule {:?} {}",
+            name.trim(),
+            schedule.trim(),
+            timezone.trim()
+        ),
+        result,
+    )
+    .await
+}
+
+/// Pauses (`enabled` false: the scheduler no longer queues it, it is never late) or
+/// resumes a policy; a resumed policy runs at its schedule's next slot from now, not for
+/// the slots it missed. Run now and its trigger URL still work while it is paused.
+#[server(endpoint = "policies/set_enabled")]
+pub async fn set_policy_enabled(id: i64, enabled: bool) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.enable").await?;
+    let action = if enabled {
+        "policy.enable"
+    } else {
+        "policy.disable"
+    };
+    let result = async {
+        guard_policy(&c, id).await?;
+        let db = &c.state.db;
+        let p = load_policy(db, id).await?;
+        let next = crate::ssr::schedule::parse(&p.schedule, &p.timezone)
+            .ok()
+            .flatten()
+            .and_then(|s| s.next_after(crate::ssr::db::now_ms()));
+        if !store::set_policy_enabled(db, id, enabled, next)
+            .await
+            .or_internal("enabling a policy")?
+        {
+            return Err(AppError::NotFound("Policy".into()));
+        }
+        Ok(())
+    }
+    .await;
+    c.audited(action, &format!("policy #{id}"), result).await
+}
+
+/// What deleting a policy takes with it, for the confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDeletion {
+    pub id: i64,
+    pub name: String,
+    /// Snapshots it made: they stay in the history and the repository.
+    pub snapshots: i64,
+    /// What goes with it, in words ("its schedule (daily)", "its trigger URL", …).
+    pub goes: Vec<String>,
+    /// Why it cannot be deleted now, if it cannot.
+    pub blocked: Option<String>,
+}
+
+/// Why a policy cannot be deleted now, if it cannot.
+#[cfg(feature = "ssr")]
+fn deletion_blocked(p: &crate::ssr::store::PolicyRow, active_jobs: i64) -> Option<String> {
+    if active_jobs > 0 {
+        Some(format!(
+            "A job of this policy is queued or running ({active_jobs}): cancel it or wait until it ends, then delete the policy."
+        ))
+    } else if p.capture_secs.is_some() {
+        Some("Continuous capture is on: turn it off first (that removes what it keeps on the source), then delete the policy.".into())
+    } else {
+        None
+    }
+}
+
+/// The confirmation of a deletion: what goes with the policy and what stays.
+#[server(endpoint = "policies/deletion")]
+pub async fn preview_policy_deletion(id: i64) -> Result<PolicyDeletion, AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.deletion").await?;
+    let db = &c.state.db;
+    let p = load_policy(db, id).await?;
+    let d = store::policy_dependents(db, id)
+        .await
+        .or_internal("what a policy has")?;
+    let copies = store::all_copy_targets(db)
+        .await
+        .or_internal("listing copy targets")?
+        .into_iter()
+        .filter(|(pid, _)| *pid == id)
+        .count();
+    let mut goes = vec![if p.schedule.is_empty() {
+        "its settings (it has no schedule)".to_string()
+    } else {
+        format!("its schedule ({} in {})", p.schedule, p.timezone)
+    }];
+    if !parse_retention(&p.retention).is_empty() {
+        goes.push("its retention rules (nothing is pruned any more)".into());
+    }
+    if copies > 0 {
+        goes.push(format!(
+            "copying to {copies} other target(s) (copies made so far stay)"
+        ));
+    }
+    if d.drill_plan {
+        goes.push("its restore drill plan (past drill reports stay)".into());
+    }
+    if p.trigger_hash.is_some() {
+        goes.push("its trigger URL (calls to it fail from then on)".into());
+    }
+    Ok(PolicyDeletion {
+        id,
+        blocked: deletion_blocked(&p, d.active_jobs),
+        name: p.name,
+        snapshots: d.snapshots,
+        goes,
+    })
+}
+
+/// Deletes a policy: its schedule, retention rules, copies, drill plan and trigger go;
+/// its snapshots stay in the history and in the repository, listed as a removed
+/// policy's and restorable. Refused while one of its jobs is queued or running, or
+/// while continuous capture is on.
+#[server(endpoint = "policies/delete")]
+pub async fn delete_policy(id: i64) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "policy.delete").await?;
+    let mut what = format!("policy #{id}");
+    let result = async {
+        guard_policy(&c, id).await?;
+        let db = &c.state.db;
+        let p = load_policy(db, id).await?;
+        what = format!("policy #{id} {}", p.name);
+        if let Some(why) = deletion_blocked(&p, 0) {
+            return Err(AppError::Invalid(why));
+        }
+        match store::delete_policy(db, id)
+            .await
+            .or_internal("deleting a policy")?
+        {
+            store::PolicyDeleted::Deleted => Ok(()),
+            store::PolicyDeleted::NotFound => Err(AppError::NotFound("Policy".into())),
+            store::PolicyDeleted::Busy => Err(AppError::Invalid(
+                "A job of this policy is queued or running: cancel it or wait until it ends, then delete the policy.".into(),
+            )),
+        }
+    }
+    .await;
+    c.audited("policy.delete", &what, result).await
 }
 
 /// Parses the retention form (each field a count, empty = 0).

@@ -109,6 +109,40 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
     c.audited(action, &format!("user #{id}"), result).await
 }
 
+/// Gives a user another role (admins only). Their sessions end, so the new role applies
+/// from their next request (they log in again); their API tokens wider than the new
+/// role stop working (`session::from_api_token`), narrower ones keep working. The last
+/// active admin cannot stop being one.
+#[server(endpoint = "users/set_role")]
+pub async fn set_user_role(id: i64, role: String) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::forms;
+    use crate::ssr::{ctx, db, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.role").await?;
+    let mut what = format!("user #{id}: {}", role.trim());
+    let result = async {
+        let role = forms::role(&role)?;
+        let user = db::user_by_id(&c.state.db, id)
+            .await
+            .or_internal("loading a user")?
+            .ok_or_else(|| AppError::NotFound("User".into()))?;
+        what = format!("user {}: {} → {}", user.username, user.role, role.as_str());
+        match store::set_role(&c.state.db, id, role.as_str())
+            .await
+            .or_internal("changing a role")?
+        {
+            store::RoleChanged::Changed => Ok(()),
+            store::RoleChanged::NotFound => Err(AppError::NotFound("User".into())),
+            store::RoleChanged::LastAdmin => Err(AppError::Field(
+                "role".into(),
+                "This is the last active admin: make another account admin first.".into(),
+            )),
+        }
+    }
+    .await;
+    c.audited("user.role", &what, result).await
+}
+
 /// Ends every console session of a user at once (a lost laptop, a shared screen),
 /// and revokes their API tokens (one could have been made with a stolen session):
 /// their cookies and tokens stop working on the next request. Admins for anyone;

@@ -75,7 +75,11 @@ pub fn BackupsPage() -> impl IntoView {
                                             view! {
                                                 <tr data-testid=format!("snapshot-{}", &s.snapshot_id[..12])>
                                                     <td>{time(s.time_ms)}<br/><span class="mono muted">{s.snapshot_id[..12].to_string()}</span></td>
-                                                    <td>{s.policy.clone()}</td>
+                                                    // A deleted policy's snapshots stay listed, as its.
+                                                    <td>{match (s.policy.is_empty(), s.policy_id) {
+                                                        (true, Some(p)) => format!("removed policy #{p}"),
+                                                        _ => s.policy.clone(),
+                                                    }}</td>
                                                     <td>{format!("{} → {}", s.source, s.target)}
                                                         {s.copy_of.map(|_| view! { <br/><span class="muted">"(a copy)"</span> })}
                                                         {(!s.copies.is_empty()).then(|| view! {

@@ -1,7 +1,8 @@
 use super::ui::{ErrorLine, Field, IfCan, Listing, field_error, general_error};
 use crate::api::jobs::{
-    CreatePolicy, CreateTrigger, PolicyView, PreviewRetention, PrunePolicy, RevokeTrigger,
-    RunPolicy, SaveRetention, SetContinuous, SetCopyTargets, SetLateAlert, list_policies,
+    CreatePolicy, CreateTrigger, DeletePolicy, PolicyView, PreviewRetention, PrunePolicy,
+    RevokeTrigger, RunPolicy, SaveRetention, SetContinuous, SetCopyTargets, SetLateAlert,
+    SetPolicyEnabled, UpdatePolicy, list_policies, preview_policy_deletion,
 };
 use crate::api::sources::{SourceView, TargetView, list_sources, list_targets};
 use crate::auth::Perm;
@@ -25,6 +26,11 @@ pub fn PoliciesPage() -> impl IntoView {
     let save_copies = ServerAction::<SetCopyTargets>::new();
     let late_alert = ServerAction::<SetLateAlert>::new();
     let continuous = ServerAction::<SetContinuous>::new();
+    let update = ServerAction::<UpdatePolicy>::new();
+    let toggle = ServerAction::<SetPolicyEnabled>::new();
+    let delete = ServerAction::<DeletePolicy>::new();
+    let changing = RwSignal::new(None::<PolicyView>);
+    let deleting = RwSignal::new(None::<PolicyView>);
     let editing = RwSignal::new(None::<PolicyView>);
     let copies_of = RwSignal::new(None::<PolicyView>);
     let policies = Resource::new(
@@ -37,6 +43,9 @@ pub fn PoliciesPage() -> impl IntoView {
                 save_copies.version().get(),
                 late_alert.version().get(),
                 continuous.version().get(),
+                update.version().get(),
+                toggle.version().get(),
+                delete.version().get(),
             )
         },
         |_| list_policies(),
@@ -63,19 +72,48 @@ pub fn PoliciesPage() -> impl IntoView {
         copies_of,
         late_alert,
         continuous,
+        toggle,
+        changing,
+        deleting,
     };
+    // What the last change did, in words (the row itself shows the new state).
+    let said = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(Ok(())) = update.value().get() {
+            changing.set(None);
+            said.set(Some("Policy saved.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = toggle.value().get() {
+            said.set(Some("Policy updated.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            let name = deleting.get_untracked().map(|p| p.name).unwrap_or_default();
+            deleting.set(None);
+            said.set(Some(format!(
+                "Policy {name} deleted; its snapshots stay in Backups."
+            )));
+        }
+    });
     view! {
         <Title text="Policies"/>
         <h1>"Policies"</h1>
         <p class="muted">"What to back up, where to, and when: a schedule runs by itself (a run missed while the server was down runs once when it is back), or use Run now."</p>
         <ErrorLine error=general_error(run)/>
         <ErrorLine error=general_error(trigger)/>
+        <ErrorLine error=general_error(toggle)/>
+        {move || said.get().map(|m| view! { <p class="ok" role="status" data-testid="policy-said">{m}</p> })}
         <ErrorLine error=Signal::derive(move || late_alert.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <ErrorLine error=Signal::derive(move || continuous.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <NewTrigger trigger=trigger trigger_for=trigger_for/>
         <Listing items=policies empty="No policies yet." show=move |list| {
             view! { <PolicyTable list=list actions=actions/> }.into_any()
         }/>
+        {move || changing.get().map(|p| view! { <PolicyEditor policy=p update=update changing=changing/> })}
+        {move || deleting.get().map(|p| view! { <DeleteConfirm policy=p delete=delete deleting=deleting/> })}
         {move || editing.get().map(|p| view! { <RetentionEditor policy=p save=save_retention/> })}
         {move || copies_of.get().map(|p| view! { <CopiesEditor policy=p save=save_copies/> })}
         <IfCan perm=Perm::Configure>
@@ -95,6 +133,9 @@ struct RowActions {
     copies_of: RwSignal<Option<PolicyView>>,
     late_alert: ServerAction<SetLateAlert>,
     continuous: ServerAction<SetContinuous>,
+    toggle: ServerAction<SetPolicyEnabled>,
+    changing: RwSignal<Option<PolicyView>>,
+    deleting: RwSignal<Option<PolicyView>>,
 }
 
 /// A new trigger URL: the token exists only in this answer, so it is shown once, with
@@ -156,6 +197,9 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         copies_of,
         late_alert,
         continuous,
+        toggle,
+        changing,
+        deleting,
     } = actions;
     let id = p.id;
     let selection = selection_text(&p);
@@ -169,16 +213,24 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         let names = p.copy_targets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
         view! { <br/><span class="muted" data-testid="copy-targets">{format!("copies: {}", names.join(", "))}</span> }
     });
-    let next_run = p.next_run.map(|t| {
-        view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }
-    });
+    let enabled = p.enabled;
+    let next_run = if enabled {
+        p.next_run.map(|t| {
+            view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }.into_any()
+        })
+    } else {
+        Some(
+            view! { <br/><span class="badge" data-testid="paused">"paused: not scheduled"</span> }
+                .into_any(),
+        )
+    };
     let late = late_view(&p, late_alert);
     let capture = continuous_view(&p, continuous);
     let has_trigger = p.has_trigger;
     let this = StoredValue::new(p.clone());
     view! {
         <tr data-testid=format!("policy-{}", p.name)>
-            <td>{p.name.clone()}{(!p.enabled).then_some(" (disabled)")}</td>
+            <td>{p.name.clone()}{(!enabled).then(|| view! { " " <span class="badge" data-testid="disabled">"disabled"</span> })}</td>
             <td>{format!("{} → {}", p.source, p.target)}{copies}</td>
             <td>{selection}</td>
             <td>{schedule}{next_run}{late}{capture}</td>
@@ -197,6 +249,12 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
                     })}
                     <button class="secondary" on:click=move |_| editing.set(Some(this.get_value()))>"Retention"</button>
                     <button class="secondary" on:click=move |_| copies_of.set(Some(this.get_value()))>"Copies"</button>
+                    <button class="secondary" on:click=move |_| changing.set(Some(this.get_value()))>"Edit"</button>
+                    <button class="secondary" disabled=move || toggle.pending().get()
+                        on:click=move |_| { toggle.dispatch(SetPolicyEnabled { id, enabled: !enabled }); }>
+                        {if enabled { "Disable" } else { "Enable" }}
+                    </button>
+                    <button class="danger" on:click=move |_| deleting.set(Some(this.get_value()))>"Delete"</button>
                 </IfCan>
             </td>
         </tr>
@@ -483,6 +541,119 @@ fn CopiesEditor(policy: PolicyView, save: ServerAction<SetCopyTargets>) -> impl 
                 Ok(()) => view! { <p role="status" data-testid="copies-saved">"Saved."</p> }.into_any(),
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
             })}
+        </section>
+    }
+    .into_any()
+}
+
+/// One labelled field of the edit form (its own ids: the create form is on the page too).
+fn edit_field(
+    label: &'static str,
+    name: &'static str,
+    value: String,
+    multiline: bool,
+    error: Signal<Option<String>>,
+) -> impl IntoView {
+    let id = format!("e-{name}");
+    let input = if multiline {
+        view! { <textarea id=id.clone() name=name rows="3">{value}</textarea> }.into_any()
+    } else {
+        view! { <input id=id.clone() name=name type="text" value=value/> }.into_any()
+    };
+    view! {
+        <div class="field">
+            <label for=id>{label}</label>
+            {input}
+            <p class="field-error" data-testid=format!("edit-error-{name}")>{move || error.get()}</p>
+        </div>
+    }
+}
+
+/// Changes a policy's name, selection and schedule: the create form's fields and checks
+/// (its source and target stay).
+#[component]
+fn PolicyEditor(
+    policy: PolicyView,
+    update: ServerAction<UpdatePolicy>,
+    changing: RwSignal<Option<PolicyView>>,
+) -> impl IntoView {
+    let columns = policy
+        .columns
+        .iter()
+        .map(|(t, c)| format!("{t}={}", c.join(",")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let e = move |name: &'static str| field_error(update, name);
+    view! {
+        <section class="card" data-testid="policy-editor" aria-label="Edit policy">
+            <h2>{format!("Edit {}", policy.name)}</h2>
+            <p class="muted">{format!(
+                "Backs up {} to {}. The next run is counted again from the new schedule.",
+                policy.source, policy.target
+            )}</p>
+            <ActionForm action=update attr:class="form" attr:aria-label="Edit policy">
+                <input type="hidden" name="id" value=policy.id.to_string()/>
+                {edit_field("Name", "name", policy.name.clone(), false, e("name"))}
+                {edit_field("Include tables (globs, one per line; empty: all)", "include", policy.include.join("\n"), true, e("include"))}
+                {edit_field("Exclude tables", "exclude", policy.exclude.join("\n"), true, e("exclude"))}
+                {edit_field("Only some columns (table=col1,col2 per line)", "columns", columns, true, e("columns"))}
+                {edit_field("Schedule", "schedule", policy.schedule.clone(), false, e("schedule"))}
+                {edit_field("Time zone", "timezone", policy.timezone.clone(), false, e("timezone"))}
+                <ErrorLine error=general_error(update)/>
+                <button type="submit" disabled=move || update.pending().get()>"Save policy"</button>
+                " "
+                <button type="button" class="secondary" on:click=move |_| changing.set(None)>"Cancel"</button>
+            </ActionForm>
+        </section>
+    }
+    .into_any()
+}
+
+/// Deleting a policy: what goes with it and what stays, then the deletion.
+#[component]
+fn DeleteConfirm(
+    policy: PolicyView,
+    delete: ServerAction<DeletePolicy>,
+    deleting: RwSignal<Option<PolicyView>>,
+) -> impl IntoView {
+    let id = policy.id;
+    let plan = Resource::new(move || id, preview_policy_deletion);
+    view! {
+        <section class="card" data-testid="delete-policy" aria-label="Delete policy">
+            <h2>{format!("Delete policy {}?", policy.name)}</h2>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match plan.await {
+                        Err(e) => super::ui::failed(e),
+                        Ok(d) => {
+                            let stays = format!(
+                                "Stays: its {} snapshot(s), in the history (Backups, listed as a removed policy's) and in the repository; they can still be restored, verified and pruned by hand.",
+                                d.snapshots
+                            );
+                            let name = d.name.clone();
+                            view! {
+                                <p>"Goes with it:"</p>
+                                <ul data-testid="delete-goes">
+                                    {d.goes.into_iter().map(|g| view! { <li>{g}</li> }).collect_view()}
+                                </ul>
+                                <p data-testid="delete-stays">{stays}</p>
+                                {match d.blocked {
+                                    Some(why) => view! { <p class="error" role="alert">{why}</p> }.into_any(),
+                                    None => view! {
+                                        <button class="danger" disabled=move || delete.pending().get()
+                                            on:click=move |_| { delete.dispatch(DeletePolicy { id }); }>
+                                            {format!("Delete policy {name}")}
+                                        </button>
+                                    }.into_any(),
+                                }}
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+            " "
+            <button type="button" class="secondary" on:click=move |_| deleting.set(None)>"Keep it"</button>
+            <ErrorLine error=general_error(delete)/>
         </section>
     }
     .into_any()

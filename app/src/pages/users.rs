@@ -2,7 +2,7 @@ use super::ui::{ErrorLine, Field, failed, field_error, general_error, time};
 use crate::api::sources::list_sources;
 use crate::api::users::{
     ChangePassword, CreateToken, CreateUser, GrantSource, RevokeToken, SetApprover,
-    SetUserDisabled, SignOutEverywhere, list_tokens, list_users,
+    SetUserDisabled, SetUserRole, SignOutEverywhere, list_tokens, list_users,
 };
 use crate::auth::Role;
 use crate::forms;
@@ -16,10 +16,16 @@ pub fn UsersPage() -> impl IntoView {
     let grant = ServerAction::<GrantSource>::new();
     let approver = ServerAction::<SetApprover>::new();
     let sign_out = ServerAction::<SignOutEverywhere>::new();
+    let set_role = ServerAction::<SetUserRole>::new();
+    // The role each row's select shows, by user id, until "Change role" sends it.
+    let chosen = RwSignal::new(std::collections::HashMap::<i64, String>::new());
+    // The last change sent, for its confirmation: (user name, role).
+    let role_sent = RwSignal::new((String::new(), String::new()));
     let users = Resource::new(
         move || {
             (
                 create.version().get(),
+                set_role.version().get(),
                 toggle.version().get(),
                 grant.version().get(),
                 approver.version().get(),
@@ -27,6 +33,26 @@ pub fn UsersPage() -> impl IntoView {
         },
         |_| async { (list_users().await, list_sources().await.unwrap_or_default()) },
     );
+    // A user added: the form empties (never keeping the password) and says who was made.
+    let add_form = NodeRef::<leptos::html::Form>::new();
+    let created = RwSignal::new(None::<String>);
+    Effect::new(move |_| match create.value().get() {
+        Some(Ok(_)) => {
+            if let Some(f) = add_form.get_untracked() {
+                let who = format!(
+                    "{} ({})",
+                    form_value(&f, "input[name=username]").trim(),
+                    form_value(&f, "select[name=role]")
+                );
+                created.set(Some(format!(
+                    "Added user {who}. Give them their initial password; they can change it under Account."
+                )));
+                f.reset();
+            }
+        }
+        Some(Err(_)) => created.set(None),
+        None => {}
+    });
     view! {
         <Title text="Users"/>
         <h1>"Users"</h1>
@@ -35,6 +61,11 @@ pub fn UsersPage() -> impl IntoView {
         <ErrorLine error=general_error(grant)/>
         <ErrorLine error=general_error(approver)/>
         <ErrorLine error=general_error(sign_out)/>
+        <ErrorLine error=Signal::derive(move || set_role.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
+        {move || matches!(set_role.value().get(), Some(Ok(()))).then(|| {
+            let (who, role) = role_sent.get();
+            view! { <p class="ok" role="status" data-testid="role-changed">{format!("{who} is now {role}: their sessions ended (the new role applies when they log in again), and their API tokens wider than it stopped working.")}</p> }
+        })}
         <Show when=move || matches!(sign_out.value().get(), Some(Ok(())))>
             <p class="ok" role="status">"Signed out everywhere: that user's browsers must log in again."</p>
         </Show>
@@ -50,10 +81,24 @@ pub fn UsersPage() -> impl IntoView {
                                 {list.into_iter().map(|u| {
                                     let id = u.id;
                                     let disabled = u.disabled;
+                                    let name = StoredValue::new(u.username.clone());
                                     view! {
                                         <tr data-testid=format!("user-{}", u.username)>
                                             <td>{u.username.clone()}</td>
-                                            <td>{u.role.as_str()}</td>
+                                            <td>
+                                                <select id=format!("role-{}", u.username) aria-label=format!("Role of {}", u.username)
+                                                    on:change=move |ev| { let v = event_target_value(&ev); chosen.update(|m| { m.insert(id, v); }); }>
+                                                    {Role::ALL.iter().map(|r| view! { <option value=r.as_str() selected=*r == u.role>{r.as_str()}</option> }).collect_view()}
+                                                </select>
+                                                " "
+                                                <button class="secondary" disabled=move || set_role.pending().get()
+                                                    on:click=move |_| {
+                                                        if let Some(role) = chosen.get_untracked().get(&id).cloned() {
+                                                            role_sent.set((name.get_value(), role.clone()));
+                                                            set_role.dispatch(SetUserRole { id, role });
+                                                        }
+                                                    }>"Change role"</button>
+                                            </td>
                                             <td>{time(u.created_at)}</td>
                                             <td>{if disabled { "disabled" } else { "active" }}</td>
                                             <td>
@@ -108,20 +153,37 @@ pub fn UsersPage() -> impl IntoView {
             })}
         </Suspense>
         <h2>"Add a user"</h2>
-        <ActionForm action=create attr:class="form" attr:aria-label="Add a user">
+        <ActionForm action=create node_ref=add_form attr:class="form" attr:aria-label="Add a user">
             <Field label="User name" name="username" error=field_error(create, "username")
                 check=|v| forms::username(v).map(|_| ())/>
             <div class="field">
                 <label for="f-role">"Role"</label>
                 <select id="f-role" name="role">
-                    {Role::ALL.iter().map(|r| view! { <option value=r.as_str()>{r.as_str()}</option> }).collect_view()}
+                    // Least privilege by default.
+                    {Role::ALL.iter().map(|r| view! { <option value=r.as_str() selected=*r == Role::Requester>{r.as_str()}</option> }).collect_view()}
                 </select>
             </div>
             <Field label="Initial password" name="password" kind="password" error=field_error(create, "password")
                 check=|v| forms::password("password", v)/>
             <ErrorLine error=general_error(create)/>
+            {move || created.get().map(|m| view! { <p class="ok" role="status" data-testid="user-created">{m}</p> })}
             <button type="submit" disabled=move || create.pending().get()>"Add user"</button>
         </ActionForm>
+    }
+}
+
+/// The value of the form control `selector` matches in `form` ("" if none).
+fn form_value(form: &leptos::web_sys::HtmlFormElement, selector: &str) -> String {
+    use leptos::wasm_bindgen::JsCast;
+    let Some(el) = form.query_selector(selector).ok().flatten() else {
+        return String::new();
+    };
+    if let Some(i) = el.dyn_ref::<leptos::web_sys::HtmlInputElement>() {
+        i.value()
+    } else if let Some(s) = el.dyn_ref::<leptos::web_sys::HtmlSelectElement>() {
+        s.value()
+    } else {
+        String::new()
     }
 }
 

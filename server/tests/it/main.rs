@@ -13,6 +13,7 @@ mod harness;
 mod history_db;
 mod insider;
 mod jobs;
+mod lifecycle_policies;
 mod lifecycle_sources;
 mod load;
 mod mysql;

@@ -266,3 +266,129 @@ pub(crate) async fn take_due(
     tx.commit().await?;
     Ok(true)
 }
+
+/// Changes what a policy backs up and when (the create form's fields). `None` when the
+/// name is taken by another policy, `Some(false)` when the policy does not exist.
+pub async fn update_policy(
+    db: &Db,
+    id: i64,
+    name: &str,
+    selection: &str,
+    schedule: &str,
+    timezone: &str,
+    next_run_at: Option<i64>,
+) -> Result<Option<bool>> {
+    // A disabled policy keeps no next run: it gets one when it is enabled again.
+    let r = sqlx::query(
+        "UPDATE policies SET name = $2, selection = $3, schedule = $4, timezone = $5, \
+         next_run_at = CASE WHEN enabled = 1 THEN $6 ELSE NULL END WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(selection)
+    .bind(schedule)
+    .bind(timezone)
+    .bind(next_run_at)
+    .execute(&db.pool)
+    .await;
+    match r {
+        Ok(r) => Ok(Some(r.rows_affected() == 1)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pauses (no scheduled run: the scheduler picks only enabled policies with a next run)
+/// or resumes a policy; a resumed policy's next run is `next_run_at`, counted from now,
+/// so slots passed while it was paused do not run. False when it does not exist.
+pub async fn set_policy_enabled(
+    db: &Db,
+    id: i64,
+    enabled: bool,
+    next_run_at: Option<i64>,
+) -> Result<bool> {
+    let r = sqlx::query("UPDATE policies SET enabled = $2, next_run_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(i64::from(enabled))
+        .bind(next_run_at.filter(|_| enabled))
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What goes with a policy when it is deleted, and what stays.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyDependents {
+    /// Snapshots in the history made by it (they stay, as a removed policy's).
+    pub snapshots: i64,
+    /// Its jobs that are queued or running (a policy cannot go while one is).
+    pub active_jobs: i64,
+    /// Whether it has a restore drill plan (which goes with it).
+    pub drill_plan: bool,
+}
+
+pub async fn policy_dependents(db: &Db, id: i64) -> Result<PolicyDependents> {
+    let snapshots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE policy_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await?;
+    let active_jobs = active_jobs(&db.pool, id).await?;
+    let drill: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drill_plans WHERE policy_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(PolicyDependents {
+        snapshots,
+        active_jobs,
+        drill_plan: drill > 0,
+    })
+}
+
+/// Jobs of any kind for the policy that are queued or running.
+async fn active_jobs<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    policy: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(policy)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// How a deletion went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDeleted {
+    Deleted,
+    NotFound,
+    /// A job of the policy is queued or running: nothing was deleted.
+    Busy,
+}
+
+/// Deletes a policy with what belongs to it alone (its copy targets, drill plan and
+/// capture state; its schedule and trigger are columns of its row), in one
+/// transaction, unless one of its jobs is queued or running. Its snapshots, jobs and
+/// drill reports stay in the history with their `policy_id`, which then names no
+/// policy: pages show them as a removed policy's.
+pub async fn delete_policy(db: &Db, id: i64) -> Result<PolicyDeleted> {
+    let mut tx = db.pool.begin().await?;
+    if active_jobs(&mut *tx, id).await? > 0 {
+        return Ok(PolicyDeleted::Busy);
+    }
+    for table in ["policy_copy_targets", "drill_plans", "captures"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE policy_id = $1"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let r = sqlx::query("DELETE FROM policies WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() != 1 {
+        return Ok(PolicyDeleted::NotFound);
+    }
+    tx.commit().await?;
+    Ok(PolicyDeleted::Deleted)
+}

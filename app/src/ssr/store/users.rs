@@ -56,3 +56,40 @@ pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<i64> {
     .fetch_one(&db.pool)
     .await?)
 }
+
+/// How a role change went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChanged {
+    Changed,
+    NotFound,
+    /// The user is the last active admin and the new role is not admin: nothing changed.
+    LastAdmin,
+}
+
+/// Gives a user a new role and ends their sessions (a new session epoch), so the new
+/// role applies from their next request; their API tokens keep their own role, which
+/// `session::from_api_token` accepts only while the user's role is at least as wide.
+/// One statement: an account stops being admin only while another active admin remains.
+pub async fn set_role(db: &Db, id: i64, role: &str) -> Result<RoleChanged> {
+    let r = sqlx::query(
+        "UPDATE users SET role = $2, session_epoch = session_epoch + 1 WHERE id = $1 \
+         AND ($2 = 'admin' OR role <> 'admin' OR EXISTS (SELECT 1 FROM users o \
+         WHERE o.role = 'admin' AND o.disabled_at IS NULL AND o.id <> $1))",
+    )
+    .bind(id)
+    .bind(role)
+    .execute(&db.pool)
+    .await?;
+    if r.rows_affected() == 1 {
+        return Ok(RoleChanged::Changed);
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(if exists.is_some() {
+        RoleChanged::LastAdmin
+    } else {
+        RoleChanged::NotFound
+    })
+}
