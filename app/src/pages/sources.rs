@@ -29,24 +29,22 @@ pub fn SourcesPage() -> impl IntoView {
         },
         |_| list_sources(),
     );
-    // A saved change closes the form and says so.
+    // A saved change closes the form; the last change done is said in words.
+    let (said, set_said) = signal(None::<&'static str>);
     Effect::new(move |_| {
         if let Some(Ok(())) = edit.value().get() {
             editing.set(None);
+            set_said.set(Some("Source saved."));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            set_said.set(Some("Source deleted."));
         }
     });
     let done = move || {
-        if let Some(Ok(())) = edit.value().get() {
-            Some(
-                view! { <p class="ok" role="status" data-testid="source-saved">"Source saved."</p> },
-            )
-        } else if let Some(Ok(())) = delete.value().get() {
-            Some(
-                view! { <p class="ok" role="status" data-testid="source-saved">"Source deleted."</p> },
-            )
-        } else {
-            None
-        }
+        said.get()
+            .map(|m| view! { <p class="ok" role="status" data-testid="source-saved">{m}</p> })
     };
     let test_result = move || {
         test.value().get().map(|r| match r {
@@ -238,21 +236,23 @@ pub fn TargetsPage() -> impl IntoView {
         },
         |_| list_targets(),
     );
+    let (said, set_said) = signal(None::<String>);
     Effect::new(move |_| {
         if let Some(Ok(())) = edit.value().get() {
             editing.set(None);
+            set_said.set(Some("Target saved.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(n)) = delete.value().get() {
+            set_said.set(Some(format!(
+                "Target removed from the console; {n} snapshot(s) in it are no longer listed. Its repository's files were not deleted."
+            )));
         }
     });
     let done = move || {
-        if let Some(Ok(())) = edit.value().get() {
-            Some(view! { <p class="ok" role="status" data-testid="target-saved">"Target saved."</p> }.into_any())
-        } else if let Some(Ok(n)) = delete.value().get() {
-            Some(view! { <p class="ok" role="status" data-testid="target-saved">
-                {format!("Target removed from the console; {n} snapshot(s) in it are no longer listed. Its repository's files were not deleted.")}
-            </p> }.into_any())
-        } else {
-            None
-        }
+        said.get()
+            .map(|m| view! { <p class="ok" role="status" data-testid="target-saved">{m}</p> })
     };
     view! {
         <Title text="Targets"/>
