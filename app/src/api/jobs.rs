@@ -947,9 +947,12 @@ impl JobView {
         if self.status == JobStatus::Succeeded {
             return Some(1.0);
         }
-        let (done, total) = match (self.bytes_total, self.rows_total) {
-            (Some(t), _) if t > 0 => (self.bytes_done, t),
-            (_, Some(t)) if t > 0 => (self.rows_done, t),
+        // Rows first: the estimate of bytes is the last snapshot's *stored* (compressed,
+        // deduplicated) size, while the bytes done are the source's bytes read, so
+        // bytes reached "99 %" long before the end.
+        let (done, total) = match (self.rows_total, self.bytes_total) {
+            (Some(t), _) if t > 0 => (self.rows_done, t),
+            (_, Some(t)) if t > 0 => (self.bytes_done, t),
             _ => return None,
         };
         Some((done as f64 / total as f64).clamp(0.0, 0.99))

@@ -164,7 +164,10 @@ pub fn JobPage() -> impl IntoView {
                             // A <progress>, not a bar sized by a style attribute: the
                             // Content-Security-Policy allows no inline styles.
                             <progress class="progress" aria-label="Progress" max="100"
-                                value=format!("{:.1}", pct.unwrap_or(if finished { 1.0 } else { 0.0 }) * 100.0)
+                                // Only a success is full; a failed or cancelled job shows
+                                // where it stopped (nothing when that is not known).
+                                class:stopped=failed_or_cancelled
+                                value=format!("{:.1}", pct.unwrap_or(0.0) * 100.0)
                                 aria-valuemin="0" aria-valuemax="100"
                                 aria-valuenow=pct.map(|f| format!("{:.0}", f * 100.0))
                                 data-testid="progress">
@@ -243,5 +246,45 @@ fn restored_tables(result: Option<&str>) -> impl IntoView {
         <ul data-testid="restored">
             {lines.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}
         </ul>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(rows_done: i64, rows_total: i64, bytes_done: i64, bytes_total: i64) -> JobView {
+        JobView {
+            id: 1,
+            kind: JobKind::Backup,
+            status: JobStatus::Running,
+            title: "Backup: nightly".into(),
+            created_by: "admin".into(),
+            created_at: 0,
+            started_at: Some(0),
+            finished_at: None,
+            rows_done,
+            bytes_done,
+            rows_total: Some(rows_total),
+            bytes_total: Some(bytes_total),
+            current_table: None,
+            error: None,
+            result: None,
+            snapshot_id: None,
+            cancel_requested: false,
+            now_ms: 10_000,
+        }
+    }
+
+    /// Measured by a user: at 91,106 of 825,050 rows the page said "99 % · about 0.0 s
+    /// left", because the bytes read were compared with the last snapshot's stored
+    /// (compressed) size. Rows are the measure when their total is known.
+    #[test]
+    fn progress_counts_rows_not_bytes_read_against_bytes_stored() {
+        let j = running(91_106, 825_050, 90_000_000, 30_000_000);
+        let f = j.fraction().unwrap();
+        assert!((0.10..0.12).contains(&f), "{f}");
+        let left = eta(&j, j.now_ms).unwrap();
+        assert!(!left.starts_with("0."), "{left}");
     }
 }
