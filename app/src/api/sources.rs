@@ -307,6 +307,15 @@ pub async fn edit_source(id: i64, name: String, url: String) -> Result<(), AppEr
             .secrets
             .seal(secrets::Kind::SourceUrl, &url)
             .or_internal("sealing a source URL")?;
+        // Pointed at a database whose restores need approvals, the source's policies
+        // would back that database up where they write: an admin's call, as for a new
+        // policy on it (issue 25).
+        let moved = store::SourceRow {
+            sealed_url: sealed.clone(),
+            engine: parsed.engine(),
+            ..row.clone()
+        };
+        require_admin_if_approvals(&c, &moved, "point a source at the database of").await?;
         match store::update_source(
             &c.state.db,
             id,

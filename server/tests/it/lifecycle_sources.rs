@@ -244,6 +244,17 @@ async fn a_source_is_changed_and_deleted_and_its_password_stays_with_its_server(
     assert_eq!(r.status, 403, "{r:?}");
     let r = edit(&api, &admin, id, "pg-renamed", &same).await;
     assert!(r.ok(), "{r:?}");
+    // Nor may an operator point another source at that database (another spelling of
+    // it included): its policies would then back up guarded data.
+    let r = edit(
+        &api,
+        &olga,
+        shop,
+        "s-nightly",
+        &format!("postgres://pwuser@localhost:{port}/postgres"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
     // A requester may do neither.
     let r = api
         .form(
