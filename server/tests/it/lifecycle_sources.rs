@@ -325,11 +325,28 @@ async fn a_source_is_changed_and_deleted_and_its_password_stays_with_its_server(
 
 #[tokio::test]
 async fn a_target_is_changed_and_removed_without_touching_its_repository() {
+    target_lifecycle(None).await;
+}
+
+/// The same on a PostgreSQL history database (every query runs on both).
+#[tokio::test]
+async fn a_target_and_a_channel_have_their_lifecycle_on_a_postgresql_history() {
+    let pg = testkit::Postgres::start().unwrap();
+    pg.create_database("history").unwrap();
+    target_lifecycle(Some((&pg, "history"))).await;
+    let url = pg.create_database("history2").unwrap();
+    channel_lifecycle(Some(&url)).await;
+}
+
+/// `history`: a PostgreSQL server and the database on it that holds the history.
+async fn target_lifecycle(history: Option<(&testkit::Postgres, &str)>) {
+    let url = history.map(|(pg, db)| pg.url(db));
+    let database_url = url.as_deref();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(Options {
         data_dir: &data,
-        database_url: None,
+        database_url,
         admin_password: Some(ADMIN_PASSWORD),
     });
     let api = Api { server: &server };
@@ -396,12 +413,15 @@ async fn a_target_is_changed_and_removed_without_touching_its_repository() {
         )
         .await;
     if !r.ok() {
-        sqlite(
-            &data.join("history.db"),
-            &format!(
-                "DELETE FROM policy_copy_targets WHERE policy_id = {policy}; DELETE FROM policies WHERE id = {policy};"
-            ),
+        let sql = format!(
+            "DELETE FROM policy_copy_targets WHERE policy_id = {policy}; DELETE FROM policies WHERE id = {policy};"
         );
+        match history {
+            None => sqlite(&data.join("history.db"), &sql),
+            Some((pg, db)) => {
+                pg.psql(db, &sql).unwrap();
+            }
+        }
     }
     let files_before = walk(&repo);
     assert!(!files_before.is_empty());
@@ -472,11 +492,15 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn a_channel_is_changed_paused_resumed_and_deleted() {
+    channel_lifecycle(None).await;
+}
+
+async fn channel_lifecycle(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(Options {
         data_dir: &data,
-        database_url: None,
+        database_url,
         admin_password: Some(ADMIN_PASSWORD),
     });
     let api = Api { server: &server };
