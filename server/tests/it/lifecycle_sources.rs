@@ -82,14 +82,25 @@ fn password_login(pg: &testkit::Postgres) {
 
 #[tokio::test]
 async fn a_source_is_changed_and_deleted_and_its_password_stays_with_its_server() {
+    source_lifecycle(false).await;
+}
+
+#[tokio::test]
+async fn a_source_has_its_lifecycle_on_a_postgresql_history() {
+    source_lifecycle(true).await;
+}
+
+/// `pg_history`: the console's history in a database on the same PostgreSQL server.
+async fn source_lifecycle(pg_history: bool) {
     let pg = testkit::Postgres::start().unwrap();
     password_login(&pg);
     let port = pg.port();
+    let history = pg_history.then(|| pg.create_database("history").unwrap());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(Options {
         data_dir: &data,
-        database_url: None,
+        database_url: history.as_deref(),
         admin_password: Some(ADMIN_PASSWORD),
     });
     let api = Api { server: &server };
