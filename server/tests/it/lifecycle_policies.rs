@@ -645,6 +645,74 @@ async fn role_change(database_url: Option<&str>) {
     let olga_admin = cookie(&server, "olga", PW).await;
     assert!(api.form(Some(&olga_admin), "users/list", &[]).await.ok());
 
+    // Two admins demoting each other at the same moment: one of them stays admin.
+    for _ in 0..3 {
+        let olga_admin = cookie(&server, "olga", PW).await;
+        let r = api
+            .form(
+                Some(&olga_admin),
+                "users/set_role",
+                &[("id", admin_id.to_string()), ("role", "admin".into())],
+            )
+            .await;
+        assert!(r.ok(), "{r:?}");
+        let first = cookie(&server, "admin", ADMIN_PASSWORD).await;
+        let olga_now = cookie(&server, "olga", PW).await;
+        let a_args = [("id", olga.to_string()), ("role", "operator".to_string())];
+        let o_args = [
+            ("id", admin_id.to_string()),
+            ("role", "operator".to_string()),
+        ];
+        let (a, o) = tokio::join!(
+            api.form(Some(&first), "users/set_role", &a_args),
+            api.form(Some(&olga_now), "users/set_role", &o_args),
+        );
+        assert!(a.ok() != o.ok(), "both or neither demoted: {a:?} {o:?}");
+        let admins: Vec<Value> = api
+            .form(
+                Some(
+                    &cookie(
+                        &server,
+                        if a.ok() { "admin" } else { "olga" },
+                        if a.ok() { ADMIN_PASSWORD } else { PW },
+                    )
+                    .await,
+                ),
+                "users/list",
+                &[],
+            )
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["role"] == "admin")
+            .cloned()
+            .collect();
+        assert_eq!(admins.len(), 1, "{admins:?}");
+        // Back to: olga admin, the first account operator.
+        if a.ok() {
+            let first = cookie(&server, "admin", ADMIN_PASSWORD).await;
+            let r = api
+                .form(
+                    Some(&first),
+                    "users/set_role",
+                    &[("id", olga.to_string()), ("role", "admin".into())],
+                )
+                .await;
+            assert!(r.ok(), "{r:?}");
+            let olga_now = cookie(&server, "olga", PW).await;
+            let r = api
+                .form(
+                    Some(&olga_now),
+                    "users/set_role",
+                    &[("id", admin_id.to_string()), ("role", "operator".into())],
+                )
+                .await;
+            assert!(r.ok(), "{r:?}");
+        }
+    }
+    let olga_admin = cookie(&server, "olga", PW).await;
     let log = audit(&api, &olga_admin, "user.role").await;
     assert!(log.contains("olga: operator → requester"), "{log}");
     assert!(log.contains("admin: admin → operator"), "{log}");

@@ -70,7 +70,17 @@ pub enum RoleChanged {
 /// role applies from their next request; their API tokens keep their own role, which
 /// `session::from_api_token` accepts only while the user's role is at least as wide.
 /// One statement: an account stops being admin only while another active admin remains.
+/// SQLite runs one writer at a time; on PostgreSQL role changes take a transaction-scoped
+/// advisory lock first, so two admins demoting each other at once cannot both see the
+/// other still admin (READ COMMITTED would let them) and leave none.
 pub async fn set_role(db: &Db, id: i64, role: &str) -> Result<RoleChanged> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == crate::ssr::db::Backend::Postgres {
+        // Any constant: the key of "role changes" among this history's advisory locks.
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(726173001)) AS l")
+            .execute(&mut *tx)
+            .await?;
+    }
     let r = sqlx::query(
         "UPDATE users SET role = $2, session_epoch = session_epoch + 1 WHERE id = $1 \
          AND ($2 = 'admin' OR role <> 'admin' OR EXISTS (SELECT 1 FROM users o \
@@ -78,14 +88,15 @@ pub async fn set_role(db: &Db, id: i64, role: &str) -> Result<RoleChanged> {
     )
     .bind(id)
     .bind(role)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 1 {
+        tx.commit().await?;
         return Ok(RoleChanged::Changed);
     }
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
         .bind(id)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *tx)
         .await?;
     Ok(if exists.is_some() {
         RoleChanged::LastAdmin
