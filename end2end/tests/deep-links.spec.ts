@@ -52,3 +52,17 @@ test("every page opens cold from its deep link", async ({ page }) => {
   await expect(page.getByTestId("job-status")).toHaveText("succeeded");
   expect(errors, errors.join("\n")).toEqual([]);
 });
+
+test("one long value does not make the audit log wider than the screen", async ({ page, request }) => {
+  // A failed login with a long user name, one word: the audit log records it.
+  const long = "x".repeat(120) + "y".repeat(8);
+  const origin = `http://127.0.0.1:${process.env.TABLESAFE_E2E_PORT}`;
+  const r = await request.post("/api/login", { headers: { Origin: origin }, form: { username: long, password: "wrong" } });
+  expect(r.status()).toBe(401);
+  await logIn(page, "admin", ADMIN_PASSWORD());
+  await page.goto("/audit?action=login");
+  await hydrated(page);
+  await expect(page.getByTestId("audit")).toBeVisible();
+  const [page_width, screen] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  expect(page_width).toBeLessThanOrEqual(screen + 1);
+});

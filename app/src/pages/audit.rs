@@ -68,9 +68,9 @@ pub fn AuditPage() -> impl IntoView {
                                 <td>{e.username}</td>
                                 <td>{e.address}</td>
                                 <td>{e.action}</td>
-                                <td>{e.target}</td>
+                                <td class="long" title=e.target.clone()>{e.target.clone()}</td>
                                 <td>{e.outcome}</td>
-                                <td>{e.detail}</td>
+                                <td class="long" title=e.detail.clone()>{e.detail.clone()}</td>
                             </tr>
                         }}).collect_view()}
                     </tbody>
