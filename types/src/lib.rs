@@ -301,21 +301,32 @@ pub const MAX_TABLE_NAME: usize = 63;
 
 /// The one rule every *new* table name follows — a restore's renamed table, a name
 /// made with the wizard's suffix — in the browser, the server, the API and the CLI
-/// alike: one part, or a schema and a table joined by a dot, each starting with a
-/// letter or `_` and going on with letters, digits or `_`, at most
-/// [`MAX_TABLE_NAME`] characters. (Tables restored under their own names keep them,
+/// alike: the table starts with a letter or `_` and goes on with letters, digits or
+/// `_`, at most [`MAX_TABLE_NAME`] characters; a schema may go before a dot (any
+/// printable name without dots, quotes or markup: an existing "Sales Dept" works). (Tables restored under their own names keep them,
 /// whatever they are.) The message says what to do, in words any interface can show.
 pub fn check_new_table_name(name: &str) -> Result<(), String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let part_ok = |p: &&str| {
-        let mut chars = p.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && p.len() <= MAX_TABLE_NAME
+    // The table is the part after the last dot; before it, a schema — one that may
+    // already exist under any printable name ("Sales Dept"), so only dots, markup,
+    // quotes and control characters are refused there.
+    let (schema, table) = match name.rsplit_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, name),
     };
-    if parts.len() <= 2 && parts.iter().all(part_ok) {
+    let mut chars = table.chars();
+    let table_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && table.len() <= MAX_TABLE_NAME;
+    let schema_ok = schema.is_none_or(|s| {
+        !s.is_empty()
+            && s.len() <= MAX_TABLE_NAME
+            && !s
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '<' | '>' | '&' | '"' | '\'' | '`' | '.'))
+    });
+    if table_ok && schema_ok {
         return Ok(());
     }
     let shown: String = name.chars().take(80).collect();
@@ -334,6 +345,7 @@ mod tests {
             "orders_restored",
             "_t",
             "sales.orders_2026",
+            "Sales Dept.customers_restored",
             &"x".repeat(63),
         ] {
             assert!(check_new_table_name(ok).is_ok(), "{ok}");
@@ -347,6 +359,8 @@ mod tests {
             "naïve",
             "a;drop",
             ".orders",
+            "<img src=x>.orders",
+            "sales.",
             &"x".repeat(64),
         ] {
             assert!(check_new_table_name(bad).is_err(), "{bad}");
