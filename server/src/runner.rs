@@ -662,6 +662,11 @@ async fn backup(
         .into(),
     };
     let summary = engine::backup::backup(&mut repo, &opts, progress).await?;
+    // An empty source is not a successful backup of it (the engine keeps empty
+    // snapshots for capture rounds; a scheduled backup must not count as one).
+    if summary.snapshot.tables.is_empty() {
+        bail!("the source has no tables: nothing was backed up");
+    }
     crate::metrics::backup_bytes(
         summary.snapshot.tables.iter().map(|t| t.bytes).sum(),
         summary.snapshot.bytes_stored,

@@ -135,27 +135,26 @@ async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Res
     for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
         plans.push(src.plan_table(table, columns, &mut skipped)?);
     }
-    // A backup of nothing is not a success: it would count as the policy's last good
-    // backup while protecting no data (a typo'd pattern, a source emptied by mistake).
-    if plans.is_empty() {
+    // A selection that takes none of the source's tables is a mistake (a typo'd
+    // pattern), not a backup: it would count as the policy's last success while
+    // protecting nothing. (A source with no tables at all is backed up as empty: a
+    // capture round after a mistaken DROP must record it. The console refuses that for
+    // scheduled backups itself.)
+    if plans.is_empty() && !catalog.tables.is_empty() {
         let mut have: Vec<&str> = catalog.tables.iter().map(|t| t.name().as_str()).collect();
         let more = have.len().saturating_sub(10);
         have.truncate(10);
-        return Err(Error::invalid(if have.is_empty() {
-            "the source has no tables to back up".to_string()
+        let more = if more > 0 {
+            format!(" and {more} more")
         } else {
-            format!(
-                "the selection (include {:?}, exclude {:?}) matches none of the source's tables: {}{}",
-                selection.include,
-                selection.exclude,
-                have.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            )
-        }));
+            String::new()
+        };
+        return Err(Error::invalid(format!(
+            "the selection (include {:?}, exclude {:?}) matches none of the source's tables: {}{more}",
+            selection.include,
+            selection.exclude,
+            have.join(", "),
+        )));
     }
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     let objects = crate::objects::carried(catalog.objects, &names, &mut skipped);

@@ -251,10 +251,12 @@ async fn a_backup_that_selects_no_table_fails_and_says_what_there_is() {
         selection: Default::default(),
         tags: Default::default(),
     };
-    let e = engine::backup::backup(&mut repo, &opts, &engine::progress::NoProgress)
+    // A source without tables is an empty snapshot here (capture rounds need it); the
+    // console's scheduled backups refuse it themselves.
+    let summary = engine::backup::backup(&mut repo, &opts, &engine::progress::NoProgress)
         .await
-        .unwrap_err();
-    assert!(e.to_string().contains("no tables to back up"), "{e}");
+        .unwrap();
+    assert_eq!(summary.snapshot.tables.len(), 0);
 }
 
 #[tokio::test]

@@ -427,4 +427,36 @@ async fn hostile_new_table_names_are_refused_everywhere_and_empty_backups_fail()
             .contains("matches none of the source's tables: customers"),
         "{done}"
     );
+    // A source without tables: the job fails too.
+    let empty = dir.path().join("empty.db");
+    sqlite(&empty, "PRAGMA user_version = 1;");
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "empty",
+        &empty,
+        &dir.path().join("repo2"),
+        "",
+        "",
+    )
+    .await;
+    let job = api
+        .form(
+            Some(&admin),
+            "policies/run",
+            &[("id", policy.json().as_i64().unwrap().to_string())],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "failed", "{done}");
+    assert!(
+        done[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no tables"),
+        "{done}"
+    );
 }
