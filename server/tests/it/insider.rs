@@ -2,6 +2,24 @@
 
 use crate::harness::{self, ADMIN_PASSWORD, Api, Options, Server, cookie};
 
+/// The operator "olga", added by `admin`, logged in: the insider most attacks here are
+/// played by.
+async fn olga(api: &Api<'_>, admin: &str) -> String {
+    let r = api
+        .form(
+            Some(admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "operator".into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    cookie(api.server, "olga", "a long enough password").await
+}
+
 /// A SQLite "source" inside the console's own data directory would let whoever may
 /// restore it read the history database (sealed secrets, the audit log) and the
 /// server key; as a destination, rewrite them. Refused for every role, however the
@@ -17,19 +35,7 @@ async fn no_sqlite_source_reaches_into_the_console_data() {
     });
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "olga".into()),
-                ("role", "operator".into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    let operator = cookie(&server, "olga", "a long enough password").await;
+    let operator = olga(&api, &admin).await;
     let link = dir.path().join("reports");
     std::os::unix::fs::symlink(&data, &link).unwrap();
     let attempts = [
@@ -717,19 +723,7 @@ async fn a_stored_secret_does_not_follow_a_channel_to_a_new_host() {
     });
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "olga".into()),
-                ("role", "operator".into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    let operator = cookie(&server, "olga", "a long enough password").await;
+    let operator = olga(&api, &admin).await;
     let save = async |input: serde_json::Value| {
         api.json(
             Some(&operator),
@@ -810,19 +804,7 @@ async fn second_name_attack(database_url: Option<&str>, pg: &testkit::Postgres) 
     });
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "olga".into()),
-                ("role", "operator".into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    let operator = cookie(&server, "olga", "a long enough password").await;
+    let operator = olga(&api, &admin).await;
     let prod_db = dir.path().join("prod.db");
     harness::sqlite(
         &prod_db,
@@ -1081,19 +1063,7 @@ async fn the_server_is_not_an_open_proxy_into_its_network() {
     );
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "olga".into()),
-                ("role", "operator".into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    let operator = cookie(&server, "olga", "a long enough password").await;
+    let operator = olga(&api, &admin).await;
     let (port, _receiver) = leaky_receiver().await;
     let hook = |name: &str, url: String| {
         json!({"input": {"id": null, "name": name, "kind": "webhook", "url": url,
@@ -1198,19 +1168,7 @@ async fn only_an_admin_lets_a_target_borrow_the_server_s_identity() {
     });
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "olga".into()),
-                ("role", "operator".into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    let operator = cookie(&server, "olga", "a long enough password").await;
+    let operator = olga(&api, &admin).await;
     let key_file = dir.path().join("id_server");
     std::fs::write(&key_file, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
     let add = |name: &str, location: String, identity: bool| {
