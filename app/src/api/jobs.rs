@@ -250,6 +250,7 @@ pub async fn create_policy(
     let result = async {
         crate::ssr::rules::require_admin_if_guarded(&c, source_id).await?;
         let f = PolicyFields::check(&name, &include, &exclude, &columns, &schedule, &timezone)?;
+        super::selection::refuse_impossible(&c, source_id, &f.chosen).await?;
         let db = &c.state.db;
         store::source(db, source_id)
             .await
@@ -287,6 +288,8 @@ struct PolicyFields {
     name: String,
     /// The selection as stored (JSON).
     selection: String,
+    /// The selection itself.
+    chosen: Selection,
     schedule: String,
     timezone: String,
     /// The schedule's first slot after now (None: on demand only).
@@ -322,6 +325,7 @@ impl PolicyFields {
         Ok(PolicyFields {
             name,
             selection: serde_json::to_string(&selection).or_internal("selection json")?,
+            chosen: selection,
             schedule,
             timezone,
             next_run_at,
@@ -348,6 +352,8 @@ pub async fn update_policy(
     let result = async {
         guard_policy(&c, id).await?;
         let f = PolicyFields::check(&name, &include, &exclude, &columns, &schedule, &timezone)?;
+        let p = load_policy(&c.state.db, id).await?;
+        super::selection::refuse_impossible(&c, p.source_id, &f.chosen).await?;
         match store::update_policy(
             &c.state.db,
             id,

@@ -9,6 +9,7 @@ pub mod history;
 pub mod jobs;
 pub mod notify;
 pub mod requests;
+pub mod selection;
 pub mod sources;
 pub mod users;
 

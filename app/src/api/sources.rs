@@ -64,7 +64,7 @@ pub(crate) async fn visible_source(
 /// Opens a stored source's URL for connecting, refusing one that the server's rules
 /// (tablesafe's own files, `--sqlite-dirs`) no longer allow.
 #[cfg(feature = "ssr")]
-fn source_url(
+pub(crate) fn source_url(
     c: &crate::ssr::ctx::Ctx,
     row: &crate::ssr::store::SourceRow,
 ) -> Result<engine::secret::Secret<String>, AppError> {
@@ -84,7 +84,7 @@ fn source_url(
 /// admins get the engine's words: "does not exist" versus "not a database" would let
 /// anyone who may add a source probe which files exist on the server.
 #[cfg(feature = "ssr")]
-fn open_error(
+pub(crate) fn open_error(
     c: &crate::ssr::ctx::Ctx,
     row: &crate::ssr::store::SourceRow,
     e: impl std::fmt::Display,

@@ -78,8 +78,16 @@ pub fn PoliciesPage() -> impl IntoView {
     };
     // What the last change did, in words (the row itself shows the new state).
     let said = RwSignal::new(None::<String>);
+    // After a save, what the policy's selection takes from its source now.
+    let matched_for = RwSignal::new(None::<i64>);
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = create.value().get() {
+            matched_for.set(Some(id));
+        }
+    });
     Effect::new(move |_| {
         if let Some(Ok(())) = update.value().get() {
+            matched_for.set(changing.get_untracked().map(|p| p.id));
             changing.set(None);
             said.set(Some("Policy saved.".into()));
         }
@@ -106,6 +114,7 @@ pub fn PoliciesPage() -> impl IntoView {
         <ErrorLine error=general_error(trigger)/>
         <ErrorLine error=general_error(toggle)/>
         {move || said.get().map(|m| view! { <p class="ok" role="status" data-testid="policy-said">{m}</p> })}
+        {move || matched_for.get().map(|id| view! { <SelectionMatches id=id/> })}
         <ErrorLine error=Signal::derive(move || late_alert.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <ErrorLine error=Signal::derive(move || continuous.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         <NewTrigger trigger=trigger trigger_for=trigger_for/>
@@ -403,6 +412,28 @@ fn CreatePolicyForm(create: ServerAction<CreatePolicy>, choices: Choices) -> imp
             <ErrorLine error=general_error(create)/>
             <button type="submit" disabled=move || create.pending().get()>"Create policy"</button>
         </ActionForm>
+    }
+    .into_any()
+}
+
+/// What a saved policy's selection takes from its source now (or why that could not be
+/// read: the source may be down; the backup checks again when it runs).
+#[component]
+fn SelectionMatches(id: i64) -> impl IntoView {
+    let found = Resource::new(move || id, crate::api::selection::policy_matches);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Reading the source's tables…"</p> }>
+            {move || Suspend::new(async move {
+                match found.await {
+                    Ok(m) => view! { <p class="ok" role="status" data-testid="policy-matches">{m.describe()}</p> }.into_any(),
+                    Err(e) => view! {
+                        <p class="error" role="alert" data-testid="policy-matches">
+                            {format!("Saved, but what it takes could not be checked now: {e}")}
+                        </p>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
     }
     .into_any()
 }

@@ -393,25 +393,61 @@ async fn hostile_new_table_names_are_refused_everywhere_and_empty_backups_fail()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "customers");
 
-    // A selection that matches nothing fails the backup, and it is not a success.
+    // A selection that matches nothing, or names a column the table lacks, is refused
+    // when the policy is saved, naming the field and what the source has.
+    let policy_form = |include: &str, columns: &str| {
+        vec![
+            ("name", "typo".to_string()),
+            ("source_id", source.to_string()),
+            ("target_id", "1".to_string()),
+            ("include", include.to_string()),
+            ("exclude", String::new()),
+            ("columns", columns.to_string()),
+            ("schedule", String::new()),
+            ("timezone", "UTC".to_string()),
+            ("enabled", "on".to_string()),
+        ]
+    };
+    for (include, columns, field, says) in [
+        (
+            "nosuchtable*",
+            "",
+            "include",
+            "take none of the source's tables (customers)",
+        ),
+        ("", "customers=id,nope", "columns", "Its columns: id, name."),
+        ("", "orders=id", "columns", "Only some columns names table"),
+    ] {
+        let r = api
+            .form(
+                Some(&admin),
+                "policies/create",
+                &policy_form(include, columns),
+            )
+            .await;
+        assert!(
+            r.status == 400 && r.body.contains(field) && r.body.contains(says),
+            "{include} {columns}: {r:?}"
+        );
+    }
+    // Saved while it matched, then the source changed: the backup fails, and it is not
+    // a success.
     let r = api
-        .form(
-            Some(&admin),
-            "policies/create",
-            &[
-                ("name", "typo".to_string()),
-                ("source_id", source.to_string()),
-                ("target_id", "1".to_string()),
-                ("include", "nosuchtable*".to_string()),
-                ("exclude", String::new()),
-                ("columns", String::new()),
-                ("schedule", String::new()),
-                ("timezone", "UTC".to_string()),
-                ("enabled", "on".to_string()),
-            ],
-        )
+        .form(Some(&admin), "policies/create", &policy_form("cust*", ""))
         .await;
     let typo = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let matches = api
+        .form(
+            Some(&admin),
+            "policies/matches",
+            &[("id", typo.to_string())],
+        )
+        .await;
+    assert!(
+        matches.ok() && matches.json()["tables"][0]["name"] == "customers",
+        "{matches:?}"
+    );
+    sqlite(&db, "ALTER TABLE customers RENAME TO clients;");
     let job = api
         .form(Some(&admin), "policies/run", &[("id", typo.to_string())])
         .await
@@ -424,7 +460,7 @@ async fn hostile_new_table_names_are_refused_everywhere_and_empty_backups_fail()
         done[0]["error"]
             .as_str()
             .unwrap_or("")
-            .contains("matches none of the source's tables: customers"),
+            .contains("matches none of the source's tables: clients"),
         "{done}"
     );
     // A source without tables: the job fails too.
