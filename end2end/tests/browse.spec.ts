@@ -38,6 +38,8 @@ test("a backup is browsed, filtered and downloaded in the browser", async ({ pag
   await expect(rows.first()).toContainText("person 51");
   await hydrated(page);
   const choose = page.getByRole("form", { name: "Choose rows" });
+  // The filters are folded away until opened (or while one is active).
+  await choose.getByText("Filters", { exact: true }).click();
   await choose.getByLabel("Filter 1 column").selectOption("city");
   await choose.getByLabel("Filter 1 operator").selectOption("eq");
   await choose.getByLabel("Filter 1 value").fill("Oslo");

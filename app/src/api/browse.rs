@@ -42,6 +42,9 @@ pub struct RowsPage {
     pub scanned: u64,
 }
 
+/// Rows on one page of the browse view.
+pub const PAGE_ROWS: u64 = 50;
+
 /// The operators a filter may use, with how the page shows them.
 pub const OPS: [(&str, &str); 9] = [
     ("eq", "="),
@@ -107,7 +110,7 @@ pub async fn browse_snapshot(
                     .filter(|k| !k.is_empty())
                     .collect(),
                 offset,
-                limit: 50,
+                limit: PAGE_ROWS as usize,
             },
         )
         .await

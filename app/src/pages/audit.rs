@@ -64,13 +64,13 @@ pub fn AuditPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|e| { let class = e.outcome.clone(); view! {
                             <tr class=class>
-                                <td>{time(e.at)}</td>
-                                <td>{e.username}</td>
-                                <td>{e.address}</td>
-                                <td>{e.action}</td>
-                                <td class="long" title=e.target.clone()>{e.target.clone()}</td>
-                                <td>{e.outcome}</td>
-                                <td class="long" title=e.detail.clone()>{e.detail.clone()}</td>
+                                <td data-label="When">{time(e.at)}</td>
+                                <td data-label="Who">{e.username}</td>
+                                <td data-label="From">{e.address}</td>
+                                <td data-label="Action">{e.action}</td>
+                                <td class="long" data-label="On" title=e.target.clone()>{e.target.clone()}</td>
+                                <td data-label="Outcome">{e.outcome}</td>
+                                <td class="long" data-label="Detail" title=e.detail.clone()>{e.detail.clone()}</td>
                             </tr>
                         }}).collect_view()}
                     </tbody>

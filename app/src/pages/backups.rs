@@ -73,13 +73,10 @@ pub fn BackupsPage() -> impl IntoView {
                                         {list.into_iter().map(|s| {
                                             let id = s.id;
                                             view! {
-                                                <tr data-testid=format!("snapshot-{}", &s.snapshot_id[..12])>
-                                                    <td>{time(s.time_ms)}<br/><span class="mono muted">{s.snapshot_id[..12].to_string()}</span></td>
+                                                <tr data-testid=format!("snapshot-{}", super::names::short_id(&s.snapshot_id))>
+                                                    <td>{time(s.time_ms)}<br/><span class="mono muted" data-testid="snapshot-short">{super::names::short_id(&s.snapshot_id)}</span></td>
                                                     // A deleted policy's snapshots stay listed, as its.
-                                                    <td>{match (s.policy.is_empty(), s.policy_id) {
-                                                        (true, Some(p)) => format!("removed policy #{p}"),
-                                                        _ => s.policy.clone(),
-                                                    }}</td>
+                                                    <td data-label="Policy">{super::names::object_name("policy", &s.policy, s.policy_id)}</td>
                                                     <td>{format!("{} → {}", s.source, s.target)}
                                                         {s.copy_of.map(|_| view! { <br/><span class="muted">"(a copy)"</span> })}
                                                         {(!s.copies.is_empty()).then(|| view! {
@@ -103,10 +100,10 @@ pub fn BackupsPage() -> impl IntoView {
                                                             </ul>
                                                         </details>
                                                     </td>
-                                                    <td class="num">{s.rows}</td>
-                                                    <td class="num">{bytes(s.bytes_stored)}</td>
-                                                    <td class="num">{duration(s.duration_ms)}</td>
-                                                    <td data-testid="verified">{match s.verified_ok {
+                                                    <td class="num" data-label="Rows">{s.rows}</td>
+                                                    <td class="num" data-label="Stored">{bytes(s.bytes_stored)}</td>
+                                                    <td class="num" data-label="Took">{duration(s.duration_ms)}</td>
+                                                    <td data-label="Verified" data-testid="verified">{match s.verified_ok {
                                                         None => "not yet".to_string(),
                                                         Some(true) => format!("ok, {}", s.verified_at.map(time).unwrap_or_default()),
                                                         Some(false) => "DAMAGED".to_string(),

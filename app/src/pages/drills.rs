@@ -133,8 +133,8 @@ fn plan_table(
             view! {
                 <tr data-testid=format!("drill-{}", p.name)>
                     <td>{p.name.clone()}</td>
-                    <td data-testid="drill-plan">{summary}{next.map(|n| view! { <br/><span class="muted">{n}</span> })}</td>
-                    <td data-testid="drill-proof">{match proof {
+                    <td data-label="Drill" data-testid="drill-plan">{summary}{next.map(|n| view! { <br/><span class="muted">{n}</span> })}</td>
+                    <td data-label="Last proven restorable" data-testid="drill-proof">{match proof {
                         None => view! { <span class="muted">"not drilled yet"</span> }.into_any(),
                         Some((ok, last, proven)) => view! {
                             <span class={if ok { "" } else { "error" }}>{last}</span><br/><span>{proven}</span>
@@ -228,14 +228,14 @@ fn evidence_table(list: Vec<DrillView>) -> AnyView {
             <thead><tr><th>"Started"</th><th>"Policy"</th><th>"Snapshot"</th><th>"Result"</th><th>"Restore / total"</th><th>"Checks"</th></tr></thead>
             <tbody>
                 {list.into_iter().map(|d| {
-                    let short = d.snapshot_id.chars().take(12).collect::<String>();
+                    let short = super::names::short_id(&d.snapshot_id);
                     let outcome = if d.passed { "passed" } else { "failed" };
                     view! {
                         <tr data-testid=format!("drill-run-{}", d.id)>
-                            <td>{time(d.started_at)}</td>
-                            <td>{d.policy.clone()}{d.job_id.map(|j| view! { <br/><a href=format!("/jobs/{j}")>{format!("job #{j}")}</a> })}</td>
+                            <td data-label="Started">{time(d.started_at)}</td>
+                            <td>{d.policy.clone()}{d.job_id.map(|j| view! { <br/><a href=format!("/jobs/{j}")>{super::names::job_ref(j)}</a> })}</td>
                             <td><code>{short}</code><br/><span class="muted">{time(d.snapshot_time)}</span></td>
-                            <td class={if d.passed { "" } else { "error" }} data-testid="drill-outcome">{outcome}</td>
+                            <td class={if d.passed { "" } else { "error" }} data-label="Result" data-testid="drill-outcome">{outcome}</td>
                             <td>{format!("{} / {}", super::ui::duration(d.restore_ms), super::ui::duration(d.duration_ms))}<br/>
                                 <span class="muted">{format!("{} tables, {} rows", d.tables, d.rows)}</span></td>
                             <td>

@@ -64,12 +64,12 @@ pub fn JobsPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|j| view! {
                             <tr data-testid=format!("job-{}", j.id)>
-                                <td><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
+                                <td data-label="Job"><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
                                 <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
                                 <td>{status_badge(j.status)}</td>
-                                <td>{j.created_by.clone()}</td>
-                                <td>{time(j.created_at)}</td>
-                                <td>{progress_text(&j)}</td>
+                                <td data-label="Started by">{j.created_by.clone()}</td>
+                                <td data-label="Created">{time(j.created_at)}</td>
+                                <td data-label="Progress">{progress_text(&j)}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>
@@ -180,7 +180,7 @@ pub fn JobPage() -> impl IntoView {
                             </p>
                             {j.error.clone().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
                             {j.snapshot_id.clone().filter(|_| j.kind == JobKind::Backup).map(|s| view! {
-                                <p data-testid="job-snapshot">"Snapshot " <span class="mono">{s[..12].to_string()}</span> " · " <a href="/backups">"see it in Backups"</a></p>
+                                <p data-testid="job-snapshot">"Snapshot " <span class="mono" data-testid="snapshot-short">{super::names::short_id(&s)}</span> " · " <a href="/backups">"see it in Backups"</a></p>
                             })}
                             {(j.kind == JobKind::Restore && j.status == JobStatus::Succeeded).then(|| restored_tables(j.result.as_deref()))}
                             <div class="actions">

@@ -8,6 +8,7 @@ pub mod drills;
 pub mod jobs;
 pub mod layout;
 pub mod login;
+pub mod names;
 pub mod notifications;
 pub mod policies;
 pub mod requests;

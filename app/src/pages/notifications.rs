@@ -118,13 +118,13 @@ pub fn NotificationsPage() -> impl IntoView {
                             };
                             view! {
                                 <tr data-testid=format!("delivery-{id}") data-status=d.status.as_str() data-event=d.event.clone()>
-                                    <td class="num">{id}</td>
-                                    <td>{time(d.created_at)}</td>
-                                    <td>{d.channel.clone()}</td>
-                                    <td class="mono">{d.event.clone()}</td>
+                                    <td class="num" data-label="Delivery">{id}</td>
+                                    <td data-label="When">{time(d.created_at)}</td>
+                                    <td data-label="Channel">{d.channel.clone()}</td>
+                                    <td class="mono" data-label="Event">{d.event.clone()}</td>
                                     <td>{d.summary.clone()}</td>
                                     <td><span class=format!("badge {}", d.status)>{d.status.as_str()}</span></td>
-                                    <td class="num">{d.attempts}</td>
+                                    <td class="num" data-label="Attempts">{d.attempts}</td>
                                     <td class="wrap">{note}</td>
                                     <td>
                                         <Show when=move || failed_row>
@@ -163,12 +163,12 @@ fn channel_row(
     view! {
         <tr data-testid=format!("channel-{}", ch.name)>
             <td>{ch.name.clone()}{(!ch.enabled).then_some(" (paused)")}</td>
-            <td>{ch.kind.label()}</td>
-            <td class="mono">{ch.summary.clone()}</td>
-            <td class="mono wrap">{events}</td>
-            <td>{last}</td>
-            <td class="num">{ch.waiting}</td>
-            <td class="num" data-testid=format!("failed-{}", ch.name)>{ch.failed}</td>
+            <td data-label="Kind">{ch.kind.label()}</td>
+            <td class="mono" data-label="Sends">{ch.summary.clone()}</td>
+            <td class="mono wrap" data-label="Events">{events}</td>
+            <td data-label="Last delivery">{last}</td>
+            <td class="num" data-label="Waiting">{ch.waiting}</td>
+            <td class="num" data-label="Given up" data-testid=format!("failed-{}", ch.name)>{ch.failed}</td>
             <td>
                 <IfCan perm=Perm::Configure>
                     <button class="secondary" data-testid=format!("test-{name}") disabled=move || test.pending().get()

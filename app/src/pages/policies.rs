@@ -241,9 +241,9 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         <tr data-testid=format!("policy-{}", p.name)>
             <td>{p.name.clone()}{(!enabled).then(|| view! { " " <span class="badge" data-testid="disabled">"disabled"</span> })}</td>
             <td>{format!("{} → {}", p.source, p.target)}{copies}</td>
-            <td>{selection}</td>
-            <td>{schedule}{next_run}{late}{capture}</td>
-            <td data-testid="retention">{retention}</td>
+            <td data-label="Selection">{selection}</td>
+            <td data-label="Schedule">{schedule}{next_run}{late}{capture}</td>
+            <td data-label="Retention" data-testid="retention">{retention}</td>
             <td>
                 <IfCan perm=Perm::RunJobs>
                     <button disabled=move || run.pending().get()
@@ -494,8 +494,8 @@ fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> imp
                         <thead><tr><th>"Snapshot"</th><th>"Time"</th><th>"Verdict"</th><th>"Why"</th></tr></thead>
                         <tbody>
                             {pv.rows.into_iter().map(|row| view! {
-                                <tr data-testid=format!("verdict-{}", &row.snapshot_id[..12])>
-                                    <td class="mono">{row.snapshot_id[..12].to_string()}</td>
+                                <tr data-testid=format!("verdict-{}", super::names::short_id(&row.snapshot_id))>
+                                    <td class="mono">{super::names::short_id(&row.snapshot_id)}</td>
                                     <td>{super::ui::time(row.time_ms)}</td>
                                     <td>{if row.keep { "kept" } else { "removed" }}</td>
                                     <td>{row.reasons.join(", ")}</td>

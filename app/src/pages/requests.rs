@@ -66,13 +66,13 @@ pub fn RequestsPage() -> impl IntoView {
                     <tbody>
                         {rows.into_iter().map(|r| view! {
                             <tr data-testid=format!("request-{}", r.id)>
-                                <td><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
+                                <td data-label="Request"><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
                                 <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
                                 <td>{state_badge(r.state)}</td>
-                                <td>{approvals_text(&r)}</td>
-                                <td>{r.requester.clone()}</td>
-                                <td>{time(r.created_at)}</td>
-                                <td class="reason">{r.reason.clone()}</td>
+                                <td data-label="Approvals">{approvals_text(&r)}</td>
+                                <td data-label="Requested by">{r.requester.clone()}</td>
+                                <td data-label="Filed">{time(r.created_at)}</td>
+                                <td class="reason" data-label="Reason">{r.reason.clone()}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>

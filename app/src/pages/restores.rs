@@ -220,7 +220,7 @@ fn SnapshotStep(w: Wizard) -> impl IntoView {
                         }>
                             <option value="">"Choose a snapshot"</option>
                             {list.into_iter().map(|s| {
-                                let label = format!("{} · {} · {} · {} tables", super::ui::time(s.time_ms), s.source, s.policy, s.tables);
+                                let label = format!("{} · {} · {} · {} tables", super::names::snapshot_label(&s.snapshot_id, s.time_ms), s.source, super::names::object_name("policy", &s.policy, s.policy_id), s.tables);
                                 view! { <option value=s.id.to_string() selected=move || snapshot.get() == Some(s.id)>{label}</option> }
                             }).collect_view()}
                         </select>

@@ -71,9 +71,9 @@ pub fn SourcesPage() -> impl IntoView {
                             view! {
                                 <tr data-testid=format!("source-{}", s.name)>
                                     <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
-                                    <td>{s.engine.as_str()}</td>
-                                    <td class="mono">{s.url.clone()}</td>
-                                    <td><ApprovalRule source=s.clone() rule=rule/></td>
+                                    <td data-label="Engine">{s.engine.as_str()}</td>
+                                    <td class="mono" data-label="Connection">{s.url.clone()}</td>
+                                    <td data-label="Restores need"><ApprovalRule source=s.clone() rule=rule/></td>
                                     <td>
                                         <IfCan perm=Perm::Configure>
                                             <button class="secondary" disabled=move || test.pending().get()
@@ -268,10 +268,10 @@ pub fn TargetsPage() -> impl IntoView {
                         {list.into_iter().map(|t| { let id = t.id; let whole = t.clone(); view! {
                             <tr data-testid=format!("target-{}", t.name)>
                                 <td>{t.name.clone()}</td>
-                                <td>{t.kind.clone()}</td>
-                                <td class="mono">{t.location.clone()}</td>
-                                <td class="num">{t.snapshots}</td>
-                                <td class="num">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
+                                <td data-label="Kind">{t.kind.clone()}</td>
+                                <td class="mono" data-label="Location">{t.location.clone()}</td>
+                                <td class="num" data-label="Snapshots">{t.snapshots}</td>
+                                <td class="num" data-label="Used">{t.used_bytes.map(|b| bytes(b as i64)).unwrap_or_else(|| "unknown".into())}</td>
                                 <td>
                                     <IfCan perm=Perm::Configure>
                                         <button class="secondary" data-testid=format!("edit-target-{}", whole.name) on:click={

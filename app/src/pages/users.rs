@@ -99,8 +99,8 @@ pub fn UsersPage() -> impl IntoView {
                                                         }
                                                     }>"Change role"</button>
                                             </td>
-                                            <td>{time(u.created_at)}</td>
-                                            <td>{if disabled { "disabled" } else { "active" }}</td>
+                                            <td data-label="Since">{time(u.created_at)}</td>
+                                            <td data-label="Status">{if disabled { "disabled" } else { "active" }}</td>
                                             <td>
                                                 {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
                                                     let (sid, granted) = (s.id, u.sources.contains(&s.id));
@@ -286,10 +286,10 @@ fn ApiTokens() -> impl IntoView {
                                     view! {
                                         <tr data-testid=format!("token-{}", t.name)>
                                             <td>{t.name.clone()}</td>
-                                            <td>{t.role.as_str()}</td>
-                                            <td>{time(t.created_at)}</td>
-                                            <td>{time(t.expires_at)}</td>
-                                            <td>{t.last_used_at.map(time).unwrap_or_else(|| "never".into())}</td>
+                                            <td data-label="Acts as">{t.role.as_str()}</td>
+                                            <td data-label="Created">{time(t.created_at)}</td>
+                                            <td data-label="Expires">{time(t.expires_at)}</td>
+                                            <td data-label="Last used">{t.last_used_at.map(time).unwrap_or_else(|| "never".into())}</td>
                                             <td>{if t.revoked {
                                                 view! { <span>"revoked"</span> }.into_any()
                                             } else {
