@@ -28,7 +28,7 @@
 //! snapshot, or all of them when the source has none), so a range only ever shrinks
 //! from its start ([`crate::prune`]).
 
-use super::Range;
+use super::shared::{Range, check_name, rfc3339};
 use crate::model::{CaptureHead, CaptureRound, Engine, Snapshot, SnapshotId, SnapshotSource};
 use crate::progress::Progress;
 use crate::repo::{Repository, now_ms};
@@ -77,7 +77,7 @@ impl SqliteCapture {
         selection: Selection,
         tags: BTreeMap<String, String>,
     ) -> Result<Self> {
-        super::check_name(name)?;
+        check_name(name)?;
         match SourceUrl::parse(&source)? {
             SourceUrl::Sqlite(_) => {}
             SourceUrl::Mysql(_) => {
@@ -413,8 +413,8 @@ pub async fn base(repo: &Repository, source_url: &str, at_ms: i64) -> Result<Sql
         return Err(Error::invalid(match latest_end {
             Some(t) => format!(
                 "no capture of {source_url} covers {}: captured states reach up to {}",
-                super::rfc3339(at_ms),
-                super::rfc3339(t)
+                rfc3339(at_ms),
+                rfc3339(t)
             ),
             None => format!(
                 "no capture of {source_url} in this repository: restoring to a point in time needs `tablesafe capture` running then (or restore a snapshot)"

@@ -13,7 +13,8 @@
 //! read from the source, every transaction committed before that position has been
 //! received: that is what lets a round say "every commit up to T is stored".
 
-use super::{PgOutputDecoder, Txn};
+use super::change::Txn;
+use super::pgoutput::PgOutputDecoder;
 use crate::secret::Secret;
 use crate::{Error, Result};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
