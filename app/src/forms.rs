@@ -158,6 +158,18 @@ pub fn repository_password(value: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// A repository password typed twice: `repeat` (None when not sent, as from a script)
+/// must be the same, since the password is never shown again.
+pub fn same_password(password: &str, repeat: Option<&str>) -> Result<(), AppError> {
+    match repeat {
+        Some(r) if r != password => Err(field(
+            "password_repeat",
+            "The two passwords differ: type the same repository password twice.",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Table globs, one per line or comma-separated.
 pub fn globs(field_name: &str, value: &str) -> Result<Vec<String>, AppError> {
     let list: Vec<String> = value
@@ -277,5 +289,10 @@ mod tests {
         assert!(columns("t=").is_err());
         assert!(username("ann smith").is_err());
         assert!(role("root").is_err());
+        assert!(
+            matches!(same_password("correct horse", Some("correct hose")), Err(AppError::Field(f, _)) if f == "password_repeat")
+        );
+        assert!(same_password("correct horse", Some("correct horse")).is_ok());
+        assert!(same_password("correct horse", None).is_ok());
     }
 }

@@ -80,6 +80,7 @@ test("a source, a target and a channel are changed and removed", async ({ page }
   await tform.getByLabel("Name").fill(disk);
   await tform.getByLabel("Directory").fill(repo);
   await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByLabel("Repeat password").fill("a repository password");
   await tform.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${disk}`)).toBeVisible();
   const disk2 = unique("disk-renamed");

@@ -221,7 +221,7 @@ export async function backedUpPolicy(page: Page, files: string, db: string, pref
   const disk = unique(`${prefix}-disk`);
   const policy = unique(prefix);
   await addThrough(page, "/sources", "Add a source", [["Name", src], ["Connection URL", `sqlite://${db}`]], "Add source", `source-${src}`);
-  await addThrough(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"]], "Add target", `target-${disk}`);
+  await addThrough(page, "/targets", "Add a target", [["Name", disk], ["Location", path.join(files, "repo")], ["Repository password", "a repository password"], ["Repeat password", "a repository password"]], "Add target", `target-${disk}`);
   await page.goto("/policies");
   await hydrated(page);
   const form = page.getByRole("form", { name: "Create a policy" });

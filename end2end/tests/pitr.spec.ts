@@ -31,6 +31,7 @@ test("a table comes back as it was at a chosen instant", async ({ page }) => {
   await tform.getByLabel("Name").fill(target);
   await tform.getByLabel(/^Location/).fill(path.join(tempDir(), "repo"));
   await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByLabel("Repeat password").fill("a repository password");
   await tform.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${target}`)).toBeVisible();
   await page.goto("/policies");

@@ -98,6 +98,7 @@ test("a restore request approved by two different people runs and shows its rows
   await tform.getByLabel("Name").fill(target);
   await tform.getByLabel(/^Location/).fill(path.join(files, "repo"));
   await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByLabel("Repeat password").fill("a repository password");
   await tform.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${target}`)).toBeVisible();
   await page.goto("/policies");

@@ -11,6 +11,7 @@ async function addTarget(page: Page, name: string, dir: string) {
   await form.getByLabel("Name").fill(name);
   await form.getByLabel("Location").fill(dir);
   await form.getByLabel("Repository password").fill("a repository password");
+  await form.getByLabel("Repeat password").fill("a repository password");
   await form.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${name}`)).toBeVisible();
 }

@@ -73,6 +73,7 @@ test("a new admin backs up SQLite and PostgreSQL and restores a table under a ne
   await tform.getByLabel("Name").fill(disk);
   await tform.getByLabel("Directory").fill(path.join(files, "repo"));
   await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByLabel("Repeat password").fill("a repository password");
   await tform.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${disk}`)).toContainText(path.join(files, "repo"));
 
@@ -242,6 +243,7 @@ test("a trigger URL starts a backup from outside the console", async ({ page, re
   await tform.getByLabel("Name").fill(disk);
   await tform.getByLabel("Directory").fill(path.join(files, "repo"));
   await tform.getByLabel("Repository password").fill("a repository password");
+  await tform.getByLabel("Repeat password").fill("a repository password");
   await tform.getByRole("button", { name: "Add target" }).click();
   await expect(page.getByTestId(`target-${disk}`)).toBeVisible();
   await page.goto("/policies");

@@ -207,13 +207,16 @@ mod server {
         names: &store::Names,
     ) -> Result<RequestView, AppError> {
         let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
-        let approvers = rq::approvers(&c.state.db, row.id)
+        let approvers: Vec<String> = rq::approvers(&c.state.db, row.id)
             .await
             .or_internal("approvers")?
             .into_iter()
             .map(|(u, _)| u)
             .collect();
-        let can_approve = row.state == RequestState::Requested && may_decide(c, &row, &req).await?;
+        // Approve is offered once per person and version: not again after approving.
+        let can_approve = row.state == RequestState::Requested
+            && !approvers.contains(&c.user.username)
+            && may_decide(c, &row, &req).await?;
         let result: Option<serde_json::Value> = row
             .job_result
             .as_deref()
@@ -298,6 +301,63 @@ mod server {
             announce(c, "restore.approved", row.id).await;
         }
         Ok(started)
+    }
+
+    /// Whether `row` (a waiting request) waits for the caller: they may decide it and
+    /// have not approved its current version yet.
+    pub async fn waits_for(c: &Ctx, row: &RequestRow) -> Result<bool, AppError> {
+        let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
+        if !may_decide(c, row, &req).await? {
+            return Ok(false);
+        }
+        let approved = rq::approvers(&c.state.db, row.id)
+            .await
+            .or_internal("approvers")?
+            .iter()
+            .any(|(u, _)| *u == c.user.username);
+        Ok(!approved)
+    }
+}
+
+/// How many restore requests wait for the caller's decision: waiting (not expired),
+/// not their own, within their rights (see `may_decide`) and not approved by them yet.
+/// The navigation's badge and the dashboard show it. Whoever may approve nothing gets
+/// 0, whatever waits: the count says nothing about requests they may not decide.
+#[server(endpoint = "requests/pending_for_me")]
+pub async fn pending_for_me() -> Result<i64, AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, requests as rq};
+    let c = ctx::authenticate().await?;
+    if !server::may_decide_some(&c).await? {
+        return Ok(0);
+    }
+    const BATCH: i64 = 200;
+    let (mut count, mut before) = (0, None);
+    loop {
+        let visible = if c.can(Perm::SeeAll) {
+            rq::Visible::All
+        } else {
+            rq::Visible::For(c.user.id)
+        };
+        let rows = rq::page(
+            &c.state.db,
+            visible,
+            before,
+            Some(RequestState::Requested.as_str()),
+            None,
+            BATCH,
+        )
+        .await
+        .or_internal("listing waiting requests")?;
+        for row in &rows {
+            if server::waits_for(&c, row).await? {
+                count += 1;
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == BATCH => before = Some(last.id),
+            _ => return Ok(count),
+        }
     }
 }
 

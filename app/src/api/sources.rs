@@ -564,6 +564,9 @@ pub async fn add_target(
     #[server(default)] s3_secret_access_key: String,
     #[server(default)] ssh_private_key: String,
     #[server(default)] server_identity: Option<String>,
+    // The console's "Repeat password" (a script may leave it out): the password is
+    // never shown again, so a typo would lock every backup away.
+    #[server(default)] password_repeat: Option<String>,
 ) -> Result<i64, AppError> {
     use crate::auth::Perm;
     use crate::forms;
@@ -576,6 +579,7 @@ pub async fn add_target(
         let name = forms::name("name", &name)?;
         let location = forms::target_location(&location)?;
         forms::repository_password(&password)?;
+        forms::same_password(&password, password_repeat.as_deref())?;
         let password = Secret::new(password);
         let creds = crate::ssr::StoredCredentials {
             s3_access_key_id: s3_access_key_id.trim().to_string(),

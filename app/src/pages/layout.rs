@@ -2,6 +2,12 @@ use crate::SECTIONS;
 use crate::auth::{Logout, current_user};
 use leptos::prelude::*;
 use leptos_router::components::{A, Outlet, Redirect};
+use leptos_router::hooks::use_location;
+
+/// Bumped by a page that changed what waits for the user (an approval, a rejection), so
+/// the navigation's count of waiting requests loads again.
+#[derive(Clone, Copy)]
+pub struct PendingChanged(pub RwSignal<u32>);
 
 /// The frame of every page behind the login: header, navigation, the page itself.
 ///
@@ -12,6 +18,15 @@ use leptos_router::components::{A, Outlet, Redirect};
 pub fn Layout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
     provide_context(super::ui::CurrentUser(user));
+    // How many restore requests wait for this user's decision, reloaded on each page
+    // change and after a decision (0 for who may decide none: see `pending_for_me`).
+    let changed = RwSignal::new(0u32);
+    provide_context(PendingChanged(changed));
+    let location = use_location();
+    let pending = Resource::new(
+        move || (location.pathname.get(), changed.get()),
+        |_| crate::api::requests::pending_for_me(),
+    );
     let logout = ServerAction::<Logout>::new();
     view! {
         <div class="layout">
@@ -38,7 +53,7 @@ pub fn Layout() -> impl IntoView {
                     <li><A href="/" exact=true>"Dashboard"</A></li>
                     {SECTIONS.iter().map(|(path, label, _, perm)| view! {
                         <super::ui::IfCan perm=*perm>
-                            <li><A href=*path>{*label}</A></li>
+                            <li><A href=*path>{*label}{(*path == "/requests").then(|| view! { <PendingBadge pending=pending/> })}</A></li>
                         </super::ui::IfCan>
                     }).collect_view()}
                 </ul>
@@ -47,5 +62,26 @@ pub fn Layout() -> impl IntoView {
                 <Outlet/>
             </main>
         </div>
+    }
+}
+
+/// The count of requests waiting for the user, on *Requests* (nothing when none).
+#[component]
+fn PendingBadge(pending: Resource<Result<i64, crate::error::AppError>>) -> impl IntoView {
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match pending.await {
+                    Ok(n) if n > 0 => view! {
+                        " "
+                        <span class="nav-badge" data-testid="requests-badge"
+                            title=format!("{n} waiting for your approval")>
+                            {n}<span class="visually-hidden">" waiting for your approval"</span>
+                        </span>
+                    }.into_any(),
+                    _ => ().into_any(),
+                }
+            })}
+        </Transition>
     }
 }

@@ -6,7 +6,7 @@ use super::ui::{ErrorLine, PagedListing, failed, general_error, id_param, submit
 use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
-    get_request, list_requests,
+    get_request, list_requests, pending_for_me,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -100,6 +100,16 @@ pub fn RequestPage() -> impl IntoView {
         },
         |(id, _, _, _, _)| get_request(id),
     );
+    // A decision changes what waits for this user: the navigation's count loads again.
+    if let Some(super::layout::PendingChanged(changed)) = use_context() {
+        Effect::new(move |_| {
+            if matches!(approve.value().get(), Some(Ok(_)))
+                || matches!(reject.value().get(), Some(Ok(_)))
+            {
+                changed.update(|n| *n += 1);
+            }
+        });
+    }
     view! {
         <Title text="Restore request"/>
         <p><a href="/requests">"← Requests"</a></p>
@@ -107,6 +117,9 @@ pub fn RequestPage() -> impl IntoView {
         <ErrorLine error=general_error(reject)/>
         <ErrorLine error=general_error(cancel)/>
         <ErrorLine error=general_error(change)/>
+        {move || matches!(approve.value().get(), Some(Ok(_))).then(|| view! {
+            <p class="ok" role="status" data-testid="approved">"You approved this request."</p>
+        })}
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
@@ -263,4 +276,29 @@ fn ChangeForm(r: RequestView, change: ServerAction<ChangeRequest>) -> impl IntoV
         </details>
     }
     .into_any()
+}
+
+/// For the dashboard: how many restore requests wait for the user's decision, with a
+/// link to them (nothing when none, or for who may decide none).
+#[component]
+pub fn WaitingForYou() -> impl IntoView {
+    let pending = Resource::new(|| (), |_| pending_for_me());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                match pending.await {
+                    Ok(n) if n > 0 => view! {
+                        <p class="waiting-for-you" data-testid="waiting-for-you">
+                            <a href="/requests?state=requested">{format!(
+                                "{n} restore request{} wait{} for your approval",
+                                if n == 1 { "" } else { "s" },
+                                if n == 1 { "s" } else { "" }
+                            )}</a>
+                        </p>
+                    }.into_any(),
+                    _ => ().into_any(),
+                }
+            })}
+        </Suspense>
+    }
 }

@@ -1,5 +1,6 @@
 use super::ui::{
-    ErrorLine, Field, IfCan, Listing, bytes, failed, field_error, general_error, id_param,
+    ErrorLine, Field, IfCan, Listing, SaveStatus, bytes, failed, field_error, general_error,
+    id_param,
 };
 use crate::api::sources::{
     AddSource, AddTarget, DeleteSource, DeleteTarget, EditSource, EditTarget, SetApprovalRule,
@@ -14,7 +15,6 @@ use leptos_meta::Title;
 pub fn SourcesPage() -> impl IntoView {
     let add = ServerAction::<AddSource>::new();
     let test = ServerAction::<TestSource>::new();
-    let rule = ServerAction::<SetApprovalRule>::new();
     let edit = ServerAction::<EditSource>::new();
     let delete = ServerAction::<DeleteSource>::new();
     let editing = RwSignal::new(None::<SourceView>);
@@ -22,7 +22,6 @@ pub fn SourcesPage() -> impl IntoView {
         move || {
             (
                 add.version().get(),
-                rule.version().get(),
                 edit.version().get(),
                 delete.version().get(),
             )
@@ -30,16 +29,27 @@ pub fn SourcesPage() -> impl IntoView {
         |_| list_sources(),
     );
     // A saved change closes the form; the last change done is said in words.
-    let (said, set_said) = signal(None::<&'static str>);
+    let (said, set_said) = signal(None::<String>);
     Effect::new(move |_| {
         if let Some(Ok(())) = edit.value().get() {
             editing.set(None);
-            set_said.set(Some("Source saved."));
+            set_said.set(Some("Source saved.".into()));
         }
     });
     Effect::new(move |_| {
         if let Some(Ok(())) = delete.value().get() {
-            set_said.set(Some("Source deleted."));
+            set_said.set(Some("Source deleted.".into()));
+        }
+    });
+    // A source added: the form empties (its URL may hold a password) and says so.
+    let add_form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = add.value().get()
+            && let Some(f) = add_form.get_untracked()
+        {
+            let name = input_value(&f, "name");
+            set_said.set(Some(format!("Source '{}' added.", name.trim())));
+            f.reset();
         }
     });
     let done = move || {
@@ -58,7 +68,6 @@ pub fn SourcesPage() -> impl IntoView {
         <p class="muted">"The databases tablesafe backs up. Passwords in connection URLs are encrypted at rest and never shown again."</p>
         {test_result}
         {done}
-        <ErrorLine error=general_error(rule)/>
         <ErrorLine error=general_error(delete)/>
         <Listing items=sources empty="No sources yet." show=move |list| {
             view! {
@@ -73,7 +82,7 @@ pub fn SourcesPage() -> impl IntoView {
                                     <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
                                     <td data-label="Engine">{s.engine.as_str()}</td>
                                     <td class="mono" data-label="Connection">{s.url.clone()}</td>
-                                    <td data-label="Restores need"><ApprovalRule source=s.clone() rule=rule/></td>
+                                    <td data-label="Restores need"><ApprovalRule source=s.clone()/></td>
                                     <td>
                                         <IfCan perm=Perm::Configure>
                                             <button class="secondary" disabled=move || test.pending().get()
@@ -108,7 +117,7 @@ pub fn SourcesPage() -> impl IntoView {
             {move || editing.get().map(|s| view! { <EditSourceForm source=s edit=edit editing=editing/> })}
             <Show when=move || editing.get().is_none()>
             <h2>"Add a source"</h2>
-            <ActionForm action=add attr:class="form" attr:aria-label="Add a source">
+            <ActionForm action=add node_ref=add_form attr:class="form" attr:aria-label="Add a source">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
                 <Field label="Connection URL" name="url" placeholder="sqlite:///var/lib/app.db or postgres://user:password@host:5432/db"
                     error=field_error(add, "url") check=|v| forms::source_url(v).map(|_| ())/>
@@ -144,41 +153,62 @@ fn EditSourceForm(
 }
 
 /// How many approvals restores of a source need; admins change it here, others read it.
+/// Each control saves on change and says so next to it ("Saved", or why not); the list
+/// is not reloaded for it, so the panel stays open and shows what is saved.
 #[component]
-fn ApprovalRule(
-    source: crate::api::sources::SourceView,
-    rule: ServerAction<SetApprovalRule>,
-) -> impl IntoView {
+fn ApprovalRule(source: crate::api::sources::SourceView) -> impl IntoView {
+    let rule = ServerAction::<SetApprovalRule>::new();
     let id = source.id;
-    let (required, ttl) = (source.approvals_required, source.request_ttl_minutes);
+    // What the server holds (approvals, expiry in minutes), and what was last sent.
+    let saved = RwSignal::new((source.approvals_required, source.request_ttl_minutes));
+    let sent = RwSignal::new(saved.get_untracked());
+    Effect::new(move |_| {
+        if let Some(Ok(())) = rule.value().get() {
+            saved.set(sent.get_untracked());
+        }
+    });
+    // A value the browser cannot send at all (not a number).
+    let (local, set_local) = signal(None::<&'static str>);
     let label = |n: i64| match n {
         0 => "no approval",
         1 => "one approval",
         _ => "two approvals (two-person rule)",
     };
-    let hours = (ttl as f64 / 60.0).to_string();
+    let required = source.approvals_required;
+    let hours = (source.request_ttl_minutes as f64 / 60.0).to_string();
     let sel = format!("rule-{}", source.name);
     let exp = format!("ttl-{}", source.name);
+    let send = move |r: (i64, i64)| {
+        set_local.set(None);
+        sent.set(r);
+        rule.dispatch(SetApprovalRule {
+            id,
+            approvals_required: r.0,
+            request_ttl_minutes: r.1,
+        });
+    };
     view! {
-        <span data-testid=format!("needs-{}", source.name)>{label(required)}</span>
+        <span data-testid=format!("needs-{}", source.name)>{move || label(saved.get().0)}</span>
         <IfCan perm=Perm::ManageUsers>
             <details>
             <summary>"Change"</summary>
             <label for=sel.clone()>"Approvals needed"</label>
             <select id=sel.clone() data-testid=sel.clone() on:change=move |ev| {
                 if let Ok(n) = event_target_value(&ev).parse::<i64>() {
-                    rule.dispatch(SetApprovalRule { id, approvals_required: n, request_ttl_minutes: ttl });
+                    send((n, saved.get_untracked().1));
                 }
             }>
                 {[0, 1, 2].into_iter().map(|n| view! { <option value=n.to_string() selected=n == required>{label(n)}</option> }).collect_view()}
             </select>
             <label for=exp.clone()>"Requests expire after (hours)"</label>
             <input id=exp.clone() type="number" min="0.1" step="any" class="narrow" value=hours.clone() on:change=move |ev| {
-                if let Ok(h) = event_target_value(&ev).parse::<f64>() {
-                    let minutes = (h * 60.0).round() as i64;
-                    rule.dispatch(SetApprovalRule { id, approvals_required: required, request_ttl_minutes: minutes });
+                match event_target_value(&ev).trim().parse::<f64>() {
+                    Ok(h) if h.is_finite() => send((saved.get_untracked().0, (h * 60.0).round() as i64)),
+                    _ => set_local.set(Some("Enter a number of hours, such as 24.")),
                 }
             }/>
+            {move || local.get().map(|m| view! { <span class="error" role="alert">{m}</span> })}
+            <SaveStatus action=rule testid="rule-status"/>
             </details>
         </IfCan>
     }
@@ -243,6 +273,41 @@ pub fn TargetsPage() -> impl IntoView {
             set_said.set(Some("Target saved.".into()));
         }
     });
+    // A target added: the form empties, never keeping the password, and says so.
+    let add_form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = add.value().get()
+            && let Some(f) = add_form.get_untracked()
+        {
+            let name = input_value(&f, "name");
+            set_said.set(Some(format!(
+                "Target '{}' added. Keep a copy of its repository password somewhere safe: it is not shown again.",
+                name.trim()
+            )));
+            f.reset();
+        }
+    });
+    // The password typed twice differs: refused here before sending (and by the server).
+    let (mismatch, set_mismatch) = signal(None::<String>);
+    let repeat_error = Signal::derive(move || {
+        mismatch
+            .get()
+            .or_else(|| field_error(add, "password_repeat").get())
+    });
+    let check_repeat = move |ev: leptos::ev::MouseEvent| {
+        let Some(f) = add_form.get_untracked() else {
+            return;
+        };
+        let differ = crate::forms::same_password(
+            &input_value(&f, "password"),
+            Some(&input_value(&f, "password_repeat")),
+        )
+        .err();
+        if differ.is_some() {
+            ev.prevent_default();
+        }
+        set_mismatch.set(differ.map(|e| e.to_string()));
+    };
     Effect::new(move |_| {
         if let Some(Ok(n)) = delete.value().get() {
             set_said.set(Some(format!(
@@ -303,12 +368,13 @@ pub fn TargetsPage() -> impl IntoView {
             {move || editing.get().map(|t| view! { <EditTargetForm target=t edit=edit editing=editing/> })}
             <Show when=move || editing.get().is_none()>
             <h2>"Add a target"</h2>
-            <ActionForm action=add attr:class="form" attr:aria-label="Add a target">
+            <ActionForm action=add node_ref=add_form attr:class="form" attr:aria-label="Add a target">
                 <Field label="Name" name="name" error=field_error(add, "name") check=|v| forms::name("name", v).map(|_| ())/>
                 <Field label="Location: a directory, s3://bucket/prefix?endpoint=…&region=…, or sftp://user@host:port/path" name="location" placeholder="/var/backups/shop"
                     error=field_error(add, "location") check=|v| forms::target_location(v).map(|_| ())/>
-                <Field label="Repository password" name="password" kind="password"
+                <Field label="Repository password (never shown again: keep a copy)" name="password" kind="password"
                     error=field_error(add, "password") check=forms::repository_password/>
+                <Field label="Repeat password" name="password_repeat" kind="password" error=repeat_error/>
                 <details>
                     <summary>"Credentials for S3 or SFTP"</summary>
                     <Field label="S3 access key id" name="s3_access_key_id" error=field_error(add, "s3_access_key_id")/>
@@ -322,7 +388,7 @@ pub fn TargetsPage() -> impl IntoView {
                     </IfCan>
                 </details>
                 <ErrorLine error=general_error(add)/>
-                <button type="submit" disabled=move || add.pending().get()>"Add target"</button>
+                <button type="submit" disabled=move || add.pending().get() on:click=check_repeat>"Add target"</button>
             </ActionForm>
             </Show>
         </IfCan>
@@ -354,4 +420,15 @@ fn EditTargetForm(
             <button type="button" class="secondary" on:click=move |_| editing.set(None)>"Cancel"</button>
         </ActionForm>
     }
+}
+
+/// The value of the input named `name` in `form` ("" if none).
+fn input_value(form: &leptos::web_sys::HtmlFormElement, name: &str) -> String {
+    use leptos::wasm_bindgen::JsCast;
+    form.query_selector(&format!("[name={name}]"))
+        .ok()
+        .flatten()
+        .and_then(|el| el.dyn_into::<leptos::web_sys::HtmlInputElement>().ok())
+        .map(|i| i.value())
+        .unwrap_or_default()
 }

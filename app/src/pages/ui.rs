@@ -77,22 +77,75 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
-/// The error of the last run of `action`, for field `name`.
+/// The fields whose errors some form shows next to them, per server function (its type
+/// name): `field_error` adds to it, `general_error` reads it. Facts about the code, not
+/// about a user or a request (every form of one server function shows the same fields),
+/// so one set for the whole program is right.
+static SHOWN_FIELDS: std::sync::Mutex<std::collections::BTreeSet<(&str, &str)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn field_shown(function: &'static str, field: &str) -> bool {
+    SHOWN_FIELDS
+        .lock()
+        .map(|s| s.contains(&(function, field)))
+        .unwrap_or(false)
+}
+
+/// The error of the last run of `action`, for field `name` (which this form shows: an
+/// error about a field no form shows goes to [`general_error`] instead).
 pub fn field_error<A, O>(action: ServerAction<A>, name: &'static str) -> Signal<Option<String>>
 where
     A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
     O: Clone + Send + Sync + 'static,
 {
+    if let Ok(mut shown) = SHOWN_FIELDS.lock() {
+        shown.insert((std::any::type_name::<A>(), name));
+    }
     last_error(action, move |e| e.for_field(name))
 }
 
-/// The error of the last run of `action` that is not about one field.
+/// The error of the last run of `action` that no field of its form shows: one not about
+/// a field, or about a field the form has no [`field_error`] for (so no server error is
+/// lost; it is shown with the field's name).
 pub fn general_error<A, O>(action: ServerAction<A>) -> Signal<Option<String>>
 where
     A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
     O: Clone + Send + Sync + 'static,
 {
-    last_error(action, AppError::general)
+    let function = std::any::type_name::<A>();
+    last_error(action, move |e| match e {
+        AppError::Field(f, _) if field_shown(function, f) => None,
+        AppError::Field(f, m) => Some(format!("{}: {m}", f.replace('_', " "))),
+        other => Some(other.to_string()),
+    })
+}
+
+/// What a save made on change (a checkbox, a select) says: "Saved" once the server
+/// accepted it, its error if refused, nothing while no save was made.
+#[component]
+pub fn SaveStatus<A, O>(
+    action: ServerAction<A>,
+    #[prop(optional)] testid: &'static str,
+) -> impl IntoView
+where
+    A: leptos::server_fn::ServerFn<Output = O, Error = AppError> + Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
+{
+    let testid = if testid.is_empty() {
+        "save-status"
+    } else {
+        testid
+    };
+    view! {
+        <span class="save-status" aria-live="polite" data-testid=testid>
+            {move || match action.value().get() {
+                _ if action.pending().get() => view! { <span class="muted">"Saving…"</span> }.into_any(),
+                Some(Ok(_)) => view! { <span class="ok">"Saved"</span> }.into_any(),
+                Some(Err(e)) => view! { <span class="error" role="alert">{e.to_string()}</span> }.into_any(),
+                None => ().into_any(),
+            }}
+        </span>
+    }
 }
 
 /// What `pick` takes from the error of the last run of `action`, if it failed.

@@ -21,6 +21,20 @@ pub fn UsersPage() -> impl IntoView {
     let chosen = RwSignal::new(std::collections::HashMap::<i64, String>::new());
     // The last change sent, for its confirmation: (user name, role).
     let role_sent = RwSignal::new((String::new(), String::new()));
+    // Grants and approvers save as they are ticked: what the last one changed, and once
+    // the server accepted it, "Saved" with that (a refusal shows as an error line).
+    let tick_sent = RwSignal::new(String::new());
+    let tick_saved = RwSignal::new(None::<String>);
+    for done in [grant.value(), approver.value()] {
+        Effect::new(move |_| {
+            if let Some(r) = done.get() {
+                tick_saved.set(
+                    r.ok()
+                        .map(|()| format!("Saved: {}.", tick_sent.get_untracked())),
+                );
+            }
+        });
+    }
     let users = Resource::new(
         move || {
             (
@@ -66,6 +80,7 @@ pub fn UsersPage() -> impl IntoView {
             let (who, role) = role_sent.get();
             view! { <p class="ok" role="status" data-testid="role-changed">{format!("{who} is now {role}: their sessions ended (the new role applies when they log in again), and their API tokens wider than it stopped working.")}</p> }
         })}
+        {move || tick_saved.get().map(|m| view! { <p class="ok" role="status" data-testid="tick-saved">{m}</p> })}
         <Show when=move || matches!(sign_out.value().get(), Some(Ok(())))>
             <p class="ok" role="status">"Signed out everywhere: that user's browsers must log in again."</p>
         </Show>
@@ -105,12 +120,15 @@ pub fn UsersPage() -> impl IntoView {
                                                 {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
                                                     let (sid, granted) = (s.id, u.sources.contains(&s.id));
                                                     let cid = format!("g-{}-{}", id, s.id);
+                                                    let source = s.name.clone();
                                                     view! {
                                                         <div class="check">
                                                             <input type="checkbox" id=cid.clone() prop:checked=granted
                                                                 aria-label=format!("Grant {}", s.name)
                                                                 on:change=move |ev| {
-                                                                    grant.dispatch(GrantSource { user_id: id, source_id: sid, granted: event_target_checked(&ev) });
+                                                                    let granted = event_target_checked(&ev);
+                                                                    tick_sent.set(format!("{} {} restore from {source}", name.get_value(), if granted { "may now" } else { "may no longer" }));
+                                                                    grant.dispatch(GrantSource { user_id: id, source_id: sid, granted });
                                                                 }/>
                                                             <label for=cid>{s.name.clone()}</label>
                                                         </div>
@@ -121,12 +139,15 @@ pub fn UsersPage() -> impl IntoView {
                                                 {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
                                                     let (sid, on) = (s.id, u.approves.contains(&s.id));
                                                     let cid = format!("a-{}-{}", id, s.id);
+                                                    let source = s.name.clone();
                                                     view! {
                                                         <div class="check">
                                                             <input type="checkbox" id=cid.clone() prop:checked=on
                                                                 aria-label=format!("Approver for {}", s.name)
                                                                 on:change=move |ev| {
-                                                                    approver.dispatch(SetApprover { user_id: id, source_id: sid, on: event_target_checked(&ev) });
+                                                                    let on = event_target_checked(&ev);
+                                                                    tick_sent.set(format!("{} {} approve restores of {source}", name.get_value(), if on { "may now" } else { "may no longer" }));
+                                                                    approver.dispatch(SetApprover { user_id: id, source_id: sid, on });
                                                                 }/>
                                                             <label for=cid>{s.name.clone()}</label>
                                                         </div>

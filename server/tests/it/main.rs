@@ -26,6 +26,7 @@ mod restore;
 mod retention;
 mod roles;
 mod schedule;
+mod signals;
 mod targets;
 mod tokens;
 mod trigger;
