@@ -747,6 +747,9 @@ pub struct SourceHealth {
     pub source_id: i64,
     pub name: String,
     pub last_success_ms: Option<i64>,
+    /// Whether its latest finished backup (succeeded or failed; cancelled ones do not
+    /// count) failed: its current state, whatever older failures there were.
+    pub last_backup_failed: bool,
     /// The next scheduled run of any of its enabled policies.
     pub next_run: Option<i64>,
     pub failures_7d: i64,
@@ -757,8 +760,10 @@ pub struct DashboardView {
     pub sources: Vec<SourceHealth>,
     /// (time, bytes stored) of recent snapshots, oldest first.
     pub stored: Vec<(i64, i64)>,
-    /// (time, seconds) of recent finished jobs, oldest first.
-    pub durations: Vec<(i64, f64)>,
+    /// (time, seconds) of recent successful backups, oldest first.
+    pub backup_durations: Vec<(i64, f64)>,
+    /// (time, seconds) of recent successful restores, oldest first.
+    pub restore_durations: Vec<(i64, f64)>,
     /// The server's clock (ages are computed from it, the same on server and browser).
     pub now_ms: i64,
     /// Per policy with drills, the newest snapshot a restore drill proved restorable
@@ -792,6 +797,14 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
         .fetch_one(&db.pool)
         .await
         .or_internal("failures")?;
+        let latest: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM jobs WHERE source_id = $1 AND kind = 'backup' AND status IN ('succeeded', 'failed') \
+             ORDER BY COALESCE(finished_at, created_at) DESC, id DESC LIMIT 1",
+        )
+        .bind(s.id)
+        .fetch_optional(&db.pool)
+        .await
+        .or_internal("latest backup")?;
         let next_run: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_run_at) FROM policies WHERE source_id = $1 AND enabled = 1",
         )
@@ -803,6 +816,7 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
             source_id: s.id,
             name: s.name,
             last_success_ms: last,
+            last_backup_failed: latest.as_deref() == Some("failed"),
             next_run,
             failures_7d: failures,
         });
@@ -816,21 +830,31 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
     .await
     .or_internal("stored series")?;
     stored.reverse();
-    let mut durations: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT finished_at, finished_at - started_at FROM jobs WHERE status = 'succeeded' AND started_at IS NOT NULL AND ($1 = 0 OR created_by = $1) ORDER BY id DESC LIMIT 60",
-    )
-    .bind(granted)
-    .fetch_all(&db.pool)
-    .await
-    .or_internal("duration series")?;
-    durations.reverse();
+    let mut durations = Vec::new();
+    for kind in ["backup", "restore"] {
+        let mut series: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT finished_at, finished_at - started_at FROM jobs WHERE kind = $2 AND status = 'succeeded' AND started_at IS NOT NULL AND ($1 = 0 OR created_by = $1) ORDER BY id DESC LIMIT 60",
+        )
+        .bind(granted)
+        .bind(kind)
+        .fetch_all(&db.pool)
+        .await
+        .or_internal("duration series")?;
+        series.reverse();
+        durations.push(
+            series
+                .into_iter()
+                .map(|(t, ms)| (t, ms as f64 / 1000.0))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let restore_durations = durations.pop().unwrap_or_default();
+    let backup_durations = durations.pop().unwrap_or_default();
     Ok(DashboardView {
         sources: out,
         stored,
-        durations: durations
-            .into_iter()
-            .map(|(t, ms)| (t, ms as f64 / 1000.0))
-            .collect(),
+        backup_durations,
+        restore_durations,
         now_ms: now_ms(),
         proven: if only.is_none() {
             crate::api::drills::proven(db).await?

@@ -1,4 +1,4 @@
-use super::ui::{PagedListing, time};
+use super::ui::{PagedListing, When};
 use crate::api::history::{AuditView, Outcome, VerifyAudit, list_audit};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -64,7 +64,7 @@ pub fn AuditPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|e| { let class = e.outcome.clone(); view! {
                             <tr class=class>
-                                <td data-label="When">{time(e.at)}</td>
+                                <td data-label="When"><When ms=e.at/></td>
                                 <td data-label="Who">{e.username}</td>
                                 <td data-label="From">{e.address}</td>
                                 <td data-label="Action">{e.action}</td>

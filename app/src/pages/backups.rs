@@ -1,4 +1,4 @@
-use super::ui::{ErrorLine, IfCan, bytes, duration, failed, general_error, time};
+use super::ui::{ErrorLine, IfCan, When, bytes, duration, failed, general_error};
 use crate::api::history::{Segment, VerifySnapshot, list_snapshots};
 use crate::api::jobs::list_policies;
 use crate::api::sources::list_sources;
@@ -74,7 +74,7 @@ pub fn BackupsPage() -> impl IntoView {
                                             let id = s.id;
                                             view! {
                                                 <tr data-testid=format!("snapshot-{}", super::names::short_id(&s.snapshot_id))>
-                                                    <td>{time(s.time_ms)}<br/><span class="mono muted" data-testid="snapshot-short">{super::names::short_id(&s.snapshot_id)}</span></td>
+                                                    <td><When ms=s.time_ms/><br/><span class="mono muted" data-testid="snapshot-short">{super::names::short_id(&s.snapshot_id)}</span></td>
                                                     // A deleted policy's snapshots stay listed, as its.
                                                     <td data-label="Policy">{super::names::object_name("policy", &s.policy, s.policy_id)}</td>
                                                     <td>{format!("{} → {}", s.source, s.target)}
@@ -104,9 +104,9 @@ pub fn BackupsPage() -> impl IntoView {
                                                     <td class="num" data-label="Stored">{bytes(s.bytes_stored)}</td>
                                                     <td class="num" data-label="Took">{duration(s.duration_ms)}</td>
                                                     <td data-label="Verified" data-testid="verified">{match s.verified_ok {
-                                                        None => "not yet".to_string(),
-                                                        Some(true) => format!("ok, {}", s.verified_at.map(time).unwrap_or_default()),
-                                                        Some(false) => "DAMAGED".to_string(),
+                                                        None => "not yet".into_any(),
+                                                        Some(true) => view! { "ok, " {s.verified_at.map(|t| view! { <When ms=t/> })} }.into_any(),
+                                                        Some(false) => "DAMAGED".into_any(),
                                                     }}</td>
                                                     <td class="actions">
                                                         <IfCan perm=Perm::RunJobs>

@@ -10,7 +10,7 @@
 //! "more than N" until its last page is reached.
 
 use super::names::short_id;
-use super::ui::{failed, id_param, time};
+use super::ui::{When, failed, id_param};
 use crate::api::browse::{
     Filter, OPS, PAGE_ROWS, RowsPage, browse_snapshot, export_query, urlencoding as enc,
 };
@@ -95,7 +95,7 @@ pub fn BrowsePage() -> impl IntoView {
                 };
                 view! {
                     <p class="muted" data-testid="browse-snapshot">
-                        {format!("Snapshot {} taken {}: table {} holds {} rows.", short_id(&page.snapshot), time(page.snapshot_time_ms), page.table, page.table_rows)}
+                        {format!("Snapshot {} taken ", short_id(&page.snapshot))}<When ms=page.snapshot_time_ms/>{format!(": table {} holds {} rows.", page.table, page.table_rows)}
                     </p>
                     <form class="browse" method="get" action=format!("/backups/{id}") aria-label="Choose rows">
                         <input type="hidden" name="ft" value=page.table.clone()/>

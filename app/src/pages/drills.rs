@@ -1,7 +1,7 @@
 //! Restore drills: per policy, when a drill runs and what it checks, Run drill now, and
 //! the evidence of past drills (exportable for auditors).
 
-use super::ui::{ErrorLine, Field, IfCan, Listing, failed, field_error, general_error, time};
+use super::ui::{ErrorLine, Field, IfCan, Listing, When, failed, field_error, general_error};
 use crate::api::drills::{
     DeleteDrillPlan, DrillPlanView, DrillView, ProvenView, RunDrill, SaveDrillPlan,
     list_drill_plans, list_drills, proven_restorable,
@@ -115,17 +115,19 @@ fn plan_table(
                     )
                 }
             };
-            let next = plan.as_ref().and_then(|d| d.next_run).map(|t| format!("next: {}", time(t)));
+            let next = plan
+                .as_ref()
+                .and_then(|d| d.next_run.map(|t| (t, d.timezone.clone())))
+                .map(|(t, zone)| view! { "next: " <When ms=t zone=zone/> });
             let proof = proven.iter().find(|x| x.policy_id == id).map(|x| {
-                let last = format!(
-                    "last drill {}: {}",
-                    time(x.last_drill_at),
-                    if x.last_passed { "passed" } else { "FAILED" }
-                );
-                let proven = x
-                    .proven_snapshot_time
-                    .map(|t| format!("proven restorable: snapshot of {}", time(t)))
-                    .unwrap_or_else(|| "never proven restorable".into());
+                let last = view! {
+                    "last drill " <When ms=x.last_drill_at/>
+                    {if x.last_passed { ": passed" } else { ": FAILED" }}
+                };
+                let proven = match x.proven_snapshot_time {
+                    Some(t) => view! { "proven restorable: snapshot of " <When ms=t/> }.into_any(),
+                    None => "never proven restorable".into_any(),
+                };
                 (x.last_passed, last, proven)
             });
             let this = StoredValue::new((p.clone(), plan.clone()));
@@ -232,9 +234,9 @@ fn evidence_table(list: Vec<DrillView>) -> AnyView {
                     let outcome = if d.passed { "passed" } else { "failed" };
                     view! {
                         <tr data-testid=format!("drill-run-{}", d.id)>
-                            <td data-label="Started">{time(d.started_at)}</td>
+                            <td data-label="Started"><When ms=d.started_at/></td>
                             <td>{d.policy.clone()}{d.job_id.map(|j| view! { <br/><a href=format!("/jobs/{j}")>{super::names::job_ref(j)}</a> })}</td>
-                            <td><code>{short}</code><br/><span class="muted">{time(d.snapshot_time)}</span></td>
+                            <td><code>{short}</code><br/><span class="muted"><When ms=d.snapshot_time/></span></td>
                             <td class={if d.passed { "" } else { "error" }} data-label="Result" data-testid="drill-outcome">{outcome}</td>
                             <td>{format!("{} / {}", super::ui::duration(d.restore_ms), super::ui::duration(d.duration_ms))}<br/>
                                 <span class="muted">{format!("{} tables, {} rows", d.tables, d.rows)}</span></td>

@@ -1,6 +1,6 @@
 use super::ui::{
-    ErrorLine, IfCan, PagedListing, bytes, duration, failed, general_error, id_param,
-    submit_own_form, time,
+    ErrorLine, IfCan, PagedListing, When, bytes, duration, failed, general_error, id_param,
+    submit_own_form,
 };
 use crate::api::jobs::{
     CancelJob, JobKind, JobStatus, JobView, LogLine, RetryJob, get_job, list_jobs,
@@ -68,7 +68,7 @@ pub fn JobsPage() -> impl IntoView {
                                 <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
                                 <td>{status_badge(j.status)}</td>
                                 <td data-label="Started by">{j.created_by.clone()}</td>
-                                <td data-label="Created">{time(j.created_at)}</td>
+                                <td data-label="Created"><When ms=j.created_at/></td>
                                 <td data-label="Progress">{progress_text(&j)}</td>
                             </tr>
                         }).collect_view()}
@@ -160,7 +160,7 @@ pub fn JobPage() -> impl IntoView {
                         let failed_or_cancelled = matches!(j.status, JobStatus::Failed | JobStatus::Cancelled);
                         view! {
                             <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
-                            <p>{status_badge(j.status)} " started by " {j.created_by.clone()} " · created " {time(j.created_at)}</p>
+                            <p>{status_badge(j.status)} " started by " {j.created_by.clone()} " · created " <When ms=j.created_at/></p>
                             // A <progress>, not a bar sized by a style attribute: the
                             // Content-Security-Policy allows no inline styles.
                             <progress class="progress" aria-label="Progress" max="100"
@@ -202,7 +202,7 @@ pub fn JobPage() -> impl IntoView {
                                     let shown = logs.get();
                                     let lines = if shown.is_empty() { first_logs.clone() } else { shown };
                                     lines.into_iter().map(|l| view! {
-                                        <li class=l.level.clone()><span class="muted">{time(l.at)}</span>" "{l.message}</li>
+                                        <li class=l.level.clone()><span class="muted"><When ms=l.at/></span>" "{l.message}</li>
                                     }).collect_view()
                                 }}
                             </ol>

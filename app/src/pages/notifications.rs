@@ -1,7 +1,7 @@
 //! Notifications: the channels, a form to add or change one, *Send test*, and the
 //! deliveries with their attempts and errors (retry for the given-up ones).
 
-use super::ui::{ErrorLine, IfCan, Listing, general_error, time};
+use super::ui::{ErrorLine, IfCan, Listing, When, general_error};
 use crate::api::notify::{
     ChannelInput, ChannelKind, ChannelView, DeleteChannel, DeliveryStatus, EVENTS, RetryDelivery,
     SaveChannel, Security, SetChannelEnabled, TestChannel, list_channels, list_deliveries,
@@ -112,14 +112,14 @@ pub fn NotificationsPage() -> impl IntoView {
                             let id = d.id;
                             let failed_row = d.status == DeliveryStatus::Failed;
                             let note = match d.status {
-                                DeliveryStatus::Pending if d.attempts > 0 => format!("{} — next attempt {}", d.last_error.clone().unwrap_or_default(), time(d.next_attempt_at)),
-                                DeliveryStatus::Delivered => d.delivered_at.map(|t| format!("delivered {}", time(t))).unwrap_or_default(),
-                                _ => d.last_error.clone().unwrap_or_default(),
+                                DeliveryStatus::Pending if d.attempts > 0 => view! { {format!("{} — next attempt ", d.last_error.clone().unwrap_or_default())}<When ms=d.next_attempt_at/> }.into_any(),
+                                DeliveryStatus::Delivered => d.delivered_at.map(|t| view! { "delivered " <When ms=t/> }.into_any()).unwrap_or_else(|| ().into_any()),
+                                _ => d.last_error.clone().unwrap_or_default().into_any(),
                             };
                             view! {
                                 <tr data-testid=format!("delivery-{id}") data-status=d.status.as_str() data-event=d.event.clone()>
                                     <td class="num" data-label="Delivery">{id}</td>
-                                    <td data-label="When">{time(d.created_at)}</td>
+                                    <td data-label="When"><When ms=d.created_at/></td>
                                     <td data-label="Channel">{d.channel.clone()}</td>
                                     <td class="mono" data-label="Event">{d.event.clone()}</td>
                                     <td>{d.summary.clone()}</td>
@@ -155,8 +155,8 @@ fn channel_row(
     let last = ch
         .last
         .as_ref()
-        .map(|d| format!("{} {} ({})", d.status, time(d.created_at), d.event))
-        .unwrap_or_else(|| "none yet".into());
+        .map(|d| view! { {format!("{} ", d.status)}<When ms=d.created_at/>{format!(" ({})", d.event)} }.into_any())
+        .unwrap_or_else(|| "none yet".into_any());
     let events = ch.events.join(", ");
     let name = ch.name.clone();
     let edit = ch.clone();

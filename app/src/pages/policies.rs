@@ -1,4 +1,4 @@
-use super::ui::{ErrorLine, Field, IfCan, Listing, field_error, general_error};
+use super::ui::{ErrorLine, Field, IfCan, Listing, When, field_error, general_error};
 use crate::api::jobs::{
     CreatePolicy, CreateTrigger, DeletePolicy, PolicyView, PreviewRetention, PrunePolicy,
     RevokeTrigger, RunPolicy, SaveRetention, SetContinuous, SetCopyTargets, SetLateAlert,
@@ -225,7 +225,7 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
     let enabled = p.enabled;
     let next_run = if enabled {
         p.next_run.map(|t| {
-            view! { <br/><span class="muted" data-testid="next-run">{format!("next: {}", super::ui::time(t))}</span> }.into_any()
+            view! { <br/><span class="muted" data-testid="next-run">"next: "<When ms=t zone=p.timezone.clone()/></span> }.into_any()
         })
     } else {
         Some(
@@ -276,11 +276,11 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
 fn late_view(p: &PolicyView, action: ServerAction<SetLateAlert>) -> impl IntoView + use<> {
     let id = p.id;
     let status = if p.late {
-        let since = p
-            .last_success
-            .map(|t| format!("no successful backup since {}", super::ui::time(t)))
-            .unwrap_or_else(|| "no successful backup yet".into());
-        view! { <br/><span class="badge failed" data-testid="late">{format!("late: {since}")}</span> }.into_any()
+        let since = match p.last_success {
+            Some(t) => view! { "late: no successful backup since " <When ms=t/> }.into_any(),
+            None => "late: no successful backup yet".into_any(),
+        };
+        view! { <br/><span class="badge failed" data-testid="late">{since}</span> }.into_any()
     } else {
         ().into_any()
     };
@@ -342,14 +342,14 @@ fn continuous_view(p: &PolicyView, action: ServerAction<SetContinuous>) -> impl 
     let state = match (p.capture_secs, p.restorable_to, &p.capture_error) {
         (None, _, _) => "snapshots only".to_string(),
         (Some(s), _, Some(e)) => format!("continuous every {s} s — last round failed: {e}"),
-        (Some(s), Some(to), None) => format!(
-            "continuous every {s} s — restorable to {}",
-            super::ui::time(to)
-        ),
+        (Some(s), Some(_), None) => format!("continuous every {s} s — restorable to "),
         (Some(s), None, None) => format!("continuous every {s} s — starting"),
     };
+    let to = p
+        .restorable_to
+        .filter(|_| p.capture_secs.is_some() && p.capture_error.is_none());
     view! {
-        <br/><span class="muted" data-testid="continuous">{state}</span>
+        <br/><span class="muted" data-testid="continuous">{state}{to.map(|t| view! { <When ms=t/> })}</span>
         {number_setting(
             "Continuous capture",
             "Capture every N seconds for point-in-time restore (PostgreSQL: committed changes; SQLite: a snapshot each round the database changed; empty: off)",
@@ -442,6 +442,8 @@ fn SelectionMatches(id: i64) -> impl IntoView {
 /// which rule: the function prune runs), save, apply now.
 #[component]
 fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> impl IntoView {
+    // Snapshot times in the zone whose days, weeks… the rules count.
+    let zone = policy.timezone.clone();
     let preview = ServerAction::<PreviewRetention>::new();
     let prune = ServerAction::<PrunePolicy>::new();
     let r = policy.retention;
@@ -496,7 +498,7 @@ fn RetentionEditor(policy: PolicyView, save: ServerAction<SaveRetention>) -> imp
                             {pv.rows.into_iter().map(|row| view! {
                                 <tr data-testid=format!("verdict-{}", super::names::short_id(&row.snapshot_id))>
                                     <td class="mono">{super::names::short_id(&row.snapshot_id)}</td>
-                                    <td>{super::ui::time(row.time_ms)}</td>
+                                    <td><When ms=row.time_ms zone=zone.clone()/></td>
                                     <td>{if row.keep { "kept" } else { "removed" }}</td>
                                     <td>{row.reasons.join(", ")}</td>
                                 </tr>

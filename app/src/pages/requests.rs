@@ -2,7 +2,9 @@
 //! history, (for approvers) Approve and Reject, and (for the requester) Change and
 //! Withdraw.
 
-use super::ui::{ErrorLine, PagedListing, failed, general_error, id_param, submit_own_form, time};
+use super::ui::{
+    ErrorLine, PagedListing, When, failed, general_error, id_param, submit_own_form,
+};
 use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,
@@ -71,7 +73,7 @@ pub fn RequestsPage() -> impl IntoView {
                                 <td>{state_badge(r.state)}</td>
                                 <td data-label="Approvals">{approvals_text(&r)}</td>
                                 <td data-label="Requested by">{r.requester.clone()}</td>
-                                <td data-label="Filed">{time(r.created_at)}</td>
+                                <td data-label="Filed"><When ms=r.created_at/></td>
                                 <td class="reason" data-label="Reason">{r.reason.clone()}</td>
                             </tr>
                         }).collect_view()}
@@ -132,7 +134,7 @@ pub fn RequestPage() -> impl IntoView {
                         <ol class="log" data-testid="request-history">
                             {d.history.into_iter().map(|h| view! {
                                 <li class=if h.outcome == Outcome::Ok.as_str() { "info" } else { "error" }>
-                                    <span class="muted">{time(h.at)}</span>" "
+                                    <span class="muted"><When ms=h.at/></span>" "
                                     {format!("{} · {} · {}", h.username, h.action, h.outcome)}
                                     {(!h.detail.is_empty()).then(|| format!(" · {}", h.detail))}
                                 </li>
@@ -164,13 +166,13 @@ fn RequestSummary(r: RequestView) -> impl IntoView {
         <p>{state_badge(r.state)} " · " <span data-testid="request-approvals">{approvals_text(&r)}</span>
             {(!r.approvers.is_empty()).then(|| format!(" (by {})", r.approvers.join(", ")))}</p>
         <dl class="facts">
-            <dt>"Requested by"</dt><dd>{r.requester.clone()} " · " {time(r.created_at)}</dd>
+            <dt>"Requested by"</dt><dd>{r.requester.clone()} " · " <When ms=r.created_at/></dd>
             <dt>"Reason"</dt><dd data-testid="request-reason">{r.reason.clone()}</dd>
             <dt>"From"</dt><dd>{format!("snapshot #{} of {}", req.snapshot, if r.source.is_empty() { "?" } else { &r.source })}</dd>
             <dt>"Tables"</dt><dd>{tables}</dd>
             <dt>"Into"</dt><dd>{format!("{} ({})", r.dest, if req.mode == "replace" { "replacing existing tables" } else { "new tables" })}
                 {(!renames.is_empty()).then(|| format!(" · {renames}"))}</dd>
-            <dt>"Expires"</dt><dd>{time(r.expires_at)}</dd>
+            <dt>"Expires"</dt><dd><When ms=r.expires_at/></dd>
             {r.decided_by.clone().map(|d| view! { <dt>"Decided by"</dt><dd>{d}</dd> })}
             {r.reject_reason.clone().map(|d| view! { <dt>"Rejected because"</dt><dd data-testid="reject-reason">{d}</dd> })}
         </dl>

@@ -50,15 +50,21 @@ pub fn parse_utc(s: &str) -> Option<i64> {
     {
         return None;
     }
-    // Days from civil (Howard Hinnant), the inverse of `civil`.
+    Some(
+        ((days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60) as f64 * 1000.0
+            + (sec * 1000.0).round()) as i64,
+    )
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant), the inverse of `civil`.
+fn days_from_civil(y: i64, m: i64, day: i64) -> i64 {
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + mi * 60) as f64 * 1000.0 + (sec * 1000.0).round()) as i64)
+    era * 146_097 + doe - 719_468
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (the same on server and browser, so
@@ -66,6 +72,112 @@ pub fn parse_utc(s: &str) -> Option<i64> {
 pub fn time(ms: i64) -> String {
     let (y, m, d, h, mi, s) = civil(ms);
     format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// Unix milliseconds as the machine-readable `YYYY-MM-DDTHH:MM:SSZ` of `<time datetime>`.
+pub fn iso(ms: i64) -> String {
+    let (y, m, d, h, mi, s) = civil(ms);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// A wall-clock reading (year, month, day, hour, minute, second) somewhere, written
+/// like `time` without the zone.
+fn wall_text((y, m, d, h, mi, s): (i64, i64, i64, i64, i64, i64)) -> String {
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// How far a zone's wall clock is ahead of UTC, as `UTC+05:30` / `UTC-03:00`.
+pub fn offset_label(offset_ms: i64) -> String {
+    let minutes = offset_ms.div_euclid(60_000);
+    let sign = if minutes < 0 { '-' } else { '+' };
+    let m = minutes.abs();
+    format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+}
+
+/// The text of instant `ms` read off a zone's wall clock `wall`: named after `zone`
+/// when given (a policy's own zone), else after its offset from UTC (the browser's zone).
+pub fn zoned_text(ms: i64, wall: (i64, i64, i64, i64, i64, i64), zone: Option<&str>) -> String {
+    match zone {
+        Some(zone) => format!("{} {zone}", wall_text(wall)),
+        None => {
+            let (y, m, d, h, mi, s) = wall;
+            let wall_ms = (days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s) * 1000;
+            let offset = wall_ms - ms.div_euclid(1000) * 1000;
+            format!("{} {}", wall_text(wall), offset_label(offset))
+        }
+    }
+}
+
+/// The wall clock at `ms` in IANA `zone` (None: the browser's own zone), from the
+/// browser's `Intl.DateTimeFormat`; None outside a browser or for a zone it does not know.
+fn wall_clock(ms: i64, zone: Option<&str>) -> Option<(i64, i64, i64, i64, i64, i64)> {
+    use leptos::wasm_bindgen::{JsCast, JsValue};
+    use leptos::web_sys::js_sys::{Array, Date, Function, Intl, Object, Reflect, global};
+    let intl = Reflect::get(&global(), &"Intl".into()).ok()?;
+    let ctor: Function = Reflect::get(&intl, &"DateTimeFormat".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let opts = Object::new();
+    for (k, v) in [
+        ("year", "numeric"),
+        ("month", "2-digit"),
+        ("day", "2-digit"),
+        ("hour", "2-digit"),
+        ("minute", "2-digit"),
+        ("second", "2-digit"),
+        ("hourCycle", "h23"),
+    ] {
+        Reflect::set(&opts, &k.into(), &v.into()).ok()?;
+    }
+    if let Some(zone) = zone {
+        Reflect::set(&opts, &"timeZone".into(), &zone.into()).ok()?;
+    }
+    // Constructed through Reflect so an unknown zone is an error here, not a panic.
+    let format: Intl::DateTimeFormat =
+        Reflect::construct(&ctor, &Array::of2(&"en-US".into(), &opts))
+            .ok()?
+            .unchecked_into();
+    let parts = format.format_to_parts(&Date::new(&JsValue::from_f64(ms as f64)));
+    let mut v = [None::<i64>; 6];
+    for part in parts.iter() {
+        let kind = Reflect::get(&part, &"type".into()).ok()?.as_string()?;
+        let slot = match kind.as_str() {
+            "year" => 0,
+            "month" => 1,
+            "day" => 2,
+            "hour" => 3,
+            "minute" => 4,
+            "second" => 5,
+            _ => continue,
+        };
+        let value = Reflect::get(&part, &"value".into()).ok()?.as_string()?;
+        v[slot] = value.trim().parse().ok();
+    }
+    Some((v[0]?, v[1]?, v[2]?, v[3]?, v[4]?, v[5]?))
+}
+
+/// The text of instant `ms` for the reader: `time(ms)` (UTC) on the server and in the
+/// browser's first render (so hydration matches), then, once hydrated, the wall clock of
+/// `zone` (None: the browser's zone). For places that take only text (an `<option>`);
+/// elsewhere use `<When>`.
+pub fn local_time(ms: i64, zone: Option<String>) -> Signal<String> {
+    let (text, set_text) = signal(time(ms));
+    Effect::new(move |_| {
+        if let Some(wall) = wall_clock(ms, zone.as_deref()) {
+            set_text.set(zoned_text(ms, wall, zone.as_deref()));
+        }
+    });
+    text.into()
+}
+
+/// A time the console shows: in the browser's zone (or `zone`, named), with the UTC
+/// time on hover and machine-readable in `datetime`. The server, which cannot know the
+/// reader's zone, renders UTC (marked "UTC").
+#[component]
+pub fn When(ms: i64, #[prop(optional, into)] zone: Option<String>) -> impl IntoView {
+    let text = local_time(ms, zone);
+    view! { <time datetime=iso(ms) title=time(ms)>{text}</time> }
 }
 
 pub fn duration(ms: i64) -> String {
@@ -373,5 +485,35 @@ mod tests {
         assert_eq!(parse_utc("2026-12-01T14:06:59.5").unwrap() % 1000, 500);
         assert_eq!(parse_utc(""), None);
         assert_eq!(parse_utc("2026-13-01T00:00"), None);
+    }
+
+    #[test]
+    fn times_read_in_a_zone_say_which_zone() {
+        // 2026-12-07 10:37:16.5 UTC, as read in Kolkata (+05:30) and in New York (-05:00).
+        let ms = parse_utc("2026-12-07T10:37:16.5").unwrap();
+        assert_eq!(iso(ms), "2026-12-07T10:37:16Z");
+        assert_eq!(
+            zoned_text(ms, (2026, 12, 7, 16, 7, 16), None),
+            "2026-12-07 16:07:16 UTC+05:30"
+        );
+        assert_eq!(
+            zoned_text(ms, (2026, 12, 7, 5, 37, 16), None),
+            "2026-12-07 05:37:16 UTC-05:00"
+        );
+        assert_eq!(
+            zoned_text(ms, (2026, 12, 7, 10, 37, 16), None),
+            "2026-12-07 10:37:16 UTC+00:00"
+        );
+        // Across midnight and the year's end.
+        let ny = parse_utc("2027-01-01T02:00:00").unwrap();
+        assert_eq!(
+            zoned_text(ny, (2026, 12, 31, 21, 0, 0), None),
+            "2026-12-31 21:00:00 UTC-05:00"
+        );
+        assert_eq!(
+            zoned_text(ms, (2026, 12, 7, 11, 37, 16), Some("Europe/Berlin")),
+            "2026-12-07 11:37:16 Europe/Berlin"
+        );
+        assert_eq!(offset_label(-(3 * 60 + 30) * 60_000), "UTC-03:30");
     }
 }

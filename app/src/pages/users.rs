@@ -1,4 +1,4 @@
-use super::ui::{ErrorLine, Field, failed, field_error, general_error, time};
+use super::ui::{ErrorLine, Field, When, failed, field_error, general_error};
 use crate::api::sources::list_sources;
 use crate::api::users::{
     ChangePassword, CreateToken, CreateUser, GrantSource, RevokeToken, SetApprover,
@@ -114,7 +114,7 @@ pub fn UsersPage() -> impl IntoView {
                                                         }
                                                     }>"Change role"</button>
                                             </td>
-                                            <td data-label="Since">{time(u.created_at)}</td>
+                                            <td data-label="Since"><When ms=u.created_at/></td>
                                             <td data-label="Status">{if disabled { "disabled" } else { "active" }}</td>
                                             <td>
                                                 {(u.role == Role::Requester).then(|| sources.iter().map(|s| {
@@ -308,9 +308,12 @@ fn ApiTokens() -> impl IntoView {
                                         <tr data-testid=format!("token-{}", t.name)>
                                             <td>{t.name.clone()}</td>
                                             <td data-label="Acts as">{t.role.as_str()}</td>
-                                            <td data-label="Created">{time(t.created_at)}</td>
-                                            <td data-label="Expires">{time(t.expires_at)}</td>
-                                            <td data-label="Last used">{t.last_used_at.map(time).unwrap_or_else(|| "never".into())}</td>
+                                            <td data-label="Created"><When ms=t.created_at/></td>
+                                            <td data-label="Expires"><When ms=t.expires_at/></td>
+                                            <td data-label="Last used">{match t.last_used_at {
+                                                Some(at) => view! { <When ms=at/> }.into_any(),
+                                                None => "never".into_any(),
+                                            }}</td>
                                             <td>{if t.revoked {
                                                 view! { <span>"revoked"</span> }.into_any()
                                             } else {
