@@ -4,6 +4,9 @@
 use crate::{Error, Result};
 
 pub trait Progress: Send + Sync {
+    /// The rows the operation expects to go through (a backup: the source's statistics
+    /// for the tables it takes), once it knows; reported before any row.
+    fn planned(&self, _rows: u64) {}
     /// A table started: its name and, when known, its row count.
     fn table_started(&self, _table: &str, _rows: Option<u64>) {}
     /// More rows and bytes were processed.

@@ -112,6 +112,10 @@ struct JobProgress {
     worker: String,
     rows: AtomicU64,
     bytes: AtomicU64,
+    /// The rows the engine expects (0: not known yet), and whether that reached the
+    /// history.
+    expected: AtomicU64,
+    expected_written: AtomicBool,
     table: Mutex<Option<String>>,
     cancelled: AtomicBool,
     /// A heartbeat found the job no longer running on this worker.
@@ -120,6 +124,9 @@ struct JobProgress {
 }
 
 impl Progress for JobProgress {
+    fn planned(&self, rows: u64) {
+        self.expected.store(rows, Ordering::Relaxed);
+    }
     fn table_started(&self, table: &str, rows: Option<u64>) {
         *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(table.to_string());
         let msg = match rows {
@@ -153,6 +160,8 @@ impl JobProgress {
             worker: job.worker.clone().unwrap_or_default(),
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+            expected_written: AtomicBool::new(false),
             table: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             lost: AtomicBool::new(false),
@@ -171,6 +180,13 @@ impl JobProgress {
         let logs = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|p| p.into_inner()));
         for line in logs {
             let _ = store::log(&state.db, job, "info", &line).await;
+        }
+        let expected = self.expected.load(Ordering::Relaxed);
+        if expected > 0 && !self.expected_written.load(Ordering::Relaxed) {
+            match store::set_rows_total(&state.db, job, &self.worker, expected as i64).await {
+                Ok(()) => self.expected_written.store(true, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, job, "recording a job's expected rows"),
+            }
         }
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match store::heartbeat(

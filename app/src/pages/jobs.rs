@@ -86,15 +86,27 @@ fn progress_text(j: &JobView) -> String {
     s
 }
 
-/// Seconds left at the current rate, once there is a rate.
-fn eta(j: &JobView, now_ms: i64) -> Option<String> {
-    let f = j.fraction()?;
-    let started = j.started_at?;
-    if j.finished() || f <= 0.01 {
+/// How far back the rate behind the time left looks.
+const RATE_WINDOW_MS: i64 = 30_000;
+
+/// Time left at the *recent* rate: the rows counted by the page's own polls over the
+/// last half minute (`samples`: server time, rows done; oldest first), not the average
+/// since the start (a slow first table, or a wait for a lock, would skew that for the
+/// rest of the job). None until two samples 3 s apart show rows moving, once the job
+/// ended, and when more rows than the estimate went through (the estimate was wrong:
+/// no number is better than a false one).
+fn eta(j: &JobView, samples: &[(i64, i64)]) -> Option<String> {
+    let total = j.rows_total.filter(|t| *t > 0)?;
+    if j.finished() || j.rows_done >= total {
         return None;
     }
-    let elapsed = (now_ms - started).max(1) as f64;
-    Some(duration(((elapsed / f) * (1.0 - f)) as i64))
+    let &(t1, r1) = samples.last()?;
+    let &(t0, r0) = samples.iter().find(|(t, _)| t1 - t <= RATE_WINDOW_MS)?;
+    if t1 - t0 < 3_000 || r1 <= r0 {
+        return None;
+    }
+    let per_ms = (r1 - r0) as f64 / (t1 - t0) as f64;
+    Some(duration(((total - j.rows_done) as f64 / per_ms) as i64))
 }
 
 #[component]
@@ -105,6 +117,8 @@ pub fn JobPage() -> impl IntoView {
     let tick = ticker(700);
     let (logs, set_logs) = signal(Vec::<LogLine>::new());
     let (finished, set_finished) = signal(false);
+    // (server time, rows done) of each poll: the recent rate behind the time left.
+    let samples = RwSignal::new(Vec::<(i64, i64)>::new());
     let job = Resource::new(
         move || {
             (
@@ -131,6 +145,12 @@ pub fn JobPage() -> impl IntoView {
                     l.extend(new.into_iter().filter(|x| x.id > last));
                 });
             }
+            samples.update(|s| {
+                if s.last().is_none_or(|l| l.0 < j.now_ms) {
+                    s.push((j.now_ms, j.rows_done));
+                }
+                s.retain(|(t, _)| j.now_ms - t <= RATE_WINDOW_MS);
+            });
             if j.finished() {
                 set_finished.set(true);
             }
@@ -158,6 +178,7 @@ pub fn JobPage() -> impl IntoView {
                         let pct = j.fraction();
                         let finished = j.finished();
                         let failed_or_cancelled = matches!(j.status, JobStatus::Failed | JobStatus::Cancelled);
+                        let j2 = j.clone();
                         view! {
                             <h1>{format!("Job {} · {}", j.id, j.title)}</h1>
                             <p>{status_badge(j.status)} " started by " {j.created_by.clone()} " · created " <When ms=j.created_at/></p>
@@ -175,7 +196,7 @@ pub fn JobPage() -> impl IntoView {
                             <p data-testid="progress-text">
                                 {progress_text(&j)}
                                 {j.current_table.clone().filter(|_| !finished).map(|t| format!(" · table {t}"))}
-                                {eta(&j, j.now_ms).map(|e| format!(" · about {e} left"))}
+                                {move || samples.with(|s| eta(&j2, s)).map(|e| format!(" · about {e} left"))}
                                 {j.finished_at.zip(j.started_at).map(|(f, s)| format!(" · took {}", duration(f - s)))}
                             </p>
                             {j.error.clone().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
@@ -284,7 +305,28 @@ mod tests {
         let j = running(91_106, 825_050, 90_000_000, 30_000_000);
         let f = j.fraction().unwrap();
         assert!((0.10..0.12).contains(&f), "{f}");
-        let left = eta(&j, j.now_ms).unwrap();
-        assert!(!left.starts_with("0."), "{left}");
+        // 20,000 rows in the last 10 s: 733,944 left take about 6 minutes.
+        let left = eta(&j, &[(j.now_ms - 10_000, 71_106), (j.now_ms, 91_106)]).unwrap();
+        assert_eq!(left, duration(366_972), "{left}");
+    }
+
+    /// The time left follows the recent rate: a job that read fast at first and slows
+    /// down says so, and older samples than the window do not count.
+    #[test]
+    fn time_left_follows_the_recent_rate() {
+        let j = running(100_000, 200_000, 0, 0);
+        let now = j.now_ms;
+        // 90,000 rows in the first minute, 10,000 in the last 20 s: 100,000 left at
+        // 500 rows/s is 200 s.
+        let s = [(now - 80_000, 0), (now - 20_000, 90_000), (now, 100_000)];
+        assert_eq!(eta(&j, &s), Some(duration(200_000)));
+        // One sample, or two too close together: no rate yet.
+        assert_eq!(eta(&j, &s[2..]), None);
+        assert_eq!(eta(&j, &[(now - 1_000, 99_000), (now, 100_000)]), None);
+        // Stalled: no number rather than "forever" or a stale one.
+        assert_eq!(eta(&j, &[(now - 10_000, 100_000), (now, 100_000)]), None);
+        // More rows than the estimate: no time left is claimed.
+        let over = running(250_000, 200_000, 0, 0);
+        assert_eq!(eta(&over, &[(now - 10_000, 0), (now, 250_000)]), None);
     }
 }

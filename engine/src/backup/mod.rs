@@ -128,12 +128,22 @@ struct Read {
 }
 
 /// Reads the catalog and plans the selected tables, in catalog order.
-async fn plan_source<S: SourceReader>(src: &mut S, selection: &Selection) -> Result<Planned> {
+async fn plan_source<S: SourceReader>(
+    src: &mut S,
+    selection: &Selection,
+    progress: &dyn Progress,
+) -> Result<Planned> {
     let catalog = src.db().discover().await?;
     let mut skipped = catalog.skipped.clone();
     let mut plans = Vec::new();
+    // What the progress counts against: the statistics, not a count (a scan).
+    let mut expected = 0u64;
     for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
+        expected += src.db().estimate_rows(table).await?.unwrap_or(0);
         plans.push(src.plan_table(table, columns, &mut skipped)?);
+    }
+    if expected > 0 {
+        progress.planned(expected);
     }
     // A selection that takes none of the source's tables is a mistake (a typo'd
     // pattern), not a backup: it would count as the policy's last success while
@@ -220,7 +230,7 @@ async fn read_source<S: SourceReader>(
 ) -> Result<Read> {
     src.begin().await?;
     let time_ms = now_ms();
-    let mut planned = plan_source(&mut src, &opts.selection).await?;
+    let mut planned = plan_source(&mut src, &opts.selection, progress).await?;
     if let Some(latest) = choose_parents(repo, url, &mut planned.plans).await? {
         src.narrow(&latest, &mut planned);
     }

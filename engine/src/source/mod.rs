@@ -263,4 +263,10 @@ pub trait SourceDb: RunSql {
     fn discover(&mut self) -> impl Future<Output = Result<Catalog<Self::Table>>> + Send;
     /// Rows of a table, and whether that is a count (PostgreSQL estimates big tables).
     fn count_table(&mut self, t: &Self::Table) -> impl Future<Output = Result<(u64, bool)>> + Send;
+    /// Rows of a table from the database's statistics, cheaply (no scan of a big
+    /// table): what a backup's progress counts against. None: no statistics.
+    fn estimate_rows(
+        &mut self,
+        t: &Self::Table,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
 }

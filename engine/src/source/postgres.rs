@@ -100,6 +100,26 @@ impl super::SourceDb for PgDb {
     ) -> impl std::future::Future<Output = Result<(u64, bool)>> + Send {
         self.count_rows(&t.table.schema, &t.table.name)
     }
+
+    /// `pg_class.reltuples`; for a table never vacuumed or analyzed (-1) a count when
+    /// it is small (under 64 MB), else unknown.
+    async fn estimate_rows(&mut self, t: &PgTableInfo) -> Result<Option<u64>> {
+        let rel = qualified(&t.table.schema, &t.table.name);
+        let (estimate, size): (f32, i64) = sqlx::query_as(
+            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = $1::regclass",
+        )
+        .bind(&rel)
+        .fetch_one(&mut self.conn)
+        .await
+        .context(|| format!("estimating rows of {rel}"))?;
+        if estimate >= 0.0 {
+            Ok(Some(estimate as u64))
+        } else if size < 64 << 20 {
+            Ok(Some(self.count_all(&rel).await?))
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 impl PgDb {

@@ -127,6 +127,9 @@ async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
             .json();
         if j[0]["status"] == "running" && j[0]["rows_done"].as_i64().unwrap() > 0 {
             assert_eq!(j[0]["current_table"], "t");
+            // A first backup (no earlier snapshot to compare with) still has a total:
+            // the source's own count, so the page shows a percentage and time left.
+            assert_eq!(j[0]["rows_total"], 300_000, "{j}");
             break;
         }
         assert!(
@@ -142,6 +145,9 @@ async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
     assert!(cancel.ok(), "{cancel:?}");
     let done = api.wait_job(&admin, job).await;
     assert_eq!(done[0]["status"], "cancelled", "{done}");
+    // It shows where it stopped: rows done short of the total.
+    let stopped_at = done[0]["rows_done"].as_i64().unwrap();
+    assert!(stopped_at > 0 && stopped_at < 300_000, "{done}");
     // A cancelled backup made no snapshot.
     let snaps = api
         .json(
