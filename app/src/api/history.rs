@@ -628,15 +628,7 @@ pub async fn start_restore(req: RestoreRequest) -> Result<i64, AppError> {
     .await
 }
 
-tablesafe_types::words! {
-    /// How an audited action ended (`audit_log.outcome`).
-    pub enum Outcome {
-        Ok = "ok",
-        /// The caller's role or grants did not allow it.
-        Denied = "denied",
-        Failed = "failed",
-    }
-}
+pub use crate::model::Outcome;
 
 /// An audit log entry as stored (its outcome verbatim: an entry is shown as written,
 /// even one whose hash no longer matches).
@@ -753,6 +745,31 @@ pub struct SourceHealth {
     /// The next scheduled run of any of its enabled policies.
     pub next_run: Option<i64>,
     pub failures_7d: i64,
+}
+
+/// Facts about this installation for the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallationInfo {
+    pub version: String,
+    pub history_backend: String,
+    pub schema_version: i64,
+}
+
+#[server(endpoint = "server_info")]
+pub async fn server_info() -> Result<InstallationInfo, AppError> {
+    use crate::ssr::{AppState, session};
+    let state = expect_context::<AppState>();
+    session::require_user(&state).await?;
+    let schema_version = state
+        .db
+        .schema_version()
+        .await
+        .or_internal("reading schema version")?;
+    Ok(InstallationInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        history_backend: state.db.backend.label().to_string(),
+        schema_version,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

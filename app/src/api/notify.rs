@@ -33,47 +33,7 @@ pub const EVENTS: [(&str, &str); 8] = [
     ("verify.damage", "Verify found damage"),
 ];
 
-tablesafe_types::words! {
-    /// Where a notification's delivery is (`notify_outbox.status`).
-    pub enum DeliveryStatus {
-        Pending = "pending",
-        Sending = "sending",
-        Delivered = "delivered",
-        Failed = "failed",
-    }
-}
-
-tablesafe_types::words! {
-    pub enum ChannelKind {
-        Webhook = "webhook",
-        Slack = "slack",
-        Email = "email",
-    }
-}
-
-impl ChannelKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            ChannelKind::Webhook => "Webhook (signed JSON)",
-            ChannelKind::Slack => "Slack-compatible webhook",
-            ChannelKind::Email => "E-mail (SMTP)",
-        }
-    }
-}
-
-tablesafe_types::words! {
-    /// How the SMTP connection is protected.
-    #[derive(Default)]
-    pub enum Security {
-        /// Plain SMTP (a relay on the same host or network).
-        None = "none",
-        /// STARTTLS on the submission port (587).
-        #[default]
-        Starttls = "starttls",
-        /// TLS from the first byte (465).
-        Tls = "tls",
-    }
-}
+pub use crate::model::{ChannelKind, DeliveryStatus, Security};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelView {

@@ -17,21 +17,7 @@ use crate::ssr::OrInternal;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-tablesafe_types::words! {
-    /// Where a restore request is. `requested`, `rejected` and `cancelled` are stored;
-    /// `expired` is a `requested` one past its expiry, and an approved one takes its
-    /// job's state (`crate::ssr::requests` derives them).
-    pub enum RequestState {
-        Requested = "requested",
-        Approved = "approved",
-        Running = "running",
-        Done = "done",
-        Failed = "failed",
-        Rejected = "rejected",
-        Expired = "expired",
-        Cancelled = "cancelled",
-    }
-}
+pub use crate::model::RequestState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestView {

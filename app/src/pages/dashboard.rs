@@ -1,34 +1,6 @@
-use crate::error::AppError;
-#[cfg(feature = "ssr")]
-use crate::ssr::OrInternal;
+use crate::api::history::server_info;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use serde::{Deserialize, Serialize};
-
-/// Facts about this installation for the dashboard.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstallationInfo {
-    pub version: String,
-    pub history_backend: String,
-    pub schema_version: i64,
-}
-
-#[server(endpoint = "server_info")]
-pub async fn server_info() -> Result<InstallationInfo, AppError> {
-    use crate::ssr::{AppState, session};
-    let state = expect_context::<AppState>();
-    session::require_user(&state).await?;
-    let schema_version = state
-        .db
-        .schema_version()
-        .await
-        .or_internal("reading schema version")?;
-    Ok(InstallationInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        history_backend: state.db.backend.label().to_string(),
-        schema_version,
-    })
-}
 
 #[component]
 pub fn Dashboard() -> impl IntoView {

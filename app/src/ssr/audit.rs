@@ -18,7 +18,7 @@
 
 use super::db::{Db, now_ms};
 use super::keys::AuditKeys;
-use crate::api::history::Outcome;
+use crate::model::Outcome;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! The first lines of every server function: who is calling, from where, and may they.
 
 use super::{AppState, audit, session};
-use crate::api::history::Outcome;
+use crate::model::Outcome;
 use crate::auth::{Perm, SessionUser};
 use crate::error::AppError;
 use leptos::prelude::{expect_context, use_context};

@@ -88,7 +88,7 @@ pub async fn busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     policy: i64,
 ) -> Result<bool> {
-    super::store::policy_has_active(ex, policy, crate::api::jobs::JobKind::Drill).await
+    super::store::policy_has_active(ex, policy, crate::model::JobKind::Drill).await
 }
 
 /// Takes a due drill for this worker: moves the plan's next run from `due` to `next` and
@@ -104,7 +104,7 @@ pub async fn take_scheduled(
     super::store::take_due(
         db,
         policy_id,
-        crate::api::jobs::JobKind::Drill,
+        crate::model::JobKind::Drill,
         "UPDATE drill_plans SET next_run_at = $3 WHERE policy_id = $1 AND next_run_at = $2",
         (due, next),
         job,

@@ -10,7 +10,7 @@
 
 use super::db::{Db, now_ms};
 use super::secrets::{Kind, SecretBox};
-use crate::api::notify::{ChannelKind, DeliveryStatus, Security};
+use crate::model::{ChannelKind, DeliveryStatus, Security};
 use anyhow::{Context, Result, anyhow, bail};
 use engine::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ pub struct DeliveryRow {
     pub event: String,
     pub payload: String,
     #[sqlx(try_from = "String")]
-    pub status: crate::api::notify::DeliveryStatus,
+    pub status: crate::model::DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub created_at: i64,
@@ -823,7 +823,7 @@ mod tests {
 /// The events, built from what happened; each is written to the outbox (see [`emit`]).
 pub mod events {
     use super::{Payload, emit};
-    use crate::api::jobs::{JobKind, JobStatus};
+    use crate::model::{JobKind, JobStatus};
     use crate::ssr::requests::RequestRow;
     use crate::ssr::{AppState, store};
     use serde_json::json;

@@ -1,6 +1,6 @@
 //! Restore requests and their approvals in the history database
 //! (migrations/*/0009_restore_requests.sql). Who may do what is decided by the server
-//! functions in `crate::api::requests`; these functions only make each change atomic,
+//! functions in `api/requests.rs`; these functions only make each change atomic,
 //! so that two approvers clicking at once start one job, and an approval counts only
 //! for the version of the request its approver saw.
 
@@ -15,7 +15,7 @@ use anyhow::Result;
 pub struct RequestRow {
     pub id: i64,
     #[sqlx(try_from = "String")]
-    pub state: crate::api::requests::RequestState,
+    pub state: crate::model::RequestState,
     pub source_id: Option<i64>,
     pub dest_source_id: i64,
     pub snapshot: i64,

@@ -248,7 +248,7 @@ mod tests {
             address: address.into(),
             action: "login".into(),
             target: format!("user {user}"),
-            outcome: crate::api::history::Outcome::Failed,
+            outcome: crate::model::Outcome::Failed,
             detail: "Invalid user name or password.".into(),
         }
     }

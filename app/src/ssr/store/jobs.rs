@@ -6,9 +6,9 @@ use super::*;
 pub struct JobRow {
     pub id: i64,
     #[sqlx(try_from = "String")]
-    pub kind: crate::api::jobs::JobKind,
+    pub kind: crate::model::JobKind,
     #[sqlx(try_from = "String")]
-    pub status: crate::api::jobs::JobStatus,
+    pub status: crate::model::JobStatus,
     pub policy_id: Option<i64>,
     pub source_id: Option<i64>,
     pub target_id: Option<i64>,
@@ -39,7 +39,7 @@ pub struct NewJob {
     pub policy_id: Option<i64>,
     pub source_id: Option<i64>,
     pub target_id: Option<i64>,
-    pub params: crate::api::jobs::JobParams,
+    pub params: crate::model::JobParams,
     pub title: String,
     pub created_by: Option<i64>,
     pub rows_total: Option<i64>,
@@ -237,7 +237,7 @@ pub async fn finish(
     db: &Db,
     id: i64,
     worker: &str,
-    status: crate::api::jobs::JobStatus,
+    status: crate::model::JobStatus,
     error: Option<&str>,
     result: Option<&str>,
     snapshot_id: Option<&str>,
@@ -287,7 +287,7 @@ pub async fn backup_job(
         policy_id: Some(p.id),
         source_id: Some(p.source_id),
         target_id: Some(p.target_id),
-        params: crate::api::jobs::JobParams::Backup { policy_id: p.id },
+        params: crate::model::JobParams::Backup { policy_id: p.id },
         title,
         created_by,
         rows_total: last.as_ref().map(|s| s.row_count),

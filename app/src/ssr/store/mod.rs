@@ -83,7 +83,7 @@ fn unique_or(r: Result<i64, sqlx::Error>) -> Result<Option<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::jobs::JobStatus::{Failed, Succeeded};
+    use crate::model::JobStatus::{Failed, Succeeded};
     use engine::secret::Secret;
 
     fn job(title: &str) -> NewJob {
@@ -91,7 +91,7 @@ mod tests {
             policy_id: None,
             source_id: None,
             target_id: None,
-            params: crate::api::jobs::JobParams::Verify {
+            params: crate::model::JobParams::Verify {
                 target_id: 1,
                 snapshot_id: "0".repeat(64),
             },
@@ -154,7 +154,7 @@ mod tests {
             .unwrap();
         assert!(!recorded);
         let row = super::job(db, one.id).await.unwrap().unwrap();
-        assert_eq!(row.status, crate::api::jobs::JobStatus::Failed);
+        assert_eq!(row.status, crate::model::JobStatus::Failed);
         // worker-2 records its own job; a second finish changes nothing.
         assert!(
             finish(db, two.id, "worker-2", Succeeded, None, Some("{}"), None)
@@ -168,7 +168,7 @@ mod tests {
         );
         assert_eq!(
             super::job(db, two.id).await.unwrap().unwrap().status,
-            crate::api::jobs::JobStatus::Succeeded
+            crate::model::JobStatus::Succeeded
         );
     }
 

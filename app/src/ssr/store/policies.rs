@@ -137,14 +137,14 @@ pub async fn policy_busy<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     policy: i64,
 ) -> Result<bool> {
-    policy_has_active(ex, policy, crate::api::jobs::JobKind::Backup).await
+    policy_has_active(ex, policy, crate::model::JobKind::Backup).await
 }
 
 /// Whether a job of `kind` for the policy is queued or running.
 pub async fn policy_has_active<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     ex: E,
     policy: i64,
-    kind: crate::api::jobs::JobKind,
+    kind: crate::model::JobKind,
 ) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE policy_id = $1 AND kind = $2 AND status IN ('queued', 'running')",
@@ -230,7 +230,7 @@ pub async fn take_scheduled_run(
     take_due(
         db,
         policy.id,
-        crate::api::jobs::JobKind::Backup,
+        crate::model::JobKind::Backup,
         "UPDATE policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2",
         (due, next),
         job,
@@ -244,7 +244,7 @@ pub async fn take_scheduled_run(
 pub(crate) async fn take_due(
     db: &Db,
     policy_id: i64,
-    kind: crate::api::jobs::JobKind,
+    kind: crate::model::JobKind,
     move_run: &str,
     (due, next): (i64, Option<i64>),
     job: NewJob,
