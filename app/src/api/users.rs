@@ -109,6 +109,45 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
     c.audited(action, &format!("user #{id}"), result).await
 }
 
+/// Removes a user (admins only): their sessions end at once, their API tokens, grants
+/// and approver rights go; their name stays in the history (jobs, requests, the audit
+/// log) and is not given to anyone else. Not oneself, not the last active admin.
+#[server(endpoint = "users/remove")]
+pub async fn remove_user(id: i64) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, db, password as pw, store};
+    let c = ctx::authorize(Perm::ManageUsers, "user.remove").await?;
+    let mut what = format!("user #{id}");
+    let result = async {
+        if id == c.user.id {
+            return Err(AppError::Invalid(
+                "You cannot remove your own account: another admin can.".into(),
+            ));
+        }
+        if let Some(u) = db::user_by_id(&c.state.db, id)
+            .await
+            .or_internal("loading a user")?
+        {
+            what = format!("user {}", u.username);
+        }
+        let phc = pw::hash(pw::generate())
+            .await
+            .or_internal("hashing a password")?;
+        match store::remove_user(&c.state.db, id, &phc)
+            .await
+            .or_internal("removing a user")?
+        {
+            store::Removal::Removed => Ok(()),
+            store::Removal::NotFound => Err(AppError::NotFound("User".into())),
+            store::Removal::LastAdmin => Err(AppError::Invalid(
+                "This is the last active admin: make another account admin first.".into(),
+            )),
+        }
+    }
+    .await;
+    c.audited("user.remove", &what, result).await
+}
+
 /// Gives a user another role (admins only). Their sessions end, so the new role applies
 /// from their next request (they log in again); their API tokens wider than the new
 /// role stop working (`session::from_api_token`), narrower ones keep working. The last

@@ -1,7 +1,7 @@
 use super::ui::{ErrorLine, Field, When, failed, field_error, general_error};
 use crate::api::sources::list_sources;
 use crate::api::users::{
-    ChangePassword, CreateToken, CreateUser, GrantSource, RevokeToken, SetApprover,
+    ChangePassword, CreateToken, CreateUser, GrantSource, RemoveUser, RevokeToken, SetApprover,
     SetUserDisabled, SetUserRole, SignOutEverywhere, list_tokens, list_users,
 };
 use crate::auth::Role;
@@ -17,6 +17,16 @@ pub fn UsersPage() -> impl IntoView {
     let approver = ServerAction::<SetApprover>::new();
     let sign_out = ServerAction::<SignOutEverywhere>::new();
     let set_role = ServerAction::<SetUserRole>::new();
+    let remove = ServerAction::<RemoveUser>::new();
+    // The user whose removal is being confirmed (id, name), and the last one removed.
+    let removing = RwSignal::new(None::<(i64, String)>);
+    let removed = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(Ok(())) = remove.value().get() {
+            removed.set(removing.get_untracked().map(|(_, n)| n));
+            removing.set(None);
+        }
+    });
     // The role each row's select shows, by user id, until "Change role" sends it.
     let chosen = RwSignal::new(std::collections::HashMap::<i64, String>::new());
     // The last change sent, for its confirmation: (user name, role).
@@ -41,6 +51,7 @@ pub fn UsersPage() -> impl IntoView {
                 create.version().get(),
                 set_role.version().get(),
                 toggle.version().get(),
+                remove.version().get(),
                 grant.version().get(),
                 approver.version().get(),
             )
@@ -75,6 +86,25 @@ pub fn UsersPage() -> impl IntoView {
         <ErrorLine error=general_error(grant)/>
         <ErrorLine error=general_error(approver)/>
         <ErrorLine error=general_error(sign_out)/>
+        <ErrorLine error=general_error(remove)/>
+        {move || removed.get().map(|n| view! {
+            <p class="ok" role="status" data-testid="user-removed">{format!("User {n} removed: their sessions ended and their tokens, grants and approver rights are gone. The history still names them.")}</p>
+        })}
+        {move || removing.get().map(|(id, n)| view! {
+            <section class="card" role="alertdialog" aria-label="Remove a user" data-testid="remove-user-confirm">
+                <h2>{format!("Remove {n}?")}</h2>
+                <ul>
+                    <li>"Their console sessions end at once; they cannot log in again."</li>
+                    <li>"Their API tokens, source grants and approver rights are deleted."</li>
+                    <li>"Jobs, restore requests, approvals and the audit log keep their name; no new account can take it."</li>
+                </ul>
+                <p class="muted">"To keep the account for later, Disable it instead."</p>
+                <button class="danger" disabled=move || remove.pending().get()
+                    on:click=move |_| { remove.dispatch(RemoveUser { id }); }>{format!("Remove {n}")}</button>
+                " "
+                <button class="secondary" on:click=move |_| removing.set(None)>"Cancel"</button>
+            </section>
+        })}
         <ErrorLine error=Signal::derive(move || set_role.value().get().and_then(|r| r.err()).map(|e| e.to_string()))/>
         {move || matches!(set_role.value().get(), Some(Ok(()))).then(|| {
             let (who, role) = role_sent.get();
@@ -163,6 +193,8 @@ pub fn UsersPage() -> impl IntoView {
                                                 <button class="secondary" title="End this user's console sessions in every browser"
                                                     on:click=move |_| { sign_out.dispatch(SignOutEverywhere { id }); }
                                                 >"Sign out everywhere"</button>
+                                                " "
+                                                <button class="danger" on:click=move |_| removing.set(Some((id, name.get_value())))>"Remove"</button>
                                             </td>
                                         </tr>
                                     }

@@ -15,6 +15,7 @@ mod insider;
 mod jobs;
 mod lifecycle_policies;
 mod lifecycle_sources;
+mod lifecycle_users;
 mod load;
 mod mysql;
 mod notify;

@@ -13,7 +13,7 @@ pub struct UserListRow {
 
 pub async fn users(db: &Db) -> Result<Vec<UserListRow>> {
     Ok(sqlx::query_as(
-        "SELECT id, username, role, created_at, disabled_at FROM users ORDER BY username",
+        "SELECT id, username, role, created_at, disabled_at FROM users WHERE removed_at IS NULL ORDER BY username",
     )
     .fetch_all(&db.pool)
     .await?)
@@ -36,7 +36,7 @@ pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Resu
 pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<bool> {
     // A new epoch too: re-enabling an account must not bring its old cookies back.
     let r = sqlx::query(
-        "UPDATE users SET disabled_at = $2, session_epoch = session_epoch + 1 WHERE id = $1",
+        "UPDATE users SET disabled_at = $2, session_epoch = session_epoch + 1 WHERE id = $1 AND removed_at IS NULL",
     )
     .bind(id)
     .bind(disabled.then(now_ms))
@@ -55,6 +55,62 @@ pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<i64> {
     .bind(phc)
     .fetch_one(&db.pool)
     .await?)
+}
+
+/// How removing a user went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    NotFound,
+    /// The user is the last active admin: nothing changed.
+    LastAdmin,
+}
+
+/// Removes a user (see migration 0017): disabled, `phc` (of a random password nobody
+/// knows: a login attempt costs what any other does) as the password hash,
+/// sessions ended, tokens, grants and approver rights deleted, no longer listed; the
+/// row stays so the history keeps its name. Never the last active admin (the same
+/// lock as role changes on PostgreSQL).
+pub async fn remove_user(db: &Db, id: i64, phc: &str) -> Result<Removal> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == crate::ssr::db::Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(726173001)) AS l")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE users SET removed_at = $2, disabled_at = COALESCE(disabled_at, $2), \
+         password_hash = $3, session_epoch = session_epoch + 1 \
+         WHERE id = $1 AND removed_at IS NULL \
+         AND (role <> 'admin' OR disabled_at IS NOT NULL OR EXISTS (SELECT 1 FROM users o \
+         WHERE o.role = 'admin' AND o.disabled_at IS NULL AND o.id <> $1))",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(phc)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() != 1 {
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND removed_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Ok(if live.is_some() {
+            Removal::LastAdmin
+        } else {
+            Removal::NotFound
+        });
+    }
+    for table in ["api_tokens", "source_grants", "source_approvers"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Removal::Removed)
 }
 
 /// How a role change went.
@@ -82,7 +138,7 @@ pub async fn set_role(db: &Db, id: i64, role: &str) -> Result<RoleChanged> {
             .await?;
     }
     let r = sqlx::query(
-        "UPDATE users SET role = $2, session_epoch = session_epoch + 1 WHERE id = $1 \
+        "UPDATE users SET role = $2, session_epoch = session_epoch + 1 WHERE id = $1 AND removed_at IS NULL \
          AND ($2 = 'admin' OR role <> 'admin' OR EXISTS (SELECT 1 FROM users o \
          WHERE o.role = 'admin' AND o.disabled_at IS NULL AND o.id <> $1))",
     )

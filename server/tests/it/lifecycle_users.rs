@@ -1,0 +1,164 @@
+//! Removing a user (issue 26, point 1): the account stops working at once, everywhere
+//! (cookie, API token, login), its rights go, the history keeps its name, and nobody
+//! can take the name over; only admins remove, never themselves.
+
+use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, client, cookie, login};
+
+async fn add_user(api: &Api<'_>, admin: &str, name: &str, role: &str) -> i64 {
+    let r = api
+        .form(
+            Some(admin),
+            "users/create",
+            &[
+                ("username", name.into()),
+                ("role", role.into()),
+                ("password", "a long enough password".into()),
+            ],
+        )
+        .await;
+    r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"))
+}
+
+async fn bearer(server: &Server, token: &str, endpoint: &str) -> u16 {
+    client()
+        .post(server.url(&format!("/api/{endpoint}")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_removed_user_is_locked_out_everywhere_and_the_history_keeps_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let olga = add_user(&api, &admin, "olga", "operator").await;
+    let olga_cookie = cookie(&server, "olga", "a long enough password").await;
+    let token = api
+        .form(
+            Some(&olga_cookie),
+            "tokens/create",
+            &[
+                ("name", "ci".into()),
+                ("role", "".into()),
+                ("days", "30".into()),
+            ],
+        )
+        .await
+        .json()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(bearer(&server, &token, "sources/list").await, 200);
+
+    // An operator cannot remove anyone, not even a requester; admins cannot remove
+    // themselves.
+    let rita = add_user(&api, &admin, "rita", "requester").await;
+    let r = api
+        .form(
+            Some(&olga_cookie),
+            "users/remove",
+            &[("id", rita.to_string())],
+        )
+        .await;
+    assert!(r.forbidden(), "{r:?}");
+    let me = api.form(Some(&admin), "users/list", &[]).await.json();
+    let admin_id = me
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "admin")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "users/remove",
+            &[("id", admin_id.to_string())],
+        )
+        .await;
+    assert!(
+        r.status == 400 && r.body.contains("your own account"),
+        "{r:?}"
+    );
+
+    let r = api
+        .form(Some(&admin), "users/remove", &[("id", olga.to_string())])
+        .await;
+    assert!(r.ok(), "{r:?}");
+    // Her cookie, her token and her password stop working at once.
+    let r = api.form(Some(&olga_cookie), "sources/list", &[]).await;
+    assert!(r.unauthenticated(), "{r:?}");
+    assert_eq!(bearer(&server, &token, "sources/list").await, 401);
+    let resp = login(&server, "olga", "a long enough password").await;
+    assert!(
+        crate::harness::session_cookie(&resp).is_none(),
+        "a removed user logged in"
+    );
+    // She is no longer listed, cannot be re-enabled, and her name is not free.
+    let users = api.form(Some(&admin), "users/list", &[]).await.json();
+    assert!(
+        !users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "olga"),
+        "{users}"
+    );
+    let r = api
+        .form(
+            Some(&admin),
+            "users/set_disabled",
+            &[("id", olga.to_string()), ("disabled", "false".into())],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(cookie_fails(&server).await);
+    let again = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "olga".into()),
+                ("role", "admin".into()),
+                ("password", "another long password".into()),
+            ],
+        )
+        .await;
+    assert!(
+        again.status == 400 && again.body.contains("taken"),
+        "{again:?}"
+    );
+    // The audit log names who removed whom, and still names olga's own actions.
+    let audit = api
+        .form(
+            Some(&admin),
+            "audit/list",
+            &[
+                ("user", String::new()),
+                ("action", String::new()),
+                ("outcome", String::new()),
+            ],
+        )
+        .await;
+    assert!(
+        audit.body.contains("user.remove") && audit.body.contains("user olga"),
+        "{audit:?}"
+    );
+    assert!(audit.body.contains("\"username\":\"olga\""), "{audit:?}");
+}
+
+/// Olga's password no longer logs in even after an admin's enable attempt.
+async fn cookie_fails(server: &Server) -> bool {
+    let resp = login(server, "olga", "a long enough password").await;
+    crate::harness::session_cookie(&resp).is_none()
+}
