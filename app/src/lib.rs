@@ -1,7 +1,9 @@
 //! The tablesafe console: Leptos components (rendered on the server, hydrated in the
 //! browser) and the server functions they call. Server-only code lives in [`ssr`]
 //! (feature `ssr`); server functions are thin shells around it: authenticate, authorize,
-//! validate, call a plain function, map the error.
+//! validate, call a plain function, map the error. The view types both the server
+//! functions ([`api`]) and the server-only code use live in [`model`], so that `ssr`
+//! never imports `api`.
 
 pub mod api;
 pub mod auth;
