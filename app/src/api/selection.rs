@@ -36,10 +36,11 @@ impl SelectionMatch {
             .tables
             .iter()
             .map(|t| {
+                let s = if t.rows == 1 { "" } else { "s" };
                 let rows = if t.rows_exact {
-                    format!("{} rows", t.rows)
+                    format!("{} row{s}", t.rows)
                 } else {
-                    format!("about {} rows", t.rows)
+                    format!("about {} row{s}", t.rows)
                 };
                 if t.columns.len() == t.of_columns {
                     format!("{} (all {} columns, {rows})", t.name, t.of_columns)
@@ -164,7 +165,7 @@ pub(crate) async fn source_tables_now(
     let url = super::sources::source_url(c, &row)?;
     match tokio::time::timeout(
         std::time::Duration::from_secs(15),
-        engine::source::inspect(&url),
+        engine::source::inspect_counting(&url, engine::source::Count::Estimate),
     )
     .await
     {

@@ -171,34 +171,55 @@ pub struct Inspection {
 
 /// Connects to a source and lists its tables (what a backup would take), read-only.
 pub async fn inspect(url: &Secret<String>) -> Result<Inspection> {
+    inspect_counting(url, Count::Rows).await
+}
+
+/// How [`inspect_counting`] finds each table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Counted (PostgreSQL estimates big tables): the console's table list.
+    Rows,
+    /// The database's statistics only, never a scan of a big table: for checking what
+    /// a selection takes, which must not scan every table of a big database.
+    Estimate,
+}
+
+/// [`inspect`], with rows found as `count` says.
+pub async fn inspect_counting(url: &Secret<String>, count: Count) -> Result<Inspection> {
     let parsed = SourceUrl::parse(url)?;
     match &parsed {
         SourceUrl::Sqlite(path) => Ok(Inspection {
-            tables: summarize(&mut sqlite::SqliteDb::open_read(path).await?).await?,
+            tables: summarize(&mut sqlite::SqliteDb::open_read(path).await?, count).await?,
             link: link::Link::LocalFile,
         }),
         SourceUrl::Mysql(secret) => {
             let mut db = mysql::MyDb::connect(secret, parsed.display()).await?;
             Ok(Inspection {
                 link: db.link().await?,
-                tables: summarize(&mut db).await?,
+                tables: summarize(&mut db, count).await?,
             })
         }
         SourceUrl::Postgres(secret) => {
             let mut db = postgres::PgDb::connect(secret, parsed.display()).await?;
             Ok(Inspection {
                 link: db.link().await?,
-                tables: summarize(&mut db).await?,
+                tables: summarize(&mut db, count).await?,
             })
         }
     }
 }
 
-async fn summarize<D: SourceDb>(db: &mut D) -> Result<Vec<TableSummary>> {
+async fn summarize<D: SourceDb>(db: &mut D, count: Count) -> Result<Vec<TableSummary>> {
     let catalog = db.discover().await?;
     let mut out = Vec::new();
     for t in &catalog.tables {
-        let (rows, rows_exact) = db.count_table(t).await?;
+        let (rows, rows_exact) = match count {
+            Count::Rows => db.count_table(t).await?,
+            Count::Estimate => (
+                db.estimate_rows(t).await?.unwrap_or(0),
+                D::ESTIMATE_IS_COUNT,
+            ),
+        };
         out.push(TableSummary {
             name: t.name().clone(),
             rows,
@@ -263,6 +284,8 @@ pub trait SourceDb: RunSql {
     fn discover(&mut self) -> impl Future<Output = Result<Catalog<Self::Table>>> + Send;
     /// Rows of a table, and whether that is a count (PostgreSQL estimates big tables).
     fn count_table(&mut self, t: &Self::Table) -> impl Future<Output = Result<(u64, bool)>> + Send;
+    /// Whether [`Self::estimate_rows`] is an exact count.
+    const ESTIMATE_IS_COUNT: bool = false;
     /// Rows of a table from the database's statistics, cheaply (no scan of a big
     /// table): what a backup's progress counts against. None: no statistics.
     fn estimate_rows(

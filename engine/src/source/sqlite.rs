@@ -90,6 +90,8 @@ impl super::SourceDb for SqliteDb {
         Ok((self.count_rows(&t.name).await?, true))
     }
 
+    const ESTIMATE_IS_COUNT: bool = true;
+
     /// SQLite keeps no row counts; counting walks the table's b-tree without decoding
     /// rows, a small part of what reading it for a backup costs.
     async fn estimate_rows(&mut self, t: &TableInfo) -> Result<Option<u64>> {

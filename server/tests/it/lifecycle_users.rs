@@ -32,10 +32,21 @@ async fn bearer(server: &Server, token: &str, endpoint: &str) -> u16 {
 
 #[tokio::test]
 async fn a_removed_user_is_locked_out_everywhere_and_the_history_keeps_the_name() {
+    removal(None).await;
+}
+
+#[tokio::test]
+async fn a_user_is_removed_on_a_postgresql_history() {
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.create_database("history").unwrap();
+    removal(Some(&url)).await;
+}
+
+async fn removal(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(Options {
         data_dir: &dir.path().join("data"),
-        database_url: None,
+        database_url,
         admin_password: Some(ADMIN_PASSWORD),
     });
     let api = Api { server: &server };
