@@ -153,6 +153,12 @@ ensure_remote_test_servers() {
 # (`cargo leptos watch`) but is not needed to build or test.
 build_release() {
   ensure_wasm_opt
+  # One build at a time per checkout: two at once (two terminals, a test run beside a
+  # run.sh) would both rebuild target/site/pkg.new and break each other's bundle.
+  mkdir -p "$ROOT/target"
+  local lock_fd
+  exec {lock_fd}>"$ROOT/target/.build_release.lock"
+  flock "$lock_fd"
   local site="$ROOT/target/site" pkg="$ROOT/target/site/pkg"
   local wasm="$ROOT/target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
   step "building tablesafe (release server; ~6 minutes the first time)" \
@@ -182,4 +188,5 @@ build_release() {
       return 1
     fi
   done
+  exec {lock_fd}>&-
 }
