@@ -47,5 +47,30 @@ test("a restore drill is set up, run and proven in the browser", async ({ page }
   await page.goto("/");
   await hydrated(page);
   await expect(page.getByTestId(`proven-${policy}`)).toContainText("proven");
+
+  // Changed to on demand (the drill's pause): no next run any more.
+  await page.goto("/drills");
+  await hydrated(page);
+  const again = page.getByTestId(`drill-${policy}`);
+  await again.getByRole("button", { name: "Change drill" }).click();
+  const edit = page.getByRole("form", { name: "Drill plan" });
+  await expect(edit.getByLabel("Schedule")).toHaveValue("0 4 * * 0");
+  await edit.getByLabel("Schedule").fill("");
+  await edit.getByRole("button", { name: "Save drill" }).click();
+  await expect(again.getByTestId("drill-plan")).toContainText("on demand");
+  await expect(again.getByTestId("drill-plan")).not.toContainText("next:");
+
+  // Removed, after a confirmation that says what goes and what stays; declining it
+  // removes nothing.
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); void d.dismiss(); });
+  await again.getByRole("button", { name: "Remove drill" }).click();
+  expect(asked).toContain("past drill reports and the last proof stay");
+  await expect(again.getByTestId("drill-plan")).toContainText("on demand");
+  page.once("dialog", (d) => void d.accept());
+  await again.getByRole("button", { name: "Remove drill" }).click();
+  await expect(again.getByTestId("drill-plan")).toHaveText("no drill planned");
+  // Its evidence stays.
+  await expect(page.getByTestId("drills").getByRole("row").filter({ hasText: policy }).getByTestId("drill-outcome")).toHaveText("passed");
   expect(errors).toEqual([]);
 });

@@ -30,7 +30,16 @@ test("a policy is edited, disabled, enabled and deleted; its snapshot stays", as
   const edit = page.getByRole("form", { name: "Edit policy" });
   const renamed = unique("life-renamed");
   await edit.getByLabel("Name").fill(renamed);
+  // A selection that cannot work is refused on save, saying what the source has.
+  await edit.getByLabel(/Include tables/).fill("custmers*");
+  await edit.getByRole("button", { name: "Save policy" }).click();
+  await expect(page.getByTestId("edit-error-include")).toContainText("customers, orders");
   await edit.getByLabel(/Include tables/).fill("customers");
+  await edit.getByLabel(/Only some columns/).fill("customers=nope");
+  await edit.getByRole("button", { name: "Save policy" }).click();
+  await expect(page.getByTestId("edit-error-columns")).toContainText("Its columns: id, name.");
+  // Saved, it says what it takes now.
+  await edit.getByLabel(/Only some columns/).fill("customers=name");
   await edit.getByLabel("Schedule").fill("every 5 fortnights");
   await edit.getByRole("button", { name: "Save policy" }).click();
   await expect(page.getByTestId("edit-error-schedule")).not.toBeEmpty();
@@ -38,6 +47,9 @@ test("a policy is edited, disabled, enabled and deleted; its snapshot stays", as
   await edit.getByLabel("Time zone").fill("Europe/Berlin");
   await edit.getByRole("button", { name: "Save policy" }).click();
   await expect(page.getByTestId("policy-said")).toHaveText("Policy saved.");
+  await expect(page.getByTestId("policy-matches")).toHaveText(
+    "Takes 1 of the source's 2 tables now: customers (id, name; 1 row).",
+  );
   await expect(edit).toHaveCount(0);
   const row = page.getByTestId(`policy-${renamed}`);
   await expect(row).toContainText("include customers");
@@ -122,5 +134,16 @@ test("a user is added as a requester and made an operator", async ({ page, brows
   await them.goto("/policies");
   await hydrated(them);
   await expect(them.getByRole("form", { name: "Create a policy" })).toBeVisible();
+
+  // Removed: the confirmation says what goes; their session ends at once and they are
+  // no longer listed.
+  await row.getByRole("button", { name: "Remove" }).click();
+  const confirm = page.getByTestId("remove-user-confirm");
+  await expect(confirm).toContainText("audit log keep their name");
+  await confirm.getByRole("button", { name: `Remove ${name}` }).click();
+  await expect(page.getByTestId("user-removed")).toContainText(`User ${name} removed`);
+  await expect(page.getByTestId(`user-${name}`)).toHaveCount(0);
+  await them.goto("/policies");
+  await expect(them).toHaveURL(/\/login/);
   await theirs.close();
 });

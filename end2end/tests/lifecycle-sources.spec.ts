@@ -44,6 +44,14 @@ test("a source, a target and a channel are changed and removed", async ({ page }
   const shop2 = unique("shop-renamed");
   await editSource(page, shop, shop2);
   await expect(page.getByTestId(`source-${shop}`)).toHaveCount(0);
+  // Paused for maintenance, then resumed.
+  const shopRow = page.getByTestId(`source-${shop2}`);
+  await shopRow.getByRole("button", { name: "Pause", exact: true }).click();
+  await expect(page.getByTestId("source-saved")).toContainText("Source paused");
+  await expect(shopRow.getByTestId("source-paused")).toHaveText("paused");
+  await shopRow.getByRole("button", { name: "Resume", exact: true }).click();
+  await expect(page.getByTestId("source-saved")).toContainText("Source resumed");
+  await expect(shopRow.getByTestId("source-paused")).toHaveCount(0);
   await page.getByTestId(`delete-source-${shop2}`).click();
   await expect(page.getByTestId("source-saved")).toHaveText("Source deleted.");
   await expect(page.getByTestId(`source-${shop2}`)).toHaveCount(0);
@@ -90,6 +98,13 @@ test("a source, a target and a channel are changed and removed", async ({ page }
   await eform.getByRole("button", { name: "Save target" }).click();
   await expect(page.getByTestId("target-saved")).toHaveText("Target saved.");
   await expect(page.getByTestId(`target-${disk2}`)).toContainText(repo);
+  const diskRow = page.getByTestId(`target-${disk2}`);
+  await diskRow.getByRole("button", { name: "Pause", exact: true }).click();
+  await expect(page.getByTestId("target-saved")).toContainText("Target paused");
+  await expect(diskRow.getByTestId("target-paused")).toHaveText("paused");
+  await diskRow.getByRole("button", { name: "Resume", exact: true }).click();
+  await expect(page.getByTestId("target-saved")).toContainText("Target resumed");
+  await expect(diskRow.getByTestId("target-paused")).toHaveCount(0);
   const before = fs.readdirSync(repo).sort();
   await page.getByTestId(`delete-target-${disk2}`).click();
   await expect(page.getByTestId("target-saved")).toContainText("files were not deleted");
@@ -123,7 +138,7 @@ test("a source, a target and a channel are changed and removed", async ({ page }
   // The audit log has every step.
   await page.goto("/audit");
   await hydrated(page);
-  for (const action of ["source.edit", "source.delete", "target.edit", "target.delete", "channel.disable", "channel.enable", "channel.delete"]) {
+  for (const action of ["source.edit", "source.pause", "source.resume", "source.delete", "target.edit", "target.pause", "target.resume", "target.delete", "channel.disable", "channel.enable", "channel.delete"]) {
     await expect(page.getByText(action, { exact: true }).first()).toBeVisible();
   }
 });

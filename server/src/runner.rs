@@ -660,6 +660,10 @@ async fn backup(
     let target = store::target(&state.db, policy.target_id)
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+    // Queued before its source or target was paused (or retried since): not run.
+    if let Some(why) = store::policy_hold(&state.db, &policy).await? {
+        return Err(anyhow!(why));
+    }
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;
     // Checked at every run, not only when the source was added: --sqlite-dirs may have
     // changed since, or a path been swapped for a link.
@@ -718,11 +722,23 @@ async fn backup(
     // fails fails only its copy: the backup itself succeeded.
     let mut copies = Vec::new();
     for copy_target in store::copy_targets(&state.db, policy.id).await? {
-        let outcome = copy_to(state, job, &policy, &repo, &target, copy_target, progress).await;
-        let name = store::target(&state.db, copy_target)
-            .await?
-            .map(|t| t.name)
+        let row = store::target(&state.db, copy_target).await?;
+        let name = row
+            .as_ref()
+            .map(|t| t.name.clone())
             .unwrap_or_else(|| format!("#{copy_target}"));
+        if row.is_some_and(|t| t.paused_at.is_some()) {
+            let _ = store::log(
+                &state.db,
+                job.id,
+                "info",
+                &format!("copy to {name}: skipped, the target is paused (the first run after it is resumed catches up)"),
+            )
+            .await;
+            copies.push(json!({"target": name, "ok": false, "error": "target paused"}));
+            continue;
+        }
+        let outcome = copy_to(state, job, &policy, &repo, &target, copy_target, progress).await;
         match outcome {
             Ok(n) => {
                 let _ = store::log(

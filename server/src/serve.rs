@@ -281,6 +281,17 @@ async fn trigger_backup(
             serde_json::json!({"error": "missing, wrong or revoked trigger token"}),
         );
     };
+    match store::policy_hold(&state.db, &policy).await {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            let _ = audit::append(&state.db, &event(Outcome::Failed, &why)).await;
+            return reply(StatusCode::CONFLICT, serde_json::json!({"error": why}));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "checking a triggered policy's source and target");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
     let result = async {
         if store::policy_busy(&state.db.pool, id).await? {
             return Ok(None);

@@ -22,6 +22,8 @@ pub struct PolicyView {
     pub schedule: String,
     pub timezone: String,
     pub enabled: bool,
+    /// Why it is not backed up although enabled ("source paused", "target paused").
+    pub held: Option<String>,
     /// When the scheduler runs it next (unix ms), if it has a schedule.
     pub next_run: Option<i64>,
     /// Whether a trigger URL is active.
@@ -106,13 +108,22 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
         .await
         .or_internal("last successes")?;
     let captures = store::captures(db).await.or_internal("captures")?;
+    let (paused_sources, paused_targets) = store::paused(db).await.or_internal("paused")?;
     let now = crate::ssr::db::now_ms();
     Ok(rows
         .into_iter()
         .map(|p| {
             let sel: Selection = serde_json::from_str(&p.selection).unwrap_or_default();
             let last_success = successes.get(&p.id).copied();
-            let late_after = store::late_after_ms(&p, now).filter(|_| p.enabled != 0);
+            let held = if paused_sources.contains(&p.source_id) {
+                Some("source paused".to_string())
+            } else if paused_targets.contains(&p.target_id) {
+                Some("target paused".to_string())
+            } else {
+                None
+            };
+            let runs = p.enabled != 0 && held.is_none();
+            let late_after = store::late_after_ms(&p, now).filter(|_| runs);
             let late =
                 late_after.is_some_and(|limit| now - last_success.unwrap_or(p.created_at) > limit);
             let capture = captures.iter().find(|c| c.policy_id == p.id);
@@ -136,7 +147,8 @@ pub async fn list_policies() -> Result<Vec<PolicyView>, AppError> {
                 schedule: p.schedule,
                 timezone: p.timezone,
                 enabled: p.enabled != 0,
-                next_run: p.next_run_at.filter(|_| p.enabled != 0),
+                next_run: p.next_run_at.filter(|_| runs),
+                held,
                 has_trigger: p.trigger_hash.is_some(),
                 retention: parse_retention(&p.retention),
                 copy_targets: copies
@@ -663,6 +675,13 @@ pub async fn set_continuous(id: i64, secs: Option<i64>) -> Result<(), AppError> 
                 "Capture every 1 to 3600 seconds.".into(),
             ));
         }
+        if secs.is_some()
+            && let Some(why) = store::policy_hold(db, &p)
+                .await
+                .or_internal("checking a policy's source and target")?
+        {
+            return Err(AppError::Field("secs".into(), why));
+        }
         if secs.is_some() && source.engine == tablesafe_types::Engine::Mysql {
             return Err(AppError::Field(
                 "secs".into(),
@@ -827,6 +846,12 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
     let result = async {
         let db = &c.state.db;
         let p = load_policy(db, id).await?;
+        if let Some(why) = store::policy_hold(db, &p)
+            .await
+            .or_internal("checking a policy's source and target")?
+        {
+            return Err(AppError::Invalid(why));
+        }
         let new = store::backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
             .or_internal("preparing a job")?;

@@ -20,6 +20,8 @@ pub struct SourceView {
     pub approvals_required: i64,
     /// How long a restore request on it waits for approval, in minutes.
     pub request_ttl_minutes: i64,
+    /// Paused: not backed up until resumed.
+    pub paused: bool,
 }
 
 pub use tablesafe_types::{Engine, TableSummary};
@@ -34,6 +36,7 @@ fn view(r: crate::ssr::store::SourceRow) -> SourceView {
         created_at: r.created_at,
         approvals_required: r.approvals_required,
         request_ttl_minutes: r.request_ttl_minutes,
+        paused: r.paused_at.is_some(),
     }
 }
 
@@ -500,6 +503,8 @@ pub struct TargetView {
     /// Bytes the repository occupies, when it could be measured.
     pub used_bytes: Option<u64>,
     pub created_at: i64,
+    /// Paused: receives no backups or copies until resumed.
+    pub paused: bool,
 }
 
 #[server(endpoint = "targets/list")]
@@ -529,6 +534,7 @@ pub async fn list_targets() -> Result<Vec<TargetView>, AppError> {
             snapshots,
             used_bytes,
             created_at: r.created_at,
+            paused: r.paused_at.is_some(),
         });
     }
     Ok(out)
@@ -824,4 +830,115 @@ pub async fn delete_target(id: i64) -> Result<i64, AppError> {
     .await;
     c.audited("target.delete", &format!("target {}", row.name), result)
         .await
+}
+
+/// Pauses or resumes a source (maintenance): while paused its policies are not backed
+/// up (no scheduled run, no *Run now*, no trigger) and are never late; restores,
+/// browsing and downloads of its snapshots keep working. Refused while continuous
+/// capture is on for one of its policies (a paused capture would keep the source's
+/// WAL growing). Resumed, its policies run at their schedule's next slot from now, not
+/// for the slots they missed.
+#[server(endpoint = "sources/set_paused")]
+pub async fn set_source_paused(id: i64, paused: bool) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "source.pause").await?;
+    let action = if paused {
+        "source.pause"
+    } else {
+        "source.resume"
+    };
+    let mut what = format!("source #{id}");
+    let result = async {
+        let row = store::source(&c.state.db, id)
+            .await
+            .or_internal("loading a source")?
+            .ok_or_else(|| AppError::NotFound("Source".into()))?;
+        what = format!("source {}", row.name);
+        crate::ssr::rules::require_admin_if_guarded(&c, id).await?;
+        let policies: Vec<_> = store::policies(&c.state.db)
+            .await
+            .or_internal("listing policies")?
+            .into_iter()
+            .filter(|p| p.source_id == id)
+            .collect();
+        if paused
+            && let Some(p) = policies.iter().find(|p| p.capture_secs.is_some())
+        {
+            return Err(AppError::Invalid(format!(
+                "Continuous capture is on for policy {}: turn it off first (a paused capture would keep the source's WAL growing), then pause the source.",
+                p.name
+            )));
+        }
+        store::set_paused(&c.state.db, store::Paused::Source, id, paused)
+            .await
+            .or_internal("pausing a source")?;
+        if !paused {
+            restart_schedules(&c.state.db, &policies).await?;
+        }
+        Ok(())
+    }
+    .await;
+    c.audited(action, &what, result).await
+}
+
+/// Pauses or resumes a target: while paused no backup or copy writes into it (its
+/// policies are not backed up, copies to it are skipped and say so in the job log);
+/// restores, browsing and verification of its snapshots keep working.
+#[server(endpoint = "targets/set_paused")]
+pub async fn set_target_paused(id: i64, paused: bool) -> Result<(), AppError> {
+    use crate::auth::Perm;
+    use crate::ssr::{ctx, store};
+    let c = ctx::authorize(Perm::Configure, "target.pause").await?;
+    let action = if paused {
+        "target.pause"
+    } else {
+        "target.resume"
+    };
+    let mut what = format!("target #{id}");
+    let result = async {
+        let row = store::target(&c.state.db, id)
+            .await
+            .or_internal("loading a target")?
+            .ok_or_else(|| AppError::NotFound("Target".into()))?;
+        what = format!("target {}", row.name);
+        let users = store::policies_using_target(&c.state.db, id)
+            .await
+            .or_internal("listing a target's policies")?;
+        require_admin_if_target_guarded(&c, &users).await?;
+        store::set_paused(&c.state.db, store::Paused::Target, id, paused)
+            .await
+            .or_internal("pausing a target")?;
+        if !paused {
+            let policies: Vec<_> = store::policies(&c.state.db)
+                .await
+                .or_internal("listing policies")?
+                .into_iter()
+                .filter(|p| p.target_id == id)
+                .collect();
+            restart_schedules(&c.state.db, &policies).await?;
+        }
+        Ok(())
+    }
+    .await;
+    c.audited(action, &what, result).await
+}
+
+/// After a pause: each enabled policy's next run is its schedule's next slot from now
+/// (the slots missed while paused are not made up).
+#[cfg(feature = "ssr")]
+async fn restart_schedules(
+    db: &crate::ssr::db::Db,
+    policies: &[crate::ssr::store::PolicyRow],
+) -> Result<(), AppError> {
+    for p in policies.iter().filter(|p| p.enabled != 0) {
+        let next = crate::ssr::schedule::parse(&p.schedule, &p.timezone)
+            .ok()
+            .flatten()
+            .and_then(|s| s.next_after(crate::ssr::db::now_ms()));
+        crate::ssr::store::set_policy_enabled(db, p.id, true, next)
+            .await
+            .or_internal("restarting a schedule")?;
+    }
+    Ok(())
 }

@@ -152,7 +152,15 @@ fn plan_table(
                                 {if has_plan { "Change drill" } else { "Set up drill" }}
                             </button>
                             {has_plan.then(|| view! {
-                                <button class="secondary" on:click=move |_| { remove.dispatch(DeleteDrillPlan { policy_id: id }); }>"Remove drill"</button>
+                                <button class="secondary" on:click=move |_| {
+                                    // What goes and what stays, before anything goes.
+                                    if window().confirm_with_message(&format!(
+                                        "Remove the restore drill of {}? Its schedule and assertions go; past drill reports and the last proof stay.",
+                                        this.with_value(|(p, _)| p.name.clone())
+                                    )).unwrap_or(false) {
+                                        remove.dispatch(DeleteDrillPlan { policy_id: id });
+                                    }
+                                }>"Remove drill"</button>
                             })}
                         </IfCan>
                     </td>

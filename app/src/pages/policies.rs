@@ -223,7 +223,12 @@ fn PolicyRow(p: PolicyView, actions: RowActions) -> impl IntoView {
         view! { <br/><span class="muted" data-testid="copy-targets">{format!("copies: {}", names.join(", "))}</span> }
     });
     let enabled = p.enabled;
-    let next_run = if enabled {
+    let next_run = if let Some(why) = p.held.clone().filter(|_| enabled) {
+        Some(
+            view! { <br/><span class="badge" data-testid="held">{format!("{why}: not backed up")}</span> }
+                .into_any(),
+        )
+    } else if enabled {
         p.next_run.map(|t| {
             view! { <br/><span class="muted" data-testid="next-run">"next: "<When ms=t zone=p.timezone.clone()/></span> }.into_any()
         })

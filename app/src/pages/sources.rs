@@ -4,7 +4,8 @@ use super::ui::{
 };
 use crate::api::sources::{
     AddSource, AddTarget, DeleteSource, DeleteTarget, EditSource, EditTarget, SetApprovalRule,
-    SourceView, TargetView, TestSource, list_sources, list_targets, source_tables,
+    SetSourcePaused, SetTargetPaused, SourceView, TargetView, TestSource, list_sources,
+    list_targets, source_tables,
 };
 use crate::auth::Perm;
 use crate::forms;
@@ -17,6 +18,9 @@ pub fn SourcesPage() -> impl IntoView {
     let test = ServerAction::<TestSource>::new();
     let edit = ServerAction::<EditSource>::new();
     let delete = ServerAction::<DeleteSource>::new();
+    let pause = ServerAction::<SetSourcePaused>::new();
+    // What the last Pause/Resume asked (the action's input is gone once it is done).
+    let pause_sent = RwSignal::new(false);
     let editing = RwSignal::new(None::<SourceView>);
     let sources = Resource::new(
         move || {
@@ -24,6 +28,7 @@ pub fn SourcesPage() -> impl IntoView {
                 add.version().get(),
                 edit.version().get(),
                 delete.version().get(),
+                pause.version().get(),
             )
         },
         |_| list_sources(),
@@ -39,6 +44,18 @@ pub fn SourcesPage() -> impl IntoView {
     Effect::new(move |_| {
         if let Some(Ok(())) = delete.value().get() {
             set_said.set(Some("Source deleted.".into()));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = pause.value().get() {
+            set_said.set(Some(
+                if pause_sent.get_untracked() {
+                    "Source paused: its policies are not backed up until you resume it; restores still work."
+                } else {
+                    "Source resumed: its policies run at their next scheduled time."
+                }
+                .into(),
+            ));
         }
     });
     // A source added: the form empties (its URL may hold a password) and says so.
@@ -69,6 +86,7 @@ pub fn SourcesPage() -> impl IntoView {
         {test_result}
         {done}
         <ErrorLine error=general_error(delete)/>
+        <ErrorLine error=general_error(pause)/>
         <Listing items=sources empty="No sources yet." show=move |list| {
             view! {
                 <table class="list" data-testid="sources">
@@ -79,7 +97,8 @@ pub fn SourcesPage() -> impl IntoView {
                             let whole = s.clone();
                             view! {
                                 <tr data-testid=format!("source-{}", s.name)>
-                                    <td><a href=format!("/sources/{id}")>{s.name.clone()}</a></td>
+                                    <td><a href=format!("/sources/{id}")>{s.name.clone()}</a>
+                                        {s.paused.then(|| view! { " " <span class="badge" data-testid="source-paused">"paused"</span> })}</td>
                                     <td data-label="Engine">{s.engine.as_str()}</td>
                                     <td class="mono" data-label="Connection">{s.url.clone()}</td>
                                     <td data-label="Restores need"><ApprovalRule source=s.clone()/></td>
@@ -91,6 +110,10 @@ pub fn SourcesPage() -> impl IntoView {
                                                 let s = whole.clone();
                                                 move |_| editing.set(Some(s.clone()))
                                             }>"Edit"</button>
+                                            <button class="secondary" on:click={
+                                                let paused = !whole.paused;
+                                                move |_| { pause_sent.set(paused); pause.dispatch(SetSourcePaused { id, paused }); }
+                                            }>{if whole.paused { "Resume" } else { "Pause" }}</button>
                                             <button class="secondary danger" data-testid=format!("delete-source-{}", whole.name) on:click={
                                                 let name = whole.name.clone();
                                                 move |_| {
@@ -255,6 +278,9 @@ pub fn TargetsPage() -> impl IntoView {
     let add = ServerAction::<AddTarget>::new();
     let edit = ServerAction::<EditTarget>::new();
     let delete = ServerAction::<DeleteTarget>::new();
+    let pause = ServerAction::<SetTargetPaused>::new();
+    // What the last Pause/Resume asked (the action's input is gone once it is done).
+    let pause_sent = RwSignal::new(false);
     let editing = RwSignal::new(None::<TargetView>);
     let targets = Resource::new(
         move || {
@@ -262,11 +288,24 @@ pub fn TargetsPage() -> impl IntoView {
                 add.version().get(),
                 edit.version().get(),
                 delete.version().get(),
+                pause.version().get(),
             )
         },
         |_| list_targets(),
     );
     let (said, set_said) = signal(None::<String>);
+    Effect::new(move |_| {
+        if let Some(Ok(())) = pause.value().get() {
+            set_said.set(Some(
+                if pause_sent.get_untracked() {
+                    "Target paused: no backup or copy writes into it until you resume it; restores from it still work."
+                } else {
+                    "Target resumed: its policies run at their next scheduled time, and copies catch up."
+                }
+                .into(),
+            ));
+        }
+    });
     Effect::new(move |_| {
         if let Some(Ok(())) = edit.value().get() {
             editing.set(None);
@@ -332,7 +371,7 @@ pub fn TargetsPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|t| { let id = t.id; let whole = t.clone(); view! {
                             <tr data-testid=format!("target-{}", t.name)>
-                                <td>{t.name.clone()}</td>
+                                <td>{t.name.clone()}{t.paused.then(|| view! { " " <span class="badge" data-testid="target-paused">"paused"</span> })}</td>
                                 <td data-label="Kind">{t.kind.clone()}</td>
                                 <td class="mono" data-label="Location">{t.location.clone()}</td>
                                 <td class="num" data-label="Snapshots">{t.snapshots}</td>
@@ -343,6 +382,10 @@ pub fn TargetsPage() -> impl IntoView {
                                             let t = whole.clone();
                                             move |_| editing.set(Some(t.clone()))
                                         }>"Edit"</button>
+                                        <button class="secondary" on:click={
+                                            let paused = !whole.paused;
+                                            move |_| { pause_sent.set(paused); pause.dispatch(SetTargetPaused { id, paused }); }
+                                        }>{if whole.paused { "Resume" } else { "Pause" }}</button>
                                         <button class="secondary danger" data-testid=format!("delete-target-{}", whole.name) on:click={
                                             let (name, location, snapshots) = (whole.name.clone(), whole.location.clone(), whole.snapshots);
                                             move |_| {

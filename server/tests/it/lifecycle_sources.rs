@@ -591,3 +591,189 @@ async fn channel_lifecycle(database_url: Option<&str>) {
         );
     }
 }
+
+/// Pausing a source or a target (maintenance): no backup runs (not Run now, not a
+/// trigger; the policy says why and is not late), copies into a paused target are
+/// skipped and say so, restores keep working; resumed, backups run again. Requesters
+/// may not pause; every pause and resume is audited.
+#[tokio::test]
+async fn a_paused_source_or_target_is_not_backed_up_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let r = api
+        .form(
+            Some(&admin),
+            "users/create",
+            &[
+                ("username", "rita".into()),
+                ("role", "requester".into()),
+                ("password", PW.into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let rita = cookie(&server, "rita", PW).await;
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ann');",
+    );
+    let (source, target, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "0 2 * * *",
+        "UTC",
+    )
+    .await;
+    let policy = policy.json().as_i64().unwrap();
+    let copy = api
+        .form(
+            Some(&admin),
+            "targets/add",
+            &[
+                ("name", "offsite".into()),
+                ("location", dir.path().join("copy").display().to_string()),
+                ("password", "repository password".into()),
+            ],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let r = api
+        .json(
+            Some(&admin),
+            "policies/copies",
+            json!({"id": policy, "targets": [copy]}),
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let token = api
+        .form(
+            Some(&admin),
+            "policies/trigger_create",
+            &[("id", policy.to_string())],
+        )
+        .await
+        .json()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let set = |who: String, what: &'static str, id: i64, paused: bool| {
+        let api = &api;
+        async move {
+            let args = [("id", id.to_string()), ("paused", paused.to_string())];
+            api.form(Some(&who), &format!("{what}/set_paused"), &args)
+                .await
+        }
+    };
+    let policy_view = || async {
+        api.form(Some(&admin), "policies/list", &[])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == policy)
+            .unwrap()
+            .clone()
+    };
+
+    // A requester may not pause.
+    assert!(set(rita.clone(), "sources", source, true).await.forbidden());
+    // Paused source: Run now and the trigger are refused, saying what to do; the
+    // policy says why it is not backed up, has no next run and is not late.
+    let r = set(admin.clone(), "sources", source, true).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(sources(&api, &admin).await[0]["paused"], true);
+    let r = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await;
+    assert!(
+        r.status == 400
+            && r.body
+                .contains("Source s-nightly is paused: resume it on Sources"),
+        "{r:?}"
+    );
+    let hook = crate::harness::client()
+        .post(server.url(&format!("/hooks/policies/{policy}/backup")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status().as_u16(), 409);
+    assert!(hook.text().await.unwrap().contains("is paused"));
+    let p = policy_view().await;
+    assert_eq!(p["held"], "source paused", "{p}");
+    assert_eq!(p["next_run"], Value::Null, "{p}");
+    assert_eq!(p["late"], false, "{p}");
+    // Resumed: backed up again, with a next run.
+    assert!(set(admin.clone(), "sources", source, false).await.ok());
+    let p = policy_view().await;
+    assert_eq!(p["held"], Value::Null, "{p}");
+    assert!(p["next_run"].as_i64().is_some(), "{p}");
+
+    // A paused copy target is skipped, and the job log says so; the backup succeeds.
+    assert!(set(admin.clone(), "targets", copy, true).await.ok());
+    let done = api.run_policy(&admin, policy).await;
+    let job = done[0]["id"].as_i64().unwrap();
+    let log = api
+        .form(
+            Some(&admin),
+            "jobs/get",
+            &[("id", job.to_string()), ("after_log", "0".into())],
+        )
+        .await
+        .json();
+    assert!(
+        log[1]
+            .to_string()
+            .contains("copy to offsite: skipped, the target is paused"),
+        "{log}"
+    );
+    // The policy's own target paused: not backed up.
+    assert!(set(admin.clone(), "targets", target, true).await.ok());
+    let r = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await;
+    assert!(
+        r.status == 400 && r.body.contains("Target t-nightly is paused"),
+        "{r:?}"
+    );
+    assert_eq!(policy_view().await["held"], "target paused");
+    // Its snapshots still restore: browse reads them.
+    let snaps = api
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
+        .await
+        .json();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    assert!(set(admin.clone(), "targets", target, false).await.ok());
+    assert!(set(admin.clone(), "targets", copy, false).await.ok());
+    api.run_policy(&admin, policy).await;
+
+    let actions = audit_actions(&api, &admin, "").await;
+    for a in [
+        "source.pause",
+        "source.resume",
+        "target.pause",
+        "target.resume",
+    ] {
+        assert!(
+            actions.iter().any(|(x, o)| x == a && o == "ok"),
+            "{a}: {actions:?}"
+        );
+    }
+}

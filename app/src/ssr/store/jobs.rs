@@ -220,12 +220,14 @@ pub async fn heartbeat(
 /// The rows a running job expects to go through (what its progress counts against),
 /// once the engine knows them from the source's statistics.
 pub async fn set_rows_total(db: &Db, id: i64, worker: &str, rows: i64) -> Result<()> {
-    sqlx::query("UPDATE jobs SET rows_total = $2 WHERE id = $1 AND status = 'running' AND worker = $3")
-        .bind(id)
-        .bind(rows)
-        .bind(worker)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET rows_total = $2 WHERE id = $1 AND status = 'running' AND worker = $3",
+    )
+    .bind(id)
+    .bind(rows)
+    .bind(worker)
+    .execute(&db.pool)
+    .await?;
     Ok(())
 }
 

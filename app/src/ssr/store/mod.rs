@@ -189,4 +189,53 @@ mod tests {
         let db = Db::open(&Secret::new(url)).await.unwrap();
         two_workers_share_one_queue(&db).await;
     }
+
+    /// The scheduler and the late alert skip a policy whose source or target is paused,
+    /// and take it again once resumed.
+    #[tokio::test]
+    async fn paused_sources_and_targets_hold_their_policies() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::super::db::sqlite_url(dir.path()).unwrap();
+        let db = Db::open(&Secret::new(url)).await.unwrap();
+        let s = insert_source(&db, "shop", "sqlite", "/x.db", "sealed", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let t = insert_target(&db, "local", "/repo", "sealed", "", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let due_at = now_ms() - 1_000;
+        let p = insert_policy(
+            &db,
+            "nightly",
+            s,
+            t,
+            "{}",
+            "hourly",
+            "UTC",
+            true,
+            Some(due_at),
+            1,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let ids = |v: Vec<PolicyRow>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        let now = now_ms();
+        assert_eq!(ids(due_policies(&db, now).await.unwrap()), [p]);
+        assert_eq!(ids(watched_policies(&db).await.unwrap()), [p]);
+        for what in [Paused::Source, Paused::Target] {
+            let id = if what == Paused::Source { s } else { t };
+            assert!(set_paused(&db, what, id, true).await.unwrap());
+            assert!(due_policies(&db, now).await.unwrap().is_empty(), "{what:?}");
+            assert!(watched_policies(&db).await.unwrap().is_empty(), "{what:?}");
+            let row = policy(&db, p).await.unwrap().unwrap();
+            assert!(policy_hold(&db, &row).await.unwrap().is_some(), "{what:?}");
+            assert!(set_paused(&db, what, id, false).await.unwrap());
+            assert_eq!(ids(due_policies(&db, now).await.unwrap()), [p]);
+        }
+        assert!(!set_paused(&db, Paused::Source, 999, true).await.unwrap());
+    }
 }

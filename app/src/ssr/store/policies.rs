@@ -44,10 +44,83 @@ pub fn late_after_ms(p: &PolicyRow, now: i64) -> Option<i64> {
     }
 }
 
+/// A policy whose source or target is not paused (SQL condition on `policies`).
+const NOT_HELD: &str = "source_id NOT IN (SELECT id FROM sources WHERE paused_at IS NOT NULL) \
+     AND target_id NOT IN (SELECT id FROM targets WHERE paused_at IS NOT NULL)";
+
+/// Why policy `p` may not back up now (its source or target is paused), in words that
+/// say what to do; None when it may.
+pub async fn policy_hold(db: &Db, p: &PolicyRow) -> Result<Option<String>> {
+    if let Some(s) = super::source(db, p.source_id).await?
+        && s.paused_at.is_some()
+    {
+        return Ok(Some(format!(
+            "Source {} is paused: resume it on Sources to back it up.",
+            s.name
+        )));
+    }
+    if let Some(t) = super::target(db, p.target_id).await?
+        && t.paused_at.is_some()
+    {
+        return Ok(Some(format!(
+            "Target {} is paused: resume it on Targets to back up into it.",
+            t.name
+        )));
+    }
+    Ok(None)
+}
+
+/// The ids of the paused sources and of the paused targets.
+pub async fn paused(
+    db: &Db,
+) -> Result<(
+    std::collections::HashSet<i64>,
+    std::collections::HashSet<i64>,
+)> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT 's', id FROM sources WHERE paused_at IS NOT NULL \
+         UNION ALL SELECT 't', id FROM targets WHERE paused_at IS NOT NULL",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let pick = |kind: &str| rows.iter().filter(|r| r.0 == kind).map(|r| r.1).collect();
+    Ok((pick("s"), pick("t")))
+}
+
+/// Pauses or resumes a source (`table` "sources") or a target ("targets"); false when
+/// there is no such row.
+pub async fn set_paused(db: &Db, table: Paused, id: i64, paused: bool) -> Result<bool> {
+    let r = sqlx::query(&format!(
+        "UPDATE {} SET paused_at = $2 WHERE id = $1",
+        table.table()
+    ))
+    .bind(id)
+    .bind(paused.then(now_ms))
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What [`set_paused`] pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paused {
+    Source,
+    Target,
+}
+
+impl Paused {
+    fn table(self) -> &'static str {
+        match self {
+            Paused::Source => "sources",
+            Paused::Target => "targets",
+        }
+    }
+}
+
 /// Enabled policies that can be late (a schedule or an RPO of their own).
 pub async fn watched_policies(db: &Db) -> Result<Vec<PolicyRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND \
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND {NOT_HELD} AND \
          (rpo_minutes > 0 OR (rpo_minutes IS NULL AND schedule <> ''))"
     ))
     .fetch_all(&db.pool)
@@ -209,7 +282,7 @@ pub async fn insert_policy(
 /// Policies whose next run is due.
 pub async fn due_policies(db: &Db, now: i64) -> Result<Vec<PolicyRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND next_run_at <= $1 ORDER BY next_run_at"
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND {NOT_HELD} AND next_run_at <= $1 ORDER BY next_run_at"
     ))
     .bind(now)
     .fetch_all(&db.pool)

@@ -15,9 +15,11 @@ pub struct SourceRow {
     pub approvals_required: i64,
     /// How long a restore request on this source waits for its approvals.
     pub request_ttl_minutes: i64,
+    /// Since when it is paused (not backed up), if it is.
+    pub paused_at: Option<i64>,
 }
 
-pub(super) const SOURCE_COLUMNS: &str = "id, name, engine, display_url, sealed_url, created_at, approvals_required, request_ttl_minutes";
+pub(super) const SOURCE_COLUMNS: &str = "id, name, engine, display_url, sealed_url, created_at, approvals_required, request_ttl_minutes, paused_at";
 
 pub async fn sources(db: &Db, only_granted_to: Option<i64>) -> Result<Vec<SourceRow>> {
     Ok(match only_granted_to {

@@ -12,10 +12,12 @@ pub struct TargetRow {
     pub created_at: i64,
     /// Sealed JSON of the target's credentials; empty: from the server's environment.
     pub sealed_credentials: String,
+    /// Since when it is paused (receives no backups or copies), if it is.
+    pub paused_at: Option<i64>,
 }
 
 pub(super) const TARGET_COLUMNS: &str =
-    "id, name, kind, location, sealed_password, created_at, sealed_credentials";
+    "id, name, kind, location, sealed_password, created_at, sealed_credentials, paused_at";
 
 pub async fn targets(db: &Db) -> Result<Vec<TargetRow>> {
     Ok(sqlx::query_as(&format!(
