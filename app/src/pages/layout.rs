@@ -18,15 +18,22 @@ pub struct PendingChanged(pub RwSignal<u32>);
 pub fn Layout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
     provide_context(super::ui::CurrentUser(user));
-    // How many restore requests wait for this user's decision, reloaded on each page
-    // change and after a decision (0 for who may decide none: see `pending_for_me`).
+    // How many restore requests wait for this user's decision (0 for who may decide
+    // none: see `pending_for_me`), loaded in the browser after each page change and
+    // decision. Kept out of the server's render on purpose: a resource read in a
+    // suspense nested in the navigation's may stream in after it, and then the server's
+    // and the browser's first renders can differ (hydration panics were seen with one).
     let changed = RwSignal::new(0u32);
     provide_context(PendingChanged(changed));
     let location = use_location();
-    let pending = Resource::new(
-        move || (location.pathname.get(), changed.get()),
-        |_| crate::api::requests::pending_for_me(),
-    );
+    let pending = RwSignal::new(None::<i64>);
+    Effect::new(move |_| {
+        let _ = (location.pathname.get(), changed.get());
+        leptos::task::spawn_local(async move {
+            let n = crate::api::requests::pending_for_me().await.ok();
+            pending.try_set(n);
+        });
+    });
     let logout = ServerAction::<Logout>::new();
     view! {
         <div class="layout">
@@ -67,21 +74,15 @@ pub fn Layout() -> impl IntoView {
 
 /// The count of requests waiting for the user, on *Requests* (nothing when none).
 #[component]
-fn PendingBadge(pending: Resource<Result<i64, crate::error::AppError>>) -> impl IntoView {
-    view! {
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
-                match pending.await {
-                    Ok(n) if n > 0 => view! {
-                        " "
-                        <span class="nav-badge" data-testid="requests-badge"
-                            title=format!("{n} waiting for your approval")>
-                            {n}<span class="visually-hidden">" waiting for your approval"</span>
-                        </span>
-                    }.into_any(),
-                    _ => ().into_any(),
-                }
-            })}
-        </Transition>
+fn PendingBadge(pending: RwSignal<Option<i64>>) -> impl IntoView {
+    move || {
+        pending.get().filter(|n| *n > 0).map(|n| {
+            view! {
+                <span class="nav-badge" data-testid="requests-badge"
+                    title=format!("{n} waiting for your approval")>
+                    {n}<span class="visually-hidden">" waiting for your approval"</span>
+                </span>
+            }
+        })
     }
 }

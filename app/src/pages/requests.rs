@@ -281,26 +281,27 @@ fn ChangeForm(r: RequestView, change: ServerAction<ChangeRequest>) -> impl IntoV
 }
 
 /// For the dashboard: how many restore requests wait for the user's decision, with a
-/// link to them (nothing when none, or for who may decide none).
+/// link to them (nothing when none, or for who may decide none). Loaded in the browser
+/// once the page is up, like the navigation's badge, so the first renders match.
 #[component]
 pub fn WaitingForYou() -> impl IntoView {
-    let pending = Resource::new(|| (), |_| pending_for_me());
-    view! {
-        <Suspense fallback=|| ()>
-            {move || Suspend::new(async move {
-                match pending.await {
-                    Ok(n) if n > 0 => view! {
-                        <p class="waiting-for-you" data-testid="waiting-for-you">
-                            <a href="/requests?state=requested">{format!(
-                                "{n} restore request{} wait{} for your approval",
-                                if n == 1 { "" } else { "s" },
-                                if n == 1 { "s" } else { "" }
-                            )}</a>
-                        </p>
-                    }.into_any(),
-                    _ => ().into_any(),
-                }
-            })}
-        </Suspense>
+    let pending = RwSignal::new(None::<i64>);
+    Effect::new(move |_| {
+        leptos::task::spawn_local(async move {
+            pending.try_set(pending_for_me().await.ok());
+        });
+    });
+    move || {
+        pending.get().filter(|n| *n > 0).map(|n| {
+            view! {
+                <p class="waiting-for-you" data-testid="waiting-for-you">
+                    <a href="/requests?state=requested">{format!(
+                        "{n} restore request{} wait{} for your approval",
+                        if n == 1 { "" } else { "s" },
+                        if n == 1 { "s" } else { "" }
+                    )}</a>
+                </p>
+            }
+        })
     }
 }
