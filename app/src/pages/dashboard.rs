@@ -4,7 +4,7 @@ use leptos_meta::Title;
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    use super::ui::{bytes, failed};
+    use super::ui::failed;
     use crate::api::history::dashboard_data;
     let info = Resource::new(|| (), |_| server_info());
     let data = Resource::new(|| (), |_| dashboard_data());
@@ -38,7 +38,6 @@ pub fn Dashboard() -> impl IntoView {
                                 {chart(d.restore_durations.clone(), Quantity::Seconds, "restore")}
                             </figure>
                         </section>
-                        <p class="muted">{format!("Bytes stored in all: {}", bytes(d.stored.iter().map(|(_, b)| *b).sum()))}</p>
                     }.into_any(),
                 }
             })}
