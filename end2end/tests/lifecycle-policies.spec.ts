@@ -38,7 +38,7 @@ test("a policy is edited, disabled, enabled and deleted; its snapshot stays", as
   await edit.getByLabel(/Only some columns/).fill("customers=nope");
   await edit.getByRole("button", { name: "Save policy" }).click();
   await expect(page.getByTestId("edit-error-columns")).toContainText("Its columns: id, name.");
-  // Saved, it says what it takes now.
+  // Saved, it says what it takes now (the key always goes with the columns named).
   await edit.getByLabel(/Only some columns/).fill("customers=name");
   await edit.getByLabel("Schedule").fill("every 5 fortnights");
   await edit.getByRole("button", { name: "Save policy" }).click();
@@ -48,7 +48,7 @@ test("a policy is edited, disabled, enabled and deleted; its snapshot stays", as
   await edit.getByRole("button", { name: "Save policy" }).click();
   await expect(page.getByTestId("policy-said")).toHaveText("Policy saved.");
   await expect(page.getByTestId("policy-matches")).toHaveText(
-    "Takes 1 of the source's 2 tables now: customers (id, name; 1 row).",
+    "Takes 1 of the source's 2 tables now: customers (all 2 columns, 1 row).",
   );
   await expect(edit).toHaveCount(0);
   const row = page.getByTestId(`policy-${renamed}`);
