@@ -1,3 +1,4 @@
+#![allow(clippy::too_many_arguments)] // server functions take one argument per form field
 //! Sources (the databases tablesafe backs up) and targets (where repositories live).
 
 #[cfg(feature = "ssr")]
