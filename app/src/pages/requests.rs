@@ -183,7 +183,7 @@ fn RequestSummary(r: RequestView) -> impl IntoView {
                 {r.restored.iter().map(|(t, n)| view! { <li>{format!("{t}: {n} rows")}</li> }).collect_view()}
             </ul>
         })}
-        {r.safety_snapshot.clone().map(|s| view! { <p>"Safety backup of the replaced tables: snapshot " <span class="mono">{s.chars().take(12).collect::<String>()}</span></p> })}
+        {r.safety_snapshot.clone().map(|s| view! { <p>"Safety backup of the replaced tables: snapshot " <span class="mono">{super::names::short_id(&s)}</span></p> })}
         {r.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
     }
     .into_any()
