@@ -89,7 +89,7 @@ pub(crate) fn apply(
                 field.into(),
                 format!(
                     "{} The source's tables: {}.",
-                    console_words(&e.to_string()),
+                    crate::ssr::words::in_console_words(&e.to_string()),
                     listing()
                 ),
             )
@@ -112,7 +112,7 @@ pub(crate) fn apply(
                 "columns".into(),
                 format!(
                     "{} Its columns: {}.",
-                    console_words(&e.to_string()),
+                    crate::ssr::words::in_console_words(&e.to_string()),
                     available.join(", ")
                 ),
             )
@@ -129,26 +129,6 @@ pub(crate) fn apply(
         tables: out,
         of_tables: tables.len(),
     })
-}
-
-/// The engine's messages name CLI flags; the console's forms name their fields.
-#[cfg(feature = "ssr")]
-fn console_words(engine_message: &str) -> String {
-    let m = engine_message
-        .trim_start_matches("invalid input: ")
-        .replace("--columns names table", "Only some columns names table")
-        .replace(
-            "unknown table",
-            "Include names a table the source does not have:",
-        );
-    let mut m = m.trim().to_string();
-    if let Some(first) = m.get(..1) {
-        m = first.to_uppercase() + &m[1..];
-    }
-    if !m.ends_with('.') {
-        m.push('.');
-    }
-    m
 }
 
 /// The source's tables, or why they could not be read now (within 15 seconds).

@@ -20,6 +20,7 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+pub mod words;
 
 use crate::error::AppError;
 use axum::extract::FromRef;
