@@ -355,6 +355,17 @@ async fn hostile_new_table_names_are_refused_everywhere_and_empty_backups_fail()
     let policy = policy.json().as_i64().unwrap();
     api.run_policy(&admin, policy).await;
     let snapshot = snapshots(&api, &admin).await[0]["id"].as_i64().unwrap();
+    // Restoring over an existing table without choosing a mode: refused in the
+    // console's words, not the CLI's flags.
+    let over = json!({"snapshot": snapshot, "dest_source_id": source, "tables": ["customers"],
+        "columns": {}, "rename": {}, "mode": "create", "confirm": ""});
+    let r = api
+        .json(Some(&admin), "restore/preview", json!({"req": over}))
+        .await;
+    assert!(
+        r.status == 400 && r.body.contains("choose Replace") && !r.body.contains("--"),
+        "{r:?}"
+    );
     let evil = "customers<img src=x onerror=alert(1)>";
     let req = json!({"snapshot": snapshot, "dest_source_id": source, "tables": ["customers"],
         "columns": {}, "rename": {"customers": evil}, "mode": "create", "confirm": ""});
