@@ -485,9 +485,9 @@ pub(crate) async fn plan_restore(
         filter,
         objects: Default::default(),
     };
-    let plan = engine::restore::plan(&repo, &opts).await.map_err(|e| {
-        AppError::Invalid(crate::ssr::words::in_console_words(&e.to_string()))
-    })?;
+    let plan = engine::restore::plan(&repo, &opts)
+        .await
+        .map_err(|e| AppError::Invalid(crate::ssr::words::in_console_words(&e.to_string())))?;
     let tables: Vec<PlannedTableView> = plan
         .tables
         .iter()

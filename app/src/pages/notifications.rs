@@ -155,7 +155,10 @@ fn channel_row(
     let last = ch
         .last
         .as_ref()
-        .map(|d| view! { {format!("{} ", d.status)}<When ms=d.created_at/>{format!(" ({})", d.event)} }.into_any())
+        .map(|d| {
+            view! { {format!("{} ", d.status)}<When ms=d.created_at/>{format!(" ({})", d.event)} }
+                .into_any()
+        })
         .unwrap_or_else(|| "none yet".into_any());
     let events = ch.events.join(", ");
     let name = ch.name.clone();

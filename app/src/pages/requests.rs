@@ -2,9 +2,7 @@
 //! history, (for approvers) Approve and Reject, and (for the requester) Change and
 //! Withdraw.
 
-use super::ui::{
-    ErrorLine, PagedListing, When, failed, general_error, id_param, submit_own_form,
-};
+use super::ui::{ErrorLine, PagedListing, When, failed, general_error, id_param, submit_own_form};
 use crate::api::history::Outcome;
 use crate::api::requests::{
     ApproveRequest, CancelRequest, ChangeRequest, RejectRequest, RequestState, RequestView,

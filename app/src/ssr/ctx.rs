@@ -1,9 +1,9 @@
 //! The first lines of every server function: who is calling, from where, and may they.
 
 use super::{AppState, audit, session};
-use crate::model::Outcome;
 use crate::auth::{Perm, SessionUser};
 use crate::error::AppError;
+use crate::model::Outcome;
 use leptos::prelude::{expect_context, use_context};
 
 /// A server function call by a logged-in user whose role allows it.
