@@ -4,6 +4,12 @@
 use crate::{Error, Result};
 
 pub trait Progress: Send + Sync {
+    /// Whether [`Self::planned`] is wanted: finding the expected rows costs a query per
+    /// table (on SQLite a count), which a consumer that shows no percentage (a capture
+    /// round) should not pay.
+    fn wants_planned(&self) -> bool {
+        false
+    }
     /// The rows the operation expects to go through (a backup: the source's statistics
     /// for the tables it takes), once it knows; reported before any row.
     fn planned(&self, _rows: u64) {}

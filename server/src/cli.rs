@@ -322,12 +322,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 detail: if done {
                     format!("every session of the account ended, {revoked} API token(s) revoked")
                 } else {
-                    "no such account".into()
+                    "no such account (or it was removed)".into()
                 },
             };
             app::ssr::audit::append(&db, &event).await?;
             if !done {
-                anyhow::bail!("no account named {user:?}");
+                anyhow::bail!(
+                    "no account named {user:?} (a removed account cannot be brought back: add a new user under another name)"
+                );
             }
             if generated {
                 println!("New password for {user}: {}", password.expose());

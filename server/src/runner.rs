@@ -124,6 +124,9 @@ struct JobProgress {
 }
 
 impl Progress for JobProgress {
+    fn wants_planned(&self) -> bool {
+        true
+    }
     fn planned(&self, rows: u64) {
         self.expected.store(rows, Ordering::Relaxed);
     }
@@ -896,6 +899,13 @@ async fn apply_retention(
     let target = store::target(&state.db, policy.target_id)
         .await?
         .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+    // A paused target is under maintenance: nothing writes to it, prune included.
+    if target.paused_at.is_some() {
+        bail!(
+            "target {} is paused: resume it on Targets to apply retention there",
+            target.name
+        );
+    }
     let report = match primary {
         Some(repo) => prune_target(state, job, policy, &target, &rules, repo, progress).await?,
         None => {
@@ -908,6 +918,19 @@ async fn apply_retention(
         let Some(t) = store::target(&state.db, t).await? else {
             continue;
         };
+        if t.paused_at.is_some() {
+            let _ = store::log(
+                &state.db,
+                job.id,
+                "info",
+                &format!(
+                    "retention on the copy in {}: skipped, the target is paused",
+                    t.name
+                ),
+            )
+            .await;
+            continue;
+        }
         let pruned = match open_repo(state, &t).await {
             Ok(mut repo) => prune_target(state, job, policy, &t, &rules, &mut repo, progress).await,
             Err(e) => Err(e),

@@ -907,6 +907,18 @@ pub async fn set_target_paused(id: i64, paused: bool) -> Result<(), AppError> {
             .await
             .or_internal("listing a target's policies")?;
         require_admin_if_target_guarded(&c, &users).await?;
+        if paused
+            && let Some(p) = store::policies(&c.state.db)
+                .await
+                .or_internal("listing policies")?
+                .into_iter()
+                .find(|p| p.target_id == id && p.capture_secs.is_some())
+        {
+            return Err(AppError::Invalid(format!(
+                "Continuous capture into this target is on for policy {}: turn it off first (a paused capture would keep the source's WAL growing), then pause the target.",
+                p.name
+            )));
+        }
         store::set_paused(&c.state.db, store::Paused::Target, id, paused)
             .await
             .or_internal("pausing a target")?;

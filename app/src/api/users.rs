@@ -97,13 +97,16 @@ pub async fn set_user_disabled(id: i64, disabled: bool) -> Result<(), AppError> 
                 "You cannot disable your own account.".into(),
             ));
         }
-        if !store::set_disabled(&c.state.db, id, disabled)
+        match store::set_disabled(&c.state.db, id, disabled)
             .await
             .or_internal("disabling a user")?
         {
-            return Err(AppError::NotFound("User".into()));
+            store::Disabling::Done => Ok(()),
+            store::Disabling::NotFound => Err(AppError::NotFound("User".into())),
+            store::Disabling::LastAdmin => Err(AppError::Invalid(
+                "This is the last active admin: make another account admin first.".into(),
+            )),
         }
-        Ok(())
     }
     .await;
     c.audited(action, &format!("user #{id}"), result).await
@@ -133,11 +136,21 @@ pub async fn remove_user(id: i64) -> Result<(), AppError> {
         let phc = pw::hash(pw::generate())
             .await
             .or_internal("hashing a password")?;
-        match store::remove_user(&c.state.db, id, &phc)
+        match store::remove_user(&c.state.db, id, &phc, c.user.id)
             .await
             .or_internal("removing a user")?
         {
-            store::Removal::Removed => Ok(()),
+            store::Removal::Removed {
+                requests,
+                approvals,
+            } => {
+                if requests + approvals > 0 {
+                    what = format!(
+                        "{what} ({requests} waiting restore request(s) cancelled, {approvals} approval(s) of waiting requests withdrawn)"
+                    );
+                }
+                Ok(())
+            }
             store::Removal::NotFound => Err(AppError::NotFound("User".into())),
             store::Removal::LastAdmin => Err(AppError::Invalid(
                 "This is the last active admin: make another account admin first.".into(),
@@ -224,9 +237,13 @@ pub async fn grant_source(user_id: i64, source_id: i64, granted: bool) -> Result
             .await
             .or_internal("loading a source")?
             .ok_or_else(|| AppError::NotFound("Source".into()))?;
-        store::set_grant(&c.state.db, source_id, user_id, granted)
+        if !store::set_grant(&c.state.db, source_id, user_id, granted)
             .await
-            .or_internal("granting a source")
+            .or_internal("granting a source")?
+        {
+            return Err(AppError::NotFound("User".into()));
+        }
+        Ok(())
     }
     .await;
     let action = if granted { "user.grant" } else { "user.revoke" };
@@ -254,9 +271,13 @@ pub async fn set_approver(user_id: i64, source_id: i64, on: bool) -> Result<(), 
             .await
             .or_internal("loading a user")?
             .ok_or_else(|| AppError::NotFound("User".into()))?;
-        store::set_approver(&c.state.db, source_id, user_id, on)
+        if !store::set_approver(&c.state.db, source_id, user_id, on)
             .await
-            .or_internal("setting an approver")
+            .or_internal("setting an approver")?
+        {
+            return Err(AppError::NotFound("User".into()));
+        }
+        Ok(())
     }
     .await;
     let action = if on {

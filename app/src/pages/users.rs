@@ -96,6 +96,7 @@ pub fn UsersPage() -> impl IntoView {
                 <ul>
                     <li>"Their console sessions end at once; they cannot log in again."</li>
                     <li>"Their API tokens, source grants and approver rights are deleted."</li>
+                    <li>"Their waiting restore requests are cancelled, and their approvals of waiting requests no longer count."</li>
                     <li>"Jobs, restore requests, approvals and the audit log keep their name; no new account can take it."</li>
                 </ul>
                 <p class="muted">"To keep the account for later, Disable it instead."</p>

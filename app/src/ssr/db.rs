@@ -225,10 +225,12 @@ pub async fn ensure_admin(db: &Db, password: Option<Secret<String>>) -> Result<B
 /// Sets a new password for `username` (the `reset-password` subcommand).
 /// Sets `username`'s password and ends every session they have (see
 /// [`bump_session_epoch`]). `false`: no such account.
+/// `false` when there is no such account, or it was removed (a removed account stays
+/// removed: its name is kept for the history only).
 pub async fn set_password(db: &Db, username: &str, password: Secret<String>) -> Result<bool> {
     let phc = super::password::hash(password).await?;
     let r = sqlx::query(
-        "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE username = $2",
+        "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE username = $2 AND removed_at IS NULL",
     )
     .bind(phc)
     .bind(username)

@@ -139,7 +139,9 @@ async fn plan_source<S: SourceReader>(
     // What the progress counts against: the statistics, not a count (a scan).
     let mut expected = 0u64;
     for (table, columns) in selected(&catalog.tables, |t| t.name(), selection)? {
-        expected += src.db().estimate_rows(table).await?.unwrap_or(0);
+        if progress.wants_planned() {
+            expected += src.db().estimate_rows(table).await?.unwrap_or(0);
+        }
         plans.push(src.plan_table(table, columns, &mut skipped)?);
     }
     if expected > 0 {

@@ -124,14 +124,14 @@ impl super::SourceDb for MyDb {
 
     /// InnoDB's estimate (`COUNT(*)` would scan the table).
     async fn estimate_rows(&mut self, t: &MyTableInfo) -> Result<Option<u64>> {
-        let rows: Option<Option<u64>> = sqlx::query_scalar(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        let rows: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT CAST(TABLE_ROWS AS SIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
         )
         .bind(&t.name)
         .fetch_optional(&mut self.conn)
         .await
         .context(|| format!("estimating rows of {}", t.name))?;
-        Ok(rows.flatten())
+        Ok(rows.flatten().and_then(|n| u64::try_from(n).ok()))
     }
 }
 

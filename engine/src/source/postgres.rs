@@ -105,13 +105,18 @@ impl super::SourceDb for PgDb {
     /// it is small (under 64 MB), else unknown.
     async fn estimate_rows(&mut self, t: &PgTableInfo) -> Result<Option<u64>> {
         let rel = qualified(&t.table.schema, &t.table.name);
-        let (estimate, size): (f32, i64) = sqlx::query_as(
-            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = $1::regclass",
+        // to_regclass, not ::regclass: a table dropped meanwhile gives no row, never an
+        // error (which would abort the backup's snapshot transaction).
+        let found: Option<(f32, i64)> = sqlx::query_as(
+            "SELECT reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = to_regclass($1)",
         )
         .bind(&rel)
-        .fetch_one(&mut self.conn)
+        .fetch_optional(&mut self.conn)
         .await
         .context(|| format!("estimating rows of {rel}"))?;
+        let Some((estimate, size)) = found else {
+            return Ok(None);
+        };
         if estimate >= 0.0 {
             Ok(Some(estimate as u64))
         } else if size < 64 << 20 {

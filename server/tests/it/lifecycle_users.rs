@@ -173,3 +173,119 @@ async fn cookie_fails(server: &Server) -> bool {
     let resp = login(server, "olga", "a long enough password").await;
     crate::harness::session_cookie(&resp).is_none()
 }
+
+/// A removed account leaves nothing behind that still acts: its waiting restore
+/// requests are cancelled (no one can start them later) and its approvals of waiting
+/// requests stop counting toward the two-person rule.
+#[tokio::test]
+async fn a_removed_users_requests_and_approvals_stop_counting() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: None,
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let db = dir.path().join("shop.db");
+    crate::harness::sqlite(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ann');",
+    );
+    let (source, _, policy) = crate::harness::add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &db,
+        &dir.path().join("repo"),
+        "",
+        "UTC",
+    )
+    .await;
+    api.run_policy(&admin, policy.json().as_i64().unwrap())
+        .await;
+    let snapshot = api
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
+        .await
+        .json()[0]["id"]
+        .as_i64()
+        .unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "sources/approval_rule",
+            &[
+                ("id", source.to_string()),
+                ("approvals_required", "2".into()),
+                ("request_ttl_minutes", "600".into()),
+            ],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let olga = add_user(&api, &admin, "olga", "operator").await;
+    let oscar = add_user(&api, &admin, "oscar", "operator").await;
+    let olga_c = cookie(&server, "olga", "a long enough password").await;
+    let oscar_c = cookie(&server, "oscar", "a long enough password").await;
+    let req = |into: &str| {
+        json!({"req": {"snapshot": snapshot, "dest_source_id": source, "tables": ["customers"],
+            "columns": {}, "rename": {"customers": into}, "mode": "create", "confirm": ""},
+            "reason": "testing"})
+    };
+    let file = |who: String, into: &'static str| {
+        let api = &api;
+        async move {
+            let r = api.json(Some(&who), "requests/file", req(into)).await;
+            r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"))
+        }
+    };
+    let get = |id: i64| {
+        let api = &api;
+        let admin = admin.clone();
+        async move {
+            api.form(Some(&admin), "requests/get", &[("id", id.to_string())])
+                .await
+                .json()["request"]
+                .clone()
+        }
+    };
+    let hers = file(olga_c.clone(), "hers").await;
+    let his = file(oscar_c.clone(), "his").await;
+    let version = get(his).await["version"].as_str().unwrap().to_string();
+    let r = api
+        .form(
+            Some(&olga_c),
+            "requests/approve",
+            &[("id", his.to_string()), ("version", version)],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(get(his).await["approvals"], 1);
+
+    let r = api
+        .form(Some(&admin), "users/remove", &[("id", olga.to_string())])
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(get(hers).await["state"], "cancelled");
+    let his_now = get(his).await;
+    assert_eq!(his_now["state"], "requested", "{his_now}");
+    assert_eq!(his_now["approvals"], 0, "{his_now}");
+    // Granting her anything now is refused: the account is gone.
+    let r = api
+        .form(
+            Some(&admin),
+            "users/approver",
+            &[
+                ("user_id", olga.to_string()),
+                ("source_id", source.to_string()),
+                ("on", "true".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{r:?}");
+    let _ = oscar;
+}

@@ -43,7 +43,7 @@ pub async fn set_capture(db: &Db, policy: i64, secs: Option<i64>) -> Result<bool
 /// Enabled policies with continuous capture.
 pub async fn continuous_policies(db: &Db) -> Result<Vec<PolicyRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND capture_secs IS NOT NULL ORDER BY id"
+        "SELECT {POLICY_COLUMNS} FROM policies WHERE enabled = 1 AND {NOT_HELD} AND capture_secs IS NOT NULL ORDER BY id"
     ))
     .fetch_all(&db.pool)
     .await?)

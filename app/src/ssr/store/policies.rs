@@ -45,7 +45,7 @@ pub fn late_after_ms(p: &PolicyRow, now: i64) -> Option<i64> {
 }
 
 /// A policy whose source or target is not paused (SQL condition on `policies`).
-const NOT_HELD: &str = "source_id NOT IN (SELECT id FROM sources WHERE paused_at IS NOT NULL) \
+pub(super) const NOT_HELD: &str = "source_id NOT IN (SELECT id FROM sources WHERE paused_at IS NOT NULL) \
      AND target_id NOT IN (SELECT id FROM targets WHERE paused_at IS NOT NULL)";
 
 /// Why policy `p` may not back up now (its source or target is paused), in words that

@@ -86,20 +86,25 @@ pub async fn insert_source(
     unique_or(r)
 }
 
-pub async fn set_grant(db: &Db, source_id: i64, user_id: i64, granted: bool) -> Result<()> {
+/// `false` when there is no such user (or they were removed): nothing is given then.
+pub async fn set_grant(db: &Db, source_id: i64, user_id: i64, granted: bool) -> Result<bool> {
     sqlx::query("DELETE FROM source_grants WHERE source_id = $1 AND user_id = $2")
         .bind(source_id)
         .bind(user_id)
         .execute(&db.pool)
         .await?;
     if granted {
-        sqlx::query("INSERT INTO source_grants (source_id, user_id) VALUES ($1, $2)")
-            .bind(source_id)
-            .bind(user_id)
-            .execute(&db.pool)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO source_grants (source_id, user_id) \
+             SELECT $1, id FROM users WHERE id = $2 AND removed_at IS NULL",
+        )
+        .bind(source_id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+        return Ok(r.rows_affected() == 1);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Sets a source's approval rule; `false` if there is no such source.
@@ -121,20 +126,25 @@ pub async fn set_approval_rule(
 }
 
 /// Lets `user_id` approve restore requests on `source_id` (or no longer).
-pub async fn set_approver(db: &Db, source_id: i64, user_id: i64, on: bool) -> Result<()> {
+/// `false` when there is no such user (or they were removed): nothing is given then.
+pub async fn set_approver(db: &Db, source_id: i64, user_id: i64, on: bool) -> Result<bool> {
     sqlx::query("DELETE FROM source_approvers WHERE source_id = $1 AND user_id = $2")
         .bind(source_id)
         .bind(user_id)
         .execute(&db.pool)
         .await?;
     if on {
-        sqlx::query("INSERT INTO source_approvers (source_id, user_id) VALUES ($1, $2)")
-            .bind(source_id)
-            .bind(user_id)
-            .execute(&db.pool)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO source_approvers (source_id, user_id) \
+             SELECT $1, id FROM users WHERE id = $2 AND removed_at IS NULL",
+        )
+        .bind(source_id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+        return Ok(r.rows_affected() == 1);
     }
-    Ok(())
+    Ok(true)
 }
 
 pub async fn is_approver(db: &Db, source_id: i64, user_id: i64) -> Result<bool> {

@@ -33,16 +33,50 @@ pub async fn insert_user(db: &Db, username: &str, phc: &str, role: &str) -> Resu
     )
 }
 
-pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<bool> {
+/// How disabling or enabling a user went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disabling {
+    Done,
+    NotFound,
+    /// The user is the last active admin: nothing changed.
+    LastAdmin,
+}
+
+/// Disables or enables a user. Never the last active admin (under the same lock as
+/// role changes and removals on PostgreSQL, so two admins disabling each other at once
+/// cannot leave none).
+pub async fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<Disabling> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == crate::ssr::db::Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(726173001)) AS l")
+            .execute(&mut *tx)
+            .await?;
+    }
     // A new epoch too: re-enabling an account must not bring its old cookies back.
     let r = sqlx::query(
-        "UPDATE users SET disabled_at = $2, session_epoch = session_epoch + 1 WHERE id = $1 AND removed_at IS NULL",
+        "UPDATE users SET disabled_at = $2, session_epoch = session_epoch + 1 WHERE id = $1 AND removed_at IS NULL \
+         AND ($3 = 0 OR role <> 'admin' OR disabled_at IS NOT NULL OR EXISTS (SELECT 1 FROM users o \
+         WHERE o.role = 'admin' AND o.disabled_at IS NULL AND o.id <> $1))",
     )
     .bind(id)
     .bind(disabled.then(now_ms))
-    .execute(&db.pool)
+    .bind(i64::from(disabled))
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    if r.rows_affected() == 1 {
+        tx.commit().await?;
+        return Ok(Disabling::Done);
+    }
+    let live: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND removed_at IS NULL")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(if live.is_some() {
+        Disabling::LastAdmin
+    } else {
+        Disabling::NotFound
+    })
 }
 
 /// Stores a new password hash and ends the user's other sessions; returns the new
@@ -60,7 +94,12 @@ pub async fn set_password_hash(db: &Db, id: i64, phc: &str) -> Result<i64> {
 /// How removing a user went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
-    Removed,
+    /// Removed; with how many of their waiting restore requests were cancelled and how
+    /// many approvals they had given to waiting requests were withdrawn.
+    Removed {
+        requests: u64,
+        approvals: u64,
+    },
     NotFound,
     /// The user is the last active admin: nothing changed.
     LastAdmin,
@@ -71,7 +110,12 @@ pub enum Removal {
 /// sessions ended, tokens, grants and approver rights deleted, no longer listed; the
 /// row stays so the history keeps its name. Never the last active admin (the same
 /// lock as role changes on PostgreSQL).
-pub async fn remove_user(db: &Db, id: i64, phc: &str) -> Result<Removal> {
+///
+/// Their waiting restore requests are cancelled (by `by`) and the approvals they gave
+/// to waiting requests withdrawn, in the same transaction: a removed (perhaps
+/// compromised) account must neither leave a destructive request for someone else to
+/// start nor count as one of two approvers.
+pub async fn remove_user(db: &Db, id: i64, phc: &str, by: i64) -> Result<Removal> {
     let mut tx = db.pool.begin().await?;
     if db.backend == crate::ssr::db::Backend::Postgres {
         sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(726173001)) AS l")
@@ -103,6 +147,24 @@ pub async fn remove_user(db: &Db, id: i64, phc: &str) -> Result<Removal> {
             Removal::NotFound
         });
     }
+    let requests = sqlx::query(
+        "UPDATE restore_requests SET status = 'cancelled', decided_by = $2, decided_at = $3 \
+         WHERE requested_by = $1 AND status = 'requested'",
+    )
+    .bind(id)
+    .bind(by)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let approvals = sqlx::query(
+        "DELETE FROM request_approvals WHERE user_id = $1 \
+         AND request_id IN (SELECT id FROM restore_requests WHERE status = 'requested')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     for table in ["api_tokens", "source_grants", "source_approvers"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
             .bind(id)
@@ -110,7 +172,10 @@ pub async fn remove_user(db: &Db, id: i64, phc: &str) -> Result<Removal> {
             .await?;
     }
     tx.commit().await?;
-    Ok(Removal::Removed)
+    Ok(Removal::Removed {
+        requests,
+        approvals,
+    })
 }
 
 /// How a role change went.
