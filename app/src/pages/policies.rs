@@ -83,6 +83,7 @@ pub fn PoliciesPage() -> impl IntoView {
     Effect::new(move |_| {
         if let Some(Ok(id)) = create.value().get() {
             matched_for.set(Some(id));
+            said.set(Some("Policy created.".into()));
         }
     });
     Effect::new(move |_| {
@@ -374,9 +375,18 @@ type Choices = Resource<(
 
 #[component]
 fn CreatePolicyForm(create: ServerAction<CreatePolicy>, choices: Choices) -> impl IntoView {
+    // Created: the form empties (the page says what was made and what it takes).
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = create.value().get()
+            && let Some(f) = form.get_untracked()
+        {
+            f.reset();
+        }
+    });
     view! {
         <h2>"Create a policy"</h2>
-        <ActionForm action=create attr:class="form" attr:aria-label="Create a policy">
+        <ActionForm action=create node_ref=form attr:class="form" attr:aria-label="Create a policy">
             <Field label="Name" name="name" error=field_error(create, "name") check=|v| forms::name("name", v).map(|_| ())/>
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
