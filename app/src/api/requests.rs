@@ -308,7 +308,10 @@ mod server {
 /// How many restore requests wait for the caller's decision: waiting (not expired),
 /// not their own, within their rights (see `may_decide`) and not approved by them yet.
 /// The navigation's badge and the dashboard show it. Whoever may approve nothing gets
-/// 0, whatever waits: the count says nothing about requests they may not decide.
+/// 0, whatever waits: the count says nothing about requests they may not decide. It
+/// looks at the 200 newest waiting requests only: it runs on every page change, and a
+/// flood of requests must not slow every approver's navigation (the Requests page
+/// lists them all).
 #[server(endpoint = "requests/pending_for_me")]
 pub async fn pending_for_me() -> Result<i64, AppError> {
     use crate::auth::Perm;
@@ -317,34 +320,29 @@ pub async fn pending_for_me() -> Result<i64, AppError> {
     if !server::may_decide_some(&c).await? {
         return Ok(0);
     }
-    const BATCH: i64 = 200;
-    let (mut count, mut before) = (0, None);
-    loop {
-        let visible = if c.can(Perm::SeeAll) {
-            rq::Visible::All
-        } else {
-            rq::Visible::For(c.user.id)
-        };
-        let rows = rq::page(
-            &c.state.db,
-            visible,
-            before,
-            Some(RequestState::Requested.as_str()),
-            None,
-            BATCH,
-        )
-        .await
-        .or_internal("listing waiting requests")?;
-        for row in &rows {
-            if server::waits_for(&c, row).await? {
-                count += 1;
-            }
-        }
-        match rows.last() {
-            Some(last) if rows.len() as i64 == BATCH => before = Some(last.id),
-            _ => return Ok(count),
+    const NEWEST: i64 = 200;
+    let visible = if c.can(Perm::SeeAll) {
+        rq::Visible::All
+    } else {
+        rq::Visible::For(c.user.id)
+    };
+    let rows = rq::page(
+        &c.state.db,
+        visible,
+        None,
+        Some(RequestState::Requested.as_str()),
+        None,
+        NEWEST,
+    )
+    .await
+    .or_internal("listing waiting requests")?;
+    let mut count = 0;
+    for row in &rows {
+        if server::waits_for(&c, row).await? {
+            count += 1;
         }
     }
+    Ok(count)
 }
 
 /// Files a restore request; returns its id. When nothing needs approving, it starts at
