@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// The password of the users tests add with [`add_user`].
+pub const USER_PASSWORD: &str = "a long enough password";
 
 /// A running `tablesafe serve`, killed (by PID) when dropped.
 pub struct Server {
@@ -340,4 +342,34 @@ pub async fn add_policy_for(
         )
         .await;
     (source, target, policy)
+}
+
+/// Adds a user with [`USER_PASSWORD`] through the console's server function; their id.
+pub async fn add_user(api: &Api<'_>, admin: &str, name: &str, role: &str) -> i64 {
+    let r = api
+        .form(
+            Some(admin),
+            "users/create",
+            &[
+                ("username", name.into()),
+                ("role", role.into()),
+                ("password", USER_PASSWORD.into()),
+            ],
+        )
+        .await;
+    r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"))
+}
+
+/// The id of the newest snapshot in the history.
+pub async fn newest_snapshot(api: &Api<'_>, admin: &str) -> i64 {
+    let r = api
+        .json(
+            Some(admin),
+            "snapshots/list",
+            serde_json::json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
+        .await;
+    r.json()[0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no snapshot: {r:?}"))
 }

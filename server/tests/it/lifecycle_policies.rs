@@ -4,7 +4,9 @@
 //! changes (it applies at their next request, wider tokens stop working, the last
 //! admin stays). Each change is audited and refused to roles that may not make it.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy, client, cookie, sqlite};
+use crate::harness::{
+    ADMIN_PASSWORD, Api, Options, Server, add_policy, add_user, client, cookie, sqlite,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -26,22 +28,6 @@ async fn listed(api: &Api<'_>, who: &str, id: i64) -> Option<Value> {
         .iter()
         .find(|p| p["id"] == id)
         .cloned()
-}
-
-async fn add_user(api: &Api<'_>, admin: &str, name: &str, role: &str) -> i64 {
-    let r = api
-        .form(
-            Some(admin),
-            "users/create",
-            &[
-                ("username", name.into()),
-                ("role", role.into()),
-                ("password", PW.into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
-    r.json().as_i64().unwrap()
 }
 
 async fn audit(api: &Api<'_>, admin: &str, action: &str) -> String {

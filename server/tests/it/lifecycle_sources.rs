@@ -606,18 +606,7 @@ async fn a_paused_source_or_target_is_not_backed_up_and_resumes() {
     });
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
-    let r = api
-        .form(
-            Some(&admin),
-            "users/create",
-            &[
-                ("username", "rita".into()),
-                ("role", "requester".into()),
-                ("password", PW.into()),
-            ],
-        )
-        .await;
-    assert!(r.ok(), "{r:?}");
+    crate::harness::add_user(&api, &admin, "rita", "requester").await;
     let rita = cookie(&server, "rita", PW).await;
     let db = dir.path().join("shop.db");
     sqlite(

@@ -2,22 +2,10 @@
 //! (cookie, API token, login), its rights go, the history keeps its name, and nobody
 //! can take the name over; only admins remove, never themselves.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, client, cookie, login};
-
-async fn add_user(api: &Api<'_>, admin: &str, name: &str, role: &str) -> i64 {
-    let r = api
-        .form(
-            Some(admin),
-            "users/create",
-            &[
-                ("username", name.into()),
-                ("role", role.into()),
-                ("password", "a long enough password".into()),
-            ],
-        )
-        .await;
-    r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"))
-}
+use crate::harness::{
+    ADMIN_PASSWORD, Api, Options, Server, USER_PASSWORD, add_user, client, cookie, login,
+    newest_snapshot,
+};
 
 async fn bearer(server: &Server, token: &str, endpoint: &str) -> u16 {
     client()
@@ -52,7 +40,7 @@ async fn removal(database_url: Option<&str>) {
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let olga = add_user(&api, &admin, "olga", "operator").await;
-    let olga_cookie = cookie(&server, "olga", "a long enough password").await;
+    let olga_cookie = cookie(&server, "olga", USER_PASSWORD).await;
     let token = api
         .form(
             Some(&olga_cookie),
@@ -110,7 +98,7 @@ async fn removal(database_url: Option<&str>) {
     let r = api.form(Some(&olga_cookie), "sources/list", &[]).await;
     assert!(r.unauthenticated(), "{r:?}");
     assert_eq!(bearer(&server, &token, "sources/list").await, 401);
-    let resp = login(&server, "olga", "a long enough password").await;
+    let resp = login(&server, "olga", USER_PASSWORD).await;
     assert!(
         crate::harness::session_cookie(&resp).is_none(),
         "a removed user logged in"
@@ -170,7 +158,7 @@ async fn removal(database_url: Option<&str>) {
 
 /// Olga's password no longer logs in even after an admin's enable attempt.
 async fn cookie_fails(server: &Server) -> bool {
-    let resp = login(server, "olga", "a long enough password").await;
+    let resp = login(server, "olga", USER_PASSWORD).await;
     crate::harness::session_cookie(&resp).is_none()
 }
 
@@ -205,16 +193,7 @@ async fn a_removed_users_requests_and_approvals_stop_counting() {
     .await;
     api.run_policy(&admin, policy.json().as_i64().unwrap())
         .await;
-    let snapshot = api
-        .json(
-            Some(&admin),
-            "snapshots/list",
-            json!({"policy_id": 0, "source_id": 0, "before": null}),
-        )
-        .await
-        .json()[0]["id"]
-        .as_i64()
-        .unwrap();
+    let snapshot = newest_snapshot(&api, &admin).await;
     let r = api
         .form(
             Some(&admin),
@@ -229,8 +208,8 @@ async fn a_removed_users_requests_and_approvals_stop_counting() {
     assert!(r.ok(), "{r:?}");
     let olga = add_user(&api, &admin, "olga", "operator").await;
     let oscar = add_user(&api, &admin, "oscar", "operator").await;
-    let olga_c = cookie(&server, "olga", "a long enough password").await;
-    let oscar_c = cookie(&server, "oscar", "a long enough password").await;
+    let olga_c = cookie(&server, "olga", USER_PASSWORD).await;
+    let oscar_c = cookie(&server, "oscar", USER_PASSWORD).await;
     let req = |into: &str| {
         json!({"req": {"snapshot": snapshot, "dest_source_id": source, "tables": ["customers"],
             "columns": {}, "rename": {"customers": into}, "mode": "create", "confirm": ""},
