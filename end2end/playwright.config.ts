@@ -21,7 +21,11 @@ if (!process.env.TABLESAFE_E2E_ADMIN_PASSWORD) {
   process.env.TABLESAFE_E2E_ADMIN_PASSWORD = "e2e " + Math.random().toString(36).slice(2);
 }
 const port = process.env.TABLESAFE_E2E_PORT;
-const baseURL = `http://127.0.0.1:${port}`;
+// TABLESAFE_E2E_BASE_URL: test a console someone else started (the installed package,
+// a server behind nginx, possibly under a path prefix ending in "/"); Playwright then
+// starts no server, and TABLESAFE_E2E_ADMIN_PASSWORD must be that console's.
+const external = process.env.TABLESAFE_E2E_BASE_URL;
+const baseURL = external ?? `http://127.0.0.1:${port}`;
 const bin = process.env.TABLESAFE_BIN ?? path.resolve(__dirname, "../target/debug/tablesafe");
 
 export default defineConfig({
@@ -58,7 +62,7 @@ export default defineConfig({
   ],
   // Playwright starts the server, polls /healthz until it answers, and stops it (by its
   // PID) when the run ends.
-  webServer: {
+  webServer: external ? undefined : {
     command: `"${bin}" serve --listen 127.0.0.1:${port} --data-dir "${process.env.TABLESAFE_E2E_DATA}/data"`,
     url: `${baseURL}/healthz`,
     reuseExistingServer: false,
