@@ -14,9 +14,8 @@ pub enum Error {
     NoRepository(String),
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),
-    #[error(
-        "repository {repo} has format version {found}; this tablesafe reads version {supported}"
-    )]
+    /// Nothing was read or changed; a newer format needs a newer tablesafe.
+    #[error("{}", unsupported_format(repo, *found, *supported))]
     UnsupportedFormat {
         repo: String,
         found: u32,
@@ -48,6 +47,20 @@ pub enum Error {
     Busy(String),
     #[error("{0}")]
     Other(String),
+}
+
+fn unsupported_format(repo: &str, found: u32, supported: u32) -> String {
+    if found > supported {
+        format!(
+            "repository {repo} was written by a newer tablesafe (format {found}); \
+             this build reads format {supported}: upgrade tablesafe"
+        )
+    } else {
+        format!(
+            "repository {repo} has format {found}, which no tablesafe release wrote; \
+             this build reads format {supported}: the repository's config file is damaged"
+        )
+    }
 }
 
 /// The innermost cause of a storage error ("No space left on device (os error 28)"),

@@ -28,6 +28,11 @@
 //! gc/<id>                plaintext JSON: packs a prune marked, and whom it waits for
 //! ```
 //!
+//! Every operation opens the repository through `Repository::open_in`, which reads
+//! `config`'s `format` before anything else and refuses any other number (a newer one
+//! with "upgrade tablesafe"), before reading keys, taking a lock or writing anything. A
+//! change a reader of this version would misread bumps `repo::FORMAT_VERSION`.
+//!
 //! **Chunks.** Each table's rows become a *canonical stream* ([`model::encode_value`]):
 //! rows in primary-key order, each value a type tag plus bytes, so equal data gives equal
 //! bytes whatever the source's physical layout. The stream is cut by FastCDC (content-

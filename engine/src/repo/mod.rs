@@ -212,15 +212,25 @@ impl Repository {
         if !storage.exists("config").await? {
             return Err(Error::NoRepository(storage.display.clone()));
         }
-        let config: Config = serde_json::from_slice(&storage.get("config").await?)
+        let bytes = storage.get("config").await?;
+        // The format number is read alone first: a newer format may add fields that
+        // this build's `Config` (deny_unknown_fields) would call damage, and the user
+        // must hear "upgrade tablesafe", not "damaged repository".
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: u32,
+        }
+        let FormatOnly { format } = serde_json::from_slice(&bytes)
             .map_err(|e| Error::damaged(format!("config of {}: {e}", storage.display)))?;
-        if config.format != FORMAT_VERSION {
+        if format != FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
                 repo: storage.display.clone(),
-                found: config.format,
+                found: format,
                 supported: FORMAT_VERSION,
             });
         }
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::damaged(format!("config of {}: {e}", storage.display)))?;
         if let Compression::Unknown(other) = &config.compression {
             return Err(Error::damaged(format!(
                 "unknown compression {other:?} in config"

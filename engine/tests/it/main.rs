@@ -7,6 +7,7 @@ mod damage;
 mod drill;
 mod export;
 mod fidelity;
+mod format;
 mod incremental;
 mod merge;
 mod mysql;
