@@ -144,15 +144,19 @@ ensure_remote_test_servers() {
   fi
 }
 
-# The release build a user runs: the server and the browser bundle, optimized. Shared
-# by scripts/run.sh and scripts/test.sh so that CI builds exactly what users run. Its
-# flags come from .cargo/config.toml (`--cfg erase_components`, chosen for the smaller
-# bundle: see the README's "Browser bundle"), not from a RUSTFLAGS the caller may have.
-# These are the steps `cargo leptos build --release` takes with the settings in
-# Cargo.toml's [workspace.metadata.leptos]; cargo-leptos remains usable for development
-# (`cargo leptos watch`) but is not needed to build or test.
+# The release build a user runs: the browser bundle, then the server with the bundle
+# embedded in it (server/build.rs reads TABLESAFE_EMBED_SITE), so target/release/tablesafe
+# alone serves the whole console. Shared by scripts/run.sh, scripts/test.sh and
+# scripts/dist.sh so that CI builds exactly what users run. Its flags come from
+# .cargo/config.toml (`--cfg erase_components`, chosen for the smaller bundle: see the
+# README's "Browser bundle"), not from a RUSTFLAGS the caller may have. These are the
+# steps `cargo leptos build --release` takes with the settings in Cargo.toml's
+# [workspace.metadata.leptos]; cargo-leptos remains usable for development (`cargo
+# leptos watch`) but is not needed to build or test.
 build_release() {
   ensure_wasm_opt
+  # Precompressed copies of the bundle (served with Content-Encoding: br / gzip).
+  apt_install brotli gzip
   # One build at a time per checkout: two at once (two terminals, a test run beside a
   # run.sh) would both rebuild target/site/pkg.new and break each other's bundle.
   mkdir -p "$ROOT/target"
@@ -161,12 +165,9 @@ build_release() {
   flock "$lock_fd"
   local site="$ROOT/target/site" pkg="$ROOT/target/site/pkg"
   local wasm="$ROOT/target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
-  step "building tablesafe (release server; ~6 minutes the first time)" \
-    "The compiler's error is above; 'cargo build --release -p server' repeats the build alone."
-  # LEPTOS_OUTPUT_NAME at compile time makes the pages load /pkg/tablesafe.wasm.
-  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe cargo build --release -p server --bin tablesafe
   step "building the console's browser bundle (wasm, wasm-bindgen, wasm-opt; ~4 minutes the first time)" \
     "The error is above; 'cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release' repeats the compile alone."
+  # LEPTOS_OUTPUT_NAME at compile time makes the pages load /pkg/tablesafe.wasm.
   env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe \
     cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release
   rm -rf "$pkg.new"
@@ -176,10 +177,34 @@ build_release() {
   wasm-opt ${LEPTOS_WASM_OPT_FEATURES//,/ } "$pkg.new/tablesafe_bg.wasm" -o "$pkg.new/tablesafe.wasm"
   rm "$pkg.new/tablesafe_bg.wasm"
   cp "$ROOT/style/main.css" "$pkg.new/tablesafe.css"
-  mkdir -p "$site"
-  cp -r "$ROOT/public/." "$site/"
-  rm -rf "$pkg"
-  mv "$pkg.new" "$pkg"
+  local f
+  for f in "$pkg.new"/tablesafe.{js,wasm,css}; do
+    gzip -9 -n -c "$f" >"$f.gz"
+    brotli -q 11 -c "$f" >"$f.br"
+  done
+  # Replace only the files that changed: an unchanged file keeps its time, so the
+  # server that embeds them is not compiled again for nothing.
+  mkdir -p "$pkg"
+  for f in "$pkg.new"/*; do
+    cmp -s "$f" "$pkg/${f##*/}" || cp "$f" "$pkg/${f##*/}"
+  done
+  for f in "$pkg"/*; do
+    [ -e "$pkg.new/${f##*/}" ] || rm -f "$f"
+  done
+  rm -rf "$pkg.new"
+  for f in "$ROOT/public"/*; do
+    cmp -s "$f" "$site/${f##*/}" || cp "$f" "$site/${f##*/}"
+  done
+  step "building tablesafe (release server with the bundle embedded; ~6 minutes the first time)" \
+    "The compiler's error is above; 'TABLESAFE_EMBED_SITE=target/site cargo build --release -p server' repeats the build alone."
+  # `tablesafe --version` names the commit ("+dirty": built with uncommitted changes).
+  local commit="${TABLESAFE_BUILD_COMMIT:-}"
+  if [ -z "$commit" ] && commit="$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null)"; then
+    git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || commit="$commit+dirty"
+  fi
+  env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe TABLESAFE_EMBED_SITE="$site" \
+    TABLESAFE_BUILD_COMMIT="${commit:-unknown}" \
+    cargo build --release -p server --bin tablesafe
   step "checking the release build" \
     "The build ended without the server or the browser bundle; read the output above."
   for f in target/release/tablesafe target/site/pkg/tablesafe.wasm target/site/pkg/tablesafe.js target/site/pkg/tablesafe.css; do

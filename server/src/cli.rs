@@ -11,7 +11,16 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "tablesafe",
-    version,
+    // `tablesafe --version`: "tablesafe 0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-07
+    // 14:00:00 UTC)", from server/build.rs.
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("TABLESAFE_COMMIT"),
+        ", built ",
+        env!("TABLESAFE_BUILD_DATE"),
+        ")"
+    ),
     about = "Backup and recovery for table stores."
 )]
 pub struct Cli {

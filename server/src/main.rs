@@ -1,6 +1,7 @@
 //! `tablesafe`: the console server and the command-line tool, one binary.
 
 mod anchor;
+mod assets;
 mod capturer;
 mod cli;
 mod engine_cmd;

@@ -17,7 +17,6 @@ use http::{StatusCode, header};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
@@ -45,17 +44,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let site_root = resolve_site_root(args.site_root.clone());
-    if !site_root.join("pkg/tablesafe.js").exists() {
-        tracing::warn!(
-            site_root = %site_root.display(),
-            "the console's browser files are missing; build them with `cargo leptos build` \
-             (pages will render but not become interactive)"
-        );
-    }
+    let site = crate::assets::Site::resolve(args.site_root.clone());
+    site.warn_if_missing();
     let leptos_options = LeptosOptions::builder()
         .output_name("tablesafe")
-        .site_root(site_root.to_string_lossy().as_ref())
+        .site_root(site.leptos_root())
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
@@ -147,10 +140,12 @@ pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Acce
         )
         .merge(crate::rest::routes())
         .merge(pages)
-        .fallback(leptos_axum::file_and_error_handler_with_context::<
-            AppState,
-            _,
-        >(hardening::provide_request_nonce, shell))
+        .fallback(crate::assets::fallback(
+            leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+                hardening::provide_request_nonce,
+                shell,
+            ),
+        ))
         .layer(middleware::from_fn_with_state(
             policy.clone(),
             hardening::reject_cross_site,
@@ -529,26 +524,6 @@ fn csv_field(s: &str) -> String {
 fn iso_time(ms: i64) -> String {
     let (y, m, d, h, mi, s) = app::pages::ui::civil(ms);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
-/// `--site-root`, else `LEPTOS_SITE_ROOT` (set by `cargo leptos serve`), else the `site`
-/// directory cargo-leptos builds beside the binary (target/site for target/release/tablesafe),
-/// else ./target/site.
-fn resolve_site_root(explicit: Option<PathBuf>) -> PathBuf {
-    if let Some(dir) = explicit {
-        return dir;
-    }
-    if let Ok(dir) = std::env::var("LEPTOS_SITE_ROOT") {
-        return PathBuf::from(dir);
-    }
-    if let Some(beside) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("site")))
-        .filter(|d| d.join("pkg").is_dir())
-    {
-        return beside;
-    }
-    PathBuf::from("target/site")
 }
 
 /// `host:data-dir`: stable across restarts, so a restarted worker recognizes the jobs it
