@@ -144,6 +144,20 @@ ensure_remote_test_servers() {
   fi
 }
 
+# mdBook builds the user guide (docs/; scripts/check_docs.sh). Pinned, and without its
+# default features (watch, serve, search): `build` needs none of them, and the install
+# takes 2 min 20 s here (2 cores, other builds idle) instead of compiling a web server.
+MDBOOK_VERSION=0.5.4
+ensure_mdbook() {
+  if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+    step "installing mdbook $MDBOOK_VERSION (builds the user guide; about 2-3 minutes once)" \
+      "It needs access to crates.io; 'cargo install mdbook --locked --version $MDBOOK_VERSION --no-default-features' shows the error alone."
+    local t0=$SECONDS
+    cargo install mdbook --locked --version "$MDBOOK_VERSION" --no-default-features
+    say "mdbook installed in $((SECONDS - t0)) s"
+  fi
+}
+
 # The release build a user runs: the browser bundle, then the server with the bundle
 # embedded in it (server/build.rs reads TABLESAFE_EMBED_SITE), so target/release/tablesafe
 # alone serves the whole console. Shared by scripts/run.sh, scripts/test.sh and
