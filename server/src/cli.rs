@@ -59,7 +59,30 @@ pub enum Command {
     /// logical replication, SQLite as frequent incremental snapshots; until stopped.
     Capture(crate::engine_cmd::CaptureArgs),
     /// Run the web console, the scheduler, the job runner and the notifier.
+    ///
+    /// Every setting can also come from a TOML file (--config FILE or
+    /// TABLESAFE_CONFIG) whose keys are the flags' names in snake_case; a flag beats
+    /// the environment, which beats the file.
     Serve(ServeArgs),
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a completion script for a shell to standard output, e.g.
+    /// `tablesafe completions bash > /etc/bash_completion.d/tablesafe`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (tablesafe.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Check the console's audit log: the keyed hash chain in the history database, and
     /// that it still holds every entry recorded by the signed heads written outside it
     /// (beside the server key and in every target). Exit status 1 when it does not.
@@ -81,6 +104,14 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration (file, environment and flags together, as `serve` would
+    /// take them) and print every setting with its value and where it came from;
+    /// passwords are not shown. Exit status 1, with the reason, when it is not valid.
+    Check(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Walk the chain and compare it with every signed head; say what does not match.
     Verify {
@@ -92,6 +123,10 @@ pub enum AuditCommand {
 /// Where the history database lives.
 #[derive(Args, Debug, Clone)]
 pub struct HistoryArgs {
+    /// Read settings from this TOML file; its keys are the flags' names in snake_case
+    /// (`data_dir = "/var/lib/tablesafe"`). Flags and environment variables beat it.
+    #[arg(long, env = "TABLESAFE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Directory for the SQLite history database and the server key.
     #[arg(long, env = "TABLESAFE_DATA_DIR", default_value = "./tablesafe-data")]
     pub data_dir: PathBuf,
@@ -184,7 +219,7 @@ pub struct ServeArgs {
     /// links in notifications; also accepted as a request's Origin (behind a proxy).
     /// An https:// URL turns on HSTS and the Secure cookie. Without it, notifications
     /// carry paths.
-    #[arg(long, env = "TABLESAFE_PUBLIC_URL")]
+    #[arg(long, env = "TABLESAFE_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
     /// Serve GET /metrics to anyone who can reach the console. Without this flag
     /// /metrics is closed: it answers only requests with `Authorization: Bearer TOKEN`
@@ -226,30 +261,22 @@ pub struct ServeArgs {
     /// operators may point sources, targets and notifications at. Without it only an
     /// admin may use addresses on this server or a private network; link-local and
     /// cloud metadata addresses are refused for everyone.
-    #[arg(long, env = "TABLESAFE_OUTBOUND_ALLOW")]
-    pub outbound_allow: Option<String>,
+    #[arg(long, env = "TABLESAFE_OUTBOUND_ALLOW", value_delimiter = ',',
+          value_parser = parse_cidr)]
+    pub outbound_allow: Vec<app::ssr::client::Cidr>,
     /// Further ranges (comma-separated) nobody may point the server at.
-    #[arg(long, env = "TABLESAFE_OUTBOUND_DENY")]
-    pub outbound_deny: Option<String>,
+    #[arg(long, env = "TABLESAFE_OUTBOUND_DENY", value_delimiter = ',',
+          value_parser = parse_cidr)]
+    pub outbound_deny: Vec<app::ssr::client::Cidr>,
 }
 
 impl ServeArgs {
     /// The outbound rules from `--outbound-allow` and `--outbound-deny`.
+    /// (The ranges are checked when the flags are parsed; kept fallible for callers.)
     pub fn outbound(&self) -> Result<app::ssr::outbound::Outbound> {
-        let list = |v: &Option<String>, flag: &str| -> Result<Vec<app::ssr::client::Cidr>> {
-            v.as_deref()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    app::ssr::client::Cidr::parse(s).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-                })
-                .collect()
-        };
         Ok(app::ssr::outbound::Outbound {
-            allow: list(&self.outbound_allow, "--outbound-allow")?,
-            deny: list(&self.outbound_deny, "--outbound-deny")?,
+            allow: self.outbound_allow.clone(),
+            deny: self.outbound_deny.clone(),
         })
     }
 }
@@ -258,9 +285,43 @@ fn parse_cidr(s: &str) -> Result<app::ssr::client::Cidr, String> {
     app::ssr::client::Cidr::parse(s)
 }
 
-pub async fn run(cli: Cli) -> Result<()> {
+/// `--public-url` is checked when the flags (or the configuration file) are parsed, by
+/// the same rules the server applies when it starts.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    crate::hardening::HttpPolicy::new(Some(s))
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+pub async fn run(cli: Cli, layers: crate::config::Layers) -> Result<()> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => {
+            args.outbound()?;
+            print!("{}", crate::config::check_report(&layers));
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tablesafe",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out_dir } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out_dir).with_context(|| {
+                format!("cannot write the manual pages into {}", out_dir.display())
+            })?;
+            Ok(())
+        }
         Command::Init(a) => crate::engine_cmd::init(a).await,
         Command::Backup(a) => crate::engine_cmd::run_backup(a).await,
         Command::Snapshots(a) => crate::engine_cmd::snapshots(a).await,

@@ -4,6 +4,7 @@ mod anchor;
 mod assets;
 mod capturer;
 mod cli;
+mod config;
 mod engine_cmd;
 mod hardening;
 mod metrics;
@@ -13,10 +14,7 @@ mod runner;
 mod scheduler;
 mod serve;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TABLESAFE_LOG")
@@ -24,6 +22,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The command line over the environment over the configuration file.
+    let (cli, layers) = match config::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,7 +40,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(cli::run(cli, layers)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line: the error and its causes.

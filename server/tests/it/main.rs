@@ -3,6 +3,7 @@
 //! PostgreSQL started by `testkit`) and talks HTTP to it like a browser would.
 
 mod cli;
+mod config;
 mod consistency;
 mod console;
 mod copies;
