@@ -158,6 +158,26 @@ ensure_mdbook() {
   fi
 }
 
+# nginx, the reverse proxy scripts/check_proxy.sh puts in front of the console. Only the
+# binary is wanted: the check starts its own nginx on a loopback port from a temporary
+# config, so the package's service is neither started (policy-rc.d answers 101 while
+# the package installs) nor left enabled for the next boot.
+ensure_nginx() {
+  dpkg-query -W -f='${Status}' nginx 2>/dev/null | grep -q "install ok installed" && return 0
+  local policy=/usr/sbin/policy-rc.d ours=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    ours=1
+  fi
+  apt_install nginx
+  [ -n "$ours" ] && as_root rm -f "$policy"
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+  return 0
+}
+
 # The release build a user runs: the browser bundle, then the server with the bundle
 # embedded in it (server/build.rs reads TABLESAFE_EMBED_SITE), so target/release/tablesafe
 # alone serves the whole console. Shared by scripts/run.sh, scripts/test.sh and
