@@ -4,6 +4,8 @@ mod anchor;
 mod assets;
 mod capturer;
 mod cli;
+#[cfg(test)]
+mod cli_doc;
 mod config;
 mod engine_cmd;
 mod hardening;

@@ -9,6 +9,7 @@ mod console;
 mod copies;
 mod drills;
 mod export;
+mod guide;
 mod hardening;
 mod harness;
 mod history_db;
