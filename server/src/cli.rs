@@ -261,13 +261,25 @@ pub struct ServeArgs {
     /// operators may point sources, targets and notifications at. Without it only an
     /// admin may use addresses on this server or a private network; link-local and
     /// cloud metadata addresses are refused for everyone.
-    #[arg(long, env = "TABLESAFE_OUTBOUND_ALLOW", value_delimiter = ',',
-          value_parser = parse_cidr)]
-    pub outbound_allow: Vec<app::ssr::client::Cidr>,
+    #[arg(long, env = "TABLESAFE_OUTBOUND_ALLOW", value_parser = parse_ranges)]
+    pub outbound_allow: Option<Ranges>,
     /// Further ranges (comma-separated) nobody may point the server at.
-    #[arg(long, env = "TABLESAFE_OUTBOUND_DENY", value_delimiter = ',',
-          value_parser = parse_cidr)]
-    pub outbound_deny: Vec<app::ssr::client::Cidr>,
+    #[arg(long, env = "TABLESAFE_OUTBOUND_DENY", value_parser = parse_ranges)]
+    pub outbound_deny: Option<Ranges>,
+}
+
+/// Address ranges written comma-separated (`10.0.0.0/8,127.0.0.1`); empty is none (so
+/// `TABLESAFE_OUTBOUND_ALLOW=` in an environment file clears it).
+#[derive(Debug, Clone, Default)]
+pub struct Ranges(pub Vec<app::ssr::client::Cidr>);
+
+fn parse_ranges(s: &str) -> Result<Ranges, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(app::ssr::client::Cidr::parse)
+        .collect::<Result<_, _>>()
+        .map(Ranges)
 }
 
 impl ServeArgs {
@@ -275,8 +287,8 @@ impl ServeArgs {
     /// (The ranges are checked when the flags are parsed; kept fallible for callers.)
     pub fn outbound(&self) -> Result<app::ssr::outbound::Outbound> {
         Ok(app::ssr::outbound::Outbound {
-            allow: self.outbound_allow.clone(),
-            deny: self.outbound_deny.clone(),
+            allow: self.outbound_allow.clone().unwrap_or_default().0,
+            deny: self.outbound_deny.clone().unwrap_or_default().0,
         })
     }
 }

@@ -189,9 +189,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Layers)> {
                 .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
             Setting {
+                list: is_array_key(&key),
                 key,
                 raw,
-                list: is_list(arg),
                 source,
             }
         })
@@ -210,8 +210,22 @@ fn leaf<'a>(cmd: &'a Command, m: &'a ArgMatches) -> (&'a Command, &'a ArgMatches
     }
 }
 
+/// Whether clap takes the setting as several values (its flag may repeat, or it splits
+/// at a delimiter).
 fn is_list(arg: &Arg) -> bool {
     arg.get_value_delimiter().is_some() || matches!(arg.get_action(), ArgAction::Append)
+}
+
+/// Whether the file writes the key as an array: what [`FileConfig`] says when handed
+/// a string for it.
+fn is_array_key(key: &str) -> bool {
+    let probe = BTreeMap::from([(key.to_string(), "x".to_string())]);
+    match Figment::from(Serialized::defaults(probe)).extract::<FileConfig>() {
+        Err(e) => {
+            matches!(&e.kind, Kind::InvalidType(_, expected) if expected.contains("sequence"))
+        }
+        Ok(_) => false,
+    }
 }
 
 /// Reads and type-checks the file.
@@ -280,14 +294,19 @@ fn as_flags(path: &Path, key: &str, arg: &Arg, value: &toml::Value) -> Result<Ve
         toml::Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
-    items
+    // A flag that takes one comma-separated value gets the array joined.
+    let delimiter = arg.get_value_delimiter().or(match value {
+        toml::Value::Array(_) if !is_list(arg) => Some(','),
+        _ => None,
+    });
+    let texts = items
         .into_iter()
         .map(|item| {
             let text = match item {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            if let Some(d) = arg.get_value_delimiter()
+            if let Some(d) = delimiter
                 && text.contains(d)
             {
                 anyhow::bail!(
@@ -296,9 +315,17 @@ fn as_flags(path: &Path, key: &str, arg: &Arg, value: &toml::Value) -> Result<Ve
                     path.display()
                 );
             }
-            Ok(format!("--{long}={text}").into())
+            Ok(text)
         })
-        .collect()
+        .collect::<Result<Vec<String>>>()?;
+    if is_list(arg) {
+        Ok(texts
+            .into_iter()
+            .map(|text| format!("--{long}={text}").into())
+            .collect())
+    } else {
+        Ok(vec![format!("--{long}={}", texts.join(",")).into()])
+    }
 }
 
 /// A value clap refused on the second parse came from the file (the first parse took
@@ -414,7 +441,15 @@ fn typed_values(settings: &[Setting]) -> toml::Table {
     let mut raw: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for s in settings.iter().filter(|s| !s.raw.is_empty()) {
         let value = if s.list {
-            serde_json::Value::from(s.raw.clone())
+            // A comma-separated flag or variable is an array in the file.
+            serde_json::Value::from(
+                s.raw
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect::<Vec<_>>(),
+            )
         } else {
             serde_json::Value::from(s.raw[0].clone())
         };

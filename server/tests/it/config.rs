@@ -322,12 +322,17 @@ fn config_check_redacts_the_password_and_names_every_source() {
         dir.path(),
         &format!(
             "database_url = \"postgres://tablesafe:{secret}@127.0.0.1:5432/tablesafe\"\n\
-             trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\nmetrics_public = true\n"
+             trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\nmetrics_public = true\n\
+             outbound_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\n"
         ),
     );
     let out = run(
         &["config", "check", "--config", config.to_str().unwrap()],
-        &[("TABLESAFE_LISTEN", "127.0.0.1:3999")],
+        &[
+            ("TABLESAFE_LISTEN", "127.0.0.1:3999"),
+            // Empty clears a list (an environment file's `TABLESAFE_OUTBOUND_DENY=`).
+            ("TABLESAFE_OUTBOUND_DENY", ""),
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let report = stdout(&out);
@@ -339,6 +344,8 @@ fn config_check_redacts_the_password_and_names_every_source() {
         "database_url = \"postgres://tablesafe:***@127.0.0.1:5432/tablesafe\"  # file",
         "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]  # file",
         "metrics_public = true  # file",
+        "outbound_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]  # file",
+        "outbound_deny = []  # env TABLESAFE_OUTBOUND_DENY",
         "listen = \"127.0.0.1:3999\"  # env TABLESAFE_LISTEN",
         "session_hours = 12  # default",
         "# key_file is not set  # default",
@@ -377,7 +384,17 @@ fn config_check_redacts_the_password_and_names_every_source() {
         &[],
     );
     assert!(out.status.success(), "{}\n{reprinted}", stderr(&out));
-    assert!(stdout(&out).contains("listen = \"127.0.0.1:3999\"  # file"));
+    let report = stdout(&out);
+    for line in [
+        "listen = \"127.0.0.1:3999\"  # file",
+        "outbound_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]  # file",
+        "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]  # file",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "no `{line}` in:\n{report}"
+        );
+    }
 }
 
 #[test]
