@@ -158,6 +158,12 @@ ensure_mdbook() {
   fi
 }
 
+# groff reads the manual pages `tablesafe man` writes (server/tests/it/config.rs checks
+# them with it); minimal images leave it out.
+ensure_man_tools() {
+  apt_install groff-base
+}
+
 # nginx, the reverse proxy scripts/check_proxy.sh puts in front of the console. Only the
 # binary is wanted: the check starts its own nginx on a loopback port from a temporary
 # config, so the package's service is neither started (policy-rc.d answers 101 while
