@@ -105,9 +105,13 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Check the configuration (file, environment and flags together, as `serve` would
-    /// take them) and print every setting with its value and where it came from;
-    /// passwords are not shown. Exit status 1, with the reason, when it is not valid.
+    /// Check the configuration and print the settings `serve` would run with.
+    ///
+    /// The file, the environment and the flags are taken together, exactly as `serve`
+    /// takes them (it accepts every flag `serve` does). Every setting is printed with its
+    /// value and where it came from (flag, env, file or default); a password in
+    /// database_url is shown as ***. Exit status 1, with the reason, when the
+    /// configuration is not valid.
     Check(ServeArgs),
 }
 
@@ -217,6 +221,8 @@ pub struct ServeArgs {
     pub jobs: u64,
     /// The console's address as users reach it (e.g. https://backup.example.com), for
     /// links in notifications; also accepted as a request's Origin (behind a proxy).
+    /// A path (https://ops.example.com/tablesafe/) serves the console under that
+    /// prefix, whether the proxy passes it through or strips it.
     /// An https:// URL turns on HSTS and the Secure cookie. Without it, notifications
     /// carry paths.
     #[arg(long, env = "TABLESAFE_PUBLIC_URL", value_parser = parse_public_url)]
