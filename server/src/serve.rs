@@ -161,9 +161,10 @@ pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Acce
 
 /// Gives a server function's refusal its HTTP status. server_fn 0.8 answers every
 /// error with 500 (`Res::error_response`), marked with the `serverfnerror` header and
-/// the error's JSON as the body; this reads that body back as the [`AppError`] it is
-/// and sets [`AppError::status`] (401, 403, 400, 404; 500 stays for `Internal`), the
-/// body untouched. One place for every server function, rather than a
+/// the error's JSON as the body (`{"error", "field"?, "code"}`, `app::error`); this
+/// reads that body back as the [`AppError`] it is and sets [`AppError::status`] (401,
+/// 403, 400, 404, 409; 500 stays for `Internal`), the body untouched. One place for
+/// every server function, rather than a
 /// `ResponseOptions::set_status` beside each of the many `Err(…)` they return; the
 /// browser's client decodes the error from any 4xx/5xx answer alike.
 async fn refusal_status(req: Request<Body>, next: Next) -> Response {
@@ -178,7 +179,8 @@ async fn refusal_status(req: Request<Body>, next: Next) -> Response {
     let (mut parts, body) = res.into_parts();
     // An AppError's JSON is a short message; anything longer is not one.
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        tracing::error!("a server function's error answer was too long to read");
+        return crate::rest::error(AppError::Internal);
     };
     if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
         parts.status = error.status();
@@ -220,8 +222,20 @@ async fn trigger_backup(
     headers: http::HeaderMap,
 ) -> Response {
     use app::ssr::{audit, store};
-    let reply =
-        |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
+    // Every answer in the API's error shape (`app::error`).
+    let reply = |status: StatusCode, body: serde_json::Value| {
+        if status.is_success() {
+            return (status, axum::Json(body)).into_response();
+        }
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            StatusCode::CONFLICT => "conflict",
+            _ => "throttled",
+        };
+        let mut body = body;
+        body["code"] = code.into();
+        (status, axum::Json(body)).into_response()
+    };
     let address =
         app::ssr::client::address(peer.ip(), &headers, &state.trusted_proxies).to_string();
     let group = app::ssr::client::group(&address);
@@ -258,7 +272,7 @@ async fn trigger_backup(
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "loading a policy for a trigger");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::rest::error(AppError::Internal);
         }
     };
     let expected = policy.as_ref().and_then(|p| p.trigger_hash.clone());
@@ -284,7 +298,7 @@ async fn trigger_backup(
         }
         Err(e) => {
             tracing::error!(error = %e, "checking a triggered policy's source and target");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::rest::error(AppError::Internal);
         }
     }
     let result = async {
@@ -322,7 +336,7 @@ async fn trigger_backup(
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "queueing a triggered backup");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            crate::rest::error(AppError::Internal)
         }
     }
 }
@@ -356,8 +370,11 @@ async fn audited_csv(
     use app::ssr::audit;
     let user = match session::from_headers(state, headers).await {
         Ok(Some(u)) => u,
-        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(None) => return crate::rest::error(AppError::Unauthenticated),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reading a session for {target}");
+            return crate::rest::error(AppError::Internal);
+        }
     };
     let event = |outcome: Outcome| audit::Event {
         user_id: Some(user.id),
@@ -370,13 +387,13 @@ async fn audited_csv(
     };
     if !user.role.can(Perm::SeeAudit) {
         let _ = audit::append(&state.db, &event(Outcome::Denied)).await;
-        return StatusCode::FORBIDDEN.into_response();
+        return crate::rest::error(AppError::Forbidden);
     }
     let rows = match rows(state).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "exporting {target}");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            return crate::rest::error(AppError::Internal);
         }
     };
     let _ = audit::append(&state.db, &event(Outcome::Ok)).await;
@@ -449,8 +466,11 @@ async fn export_snapshot(
 ) -> Response {
     let user = match session::from_headers(&state, &headers).await {
         Ok(Some(u)) => u,
-        Ok(None) => return StatusCode::UNAUTHORIZED.into_response(),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(None) => return crate::rest::error(AppError::Unauthenticated),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reading a session for an export");
+            return crate::rest::error(AppError::Internal);
+        }
     };
     let address =
         app::ssr::client::address(peer.ip(), &headers, &state.trusted_proxies).to_string();

@@ -63,6 +63,7 @@ macro_rules! words {
         }
 
         $crate::words!(@common $name);
+        $crate::__words_schema!($name [$($word),+]);
     };
     (
         $(#[$meta:meta])*
@@ -106,6 +107,7 @@ macro_rules! words {
         }
 
         $crate::words!(@common $name);
+        $crate::__words_schema!($name [$($word),+] open);
     };
     (@common $name:ident) => {
         impl std::fmt::Display for $name {
@@ -134,6 +136,44 @@ macro_rules! words {
     };
 }
 
+/// With the `openapi` feature (the server's): `utoipa::ToSchema` for a [`words!`] enum,
+/// a string of its words (`open`: or a word a newer version added). Decided here, in
+/// this crate, so the crates that use `words!` need no feature of their own.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __words_schema {
+    ($name:ident [$($word:literal),+] $($open:ident)?) => {
+        impl $crate::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
+                use $crate::__utoipa::openapi::schema::{ObjectBuilder, Type};
+                let words = [$($word),+];
+                let b = ObjectBuilder::new().schema_type(Type::String);
+                let b = if $crate::__words_schema!(@open $($open)?) {
+                    b.description(Some(format!("One of {words:?}, or a word a newer version added.")))
+                } else {
+                    b.enum_values(Some(words))
+                };
+                b.into()
+            }
+        }
+        impl $crate::__utoipa::ToSchema for $name {}
+    };
+    (@open open) => { true };
+    (@open) => { false };
+}
+
+#[cfg(not(feature = "openapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __words_schema {
+    ($($any:tt)*) => {};
+}
+
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub use utoipa as __utoipa;
+
 /// Which snapshots a retention policy keeps (`engine::retention` applies them): the
 /// newest `last`, the newest of each of the most recent `hourly`/`daily`/`weekly`/
 /// `monthly`/`yearly` periods that have one, and never fewer than the `floor` newest.
@@ -141,6 +181,7 @@ macro_rules! words {
 /// history database); on the command line `--keep-last N` and so on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct KeepRules {
     /// Keep the N newest snapshots.

@@ -169,7 +169,7 @@ pub mod ssr {
     use crate::ssr::secrets::Kind;
     use crate::ssr::store;
     use axum::body::Body;
-    use axum::http::{StatusCode, header};
+    use axum::http::header;
     use axum::response::{IntoResponse, Response};
 
     /// A snapshot the caller may read, with its repository open.
@@ -261,6 +261,17 @@ pub mod ssr {
     /// `GET /snapshots/{id}/export?format=csv&table=T&where=…`: the rows as a file,
     /// streamed. A table that turns out damaged cuts the download off (the browser
     /// reports it failed) rather than ending it cleanly.
+    /// An error in the API's shape (`crate::error`), with its status.
+    fn error_response(e: AppError) -> Response {
+        let body = serde_json::to_string(&e).unwrap_or_default();
+        (
+            e.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+
     pub async fn export_response(c: Ctx, id: i64, query: Vec<(String, String)>) -> Response {
         let get = |k: &str| {
             query
@@ -292,11 +303,9 @@ pub mod ssr {
         if !c.can(Perm::RestoreNew) {
             c.audit("snapshot.export", &target, Outcome::Denied, "")
                 .await;
-            return (
-                StatusCode::FORBIDDEN,
-                "Your role cannot download backups.\n",
-            )
-                .into_response();
+            return error_response(AppError::Refused(
+                "Your role cannot download backups.".into(),
+            ));
         }
         let prepared = async {
             let format = engine::export::FileFormat::parse(&format)
@@ -326,7 +335,7 @@ pub mod ssr {
             Err(e) => {
                 c.audit("snapshot.export", &target, Outcome::Failed, &e.to_string())
                     .await;
-                return (e.status(), format!("{e}\n")).into_response();
+                return error_response(e);
             }
         };
         let detail = format!(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TableBrief {
     pub name: String,
     pub rows: u64,
@@ -19,6 +20,7 @@ pub struct TableBrief {
 /// Whether a table's part of a snapshot holds every row or only the changes since the
 /// previous one (the engine's `SegmentKind`, as the history stores it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Segment {
     #[default]
@@ -27,6 +29,7 @@ pub enum Segment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotView {
     /// Row id in the history (what the console's actions name).
     pub id: i64,
@@ -54,6 +57,7 @@ pub struct SnapshotView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CopyState {
     pub target: String,
     pub complete: bool,
@@ -174,19 +178,26 @@ pub async fn verify_snapshot(id: i64) -> Result<i64, AppError> {
 
 /// What a restore should do, as the wizard collects it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
     /// Row id of the snapshot in the history.
     pub snapshot: i64,
     /// Where to: a source (by default the snapshot's own).
     pub dest_source_id: i64,
     /// Tables to restore (all when empty).
+    #[serde(default)]
     pub tables: Vec<String>,
+    /// Only these columns of a table (all when a table is not named).
+    #[serde(default)]
     pub columns: BTreeMap<String, Vec<String>>,
     /// Source table → destination table.
+    #[serde(default)]
     pub rename: BTreeMap<String, String>,
-    /// `create` or `replace`.
+    /// `create` (new tables only), `replace`, `upsert`, `skip-existing` or
+    /// `replace-rows`.
     pub mode: String,
     /// For `replace`: the user typed the names of the tables that will be replaced.
+    #[serde(default)]
     pub confirm: String,
     /// For `replace`: back up the tables being replaced first (on by default).
     #[serde(default = "yes")]
@@ -458,14 +469,28 @@ pub(crate) async fn plan_restore(
         .secrets
         .open(Kind::SourceUrl, &dest.sealed_url)
         .or_internal("opening a URL")?;
+    // What the caller reads names the source as they know it, never its URL, and shows
+    // no file path of the server to a non-admin (issue 27).
+    let hide = {
+        let label = format!("source \"{}\"", dest.name);
+        let mut known = vec![(url.expose().to_string(), label.clone())];
+        if let Ok(p) = engine::source::SourceUrl::parse(&url) {
+            known.push((p.display(), label.clone()));
+            if let engine::source::SourceUrl::Sqlite(path) = p {
+                known.push((path.display().to_string(), label));
+            }
+        }
+        let admin = c.can(Perm::ManageUsers);
+        move |m: String| crate::ssr::words::without_paths(&m, &known, admin)
+    };
     // (Checked again here: a source added before the rule, or by another way.)
-    let parsed =
-        engine::source::SourceUrl::parse(&url).map_err(|e| AppError::Invalid(e.to_string()))?;
+    let parsed = engine::source::SourceUrl::parse(&url)
+        .map_err(|e| AppError::Invalid(hide(e.to_string())))?;
     crate::ssr::check_destination(&c.state, &parsed, c.can(Perm::ManageUsers))
-        .map_err(AppError::Invalid)?;
+        .map_err(|m| AppError::Invalid(hide(m)))?;
     let repo = crate::ssr::open_target(&c.state, &target, &password)
         .await
-        .map_err(|e| AppError::Invalid(e.to_string()))?;
+        .map_err(|e| AppError::Invalid(hide(e.to_string())))?;
     let opts = engine::restore::RestoreOptions {
         snapshot: snap.snapshot_id.clone(),
         dest: url,
@@ -485,9 +510,9 @@ pub(crate) async fn plan_restore(
         filter,
         objects: Default::default(),
     };
-    let plan = engine::restore::plan(&repo, &opts)
-        .await
-        .map_err(|e| AppError::Invalid(crate::ssr::words::in_console_words(&e.to_string())))?;
+    let plan = engine::restore::plan(&repo, &opts).await.map_err(|e| {
+        AppError::Invalid(crate::ssr::words::in_callers_words(&hide(e.to_string())))
+    })?;
     let tables: Vec<PlannedTableView> = plan
         .tables
         .iter()
@@ -633,6 +658,7 @@ pub use crate::model::Outcome;
 /// An audit log entry as stored (its outcome verbatim: an entry is shown as written,
 /// even one whose hash no longer matches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditView {
     pub id: i64,
     pub at: i64,

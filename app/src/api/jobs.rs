@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyView {
     pub id: i64,
     pub name: String,
@@ -444,8 +445,8 @@ pub async fn delete_policy(id: i64) -> Result<(), AppError> {
         {
             store::PolicyDeleted::Deleted => Ok(()),
             store::PolicyDeleted::NotFound => Err(AppError::NotFound("Policy".into())),
-            store::PolicyDeleted::Busy => Err(AppError::Invalid(
-                "A job of this policy is queued or running: cancel it or wait until it ends, then delete the policy.".into(),
+            store::PolicyDeleted::Busy => Err(AppError::conflict(
+                "A job of this policy is queued or running: cancel it or wait until it ends, then delete the policy.",
             )),
         }
     }
@@ -850,7 +851,8 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
             .await
             .or_internal("checking a policy's source and target")?
         {
-            return Err(AppError::Invalid(why));
+            // Paused source or target: the policy's state, not the request, is in the way.
+            return Err(AppError::conflict(why));
         }
         let new = store::backup_job(db, &p, format!("Backup: {}", p.name), Some(c.user.id))
             .await
@@ -864,6 +866,7 @@ pub async fn run_policy(id: i64) -> Result<i64, AppError> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: i64,
     pub kind: JobKind,
@@ -909,6 +912,7 @@ impl JobView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub id: i64,
     pub at: i64,
@@ -1024,7 +1028,7 @@ pub async fn cancel_job(id: i64) -> Result<(), AppError> {
             .await
             .or_internal("cancelling a job")?
         {
-            return Err(AppError::Invalid("This job has already finished.".into()));
+            return Err(AppError::conflict("This job has already finished."));
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::RequestState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RequestView {
     pub id: i64,
     pub state: RequestState,
@@ -55,6 +56,7 @@ pub struct RequestView {
 
 /// A request and its history (its audit entries, oldest first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RequestDetail {
     pub request: RequestView,
     pub history: Vec<AuditView>,
@@ -159,8 +161,9 @@ mod server {
     }
 
     /// The refusal of an action on a request that is past waiting.
+    /// A request already decided (a conflict with its state, 409).
     pub fn no_longer(row: &RequestRow, what: &str) -> AppError {
-        AppError::Invalid(format!(
+        AppError::conflict(format!(
             "This request is {}: it can no longer be {what}.",
             row.state
         ))
@@ -504,7 +507,7 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
             return Err(server::no_longer(&row, "approved"));
         }
         if row.requested_by == c.user.id {
-            return Err(AppError::Invalid(
+            return Err(AppError::Refused(
                 "You filed this request: someone else must approve it.".into(),
             ));
         }
@@ -513,8 +516,8 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
             return Err(AppError::Forbidden);
         }
         if row.version_hash != version.trim() {
-            return Err(AppError::Invalid(
-                "The request changed after you opened it: read it again before approving.".into(),
+            return Err(AppError::conflict(
+                "The request changed after you opened it: read it again before approving.",
             ));
         }
         // Plan again now: the destination may have changed since it was filed.
@@ -524,8 +527,8 @@ pub async fn approve_request(id: i64, version: String) -> Result<Option<i64>, Ap
             .await
             .or_internal("approving a request")?
         {
-            return Err(AppError::Invalid(
-                "You approved this version already, or it is no longer waiting.".into(),
+            return Err(AppError::conflict(
+                "You approved this version already, or it is no longer waiting.",
             ));
         }
         Ok((row, planned, req))

@@ -89,7 +89,7 @@ pub(crate) fn apply(
                 field.into(),
                 format!(
                     "{} The source's tables: {}.",
-                    crate::ssr::words::in_console_words(&e.to_string()),
+                    crate::ssr::words::in_callers_words(&e.to_string()),
                     listing()
                 ),
             )
@@ -112,7 +112,7 @@ pub(crate) fn apply(
                 "columns".into(),
                 format!(
                     "{} Its columns: {}.",
-                    crate::ssr::words::in_console_words(&e.to_string()),
+                    crate::ssr::words::in_callers_words(&e.to_string()),
                     available.join(", ")
                 ),
             )

@@ -225,10 +225,10 @@ where
     O: Clone + Send + Sync + 'static,
 {
     let function = std::any::type_name::<A>();
-    last_error(action, move |e| match e {
-        AppError::Field(f, _) if field_shown(function, f) => None,
-        AppError::Field(f, m) => Some(format!("{}: {m}", f.replace('_', " "))),
-        other => Some(other.to_string()),
+    last_error(action, move |e| match e.field() {
+        Some((f, _)) if field_shown(function, f) => None,
+        Some((f, m)) => Some(format!("{}: {m}", f.replace('_', " "))),
+        None => Some(e.to_string()),
     })
 }
 

@@ -290,12 +290,22 @@ async fn server_function_refusals_have_their_status() {
     let r = api
         .form(Some(&rita), "users/create", &new_user("mallory"))
         .await;
-    assert_eq!((r.status, r.json()), (403, "Forbidden".into()), "{r:?}");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            serde_json::json!({"error": "You are not allowed to do this.", "code": "forbidden"})
+        ),
+        "{r:?}"
+    );
     assert!(r.forbidden());
     let r = api.form(None, "users/create", &new_user("mallory")).await;
     assert_eq!(
         (r.status, r.json()),
-        (401, "Unauthenticated".into()),
+        (
+            401,
+            serde_json::json!({"error": "Please log in.", "code": "unauthenticated"})
+        ),
         "{r:?}"
     );
     assert!(r.unauthenticated());
@@ -304,12 +314,19 @@ async fn server_function_refusals_have_their_status() {
 
     let r = login(&server, "admin", "not the password").await;
     assert_eq!(r.status(), 401);
-    assert_eq!(r.text().await.unwrap(), "\"InvalidCredentials\"");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"error": "Invalid user name or password.", "code": "invalid_credentials"})
+    );
 
     // Validation: a field error, and arguments that do not decode.
     let r = api.form(Some(&admin), "users/create", &new_user("")).await;
     assert_eq!(r.status, 400, "{r:?}");
-    assert_eq!(r.json()["Field"][0], "username", "{r:?}");
+    assert_eq!(
+        (&r.json()["field"], &r.json()["code"]),
+        (&"username".into(), &"invalid".into()),
+        "{r:?}"
+    );
     let r = api
         .form(Some(&admin), "jobs/get", &[("id", "not a number".into())])
         .await;
@@ -323,7 +340,11 @@ async fn server_function_refusals_have_their_status() {
         )
         .await;
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(r.json(), serde_json::json!({"NotFound": "Job"}), "{r:?}");
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "Job not found.", "code": "not_found"}),
+        "{r:?}"
+    );
 
     // The REST API answers the same refusals with the same statuses.
     let r = client()

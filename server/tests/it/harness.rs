@@ -172,11 +172,17 @@ impl Reply {
     pub fn ok(&self) -> bool {
         self.status == 200
     }
+    /// Refused for the role: 403 with `"code": "forbidden"` (`app::error`).
     pub fn forbidden(&self) -> bool {
-        self.status != 200 && self.body.contains("Forbidden")
+        self.status == 403 && self.json()["code"] == "forbidden"
     }
+    /// Refused for want of a session or token: 401.
     pub fn unauthenticated(&self) -> bool {
-        self.status != 200 && self.body.contains("Unauthenticated")
+        self.status == 401 && self.json()["code"] == "unauthenticated"
+    }
+    /// Not found (or not visible to the caller): 404.
+    pub fn not_found(&self) -> bool {
+        self.status == 404 && self.json()["code"] == "not_found"
     }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)

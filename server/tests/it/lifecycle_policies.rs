@@ -333,7 +333,7 @@ async fn a_policy_is_edited_paused_resumed_and_deleted_and_its_snapshots_stay() 
             &[("id", id.to_string())],
         )
         .await;
-    assert!(r.body.contains("NotFound"), "{r:?}");
+    assert!(r.not_found(), "{r:?}");
     // Its trigger URL no longer starts anything.
     let hook = client()
         .post(server.url(&format!("/hooks/policies/{id}/backup")))

@@ -22,6 +22,7 @@ mod load;
 mod mysql;
 mod notify;
 mod observability;
+mod openapi;
 mod pitr;
 mod preview;
 mod requests;

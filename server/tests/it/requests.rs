@@ -266,7 +266,7 @@ async fn flow(database_url: Option<&str>) {
     let hidden = api
         .form(Some(&team.reed), "requests/get", &[("id", id.to_string())])
         .await;
-    assert!(hidden.body.contains("NotFound"), "{hidden:?}");
+    assert!(hidden.not_found(), "{hidden:?}");
 
     // An approval names the version its approver read.
     let stale = team.approve(&team.operator, id, "not-this-version").await;

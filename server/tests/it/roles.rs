@@ -651,7 +651,7 @@ async fn role_matrix(database_url: Option<&str>) {
             )
             .await;
         match role {
-            "requester" => assert!(got.body.contains("NotFound"), "{got:?}"),
+            "requester" => assert!(got.not_found(), "{got:?}"),
             _ => assert!(got.ok(), "{role}: {got:?}"),
         }
         let cancel = api
@@ -659,7 +659,7 @@ async fn role_matrix(database_url: Option<&str>) {
             .await;
         match role {
             "auditor" => assert!(cancel.forbidden(), "{cancel:?}"),
-            "requester" => assert!(cancel.body.contains("NotFound"), "{cancel:?}"),
+            "requester" => assert!(cancel.not_found(), "{cancel:?}"),
             _ => assert!(
                 cancel.body.contains("already finished"),
                 "{role}: {cancel:?}"
@@ -732,7 +732,7 @@ async fn role_matrix(database_url: Option<&str>) {
             &[("id", "1".into()), ("after_log", "0".into())],
         )
         .await;
-    assert!(other_job.body.contains("NotFound"), "{other_job:?}");
+    assert!(other_job.not_found(), "{other_job:?}");
 
     // The requester's restore ran into a new table, with the rows.
     let mine = theirs

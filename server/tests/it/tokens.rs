@@ -150,7 +150,8 @@ async fn api_tokens_drive_the_rest_surface_per_role() {
         .send()
         .await
         .unwrap();
-    assert!(minted.text().await.unwrap().contains("Forbidden"));
+    assert_eq!(minted.status(), 403);
+    assert_eq!(minted.json::<Value>().await.unwrap()["code"], "forbidden");
 
     // No token, a made-up one: 401.
     for t in [None, Some("tsk_not-a-real-token")] {
@@ -355,8 +356,7 @@ async fn api_tokens_drive_the_rest_surface_per_role() {
             &[("id", theirs.to_string())]
         )
         .await
-        .body
-        .contains("NotFound")
+        .not_found()
     );
     // A disabled user's tokens stop working.
     assert_eq!(
