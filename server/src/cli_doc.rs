@@ -62,12 +62,7 @@ fn section(out: &mut String, cmd: &Command, level: usize) {
                     .map(|e| code(&e.to_string_lossy()))
                     .unwrap_or_default(),
                 default(a),
-                cell(
-                    &a.get_long_help()
-                        .or(a.get_help())
-                        .map(|h| h.to_string())
-                        .unwrap_or_default()
-                ),
+                meaning(a),
             );
         }
         out.push('\n');
@@ -109,6 +104,30 @@ fn spelling(a: &Arg) -> String {
         s.push_str(&value);
     }
     s
+}
+
+/// The help text, and the values the argument accepts when clap knows them.
+fn meaning(a: &Arg) -> String {
+    let help = a
+        .get_long_help()
+        .or(a.get_help())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let mut text = cell(&help);
+    let values: Vec<String> = a
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| format!("`{}`", v.get_name()))
+        .collect();
+    let is_flag = !a.get_num_args().is_some_and(|n| n.takes_values());
+    if !values.is_empty() && !is_flag {
+        if !text.is_empty() {
+            text.push_str(if text.ends_with('.') { " " } else { ". " });
+        }
+        text.push_str(&format!("One of: {}", values.join(", ")));
+    }
+    text
 }
 
 fn default(a: &Arg) -> String {
