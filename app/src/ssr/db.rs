@@ -105,10 +105,19 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        let before = applied_schema(&pool).await;
         migrator
             .run(&pool)
             .await
-            .with_context(|| format!("migrating history database {}", redact_url(raw)))?;
+            .map_err(|e| migrate_error(e, migrator, backend, raw))?;
+        let after = applied_schema(&pool).await.unwrap_or(0);
+        match before {
+            Some(before) if before > 0 && before != after => tracing::info!(
+                "migrated the history database from schema {before} to schema {after}"
+            ),
+            Some(before) if before > 0 => {}
+            _ => tracing::info!("created the history database at schema {after}"),
+        }
         Ok(Db {
             pool,
             backend,
@@ -129,6 +138,60 @@ impl Db {
         )
         .fetch_one(&self.pool)
         .await?)
+    }
+}
+
+/// The newest applied migration, `None` before the first start (no migrations table).
+async fn applied_schema(pool: &AnyPool) -> Option<i64> {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()
+}
+
+/// What a failed migration means for the operator. sqlx refuses a database that
+/// records a migration this build does not have ("migration 19 was previously applied
+/// but is missing in the resolved migrations") before changing anything: that is a
+/// history database a newer tablesafe has already upgraded, and the fix is to run that
+/// newer tablesafe (or this one on a backup taken before the upgrade).
+fn migrate_error(
+    e: sqlx::migrate::MigrateError,
+    migrator: &sqlx::migrate::Migrator,
+    backend: Backend,
+    url: &str,
+) -> anyhow::Error {
+    use sqlx::migrate::MigrateError;
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let db = redact_url(url);
+    match e {
+        MigrateError::VersionMissing(found) if found > known => anyhow::anyhow!(
+            "the {} history database {db} has schema version {found}, written by a newer \
+             tablesafe; this build knows schema versions up to {known}: upgrade tablesafe \
+             (or run this version on a copy of the history database saved before the \
+             upgrade). Nothing was changed.",
+            backend.label()
+        ),
+        MigrateError::VersionMissing(found) => anyhow::anyhow!(
+            "the {} history database {db} records schema migration {found}, which this \
+             build of tablesafe does not have (it knows versions up to {known}): it was \
+             made by a different build; run the tablesafe that made it. Nothing was changed.",
+            backend.label()
+        ),
+        MigrateError::VersionMismatch(version) => anyhow::anyhow!(
+            "the {} history database {db} applied schema migration {version} with different \
+             contents than this build's: it was made by a different build of tablesafe; \
+             run the tablesafe that made it. Nothing was changed.",
+            backend.label()
+        ),
+        MigrateError::Dirty(version) => anyhow::anyhow!(
+            "the {} history database {db} has schema migration {version} half applied (an \
+             earlier start stopped during it); restore the history database from the \
+             backup taken before upgrading, then start tablesafe again",
+            backend.label()
+        ),
+        other => anyhow::Error::new(other).context(format!("migrating the history database {db}")),
     }
 }
 

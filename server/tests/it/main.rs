@@ -34,3 +34,4 @@ mod signals;
 mod targets;
 mod tokens;
 mod trigger;
+mod upgrade;
