@@ -215,7 +215,13 @@ impl<'de> Deserialize<'de> for AppError {
                 message: error,
             },
             ("internal", _) => AppError::Internal,
-            // "transport", or a code a newer server added: the message as it came.
+            ("transport", _) => AppError::Transport(
+                error
+                    .strip_prefix("Could not reach the server: ")
+                    .unwrap_or(&error)
+                    .to_string(),
+            ),
+            // A code a newer server added: the message as it came.
             _ => AppError::Transport(error),
         })
     }
