@@ -257,14 +257,20 @@ fn describe(e: figment::Error, path: &Path) -> anyhow::Error {
             )
         }
         Kind::Message(msg) if key.is_empty() => {
-            // A TOML syntax error: its first line says where, its last what.
-            let lines: Vec<&str> = msg.lines().filter(|l| !l.trim().is_empty()).collect();
-            let what = match (lines.first(), lines.last()) {
-                (Some(first), Some(last)) if first != last => format!("{first}: {last}"),
-                (Some(first), _) => first.to_string(),
-                _ => msg.clone(),
-            };
-            anyhow!("{file} is not valid TOML: {what}")
+            // A TOML syntax error: where and what, without the excerpt of the file
+            // (the lines with a `|` gutter).
+            let what: Vec<&str> = msg
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l
+                            .trim_start_matches(|c: char| c.is_ascii_digit())
+                            .trim_start()
+                            .starts_with('|')
+                })
+                .collect();
+            anyhow!("{file} is not valid TOML: {}", what.join(": "))
         }
         other => anyhow!("key `{key}` in {file}: {other}"),
     }
@@ -310,8 +316,9 @@ fn as_flags(path: &Path, key: &str, arg: &Arg, value: &toml::Value) -> Result<Ve
                 && text.contains(d)
             {
                 anyhow::bail!(
-                    "key `{key}` in {}: {text:?} contains {d:?}, which separates values \
-                     on the command line: write each value as its own array element",
+                    "key `{key}` in {}: {text:?} contains {d:?}, which separates the values \
+                     of --{long}: write each value as its own array element (a value \
+                     cannot contain {d:?})",
                     path.display()
                 );
             }

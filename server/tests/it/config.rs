@@ -160,6 +160,39 @@ async fn the_server_listens_and_keeps_its_data_where_the_file_says() {
         data.join("server.key").exists(),
         "the server key is not in the file's data_dir"
     );
+
+    // reset-password and audit verify, given the same file, work on the server's data:
+    // the new password logs in to the running server.
+    let new_password = "a new password from the file test";
+    let out = run(
+        &["reset-password", "--config", config.to_str().unwrap()],
+        &[("TABLESAFE_NEW_PASSWORD", new_password)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let base = format!("http://127.0.0.1:{port}");
+    let resp = crate::harness::client()
+        .post(format!("{base}/api/login"))
+        .header("Origin", &base)
+        .form(&[("username", "admin"), ("password", new_password)])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        crate::harness::session_cookie(&resp).is_some(),
+        "the reset password does not log in: {}",
+        resp.status()
+    );
+    let out = run(
+        &["audit", "verify", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("The chain is intact")
+            && report.contains(&data.join("audit-head.json").display().to_string()),
+        "audit verify did not check the server's data: {report}"
+    );
 }
 
 #[tokio::test]
