@@ -64,7 +64,8 @@ pub enum Command {
     /// TABLESAFE_CONFIG) whose keys are the flags' names in snake_case; a flag beats
     /// the environment, which beats the file.
     Serve(ServeArgs),
-    /// The configuration file.
+    /// Check a configuration file and show the settings it makes:
+    /// `tablesafe config check --config FILE`.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
