@@ -430,19 +430,36 @@ fn config_check_redacts_the_password_and_names_every_source() {
     }
 }
 
+/// The file the packages install, and the example in the user guide.
 #[test]
-fn the_example_configuration_passes_config_check() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/tablesafe.toml");
-    let out = run(
-        &["config", "check", "--config", example.to_str().unwrap()],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("  # file"),
-        "the example sets nothing:\n{}",
-        stdout(&out)
-    );
+fn the_example_configurations_pass_config_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/src/configuration.md")).unwrap();
+    let block = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("docs/src/configuration.md has a ```toml example");
+    let from_guide = write_config(dir.path(), block);
+    for example in [root.join("packaging/tablesafe.toml"), from_guide] {
+        let out = run(
+            &["config", "check", "--config", example.to_str().unwrap()],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            example.display(),
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains("data_dir = \"/var/lib/tablesafe\"  # file"),
+            "{} does not set data_dir:\n{}",
+            example.display(),
+            stdout(&out)
+        );
+    }
 }
 
 /// The subcommands `tablesafe --help` lists.
