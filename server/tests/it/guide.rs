@@ -6,7 +6,8 @@
 //! substituted. Each chapter starts afresh and runs its blocks in order against a real
 //! SQLite file and a real PostgreSQL database holding the same sample tables, with the
 //! variables the guide documents (docs/src/cli.md, "The examples in this guide"):
-//! `$DB`, `$PGURL`, `$REPO`, `$WORK` and `TABLESAFE_PASSWORD`.
+//! `$DB`, `$PGURL`, `$REPO`, `$WORK` and `TABLESAFE_PASSWORD`; and, when a chapter uses
+//! `$MYURL`, a real MariaDB database with the same tables.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -164,6 +165,11 @@ fn guide_examples_run_against_real_databases() {
     let path = std::env::join_paths(path).unwrap();
 
     let pg = testkit::Postgres::start().unwrap();
+    // MariaDB only when an example needs it (it takes a few seconds to start).
+    let maria = all
+        .iter()
+        .any(|c| c.contains("$MYURL"))
+        .then(|| testkit::mariadb::Mariadb::start().unwrap());
     for (n, (file, examples)) in sessions.iter().enumerate() {
         let chapter = file
             .strip_prefix(guide_dir())
@@ -176,12 +182,17 @@ fn guide_examples_run_against_real_databases() {
         sqlite(&db, SAMPLE);
         let pg_url = pg.create_database(&format!("guide_{n}")).unwrap();
         pg.psql(&format!("guide_{n}"), SAMPLE).unwrap();
-        let vars = [
+        let mut vars = vec![
             ("DB", db.display().to_string()),
             ("PGURL", pg_url),
             ("REPO", work.path().join("repo").display().to_string()),
             ("WORK", work.path().display().to_string()),
         ];
+        if let Some(m) = &maria {
+            let my_url = m.create_database(&format!("guide_{n}")).unwrap();
+            m.sql(&format!("guide_{n}"), SAMPLE).unwrap();
+            vars.push(("MYURL", my_url));
+        }
         for ex in examples {
             let out = Command::new("bash")
                 .args(["-c", &ex.command])
