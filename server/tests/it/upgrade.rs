@@ -22,7 +22,6 @@ const ROOT: &str = "/tmp/tablesafe-upgrade-fixture";
 /// The server key the fixture's secrets and audit chain were sealed with. Test-only:
 /// committed on purpose, never used for anything but these fixtures.
 const KEY_FILE: &str = "TEST-ONLY-server.key";
-const REPO_PASSWORD: &str = "repository password";
 const OFFSITE_PASSWORD: &str = "offsite repository password";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -217,6 +216,7 @@ async fn bearer(server: &Server, token: &str, endpoint: &str) -> u16 {
     client()
         .post(server.url(&format!("/api/{endpoint}")))
         .header("Authorization", format!("Bearer {token}"))
+        .form(&[("state", ""), ("mine", "true")])
         .send()
         .await
         .unwrap()
@@ -743,7 +743,6 @@ async fn fill(engine: Engine, database_url: Option<&str>, key: Option<&Path>) ->
         "drills": list(&api, &admin, "drills/list").await.len(),
         "source_db": shop.display().to_string(),
     });
-    drop(api);
     server.stop();
     let (holds, report) = audit_verify(&root.join("data"), database_url);
     assert!(holds, "{report}");
@@ -929,6 +928,15 @@ async fn upgrade(engine: Engine) {
         .await,
         200
     );
+    assert_eq!(
+        bearer(
+            &server,
+            facts["tokens"]["reports"].as_str().unwrap(),
+            "requests/list"
+        )
+        .await,
+        200
+    );
 
     // The sealed secrets open: a backup into the fixture's repository (its password
     // was sealed at schema 17) succeeds and is copied to the offsite target (another
@@ -936,8 +944,22 @@ async fn upgrade(engine: Engine) {
     let policy = policies[0]["id"].as_i64().unwrap();
     let shop = PathBuf::from(facts["source_db"].as_str().unwrap());
     sqlite(&shop, "INSERT INTO customers VALUES (4, 'Dee');");
-    let olga = cookie(&server, "olga", USER_PASSWORD).await;
-    api.run_policy(&olga, policy).await;
+    // Started by the policy's trigger URL: its token's hash came along too.
+    let triggered = client()
+        .post(server.url(&format!("/hooks/policies/{policy}/backup")))
+        .header(
+            "Authorization",
+            format!("Bearer {}", facts["trigger"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(triggered.status(), 202);
+    let job = triggered.json::<Value>().await.unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
     let after = snapshots(&api, &admin).await;
     assert_eq!(
         after.len(),
@@ -979,7 +1001,6 @@ async fn upgrade(engine: Engine) {
     );
 
     // The audit chain written at schema 17 holds, and the new entries continue it.
-    drop(api);
     server.stop();
     let (holds, report) = audit_verify(&data, url.as_deref());
     assert!(holds, "{report}");
