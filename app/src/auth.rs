@@ -151,7 +151,7 @@ pub async fn login(username: String, password: String) -> Result<(), AppError> {
             {
                 tracing::error!(error = %e, "could not write the audit log");
             }
-            leptos_axum::redirect("/");
+            leptos_axum::redirect(&crate::base::url("/"));
             Ok(())
         }
         Err(e) => {
@@ -192,7 +192,7 @@ pub async fn logout() -> Result<(), AppError> {
         .await;
     }
     session::clear_cookie(&state)?;
-    leptos_axum::redirect("/login");
+    leptos_axum::redirect(&crate::base::url("/login"));
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod base;
 pub mod error;
 pub mod forms;
 pub mod model;
@@ -21,15 +22,19 @@ use leptos_router::path;
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    // Under a path prefix (`--public-url …/tablesafe/`) the bundle, the favicon and every
+    // link carry it; the <meta> hands it to the browser (`base`).
+    let base = base::base();
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <meta name=base::META_NAME content=base.to_string()/>
+                <link rel="icon" type="image/svg+xml" href=format!("{base}/favicon.svg")/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                <HydrationScripts options root=base.to_string()/>
                 <MetaTags/>
             </head>
             <body>
@@ -113,10 +118,13 @@ pub const SECTIONS: &[(&str, &str, &str, auth::Perm)] = &[
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let base = base::provide();
+    #[cfg(feature = "ssr")]
+    base::provide_request_url(&base);
     view! {
-        <Stylesheet id="leptos" href="/pkg/tablesafe.css"/>
+        <Stylesheet id="leptos" href=format!("{base}/pkg/tablesafe.css")/>
         <Title formatter=|text: String| if text.is_empty() { "tablesafe".to_string() } else { format!("{text} · tablesafe") }/>
-        <Router>
+        <Router base=base.to_string()>
             <Routes fallback=pages::NotFound>
                 <Route path=path!("/login") view=pages::login::LoginPage/>
                 <ParentRoute path=path!("") view=pages::layout::Layout>

@@ -9,6 +9,12 @@ pub fn hydrate() {
     let _ = leptos::server_fn::redirect::set_redirect_hook(|location: &str| {
         let _ = leptos::prelude::window().location().set_href(location);
     });
+    // Under a path prefix the server functions are at {base}/api/… (the server wrote the
+    // base into the page; `app::base`). server_fn keeps the URL for the page's lifetime.
+    let base = app::base::from_document();
+    if !base.is_empty() {
+        let _ = leptos::server_fn::client::try_set_server_url(base.leak());
+    }
     leptos::mount::hydrate_body(app::App);
     // Lets browser tests (and curious users) see that the page is interactive.
     if let Some(body) = leptos::prelude::document().body() {

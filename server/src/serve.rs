@@ -22,7 +22,8 @@ use tower_http::trace::TraceLayer;
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     crate::metrics::install()?;
-    let http_policy = HttpPolicy::new(args.public_url.as_deref())?;
+    let http_policy =
+        HttpPolicy::new(args.public_url.as_deref())?.trusting(&args.trusted_proxies);
     let metrics_access = crate::metrics::Access::from_env(args.metrics_public);
     // Opening creates the data directory, where the key file is by default.
     let db = args.history.open().await?;
@@ -38,7 +39,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     let sessions =
-        session::SessionKeys::new(&server_key, args.session_hours * 3600, secure_cookies);
+        session::SessionKeys::new(&server_key, args.session_hours * 3600, secure_cookies)
+            .under(http_policy.base());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -103,6 +105,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 /// every answer with the security headers (`hardening`).
 pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Access) -> Router {
     let policy = Arc::new(policy);
+    let prefix = policy.clone();
     let metrics = Arc::new(metrics);
     let routes = generate_route_list(App);
     let context = {
@@ -122,7 +125,7 @@ pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Acce
             require_session,
         ))
         .layer(middleware::from_fn(refusal_status));
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(crate::metrics::readyz))
         .route(
@@ -156,7 +159,14 @@ pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Acce
         ))
         // Failures are logged where they happen, with their cause (`app::ssr::internal`).
         .layer(TraceLayer::new_for_http().on_failure(()))
-        .with_state(state)
+        .with_state(state);
+    // `--public-url`'s path prefix comes off before routing (`hardening::strip_prefix`);
+    // a `Router::layer` would run after it.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(prefix, hardening::strip_prefix))
+            .service(app),
+    )
 }
 
 /// Gives a server function's refusal its HTTP status. server_fn 0.8 answers every
@@ -191,6 +201,7 @@ async fn refusal_status(req: Request<Body>, next: Next) -> Response {
 /// Pages other than the login page need a session; without one a full page load is sent
 /// to `/login`. A logged-in user asking for `/login` goes to the dashboard. Server
 /// functions (`/api/…`) check the session themselves and answer with an error instead.
+/// Both redirects stay under `--public-url`'s path prefix (the path here has lost it).
 async fn require_session(
     State(state): State<AppState>,
     req: Request<Body>,
@@ -203,9 +214,14 @@ async fn require_session(
         Ok(user) => user,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
+    let base = req
+        .extensions()
+        .get::<app::base::BasePath>()
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
     match (req.uri().path() == "/login", user.is_some()) {
-        (true, true) => Redirect::to("/").into_response(),
-        (false, false) => Redirect::to("/login").into_response(),
+        (true, true) => Redirect::to(&format!("{base}/")).into_response(),
+        (false, false) => Redirect::to(&format!("{base}/login")).into_response(),
         _ => next.run(req).await,
     }
 }

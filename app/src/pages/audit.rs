@@ -19,9 +19,10 @@ pub fn AuditPage() -> impl IntoView {
         |(u, a, o, b)| list_audit(u, a, o, b),
     );
     let verify = ServerAction::<VerifyAudit>::new();
+    let base = crate::base::base();
     let csv = move || {
         format!(
-            "/audit.csv?user={}&action={}&outcome={}",
+            "{base}/audit.csv?user={}&action={}&outcome={}",
             url_escape(&q("user")),
             url_escape(&q("action")),
             url_escape(&q("outcome"))
@@ -31,7 +32,7 @@ pub fn AuditPage() -> impl IntoView {
         <Title text="Audit"/>
         <h1>"Audit log"</h1>
         <p class="muted">"Every login, change, run, restore and export, with who, when and from where. Entries are hash-chained: editing or removing one breaks the chain."</p>
-        <form class="filters" method="get" action="/audit" aria-label="Filter the audit log">
+        <form class="filters" method="get" action=crate::base::url("/audit") aria-label="Filter the audit log">
             <label for="user">"User"</label>
             <input id="user" name="user" value=move || q("user")/>
             <label for="action">"Action"</label>

@@ -41,7 +41,7 @@ pub fn BackupsPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     let (policies, sources) = filters.await;
                     view! {
-                        <form class="filters" method="get" action="/backups" aria-label="Filter backups">
+                        <form class="filters" method="get" action=crate::base::url("/backups") aria-label="Filter backups">
                             <label for="policy">"Policy"</label>
                             <select id="policy" name="policy">
                                 <option value="0">"any"</option>
@@ -113,9 +113,9 @@ pub fn BackupsPage() -> impl IntoView {
                                                             <button class="secondary" on:click=move |_| { verify.dispatch(VerifySnapshot { id }); }>"Verify"</button>
                                                         </IfCan>
     <IfCan perm=Perm::RestoreNew>
-                                                            <a class="button secondary" href=format!("/backups/{id}") data-testid="browse">"Browse"</a>
+                                                            <a class="button secondary" href=crate::base::url(&format!("/backups/{id}")) data-testid="browse">"Browse"</a>
                                                         </IfCan>
-                                                        <a class="button" href=format!("/restores?snapshot={id}")>"Restore"</a>
+                                                        <a class="button" href=crate::base::url(&format!("/restores?snapshot={id}"))>"Restore"</a>
                                                     </td>
                                                 </tr>
                                             }
@@ -123,7 +123,7 @@ pub fn BackupsPage() -> impl IntoView {
                                     </tbody>
                                 </table>
                                 {(full).then(|| next.map(|(t, i)| view! {
-                                    <p><a href=format!("/backups?policy={}&source={}&before_time={t}&before_id={i}", policy(), source())>"Older snapshots →"</a></p>
+                                    <p><a href=crate::base::url(&format!("/backups?policy={}&source={}&before_time={t}&before_id={i}", policy(), source()))>"Older snapshots →"</a></p>
                                 }))}
                             }.into_any()
                         }

@@ -75,7 +75,7 @@ pub fn BrowsePage() -> impl IntoView {
     view! {
         <Title text="Browse a backup"/>
         <h1>"Browse a backup"</h1>
-        <p><a href="/backups">"← Backups"</a></p>
+        <p><a href=crate::base::url("/backups")>"← Backups"</a></p>
         <Transition fallback=|| view! { <p class="muted">"Reading the backup…"</p> }>
             {move || {
                 let navigate = navigate.clone();
@@ -97,7 +97,7 @@ pub fn BrowsePage() -> impl IntoView {
                     <p class="muted" data-testid="browse-snapshot">
                         {format!("Snapshot {} taken ", short_id(&page.snapshot))}<When ms=page.snapshot_time_ms/>{format!(": table {} holds {} rows.", page.table, page.table_rows)}
                     </p>
-                    <form class="browse" method="get" action=format!("/backups/{id}") aria-label="Choose rows">
+                    <form class="browse" method="get" action=crate::base::url(&format!("/backups/{id}")) aria-label="Choose rows">
                         <input type="hidden" name="ft" value=page.table.clone()/>
                         <div class="browse-pick">
                             <label for="table">"Table"</label>
@@ -188,7 +188,7 @@ fn jump(id: i64, page: &RowsPage, filters: &[Filter], key: &str) -> impl IntoVie
     let pages = page_count(page.table_rows);
     let current = page.offset / PAGE_ROWS + 1;
     view! {
-        <form class="browse-jump" method="get" action=format!("/backups/{id}") aria-label="Go to a page">
+        <form class="browse-jump" method="get" action=crate::base::url(&format!("/backups/{id}")) aria-label="Go to a page">
             <input type="hidden" name="table" value=page.table.clone()/>
             <input type="hidden" name="ft" value=page.table.clone()/>
             {filters.iter().enumerate().map(|(i, f)| view! {
@@ -249,10 +249,10 @@ fn pager(id: i64, page: &RowsPage, filters: &[Filter], key: &str) -> impl IntoVi
     let last = page.offset + page.rows.len() as u64;
     let prev = (page.offset > 0).then(|| {
         let to = page.offset.saturating_sub(PAGE_ROWS);
-        view! { <a href=view_link(id, &page.table, filters, key, to) data-testid="prev">"← Previous"</a> }
+        view! { <a href=crate::base::url(&view_link(id, &page.table, filters, key, to)) data-testid="prev">"← Previous"</a> }
     });
     let next = page.more.then(|| {
-        view! { <a href=view_link(id, &page.table, filters, key, last) data-testid="next">"Next →"</a> }
+        view! { <a href=crate::base::url(&view_link(id, &page.table, filters, key, last)) data-testid="next">"Next →"</a> }
     });
     view! {
         <p class="pager">
@@ -265,10 +265,10 @@ fn pager(id: i64, page: &RowsPage, filters: &[Filter], key: &str) -> impl IntoVi
 
 fn downloads(id: i64, table: &str, filters: &[Filter]) -> impl IntoView {
     let link = move |table: Option<&str>, format: &str, label: &'static str, filters: &[Filter]| {
-        let href = format!(
+        let href = crate::base::url(&format!(
             "/snapshots/{id}/export?{}",
             export_query(table, format, filters)
-        );
+        ));
         view! { <a class="button secondary" href=href download="" data-testid=format!("download-{}-{format}", if table.is_some() { "table" } else { "all" })>{label}</a> }
     };
     let filtered = if filters.is_empty() {

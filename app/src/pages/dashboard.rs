@@ -19,7 +19,7 @@ pub fn Dashboard() -> impl IntoView {
                     Ok(d) => view! {
                         <section class="cards" aria-label="Sources" data-testid="source-health">
                             {d.sources.is_empty().then(|| view! {
-                                <article class="card"><h2>"Welcome"</h2><p>"Add a " <a href="/sources">"source"</a> ", a " <a href="/targets">"target"</a> " and a " <a href="/policies">"policy"</a> " to take your first backup."</p></article>
+                                <article class="card"><h2>"Welcome"</h2><p>"Add a " <a href=crate::base::url("/sources")>"source"</a> ", a " <a href=crate::base::url("/targets")>"target"</a> " and a " <a href=crate::base::url("/policies")>"policy"</a> " to take your first backup."</p></article>
                             })}
                             {d.sources.into_iter().map(|s| source_card(s, d.now_ms)).collect_view()}
                         </section>
@@ -135,7 +135,7 @@ fn proven_view(list: Vec<crate::api::drills::ProvenView>, now: i64) -> AnyView {
                 <tbody>
                     {list.into_iter().map(|p| view! {
                         <tr data-testid=format!("proven-{}", p.policy)>
-                            <td><a href="/drills">{p.policy.clone()}</a></td>
+                            <td><a href=crate::base::url("/drills")>{p.policy.clone()}</a></td>
                             <td>{match (p.proven_snapshot_time, p.proven_at) {
                                 (Some(t), Some(at)) => view! {
                                     "taken " <When ms=t/> {format!(" — proven {} ago", duration(now - at))}

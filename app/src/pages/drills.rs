@@ -46,7 +46,7 @@ pub fn DrillsPage() -> impl IntoView {
         <h1>"Restore drills"</h1>
         <p class="muted">"A drill restores a policy's latest (or a random) snapshot into a scratch database, reads every table back and compares its rows and checksum with the backup, runs your SQL assertions, drops the scratch copy and keeps the evidence."</p>
         <IfCan perm=Perm::SeeAudit>
-            <p><a class="button" href="/drills.csv" download="tablesafe-drills.csv" data-testid="export-drills">"Export evidence (CSV)"</a></p>
+            <p><a class="button" href=crate::base::url("/drills.csv") download="tablesafe-drills.csv" data-testid="export-drills">"Export evidence (CSV)"</a></p>
         </IfCan>
         <ErrorLine error=general_error(run)/>
         <ErrorLine error=general_error(remove)/>
@@ -88,7 +88,7 @@ fn plan_table(
     remove: ServerAction<DeleteDrillPlan>,
 ) -> AnyView {
     if policies.is_empty() {
-        return view! { <p class="muted">"Create a " <a href="/policies">"policy"</a> " first."</p> }.into_any();
+        return view! { <p class="muted">"Create a " <a href=crate::base::url("/policies")>"policy"</a> " first."</p> }.into_any();
     }
     let rows = policies
         .into_iter()
@@ -243,7 +243,7 @@ fn evidence_table(list: Vec<DrillView>) -> AnyView {
                     view! {
                         <tr data-testid=format!("drill-run-{}", d.id)>
                             <td data-label="Started"><When ms=d.started_at/></td>
-                            <td>{d.policy.clone()}{d.job_id.map(|j| view! { <br/><a href=format!("/jobs/{j}")>{super::names::job_ref(j)}</a> })}</td>
+                            <td>{d.policy.clone()}{d.job_id.map(|j| view! { <br/><a href=crate::base::url(&format!("/jobs/{j}"))>{super::names::job_ref(j)}</a> })}</td>
                             <td><code>{short}</code><br/><span class="muted"><When ms=d.snapshot_time/></span></td>
                             <td class={if d.passed { "" } else { "error" }} data-label="Result" data-testid="drill-outcome">{outcome}</td>
                             <td>{format!("{} / {}", super::ui::duration(d.restore_ms), super::ui::duration(d.duration_ms))}<br/>

@@ -47,7 +47,7 @@ pub fn JobsPage() -> impl IntoView {
     view! {
         <Title text="Jobs"/>
         <h1>"Jobs"</h1>
-        <form class="filters" method="get" action="/jobs">
+        <form class="filters" method="get" action=crate::base::url("/jobs")>
             <label for="status">"Status"</label>
             <select id="status" name="status" on:change=submit_own_form>
                 {std::iter::once("").chain(JobStatus::ALL.iter().map(|s| s.as_str())).map(|s| view! {
@@ -64,8 +64,8 @@ pub fn JobsPage() -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|j| view! {
                             <tr data-testid=format!("job-{}", j.id)>
-                                <td data-label="Job"><a href=format!("/jobs/{}", j.id)>{j.id}</a></td>
-                                <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
+                                <td data-label="Job"><a href=crate::base::url(&format!("/jobs/{}", j.id))>{j.id}</a></td>
+                                <td><a href=crate::base::url(&format!("/jobs/{}", j.id))>{j.title.clone()}</a></td>
                                 <td>{status_badge(j.status)}</td>
                                 <td data-label="Started by">{j.created_by.clone()}</td>
                                 <td data-label="Created"><When ms=j.created_at/></td>
@@ -166,7 +166,7 @@ pub fn JobPage() -> impl IntoView {
     });
     view! {
         <Title text="Job"/>
-        <p><a href="/jobs">"← Jobs"</a></p>
+        <p><a href=crate::base::url("/jobs")>"← Jobs"</a></p>
         <ErrorLine error=general_error(cancel)/>
         <ErrorLine error=general_error(retry)/>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
@@ -201,7 +201,7 @@ pub fn JobPage() -> impl IntoView {
                             </p>
                             {j.error.clone().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
                             {j.snapshot_id.clone().filter(|_| j.kind == JobKind::Backup).map(|s| view! {
-                                <p data-testid="job-snapshot">"Snapshot " <span class="mono" data-testid="snapshot-short">{super::names::short_id(&s)}</span> " · " <a href="/backups">"see it in Backups"</a></p>
+                                <p data-testid="job-snapshot">"Snapshot " <span class="mono" data-testid="snapshot-short">{super::names::short_id(&s)}</span> " · " <a href=crate::base::url("/backups")>"see it in Backups"</a></p>
                             })}
                             {(j.kind == JobKind::Restore && j.status == JobStatus::Succeeded).then(|| restored_tables(j.result.as_deref()))}
                             <div class="actions">

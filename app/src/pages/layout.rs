@@ -38,16 +38,18 @@ pub fn Layout() -> impl IntoView {
     view! {
         <div class="layout">
             <header class="topbar">
-                <a class="brand" href="/">"tablesafe"</a>
+                <a class="brand" href=crate::base::url("/")>"tablesafe"</a>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
                         match user.await {
                             Ok(Some(u)) => view! {
-                                <a class="who" href="/account" data-testid="current-user">
+                                <a class="who" href=crate::base::url("/account") data-testid="current-user">
                                     {u.username} <span class="role">{u.role.as_str()}</span>
                                 </a>
                             }.into_any(),
-                            _ => view! { <Redirect path="/login"/> }.into_any(),
+                            // The server's redirect takes the path as it is; the
+                            // browser's navigation puts the router's base in front.
+                            _ => view! { <Redirect path=if cfg!(feature = "ssr") { crate::base::url("/login") } else { "/login".into() }/> }.into_any(),
                         }
                     })}
                 </Suspense>
@@ -57,10 +59,16 @@ pub fn Layout() -> impl IntoView {
             </header>
             <nav class="sidebar" aria-label="Main">
                 <ul>
-                    <li><A href="/" exact=true>"Dashboard"</A></li>
+                    // Not an <A>: under a path prefix the router resolves "/" to
+                    // "/tablesafe" while the page is at "/tablesafe/", and its exact match
+                    // would never mark the dashboard current.
+                    <li><a href=crate::base::url("/") aria-current={
+                        let home = crate::base::base();
+                        move || (location.pathname.get().trim_end_matches('/') == home.as_ref()).then_some("page")
+                    }>"Dashboard"</a></li>
                     {SECTIONS.iter().map(|(path, label, _, perm)| view! {
                         <super::ui::IfCan perm=*perm>
-                            <li><A href=*path>{*label}{(*path == "/requests").then(|| view! { <PendingBadge pending=pending/> })}</A></li>
+                            <li><A href=crate::base::url(path)>{*label}{(*path == "/requests").then(|| view! { <PendingBadge pending=pending/> })}</A></li>
                         </super::ui::IfCan>
                     }).collect_view()}
                 </ul>

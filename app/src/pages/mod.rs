@@ -30,7 +30,7 @@ pub fn NotFound() -> impl IntoView {
         <Title text="Not found"/>
         <main class="narrow">
             <h1>"Page not found"</h1>
-            <p><a href="/">"Back to the dashboard"</a></p>
+            <p><a href=crate::base::url("/")>"Back to the dashboard"</a></p>
         </main>
     }
 }

@@ -155,7 +155,8 @@ fn NewTrigger(trigger: ServerAction<CreateTrigger>, trigger_for: RwSignal<i64>) 
     move || {
         let token = trigger.value().get()?.ok()?;
         let id = trigger_for.get();
-        let origin = window().location().origin().unwrap_or_default();
+        // The address the user opened (with the path prefix, if any).
+        let origin = window().location().origin().unwrap_or_default() + &crate::base::base();
         Some(view! {
             <div class="card" role="status" data-testid="trigger">
                 <p><strong>"Trigger URL created. Copy the token now: it is not shown again."</strong></p>

@@ -44,9 +44,9 @@ pub fn RequestsPage() -> impl IntoView {
     view! {
         <Title text="Requests"/>
         <h1>"Restore requests"</h1>
-        <p class="muted">"File one from the " <a href="/restores">"restore wizard"</a>
+        <p class="muted">"File one from the " <a href=crate::base::url("/restores")>"restore wizard"</a>
             ". Sources can require one or two approvals (by someone other than the requester) before a restore runs."</p>
-        <form class="filters" method="get" action="/requests">
+        <form class="filters" method="get" action=crate::base::url("/requests")>
             <label for="state">"State"</label>
             <select id="state" name="state" on:change=submit_own_form>
                 <option value="" selected=move || state().is_empty()>"any"</option>
@@ -66,8 +66,8 @@ pub fn RequestsPage() -> impl IntoView {
                     <tbody>
                         {rows.into_iter().map(|r| view! {
                             <tr data-testid=format!("request-{}", r.id)>
-                                <td data-label="Request"><a href=format!("/requests/{}", r.id)>{r.id}</a></td>
-                                <td><a href=format!("/requests/{}", r.id)>{r.title.clone()}</a></td>
+                                <td data-label="Request"><a href=crate::base::url(&format!("/requests/{}", r.id))>{r.id}</a></td>
+                                <td><a href=crate::base::url(&format!("/requests/{}", r.id))>{r.title.clone()}</a></td>
                                 <td>{state_badge(r.state)}</td>
                                 <td data-label="Approvals">{approvals_text(&r)}</td>
                                 <td data-label="Requested by">{r.requester.clone()}</td>
@@ -112,7 +112,7 @@ pub fn RequestPage() -> impl IntoView {
     }
     view! {
         <Title text="Restore request"/>
-        <p><a href="/requests">"← Requests"</a></p>
+        <p><a href=crate::base::url("/requests")>"← Requests"</a></p>
         <ErrorLine error=general_error(approve)/>
         <ErrorLine error=general_error(reject)/>
         <ErrorLine error=general_error(cancel)/>
@@ -174,7 +174,7 @@ fn RequestSummary(r: RequestView) -> impl IntoView {
             {r.decided_by.clone().map(|d| view! { <dt>"Decided by"</dt><dd>{d}</dd> })}
             {r.reject_reason.clone().map(|d| view! { <dt>"Rejected because"</dt><dd data-testid="reject-reason">{d}</dd> })}
         </dl>
-        {r.job_id.map(|j| view! { <p>"Restore job: " <a href=format!("/jobs/{j}") data-testid="request-job">{format!("job {j}")}</a></p> })}
+        {r.job_id.map(|j| view! { <p>"Restore job: " <a href=crate::base::url(&format!("/jobs/{j}")) data-testid="request-job">{format!("job {j}")}</a></p> })}
         {(!r.restored.is_empty()).then(|| view! {
             <h2>"Restored"</h2>
             <ul data-testid="restored">
@@ -293,7 +293,7 @@ pub fn WaitingForYou() -> impl IntoView {
         pending.get().filter(|n| *n > 0).map(|n| {
             view! {
                 <p class="waiting-for-you" data-testid="waiting-for-you">
-                    <a href="/requests?state=requested">{format!(
+                    <a href=crate::base::url("/requests?state=requested")>{format!(
                         "{n} restore request{} wait{} for your approval",
                         if n == 1 { "" } else { "s" },
                         if n == 1 { "s" } else { "" }

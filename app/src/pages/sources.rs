@@ -97,7 +97,7 @@ pub fn SourcesPage() -> impl IntoView {
                             let whole = s.clone();
                             view! {
                                 <tr data-testid=format!("source-{}", s.name)>
-                                    <td><a href=format!("/sources/{id}")>{s.name.clone()}</a>
+                                    <td><a href=crate::base::url(&format!("/sources/{id}"))>{s.name.clone()}</a>
                                         {s.paused.then(|| view! { " " <span class="badge" data-testid="source-paused">"paused"</span> })}</td>
                                     <td data-label="Engine">{s.engine.as_str()}</td>
                                     <td class="mono" data-label="Connection">{s.url.clone()}</td>
@@ -245,7 +245,7 @@ pub fn SourcePage() -> impl IntoView {
     view! {
         <Title text="Tables"/>
         <h1>"Tables"</h1>
-        <p><a href="/sources">"← Sources"</a></p>
+        <p><a href=crate::base::url("/sources")>"← Sources"</a></p>
         <Suspense fallback=|| view! { <p class="muted">"Connecting…"</p> }>
             {move || Suspend::new(async move {
                 match tables.await {

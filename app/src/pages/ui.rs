@@ -401,7 +401,7 @@ where
                             .flatten();
                         view! {
                             {show(list)}
-                            {more.map(|more| view! { <p><a href=more>{older}</a></p> })}
+                            {more.map(|more| view! { <p><a href=crate::base::url(&more)>{older}</a></p> })}
                         }
                         .into_any()
                     })

@@ -272,7 +272,7 @@ fn SignOutEverywhereHere() -> impl IntoView {
     let user = use_context::<super::ui::CurrentUser>();
     Effect::new(move || {
         if matches!(sign_out.value().get(), Some(Ok(()))) {
-            let _ = window().location().set_href("/login");
+            let _ = window().location().set_href(&crate::base::url("/login"));
         }
     });
     view! {

@@ -20,6 +20,10 @@ pub struct SessionKeys {
     pub ttl_secs: u64,
     /// Add `Secure` to the cookie (set when the console is served over HTTPS).
     pub secure_cookie: bool,
+    /// The cookie's `Path`: `/`, or the path prefix the console is served under
+    /// (`--public-url https://ops.example.com/tablesafe/` → `/tablesafe`), so the session
+    /// goes to the console only, not to the other applications on the same host.
+    pub cookie_path: String,
 }
 
 impl SessionKeys {
@@ -34,7 +38,14 @@ impl SessionKeys {
             decoding: DecodingKey::from_secret(key.expose()),
             ttl_secs,
             secure_cookie,
+            cookie_path: "/".into(),
         }
+    }
+
+    /// The same keys with the cookie scoped to the path prefix `base` (`""`: the root).
+    pub fn under(mut self, base: &str) -> Self {
+        self.cookie_path = if base.is_empty() { "/".into() } else { base.into() };
+        self
     }
 }
 
@@ -135,12 +146,15 @@ pub fn issue_token(keys: &SessionKeys, user: &SessionUser, epoch: i64) -> Result
 /// The `Set-Cookie` value that stores `token` (or, with `None`, deletes the cookie).
 pub fn cookie_header(keys: &SessionKeys, token: Option<&str>) -> String {
     let secure = if keys.secure_cookie { "; Secure" } else { "" };
+    let path = &keys.cookie_path;
     match token {
         Some(t) => format!(
-            "{COOKIE_NAME}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{COOKIE_NAME}={t}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             keys.ttl_secs
         ),
-        None => format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        None => format!(
+            "{COOKIE_NAME}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+        ),
     }
 }
 
@@ -372,6 +386,12 @@ mod tests {
             .contains("; Secure")
         );
         assert!(cookie_header(&k, None).contains("Max-Age=0"));
+        // Under a path prefix the cookie goes to the console's paths only, and logging
+        // out deletes that same cookie.
+        let under = keys().under("/tablesafe");
+        assert!(cookie_header(&under, Some("abc")).contains("; Path=/tablesafe;"));
+        assert!(cookie_header(&under, None).contains("; Path=/tablesafe;"));
+        assert!(cookie_header(&keys().under(""), Some("abc")).contains("; Path=/;"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod observability;
 mod openapi;
 mod pitr;
 mod preview;
+mod proxy;
 mod requests;
 mod restore;
 mod retention;
