@@ -15,7 +15,8 @@ ensure_mdbook
 step "building the user guide (docs/) with mdbook" \
   "mdbook's error is above; 'mdbook build docs -d /tmp/guide' repeats it alone."
 out="$(mktemp -d)"
-trap 'rm -rf "$out"; on_exit' EXIT
+# Remove it on the way out, then say which step failed (lib.sh's on_exit reads $?).
+trap 'rc=$?; rm -rf "$out"; set +e; (exit "$rc"); on_exit' EXIT
 # A copy, so that mdbook never creates a missing chapter's file in the working tree.
 cp -r "$ROOT/docs" "$out/docs"
 mdbook build "$out/docs" -d "$out/html" >/dev/null 2>"$out/mdbook.log" || {
