@@ -146,7 +146,7 @@ ensure_remote_test_servers() {
 
 # mdBook builds the user guide (docs/; scripts/check_docs.sh). Pinned, and without its
 # default features (watch, serve, search): `build` needs none of them, and the install
-# takes 2 min 20 s here (2 cores, other builds idle) instead of compiling a web server.
+# took 2 min 20 s here (2 cores, beside other builds) instead of also compiling a web server.
 MDBOOK_VERSION=0.5.4
 ensure_mdbook() {
   if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
