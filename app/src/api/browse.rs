@@ -209,9 +209,16 @@ pub mod ssr {
             .secrets
             .open(Kind::RepositoryPassword, &target.sealed_password)
             .or_internal("opening a password")?;
+        // (A target that cannot be opened names its place; only admins see server paths.)
         let repo = crate::ssr::open_target(&c.state, &target, &password)
             .await
-            .map_err(|e| AppError::Invalid(e.to_string()))?;
+            .map_err(|e| {
+                AppError::Invalid(crate::ssr::words::without_paths(
+                    &e.to_string(),
+                    &[],
+                    c.can(Perm::ManageUsers),
+                ))
+            })?;
         Ok(Opened { row, repo, source })
     }
 

@@ -74,7 +74,10 @@ pub async fn create_user(
         store::insert_user(&c.state.db, &username, &phc, role.as_str())
             .await
             .or_internal("creating a user")?
-            .ok_or_else(|| AppError::Field("username".into(), "This user name is taken.".into()))
+            .ok_or_else(|| AppError::Conflict {
+                field: Some("username".into()),
+                message: "This user name is taken.".into(),
+            })
     }
     .await;
     c.audited("user.create", &format!("user {}", username.trim()), result)

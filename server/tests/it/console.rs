@@ -114,7 +114,10 @@ async fn a_wrong_password_or_unknown_user_gets_an_error_and_no_cookie() {
         );
         assert!(resp.headers().get("location").is_none());
         let body = resp.text().await.unwrap();
-        assert_eq!(body, "\"InvalidCredentials\"", "{user}/{password}");
+        assert_eq!(
+            body, r#"{"error":"Invalid user name or password.","code":"invalid_credentials"}"#,
+            "{user}/{password}"
+        );
     }
     let log = server.stop();
     assert!(!log.contains(ADMIN_PASSWORD), "a password reached the log");
@@ -147,7 +150,11 @@ async fn pages_need_a_session_and_reject_forged_tokens() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.text().await.unwrap(), "\"Unauthenticated\"");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"error": "Please log in.", "code": "unauthenticated"})
+    );
     assert_eq!(
         client()
             .get(server.url("/login"))
@@ -256,7 +263,13 @@ async fn repeated_failed_logins_are_slowed_down_and_audited() {
     for _ in 0..5 {
         let r = login(&server, "admin", "guess").await;
         assert!(session_cookie(&r).is_none());
-        assert_eq!(r.text().await.unwrap(), "\"InvalidCredentials\"");
+        assert_eq!(r.status(), 401);
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("\"code\":\"invalid_credentials\"")
+        );
     }
     // Now even the right password has to wait.
     let r = login(&server, "admin", ADMIN_PASSWORD).await;

@@ -687,8 +687,9 @@ async fn a_paused_source_or_target_is_not_backed_up_and_resumes() {
     let r = api
         .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
         .await;
+    // A conflict with the source's state (409), not bad input.
     assert!(
-        r.status == 400
+        r.status == 409
             && r.body
                 .contains("Source s-nightly is paused: resume it on Sources"),
         "{r:?}"
@@ -735,7 +736,7 @@ async fn a_paused_source_or_target_is_not_backed_up_and_resumes() {
         .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
         .await;
     assert!(
-        r.status == 400 && r.body.contains("Target t-nightly is paused"),
+        r.status == 409 && r.body.contains("Target t-nightly is paused"),
         "{r:?}"
     );
     assert_eq!(policy_view().await["held"], "target paused");

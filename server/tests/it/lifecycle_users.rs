@@ -134,7 +134,7 @@ async fn removal(database_url: Option<&str>) {
         )
         .await;
     assert!(
-        again.status == 400 && again.body.contains("taken"),
+        again.status == 409 && again.body.contains("taken"),
         "{again:?}"
     );
     // The audit log names who removed whom, and still names olga's own actions.
