@@ -428,12 +428,18 @@ for t,n,s in c.execute(\"SELECT type,name,sql FROM sqlite_master WHERE name NOT 
 fn store(engine: Engine, out: &Path) {
     let root = engine.root();
     let dest = out.join(engine.name());
-    for dir in ["repo", "repo-offsite"] {
+    for dir in ["repo", "repo-offsite", "repo-ledger"] {
         copy_tree(&root.join(dir), &dest.join(dir));
         // Locks of a stopped server are stale by definition; a repository at rest has none.
         let _ = std::fs::remove_dir_all(dest.join(dir).join("locks"));
     }
-    std::fs::copy(root.join("shop.db"), dest.join("shop.db")).unwrap();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        // The sources, with what a capture keeps beside one (its WAL).
+        if name.starts_with("shop.db") || name.starts_with("ledger.db") {
+            std::fs::copy(root.join(&name), dest.join(&name)).unwrap();
+        }
+    }
     std::fs::create_dir_all(dest.join("data")).unwrap();
     for e in std::fs::read_dir(root.join("data")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
@@ -650,6 +656,53 @@ async fn fill(engine: Engine, database_url: Option<&str>, key: Option<&Path>) ->
         assert_eq!(api.wait_job(&admin, job).await[0]["status"], outcome);
     }
 
+    // A continuous capture on a second policy (a round a second, so that its next round
+    // is due whenever the fixture is used), with its state.
+    let ledger = root.join("ledger.db");
+    sqlite(
+        &ledger,
+        "CREATE TABLE entries (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
+         INSERT INTO entries VALUES (1, 10), (2, -4);",
+    );
+    let (_, _, continuous) = add_policy(
+        &api,
+        &admin,
+        "ledger",
+        &ledger,
+        &root.join("repo-ledger"),
+        "",
+        "UTC",
+    )
+    .await;
+    let continuous = continuous.json().as_i64().unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", continuous.to_string()), ("secs", "1".into())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let busy = list(&api, &admin, "jobs/list")
+            .await
+            .iter()
+            .any(|j| j["status"] == "queued" || j["status"] == "running");
+        let captured = list(&api, &admin, "policies/list")
+            .await
+            .iter()
+            .any(|p| p["id"] == continuous && !p["restorable_to"].is_null());
+        if captured && !busy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // Restore requests: two approvals needed, from approvers olga and adam.
     let r = api
         .form(
@@ -742,6 +795,7 @@ async fn fill(engine: Engine, database_url: Option<&str>, key: Option<&Path>) ->
         "deliveries": deliveries(&api, &admin).await.len(),
         "drills": list(&api, &admin, "drills/list").await.len(),
         "source_db": shop.display().to_string(),
+        "ledger_db": ledger.display().to_string(),
     });
     server.stop();
     let (holds, report) = audit_verify(&root.join("data"), database_url);
@@ -886,18 +940,32 @@ async fn upgrade(engine: Engine) {
             "copy_targets",
             "retention",
             "enabled",
+            "capture_secs",
         ] {
             assert_eq!(now[field], then[field], "policy {field}: {now}");
         }
     }
     assert_eq!(policies.len(), facts["policies"].as_array().unwrap().len());
-    let jobs = job_lines(&list(&api, &admin, "jobs/list").await);
+    // (The capture may start new jobs and snapshots as soon as the server runs: the
+    // history is compared up to the fixture's newest.)
+    let last_job = facts["jobs"].as_array().unwrap().last().unwrap()[0]
+        .as_i64()
+        .unwrap();
+    let jobs: Vec<_> = job_lines(&list(&api, &admin, "jobs/list").await)
+        .into_iter()
+        .filter(|j| j.0 <= last_job)
+        .collect();
     assert_eq!(serde_json::to_value(&jobs).unwrap(), facts["jobs"]);
     let kinds: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
     for kind in ["backup", "verify", "prune", "drill", "restore"] {
         assert!(kinds.contains(kind), "no {kind} job in {jobs:?}");
     }
-    let snaps = snapshots(&api, &admin).await;
+    let last_snapshot = facts["snapshots"][0].as_i64().unwrap();
+    let snaps: Vec<Value> = snapshots(&api, &admin)
+        .await
+        .into_iter()
+        .filter(|s| s["id"].as_i64().unwrap() <= last_snapshot)
+        .collect();
     assert_eq!(
         Value::from(snaps.iter().map(|s| s["id"].clone()).collect::<Vec<_>>()),
         facts["snapshots"]
@@ -941,7 +1009,14 @@ async fn upgrade(engine: Engine) {
     // The sealed secrets open: a backup into the fixture's repository (its password
     // was sealed at schema 17) succeeds and is copied to the offsite target (another
     // sealed password).
-    let policy = policies[0]["id"].as_i64().unwrap();
+    let by_name = |name: &str| {
+        policies
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no policy {name}: {policies:?}"))
+            .clone()
+    };
+    let policy = by_name("nightly")["id"].as_i64().unwrap();
     let shop = PathBuf::from(facts["source_db"].as_str().unwrap());
     sqlite(&shop, "INSERT INTO customers VALUES (4, 'Dee');");
     // Started by the policy's trigger URL: its token's hash came along too.
@@ -960,12 +1035,12 @@ async fn upgrade(engine: Engine) {
         .unwrap();
     let done = api.wait_job(&admin, job).await;
     assert_eq!(done[0]["status"], "succeeded", "{done}");
-    let after = snapshots(&api, &admin).await;
-    assert_eq!(
-        after.len(),
-        snaps.len() + 2,
-        "a backup and its copy: {after:?}"
-    );
+    let after: Vec<Value> = snapshots(&api, &admin)
+        .await
+        .into_iter()
+        .filter(|s| s["id"].as_i64().unwrap() > last_snapshot && s["policy"] == "nightly")
+        .collect();
+    assert_eq!(after.len(), 2, "a backup and its copy: {after:?}");
     // The source's approval rule came along: its backups are not browsed directly.
     let browse = api
         .json(
@@ -999,6 +1074,34 @@ async fn upgrade(engine: Engine) {
         ),
         "3 245"
     );
+
+    // The continuous capture carries on: the restorable range moves past a change
+    // made after the upgrade.
+    let ledger = by_name("ledger");
+    assert_eq!(ledger["capture_secs"], 1, "{ledger}");
+    sqlite(
+        Path::new(facts["ledger_db"].as_str().unwrap()),
+        "INSERT INTO entries VALUES (3, 7);",
+    );
+    let changed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = list(&api, &admin, "policies/list").await;
+        let p = now.iter().find(|p| p["name"] == "ledger").unwrap();
+        if p["restorable_to"].as_i64().is_some_and(|t| t >= changed) {
+            assert!(p["capture_error"].is_null(), "{p}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture did not resume: {p}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 
     // The audit chain written at schema 17 holds, and the new entries continue it.
     server.stop();
