@@ -236,7 +236,7 @@ mod tests {
             .to_vec()
     }
 
-    fn header<'a>(res: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(res: &Response, name: header::HeaderName) -> &str {
         res.headers()
             .get(name)
             .map(|v| v.to_str().unwrap())
