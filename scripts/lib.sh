@@ -198,40 +198,42 @@ build_release() {
   # Precompressed copies of the bundle (served with Content-Encoding: br / gzip).
   apt_install brotli gzip
   # One build at a time per checkout: two at once (two terminals, a test run beside a
-  # run.sh) would both rebuild target/site/pkg.new and break each other's bundle.
+  # run.sh) would both rebuild target/pkg.new and break each other's bundle.
   mkdir -p "$ROOT/target"
   local lock_fd
   exec {lock_fd}>"$ROOT/target/.build_release.lock"
   flock "$lock_fd"
-  local site="$ROOT/target/site" pkg="$ROOT/target/site/pkg"
+  # The bundle is made in target/pkg.new (outside the site the server embeds), then
+  # copied into target/site/pkg.
+  local site="$ROOT/target/site" pkg="$ROOT/target/site/pkg" new="$ROOT/target/pkg.new"
   local wasm="$ROOT/target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
   step "building the console's browser bundle (wasm, wasm-bindgen, wasm-opt; ~4 minutes the first time)" \
     "The error is above; 'cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release' repeats the compile alone."
   # LEPTOS_OUTPUT_NAME at compile time makes the pages load /pkg/tablesafe.wasm.
   env -u RUSTFLAGS LEPTOS_OUTPUT_NAME=tablesafe \
     cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release
-  rm -rf "$pkg.new"
-  mkdir -p "$pkg.new"
-  wasm-bindgen "$wasm" --target web --no-typescript --out-dir "$pkg.new" --out-name tablesafe
+  rm -rf "$new"
+  mkdir -p "$new"
+  wasm-bindgen "$wasm" --target web --no-typescript --out-dir "$new" --out-name tablesafe
   # shellcheck disable=SC2086 # the feature list is one flag per word
-  wasm-opt ${LEPTOS_WASM_OPT_FEATURES//,/ } "$pkg.new/tablesafe_bg.wasm" -o "$pkg.new/tablesafe.wasm"
-  rm "$pkg.new/tablesafe_bg.wasm"
-  cp "$ROOT/style/main.css" "$pkg.new/tablesafe.css"
+  wasm-opt ${LEPTOS_WASM_OPT_FEATURES//,/ } "$new/tablesafe_bg.wasm" -o "$new/tablesafe.wasm"
+  rm "$new/tablesafe_bg.wasm"
+  cp "$ROOT/style/main.css" "$new/tablesafe.css"
   local f
-  for f in "$pkg.new"/tablesafe.{js,wasm,css}; do
+  for f in "$new"/tablesafe.{js,wasm,css}; do
     gzip -9 -n -c "$f" >"$f.gz"
     brotli -q 11 -c "$f" >"$f.br"
   done
   # Replace only the files that changed: an unchanged file keeps its time, so the
   # server that embeds them is not compiled again for nothing.
   mkdir -p "$pkg"
-  for f in "$pkg.new"/*; do
+  for f in "$new"/*; do
     cmp -s "$f" "$pkg/${f##*/}" || cp "$f" "$pkg/${f##*/}"
   done
   for f in "$pkg"/*; do
-    [ -e "$pkg.new/${f##*/}" ] || rm -f "$f"
+    [ -e "$new/${f##*/}" ] || rm -f "$f"
   done
-  rm -rf "$pkg.new"
+  rm -rf "$new"
   for f in "$ROOT/public"/*; do
     cmp -s "$f" "$site/${f##*/}" || cp "$f" "$site/${f##*/}"
   done
