@@ -255,20 +255,12 @@ async fn make_history_fixture() {
         &history,
         "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;",
     );
-    // A paused source or target would be data schema 17 cannot hold.
-    let paused = sqlite_query(
-        &history,
-        "SELECT (SELECT count(*) FROM sources WHERE paused_at IS NOT NULL)
-              + (SELECT count(*) FROM targets WHERE paused_at IS NOT NULL)",
-    );
+    let paused = sqlite_query(&history, PAUSED);
     assert_eq!(
         paused, "0",
         "a paused source or target cannot be at schema 17"
     );
-    sqlite(
-        &history,
-        &format!("{}; VACUUM;", revert_sql(Engine::Sqlite)),
-    );
+    sqlite(&history, &format!("{}; VACUUM;", revert_sql()));
     check_sqlite_schema(&history);
     store(Engine::Sqlite, &out);
     std::fs::rename(
@@ -284,17 +276,13 @@ async fn make_history_fixture() {
         "postgres".into(),
         fill(Engine::Postgres, Some(&url), Some(&key)).await,
     );
-    let paused = run(psql(&url).args([
-        "-c",
-        "SELECT (SELECT count(*) FROM sources WHERE paused_at IS NOT NULL)
-              + (SELECT count(*) FROM targets WHERE paused_at IS NOT NULL)",
-    ]));
+    let paused = run(psql(&url).args(["-c", PAUSED]));
     assert_eq!(
         paused.trim(),
         "0",
         "a paused source or target cannot be at schema 17"
     );
-    run(psql(&url).args(["-c", &revert_sql(Engine::Postgres)]));
+    run(psql(&url).args(["-c", &revert_sql()]));
     let fresh = pg.create_database("fresh").unwrap();
     for file in migrations(Engine::Postgres) {
         run(psql(&fresh).arg("-1").arg("-f").arg(file));
@@ -378,11 +366,15 @@ fn migrations(engine: Engine) -> Vec<PathBuf> {
     files
 }
 
+/// Rows using what migration 18 added (a paused source or target): schema 17 cannot
+/// hold them, so the fixture must have none.
+const PAUSED: &str = "SELECT (SELECT count(*) FROM sources WHERE paused_at IS NOT NULL)
+    + (SELECT count(*) FROM targets WHERE paused_at IS NOT NULL)";
+
 /// Undoes migration 18 (two nullable columns, nothing paused in the fixture) and its
 /// record: the database is then what schema 17 plus the same rows would be. When the
 /// newest migration cannot be undone this exactly, see the README.
-fn revert_sql(engine: Engine) -> String {
-    let _ = engine;
+fn revert_sql() -> String {
     format!(
         "ALTER TABLE sources DROP COLUMN paused_at;
          ALTER TABLE targets DROP COLUMN paused_at;
