@@ -22,7 +22,7 @@ fi
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 step "packaging $bin into dist/" "Read the error above; packaging/ holds the files packaged."
-apt_install dpkg-dev xz-utils binutils
+apt_install xz-utils binutils # objdump: the oldest glibc the binary needs
 stage="$(mktemp -d)"
 cleanup() {
   local rc=$?
