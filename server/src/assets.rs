@@ -126,28 +126,30 @@ pub fn respond(
     }
     let name = path.strip_prefix('/').unwrap_or(path);
     let file = files.iter().find(|f| f.path == name)?;
+    let (body, encoding) = match (file.br, file.gzip) {
+        (Some(br), _) if accepts(headers, "br") => (br, Some("br")),
+        (_, Some(gz)) if accepts(headers, "gzip") => (gz, Some("gzip")),
+        _ => (file.body, None),
+    };
+    // Each encoding is its own representation, with its own (strong) ETag.
+    let etag = match encoding {
+        Some(e) => format!("{}-{e}\"", file.etag.trim_end_matches('"')),
+        None => file.etag.to_string(),
+    };
     let mut res = Response::builder()
-        .header(header::ETAG, file.etag)
+        .header(header::ETAG, &etag)
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::VARY, "accept-encoding");
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == file.etag || t.trim() == "*")
-        });
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if fresh {
         return res
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .ok();
     }
-    let (body, encoding) = match (file.br, file.gzip) {
-        (Some(br), _) if accepts(headers, "br") => (br, Some("br")),
-        (_, Some(gz)) if accepts(headers, "gzip") => (gz, Some("gzip")),
-        _ => (file.body, None),
-    };
     if let Some(e) = encoding {
         res = res.header(header::CONTENT_ENCODING, e);
     }
@@ -259,6 +261,7 @@ mod tests {
         .unwrap();
         assert_eq!(header(&res, header::CONTENT_ENCODING), "br");
         assert_eq!(header(&res, header::CONTENT_LENGTH), "6");
+        assert_eq!(header(&res, header::ETAG), "\"00000000000000aa-br\"");
         assert_eq!(body(res).await, b"brotli");
 
         let res = get(
@@ -291,6 +294,29 @@ mod tests {
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(header(&res, header::ETAG), "\"00000000000000aa\"");
         assert!(body(res).await.is_empty());
+
+        // The brotli body's ETag is not the plain body's.
+        let res = get(
+            Method::GET,
+            "/pkg/tablesafe.wasm",
+            &[
+                ("if-none-match", "\"00000000000000aa-br\""),
+                ("accept-encoding", "br"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        let res = get(
+            Method::GET,
+            "/pkg/tablesafe.wasm",
+            &[
+                ("if-none-match", "\"00000000000000aa-br\""),
+                ("accept-encoding", "gzip"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body(res).await, b"gzipped");
 
         // A changed file (another ETag) is sent again.
         let res = get(
