@@ -128,6 +128,37 @@ mod tests {
         assert_eq!(with_base("http://h/ts/login", "/ts"), "http://h/ts/login");
     }
 
+    /// A link written as a bare absolute path would leave the prefix (leptos_router's
+    /// `<A>` too: it keeps an absolute `href` as it is). Every page goes through [`url`].
+    #[test]
+    fn no_page_writes_a_bare_absolute_link() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("pages"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.push(dir.join("lib.rs"));
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for bare in [
+                    "href=\"/",
+                    "action=\"/",
+                    "href=format!(\"/",
+                    "action=format!(\"/",
+                    "set_href(\"/",
+                ] {
+                    assert!(
+                        !line.contains(bare),
+                        "{}:{}: a bare path; write crate::base::url(\"/…\"): {line}",
+                        file.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn links_outside_a_page_use_the_request_or_nothing() {
         let owner = leptos::prelude::Owner::new();
