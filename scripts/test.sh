@@ -13,6 +13,11 @@
 # then the release build exactly as scripts/run.sh makes it (same function), and the
 # browser tests (Playwright in headless Chromium) against that release server on a free
 # port with a temporary data directory: a change that breaks scripts/run.sh fails here.
+# Then the same release binary behind a real nginx (scripts/check_proxy.sh: at the root
+# with nginx's default Host rewrite, and under a path prefix), and the release artefacts
+# as a new user meets them (scripts/dist.sh, scripts/check_packages.sh: the tarball's
+# binary alone, the .deb installed, started as its unit would, and removed). The user
+# guide is built with mdBook and its links checked (scripts/check_docs.sh) before that.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -22,6 +27,8 @@ ensure_mariadb
 ensure_remote_test_servers
 ensure_chromium
 ensure_playwright
+ensure_man_tools
+ensure_nginx
 
 # Every build takes `--cfg erase_components` from .cargo/config.toml (as cargo-leptos
 # does for debug builds), so tests, clippy and the builds share compiled dependencies.
@@ -44,6 +51,9 @@ step "unit and integration tests (SQLite files, real PostgreSQL, S3 and SFTP ser
   "The failing test and its message are above; 'cargo test --workspace --exclude frontend --features app/ssr NAME' runs it alone."
 cargo test --workspace --exclude frontend --features app/ssr
 
+step "the user guide builds and its links hold" "The broken link or mdbook's error is above."
+scripts/check_docs.sh
+
 build_release
 
 step "browser tests (Playwright, headless Chromium) against the release build" \
@@ -51,6 +61,13 @@ step "browser tests (Playwright, headless Chromium) against the release build" \
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 (cd end2end && TABLESAFE_BIN="$ROOT/target/release/tablesafe" TABLESAFE_E2E_PORT="$port" \
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npx playwright test)
+
+step "behind nginx (root, prefix passed through, prefix stripped)" "check_proxy.sh's failing round is named above."
+scripts/check_proxy.sh "$ROOT/target/release/tablesafe" "$ROOT/target/site"
+
+step "release artefacts (tarball alone, .deb installed and removed)" "check_packages.sh's failing check is named above."
+scripts/dist.sh
+scripts/check_packages.sh "$ROOT/dist" "$ROOT/target/site"
 
 STEP=""
 say "all tests passed"
