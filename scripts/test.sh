@@ -66,7 +66,7 @@ step "behind nginx (root, prefix passed through, prefix stripped)" "check_proxy.
 scripts/check_proxy.sh "$ROOT/target/release/tablesafe" "$ROOT/target/site"
 
 step "release artefacts (tarball alone, .deb installed and removed)" "check_packages.sh's failing check is named above."
-scripts/dist.sh
+TABLESAFE_DIST_BIN="$ROOT/target/release/tablesafe" scripts/dist.sh
 scripts/check_packages.sh "$ROOT/dist" "$ROOT/target/site"
 
 STEP=""
