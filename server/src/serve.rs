@@ -22,8 +22,7 @@ use tower_http::trace::TraceLayer;
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     crate::metrics::install()?;
-    let http_policy =
-        HttpPolicy::new(args.public_url.as_deref())?.trusting(&args.trusted_proxies);
+    let http_policy = HttpPolicy::new(args.public_url.as_deref())?.trusting(&args.trusted_proxies);
     let metrics_access = crate::metrics::Access::from_env(args.metrics_public);
     // Opening creates the data directory, where the key file is by default.
     let db = args.history.open().await?;
@@ -164,7 +163,10 @@ pub fn router(state: AppState, policy: HttpPolicy, metrics: crate::metrics::Acce
     // a `Router::layer` would run after it.
     Router::new().fallback_service(
         tower::ServiceBuilder::new()
-            .layer(middleware::from_fn_with_state(prefix, hardening::strip_prefix))
+            .layer(middleware::from_fn_with_state(
+                prefix,
+                hardening::strip_prefix,
+            ))
             .service(app),
     )
 }

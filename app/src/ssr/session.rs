@@ -44,7 +44,11 @@ impl SessionKeys {
 
     /// The same keys with the cookie scoped to the path prefix `base` (`""`: the root).
     pub fn under(mut self, base: &str) -> Self {
-        self.cookie_path = if base.is_empty() { "/".into() } else { base.into() };
+        self.cookie_path = if base.is_empty() {
+            "/".into()
+        } else {
+            base.into()
+        };
         self
     }
 }
@@ -152,9 +156,9 @@ pub fn cookie_header(keys: &SessionKeys, token: Option<&str>) -> String {
             "{COOKIE_NAME}={t}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             keys.ttl_secs
         ),
-        None => format!(
-            "{COOKIE_NAME}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
-        ),
+        None => {
+            format!("{COOKIE_NAME}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        }
     }
 }
 
