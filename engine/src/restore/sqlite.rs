@@ -86,19 +86,23 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
         let mut done = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
             progress.table_started(&t.dest_table, Some(t.rows));
-            let (rows, merge) = match t.merge_table(i) {
+            let (rows, merge, notes) = match t.merge_table(i) {
                 Some(m) => {
                     let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
                     let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
-                    (rows, Some(crate::merge::apply(&mut db, &m).await?))
+                    let merge = crate::merge::apply(&mut db, &m).await?;
+                    (rows, Some(merge), Vec::new())
                 }
-                None => (restore_table(repo, &mut db, t, progress).await?, None),
+                None => {
+                    let (rows, notes) = restore_table(repo, &mut db, plan, t, progress).await?;
+                    (rows, None, notes)
+                }
             };
             progress.table_finished(&t.dest_table);
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
-                notes: Vec::new(),
+                notes,
                 merge,
             });
         }
@@ -134,12 +138,16 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
     result
 }
 
+/// Restores one table's rows (making it first for Create/Replace); returns the rows
+/// restored and notes on what was left out.
 async fn restore_table(
     repo: &Repository,
     db: &mut SqliteDb,
+    plan: &RestorePlan,
     t: &PlannedTable,
     progress: &dyn Progress,
-) -> Result<u64> {
+) -> Result<(u64, Vec<String>)> {
+    let mut notes = Vec::new();
     let e = &t.entry;
     if matches!(t.action, Action::Create | Action::Replace) {
         if matches!(t.action, Action::Replace) {
@@ -154,6 +162,25 @@ async fn restore_table(
             rename_create_table(&e.schema.create_sql, &t.dest_table)?
         } else {
             create_table_for(&t.dest_table, &t.schema_columns())
+        };
+        // A foreign key to a table that is neither restored (under that name) nor in the
+        // destination cannot hold: the table comes back without it, and says so.
+        let mut missing = Vec::new();
+        for parent in crate::source::sqlite::foreign_key_parents(&create) {
+            let restored = plan
+                .tables
+                .iter()
+                .any(|p| p.dest_table.eq_ignore_ascii_case(&parent));
+            if !restored && !db.table_exists(&parent).await? {
+                notes.push(format!(
+                    "foreign key to {parent} not restored: {parent} does not exist in the destination"
+                ));
+                missing.push(parent);
+            }
+        }
+        let create = match missing.is_empty() {
+            true => create,
+            false => crate::source::sqlite::drop_foreign_keys(&create, &missing),
         };
         db.exec(&create).await?;
     }
@@ -185,7 +212,7 @@ async fn restore_table(
             db.exec(&sql).await?;
         }
     }
-    Ok(kept)
+    Ok((kept, notes))
 }
 
 /// Inserts a table's rows (filtered, projected to the restored columns) with `insert`,

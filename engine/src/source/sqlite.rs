@@ -603,6 +603,151 @@ pub fn rename_create_index(sql: &str, new_index: &str, new_table: &str) -> Resul
     ))
 }
 
+/// An identifier's text without its quotes ("x", [x], `x`; doubled quotes undone).
+fn unquote(s: &str) -> String {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(b'['), Some(b']')) if s.len() >= 2 => s[1..s.len() - 1].to_string(),
+        (Some(&q @ (b'"' | b'`')), Some(&e)) if s.len() >= 2 && q == e => {
+            let q = q as char;
+            s[1..s.len() - 1].replace(&format!("{q}{q}"), &q.to_string())
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// The foreign-key clauses of a `CREATE TABLE`: each one's byte range to remove (with
+/// its separating comma or leading whitespace) and the table it references (unquoted,
+/// without a schema).
+fn foreign_key_clauses(sql: &str) -> Vec<(usize, usize, String)> {
+    let toks = tokens(sql);
+    let text = |t: &Token| &sql[t.start..t.end];
+    let Some(name) = name_token(sql, &toks, "TABLE") else {
+        return Vec::new();
+    };
+    let Some(open) = toks
+        .get(name + 1)
+        .filter(|t| text(t) == "(")
+        .map(|_| name + 1)
+    else {
+        return Vec::new();
+    };
+    // The definitions between the outer parentheses: (first token, end, comma before).
+    let mut elements: Vec<(usize, usize, Option<usize>)> = Vec::new();
+    let (mut depth, mut start, mut comma) = (0usize, open + 1, None);
+    for i in open + 1..toks.len() {
+        match text(&toks[i]) {
+            "(" => depth += 1,
+            ")" if depth > 0 => depth -= 1,
+            ")" | "," if depth == 0 => {
+                elements.push((start, i, comma));
+                if text(&toks[i]) == ")" {
+                    break;
+                }
+                (start, comma) = (i + 1, Some(i));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (first, end, comma) in elements {
+        let el = &toks[first..end];
+        let kw = |j: usize, k: &str| el.get(j).is_some_and(|t| is_kw(sql, t, k));
+        let table_fk = kw(0, "FOREIGN") || (kw(0, "CONSTRAINT") && kw(2, "FOREIGN"));
+        let mut depth = 0usize;
+        let mut j = if table_fk { 0 } else { 1 };
+        while j < el.len() {
+            match text(&el[j]) {
+                "(" => depth += 1,
+                ")" => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > 0 || !kw(j, "REFERENCES") {
+                j += 1;
+                continue;
+            }
+            let clause_start = if j >= 2 && kw(j - 2, "CONSTRAINT") {
+                j - 2
+            } else {
+                j
+            };
+            // The parent, possibly `schema.parent`.
+            let mut k = j + 1;
+            if el.get(k + 1).is_some_and(|t| text(t) == ".") {
+                k += 2;
+            }
+            let Some(parent) = el.get(k).filter(|t| t.word) else {
+                break;
+            };
+            let parent = unquote(text(parent));
+            let mut last = k;
+            k += 1;
+            if el.get(k).is_some_and(|t| text(t) == "(") {
+                while k < el.len() && text(&el[k]) != ")" {
+                    k += 1;
+                }
+                last = k.min(el.len() - 1);
+                k += 1;
+            }
+            loop {
+                if kw(k, "ON") && (kw(k + 1, "DELETE") || kw(k + 1, "UPDATE")) {
+                    k += 2;
+                    if kw(k, "SET") || kw(k, "NO") {
+                        k += 1;
+                    }
+                    last = k;
+                    k += 1;
+                } else if kw(k, "MATCH") {
+                    last = k + 1;
+                    k += 2;
+                } else if kw(k, "DEFERRABLE") || (kw(k, "NOT") && kw(k + 1, "DEFERRABLE")) {
+                    k += if kw(k, "NOT") { 2 } else { 1 };
+                    last = k - 1;
+                    if kw(k, "INITIALLY") {
+                        last = k + 1;
+                        k += 2;
+                    }
+                } else {
+                    break;
+                }
+            }
+            let last = last.min(el.len() - 1);
+            let from = match (table_fk, comma) {
+                (true, Some(c)) => toks[c].start,
+                (true, None) => el[0].start,
+                (false, _) if clause_start > 0 => el[clause_start - 1].end,
+                (false, _) => el[clause_start].start,
+            };
+            out.push((from, el[last].end, parent));
+            j = k;
+        }
+    }
+    out
+}
+
+/// The tables a `CREATE TABLE`'s foreign keys reference (unquoted, without a schema).
+pub fn foreign_key_parents(sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, p) in foreign_key_clauses(sql) {
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&p)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A `CREATE TABLE` without its foreign keys to the `parents` named (matched
+/// case-insensitively, as SQLite does): table constraints with their comma, column
+/// constraints with their leading space; every other byte unchanged.
+pub fn drop_foreign_keys(sql: &str, parents: &[String]) -> String {
+    let spans = foreign_key_clauses(sql)
+        .into_iter()
+        .filter(|(_, _, p)| parents.iter().any(|m| m.eq_ignore_ascii_case(p)))
+        .map(|(a, b, _)| (a, b, String::new()))
+        .collect();
+    replace_spans(sql, spans)
+}
+
 /// A CREATE TABLE for a subset of columns, from the discovered column list (used when
 /// only some columns were backed up; table constraints naming other columns are lost
 /// and the primary key is kept).
@@ -660,6 +805,69 @@ mod tests {
         assert_eq!(
             rename_create_table("CREATE TABLE `t`(x) WITHOUT ROWID", "u").unwrap(),
             "CREATE TABLE \"u\"(x) WITHOUT ROWID"
+        );
+    }
+
+    fn drop(sql: &str, parents: &[&str]) -> String {
+        let parents: Vec<String> = parents.iter().map(|p| p.to_string()).collect();
+        drop_foreign_keys(sql, &parents)
+    }
+
+    #[test]
+    fn drops_table_level_foreign_keys_with_their_comma() {
+        let sql = "CREATE TABLE orders (\n  id INTEGER PRIMARY KEY,\n  cid INT NOT NULL,\n  total REAL CHECK (total >= 0),\n  CONSTRAINT fk_c FOREIGN KEY (cid) REFERENCES customers(id) ON DELETE SET NULL ON UPDATE NO ACTION MATCH SIMPLE DEFERRABLE INITIALLY DEFERRED\n)";
+        assert_eq!(foreign_key_parents(sql), vec!["customers"]);
+        assert_eq!(
+            drop(sql, &["Customers"]),
+            "CREATE TABLE orders (\n  id INTEGER PRIMARY KEY,\n  cid INT NOT NULL,\n  total REAL CHECK (total >= 0)\n)"
+        );
+        assert_eq!(drop(sql, &["other"]), sql);
+        assert_eq!(
+            drop(
+                "CREATE TABLE o(a, b, UNIQUE(a), FOREIGN KEY(a,b) REFERENCES main.\"cu\"\"st\"(x, y), CHECK(a > 0))",
+                &["cu\"st"]
+            ),
+            "CREATE TABLE o(a, b, UNIQUE(a), CHECK(a > 0))"
+        );
+    }
+
+    #[test]
+    fn drops_column_level_foreign_keys_keeping_other_constraints() {
+        assert_eq!(
+            drop(
+                "CREATE TABLE o (cid INTEGER REFERENCES customers(id) NOT NULL DEFAULT 1, n TEXT COLLATE NOCASE)",
+                &["customers"]
+            ),
+            "CREATE TABLE o (cid INTEGER NOT NULL DEFAULT 1, n TEXT COLLATE NOCASE)"
+        );
+        assert_eq!(
+            drop(
+                "CREATE TABLE o (cid INT CONSTRAINT fk REFERENCES [customers] ON DELETE CASCADE NOT DEFERRABLE NOT NULL, x)",
+                &["customers"]
+            ),
+            "CREATE TABLE o (cid INT NOT NULL, x)"
+        );
+        assert_eq!(
+            drop(
+                "CREATE TABLE `o` (cid INT REFERENCES `customers`, pid INT REFERENCES products (id) CHECK (pid > 0), PRIMARY KEY (cid, pid))",
+                &["customers"]
+            ),
+            "CREATE TABLE `o` (cid INT, pid INT REFERENCES products (id) CHECK (pid > 0), PRIMARY KEY (cid, pid))"
+        );
+    }
+
+    #[test]
+    fn keeps_foreign_keys_to_present_tables() {
+        let sql = "CREATE TABLE o (a REFERENCES c, b, FOREIGN KEY (b) REFERENCES p (id))";
+        assert_eq!(foreign_key_parents(sql), vec!["c", "p"]);
+        assert_eq!(drop(sql, &["p"]), "CREATE TABLE o (a REFERENCES c, b)");
+        assert_eq!(
+            drop(sql, &["c"]),
+            "CREATE TABLE o (a, b, FOREIGN KEY (b) REFERENCES p (id))"
+        );
+        assert_eq!(
+            drop("CREATE TABLE o AS SELECT 1", &["c"]),
+            "CREATE TABLE o AS SELECT 1"
         );
     }
 
