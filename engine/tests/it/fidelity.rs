@@ -381,3 +381,106 @@ async fn a_wrong_password_is_refused_and_an_unencrypted_repository_needs_none() 
         engine::Error::RepositoryExists(_)
     ));
 }
+
+/// `orders` alone into a new file: its foreign key to `customers` (neither restored nor
+/// in the file) cannot hold, so the table comes back without it — rows and checks
+/// intact, a note saying so — instead of the restore failing. Restored together, the
+/// foreign key stays.
+#[tokio::test]
+async fn a_table_restored_without_its_parent_loses_only_that_foreign_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("shop.db");
+    exec(
+        &src,
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE products (id INTEGER PRIMARY KEY);
+         CREATE TABLE orders (
+           id INTEGER PRIMARY KEY,
+           customer_id INTEGER REFERENCES \"Customers\"(id) NOT NULL,
+           product_id INTEGER,
+           total REAL NOT NULL CHECK (total >= 0),
+           CONSTRAINT orders_product FOREIGN KEY (product_id) REFERENCES [products] (id) ON DELETE SET NULL
+         );
+         INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace');
+         INSERT INTO products VALUES (7);
+         INSERT INTO orders VALUES (1, 1, 7, 9.5), (2, 2, NULL, 20), (3, 1, 7, 0);",
+    )
+    .await;
+    let (_location, mut repo) = new_repo(dir.path()).await;
+    backup_all(&mut repo, &src).await;
+
+    // Only orders, into a file that has products but not customers.
+    let dest = dir.path().join("orders.db");
+    exec(
+        &dest,
+        "CREATE TABLE products (id INTEGER PRIMARY KEY); INSERT INTO products VALUES (7);",
+    )
+    .await;
+    let mut o = restore_opts(&dest);
+    o.selection.include = vec!["orders".into()];
+    let done = restore(&repo, &o).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].rows, 3);
+    assert_eq!(
+        done[0].notes,
+        ["foreign key to Customers not restored: Customers does not exist in the destination"]
+    );
+    assert_eq!(
+        rows(&dump(&dest, &["orders"]), "orders"),
+        rows(&dump(&src, &["orders"]), "orders")
+    );
+    let mut c = sqlite(&dest).await;
+    let fks: Vec<(String,)> =
+        sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_list('orders')")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(
+        fks,
+        [("products".to_string(),)],
+        "only the foreign key to the missing table goes"
+    );
+    let err = sqlx::query("INSERT INTO orders VALUES (4, 1, 7, -1)")
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    let err = sqlx::query("INSERT INTO orders VALUES (4, NULL, 7, 1)")
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("NOT NULL constraint failed"),
+        "{err}"
+    );
+    sqlx::Connection::close(c).await.unwrap();
+
+    // Both tables into a new file: the foreign key stays, and holds.
+    let dest = dir.path().join("both.db");
+    let mut o = restore_opts(&dest);
+    o.selection.include = vec!["customers".into(), "orders".into(), "products".into()];
+    let done = restore(&repo, &o).await.unwrap();
+    assert!(done.iter().all(|d| d.notes.is_empty()), "{done:?}");
+    let mut c = sqlite(&dest).await;
+    let fks: Vec<(String,)> = sqlx::query_as(
+        "SELECT \"table\" FROM pragma_foreign_key_list('orders') ORDER BY \"table\"",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(fks, [("Customers".to_string(),), ("products".to_string(),)]);
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let err = sqlx::query("INSERT INTO orders VALUES (4, 99, 7, 1)")
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("FOREIGN KEY constraint failed"),
+        "{err}"
+    );
+    sqlx::Connection::close(c).await.unwrap();
+}
