@@ -635,13 +635,13 @@ fn foreign_key_clauses(sql: &str) -> Vec<(usize, usize, String)> {
     // The definitions between the outer parentheses: (first token, end, comma before).
     let mut elements: Vec<(usize, usize, Option<usize>)> = Vec::new();
     let (mut depth, mut start, mut comma) = (0usize, open + 1, None);
-    for i in open + 1..toks.len() {
-        match text(&toks[i]) {
+    for (i, t) in toks.iter().enumerate().skip(open + 1) {
+        match text(t) {
             "(" => depth += 1,
             ")" if depth > 0 => depth -= 1,
             ")" | "," if depth == 0 => {
                 elements.push((start, i, comma));
-                if text(&toks[i]) == ")" {
+                if text(t) == ")" {
                     break;
                 }
                 (start, comma) = (i + 1, Some(i));
