@@ -319,3 +319,38 @@ async fn a_replaced_database_file_is_captured_again() {
         .unwrap();
     assert_eq!(v, "new");
 }
+
+/// A restore to an instant of `orders` alone into a new file: its foreign key to
+/// `customers` (not restored, not in the file) is left out with a note, as for a
+/// snapshot, instead of failing the restore.
+#[tokio::test]
+async fn a_table_restored_to_an_instant_without_its_parent_loses_that_foreign_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    exec(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER REFERENCES customers(id) NOT NULL);
+         INSERT INTO customers VALUES (1); INSERT INTO orders VALUES (10, 1), (11, 1);",
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let mut capture =
+        SqliteCapture::new(url(&db), "shop", Selection::default(), Default::default()).unwrap();
+    let r = capture.round(&mut repo, &NoProgress).await.unwrap();
+    let out = dir.path().join("orders.db");
+    let mut opts = restore_opts(&out);
+    opts.at_ms = Some(r.covers_until_ms);
+    opts.selection.include = vec!["orders".into()];
+    let done = restore(&repo, &opts).await.unwrap();
+    assert_eq!(done[0].rows, 2);
+    assert_eq!(
+        done[0].notes,
+        ["foreign key to customers not restored: customers does not exist in the destination"]
+    );
+    let fks: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_foreign_key_list('orders')")
+        .fetch_one(&mut sqlite(&out).await)
+        .await
+        .unwrap();
+    assert_eq!(fks, 0);
+}
