@@ -49,13 +49,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The routes of `/api/v1` (the description among them) and the 404/405 in the error
-/// shape for anything else under it.
+/// shape for anything else under it, and under `/api/` (where the server functions are:
+/// their exact paths win over the catch-all).
 pub fn routes() -> axum::Router<AppState> {
     let (router, _) = api().split_for_parts();
     router
         .method_not_allowed_fallback(method_not_allowed)
         .route("/api/v1", axum::routing::any(not_found))
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
+        .route("/api/{*rest}", axum::routing::any(not_found))
 }
 
 /// The router and its description, from one list: what is routed is described.
@@ -561,7 +563,8 @@ mod tests {
             routed,
             [
                 "        .route(\"/api/v1\", axum::routing::any(not_found))",
-                "        .route(\"/api/v1/{*rest}\", axum::routing::any(not_found))"
+                "        .route(\"/api/v1/{*rest}\", axum::routing::any(not_found))",
+                "        .route(\"/api/{*rest}\", axum::routing::any(not_found))"
             ]
         );
         let paths = super::description().paths.paths;

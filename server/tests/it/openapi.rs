@@ -637,6 +637,8 @@ async fn every_route_answers_as_its_openapi_description_says() {
     // server function's refusal and its bad arguments.
     for (method, path, status) in [
         ("GET", "/api/v1/backups", 404),
+        ("GET", "/api/no-such-function", 404),
+        ("POST", "/api/no-such-function", 404),
         ("GET", "/api/v1/requests", 405),
         ("POST", "/api/policies/list", 403),
         ("POST", "/api/jobs/get", 400),
