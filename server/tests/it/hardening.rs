@@ -2,28 +2,8 @@
 //! cross-site check when a request has no `Host`, `/metrics` closed by default, and
 //! server-function refusals answered with their own status instead of 500.
 
-use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, client, cookie, login};
+use crate::harness::{ADMIN_PASSWORD, Api, Server, client, cookie, header, login, start_in};
 use std::io::{Read, Write};
-
-fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    std::fs::create_dir_all(dir).unwrap();
-    Server::start_with_env(
-        Options {
-            data_dir: &dir.join("data"),
-            database_url: None,
-            admin_password: Some(ADMIN_PASSWORD),
-        },
-        env,
-    )
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 /// The nonce a Content-Security-Policy allows scripts with.
 fn nonce_of(csp: &str) -> String {
@@ -71,7 +51,7 @@ fn raw_login(server: &Server, host: Option<&str>, origin: &str) -> (String, Stri
 #[tokio::test]
 async fn every_answer_carries_the_security_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]);
+    let server = start_in(dir.path(), &[]);
     let http = client();
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let mut nonces = Vec::new();
@@ -146,7 +126,7 @@ async fn every_answer_carries_the_security_headers() {
 #[tokio::test]
 async fn an_https_public_url_brings_hsts_and_a_secure_cookie() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = start_in(
         dir.path(),
         &[("TABLESAFE_PUBLIC_URL", "https://backup.example.com")],
     );
@@ -183,7 +163,7 @@ async fn an_https_public_url_brings_hsts_and_a_secure_cookie() {
 #[tokio::test]
 async fn a_post_without_host_from_another_site_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]);
+    let server = start_in(dir.path(), &[]);
     let (head, body) = raw_login(&server, None, "http://evil.example");
     assert!(head.starts_with("HTTP/1.1 403"), "{head}\n{body}");
     assert!(body.contains("cross-site request refused"), "{body}");
@@ -203,7 +183,7 @@ async fn metrics_are_closed_unless_opened() {
     let dir = tempfile::tempdir().unwrap();
     let http = client();
     {
-        let server = start(&dir.path().join("closed"), &[]);
+        let server = start_in(&dir.path().join("closed"), &[]);
         for auth in [None, Some("Bearer anything")] {
             let mut req = http.get(server.url("/metrics"));
             if let Some(a) = auth {
@@ -220,7 +200,7 @@ async fn metrics_are_closed_unless_opened() {
         }
     }
     {
-        let server = start(
+        let server = start_in(
             &dir.path().join("token"),
             &[("TABLESAFE_METRICS_TOKEN", "s3cret-scrape")],
         );
@@ -237,7 +217,7 @@ async fn metrics_are_closed_unless_opened() {
         assert!(r.text().await.unwrap().contains("tablesafe_"));
     }
     {
-        let server = start(
+        let server = start_in(
             &dir.path().join("public"),
             &[("TABLESAFE_METRICS_PUBLIC", "true")],
         );
@@ -263,7 +243,7 @@ async fn metrics_are_closed_unless_opened() {
 #[tokio::test]
 async fn server_function_refusals_have_their_status() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]);
+    let server = start_in(dir.path(), &[]);
     let api = Api { server: &server };
     let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
     let r = api

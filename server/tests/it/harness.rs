@@ -379,3 +379,50 @@ pub async fn newest_snapshot(api: &Api<'_>, admin: &str) -> i64 {
         .as_i64()
         .unwrap_or_else(|| panic!("no snapshot: {r:?}"))
 }
+
+/// A server with a SQLite history in `dir`/data (made if missing), the admin password
+/// set, and `env` on top.
+pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    Server::start_with_env(
+        Options {
+            data_dir: &dir.join("data"),
+            database_url: None,
+            admin_password: Some(ADMIN_PASSWORD),
+        },
+        env,
+    )
+}
+
+/// A response header's value, empty when absent.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `tablesafe audit verify` for the server in `data` (stopped or running); (succeeded,
+/// what it printed). The S3 test server's credentials are set for heads kept in S3
+/// targets.
+pub fn audit_verify(data: &Path, database_url: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+    cmd.args(["audit", "verify", "--data-dir"])
+        .arg(data)
+        .env_remove("TABLESAFE_DATABASE_URL")
+        .env("AWS_ACCESS_KEY_ID", "test-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret");
+    if let Some(url) = database_url {
+        cmd.env("TABLESAFE_DATABASE_URL", url);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

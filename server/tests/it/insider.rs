@@ -1,6 +1,6 @@
 //! What a logged-in insider might try, played as the role that would try it.
 
-use crate::harness::{self, ADMIN_PASSWORD, Api, Options, Server, cookie};
+use crate::harness::{self, ADMIN_PASSWORD, Api, Options, Server, audit_verify, cookie};
 
 /// The operator "olga", added by `admin`, logged in: the insider most attacks here are
 /// played by.
@@ -277,28 +277,6 @@ async fn a_copied_session_cookie_ends_when_its_user_or_an_admin_says_so() {
             assert!(actions.contains(&wanted), "{wanted} not in {actions:?}");
         }
     }
-}
-
-/// `tablesafe audit verify` for the server in `data`; (succeeded, what it printed).
-fn audit_verify(data: &std::path::Path, database_url: Option<&str>) -> (bool, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-    cmd.args(["audit", "verify", "--data-dir"])
-        .arg(data)
-        .env_remove("TABLESAFE_DATABASE_URL")
-        .env("AWS_ACCESS_KEY_ID", "test-key-id")
-        .env("AWS_SECRET_ACCESS_KEY", "test-secret");
-    if let Some(url) = database_url {
-        cmd.env("TABLESAFE_DATABASE_URL", url);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// Whoever owns the history database deletes the newest audit entries (after

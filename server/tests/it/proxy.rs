@@ -5,27 +5,7 @@
 //! browser and an untrusted peer's do not. scripts/check_proxy.sh runs the browser
 //! through a real nginx; these check what each answer says.
 
-use crate::harness::{ADMIN_PASSWORD, Options, Server, client, page_html, session_cookie};
-
-fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    std::fs::create_dir_all(dir).unwrap();
-    Server::start_with_env(
-        Options {
-            data_dir: &dir.join("data"),
-            database_url: None,
-            admin_password: Some(ADMIN_PASSWORD),
-        },
-        env,
-    )
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
+use crate::harness::{ADMIN_PASSWORD, Server, client, header, page_html, session_cookie, start_in};
 
 /// A login as a browser behind a proxy sends it: `Host` rewritten to the console's
 /// own address, the page's `Origin`, and `extra` headers.
@@ -48,7 +28,7 @@ async fn proxied_login(
 #[tokio::test]
 async fn under_a_path_prefix_links_assets_redirects_and_the_cookie_carry_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(
+    let server = start_in(
         dir.path(),
         &[("TABLESAFE_PUBLIC_URL", "http://ops.example.com/tablesafe/")],
     );
@@ -150,7 +130,7 @@ async fn under_a_path_prefix_links_assets_redirects_and_the_cookie_carry_it() {
 async fn a_proxy_that_rewrites_host_needs_the_browser_a_trusted_proxy_or_the_public_url() {
     let dir = tempfile::tempdir().unwrap();
     // No --public-url, no trusted proxy: what nginx's default proxy_pass gives.
-    let plain = start(&dir.path().join("plain"), &[]);
+    let plain = start_in(&dir.path().join("plain"), &[]);
     let origin = "https://backup.example.com";
     let upstream = plain.base.trim_start_matches("http://").to_string();
     let forwarded = [
@@ -191,7 +171,7 @@ async fn a_proxy_that_rewrites_host_needs_the_browser_a_trusted_proxy_or_the_pub
 
     // The same forwarded headers from a proxy named in --trusted-proxies vouch for
     // the Origin; a forged Origin is still refused.
-    let trusted = start(
+    let trusted = start_in(
         &dir.path().join("trusted"),
         &[("TABLESAFE_TRUSTED_PROXIES", "127.0.0.1")],
     );

@@ -8,8 +8,8 @@
 //! [`ROOT`], with a lock file keeping two test runs on one machine apart.
 
 use crate::harness::{
-    ADMIN_PASSWORD, Api, Options, Server, USER_PASSWORD, add_policy, add_user, client, cookie,
-    login, page_html, session_cookie, sqlite,
+    ADMIN_PASSWORD, Api, Options, Server, USER_PASSWORD, add_policy, add_user, audit_verify,
+    client, cookie, login, page_html, session_cookie, sqlite,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -95,26 +95,6 @@ fn sqlite_query(db: &Path, sql: &str) -> String {
         .arg(sql))
     .trim()
     .to_string()
-}
-
-/// `tablesafe audit verify` on a stopped server's history; (holds, what it printed).
-fn audit_verify(data: &Path, database_url: Option<&str>) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-    cmd.args(["audit", "verify", "--data-dir"])
-        .arg(data)
-        .env_remove("TABLESAFE_DATABASE_URL");
-    if let Some(url) = database_url {
-        cmd.env("TABLESAFE_DATABASE_URL", url);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// "The chain is intact: N entries." → N.
