@@ -112,6 +112,12 @@ ensure_mariadb() {
   apt_install mariadb-server mariadb-client
 }
 
+# mydumper/myloader: the parallel anchors of the MariaDB benchmark (bench/mysql_bench.sh).
+ensure_mydumper() {
+  ensure_mariadb
+  apt_install mydumper
+}
+
 ensure_chromium() {
   apt_install chromium
 }
