@@ -5,8 +5,8 @@
 #   peak RSS of backup and restore goal <= 256 MB (GNU time)
 #
 #   bench/pg_large_bench.sh                  # 20,000,000 rows, ~3.6 GB table, ~40 min here
-#   ROWS=200000 RECORD=0 bench/pg_large_bench.sh   # a quick try, nothing recorded
-#   TS=/tmp/tablesafe-copy RESTORE_RUNS=1 bench/pg_large_bench.sh
+#   ROWS=200000 bench/pg_large_bench.sh      # a quick try (~30 s)
+#   TS=/tmp/tablesafe-copy RESTORE_RUNS=1 RECORD=1 bench/pg_large_bench.sh
 #
 # The table is not pg_bench.sh's: a different column mix (a payments ledger: a bigint
 # key, int, numeric(14,4), char(3), short and variable-width text, timestamp, date,
@@ -17,8 +17,8 @@
 # before the next, so the disk holds the source, the dump, the repository and one
 # restore at a time (~12 GB at 20 M rows; checked against `df` first). The last
 # tablesafe restore is compared with the source (row count and an order-independent
-# sum of per-row hashes). Unless RECORD=0 the figures go to bench/results/S3.json
-# (bench/record.py) for the guide's table and chart (bench/chart.py).
+# sum of per-row hashes). With RECORD=1 the figures go to bench/results/S3.json
+# (bench/record.py; RESULTS=dir for another place) for the guide's table and chart.
 #
 # Needs a release build (TS=path to use a copy; built here if missing) and GNU time.
 source "$(dirname "$0")/common.sh"
@@ -127,7 +127,7 @@ OUT
 [ "$same" = yes ] || { echo "the tablesafe restore differs from the source: $SRC_FP vs $TS_FP" >&2; exit 1; }
 
 PEAK=$(( M[ts_backup] > TS_RSS ? M[ts_backup] : TS_RSS ))
-if [ "${RECORD:-1}" != 0 ]; then
+if [ "${RECORD:-0}" = 1 ]; then
   python3 "$ROOT/bench/record.py" S3 ${RESULTS:+--out "$RESULTS"} \
     --workload "$(python3 -c "print(f'PostgreSQL {$ROWS:,} rows, {$TABLE_BYTES/1e9:.1f} GB ledger table (12 mixed columns)')")" \
     --measure "backup / pg_dump -Fc" "${T[ts_backup]}" "${T[pg_dump]}" 0.3 \

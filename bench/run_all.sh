@@ -7,7 +7,7 @@
 #   bench/run_all.sh --list       # which script measures what, and which are missing
 #
 # Each script measures ours against its anchors in the same run on this machine and
-# records its figures in bench/results/S<n>.json (bench/record.py). The release binary
+# records its figures in bench/results/S<n>.json (RECORD=1, bench/record.py). The binary
 # is built once here (cargo, incremental) and copied aside, so a build started meanwhile
 # does not change what is being timed; scripts that honour TS= use the copy. A script
 # that is missing is skipped with a message; one that fails does not stop the others,
@@ -52,7 +52,7 @@ echo "== building the release binary" >&2
 BIN_COPY="$(mktemp /tmp/tablesafe-bench-bin-XXXXXX)"
 trap 'rm -f "$BIN_COPY"' EXIT
 cp "$ROOT/target/release/tablesafe" "$BIN_COPY"
-export TS="$BIN_COPY"
+export TS="$BIN_COPY" TS_BIN="$BIN_COPY" RECORD=1
 
 started=$SECONDS
 failed=()
