@@ -199,7 +199,7 @@ def with_table(doc_text: str, generated: str, doc_path: str) -> str:
         sys.exit(f"{doc_path}: no '{BEGIN}' … '{END}' lines to put the table between: add them where the table goes")
     head, rest = doc_text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{generated}{END}{tail}"
+    return f"{head}{BEGIN}\n\n{generated}\n{END}{tail}"
 
 
 def main() -> int:
