@@ -68,14 +68,16 @@ SQL
 TABLE_BYTES=$(psql "$URL/src" -At -c "SELECT pg_table_size('ledger')")
 echo "$(date -u +%H:%M:%S) table: $((TABLE_BYTES / 1000000)) MB" >&2
 
-declare -A T M
-# run NAME CMD... : times CMD, keeps its seconds and peak RSS (KiB).
+declare -A T M CPU
+# run NAME CMD... : times CMD, keeps its seconds, peak RSS (KiB) and CPU seconds (user +
+# system: near 2x the wall time on 2 cores means CPU-bound).
 run() {
-  local name="$1"; shift
+  local name="$1" u s; shift
   echo "$(date -u +%H:%M:%S) $name" >&2
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
-  read -r T[$name] M[$name] < "$WORK/time"
-  echo "    ${T[$name]} s, peak RSS $((M[$name] / 1024)) MB" >&2
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
+  read -r T[$name] M[$name] u s < "$WORK/time"
+  CPU[$name]=$(python3 -c "print(f'{$u + $s:.1f}')")
+  echo "    ${T[$name]} s, peak RSS $((M[$name] / 1024)) MB, CPU ${CPU[$name]} s" >&2
 }
 settle() { psql "$URL/postgres" -c CHECKPOINT; sync; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -88,6 +90,9 @@ settle
 run pg_dump "$PGBIN/pg_dump" -Fc -f "$WORK/dump.fc" "$URL/src"
 settle
 run ts_backup "$TS" backup --source "$URL/src" --repo "$WORK/repo" --json
+# The read floor: the server's fastest way out, one connection, nothing kept.
+settle
+run copy_out bash -c "psql '$URL/src' -c 'COPY ledger TO STDOUT (FORMAT binary)' > /dev/null"
 DUMP=$(stat -c %s "$WORK/dump.fc")
 REPO=$(du -sb "$WORK/repo" | cut -f1)
 
@@ -114,10 +119,11 @@ ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}
 cat <<OUT
 
 S3: $ROWS rows, table $(mb "$TABLE_BYTES") MB, $(nproc) cores, load $LOAD_BEFORE before / $LOAD_AFTER after
-  pg_dump -Fc            ${T[pg_dump]} s   dump $(mb "$DUMP") MB
-  tablesafe backup       ${T[ts_backup]} s   repository $(mb "$REPO") MB, peak RSS $((M[ts_backup] / 1024)) MB
+  pg_dump -Fc            ${T[pg_dump]} s   dump $(mb "$DUMP") MB, client CPU ${CPU[pg_dump]} s
+  tablesafe backup       ${T[ts_backup]} s   repository $(mb "$REPO") MB, peak RSS $((M[ts_backup] / 1024)) MB, client CPU ${CPU[ts_backup]} s
+  raw binary COPY        ${T[copy_out]} s   one connection to /dev/null (the read floor)
   pg_restore -j 2        $PG_RESTORE s   median of ${PG_RUNS[*]}
-  tablesafe restore      $TS_RESTORE s   median of ${TS_RUNS[*]}, peak RSS $((TS_RSS / 1024)) MB
+  tablesafe restore      $TS_RESTORE s   median of ${TS_RUNS[*]}, peak RSS $((TS_RSS / 1024)) MB, client CPU ${CPU[ts_restore]} s (last)
   restore identical to the source: $same ($TS_FP)
 
   backup / pg_dump -Fc        $(ratio "${T[ts_backup]}" "${T[pg_dump]}")   [<= 0.3]
@@ -129,13 +135,14 @@ OUT
 PEAK=$(( M[ts_backup] > TS_RSS ? M[ts_backup] : TS_RSS ))
 if [ "${RECORD:-0}" = 1 ]; then
   python3 "$ROOT/bench/record.py" S3 ${RESULTS:+--out "$RESULTS"} \
-    --workload "$(python3 -c "print(f'PostgreSQL {$ROWS:,} rows, {$TABLE_BYTES/1e9:.1f} GB ledger table (12 mixed columns)')")" \
+    --workload "$(python3 -c "b = $TABLE_BYTES; print(f'PostgreSQL {$ROWS:,} rows, ' + (f'{b/1e9:.1f} GB' if b >= 1e9 else f'{b/1e6:.0f} MB') + ' ledger table (12 mixed columns)')")" \
     --measure "backup / pg_dump -Fc" "${T[ts_backup]}" "${T[pg_dump]}" 0.3 \
     --measure "restore / pg_restore -j 2" "$TS_RESTORE" "$PG_RESTORE" 0.8 \
     --measure "peak RSS, backup and restore (MB) / 256 MB" "$((PEAK / 1024))" 256 1.0 \
     --extra "backup_rss_mb=$((M[ts_backup] / 1024))" --extra "restore_rss_mb=$((TS_RSS / 1024))" \
     --extra "rows=$ROWS" --extra "table_mb=$(mb "$TABLE_BYTES")" --extra "dump_mb=$(mb "$DUMP")" \
     --extra "repository_mb=$(mb "$REPO")" --extra "restore_runs=$RUNS" \
+    --extra "raw_copy_s=${T[copy_out]}" --extra "backup_cpu_s=${CPU[ts_backup]}" --extra "pg_dump_cpu_s=${CPU[pg_dump]}" \
     --extra "pg_restore_runs_s=${PG_RUNS[*]}" --extra "ts_restore_runs_s=${TS_RUNS[*]}" \
     --extra "load_before=$LOAD_BEFORE" --extra "load_after=$LOAD_AFTER" \
     --note "restores: median of $RUNS each, alternating, each into a fresh database; the tablesafe restore is identical to the source (count + per-row hash sum)"
