@@ -181,6 +181,7 @@
 pub mod backup;
 pub mod browse;
 pub mod capture;
+pub mod checksum;
 pub mod chunker;
 pub mod copy;
 mod dialect;

@@ -534,6 +534,24 @@ pub struct TableEntry {
     /// when it is not: only a keyed table can get `delta` segments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key: Vec<String>,
+    /// Format 2: the table's checksum is the root over this list of key-ordered block
+    /// sums ([`crate::checksum`]), not the BLAKE3 of the whole stream. Absent in format
+    /// 1 manifests and for unkeyed tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockList>,
+}
+
+/// Where a table's block list is stored ([`crate::checksum`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockList {
+    /// Rows per block are 2^`bits` on average.
+    pub bits: u32,
+    /// Blocks in the list.
+    pub count: u64,
+    /// Length of the encoded list.
+    pub bytes: u64,
+    /// The encoded list's chunks, in order.
+    pub chunks: Vec<ChunkId>,
 }
 
 impl TableEntry {
@@ -554,6 +572,7 @@ impl TableEntry {
             .iter()
             .flat_map(|l| l.chunks.iter())
             .chain(self.chunks.iter())
+            .chain(self.blocks.iter().flat_map(|b| b.chunks.iter()))
     }
 }
 

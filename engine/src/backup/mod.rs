@@ -350,6 +350,7 @@ async fn backup_locked(
             segment_bytes: s.segment_bytes,
             base: s.base,
             key: s.key,
+            blocks: None,
         })
         .collect();
     let changes_only = streamed_changes_only;
