@@ -1,6 +1,73 @@
 //! Restoring into SQLite: one `BEGIN IMMEDIATE` transaction, foreign keys deferred.
+//!
+//! The transaction runs on a rusqlite connection owned by a blocking thread
+//! ([`LiteConn`]): rows are decoded and checked here and cross to that thread in
+//! batches, where one prepared `INSERT` writes them (sqlx's driver would cross threads
+//! for every row). A plan that merges rows into existing tables runs on sqlx instead,
+//! whose connection [`crate::merge`] is written for.
 
 use super::*;
+use crate::model::Value;
+use crate::source::sqlite::bulk::{self, LiteConn};
+use tokio::sync::mpsc;
+
+/// The connection a restore's transaction runs on.
+trait Writer: Send {
+    async fn exec(&mut self, sql: &str) -> Result<()>;
+    async fn table_exists(&mut self, name: &str) -> Result<bool>;
+    /// Inserts the rows of every batch from `rows` with `insert`, until it closes.
+    async fn insert(
+        &mut self,
+        insert: &str,
+        table: &str,
+        rows: mpsc::Receiver<Vec<Vec<Value>>>,
+    ) -> Result<()>;
+}
+
+impl Writer for LiteConn {
+    async fn exec(&mut self, sql: &str) -> Result<()> {
+        LiteConn::exec(self, sql).await
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool> {
+        LiteConn::table_exists(self, name).await
+    }
+
+    async fn insert(
+        &mut self,
+        insert: &str,
+        table: &str,
+        rows: mpsc::Receiver<Vec<Vec<Value>>>,
+    ) -> Result<()> {
+        let (insert, table) = (insert.to_string(), table.to_string());
+        self.call(move |c| bulk::insert_rows(c, &insert, &table, rows).map(|_| ()))
+            .await
+    }
+}
+
+impl Writer for SqliteDb {
+    async fn exec(&mut self, sql: &str) -> Result<()> {
+        SqliteDb::exec(self, sql).await
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool> {
+        SqliteDb::table_exists(self, name).await
+    }
+
+    async fn insert(
+        &mut self,
+        insert: &str,
+        _table: &str,
+        mut rows: mpsc::Receiver<Vec<Vec<Value>>>,
+    ) -> Result<()> {
+        while let Some(batch) = rows.recv().await {
+            for row in batch {
+                SqliteDb::insert(self, insert, row).await?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A SQLite file; one that does not exist yet is created only by the restore itself.
 pub(super) struct Sqlite {
@@ -35,7 +102,11 @@ impl Destination for Sqlite {
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(async move {
             drop(self.db);
-            execute(run, SqliteDb::open_write(&self.path).await?).await
+            let merges = !run.merges().is_empty();
+            match merges {
+                true => execute(run, SqliteDb::open_write(&self.path).await?).await,
+                false => execute(run, LiteConn::open_write(&self.path).await?).await,
+            }
         })
     }
 
@@ -62,7 +133,7 @@ async fn preview(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
         for (t, m) in run.merges() {
             progress.table_started(&t.dest_table, Some(t.rows));
             let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
-            let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
+            let rows = load_rows(repo, &mut db, t, &insert, progress).await?;
             progress.table_finished(&t.dest_table);
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
@@ -78,7 +149,8 @@ async fn preview(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
     result
 }
 
-async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
+/// The restore's transaction on `db`; merges need it to be [`SqliteDb`].
+async fn execute<W: Writer + Merging>(run: Run<'_>, mut db: W) -> Result<Vec<RestoredTable>> {
     let (repo, plan, progress) = run.parts();
     db.exec("BEGIN IMMEDIATE").await?;
     let result = async {
@@ -88,9 +160,7 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
             progress.table_started(&t.dest_table, Some(t.rows));
             let (rows, merge, notes) = match t.merge_table(i) {
                 Some(m) => {
-                    let insert = crate::merge::prepare_sqlite(&mut db, &m).await?;
-                    let rows = load_sqlite_rows(repo, &mut db, t, &insert, progress).await?;
-                    let merge = crate::merge::apply(&mut db, &m).await?;
+                    let (rows, merge) = db.merge(repo, t, &m, progress).await?;
                     (rows, Some(merge), Vec::new())
                 }
                 None => {
@@ -142,7 +212,7 @@ async fn execute(run: Run<'_>, mut db: SqliteDb) -> Result<Vec<RestoredTable>> {
 /// restored and notes on what was left out.
 async fn restore_table(
     repo: &Repository,
-    db: &mut SqliteDb,
+    db: &mut impl Writer,
     plan: &RestorePlan,
     t: &PlannedTable,
     progress: &dyn Progress,
@@ -194,7 +264,7 @@ async fn restore_table(
             .join(", "),
         vec!["?"; t.columns.len()].join(", ")
     );
-    let kept = load_sqlite_rows(repo, db, t, &insert, progress).await?;
+    let kept = load_rows(repo, db, t, &insert, progress).await?;
     if matches!(t.action, Action::Create | Action::Replace)
         && t.columns.len() == e.stream_columns.len()
     {
@@ -215,13 +285,74 @@ async fn restore_table(
     Ok((kept, notes))
 }
 
+/// Merging rows into an existing table ([`crate::merge`]): on sqlx only.
+trait Merging {
+    async fn merge(
+        &mut self,
+        repo: &Repository,
+        t: &PlannedTable,
+        m: &crate::merge::MergeTable<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(u64, crate::merge::MergeCounts)>;
+}
+
+impl Merging for SqliteDb {
+    async fn merge(
+        &mut self,
+        repo: &Repository,
+        t: &PlannedTable,
+        m: &crate::merge::MergeTable<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(u64, crate::merge::MergeCounts)> {
+        let insert = crate::merge::prepare_sqlite(self, m).await?;
+        let rows = load_rows(repo, self, t, &insert, progress).await?;
+        Ok((rows, crate::merge::apply(self, m).await?))
+    }
+}
+
+impl Merging for LiteConn {
+    async fn merge(
+        &mut self,
+        _: &Repository,
+        t: &PlannedTable,
+        _: &crate::merge::MergeTable<'_>,
+        _: &dyn Progress,
+    ) -> Result<(u64, crate::merge::MergeCounts)> {
+        // `Destination::execute` opens sqlx whenever the plan merges.
+        Err(Error::Other(format!(
+            "merging into {} needs the sqlx connection",
+            t.dest_table
+        )))
+    }
+}
+
 /// Inserts a table's rows (filtered, projected to the restored columns) with `insert`,
-/// checking them against the table's checksum; returns the rows inserted.
-async fn load_sqlite_rows(
+/// checking them against the table's checksum; returns the rows inserted. The rows are
+/// decoded here and handed to the connection in batches of about
+/// [`bulk::BATCH_ROWS`] rows or [`bulk::BATCH_BYTES`] bytes; a checksum that does not
+/// match fails the load after its rows went in, and the caller's transaction rolls them
+/// back: nothing is visible until the whole restore commits.
+async fn load_rows(
     repo: &Repository,
-    db: &mut SqliteDb,
+    db: &mut impl Writer,
     t: &PlannedTable,
     insert: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let (tx, rx) = mpsc::channel(2);
+    let written = db.insert(insert, &t.dest_table, rx);
+    let (read, written) = tokio::join!(decode_rows(repo, t, tx, progress), written);
+    // A failed insert closed the channel: its error is the cause.
+    written?;
+    read
+}
+
+/// The rows of `t` from the repository, decoded, filtered and projected, sent to `out`
+/// in batches; checks the table's checksum and row count at the end.
+async fn decode_rows(
+    repo: &Repository,
+    t: &PlannedTable,
+    out: mpsc::Sender<Vec<Vec<Value>>>,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let e = &t.entry;
@@ -234,20 +365,23 @@ async fn load_sqlite_rows(
     let mut hasher = blake3::Hasher::new();
     let mut rows = 0u64;
     let mut kept = 0u64;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
+    let stopped = || Error::Other(format!("restoring {}: the writer stopped", t.dest_table));
     let mut chunks = crate::segment::table_stream(repo, e)?;
     while let Some(chunk) = chunks.next().await {
         progress.check_abort()?;
         let chunk = chunk?;
         hasher.update(&chunk);
         decoder.push(&chunk);
-        let mut batch = 0u64;
+        let mut read = 0u64;
         while let Some(row) = decoder.next_row()? {
-            batch += 1;
+            read += 1;
             if !t.filter.matches(&row) {
                 continue;
             }
             kept += 1;
-            let row = if t.columns.len() == e.stream_columns.len() {
+            let row: Vec<Value> = if t.columns.len() == e.stream_columns.len() {
                 row
             } else {
                 row.into_iter()
@@ -256,12 +390,22 @@ async fn load_sqlite_rows(
                     .map(|(v, _)| v)
                     .collect()
             };
-            db.insert(insert, row).await?;
+            batch_bytes += row.iter().map(value_size).sum::<usize>();
+            batch.push(row);
+            if batch.len() >= bulk::BATCH_ROWS || batch_bytes >= bulk::BATCH_BYTES {
+                out.send(std::mem::take(&mut batch))
+                    .await
+                    .map_err(|_| stopped())?;
+                batch_bytes = 0;
+            }
         }
-        rows += batch;
-        progress.advanced(batch, chunk.len() as u64);
+        rows += read;
+        progress.advanced(read, chunk.len() as u64);
     }
     decoder.finish()?;
+    if !batch.is_empty() {
+        out.send(batch).await.map_err(|_| stopped())?;
+    }
     if !e.checksum.matches(&hasher.finalize()) || rows != e.rows {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
@@ -269,4 +413,11 @@ async fn load_sqlite_rows(
         )));
     }
     Ok(kept)
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Text(b) | Value::Blob(b) => b.len() + 8,
+        _ => 9,
+    }
 }

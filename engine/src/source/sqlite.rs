@@ -1,8 +1,11 @@
 //! SQLite: discovery, consistent reads, and writes for restore.
 //!
-//! A backup reads everything (schema and rows) inside one read transaction, so the
-//! snapshot is a state the database was in at one instant even while writers run (WAL
-//! mode: readers see a fixed snapshot; rollback-journal mode: writers wait).
+//! A backup reads a private copy taken with SQLite's online backup API
+//! ([`bulk::PrivateCopy`]), so the snapshot is a state the database was in at one
+//! instant even while writers run, and writers wait at most for that file-speed copy.
+//! Rows cross threads in batches ([`bulk`]); discovery stays on sqlx.
+
+pub mod bulk;
 
 use crate::error::Context;
 use crate::model::{Column, Index, ObjectKind, Skipped, TableSchema, Value, key_columns};
@@ -263,6 +266,14 @@ impl SqliteDb {
             )));
         }
         SqliteDb::open(path, SqliteConnectOptions::new().read_only(true)).await
+    }
+
+    /// Opens a backup's private copy ([`bulk::PrivateCopy`]) of the database at `shown`
+    /// (the path messages name).
+    pub async fn open_copy(copy: &Path, shown: &Path) -> Result<Self> {
+        let mut db = SqliteDb::open(copy, SqliteConnectOptions::new().read_only(true)).await?;
+        db.path = shown.to_path_buf();
+        Ok(db)
     }
 
     /// Opens (creating if needed) a database to restore into.
