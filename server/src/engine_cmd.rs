@@ -33,9 +33,23 @@ pub struct RepoArgs {
     /// TABLESAFE_PASSWORD environment variable.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Keep no local cache of the repository's snapshot manifests and index files
+    /// (default: they are cached, checked on every read, in $XDG_CACHE_HOME/tablesafe
+    /// or ~/.cache/tablesafe).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 impl RepoArgs {
+    /// The local cache ([`engine::repo::cache`]) repositories opened from here use.
+    fn use_cache(&self) {
+        engine::repo::cache::set_default_dir(if self.no_cache {
+            None
+        } else {
+            engine::repo::cache::user_cache_dir()
+        });
+    }
+
     fn password(&self) -> Result<Option<Secret<String>>> {
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path)
@@ -50,7 +64,14 @@ impl RepoArgs {
     }
 
     async fn open(&self) -> Result<Repository> {
+        self.use_cache();
         Ok(Repository::open(&self.repo, self.password()?.as_ref()).await?)
+    }
+
+    /// Without loading the index: for a backup, which loads what it needs itself.
+    async fn open_for_backup(&self) -> Result<Repository> {
+        self.use_cache();
+        Ok(Repository::open_lazy(&self.repo, self.password()?.as_ref()).await?)
     }
 
     async fn create(&self, no_encryption: bool) -> Result<Repository> {
@@ -63,6 +84,7 @@ impl RepoArgs {
                  (or --no-encryption for an unencrypted repository)"
             ),
         };
+        self.use_cache();
         Ok(Repository::init(&self.repo, opts).await?)
     }
 }
@@ -270,6 +292,9 @@ pub struct CopyArgs {
     pub snapshot: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    /// Keep no local cache of either repository's manifests and index files.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 fn pairs(args: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
@@ -312,7 +337,7 @@ pub async fn init(a: InitArgs) -> Result<()> {
 
 pub async fn run_backup(a: BackupArgs) -> Result<()> {
     let mut repo = if Repository::exists(&a.repo.repo).await? {
-        a.repo.open().await?
+        a.repo.open_for_backup().await?
     } else {
         a.repo.create(a.no_encryption).await?
     };
@@ -1227,6 +1252,7 @@ pub async fn run_repair(a: RepairArgs) -> Result<()> {
         Some(_) => RepoArgs {
             repo: a.from.clone(),
             password_file: a.from_password_file.clone(),
+            no_cache: a.repo.no_cache,
         }
         .password()?,
         None => crate::cli::env_secret("TABLESAFE_FROM_PASSWORD").or(a.repo.password()?),
@@ -1379,12 +1405,14 @@ pub async fn run_copy(a: CopyArgs) -> Result<()> {
     let from = RepoArgs {
         repo: a.from.clone(),
         password_file: a.from_password_file.clone(),
+        no_cache: a.no_cache,
     };
     let src = from.open().await?;
     let to_password = match &a.to_password_file {
         Some(_) => RepoArgs {
             repo: a.to.clone(),
             password_file: a.to_password_file.clone(),
+            no_cache: a.no_cache,
         }
         .password()?,
         None => crate::cli::env_secret("TABLESAFE_TO_PASSWORD").or(from.password()?),

@@ -281,7 +281,7 @@ pub(crate) async fn backup_as(
     let lock = repo
         .lock(crate::repo::lock::LockKind::Shared, "backup")
         .await?;
-    let result = match repo.load_index().await {
+    let result = match plan::prepare(repo, &opts.source).await {
         Ok(()) => backup_locked(repo, opts, capture, progress).await,
         Err(e) => Err(e),
     };
@@ -380,6 +380,7 @@ async fn backup_locked(
             return Err(e);
         }
     };
+    repo.save_hint(&snapshot.source.url, &id, &snapshot).await;
     Ok(BackupSummary {
         id,
         snapshot,

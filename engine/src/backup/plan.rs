@@ -4,6 +4,7 @@
 use crate::Result;
 use crate::model::{Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::repo::Repository;
+use crate::secret::Secret;
 use crate::segment::{self, KeySpec};
 use crate::selection::{Selection, SelectionExt};
 use crate::source::SourceUrl;
@@ -69,6 +70,13 @@ pub(super) fn selected<'a, T>(
 
 pub(super) use crate::selection::chosen_columns;
 
+/// Under the backup's lock: prune's marks, the source's latest snapshot and the index
+/// entries the backup needs ([`Repository::prepare_backup`]).
+pub(super) async fn prepare(repo: &mut Repository, source: &Secret<String>) -> Result<()> {
+    let url = SourceUrl::parse(source)?;
+    repo.prepare_backup(&url.display()).await
+}
+
 /// For each table, the latest earlier snapshot of the same source that holds it keyed
 /// the same way: the parent its delta will be stored against. A table gets a full
 /// segment instead when it has no such parent, its chain is [`segment::MAX_LAYERS`]
@@ -84,13 +92,19 @@ pub(super) async fn choose_parents(
         return Ok(None);
     }
     let source = url.display();
-    let latest = repo
-        .snapshots()
-        .await?
-        .into_iter()
-        .filter(|(_, s)| s.source.url == source)
-        .max_by_key(|(_, s)| s.time_ms);
-    let Some((_, latest)) = latest else {
+    // Found under the backup's lock by `Repository::prepare_backup` (through the
+    // source's hint when it holds: no listing of every snapshot).
+    let latest = match repo.prepared_latest(&source) {
+        Some(latest) => latest.map(|(_, s)| s.clone()),
+        None => repo
+            .snapshots()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.source.url == source)
+            .max_by_key(|(_, s)| s.time_ms)
+            .map(|(_, s)| s),
+    };
+    let Some(latest) = latest else {
         return Ok(None);
     };
     for plan in plans {

@@ -1,6 +1,7 @@
 //! The repository: config, keys, packs, indexes and snapshots (format: see the crate
 //! docs).
 
+pub mod cache;
 pub mod crypto;
 pub mod lock;
 pub mod storage;
@@ -96,6 +97,14 @@ pub struct Location {
     pub length: u32,
 }
 
+/// `hints/<source>/<snapshot id>`: the packs a source's latest snapshot uses
+/// ([`Repository::prepare_backup`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Hint {
+    snapshot: String,
+    packs: Vec<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct IndexFile {
     pack: String,
@@ -128,6 +137,14 @@ pub struct Repository {
     /// Packs a prune has marked for deletion: new data must not be deduplicated against
     /// them (crate docs, "Concurrency").
     condemned: Arc<std::collections::HashSet<[u8; 32]>>,
+    /// The local cache of manifests and index files ([`cache`]), if any.
+    cache: Option<Arc<cache::ObjectCache>>,
+    /// Set by [`Repository::prepare_backup`] when it found the source's latest snapshot
+    /// through its hint: the only chunks new data may be deduplicated against (those of
+    /// packs known to exist since the backup's lock, and what the backup writes).
+    trusted: Option<Arc<HashMap<[u8; 32], Location>>>,
+    /// What [`Repository::prepare_backup`] found: the source and its latest snapshot.
+    prepared: Option<(String, Option<(SnapshotId, Snapshot)>)>,
 }
 
 /// A prune's list of packs no snapshot referenced (`gc/<id>`), and the lock owners that
@@ -180,12 +197,17 @@ impl Repository {
         // config last: a repository exists once its config does.
         let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
         storage.put("config", bytes).await?;
+        let keys = Keys::from_master(&master, encrypted);
+        let cache = cache::ObjectCache::default_for(&config.id, &keys).map(Arc::new);
         Ok(Repository {
             storage,
             config,
-            keys: Keys::from_master(&master, encrypted),
+            keys,
             index: Arc::default(),
             condemned: Arc::default(),
+            cache,
+            trusted: None,
+            prepared: None,
         })
     }
 
@@ -206,6 +228,26 @@ impl Repository {
 
     /// Opens the repository in an opened storage (a target with stored credentials).
     pub async fn open_in(
+        storage: Storage,
+        password: Option<&Secret<String>>,
+    ) -> Result<Repository> {
+        let mut repo = Self::open_in_lazy(storage, password).await?;
+        repo.load_index().await?;
+        Ok(repo)
+    }
+
+    /// Opens a repository without loading its index: for a backup, which loads what it
+    /// needs after taking its lock ([`crate::backup::backup`]). Anything else needs
+    /// [`Repository::open`] (or [`Repository::load_index`] first).
+    pub async fn open_lazy(
+        location: &str,
+        password: Option<&Secret<String>>,
+    ) -> Result<Repository> {
+        Self::open_in_lazy(Storage::open(location)?, password).await
+    }
+
+    /// [`Repository::open_lazy`] in an opened storage.
+    pub async fn open_in_lazy(
         storage: Storage,
         password: Option<&Secret<String>>,
     ) -> Result<Repository> {
@@ -282,15 +324,34 @@ impl Repository {
                 )));
             }
         };
-        let mut repo = Repository {
+        let cache = cache::ObjectCache::default_for(&config.id, &keys).map(Arc::new);
+        Ok(Repository {
             storage,
             config,
             keys,
             index: Arc::default(),
             condemned: Arc::default(),
+            cache,
+            trusted: None,
+            prepared: None,
+        })
+    }
+
+    /// Uses the local cache under `root` ([`cache`]), or none.
+    pub fn set_cache_dir(&mut self, root: Option<&std::path::Path>) -> Result<()> {
+        self.cache = match root {
+            Some(root) => Some(Arc::new(
+                cache::ObjectCache::open(root, &self.config.id, &self.keys)
+                    .map_err(Error::invalid)?,
+            )),
+            None => None,
         };
-        repo.load_index().await?;
-        Ok(repo)
+        Ok(())
+    }
+
+    /// The local cache's directory for this repository, if it has one.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.as_deref().map(|c| c.dir())
     }
 
     /// Reads every index file. A damaged index file is reported, not skipped silently:
@@ -303,7 +364,11 @@ impl Repository {
             condemned.extend(record.packs.iter().filter_map(|p| parse_id(p)));
         }
         let mut index: HashMap<[u8; 32], Location> = HashMap::new();
-        for path in self.storage.list("index").await? {
+        let listed = self.storage.list("index").await?;
+        if let Some(c) = &self.cache {
+            c.retain("index", &listed.iter().map(|p| object_name(p)).collect());
+        }
+        for path in listed {
             let (pack, chunks) = match self.read_index_file(&path).await? {
                 Some(v) => v,
                 // Deleted by a prune between the listing and the read.
@@ -329,17 +394,41 @@ impl Repository {
         }
         self.index = Arc::new(index);
         self.condemned = Arc::new(condemned);
+        self.trusted = None;
+        self.prepared = None;
         Ok(())
     }
 
     /// One index file: its pack and (chunk, offset, length) entries; `None` if it is gone.
+    /// Read through the local cache: call it for a path the target listed.
     pub async fn read_index_file(&self, path: &str) -> Result<Option<IndexEntries>> {
+        if let Some(c) = &self.cache
+            && let Some(sealed) = c.get(path)
+            && let Ok(entries) = self.parse_index_file(path, &sealed)
+        {
+            return Ok(Some(entries));
+        }
+        let entries = self.read_index_file_fresh(path).await?;
+        Ok(entries.map(|(entries, sealed)| {
+            if let Some(c) = &self.cache {
+                c.put(path, &sealed);
+            }
+            entries
+        }))
+    }
+
+    /// One index file read from the target (never the cache), with its sealed bytes.
+    async fn read_index_file_fresh(&self, path: &str) -> Result<Option<(IndexEntries, Vec<u8>)>> {
         let sealed = match self.storage.get(path).await {
             Ok(b) => b,
             Err(Error::Damaged(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let plain = self.keys.open(&sealed, &path.to_string())?;
+        Ok(Some((self.parse_index_file(path, &sealed)?, sealed)))
+    }
+
+    fn parse_index_file(&self, path: &str, sealed: &[u8]) -> Result<IndexEntries> {
+        let plain = self.keys.open(sealed, &path.to_string())?;
         let file: IndexFile =
             serde_json::from_slice(&plain).map_err(|e| Error::damaged(format!("{path}: {e}")))?;
         let pack =
@@ -350,7 +439,7 @@ impl Repository {
                 parse_id(&id).ok_or_else(|| Error::damaged(format!("{path}: bad chunk id")))?;
             chunks.push((id, offset, length));
         }
-        Ok(Some((pack, chunks)))
+        Ok((pack, chunks))
     }
 
     /// The pending garbage-collection records, with their object paths.
@@ -370,6 +459,202 @@ impl Repository {
         Ok(out)
     }
 
+    /// Prepares a backup of `source` (its URL as manifests record it) under the backup's
+    /// lock: reads prune's marks, finds the source's latest snapshot (the parent, see
+    /// [`Repository::prepared_latest`]) and loads the index entries the backup needs.
+    ///
+    /// The quick way does the same few reads whatever the number of snapshots: the
+    /// source's *hint* `hints/<keyed hash of the source>/<snapshot id>`, left by its
+    /// previous backup, names that snapshot and the packs its chunks are in. A hint is
+    /// checked, never trusted: it is authenticated like every sealed object; its
+    /// manifest is read from the target (so it exists, is genuine and matches its name)
+    /// and must be of this source; each pack's index file is read from the target, not
+    /// the cache, and together they must locate every chunk the manifest references.
+    /// Those packs exist after this backup's lock and are not in a mark it read, so no
+    /// prune sweeps them while it runs (crate docs, "Concurrency"): new data is then
+    /// deduplicated against them only (and what this backup writes), never against an
+    /// index entry that could be stale. A hint cannot make a wrong backup either: any
+    /// snapshot of the source is a correct parent (a delta is computed against the
+    /// parent's own rows, and the checksum of the full stream is checked on restore), so
+    /// a stale or replayed hint only makes a larger delta.
+    ///
+    /// Without a usable hint (first backup, hint of a pruned snapshot, a backup by an
+    /// older tablesafe), the slow way: every index file, every snapshot, as before.
+    pub async fn prepare_backup(&mut self, source: &str) -> Result<()> {
+        let mut condemned = std::collections::HashSet::new();
+        for (_, record) in self.gc_records().await? {
+            condemned.extend(record.packs.iter().filter_map(|p| parse_id(p)));
+        }
+        match self.hinted_latest(source).await? {
+            Some((id, snapshot, entries)) => {
+                let index = Arc::make_mut(&mut self.index);
+                let mut trusted = HashMap::new();
+                for (pack, chunks) in entries {
+                    for (chunk, offset, length) in chunks {
+                        let loc = Location {
+                            pack,
+                            offset,
+                            length,
+                        };
+                        if !condemned.contains(&pack) {
+                            trusted.insert(chunk, loc);
+                        }
+                        match index.entry(chunk) {
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(loc);
+                            }
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                if !condemned.contains(&pack) {
+                                    e.insert(loc);
+                                }
+                            }
+                        }
+                    }
+                }
+                self.condemned = Arc::new(condemned);
+                self.trusted = Some(Arc::new(trusted));
+                self.prepared = Some((source.to_string(), Some((id, snapshot))));
+            }
+            None => {
+                self.load_index().await?;
+                let latest = self
+                    .snapshots()
+                    .await?
+                    .into_iter()
+                    .filter(|(_, s)| s.source.url == source)
+                    .max_by_key(|(_, s)| s.time_ms);
+                self.prepared = Some((source.to_string(), latest));
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest snapshot of `source` that [`Repository::prepare_backup`] found;
+    /// `None` if it was not prepared for that source.
+    pub fn prepared_latest(&self, source: &str) -> Option<Option<&(SnapshotId, Snapshot)>> {
+        match &self.prepared {
+            Some((s, latest)) if s == source => Some(latest.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Whether the last [`Repository::prepare_backup`] went the quick way (its hint held).
+    pub fn prepared_from_hint(&self) -> bool {
+        self.trusted.is_some()
+    }
+
+    fn hint_dir(&self, source: &str) -> String {
+        format!("hints/{}", cache::hint_name(&self.keys, source))
+    }
+
+    /// The newest snapshot of `source` a valid hint names, with the index files of the
+    /// packs it uses (read from the target); `None` when no hint holds.
+    async fn hinted_latest(
+        &self,
+        source: &str,
+    ) -> Result<Option<(SnapshotId, Snapshot, Vec<IndexEntries>)>> {
+        // Damage of any kind in a hint (or what it names) sends the backup the slow
+        // way, which reports real damage where it is.
+        fn soft<T>(r: Result<T>) -> Result<Option<T>> {
+            match r {
+                Ok(v) => Ok(Some(v)),
+                Err(Error::Damaged(_) | Error::SnapshotNotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        let mut best: Option<(String, Snapshot, Vec<String>)> = None;
+        for path in self.storage.list(&self.hint_dir(source)).await? {
+            let name = object_name(&path);
+            let Some(sealed) = soft(self.storage.get(&path).await)? else {
+                continue;
+            };
+            let Some(plain) = soft(self.keys.open(&sealed, &path))? else {
+                continue;
+            };
+            let Ok(hint) = serde_json::from_slice::<Hint>(&plain) else {
+                continue;
+            };
+            if hint.snapshot != name {
+                continue;
+            }
+            let Some(snapshot) = soft(self.load_snapshot_by_id(&name).await)? else {
+                continue;
+            };
+            if snapshot.source.url != source {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(id, b, _)| (snapshot.time_ms, &name) > (b.time_ms, id))
+            {
+                best = Some((name, snapshot, hint.packs));
+            }
+        }
+        let Some((id, snapshot, packs)) = best else {
+            return Ok(None);
+        };
+        let mut entries = Vec::new();
+        let mut located = std::collections::HashSet::new();
+        for pack in &packs {
+            let Some(pack_id) = parse_id(pack) else {
+                return Ok(None);
+            };
+            let path = format!("index/{pack}");
+            let Some(Some(((p, chunks), sealed))) = soft(self.read_index_file_fresh(&path).await)?
+            else {
+                return Ok(None);
+            };
+            if p != pack_id {
+                return Ok(None);
+            }
+            if let Some(c) = &self.cache {
+                c.put(&path, &sealed);
+            }
+            located.extend(chunks.iter().map(|(c, _, _)| *c));
+            entries.push((p, chunks));
+        }
+        let complete = snapshot
+            .tables
+            .iter()
+            .flat_map(|t| t.all_chunks())
+            .all(|c| located.contains(&c.0));
+        Ok(complete.then(|| (SnapshotId::new(id), snapshot, entries)))
+    }
+
+    /// Leaves the hint [`Repository::prepare_backup`] follows to snapshot `id` of
+    /// `source`, then removes the source's earlier hints. Best effort: without a hint
+    /// the next backup goes the slow way.
+    pub async fn save_hint(&self, source: &str, id: &SnapshotId, snapshot: &Snapshot) {
+        let dir = self.hint_dir(source);
+        let Ok(old) = self.storage.list(&dir).await else {
+            return;
+        };
+        let mut packs = std::collections::BTreeSet::new();
+        for c in snapshot.tables.iter().flat_map(|t| t.all_chunks()) {
+            match self.location(&c.0) {
+                Some(l) => packs.insert(hex(&l.pack)),
+                None => return,
+            };
+        }
+        let hint = Hint {
+            snapshot: id.to_string(),
+            packs: packs.into_iter().collect(),
+        };
+        let Ok(plain) = serde_json::to_vec(&hint) else {
+            return;
+        };
+        let Ok(sealed) = self.keys.seal(&plain) else {
+            return;
+        };
+        let path = format!("{dir}/{id}");
+        if self.storage.put(&path, sealed).await.is_err() {
+            return;
+        }
+        for p in old.iter().filter(|p| **p != path) {
+            self.storage.delete_best_effort(p).await;
+        }
+    }
+
     /// Takes a lock on the repository (crate docs, "Concurrency").
     pub async fn lock(&self, kind: lock::LockKind, operation: &str) -> Result<lock::Lock> {
         lock::Lock::acquire(&self.storage, kind, operation).await
@@ -377,7 +662,9 @@ impl Repository {
 
     /// Whether new data may be deduplicated against this existing chunk.
     pub fn can_reuse(&self, id: &[u8; 32]) -> bool {
-        self.index
+        self.trusted
+            .as_deref()
+            .unwrap_or(&self.index)
             .get(id)
             .is_some_and(|l| !self.condemned.contains(&l.pack))
     }
@@ -456,6 +743,9 @@ impl Repository {
 
     /// Adds the chunks a finished [`PackWriter`] wrote to the in-memory index.
     pub fn absorb(&mut self, written: Vec<([u8; 32], Location)>) {
+        if let Some(trusted) = &mut self.trusted {
+            Arc::make_mut(trusted).extend(written.iter().copied());
+        }
         Arc::make_mut(&mut self.index).extend(written);
     }
 
@@ -467,11 +757,12 @@ impl Repository {
     /// The chunks new data may be deduplicated against: the index without condemned
     /// packs.
     pub fn dedup_view(&self) -> Arc<HashMap<[u8; 32], Location>> {
+        let index = self.trusted.as_ref().unwrap_or(&self.index);
         if self.condemned.is_empty() {
-            return self.index.clone();
+            return index.clone();
         }
         Arc::new(
-            self.index
+            index
                 .iter()
                 .filter(|(_, l)| !self.condemned.contains(&l.pack))
                 .map(|(k, v)| (*k, *v))
@@ -493,7 +784,11 @@ impl Repository {
         let plain = serde_json::to_vec(snapshot).map_err(|e| Error::Other(e.to_string()))?;
         let sealed = self.keys.seal(&plain)?;
         let id = hex(blake3::hash(&sealed).as_bytes());
-        self.storage.put(&format!("snapshots/{id}"), sealed).await?;
+        let path = format!("snapshots/{id}");
+        self.storage.put(&path, sealed.clone()).await?;
+        if let Some(c) = &self.cache {
+            c.put(&path, &sealed);
+        }
         Ok(SnapshotId::new(id))
     }
 
@@ -526,26 +821,54 @@ impl Repository {
         Ok(out)
     }
 
+    /// A manifest the target has just listed, read through the local cache: a cached
+    /// manifest is checked like one read from the target (name, then authentication).
+    async fn load_listed_snapshot(&self, id: &str) -> Result<Snapshot> {
+        let path = format!("snapshots/{id}");
+        if let Some(c) = &self.cache
+            && let Some(sealed) = c.get(&path)
+        {
+            match self.parse_snapshot(id, &sealed) {
+                Ok(s) => return Ok(s),
+                Err(_) => c.remove(&path),
+            }
+        }
+        self.load_snapshot_by_id(id).await
+    }
+
+    /// A manifest read from the target (never from the cache: the snapshot exists now).
     pub async fn load_snapshot_by_id(&self, id: &str) -> Result<Snapshot> {
         let path = format!("snapshots/{id}");
         let sealed = self.storage.get(&path).await.map_err(|e| match e {
             Error::Damaged(_) => Error::SnapshotNotFound(id.to_string()),
             e => e,
         })?;
+        let snapshot = self.parse_snapshot(id, &sealed)?;
+        if let Some(c) = &self.cache {
+            c.put(&path, &sealed);
+        }
+        Ok(snapshot)
+    }
+
+    fn parse_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {
         // A manifest's name is the hash of its bytes: an older manifest copied over
         // a newer one's name (to bring back what was pruned, or hide a newer snapshot)
         // is refused, not read as that snapshot.
-        check_name(&sealed, id, "snapshot")?;
-        let plain = self.keys.open(&sealed, &format!("snapshot {id}"))?;
+        check_name(sealed, id, "snapshot")?;
+        let plain = self.keys.open(sealed, &format!("snapshot {id}"))?;
         serde_json::from_slice(&plain).map_err(|e| Error::damaged(format!("snapshot {id}: {e}")))
     }
 
     /// All snapshots, oldest first.
     pub async fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
-        for path in self.storage.list("snapshots").await? {
+        let listed = self.storage.list("snapshots").await?;
+        if let Some(c) = &self.cache {
+            c.retain("snapshots", &listed.iter().map(|p| object_name(p)).collect());
+        }
+        for path in listed {
             let id = path.rsplit('/').next().unwrap_or(&path).to_string();
-            match self.load_snapshot_by_id(&id).await {
+            match self.load_listed_snapshot(&id).await {
                 Ok(snap) => out.push((SnapshotId::new(id), snap)),
                 // Listed, then forgotten by a prune running meanwhile (crate docs,
                 // "Concurrency"): it is simply not there any more. Failing here made a
@@ -598,6 +921,11 @@ pub async fn delete_packs(storage: &Storage, packs: &std::collections::BTreeSet<
     for pack in packs {
         storage.delete_best_effort(&pack_path(pack)).await;
     }
+}
+
+/// The last part of an object path.
+fn object_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
 }
 
 pub fn short(id: &[u8; 32]) -> String {

@@ -96,6 +96,9 @@ pub struct Storage {
     /// clean-up after a failure then gives up at once instead of waiting out the
     /// retries of a target that is gone.
     broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Calls made to the target (reads, lists, writes, deletes): what an operation costs
+    /// on a remote target, counted for tests and benchmarks.
+    requests: Arc<std::sync::atomic::AtomicU64>,
     /// How to name this repository in messages (no secrets).
     pub display: String,
 }
@@ -251,6 +254,7 @@ impl Storage {
             tmp_dir: Some(tmp.into()),
             _key: None,
             broken: Arc::default(),
+            requests: Arc::default(),
             display: root.to_string(),
         })
     }
@@ -335,6 +339,7 @@ impl Storage {
             tmp_dir: None,
             _key: None,
             broken: Arc::default(),
+            requests: Arc::default(),
             display: match &endpoint {
                 Some(e) => format!("s3://{bucket}/{prefix} at {e}"),
                 None => format!("s3://{bucket}/{prefix}"),
@@ -420,12 +425,18 @@ impl Storage {
             tmp_dir: None,
             _key: temp_key,
             broken: Arc::default(),
+            requests: Arc::default(),
             display,
         })
     }
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// How many calls this storage (and its clones) made to the target so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a call has failed for a reason other than a missing object (see
@@ -462,6 +473,8 @@ impl Storage {
                 "the target stopped answering earlier in this operation",
             ));
         }
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.note(call.await)
     }
 

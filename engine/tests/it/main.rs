@@ -17,6 +17,7 @@ mod preview;
 mod prune;
 mod remote;
 mod repair;
+mod repo_scale;
 mod roundtrip_prop;
 mod schema;
 mod sqlite_capture;
