@@ -268,6 +268,16 @@ impl SqliteDb {
         SqliteDb::open(path, SqliteConnectOptions::new().read_only(true)).await
     }
 
+    /// `PRAGMA journal_mode` of an existing database (`wal`, `delete`, …), read-only.
+    pub async fn journal_mode(path: &Path) -> Result<String> {
+        let mut db = SqliteDb::open_read(path).await?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut db.conn)
+            .await
+            .context(|| format!("reading the journal mode of {}", path.display()))?;
+        Ok(mode.to_lowercase())
+    }
+
     /// Opens a backup's private copy ([`bulk::PrivateCopy`]) of the database at `shown`
     /// (the path messages name).
     pub async fn open_copy(copy: &Path, shown: &Path) -> Result<Self> {
@@ -452,6 +462,21 @@ pub(crate) fn row_values(row: &SqliteRow, n: usize) -> Result<Vec<Value>> {
             })
         })
         .collect()
+}
+
+/// What a user should know about the source at `path` in `journal_mode` (see
+/// [`SqliteDb::journal_mode`]): nothing in WAL mode; otherwise that the application's
+/// writes wait while a backup copies the file, and how to switch.
+pub fn journal_note(path: &Path, journal_mode: &str) -> Option<String> {
+    (!journal_mode.eq_ignore_ascii_case("wal")).then(|| {
+        format!(
+            "Not in WAL mode (journal_mode={journal_mode}): while a backup copies the file \
+             (about a second per GB), the application's writes wait; in WAL mode they never \
+             wait for a backup. Switch once, while nothing else writes: \
+             sqlite3 {} 'PRAGMA journal_mode=WAL' (it stays set in the file).",
+            path.display()
+        )
+    })
 }
 
 /// A token of SQL text: its byte range and whether it is an identifier or word.

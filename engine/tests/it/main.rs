@@ -21,5 +21,6 @@ mod repo_scale;
 mod roundtrip_prop;
 mod schema;
 mod sqlite_capture;
+mod sqlite_writers;
 mod support;
 mod tls;

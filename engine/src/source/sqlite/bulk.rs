@@ -249,7 +249,11 @@ impl PrivateCopy {
     /// for the whole backup (they would wait for a reader of every row); a WAL
     /// database's writers do not wait at all. Blocking: run it on a blocking thread.
     pub fn take(src: &Path) -> Result<PrivateCopy> {
-        let tmp = std::env::temp_dir();
+        PrivateCopy::take_in(src, &std::env::temp_dir())
+    }
+
+    /// [`PrivateCopy::take`] in the directory `tmp`.
+    pub fn take_in(src: &Path, tmp: &Path) -> Result<PrivateCopy> {
         let io = |what: &str, e| {
             Error::io(
                 format!(
@@ -260,10 +264,12 @@ impl PrivateCopy {
                 e,
             )
         };
-        // tempfile makes the directory 0700 on Unix.
-        let dir = tempfile::Builder::new()
-            .prefix("tablesafe-sqlite-")
-            .tempdir_in(&tmp)
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("tablesafe-sqlite-");
+        #[cfg(unix)]
+        dir.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = dir
+            .tempdir_in(tmp)
             .map_err(|e| io("making a directory", e))?;
         let copy = PrivateCopy { dir };
         let path = copy.path();
@@ -279,6 +285,10 @@ impl PrivateCopy {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_err(format_args!("opening {shown}")))?;
+        // A file that is not a database says so here (the backup API's own error
+        // would read "not an error").
+        from.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+            .map_err(db_err(format_args!("reading {shown}")))?;
         let mut to = Connection::open(&path).map_err(db_err("opening the private copy"))?;
         // The copy is scratch: no journal, no syncs.
         to.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
@@ -326,6 +336,57 @@ pub fn copy_flags() -> OpenFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_private_copy_is_the_database_readable_by_its_owner_only_and_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, tmp) = (dir.path().join("app.db"), dir.path().join("tmp"));
+        std::fs::create_dir(&tmp).unwrap();
+        let c = Connection::open(&src).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             INSERT INTO t VALUES (1, 'one'), (2, 'two');",
+        )
+        .unwrap();
+        // Still open, WAL not checkpointed: the copy must include what the WAL holds.
+        let copy = PrivateCopy::take_in(&src, &tmp).unwrap();
+        let path = copy.path();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+            assert_eq!(mode(&path), 0o600);
+        }
+        let read = Connection::open_with_flags(&path, copy_flags()).unwrap();
+        let rows: Vec<(i64, String)> = read
+            .prepare("SELECT id, v FROM t ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, vec![(1, "one".into()), (2, "two".into())]);
+        let mode: String = read
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "the copy is read without -wal/-shm files");
+        drop(read);
+        drop(copy);
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "the copy is removed"
+        );
+
+        // A file that is not a database: an error, and nothing left behind.
+        std::fs::write(dir.path().join("junk.db"), vec![b'x'; 8192]).unwrap();
+        let err = PrivateCopy::take_in(&dir.path().join("junk.db"), &tmp)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not a database"), "{err}");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    }
 
     #[test]
     fn encodes_values_as_the_canonical_stream_does() {
