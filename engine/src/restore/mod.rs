@@ -216,6 +216,9 @@ pub struct RestorePlan {
     made: Vec<crate::model::SchemaObject>,
     #[serde(skip)]
     object_opts: crate::objects::ObjectOptions,
+    /// PostgreSQL: connections that load tables at once ([`RestoreOptions::jobs`]).
+    #[serde(skip)]
+    jobs: usize,
 }
 
 impl PlannedTable {
@@ -470,6 +473,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
         objects_left: chosen.left,
         made: chosen.objects,
         object_opts: opts.objects,
+        jobs: opts.jobs.max(1),
         snapshot: id,
         dest: url.display(),
         tables,
@@ -486,23 +490,54 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
 /// Referenced tables first, so foreign keys restore in a valid order (checks are also
 /// deferred to commit, which covers cycles).
 pub(crate) fn order_by_references<T>(tables: &mut Vec<T>, entry: impl Fn(&T) -> &TableEntry) {
-    let mut ordered: Vec<T> = Vec::with_capacity(tables.len());
-    let mut rest = std::mem::take(tables);
-    while !rest.is_empty() {
-        let names: Vec<String> = rest.iter().map(|t| entry(t).name.clone()).collect();
-        let ready = rest
+    // Repeatedly the first table (in the given order) none of whose references is
+    // still to come, or the first table left when there is none (a cycle). Kept in
+    // counts and sets rather than rescanning the rest each time: thousands of tables
+    // would make that quadratic.
+    use std::collections::{BTreeSet, HashMap};
+    let n = tables.len();
+    let at: HashMap<&str, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (entry(t).name.as_str(), i))
+        .collect();
+    let mut pending = vec![0usize; n];
+    let mut referenced_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, t) in tables.iter().enumerate() {
+        let mut refs: Vec<usize> = entry(t)
+            .schema
+            .references
             .iter()
-            .position(|t| {
-                let e = entry(t);
-                e.schema
-                    .references
-                    .iter()
-                    .all(|r| r == &e.name || !names.contains(r))
-            })
-            .unwrap_or(0);
-        ordered.push(rest.remove(ready));
+            .filter_map(|r| at.get(r.as_str()).copied())
+            .filter(|&j| j != i)
+            .collect();
+        refs.sort_unstable();
+        refs.dedup();
+        pending[i] = refs.len();
+        for j in refs {
+            referenced_by[j].push(i);
+        }
     }
-    *tables = ordered;
+    let mut left: BTreeSet<usize> = (0..n).collect();
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(&first) = left.first() {
+        let i = ready.first().copied().unwrap_or(first);
+        ready.remove(&i);
+        left.remove(&i);
+        order.push(i);
+        for &k in &referenced_by[i] {
+            pending[k] -= 1;
+            if pending[k] == 0 && left.contains(&k) {
+                ready.insert(k);
+            }
+        }
+    }
+    let mut slots: Vec<Option<T>> = std::mem::take(tables).into_iter().map(Some).collect();
+    *tables = order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each table once"))
+        .collect();
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -152,9 +152,12 @@ async fn execute(
     check_extensions(&mut db, plan).await?;
     let result = async {
         // Big tables first load, over several connections, into staging tables; those
-        // connections can only use committed schemas, types and other objects.
-        let mut staged: BTreeMap<String, (String, u64)> = BTreeMap::new();
-        if plan.tables.iter().any(|t| t.loaders > 1) {
+        // connections can only use committed schemas, types and other objects. Then,
+        // when there are many tables, the small ones load the same way, several at a
+        // time ([`stage_small_tables`]).
+        let mut staged: BTreeMap<String, Staged> = BTreeMap::new();
+        let small = small_tables(plan);
+        if plan.tables.iter().any(|t| t.loaders > 1) || !small.is_empty() {
             db.exec("SET check_function_bodies = false").await?;
             db.exec("SET standard_conforming_strings = on").await?;
             // Schemas first (with their comments and grants), then enums, then the
@@ -176,8 +179,25 @@ async fn execute(
             for t in plan.tables.iter().filter(|t| t.loaders > 1) {
                 let (stage, rows) =
                     stage_table(repo, secret, plan, t, &mut db, &mut outside, progress).await?;
-                staged.insert(t.dest_table.clone(), (stage, rows));
+                staged.insert(
+                    t.dest_table.clone(),
+                    Staged {
+                        stage,
+                        rows,
+                        made: false,
+                    },
+                );
             }
+            stage_small_tables(
+                repo,
+                secret,
+                plan,
+                &small,
+                &mut staged,
+                &mut outside,
+                progress,
+            )
+            .await?;
         }
         db.exec("BEGIN").await?;
         in_transaction = true;
@@ -252,18 +272,45 @@ async fn execute(
             }
         }
         // A foreign key to a table that is neither restored nor in the destination
-        // cannot be added: the table comes back without it, and says so.
+        // cannot be added: the table comes back without it, and says so. (Which
+        // tables are missing is one query; the keys go a few hundred per round trip.)
+        let mut referenced: Vec<String> = foreign_keys
+            .iter()
+            .filter_map(|(_, _, _, condef)| pg::referenced_relation(condef))
+            .collect();
+        referenced.sort();
+        referenced.dedup();
+        let missing: Vec<String> = if referenced.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar("SELECT r FROM unnest($1::text[]) AS r WHERE to_regclass(r) IS NULL")
+                .bind(&referenced)
+                .fetch_all(&mut db.conn)
+                .await
+                .map_err(|e| Error::Database {
+                    context: format!(
+                        "looking for the tables foreign keys reference in {}",
+                        plan.dest
+                    ),
+                    source: e,
+                })?
+        };
+        let mut batch = Vec::new();
         for (i, name, sql, condef) in foreign_keys {
             if let Some(rel) = pg::referenced_relation(&condef)
-                && !db.relation_exists(&rel).await?
+                && missing.contains(&rel)
             {
                 done[i].notes.push(format!(
                     "foreign key {name} not restored: {rel} does not exist in the destination"
                 ));
                 continue;
             }
-            db.exec(&sql).await?;
+            batch.push(sql);
+            if batch.len() >= STATEMENTS_PER_BATCH {
+                run_batch(&mut db, &mut batch, "foreign keys").await?;
+            }
         }
+        run_batch(&mut db, &mut batch, "foreign keys").await?;
         // Views, triggers, policies, grants… once the rows are in: triggers do not fire
         // on restored rows, materialized views are refreshed from them.
         for o in plan.made.iter().filter(|o| o.phase == Phase::After) {
@@ -711,14 +758,220 @@ async fn produce_rows(
     Ok(kept)
 }
 
+/// A table loaded before the restore's transaction into a committed staging table
+/// next to its destination, which that transaction renames into place.
+struct Staged {
+    stage: String,
+    rows: u64,
+    /// Its primary key, unique and check constraints and its indexes are made
+    /// already (under their final names: only for a table the restore creates new).
+    made: bool,
+}
+
+/// Below this many tables, everything loads on the restore's own connection.
+const PARALLEL_MIN_TABLES: usize = 8;
+
+/// Statements sent in one round trip (a simple query of several statements).
+const STATEMENTS_PER_BATCH: usize = 200;
+
+/// The tables [`stage_small_tables`] loads: with `--jobs` above 1 and at least
+/// [`PARALLEL_MIN_TABLES`] of them, every table the restore creates or replaces that is
+/// not already loaded over several connections.
+fn small_tables(plan: &RestorePlan) -> Vec<usize> {
+    if plan.jobs < 2 {
+        return Vec::new();
+    }
+    let picks: Vec<usize> = plan
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.loaders <= 1 && t.action.creates())
+        .map(|(i, _)| i)
+        .collect();
+    if picks.len() < PARALLEL_MIN_TABLES {
+        return Vec::new();
+    }
+    picks
+}
+
+/// Loads many small tables at once over `--jobs` connections, each into a staging
+/// table of its own in a transaction of its own: `CREATE TABLE`, `COPY … (FREEZE)`, then
+/// (for a new table) its primary key, unique and check constraints and indexes, then
+/// `COMMIT`. The server builds several tables at once instead of one after the other,
+/// which is where the time of a restore of thousands of small tables goes (issue 28).
+///
+/// Visibility and failure are those of the big tables' staging: what a staging table
+/// holds is committed but under a `tablesafe_stage_…` name nobody uses; the restore's
+/// one transaction renames each into place (with its defaults, sequences and foreign
+/// keys), so the tables appear together at its commit, or not at all. A failure
+/// anywhere — one loader, the data's checksum, the rename transaction — drops every
+/// staging table made ([`Outside::undo`]), and the destination is as before.
+async fn stage_small_tables(
+    repo: &Repository,
+    secret: &Secret<String>,
+    plan: &RestorePlan,
+    picks: &[usize],
+    staged: &mut BTreeMap<String, Staged>,
+    outside: &mut Outside,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if picks.is_empty() {
+        return Ok(());
+    }
+    let mut conns = Vec::new();
+    for _ in 0..plan.jobs.min(picks.len()) {
+        conns.push(PgDb::connect(secret, plan.dest.clone()).await?);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    // Every staging table is recorded before it is made, so a failure drops it.
+    let stages = std::sync::Mutex::new(Vec::new());
+    let loaded = std::sync::Mutex::new(Vec::new());
+    let worker = |mut conn: PgDb| {
+        let (next, failed, stages, loaded) = (&next, &failed, &stages, &loaded);
+        async move {
+            use std::sync::atomic::Ordering;
+            while !failed.load(Ordering::Relaxed) {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = picks.get(k) else { break };
+                let t = &plan.tables[i];
+                let done = stage_small(repo, &mut conn, t, stages, progress).await;
+                match done {
+                    Ok(s) => loaded.lock().expect("not poisoned").push((i, s)),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        let _ = conn.exec("ROLLBACK").await;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        }
+    };
+    let results = futures::future::join_all(conns.into_iter().map(worker)).await;
+    outside
+        .stages
+        .extend(stages.into_inner().expect("not poisoned"));
+    // The first error in table order (a cancelled loader's is the consequence).
+    if let Some(e) = results
+        .into_iter()
+        .filter_map(|r| r.err())
+        .min_by_key(|e| matches!(e, Error::Cancelled))
+    {
+        return Err(e);
+    }
+    for (i, s) in loaded.into_inner().expect("not poisoned") {
+        staged.insert(plan.tables[i].dest_table.clone(), s);
+    }
+    Ok(())
+}
+
+/// One table of [`stage_small_tables`], on one loader connection.
+async fn stage_small(
+    repo: &Repository,
+    conn: &mut PgDb,
+    t: &PlannedTable,
+    stages: &std::sync::Mutex<Vec<String>>,
+    progress: &dyn Progress,
+) -> Result<Staged> {
+    let def = pg_definition(&t.entry)?;
+    let (schema, table) = split_name(&t.dest_table);
+    let stage = format!(
+        "tablesafe_stage_{}",
+        crate::repo::crypto::hex(&rand::random::<[u8; 6]>())
+    );
+    let rel = pg::qualified(&schema, &stage);
+    stages.lock().expect("not poisoned").push(rel.clone());
+    let mut batch = vec![
+        "BEGIN".to_string(),
+        pg::create_table_sql(def, &schema, &stage, &t.columns, &[], true),
+    ];
+    run_batch(conn, &mut batch, &t.dest_table).await?;
+    progress.table_started(&t.dest_table, Some(t.rows));
+    let sql = format!(
+        "COPY {rel} ({}) FROM STDIN (FREEZE)",
+        column_list(&t.columns)
+    );
+    let rows = load(repo, t, vec![&mut conn.conn], &sql, &rel, progress).await?;
+    progress.table_finished(&t.dest_table);
+    // A replaced table's constraints and indexes are made after the old one is dropped
+    // (their names are taken until then).
+    let made = matches!(t.action, Action::Create);
+    if made {
+        batch.extend(constraints_and_indexes(t, def, &schema, &stage, &table));
+    }
+    batch.push("COMMIT".into());
+    run_batch(conn, &mut batch, &t.dest_table).await?;
+    Ok(Staged { stage, rows, made })
+}
+
+/// The primary key, unique and check constraints and the indexes of `t`, made on
+/// `on` (the table, or its staging table) under the names they have on `table`.
+fn constraints_and_indexes(
+    t: &PlannedTable,
+    def: &crate::model::PgTable,
+    schema: &str,
+    on: &str,
+    table: &str,
+) -> Vec<String> {
+    let e = &t.entry;
+    let all = t.columns.len() == e.stream_columns.len();
+    let renamed = t.dest_table != e.name;
+    let new_name = |old: &str| {
+        if renamed {
+            format!("{table}_{old}")
+        } else {
+            old.to_string()
+        }
+    };
+    let mut out = Vec::new();
+    for c in &def.constraints {
+        // Constraints on columns that were left out cannot come back.
+        if c.kind == ConstraintKind::ForeignKey || (!all && c.kind != ConstraintKind::PrimaryKey) {
+            continue;
+        }
+        out.push(pg::constraint_sql(
+            schema,
+            on,
+            &new_name(&c.name),
+            &c.definition,
+        ));
+    }
+    if all {
+        for (name, idxdef) in &def.indexes {
+            if let Some(sql) = pg::index_sql(idxdef, schema, on, &new_name(name)) {
+                out.push(sql);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `stmts` as one simple query (one round trip) and empties it.
+async fn run_batch(db: &mut PgDb, stmts: &mut Vec<String>, what: &str) -> Result<()> {
+    if stmts.is_empty() {
+        return Ok(());
+    }
+    let sql = stmts.join(";\n");
+    stmts.clear();
+    sqlx::Executor::execute(&mut db.conn, sql.as_str())
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Database {
+            context: format!("restoring {what} into {}", db.display),
+            source: e,
+        })
+}
+
 /// Restores one table inside the restore's transaction: creates it (or renames its
 /// staging table into place), loads the rows unless staged, then adds constraints,
-/// indexes and sequence values.
+/// indexes and sequence values. The statements around the rows go in one round trip
+/// each side.
 async fn restore_pg_table(
     repo: &Repository,
     db: &mut PgDb,
     t: &PlannedTable,
-    staged: Option<&(String, u64)>,
+    staged: Option<&Staged>,
     index: usize,
     foreign_keys: &mut Vec<(usize, String, String, String)>,
     progress: &dyn Progress,
@@ -736,11 +989,11 @@ async fn restore_pg_table(
         }
     };
     let creates = matches!(t.action, Action::Create | Action::Replace);
-    let all = t.columns.len() == e.stream_columns.len();
     let mut seq_targets: Vec<(String, String, i64, bool)> = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
     if creates {
         if matches!(t.action, Action::Replace) {
-            db.exec(&format!("DROP TABLE {rel}")).await?;
+            batch.push(format!("DROP TABLE {rel}"));
         }
         // Serial columns: their sequence first (renamed along with the table).
         let mut renames = Vec::new();
@@ -758,8 +1011,7 @@ async fn restore_pg_table(
                     .filter(|t| matches!(*t, "smallint" | "integer" | "bigint"))
                     .map(|t| format!(" AS {t}"))
                     .unwrap_or_default();
-                db.exec(&format!("CREATE SEQUENCE IF NOT EXISTS {target}{ty}"))
-                    .await?;
+                batch.push(format!("CREATE SEQUENCE IF NOT EXISTS {target}{ty}"));
                 renames.push((regclass.clone(), target.clone()));
                 seq_targets.push((target, String::new(), *last, *called));
             } else if t.columns.contains(column) {
@@ -767,23 +1019,19 @@ async fn restore_pg_table(
             }
         }
         match staged {
-            Some((stage, _)) => {
-                db.exec(&format!(
+            Some(s) => {
+                batch.push(format!(
                     "ALTER TABLE {} RENAME TO {}",
-                    pg::qualified(&schema, stage),
+                    pg::qualified(&schema, &s.stage),
                     pg::quote(&table)
-                ))
-                .await?;
-                for sql in pg::column_defaults_sql(def, &schema, &table, &t.columns, &renames) {
-                    db.exec(&sql).await?;
-                }
+                ));
+                batch.extend(pg::column_defaults_sql(
+                    def, &schema, &table, &t.columns, &renames,
+                ));
             }
-            None => {
-                db.exec(&pg::create_table_sql(
-                    def, &schema, &table, &t.columns, &renames, false,
-                ))
-                .await?
-            }
+            None => batch.push(pg::create_table_sql(
+                def, &schema, &table, &t.columns, &renames, false,
+            )),
         }
         for (target, column, _, _) in &seq_targets {
             if column.is_empty() {
@@ -793,18 +1041,18 @@ async fn restore_pg_table(
                     .find(|s| renames.iter().any(|(o, n)| n == target && o == &s.0))
                     .map(|s| s.1.clone());
                 if let Some(col) = col {
-                    db.exec(&format!(
+                    batch.push(format!(
                         "ALTER SEQUENCE {target} OWNED BY {rel}.{}",
                         pg::quote(&col)
-                    ))
-                    .await?;
+                    ));
                 }
             }
         }
     }
     let rows = match staged {
-        Some((_, rows)) => *rows,
+        Some(s) => s.rows,
         None => {
+            run_batch(db, &mut batch, &t.dest_table).await?;
             progress.table_started(&t.dest_table, Some(t.rows));
             // FREEZE (allowed because the table was created in this transaction) writes
             // the rows already frozen, sparing the first VACUUM a pass over them.
@@ -820,33 +1068,33 @@ async fn restore_pg_table(
     };
 
     if creates {
-        for c in &def.constraints {
-            // Constraints on columns that were left out cannot come back.
-            if !all && c.kind != ConstraintKind::PrimaryKey {
-                continue;
-            }
-            let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
-            if c.kind == ConstraintKind::ForeignKey {
-                foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()))
-            } else {
-                db.exec(&sql).await?
-            }
+        if !staged.is_some_and(|s| s.made) {
+            batch.extend(constraints_and_indexes(t, def, &schema, &table, &table));
         }
-        if all {
-            for (name, idxdef) in &def.indexes {
-                if let Some(sql) = pg::index_sql(idxdef, &schema, &table, &new_name(name)) {
-                    db.exec(&sql).await?;
-                }
-            }
+        let all = t.columns.len() == e.stream_columns.len();
+        for c in def
+            .constraints
+            .iter()
+            .filter(|c| c.kind == ConstraintKind::ForeignKey && all)
+        {
+            let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
+            foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()));
         }
         for (target, column, last, called) in &seq_targets {
+            // The sequence of an identity column is found by the server in the same
+            // statement (setval ignores none: an identity column always has one).
             let seq = if column.is_empty() {
-                target.clone()
+                crate::source::sql_string(target)
             } else {
-                db.serial_sequence(&rel, column).await?
+                format!(
+                    "pg_catalog.pg_get_serial_sequence({}, {})",
+                    crate::source::sql_string(&rel),
+                    crate::source::sql_string(column)
+                )
             };
-            db.setval(&seq, *last, *called).await?;
+            batch.push(format!("SELECT pg_catalog.setval({seq}, {last}, {called})"));
         }
     }
+    run_batch(db, &mut batch, &t.dest_table).await?;
     Ok(rows)
 }

@@ -51,7 +51,13 @@ pub struct PgTableInfo {
     pub data_columns: Vec<String>,
     /// Tables this one references (`schema.table`).
     pub references: Vec<String>,
+    /// `pg_class.reltuples` and `pg_relation_size` when the catalog was read, for
+    /// [`super::SourceDb::estimate_rows`] without a query per table.
+    pub stats: Option<(f32, i64)>,
 }
+
+/// Owned sequences whose positions one query reads (a `UNION ALL` of this many).
+const SEQUENCES_PER_QUERY: usize = 500;
 
 pub type PgCatalog = super::Catalog<PgTableInfo>;
 
@@ -105,6 +111,16 @@ impl super::SourceDb for PgDb {
     /// it is small (under 64 MB), else unknown.
     async fn estimate_rows(&mut self, t: &PgTableInfo) -> Result<Option<u64>> {
         let rel = qualified(&t.table.schema, &t.table.name);
+        // Read with the catalog (one query for every table).
+        if let Some((estimate, size)) = t.stats {
+            return if estimate >= 0.0 {
+                Ok(Some(estimate as u64))
+            } else if size < 64 << 20 {
+                Ok(Some(self.count_all(&rel).await?))
+            } else {
+                Ok(None)
+            };
+        }
         // to_regclass, not ::regclass: a table dropped meanwhile gives no row, never an
         // error (which would abort the backup's snapshot transaction).
         let found: Option<(f32, i64)> = sqlx::query_as(
@@ -139,10 +155,8 @@ impl PgDb {
         .fetch_all(&mut self.conn)
         .await
         .context(|| "reading pg_class".into())?;
-        let mut tables = Vec::new();
-        for (oid, schema, name) in rels {
-            tables.push((oid, self.table(oid, &schema, &name).await?));
-        }
+        let infos = self.tables(&rels).await?;
+        let mut tables: Vec<(i64, PgTableInfo)> = rels.iter().map(|r| r.0).zip(infos).collect();
         let enums: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
             "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
              FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -401,124 +415,213 @@ impl PgDb {
         schema: &str,
         name: &str,
     ) -> Result<PgTableInfo> {
-        let what = || format!("reading the definition of {schema}.{name}");
-        let cols: Vec<(String, String, bool, Option<String>, String, String)> = sqlx::query_as(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+        let rel = [(oid, schema.to_string(), name.to_string())];
+        let mut found = self.tables(&rel).await?;
+        found
+            .pop()
+            .ok_or_else(|| Error::Other(format!("{schema}.{name} vanished while being read")))
+    }
+
+    /// The definitions of the tables `rels` (oid, schema, name), in that order. A
+    /// fixed number of catalog queries whatever the number of tables (each asks for
+    /// every table at once, ordered by table), plus one per [`SEQUENCES_PER_QUERY`]
+    /// owned sequences for their positions: thousands of small tables cost a few round
+    /// trips, not several each (issue 28).
+    pub(super) async fn tables(
+        &mut self,
+        rels: &[(i64, String, String)],
+    ) -> Result<Vec<PgTableInfo>> {
+        use std::collections::HashMap;
+        let what = || format!("reading the definitions of {} tables", rels.len());
+        let oids: Vec<i64> = rels.iter().map(|r| r.0).collect();
+        /// Rows of one catalog query grouped by table oid, in the query's order.
+        fn by_table<T>(rows: Vec<(i64, T)>) -> HashMap<i64, Vec<T>> {
+            let mut out: HashMap<i64, Vec<T>> = HashMap::new();
+            for (oid, row) in rows {
+                out.entry(oid).or_default().push(row);
+            }
+            out
+        }
+        type ColumnRow = (String, String, bool, Option<String>, String, String);
+        let cols: Vec<(i64, ColumnRow)> = sqlx::query_as::<_, (i64, String, String, bool, Option<String>, String, String)>(
+            "SELECT a.attrelid::int8, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
                     a.attidentity::text, a.attgenerated::text
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+             WHERE a.attrelid = ANY($1::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attrelid, a.attnum",
         )
-        .bind(oid)
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
-        .context(what)?;
-        let columns: Vec<PgColumn> = cols
-            .into_iter()
-            .map(|(name, type_sql, not_null, default, identity, generated)| {
-                let is_generated = generated == "s";
-                Ok(PgColumn {
-                    name,
-                    type_sql,
-                    not_null,
-                    default: if is_generated { None } else { default.clone() },
-                    identity: Identity::from_catalog(&identity)?,
-                    generated: if is_generated { default } else { None },
-                })
-            })
-            .collect::<Result<_>>()?;
-        let constraints: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
-             WHERE conrelid = $1::int8::oid AND conislocal AND conparentid = 0 ORDER BY CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2 ELSE 3 END, conname",
+        .context(what)?
+        .into_iter()
+        .map(|(o, a, b, c, d, e, f)| (o, (a, b, c, d, e, f)))
+        .collect();
+        let mut cols = by_table(cols);
+        let constraints: Vec<(i64, (String, String, String))> = sqlx::query_as::<_, (i64, String, String, String)>(
+            "SELECT conrelid::int8, conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = ANY($1::int8[]::oid[]) AND conislocal AND conparentid = 0
+             ORDER BY conrelid, CASE contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2 ELSE 3 END, conname",
         )
-        .bind(oid)
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
-        .context(what)?;
-        let pk: Vec<String> = sqlx::query_scalar(
-            "SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        .context(what)?
+        .into_iter()
+        .map(|(o, a, b, c)| (o, (a, b, c)))
+        .collect();
+        let mut constraints = by_table(constraints);
+        let pks: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT i.indrelid::int8, a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-             WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
+             WHERE i.indrelid = ANY($1::int8[]::oid[]) AND i.indisprimary ORDER BY i.indrelid, k.ord",
         )
-        .bind(oid)
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
         .context(what)?;
-        let indexes: Vec<(String, String)> = sqlx::query_as(
-            "SELECT c.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             WHERE i.indrelid = $1::int8::oid AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+        let mut pks = by_table(pks);
+        let indexes: Vec<(i64, (String, String))> = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT i.indrelid::int8, c.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = ANY($1::int8[]::oid[]) AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
                AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
-             ORDER BY 1",
+             ORDER BY i.indrelid, 2",
         )
-        .bind(oid)
+        .bind(&oids)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?
+        .into_iter()
+        .map(|(o, a, b)| (o, (a, b)))
+        .collect();
+        let mut indexes = by_table(indexes);
+        let references: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT DISTINCT k.conrelid::int8, n.nspname || '.' || c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.conrelid = ANY($1::int8[]::oid[]) AND k.contype = 'f' ORDER BY 1, 2",
+        )
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
         .context(what)?;
-        let references: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.conrelid = $1::int8::oid AND k.contype = 'f'",
-        )
-        .bind(oid)
-        .fetch_all(&mut self.conn)
-        .await
-        .context(what)?;
-        let owned: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT s.oid::int8, s.oid::regclass::text, a.attname::text FROM pg_depend d
+        let mut references = by_table(references);
+        let owned: Vec<(i64, (String, String))> = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT d.refobjid::int8, s.oid::regclass::text, a.attname::text FROM pg_depend d
              JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
              JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-             WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::int8::oid AND d.deptype IN ('a', 'i') ORDER BY 2",
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY($1::int8[]::oid[]) AND d.deptype IN ('a', 'i') ORDER BY 1, 2",
         )
-        .bind(oid)
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
-        .context(what)?;
-        let mut sequences = Vec::new();
-        for (_, regclass, column) in owned {
+        .context(what)?
+        .into_iter()
+        .map(|(o, a, b)| (o, (a, b)))
+        .collect();
+        // Positions of all owned sequences, many per query (a sequence is a relation
+        // of its own: no catalog lists them all at once with is_called).
+        let mut positions: HashMap<String, (i64, bool)> = HashMap::new();
+        let regclasses: Vec<&String> = owned.iter().map(|(_, (r, _))| r).collect();
+        for group in regclasses.chunks(SEQUENCES_PER_QUERY) {
             // regclass text is already quoted and qualified as needed.
-            let (last, called): (i64, bool) =
-                sqlx::query_as(&format!("SELECT last_value, is_called FROM {regclass}"))
-                    .fetch_one(&mut self.conn)
-                    .await
-                    .context(what)?;
-            sequences.push((regclass, column, last, called));
+            let sql = group
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("SELECT {i}::int4, last_value, is_called FROM {r}"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let rows: Vec<(i32, i64, bool)> = sqlx::query_as(&sql)
+                .fetch_all(&mut self.conn)
+                .await
+                .context(what)?;
+            for (i, last, called) in rows {
+                positions.insert(group[i as usize].clone(), (last, called));
+            }
         }
-        let collations: Vec<(String, String)> = sqlx::query_as(
-            "SELECT a.attname::text, a.attcollation::regcollation::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped
-               AND a.attcollation <> 0 AND a.attcollation <> t.typcollation ORDER BY a.attnum",
+        let mut sequences: HashMap<i64, Vec<(String, String, i64, bool)>> = HashMap::new();
+        for (oid, (regclass, column)) in owned {
+            let (last, called) = *positions
+                .get(&regclass)
+                .ok_or_else(|| Error::Other(format!("no position read for sequence {regclass}")))?;
+            sequences
+                .entry(oid)
+                .or_default()
+                .push((regclass, column, last, called));
+        }
+        let collations: Vec<(i64, (String, String))> = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT a.attrelid::int8, a.attname::text, a.attcollation::regcollation::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = ANY($1::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attcollation <> 0 AND a.attcollation <> t.typcollation ORDER BY a.attrelid, a.attnum",
         )
-        .bind(oid)
+        .bind(&oids)
+        .fetch_all(&mut self.conn)
+        .await
+        .context(what)?
+        .into_iter()
+        .map(|(o, a, b)| (o, (a, b)))
+        .collect();
+        let mut collations = by_table(collations);
+        let stats: Vec<(i64, f32, i64)> = sqlx::query_as(
+            "SELECT oid::int8, reltuples, pg_relation_size(oid) FROM pg_class WHERE oid = ANY($1::int8[]::oid[])",
+        )
+        .bind(&oids)
         .fetch_all(&mut self.conn)
         .await
         .context(what)?;
-        let data_columns = columns
-            .iter()
-            .filter(|c| c.generated.is_none())
-            .map(|c| c.name.clone())
-            .collect();
-        Ok(PgTableInfo {
-            name: format!("{schema}.{name}"),
-            table: PgTable {
-                schema: schema.into(),
-                name: name.into(),
-                pk: pk.clone(),
-                columns,
-                constraints: constraints
-                    .into_iter()
-                    .map(|(name, kind, definition)| PgConstraint {
+        let stats: HashMap<i64, (f32, i64)> =
+            stats.into_iter().map(|(o, t, s)| (o, (t, s))).collect();
+
+        let mut out = Vec::with_capacity(rels.len());
+        for (oid, schema, name) in rels {
+            let columns: Vec<PgColumn> = cols
+                .remove(oid)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, type_sql, not_null, default, identity, generated)| {
+                    let is_generated = generated == "s";
+                    Ok(PgColumn {
                         name,
-                        kind: ConstraintKind::from_catalog(&kind),
-                        definition,
+                        type_sql,
+                        not_null,
+                        default: if is_generated { None } else { default.clone() },
+                        identity: Identity::from_catalog(&identity)?,
+                        generated: if is_generated { default } else { None },
                     })
-                    .collect(),
-                indexes,
-                sequences,
-                needs: Vec::new(),
-                collations,
-            },
-            pk,
-            data_columns,
-            references,
-        })
+                })
+                .collect::<Result<_>>()?;
+            let pk = pks.remove(oid).unwrap_or_default();
+            let data_columns = columns
+                .iter()
+                .filter(|c| c.generated.is_none())
+                .map(|c| c.name.clone())
+                .collect();
+            out.push(PgTableInfo {
+                name: format!("{schema}.{name}"),
+                table: PgTable {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    pk: pk.clone(),
+                    columns,
+                    constraints: constraints
+                        .remove(oid)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(name, kind, definition)| PgConstraint {
+                            name,
+                            kind: ConstraintKind::from_catalog(&kind),
+                            definition,
+                        })
+                        .collect(),
+                    indexes: indexes.remove(oid).unwrap_or_default(),
+                    sequences: sequences.remove(oid).unwrap_or_default(),
+                    needs: Vec::new(),
+                    collations: collations.remove(oid).unwrap_or_default(),
+                },
+                pk,
+                data_columns,
+                references: references.remove(oid).unwrap_or_default(),
+                stats: stats.get(oid).copied(),
+            });
+        }
+        Ok(out)
     }
 
     /// COPY text of `columns` of a table, in primary-key order when it has one.

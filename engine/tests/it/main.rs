@@ -9,6 +9,7 @@ mod export;
 mod fidelity;
 mod format;
 mod incremental;
+mod many_tables;
 mod merge;
 mod mysql;
 mod pitr;
