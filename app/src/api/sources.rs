@@ -471,11 +471,23 @@ pub async fn test_source(id: i64) -> Result<String, AppError> {
             row.display_url
         ))),
         Ok(Err(e)) => Err(open_error(&c, &row, e)),
-        Ok(Ok(found)) => Ok(format!(
-            "Connected: {} tables. Connection: {}.",
-            found.tables.len(),
-            found.link
-        )),
+        Ok(Ok(found)) => {
+            // A SQLite file not in WAL mode: its writers wait while a backup copies it.
+            let note = match engine::source::SourceUrl::parse(&url) {
+                Ok(engine::source::SourceUrl::Sqlite(path)) => {
+                    use engine::source::sqlite::{SqliteDb, journal_note};
+                    let mode = SqliteDb::journal_mode(&path).await.ok();
+                    mode.and_then(|m| journal_note(&path, &m))
+                }
+                _ => None,
+            };
+            Ok(format!(
+                "Connected: {} tables. Connection: {}.{}",
+                found.tables.len(),
+                found.link,
+                note.map(|n| format!(" {n}")).unwrap_or_default()
+            ))
+        }
     };
     c.audited("source.test", &format!("source {}", row.name), result)
         .await

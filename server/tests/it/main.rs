@@ -32,6 +32,7 @@ mod retention;
 mod roles;
 mod schedule;
 mod signals;
+mod sqlite_source;
 mod targets;
 mod tokens;
 mod trigger;
