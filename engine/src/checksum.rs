@@ -11,9 +11,10 @@
 //! blocks long (the work per changed row grows), never a checksum wrong.
 //!
 //! Each block is summed as a [`BlockSum`]: its rows, its bytes, the BLAKE3 of its rows'
-//! bytes and the boundary bytes of its last row. The *block list* is those sums in key
-//! order, each encoded as `rows u64 LE ‖ bytes u64 LE ‖ hash[32] ‖ key length u32 LE ‖
-//! key`; it is stored as chunks like a stream ([`crate::model::BlockList`]), and the
+//! bytes, a fingerprint of its keys ([`key_fingerprint`]) and the boundary bytes of its
+//! last row. The *block list* is those sums in key order, each encoded as `rows ‖ bytes
+//! ‖ keys u64 LE ‖ hash[16] ‖ key length ‖ key` (numbers without a width are LEB128;
+//! the hash is the first 16 bytes of BLAKE3); it is stored as chunks like a stream ([`crate::model::BlockList`]), and the
 //! table's checksum (`TableEntry::checksum`) is its *root*: the BLAKE3 of the encoded
 //! list, derived under [`ROOT_CONTEXT`]. Checking a table ([`StreamCheck`]) recomputes
 //! the list from the rows and compares the root, the row count and the length; verify
@@ -63,7 +64,27 @@ fn boundary_hash(bytes: &[u8]) -> u64 {
 
 /// Whether a block ends after a row with these boundary bytes.
 pub fn ends_block(boundary: &[u8]) -> bool {
-    boundary_hash(boundary) & ((1u64 << BLOCK_BITS) - 1) == 0
+    ends(boundary_hash(boundary))
+}
+
+fn ends(hash: u64) -> bool {
+    hash & ((1u64 << BLOCK_BITS) - 1) == 0
+}
+
+/// A block's keys fingerprint: the wrapping sum of its rows' boundary hashes, which a
+/// changes-only delta compares to learn whether a block lost or gained keys without
+/// reading the parent's rows (a collision would leave a deleted key in the delta's
+/// merge, which the block's hash, computed from the rows read, then refuses).
+pub fn key_fingerprint<'a>(boundaries: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    boundaries
+        .into_iter()
+        .fold(0u64, |acc, b| acc.wrapping_add(boundary_hash(b)))
+}
+
+/// [`ends_block`] and the row's share of [`key_fingerprint`] at once.
+pub fn boundary_of(boundary: &[u8]) -> (bool, u64) {
+    let h = boundary_hash(boundary);
+    (ends(h), h)
 }
 
 /// One block's sum.
@@ -71,7 +92,10 @@ pub fn ends_block(boundary: &[u8]) -> bool {
 pub struct BlockSum {
     pub rows: u64,
     pub bytes: u64,
-    pub hash: [u8; 32],
+    /// [`key_fingerprint`] of its rows.
+    pub keys: u64,
+    /// The first 16 bytes of the BLAKE3 of its rows' bytes.
+    pub hash: [u8; 16],
     /// The boundary bytes of its last row.
     pub last: Vec<u8>,
 }
@@ -79,39 +103,76 @@ pub struct BlockSum {
 impl BlockSum {
     /// Appends this block's record to an encoded block list.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.rows.to_le_bytes());
-        out.extend_from_slice(&self.bytes.to_le_bytes());
+        put_varint(out, self.rows);
+        put_varint(out, self.bytes);
+        out.extend_from_slice(&self.keys.to_le_bytes());
         out.extend_from_slice(&self.hash);
-        out.extend_from_slice(&(self.last.len() as u32).to_le_bytes());
+        put_varint(out, self.last.len() as u64);
         out.extend_from_slice(&self.last);
     }
 
     /// The record at the front of `buf` and its length; `None` if incomplete.
     pub fn decode(buf: &[u8]) -> Result<Option<(BlockSum, usize)>> {
-        const FIXED: usize = 8 + 8 + 32 + 4;
-        if buf.len() < FIXED {
+        let mut at = 0;
+        let Some(rows) = get_varint(buf, &mut at)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = get_varint(buf, &mut at)? else {
+            return Ok(None);
+        };
+        if buf.len() < at + 24 {
             return Ok(None);
         }
-        let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8"));
-        let key_len = u32::from_le_bytes(buf[48..52].try_into().expect("4")) as usize;
+        let keys = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8"));
+        let hash: [u8; 16] = buf[at + 8..at + 24].try_into().expect("16");
+        at += 24;
+        let Some(key_len) = get_varint(buf, &mut at)? else {
+            return Ok(None);
+        };
         if key_len > 1 << 24 {
             return Err(Error::damaged(
                 "a block list record has an impossible key length",
             ));
         }
-        if buf.len() < FIXED + key_len {
+        let key_len = key_len as usize;
+        if buf.len() < at + key_len {
             return Ok(None);
         }
         Ok(Some((
             BlockSum {
-                rows: u64_at(0),
-                bytes: u64_at(8),
-                hash: buf[16..48].try_into().expect("32"),
-                last: buf[FIXED..FIXED + key_len].to_vec(),
+                rows,
+                bytes,
+                keys,
+                hash,
+                last: buf[at..at + key_len].to_vec(),
             },
-            FIXED + key_len,
+            at + key_len,
         )))
     }
+}
+
+/// LEB128.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Result<Option<u64>> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let Some(&b) = buf.get(*at + i) else {
+            return Ok(None);
+        };
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *at += i + 1;
+            return Ok(Some(v));
+        }
+    }
+    Err(Error::damaged("a block list record has a malformed number"))
 }
 
 /// A table's (or a part's) checksum as computed.
@@ -131,6 +192,7 @@ pub struct TableSum {
 struct Head {
     bytes: Vec<u8>,
     rows: u64,
+    keys: u64,
     /// The boundary bytes of the row that ended the head, once one did.
     closed: Option<Vec<u8>>,
 }
@@ -143,6 +205,7 @@ pub struct TableHasher {
     open: blake3::Hasher,
     open_rows: u64,
     open_bytes: u64,
+    open_keys: u64,
     /// The boundary bytes of the last row fed.
     last: Vec<u8>,
     /// Encoded block records not yet taken ([`TableHasher::take_list`]).
@@ -169,6 +232,7 @@ impl TableHasher {
             open: blake3::Hasher::new(),
             open_rows: 0,
             open_bytes: 0,
+            open_keys: 0,
             last: Vec::new(),
             list: Vec::new(),
             root: Some(blake3::Hasher::new_derive_key(ROOT_CONTEXT)),
@@ -186,6 +250,7 @@ impl TableHasher {
             head: Some(Head {
                 bytes: Vec::new(),
                 rows: 0,
+                keys: 0,
                 closed: None,
             }),
             root: None,
@@ -214,7 +279,7 @@ impl TableHasher {
 
     /// The next row in key order, with its boundary bytes ([`key_bytes`]).
     pub fn row(&mut self, boundary: &[u8], row: &[u8]) {
-        let ends = ends_block(boundary);
+        let (ends, hash) = boundary_of(boundary);
         self.rows += 1;
         self.bytes += row.len() as u64;
         self.last.clear();
@@ -224,6 +289,7 @@ impl TableHasher {
         {
             head.bytes.extend_from_slice(row);
             head.rows += 1;
+            head.keys = head.keys.wrapping_add(hash);
             if ends {
                 head.closed = Some(boundary.to_vec());
             }
@@ -232,6 +298,7 @@ impl TableHasher {
         self.open.update(row);
         self.open_rows += 1;
         self.open_bytes += row.len() as u64;
+        self.open_keys = self.open_keys.wrapping_add(hash);
         if ends {
             self.close();
         }
@@ -267,12 +334,14 @@ impl TableHasher {
         let sum = BlockSum {
             rows: self.open_rows,
             bytes: self.open_bytes,
-            hash: *hash.as_bytes(),
+            keys: self.open_keys,
+            hash: hash.as_bytes()[..16].try_into().expect("16"),
             last: self.last.clone(),
         };
         self.push(&sum);
         self.open_rows = 0;
         self.open_bytes = 0;
+        self.open_keys = 0;
     }
 
     /// The encoded block records closed so far, taken out (to be stored as they come, so
@@ -304,12 +373,14 @@ impl TableHasher {
             Some(mine) if mine.closed.is_none() => {
                 mine.bytes.extend_from_slice(&head.bytes);
                 mine.rows += head.rows;
+                mine.keys = mine.keys.wrapping_add(head.keys);
                 mine.closed = head.closed;
             }
             _ => {
                 self.open.update(&head.bytes);
                 self.open_rows += head.rows;
                 self.open_bytes += head.bytes.len() as u64;
+                self.open_keys = self.open_keys.wrapping_add(head.keys);
                 if let Some(last) = head.closed {
                     let saved = std::mem::replace(&mut self.last, last);
                     self.close();
@@ -328,6 +399,7 @@ impl TableHasher {
             self.open = next.open;
             self.open_rows = next.open_rows;
             self.open_bytes = next.open_bytes;
+            self.open_keys = next.open_keys;
         }
         self
     }
@@ -350,6 +422,23 @@ impl TableHasher {
             blocks: t.blocks,
             list: t.list,
         }
+    }
+}
+
+/// The boundary bytes of a row read with `spec`: its key ([`key_bytes`]), or, for a row
+/// whose key cannot be read, `0xff` and the row itself.
+pub fn row_boundary(
+    spec: &crate::segment::KeySpec,
+    row: &[u8],
+    key: &mut crate::segment::Key,
+    out: &mut Vec<u8>,
+) {
+    if spec.key_into(row, key).is_ok() {
+        key_bytes(key, out);
+    } else {
+        out.clear();
+        out.push(0xff);
+        out.extend_from_slice(row);
     }
 }
 
@@ -384,10 +473,26 @@ impl StreamCheck {
                 e.name, list.bits
             )));
         }
-        let spec = crate::segment::KeySpec::of_entry(e).ok_or_else(|| {
-            Error::damaged(format!("table {} has a block list but no key", e.name))
-        })?;
-        Ok(StreamCheck {
+        let spec = crate::segment::KeySpec::new(&e.format, &e.stream_columns, &e.schema)
+            .ok_or_else(|| {
+                Error::damaged(format!("table {} has a block list but no key", e.name))
+            })?;
+        Ok(Self::blocks(spec))
+    }
+
+    /// The check of a stream read with `spec` (the table's key, from
+    /// [`crate::segment::KeySpec::new`]): blocks; without one, the whole stream's BLAKE3.
+    pub fn for_key(spec: Option<crate::segment::KeySpec>) -> Self {
+        match spec {
+            Some(spec) => Self::blocks(spec),
+            None => StreamCheck {
+                how: How::Stream(blake3::Hasher::new()),
+            },
+        }
+    }
+
+    fn blocks(spec: crate::segment::KeySpec) -> Self {
+        StreamCheck {
             how: How::Blocks {
                 spec,
                 hasher: Box::new(TableHasher::new()),
@@ -395,7 +500,12 @@ impl StreamCheck {
                 key: Vec::new(),
                 boundary: Vec::new(),
             },
-        })
+        }
+    }
+
+    /// Whether this check computes blocks.
+    pub fn is_blocks(&self) -> bool {
+        matches!(self.how, How::Blocks { .. })
     }
 
     pub fn update(&mut self, piece: &[u8]) -> Result<()> {
@@ -414,8 +524,7 @@ impl StreamCheck {
                     let mut at = 0;
                     while let Some(n) = spec.row_len(&data[at..])? {
                         let row = &data[at..at + n];
-                        spec.key_into(row, key)?;
-                        key_bytes(key, boundary);
+                        row_boundary(spec, row, key, boundary);
                         hasher.row(boundary, row);
                         at += n;
                     }
@@ -562,5 +671,58 @@ mod tests {
         let s = whole(&rows(&(0..100_000).collect::<Vec<_>>()));
         let avg = s.rows as f64 / s.blocks as f64;
         assert!((12.0..20.0).contains(&avg), "{avg}");
+    }
+}
+
+/// A stored block list read back record by record, its root checked at the end.
+pub struct ListReader<'a> {
+    chunks: futures::stream::BoxStream<'a, Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    root: blake3::Hasher,
+    expected: Checksum,
+    eof: bool,
+}
+
+impl<'a> ListReader<'a> {
+    pub fn new(repo: &'a crate::repo::Repository, e: &crate::model::TableEntry) -> Option<Self> {
+        use futures::StreamExt;
+        let list = e.blocks.as_ref().filter(|l| l.bits == BLOCK_BITS)?;
+        Some(ListReader {
+            chunks: crate::segment::layer_chunks(repo, list.chunks.clone(), e.name.clone()).boxed(),
+            buf: Vec::new(),
+            pos: 0,
+            root: blake3::Hasher::new_derive_key(ROOT_CONTEXT),
+            expected: e.checksum,
+            eof: false,
+        })
+    }
+
+    /// The next block; after the last, `None` once the list matched the root.
+    pub async fn next(&mut self) -> Result<Option<BlockSum>> {
+        use futures::StreamExt;
+        loop {
+            if let Some((b, n)) = BlockSum::decode(&self.buf[self.pos..])? {
+                self.root.update(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(Some(b));
+            }
+            if self.eof {
+                if self.pos != self.buf.len() || !self.expected.matches(&self.root.finalize()) {
+                    return Err(Error::damaged(
+                        "a block list does not match its table's checksum",
+                    ));
+                }
+                return Ok(None);
+            }
+            match self.chunks.next().await {
+                Some(c) => {
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                    self.buf.extend_from_slice(&c?);
+                }
+                None => self.eof = true,
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! `*Options` structs and functions. The test command fails if a web or CLI crate ever
 //! appears in this crate's dependency tree.
 //!
-//! ## Repository format, version 1
+//! ## Repository format, version 2 (and 1)
 //!
 //! A repository is a set of immutable objects under one root:
 //!
@@ -33,6 +33,15 @@
 //! with "upgrade tablesafe"), before reading keys, taking a lock or writing anything. A
 //! change a reader of this version would misread bumps `repo::FORMAT_VERSION`.
 //!
+//! Format 2 differs from format 1 in one thing: a keyed table's checksum is the root of
+//! a list of block sums (**Checksums** below) instead of the BLAKE3 of its whole stream,
+//! and delta segments may hold range deletes. A format 1 reader would take that root
+//! for a stream hash and call every such table damaged, hence the new number. This
+//! build creates format 2 repositories and reads both; it keeps writing format 1's form
+//! into a format 1 repository (an older tablesafe sharing it still reads everything),
+//! so old repositories need no migration and stay readable and verifiable as they are
+//! (they simply do not get the cheaper incrementals).
+//!
 //! **Chunks.** Each table's rows become a *canonical stream* ([`model::encode_value`]):
 //! rows in primary-key order, each value a type tag plus bytes, so equal data gives equal
 //! bytes whatever the source's physical layout. The stream is cut by FastCDC (content-
@@ -55,12 +64,25 @@
 //!
 //! **Snapshots** record time, source (URL without password), selection, tags, the
 //! objects skipped and, per table, the schema, row count, bytes, the ordered chunk list
-//! and a BLAKE3 checksum of the canonical stream, which is independent of chunking and
+//! and a checksum of the canonical stream, which is independent of chunking and
 //! lets verify and restore check a table end to end. The schema objects around the
 //! tables (views, functions, triggers, types, policies, grants… — [`objects`]) are a
 //! list of statements in dependency order, each with the tables and objects it needs,
 //! written by the source's own catalog functions; a manifest without the list (older
 //! versions) restores tables only, as before.
+//!
+//! **Checksums** ([`checksum`]). Format 1, and unkeyed tables in format 2: the BLAKE3 of
+//! the whole canonical stream. Keyed tables in format 2 (marked by the entry's `blocks`
+//! field): the stream's rows, in key order, fall into blocks that end after a row whose
+//! key hashes to a value with its low 4 bits zero (16 rows on average; where blocks end
+//! depends on the keys alone, so an insert or delete moves only the boundaries next to
+//! it). Each block is summed (rows, bytes, a fingerprint of its keys, BLAKE3 of its
+//! rows, its last key); the list of sums is stored as chunks like a stream, and the
+//! checksum is the BLAKE3 of that list. Restore checks the root, the row count and the
+//! length; verify also compares block by block and names the first block that differs
+//! (its number, rows and last key). A backup that knows which rows changed (a
+//! PostgreSQL changes-only delta) reuses the parent's sums for blocks none of whose rows
+//! changed and reads again only the others: it never decodes the parent's rows.
 //!
 //! **Segments** ([`segment`]). A table entry's own chunks are a segment: `full` (every
 //! row) or `delta` (rows upserted and keys deleted since the previous snapshot of the
@@ -68,9 +90,10 @@
 //! to (oldest, always `full`, first), copied from its parent: every manifest is
 //! self-contained, so restore, verify and prune never need another manifest, and the
 //! chunks a snapshot keeps alive are exactly those its manifest lists. Reading a table
-//! merges its layers by key (newest wins, a delete hides the key); the result must match
-//! the entry's checksum, which is always that of the *full* canonical stream, so a
-//! delta snapshot and a full one of the same data have the same checksum. A table gets
+//! merges its layers by key (newest wins, a delete or a range delete hides the key);
+//! the result must match the entry's checksum, which is always that of the *full*
+//! canonical stream (whole, or its blocks), so a delta snapshot and a full one of the
+//! same data have the same checksum. A table gets
 //! deltas only when its stream is proven strictly increasing under the key order the
 //! engine reproduces (checked row by row, recorded in `key`); a chain is cut by a new
 //! full segment after [`segment::MAX_LAYERS`] layers or when its deltas outgrow half the
@@ -109,15 +132,38 @@
 //!   between the parent's rows and rows read in this transaction, and the manifest's
 //!   checksum is of the full stream read in this transaction, which restore and
 //!   verify check after merging the layers. So a delta can never mix instants: a
-//!   wrong merge fails the checksum.
+//!   wrong merge fails the checksum. (A changes-only delta in format 2 takes the sums
+//!   of unchanged blocks from the parent's list and hashes the other blocks from rows
+//!   read again, by key, in this transaction: still one instant.)
 //! * *Keyed and unkeyed tables* are read one after the other by `COPY (SELECT … ORDER
-//!   BY key)` / `COPY table` (PostgreSQL) or `SELECT` (SQLite), all on that connection.
+//!   BY key)` / `COPY table` (PostgreSQL) or `SELECT` (SQLite), all in that snapshot:
+//!   on that connection, or on a parallel reader that joined it.
 //! * *The row-order fallback*: a delta abandoned because the stream is not in key
 //!   order (or the parent is unreadable) is re-read whole on the same connection, in
 //!   the same transaction, so the re-read sees the same instant.
-//! * *Parallel readers*: there are none today. Any future parallel reader must join
-//!   the same snapshot (PostgreSQL: `pg_export_snapshot()` in the backup's transaction
-//!   and `SET TRANSACTION SNAPSHOT` on each reader), or it breaks this rule.
+//! * *Parallel readers* (PostgreSQL, `backup --jobs N`, by default one per core, at
+//!   most 8): after discovery, the main transaction runs `pg_export_snapshot()`; each
+//!   helper connection runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY` and, as
+//!   its first statement, `SET TRANSACTION SNAPSHOT '…'`, so it sees exactly what the
+//!   main transaction sees (the server refuses the import if the exporting transaction
+//!   has ended). The main transaction stays open until every helper has committed, so
+//!   the export stays valid throughout. A server that cannot export (a standby before
+//!   PostgreSQL 10, compatible engines) gets no helpers and reads on one connection.
+//!   Readers take tables largest first; a keyed table stored whole (no parent) of
+//!   64 MB or more by `pg_table_size`, in a format 2 repository, is read as N parts
+//!   in the one snapshot: ranges of its first key column (bounds from `pg_stats`, else
+//!   `percentile_disc` on the snapshot), each part `ORDER BY` the whole key. The
+//!   ranges cover every value, so the parts' streams concatenated in range order are
+//!   the table's stream; each part's chunks are cut independently and the chunk lists
+//!   concatenated, the key order is proven inside each part and across every seam
+//!   (last row of a part before the first of the next) before the key is recorded,
+//!   and each part's block hasher ([`checksum::TableHasher::part`]) is joined to the
+//!   next in key order, so the checksum is that of one read. A table without a key is
+//!   read by one reader (its checksum is the BLAKE3 of the whole stream, which does
+//!   not combine).
+//!   Deltas and changes-only deltas are read by one reader per table; the fallback
+//!   re-read happens on the reader that read the delta. MySQL/MariaDB and SQLite read
+//!   on one connection.
 //!
 //! Tested by `engine/tests/it/consistency.rs`: twelve backups in a row of SQLite
 //! and PostgreSQL databases while writers commit transactions that span tables
@@ -174,6 +220,7 @@
 //!
 //! [`repo`] (format, crypto, storage, locks), [`source`] (table stores), [`model`]
 //! (values, schemas, manifests), [`segment`] (key order, deltas, merging layers),
+//! [`checksum`] (table checksums over blocks),
 //! [`backup`], [`restore`], [`verify`], [`retention`] (which snapshots rules keep),
 //! [`prune`], [`copy`]. [`secret`] wraps every
 //! secret so that `Debug` output and logs never show it.

@@ -823,45 +823,24 @@ pub async fn dashboard_data() -> Result<DashboardView, AppError> {
     let only = (!c.can(Perm::SeeAll)).then_some(c.user.id);
     let sources = store::sources(db, only).await.or_internal("sources")?;
     let week_ago = now_ms() - 7 * 24 * 3600 * 1000;
+    let mut health = store::source_health(db, week_ago)
+        .await
+        .or_internal("source health")?;
     let mut out = Vec::new();
     for s in sources {
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(finished_at) FROM jobs WHERE source_id = $1 AND kind = 'backup' AND status = 'succeeded'",
-        )
-        .bind(s.id)
-        .fetch_one(&db.pool)
-        .await
-        .or_internal("last backup")?;
-        let failures: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE source_id = $1 AND status = 'failed' AND created_at > $2",
-        )
-        .bind(s.id)
-        .bind(week_ago)
-        .fetch_one(&db.pool)
-        .await
-        .or_internal("failures")?;
-        let latest: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM jobs WHERE source_id = $1 AND kind = 'backup' AND status IN ('succeeded', 'failed') \
-             ORDER BY COALESCE(finished_at, created_at) DESC, id DESC LIMIT 1",
-        )
-        .bind(s.id)
-        .fetch_optional(&db.pool)
-        .await
-        .or_internal("latest backup")?;
-        let next_run: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_run_at) FROM policies WHERE source_id = $1 AND enabled = 1",
-        )
-        .bind(s.id)
-        .fetch_one(&db.pool)
-        .await
-        .or_internal("next run")?;
+        let h = health.remove(&s.id).unwrap_or(store::Health {
+            last_success: None,
+            last_backup_failed: false,
+            next_run: None,
+            failures: 0,
+        });
         out.push(SourceHealth {
             source_id: s.id,
             name: s.name,
-            last_success_ms: last,
-            last_backup_failed: latest.as_deref() == Some("failed"),
-            next_run,
-            failures_7d: failures,
+            last_success_ms: h.last_success,
+            last_backup_failed: h.last_backup_failed,
+            next_run: h.next_run,
+            failures_7d: h.failures,
         });
     }
     let granted = only.unwrap_or(0);

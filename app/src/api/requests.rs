@@ -194,14 +194,9 @@ mod server {
         c: &Ctx,
         row: RequestRow,
         names: &store::Names,
+        approvers: Vec<String>,
     ) -> Result<RequestView, AppError> {
         let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
-        let approvers: Vec<String> = rq::approvers(&c.state.db, row.id)
-            .await
-            .or_internal("approvers")?
-            .into_iter()
-            .map(|(u, _)| u)
-            .collect();
         // Approve is offered once per person and version: not again after approving.
         let can_approve = row.state == RequestState::Requested
             && !approvers.contains(&c.user.username)
@@ -294,17 +289,17 @@ mod server {
 
     /// Whether `row` (a waiting request) waits for the caller: they may decide it and
     /// have not approved its current version yet.
-    pub async fn waits_for(c: &Ctx, row: &RequestRow) -> Result<bool, AppError> {
+    /// `approvers`: those of its current version.
+    pub async fn waits_for(
+        c: &Ctx,
+        row: &RequestRow,
+        approvers: &[String],
+    ) -> Result<bool, AppError> {
         let req: RestoreRequest = serde_json::from_str(&row.params).or_internal("request json")?;
         if !may_decide(c, row, &req).await? {
             return Ok(false);
         }
-        let approved = rq::approvers(&c.state.db, row.id)
-            .await
-            .or_internal("approvers")?
-            .iter()
-            .any(|(u, _)| *u == c.user.username);
-        Ok(!approved)
+        Ok(!approvers.contains(&c.user.username))
     }
 }
 
@@ -339,9 +334,15 @@ pub async fn pending_for_me() -> Result<i64, AppError> {
     )
     .await
     .or_internal("listing waiting requests")?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let approvers = rq::approvers_of(&c.state.db, &ids)
+        .await
+        .or_internal("approvers")?;
     let mut count = 0;
     for row in &rows {
-        if server::waits_for(&c, row).await? {
+        let none = Vec::new();
+        let approvers = approvers.get(&row.id).unwrap_or(&none);
+        if server::waits_for(&c, row, approvers).await? {
             count += 1;
         }
     }
@@ -446,9 +447,14 @@ pub async fn list_requests(
     .await
     .or_internal("listing requests")?;
     let names = server::names(&c).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut approvers = rq::approvers_of(&c.state.db, &ids)
+        .await
+        .or_internal("approvers")?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(server::view(&c, row, &names).await?);
+        let who = approvers.remove(&row.id).unwrap_or_default();
+        out.push(server::view(&c, row, &names, who).await?);
     }
     Ok(out)
 }
@@ -456,7 +462,7 @@ pub async fn list_requests(
 #[server(endpoint = "requests/get")]
 pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
     use crate::auth::Perm;
-    use crate::ssr::{audit, ctx};
+    use crate::ssr::{audit, ctx, requests as rq};
     let c = ctx::authorize_any(&[Perm::SeeAll, Perm::RestoreNew], "request.get").await?;
     let row = server::visible(&c, id).await?;
     let history = audit::for_target(&c.state.db, &server::target(id))
@@ -466,7 +472,15 @@ pub async fn get_request(id: i64) -> Result<RequestDetail, AppError> {
         .map(AuditView::from)
         .collect();
     Ok(RequestDetail {
-        request: server::view(&c, row, &server::names(&c).await?).await?,
+        request: {
+            let approvers = rq::approvers(&c.state.db, row.id)
+                .await
+                .or_internal("approvers")?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect();
+            server::view(&c, row, &server::names(&c).await?, approvers).await?
+        },
         history,
     })
 }

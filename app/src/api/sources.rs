@@ -530,9 +530,7 @@ pub async fn list_targets() -> Result<Vec<TargetView>, AppError> {
         .or_internal("listing targets")?;
     let mut out = Vec::new();
     for r in rows {
-        let snapshots = store::snapshot_count(&c.state.db, r.id)
-            .await
-            .or_internal("counting snapshots")?;
+        let snapshots = r.snapshot_count;
         let location = r.location.clone();
         let used_bytes =
             tokio::task::spawn_blocking(move || dir_size(std::path::Path::new(&location)))

@@ -313,25 +313,8 @@ pub async fn search(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Row>> {
-    let prefix = |s: &str| {
-        let clean: String = s
-            .trim()
-            .chars()
-            .filter(|c| !matches!(c, '%' | '_'))
-            .take(64)
-            .collect();
-        format!("{clean}%")
-    };
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE id < $1 AND username LIKE $2 AND action LIKE $3 AND ($4 = '' OR outcome = $4) ORDER BY id DESC LIMIT $5"
-    ))
-    .bind(before.unwrap_or(i64::MAX))
-    .bind(prefix(user))
-    .bind(prefix(action))
-    .bind(outcome.trim())
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?)
+    // Matched against the distinct (user, action, outcome) first: see store::audit_search.
+    super::store::audit_search(db, user, action, outcome, before, limit).await
 }
 
 /// Every entry about one thing (`target` exactly), oldest first: a restore request's

@@ -5,7 +5,7 @@
 use super::Plan;
 use super::pipeline::{Msg, Pipeline};
 use crate::Result;
-use crate::model::Layer;
+use crate::model::{BlockList, ChunkId, Layer};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::segment::{Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
@@ -25,6 +25,8 @@ pub(super) struct Streamed {
     pub(super) key: Vec<String>,
     /// Built from the rows changed since the parent ([`changes_only`]).
     pub(super) changes_only: bool,
+    /// The block sums whose root is `checksum` (format 2, keyed tables), to be stored.
+    pub(super) blocks: Option<crate::checksum::TableSum>,
 }
 
 /// Turns a table's new rows into a delta against its parent's rows: both in key order,
@@ -159,7 +161,12 @@ pub(super) struct Feed<'a> {
     pub(super) progress: &'a dyn Progress,
     /// COPY text counts rows by lines; the values stream counts them as they are encoded.
     pub(super) rows_are_lines: bool,
-    pub(super) hasher: blake3::Hasher,
+    /// The stream's checksum: blocks of rows for a keyed table in a format 2
+    /// repository, the whole stream's BLAKE3 otherwise.
+    pub(super) check: crate::checksum::StreamCheck,
+    /// The table's sum computed by the reader itself (a changes-only delta that rehashed
+    /// only its changed blocks): `check` was not fed.
+    pub(super) precomputed: Option<crate::checksum::TableSum>,
     pub(super) buf: Vec<u8>,
     pub(super) rows: u64,
     pub(super) bytes: u64,
@@ -206,7 +213,10 @@ impl<'a> Feed<'a> {
             pipe,
             progress,
             rows_are_lines,
-            hasher: blake3::Hasher::new(),
+            check: crate::checksum::StreamCheck::for_key(
+                plan.key.clone().filter(|_| repo.config.format >= 2),
+            ),
+            precomputed: None,
             buf: Vec::with_capacity(SEND_AT + 65536),
             rows: 0,
             bytes: 0,
@@ -247,7 +257,7 @@ impl<'a> Feed<'a> {
             self.rows += n;
             self.unreported_rows += n;
         }
-        self.hasher.update(&self.buf);
+        self.check.update(&self.buf)?;
         self.bytes += self.buf.len() as u64;
         self.progress.advanced(
             std::mem::take(&mut self.unreported_rows),
@@ -267,6 +277,12 @@ impl<'a> Feed<'a> {
             ship = std::mem::take(&mut self.keyed.as_mut().expect("a delta is keyed").out);
         }
         self.ship(ship).await
+    }
+
+    /// Ships delta records written by the reader itself ([`changes_only`]).
+    pub(super) async fn ship_delta(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.progress.check_abort()?;
+        self.ship(bytes).await
     }
 
     async fn ship(&mut self, bytes: Vec<u8>) -> Result<()> {
@@ -300,14 +316,83 @@ impl<'a> Feed<'a> {
         }
         self.pipe.send(Msg::End).await?;
         self.progress.table_finished(table);
+        let check = std::mem::replace(&mut self.check, crate::checksum::StreamCheck::for_key(None));
+        let (checksum, blocks) = match self.precomputed.take() {
+            Some(sum) => {
+                self.rows = sum.rows;
+                self.bytes = sum.bytes;
+                (sum.root, Some(sum))
+            }
+            None => {
+                let f = check.finish()?;
+                (f.root, f.sum)
+            }
+        };
         Ok(Some(Streamed {
             rows: self.rows,
             bytes: self.bytes,
-            checksum: crate::model::Checksum::of(self.hasher.finalize()),
+            checksum,
+            blocks,
             base: self.base,
             segment_bytes: self.segment_bytes,
             key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),
             changes_only: false,
         }))
     }
+}
+
+/// Stores each table's block list (format 2) as chunks, deduplicated like a stream's:
+/// per table its [`BlockList`], what was written and the bytes stored.
+pub(super) async fn store_block_lists(
+    repo: &Repository,
+    sums: Vec<Option<crate::checksum::TableSum>>,
+) -> Result<(Vec<Option<BlockList>>, super::pipeline::Written, u64)> {
+    if sums.iter().all(|s| s.is_none()) {
+        return Ok((sums.iter().map(|_| None).collect(), Vec::new(), 0));
+    }
+    let mut writer = repo.pack_writer();
+    let index = repo.dedup_view();
+    let params = repo.config.chunker;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let run = || -> Result<Vec<Option<BlockList>>> {
+            let mut out = Vec::with_capacity(sums.len());
+            for sum in sums {
+                let Some(sum) = sum else {
+                    out.push(None);
+                    continue;
+                };
+                let mut chunker = crate::chunker::Chunker::new(params);
+                let mut chunks = chunker.push(&sum.list);
+                chunks.extend(chunker.finish());
+                let mut ids = Vec::with_capacity(chunks.len());
+                for chunk in chunks {
+                    let id = writer.keys().chunk_id(&chunk);
+                    if !index.contains_key(&id) && !writer.is_pending(&id) {
+                        writer.add(id, &chunk, &rt)?;
+                    }
+                    ids.push(ChunkId(id));
+                }
+                out.push(Some(BlockList {
+                    bits: crate::checksum::BLOCK_BITS,
+                    count: sum.blocks,
+                    bytes: sum.list.len() as u64,
+                    chunks: ids,
+                }));
+            }
+            Ok(out)
+        };
+        match run() {
+            Ok(lists) => {
+                let (written, stored) = writer.finish(&rt)?;
+                Ok((lists, written, stored))
+            }
+            Err(e) => {
+                writer.discard(&rt);
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| crate::Error::Other(format!("storing block lists: {e}")))?
 }

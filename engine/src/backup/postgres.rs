@@ -178,6 +178,10 @@ async fn changes_only(
     since: u64,
     feed: &mut Feed<'_>,
 ) -> Result<bool> {
+    // Format 2: from the parent's block list alone, when it has one.
+    if let Some(done) = super::pg_blocks::changed_blocks(repo, db, plan, since, feed).await? {
+        return Ok(done);
+    }
     let (Some(spec), Some(parent), Some(def)) =
         (&plan.key, &plan.parent, plan.schema.postgres.as_ref())
     else {

@@ -16,7 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 pub use storage::Storage;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format this build creates. Format 1 repositories (every table's
+/// checksum the BLAKE3 of its whole stream) are still read and written, in format 1's
+/// form, so that an older tablesafe sharing one keeps reading it (crate docs).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest repository format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// A pack id and its (chunk id, offset, length) entries.
 pub type IndexEntries = ([u8; 32], Vec<([u8; 32], u64, u32)>);
@@ -264,7 +269,7 @@ impl Repository {
         }
         let FormatOnly { format } = serde_json::from_slice(&bytes)
             .map_err(|e| Error::damaged(format!("config of {}: {e}", storage.display)))?;
-        if format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&format) {
             return Err(Error::UnsupportedFormat {
                 repo: storage.display.clone(),
                 found: format,

@@ -692,7 +692,7 @@ async fn produce_rows(
         .map(|c| t.columns.contains(c))
         .collect();
     let filtered = !t.filter.is_empty();
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = crate::checksum::StreamCheck::new(e)?;
     let mut rows = 0u64;
     let mut kept = 0u64;
     let mut carry: Vec<u8> = Vec::new();
@@ -701,7 +701,7 @@ async fn produce_rows(
     while let Some(piece) = stream.next().await {
         progress.check_abort()?;
         let piece = piece?;
-        hasher.update(&piece);
+        hasher.update(&piece)?;
         let n = count_lines(&piece);
         rows += n;
         progress.advanced(n, piece.len() as u64);
@@ -749,7 +749,7 @@ async fn produce_rows(
             next += 1;
         }
     }
-    if !e.checksum.matches(&hasher.finalize()) || rows != e.rows || !carry.is_empty() {
+    if !hasher.matches(e) || rows != e.rows || !carry.is_empty() {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows

@@ -21,7 +21,7 @@ async fn postgres_history_database_is_migrated_and_serves_the_console() {
         .unwrap();
     let html = page_html(&resp.text().await.unwrap());
     assert!(
-        html.contains("history database: PostgreSQL (schema 18)"),
+        html.contains("history database: PostgreSQL (schema 19)"),
         "dashboard names the history backend: {html}"
     );
     assert!(

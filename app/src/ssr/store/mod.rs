@@ -5,15 +5,19 @@
 use super::db::{Db, now_ms};
 use anyhow::Result;
 
+mod audit_search;
 mod captures;
 mod jobs;
 mod overview;
+#[cfg(test)]
+mod plans;
 mod policies;
 mod snapshots;
 mod sources;
 mod targets;
 mod users;
 
+pub use audit_search::*;
 pub use captures::*;
 pub use jobs::*;
 pub use overview::*;

@@ -127,15 +127,22 @@ pub async fn watched_policies(db: &Db) -> Result<Vec<PolicyRow>> {
     .await?)
 }
 
-/// Per policy id: when its last successful backup finished.
+/// Per policy: when its last successful backup finished (NULL: never). One descent of
+/// the index `jobs_policy_last` (migration 0019) per policy, however long the history:
+/// a `GROUP BY` over the jobs read every successful backup ever made (1.8 s at 100 k
+/// jobs under load), and the policies page, `/api/v1/policies` and the late alerts
+/// ask this on every call.
+pub const LAST_SUCCESSES: &str = "SELECT p.id, (SELECT MAX(j.finished_at) FROM jobs j \
+     WHERE j.policy_id = p.id AND j.kind = 'backup' AND j.status = 'succeeded') FROM policies p";
+
+/// Per policy id: when its last successful backup finished (policies without one are
+/// absent).
 pub async fn last_successes(db: &Db) -> Result<std::collections::HashMap<i64, i64>> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT policy_id, MAX(finished_at) FROM jobs WHERE kind = 'backup' AND status = 'succeeded' \
-         AND policy_id IS NOT NULL AND finished_at IS NOT NULL GROUP BY policy_id",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.into_iter().collect())
+    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(LAST_SUCCESSES).fetch_all(&db.pool).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, last)| Some((id, last?)))
+        .collect())
 }
 
 /// Records that the policy's lateness since `since` (its last success, or its creation)

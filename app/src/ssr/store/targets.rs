@@ -14,10 +14,11 @@ pub struct TargetRow {
     pub sealed_credentials: String,
     /// Since when it is paused (receives no backups or copies), if it is.
     pub paused_at: Option<i64>,
+    /// Its snapshots in the history (kept by triggers: migration 0019).
+    pub snapshot_count: i64,
 }
 
-pub(super) const TARGET_COLUMNS: &str =
-    "id, name, kind, location, sealed_password, created_at, sealed_credentials, paused_at";
+pub(super) const TARGET_COLUMNS: &str = "id, name, kind, location, sealed_password, created_at, sealed_credentials, paused_at, snapshot_count";
 
 pub async fn targets(db: &Db) -> Result<Vec<TargetRow>> {
     Ok(sqlx::query_as(&format!(
