@@ -120,7 +120,9 @@ async fn copy_locked(
                     .base
                     .iter_mut()
                     .map(|l| &mut l.chunks)
-                    .chain(std::iter::once(&mut t.chunks));
+                    .chain(std::iter::once(&mut t.chunks))
+                    // Format 2: the table's block list.
+                    .chain(t.blocks.iter_mut().map(|b| &mut b.chunks));
                 for list in lists {
                     for c in list.iter_mut() {
                         progress.check_abort()?;

@@ -454,12 +454,15 @@ async fn check_tables<D: ReadBack>(
         progress.check_abort()?;
         let e = planned.entry();
         let table = catalog.table(&planned.dest_table, "after the restore")?;
-        let mut read = Digest::default();
+        let mut read = Digest {
+            hasher: Some(crate::checksum::StreamCheck::new(e)?),
+            ..Digest::default()
+        };
         db.read_back(table, &e.stream_columns, &mut read).await?;
         let rows = read.rows.count;
         report
             .tables
-            .push(if e.checksum.matches(&read.hasher.finalize()) {
+            .push(if read.hasher.take().is_some_and(|h| h.matches(e)) {
                 table_check(e, rows, true, "exact")
             } else if e.key.is_empty() && table.key().is_empty() {
                 // A load over several connections does not keep the physical order.
@@ -537,7 +540,7 @@ impl ReadBack for PgDb {
         let mut stream = self.copy_out(&sql).await?;
         while let Some(piece) = stream.next().await {
             let piece = piece?;
-            out.hasher.update(&piece);
+            out.update(&piece);
             out.rows.lines(&piece);
         }
         Ok(())
@@ -547,18 +550,28 @@ impl ReadBack for PgDb {
 /// A table's stream as read back: its checksum and its rows as a set.
 #[derive(Default)]
 struct Digest {
-    hasher: blake3::Hasher,
+    /// The entry's checksum form ([`crate::checksum::StreamCheck`]).
+    hasher: Option<crate::checksum::StreamCheck>,
     rows: RowSet,
 }
 
 impl Digest {
+    /// Stream bytes read back (a failed update leaves a mismatch).
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.hasher
+            && h.update(bytes).is_err()
+        {
+            self.hasher = None;
+        }
+    }
+
     /// One row of a `values` stream.
     fn values(&mut self, row: &[crate::model::Value]) {
         let mut buf = Vec::new();
         for v in row {
             encode_value(&mut buf, v);
         }
-        self.hasher.update(&buf);
+        self.update(&buf);
         self.rows.row(&buf);
     }
 }

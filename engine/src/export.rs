@@ -230,7 +230,7 @@ pub struct TableRows<'a> {
     name: String,
     stream: BoxStream<'a, Result<Vec<u8>>>,
     decoder: Decoder,
-    hasher: blake3::Hasher,
+    hasher: crate::checksum::StreamCheck,
     rows: u64,
     expected_rows: u64,
     checksum: crate::model::Checksum,
@@ -255,7 +255,7 @@ impl<'a> TableRows<'a> {
             name: e.name.clone(),
             stream: crate::segment::table_stream(repo, e)?,
             decoder,
-            hasher: blake3::Hasher::new(),
+            hasher: crate::checksum::StreamCheck::new(e)?,
             rows: 0,
             expected_rows: e.rows,
             checksum: e.checksum,
@@ -276,9 +276,13 @@ impl<'a> TableRows<'a> {
                 Decoder::Values(d) => d.finish().is_err(),
                 Decoder::Copy(carry) => !carry.is_empty(),
             };
+            let check = std::mem::replace(
+                &mut self.hasher,
+                crate::checksum::StreamCheck::for_key(None),
+            );
             if rest
                 || self.rows != self.expected_rows
-                || !self.checksum.matches(&self.hasher.finalize())
+                || !check.finish().is_ok_and(|f| f.root == self.checksum)
             {
                 return Err(Error::damaged(format!(
                     "table {} does not match its checksum ({} of {} rows read)",
@@ -288,7 +292,7 @@ impl<'a> TableRows<'a> {
             return Ok(None);
         };
         let piece = piece?;
-        self.hasher.update(&piece);
+        self.hasher.update(&piece)?;
         let mut rows = Vec::new();
         match &mut self.decoder {
             Decoder::Values(d) => {

@@ -16,8 +16,12 @@
 //! A stream that turns out not to be strictly increasing under this order (a NOCASE
 //! key, a legacy SQLite key with NULLs) is stored `full` and not marked keyed.
 //!
-//! Delta record: `1` + a row in the table's format (upsert), or `2` + the key as
-//! canonical values (delete).
+//! Delta record: `1` + a row in the table's format (upsert), `2` + the key as
+//! canonical values (delete), or `3` + a flags byte + up to two keys as canonical
+//! values (range delete, format 2): every key `k` with `lo < k <= hi` of the layers
+//! below is gone (flag bit 0: `lo` present, else unbounded; bit 1: `hi` present). A
+//! range delete comes before the records of keys in its range (a changes-only delta
+//! replaces a block whose keys changed this way, [`crate::checksum`]).
 
 use crate::model::ChunkId;
 use crate::model::{
@@ -32,6 +36,7 @@ use std::cmp::Ordering;
 
 const UPSERT: u8 = 1;
 const DELETE: u8 = 2;
+const RANGE: u8 = 3;
 
 /// At most this many layers (one full and the deltas on it) before a backup writes a
 /// new full segment, so restore reads a bounded chain.
@@ -199,10 +204,7 @@ impl KeySpec {
             return Ok(match self.row_len(buf)? {
                 None => None,
                 Some(n) => Some((
-                    Record {
-                        key: self.key(&buf[..n])?,
-                        row: Some(buf[..n].to_vec()),
-                    },
+                    Record::row(self.key(&buf[..n])?, Some(buf[..n].to_vec())),
                     n,
                 )),
             });
@@ -212,13 +214,39 @@ impl KeySpec {
         };
         let body = &buf[1..];
         match op {
+            RANGE => {
+                let Some(&flags) = body.first() else {
+                    return Ok(None);
+                };
+                let mut at = 2;
+                let mut bound = |present: bool| -> Result<Option<Option<Key>>> {
+                    if !present {
+                        return Ok(Some(None));
+                    }
+                    let mut key = Vec::with_capacity(self.positions.len());
+                    for _ in 0..self.positions.len() {
+                        match decode_value(&buf[at..])? {
+                            None => return Ok(None),
+                            Some((v, n)) => {
+                                key.push(v);
+                                at += n;
+                            }
+                        }
+                    }
+                    Ok(Some(Some(key)))
+                };
+                let Some(lo) = bound(flags & 1 != 0)? else {
+                    return Ok(None);
+                };
+                let Some(hi) = bound(flags & 2 != 0)? else {
+                    return Ok(None);
+                };
+                Ok(Some((Record::Range(lo, hi), at)))
+            }
             UPSERT => Ok(match self.row_len(body)? {
                 None => None,
                 Some(n) => Some((
-                    Record {
-                        key: self.key(&body[..n])?,
-                        row: Some(body[..n].to_vec()),
-                    },
+                    Record::row(self.key(&body[..n])?, Some(body[..n].to_vec())),
                     n + 1,
                 )),
             }),
@@ -234,7 +262,7 @@ impl KeySpec {
                         }
                     }
                 }
-                Ok(Some((Record { key, row: None }, at)))
+                Ok(Some((Record::row(key, None), at)))
             }
             other => Err(Error::damaged(format!("unknown delta record {other}"))),
         }
@@ -324,10 +352,40 @@ pub fn push_delete(out: &mut Vec<u8>, key: &[Value]) {
     }
 }
 
-struct Record {
+struct Row {
     key: Key,
     /// `None`: deleted.
     row: Option<Vec<u8>>,
+}
+
+enum Record {
+    Row(Row),
+    /// Keys above the first bound (unbounded if `None`) up to the second are deleted.
+    Range(Option<Key>, Option<Key>),
+}
+
+impl Record {
+    fn row(key: Key, row: Option<Vec<u8>>) -> Record {
+        Record::Row(Row { key, row })
+    }
+}
+
+/// Appends a delta range delete of the keys `k` with `lo < k <= hi` (`None`: unbounded).
+pub fn push_range_delete(out: &mut Vec<u8>, lo: Option<&[Value]>, hi: Option<&[Value]>) {
+    out.push(RANGE);
+    out.push(u8::from(lo.is_some()) | (u8::from(hi.is_some()) << 1));
+    for v in lo.into_iter().chain(hi).flatten() {
+        encode_value(out, v);
+    }
+}
+
+/// Whether `key` is in the range `(lo, hi]`.
+fn in_range(key: &[Value], lo: &Option<Key>, hi: &Option<Key>) -> bool {
+    lo.as_ref()
+        .is_none_or(|l| cmp_key(l, key) == Ordering::Less)
+        && hi
+            .as_ref()
+            .is_none_or(|h| cmp_key(key, h) != Ordering::Greater)
 }
 
 /// A layer's chunks in order, read a few ahead (storage reads and decryption overlap the
@@ -357,7 +415,9 @@ struct Cursor<'a> {
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
-    head: Option<Record>,
+    head: Option<Row>,
+    /// Range deletes read so far whose upper bound the merge may not have passed yet.
+    ranges: std::collections::VecDeque<(Option<Key>, Option<Key>)>,
 }
 
 impl Cursor<'_> {
@@ -366,6 +426,18 @@ impl Cursor<'_> {
         loop {
             if let Some((rec, used)) = spec.record(&self.buf[self.pos..], self.delta)? {
                 self.pos += used;
+                let rec = match rec {
+                    Record::Row(r) => r,
+                    Record::Range(lo, hi) => {
+                        if let (Some(p), Some(l)) = (&previous, &lo)
+                            && cmp_key(&p.key, l) == Ordering::Greater
+                        {
+                            return Err(Error::damaged("a segment is out of key order"));
+                        }
+                        self.ranges.push_back((lo, hi));
+                        continue;
+                    }
+                };
                 if let Some(p) = &previous
                     && cmp_key(&p.key, &rec.key) != Ordering::Less
                 {
@@ -410,6 +482,7 @@ impl<'a> Merged<'a> {
                 pos: 0,
                 eof: false,
                 head: None,
+                ranges: Default::default(),
             })
             .collect();
         Merged {
@@ -441,19 +514,32 @@ impl<'a> Merged<'a> {
             };
             let mut newest = None;
             for c in &mut self.cursors {
+                // A range delete of a newer layer hides what the older ones hold.
+                while c.ranges.front().is_some_and(|(_, hi)| {
+                    hi.as_ref()
+                        .is_some_and(|h| cmp_key(h, &min) == Ordering::Less)
+                }) {
+                    c.ranges.pop_front();
+                }
+                if newest.is_some() && c.ranges.iter().any(|(lo, hi)| in_range(&min, lo, hi)) {
+                    newest = Some(Row {
+                        key: min.clone(),
+                        row: None,
+                    });
+                }
                 if c.head
                     .as_ref()
                     .is_some_and(|h| cmp_key(&h.key, &min) == Ordering::Equal)
                 {
                     newest = c.head.take();
-                    c.head = newest.as_ref().map(|r| Record {
+                    c.head = newest.as_ref().map(|r| Row {
                         key: r.key.clone(),
                         row: None,
                     });
                     c.advance(&self.spec).await?;
                 }
             }
-            if let Some(Record {
+            if let Some(Row {
                 key,
                 row: Some(row),
             }) = newest

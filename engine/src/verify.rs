@@ -230,7 +230,10 @@ async fn table_checksum_problem(
             "has a stream format this version of tablesafe does not know ({name:?})"
         )));
     }
-    let mut hasher = blake3::Hasher::new();
+    let mut check = match crate::checksum::StreamCheck::new(t) {
+        Ok(c) => c,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
     let mut decoder = RowDecoder::new(t.stream_columns.len());
     let mut rows = 0u64;
     let mut stream = match crate::segment::table_stream(repo, t) {
@@ -240,11 +243,15 @@ async fn table_checksum_problem(
     while let Some(piece) = stream.next().await {
         match piece {
             Ok(bytes) if t.format == StreamFormat::PgCopyText => {
-                hasher.update(&bytes);
+                if let Err(e) = check.update(&bytes) {
+                    return Ok(Some(e.to_string()));
+                }
                 rows += crate::source::postgres::count_lines(&bytes);
             }
             Ok(bytes) => {
-                hasher.update(&bytes);
+                if let Err(e) = check.update(&bytes) {
+                    return Ok(Some(e.to_string()));
+                }
                 decoder.push(&bytes);
                 while let Some(_row) = match decoder.next_row() {
                     Ok(r) => r,
@@ -259,11 +266,103 @@ async fn table_checksum_problem(
             Err(e) => return Err(e),
         }
     }
-    if decoder.finish().is_err() || rows != t.rows || !t.checksum.matches(&hasher.finalize()) {
+    let finished = match check.finish() {
+        Ok(f) => f,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    if decoder.finish().is_err() || rows != t.rows || !finished.matches(t) {
+        if let (Some(list), Some(sum)) = (&t.blocks, &finished.sum)
+            && let Some(msg) = first_bad_block(repo, t, list, sum).await?
+        {
+            return Ok(Some(msg));
+        }
         return Ok(Some(format!(
             "does not match its checksum ({rows} of {} rows)",
             t.rows
         )));
     }
     Ok(None)
+}
+
+/// The first block of `t` whose stored sum differs from the one computed from its rows
+/// (`sum`), named by number, rows and last key; or the stored list itself when it does
+/// not hash to the table's checksum.
+async fn first_bad_block(
+    repo: &Repository,
+    t: &crate::model::TableEntry,
+    list: &crate::model::BlockList,
+    sum: &crate::checksum::TableSum,
+) -> Result<Option<String>> {
+    use crate::checksum::BlockSum;
+    let mut stored = Vec::new();
+    let mut chunks = crate::segment::layer_chunks(repo, list.chunks.clone(), t.name.clone());
+    while let Some(c) = chunks.next().await {
+        match c {
+            Ok(c) => stored.extend_from_slice(&c),
+            Err(Error::Damaged(m)) => {
+                return Ok(Some(format!("its block list cannot be read: {m}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let root = blake3::Hasher::new_derive_key(crate::checksum::ROOT_CONTEXT)
+        .update(&stored)
+        .finalize();
+    if !t.checksum.matches(&root) || stored.len() as u64 != list.bytes {
+        return Ok(Some(
+            "its block list does not match the table's checksum (the list is damaged)".into(),
+        ));
+    }
+    let (mut a, mut b, mut n, mut row) = (0usize, 0usize, 0u64, 0u64);
+    loop {
+        let mine = BlockSum::decode(&sum.list[a..])?;
+        let theirs = BlockSum::decode(&stored[b..])?;
+        match (mine, theirs) {
+            (None, None) => return Ok(None),
+            (Some((m, ma)), Some((s, sa))) if m == s => {
+                a += ma;
+                b += sa;
+                n += 1;
+                row += s.rows;
+            }
+            (_, Some((s, _))) => {
+                return Ok(Some(format!(
+                    "block {} of {} (rows {}..{}, last key {}) does not match its checksum",
+                    n + 1,
+                    list.count,
+                    row + 1,
+                    row + s.rows,
+                    describe_key(&s.last),
+                )));
+            }
+            (Some(_), None) => {
+                return Ok(Some(format!(
+                    "has rows after its last block ({} blocks, {} rows)",
+                    list.count, t.rows
+                )));
+            }
+        }
+    }
+}
+
+/// A block's last key for a message: its values, or the bytes when they are not a key.
+fn describe_key(bytes: &[u8]) -> String {
+    let mut at = 0;
+    let mut parts = Vec::new();
+    while at < bytes.len() {
+        match crate::model::decode_value(&bytes[at..]) {
+            Ok(Some((v, n))) => {
+                parts.push(match v {
+                    crate::model::Value::Integer(i) => i.to_string(),
+                    crate::model::Value::Real(f) => f.to_string(),
+                    crate::model::Value::Text(t) => format!("{:?}", String::from_utf8_lossy(&t)),
+                    crate::model::Value::Blob(b) => format!("x'{}'", crate::repo::crypto::hex(&b)),
+                    crate::model::Value::Null => "NULL".into(),
+                });
+                at += n;
+            }
+            _ => return format!("({} bytes)", bytes.len()),
+        }
+    }
+    format!("({})", parts.join(", "))
 }

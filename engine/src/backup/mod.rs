@@ -11,6 +11,7 @@
 
 mod feed;
 mod mysql;
+mod pg_blocks;
 mod pipeline;
 mod plan;
 mod postgres;
@@ -322,6 +323,14 @@ async fn backup_locked(
             read_source(repo, opts, &url, src, progress).await?
         }
     };
+    // Format 2: each keyed table's block list (`checksum` module), stored like the
+    // streams: before the manifest that names it.
+    let mut streamed = streamed;
+    let sums = streamed.iter_mut().map(|(s, _)| s.blocks.take()).collect();
+    let (block_lists, lists_written, lists_stored) = feed::store_block_lists(repo, sums).await?;
+    let mut written = written;
+    written.extend(lists_written);
+    let bytes_stored = bytes_stored + lists_stored;
     let written_packs: Vec<[u8; 32]> = written.iter().map(|(_, l)| l.pack).collect();
     repo.absorb(written);
     let streamed_changes_only: Vec<String> = plans
@@ -333,7 +342,8 @@ async fn backup_locked(
     let tables: Vec<TableEntry> = plans
         .into_iter()
         .zip(streamed)
-        .map(|(p, (s, chunks))| TableEntry {
+        .zip(block_lists)
+        .map(|((p, (s, chunks)), blocks)| TableEntry {
             name: p.name,
             schema: p.schema,
             segment: if s.base.is_empty() {
@@ -350,12 +360,12 @@ async fn backup_locked(
             segment_bytes: s.segment_bytes,
             base: s.base,
             key: s.key,
-            blocks: None,
+            blocks,
         })
         .collect();
     let changes_only = streamed_changes_only;
     let snapshot = Snapshot {
-        format: crate::repo::FORMAT_VERSION,
+        format: repo.config.format,
         time_ms,
         source: SnapshotSource {
             engine,

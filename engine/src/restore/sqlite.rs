@@ -362,7 +362,7 @@ async fn decode_rows(
         .map(|c| t.columns.contains(c))
         .collect();
     let mut decoder = RowDecoder::new(e.stream_columns.len());
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = crate::checksum::StreamCheck::new(e)?;
     let mut rows = 0u64;
     let mut kept = 0u64;
     let mut batch = Vec::new();
@@ -372,7 +372,7 @@ async fn decode_rows(
     while let Some(chunk) = chunks.next().await {
         progress.check_abort()?;
         let chunk = chunk?;
-        hasher.update(&chunk);
+        hasher.update(&chunk)?;
         decoder.push(&chunk);
         let mut read = 0u64;
         while let Some(row) = decoder.next_row()? {
@@ -406,7 +406,7 @@ async fn decode_rows(
     if !batch.is_empty() {
         out.send(batch).await.map_err(|_| stopped())?;
     }
-    if !e.checksum.matches(&hasher.finalize()) || rows != e.rows {
+    if !hasher.matches(e) || rows != e.rows {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows

@@ -124,3 +124,72 @@ async fn a_config_with_an_impossible_format_is_called_damage_not_an_upgrade() {
     assert!(text.contains("has format 0"), "{text}");
     assert!(!text.contains("upgrade tablesafe"), "{text}");
 }
+
+/// A format 1 repository (every table's checksum the BLAKE3 of its whole stream) is
+/// read, verified and written by this build without migration, and stays format 1:
+/// its new snapshots keep the old checksum form, so an older tablesafe sharing it still
+/// reads them. A new repository is format 2, where a keyed table's checksum is over
+/// blocks and unkeyed tables keep the stream checksum.
+#[tokio::test]
+async fn a_format_1_repository_is_read_and_written_in_its_own_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE bag (x, y);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+         INSERT INTO t SELECT i, 'v' || i FROM n;
+         INSERT INTO bag VALUES (1, 2), (1, 2);",
+    )
+    .await;
+    let (loc, mut repo) = new_repo(dir.path()).await;
+    assert_eq!(repo.config.format, 2);
+    let fresh = backup_all(&mut repo, &src).await;
+    let by_name = |s: &engine::backup::BackupSummary, n: &str| {
+        s.snapshot.tables.iter().find(|t| t.name == n).unwrap().clone()
+    };
+    assert!(by_name(&fresh, "t").blocks.is_some());
+    assert!(by_name(&fresh, "bag").blocks.is_none());
+    drop(repo);
+
+    // The same repository as format 1 wrote it: its config says 1, its snapshots have
+    // no block lists.
+    let old = dir.path().join("old");
+    let (old_loc, old_repo) = new_repo(&old).await;
+    drop(old_repo);
+    make_newer(&old_loc, 1);
+    let path = Path::new(&old_loc).join("config");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    value.as_object_mut().unwrap().remove("sharding");
+    std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let mut repo = open_repo(&old_loc).await;
+    assert_eq!(repo.config.format, 1);
+    let first = backup_all(&mut repo, &src).await;
+    exec(&src, "UPDATE t SET v = 'changed' WHERE id = 7; DELETE FROM t WHERE id = 9").await;
+    let second = backup_all(&mut repo, &src).await;
+    for s in [&first, &second] {
+        assert_eq!(s.snapshot.format, 1);
+        assert!(s.snapshot.tables.iter().all(|t| t.blocks.is_none()));
+    }
+    let entry = by_name(&second, "t");
+    assert_eq!(entry.segment, engine::model::SegmentKind::Delta);
+    let repo = open_repo(&old_loc).await;
+    let report = engine::verify::verify(
+        &repo,
+        &engine::verify::VerifyOptions {
+            snapshot: None,
+            read_data: true,
+        },
+        &engine::progress::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(config["format"], 1, "the repository was not migrated");
+    let dest = dir.path().join("back.db");
+    restore(&repo, &restore_opts(&dest)).await.unwrap();
+    assert_eq!(dump(&dest, &["t", "bag"]), dump(&src, &["t", "bag"]));
+}

@@ -184,8 +184,12 @@ async fn damage_in_a_base_layer_is_reported_for_every_snapshot_built_on_it() {
     let second = backup_all(&mut open_repo(&loc).await, &src).await;
     assert_eq!(second.snapshot.tables[0].segment, SegmentKind::Delta);
 
-    // Flip a byte in the full segment's pack.
-    let pack = &packs_after_first[0];
+    // Flip a byte in the full segment's pack (the largest: the first backup also
+    // wrote its table's block list).
+    let pack = packs_after_first
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(pack).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

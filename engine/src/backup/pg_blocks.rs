@@ -1,0 +1,424 @@
+//! A PostgreSQL changes-only delta that reads from the parent only its block list
+//! (format 2, [`crate::checksum`]), not its rows.
+//!
+//! In the backup's one transaction: the rows written since the parent (by `xmin`, as
+//! in [`super::postgres`]'s `changes_only`), then every current key in key order. The
+//! keys alone say where the current blocks end; a block is *known* when the parent has
+//! one with the same first and last keys, row count and key fingerprint and none of
+//! its rows changed: its sum is the parent's. Every other block is read again by its
+//! keys (`WHERE key = ANY(…)`, same transaction) and hashed. A block whose keys are the
+//! parent's gets the changed rows as upserts; one whose keys differ (rows deleted or
+//! inserted) is replaced in the delta: a range delete of its key range, then all its
+//! rows. So the cost is two scans on the server (changed rows, keys) plus the changed
+//! blocks, whatever the table's size; the parent's rows are never decoded.
+
+use super::feed::{Feed, SEND_AT};
+use super::plan::Plan;
+use crate::checksum::{BlockSum, ListReader, TableHasher, boundary_of, key_bytes};
+use crate::model::{StreamFormat, Value, decode_value};
+use crate::repo::Repository;
+use crate::segment::{Key, KeySpec, cmp_key, push_range_delete, push_upsert};
+use crate::source::postgres::PgDb;
+use crate::{Error, Result};
+use futures::StreamExt;
+use std::cmp::Ordering;
+
+/// At most this many bytes of changed rows are held; more and the table is read whole.
+const MAX_CHANGED_BYTES: usize = 64 << 20;
+
+/// Keys of changed blocks fetched per statement.
+const FETCH_KEYS: usize = 50_000;
+
+/// One current block, as the key scan found it.
+enum Block {
+    /// Unchanged since the parent: its sum.
+    Known(BlockSum),
+    /// To read again: its keys; `replace` when its key set differs from the parent's
+    /// (the delta replaces its whole key range `(lo, hi]`).
+    Dirty {
+        keys: Vec<Key>,
+        lo: Option<Key>,
+        replace: bool,
+    },
+}
+
+/// `None`: not possible this way (the caller tries the parent's rows); `Some(false)`:
+/// the source and the parent disagree, read the table whole; `Some(true)`: the delta and
+/// the table's sum are in `feed`.
+pub(super) async fn changed_blocks(
+    repo: &Repository,
+    db: &mut PgDb,
+    plan: &Plan,
+    since: u64,
+    feed: &mut Feed<'_>,
+) -> Result<Option<bool>> {
+    let (Some(spec), Some(parent), Some(def)) =
+        (&plan.key, &plan.parent, plan.schema.postgres.as_ref())
+    else {
+        return Ok(None);
+    };
+    if !feed.check.is_blocks() || spec.names.len() != 1 {
+        return Ok(None);
+    }
+    let Some(mut parent_list) = ListReader::new(repo, parent) else {
+        return Ok(None);
+    };
+    let key_type = match def.columns.iter().find(|c| c.name == spec.names[0]) {
+        Some(c)
+            if matches!(
+                c.type_sql.as_str(),
+                "smallint" | "integer" | "bigint" | "uuid"
+            ) =>
+        {
+            c.type_sql.clone()
+        }
+        _ => return Ok(None),
+    };
+    let Some(key_spec) = KeySpec::new(&StreamFormat::PgCopyText, &spec.names, &plan.schema) else {
+        return Ok(None);
+    };
+    use crate::source::postgres::{column_list, qualified};
+    let rel = qualified(&def.schema, &def.name);
+    let (cols, order) = (column_list(&plan.columns), column_list(&spec.names));
+
+    // 1. The keys of the rows written since the parent (see `changes_only` for the
+    // xmin test).
+    let changed_sql = format!(
+        "COPY (SELECT {order} FROM {rel} WHERE age(xmin) <= age('{}'::xid) ORDER BY {order}) TO STDOUT",
+        since & 0xffff_ffff
+    );
+    let mut changed = Vec::new();
+    {
+        let mut stream = db.copy_out(&changed_sql).await?;
+        let mut too_many = false;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            if !too_many {
+                changed.extend_from_slice(&piece);
+                too_many = changed.len() > MAX_CHANGED_BYTES;
+            }
+        }
+        if too_many {
+            return Ok(Some(false));
+        }
+    }
+    let mut changed_rows: Vec<Key> = Vec::new();
+    let mut at = 0;
+    while let Some(n) = key_spec.row_len(&changed[at..])? {
+        let mut key = Key::new();
+        if key_spec.key_into(&changed[at..at + n], &mut key).is_err()
+            || changed_rows
+                .last()
+                .is_some_and(|k| cmp_key(k, &key).is_ge())
+        {
+            return Ok(Some(false));
+        }
+        changed_rows.push(key);
+        at += n;
+    }
+    if at != changed.len() {
+        return Ok(Some(false));
+    }
+
+    // 2. Every current key: the current blocks, matched against the parent's.
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut next_changed = 0usize;
+    let mut parent_head: Option<(BlockSum, Key)> = None;
+    let mut parent_prev: Option<Vec<u8>> = None;
+    let mut parent_done = false;
+    let mut cur_keys: Vec<Key> = Vec::new();
+    let mut cur_fp = 0u64;
+    let mut cur_changed = false;
+    let mut prev_last: Option<(Vec<u8>, Key)> = None;
+    let mut boundary = Vec::new();
+    let mut ok = true;
+    let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
+    let mut stream = db.copy_out(&keys_sql).await?;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut key = Key::new();
+    'read: while let Some(piece) = stream.next().await {
+        carry.extend_from_slice(&piece?);
+        let mut at = 0;
+        while let Some(n) = key_spec.row_len(&carry[at..])? {
+            let line = &carry[at..at + n];
+            at += n;
+            if key_spec.key_into(line, &mut key).is_err()
+                || cur_keys
+                    .last()
+                    .or(prev_last.as_ref().map(|(_, k)| k))
+                    .is_some_and(|l| cmp_key(l, &key).is_ge())
+            {
+                ok = false;
+                break 'read;
+            }
+            // A changed row whose key is gone: the reads disagree.
+            while let Some(ck) = changed_rows.get(next_changed)
+                && cmp_key(ck, &key).is_le()
+            {
+                if cmp_key(ck, &key).is_lt() {
+                    ok = false;
+                    break 'read;
+                }
+                cur_changed = true;
+                next_changed += 1;
+            }
+            key_bytes(&key, &mut boundary);
+            let (ends, hash) = boundary_of(&boundary);
+            cur_fp = cur_fp.wrapping_add(hash);
+            cur_keys.push(std::mem::take(&mut key));
+            if ends {
+                let last = (boundary.clone(), cur_keys.last().expect("a key").clone());
+                let b = match settle(
+                    &mut parent_list,
+                    &mut parent_head,
+                    &mut parent_prev,
+                    &mut parent_done,
+                    &last.1,
+                )
+                .await
+                {
+                    Ok(p) => classify(
+                        p,
+                        prev_last.as_ref(),
+                        &last.0,
+                        std::mem::take(&mut cur_keys),
+                        cur_fp,
+                        cur_changed,
+                    ),
+                    Err(_) => {
+                        ok = false;
+                        break 'read;
+                    }
+                };
+                blocks.push(b);
+                prev_last = Some(last);
+                cur_fp = 0;
+                cur_changed = false;
+            }
+        }
+        carry.drain(..at);
+    }
+    if !ok {
+        while stream.next().await.is_some() {}
+        return Ok(Some(false));
+    }
+    drop(stream);
+    if !carry.is_empty() || next_changed != changed_rows.len() {
+        return Ok(Some(false));
+    }
+    // The last block ends at the last key (no boundary after it).
+    if let Some(last_key) = cur_keys.last().cloned() {
+        key_bytes(&last_key, &mut boundary);
+        let p = match settle(
+            &mut parent_list,
+            &mut parent_head,
+            &mut parent_prev,
+            &mut parent_done,
+            &last_key,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(_) => return Ok(Some(false)),
+        };
+        blocks.push(classify(
+            p,
+            prev_last.as_ref(),
+            &boundary,
+            std::mem::take(&mut cur_keys),
+            cur_fp,
+            cur_changed,
+        ));
+        prev_last = Some((boundary.clone(), last_key));
+    }
+    // Parent keys after the last current key are gone.
+    let mut tail_gone = parent_head.is_some();
+    loop {
+        match parent_list.next().await {
+            Ok(Some(_)) => tail_gone = true,
+            Ok(None) => break,
+            Err(_) => return Ok(Some(false)),
+        }
+    }
+
+    // 3. Changed blocks read again, in batches; sums and delta records in key order.
+    feed.keyed.as_mut().expect("a keyed plan").differ = None;
+    feed.order_known = true;
+    let mut hasher = TableHasher::new();
+    let mut delta: Vec<u8> = Vec::new();
+    let mut start = 0;
+    let mut changed_iter = changed_rows.into_iter().peekable();
+    while start < blocks.len() {
+        // The blocks up to the batch's end, and the keys to fetch for them.
+        let mut end = start;
+        let mut wanted: Vec<&Key> = Vec::new();
+        while end < blocks.len() && wanted.len() < FETCH_KEYS {
+            if let Block::Dirty { keys, .. } = &blocks[end] {
+                wanted.extend(keys.iter());
+            }
+            end += 1;
+        }
+        let mut fetched: Vec<u8> = Vec::new();
+        if !wanted.is_empty() {
+            let list = array_literal(&wanted)?;
+            let sql = format!(
+                "COPY (SELECT {cols} FROM {rel} WHERE {order} = ANY('{list}'::{key_type}[]) ORDER BY {order}) TO STDOUT"
+            );
+            let mut stream = db.copy_out(&sql).await?;
+            while let Some(piece) = stream.next().await {
+                fetched.extend_from_slice(&piece?);
+            }
+        }
+        let mut pos = 0;
+        let mut row_key = Key::new();
+        for b in &blocks[start..end] {
+            match b {
+                Block::Known(sum) => hasher.block(sum)?,
+                Block::Dirty { keys, lo, replace } => {
+                    if *replace {
+                        let hi = keys.last().expect("a block has rows");
+                        push_range_delete(&mut delta, lo.as_deref(), Some(hi));
+                    }
+                    for k in keys {
+                        let Some(n) = spec.row_len(&fetched[pos..])? else {
+                            return Ok(Some(false));
+                        };
+                        let row = &fetched[pos..pos + n];
+                        pos += n;
+                        if spec.key_into(row, &mut row_key).is_err()
+                            || cmp_key(&row_key, k) != Ordering::Equal
+                        {
+                            return Ok(Some(false));
+                        }
+                        let is_changed =
+                            changed_iter.peek().is_some_and(|ck| cmp_key(ck, k).is_eq());
+                        if is_changed {
+                            changed_iter.next();
+                        }
+                        if *replace || is_changed {
+                            push_upsert(&mut delta, row);
+                        }
+                        key_bytes(k, &mut boundary);
+                        hasher.row(&boundary, row);
+                    }
+                }
+            }
+        }
+        if pos != fetched.len() {
+            return Ok(Some(false));
+        }
+        if delta.len() >= SEND_AT {
+            feed.ship_delta(std::mem::take(&mut delta)).await?;
+        }
+        feed.progress.advanced(0, fetched.len() as u64);
+        start = end;
+    }
+    if tail_gone {
+        let lo = prev_last.as_ref().map(|(_, k)| k.as_slice());
+        push_range_delete(&mut delta, lo, None);
+    }
+    feed.ship_delta(delta).await?;
+    let sum = hasher.finish();
+    feed.progress.advanced(sum.rows, 0);
+    feed.precomputed = Some(sum);
+    Ok(Some(true))
+}
+
+/// Moves the parent's list to its first block whose last key is at least `last`;
+/// returns that block if its last key is exactly `last` (with `parent_prev` the last
+/// boundary before it).
+async fn settle(
+    list: &mut ListReader<'_>,
+    head: &mut Option<(BlockSum, Key)>,
+    prev: &mut Option<Vec<u8>>,
+    done: &mut bool,
+    last: &Key,
+) -> Result<Option<(BlockSum, Option<Vec<u8>>)>> {
+    loop {
+        if head.is_none() && !*done {
+            match list.next().await? {
+                Some(b) => {
+                    let k = decode_key(&b.last)?;
+                    *head = Some((b, k));
+                }
+                None => *done = true,
+            }
+        }
+        let Some((b, k)) = head else {
+            return Ok(None);
+        };
+        match cmp_key(k, last) {
+            Ordering::Less => {
+                *prev = Some(b.last.clone());
+                *head = None;
+            }
+            Ordering::Equal => {
+                let b = b.clone();
+                let before = prev.replace(b.last.clone());
+                *head = None;
+                return Ok(Some((b, before)));
+            }
+            Ordering::Greater => return Ok(None),
+        }
+    }
+}
+
+/// A current block `(prev_last, last]` against the parent's block ending at the same
+/// key, if any (with the boundary before it): the same key set when both ends, the row
+/// count and the key fingerprint agree.
+fn classify(
+    parent: Option<(BlockSum, Option<Vec<u8>>)>,
+    prev_last: Option<&(Vec<u8>, Key)>,
+    last: &[u8],
+    keys: Vec<Key>,
+    fingerprint: u64,
+    changed: bool,
+) -> Block {
+    let lo = prev_last.map(|(_, k)| k.clone());
+    let same_keys = parent.as_ref().is_some_and(|(p, before)| {
+        p.rows == keys.len() as u64
+            && p.keys == fingerprint
+            && p.last == last
+            && before.as_deref() == prev_last.map(|(b, _)| b.as_slice())
+    });
+    match parent {
+        Some((p, _)) if same_keys && !changed => Block::Known(p),
+        _ => Block::Dirty {
+            keys,
+            lo,
+            replace: !same_keys,
+        },
+    }
+}
+
+fn decode_key(bytes: &[u8]) -> Result<Key> {
+    let mut key = Key::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (v, n) = decode_value(&bytes[at..])?
+            .ok_or_else(|| Error::damaged("a block's last key ends inside a value"))?;
+        key.push(v);
+        at += n;
+    }
+    Ok(key)
+}
+
+/// A PostgreSQL array literal of single-column keys (integers, or uuids as text).
+fn array_literal(keys: &[&Key]) -> Result<String> {
+    let mut out = String::with_capacity(keys.len() * 12 + 2);
+    out.push('{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match k.as_slice() {
+            [Value::Integer(v)] => out.push_str(&v.to_string()),
+            [Value::Text(t)] if t.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-') => {
+                out.push_str(std::str::from_utf8(t).expect("ascii"))
+            }
+            _ => return Err(Error::Other("a key that cannot be listed".into())),
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
