@@ -491,6 +491,31 @@ impl StreamCheck {
         }
     }
 
+    /// The check of one key range of a table read in parts (`backup --jobs`): its rows
+    /// go to a [`TableHasher::part`], taken out by [`StreamCheck::into_part`] and
+    /// joined to the other parts in key order.
+    pub fn for_part(spec: crate::segment::KeySpec) -> Self {
+        let mut check = Self::blocks(spec);
+        if let How::Blocks { hasher, .. } = &mut check.how {
+            **hasher = TableHasher::part();
+        }
+        check
+    }
+
+    /// Whether this is the check of a part ([`StreamCheck::for_part`]).
+    pub fn is_part(&self) -> bool {
+        matches!(&self.how, How::Blocks { hasher, .. } if hasher.root.is_none())
+    }
+
+    /// The part's hasher: `Err` when its stream ends inside a row.
+    pub fn into_part(self) -> Result<TableHasher> {
+        match self.how {
+            How::Blocks { hasher, carry, .. } if carry.is_empty() => Ok(*hasher),
+            How::Blocks { .. } => Err(Error::damaged("a part's stream ends inside a row")),
+            How::Stream(_) => Err(Error::Other("a whole-stream checksum has no parts".into())),
+        }
+    }
+
     fn blocks(spec: crate::segment::KeySpec) -> Self {
         StreamCheck {
             how: How::Blocks {

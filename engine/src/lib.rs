@@ -116,9 +116,11 @@
 //! ## What makes a snapshot consistent
 //!
 //! **Rule: everything a backup reads from the source comes from one read transaction
-//! on one connection, opened before the first read and committed after the last.**
-//! The snapshot is then the state of the source at the instant that transaction's
-//! snapshot was taken, for every table at once. Each place a backup touches the
+//! snapshot, opened before the first read and held until after the last.** On SQLite
+//! and MySQL/MariaDB that is one transaction on one connection; on PostgreSQL several
+//! connections may share it (*Parallel readers* below). The snapshot is then the state
+//! of the source at the instant that transaction's snapshot was taken, for every table
+//! at once. Each place a backup touches the
 //! source ([`backup`]), checked against this rule:
 //!
 //! * *Opening*: PostgreSQL `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY` plus a
@@ -173,7 +175,10 @@
 //! against invariants that hold at every committed instant and row for row against
 //! an exact model of the state after the transaction the restore shows; and pgbench
 //! (TPC-B, with `-n`: without it pgbench truncates `pgbench_history` before each run,
-//! which breaks the TPC-B balance equation in the source itself).
+//! which breaks the TPC-B balance equation in the source itself). The PostgreSQL
+//! workload and pgbench run again with four parallel readers and every table stored
+//! whole read in parts, and a table read in key ranges must restore identical, verify
+//! and take a delta.
 //!
 //! ## Concurrency
 //!

@@ -120,6 +120,11 @@ pub struct BackupArgs {
     /// Create the repository unencrypted if it does not exist.
     #[arg(long)]
     pub no_encryption: bool,
+    /// Readers of the one snapshot (PostgreSQL: connections; a table of 64 MB or more is
+    /// read in key ranges at once) and threads compressing chunks. Default: the number
+    /// of cores, at most 8.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     /// List every schema object carried and every object left out by name (by
     /// default: a count per kind).
     #[arg(long)]
@@ -351,7 +356,11 @@ pub async fn run_backup(a: BackupArgs) -> Result<()> {
         tags: pairs(&a.tag, "--tag")?,
     };
     let progress = CliProgress::new(a.json);
-    let result = backup(&mut repo, &opts, &progress).await;
+    let par = match a.jobs {
+        Some(n) => engine::backup::Parallel::jobs(n.into()),
+        None => engine::backup::Parallel::default(),
+    };
+    let result = engine::backup::backup_parallel(&mut repo, &opts, par, &progress).await;
     progress.done();
     let s = result?;
     let snap = &s.snapshot;

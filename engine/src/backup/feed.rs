@@ -27,6 +27,9 @@ pub(super) struct Streamed {
     pub(super) changes_only: bool,
     /// The block sums whose root is `checksum` (format 2, keyed tables), to be stored.
     pub(super) blocks: Option<crate::checksum::TableSum>,
+    /// One key range of a table read in parts: its hasher, to be joined to the others'
+    /// (`checksum` and `blocks` are then not set).
+    pub(super) part: Option<crate::checksum::TableHasher>,
 }
 
 /// Turns a table's new rows into a delta against its parent's rows: both in key order,
@@ -317,7 +320,12 @@ impl<'a> Feed<'a> {
         self.pipe.send(Msg::End).await?;
         self.progress.table_finished(table);
         let check = std::mem::replace(&mut self.check, crate::checksum::StreamCheck::for_key(None));
+        let mut part = None;
         let (checksum, blocks) = match self.precomputed.take() {
+            None if check.is_part() => {
+                part = Some(check.into_part()?);
+                (crate::model::Checksum::of(blake3::hash(b"")), None)
+            }
             Some(sum) => {
                 self.rows = sum.rows;
                 self.bytes = sum.bytes;
@@ -333,6 +341,7 @@ impl<'a> Feed<'a> {
             bytes: self.bytes,
             checksum,
             blocks,
+            part,
             base: self.base,
             segment_bytes: self.segment_bytes,
             key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),

@@ -8,7 +8,7 @@
 
 use super::feed::Feed;
 use super::plan::{Plan, changed_since, chosen_columns};
-use super::{Planned, SourceReader};
+use super::{Edges, Planned, SourceReader};
 use crate::model::{Engine, PgPoint, Skipped, Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -20,13 +20,18 @@ use futures::StreamExt;
 pub(super) struct Reader {
     db: PgDb,
     point: Option<PgPoint>,
+    /// To connect helpers ([`SourceReader::helpers`]).
+    url: Secret<String>,
+    display: String,
 }
 
 impl Reader {
     pub(super) async fn connect(url: &Secret<String>, display: String) -> Result<Self> {
         Ok(Reader {
-            db: PgDb::connect(url, display).await?,
+            db: PgDb::connect(url, display.clone()).await?,
             point: None,
+            url: url.clone(),
+            display,
         })
     }
 }
@@ -114,6 +119,211 @@ impl SourceReader for Reader {
     fn point(&self) -> Option<PgPoint> {
         self.point.clone()
     }
+
+    /// Exports this transaction's snapshot and starts each helper's transaction on it:
+    /// `SET TRANSACTION SNAPSHOT` as the first statement of a REPEATABLE READ
+    /// transaction makes it see exactly what this one sees. This transaction stays open
+    /// until the helpers commit (the export is valid only while it is).
+    async fn helpers(&mut self, n: usize) -> Result<Vec<Self>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // A server or role that cannot export (a standby before PostgreSQL 10, some
+        // PostgreSQL-compatible engines) reads on one connection; the failed statement
+        // would abort the transaction, hence the savepoint.
+        self.db.exec("SAVEPOINT tablesafe_export").await?;
+        let exported: std::result::Result<String, sqlx::Error> =
+            sqlx::query_scalar("SELECT pg_export_snapshot()")
+                .fetch_one(&mut self.db.conn)
+                .await;
+        let snapshot = match exported {
+            Ok(s) => {
+                self.db.exec("RELEASE SAVEPOINT tablesafe_export").await?;
+                s
+            }
+            Err(_) => {
+                self.db
+                    .exec("ROLLBACK TO SAVEPOINT tablesafe_export")
+                    .await?;
+                return Ok(Vec::new());
+            }
+        };
+        let join = format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            crate::source::sql_string(&snapshot)
+        );
+        let connect = |_| async {
+            let mut db = PgDb::connect(&self.url, self.display.clone()).await?;
+            db.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            db.exec(&join).await?;
+            Ok::<_, Error>(Reader {
+                db,
+                point: None,
+                url: self.url.clone(),
+                display: self.display.clone(),
+            })
+        };
+        // A helper that cannot connect or join (max_connections reached, say) only
+        // costs speed: the tables are shared among the readers there are.
+        let joined = futures::future::join_all((0..n).map(connect)).await;
+        Ok(joined.into_iter().filter_map(|r| r.ok()).collect())
+    }
+
+    async fn sizes(&mut self, plans: &[Plan]) -> Result<Vec<u64>> {
+        use crate::source::postgres::qualified;
+        let rels: Vec<String> = plans
+            .iter()
+            .map(|p| match &p.schema.postgres {
+                Some(t) => qualified(&t.schema, &t.name),
+                None => String::new(),
+            })
+            .collect();
+        // to_regclass: a table dropped meanwhile is 0, never an error.
+        let sizes: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT pg_table_size(to_regclass(r)) FROM unnest($1::text[]) WITH ORDINALITY AS t(r, i) ORDER BY i",
+        )
+        .bind(&rels)
+        .fetch_all(&mut self.db.conn)
+        .await
+        .map_err(|e| Error::Other(format!("reading table sizes: {e}")))?;
+        Ok(sizes
+            .into_iter()
+            .map(|s| s.unwrap_or(0).max(0) as u64)
+            .collect())
+    }
+
+    async fn split(&mut self, plan: &Plan, n: usize) -> Result<Vec<String>> {
+        split(&mut self.db, plan, n).await
+    }
+
+    async fn fill_part(&mut self, sql: &str, feed: &mut Feed<'_>) -> Result<Option<Edges>> {
+        let mut stream = self.db.copy_out(sql).await?;
+        let mut edges = EdgeRows::default();
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            edges.see(&piece);
+            feed.buf.extend_from_slice(&piece);
+            feed.send_if_full().await?;
+        }
+        Ok(edges.finish())
+    }
+}
+
+/// The first and last lines of a COPY text stream, collected as it passes.
+#[derive(Default)]
+struct EdgeRows {
+    /// The first line, once complete (with its newline).
+    first: Vec<u8>,
+    first_done: bool,
+    /// The stream's end from the start of its last complete line.
+    tail: Vec<u8>,
+}
+
+impl EdgeRows {
+    fn see(&mut self, piece: &[u8]) {
+        if !self.first_done {
+            match memchr::memchr(b'\n', piece) {
+                Some(at) => {
+                    self.first.extend_from_slice(&piece[..=at]);
+                    self.first_done = true;
+                }
+                None => self.first.extend_from_slice(piece),
+            }
+        }
+        self.tail.extend_from_slice(piece);
+        // Keep from the newline that ends the line before the last complete one.
+        if let Some(end) = self.tail.len().checked_sub(1)
+            && let Some(last_nl) = memchr::memrchr(b'\n', &self.tail[..end])
+        {
+            self.tail.drain(..=last_nl);
+        }
+    }
+
+    fn finish(self) -> Option<Edges> {
+        (self.first_done && self.tail.ends_with(b"\n")).then_some(Edges {
+            first: self.first,
+            last: self.tail,
+        })
+    }
+}
+
+/// The COPY statements reading `plan` in about `n` parts of equal size, in stream
+/// order, all in this transaction's snapshot. A keyed table is cut by ranges of its
+/// first key column (bounds from the column's histogram in `pg_stats`, or from the
+/// snapshot's own rows when there are no statistics), each part ordered by the whole
+/// key like the table's one read; the parts' streams concatenated are the table's
+/// stream. Empty: not split (a table without a key: its checksum is the BLAKE3 of the
+/// whole stream, which does not combine over parts).
+async fn split(db: &mut PgDb, plan: &Plan, n: usize) -> Result<Vec<String>> {
+    use crate::source::postgres::{column_list, qualified, quote};
+    let Some(def) = plan.schema.postgres.as_ref() else {
+        return Ok(Vec::new());
+    };
+    if n < 2 {
+        return Ok(Vec::new());
+    }
+    let rel = qualified(&def.schema, &def.name);
+    let cols = column_list(&plan.columns);
+    // Only keyed tables are split: their checksum combines over key ranges.
+    if def.pk.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = &def.pk[0];
+    let Some(column) = def.columns.iter().find(|c| &c.name == first) else {
+        return Ok(Vec::new());
+    };
+    // Bounds as text, cast back to the column's type in the statements.
+    let histogram: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
+    )
+    .bind(&def.schema)
+    .bind(&def.name)
+    .bind(first)
+    .fetch_optional(&mut db.conn)
+    .await
+    .map_err(|e| Error::Other(format!("reading the statistics of {rel}: {e}")))?
+    .flatten();
+    let bounds: Vec<String> = match histogram {
+        Some(h) if h.len() > n => (1..n).map(|k| h[h.len() * k / n].clone()).collect(),
+        _ => {
+            let fractions: Vec<f64> = (1..n).map(|k| k as f64 / n as f64).collect();
+            let sql = format!(
+                "SELECT unnest(percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {}))::text FROM {rel}",
+                quote(first)
+            );
+            let found: Vec<Option<String>> = sqlx::query_scalar(&sql)
+                .bind(&fractions)
+                .fetch_all(&mut db.conn)
+                .await
+                .map_err(|e| Error::Other(format!("finding key ranges of {rel}: {e}")))?;
+            found.into_iter().flatten().collect()
+        }
+    };
+    let mut bounds: Vec<String> = bounds;
+    bounds.dedup();
+    if bounds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = quote(first);
+    let ty = &column.type_sql;
+    let value = |b: &str| format!("{}::{ty}", crate::source::sql_string(b));
+    let order = column_list(&def.pk);
+    let mut parts = Vec::with_capacity(bounds.len() + 1);
+    for k in 0..=bounds.len() {
+        let mut conds = Vec::new();
+        if k > 0 {
+            conds.push(format!("{key} > {}", value(&bounds[k - 1])));
+        }
+        if k < bounds.len() {
+            conds.push(format!("{key} <= {}", value(&bounds[k])));
+        }
+        parts.push(format!(
+            "COPY (SELECT {cols} FROM {rel} WHERE {} ORDER BY {order}) TO STDOUT",
+            conds.join(" AND ")
+        ));
+    }
+    Ok(parts)
 }
 
 /// A parent's rows decoded ahead of their use (see [`changes_only`]).

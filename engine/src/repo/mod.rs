@@ -1033,21 +1033,27 @@ impl PackWriter {
 
     /// Compresses, encrypts and queues a chunk the repository does not have yet.
     pub fn add(&mut self, id: [u8; 32], plain: &[u8], rt: &tokio::runtime::Handle) -> Result<()> {
-        if plain.len() > self.max_chunk {
-            // Only a copy from a repository made with a larger chunker maximum can get
-            // here; storing it would make a chunk every later read refuses.
-            return Err(Error::invalid(format!(
-                "chunk {} has {} bytes, more than this repository's largest chunk ({} bytes): \
-                 it cannot be stored here (copy into a repository created with the same \
-                 chunk sizes)",
-                short(&id),
-                plain.len(),
-                self.max_chunk
-            )));
+        let sealed = self.sealer().seal(&id, plain)?;
+        self.add_sealed(id, sealed, rt)
+    }
+
+    /// What [`PackWriter::add`] does to a chunk before queueing it, detached from the
+    /// writer so that several threads can compress and encrypt chunks at once.
+    pub fn sealer(&self) -> Sealer {
+        Sealer {
+            keys: self.keys.clone(),
+            zstd_level: self.zstd_level,
+            max_chunk: self.max_chunk,
         }
-        let compressed = zstd::bulk::compress(plain, self.zstd_level)
-            .map_err(|e| Error::Other(format!("zstd: {e}")))?;
-        let sealed = self.keys.seal(&compressed)?;
+    }
+
+    /// Queues a blob made by [`Sealer::seal`].
+    pub fn add_sealed(
+        &mut self,
+        id: [u8; 32],
+        sealed: Vec<u8>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<()> {
         let offset = self.buf.len() as u64;
         self.buf.extend_from_slice(&sealed);
         self.entries.push((id, offset, sealed.len() as u32));
@@ -1057,7 +1063,38 @@ impl PackWriter {
         }
         Ok(())
     }
+}
 
+/// Compresses and encrypts chunks for a [`PackWriter`] (see [`PackWriter::sealer`]).
+#[derive(Clone)]
+pub struct Sealer {
+    keys: Keys,
+    zstd_level: i32,
+    max_chunk: usize,
+}
+
+impl Sealer {
+    /// The blob stored for chunk `id` (`plain`): zstd, then sealed.
+    pub fn seal(&self, id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
+        if plain.len() > self.max_chunk {
+            // Only a copy from a repository made with a larger chunker maximum can get
+            // here; storing it would make a chunk every later read refuses.
+            return Err(Error::invalid(format!(
+                "chunk {} has {} bytes, more than this repository's largest chunk ({} bytes): \
+                 it cannot be stored here (copy into a repository created with the same \
+                 chunk sizes)",
+                short(id),
+                plain.len(),
+                self.max_chunk
+            )));
+        }
+        let compressed = zstd::bulk::compress(plain, self.zstd_level)
+            .map_err(|e| Error::Other(format!("zstd: {e}")))?;
+        self.keys.seal(&compressed)
+    }
+}
+
+impl PackWriter {
     /// Writes the current pack and its index (in that order).
     pub fn flush(&mut self, rt: &tokio::runtime::Handle) -> Result<()> {
         if self.entries.is_empty() {
