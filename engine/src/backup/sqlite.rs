@@ -45,9 +45,17 @@ impl Reader {
             .await
             .map_err(|e| Error::Other(format!("copying {}: {e}", path.display())))??;
         let copied = copy.path();
+        let rows = LiteConn::open(&copied, bulk::copy_flags(), path).await?;
+        // Pages read through a memory map, not one pread(2) each (no other process
+        // writes the copy).
+        rows.call(|c| {
+            c.query_row("PRAGMA mmap_size = 2147418112", [], |_| Ok(()))
+                .map_err(bulk::db_err("mapping the private copy"))
+        })
+        .await?;
         Ok(Reader {
             db: SqliteDb::open_copy(&copied, path).await?,
-            rows: LiteConn::open(&copied, bulk::copy_flags(), path).await?,
+            rows,
             _copy: copy,
         })
     }

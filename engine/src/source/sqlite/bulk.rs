@@ -169,9 +169,9 @@ pub fn encode_rows(
     let mut rows = stmt.raw_query();
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut n = 0u64;
-    while let Some(row) = rows.next().map_err(db_err(what()))? {
+    while let Some(row) = rows.next().map_err(|e| db_err(what())(e))? {
         for i in 0..columns {
-            encode_ref(&mut buf, row.get_ref(i).map_err(db_err(what()))?);
+            encode_ref(&mut buf, row.get_ref(i).map_err(|e| db_err(what())(e))?);
         }
         n += 1;
         if buf.len() >= BATCH_BYTES {
@@ -222,9 +222,9 @@ pub fn insert_rows(
         for row in &batch {
             for (i, v) in row.iter().enumerate() {
                 stmt.raw_bind_parameter(i + 1, Bind(v))
-                    .map_err(db_err(what()))?;
+                    .map_err(|e| db_err(what())(e))?;
             }
-            stmt.raw_execute().map_err(db_err(what()))?;
+            stmt.raw_execute().map_err(|e| db_err(what())(e))?;
         }
         n += batch.len() as u64;
     }
