@@ -80,8 +80,11 @@ struct Outside {
 
 impl Outside {
     async fn undo(self, db: &mut PgDb) {
-        for t in self.stages {
-            let _ = db.exec(&format!("DROP TABLE IF EXISTS {t}")).await;
+        // One statement: staging tables may reference each other.
+        if !self.stages.is_empty() {
+            let _ = db
+                .exec(&format!("DROP TABLE IF EXISTS {}", self.stages.join(", ")))
+                .await;
         }
         for d in self.objects.into_iter().rev() {
             let _ = db.exec(&d).await;
@@ -185,6 +188,7 @@ async fn execute(
                         stage,
                         rows,
                         made: false,
+                        foreign_keys: Vec::new(),
                     },
                 );
             }
@@ -220,8 +224,11 @@ async fn execute(
         }
         let mut done = Vec::new();
         let mut foreign_keys = Vec::new();
+        // Statements of several tables go in one round trip (sent before any COPY).
+        let mut batch = Vec::new();
         for (i, t) in plan.tables.iter().enumerate() {
             if let Some(m) = t.merge_table(i) {
+                run_batch(&mut db, &mut batch, "tables").await?;
                 crate::merge::prepare_postgres(&mut db, &m).await?;
                 progress.table_started(&t.dest_table, Some(t.rows));
                 let stage = m.stage();
@@ -238,8 +245,17 @@ async fn execute(
                 continue;
             }
             let stage = staged.get(&t.dest_table);
-            let rows =
-                restore_pg_table(repo, &mut db, t, stage, i, &mut foreign_keys, progress).await?;
+            let rows = restore_pg_table(
+                repo,
+                &mut db,
+                t,
+                stage,
+                i,
+                &mut foreign_keys,
+                &mut batch,
+                progress,
+            )
+            .await?;
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
@@ -247,6 +263,7 @@ async fn execute(
                 merge: None,
             });
         }
+        run_batch(&mut db, &mut batch, "tables").await?;
         if let Some(base) = &plan.pitr {
             // Captured changes on top of the snapshot's rows, before foreign keys are
             // checked (the source ran them in this order, with its constraints).
@@ -766,6 +783,9 @@ struct Staged {
     /// Its primary key, unique and check constraints and its indexes are made
     /// already (under their final names: only for a table the restore creates new).
     made: bool,
+    /// Foreign keys (by their name in the snapshot) made already, to other staged
+    /// tables.
+    foreign_keys: Vec<String>,
 }
 
 /// Below this many tables, everything loads on the restore's own connection.
@@ -827,7 +847,7 @@ async fn stage_small_tables(
     // Every staging table is recorded before it is made, so a failure drops it.
     let stages = std::sync::Mutex::new(Vec::new());
     let loaded = std::sync::Mutex::new(Vec::new());
-    let worker = |mut conn: PgDb| {
+    let workers = conns.iter_mut().map(|conn: &mut PgDb| {
         let (next, failed, stages, loaded) = (&next, &failed, &stages, &loaded);
         async move {
             use std::sync::atomic::Ordering;
@@ -835,7 +855,7 @@ async fn stage_small_tables(
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = picks.get(k) else { break };
                 let t = &plan.tables[i];
-                let done = stage_small(repo, &mut conn, t, stages, progress).await;
+                let done = stage_small(repo, conn, t, stages, progress).await;
                 match done {
                     Ok(s) => loaded.lock().expect("not poisoned").push((i, s)),
                     Err(e) => {
@@ -847,24 +867,307 @@ async fn stage_small_tables(
             }
             Ok(())
         }
-    };
-    let results = futures::future::join_all(conns.into_iter().map(worker)).await;
+    });
+    let results = futures::future::join_all(workers).await;
     outside
         .stages
         .extend(stages.into_inner().expect("not poisoned"));
-    // The first error in table order (a cancelled loader's is the consequence).
-    if let Some(e) = results
+    first_error(results)?;
+    for (i, s) in loaded.into_inner().expect("not poisoned") {
+        staged.insert(plan.tables[i].dest_table.clone(), s);
+    }
+
+    // Then the foreign keys between them, validated several at a time too: each in a
+    // transaction of its own that locks both tables in name order first (two keys
+    // between the same tables then wait for each other instead of deadlocking).
+    let keys = staged_foreign_keys(plan, picks, staged);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let workers = conns.iter_mut().map(|conn: &mut PgDb| {
+        let (next, failed, keys) = (&next, &failed, &keys);
+        async move {
+            use std::sync::atomic::Ordering;
+            while !failed.load(Ordering::Relaxed) {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((table, _, sql)) = keys.get(k) else {
+                    break;
+                };
+                progress.check_abort()?;
+                if let Err(e) = run_batch(conn, &mut vec![sql.clone()], table).await {
+                    failed.store(true, Ordering::Relaxed);
+                    let _ = conn.exec("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+    });
+    let results = futures::future::join_all(workers).await;
+    first_error(results)?;
+    for (table, name, _) in keys {
+        if let Some(s) = staged.get_mut(&table) {
+            s.foreign_keys.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// The first error of parallel loaders that is not a cancellation (another loader's
+/// failure cancels the rest).
+fn first_error(results: Vec<Result<()>>) -> Result<()> {
+    match results
         .into_iter()
         .filter_map(|r| r.err())
         .min_by_key(|e| matches!(e, Error::Cancelled))
     {
-        return Err(e);
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    for (i, s) in loaded.into_inner().expect("not poisoned") {
-        staged.insert(plan.tables[i].dest_table.clone(), s);
-    }
-    Ok(())
 }
+
+/// The foreign keys of the staged new tables `picks` that reference another staged
+/// new table by its destination name (as the restore's transaction would find it), as
+/// (table, constraint name, transaction adding it to the staging tables). Other keys
+/// are added by the restore's transaction.
+fn staged_foreign_keys(
+    plan: &RestorePlan,
+    picks: &[usize],
+    staged: &BTreeMap<String, Staged>,
+) -> Vec<(String, String, String)> {
+    // Staging tables of new tables by the name the server prints for the table.
+    let by_printed: std::collections::HashMap<String, String> = staged
+        .iter()
+        .filter(|(_, s)| s.made)
+        .map(|(dest, s)| {
+            let (schema, _) = split_name(dest);
+            (printed(dest), pg::qualified(&schema, &s.stage))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for &i in picks {
+        let t = &plan.tables[i];
+        let (Some(s), Ok(def)) = (staged.get(&t.dest_table), pg_definition(&t.entry)) else {
+            continue;
+        };
+        if !s.made || t.columns.len() != t.entry.stream_columns.len() {
+            continue;
+        }
+        let (schema, table) = split_name(&t.dest_table);
+        let child = pg::qualified(&schema, &s.stage);
+        let renamed = t.dest_table != t.entry.name;
+        for c in def
+            .constraints
+            .iter()
+            .filter(|c| c.kind == ConstraintKind::ForeignKey)
+        {
+            let Some(parent) = pg::referenced_relation(&c.definition) else {
+                continue;
+            };
+            let Some(parent_stage) = by_printed.get(&parent) else {
+                continue;
+            };
+            let definition = c.definition.replacen(
+                &format!(" REFERENCES {parent}("),
+                &format!(" REFERENCES {parent_stage}("),
+                1,
+            );
+            let name = if renamed {
+                format!("{table}_{}", c.name)
+            } else {
+                c.name.clone()
+            };
+            let mut locks = vec![child.clone(), parent_stage.clone()];
+            locks.sort();
+            locks.dedup();
+            out.push((
+                t.dest_table.clone(),
+                c.name.clone(),
+                format!(
+                    "BEGIN; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE; {}; COMMIT",
+                    locks.join(", "),
+                    pg::constraint_sql(&schema, &s.stage, &name, &definition)
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// How `pg_get_constraintdef` (with `search_path` = `pg_catalog`) prints the table
+/// `schema.table`: each part quoted only when it must be.
+fn printed(dest: &str) -> String {
+    let (schema, table) = split_name(dest);
+    let part = |p: &str| {
+        let plain = p
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !RESERVED.contains(&p);
+        if plain { p.to_string() } else { pg::quote(p) }
+    };
+    format!("{}.{}", part(&schema), part(&table))
+}
+
+/// Keywords `quote_ident` quotes (PostgreSQL's reserved and column-name keywords a
+/// table or schema could be named): a name among them never matches, and its key is
+/// then added by the restore's transaction, as before.
+const RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "json",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+];
 
 /// One table of [`stage_small_tables`], on one loader connection.
 async fn stage_small(
@@ -902,7 +1205,12 @@ async fn stage_small(
     }
     batch.push("COMMIT".into());
     run_batch(conn, &mut batch, &t.dest_table).await?;
-    Ok(Staged { stage, rows, made })
+    Ok(Staged {
+        stage,
+        rows,
+        made,
+        foreign_keys: Vec::new(),
+    })
 }
 
 /// The primary key, unique and check constraints and the indexes of `t`, made on
@@ -965,8 +1273,8 @@ async fn run_batch(db: &mut PgDb, stmts: &mut Vec<String>, what: &str) -> Result
 
 /// Restores one table inside the restore's transaction: creates it (or renames its
 /// staging table into place), loads the rows unless staged, then adds constraints,
-/// indexes and sequence values. The statements around the rows go in one round trip
-/// each side.
+/// indexes and sequence values. Its statements join `batch`, sent before any COPY and
+/// whenever it holds [`STATEMENTS_PER_BATCH`]: one round trip for many tables.
 async fn restore_pg_table(
     repo: &Repository,
     db: &mut PgDb,
@@ -974,6 +1282,7 @@ async fn restore_pg_table(
     staged: Option<&Staged>,
     index: usize,
     foreign_keys: &mut Vec<(usize, String, String, String)>,
+    batch: &mut Vec<String>,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let e = &t.entry;
@@ -990,7 +1299,6 @@ async fn restore_pg_table(
     };
     let creates = matches!(t.action, Action::Create | Action::Replace);
     let mut seq_targets: Vec<(String, String, i64, bool)> = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
     if creates {
         if matches!(t.action, Action::Replace) {
             batch.push(format!("DROP TABLE {rel}"));
@@ -1052,7 +1360,7 @@ async fn restore_pg_table(
     let rows = match staged {
         Some(s) => s.rows,
         None => {
-            run_batch(db, &mut batch, &t.dest_table).await?;
+            run_batch(db, batch, &t.dest_table).await?;
             progress.table_started(&t.dest_table, Some(t.rows));
             // FREEZE (allowed because the table was created in this transaction) writes
             // the rows already frozen, sparing the first VACUUM a pass over them.
@@ -1072,11 +1380,11 @@ async fn restore_pg_table(
             batch.extend(constraints_and_indexes(t, def, &schema, &table, &table));
         }
         let all = t.columns.len() == e.stream_columns.len();
-        for c in def
-            .constraints
-            .iter()
-            .filter(|c| c.kind == ConstraintKind::ForeignKey && all)
-        {
+        for c in def.constraints.iter().filter(|c| {
+            c.kind == ConstraintKind::ForeignKey
+                && all
+                && !staged.is_some_and(|s| s.foreign_keys.contains(&c.name))
+        }) {
             let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
             foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()));
         }
@@ -1095,6 +1403,8 @@ async fn restore_pg_table(
             batch.push(format!("SELECT pg_catalog.setval({seq}, {last}, {called})"));
         }
     }
-    run_batch(db, &mut batch, &t.dest_table).await?;
+    if batch.len() >= STATEMENTS_PER_BATCH {
+        run_batch(db, batch, "tables").await?;
+    }
     Ok(rows)
 }
