@@ -107,7 +107,13 @@ impl SourceReader for Reader {
             .call(move |c| bulk::encode_rows(c, &sql, columns, &tx));
         let fed = async move {
             while let Some(batch) = rx.recv().await {
-                feed.buf.extend_from_slice(&batch.bytes);
+                // A batch is about as big as the feed's pieces: taken over, not copied,
+                // when the feed has just sent its buffer.
+                if feed.buf.is_empty() {
+                    feed.buf = batch.bytes;
+                } else {
+                    feed.buf.extend_from_slice(&batch.bytes);
+                }
                 for _ in 0..batch.rows {
                     feed.count_row();
                 }

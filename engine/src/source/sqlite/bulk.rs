@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// About how many stream bytes (backup) one batch carries across threads.
-pub const BATCH_BYTES: usize = 256 << 10;
+/// About how many stream bytes (backup) one batch carries across threads: the size of
+/// the backup feed's pieces, so a batch becomes one piece without being copied.
+pub const BATCH_BYTES: usize = 1 << 20;
 /// About how many rows (restore) one batch carries, unless its bytes reach
 /// [`BATCH_BYTES`] first.
 pub const BATCH_ROWS: usize = 4096;
@@ -167,7 +168,7 @@ pub fn encode_rows(
     let what = || format!("reading rows: {sql}");
     let mut stmt = c.prepare(sql).map_err(db_err(what()))?;
     let mut rows = stmt.raw_query();
-    let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
+    let mut buf = Vec::with_capacity(BATCH_BYTES + 65536);
     let mut n = 0u64;
     while let Some(row) = rows.next().map_err(|e| db_err(what())(e))? {
         for i in 0..columns {
@@ -175,7 +176,7 @@ pub fn encode_rows(
         }
         n += 1;
         if buf.len() >= BATCH_BYTES {
-            let bytes = std::mem::replace(&mut buf, Vec::with_capacity(BATCH_BYTES + 4096));
+            let bytes = std::mem::replace(&mut buf, Vec::with_capacity(BATCH_BYTES + 65536));
             if out.blocking_send(Encoded { bytes, rows: n }).is_err() {
                 return Ok(());
             }
