@@ -321,6 +321,15 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
     let mut dest = open_destination(&url).await?;
     let mut tables = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let names: std::collections::HashSet<&String> = names.iter().collect();
+    // Which destination tables exist, asked once for all (thousands of tables).
+    let dest_names: Vec<String> = snapshot
+        .tables
+        .iter()
+        .filter(|t| names.contains(&t.name))
+        .map(|t| opts.rename.get(&t.name).unwrap_or(&t.name).clone())
+        .collect();
+    let existing = dest.tables_exist(&dest_names).await?;
     for entry in snapshot.tables.iter().filter(|t| names.contains(&t.name)) {
         entry.format.check_known(&entry.name)?;
         let dest_table = opts
@@ -348,7 +357,7 @@ pub async fn plan(repo: &Repository, opts: &RestoreOptions) -> Result<RestorePla
             &entry.schema.primary_key(),
             opts.selection.columns.get(&entry.name),
         )?;
-        let exists = dest.table_exists(&dest_table).await?;
+        let exists = existing.contains(&dest_table);
         let action = match (opts.mode, exists) {
             (Mode::Create, true) => {
                 return Err(Error::invalid(format!(
@@ -645,6 +654,22 @@ trait Destination: Send {
     /// Whether the destination has table `name` (`schema.table` on PostgreSQL). Changes
     /// nothing.
     fn table_exists<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Which of `names` the destination has, as [`Destination::table_exists`] says.
+    fn tables_exist<'a>(
+        &'a mut self,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<String>>> {
+        Box::pin(async move {
+            let mut found = std::collections::HashSet::new();
+            for n in names {
+                if self.table_exists(n).await? {
+                    found.insert(n.clone());
+                }
+            }
+            Ok(found)
+        })
+    }
 
     /// Why changing the rows of table `name` in place (an append or a merge) could not
     /// be rolled back, if it could not: the name of its storage engine (MySQL's

@@ -23,6 +23,36 @@ impl Destination for Postgres {
         })
     }
 
+    /// One query for all of them.
+    fn tables_exist<'a>(
+        &'a mut self,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<String>>> {
+        Box::pin(async move {
+            let (schemas, tables): (Vec<String>, Vec<String>) =
+                names.iter().map(|n| split_name(n)).unzip();
+            let found: Vec<(String, String)> = sqlx::query_as(
+                "SELECT u.s, u.t FROM unnest($1::text[], $2::text[]) AS u(s, t) WHERE EXISTS (
+                   SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = u.s AND c.relname = u.t)",
+            )
+            .bind(&schemas)
+            .bind(&tables)
+            .fetch_all(&mut self.db.conn)
+            .await
+            .map_err(|e| Error::Database {
+                context: format!("looking up {} tables on {}", names.len(), self.db.display),
+                source: e,
+            })?;
+            let found: std::collections::HashSet<(String, String)> = found.into_iter().collect();
+            Ok(names
+                .iter()
+                .filter(|n| found.contains(&split_name(n)))
+                .cloned()
+                .collect())
+        })
+    }
+
     fn execute<'a>(self: Box<Self>, run: Run<'a>) -> BoxFuture<'a, Result<Vec<RestoredTable>>> {
         Box::pin(async move { execute(run, self.db, &self.url).await })
     }
