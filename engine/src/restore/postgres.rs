@@ -275,17 +275,9 @@ async fn execute(
                 continue;
             }
             let stage = staged.get(&t.dest_table);
-            let rows = restore_pg_table(
-                repo,
-                &mut db,
-                t,
-                stage,
-                i,
-                &mut foreign_keys,
-                &mut batch,
-                progress,
-            )
-            .await?;
+            let (rows, keys) =
+                restore_pg_table(repo, &mut db, t, stage, &mut batch, progress).await?;
+            foreign_keys.extend(keys.into_iter().map(|(name, sql, def)| (i, name, sql, def)));
             done.push(RestoredTable {
                 table: t.dest_table.clone(),
                 rows,
@@ -1303,18 +1295,17 @@ async fn run_batch(db: &mut PgDb, stmts: &mut Vec<String>, what: &str) -> Result
 
 /// Restores one table inside the restore's transaction: creates it (or renames its
 /// staging table into place), loads the rows unless staged, then adds constraints,
-/// indexes and sequence values. Its statements join `batch`, sent before any COPY and
+/// indexes and sequence values; returns the rows and the foreign keys to add. Its
+/// statements join `batch`, sent before any COPY and
 /// whenever it holds [`STATEMENTS_PER_BATCH`]: one round trip for many tables.
 async fn restore_pg_table(
     repo: &Repository,
     db: &mut PgDb,
     t: &PlannedTable,
     staged: Option<&Staged>,
-    index: usize,
-    foreign_keys: &mut Vec<(usize, String, String, String)>,
     batch: &mut Vec<String>,
     progress: &dyn Progress,
-) -> Result<u64> {
+) -> Result<(u64, Vec<(String, String, String)>)> {
     let e = &t.entry;
     let def = pg_definition(e)?;
     let (schema, table) = split_name(&t.dest_table);
@@ -1328,6 +1319,8 @@ async fn restore_pg_table(
         }
     };
     let creates = matches!(t.action, Action::Create | Action::Replace);
+    // Added by the caller once every table is in (name, statement, definition).
+    let mut foreign_keys = Vec::new();
     let mut seq_targets: Vec<(String, String, i64, bool)> = Vec::new();
     if creates {
         if matches!(t.action, Action::Replace) {
@@ -1416,7 +1409,7 @@ async fn restore_pg_table(
                 && !staged.is_some_and(|s| s.foreign_keys.contains(&c.name))
         }) {
             let sql = pg::constraint_sql(&schema, &table, &new_name(&c.name), &c.definition);
-            foreign_keys.push((index, new_name(&c.name), sql, c.definition.clone()));
+            foreign_keys.push((new_name(&c.name), sql, c.definition.clone()));
         }
         for (target, column, last, called) in &seq_targets {
             // The sequence of an identity column is found by the server in the same
@@ -1436,5 +1429,5 @@ async fn restore_pg_table(
     if batch.len() >= STATEMENTS_PER_BATCH {
         run_batch(db, batch, "tables").await?;
     }
-    Ok(rows)
+    Ok((rows, foreign_keys))
 }
