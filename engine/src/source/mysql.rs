@@ -360,7 +360,9 @@ impl MyDb {
         })
     }
 
-    /// Inserts rows with one multi-row `INSERT` (`columns` columns each).
+    /// Inserts rows with one multi-row `INSERT` (`columns` columns each), a prepared
+    /// statement (cached per connection: every full batch reuses it) whose parameters
+    /// borrow the rows' bytes.
     pub async fn insert_rows(
         &mut self,
         table: &str,
@@ -370,29 +372,21 @@ impl MyDb {
         if rows.is_empty() {
             return Ok(());
         }
-        let one = format!("({})", vec!["?"; columns.len()].join(", "));
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            quote(table),
-            columns
-                .iter()
-                .map(|c| quote(c))
-                .collect::<Vec<_>>()
-                .join(", "),
-            vec![one.as_str(); rows.len()].join(", ")
-        );
+        let sql = insert_sql(table, columns, rows.len());
         let mut q = sqlx::query(&sql);
         for row in rows {
             for v in row {
                 q = match v {
-                    Value::Null => q.bind(None::<String>),
+                    Value::Null => q.bind(None::<&str>),
                     Value::Integer(i) => q.bind(*i),
                     Value::Real(f) => q.bind(*f),
+                    // Valid UTF-8 goes as text (the column's character set converts it);
+                    // anything else as bytes, stored as they are.
                     Value::Text(t) => match std::str::from_utf8(t) {
-                        Ok(s) => q.bind(s.to_string()),
-                        Err(_) => q.bind(t.clone()),
+                        Ok(s) => q.bind(s),
+                        Err(_) => q.bind(t.as_slice()),
                     },
-                    Value::Blob(b) => q.bind(b.clone()),
+                    Value::Blob(b) => q.bind(b.as_slice()),
                 };
             }
         }
@@ -401,6 +395,28 @@ impl MyDb {
             .map(|_| ())
             .context(|| format!("inserting rows into {table}"))
     }
+}
+
+/// `INSERT INTO table (columns) VALUES (?, …), …` for `rows` rows.
+fn insert_sql(table: &str, columns: &[String], rows: usize) -> String {
+    let one = format!("({})", vec!["?"; columns.len()].join(","));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote(table),
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    sql.reserve((one.len() + 1) * rows);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&one);
+    }
+    sql
 }
 
 fn row_values(row: &MySqlRow, reads: &[ReadAs]) -> Result<Vec<Value>> {
@@ -475,6 +491,51 @@ pub fn create_sql_without_foreign_keys(create_sql: &str, new_name: &str) -> Resu
     ))
 }
 
+/// [`create_sql_without_foreign_keys`], and the table's secondary B-tree indexes
+/// (`KEY`, `UNIQUE KEY`) split off as `ADD …` clauses of one `ALTER TABLE` to run once
+/// the rows are in: InnoDB then builds each index by sorting, instead of inserting
+/// into every one row by row, and the uniqueness of each `UNIQUE` key is still checked.
+/// Indexes stay in the definition when the table has no primary key (InnoDB would
+/// cluster on the first unique one) or when one holds the `AUTO_INCREMENT` column
+/// (it must be part of a key); full-text and spatial ones stay too.
+pub fn create_sql_for_load(create_sql: &str, new_name: &str) -> Result<(String, Vec<String>)> {
+    let create = create_sql_without_foreign_keys(create_sql, new_name)?;
+    let lines: Vec<&str> = create.lines().collect();
+    if !lines
+        .iter()
+        .any(|l| l.trim_start().starts_with("PRIMARY KEY "))
+    {
+        return Ok((create, Vec::new()));
+    }
+    let auto: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .filter_map(|l| {
+            let rest = l.trim_start();
+            let after = skip_identifier(rest)?;
+            Some(rest[..rest.len() - after.len()].to_string())
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let mut later = Vec::new();
+    for l in lines {
+        let t = l.trim_start();
+        let secondary =
+            l.starts_with("  ") && (t.starts_with("KEY `") || t.starts_with("UNIQUE KEY `"));
+        if secondary && !auto.iter().any(|a| t.contains(a.as_str())) {
+            later.push(format!("ADD {}", t.trim_end_matches(',')));
+        } else {
+            kept.push(l);
+        }
+    }
+    let mut body = kept.join("\n");
+    if let Some(close) = body.rfind("\n)") {
+        let head = body[..close].trim_end_matches(',').to_string();
+        body = format!("{head}{}", &body[close..]);
+    }
+    Ok((body, later))
+}
+
 fn is_foreign_key_line(l: &str) -> bool {
     let t = l.trim_start();
     t.starts_with("CONSTRAINT ") && t.contains(" FOREIGN KEY ")
@@ -517,6 +578,31 @@ mod tests {
     use super::*;
 
     const DDL: &str = "CREATE TABLE `odd``name` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `parent` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `parent` (`parent`),\n  CONSTRAINT `odd_fk` FOREIGN KEY (`parent`) REFERENCES `odd``name` (`id`) ON DELETE CASCADE\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+
+    #[test]
+    fn secondary_indexes_wait_for_the_rows_but_not_the_auto_increment_one() {
+        let ddl = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `n` int(11) NOT NULL AUTO_INCREMENT,\n  `a` varchar(10) DEFAULT NULL,\n  `b` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `a` (`a`),\n  KEY `n` (`n`),\n  KEY `ab` (`a`,`b`(20)) COMMENT 'x',\n  FULLTEXT KEY `ft` (`b`),\n  CONSTRAINT `fk` FOREIGN KEY (`a`) REFERENCES `u` (`a`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let (create, later) = create_sql_for_load(ddl, "stage").unwrap();
+        assert_eq!(
+            create,
+            "CREATE TABLE `stage` (\n  `id` int(11) NOT NULL,\n  `n` int(11) NOT NULL AUTO_INCREMENT,\n  `a` varchar(10) DEFAULT NULL,\n  `b` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `n` (`n`),\n  FULLTEXT KEY `ft` (`b`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        );
+        assert_eq!(
+            later,
+            vec![
+                "ADD UNIQUE KEY `a` (`a`)",
+                "ADD KEY `ab` (`a`,`b`(20)) COMMENT 'x'"
+            ]
+        );
+        // Without a primary key, InnoDB would cluster on the first unique index: all stay.
+        let keyless =
+            "CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  UNIQUE KEY `a` (`a`)\n) ENGINE=InnoDB";
+        let (create, later) = create_sql_for_load(keyless, "s").unwrap();
+        assert!(
+            create.contains("UNIQUE KEY `a`") && later.is_empty(),
+            "{create}"
+        );
+    }
 
     #[test]
     fn definitions_move_to_a_new_name_without_foreign_keys() {
