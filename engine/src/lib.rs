@@ -26,6 +26,10 @@
 //!                        manifest copied under a newer one's name is refused)
 //! locks/<owner>-<n>      plaintext JSON: who is using the repository (see Concurrency)
 //! gc/<id>                plaintext JSON: packs a prune marked, and whom it waits for
+//! hints/<src>/<id>       encrypted JSON: the packs snapshot <id> of a source uses, left
+//!                        by its backup so the next one finds its parent without
+//!                        reading every manifest (`<src>`: keyed hash of the source URL;
+//!                        checked on use, never trusted: `Repository::prepare_backup`)
 //! ```
 //!
 //! Every operation opens the repository through `Repository::open_in`, which reads
@@ -111,13 +115,17 @@
 //!    reuse, and that prune collects.
 //! 3. A snapshot becomes visible exactly when `snapshots/<id>` exists.
 //! 4. Readers take the union of all index files; duplicate entries for a chunk (two
-//!    backups racing) are harmless, any of them is valid.
+//!    backups racing) are harmless, any of them is valid. A backup that follows its
+//!    source's hint reads only the index files of its parent's packs (read from the
+//!    target after its lock, so they exist and no prune sweeps them while it runs) and
+//!    deduplicates against those alone: a chunk it misses is stored again, never
+//!    referenced in a pack that may be gone.
 //!
 //! ## What makes a snapshot consistent
 //!
 //! **Rule: everything a backup reads from the source comes from one read transaction
 //! snapshot, opened before the first read and held until after the last.** On SQLite
-//! and MySQL/MariaDB that is one transaction on one connection; on PostgreSQL several
+//! that is one transaction on one connection; on PostgreSQL and MySQL/MariaDB several
 //! connections may share it (*Parallel readers* below). The snapshot is then the state
 //! of the source at the instant that transaction's snapshot was taken, for every table
 //! at once. Each place a backup touches the
@@ -164,8 +172,14 @@
 //!   read by one reader (its checksum is the BLAKE3 of the whole stream, which does
 //!   not combine).
 //!   Deltas and changes-only deltas are read by one reader per table; the fallback
-//!   re-read happens on the reader that read the delta. MySQL/MariaDB and SQLite read
-//!   on one connection.
+//!   re-read happens on the reader that read the delta. MySQL/MariaDB has no snapshot
+//!   export: with `--jobs N` a control connection takes `FLUSH TABLES WITH READ LOCK`
+//!   (waiting at most 2 s: a long statement running makes the backup read on one
+//!   connection rather than stall the server's writers), the N readers each run
+//!   `START TRANSACTION WITH CONSISTENT SNAPSHOT` while no commit can happen, and the
+//!   lock is released: every reader's snapshot is of that one instant (mydumper's
+//!   method). Without the RELOAD privilege, one reader. Tables are shared among the
+//!   readers; none is split. SQLite reads on one connection.
 //!
 //! Tested by `engine/tests/it/consistency.rs`: twelve backups in a row of SQLite
 //! and PostgreSQL databases while writers commit transactions that span tables
@@ -178,7 +192,8 @@
 //! which breaks the TPC-B balance equation in the source itself). The PostgreSQL
 //! workload and pgbench run again with four parallel readers and every table stored
 //! whole read in parts, and a table read in key ranges must restore identical, verify
-//! and take a delta.
+//! and take a delta; MariaDB backups with four readers under transfers that span four
+//! tables restore one instant each.
 //!
 //! ## Concurrency
 //!

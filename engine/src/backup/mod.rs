@@ -725,7 +725,7 @@ async fn backup_locked(
             read_source(repo, opts, &url, src, par, progress).await?
         }
         SourceUrl::Mysql(secret) => {
-            let src = mysql::Reader::connect(secret, url.display()).await?;
+            let src = mysql::Reader::connect(secret, url.display(), par.jobs).await?;
             read_source(repo, opts, &url, src, par, progress).await?
         }
         SourceUrl::Postgres(secret) => {

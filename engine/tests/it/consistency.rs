@@ -605,3 +605,114 @@ async fn pg_exec(url: &str, sql: &str) {
     let mut c = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
 }
+
+/// MariaDB with four readers: their transactions start under one brief global read
+/// lock (FLUSH TABLES WITH READ LOCK, counted by the server), so while transfers commit
+/// across four tables, every restore holds one instant: as many audit and ledger rows
+/// as transfers, and every balance equal to its transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_backups_with_four_readers_restore_states_that_existed() {
+    use sqlx::{Connection, Executor};
+    let m = testkit::mariadb::Mariadb::start().unwrap();
+    let src = m.create_database("bank").unwrap();
+    m.sql(
+        "bank",
+        "CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL);
+         CREATE TABLE transfers (id INT AUTO_INCREMENT PRIMARY KEY, src INT, dst INT, amount BIGINT);
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(100));
+         CREATE TABLE ledger (n INT, amount BIGINT);
+         INSERT INTO accounts SELECT seq, 1000 FROM seq_1_to_500;",
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (src, stop) = (src.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut c = sqlx::MySqlConnection::connect(&src).await.unwrap();
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (a, b) = ((n * 7919) % 500 + 1, (n * 104729) % 500 + 1);
+                let mut tx = c.begin().await.unwrap();
+                for sql in [
+                    format!("UPDATE accounts SET balance = balance - 3 WHERE id = {a}"),
+                    format!("UPDATE accounts SET balance = balance + 3 WHERE id = {b}"),
+                    format!("INSERT INTO transfers (src, dst, amount) VALUES ({a}, {b}, 3)"),
+                    format!("INSERT INTO audit (note) VALUES ('transfer {n}')"),
+                    format!("INSERT INTO ledger VALUES ({n}, 3)"),
+                ] {
+                    tx.execute(sql.as_str()).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+            }
+            n
+        })
+    };
+    let flushes = || -> u64 {
+        let out = m
+            .sql("bank", "SHOW GLOBAL STATUS LIKE 'Com_flush'")
+            .unwrap();
+        out.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut repo) = new_repo(dir.path()).await;
+    let opts = BackupOptions {
+        source: Secret::new(src.clone()),
+        selection: Selection::default(),
+        tags: Default::default(),
+    };
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let before = flushes();
+        let s = backup_parallel(&mut repo, &opts, Parallel::jobs(4), &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(flushes(), before + 1, "the readers started under the lock");
+        taken.push(s);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let transfers = writer.await.unwrap();
+    assert!(transfers > 20, "the writer ran ({transfers} transfers)");
+    for (i, s) in taken.iter().enumerate() {
+        let name = format!("r{i}");
+        let url = m.create_database(&name).unwrap();
+        let o = engine::restore::RestoreOptions {
+            snapshot: s.id.to_string(),
+            dest: Secret::new(url),
+            selection: Selection::default(),
+            rename: Default::default(),
+            mode: engine::restore::Mode::Create,
+            jobs: 1,
+            parallel_min_bytes: u64::MAX,
+            at_ms: None,
+            filter: Default::default(),
+            objects: Default::default(),
+        };
+        let plan = engine::restore::plan(&repo, &o).await.unwrap();
+        engine::restore::execute(&repo, &plan, &NoProgress)
+            .await
+            .unwrap();
+        let out = m
+            .sql(
+                &name,
+                "SELECT SUM(balance), COUNT(*) FROM accounts;
+                 SELECT (SELECT COUNT(*) FROM transfers), (SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM ledger);
+                 SELECT COUNT(*) FROM accounts a WHERE a.balance <> 1000
+                   + 3 * (SELECT COUNT(*) FROM transfers t WHERE t.dst = a.id)
+                   - 3 * (SELECT COUNT(*) FROM transfers t WHERE t.src = a.id)",
+            )
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "500000\t500", "snapshot {i}: money is conserved");
+        let counts: Vec<&str> = lines[1].split('\t').collect();
+        assert!(
+            counts[0] == counts[1] && counts[1] == counts[2],
+            "snapshot {i}: transfers, audit and ledger rows of one instant: {counts:?}"
+        );
+        assert_eq!(
+            lines[2], "0",
+            "snapshot {i}: every balance is its transfers"
+        );
+    }
+}
