@@ -12,6 +12,7 @@
 #   bench/incr_bench.sh                 # 2,000,000 rows each
 #   ROWS=200000 bench/incr_bench.sh
 #   TS_OLD=/path/to/older/tablesafe bench/incr_bench.sh   # also times that binary's incremental
+#                                   (in a repository of its own, against the same full time)
 #   RECORD=1 bench/incr_bench.sh        # writes bench/results/S2.json
 source "$(dirname "$0")/common.sh"
 ROWS="${ROWS:-2000000}"
@@ -61,9 +62,10 @@ for table in bench held; do
     repo="$WORK/repo-$table-$round"
     timed full "$TS" backup --source "$URL/src" --repo "$repo" --include "public.$table" --json
     F+=("$T")
+    # The older binary writes format 1: a repository of its own, full then incremental.
+    [ -n "${TS_OLD:-}" ] && "$TS_OLD" backup --source "$URL/src" --repo "$repo-old" --include "public.$table" --json >/dev/null
     psql "$URL/src" -c "UPDATE $table SET $( [ "$table" = bench ] && echo 'qty = qty + 1' || echo "title = title || '+'" ) WHERE $col % 100 = $((round + 6))"
     if [ -n "${TS_OLD:-}" ]; then
-      cp -r "$repo" "$repo-old"
       timed old "$TS_OLD" backup --source "$URL/src" --repo "$repo-old" --include "public.$table" --json
       O+=("$T"); rm -rf "$repo-old"
     fi

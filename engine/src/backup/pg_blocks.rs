@@ -1,30 +1,38 @@
 //! A PostgreSQL changes-only delta that reads from the parent only its block list
 //! (format 2, [`crate::checksum`]), not its rows.
 //!
-//! In the backup's one transaction: the rows written since the parent (by `xmin`, as
-//! in [`super::postgres`]'s `changes_only`), then every current key in key order. The
-//! keys alone say where the current blocks end; a block is *known* when the parent has
+//! In the backup's one transaction, one scan: every current key in key order, each with
+//! whether its row was written since the parent (by `xmin`, as in
+//! [`super::postgres`]'s `changes_only`). The keys alone say where the current blocks
+//! end; a block is *known* when the parent has
 //! one with the same first and last keys, row count and key fingerprint and none of
 //! its rows changed: its sum is the parent's. Every other block is read again by its
 //! keys (`WHERE key = ANY(…)`, same transaction) and hashed. A block whose keys are the
 //! parent's gets the changed rows as upserts; one whose keys differ (rows deleted or
 //! inserted) is replaced in the delta: a range delete of its key range, then all its
-//! rows. So the cost is two scans on the server (changed rows, keys) plus the changed
-//! blocks, whatever the table's size; the parent's rows are never decoded.
+//! rows (or, for an integer key with few values missing from the block's range, a
+//! delete of each missing value and the changed rows). So the cost is one scan of the
+//! keys on the server plus the changed blocks' rows; the parent's rows are never
+//! decoded.
 
 use super::feed::{Feed, SEND_AT};
 use super::plan::Plan;
 use crate::checksum::{BlockSum, ListReader, TableHasher, boundary_of, key_bytes};
 use crate::model::{StreamFormat, Value, decode_value};
 use crate::repo::Repository;
-use crate::segment::{Key, KeySpec, cmp_key, push_range_delete, push_upsert};
+use crate::segment::{Key, KeySpec, cmp_key, push_delete, push_range_delete, push_upsert};
 use crate::source::postgres::PgDb;
 use crate::{Error, Result};
 use futures::StreamExt;
 use std::cmp::Ordering;
 
-/// At most this many bytes of changed rows are held; more and the table is read whole.
-const MAX_CHANGED_BYTES: usize = 64 << 20;
+/// A block whose integer key range misses at most this many values (beyond its rows)
+/// lists them as deletes rather than being stored whole.
+const MAX_GAPS: u64 = 32;
+
+/// Changed blocks holding more than 1/SCAN_ABOVE of the rows are read in one
+/// sequential scan rather than by index lookups.
+const SCAN_ABOVE: u64 = 50;
 
 /// Keys of changed blocks fetched per statement.
 const FETCH_KEYS: usize = 50_000;
@@ -37,6 +45,8 @@ enum Block {
     /// (the delta replaces its whole key range `(lo, hi]`).
     Dirty {
         keys: Vec<Key>,
+        /// Per key: its row was written since the parent.
+        changed: Vec<bool>,
         lo: Option<Key>,
         replace: bool,
     },
@@ -74,55 +84,21 @@ pub(super) async fn changed_blocks(
         }
         _ => return Ok(None),
     };
-    let Some(key_spec) = KeySpec::new(&StreamFormat::PgCopyText, &spec.names, &plan.schema) else {
-        return Ok(None);
-    };
     use crate::source::postgres::{column_list, qualified};
     let rel = qualified(&def.schema, &def.name);
     let (cols, order) = (column_list(&plan.columns), column_list(&spec.names));
 
-    // 1. The keys of the rows written since the parent (see `changes_only` for the
-    // xmin test).
-    let changed_sql = format!(
-        "COPY (SELECT {order} FROM {rel} WHERE age(xmin) <= age('{}'::xid) ORDER BY {order}) TO STDOUT",
-        since & 0xffff_ffff
-    );
-    let mut changed = Vec::new();
-    {
-        let mut stream = db.copy_out(&changed_sql).await?;
-        let mut too_many = false;
-        while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            if !too_many {
-                changed.extend_from_slice(&piece);
-                too_many = changed.len() > MAX_CHANGED_BYTES;
-            }
-        }
-        if too_many {
-            return Ok(Some(false));
-        }
-    }
-    let mut changed_rows: Vec<Key> = Vec::new();
-    let mut at = 0;
-    while let Some(n) = key_spec.row_len(&changed[at..])? {
-        let mut key = Key::new();
-        if key_spec.key_into(&changed[at..at + n], &mut key).is_err()
-            || changed_rows
-                .last()
-                .is_some_and(|k| cmp_key(k, &key).is_ge())
-        {
-            return Ok(Some(false));
-        }
-        changed_rows.push(key);
-        at += n;
-    }
-    if at != changed.len() {
-        return Ok(Some(false));
-    }
-
+    // 1. Every current key in key order, with whether its row was written since the
+    // parent (see `changes_only` for the xmin test): one scan.
+    let mut scan_columns = spec.names.clone();
+    scan_columns.push("\0changed".into());
+    let Some(key_spec) = KeySpec::new(&StreamFormat::PgCopyText, &scan_columns, &plan.schema)
+    else {
+        return Ok(None);
+    };
+    let xmin = since & 0xffff_ffff;
     // 2. Every current key: the current blocks, matched against the parent's.
     let mut blocks: Vec<Block> = Vec::new();
-    let mut next_changed = 0usize;
     let mut parent_head: Option<(BlockSum, Key)> = None;
     let mut parent_prev: Option<Vec<u8>> = None;
     let mut parent_done = false;
@@ -132,7 +108,11 @@ pub(super) async fn changed_blocks(
     let mut prev_last: Option<(Vec<u8>, Key)> = None;
     let mut boundary = Vec::new();
     let mut ok = true;
-    let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
+    let mut cur_flags: Vec<bool> = Vec::new();
+    let mut rows_now = 0u64;
+    let keys_sql = format!(
+        "COPY (SELECT {order}, age(xmin) <= age('{xmin}'::xid) FROM {rel} ORDER BY {order}) TO STDOUT"
+    );
     let mut stream = db.copy_out(&keys_sql).await?;
     let mut carry: Vec<u8> = Vec::new();
     let mut key = Key::new();
@@ -151,17 +131,10 @@ pub(super) async fn changed_blocks(
                 ok = false;
                 break 'read;
             }
-            // A changed row whose key is gone: the reads disagree.
-            while let Some(ck) = changed_rows.get(next_changed)
-                && cmp_key(ck, &key).is_le()
-            {
-                if cmp_key(ck, &key).is_lt() {
-                    ok = false;
-                    break 'read;
-                }
-                cur_changed = true;
-                next_changed += 1;
-            }
+            let changed = line.ends_with(b"\tt\n");
+            cur_changed |= changed;
+            cur_flags.push(changed);
+            rows_now += 1;
             key_bytes(&key, &mut boundary);
             let (ends, hash) = boundary_of(&boundary);
             cur_fp = cur_fp.wrapping_add(hash);
@@ -182,6 +155,7 @@ pub(super) async fn changed_blocks(
                         prev_last.as_ref(),
                         &last.0,
                         std::mem::take(&mut cur_keys),
+                        std::mem::take(&mut cur_flags),
                         cur_fp,
                         cur_changed,
                     ),
@@ -203,7 +177,7 @@ pub(super) async fn changed_blocks(
         return Ok(Some(false));
     }
     drop(stream);
-    if !carry.is_empty() || next_changed != changed_rows.len() {
+    if !carry.is_empty() {
         return Ok(Some(false));
     }
     // The last block ends at the last key (no boundary after it).
@@ -226,6 +200,7 @@ pub(super) async fn changed_blocks(
             prev_last.as_ref(),
             &boundary,
             std::mem::take(&mut cur_keys),
+            std::mem::take(&mut cur_flags),
             cur_fp,
             cur_changed,
         ));
@@ -242,75 +217,130 @@ pub(super) async fn changed_blocks(
     }
 
     // 3. Changed blocks read again, in batches; sums and delta records in key order.
+    // Few keys are looked up in the key's index; many (their blocks then touch most of
+    // the table's pages anyway) in one sequential scan that tests each key against a
+    // hashed list, which costs one pass instead of a probe per row.
     feed.keyed.as_mut().expect("a keyed plan").differ = None;
     feed.order_known = true;
+    let dirty_rows: usize = blocks
+        .iter()
+        .map(|b| match b {
+            Block::Dirty { keys, .. } => keys.len(),
+            Block::Known(_) => 0,
+        })
+        .sum();
+    let scan = dirty_rows as u64 > rows_now / SCAN_ABOVE;
+    let batch = if scan { usize::MAX } else { FETCH_KEYS };
     let mut hasher = TableHasher::new();
     let mut delta: Vec<u8> = Vec::new();
     let mut start = 0;
-    let mut changed_iter = changed_rows.into_iter().peekable();
     while start < blocks.len() {
         // The blocks up to the batch's end, and the keys to fetch for them.
         let mut end = start;
         let mut wanted: Vec<&Key> = Vec::new();
-        while end < blocks.len() && wanted.len() < FETCH_KEYS {
+        while end < blocks.len() && wanted.len() < batch {
             if let Block::Dirty { keys, .. } = &blocks[end] {
                 wanted.extend(keys.iter());
             }
             end += 1;
         }
-        let mut fetched: Vec<u8> = Vec::new();
-        if !wanted.is_empty() {
+        let sql = if wanted.is_empty() {
+            None
+        } else {
             let list = array_literal(&wanted)?;
-            let sql = format!(
+            Some(format!(
                 "COPY (SELECT {cols} FROM {rel} WHERE {order} = ANY('{list}'::{key_type}[]) ORDER BY {order}) TO STDOUT"
-            );
-            let mut stream = db.copy_out(&sql).await?;
-            while let Some(piece) = stream.next().await {
-                fetched.extend_from_slice(&piece?);
-            }
+            ))
+        };
+        drop(wanted);
+        if scan && sql.is_some() {
+            db.exec("SET LOCAL enable_indexscan = off").await?;
+            db.exec("SET LOCAL enable_bitmapscan = off").await?;
         }
-        let mut pos = 0;
+        let mut rows = match &sql {
+            Some(sql) => Some(Rows {
+                stream: db.copy_out(sql).await?.boxed(),
+                buf: Vec::new(),
+                pos: 0,
+            }),
+            None => None,
+        };
         let mut row_key = Key::new();
-        for b in &blocks[start..end] {
+        let mut fetched = 0u64;
+        let mut ok = true;
+        'blocks: for b in &blocks[start..end] {
             match b {
                 Block::Known(sum) => hasher.block(sum)?,
-                Block::Dirty { keys, lo, replace } => {
-                    if *replace {
-                        let hi = keys.last().expect("a block has rows");
+                Block::Dirty {
+                    keys,
+                    changed,
+                    lo,
+                    replace,
+                } => {
+                    let hi = keys.last().expect("a block has rows");
+                    // An integer key range with few values missing: a delete of each
+                    // missing value (some may never have existed: harmless) instead of
+                    // storing the whole block again.
+                    let mut gaps = match (*replace, lo.as_deref(), hi.as_slice()) {
+                        (true, Some([Value::Integer(l)]), [Value::Integer(h)])
+                            if h.checked_sub(*l)
+                                .is_some_and(|d| d as u64 <= keys.len() as u64 + MAX_GAPS) =>
+                        {
+                            Some(*l + 1)
+                        }
+                        _ => None,
+                    };
+                    let replace = *replace && gaps.is_none();
+                    if replace {
                         push_range_delete(&mut delta, lo.as_deref(), Some(hi));
                     }
-                    for k in keys {
-                        let Some(n) = spec.row_len(&fetched[pos..])? else {
-                            return Ok(Some(false));
+                    let source = rows.as_mut().expect("a dirty block's rows are fetched");
+                    for (k, is_changed) in keys.iter().zip(changed) {
+                        if let (Some(next), [Value::Integer(v)]) = (gaps.as_mut(), k.as_slice()) {
+                            while *next < *v {
+                                push_delete(&mut delta, &[Value::Integer(*next)]);
+                                *next += 1;
+                            }
+                            *next = v.saturating_add(1);
+                        }
+                        let Some(row) = source.next(spec).await? else {
+                            ok = false;
+                            break 'blocks;
                         };
-                        let row = &fetched[pos..pos + n];
-                        pos += n;
-                        if spec.key_into(row, &mut row_key).is_err()
+                        fetched += row.len() as u64;
+                        if spec.key_into(&row, &mut row_key).is_err()
                             || cmp_key(&row_key, k) != Ordering::Equal
                         {
-                            return Ok(Some(false));
+                            ok = false;
+                            break 'blocks;
                         }
-                        let is_changed =
-                            changed_iter.peek().is_some_and(|ck| cmp_key(ck, k).is_eq());
-                        if is_changed {
-                            changed_iter.next();
-                        }
-                        if *replace || is_changed {
-                            push_upsert(&mut delta, row);
+                        if replace || *is_changed {
+                            push_upsert(&mut delta, &row);
                         }
                         key_bytes(k, &mut boundary);
-                        hasher.row(&boundary, row);
+                        hasher.row(&boundary, &row);
                     }
                 }
             }
+            if delta.len() >= SEND_AT {
+                feed.ship_delta(std::mem::take(&mut delta)).await?;
+            }
         }
-        if pos != fetched.len() {
-            return Ok(Some(false));
+        if let Some(mut source) = rows.take() {
+            // Every row fetched was used, and the COPY is finished before the
+            // connection is used again.
+            let rest = if ok { source.next(spec).await? } else { None };
+            while source.stream.next().await.is_some() {}
+            if !ok || rest.is_some() || source.pos != source.buf.len() {
+                return Ok(Some(false));
+            }
         }
-        if delta.len() >= SEND_AT {
-            feed.ship_delta(std::mem::take(&mut delta)).await?;
+        drop(rows);
+        if scan && sql.is_some() {
+            db.exec("SET LOCAL enable_indexscan = on").await?;
+            db.exec("SET LOCAL enable_bitmapscan = on").await?;
         }
-        feed.progress.advanced(0, fetched.len() as u64);
+        feed.progress.advanced(0, fetched);
         start = end;
     }
     if tail_gone {
@@ -371,6 +401,7 @@ fn classify(
     prev_last: Option<&(Vec<u8>, Key)>,
     last: &[u8],
     keys: Vec<Key>,
+    flags: Vec<bool>,
     fingerprint: u64,
     changed: bool,
 ) -> Block {
@@ -385,6 +416,7 @@ fn classify(
         Some((p, _)) if same_keys && !changed => Block::Known(p),
         _ => Block::Dirty {
             keys,
+            changed: flags,
             lo,
             replace: !same_keys,
         },
@@ -421,4 +453,31 @@ fn array_literal(keys: &[&Key]) -> Result<String> {
     }
     out.push('}');
     Ok(out)
+}
+
+/// Rows of a COPY, one at a time.
+struct Rows<'a> {
+    stream: futures::stream::BoxStream<'a, Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Rows<'_> {
+    async fn next(&mut self, spec: &KeySpec) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(n) = spec.row_len(&self.buf[self.pos..])? {
+                let row = self.buf[self.pos..self.pos + n].to_vec();
+                self.pos += n;
+                return Ok(Some(row));
+            }
+            match self.stream.next().await {
+                Some(piece) => {
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                    self.buf.extend_from_slice(&piece?);
+                }
+                None => return Ok(None),
+            }
+        }
+    }
 }

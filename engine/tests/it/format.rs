@@ -142,7 +142,7 @@ async fn a_format_1_repository_is_read_and_written_in_its_own_form() {
          INSERT INTO bag VALUES (1, 2), (1, 2);",
     )
     .await;
-    let (loc, mut repo) = new_repo(dir.path()).await;
+    let (_, mut repo) = new_repo(dir.path()).await;
     assert_eq!(repo.config.format, 2);
     let fresh = backup_all(&mut repo, &src).await;
     let by_name = |s: &engine::backup::BackupSummary, n: &str| {
