@@ -578,3 +578,33 @@ async fn changes_only(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EdgeRows;
+
+    /// The first and last rows of a COPY text stream, whatever the pieces it comes in.
+    #[test]
+    fn edge_rows_are_found_across_any_cut() {
+        let stream = b"1\ta\n22\tbb\\nstill 22\n333\tccc\n4444\td\n";
+        for cut in 0..stream.len() {
+            for cut2 in cut..stream.len() {
+                let mut e = EdgeRows::default();
+                for piece in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
+                    e.see(piece);
+                }
+                let edges = e.finish().expect("complete rows");
+                assert_eq!(edges.first, b"1\ta\n", "cuts {cut}, {cut2}");
+                assert_eq!(edges.last, b"4444\td\n", "cuts {cut}, {cut2}");
+            }
+        }
+        let mut one = EdgeRows::default();
+        one.see(b"7\tx\n");
+        let edges = one.finish().unwrap();
+        assert_eq!(
+            (edges.first.as_slice(), edges.last.as_slice()),
+            (&b"7\tx\n"[..], &b"7\tx\n"[..])
+        );
+        assert!(EdgeRows::default().finish().is_none(), "no rows, no edges");
+    }
+}
