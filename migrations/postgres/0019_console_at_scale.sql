@@ -8,6 +8,11 @@
 CREATE INDEX jobs_policy_last ON jobs (policy_id, kind, status, finished_at);
 -- The dashboard's duration series: the newest succeeded backups / restores.
 CREATE INDEX jobs_kind_recent ON jobs (kind, status, id);
+-- The dashboard and the drills page show each policy's newest passed drill.
+CREATE INDEX drills_passed ON drills (policy_id, passed, id);
+-- The channels page counts each channel's waiting and given-up deliveries: from this
+-- index, not a pass over every delivery ever made.
+CREATE INDEX notify_outbox_status ON notify_outbox (status, channel_id);
 
 -- Snapshot lists filtered by policy or source are ordered by (time, id), newest first:
 -- with the id in the index the page is read in order, not sorted out of every snapshot

@@ -187,8 +187,8 @@ pub async fn list(db: &Db, policy_id: Option<i64>, limit: i64) -> Result<Vec<Dri
 pub async fn latest_per_policy(db: &Db) -> Result<Vec<(DrillRow, Option<DrillRow>)>> {
     // The policies with drills, one index descent each (`drills_policy`: a skip scan,
     // as neither engine has one built in), then per policy its newest drill and its
-    // newest passed one, each read newest first from that index: a GROUP BY read every
-    // drill ever run, on every dashboard view.
+    // newest passed one (`drills_passed`), each one more descent: a GROUP BY read
+    // every drill ever run, on every dashboard view.
     const POLICIES: &str = "WITH RECURSIVE p(id) AS (\
          SELECT MIN(policy_id) FROM drills \
          UNION ALL SELECT (SELECT MIN(d.policy_id) FROM drills d WHERE d.policy_id > p.id) FROM p WHERE p.id IS NOT NULL)";
@@ -200,7 +200,7 @@ pub async fn latest_per_policy(db: &Db) -> Result<Vec<(DrillRow, Option<DrillRow
     .await?;
     let passed: Vec<DrillRow> = sqlx::query_as(&format!(
         "{POLICIES} SELECT {DRILL_COLUMNS} FROM drills WHERE id IN \
-         (SELECT (SELECT d.id FROM drills d WHERE d.policy_id = p.id AND d.passed = 1 ORDER BY d.id DESC LIMIT 1) FROM p WHERE p.id IS NOT NULL)"
+         (SELECT (SELECT MAX(d.id) FROM drills d WHERE d.policy_id = p.id AND d.passed = 1) FROM p WHERE p.id IS NOT NULL)"
     ))
     .fetch_all(&db.pool)
     .await?;

@@ -53,7 +53,7 @@ const SELECT: &str = "SELECT * FROM (SELECT r.id, \
     (SELECT COUNT(*) FROM request_approvals a WHERE a.request_id = r.id AND a.version_hash = r.version_hash) AS approvals, \
     r.requested_by, u.username AS requester, r.created_at, r.updated_at, r.expires_at, \
     r.decided_by, d.username AS decider, r.decided_at, r.reject_reason, r.job_id, \
-    j.result AS job_result, j.error AS job_error \
+    j.result AS job_result, j.error AS job_error, r.status AS stored_status \
     FROM restore_requests r \
     LEFT JOIN users u ON u.id = r.requested_by \
     LEFT JOIN users d ON d.id = r.decided_by \
@@ -144,8 +144,15 @@ pub async fn page(
         n += 1;
         sql.push_str(&cond.replace("$?", &format!("${n}")));
     };
-    if state.is_some() {
+    if let Some(state) = state {
         arg(&mut sql, " AND state = $?");
+        // Only a stored 'requested' reads as waiting or expired: said as a condition
+        // on the stored column, the index on it finds them (the derived state alone
+        // made every list of waiting requests, and the badge on every page, read the
+        // requests newest first until enough waited).
+        if state == "requested" || state == "expired" {
+            sql.push_str(" AND stored_status = 'requested'");
+        }
     }
     if requested_by.is_some() {
         arg(&mut sql, " AND requested_by = $?");

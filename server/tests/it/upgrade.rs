@@ -958,6 +958,25 @@ async fn upgrade(engine: Engine) {
             of(&snaps)
         );
     }
+    // The audit search finds entries written at schema 17 (their (user, action,
+    // outcome) were collected by migration 0019): adding the source is one.
+    let found = api
+        .form(
+            Some(&admin),
+            "audit/list",
+            &[
+                ("user", "adm".into()),
+                ("action", "source.add".into()),
+                ("outcome", "ok".into()),
+            ],
+        )
+        .await;
+    assert!(found.ok(), "{found:?}");
+    let found = found.json().as_array().cloned().unwrap_or_default();
+    assert!(
+        !found.is_empty() && found.iter().all(|e| e["action"] == "source.add"),
+        "{found:?}"
+    );
     let reqs: Vec<Value> = requests(&api, &admin)
         .await
         .iter()
