@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # script | the benchmarks it measures
 SCRIPTS=(
-  "pg_bench.sh|S1 S2"
+  "pg_bench.sh|S1"
   "incr_bench.sh|S2"
   "pg_large_bench.sh|S3"
   "tables_bench.sh|S4"
