@@ -471,8 +471,9 @@ pub fn journal_note(path: &Path, journal_mode: &str) -> Option<String> {
     (!journal_mode.eq_ignore_ascii_case("wal")).then(|| {
         format!(
             "Not in WAL mode (journal_mode={journal_mode}): while a backup copies the file \
-             (about a second per GB), the application's writes wait; in WAL mode they never \
-             wait for a backup. Switch once, while nothing else writes: \
+             (as long as `sqlite3 .backup` takes: seconds per GB), the application's \
+             writes wait; in WAL mode they never wait for a backup. Switch once, while \
+             nothing else writes: \
              sqlite3 {} 'PRAGMA journal_mode=WAL' (it stays set in the file).",
             path.display()
         )
