@@ -1,7 +1,8 @@
 //! A SQLite backup does not hold the application's writers for the whole read (issue
 //! 28): it copies the file with SQLite's online backup API at file speed and reads the
 //! copy, so in rollback-journal mode a writer waits at most for that copy, and in WAL
-//! mode not at all. The snapshot is still one instant of both tables.
+//! mode not at all. The snapshot is still one instant of both tables. A restore's bulk
+//! writes keep SQLite's checks: foreign keys hold at its commit, or nothing changes.
 
 use crate::support::*;
 use sqlx::{ConnectOptions, Connection};
@@ -116,4 +117,40 @@ async fn a_wal_writer_does_not_wait_for_a_backup() {
         longest < took / 2,
         "a commit waited {longest:?} during a backup of {took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_restore_that_breaks_a_foreign_key_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "CREATE TABLE customers (id INTEGER PRIMARY KEY);
+                  CREATE TABLE orders (id INTEGER PRIMARY KEY, cid INTEGER REFERENCES customers (id));";
+    let (src, dest) = (dir.path().join("src.db"), dir.path().join("dest.db"));
+    exec(
+        &src,
+        &format!("{schema} INSERT INTO customers VALUES (1); INSERT INTO orders VALUES (10, 1);"),
+    )
+    .await;
+    exec(
+        &dest,
+        &format!("{schema} INSERT INTO orders VALUES (5, NULL);"),
+    )
+    .await;
+    let (_, mut repo) = new_repo(dir.path()).await;
+    backup_all(&mut repo, &src).await;
+
+    // Orders alone, appended: its customer is not in the destination.
+    let mut o = restore_opts(&dest);
+    o.selection.include = vec!["orders".into()];
+    o.mode = engine::restore::Mode::Append;
+    let err = restore(&repo, &o).await.unwrap_err();
+    assert!(
+        err.to_string().contains("FOREIGN KEY constraint failed"),
+        "{err}"
+    );
+    let mut c = sqlite(&dest).await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM orders ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ids, [5], "the failed restore changed nothing");
 }

@@ -79,8 +79,11 @@ impl LiteConn {
     pub async fn open_write(path: &Path) -> Result<Self> {
         let conn = LiteConn::open(path, OpenFlags::default(), path).await?;
         conn.call(|c| {
-            // As sqlx did: wait for another writer's commit rather than fail at once.
+            // As sqlx's connections do: wait for another writer's commit rather than
+            // fail at once, and enforce foreign keys (checked at the commit: the restore
+            // defers them).
             c.busy_timeout(Duration::from_secs(5))
+                .and_then(|_| c.pragma_update(None, "foreign_keys", "ON"))
                 .and_then(|_| c.pragma_update(None, "cache_size", -65536))
                 .map_err(db_err("setting up the restore connection"))
         })
