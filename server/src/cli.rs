@@ -234,6 +234,10 @@ pub struct ServeArgs {
     /// (404) while that variable is unset. Its output names policies and targets.
     #[arg(long, env = "TABLESAFE_METRICS_PUBLIC")]
     pub metrics_public: bool,
+    /// Keep no local cache of the targets' snapshot manifests and index files (default:
+    /// cached, checked on every read, in DATA_DIR/cache).
+    #[arg(long, env = "TABLESAFE_NO_REPO_CACHE")]
+    pub no_repo_cache: bool,
     /// Seconds before a failed notification is tried again; doubles per attempt (at
     /// most an hour), 8 attempts in all.
     #[arg(long, env = "TABLESAFE_NOTIFY_RETRY_SECS", default_value_t = 30,

@@ -52,6 +52,7 @@ pub struct FileConfig {
     pub jobs: Option<i64>,
     pub public_url: Option<String>,
     pub metrics_public: Option<bool>,
+    pub no_repo_cache: Option<bool>,
     pub notify_retry_secs: Option<i64>,
     pub audit_anchor_secs: Option<i64>,
     pub sqlite_dirs: Option<Vec<PathBuf>>,

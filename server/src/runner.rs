@@ -673,7 +673,13 @@ async fn backup(
     app::ssr::check_not_protected(state, &engine::source::SourceUrl::parse(&url)?)
         .map_err(|e| anyhow!(e))?;
     let selection: Selection = serde_json::from_str(&policy.selection)?;
-    let mut repo = open_repo(state, &target).await?;
+    // Without the index: the backup loads what it needs under its lock (a few reads
+    // through the source's hint, however many snapshots the target holds).
+    let password = state
+        .secrets
+        .open(Kind::RepositoryPassword, &target.sealed_password)?;
+    let storage = app::ssr::target_storage(&state.secrets, &target)?;
+    let mut repo = Repository::open_in_lazy(storage, Some(&password)).await?;
     let opts = engine::backup::BackupOptions {
         source: url,
         selection,

@@ -26,6 +26,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let metrics_access = crate::metrics::Access::from_env(args.metrics_public);
     // Opening creates the data directory, where the key file is by default.
     let db = args.history.open().await?;
+    engine::repo::cache::set_default_dir(
+        (!args.no_repo_cache).then(|| args.history.data_dir.join("cache")),
+    );
     let key_file = args.history.key_path();
     let server_key = keys::load_or_create(&key_file)?;
     let db = db.with_server_key(&server_key);
