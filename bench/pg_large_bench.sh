@@ -80,7 +80,7 @@ run() {
   echo "    ${T[$name]} s, peak RSS $((M[$name] / 1024)) MB, CPU ${CPU[$name]} s" >&2
 }
 settle() { psql "$URL/postgres" -c CHECKPOINT; sync; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 fresh() { psql "$URL/postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
 drop() { psql "$URL/postgres" -c "DROP DATABASE IF EXISTS $1"; }
 
