@@ -95,6 +95,18 @@ class ChartTest(unittest.TestCase):
         self.assertIn("**0.44**", read(self.doc))
         self.assertEqual(self.chart("--check").returncode, 0)
 
+    def test_a_benchmark_of_many_measures_is_its_worst_bar_and_every_table_line(self):
+        calls = [(f"call{i} p99 (ms) / 50 ms", 10 + i, 50, 1.0) for i in range(8)]
+        calls[3] = ("dashboard p99 (ms) / 50 ms", 90, 50, 1.0)
+        self.record("S8", "console", *calls)
+        self.assertEqual(self.chart().returncode, 0)
+        svg = read(self.svg)
+        self.assertEqual(svg.count('height="14" fill='), 1)
+        self.assertIn(">S8 worst of 8 (7 met): dashboard p99 (ms) / 50 ms<", svg)
+        self.assertIn("#c62828", svg)
+        self.assertIn("7 of 8 met", svg)
+        self.assertEqual(len([l for l in read(self.doc).splitlines() if l.startswith("| S8 ")]), 8)
+
     def test_no_markers_is_an_error_that_says_what_to_add(self):
         with open(self.doc, "w") as f:
             f.write("# Benchmarks\n")
