@@ -72,10 +72,10 @@ pub async fn audit_search(
     if kinds.len() > MERGE_AT_MOST {
         return scan().await;
     }
-    Ok(merge_sql(&kinds)
+    merge_sql(&kinds)
         .bind_all(before, limit)
         .fetch_all(db)
-        .await?)
+        .await
 }
 
 /// The newest `limit` entries below `$1` of each triple (`$2` is the limit), merged.
