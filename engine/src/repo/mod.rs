@@ -627,13 +627,10 @@ impl Repository {
     }
 
     /// Leaves the hint [`Repository::prepare_backup`] follows to snapshot `id` of
-    /// `source`, then removes the source's earlier hints. Best effort: without a hint
-    /// the next backup goes the slow way.
+    /// `source` (just saved: [`Repository::save_snapshot`] removed the earlier hints).
+    /// Best effort: without a hint the next backup goes the slow way.
     pub async fn save_hint(&self, source: &str, id: &SnapshotId, snapshot: &Snapshot) {
         let dir = self.hint_dir(source);
-        let Ok(old) = self.storage.list(&dir).await else {
-            return;
-        };
         let mut packs = std::collections::BTreeSet::new();
         for c in snapshot.tables.iter().flat_map(|t| t.all_chunks()) {
             match self.location(&c.0) {
@@ -651,13 +648,7 @@ impl Repository {
         let Ok(sealed) = self.keys.seal(&plain) else {
             return;
         };
-        let path = format!("{dir}/{id}");
-        if self.storage.put(&path, sealed).await.is_err() {
-            return;
-        }
-        for p in old.iter().filter(|p| **p != path) {
-            self.storage.delete_best_effort(p).await;
-        }
+        let _ = self.storage.put(&format!("{dir}/{id}"), sealed).await;
     }
 
     /// Takes a lock on the repository (crate docs, "Concurrency").
@@ -793,6 +784,15 @@ impl Repository {
         self.storage.put(&path, sealed.clone()).await?;
         if let Some(c) = &self.cache {
             c.put(&path, &sealed);
+        }
+        // A snapshot written other than by a backup of its source (a copy, a repair) may
+        // be newer than what the source's hint names: the hints go, so the next backup
+        // looks at every snapshot (a backup writes its own hint next, `save_hint`).
+        // Best effort: a hint left behind only names an older parent.
+        if let Ok(hints) = self.storage.list(&self.hint_dir(&snapshot.source.url)).await {
+            for h in hints {
+                self.storage.delete_best_effort(&h).await;
+            }
         }
         Ok(SnapshotId::new(id))
     }
