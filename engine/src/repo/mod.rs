@@ -789,7 +789,11 @@ impl Repository {
         // be newer than what the source's hint names: the hints go, so the next backup
         // looks at every snapshot (a backup writes its own hint next, `save_hint`).
         // Best effort: a hint left behind only names an older parent.
-        if let Ok(hints) = self.storage.list(&self.hint_dir(&snapshot.source.url)).await {
+        if let Ok(hints) = self
+            .storage
+            .list(&self.hint_dir(&snapshot.source.url))
+            .await
+        {
             for h in hints {
                 self.storage.delete_best_effort(&h).await;
             }
@@ -869,7 +873,10 @@ impl Repository {
         let mut out = Vec::new();
         let listed = self.storage.list("snapshots").await?;
         if let Some(c) = &self.cache {
-            c.retain("snapshots", &listed.iter().map(|p| object_name(p)).collect());
+            c.retain(
+                "snapshots",
+                &listed.iter().map(|p| object_name(p)).collect(),
+            );
         }
         for path in listed {
             let id = path.rsplit('/').next().unwrap_or(&path).to_string();
