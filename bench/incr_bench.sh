@@ -38,7 +38,7 @@ CREATE TABLE held (
 );
 INSERT INTO held
 SELECT md5(g::text || 'held')::uuid, g, 'title ' || g,
-       repeat(md5(g::text), 1 + (g * 7919) % 60), ARRAY[g % 7, g % 11, g % 13],
+       repeat(md5(g::text), 1 + ((g::bigint * 7919) % 60)::int), ARRAY[g % 7, g % 11, g % 13],
        '2021-06-01'::timestamp + (g % 100000) * interval '1 minute'
 FROM generate_series(1, $ROWS) g;
 VACUUM ANALYZE;
