@@ -450,7 +450,7 @@ pub struct StreamCheck {
 }
 
 enum How {
-    Stream(blake3::Hasher),
+    Stream(Box<blake3::Hasher>),
     Blocks {
         spec: crate::segment::KeySpec,
         hasher: Box<TableHasher>,
@@ -464,7 +464,7 @@ impl StreamCheck {
     pub fn new(e: &crate::model::TableEntry) -> Result<Self> {
         let Some(list) = &e.blocks else {
             return Ok(StreamCheck {
-                how: How::Stream(blake3::Hasher::new()),
+                how: How::Stream(Box::new(blake3::Hasher::new())),
             });
         };
         if list.bits != BLOCK_BITS {
@@ -486,7 +486,7 @@ impl StreamCheck {
         match spec {
             Some(spec) => Self::blocks(spec),
             None => StreamCheck {
-                how: How::Stream(blake3::Hasher::new()),
+                how: How::Stream(Box::new(blake3::Hasher::new())),
             },
         }
     }
@@ -615,6 +615,59 @@ impl Finished {
     }
 }
 
+/// A stored block list read back record by record, its root checked at the end.
+pub struct ListReader<'a> {
+    chunks: futures::stream::BoxStream<'a, Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    root: blake3::Hasher,
+    expected: Checksum,
+    eof: bool,
+}
+
+impl<'a> ListReader<'a> {
+    pub fn new(repo: &'a crate::repo::Repository, e: &crate::model::TableEntry) -> Option<Self> {
+        use futures::StreamExt;
+        let list = e.blocks.as_ref().filter(|l| l.bits == BLOCK_BITS)?;
+        Some(ListReader {
+            chunks: crate::segment::layer_chunks(repo, list.chunks.clone(), e.name.clone()).boxed(),
+            buf: Vec::new(),
+            pos: 0,
+            root: blake3::Hasher::new_derive_key(ROOT_CONTEXT),
+            expected: e.checksum,
+            eof: false,
+        })
+    }
+
+    /// The next block; after the last, `None` once the list matched the root.
+    pub async fn next(&mut self) -> Result<Option<BlockSum>> {
+        use futures::StreamExt;
+        loop {
+            if let Some((b, n)) = BlockSum::decode(&self.buf[self.pos..])? {
+                self.root.update(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(Some(b));
+            }
+            if self.eof {
+                if self.pos != self.buf.len() || !self.expected.matches(&self.root.finalize()) {
+                    return Err(Error::damaged(
+                        "a block list does not match its table's checksum",
+                    ));
+                }
+                return Ok(None);
+            }
+            match self.chunks.next().await {
+                Some(c) => {
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                    self.buf.extend_from_slice(&c?);
+                }
+                None => self.eof = true,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,58 +749,5 @@ mod tests {
         let s = whole(&rows(&(0..100_000).collect::<Vec<_>>()));
         let avg = s.rows as f64 / s.blocks as f64;
         assert!((12.0..20.0).contains(&avg), "{avg}");
-    }
-}
-
-/// A stored block list read back record by record, its root checked at the end.
-pub struct ListReader<'a> {
-    chunks: futures::stream::BoxStream<'a, Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-    root: blake3::Hasher,
-    expected: Checksum,
-    eof: bool,
-}
-
-impl<'a> ListReader<'a> {
-    pub fn new(repo: &'a crate::repo::Repository, e: &crate::model::TableEntry) -> Option<Self> {
-        use futures::StreamExt;
-        let list = e.blocks.as_ref().filter(|l| l.bits == BLOCK_BITS)?;
-        Some(ListReader {
-            chunks: crate::segment::layer_chunks(repo, list.chunks.clone(), e.name.clone()).boxed(),
-            buf: Vec::new(),
-            pos: 0,
-            root: blake3::Hasher::new_derive_key(ROOT_CONTEXT),
-            expected: e.checksum,
-            eof: false,
-        })
-    }
-
-    /// The next block; after the last, `None` once the list matched the root.
-    pub async fn next(&mut self) -> Result<Option<BlockSum>> {
-        use futures::StreamExt;
-        loop {
-            if let Some((b, n)) = BlockSum::decode(&self.buf[self.pos..])? {
-                self.root.update(&self.buf[self.pos..self.pos + n]);
-                self.pos += n;
-                return Ok(Some(b));
-            }
-            if self.eof {
-                if self.pos != self.buf.len() || !self.expected.matches(&self.root.finalize()) {
-                    return Err(Error::damaged(
-                        "a block list does not match its table's checksum",
-                    ));
-                }
-                return Ok(None);
-            }
-            match self.chunks.next().await {
-                Some(c) => {
-                    self.buf.drain(..self.pos);
-                    self.pos = 0;
-                    self.buf.extend_from_slice(&c?);
-                }
-                None => self.eof = true,
-            }
-        }
     }
 }

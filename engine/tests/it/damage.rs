@@ -376,7 +376,10 @@ async fn a_block_that_does_not_match_is_named_by_rows_and_key() {
     let (loc, mut repo) = new_repo(dir.path()).await;
     let before = backup_all(&mut repo, &src).await;
     let entry = &before.snapshot.tables[0];
-    let list = entry.blocks.as_ref().expect("a keyed table in a new repository has blocks");
+    let list = entry
+        .blocks
+        .as_ref()
+        .expect("a keyed table in a new repository has blocks");
     assert!(list.count > 100, "{} blocks for 3000 rows", list.count);
 
     exec(&src, "UPDATE t SET v = 'changed' WHERE id = 1234").await;
@@ -401,7 +404,10 @@ async fn a_block_that_does_not_match_is_named_by_rows_and_key() {
     .unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     let message = &report.problems[0].message;
-    assert!(message.contains(&format!("of {} (rows ", list.count)), "{message}");
+    assert!(
+        message.contains(&format!("of {} (rows ", list.count)),
+        "{message}"
+    );
     // The block named holds row 1234: "rows A..B" with A <= 1234 <= B.
     let rows = message.split("(rows ").nth(1).unwrap();
     let (a, b) = rows.split_once("..").unwrap();

@@ -146,7 +146,12 @@ async fn a_format_1_repository_is_read_and_written_in_its_own_form() {
     assert_eq!(repo.config.format, 2);
     let fresh = backup_all(&mut repo, &src).await;
     let by_name = |s: &engine::backup::BackupSummary, n: &str| {
-        s.snapshot.tables.iter().find(|t| t.name == n).unwrap().clone()
+        s.snapshot
+            .tables
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap()
+            .clone()
     };
     assert!(by_name(&fresh, "t").blocks.is_some());
     assert!(by_name(&fresh, "bag").blocks.is_none());
@@ -166,7 +171,11 @@ async fn a_format_1_repository_is_read_and_written_in_its_own_form() {
     let mut repo = open_repo(&old_loc).await;
     assert_eq!(repo.config.format, 1);
     let first = backup_all(&mut repo, &src).await;
-    exec(&src, "UPDATE t SET v = 'changed' WHERE id = 7; DELETE FROM t WHERE id = 9").await;
+    exec(
+        &src,
+        "UPDATE t SET v = 'changed' WHERE id = 7; DELETE FROM t WHERE id = 9",
+    )
+    .await;
     let second = backup_all(&mut repo, &src).await;
     for s in [&first, &second] {
         assert_eq!(s.snapshot.format, 1);
@@ -186,8 +195,7 @@ async fn a_format_1_repository_is_read_and_written_in_its_own_form() {
     .await
     .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(config["format"], 1, "the repository was not migrated");
     let dest = dir.path().join("back.db");
     restore(&repo, &restore_opts(&dest)).await.unwrap();
