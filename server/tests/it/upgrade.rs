@@ -1201,8 +1201,8 @@ async fn a_repository_from_a_newer_tablesafe_is_refused_everywhere() {
     let newer = |repo: &Path| {
         let path = repo.join("config");
         let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(config["format"], 1);
-        config["format"] = 2.into();
+        assert_eq!(config["format"], 2);
+        config["format"] = 3.into();
         config["layout"] = "sharded".into();
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     };
@@ -1229,7 +1229,7 @@ async fn a_repository_from_a_newer_tablesafe_is_refused_everywhere() {
     let before = files(&repo);
     let restored = format!("sqlite://{}", dir.path().join("back.db").display());
     let message =
-        "was written by a newer tablesafe (format 2); this build reads format 1: upgrade tablesafe";
+        "was written by a newer tablesafe (format 3); this build reads format 2: upgrade tablesafe";
     let commands: Vec<Vec<&str>> = vec![
         vec!["backup", "--source", &db_url, "--repo", &repo_s],
         vec!["snapshots", "--repo", &repo_s],
