@@ -54,6 +54,10 @@ cargo test --workspace --exclude frontend --features app/ssr
 step "the user guide builds and its links hold" "The broken link or mdbook's error is above."
 scripts/check_docs.sh
 
+step "the benchmark chart and table match bench/results" "Run 'python3 bench/chart.py' and commit what it writes."
+python3 bench/chart_test.py
+python3 bench/chart.py --check
+
 build_release
 
 step "browser tests (Playwright, headless Chromium) against the release build" \
