@@ -10,7 +10,6 @@ use engine::progress::NoProgress;
 use engine::repo::Repository;
 use engine::secret::Secret;
 use std::path::Path;
-use std::process::Command;
 
 fn opts(snapshot: &str, scratch: Scratch, assertions: &[&str]) -> DrillOptions {
     DrillOptions {
@@ -141,19 +140,6 @@ async fn a_sqlite_drill_proves_the_snapshot_and_leaves_nothing_behind() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("scratch file"), "{e}");
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(testkit::pg_bin_dir().unwrap().join("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use engine::progress::NoProgress;
 use engine::restore::{Mode, RestoreOptions};
 use engine::secret::Secret;
 use engine::selection::Selection;
-use std::process::Command;
 
 /// Schemas of ten tables each, `ROWS` rows a table (the last table has no key).
 fn tenants(schemas: usize, rows: usize) -> String {
@@ -62,62 +61,6 @@ END
 $$;
 "#
     )
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every table's rows, by `pg_dump --data-only` (rows sorted within each table: their
-/// physical order is not data).
-fn rows(url: &str) -> String {
-    let bin = testkit::pg_bin_dir().unwrap().join("pg_dump");
-    let out = Command::new(bin)
-        .args(["--data-only", "--no-owner", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut out = Vec::new();
-    let mut block: Option<Vec<&str>> = None;
-    for l in text.lines() {
-        if l.starts_with("--")
-            || l.starts_with("\\restrict")
-            || l.starts_with("\\unrestrict")
-            || l.is_empty()
-        {
-            continue;
-        }
-        match block.as_mut() {
-            Some(rows) if l == "\\." => {
-                rows.sort_unstable();
-                out.append(rows);
-                out.push(l);
-                block = None;
-            }
-            Some(rows) => rows.push(l),
-            None => {
-                out.push(l);
-                if l.starts_with("COPY ") {
-                    block = Some(Vec::new());
-                }
-            }
-        }
-    }
-    out.join("\n")
 }
 
 /// The schema around the rows, as the server describes it: columns with types,
@@ -208,7 +151,7 @@ async fn hundreds_of_tables_in_schemas_per_tenant_restore_identical() {
     assert_eq!(seqs.len(), 1);
     assert_eq!((seqs[0].1.as_str(), seqs[0].2), ("id", 1012));
 
-    let (want_rows, want_schema) = (rows(&src), schema(&src));
+    let (want_rows, want_schema) = (pg_rows(&src), schema(&src));
     for jobs in [3, 1] {
         let dst = pg.create_database(&format!("dst{jobs}")).unwrap();
         let (_, r) = options(&src, &dst, jobs);
@@ -223,7 +166,7 @@ async fn hundreds_of_tables_in_schemas_per_tenant_restore_identical() {
             "{:?}",
             done.iter().find(|t| !t.notes.is_empty())
         );
-        assert!(rows(&dst) == want_rows, "rows differ with --jobs {jobs}");
+        assert!(pg_rows(&dst) == want_rows, "rows differ with --jobs {jobs}");
         let got = schema(&dst);
         if got != want_schema {
             let first = got.lines().zip(want_schema.lines()).find(|(a, b)| a != b);

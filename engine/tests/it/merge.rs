@@ -160,19 +160,6 @@ async fn merges_into_a_sqlite_table_do_what_their_diff_says() {
     assert!(e.contains("no primary key"), "{e}");
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(testkit::pg_bin_dir().unwrap().join("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn merges_into_a_postgres_table_do_what_their_diff_says() {
     let pg = testkit::Postgres::start().unwrap();

@@ -410,7 +410,7 @@ async fn a_capture_that_falls_behind_drops_its_slot() {
 /// restores exactly), and an instant before it is refused rather than guessed.
 #[tokio::test]
 async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
-    use engine::prune::{PruneOptions, prune};
+    use engine::prune::prune;
     let pg = testkit::Postgres::start().unwrap();
     let src = pg.create_database("shop").unwrap();
     let mut c = PgConnection::connect(&src).await.unwrap();
@@ -451,20 +451,9 @@ async fn prune_keeps_the_range_after_the_oldest_kept_snapshot_without_a_gap() {
     let before = capture::segments(&repo, &slot).await.unwrap().len();
 
     let mut repo = crate::support::open_repo(&location).await;
-    let report = prune(
-        &mut repo,
-        &PruneOptions {
-            rules: engine::retention::KeepRules {
-                last: 1,
-                ..Default::default()
-            },
-            tz: chrono_tz::UTC,
-            only_tags: Default::default(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = prune(&mut repo, &crate::support::keep_last(1))
+        .await
+        .unwrap();
     assert_eq!(report.forgotten, vec![first.id.to_string()]);
     assert!(report.change_segments_removed > 0, "{report:?}");
     let ranges = capture::ranges(&repo).await.unwrap();

@@ -50,19 +50,6 @@ fn merge_opts(
     o
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new(testkit::pg_bin_dir().unwrap().join("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The preview's counts for one merge.
 async fn preview(repo: &Repository, opts: &RestoreOptions) -> engine::Result<MergeCounts> {
     let plan = engine::restore::plan(repo, opts).await?;

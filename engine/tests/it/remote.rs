@@ -326,20 +326,7 @@ async fn a_target_failing_one_request_in_ten_still_takes_whole_backups() {
     let out = dir.path().join("out.db");
     restore(&repo, &restore_opts(&out)).await.unwrap();
     assert_eq!(dump(&out, &[]), want);
-    prune(
-        &mut repo,
-        &PruneOptions {
-            rules: KeepRules {
-                last: 1,
-                ..Default::default()
-            },
-            tz: chrono_tz::UTC,
-            only_tags: Default::default(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    prune(&mut repo, &keep_last(1)).await.unwrap();
     let (forwarded, refused, stalled) = flaky.counts();
     println!("{forwarded} requests forwarded, {refused} answered 503, {stalled} stalled");
     assert!(

@@ -7,12 +7,9 @@ use crate::support::*;
 use engine::backup::{BackupOptions, BackupSummary, backup};
 use engine::model::SegmentKind;
 use engine::progress::NoProgress;
-use engine::prune::{PruneOptions, prune};
+use engine::prune::prune;
 use engine::repo::Repository;
-use engine::retention::KeepRules;
 use engine::selection::Selection;
-use engine::verify::{VerifyOptions, verify};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 async fn open_lazy(loc: &str) -> Repository {
@@ -63,21 +60,6 @@ async fn restores_as_source(repo: &Repository, db: &Path, dir: &Path, name: &str
     let dest = dir.join(name);
     restore(repo, &restore_opts(&dest)).await.unwrap();
     assert_eq!(dump(&dest, &[]), dump(db, &[]), "restore of latest");
-}
-
-async fn verify_ok(loc: &str) {
-    let repo = open_repo(loc).await;
-    let report = verify(
-        &repo,
-        &VerifyOptions {
-            snapshot: None,
-            read_data: true,
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
 }
 
 #[tokio::test]
@@ -263,20 +245,7 @@ async fn a_backup_whose_parent_was_pruned_or_whose_hint_is_wrong_still_works() {
         .delete(&format!("snapshots/{}", hinted.id))
         .await
         .unwrap();
-    let report = prune(
-        &mut repo,
-        &PruneOptions {
-            rules: KeepRules {
-                last: 5,
-                ..Default::default()
-            },
-            tz: chrono_tz::UTC,
-            only_tags: Default::default(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = prune(&mut repo, &keep_last(5)).await.unwrap();
     assert!(report.packs_deleted > 0);
     change_a_row(&db, 2).await;
     let mut repo = cached().await;
@@ -365,20 +334,7 @@ async fn a_prune_that_swept_what_the_cache_knew_loses_nothing() {
     repo.snapshots().await.unwrap();
     let cdir = repo.cache_dir().unwrap().to_path_buf();
     let cached_index = std::fs::read_dir(cdir.join("index")).unwrap().count();
-    let report = prune(
-        &mut repo,
-        &PruneOptions {
-            rules: KeepRules {
-                last: 1,
-                ..Default::default()
-            },
-            tz: chrono_tz::UTC,
-            only_tags: BTreeMap::new(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = prune(&mut repo, &keep_last(1)).await.unwrap();
     assert_eq!(report.forgotten, vec![first.id.to_string()]);
     assert!(report.packs_deleted > 0);
     // The same rows as the pruned snapshot again: whatever the cache remembers of the

@@ -7,8 +7,7 @@
 use crate::support::*;
 use engine::capture::sqlite::SqliteCapture;
 use engine::progress::NoProgress;
-use engine::prune::{PruneOptions, prune};
-use engine::retention::KeepRules;
+use engine::prune::prune;
 use engine::selection::Selection;
 use sqlx::{Connection, Executor, Row};
 use std::path::Path;
@@ -235,20 +234,7 @@ async fn restore_to_an_instant_gives_a_state_of_that_time_within_the_recovery_po
     // and the instant (after it) restores the same state as before.
     let mid = mid_regular.unwrap();
     let mut repo = open_repo(&location).await;
-    let report = prune(
-        &mut repo,
-        &PruneOptions {
-            rules: KeepRules {
-                last: 1,
-                ..Default::default()
-            },
-            tz: chrono_tz::UTC,
-            only_tags: Default::default(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = prune(&mut repo, &keep_last(1)).await.unwrap();
     assert!(report.forgotten.contains(&before_capture.id.to_string()));
     let left = repo.snapshots().await.unwrap();
     assert!(left.iter().any(|(id, _)| id == &mid.id));

@@ -125,3 +125,91 @@ pub fn same_text(restored: &str, source: &str) {
         b[from..(first + 8).min(b.len())].join("\n")
     );
 }
+
+/// Prune options that keep the last `n` snapshots of every source, nothing else.
+pub fn keep_last(n: u32) -> engine::prune::PruneOptions {
+    engine::prune::PruneOptions {
+        rules: engine::retention::KeepRules {
+            last: n,
+            ..Default::default()
+        },
+        tz: chrono_tz::UTC,
+        only_tags: Default::default(),
+        dry_run: false,
+    }
+}
+
+/// Verifies every snapshot of the repository, reading all its data, and fails on any
+/// problem found.
+pub async fn verify_ok(location: &str) {
+    let repo = open_repo(location).await;
+    let report = engine::verify::verify(
+        &repo,
+        &engine::verify::VerifyOptions {
+            snapshot: None,
+            read_data: true,
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "verify: {:?}", report.problems);
+}
+
+/// Runs SQL with the test server's `psql` and returns its unaligned output, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new(testkit::pg_bin_dir().unwrap().join("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Every table's rows, by `pg_dump --data-only`, with the rows of each table sorted
+/// (their physical order is not data) and comments and blank lines left out.
+pub fn pg_rows(url: &str) -> String {
+    let bin = testkit::pg_bin_dir().unwrap().join("pg_dump");
+    let out = std::process::Command::new(bin)
+        .args(["--data-only", "--no-owner", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut out = Vec::new();
+    let mut block: Option<Vec<&str>> = None;
+    for l in text.lines() {
+        // \restrict lines carry a random token per run.
+        if l.starts_with("--")
+            || l.starts_with("\\restrict")
+            || l.starts_with("\\unrestrict")
+            || l.is_empty()
+        {
+            continue;
+        }
+        match block.as_mut() {
+            Some(rows) if l == "\\." => {
+                rows.sort_unstable();
+                out.append(rows);
+                out.push(l);
+                block = None;
+            }
+            Some(rows) => rows.push(l),
+            None => {
+                out.push(l);
+                if l.starts_with("COPY ") {
+                    block = Some(Vec::new());
+                }
+            }
+        }
+    }
+    out.join("\n")
+}
