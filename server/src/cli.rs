@@ -173,7 +173,20 @@ impl HistoryArgs {
     /// server never makes a key of its own).
     pub async fn open_keyed(&self) -> Result<(Db, Secret<[u8; app::ssr::keys::KEY_LEN]>)> {
         let key = app::ssr::keys::load_existing(&self.key_path())?;
-        let db = self.open().await?.with_server_key(&key);
+        let db = self.open().await?;
+        // Warned, not refused: `audit verify` must still run (and report what it finds)
+        // on a database whose recorded fingerprint was edited.
+        match app::ssr::key_guard::matches(&db, &key).await {
+            Ok(Some(false)) => eprintln!(
+                "warning: the server key in {} is not the one this history database \
+                 records: stored secrets, sessions and audit entries will not open with it; \
+                 pass the server's --key-file (TABLESAFE_KEY_FILE)",
+                self.key_path().display()
+            ),
+            Err(e) => eprintln!("warning: {e:#}"),
+            Ok(_) => {}
+        }
+        let db = db.with_server_key(&key);
         Ok((db, key))
     }
 

@@ -5,7 +5,7 @@ use crate::hardening::{self, HttpPolicy};
 use anyhow::{Context, Result};
 use app::api::history::Outcome;
 use app::error::AppError;
-use app::ssr::{AppState, keys, session};
+use app::ssr::{AppState, key_guard, keys, session};
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
@@ -30,7 +30,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         (!args.no_repo_cache).then(|| args.history.data_dir.join("cache")),
     );
     let key_file = args.history.key_path();
+    // One key per history database: never a new key for a database that has one, and
+    // never a worker whose key opens none of its secrets.
+    key_guard::refuse_new_key(&db, &key_file).await?;
+    let existed = key_file.exists();
     let server_key = keys::load_or_create(&key_file)?;
+    if let Err(e) = key_guard::check(&db, &server_key, &key_file).await {
+        // A key made just now that lost to another worker's: not left behind to be
+        // refused again at the next start.
+        if !existed {
+            let _ = std::fs::remove_file(&key_file);
+        }
+        return Err(e);
+    }
     let db = db.with_server_key(&server_key);
     bootstrap_admin(&db).await?;
     // Secure by default when users reach the console over https (`--public-url`).

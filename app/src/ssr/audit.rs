@@ -175,17 +175,8 @@ pub async fn verify_chain(db: &Db) -> Result<Checked> {
                 ..checked.clone()
             };
             // A word no writer uses is a change made outside tablesafe.
-            let Some(outcome) = Outcome::parse(&r.outcome) else {
+            let Some(e) = event_of(&r) else {
                 return Ok(broken);
-            };
-            let e = Event {
-                user_id: r.user_id,
-                username: r.username.clone(),
-                address: r.address.clone(),
-                action: r.action.clone(),
-                target: r.target.clone(),
-                outcome,
-                detail: r.detail.clone(),
             };
             if r.prev_hash != prev {
                 return Ok(broken);
@@ -202,6 +193,42 @@ pub async fn verify_chain(db: &Db) -> Result<Checked> {
             prev = r.hash;
             after = r.id;
         }
+    }
+}
+
+/// The event an entry records, `None` when its outcome is a word no writer uses.
+fn event_of(r: &Row) -> Option<Event> {
+    Some(Event {
+        user_id: r.user_id,
+        username: r.username.clone(),
+        address: r.address.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        outcome: Outcome::parse(&r.outcome)?,
+        detail: r.detail.clone(),
+    })
+}
+
+/// Whether the newest entry of the log is a MAC under `keys`: `None` when it cannot
+/// tell (no entry, one from before the chain was keyed, or one no writer made).
+pub async fn newest_entry_made_with(db: &Db, keys: &AuditKeys) -> Result<Option<bool>> {
+    let newest: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT 1"
+    ))
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some((r, e)) = newest.and_then(|r| event_of(&r).map(|e| (r, e))) else {
+        return Ok(None);
+    };
+    if same_hash(
+        &entry_hash(Some(keys.entry.expose()), &r.prev_hash, r.at, &e),
+        &r.hash,
+    ) {
+        Ok(Some(true))
+    } else if same_hash(&entry_hash(None, &r.prev_hash, r.at, &e), &r.hash) {
+        Ok(None)
+    } else {
+        Ok(Some(false))
     }
 }
 

@@ -84,6 +84,14 @@ pub fn derive(server_key: &Secret<[u8; KEY_LEN]>, purpose: &str) -> Secret<[u8; 
     Secret::new(blake3::derive_key(purpose, server_key.expose()))
 }
 
+/// A public name for a server key: 16 hex digits derived one way from it, recorded in
+/// the history database (`ssr::key_guard`) and shown to operators so they can tell two
+/// keys apart. It reveals nothing of the key.
+pub fn fingerprint(server_key: &Secret<[u8; KEY_LEN]>) -> String {
+    let d = derive(server_key, "tablesafe 2026-12 server key fingerprint");
+    engine::repo::crypto::hex(&d.expose()[..8])
+}
+
 /// The keys of the audit log (see `ssr::audit`): one makes each entry's chain hash a
 /// MAC (BLAKE3 in keyed mode), the other signs the chain's head when it is written
 /// outside the history database. Whoever can write the history database but does not

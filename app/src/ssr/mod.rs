@@ -7,6 +7,7 @@ pub mod client;
 pub mod ctx;
 pub mod db;
 pub mod drills;
+pub mod key_guard;
 pub mod keys;
 pub mod notify;
 pub mod outbound;

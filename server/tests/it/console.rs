@@ -58,7 +58,7 @@ async fn admin_logs_in_sees_the_dashboard_and_logs_out() {
         );
     }
     assert!(
-        html.contains("history database: SQLite (schema 19)"),
+        html.contains("history database: SQLite (schema 20)"),
         "{html}"
     );
 

@@ -426,3 +426,33 @@ pub fn audit_verify(data: &Path, database_url: Option<&str>) -> (bool, String) {
         ),
     )
 }
+
+/// Runs `cmd` (a `tablesafe serve` expected to refuse to start) to its end, at most 60 s:
+/// fails if it exits successfully or is still running then. What it printed.
+pub fn refused(mut cmd: Command) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 60 s: it did not refuse to start\n{}",
+                std::fs::read_to_string(out.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    assert!(!status.success(), "it exited successfully:\n{text}");
+    text
+}

@@ -21,7 +21,7 @@ async fn postgres_history_database_is_migrated_and_serves_the_console() {
         .unwrap();
     let html = page_html(&resp.text().await.unwrap());
     assert!(
-        html.contains("history database: PostgreSQL (schema 19)"),
+        html.contains("history database: PostgreSQL (schema 20)"),
         "dashboard names the history backend: {html}"
     );
     assert!(
@@ -47,20 +47,30 @@ async fn two_servers_starting_together_on_one_postgres_create_one_admin() {
     let pg = testkit::Postgres::start().unwrap();
     let url = pg.create_database("shared").unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Workers on one history database share one server key (made by whichever starts
+    // first).
+    let key = dir.path().join("server.key");
+    let key_env = [("TABLESAFE_KEY_FILE", key.to_str().unwrap())];
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
-            Server::start(Options {
-                data_dir: &dir.path().join("a"),
-                database_url: Some(&url),
-                admin_password: None,
-            })
+            Server::start_with_env(
+                Options {
+                    data_dir: &dir.path().join("a"),
+                    database_url: Some(&url),
+                    admin_password: None,
+                },
+                &key_env,
+            )
         });
         let b = s.spawn(|| {
-            Server::start(Options {
-                data_dir: &dir.path().join("b"),
-                database_url: Some(&url),
-                admin_password: None,
-            })
+            Server::start_with_env(
+                Options {
+                    data_dir: &dir.path().join("b"),
+                    database_url: Some(&url),
+                    admin_password: None,
+                },
+                &key_env,
+            )
         });
         (a.join().unwrap(), b.join().unwrap())
     });
@@ -138,4 +148,88 @@ async fn postgres_history_database_over_verified_tls() {
         "0",
         "every connection to the history database is encrypted"
     );
+}
+
+/// `tablesafe serve` on `data_dir` and `database_url`, which must refuse to start: what
+/// it said.
+fn refused_serve(data_dir: &std::path::Path, database_url: &str) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("TABLESAFE_DATABASE_URL", database_url)
+        .env("NO_COLOR", "1")
+        .env_remove("TABLESAFE_LISTEN")
+        .env_remove("TABLESAFE_DATA_DIR")
+        .env_remove("TABLESAFE_KEY_FILE");
+    crate::harness::refused(cmd)
+}
+
+/// A second worker on one PostgreSQL history database without the first's server key
+/// refuses to start and says which key it needs (by fingerprint) and how to bring it,
+/// instead of starting and then failing every job; without any key file it makes none.
+/// With a copy of the first worker's key it starts, and the sessions one issues hold
+/// on the other.
+#[tokio::test]
+async fn a_worker_with_another_server_key_refuses_to_start() {
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.create_database("keyed").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(Options {
+        data_dir: &dir.path().join("first"),
+        database_url: Some(&url),
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let first_key = dir.path().join("first").join("server.key");
+    let recorded = pg
+        .psql("keyed", "SELECT fingerprint FROM server_key")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(recorded.len(), 16, "{recorded}");
+    assert!(
+        !std::fs::read_to_string(&first_key)
+            .unwrap()
+            .contains(&recorded),
+        "the fingerprint is not part of the key"
+    );
+
+    // No key file at all: refused, and no key is made.
+    let second = dir.path().join("second");
+    let err = refused_serve(&second, &url);
+    assert!(err.contains(&recorded), "{err}");
+    assert!(err.contains("--key-file"), "{err}");
+    assert!(!second.join("server.key").exists(), "a new key was made");
+
+    // Another key: refused, naming both fingerprints.
+    std::fs::write(second.join("server.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let err = refused_serve(&second, &url);
+    assert!(err.contains(&recorded), "{err}");
+    assert!(
+        err.contains("is not the key this history database"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.psql("keyed", "SELECT fingerprint FROM server_key")
+            .unwrap()
+            .trim(),
+        recorded,
+        "the refused worker changed nothing"
+    );
+
+    // The first worker's key, copied: it starts, and a session from the first holds.
+    std::fs::copy(&first_key, second.join("server.key")).unwrap();
+    let second = Server::start(Options {
+        data_dir: &second,
+        database_url: Some(&url),
+        admin_password: None,
+    });
+    let cookie = session_cookie(&login(&first, "admin", ADMIN_PASSWORD).await).expect("login");
+    let page = client()
+        .get(second.url("/jobs"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page_html(&page.text().await.unwrap()).contains("<h1>Jobs</h1>"));
 }

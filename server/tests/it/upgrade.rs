@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The schema the fixture was made at: 17, two before the newest migration (0019 only
+/// The schema the fixture was made at: 17, three before the newest migration (0019 only
 /// adds indexes and a snapshot count its triggers keep, which the upgrade of this
-/// fixture checks: see the fixture's README).
+/// fixture checks: see the fixture's README; 0020 the server key's fingerprint, which
+/// the first start records once the fixture's key opened one of its secrets).
 const FIXTURE_SCHEMA: i64 = 17;
 /// Today's schema: the newest migration.
-const SCHEMA: i64 = 19;
+const SCHEMA: i64 = 20;
 /// Where the fixture was made, and where its files go back for a test.
 const ROOT: &str = "/tmp/tablesafe-upgrade-fixture";
 /// The server key the fixture's secrets and audit chain were sealed with. Test-only:
@@ -1118,6 +1119,45 @@ async fn upgrade(engine: Engine) {
     assert!(
         entries > facts["audit_entries"].as_i64().unwrap(),
         "no new audit entries after the upgrade: {report}"
+    );
+}
+
+/// A history database from before the server key's fingerprint was recorded, started
+/// with a key that is not the one its secrets were sealed with, is refused with what to
+/// do (and records no fingerprint); with its own key it starts and records it.
+#[tokio::test]
+async fn an_old_history_database_with_another_server_key_is_refused() {
+    let _lock = lock_root();
+    place(Engine::Sqlite, None);
+    let data = Engine::Sqlite.root().join("data");
+    let history = data.join("history.db");
+    std::fs::write(data.join("server.key"), format!("{}\n", "cd".repeat(32))).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("TABLESAFE_DATABASE_URL")
+        .env_remove("TABLESAFE_KEY_FILE")
+        .env("NO_COLOR", "1");
+    let text = crate::harness::refused(cmd);
+    assert!(
+        text.contains("opens none of the secrets stored") && text.contains("--key-file"),
+        "{text}"
+    );
+    assert_eq!(
+        sqlite_query(&history, "SELECT count(*) FROM server_key"),
+        "0"
+    );
+
+    std::fs::copy(fixture_dir().join(KEY_FILE), data.join("server.key")).unwrap();
+    let server = Server::start(Options {
+        data_dir: &data,
+        database_url: None,
+        admin_password: None,
+    });
+    server.stop();
+    assert_eq!(
+        sqlite_query(&history, "SELECT count(*) FROM server_key"),
+        "1"
     );
 }
 
