@@ -37,6 +37,17 @@ const SCAN_ABOVE: u64 = 50;
 /// Keys of changed blocks fetched per statement.
 const FETCH_KEYS: usize = 50_000;
 
+/// The parent-merge way ([`super::postgres`]'s `changes_only`) holds at most this many
+/// bytes of changed rows to build a table's stream from them; more changes than that
+/// and the table is read whole.
+pub(super) const MAX_CHANGED_BYTES: usize = 64 << 20;
+
+/// The rows of the parent's blocks that written rows fall in, above which the
+/// parent-merge way is taken instead (1/MERGE_ABOVE of the table's rows, and at least
+/// [`MERGE_MIN_ROWS`]).
+const MERGE_ABOVE: u64 = 50;
+const MERGE_MIN_ROWS: u64 = 64;
+
 /// One current block, as the key scan found it.
 enum Block {
     /// Unchanged since the parent: its sum.
@@ -97,6 +108,17 @@ pub(super) async fn changed_blocks(
         return Ok(None);
     };
     let xmin = since & 0xffff_ffff;
+    // 0. Worth it? The blocks the written rows fall in are read again whole, so changes
+    // scattered over the table (1 % of rows, one in each of 15 % of the blocks) would
+    // cost a scan of every key plus a scan of the rows: then the parent's rows, merged
+    // with the changed ones, cost less (the caller's way). Not when the parent's rows
+    // are remote (reading them all is a download of the table), nor when the changed
+    // rows are more than that way holds (it would then read the table whole).
+    if repo.storage.kind() == crate::repo::storage::Kind::Local
+        && !few_blocks_touched(repo, db, plan, parent, &rel, &order, xmin).await?
+    {
+        return Ok(None);
+    }
     // 2. Every current key: the current blocks, matched against the parent's.
     let mut blocks: Vec<Block> = Vec::new();
     let mut parent_head: Option<(BlockSum, Key)> = None;
@@ -352,6 +374,110 @@ pub(super) async fn changed_blocks(
     feed.progress.advanced(sum.rows, 0);
     feed.precomputed = Some(sum);
     Ok(Some(true))
+}
+
+/// Whether the rows written since the parent fall in few of its blocks (in total at
+/// most [`MERGE_ABOVE`]'s share of its rows; written rows after its last key count one
+/// each), or are more than the merge way holds ([`MAX_CHANGED_BYTES`], estimated from
+/// the parent's mean row size).
+/// One scan of the table on the server that sends only the written rows' keys, and a
+/// read of the parent's block list. Deleted rows are not seen here (they leave no
+/// `xmin`); the key scan finds them later.
+async fn few_blocks_touched(
+    repo: &Repository,
+    db: &mut PgDb,
+    plan: &Plan,
+    parent: &crate::model::TableEntry,
+    rel: &str,
+    order: &str,
+    xmin: u64,
+) -> Result<bool> {
+    let Some(spec) = &plan.key else {
+        return Ok(false);
+    };
+    let Some(key_spec) = KeySpec::new(&StreamFormat::PgCopyText, &spec.names, &plan.schema) else {
+        return Ok(false);
+    };
+    let Some(mut list) = ListReader::new(repo, parent) else {
+        return Ok(false);
+    };
+    let budget = (parent.rows / MERGE_ABOVE).max(MERGE_MIN_ROWS);
+    // Changed rows beyond what the merge way holds: this way after all.
+    let too_many = (MAX_CHANGED_BYTES as u64 * parent.rows.max(1)) / parent.bytes.max(1);
+    let sql = format!(
+        "COPY (SELECT {order} FROM {rel} WHERE age(xmin) <= age('{xmin}'::xid) ORDER BY {order}) TO STDOUT"
+    );
+    let mut stream = db.copy_out(&sql).await?;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut key = Key::new();
+    let mut head: Option<(u64, Key)> = None;
+    let mut list_done = false;
+    let mut touched = 0u64;
+    let mut written = 0u64;
+    let mut head_counted = false;
+    let mut few = true;
+    'read: while let Some(piece) = stream.next().await {
+        carry.extend_from_slice(&piece?);
+        let mut at = 0;
+        while let Some(n) = key_spec.row_len(&carry[at..])? {
+            if key_spec.key_into(&carry[at..at + n], &mut key).is_err() {
+                few = false;
+                break 'read;
+            }
+            at += n;
+            written += 1;
+            if written > too_many {
+                few = true;
+                break 'read;
+            }
+            if !few {
+                // Too many blocks already: only the count of written rows is still
+                // wanted.
+                continue;
+            }
+            // The parent's first block whose last key is at least this key.
+            loop {
+                if head.is_none() && !list_done {
+                    match list.next().await {
+                        Ok(Some(b)) => match decode_key(&b.last) {
+                            Ok(k) => {
+                                head = Some((b.rows, k));
+                                head_counted = false;
+                            }
+                            Err(_) => {
+                                few = false;
+                                break 'read;
+                            }
+                        },
+                        Ok(None) => list_done = true,
+                        Err(_) => {
+                            few = false;
+                            break 'read;
+                        }
+                    }
+                }
+                match &head {
+                    Some((_, last)) if cmp_key(last, &key).is_lt() => head = None,
+                    _ => break,
+                }
+            }
+            match &head {
+                Some((rows, _)) if !head_counted => {
+                    touched += rows;
+                    head_counted = true;
+                }
+                Some(_) => {}
+                None => touched += 1,
+            }
+            if touched > budget {
+                few = false;
+            }
+        }
+        carry.drain(..at);
+    }
+    // The COPY is finished before the connection is used again.
+    while stream.next().await.is_some() {}
+    Ok(few)
 }
 
 /// Moves the parent's list to its first block whose last key is at least `last`;

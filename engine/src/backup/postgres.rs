@@ -365,10 +365,6 @@ impl Prefetched<'_> {
 /// How much of a parent's rows [`Prefetched`] holds at most.
 const PREFETCH_BYTES: usize = 64 << 20;
 
-/// At most this many bytes of changed rows are held to build a table's stream from
-/// them; more changes than that and the table is read whole.
-const MAX_CHANGED_BYTES: usize = 64 << 20;
-
 /// Feeds a PostgreSQL table's current rows, in key order, to `feed` without reading
 /// every row from the server: the rows written by transaction `since` or later (by
 /// their `xmin`: every row changed after the parent snapshot, and a few it already
@@ -424,7 +420,7 @@ async fn changes_only(
                 let piece = piece?;
                 if !too_many {
                     changed.extend_from_slice(&piece);
-                    too_many = changed.len() > MAX_CHANGED_BYTES;
+                    too_many = changed.len() > super::pg_blocks::MAX_CHANGED_BYTES;
                 }
             }
             Ok(())

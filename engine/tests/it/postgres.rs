@@ -61,60 +61,13 @@ INSERT INTO public.edges VALUES
 INSERT INTO public.nokey VALUES (1, 'dup'), (1, 'dup'), (NULL, NULL);
 "#;
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
+/// [`pg_rows`] without the line about a sequence no column owns (reported as skipped,
+/// not carried).
 fn pg_dump_data(url: &str) -> String {
-    let bin = testkit::pg_bin_dir().unwrap().join("pg_dump");
-    let out = Command::new(bin)
-        .args(["--data-only", "--no-owner", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    pg_rows(url)
         .lines()
-        // \restrict lines carry a random token per run.
-        .filter(|l| {
-            !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
-        })
-        // A sequence no column owns is reported as skipped, not carried; blank lines
-        // around it vary.
-        .filter(|l| !l.contains("'public.standalone'") && !l.is_empty())
-        .fold((Vec::new(), None::<Vec<&str>>), |(mut out, block), l| {
-            // A table's rows are a multiset: its physical order is not data.
-            match block {
-                Some(mut rows) if l == "\\." => {
-                    rows.sort_unstable();
-                    out.extend(rows);
-                    out.push(l);
-                    (out, None)
-                }
-                Some(mut rows) => {
-                    rows.push(l);
-                    (out, Some(rows))
-                }
-                None => {
-                    out.push(l);
-                    (out, l.starts_with("COPY ").then(Vec::new))
-                }
-            }
-        })
-        .0
+        .filter(|l| !l.contains("'public.standalone'"))
+        .collect::<Vec<_>>()
         .join("\n")
 }
 
@@ -654,6 +607,113 @@ async fn incremental_reads_by_xmin_miss_nothing() {
             (&first.id, &dump1, "x1"),
             (&second.id, &dump2, "x2"),
             (&third.id, &dump3, "x3"),
+        ],
+    )
+    .await;
+}
+
+/// A change that touches few of a table's blocks (a run of updated rows, rows deleted
+/// in one place, rows appended) is backed up from the parent's block list alone: the
+/// parent's rows are not read back from the repository. A change scattered over the
+/// whole table (one row in every hundred) reads the parent's rows instead, which costs
+/// less than reading every block it touches again from the server. Each way, every
+/// snapshot restores to what the source held.
+#[tokio::test]
+async fn clustered_changes_use_the_block_list_and_scattered_ones_the_parent_rows() {
+    let pg = testkit::Postgres::start().unwrap();
+    let src = pg.create_database("blocks").unwrap();
+    psql(
+        &src,
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, body text);
+         INSERT INTO ledger SELECT i, repeat(md5(i::text), 30) FROM generate_series(1, 20000) i;
+         CREATE TABLE docs (id uuid PRIMARY KEY, v int, note text);
+         INSERT INTO docs SELECT md5(i::text)::uuid, i, repeat('d', 200) FROM generate_series(1, 20000) i;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Small chunks, so that reading the parent's rows is many calls.
+    let mut init = engine::repo::InitOptions::encrypted(password());
+    init.kdf = engine::repo::crypto::KdfParams {
+        m_cost_kib: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    init.chunker = engine::chunker::ChunkerParams {
+        min: 8 * 1024,
+        avg: 32 * 1024,
+        max: 128 * 1024,
+    };
+    let location = dir.path().join("repo").to_str().unwrap().to_string();
+    let mut repo = engine::repo::Repository::init(&location, init)
+        .await
+        .unwrap();
+    let (b, _) = pg_opts(&src, "");
+    let first = backup(&mut repo, &b, &NoProgress).await.unwrap();
+    let dump1 = pg_dump_data(&src);
+    let parent_chunks: u64 = first
+        .snapshot
+        .tables
+        .iter()
+        .map(|t| t.chunks.len() as u64)
+        .sum();
+    assert!(parent_chunks >= 200, "{parent_chunks} chunks");
+    // What a backup costs in calls to the repository when nothing changed (manifests,
+    // index, hints, block lists, the new snapshot).
+    let before = repo.storage.requests();
+    backup(&mut repo, &b, &NoProgress).await.unwrap();
+    let idle_calls = repo.storage.requests() - before;
+
+    // Clustered: about 15 of ledger's 1,250 blocks, and a few of docs'.
+    psql(
+        &src,
+        "UPDATE ledger SET body = 'changed ' || id WHERE id BETWEEN 5000 AND 5100;
+         DELETE FROM ledger WHERE id BETWEEN 7000 AND 7010 OR id = 9000;
+         INSERT INTO ledger SELECT i, 'appended' FROM generate_series(20001, 20100) i;
+         UPDATE docs SET v = -v WHERE v BETWEEN 300 AND 304;
+         DELETE FROM docs WHERE v = 600;",
+    );
+    let before = repo.storage.requests();
+    let second = backup(&mut repo, &b, &NoProgress).await.unwrap();
+    let clustered_calls = repo.storage.requests() - before;
+    let dump2 = pg_dump_data(&src);
+    let mut read = second.changes_only.clone();
+    read.sort();
+    assert_eq!(read, ["public.docs", "public.ledger"]);
+    assert!(
+        clustered_calls < idle_calls + parent_chunks / 10,
+        "{clustered_calls} calls to the repository (a backup with no change: {idle_calls}) for a parent of {parent_chunks} chunks"
+    );
+
+    // Scattered: one ledger row in every hundred.
+    psql(&src, "UPDATE ledger SET body = 'again' WHERE id % 100 = 7");
+    let parent_chunks: u64 = second
+        .snapshot
+        .tables
+        .iter()
+        .find(|t| t.name == "public.ledger")
+        .map(|t| t.base.iter().map(|l| l.chunks.len() as u64).sum::<u64>() + t.chunks.len() as u64)
+        .unwrap();
+    let before = repo.storage.requests();
+    let third = backup(&mut repo, &b, &NoProgress).await.unwrap();
+    let scattered_calls = repo.storage.requests() - before;
+    let dump3 = pg_dump_data(&src);
+    assert!(
+        third.changes_only.iter().any(|t| t == "public.ledger"),
+        "{:?}",
+        third.changes_only
+    );
+    assert!(
+        scattered_calls >= parent_chunks,
+        "{scattered_calls} calls to the repository for ledger's {parent_chunks} chunks"
+    );
+
+    restores_match(
+        &pg,
+        &repo,
+        &src,
+        [
+            (&first.id, &dump1, "b1"),
+            (&second.id, &dump2, "b2"),
+            (&third.id, &dump3, "b3"),
         ],
     )
     .await;
