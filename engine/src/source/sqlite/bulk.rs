@@ -247,11 +247,12 @@ impl PrivateCopy {
         self.dir.path().join("copy.sqlite")
     }
 
-    /// Copies `src` with SQLite's online backup API in a single step: the pages are
-    /// copied at file speed inside one read transaction, so the copy is the database at
-    /// one instant. A rollback-journal database's writers wait for that copy only, not
-    /// for the whole backup (they would wait for a reader of every row); a WAL
-    /// database's writers do not wait at all. Blocking: run it on a blocking thread.
+    /// Copies `src` as it is at one instant: a rollback-journal database by copying its
+    /// file under a read transaction's shared lock, a WAL database with SQLite's online
+    /// backup API in a single step (which reads one snapshot). A rollback-journal
+    /// database's writers wait for that file copy only, not for the whole backup (they
+    /// would wait for a reader of every row); a WAL database's writers do not wait at
+    /// all. Blocking: run it on a blocking thread.
     pub fn take(src: &Path) -> Result<PrivateCopy> {
         PrivateCopy::take_in(src, &std::env::temp_dir())
     }
@@ -293,6 +294,30 @@ impl PrivateCopy {
         // would read "not an error").
         from.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
             .map_err(db_err(format_args!("reading {shown}")))?;
+        let wal = from
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .map_err(db_err(format_args!("reading {shown}")))?
+            .eq_ignore_ascii_case("wal");
+        if !wal {
+            // A rollback-journal database: while a read transaction holds its shared
+            // lock no writer can change the file (a commit needs the exclusive lock), so
+            // a plain copy of the file is the database at one instant, made at the file
+            // system's speed. The backup API copies page by page through two page caches
+            // (7 s for 1 GB here), and the writers would wait for all of it.
+            from.busy_timeout(Duration::from_secs(60))
+                .map_err(db_err(format_args!("reading {shown}")))?;
+            from.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+                .map_err(db_err(format_args!("locking {shown} for reading")))?;
+            let copied = (|| -> std::io::Result<u64> {
+                let mut r = std::fs::File::open(src)?;
+                let mut w = std::fs::OpenOptions::new().write(true).open(&path)?;
+                std::io::copy(&mut r, &mut w)
+            })();
+            from.execute_batch("COMMIT")
+                .map_err(db_err(format_args!("reading {shown}")))?;
+            copied.map_err(|e| io("copying the file", e))?;
+            return Ok(copy);
+        }
         let mut to = Connection::open(&path).map_err(db_err("opening the private copy"))?;
         // The copy is scratch: no journal, no syncs.
         to.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
@@ -382,6 +407,38 @@ mod tests {
             0,
             "the copy is removed"
         );
+
+        // A rollback-journal database, copied as a file under a shared lock: what a
+        // writer has not committed yet is not in the copy, and the copy is the owner's.
+        let plain = dir.path().join("plain.db");
+        let c = Connection::open(&plain).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO t SELECT i, 'row ' || i FROM n;",
+        )
+        .unwrap();
+        c.execute_batch("BEGIN IMMEDIATE; DELETE FROM t WHERE id > 10;")
+            .unwrap();
+        let copy = PrivateCopy::take_in(&plain, &tmp).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(copy.path()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let read = Connection::open_with_flags(copy.path(), copy_flags()).unwrap();
+        let n: i64 = read
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            n, 5000,
+            "the copy holds what was committed when it was taken"
+        );
+        drop(read);
+        drop(copy);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 
         // A file that is not a database: an error, and nothing left behind.
         std::fs::write(dir.path().join("junk.db"), vec![b'x'; 8192]).unwrap();
