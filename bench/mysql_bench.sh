@@ -63,12 +63,19 @@ SQL
 secs() { python3 -c "import sys; print(f'{float(sys.argv[1]):.2f}')" "$1"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
-# run NAME CMD... : times CMD into T[NAME] (seconds) and M[NAME] (peak RSS, KiB).
-declare -A T M
+# CPU seconds the MariaDB server has used so far (user + system).
+TICKS=$(getconf CLK_TCK)
+server_cpu() { awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' "/proc/$MY_PID/stat"; }
+# run NAME CMD... : times CMD into T[NAME] (seconds) and M[NAME] (peak RSS, KiB); the
+# CPU seconds it took in C[NAME] ("client X s + server Y s").
+declare -A T M C
 run() {
-  local name="$1"; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
-  read -r T[$name] M[$name] < "$WORK/time"
+  local name="$1" s0 s1 u s; shift
+  s0=$(server_cpu)
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
+  s1=$(server_cpu)
+  read -r T[$name] M[$name] u s < "$WORK/time"
+  C[$name]=$(python3 -c "import sys; u,s,a,b=map(float,sys.argv[1:]); print(f'client {u+s:.2f} s + server {b-a:.2f} s')" "$u" "$s" "$s0" "$s1")
 }
 fresh() { my -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1"; }
 # Rows of a table as mysqldump writes them in key order: the identity check.
@@ -102,6 +109,7 @@ bench_db() {
   R[$db.r_dump]=$(median "${R_DUMP[@]}"); R[$db.r_myl]=$(median "${R_MYL[@]}"); R[$db.r_ts]=$(median "${R_TS[@]}")
   R[$db.runs]="backup mysqldump ${B_DUMP[*]} | mydumper ${B_MYD[*]} | tablesafe ${B_TS[*]}; restore mysql ${R_DUMP[*]} | myloader ${R_MYL[*]} | tablesafe ${R_TS[*]}"
   R[$db.rss_b]=$((RSS_B / 1024)); R[$db.rss_r]=$((RSS_R / 1024))
+  R[$db.cpu]="backup: mysqldump ${C[dump]}, mydumper ${C[mydumper]}, tablesafe ${C[ts_backup]}; restore: mysql ${C[load]}, myloader ${C[myloader]}, tablesafe ${C[ts_restore]}"
   R[$db.mb]=$(my -N -e "SELECT round((data_length + index_length) / 1e6) FROM information_schema.TABLES WHERE table_schema = '$db' AND table_name = '$table'")
 }
 
@@ -117,6 +125,7 @@ $what: table $(printf %s "${R[$db.mb]}") MB in InnoDB, $(nproc) cores, restored 
   myloader -t 2                   $(secs "${R[$db.r_myl]}") s
   tablesafe restore               $(secs "${R[$db.r_ts]}") s   peak RSS ${R[$db.rss_r]} MB
   runs: ${R[$db.runs]}
+  CPU (last run): ${R[$db.cpu]}
   backup / mysqldump   $(ratio "${R[$db.b_ts]}" "${R[$db.b_dump]}")  [S5 <= 0.5x]    backup / mydumper   $(ratio "${R[$db.b_ts]}" "${R[$db.b_myd]}")  [<= 1.0x]
   restore / mysql      $(ratio "${R[$db.r_ts]}" "${R[$db.r_dump]}")  [S6 <= 0.5x]    restore / myloader  $(ratio "${R[$db.r_ts]}" "${R[$db.r_myl]}")  [<= 1.0x]
 OUT
@@ -129,7 +138,7 @@ report held "held out: $HELD_ROWS wide rows with a varchar key"
 echo "load: $(uptime)"
 
 if [ -n "${RECORD:-}" ]; then
-  note="median of $RUNS alternating runs; held-out table ($HELD_ROWS rows of ~1.2 kB, varchar key): backup $(ratio "${R[held.b_ts]}" "${R[held.b_dump]}") of mysqldump, $(ratio "${R[held.b_ts]}" "${R[held.b_myd]}") of mydumper; restore $(ratio "${R[held.r_ts]}" "${R[held.r_dump]}") of mysql, $(ratio "${R[held.r_ts]}" "${R[held.r_myl]}") of myloader; load $(uptime | sed 's/.*load average: //')"
+  note="median of $RUNS alternating runs; held-out table ($HELD_ROWS rows of ~1.2 kB, varchar key): backup $(ratio "${R[held.b_ts]}" "${R[held.b_dump]}") of mysqldump, $(ratio "${R[held.b_ts]}" "${R[held.b_myd]}") of mydumper; restore $(ratio "${R[held.r_ts]}" "${R[held.r_dump]}") of mysql, $(ratio "${R[held.r_ts]}" "${R[held.r_myl]}") of myloader; CPU of the last run, $(nproc) cores shared by client and server: ${R[src.cpu]}; load $(uptime | sed 's/.*load average: //')"
   python3 "$ROOT/bench/record.py" S5 --workload "MariaDB $ROWS rows, mixed types (bench/mysql_bench.sh)" \
     --measure "backup / mysqldump --single-transaction" "${R[src.b_ts]}" "${R[src.b_dump]}" 0.5 \
     --measure "backup / mydumper -t 2" "${R[src.b_ts]}" "${R[src.b_myd]}" 1.0 \

@@ -52,6 +52,7 @@ echo "== building the release binary" >&2
 BIN_COPY="$(mktemp /tmp/tablesafe-bench-bin-XXXXXX)"
 trap 'rm -f "$BIN_COPY"' EXIT
 cp "$ROOT/target/release/tablesafe" "$BIN_COPY"
+chmod 0755 "$BIN_COPY" # mktemp made it 0600: the scripts run it
 export TS="$BIN_COPY" TS_BIN="$BIN_COPY" RECORD=1
 
 started=$SECONDS
