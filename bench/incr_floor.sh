@@ -47,7 +47,8 @@ for round in 1 2 3; do
   KEYS+=("$(secs psql "$URL/src" -c "COPY (SELECT id, age(xmin) <= age('$since'::xid) FROM bench ORDER BY id) TO STDOUT")")
   if [ "${PERF:-}" = 1 ] && [ "$round" = 3 ]; then
     perf record -g -o "$WORK/perf.data" -- "$TS" backup --source "$URL/src" --repo "$repo" --include public.bench --json >/dev/null 2>&1
-    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25 >&2
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | sed -n '1,20p' | cut -c1-90 | sed 's/ *$//' >&2 || true
     psql "$URL/src" -c "UPDATE bench SET qty = qty + 1 WHERE id % 100 = 5"
   fi
   INCR+=("$(secs "$TS" backup --source "$URL/src" --repo "$repo" --include public.bench --json)")

@@ -2,7 +2,7 @@
 # Runs issue 28's benchmarks (S1–S9) one after the other, then renders their results
 # into the guide's chart and table (bench/chart.py).
 #
-#   bench/run_all.sh              # all of them (about 1.5 hours on 2 cores)
+#   bench/run_all.sh              # all of them (51 min on 2 cores, 2026-12-07)
 #   bench/run_all.sh S3 S7        # only the scripts that measure S3 and S7
 #   bench/run_all.sh --list       # which script measures what, and which are missing
 #
