@@ -573,17 +573,7 @@ async fn a_table_read_in_key_ranges_restores_identical_and_verifies() {
         .unwrap();
     assert_eq!(big(&second).segment, SegmentKind::Delta);
 
-    let report = engine::verify::verify(
-        &repo,
-        &engine::verify::VerifyOptions {
-            snapshot: None,
-            read_data: true,
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
+    crate::support::verify_data(&repo).await;
 
     let mut expected = Vec::new();
     for (table, order) in [("big", "id"), ("words", "w"), ("heap", "n, t")] {

@@ -142,9 +142,13 @@ pub fn keep_last(n: u32) -> engine::prune::PruneOptions {
 /// Verifies every snapshot of the repository, reading all its data, and fails on any
 /// problem found.
 pub async fn verify_ok(location: &str) {
-    let repo = open_repo(location).await;
+    verify_data(&open_repo(location).await).await;
+}
+
+/// [`verify_ok`] on an open repository.
+pub async fn verify_data(repo: &Repository) {
     let report = engine::verify::verify(
-        &repo,
+        repo,
         &engine::verify::VerifyOptions {
             snapshot: None,
             read_data: true,
