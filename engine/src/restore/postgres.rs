@@ -744,7 +744,12 @@ async fn produce_rows(
         let n = count_lines(&piece);
         rows += n;
         progress.advanced(n, piece.len() as u64);
-        // Whole rows only, so pieces can go to different connections.
+        // Whole rows only, so pieces can go to different connections. The carry never
+        // holds a row end, so only the new piece is searched for one; a piece that ends
+        // no row joins the carry whole (moved, not copied: a row of many pieces would
+        // otherwise be copied again with each one).
+        let last_end = memchr::memrchr(b'\n', &piece);
+        let piece_len = piece.len();
         let mut buf = if carry.is_empty() {
             piece
         } else {
@@ -752,8 +757,11 @@ async fn produce_rows(
             c.extend_from_slice(&piece);
             c
         };
-        let end = memchr::memrchr(b'\n', &buf).map(|i| i + 1).unwrap_or(0);
-        carry = buf.split_off(end);
+        let Some(i) = last_end else {
+            carry = buf;
+            continue;
+        };
+        carry = buf.split_off(buf.len() - piece_len + i + 1);
         if filtered {
             let mut out = Vec::with_capacity(buf.len());
             if !buf.is_empty() {
