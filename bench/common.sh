@@ -5,6 +5,8 @@
 #   start_mariadb [--opt …] a MariaDB (binary log off, flush at commit off) of its own on
 #                          a temp dir and a free loopback port, as $MYURL (user bench, no
 #                          password, from 127.0.0.1 only) and $MYPORT; `my …` runs the client
+#   bench_table_sql ROWS   the SQL of pg_bench.sh's table `bench` (mixed types, bigint
+#                          key) with ROWS rows, shared by the PostgreSQL benchmarks
 #   BG_PID=…               a process started in the background, killed on exit
 # $WORK is a temp dir; everything started and $WORK go when the script exits.
 set -euo pipefail
@@ -64,3 +66,19 @@ start_mariadb() {
 }
 # my [mariadb args…]: the mariadb client as bench over TCP.
 my() { mariadb --no-defaults -h127.0.0.1 -P"$MYPORT" -ubench "$@"; }
+
+# bench_table_sql ROWS: CREATE and fill pg_bench.sh's table `bench`.
+bench_table_sql() {
+  local ROWS="$1"
+  cat <<SQL
+CREATE TABLE bench (
+  id bigint PRIMARY KEY, qty int, price numeric(12,2), score float8, name text,
+  created timestamptz, active bool, ref uuid, attrs jsonb
+);
+INSERT INTO bench
+SELECT g, (g::bigint * 7919) % 100000, ((g::bigint * 31) % 1000000) / 100.0, sqrt(g) * 1.5, 'customer ' || md5(g::text),
+       '2020-01-01'::timestamptz + (g || ' seconds')::interval, g % 3 = 0,
+       md5(g::text || 'u')::uuid, jsonb_build_object('tier', g % 5, 'tag', substr(md5(g::text), 1, 8))
+FROM generate_series(1, $ROWS) g;
+SQL
+}

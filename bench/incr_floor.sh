@@ -21,18 +21,7 @@ need_release_build
 start_postgres -c shared_buffers=512MB -c max_wal_size=4GB
 psql "$URL/postgres" -c "CREATE DATABASE src"
 echo "generating $ROWS rows..." >&2
-psql "$URL/src" <<SQL
-CREATE TABLE bench (
-  id bigint PRIMARY KEY, qty int, price numeric(12,2), score float8, name text,
-  created timestamptz, active bool, ref uuid, attrs jsonb
-);
-INSERT INTO bench
-SELECT g, (g::bigint * 7919) % 100000, ((g::bigint * 31) % 1000000) / 100.0, sqrt(g) * 1.5, 'customer ' || md5(g::text),
-       '2020-01-01'::timestamptz + (g || ' seconds')::interval, g % 3 = 0,
-       md5(g::text || 'u')::uuid, jsonb_build_object('tier', g % 5, 'tag', substr(md5(g::text), 1, 8))
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE;
-SQL
+{ bench_table_sql "$ROWS"; echo "VACUUM ANALYZE;"; } | psql "$URL/src"
 export TABLESAFE_PASSWORD="bench password"
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); python3 -c "print(round($t1 - $t0, 3))"; }

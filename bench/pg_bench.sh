@@ -17,18 +17,7 @@ start_postgres -c shared_buffers=512MB -c max_wal_size=4GB
 for db in src dump_restore ts_restore ts_restore3; do psql "$URL/postgres" -c "CREATE DATABASE $db"; done
 
 echo "generating $ROWS rows of mixed types..." >&2
-psql "$URL/src" <<SQL
-CREATE TABLE bench (
-  id bigint PRIMARY KEY, qty int, price numeric(12,2), score float8, name text,
-  created timestamptz, active bool, ref uuid, attrs jsonb
-);
-INSERT INTO bench
-SELECT g, (g::bigint * 7919) % 100000, ((g::bigint * 31) % 1000000) / 100.0, sqrt(g) * 1.5, 'customer ' || md5(g::text),
-       '2020-01-01'::timestamptz + (g || ' seconds')::interval, g % 3 = 0,
-       md5(g::text || 'u')::uuid, jsonb_build_object('tier', g % 5, 'tag', substr(md5(g::text), 1, 8))
-FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE bench;
-SQL
+{ bench_table_sql "$ROWS"; echo "VACUUM ANALYZE bench;"; } | psql "$URL/src"
 TABLE_BYTES=$(psql "$URL/src" -At -c "SELECT pg_table_size('bench')")
 
 # S1: full backup / raw single-connection binary COPY, with --jobs 1 and --jobs 2, on the
