@@ -35,9 +35,16 @@ pub fn UsersPage() -> impl IntoView {
     // the server accepted it, "Saved" with that (a refusal shows as an error line).
     let tick_sent = RwSignal::new(String::new());
     let tick_saved = RwSignal::new(None::<String>);
+    // A saved tick needs no reload: the box already shows what the server holds, and a
+    // reload racing the next tick would untick it. A refused tick reloads the list so the
+    // box shows the truth again.
+    let tick_refused = RwSignal::new(0u32);
     for done in [grant.value(), approver.value()] {
         Effect::new(move |_| {
             if let Some(r) = done.get() {
+                if r.is_err() {
+                    tick_refused.update(|n| *n += 1);
+                }
                 tick_saved.set(
                     r.ok()
                         .map(|()| format!("Saved: {}.", tick_sent.get_untracked())),
@@ -52,8 +59,7 @@ pub fn UsersPage() -> impl IntoView {
                 set_role.version().get(),
                 toggle.version().get(),
                 remove.version().get(),
-                grant.version().get(),
-                approver.version().get(),
+                tick_refused.get(),
             )
         },
         |_| async { (list_users().await, list_sources().await.unwrap_or_default()) },
