@@ -232,4 +232,46 @@ async fn a_worker_with_another_server_key_refuses_to_start() {
         .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page_html(&page.text().await.unwrap()).contains("<h1>Jobs</h1>"));
+    drop(second);
+
+    // Someone who can write the history database deletes the record to start a worker
+    // with a key of their own: still refused, since the audit log was made with the
+    // first key (and nothing is recorded for the rogue key).
+    let rogue = dir.path().join("rogue");
+    std::fs::create_dir_all(&rogue).unwrap();
+    std::fs::write(rogue.join("server.key"), format!("{}\n", "cd".repeat(32))).unwrap();
+    pg.psql("keyed", "DELETE FROM server_key").unwrap();
+    let err = refused_serve(&rogue, &url);
+    assert!(err.contains("opens none of the secrets"), "{err}");
+    assert_eq!(
+        pg.psql("keyed", "SELECT count(*) FROM server_key")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    // A record that tablesafe never writes is named as an edit, with the way out.
+    pg.psql(
+        "keyed",
+        "INSERT INTO server_key VALUES (1, 'not a fingerprint', 0)",
+    )
+    .unwrap();
+    let err = refused_serve(&rogue, &url);
+    assert!(err.contains("edited outside tablesafe"), "{err}");
+    assert!(err.contains("delete that row"), "{err}");
+    // Following it with the right key: the worker starts and records that key again.
+    pg.psql("keyed", "DELETE FROM server_key").unwrap();
+    let third = dir.path().join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    std::fs::copy(&first_key, third.join("server.key")).unwrap();
+    let _third = Server::start(Options {
+        data_dir: &third,
+        database_url: Some(&url),
+        admin_password: None,
+    });
+    assert_eq!(
+        pg.psql("keyed", "SELECT fingerprint FROM server_key")
+            .unwrap()
+            .trim(),
+        recorded
+    );
 }
