@@ -279,15 +279,33 @@ impl TableHasher {
 
     /// The next row in key order, with its boundary bytes ([`key_bytes`]).
     pub fn row(&mut self, boundary: &[u8], row: &[u8]) {
+        self.row_bytes(row);
+        self.row_end(boundary);
+    }
+
+    /// The next bytes of the row being fed ([`TableHasher::row`] in pieces: its bytes,
+    /// then [`TableHasher::row_end`]), so a long row is never held whole.
+    pub fn row_bytes(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        if let Some(head) = &mut self.head
+            && head.closed.is_none()
+        {
+            head.bytes.extend_from_slice(bytes);
+            return;
+        }
+        self.open.update(bytes);
+        self.open_bytes += bytes.len() as u64;
+    }
+
+    /// The row whose bytes were fed ended, with these boundary bytes.
+    pub fn row_end(&mut self, boundary: &[u8]) {
         let (ends, hash) = boundary_of(boundary);
         self.rows += 1;
-        self.bytes += row.len() as u64;
         self.last.clear();
         self.last.extend_from_slice(boundary);
         if let Some(head) = &mut self.head
             && head.closed.is_none()
         {
-            head.bytes.extend_from_slice(row);
             head.rows += 1;
             head.keys = head.keys.wrapping_add(hash);
             if ends {
@@ -295,9 +313,7 @@ impl TableHasher {
             }
             return;
         }
-        self.open.update(row);
         self.open_rows += 1;
-        self.open_bytes += row.len() as u64;
         self.open_keys = self.open_keys.wrapping_add(hash);
         if ends {
             self.close();
@@ -442,6 +458,28 @@ pub fn row_boundary(
     }
 }
 
+/// The boundary bytes of a long row ([`crate::rowcut::Cut::LongRow`]): its key, or,
+/// when its key cannot be read, `0xff` and the row's first [`crate::rowcut::LONG_ROW`]
+/// bytes (a row held whole uses the whole row, [`row_boundary`]; keys of real rows are
+/// always readable).
+pub fn long_row_boundary(
+    spec: &crate::segment::KeySpec,
+    keys: Option<&[u8]>,
+    head: &[u8],
+    key: &mut crate::segment::Key,
+    out: &mut Vec<u8>,
+) {
+    if let Some(keys) = keys
+        && spec.key_into(keys, key).is_ok()
+    {
+        key_bytes(key, out);
+    } else {
+        out.clear();
+        out.push(0xff);
+        out.extend_from_slice(head);
+    }
+}
+
 /// Checks a table's canonical stream, fed in pieces of any size, against its entry's
 /// checksum: the BLAKE3 of the whole stream for an entry without a block list (format
 /// 1, and unkeyed tables), the root over its blocks otherwise.
@@ -454,7 +492,7 @@ enum How {
     Blocks {
         spec: crate::segment::KeySpec,
         hasher: Box<TableHasher>,
-        carry: Vec<u8>,
+        rows: Box<crate::rowcut::RowCutter>,
         key: crate::segment::Key,
         boundary: Vec<u8>,
     },
@@ -510,7 +548,7 @@ impl StreamCheck {
     /// The part's hasher: `Err` when its stream ends inside a row.
     pub fn into_part(self) -> Result<TableHasher> {
         match self.how {
-            How::Blocks { hasher, carry, .. } if carry.is_empty() => Ok(*hasher),
+            How::Blocks { hasher, rows, .. } if !rows.in_row() => Ok(*hasher),
             How::Blocks { .. } => Err(Error::damaged("a part's stream ends inside a row")),
             How::Stream(_) => Err(Error::Other("a whole-stream checksum has no parts".into())),
         }
@@ -519,9 +557,9 @@ impl StreamCheck {
     fn blocks(spec: crate::segment::KeySpec) -> Self {
         StreamCheck {
             how: How::Blocks {
+                rows: Box::new(crate::rowcut::RowCutter::new(spec.clone())),
                 spec,
                 hasher: Box::new(TableHasher::new()),
-                carry: Vec::new(),
                 key: Vec::new(),
                 boundary: Vec::new(),
             },
@@ -541,27 +579,24 @@ impl StreamCheck {
             How::Blocks {
                 spec,
                 hasher,
-                carry,
+                rows,
                 key,
                 boundary,
             } => {
-                let mut rows = |data: &[u8]| -> Result<usize> {
-                    let mut at = 0;
-                    while let Some(n) = spec.row_len(&data[at..])? {
-                        let row = &data[at..at + n];
-                        row_boundary(spec, row, key, boundary);
-                        hasher.row(boundary, row);
-                        at += n;
+                use crate::rowcut::Cut;
+                let mut data = piece;
+                while let Some(cut) = rows.next(&mut data)? {
+                    match cut {
+                        Cut::Row(row) => {
+                            row_boundary(spec, row, key, boundary);
+                            hasher.row(boundary, row);
+                        }
+                        Cut::Bytes(bytes) => hasher.row_bytes(bytes),
+                        Cut::LongRow { keys, head } => {
+                            long_row_boundary(spec, keys, head, key, boundary);
+                            hasher.row_end(boundary);
+                        }
                     }
-                    Ok(at)
-                };
-                if carry.is_empty() {
-                    let used = rows(piece)?;
-                    carry.extend_from_slice(&piece[used..]);
-                } else {
-                    carry.extend_from_slice(piece);
-                    let used = rows(carry)?;
-                    carry.drain(..used);
                 }
             }
         }
@@ -575,8 +610,8 @@ impl StreamCheck {
                 root: Checksum::of(h.finalize()),
                 sum: None,
             }),
-            How::Blocks { hasher, carry, .. } => {
-                if !carry.is_empty() {
+            How::Blocks { hasher, rows, .. } => {
+                if rows.in_row() {
                     return Err(Error::damaged("the table's stream ends inside a row"));
                 }
                 let sum = hasher.finish();
@@ -749,5 +784,46 @@ mod tests {
         let s = whole(&rows(&(0..100_000).collect::<Vec<_>>()));
         let avg = s.rows as f64 / s.blocks as f64;
         assert!((12.0..20.0).contains(&avg), "{avg}");
+    }
+
+    /// A table with rows of several megabytes checks the same whatever pieces its
+    /// stream comes in, and the same as every row hashed whole: old repositories, whose
+    /// checks held each row whole, still verify.
+    #[test]
+    fn long_rows_sum_the_same_in_any_pieces() {
+        let spec = crate::rowcut::tests::copy_spec(&["id", "v"], "id");
+        let mut stream = Vec::new();
+        let mut whole_rows = Vec::new();
+        for k in 0..40i64 {
+            let len = if k % 7 == 3 {
+                3 << 20
+            } else {
+                100 + k as usize
+            };
+            let mut row = format!("{k}\t").into_bytes();
+            row.extend(std::iter::repeat_n(b'a' + (k % 26) as u8, len));
+            row.push(b'\n');
+            let mut b = Vec::new();
+            key_bytes(&[Value::Integer(k)], &mut b);
+            stream.extend_from_slice(&row);
+            whole_rows.push((b, row));
+        }
+        let expected = whole(&whole_rows);
+        for piece in [1000, 1 << 16, (1 << 20) + 1, stream.len()] {
+            let mut check = StreamCheck::for_key(Some(spec.clone()));
+            for p in stream.chunks(piece) {
+                check.update(p).unwrap();
+            }
+            let f = check.finish().unwrap();
+            assert_eq!(f.root, expected.root, "pieces of {piece}");
+            let sum = f.sum.unwrap();
+            assert_eq!((sum.rows, sum.bytes), (40, stream.len() as u64));
+        }
+        let mut cut_short = StreamCheck::for_key(Some(spec));
+        cut_short.update(&stream[..stream.len() - 1]).unwrap();
+        assert!(
+            cut_short.finish().is_err(),
+            "a stream ending inside a row is refused"
+        );
     }
 }

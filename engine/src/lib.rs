@@ -160,13 +160,14 @@
 //!   the export stays valid throughout. A server that cannot export (a standby before
 //!   PostgreSQL 10, compatible engines) gets no helpers and reads on one connection.
 //!   Readers take tables largest first; a keyed table stored whole (no parent) of
-//!   64 MB or more by `pg_table_size`, in a format 2 repository, is read as N parts
+//!   64 MB or more by `pg_table_size`, in a format 2 repository, whose rows average at
+//!   most 64 KiB (a part holds its rows before its first block boundary), is read as N parts
 //!   in the one snapshot: ranges of its first key column (bounds from `pg_stats`, else
 //!   `percentile_disc` on the snapshot), each part `ORDER BY` the whole key. The
 //!   ranges cover every value, so the parts' streams concatenated in range order are
 //!   the table's stream; each part's chunks are cut independently and the chunk lists
 //!   concatenated, the key order is proven inside each part and across every seam
-//!   (last row of a part before the first of the next) before the key is recorded,
+//!   (last key of a part before the first of the next) before the key is recorded,
 //!   and each part's block hasher ([`checksum::TableHasher::part`]) is joined to the
 //!   next in key order, so the checksum is that of one read. A table without a key is
 //!   read by one reader (its checksum is the BLAKE3 of the whole stream, which does
@@ -265,6 +266,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod rowcut;
 pub mod secret;
 pub mod segment;
 pub mod selection;

@@ -128,6 +128,21 @@ impl KeySpec {
         (spec.names == e.key).then_some(spec)
     }
 
+    /// Whether rows are COPY text lines.
+    pub fn is_copy_text(&self) -> bool {
+        matches!(self.format, Format::CopyText)
+    }
+
+    /// Whether the stream's field at `index` is a key column.
+    pub fn is_key_field(&self, index: usize) -> bool {
+        self.positions.contains(&index)
+    }
+
+    /// The index of the last key field in a row.
+    pub fn last_key_field(&self) -> usize {
+        self.positions.iter().copied().max().unwrap_or(0)
+    }
+
     /// The length of the row at the front of `buf`, or `None` if it is incomplete.
     pub fn row_len(&self, buf: &[u8]) -> Result<Option<usize>> {
         match self.format {

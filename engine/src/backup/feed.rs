@@ -8,6 +8,7 @@ use crate::Result;
 use crate::model::{BlockList, ChunkId, Layer};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::rowcut::{Cut, RowCutter};
 use crate::segment::{Key, KeySpec, Merged, cmp_key, push_delete, push_upsert};
 use crate::source::postgres::count_lines;
 
@@ -23,6 +24,9 @@ pub(super) struct Streamed {
     pub(super) segment_bytes: u64,
     /// The key the stream proved to be strictly ordered by, if any.
     pub(super) key: Vec<String>,
+    /// The first and last key of its rows (a keyed stream with rows): the parts of a
+    /// table read in parts must follow each other in key order.
+    pub(super) edges: Option<(Key, Key)>,
     /// Built from the rows changed since the parent ([`changes_only`]).
     pub(super) changes_only: bool,
     /// The block sums whose root is `checksum` (format 2, keyed tables), to be stored.
@@ -91,59 +95,80 @@ impl Differ<'_> {
 /// diffing it against the parent.
 pub(super) struct Keyed<'a> {
     pub(super) spec: KeySpec,
-    /// The start of a row that the previous piece ended inside.
-    pub(super) carry: Vec<u8>,
-    pub(super) last: Key,
-    pub(super) key: Key,
-    pub(super) started: bool,
+    rows: RowCutter,
+    /// A long row's bytes, gathered only for a delta (its differ compares whole rows).
+    long: Vec<u8>,
+    pub(super) order: Order<'a>,
+}
+
+/// The key order of a keyed table's rows, checked row by row.
+pub(super) struct Order<'a> {
+    spec: KeySpec,
+    last: Key,
+    key: Key,
+    first: Option<Key>,
     pub(super) differ: Option<Differ<'a>>,
     pub(super) out: Vec<u8>,
 }
 
-impl Keyed<'_> {
-    /// Takes the complete rows of `carry` + `data`, leaving an unfinished one in
-    /// `carry`. `Ok(false)`: the stream is not in key order.
+impl<'a> Keyed<'a> {
+    pub(super) fn new(spec: KeySpec, differ: Option<Differ<'a>>) -> Self {
+        Keyed {
+            rows: RowCutter::new(spec.clone()),
+            long: Vec::new(),
+            order: Order {
+                spec: spec.clone(),
+                last: Vec::new(),
+                key: Vec::new(),
+                first: None,
+                differ,
+                out: Vec::new(),
+            },
+            spec,
+        }
+    }
+
+    /// Takes the rows of `data`, keeping what an unfinished one needs.
+    /// `Ok(false)`: the stream is not in key order.
     async fn rows(&mut self, data: &[u8]) -> Result<bool> {
         let mut data = data;
-        if !self.carry.is_empty() {
-            // Complete the carried row with as little of `data` as it needs.
-            let mut carry = std::mem::take(&mut self.carry);
-            let mut taken = 0;
-            let mut step = 4096;
-            while taken < data.len() {
-                // Growing steps: a multi-megabyte row is not rescanned once per 4 KiB.
-                let end = (taken + step).min(data.len());
-                carry.extend_from_slice(&data[taken..end]);
-                taken = end;
-                step *= 2;
-                if self.spec.row_len(&carry)?.is_some() {
-                    break;
+        while let Some(cut) = self.rows.next(&mut data)? {
+            let in_order = match cut {
+                Cut::Row(row) => self.order.row(row, row).await?,
+                Cut::Bytes(bytes) => {
+                    if self.order.differ.is_some() {
+                        self.long.extend_from_slice(bytes);
+                    }
+                    true
                 }
-            }
-            let Some(n) = self.spec.row_len(&carry)? else {
-                self.carry = carry;
-                return Ok(true);
+                Cut::LongRow { keys, .. } => {
+                    let row = std::mem::take(&mut self.long);
+                    match keys {
+                        Some(keys) => self.order.row(keys, &row).await?,
+                        None => false,
+                    }
+                }
             };
-            if !self.row(&carry[..n]).await? {
+            if !in_order {
                 return Ok(false);
             }
-            // What the carried row did not need is the start of the next rows.
-            data = &data[taken - (carry.len() - n)..];
         }
-        let mut at = 0;
-        while let Some(n) = self.spec.row_len(&data[at..])? {
-            if !self.row(&data[at..at + n]).await? {
-                return Ok(false);
-            }
-            at += n;
-        }
-        self.carry.extend_from_slice(&data[at..]);
         Ok(true)
     }
 
-    async fn row(&mut self, row: &[u8]) -> Result<bool> {
-        if self.spec.key_into(row, &mut self.key).is_err()
-            || self.started && cmp_key(&self.last, &self.key) != std::cmp::Ordering::Less
+    /// The first and last key of the rows taken, if any.
+    pub(super) fn edges(&self) -> Option<(Key, Key)> {
+        let first = self.order.first.clone()?;
+        Some((first, self.order.last.clone()))
+    }
+}
+
+impl Order<'_> {
+    /// The next row: `key_row` holds its key ([`crate::rowcut::Cut`]), `row` its bytes
+    /// (a long row's only for a delta).
+    async fn row(&mut self, key_row: &[u8], row: &[u8]) -> Result<bool> {
+        if self.spec.key_into(key_row, &mut self.key).is_err()
+            || self.first.is_some() && cmp_key(&self.last, &self.key) != std::cmp::Ordering::Less
         {
             return Ok(false);
         }
@@ -151,7 +176,9 @@ impl Keyed<'_> {
             d.row(&self.key, row, &mut self.out).await?;
         }
         std::mem::swap(&mut self.last, &mut self.key);
-        self.started = true;
+        if self.first.is_none() {
+            self.first = Some(self.last.clone());
+        }
         Ok(true)
     }
 }
@@ -199,18 +226,13 @@ impl<'a> Feed<'a> {
         progress.table_started(&plan.name, None);
         pipe.send(Msg::Start).await?;
         let parent = plan.parent.as_ref().filter(|_| delta);
-        let keyed = plan.key.clone().map(|spec| Keyed {
-            differ: parent.map(|p| Differ {
+        let keyed = plan.key.clone().map(|spec| {
+            let differ = parent.map(|p| Differ {
                 parent: Merged::new(repo, &p.name, p.layers(), spec.clone()),
                 head: None,
                 primed: false,
-            }),
-            spec,
-            carry: Vec::new(),
-            last: Vec::new(),
-            key: Vec::new(),
-            started: false,
-            out: Vec::new(),
+            });
+            Keyed::new(spec, differ)
         });
         Ok(Feed {
             pipe,
@@ -235,6 +257,19 @@ impl<'a> Feed<'a> {
     pub(super) fn count_row(&mut self) {
         self.rows += 1;
         self.unreported_rows += 1;
+    }
+
+    /// Appends `data` to the stream, sending as it fills: a piece of many megabytes
+    /// (one PostgreSQL row's COPY message) goes on in pieces of [`SEND_AT`].
+    pub(super) async fn push(&mut self, data: &[u8]) -> Result<()> {
+        for piece in data.chunks(SEND_AT) {
+            self.buf.extend_from_slice(piece);
+            self.send_if_full().await?;
+            if self.restart {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn send_if_full(&mut self) -> Result<()> {
@@ -277,7 +312,7 @@ impl<'a> Feed<'a> {
             }
         }
         if !self.base.is_empty() {
-            ship = std::mem::take(&mut self.keyed.as_mut().expect("a delta is keyed").out);
+            ship = std::mem::take(&mut self.keyed.as_mut().expect("a delta is keyed").order.out);
         }
         self.ship(ship).await
     }
@@ -302,15 +337,15 @@ impl<'a> Feed<'a> {
         if let Some(k) = &mut self.keyed
             && !self.restart
         {
-            let ended = k.carry.is_empty()
-                && match &mut k.differ {
-                    Some(d) => d.finish(&mut k.out).await.is_ok(),
+            let ended = !k.rows.in_row()
+                && match &mut k.order.differ {
+                    Some(d) => d.finish(&mut k.order.out).await.is_ok(),
                     None => true,
                 };
             if !ended {
                 self.not_in_key_order();
             } else if let Some(k) = &mut self.keyed {
-                let out = std::mem::take(&mut k.out);
+                let out = std::mem::take(&mut k.order.out);
                 self.ship(out).await?;
             }
         }
@@ -344,6 +379,7 @@ impl<'a> Feed<'a> {
             part,
             base: self.base,
             segment_bytes: self.segment_bytes,
+            edges: self.keyed.as_ref().and_then(|k| k.edges()),
             key: self.keyed.map(|k| k.spec.names).unwrap_or_default(),
             changes_only: false,
         }))

@@ -164,20 +164,12 @@ trait SourceReader {
         Ok(Vec::new())
     }
 
-    /// Streams one part made by [`SourceReader::split`] into `feed`; returns the
-    /// first and last row of the part (complete rows of its stream), if any.
-    async fn fill_part(&mut self, _sql: &str, _feed: &mut Feed<'_>) -> Result<Option<Edges>> {
+    /// Streams one part made by [`SourceReader::split`] into `feed`.
+    async fn fill_part(&mut self, _sql: &str, _feed: &mut Feed<'_>) -> Result<()> {
         Err(Error::Other(
             "this source does not read tables in parts".into(),
         ))
     }
-}
-
-/// The first and last row of a part's stream, to check that consecutive parts keep
-/// the key order across the seam.
-pub(super) struct Edges {
-    first: Vec<u8>,
-    last: Vec<u8>,
 }
 
 /// The selected tables of a source, planned.
@@ -268,7 +260,6 @@ struct Task {
 struct Done {
     task: Task,
     streamed: Streamed,
-    edges: Option<Edges>,
 }
 
 /// Streams one table (`task.of == 0`) into `pipe`: as a delta when it has a parent (from
@@ -330,9 +321,7 @@ async fn run_lane<S: SourceReader>(
         };
         let plan = &plans[task.plan];
         let result = if task.of == 0 {
-            stream_table(src, repo, plan, task.plan, pipe, progress)
-                .await
-                .map(|s| (s, None))
+            stream_table(src, repo, plan, task.plan, pipe, progress).await
         } else {
             async {
                 let lines = plan.format == StreamFormat::PgCopyText;
@@ -344,20 +333,16 @@ async fn run_lane<S: SourceReader>(
                     ))
                 })?;
                 feed.check = crate::checksum::StreamCheck::for_part(spec);
-                let edges = src.fill_part(&task.sql, &mut feed).await?;
+                src.fill_part(&task.sql, &mut feed).await?;
                 match feed.finish(&plan.name).await? {
-                    Some(s) => Ok((s, edges)),
+                    Some(s) => Ok(s),
                     None => Err(Error::Other("a full segment was abandoned".into())),
                 }
             }
             .await
         };
         match result {
-            Ok((streamed, edges)) => done.push(Done {
-                task,
-                streamed,
-                edges,
-            }),
+            Ok(streamed) => done.push(Done { task, streamed }),
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
@@ -553,6 +538,7 @@ fn combine(parts: Vec<Streamed>) -> Result<Streamed> {
         base: Vec::new(),
         segment_bytes,
         key,
+        edges: None,
         changes_only: false,
     })
 }
@@ -577,21 +563,13 @@ fn combine_parts(
         )));
     }
     let mut keyed = parts.iter().all(|(d, _)| !d.streamed.key.is_empty());
-    if keyed && let Some(spec) = &plan.key {
-        let mut prev: Option<crate::segment::Key> = None;
+    if keyed {
+        let mut prev: Option<&crate::segment::Key> = None;
         for (d, _) in &parts {
-            let Some(edges) = &d.edges else { continue };
-            let (mut first, mut last) = (Vec::new(), Vec::new());
-            if spec.key_into(&edges.first, &mut first).is_err()
-                || spec.key_into(&edges.last, &mut last).is_err()
-            {
-                keyed = false;
-                break;
-            }
-            if prev
-                .as_ref()
-                .is_some_and(|p| crate::segment::cmp_key(p, &first) != std::cmp::Ordering::Less)
-            {
+            let Some((first, last)) = &d.streamed.edges else {
+                continue;
+            };
+            if prev.is_some_and(|p| crate::segment::cmp_key(p, first) != std::cmp::Ordering::Less) {
                 keyed = false;
                 break;
             }

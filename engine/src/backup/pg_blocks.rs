@@ -242,7 +242,7 @@ pub(super) async fn changed_blocks(
     // Few keys are looked up in the key's index; many (their blocks then touch most of
     // the table's pages anyway) in one sequential scan that tests each key against a
     // hashed list, which costs one pass instead of a probe per row.
-    feed.keyed.as_mut().expect("a keyed plan").differ = None;
+    feed.keyed.as_mut().expect("a keyed plan").order.differ = None;
     feed.order_known = true;
     let dirty_rows: usize = blocks
         .iter()
@@ -583,7 +583,7 @@ fn array_literal(keys: &[&Key]) -> Result<String> {
 
 /// Rows of a COPY, one at a time.
 struct Rows<'a> {
-    stream: futures::stream::BoxStream<'a, Result<Vec<u8>>>,
+    stream: futures::stream::BoxStream<'a, Result<bytes::Bytes>>,
     buf: Vec<u8>,
     pos: usize,
 }

@@ -8,7 +8,7 @@
 
 use super::feed::Feed;
 use super::plan::{Plan, changed_since, chosen_columns};
-use super::{Edges, Planned, SourceReader};
+use super::{Planned, SourceReader};
 use crate::model::{Engine, PgPoint, Skipped, Snapshot, StreamFormat, TableEntry, TableSchema};
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -95,8 +95,7 @@ impl SourceReader for Reader {
     async fn fill(&mut self, _i: usize, plan: &Plan, feed: &mut Feed<'_>) -> Result<()> {
         let mut stream = self.db.copy_out(&plan.sql).await?;
         while let Some(piece) = stream.next().await {
-            feed.buf.extend_from_slice(&piece?);
-            feed.send_if_full().await?;
+            feed.push(&piece?).await?;
             if feed.restart {
                 break;
             }
@@ -197,56 +196,21 @@ impl SourceReader for Reader {
         split(&mut self.db, plan, n).await
     }
 
-    async fn fill_part(&mut self, sql: &str, feed: &mut Feed<'_>) -> Result<Option<Edges>> {
+    async fn fill_part(&mut self, sql: &str, feed: &mut Feed<'_>) -> Result<()> {
         let mut stream = self.db.copy_out(sql).await?;
-        let mut edges = EdgeRows::default();
         while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            edges.see(&piece);
-            feed.buf.extend_from_slice(&piece);
-            feed.send_if_full().await?;
+            feed.push(&piece?).await?;
         }
-        Ok(edges.finish())
+        Ok(())
     }
 }
 
-/// The first and last lines of a COPY text stream, collected as it passes.
-#[derive(Default)]
-struct EdgeRows {
-    /// The first line, once complete (with its newline).
-    first: Vec<u8>,
-    first_done: bool,
-    /// The stream's end from the start of its last complete line.
-    tail: Vec<u8>,
-}
-
-impl EdgeRows {
-    fn see(&mut self, piece: &[u8]) {
-        if !self.first_done {
-            match memchr::memchr(b'\n', piece) {
-                Some(at) => {
-                    self.first.extend_from_slice(&piece[..=at]);
-                    self.first_done = true;
-                }
-                None => self.first.extend_from_slice(piece),
-            }
-        }
-        self.tail.extend_from_slice(piece);
-        // Keep from the newline that ends the line before the last complete one.
-        if let Some(end) = self.tail.len().checked_sub(1)
-            && let Some(last_nl) = memchr::memrchr(b'\n', &self.tail[..end])
-        {
-            self.tail.drain(..=last_nl);
-        }
-    }
-
-    fn finish(self) -> Option<Edges> {
-        (self.first_done && self.tail.ends_with(b"\n")).then_some(Edges {
-            first: self.first,
-            last: self.tail,
-        })
-    }
-}
+/// A part holds the rows before its first block boundary (16 on average, checksum
+/// module docs) until it is joined to the part before it: a table whose rows average
+/// more than this by `pg_table_size` is read whole, so that memory stays flat in row
+/// width. (That size is after compression: values that compress well still split, and
+/// their part heads are held whole, costing memory, never correctness.)
+const SPLIT_MAX_ROW_BYTES: u64 = 64 << 10;
 
 /// The COPY statements reading `plan` in about `n` parts of equal size, in stream
 /// order, all in this transaction's snapshot. A keyed table is cut by ranges of its
@@ -273,6 +237,16 @@ async fn split(db: &mut PgDb, plan: &Plan, n: usize) -> Result<Vec<String>> {
     let Some(column) = def.columns.iter().find(|c| &c.name == first) else {
         return Ok(Vec::new());
     };
+    // Rows wide on average are read whole (SPLIT_MAX_ROW_BYTES).
+    let (tuples, size): (f32, i64) = sqlx::query_as(
+        "SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass($1)",
+    )
+    .bind(&rel)
+    .fetch_optional(&mut db.conn)
+    .await
+    .map_err(|e| Error::Other(format!("reading the size of {rel}: {e}")))?
+    .unwrap_or((0.0, 0));
+    let wide = |rows: f64| rows >= 1.0 && size as f64 / rows > SPLIT_MAX_ROW_BYTES as f64;
     // Bounds as text, cast back to the column's type in the statements.
     let histogram: Option<Vec<String>> = sqlx::query_scalar(
         "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
@@ -285,19 +259,24 @@ async fn split(db: &mut PgDb, plan: &Plan, n: usize) -> Result<Vec<String>> {
     .map_err(|e| Error::Other(format!("reading the statistics of {rel}: {e}")))?
     .flatten();
     let bounds: Vec<String> = match histogram {
+        // Statistics imply an analyzed table: its row estimate holds.
+        Some(_) if wide(f64::from(tuples)) => return Ok(Vec::new()),
         Some(h) if h.len() > n => (1..n).map(|k| h[h.len() * k / n].clone()).collect(),
         _ => {
             let fractions: Vec<f64> = (1..n).map(|k| k as f64 / n as f64).collect();
             let sql = format!(
-                "SELECT unnest(percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {}))::text FROM {rel}",
+                "SELECT unnest(p)::text, c FROM (SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {}) AS p, count(*) AS c FROM {rel}) s",
                 quote(first)
             );
-            let found: Vec<Option<String>> = sqlx::query_scalar(&sql)
+            let found: Vec<(Option<String>, i64)> = sqlx::query_as(&sql)
                 .bind(&fractions)
                 .fetch_all(&mut db.conn)
                 .await
                 .map_err(|e| Error::Other(format!("finding key ranges of {rel}: {e}")))?;
-            found.into_iter().flatten().collect()
+            if found.first().is_some_and(|(_, c)| wide(*c as f64)) {
+                return Ok(Vec::new());
+            }
+            found.into_iter().filter_map(|(b, _)| b).collect()
         }
     };
     let mut bounds: Vec<String> = bounds;
@@ -465,7 +444,7 @@ async fn changes_only(
     let Some(keyed) = feed.keyed.as_mut() else {
         return Ok(false);
     };
-    keyed.differ = None;
+    keyed.order.differ = None;
     feed.order_known = true;
     let mut delta = Vec::new();
     let keys_sql = format!("COPY (SELECT {order} FROM {rel} ORDER BY {order}) TO STDOUT");
@@ -542,7 +521,7 @@ async fn changes_only(
             if !delta.is_empty()
                 && let Some(k) = feed.keyed.as_mut()
             {
-                k.out.append(&mut delta);
+                k.order.out.append(&mut delta);
             }
             feed.send_if_full().await?;
             if feed.restart {
@@ -570,37 +549,7 @@ async fn changes_only(
         };
     }
     if let Some(k) = feed.keyed.as_mut() {
-        k.out.append(&mut delta);
+        k.order.out.append(&mut delta);
     }
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EdgeRows;
-
-    /// The first and last rows of a COPY text stream, whatever the pieces it comes in.
-    #[test]
-    fn edge_rows_are_found_across_any_cut() {
-        let stream = b"1\ta\n22\tbb\\nstill 22\n333\tccc\n4444\td\n";
-        for cut in 0..stream.len() {
-            for cut2 in cut..stream.len() {
-                let mut e = EdgeRows::default();
-                for piece in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
-                    e.see(piece);
-                }
-                let edges = e.finish().expect("complete rows");
-                assert_eq!(edges.first, b"1\ta\n", "cuts {cut}, {cut2}");
-                assert_eq!(edges.last, b"4444\td\n", "cuts {cut}, {cut2}");
-            }
-        }
-        let mut one = EdgeRows::default();
-        one.see(b"7\tx\n");
-        let edges = one.finish().unwrap();
-        assert_eq!(
-            (edges.first.as_slice(), edges.last.as_slice()),
-            (&b"7\tx\n"[..], &b"7\tx\n"[..])
-        );
-        assert!(EdgeRows::default().finish().is_none(), "no rows, no edges");
-    }
 }

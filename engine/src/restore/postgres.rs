@@ -736,14 +736,41 @@ async fn produce_rows(
     let mut kept = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let mut next = 0;
+    // A long row (more than LONG_ROW bytes) is being sent, piece by piece, to
+    // `senders[next]`, so it is never held whole (only without a filter or a column
+    // choice, which need whole rows).
+    let mut long = false;
+    let send = |to: usize, buf: Vec<u8>| {
+        let tx = senders[to % senders.len()].clone();
+        let table = &t.dest_table;
+        async move {
+            tx.send(Piece::Rows(buf))
+                .await
+                .map_err(|_| Error::Other(format!("loading {table} stopped")))
+        }
+    };
     let mut stream = crate::segment::table_stream(repo, e)?;
     while let Some(piece) = stream.next().await {
         progress.check_abort()?;
-        let piece = piece?;
+        let mut piece = piece?;
         hasher.update(&piece)?;
-        let n = count_lines(&piece);
+        let mut n = count_lines(&piece);
         rows += n;
         progress.advanced(n, piece.len() as u64);
+        if long {
+            let Some(i) = memchr::memchr(b'\n', &piece) else {
+                send(next, piece).await?;
+                continue;
+            };
+            // The long row ends here; what follows are whole rows for any connection.
+            let rest = piece.split_off(i + 1);
+            send(next, piece).await?;
+            next += 1;
+            long = false;
+            kept += 1;
+            n -= 1;
+            piece = rest;
+        }
         // Whole rows only, so pieces can go to different connections. The carry never
         // holds a row end, so only the new piece is searched for one; a piece that ends
         // no row joins the carry whole (moved, not copied: a row of many pieces would
@@ -759,6 +786,11 @@ async fn produce_rows(
         };
         let Some(i) = last_end else {
             carry = buf;
+            if all && !filtered && carry.len() > crate::rowcut::LONG_ROW {
+                // The start of a long row: sent on now, the rest follows it.
+                send(next, std::mem::take(&mut carry)).await?;
+                long = true;
+            }
             continue;
         };
         carry = buf.split_off(buf.len() - piece_len + i + 1);
@@ -789,14 +821,11 @@ async fn produce_rows(
             kept += n;
         }
         if !buf.is_empty() {
-            senders[next % senders.len()]
-                .send(Piece::Rows(buf))
-                .await
-                .map_err(|_| Error::Other(format!("loading {} stopped", t.dest_table)))?;
+            send(next, buf).await?;
             next += 1;
         }
     }
-    if !hasher.matches(e) || rows != e.rows || !carry.is_empty() {
+    if !hasher.matches(e) || rows != e.rows || !carry.is_empty() || long {
         return Err(Error::damaged(format!(
             "table {} does not match its checksum ({rows} of {} rows read); nothing was restored",
             e.name, e.rows

@@ -636,20 +636,19 @@ impl PgDb {
         }
     }
 
+    /// The data of `sql` (a `COPY … TO STDOUT`) as the server sends it: each piece is
+    /// one message, one row (a row of many megabytes is one piece, not copied again).
     pub async fn copy_out<'a>(
         &'a mut self,
         sql: &'a str,
-    ) -> Result<impl Stream<Item = Result<Vec<u8>>> + 'a> {
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes>> + 'a> {
         let display = self.display.clone();
         let stream = self
             .conn
             .copy_out_raw(sql)
             .await
             .context(|| format!("{sql} on {display}"))?;
-        Ok(stream.map(move |b| {
-            b.map(|b| b.to_vec())
-                .context(|| format!("reading COPY data: {sql}"))
-        }))
+        Ok(stream.map(move |b| b.context(|| format!("reading COPY data: {sql}"))))
     }
 }
 
