@@ -237,7 +237,12 @@ pub async fn metrics_handler(
 /// 200 while the history database answers, else 503 (for load balancers and
 /// orchestrators: do not send work to a worker that cannot record it).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match store::ping(&state.db).await {
+    // A database that does not answer at all (its server gone mid-failover) is as
+    // unready as one that refuses: answered within a probe's usual timeout.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(3), store::ping(&state.db))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 3 s")));
+    match answered {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "readiness: the history database does not answer");

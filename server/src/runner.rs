@@ -308,17 +308,27 @@ async fn run(state: &AppState, job: store::JobRow) {
         None => status.to_string(),
     };
     let _ = store::log(&state.db, id, level, &line).await;
-    match store::finish(
-        &state.db,
-        id,
-        job.worker.as_deref().unwrap_or_default(),
-        status,
-        error.as_deref(),
-        result.as_deref(),
-        snapshot.as_deref(),
-    )
-    .await
-    {
+    let worker = job.worker.as_deref().unwrap_or_default();
+    // A history database that went away (a PostgreSQL restart or failover) is waited
+    // for: the job must not be left `running`. A retry whose first attempt was applied
+    // before the connection broke finds the job already ended as this worker ended it.
+    let finished = app::ssr::db::through_outage("the end of the job", |retry| {
+        let (error, result, snapshot) = (error.as_deref(), result.as_deref(), snapshot.as_deref());
+        async move {
+            let done =
+                store::finish(&state.db, id, worker, status, error, result, snapshot).await?;
+            if done || !retry {
+                return Ok(done);
+            }
+            Ok(store::job(&state.db, id).await?.is_some_and(|j| {
+                j.status == status
+                    && j.worker.as_deref() == Some(worker)
+                    && j.error.as_deref() == error
+            }))
+        }
+    })
+    .await;
+    match finished {
         Ok(true) => {}
         Ok(false) => {
             // Another worker gave up on this one (no heartbeat) and failed the job;
@@ -975,19 +985,35 @@ async fn record_snapshot(
         .iter()
         .map(|t| json!({"name": t.name, "rows": t.rows, "bytes": t.bytes, "segment": t.segment, "segment_bytes": t.segment_bytes}))
         .collect();
-    store::insert_snapshot(
-        &state.db,
-        target.id,
-        &summary.id,
-        policy,
-        Some(source),
-        Some(job),
-        &summary.snapshot,
-        &serde_json::to_string(&details)?,
-        copy_of,
-    )
-    .await?;
-    Ok(())
+    let details = serde_json::to_string(&details)?;
+    // Waited for through an outage of the history database; a retry whose first
+    // attempt was applied before the connection broke finds the snapshot recorded.
+    app::ssr::db::through_outage("the new snapshot", |retry| {
+        let details = &details;
+        async move {
+            if retry
+                && store::snapshot_row_id(&state.db, target.id, &summary.id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+            store::insert_snapshot(
+                &state.db,
+                target.id,
+                &summary.id,
+                policy,
+                Some(source),
+                Some(job),
+                &summary.snapshot,
+                details,
+                copy_of,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// Repairs a damaged repository from the copy targets of the policies that back up

@@ -65,6 +65,8 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    /// The server options it was started with ([`Postgres::start_again`]).
+    opts: String,
 }
 
 impl Postgres {
@@ -96,11 +98,12 @@ impl Postgres {
             }
         }
         let data = dir.path().join("data");
-        let pg = Self {
+        let mut pg = Self {
             dir,
             bin,
             port: free_port(),
             as_postgres_user,
+            opts: String::new(),
         };
         pg.run(
             "initdb",
@@ -125,8 +128,18 @@ impl Postgres {
         if let Some(ca) = ca {
             opts.push_str(&pg.install_tls(ca, &data)?);
         }
-        let log = pg.dir.path().join("server.log");
-        pg.run(
+        pg.opts = opts;
+        pg.pg_ctl_start()?;
+        if ca.is_some() {
+            pg.psql("postgres", "CREATE ROLE certuser LOGIN SUPERUSER")?;
+        }
+        Ok(pg)
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -134,7 +147,7 @@ impl Postgres {
                 "-l",
                 path_str(&log)?,
                 "-o",
-                &opts,
+                &self.opts,
                 "-w",
                 "-t",
                 "60",
@@ -146,11 +159,26 @@ impl Postgres {
                 "pg_ctl start failed; server log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
-        })?;
-        if ca.is_some() {
-            pg.psql("postgres", "CREATE ROLE certuser LOGIN SUPERUSER")?;
-        }
-        Ok(pg)
+        })
+    }
+
+    /// Stops the server as a restart or a switchover looks to its clients: every
+    /// connection is cut (`-m fast`; not `immediate`, which with this server's
+    /// `synchronous_commit=off` may lose the last commits), and nothing answers on its
+    /// port until [`Postgres::start_again`].
+    pub fn stop(&self) -> Result<()> {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-m", "fast", "-w", "stop"],
+        )
+        .context("pg_ctl stop failed")
+    }
+
+    /// Starts a server stopped by [`Postgres::stop`] again, on the same port with the
+    /// same data (after crash recovery).
+    pub fn start_again(&self) -> Result<()> {
+        self.pg_ctl_start()
     }
 
     /// Copies `ca`'s files into the data directory (owned by the server's user, the key

@@ -199,6 +199,69 @@ fn scrub(message: &str, url: &str) -> String {
     message.replace(url, &redact_url(url))
 }
 
+/// How long a worker keeps retrying a write it must not lose (a job's end, its
+/// snapshot) while the history database does not answer: a PostgreSQL history's restart
+/// or failover. Shorter than the silence after which other workers fail a job as
+/// abandoned (60 s), so the two never both record one.
+pub const OUTAGE: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Whether `e` says the history database could not be reached (connection refused or
+/// cut, the server shutting down or starting up) rather than refusing the statement.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
+        Some(
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        // SQLSTATE class 08 (connection exception) and 57P01–57P03 (admin shutdown,
+        // crash shutdown, cannot connect now).
+        Some(sqlx::Error::Database(d)) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        _ => false,
+    })
+}
+
+/// Runs `op` until it succeeds, fails for another reason than an unreachable history
+/// database ([`is_unreachable`]), or [`OUTAGE`] has passed. `op` is told whether it is
+/// a retry: a write whose first attempt may have been applied before the connection
+/// broke checks for that first.
+pub async fn through_outage<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut retry = false;
+    loop {
+        match op(retry).await {
+            Err(e) if is_unreachable(&e) && started.elapsed() < OUTAGE => {
+                if !retry {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "the history database does not answer; {what} is retried until it does"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(4));
+                retry = true;
+            }
+            Ok(v) if retry => {
+                tracing::info!(
+                    waited_s = started.elapsed().as_secs(),
+                    "the history database answers again; {what} is recorded"
+                );
+                return Ok(v);
+            }
+            r => return r,
+        }
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -275,3 +275,133 @@ async fn a_worker_with_another_server_key_refuses_to_start() {
         recorded
     );
 }
+
+/// A PostgreSQL history database that goes away in the middle of a backup (a failover
+/// or a crash: every connection cut, nothing answering) and comes back: `readyz` says
+/// so while it lasts, and the job's end and its snapshot, which came during the outage,
+/// are recorded once it is back — the job is not left `running`, and nothing is
+/// recorded twice.
+#[tokio::test]
+async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
+    use crate::harness::{Api, add_policy, cookie, sqlite};
+    use std::io::{BufRead, Write};
+    use std::time::{Duration, Instant};
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.create_database("failover").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Options {
+        data_dir: &dir.path().join("data"),
+        database_url: Some(&url),
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let shop = dir.path().join("shop.db");
+    sqlite(
+        &shop,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT);
+         INSERT INTO orders (item) VALUES ('tea'), ('cake');",
+    );
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &shop,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().expect("a policy");
+    let ready = || async {
+        client()
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+
+    // The source is locked by its application, so the backup waits (SQLite's busy
+    // timeout) while the history database goes away.
+    let mut app = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); \
+             sys.stdin.readline(); c.execute('COMMIT')",
+        ])
+        .arg(&shop)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(app.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let r = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await;
+    let job = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = api
+            .form(
+                Some(&admin),
+                "jobs/get",
+                &[("id", job.to_string()), ("after_log", "0".into())],
+            )
+            .await;
+        if r.json()[0]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.stop().unwrap();
+    // The application commits: the backup runs to its end while nothing answers.
+    app.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(app.wait().unwrap().success());
+    assert_eq!(
+        ready().await,
+        503,
+        "not ready while the history database is gone"
+    );
+    // Each call to the gone database waits for a connection (10 s) before it fails:
+    // the backup's progress, its heartbeat, then the first try at recording its end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.log().contains("is retried until it does") {
+        assert!(
+            Instant::now() < deadline,
+            "the job's end was not waited for:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    pg.start_again().unwrap();
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert_eq!(ready().await, 200);
+    assert!(server.log().contains("answers again"), "{}", server.log());
+    let count = |sql: &str| pg.psql("failover", sql).unwrap().trim().to_string();
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM snapshots WHERE job_id = {job}"
+        )),
+        "1"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM jobs WHERE status = 'running'"),
+        "0"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM jobs"),
+        "1",
+        "no job was run twice"
+    );
+}
