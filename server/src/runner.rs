@@ -42,6 +42,9 @@ pub fn spawn(state: AppState, worker: String, slots: usize) -> tokio::task::Join
             }
             Err(e) => tracing::error!(error = %e, "could not check for interrupted jobs"),
         }
+        // Its own task: a worker whose every slot runs a long job still takes over the
+        // jobs of a worker that died.
+        tokio::spawn(sweep_loop(state.clone()));
         let loops: Vec<_> = (0..slots.max(1))
             .map(|_| tokio::spawn(claim_loop(state.clone(), worker.clone())))
             .collect();
@@ -51,17 +54,29 @@ pub fn spawn(state: AppState, worker: String, slots: usize) -> tokio::task::Join
     })
 }
 
+/// How often a worker looks for jobs abandoned by a silent one: a job is failed at
+/// most STALE_MS + SWEEP after its worker died.
+const SWEEP: Duration = Duration::from_secs(10);
+
+/// Fails the jobs of workers silent for [`STALE_MS`], every [`SWEEP`], until the
+/// process ends (each job is failed by one worker: the UPDATE claims it).
+async fn sweep_loop(state: AppState) {
+    loop {
+        tokio::time::sleep(SWEEP).await;
+        match store::fail_abandoned(&state.db, "", STALE_MS).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                tracing::warn!(jobs = ?ids, "failed jobs whose worker fell silent");
+                announce_abandoned(&state, &ids).await;
+            }
+            Err(e) => tracing::error!(error = %e, "sweeping abandoned jobs"),
+        }
+    }
+}
+
 /// Claims and runs jobs one after the other, until the process ends.
 async fn claim_loop(state: AppState, worker: String) {
-    let mut last_sweep = std::time::Instant::now();
     loop {
-        if last_sweep.elapsed() > Duration::from_secs(30) {
-            last_sweep = std::time::Instant::now();
-            match store::fail_abandoned(&state.db, "", STALE_MS).await {
-                Ok(ids) => announce_abandoned(&state, &ids).await,
-                Err(e) => tracing::error!(error = %e, "sweeping abandoned jobs"),
-            }
-        }
         match store::claim(&state.db, &worker).await {
             Ok(Some(job)) => run(&state, job).await,
             Ok(None) => {

@@ -405,3 +405,134 @@ async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
         "no job was run twice"
     );
 }
+
+/// A worker killed (SIGKILL) in the middle of a backup: another worker on the same
+/// PostgreSQL history fails the job with the reason within 90 s (it prints how long it
+/// took), its console shows it, and the job retried there succeeds.
+#[tokio::test]
+async fn a_killed_workers_job_is_failed_by_another_and_retried_there() {
+    use crate::harness::{Api, add_policy, cookie, sqlite};
+    use std::io::{BufRead, Write};
+    use std::time::{Duration, Instant};
+    let pg = testkit::Postgres::start().unwrap();
+    let url = pg.create_database("takeover").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(Options {
+        data_dir: &dir.path().join("first"),
+        database_url: Some(&url),
+        admin_password: Some(ADMIN_PASSWORD),
+    });
+    let api = Api { server: &first };
+    let admin = cookie(&first, "admin", ADMIN_PASSWORD).await;
+    let shop = dir.path().join("shop.db");
+    sqlite(
+        &shop,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT);
+         INSERT INTO orders (item) VALUES ('tea'), ('cake');",
+    );
+    let (_, _, policy) = add_policy(
+        &api,
+        &admin,
+        "nightly",
+        &shop,
+        &dir.path().join("repo"),
+        "",
+        "",
+    )
+    .await;
+    let policy = policy.json().as_i64().expect("a policy");
+    // The source is locked by its application: the backup waits, and is killed waiting.
+    let mut app = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); \
+             sys.stdin.readline(); c.execute('COMMIT')",
+        ])
+        .arg(&shop)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(app.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let r = api
+        .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
+        .await;
+    let job = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job_status(&api, &admin, job).await["status"] != "running" {
+        assert!(Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first); // SIGKILL, mid-job
+    let killed = Instant::now();
+    app.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(app.wait().unwrap().success());
+
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    std::fs::copy(
+        dir.path().join("first").join("server.key"),
+        second_dir.join("server.key"),
+    )
+    .unwrap();
+    let second = Server::start(Options {
+        data_dir: &second_dir,
+        database_url: Some(&url),
+        admin_password: None,
+    });
+    let api = Api { server: &second };
+    let admin = cookie(&second, "admin", ADMIN_PASSWORD).await;
+    let failed = loop {
+        let j = job_status(&api, &admin, job).await;
+        if j["status"] != "running" {
+            break j;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "the killed worker's job was not taken over within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "takeover: the killed worker's job was failed by another {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("retry it"),
+        "{failed}"
+    );
+    let r = api
+        .form(Some(&admin), "jobs/retry", &[("id", job.to_string())])
+        .await;
+    let retried = r.json().as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    let done = api.wait_job(&admin, retried).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    assert_eq!(
+        pg.psql("takeover", "SELECT count(*) FROM snapshots")
+            .unwrap()
+            .trim(),
+        "1",
+        "one snapshot, from the retry"
+    );
+}
+
+/// A job as `jobs/get` shows it.
+async fn job_status(api: &crate::harness::Api<'_>, cookie: &str, job: i64) -> serde_json::Value {
+    api.form(
+        Some(cookie),
+        "jobs/get",
+        &[("id", job.to_string()), ("after_log", "0".into())],
+    )
+    .await
+    .json()[0]
+        .clone()
+}
