@@ -18,13 +18,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const LEASE_MS: i64 = 60_000;
 const RETRY_AFTER_ERROR_MS: i64 = 30_000;
+
+/// A capture's lease: two of its intervals less the one-second tick that renews it
+/// (at least 3 s), so that another worker takes over a dead one's capture within two
+/// intervals. The holder renews every lease it holds at each tick, during rounds and
+/// between them.
+fn lease_ms(capture_secs: i64) -> i64 {
+    (2 * capture_secs * 1000 - 1000).max(3_000)
+}
 
 /// What a worker remembers of each capture it runs: set up, and where it is.
 #[derive(Default)]
 struct Running {
     busy: bool,
+    /// This worker holds the capture's lease (of this many ms, renewed at each tick).
+    held: Option<i64>,
     setup_slot: Option<String>,
     position: Position,
     /// A SQLite capture between rounds (taken out while a round runs).
@@ -48,7 +57,28 @@ async fn tick(
     worker: &str,
     running: &Arc<Mutex<HashMap<i64, Running>>>,
 ) -> Result<()> {
+    // The leases held are renewed first; one lost (this worker was silent longer than
+    // a lease, and another took the capture) ends this worker's part in it.
+    let held: Vec<(i64, i64)> = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(&id, r)| r.held.map(|ms| (id, ms)))
+        .collect();
+    let still = store::renew_captures(&state.db, worker, &held).await?;
+    for (id, _) in held.iter().filter(|(id, _)| !still.contains(id)) {
+        tracing::info!(policy = id, "the capture's lease passed to another worker");
+        let mut map = running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = map.get_mut(id) {
+            r.held = None;
+            if !r.busy {
+                // Its replication stream or watching connection ends here.
+                *r = Running::default();
+            }
+        }
+    }
     for p in store::continuous_policies(&state.db).await? {
+        let secs = p.capture_secs.unwrap_or(5).max(1);
         {
             let mut map = running.lock().unwrap_or_else(|e| e.into_inner());
             let r = map.entry(p.id).or_default();
@@ -57,8 +87,16 @@ async fn tick(
             }
             r.busy = true;
         }
-        match store::lease_capture(&state.db, p.id, worker, LEASE_MS).await {
-            Ok(true) => {}
+        match store::lease_capture(&state.db, p.id, worker, lease_ms(secs)).await {
+            Ok(true) => {
+                if let Some(r) = running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&p.id)
+                {
+                    r.held = Some(lease_ms(secs));
+                }
+            }
             Ok(false) => {
                 release(running, p.id);
                 continue;
@@ -71,7 +109,6 @@ async fn tick(
         let (state, worker, running) = (state.clone(), worker.to_string(), running.clone());
         tokio::spawn(async move {
             let outcome = round(&state, &p, &running).await;
-            let secs = p.capture_secs.unwrap_or(5).max(1);
             let (slot, covers, lag, error, next) = match &outcome {
                 Ok(r) => (
                     Some(r.slot.clone()),
@@ -127,6 +164,10 @@ fn release(running: &Arc<Mutex<HashMap<i64, Running>>>, policy: i64) {
         .get_mut(&policy)
     {
         r.busy = false;
+        if r.held.is_none() {
+            // Not (or no longer) this worker's: what it kept open ends.
+            *r = Running::default();
+        }
     }
 }
 

@@ -601,3 +601,194 @@ async fn a_continuous_sqlite_policy_restores_to_an_instant_from_the_console() {
     assert_eq!(done[0]["status"], "succeeded", "{done}");
     assert_eq!(sqlite_rows(&out_db).await, expected);
 }
+
+/// Two workers on one PostgreSQL history, one of them running a policy's continuous
+/// capture: killed with SIGKILL, the other takes the capture over within two capture
+/// intervals (it prints how long it took), and a restore to an instant after changes
+/// made meanwhile gives exactly the rows committed then.
+#[tokio::test]
+async fn a_killed_workers_capture_is_taken_over_without_losing_a_change() {
+    use crate::harness::{ADMIN_PASSWORD, Api, Options, Server, add_policy_for, cookie};
+    use serde_json::json;
+    use std::time::Instant;
+    const SECS: u64 = 3;
+    let pg = testkit::Postgres::start().unwrap();
+    let history = pg.create_database("history").unwrap();
+    let src = pg.create_database("bank").unwrap();
+    let dest = pg.create_database("restored").unwrap();
+    let mut c = PgConnection::connect(&src).await.unwrap();
+    c.execute(sqlx::raw_sql(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, v text NOT NULL); INSERT INTO ledger SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, admin: Option<&str>| {
+        Server::start(Options {
+            data_dir: &dir.path().join(name),
+            database_url: Some(&history),
+            admin_password: admin,
+        })
+    };
+    let mut workers = vec![Some(start("one", Some(ADMIN_PASSWORD)))];
+    std::fs::create_dir_all(dir.path().join("two")).unwrap();
+    std::fs::copy(
+        dir.path().join("one/server.key"),
+        dir.path().join("two/server.key"),
+    )
+    .unwrap();
+    workers.push(Some(start("two", None)));
+    let server = workers[0].as_ref().unwrap();
+    let api = Api { server };
+    let admin = cookie(server, "admin", ADMIN_PASSWORD).await;
+    let (_, _, policy) =
+        add_policy_for(&api, &admin, "bank", &src, &dir.path().join("repo"), "", "").await;
+    let policy = policy.json().as_i64().unwrap();
+    let r = api
+        .form(
+            Some(&admin),
+            "policies/continuous",
+            &[("id", policy.to_string()), ("secs", SECS.to_string())],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let mut n = 100;
+    let mut write = async |c: &mut PgConnection, k: i64| {
+        for _ in 0..k {
+            n += 1;
+            c.execute(sqlx::raw_sql(&format!(
+                "BEGIN; INSERT INTO ledger VALUES ({n}, 'v{n}'); UPDATE ledger SET v = v || '+' WHERE id = {}; DELETE FROM ledger WHERE id = {}; COMMIT;",
+                n / 2,
+                n - 90
+            )))
+            .await
+            .unwrap();
+        }
+    };
+    let now_ms = async |c: &mut PgConnection| -> i64 {
+        sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(c)
+            .await
+            .unwrap()
+    };
+    let holder = || {
+        pg.psql("history", "SELECT coalesce(worker, '') FROM captures")
+            .unwrap()
+    };
+    // Changes, and the capture past them (the base snapshot comes first).
+    write(&mut c, 50).await;
+    let before = now_ms(&mut c).await;
+    let restorable = async |api: &Api<'_>, admin: &str| {
+        api.form(Some(admin), "policies/list", &[]).await.json()[0]["restorable_to"].as_i64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while restorable(&api, &admin).await.is_none_or(|t| t <= before) {
+        assert!(
+            Instant::now() < deadline,
+            "the capture never passed the first changes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Kill whichever worker holds the capture.
+    let held_by = holder();
+    let killed = if held_by.contains(&dir.path().join("one").display().to_string()) {
+        0
+    } else {
+        1
+    };
+    assert!(
+        held_by.contains(
+            &dir.path()
+                .join(["one", "two"][killed])
+                .display()
+                .to_string()
+        ),
+        "{held_by}"
+    );
+    drop(workers[killed].take()); // SIGKILL
+    let kill_time = Instant::now();
+    let survivor = workers[1 - killed].as_ref().unwrap();
+    let api = Api { server: survivor };
+    let admin = cookie(survivor, "admin", ADMIN_PASSWORD).await;
+    write(&mut c, 50).await;
+    let at = now_ms(&mut c).await;
+    let expected = sqlx::query("SELECT id, v FROM ledger ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    write(&mut c, 20).await;
+    let mut took = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if took.is_none() && holder() != held_by && !holder().is_empty() {
+            took = Some(kill_time.elapsed());
+        }
+        if took.is_some() && restorable(&api, &admin).await.is_some_and(|t| t > at) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the capture was not taken over: {}",
+            holder()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = took.unwrap();
+    println!(
+        "capture takeover: the other worker held the capture {:.1} s after the kill (interval {SECS} s)",
+        took.as_secs_f64()
+    );
+    assert!(took <= Duration::from_secs(2 * SECS + 1), "took {took:?}");
+
+    // Restored to the instant: exactly the rows committed then.
+    let snapshot = api
+        .json(
+            Some(&admin),
+            "snapshots/list",
+            json!({"policy_id": 0, "source_id": 0, "before": null}),
+        )
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_i64())
+        .min()
+        .unwrap();
+    let dest_source = api
+        .form(
+            Some(&admin),
+            "sources/add",
+            &[("name", "restored".into()), ("url", dest.clone())],
+        )
+        .await
+        .json()
+        .as_i64()
+        .unwrap();
+    let req = json!({"snapshot": snapshot, "dest_source_id": dest_source, "tables": ["public.ledger"],
+                     "columns": {}, "rename": {}, "mode": "create", "confirm": "", "at_ms": at});
+    let job = api
+        .json(Some(&admin), "restore/start", json!({"req": req}))
+        .await;
+    let job = job.json().as_i64().unwrap_or_else(|| panic!("{job:?}"));
+    let done = api.wait_job(&admin, job).await;
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    let mut d = PgConnection::connect(&dest).await.unwrap();
+    let got = sqlx::query("SELECT id, v FROM ledger ORDER BY id")
+        .fetch_all(&mut d)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect::<Vec<_>>();
+    assert!(
+        got == expected,
+        "restored {} rows, {} were committed then",
+        got.len(),
+        expected.len()
+    );
+}

@@ -72,6 +72,33 @@ pub async fn lease_capture(db: &Db, policy: i64, worker: &str, lease_ms: i64) ->
     Ok(r.rows_affected() == 1)
 }
 
+/// Extends every capture lease `worker` holds to `lease_ms` (each policy's own, by its
+/// interval) from now, while it still holds them; returns the policies whose lease it
+/// held.
+pub async fn renew_captures(db: &Db, worker: &str, leases: &[(i64, i64)]) -> Result<Vec<i64>> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let (ids, until): (Vec<i64>, Vec<i64>) = leases.iter().map(|&(p, ms)| (p, now + ms)).unzip();
+    let mut held = Vec::with_capacity(ids.len());
+    for (id, until) in ids.iter().zip(&until) {
+        let r = sqlx::query(
+            "UPDATE captures SET lease_until = $3 WHERE policy_id = $1 AND worker = $2 AND lease_until >= $4",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .bind(now)
+        .execute(&db.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            held.push(*id);
+        }
+    }
+    Ok(held)
+}
+
 /// The last error recorded for a policy's capture (None: its last round worked or
 /// none ran yet).
 pub async fn capture_error(db: &Db, policy: i64) -> Result<Option<String>> {
