@@ -91,7 +91,11 @@ async fn claim_loop(state: AppState, worker: String) {
     }
 }
 
-/// Jobs failed because their worker went away are events like any other failure.
+/// Jobs failed because their worker went away are events like any other failure. A
+/// backup that no one started by hand (a scheduled slot, a trigger, a capture's base
+/// snapshot) is queued again, once: no one is there to press *Retry*, and its slot
+/// would otherwise be lost until the next one. A re-run abandoned in turn is not run a
+/// third time.
 async fn announce_abandoned(state: &AppState, ids: &[i64]) {
     for id in ids {
         if let Ok(Some(job)) = store::job(&state.db, *id).await {
@@ -104,8 +108,53 @@ async fn announce_abandoned(state: &AppState, ids: &[i64]) {
                 false,
             )
             .await;
+            if let Err(e) = rerun_unattended(state, &job).await {
+                tracing::error!(error = %format!("{e:#}"), job = id, "queueing an abandoned backup again");
+            }
         }
     }
+}
+
+/// [`announce_abandoned`]'s re-run of an unattended backup.
+async fn rerun_unattended(state: &AppState, job: &store::JobRow) -> Result<()> {
+    let Some(policy_id) = job.policy_id else {
+        return Ok(());
+    };
+    if job.kind != app::api::jobs::JobKind::Backup
+        || job.created_by.is_some()
+        || job.retry_of.is_some()
+    {
+        return Ok(());
+    }
+    let Some(policy) = store::policy(&state.db, policy_id).await? else {
+        return Ok(());
+    };
+    // Another backup of the policy already queued or running does the slot's work.
+    if policy.enabled == 0 || store::policy_busy(&state.db.pool, policy_id).await? {
+        return Ok(());
+    }
+    let again = state
+        .enqueue(store::NewJob {
+            policy_id: job.policy_id,
+            source_id: job.source_id,
+            target_id: job.target_id,
+            params: serde_json::from_str(&job.params).context("reading a job's parameters")?,
+            title: job.title.clone(),
+            created_by: None,
+            rows_total: job.rows_total,
+            bytes_total: job.bytes_total,
+            retry_of: Some(job.id),
+        })
+        .await?;
+    let _ = store::log(
+        &state.db,
+        job.id,
+        "info",
+        &format!("queued again as job {again}: no one started it by hand, so its worker's end does not lose its run"),
+    )
+    .await;
+    tracing::info!(job = job.id, again, "queued an abandoned backup again");
+    Ok(())
 }
 
 /// A verify that found damage (rather than failing to run): its own event.

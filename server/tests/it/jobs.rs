@@ -91,6 +91,66 @@ async fn jobs_survive_a_restart_and_an_interrupted_one_can_be_retried() {
     );
 }
 
+/// A backup no one started by hand (a scheduled slot) whose worker died is queued again
+/// once, and runs; one a user started is failed for them to retry, not run again.
+#[tokio::test]
+async fn an_abandoned_scheduled_backup_runs_again_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("shop.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    );
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let scheduled = setup(&api, &admin, dir.path(), &db).await;
+    let (_, _, by_hand) = add_policy(
+        &api,
+        &admin,
+        "by-hand",
+        &db,
+        &dir.path().join("repo2"),
+        "",
+        "",
+    )
+    .await;
+    let by_hand = by_hand.json().as_i64().unwrap();
+    server.stop();
+    // Both were running when their worker died: the scheduler's (no user) and one a
+    // user started.
+    let job = |policy: i64, title: &str, by: &str| {
+        format!(
+            "INSERT INTO jobs (kind, status, policy_id, params, title, created_by, created_at, started_at, worker, heartbeat_at) \
+             VALUES ('backup', 'running', {policy}, '{{\"kind\":\"backup\",\"policy_id\":{policy}}}', '{title}', {by}, 1, 1, 'gone-worker', 1);"
+        )
+    };
+    sqlite(
+        &data.join("history.db"),
+        &(job(scheduled, "Scheduled backup: nightly", "NULL")
+            + &job(by_hand, "Backup: by-hand", "1")),
+    );
+    let server = start(&data);
+    let api = Api { server: &server };
+    let admin = cookie(&server, "admin", ADMIN_PASSWORD).await;
+    let again = api.wait_job(&admin, 3).await;
+    assert_eq!(again[0]["status"], "succeeded", "{again}");
+    assert_eq!(again[0]["title"], "Scheduled backup: nightly", "{again}");
+    let mut logs = Vec::new();
+    for id in [1, 2] {
+        let failed = api.wait_job(&admin, id).await;
+        assert_eq!(failed[0]["status"], "failed");
+        logs.push(failed[1].to_string());
+    }
+    assert!(logs[0].contains("queued again as job 3"), "{}", logs[0]);
+    assert!(!logs[1].contains("queued again"), "{}", logs[1]);
+    // Once: no other job appears, for either policy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs = api.form(Some(&admin), "jobs/list", &[]).await.json();
+    assert_eq!(jobs.as_array().unwrap().len(), 3, "{jobs}");
+}
+
 #[tokio::test]
 async fn a_running_backup_reports_progress_and_stops_when_cancelled() {
     let dir = tempfile::tempdir().unwrap();
