@@ -728,17 +728,25 @@ async fn backup(
     policy_id: i64,
     progress: &JobProgress,
 ) -> Result<Outcome> {
-    let policy = store::policy(&state.db, policy_id)
-        .await?
-        .ok_or_else(|| anyhow!("the policy no longer exists"))?;
-    let source = store::source(&state.db, policy.source_id)
-        .await?
-        .ok_or_else(|| anyhow!("the policy's source no longer exists"))?;
-    let target = store::target(&state.db, policy.target_id)
-        .await?
-        .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+    // Read through an outage of the history database too (a job claimed just before
+    // a failover waits for it rather than failing).
+    let (policy, source, target, hold) =
+        app::ssr::db::through_outage("reading the job's policy", |_| async {
+            let policy = store::policy(&state.db, policy_id)
+                .await?
+                .ok_or_else(|| anyhow!("the policy no longer exists"))?;
+            let source = store::source(&state.db, policy.source_id)
+                .await?
+                .ok_or_else(|| anyhow!("the policy's source no longer exists"))?;
+            let target = store::target(&state.db, policy.target_id)
+                .await?
+                .ok_or_else(|| anyhow!("the policy's target no longer exists"))?;
+            let hold = store::policy_hold(&state.db, &policy).await?;
+            Ok((policy, source, target, hold))
+        })
+        .await?;
     // Queued before its source or target was paused (or retried since): not run.
-    if let Some(why) = store::policy_hold(&state.db, &policy).await? {
+    if let Some(why) = hold {
         return Err(anyhow!(why));
     }
     let url = state.secrets.open(Kind::SourceUrl, &source.sealed_url)?;

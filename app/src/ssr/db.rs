@@ -253,7 +253,7 @@ where
             Ok(v) if retry => {
                 tracing::info!(
                     waited_s = started.elapsed().as_secs(),
-                    "the history database answers again; {what} is recorded"
+                    "the history database answers again: {what} went through"
                 );
                 return Ok(v);
             }
