@@ -34,6 +34,10 @@ struct Running {
     busy: bool,
     /// This worker holds the capture's lease (of this many ms, renewed at each tick).
     held: Option<i64>,
+    /// When the lease was last taken or renewed.
+    renewed_at: Option<std::time::Instant>,
+    /// The round in progress, stopped if the lease is lost meanwhile.
+    round: Option<tokio::task::AbortHandle>,
     setup_slot: Option<String>,
     position: Position,
     /// A SQLite capture between rounds (taken out while a round runs).
@@ -57,27 +61,50 @@ async fn tick(
     worker: &str,
     running: &Arc<Mutex<HashMap<i64, Running>>>,
 ) -> Result<()> {
-    // The leases held are renewed first; one lost (this worker was silent longer than
-    // a lease, and another took the capture) ends this worker's part in it.
+    // The leases held are renewed first, for captures still on. One lost (another
+    // worker took it), turned off, or not renewed for as long as it lasts (the history
+    // database out of reach: another worker may hold it by now) ends this worker's part
+    // in it at once, a round in progress included, so two workers never read one
+    // capture's changes together.
+    let policies = store::continuous_policies(&state.db).await?;
+    let on: std::collections::HashSet<i64> = policies.iter().map(|p| p.id).collect();
     let held: Vec<(i64, i64)> = running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
         .filter_map(|(&id, r)| r.held.map(|ms| (id, ms)))
+        .filter(|(id, _)| on.contains(id))
         .collect();
-    let still = store::renew_captures(&state.db, worker, &held).await?;
-    for (id, _) in held.iter().filter(|(id, _)| !still.contains(id)) {
-        tracing::info!(policy = id, "the capture's lease passed to another worker");
+    let renewed = store::renew_captures(&state.db, worker, &held).await;
+    {
         let mut map = running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = map.get_mut(id) {
-            r.held = None;
-            if !r.busy {
-                // Its replication stream or watching connection ends here.
-                *r = Running::default();
+        for (id, r) in map.iter_mut() {
+            let Some(ms) = r.held else { continue };
+            let kept = match &renewed {
+                Ok(still) => still.contains(id),
+                Err(_) => r
+                    .renewed_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(ms as u64)),
+            };
+            if on.contains(id) && kept {
+                if renewed.is_ok() {
+                    r.renewed_at = Some(std::time::Instant::now());
+                }
+                continue;
             }
+            tracing::info!(
+                policy = id,
+                "this worker no longer holds the capture's lease; its capture stops here"
+            );
+            if let Some(round) = r.round.take() {
+                round.abort();
+            }
+            // Its replication stream or watching connection ends here.
+            *r = Running::default();
         }
     }
-    for p in store::continuous_policies(&state.db).await? {
+    renewed?;
+    for p in policies {
         let secs = p.capture_secs.unwrap_or(5).max(1);
         {
             let mut map = running.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +122,7 @@ async fn tick(
                     .get_mut(&p.id)
                 {
                     r.held = Some(lease_ms(secs));
+                    r.renewed_at = Some(std::time::Instant::now());
                 }
             }
             Ok(false) => {
@@ -106,8 +134,10 @@ async fn tick(
                 return Err(e);
             }
         }
-        let (state, worker, running) = (state.clone(), worker.to_string(), running.clone());
-        tokio::spawn(async move {
+        let (state, worker, run_map, pid) =
+            (state.clone(), worker.to_string(), running.clone(), p.id);
+        let running = run_map.clone();
+        let task = tokio::spawn(async move {
             let outcome = round(&state, &p, &running).await;
             let (slot, covers, lag, error, next) = match &outcome {
                 Ok(r) => (
@@ -153,6 +183,14 @@ async fn tick(
             }
             release(&running, p.id);
         });
+        if let Some(r) = run_map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&pid)
+            && r.busy
+        {
+            r.round = Some(task.abort_handle());
+        }
     }
     Ok(())
 }
@@ -164,6 +202,7 @@ fn release(running: &Arc<Mutex<HashMap<i64, Running>>>, policy: i64) {
         .get_mut(&policy)
     {
         r.busy = false;
+        r.round = None;
         if r.held.is_none() {
             // Not (or no longer) this worker's: what it kept open ends.
             *r = Running::default();

@@ -129,8 +129,12 @@ async fn rerun_unattended(state: &AppState, job: &store::JobRow) -> Result<()> {
     let Some(policy) = store::policy(&state.db, policy_id).await? else {
         return Ok(());
     };
-    // Another backup of the policy already queued or running does the slot's work.
-    if policy.enabled == 0 || store::policy_busy(&state.db.pool, policy_id).await? {
+    // Another backup of the policy already queued or running does the slot's work; a
+    // paused source or target runs nothing.
+    if policy.enabled == 0
+        || store::policy_busy(&state.db.pool, policy_id).await?
+        || store::policy_hold(&state.db, &policy).await?.is_some()
+    {
         return Ok(());
     }
     let again = state
@@ -412,7 +416,10 @@ async fn run(state: &AppState, job: store::JobRow) {
             return;
         }
         Err(e) => {
+            // Not recorded: the job stays `running` until a sweep fails it as abandoned
+            // (and announces that); announcing this outcome too would say two things.
             tracing::error!(error = %e, job = id, "could not record the end of a job");
+            return;
         }
     }
     crate::metrics::job_finished(
@@ -531,7 +538,7 @@ async fn execute(state: &AppState, job: &store::JobRow, progress: &JobProgress) 
                         )
                     })?;
                 progress.still_owned(state).await?;
-                record_snapshot(state, &target, None, dest.id, job.id, &summary, None).await?;
+                record_snapshot(state, &target, None, dest.id, job, &summary, None).await?;
                 safety_snapshot = Some(summary.id.clone());
                 let _ = store::log(
                     &state.db,
@@ -789,7 +796,7 @@ async fn backup(
         &target,
         Some(policy.id),
         source.id,
-        job.id,
+        job,
         &summary,
         None,
     )
@@ -812,7 +819,11 @@ async fn backup(
     // of the policy it lacks (so a target that was down catches up now). A target that
     // fails fails only its copy: the backup itself succeeded.
     let mut copies = Vec::new();
-    for copy_target in store::copy_targets(&state.db, policy.id).await? {
+    let copy_targets = app::ssr::db::through_outage("reading the policy's copy targets", |_| {
+        store::copy_targets(&state.db, policy.id)
+    })
+    .await?;
+    for copy_target in copy_targets {
         let row = store::target(&state.db, copy_target).await?;
         let name = row
             .as_ref()
@@ -918,7 +929,7 @@ async fn copy_to(
             &dest,
             Some(policy.id),
             policy.source_id,
-            job.id,
+            job,
             &summary,
             origin,
         )
@@ -1047,10 +1058,12 @@ async fn record_snapshot(
     target: &store::TargetRow,
     policy: Option<i64>,
     source: i64,
-    job: i64,
+    job: &store::JobRow,
     summary: &engine::backup::BackupSummary,
     copy_of: Option<i64>,
 ) -> Result<()> {
+    let worker = job.worker.as_deref().unwrap_or_default();
+    let job = job.id;
     let details: Vec<_> = summary
         .snapshot
         .tables
@@ -1070,7 +1083,7 @@ async fn record_snapshot(
             {
                 return Ok(());
             }
-            store::insert_snapshot(
+            let recorded = store::insert_snapshot(
                 &state.db,
                 target.id,
                 &summary.id,
@@ -1080,9 +1093,16 @@ async fn record_snapshot(
                 &summary.snapshot,
                 details,
                 copy_of,
+                Some(worker),
             )
             .await?;
-            Ok(())
+            match recorded {
+                Some(_) => Ok(()),
+                // Failed as abandoned by another worker while this one could not reach
+                // the history database: that outcome stands, and this snapshot is not
+                // recorded (it stays in the repository, unlisted).
+                None => Err(engine::Error::Cancelled.into()),
+            }
         }
     })
     .await

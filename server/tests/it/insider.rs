@@ -315,22 +315,24 @@ async fn deleting_the_newest_audit_entries_is_found() {
                 .unwrap_or(0)
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The head goes to the data directory, then to each target: both are waited for.
+        let in_repo = || {
+            std::fs::read_dir(repo.join("audit-heads"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
         loop {
             let head = std::fs::read_to_string(data.join("audit-head.json")).unwrap_or_default();
-            if entries(&head) >= 6 {
+            if entries(&head) >= 6 && in_repo() >= 1 {
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no audit head written: {}",
+                "no audit head written here and in the target's storage: {}",
                 server.log()
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let in_repo = std::fs::read_dir(repo.join("audit-heads"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert!(in_repo >= 1, "no head in the target's storage");
         // Junk planted among the heads (by whoever can write the bucket) is noted, and
         // neither fails the check nor stops the anchoring.
         std::fs::write(

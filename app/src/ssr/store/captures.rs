@@ -54,7 +54,10 @@ pub async fn continuous_policies(db: &Db) -> Result<Vec<PolicyRow>> {
 pub async fn lease_capture(db: &Db, policy: i64, worker: &str, lease_ms: i64) -> Result<bool> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO captures (policy_id, next_round_at) VALUES ($1, 0) ON CONFLICT (policy_id) DO NOTHING",
+        // Not for a capture turned off meanwhile (its row was deleted with it).
+        "INSERT INTO captures (policy_id, next_round_at) SELECT $1, 0 \
+         WHERE EXISTS (SELECT 1 FROM policies WHERE id = $1 AND capture_secs IS NOT NULL) \
+         ON CONFLICT (policy_id) DO NOTHING",
     )
     .bind(policy)
     .execute(&db.pool)

@@ -83,6 +83,9 @@ pub async fn snapshot_row_id(db: &Db, target_id: i64, snapshot_id: &str) -> Resu
     )
 }
 
+/// Records a snapshot. With `running_on`, only while job `job_id` is still running on
+/// that worker (one statement: a job another worker failed as abandoned meanwhile
+/// records nothing); `None` then means it was not.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_snapshot(
     db: &Db,
@@ -94,10 +97,12 @@ pub async fn insert_snapshot(
     s: &engine::model::Snapshot,
     details: &str,
     copy_of: Option<i64>,
-) -> Result<i64> {
+    running_on: Option<&str>,
+) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "INSERT INTO snapshots (target_id, snapshot_id, policy_id, source_id, job_id, time_ms, table_count, row_count, bytes, bytes_stored, duration_ms, details, copy_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+         WHERE $14 = '' OR EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND status = 'running' AND worker = $14) RETURNING id",
     )
     .bind(target_id)
     .bind(snapshot_id)
@@ -112,7 +117,8 @@ pub async fn insert_snapshot(
     .bind(s.duration_ms as i64)
     .bind(details)
     .bind(copy_of)
-    .fetch_one(&db.pool)
+    .bind(running_on.unwrap_or_default())
+    .fetch_optional(&db.pool)
     .await?)
 }
 
