@@ -129,9 +129,13 @@ async fn rerun_unattended(state: &AppState, job: &store::JobRow) -> Result<()> {
     let Some(policy) = store::policy(&state.db, policy_id).await? else {
         return Ok(());
     };
-    // Another backup of the policy already queued or running does the slot's work; a
+    // Another backup of the policy already queued or running does the slot's work, as
+    // does the scheduler when a slot is due (after a restart: missed slots run once); a
     // paused source or target runs nothing.
     if policy.enabled == 0
+        || policy
+            .next_run_at
+            .is_some_and(|t| t <= app::ssr::db::now_ms())
         || store::policy_busy(&state.db.pool, policy_id).await?
         || store::policy_hold(&state.db, &policy).await?.is_some()
     {

@@ -530,7 +530,8 @@ async fn a_receiver_that_is_down_or_hangs_delays_nothing_else_and_is_retried() {
             && h["attempts"].as_i64().unwrap() >= 1
             && h["status"] == "pending"
         {
-            assert_eq!(d["status"], "pending", "{d}");
+            // Not delivered, and tried again ("sending" while an attempt is under way).
+            assert!(d["status"] == "pending" || d["status"] == "sending", "{d}");
             assert!(d["last_error"].as_str().unwrap().contains("503"), "{d}");
             let se = s["last_error"].as_str().unwrap();
             assert!(
