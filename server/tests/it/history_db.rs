@@ -284,7 +284,6 @@ async fn a_worker_with_another_server_key_refuses_to_start() {
 #[tokio::test]
 async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
     use crate::harness::{Api, add_policy, cookie, sqlite};
-    use std::io::{BufRead, Write};
     use std::time::{Duration, Instant};
     let pg = testkit::Postgres::start().unwrap();
     let url = pg.create_database("failover").unwrap();
@@ -326,23 +325,7 @@ async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
 
     // The source is locked by its application, so the backup waits (SQLite's busy
     // timeout) while the history database goes away.
-    let mut app = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
-             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); \
-             sys.stdin.readline(); c.execute('COMMIT')",
-        ])
-        .arg(&shop)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(app.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let app = SourceLock::hold(&shop);
     let r = api
         .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
         .await;
@@ -364,8 +347,7 @@ async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
     }
     pg.stop().unwrap();
     // The application commits: the backup runs to its end while nothing answers.
-    app.stdin.take().unwrap().write_all(b"\n").unwrap();
-    assert!(app.wait().unwrap().success());
+    app.release();
     assert_eq!(
         ready().await,
         503,
@@ -412,7 +394,6 @@ async fn a_history_database_that_goes_away_mid_job_loses_nothing() {
 #[tokio::test]
 async fn a_killed_workers_job_is_failed_by_another_and_retried_there() {
     use crate::harness::{Api, add_policy, cookie, sqlite};
-    use std::io::{BufRead, Write};
     use std::time::{Duration, Instant};
     let pg = testkit::Postgres::start().unwrap();
     let url = pg.create_database("takeover").unwrap();
@@ -442,23 +423,7 @@ async fn a_killed_workers_job_is_failed_by_another_and_retried_there() {
     .await;
     let policy = policy.json().as_i64().expect("a policy");
     // The source is locked by its application: the backup waits, and is killed waiting.
-    let mut app = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
-             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); \
-             sys.stdin.readline(); c.execute('COMMIT')",
-        ])
-        .arg(&shop)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(app.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let app = SourceLock::hold(&shop);
     let r = api
         .form(Some(&admin), "policies/run", &[("id", policy.to_string())])
         .await;
@@ -470,8 +435,7 @@ async fn a_killed_workers_job_is_failed_by_another_and_retried_there() {
     }
     drop(first); // SIGKILL, mid-job
     let killed = Instant::now();
-    app.stdin.take().unwrap().write_all(b"\n").unwrap();
-    assert!(app.wait().unwrap().success());
+    app.release();
 
     let second_dir = dir.path().join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
@@ -535,4 +499,39 @@ async fn job_status(api: &crate::harness::Api<'_>, cookie: &str, job: i64) -> se
     .await
     .json()[0]
         .clone()
+}
+
+/// An application's exclusive lock on a SQLite source, held until released: a backup
+/// of it waits (SQLite's busy timeout, 5 s) meanwhile.
+struct SourceLock(std::process::Child);
+
+impl SourceLock {
+    fn hold(db: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut app = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+                 c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); \
+                 sys.stdin.readline(); c.execute('COMMIT')",
+            ])
+            .arg(db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(app.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        SourceLock(app)
+    }
+
+    /// The application commits.
+    fn release(mut self) {
+        use std::io::Write;
+        self.0.stdin.take().unwrap().write_all(b"\n").unwrap();
+        assert!(self.0.wait().unwrap().success());
+    }
 }
